@@ -1,0 +1,373 @@
+//! The cluster config (`cluster.toml`): nodes, roles, addresses, erasure coding, the manager
+//! map and tunables. Parsed once into a checked `ClusterConfig`; nothing else reads the file.
+
+use crate::ids::{NodeId, SlotId, SLOT_COUNT};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "cluster.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read cluster config {path}: {source} (create one with `shoal init --cluster DIR`)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cluster config {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cluster config is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// A role a node can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Storage,
+    Manager,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Storage => "storage",
+            Role::Manager => "manager",
+        })
+    }
+}
+
+/// One node as the file describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Unique name; also the common name of the node's certificate.
+    pub name: String,
+    /// Roles this node runs.
+    pub roles: Vec<Role>,
+    /// UDP address the node listens on (QUIC). Edit for real machines.
+    pub address: SocketAddr,
+    /// State directory; relative paths are relative to the cluster directory.
+    /// Default: `nodes/NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Reed-Solomon layout of every new segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureConfig {
+    /// Data fragments per stripe (k).
+    pub data: u8,
+    /// Parity fragments per stripe (m): any m of the k+m servers may fail.
+    pub parity: u8,
+}
+
+/// A contiguous range of manager slots and the manager node that owns them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRange {
+    pub first: u16,
+    pub last: u16,
+    pub manager: String,
+}
+
+/// Client tunables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientTunables {
+    /// Dirty data is written to the log at least this often (milliseconds).
+    pub flush_interval_ms: u64,
+    /// A segment is written as soon as this much dirty data is buffered (bytes).
+    pub segment_bytes: u64,
+    /// Memory for the block cache (bytes).
+    pub cache_bytes: u64,
+}
+
+impl Default for ClientTunables {
+    fn default() -> Self {
+        ClientTunables { flush_interval_ms: 2000, segment_bytes: 8 << 20, cache_bytes: 256 << 20 }
+    }
+}
+
+/// Manager tunables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ManagerTunables {
+    /// Metadata records are group-committed to the log at least this often (milliseconds);
+    /// `Sync` and fsync force a commit at once.
+    pub commit_interval_ms: u64,
+    /// A checkpoint is written after this many records.
+    pub checkpoint_records: u64,
+}
+
+impl Default for ManagerTunables {
+    fn default() -> Self {
+        ManagerTunables { commit_interval_ms: 5, checkpoint_records: 50_000 }
+    }
+}
+
+/// The file as written by `shoal init`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// Cluster name, shown by `shoal status`.
+    pub name: String,
+    /// Bumped whenever this file changes meaning (nodes, slots).
+    pub epoch: u64,
+    pub erasure: ErasureConfig,
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeEntry>,
+    #[serde(rename = "slots")]
+    pub slot_ranges: Vec<SlotRange>,
+    #[serde(default)]
+    pub client: ClientTunables,
+    #[serde(default)]
+    pub manager: ManagerTunables,
+}
+
+/// A node, checked, with its id and resolved state directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub address: SocketAddr,
+    pub state_dir: PathBuf,
+}
+
+impl Node {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// The cluster config after every consistency check.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub dir: PathBuf,
+    pub file: ClusterFile,
+    pub nodes: Vec<Node>,
+    /// Manager node of every slot.
+    slot_owner: Vec<NodeId>,
+}
+
+impl ClusterConfig {
+    /// Reads and checks `DIR/cluster.toml`.
+    pub fn load(dir: &Path) -> Result<ClusterConfig, ConfigError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let file: ClusterFile =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        ClusterConfig::from_file(dir, file)
+    }
+
+    /// Checks a parsed file.
+    pub fn from_file(dir: &Path, file: ClusterFile) -> Result<ClusterConfig, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let e = file.erasure;
+        if e.data == 0 || (e.data as usize + e.parity as usize) > 255 {
+            return bad(format!("erasure {}+{} is not usable: need k >= 1 and k+m <= 255", e.data, e.parity));
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut nodes = Vec::new();
+        for (i, n) in file.nodes.iter().enumerate() {
+            if n.name.is_empty() || n.name.contains('/') {
+                return bad(format!("node name {:?} must be non-empty and contain no '/'", n.name));
+            }
+            if !names.insert(n.name.clone()) {
+                return bad(format!("node name {} appears twice", n.name));
+            }
+            if !addrs.insert(n.address) {
+                return bad(format!("address {} is used by two nodes", n.address));
+            }
+            if n.roles.is_empty() {
+                return bad(format!("node {} has no roles", n.name));
+            }
+            let state_dir = match &n.state_dir {
+                Some(p) if p.is_absolute() => p.clone(),
+                Some(p) => dir.join(p),
+                None => dir.join("nodes").join(&n.name),
+            };
+            nodes.push(Node {
+                id: NodeId(i as u32 + 1),
+                name: n.name.clone(),
+                roles: n.roles.clone(),
+                address: n.address,
+                state_dir,
+            });
+        }
+        let storage = nodes.iter().filter(|n| n.has(Role::Storage)).count();
+        if storage < e.data as usize + e.parity as usize {
+            return bad(format!(
+                "erasure {}+{} needs at least {} storage nodes, the config has {storage}",
+                e.data,
+                e.parity,
+                e.data as usize + e.parity as usize
+            ));
+        }
+        let mut slot_owner = vec![None; SLOT_COUNT as usize];
+        for r in &file.slot_ranges {
+            let Some(node) = nodes.iter().find(|n| n.name == r.manager) else {
+                return bad(format!("slots {}..={} name unknown manager {}", r.first, r.last, r.manager));
+            };
+            if !node.has(Role::Manager) {
+                return bad(format!("slots {}..={} name {} which has no manager role", r.first, r.last, r.manager));
+            }
+            if r.first > r.last || r.last >= SLOT_COUNT {
+                return bad(format!("slot range {}..={} is outside 0..{SLOT_COUNT}", r.first, r.last));
+            }
+            for s in r.first..=r.last {
+                if slot_owner[s as usize].is_some() {
+                    return bad(format!("slot {s} is assigned twice"));
+                }
+                slot_owner[s as usize] = Some(node.id);
+            }
+        }
+        let mut owners = Vec::with_capacity(SLOT_COUNT as usize);
+        for (s, o) in slot_owner.into_iter().enumerate() {
+            match o {
+                Some(o) => owners.push(o),
+                None => return bad(format!("slot {s} has no manager")),
+            }
+        }
+        Ok(ClusterConfig { dir: dir.to_path_buf(), file, nodes, slot_owner: owners })
+    }
+
+    /// The generated config of `shoal init`: `storage` storage nodes, `managers` managers,
+    /// slots split evenly, addresses on 127.0.0.1 from `base_port` upward.
+    pub fn generate(
+        name: &str,
+        storage: usize,
+        managers: usize,
+        erasure: ErasureConfig,
+        base_port: u16,
+    ) -> Result<ClusterFile, ConfigError> {
+        if managers == 0 {
+            return Err(ConfigError::Invalid("a cluster needs at least one manager".into()));
+        }
+        let mut nodes = Vec::new();
+        let mut port = base_port;
+        let mut next_addr = || -> Result<SocketAddr, ConfigError> {
+            let p = port;
+            port = port
+                .checked_add(1)
+                .ok_or_else(|| ConfigError::Invalid(format!("ports from {base_port} run past 65535")))?;
+            Ok(SocketAddr::from(([127, 0, 0, 1], p)))
+        };
+        for i in 1..=storage {
+            nodes.push(NodeEntry { name: format!("storage-{i}"), roles: vec![Role::Storage], address: next_addr()?, state_dir: None });
+        }
+        for i in 1..=managers {
+            nodes.push(NodeEntry { name: format!("manager-{i}"), roles: vec![Role::Manager], address: next_addr()?, state_dir: None });
+        }
+        let per = SLOT_COUNT as usize / managers;
+        let mut slot_ranges = Vec::new();
+        for i in 0..managers {
+            let first = i * per;
+            let last = if i + 1 == managers { SLOT_COUNT as usize - 1 } else { first + per - 1 };
+            slot_ranges.push(SlotRange { first: first as u16, last: last as u16, manager: format!("manager-{}", i + 1) });
+        }
+        Ok(ClusterFile {
+            name: name.to_string(),
+            epoch: 1,
+            erasure,
+            nodes,
+            slot_ranges,
+            client: ClientTunables::default(),
+            manager: ManagerTunables::default(),
+        })
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn node_by_name(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Storage nodes in config order; stripe placement indexes into this list.
+    pub fn storage_nodes(&self) -> Vec<&Node> {
+        self.nodes.iter().filter(|n| n.has(Role::Storage)).collect()
+    }
+
+    pub fn manager_nodes(&self) -> Vec<&Node> {
+        self.nodes.iter().filter(|n| n.has(Role::Manager)).collect()
+    }
+
+    /// The manager node owning `slot`.
+    pub fn slot_owner(&self, slot: SlotId) -> NodeId {
+        self.slot_owner[slot.0 as usize % SLOT_COUNT as usize]
+    }
+
+    /// Slots owned by `node`.
+    pub fn slots_of(&self, node: NodeId) -> Vec<SlotId> {
+        (0..SLOT_COUNT).map(SlotId).filter(|s| self.slot_owner(*s) == node).collect()
+    }
+
+    /// Paths of TLS material under the cluster directory.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.pem")
+    }
+    pub fn ca_key_path(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.key")
+    }
+    /// Certificate and key of a node or of the client identity (`name` = "client").
+    pub fn cert_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.dir.join("tls");
+        (d.join(format!("{name}.pem")), d.join(format!("{name}.key")))
+    }
+
+    /// Renders the file with a documented header.
+    pub fn render(file: &ClusterFile) -> String {
+        let body = toml::to_string_pretty(file).unwrap_or_default();
+        format!("{}{}", CONFIG_DOC, body)
+    }
+}
+
+/// The documentation written at the top of every generated `cluster.toml`.
+pub const CONFIG_DOC: &str = "\
+# Shoal cluster config, written by `shoal init`. Every node and client reads it.
+#
+# name            cluster name, shown by `shoal status`
+# epoch           bumped whenever the meaning of this file changes (nodes, slots)
+# [erasure]       data = k, parity = m: every segment is striped over k+m storage
+#                 nodes; any m of them may fail without losing data
+# [[node]]        one per node: name (also its certificate's common name), roles
+#                 (\"storage\", \"manager\"), address (UDP, QUIC; edit for real machines),
+#                 state_dir (optional; default nodes/NAME under this directory)
+# [[slots]]       the manager map: inode slots first..=last are served by manager
+# [client]        flush_interval_ms: dirty data reaches the log at least this often;
+#                 segment_bytes: a segment is written once this much is dirty;
+#                 cache_bytes: block cache memory per client
+# [manager]       commit_interval_ms: metadata group commit interval (fsync forces one);
+#                 checkpoint_records: records between checkpoints
+#
+# TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
+# client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.
+
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_config_parses_and_maps_every_slot() {
+        let f = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 7000).expect("gen");
+        let text = ClusterConfig::render(&f);
+        let parsed: ClusterFile = toml::from_str(&text).expect("parse");
+        let c = ClusterConfig::from_file(Path::new("/tmp/x"), parsed).expect("check");
+        assert_eq!(c.storage_nodes().len(), 6);
+        assert_eq!(c.manager_nodes().len(), 2);
+        let m1 = c.node_by_name("manager-1").expect("m1").id;
+        let m2 = c.node_by_name("manager-2").expect("m2").id;
+        assert_eq!(c.slot_owner(SlotId(0)), m1);
+        assert_eq!(c.slot_owner(SlotId(1023)), m2);
+        assert_eq!(c.slots_of(m1).len() + c.slots_of(m2).len(), SLOT_COUNT as usize);
+    }
+
+    #[test]
+    fn too_few_storage_nodes_is_refused() {
+        let f = ClusterConfig::generate("t", 3, 1, ErasureConfig { data: 4, parity: 2 }, 7000).expect("gen");
+        let err = ClusterConfig::from_file(Path::new("/tmp/x"), f).expect_err("must fail");
+        assert!(err.to_string().contains("needs at least 6 storage nodes"), "{err}");
+    }
+}

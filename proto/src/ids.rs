@@ -1,0 +1,193 @@
+//! Typed identifiers shared by every role.
+//!
+//! Each id says who allocates it and when it dies. Nothing here does I/O.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Number of manager slots. Fixed for the life of a file system: inode ids embed their slot.
+pub const SLOT_COUNT: u16 = 1024;
+/// Bits of an inode id below the slot number.
+const INODE_SEQ_BITS: u32 = 40;
+
+/// A node of the cluster, by its index in the cluster config (`storage-1` … then `manager-1` …).
+/// Allocated by `shoal init`; lives as long as the node stays in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node#{}", self.0)
+    }
+}
+
+/// A manager slot: a share of the inode space. Slots map to managers through the manager map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SlotId(pub u16);
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "slot{}", self.0)
+    }
+}
+
+/// An inode. The high bits name the slot that owns it; the low 40 bits are a per-slot
+/// sequence allocated by that slot's manager at create time. Dies when its link count and
+/// open count both reach zero. The kernel sees this number unchanged as its `ino`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InodeId(pub u64);
+
+impl InodeId {
+    /// The root directory: slot 0, sequence 1 (also FUSE's root id).
+    pub const ROOT: InodeId = InodeId(1);
+
+    /// Builds the id of sequence `seq` in `slot`.
+    pub fn new(slot: SlotId, seq: u64) -> InodeId {
+        InodeId(((slot.0 as u64) << INODE_SEQ_BITS) | (seq & ((1 << INODE_SEQ_BITS) - 1)))
+    }
+
+    /// The slot whose manager owns this inode.
+    pub fn slot(self) -> SlotId {
+        SlotId(((self.0 >> INODE_SEQ_BITS) % SLOT_COUNT as u64) as u16)
+    }
+
+    /// The per-slot sequence number.
+    pub fn seq(self) -> u64 {
+        self.0 & ((1 << INODE_SEQ_BITS) - 1)
+    }
+}
+
+impl fmt::Display for InodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ino{}:{}", self.slot().0, self.seq())
+    }
+}
+
+/// A writer's log. Managers use `LogId::manager(node)`; clients pick a random id with the
+/// top bit set when they mount. A log lives until its last segment is cleaned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LogId(pub u64);
+
+impl LogId {
+    const CLIENT_BIT: u64 = 1 << 63;
+
+    /// The metadata log of the manager running on `node`.
+    pub fn manager(node: NodeId) -> LogId {
+        LogId(0x4d00_0000_0000 | node.0 as u64)
+    }
+
+    /// A client log from a random 64-bit value.
+    pub fn client(random: u64) -> LogId {
+        LogId(random | Self::CLIENT_BIT)
+    }
+
+    /// Whether this is a client (data) log.
+    pub fn is_client(self) -> bool {
+        self.0 & Self::CLIENT_BIT != 0
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "log{:016x}", self.0)
+    }
+}
+
+/// The position of a segment in its log, counted from 0 by the log's writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SegmentId(pub u64);
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seg{}", self.0)
+    }
+}
+
+/// One fragment of a segment's stripe: data fragments have index `0..k`, parity `k..k+m`.
+/// Written once by the log writer, deleted by the cleaner (or the manager's log truncation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FragmentId {
+    pub log: LogId,
+    pub segment: SegmentId,
+    pub index: u8,
+}
+
+impl fmt::Display for FragmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/f{}", self.log, self.segment, self.index)
+    }
+}
+
+/// Configuration epoch; bumped whenever the cluster config changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "epoch{}", self.0)
+    }
+}
+
+/// A cross-manager transaction, allocated by its coordinating manager: (coordinator, sequence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TxId {
+    pub coordinator: NodeId,
+    pub seq: u64,
+}
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tx{}.{}", self.coordinator.0, self.seq)
+    }
+}
+
+/// Where bytes live in the log: a segment plus the (k, m) it was striped with, so that a
+/// reader needs no other lookup to find and reconstruct the fragments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SegmentAddr {
+    pub log: LogId,
+    pub segment: SegmentId,
+    /// Total bytes of the segment (before striping).
+    pub len: u32,
+    pub k: u8,
+    pub m: u8,
+}
+
+impl fmt::Display for SegmentAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}({}B,{}+{})", self.log, self.segment, self.len, self.k, self.m)
+    }
+}
+
+/// A byte range inside a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogPtr {
+    pub seg: SegmentAddr,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl fmt::Display for LogPtr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}+{}..{}", self.seg, self.offset, self.offset as u64 + self.len as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_slot_roundtrip() {
+        assert_eq!(InodeId::ROOT.slot(), SlotId(0));
+        let i = InodeId::new(SlotId(1023), 77);
+        assert_eq!(i.slot(), SlotId(1023));
+        assert_eq!(i.seq(), 77);
+    }
+
+    #[test]
+    fn client_logs_are_marked() {
+        assert!(LogId::client(5).is_client());
+        assert!(!LogId::manager(NodeId(3)).is_client());
+    }
+}

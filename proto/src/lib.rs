@@ -1,0 +1,20 @@
+//! Shared wire types and transport of Shoal: typed ids, the cluster config, messages,
+//! framing, TLS and the QUIC transport. Kept thin: no role logic lives here.
+
+pub mod config;
+pub mod frame;
+pub mod ids;
+pub mod msg;
+pub mod route;
+pub mod tls;
+pub mod transport;
+
+pub use bytes::Bytes;
+
+/// The version string every node reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// CRC32C (iSCSI polynomial) of `data`, the checksum of fragments and records.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}

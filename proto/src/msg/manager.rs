@@ -1,0 +1,240 @@
+//! Manager service messages: metadata operations from clients, and the cross-manager
+//! transaction messages between managers.
+
+use crate::ids::{InodeId, LogPtr, NodeId, TxId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// File types, as POSIX knows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+/// A point in time: seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+    }
+}
+
+/// Attributes of an inode, as the manager holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub ino: InodeId,
+    pub kind: FileKind,
+    /// Permission bits (and setuid/setgid/sticky), without the type bits.
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Bytes of data actually stored (sparse files hold less than `size`).
+    pub blocks_bytes: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub rdev: u32,
+    /// Bumped on every change of data or metadata.
+    pub version: u64,
+}
+
+/// Who asks: the caller's credentials from the FUSE request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A time to set: now, or a given value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetTime {
+    Now,
+    At(Timestamp),
+}
+
+/// The attribute changes of a setattr; `None` leaves a field alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttrs {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// What to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewNode {
+    File,
+    Dir,
+    Symlink { target: String },
+    /// FIFOs, sockets and device nodes (mknod).
+    Special { kind: FileKind, rdev: u32 },
+}
+
+/// One directory entry as returned by `ReadDir`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: InodeId,
+    pub kind: FileKind,
+    /// Cookie to pass as `offset` to continue after this entry.
+    pub next: u64,
+}
+
+/// A piece of a file stored in the log: file bytes `[offset, offset + ptr.len)` are at `ptr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub offset: u64,
+    pub ptr: LogPtr,
+}
+
+/// New data of one inode, written to the client's log, to be committed in the extent map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InodeWrite {
+    pub ino: InodeId,
+    pub extents: Vec<Extent>,
+    /// The file size after these writes (the maximum of the old size and the written end,
+    /// or a size set by the writer).
+    pub size: u64,
+    pub mtime: Timestamp,
+}
+
+/// File system totals for statfs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsCounts {
+    pub inodes: u64,
+    pub bytes: u64,
+}
+
+/// rename(2) flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameFlags {
+    pub noreplace: bool,
+    pub exchange: bool,
+}
+
+/// Requests to a manager. Each names the inode (or parent directory) whose slot routes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ManagerRequest {
+    Lookup { parent: InodeId, name: String },
+    GetAttr { ino: InodeId },
+    SetAttr { ino: InodeId, set: SetAttrs, caller: Caller },
+    /// Create `name` in `parent`. With `open`, the new inode is also opened by `session`.
+    Create { parent: InodeId, name: String, node: NewNode, perm: u16, umask: u16, caller: Caller, session: Option<u64> },
+    Unlink { parent: InodeId, name: String, caller: Caller },
+    Rmdir { parent: InodeId, name: String, caller: Caller },
+    Rename { parent: InodeId, name: String, new_parent: InodeId, new_name: String, flags: RenameFlags, caller: Caller },
+    Link { ino: InodeId, new_parent: InodeId, new_name: String, caller: Caller },
+    ReadDir { ino: InodeId, offset: u64, max: u32 },
+    ReadLink { ino: InodeId },
+    /// Register an open of `ino` by client session `session` (keeps an unlinked file alive).
+    Open { ino: InodeId, session: u64 },
+    /// The last local close of `ino` by `session`.
+    Release { ino: InodeId, session: u64 },
+    GetXattr { ino: InodeId, name: String },
+    /// `flags`: 0, or XATTR_CREATE (1) / XATTR_REPLACE (2).
+    SetXattr { ino: InodeId, name: String, value: Vec<u8>, flags: i32, caller: Caller },
+    ListXattr { ino: InodeId },
+    RemoveXattr { ino: InodeId, name: String, caller: Caller },
+    /// Extents of `ino` overlapping `[offset, offset + len)`.
+    GetExtents { ino: InodeId, offset: u64, len: u64 },
+    /// Commit data written to the client's log. With `sync`, answer only once durable.
+    CommitWrites { writes: Vec<InodeWrite>, sync: bool },
+    /// Make every change so far durable (fsync/fsyncdir, unmount).
+    Sync,
+    /// Totals of the inodes this manager owns.
+    Counts,
+    /// Between managers: apply this manager's part of a cross-manager operation.
+    TxApply { tx: TxId, op: TxOp },
+    /// Between managers: the coordinator's outcome of a transaction, for recovery.
+    TxOutcome { tx: TxId },
+}
+
+/// The remote part of a cross-manager operation, applied idempotently by the participant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxOp {
+    /// Create an inode in the participant's slot (mkdir/create whose new inode lives there).
+    CreateInode { ino_slot: u16, parent: InodeId, node: NewNode, perm: u16, caller: Caller },
+    /// Add (or replace) a directory entry in a directory the participant owns.
+    AddEntry { dir: InodeId, name: String, ino: InodeId, kind: FileKind, replace: bool },
+    /// Remove a directory entry if it still names `ino`.
+    RemoveEntry { dir: InodeId, name: String, ino: InodeId },
+    /// Change an inode's link count (link, unlink, rename over).
+    AdjustNlink { ino: InodeId, delta: i32 },
+    /// Point a directory's `..` at a new parent (rename of a directory).
+    SetParent { dir: InodeId, parent: InodeId },
+    /// Check that a directory is empty (rmdir or rename over a directory) and mark it dead.
+    RemoveDir { dir: InodeId },
+}
+
+/// Answers of a manager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ManagerResponse {
+    Attr(Attr),
+    /// Unlink/rmdir/rename/xattr changes and other operations with nothing to return.
+    Done,
+    Entries(Vec<DirEntry>),
+    Target(String),
+    Xattr(Vec<u8>),
+    XattrNames(Vec<String>),
+    Extents(Vec<Extent>),
+    /// Attributes after a commit, one per `InodeWrite`.
+    Committed(Vec<Attr>),
+    Counts(FsCounts),
+    /// The participant's result for a `TxApply`: an inode it created, if any.
+    TxApplied { attr: Option<Attr> },
+    /// The coordinator's outcome: committed or not.
+    TxOutcome { committed: bool },
+    /// Coordinator hint for routing.
+    Owner(NodeId),
+}
+
+impl fmt::Display for ManagerRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ManagerRequest::*;
+        match self {
+            Lookup { parent, name } => write!(f, "Lookup({parent}, {name:?})"),
+            GetAttr { ino } => write!(f, "GetAttr({ino})"),
+            SetAttr { ino, .. } => write!(f, "SetAttr({ino})"),
+            Create { parent, name, .. } => write!(f, "Create({parent}, {name:?})"),
+            Unlink { parent, name, .. } => write!(f, "Unlink({parent}, {name:?})"),
+            Rmdir { parent, name, .. } => write!(f, "Rmdir({parent}, {name:?})"),
+            Rename { parent, name, new_parent, new_name, .. } => {
+                write!(f, "Rename({parent}/{name:?} -> {new_parent}/{new_name:?})")
+            }
+            Link { ino, new_parent, new_name, .. } => write!(f, "Link({ino} -> {new_parent}/{new_name:?})"),
+            ReadDir { ino, offset, .. } => write!(f, "ReadDir({ino}@{offset})"),
+            ReadLink { ino } => write!(f, "ReadLink({ino})"),
+            Open { ino, .. } => write!(f, "Open({ino})"),
+            Release { ino, .. } => write!(f, "Release({ino})"),
+            GetXattr { ino, name } => write!(f, "GetXattr({ino}, {name:?})"),
+            SetXattr { ino, name, .. } => write!(f, "SetXattr({ino}, {name:?})"),
+            ListXattr { ino } => write!(f, "ListXattr({ino})"),
+            RemoveXattr { ino, name, .. } => write!(f, "RemoveXattr({ino}, {name:?})"),
+            GetExtents { ino, offset, len } => write!(f, "GetExtents({ino}, {offset}+{len})"),
+            CommitWrites { writes, sync } => write!(f, "CommitWrites({} inodes, sync={sync})", writes.len()),
+            Sync => write!(f, "Sync"),
+            Counts => write!(f, "Counts"),
+            TxApply { tx, .. } => write!(f, "TxApply({tx})"),
+            TxOutcome { tx } => write!(f, "TxOutcome({tx})"),
+        }
+    }
+}

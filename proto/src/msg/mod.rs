@@ -1,0 +1,95 @@
+//! Wire messages: one request/response enum per service, wrapped in one envelope.
+//!
+//! Every RPC travels on its own QUIC stream as one frame (see `frame`): a small serialized
+//! header (these types, postcard) followed by raw bulk bytes that never go through serde.
+
+pub mod manager;
+pub mod storage;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use manager::*;
+pub use storage::*;
+
+/// What a client sends to a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and identity; answered by every node.
+    Ping,
+    Storage(StorageRequest),
+    Manager(ManagerRequest),
+}
+
+/// What a node answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    Pong(NodeInfo),
+    Storage(StorageResponse),
+    Manager(ManagerResponse),
+    Error(RemoteError),
+}
+
+/// A node's self-description for `Ping`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub version: String,
+}
+
+/// An error carried over the wire. Retryable kinds are kept apart from final ones.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// A POSIX error for a file system operation (ENOENT, EEXIST, ...).
+    #[error("errno {code}: {message}")]
+    Errno { code: i32, message: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Stored bytes failed their checksum; the caller should reconstruct from parity.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    #[error("no space left: {0}")]
+    NoSpace(String),
+    /// The request was malformed or out of bounds.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The node does not run the role the request is for.
+    #[error("node does not run the {0} role")]
+    NoRole(String),
+    /// The slot is not owned by this manager (retry at `hint`).
+    #[error("slot {slot} is not owned here; try {hint}")]
+    NotOwner { slot: u16, hint: String },
+    /// A transient failure; the caller may retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+impl RemoteError {
+    pub fn errno(code: i32, message: impl Into<String>) -> RemoteError {
+        RemoteError::Errno { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Ping => write!(f, "Ping"),
+            Request::Storage(r) => write!(f, "{r}"),
+            Request::Manager(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+impl fmt::Display for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::Pong(i) => write!(f, "Pong({})", i.name),
+            Response::Storage(r) => write!(f, "{r:?}"),
+            Response::Manager(_) => write!(f, "ManagerResponse"),
+            Response::Error(e) => write!(f, "Error({e})"),
+        }
+    }
+}

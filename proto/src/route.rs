@@ -1,0 +1,95 @@
+//! Routing of manager requests through the manager map: which manager node serves a request.
+//! Owns the choice of target only; retries on `NotOwner` follow the hint once.
+
+use crate::config::ClusterConfig;
+use crate::ids::{InodeId, NodeId};
+use crate::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
+use crate::transport::{Transport, TransportError};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timeout of one metadata RPC.
+pub const MANAGER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The inode whose slot decides which manager serves `req` (`None` for manager-to-manager
+/// messages, which name their target explicitly).
+pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
+    use ManagerRequest::*;
+    Some(match req {
+        Lookup { parent, .. } | Create { parent, .. } | Unlink { parent, .. } | Rmdir { parent, .. } => *parent,
+        Rename { parent, .. } => *parent,
+        Link { new_parent, .. } => *new_parent,
+        GetAttr { ino }
+        | SetAttr { ino, .. }
+        | ReadDir { ino, .. }
+        | ReadLink { ino }
+        | Open { ino, .. }
+        | Release { ino, .. }
+        | GetXattr { ino, .. }
+        | SetXattr { ino, .. }
+        | ListXattr { ino }
+        | RemoveXattr { ino, .. }
+        | GetExtents { ino, .. } => *ino,
+        CommitWrites { writes, .. } => writes.first()?.ino,
+        Sync | Counts | TxApply { .. } | TxOutcome { .. } => return None,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Remote(RemoteError),
+    #[error("unexpected answer from {node}: {what}")]
+    Unexpected { node: NodeId, what: String },
+    #[error("request {0} names no inode to route by")]
+    Unroutable(String),
+}
+
+/// Calls managers, routing each request to the owner of its inode's slot.
+#[derive(Clone)]
+pub struct ManagerClient {
+    config: Arc<ClusterConfig>,
+    transport: Arc<Transport>,
+}
+
+impl ManagerClient {
+    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> ManagerClient {
+        ManagerClient { config, transport }
+    }
+
+    pub fn config(&self) -> &Arc<ClusterConfig> {
+        &self.config
+    }
+
+    /// The manager node serving `ino`.
+    pub fn owner_of(&self, ino: InodeId) -> NodeId {
+        self.config.slot_owner(ino.slot())
+    }
+
+    /// Sends `req` to the manager owning its routing inode.
+    pub async fn call(&self, req: ManagerRequest) -> Result<ManagerResponse, CallError> {
+        let ino = routing_inode(&req).ok_or_else(|| CallError::Unroutable(req.to_string()))?;
+        self.call_node(self.owner_of(ino), req).await
+    }
+
+    /// Sends `req` to a given manager node.
+    pub async fn call_node(&self, node: NodeId, req: ManagerRequest) -> Result<ManagerResponse, CallError> {
+        let addr = self
+            .config
+            .node(node)
+            .map(|n| n.address)
+            .ok_or_else(|| CallError::Unexpected { node, what: "node not in config".into() })?;
+        let (resp, _) = self
+            .transport
+            .call_timeout(addr, &Request::Manager(req), Bytes::new(), MANAGER_RPC_TIMEOUT)
+            .await?;
+        match resp {
+            Response::Manager(r) => Ok(r),
+            Response::Error(e) => Err(CallError::Remote(e)),
+            other => Err(CallError::Unexpected { node, what: other.to_string() }),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The cluster's certificate authority and node/client certificates (rcgen), and the rustls
+//! configurations for mutual TLS. Owns PEM files on disk; does not open sockets.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The server name every node's certificate carries; peers are identified by their
+/// certificate's common name, not by DNS.
+pub const SERVER_NAME: &str = "shoal-node";
+/// ALPN protocol id: a peer speaking another wire version is refused at the handshake.
+pub const ALPN: &[u8] = b"shoal/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} holds no usable PEM {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// A generated CA: its certificate (PEM) and the issuer that signs leaves.
+pub struct CertAuthority {
+    pub cert_pem: String,
+    pub key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl CertAuthority {
+    /// Creates a new self-signed CA for the cluster `name`.
+    pub fn generate(name: &str) -> Result<CertAuthority, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, format!("{name} cluster CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        let key_pem = key.serialize_pem();
+        Ok(CertAuthority { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
+    }
+
+    /// Loads a CA written by `write`.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertAuthority, TlsError> {
+        let cert_pem = read(cert_path)?;
+        let key_pem = read(key_path)?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(CertAuthority { cert_pem, key_pem, issuer })
+    }
+
+    /// Issues a leaf certificate for `common_name` (a node or client name). Returns
+    /// (certificate PEM, key PEM).
+    pub fn issue(&self, common_name: &str) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// A node's or client's identity: the CA it trusts and its own certificate and key.
+#[derive(Clone)]
+pub struct Identity {
+    pub ca: Vec<CertificateDer<'static>>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl Identity {
+    /// Loads PEM files: the cluster CA, this peer's certificate and its key.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+        let ca_certs = certs(ca)?;
+        let chain = certs(cert)?;
+        let key_pem = read(key)?;
+        let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .ok()
+            .flatten()
+            .ok_or_else(|| TlsError::Pem { path: key.to_path_buf(), what: "private key" })?;
+        Ok(Identity { ca: ca_certs, chain, key: Arc::new(key_der) })
+    }
+
+    fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &self.ca {
+            roots.add(c.clone())?;
+        }
+        Ok(roots)
+    }
+
+    /// Server side: TLS 1.3, client certificates required and checked against the CA.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(self.roots()?),
+            provider.clone(),
+        )
+        .build()?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+
+    /// Client side: TLS 1.3, server checked against the CA, our certificate presented.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// Writes `contents` to `path` with mode 0600 when it is a key.
+pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes()).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(TlsError::Pem { path: path.to_path_buf(), what: "certificate" });
+    }
+    Ok(certs)
+}
