@@ -1,0 +1,9 @@
+//! The node runtime: composes the roles a node's config names (storage server, manager)
+//! behind one QUIC endpoint, and starts local clusters and client mounts. It owns process
+//! wiring only; the roles' logic lives in their crates.
+
+pub mod cluster;
+pub mod error;
+pub mod node;
+
+pub use error::NodeError;

@@ -1,1 +1,327 @@
-fn main() {}
+//! `shoal`: parses arguments, sets up logging and dispatches to the library crates. No file
+//! system logic lives here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use proto::config::{ClusterConfig, ErasureConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Shoal: a serverless cluster file system (xFS for today)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an all-in-one local cluster (6 storage servers 4+2, 2 managers, one client) on
+    /// loopback, mounted at MOUNTPOINT. Runs in the foreground; Ctrl-C unmounts and stops.
+    Up(UpArgs),
+    /// Create a cluster config, a CA and certificates in DIR.
+    Init(InitArgs),
+    /// Node commands.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Mount the cluster's file system at MOUNTPOINT (foreground; Ctrl-C unmounts).
+    Mount(MountArgs),
+    /// Show every node: role, address, reachable or not, capacity and use. Exit 0 when the
+    /// cluster can serve.
+    Status(ClusterArg),
+    /// Run the standard workload on DIR and on every baseline, in one run, and print one
+    /// table with ratios to the first baseline.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Directory to measure (e.g. a Shoal mount).
+    dir: PathBuf,
+    /// Baseline directories measured in the same run (e.g. a tmpfs, a FUSE mirror, a peer).
+    #[arg(long)]
+    baseline: Vec<PathBuf>,
+    /// A short run (about a minute per target) instead of the full one.
+    #[arg(long)]
+    quick: bool,
+    /// Write every figure to FILE as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Labels for DIR and the baselines, in order (default: the directory names).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where to mount the file system (an existing empty directory).
+    mountpoint: PathBuf,
+    /// State directory of the local cluster [default: $XDG_STATE_HOME/shoal or ~/.local/state/shoal].
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Directory to write cluster.toml, tls/ and nodes/ into.
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Number of storage nodes.
+    #[arg(long, default_value_t = 6)]
+    storage: usize,
+    /// Number of managers.
+    #[arg(long, default_value_t = 2)]
+    managers: usize,
+    /// Erasure coding as K+P: K data and P parity fragments per stripe.
+    #[arg(long, default_value = "4+2", value_parser = parse_ec)]
+    ec: ErasureConfig,
+    /// First UDP port; nodes listen on 127.0.0.1 from here upward.
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+    /// Cluster name.
+    #[arg(long, default_value = "shoal")]
+    name: String,
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Run one node's roles in the foreground.
+    Run {
+        /// Cluster directory (holds cluster.toml).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Node name as in cluster.toml (e.g. storage-1, manager-1).
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Where to mount.
+    mountpoint: PathBuf,
+    /// Let other users access the mount (needs root or user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
+}
+
+#[derive(Args)]
+struct ClusterArg {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+}
+
+fn parse_ec(s: &str) -> Result<ErasureConfig, String> {
+    let (k, p) = s.split_once('+').ok_or_else(|| format!("expected K+P such as 4+2, got {s:?}"))?;
+    let data: u8 = k.trim().parse().map_err(|_| format!("K in {s:?} is not a number from 1 to 254"))?;
+    let parity: u8 = p.trim().parse().map_err(|_| format!("P in {s:?} is not a number from 0 to 254"))?;
+    if data == 0 || data as usize + parity as usize > 255 {
+        return Err(format!("{s}: need K >= 1 and K+P <= 255"));
+    }
+    Ok(ErasureConfig { data, parity })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Init(a) => {
+            let p = fsd::cluster::InitParams {
+                name: a.name,
+                storage: a.storage,
+                managers: a.managers,
+                erasure: a.ec,
+                base_port: a.base_port,
+            };
+            let c = fsd::cluster::init(&a.cluster, &p)?;
+            println!(
+                "created cluster {:?} in {}: {} storage nodes, {} managers, erasure {}+{}",
+                c.file.name,
+                a.cluster.display(),
+                c.storage_nodes().len(),
+                c.manager_nodes().len(),
+                c.file.erasure.data,
+                c.file.erasure.parity
+            );
+            println!("start each node with: shoal node run --cluster {} --node NAME", a.cluster.display());
+            Ok(0)
+        }
+        Cmd::Node(NodeCmd::Run { cluster, node }) => {
+            let config = Arc::new(load(&cluster)?);
+            let n = fsd::node::RunningNode::start(config, &node).await?;
+            wait_for_signal().await?;
+            tracing::info!("signal received, stopping");
+            n.stop().await;
+            Ok(0)
+        }
+        Cmd::Mount(a) => {
+            let config = Arc::new(load(&a.cluster)?);
+            check_mountpoint(&a.mountpoint)?;
+            let opts = fuse_client::MountOptions { allow_other: a.allow_other, ..Default::default() };
+            let m = fsd::cluster::mount(config, &a.mountpoint, &opts).await?;
+            eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
+            wait_for_signal().await?;
+            m.unmount().await.context("unmount")?;
+            Ok(0)
+        }
+        Cmd::Up(a) => {
+            check_mountpoint(&a.mountpoint)?;
+            let state = match a.state {
+                Some(s) => s,
+                None => default_state_dir()?,
+            };
+            let cluster = fsd::cluster::LocalCluster::start_or_create(&state).await?;
+            let opts = fuse_client::MountOptions { allow_other: is_root(), ..Default::default() };
+            let m = match fsd::cluster::mount(cluster.config.clone(), &a.mountpoint, &opts).await {
+                Ok(m) => m,
+                Err(e) => {
+                    cluster.stop().await;
+                    return Err(e.into());
+                }
+            };
+            eprintln!("shoal is up: mounted at {}, state in {}; Ctrl-C to stop", a.mountpoint.display(), state.display());
+            let sig = wait_for_signal().await;
+            tracing::info!("stopping");
+            let unmounted = m.unmount().await;
+            cluster.stop().await;
+            sig?;
+            unmounted.context("unmount")?;
+            Ok(0)
+        }
+        Cmd::Bench(a) => {
+            let plan = if a.quick { bench::Plan::quick() } else { bench::Plan::full() };
+            let mut targets = vec![a.dir.clone()];
+            targets.extend(a.baseline.iter().cloned());
+            let labels: Vec<String> = targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    a.labels.get(i).cloned().unwrap_or_else(|| {
+                        t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| t.display().to_string())
+                    })
+                })
+                .collect();
+            let results = tokio::task::spawn_blocking(move || {
+                targets.iter().zip(labels.iter()).map(|(t, l)| bench::run_target(l, t, &plan)).collect::<Result<Vec<_>>>()
+            })
+            .await??;
+            println!("{}", bench::table(&results));
+            if let Some(j) = a.json {
+                std::fs::write(&j, bench::json(&results)).with_context(|| format!("cannot write {}", j.display()))?;
+            }
+            Ok(0)
+        }
+        Cmd::Status(a) => {
+            let config = load(&a.cluster)?;
+            let s = fsd::cluster::status(&config).await?;
+            println!("cluster {:?} (epoch {}, erasure {}+{})", config.file.name, config.file.epoch, config.file.erasure.data, config.file.erasure.parity);
+            println!("{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}", "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS");
+            for n in &s.nodes {
+                let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
+                let state = match (&n.reachable, n.manager_ready) {
+                    (Err(_), _) => "down",
+                    (Ok(_), Some(false)) => "recovering",
+                    (Ok(_), _) => "up",
+                };
+                let (cap, used, frags) = match n.storage {
+                    Some(st) => (human(st.capacity_bytes), human(st.used_bytes), st.fragments.to_string()),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                println!("{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}", n.name, roles.join(","), n.address, state, cap, used, frags);
+                if let Err(e) = &n.reachable {
+                    println!("    {e}");
+                }
+            }
+            if s.can_serve {
+                println!("cluster can serve");
+                Ok(0)
+            } else {
+                println!("cluster can NOT serve: start the nodes shown as down (shoal node run --cluster {} --node NAME)", a.cluster.display());
+                Ok(1)
+            }
+        }
+    }
+}
+
+fn load(dir: &Path) -> Result<ClusterConfig> {
+    Ok(ClusterConfig::load(dir)?)
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false) || std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    }).unwrap_or(false)
+}
+
+fn default_state_dir() -> Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(x).join("shoal"));
+    }
+    let home = std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set: pass --state DIR")?;
+    Ok(PathBuf::from(home).join(".local/state/shoal"))
+}
+
+fn check_mountpoint(p: &Path) -> Result<()> {
+    match std::fs::metadata(p) {
+        Err(e) => bail!("mountpoint {} is not usable ({e}): create it with `mkdir -p {}`", p.display(), p.display()),
+        Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", p.display()),
+        Ok(_) => {}
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and load the fuse module (modprobe fuse)");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", U[i])
+}

@@ -1,0 +1,232 @@
+//! Cluster-level wiring: `init` (config and certificates), an all-in-one local cluster for
+//! `shoal up`, client mounts, and the status probe. Owns files under the cluster directory;
+//! never touches a node's state directly.
+
+use crate::error::NodeError;
+use crate::node::{identity, RunningNode};
+use proto::config::{ClusterConfig, ErasureConfig, Role, CONFIG_FILE};
+use proto::msg::{ManagerRequest, NodeInfo, Request, Response, StorageRequest, StorageStat};
+use proto::tls::{write_pem, CertAuthority};
+use proto::transport::Transport;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parameters of `shoal init`.
+#[derive(Clone, Debug)]
+pub struct InitParams {
+    pub name: String,
+    pub storage: usize,
+    pub managers: usize,
+    pub erasure: ErasureConfig,
+    pub base_port: u16,
+}
+
+/// Writes a new cluster into `dir`: `cluster.toml`, the CA, one certificate per node and one
+/// for clients. Refuses to overwrite an existing cluster.
+pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    if cfg_path.exists() {
+        return Err(NodeError::Other(format!(
+            "{} already exists: this directory holds a cluster; pick another --cluster DIR or remove it first",
+            cfg_path.display()
+        )));
+    }
+    let file = ClusterConfig::generate(&p.name, p.storage, p.managers, p.erasure, p.base_port)?;
+    let config = ClusterConfig::from_file(dir, file.clone())?;
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).map_err(|source| NodeError::Io { path: tls.clone(), source })?;
+    let tls_err = |name: &str| {
+        let name = name.to_string();
+        move |source| NodeError::Tls { name, source }
+    };
+    let ca = CertAuthority::generate(&p.name).map_err(tls_err("ca"))?;
+    write_pem(&config.ca_cert_path(), &ca.cert_pem, false).map_err(tls_err("ca"))?;
+    write_pem(&config.ca_key_path(), &ca.key_pem, true).map_err(tls_err("ca"))?;
+    let mut names: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
+    names.push("client".into());
+    for name in &names {
+        let (cert, key) = ca.issue(name).map_err(tls_err(name))?;
+        let (cp, kp) = config.cert_paths(name);
+        write_pem(&cp, &cert, false).map_err(tls_err(name))?;
+        write_pem(&kp, &key, true).map_err(tls_err(name))?;
+    }
+    let text = ClusterConfig::render(&file);
+    std::fs::write(&cfg_path, text).map_err(|source| NodeError::Io { path: cfg_path.clone(), source })?;
+    Ok(config)
+}
+
+/// Finds `count` consecutive free UDP ports on 127.0.0.1, starting the search at a
+/// pseudo-random place so that concurrent local clusters do not collide.
+pub fn free_port_range(count: u16) -> Result<u16, NodeError> {
+    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    for attempt in 0..200u64 {
+        let base = 20000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 7919)) % 40000) as u16;
+        let ok = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        if ok {
+            return Ok(base);
+        }
+    }
+    Err(NodeError::Other("no free range of UDP ports found on 127.0.0.1".into()))
+}
+
+/// Every node of a cluster running in this process (`shoal up`, tests).
+pub struct LocalCluster {
+    pub config: Arc<ClusterConfig>,
+    nodes: Vec<RunningNode>,
+}
+
+impl LocalCluster {
+    /// Loads `dir` (creating a 6-storage, 2-manager, 4+2 cluster there if it holds none) and
+    /// starts all its nodes.
+    pub async fn start_or_create(dir: &Path) -> Result<LocalCluster, NodeError> {
+        if !dir.join(CONFIG_FILE).exists() {
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io { path: dir.to_path_buf(), source })?;
+            let base_port = free_port_range(8)?;
+            let p = InitParams {
+                name: "shoal-local".into(),
+                storage: 6,
+                managers: 2,
+                erasure: ErasureConfig { data: 4, parity: 2 },
+                base_port,
+            };
+            init(dir, &p)?;
+            tracing::info!(dir = %dir.display(), base_port, "created a new local cluster");
+        }
+        let config = Arc::new(ClusterConfig::load(dir)?);
+        LocalCluster::start(config).await
+    }
+
+    /// Starts every node of `config` in this process.
+    pub async fn start(config: Arc<ClusterConfig>) -> Result<LocalCluster, NodeError> {
+        let mut nodes = Vec::new();
+        for n in &config.nodes {
+            match RunningNode::start(config.clone(), &n.name).await {
+                Ok(r) => nodes.push(r),
+                Err(e) => {
+                    for r in nodes {
+                        r.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(LocalCluster { config, nodes })
+    }
+
+    /// Stops managers first (they commit to the storage servers), then storage servers.
+    pub async fn stop(self) {
+        let (managers, others): (Vec<_>, Vec<_>) = self
+            .nodes
+            .into_iter()
+            .partition(|n| self.config.node_by_name(&n.name).map(|c| c.has(Role::Manager)).unwrap_or(false));
+        for n in managers {
+            n.stop().await;
+        }
+        for n in others {
+            n.stop().await;
+        }
+    }
+}
+
+/// A client endpoint for a cluster (mounts, the CLI).
+pub fn client_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeError> {
+    let id = identity(config, "client")?;
+    let any: SocketAddr = match config.nodes.first().map(|n| n.address) {
+        Some(SocketAddr::V6(_)) => "[::]:0".parse().map_err(|_| NodeError::Other("address".into()))?,
+        Some(a) if a.ip().is_loopback() => "127.0.0.1:0".parse().map_err(|_| NodeError::Other("address".into()))?,
+        _ => "0.0.0.0:0".parse().map_err(|_| NodeError::Other("address".into()))?,
+    };
+    Ok(Transport::bind(any, &id, false)?)
+}
+
+/// Connects a client and mounts it at `mountpoint`.
+pub async fn mount(
+    config: Arc<ClusterConfig>,
+    mountpoint: &Path,
+    opts: &fuse_client::MountOptions,
+) -> Result<fuse_client::Mount, NodeError> {
+    let transport = client_transport(&config)?;
+    let client = fuse_client::Client::connect(config, transport).await.map_err(|e| NodeError::Client(e.to_string()))?;
+    fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts).map_err(|e| NodeError::Client(e.to_string()))
+}
+
+/// What `status` learned of one node.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub address: SocketAddr,
+    /// `Err` with the reason when the node could not be reached.
+    pub reachable: Result<NodeInfo, String>,
+    pub storage: Option<StorageStat>,
+    /// For managers: whether they answer metadata requests (not still recovering).
+    pub manager_ready: Option<bool>,
+}
+
+/// The cluster at a glance.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    /// Every manager ready and at least k+1 storage servers reachable (k to read).
+    pub can_serve: bool,
+}
+
+/// Probes every node of the cluster with the client identity.
+pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> {
+    let transport = client_transport(config)?;
+    let timeout = Duration::from_secs(3);
+    let mut probes = Vec::new();
+    for n in &config.nodes {
+        let t = transport.clone();
+        let n = n.clone();
+        probes.push(tokio::spawn(async move {
+            let reachable = match t.call_timeout(n.address, &Request::Ping, bytes::Bytes::new(), timeout).await {
+                Ok((Response::Pong(info), _)) => Ok(info),
+                Ok((other, _)) => Err(format!("unexpected answer {other}")),
+                Err(e) => Err(e.to_string()),
+            };
+            let mut storage = None;
+            let mut manager_ready = None;
+            if reachable.is_ok() {
+                if n.has(Role::Storage) {
+                    if let Ok((Response::Storage(proto::msg::StorageResponse::Stat(s)), _)) =
+                        t.call_timeout(n.address, &Request::Storage(StorageRequest::Stat), bytes::Bytes::new(), timeout).await
+                    {
+                        storage = Some(s);
+                    }
+                }
+                if n.has(Role::Manager) {
+                    let r = t.call_timeout(n.address, &Request::Manager(ManagerRequest::Counts), bytes::Bytes::new(), timeout).await;
+                    manager_ready = Some(matches!(r, Ok((Response::Manager(_), _))));
+                }
+            } else if n.has(Role::Manager) {
+                manager_ready = Some(false);
+            }
+            NodeStatus { name: n.name.clone(), roles: n.roles.clone(), address: n.address, reachable, storage, manager_ready }
+        }));
+    }
+    let mut nodes = Vec::new();
+    for p in probes {
+        nodes.push(p.await.map_err(|e| NodeError::Other(e.to_string()))?);
+    }
+    let k = config.file.erasure.data as usize;
+    let m = config.file.erasure.parity as usize;
+    let storage_up = nodes.iter().filter(|n| n.roles.contains(&Role::Storage) && n.storage.is_some()).count();
+    let managers_ok = nodes.iter().filter(|n| n.roles.contains(&Role::Manager)).all(|n| n.manager_ready == Some(true));
+    let certificate_problem = nodes.iter().find_map(|n| match &n.reachable {
+        Err(e) if e.contains("certificate") => Some(e.clone()),
+        _ => None,
+    });
+    if let Some(e) = certificate_problem {
+        if nodes.iter().all(|n| n.reachable.is_err()) {
+            return Err(NodeError::Other(format!(
+                "{e}\nthe client certificate in {}/tls does not match this cluster's CA",
+                config.dir.display()
+            )));
+        }
+    }
+    transport.close();
+    Ok(ClusterStatus { nodes, can_serve: managers_ok && storage_up >= (k + 1).min(k + m) })
+}

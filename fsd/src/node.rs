@@ -1,0 +1,102 @@
+//! One node: its endpoint, its roles, and the handler that routes each request to a role.
+
+use crate::error::NodeError;
+use bytes::Bytes;
+use proto::config::{ClusterConfig, Role};
+use proto::msg::{NodeInfo, RemoteError, Request, Response};
+use proto::tls::Identity;
+use proto::transport::{BoxFuture, Handler, Peer, Transport};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Routes requests to the roles this node runs.
+struct NodeHandler {
+    info: NodeInfo,
+    storage: Option<Arc<storage::server::Server>>,
+    manager: Option<Arc<manager::Service>>,
+}
+
+impl Handler for NodeHandler {
+    fn handle(&self, _peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+        Box::pin(async move {
+            match req {
+                Request::Ping => (Response::Pong(self.info.clone()), Bytes::new()),
+                Request::Storage(r) => match &self.storage {
+                    Some(s) => match s.handle(r, bulk).await {
+                        Ok((resp, bulk)) => (Response::Storage(resp), bulk),
+                        Err(e) => (Response::Error(e), Bytes::new()),
+                    },
+                    None => (Response::Error(RemoteError::NoRole("storage".into())), Bytes::new()),
+                },
+                Request::Manager(r) => match &self.manager {
+                    Some(m) => match m.handle(r).await {
+                        Ok(resp) => (Response::Manager(resp), Bytes::new()),
+                        Err(e) => (Response::Error(e), Bytes::new()),
+                    },
+                    None => (Response::Error(RemoteError::NoRole("manager".into())), Bytes::new()),
+                },
+            }
+        })
+    }
+}
+
+/// Loads the TLS identity `name` ("client" or a node name) of a cluster.
+pub fn identity(config: &ClusterConfig, name: &str) -> Result<Identity, NodeError> {
+    let (cert, key) = config.cert_paths(name);
+    Identity::load(&config.ca_cert_path(), &cert, &key).map_err(|source| NodeError::Tls { name: name.to_string(), source })
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub name: String,
+    pub transport: Arc<Transport>,
+    manager: Option<Arc<manager::Service>>,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Starts every role of node `name`: opens the storage directory, starts the manager
+    /// (which recovers in the background), then answers requests.
+    pub async fn start(config: Arc<ClusterConfig>, name: &str) -> Result<RunningNode, NodeError> {
+        let node = config.node_by_name(name).ok_or_else(|| NodeError::UnknownNode(name.to_string()))?.clone();
+        let id = identity(&config, name)?;
+        std::fs::create_dir_all(&node.state_dir).map_err(|source| NodeError::Io { path: node.state_dir.clone(), source })?;
+        let transport = Transport::bind(node.address, &id, true)?;
+        let storage = if node.has(Role::Storage) {
+            let dir = node.state_dir.join("storage");
+            tracing::info!(node = %name, dir = %dir.display(), "starting storage server");
+            Some(storage::server::Server::open(&dir).await.map_err(|e| NodeError::Storage(e.to_string()))?)
+        } else {
+            None
+        };
+        let manager = if node.has(Role::Manager) {
+            tracing::info!(node = %name, slots = config.slots_of(node.id).len(), "starting manager");
+            Some(
+                manager::Service::start(config.clone(), node.id, transport.clone())
+                    .await
+                    .map_err(|e| NodeError::Manager(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let roles = node.roles.iter().map(|r| r.to_string()).collect();
+        let info = NodeInfo { name: name.to_string(), roles, version: proto::VERSION.to_string() };
+        let handler = Arc::new(NodeHandler { info, storage, manager: manager.clone() });
+        let serve = transport.serve(handler);
+        tracing::info!(node = %name, addr = %node.address, "node is serving");
+        Ok(RunningNode { name: name.to_string(), transport, manager, serve })
+    }
+
+    /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.
+    pub async fn stop(self) {
+        if let Some(m) = &self.manager {
+            if let Err(e) = m.shutdown().await {
+                tracing::warn!(node = %self.name, "manager shutdown: {e}");
+            }
+        }
+        self.transport.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.transport.wait_idle()).await;
+        self.serve.abort();
+        tracing::info!(node = %self.name, "node stopped");
+    }
+}
