@@ -1,76 +1,626 @@
-//! The striped log (API skeleton; the storage work fills it in).
+//! The striped log: `LogWriter` appends segments as k+m erasure-coded fragments on the
+//! segment's stripe group; `LogReader` reads byte ranges back (reconstructing from parity
+//! when fragments are missing or corrupt), lists a log's segments and deletes them.
+//! Owns the fragment layout of a segment; must not interpret segment contents.
+//!
+//! Fragment layout: fragment size `fs = ceil(len / k)`; data fragment `i` holds segment bytes
+//! `[i*fs, (i+1)*fs)`, the last zero-padded, and every fragment (data and parity) is stored
+//! with its full `fs` bytes. Reed-Solomon works byte position by byte position, so bytes
+//! `[a, b)` of any fragment can be rebuilt from bytes `[a, b)` of any k others.
 
-use bytes::Bytes;
+use crate::client::StorageClient;
+use crate::erasure::{Erasure, RsCodec};
+pub use crate::error::LogError;
+use crate::segment::{SegmentError, MAX_SEGMENT};
+use crate::store::lock;
+use crate::stripe::{stripe_group, StripeMember};
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
 use proto::config::ClusterConfig;
-use proto::ids::{LogId, LogPtr, SegmentAddr, SegmentId};
+use proto::ids::{FragmentId, LogId, LogPtr, SegmentAddr, SegmentId};
+use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
 use proto::transport::Transport;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("only {acked} of {needed} fragments of {seg} became durable: {detail}")]
-    NotDurable { seg: String, acked: usize, needed: usize, detail: String },
-    #[error("cannot read {what}: only {available} of the {needed} fragments needed are readable ({detail})")]
-    Unreadable { what: String, available: usize, needed: usize, detail: String },
-    #[error("bad segment: {0}")]
-    Segment(#[from] crate::segment::SegmentError),
+/// After enough fragments are durable, stragglers get this long (plus the time the others
+/// took) before the append returns without them.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(1);
+/// A server that could not be reached is skipped by reads for this long.
+const SUSPECT_FOR: Duration = Duration::from_secs(3);
+
+type CodecCache = HashMap<(u8, u8), Arc<RsCodec>>;
+
+/// Codecs are built once per (k, m) and shared (they cache decode matrices).
+fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
+    static CODECS: LazyLock<Mutex<CodecCache>> = LazyLock::new(Default::default);
+    let mut codecs = lock(&CODECS);
+    if let Some(c) = codecs.get(&(k, m)) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(RsCodec::new(k as usize, m as usize).map_err(|e| e.to_string())?);
+    codecs.insert((k, m), c.clone());
+    Ok(c)
+}
+
+/// Fragments needed for an append to count as durable: all of them for m <= 1, else k+1
+/// (Ceph's min_size rule for erasure-coded pools).
+pub fn write_quorum(k: u8, m: u8) -> usize {
+    (k as usize + m as usize).min(k as usize + 1)
+}
+
+/// Splits a segment into k padded data fragments and m parity fragments (CPU work).
+pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, String> {
+    let len = segment.len();
+    let k_us = k as usize;
+    if k_us == 0 {
+        return Err("k must be at least 1".into());
+    }
+    let fs = len.div_ceil(k_us);
+    let data: Vec<Bytes> = (0..k_us)
+        .map(|i| {
+            let start = (i * fs).min(len);
+            let end = ((i + 1) * fs).min(len);
+            if end - start == fs {
+                segment.slice(start..end)
+            } else {
+                let mut v = Vec::with_capacity(fs);
+                v.extend_from_slice(&segment[start..end]);
+                v.resize(fs, 0);
+                Bytes::from(v)
+            }
+        })
+        .collect();
+    let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+    let parity = codec(k, m)?.encode(&refs).map_err(|e| e.to_string())?;
+    Ok(data
+        .into_iter()
+        .chain(parity.into_iter().map(Bytes::from))
+        .collect())
 }
 
 /// Appends segments to one writer's log.
 pub struct LogWriter {
-    _private: (),
+    config: Arc<ClusterConfig>,
+    client: StorageClient,
+    log: LogId,
+    next: SegmentId,
 }
 
 impl LogWriter {
     /// A writer for `log` whose next segment is `next`.
-    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>, log: LogId, next: SegmentId) -> LogWriter {
-        let _ = (config, transport, log, next);
-        todo!("storage: log writer")
+    pub fn new(
+        config: Arc<ClusterConfig>,
+        transport: Arc<Transport>,
+        log: LogId,
+        next: SegmentId,
+    ) -> LogWriter {
+        LogWriter {
+            config,
+            client: StorageClient::new(transport),
+            log,
+            next,
+        }
     }
+
     pub fn log(&self) -> LogId {
-        todo!()
+        self.log
     }
+
     /// The id the next `append` will use.
     pub fn next_segment(&self) -> SegmentId {
-        todo!()
+        self.next
     }
+
     /// Stripes `segment` (bytes from `SegmentBuilder::finish` for `next_segment()`) and
-    /// returns once durable. On error the id is burnt and the next append uses the next one.
+    /// returns once durable: at least `write_quorum(k, m)` fragments stored. On error the id
+    /// is burnt, the next append uses the next one, and the fragments that did land are
+    /// deleted (best effort) so the failed segment is not listed later.
     pub async fn append(&mut self, segment: Bytes) -> Result<SegmentAddr, LogError> {
-        let _ = segment;
-        todo!()
+        let seg = self.next;
+        self.next = SegmentId(seg.0.wrapping_add(1));
+        let (k, m) = (
+            self.config.file.erasure.data,
+            self.config.file.erasure.parity,
+        );
+        let needed = write_quorum(k, m);
+        let name = format!("{}/{}", self.log, seg);
+        let fail = |acked: usize, detail: String| LogError::NotDurable {
+            seg: name.clone(),
+            acked,
+            needed,
+            detail,
+        };
+        if segment.is_empty() {
+            return Err(LogError::Segment(SegmentError::Malformed(
+                "an empty segment cannot be appended".into(),
+            )));
+        }
+        if segment.len() as u64 > MAX_SEGMENT {
+            return Err(LogError::Segment(SegmentError::TooLarge(MAX_SEGMENT)));
+        }
+        let len = segment.len() as u32;
+        let group =
+            stripe_group(&self.config, self.log, seg, k, m).map_err(|e| fail(0, e.to_string()))?;
+        let frags = tokio::task::spawn_blocking(move || {
+            encode_fragments(&segment, k, m).map(|f| {
+                f.into_iter()
+                    .map(|b| (proto::crc32c(&b), b))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| fail(0, format!("encoding task failed: {e}")))?
+        .map_err(|e| fail(0, format!("encoding failed: {e}")))?;
+
+        let started = Instant::now();
+        let mut puts = FuturesUnordered::new();
+        for (member, (crc, payload)) in group.iter().zip(frags) {
+            let id = FragmentId {
+                log: self.log,
+                segment: seg,
+                index: member.index,
+            };
+            let meta = FragmentMeta {
+                codec: CODEC_RS_GF8_RSE,
+                k,
+                m,
+                segment_len: len,
+                crc32c: crc,
+            };
+            let client = self.client.clone();
+            let member = *member;
+            puts.push(async move {
+                (
+                    member,
+                    client.put_fragment(member.addr, id, meta, payload).await,
+                )
+            });
+        }
+        let mut acked = 0;
+        let mut durable = Vec::new();
+        let mut problems = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => puts.next().await,
+                Some(d) => match tokio::time::timeout_at(d, puts.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        problems.push(format!(
+                            "{} fragment(s) still in flight were abandoned",
+                            puts.len()
+                        ));
+                        break;
+                    }
+                },
+            };
+            let Some((member, result)) = next else { break };
+            match result {
+                Ok(()) => {
+                    acked += 1;
+                    durable.push(member);
+                }
+                Err(e) => problems.push(format!(
+                    "f{} on {} ({}): {e}",
+                    member.index, member.node, member.addr
+                )),
+            }
+            if acked >= needed && deadline.is_none() && !puts.is_empty() {
+                deadline = Some(tokio::time::Instant::now() + started.elapsed() + STRAGGLER_GRACE);
+            }
+        }
+        let detail = problems.join("; ");
+        if acked < needed {
+            tracing::warn!(log = %self.log, segment = %seg, acked, needed, "append failed: {detail}");
+            // Best effort: remove what landed so that the failed segment is not listed later.
+            let deletes = durable.iter().map(|member| {
+                let id = FragmentId {
+                    log: self.log,
+                    segment: seg,
+                    index: member.index,
+                };
+                self.client.delete(member.addr, id)
+            });
+            futures::future::join_all(deletes).await;
+            return Err(fail(acked, detail));
+        }
+        if acked < group.len() {
+            tracing::warn!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
+        }
+        Ok(SegmentAddr {
+            log: self.log,
+            segment: seg,
+            len,
+            k,
+            m,
+        })
+    }
+}
+
+/// One contiguous piece of a read that falls in one data fragment.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    index: usize,
+    /// Offset inside the fragment.
+    frag_off: u32,
+    len: u32,
+    /// Offset inside the output.
+    out_off: usize,
+}
+
+/// Maps bytes `[offset, offset+len)` of a segment of `seg_len` bytes striped over `k` data
+/// fragments onto per-fragment pieces.
+fn pieces(seg_len: u32, k: u8, offset: u32, len: u32) -> Vec<Piece> {
+    let fs = (seg_len as u64).div_ceil(k as u64).max(1);
+    let (start, end) = (offset as u64, offset as u64 + len as u64);
+    let mut out = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        let index = pos / fs;
+        let frag_end = ((index + 1) * fs).min(end);
+        out.push(Piece {
+            index: index as usize,
+            frag_off: (pos - index * fs) as u32,
+            len: (frag_end - pos) as u32,
+            out_off: (pos - start) as usize,
+        });
+        pos = frag_end;
+    }
+    out
+}
+
+struct ReaderInner {
+    config: Arc<ClusterConfig>,
+    client: StorageClient,
+    /// Servers that recently could not be reached, until when: reads skip them (go
+    /// degraded at once) instead of paying a timeout on every read.
+    suspects: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl ReaderInner {
+    fn is_suspect(&self, addr: SocketAddr) -> bool {
+        let mut suspects = lock(&self.suspects);
+        match suspects.get(&addr) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                suspects.remove(&addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Reads a range of one fragment, keeping the suspect list up to date.
+    async fn fetch(
+        &self,
+        addr: SocketAddr,
+        id: FragmentId,
+        off: u32,
+        len: u32,
+    ) -> Result<Bytes, String> {
+        let r = self.client.read_range(addr, id, off, len).await;
+        match &r {
+            Ok(_) => {
+                lock(&self.suspects).remove(&addr);
+            }
+            Err(e) if e.is_unavailable() => {
+                lock(&self.suspects).insert(addr, Instant::now() + SUSPECT_FOR);
+            }
+            Err(_) => {}
+        }
+        r.map_err(|e| e.to_string())
     }
 }
 
 /// Reads any log; shared and cheap to clone.
 #[derive(Clone)]
 pub struct LogReader {
-    _private: Arc<()>,
+    inner: Arc<ReaderInner>,
 }
 
 impl LogReader {
     pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> LogReader {
-        let _ = (config, transport);
-        todo!()
+        LogReader {
+            inner: Arc::new(ReaderInner {
+                config,
+                client: StorageClient::new(transport),
+                suspects: Mutex::new(HashMap::new()),
+            }),
+        }
     }
+
     /// Reads the bytes at `ptr`, reconstructing from parity when needed.
     pub async fn read(&self, ptr: LogPtr) -> Result<Bytes, LogError> {
-        let _ = ptr;
-        todo!()
+        let seg = ptr.seg;
+        let what = ptr.to_string();
+        let unreadable = |available: usize, detail: String| LogError::Unreadable {
+            what: what.clone(),
+            available,
+            needed: seg.k as usize,
+            detail,
+        };
+        if ptr.offset as u64 + ptr.len as u64 > seg.len as u64 {
+            return Err(unreadable(
+                0,
+                format!("the range runs past the segment's {} bytes", seg.len),
+            ));
+        }
+        if ptr.len == 0 {
+            return Ok(Bytes::new());
+        }
+        let group = stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m)
+            .map_err(|e| unreadable(0, e.to_string()))?;
+        let pieces = pieces(seg.len, seg.k, ptr.offset, ptr.len);
+        // Cheap path: each piece from its data fragment, in parallel.
+        let fetches = pieces.iter().map(|p| {
+            let member = group[p.index];
+            let id = FragmentId {
+                log: seg.log,
+                segment: seg.segment,
+                index: member.index,
+            };
+            async move {
+                if self.inner.is_suspect(member.addr) {
+                    return Err(format!("{} recently unreachable", member.addr));
+                }
+                self.inner.fetch(member.addr, id, p.frag_off, p.len).await
+            }
+        });
+        let results = futures::future::join_all(fetches).await;
+        if pieces.len() == 1 {
+            if let Some(Ok(b)) = results.first() {
+                return Ok(b.clone());
+            }
+        }
+        let mut out = BytesMut::zeroed(ptr.len as usize);
+        let mut failed = Vec::new();
+        for (p, r) in pieces.iter().zip(results) {
+            match r {
+                Ok(b) => out[p.out_off..p.out_off + p.len as usize].copy_from_slice(&b),
+                Err(e) => failed.push((*p, e)),
+            }
+        }
+        if failed.is_empty() {
+            return Ok(out.freeze());
+        }
+        // Degraded path: rebuild the failed pieces' byte range from any k other fragments.
+        let lo = failed.iter().map(|(p, _)| p.frag_off).min().unwrap_or(0);
+        let hi = failed
+            .iter()
+            .map(|(p, _)| p.frag_off + p.len)
+            .max()
+            .unwrap_or(0);
+        let mut detail: Vec<String> = failed
+            .iter()
+            .map(|(p, e)| format!("f{}: {e}", p.index))
+            .collect();
+        tracing::debug!(ptr = %ptr, "degraded read: {}", detail.join("; "));
+        let exclude: BTreeSet<usize> = failed.iter().map(|(p, _)| p.index).collect();
+        let shards = self
+            .fetch_any_k(seg, &group, &exclude, lo, hi - lo, &mut detail)
+            .await;
+        let shards = shards.map_err(|available| unreadable(available, detail.join("; ")))?;
+        let (k, m) = (seg.k, seg.m);
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let mut shards = shards;
+            codec(k, m)?
+                .reconstruct_data(&mut shards)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(shards)
+        })
+        .await
+        .map_err(|e| unreadable(k as usize, format!("reconstruction task failed: {e}")))?
+        .map_err(|e| unreadable(k as usize, format!("reconstruction failed: {e}")))?;
+        for (p, _) in &failed {
+            let Some(shard) = rebuilt.get(p.index).and_then(|s| s.as_ref()) else {
+                return Err(unreadable(
+                    k as usize,
+                    format!("fragment {} was not reconstructed", p.index),
+                ));
+            };
+            let from = (p.frag_off - lo) as usize;
+            out[p.out_off..p.out_off + p.len as usize]
+                .copy_from_slice(&shard[from..from + p.len as usize]);
+        }
+        Ok(out.freeze())
     }
+
+    /// Fetches bytes `[off, off+len)` of any k fragments not in `exclude` (data fragments
+    /// first). Err carries how many were available.
+    async fn fetch_any_k(
+        &self,
+        seg: SegmentAddr,
+        group: &[StripeMember],
+        exclude: &BTreeSet<usize>,
+        off: u32,
+        len: u32,
+        detail: &mut Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>, usize> {
+        let k = seg.k as usize;
+        // Data fragments first (cheapest to decode), recently unreachable servers last.
+        let mut ordered: Vec<&StripeMember> = group
+            .iter()
+            .filter(|m| !exclude.contains(&(m.index as usize)))
+            .collect();
+        ordered.sort_by_key(|m| (self.inner.is_suspect(m.addr), m.index));
+        let mut candidates = ordered.into_iter();
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; group.len()];
+        let mut got = 0;
+        let mut running = FuturesUnordered::new();
+        let fetch = |member: StripeMember| {
+            let id = FragmentId {
+                log: seg.log,
+                segment: seg.segment,
+                index: member.index,
+            };
+            async move { (member, self.inner.fetch(member.addr, id, off, len).await) }
+        };
+        for member in candidates.by_ref().take(k) {
+            running.push(fetch(*member));
+        }
+        while let Some((member, r)) = running.next().await {
+            match r {
+                Ok(b) => {
+                    shards[member.index as usize] = Some(b.to_vec());
+                    got += 1;
+                    if got == k {
+                        return Ok(shards);
+                    }
+                }
+                Err(e) => {
+                    detail.push(format!("f{} on {}: {e}", member.index, member.addr));
+                    if let Some(next) = candidates.next() {
+                        running.push(fetch(*next));
+                    }
+                }
+            }
+        }
+        Err(got)
+    }
+
     /// Reads a whole segment.
     pub async fn read_segment(&self, seg: SegmentAddr) -> Result<Bytes, LogError> {
-        let _ = seg;
-        todo!()
+        self.read(LogPtr {
+            seg,
+            offset: 0,
+            len: seg.len,
+        })
+        .await
     }
-    /// Every segment of `log` found on the storage servers, in order (for recovery).
+
+    /// Every segment of `log` found on the storage servers, in order (for recovery). A
+    /// segment is listed when at least k of its fragments are; up to m servers may be
+    /// unreachable.
     pub async fn list_segments(&self, log: LogId) -> Result<Vec<SegmentAddr>, LogError> {
-        let _ = log;
-        todo!()
+        let nodes: Vec<(String, std::net::SocketAddr)> = self
+            .inner
+            .config
+            .storage_nodes()
+            .iter()
+            .map(|n| (n.name.clone(), n.address))
+            .collect();
+        let tolerated = self.inner.config.file.erasure.parity as usize;
+        let lists = futures::future::join_all(
+            nodes
+                .iter()
+                .map(|(_, addr)| self.inner.client.list_log(*addr, log)),
+        )
+        .await;
+        let mut found: BTreeMap<SegmentId, (FragmentMeta, BTreeSet<u8>)> = BTreeMap::new();
+        let mut failures = Vec::new();
+        for ((name, addr), r) in nodes.iter().zip(lists) {
+            match r {
+                Ok(frags) => {
+                    for f in frags {
+                        found
+                            .entry(f.id.segment)
+                            .or_insert_with(|| (f.meta, BTreeSet::new()))
+                            .1
+                            .insert(f.id.index);
+                    }
+                }
+                Err(e) => failures.push(format!("{name} ({addr}): {e}")),
+            }
+        }
+        if failures.len() > tolerated {
+            return Err(LogError::Unreadable {
+                what: format!("the segment list of {log}"),
+                available: nodes.len() - failures.len(),
+                needed: nodes.len() - tolerated,
+                detail: failures.join("; "),
+            });
+        }
+        if !failures.is_empty() {
+            tracing::warn!(log = %log, "listing segments without {} storage node(s): {}", failures.len(), failures.join("; "));
+        }
+        Ok(found
+            .into_iter()
+            .filter(|(_, (meta, idx))| idx.len() >= meta.k.max(1) as usize)
+            .map(|(segment, (meta, _))| SegmentAddr {
+                log,
+                segment,
+                len: meta.segment_len,
+                k: meta.k,
+                m: meta.m,
+            })
+            .collect())
     }
+
     /// Deletes every fragment of a segment (best effort on unreachable servers).
     pub async fn delete_segment(&self, seg: SegmentAddr) -> Result<(), LogError> {
-        let _ = seg;
-        todo!()
+        let group =
+            stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m).map_err(|e| {
+                LogError::Unreadable {
+                    what: seg.to_string(),
+                    available: 0,
+                    needed: seg.k as usize,
+                    detail: e.to_string(),
+                }
+            })?;
+        let deletes = group.iter().map(|member| {
+            let id = FragmentId {
+                log: seg.log,
+                segment: seg.segment,
+                index: member.index,
+            };
+            async move { (member, self.inner.client.delete(member.addr, id).await) }
+        });
+        for (member, r) in futures::future::join_all(deletes).await {
+            if let Err(e) = r {
+                tracing::warn!(segment = %seg, fragment = member.index, addr = %member.addr, "delete failed: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pieces_cover_the_range_exactly(seg_len in 1u32..100_000, k in 1u8..8, a in any::<u32>(), b in any::<u32>()) {
+            let offset = a % seg_len;
+            let len = b % (seg_len - offset + 1);
+            let fs = (seg_len as u64).div_ceil(k as u64);
+            let ps = pieces(seg_len, k, offset, len);
+            let mut next = offset as u64;
+            let mut out = 0usize;
+            for p in &ps {
+                prop_assert!(p.index < k as usize);
+                prop_assert!(p.len > 0);
+                prop_assert!(p.frag_off as u64 + p.len as u64 <= fs);
+                prop_assert_eq!(p.index as u64 * fs + p.frag_off as u64, next);
+                prop_assert_eq!(p.out_off, out);
+                next += p.len as u64;
+                out += p.len as usize;
+            }
+            prop_assert_eq!(next, offset as u64 + len as u64);
+        }
+
+        #[test]
+        fn encoded_fragments_hold_the_segment(data in proptest::collection::vec(any::<u8>(), 1..5000), k in 1u8..6, m in 0u8..3) {
+            let seg = Bytes::from(data.clone());
+            let frags = encode_fragments(&seg, k, m).expect("encode");
+            let fs = data.len().div_ceil(k as usize);
+            prop_assert_eq!(frags.len(), k as usize + m as usize);
+            prop_assert!(frags.iter().all(|f| f.len() == fs));
+            let joined: Vec<u8> = frags[..k as usize].iter().flat_map(|f| f.iter().copied()).collect();
+            prop_assert_eq!(&joined[..data.len()], &data[..]);
+            prop_assert!(joined[data.len()..].iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn quorum_follows_min_size() {
+        assert_eq!(write_quorum(4, 2), 5);
+        assert_eq!(write_quorum(4, 1), 5);
+        assert_eq!(write_quorum(4, 0), 4);
+        assert_eq!(write_quorum(1, 2), 2);
     }
 }
