@@ -11,8 +11,13 @@ pub const CONFIG_FILE: &str = "cluster.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read cluster config {path}: {source} (create one with `shoal init --cluster DIR`)")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read cluster config {path}: {source} (create one with `shoal init --cluster DIR`)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cluster config {path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("cluster config is inconsistent: {0}")]
@@ -82,7 +87,11 @@ pub struct ClientTunables {
 
 impl Default for ClientTunables {
     fn default() -> Self {
-        ClientTunables { flush_interval_ms: 2000, segment_bytes: 8 << 20, cache_bytes: 256 << 20 }
+        ClientTunables {
+            flush_interval_ms: 2000,
+            segment_bytes: 8 << 20,
+            cache_bytes: 256 << 20,
+        }
     }
 }
 
@@ -99,7 +108,10 @@ pub struct ManagerTunables {
 
 impl Default for ManagerTunables {
     fn default() -> Self {
-        ManagerTunables { commit_interval_ms: 5, checkpoint_records: 50_000 }
+        ManagerTunables {
+            commit_interval_ms: 5,
+            checkpoint_records: 50_000,
+        }
     }
 }
 
@@ -151,9 +163,14 @@ impl ClusterConfig {
     /// Reads and checks `DIR/cluster.toml`.
     pub fn load(dir: &Path) -> Result<ClusterConfig, ConfigError> {
         let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let file: ClusterFile =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: ClusterFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         ClusterConfig::from_file(dir, file)
     }
 
@@ -162,14 +179,20 @@ impl ClusterConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let e = file.erasure;
         if e.data == 0 || (e.data as usize + e.parity as usize) > 255 {
-            return bad(format!("erasure {}+{} is not usable: need k >= 1 and k+m <= 255", e.data, e.parity));
+            return bad(format!(
+                "erasure {}+{} is not usable: need k >= 1 and k+m <= 255",
+                e.data, e.parity
+            ));
         }
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         let mut nodes = Vec::new();
         for (i, n) in file.nodes.iter().enumerate() {
             if n.name.is_empty() || n.name.contains('/') {
-                return bad(format!("node name {:?} must be non-empty and contain no '/'", n.name));
+                return bad(format!(
+                    "node name {:?} must be non-empty and contain no '/'",
+                    n.name
+                ));
             }
             if !names.insert(n.name.clone()) {
                 return bad(format!("node name {} appears twice", n.name));
@@ -205,13 +228,22 @@ impl ClusterConfig {
         let mut slot_owner = vec![None; SLOT_COUNT as usize];
         for r in &file.slot_ranges {
             let Some(node) = nodes.iter().find(|n| n.name == r.manager) else {
-                return bad(format!("slots {}..={} name unknown manager {}", r.first, r.last, r.manager));
+                return bad(format!(
+                    "slots {}..={} name unknown manager {}",
+                    r.first, r.last, r.manager
+                ));
             };
             if !node.has(Role::Manager) {
-                return bad(format!("slots {}..={} name {} which has no manager role", r.first, r.last, r.manager));
+                return bad(format!(
+                    "slots {}..={} name {} which has no manager role",
+                    r.first, r.last, r.manager
+                ));
             }
             if r.first > r.last || r.last >= SLOT_COUNT {
-                return bad(format!("slot range {}..={} is outside 0..{SLOT_COUNT}", r.first, r.last));
+                return bad(format!(
+                    "slot range {}..={} is outside 0..{SLOT_COUNT}",
+                    r.first, r.last
+                ));
             }
             for s in r.first..=r.last {
                 if slot_owner[s as usize].is_some() {
@@ -227,7 +259,12 @@ impl ClusterConfig {
                 None => return bad(format!("slot {s} has no manager")),
             }
         }
-        Ok(ClusterConfig { dir: dir.to_path_buf(), file, nodes, slot_owner: owners })
+        Ok(ClusterConfig {
+            dir: dir.to_path_buf(),
+            file,
+            nodes,
+            slot_owner: owners,
+        })
     }
 
     /// The generated config of `shoal init`: `storage` storage nodes, `managers` managers,
@@ -240,29 +277,49 @@ impl ClusterConfig {
         base_port: u16,
     ) -> Result<ClusterFile, ConfigError> {
         if managers == 0 {
-            return Err(ConfigError::Invalid("a cluster needs at least one manager".into()));
+            return Err(ConfigError::Invalid(
+                "a cluster needs at least one manager".into(),
+            ));
         }
         let mut nodes = Vec::new();
         let mut port = base_port;
         let mut next_addr = || -> Result<SocketAddr, ConfigError> {
             let p = port;
-            port = port
-                .checked_add(1)
-                .ok_or_else(|| ConfigError::Invalid(format!("ports from {base_port} run past 65535")))?;
+            port = port.checked_add(1).ok_or_else(|| {
+                ConfigError::Invalid(format!("ports from {base_port} run past 65535"))
+            })?;
             Ok(SocketAddr::from(([127, 0, 0, 1], p)))
         };
         for i in 1..=storage {
-            nodes.push(NodeEntry { name: format!("storage-{i}"), roles: vec![Role::Storage], address: next_addr()?, state_dir: None });
+            nodes.push(NodeEntry {
+                name: format!("storage-{i}"),
+                roles: vec![Role::Storage],
+                address: next_addr()?,
+                state_dir: None,
+            });
         }
         for i in 1..=managers {
-            nodes.push(NodeEntry { name: format!("manager-{i}"), roles: vec![Role::Manager], address: next_addr()?, state_dir: None });
+            nodes.push(NodeEntry {
+                name: format!("manager-{i}"),
+                roles: vec![Role::Manager],
+                address: next_addr()?,
+                state_dir: None,
+            });
         }
         let per = SLOT_COUNT as usize / managers;
         let mut slot_ranges = Vec::new();
         for i in 0..managers {
             let first = i * per;
-            let last = if i + 1 == managers { SLOT_COUNT as usize - 1 } else { first + per - 1 };
-            slot_ranges.push(SlotRange { first: first as u16, last: last as u16, manager: format!("manager-{}", i + 1) });
+            let last = if i + 1 == managers {
+                SLOT_COUNT as usize - 1
+            } else {
+                first + per - 1
+            };
+            slot_ranges.push(SlotRange {
+                first: first as u16,
+                last: last as u16,
+                manager: format!("manager-{}", i + 1),
+            });
         }
         Ok(ClusterFile {
             name: name.to_string(),
@@ -299,7 +356,10 @@ impl ClusterConfig {
 
     /// Slots owned by `node`.
     pub fn slots_of(&self, node: NodeId) -> Vec<SlotId> {
-        (0..SLOT_COUNT).map(SlotId).filter(|s| self.slot_owner(*s) == node).collect()
+        (0..SLOT_COUNT)
+            .map(SlotId)
+            .filter(|s| self.slot_owner(*s) == node)
+            .collect()
     }
 
     /// Paths of TLS material under the cluster directory.
@@ -351,7 +411,8 @@ mod tests {
 
     #[test]
     fn generated_config_parses_and_maps_every_slot() {
-        let f = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 7000).expect("gen");
+        let f = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
         let text = ClusterConfig::render(&f);
         let parsed: ClusterFile = toml::from_str(&text).expect("parse");
         let c = ClusterConfig::from_file(Path::new("/tmp/x"), parsed).expect("check");
@@ -361,13 +422,20 @@ mod tests {
         let m2 = c.node_by_name("manager-2").expect("m2").id;
         assert_eq!(c.slot_owner(SlotId(0)), m1);
         assert_eq!(c.slot_owner(SlotId(1023)), m2);
-        assert_eq!(c.slots_of(m1).len() + c.slots_of(m2).len(), SLOT_COUNT as usize);
+        assert_eq!(
+            c.slots_of(m1).len() + c.slots_of(m2).len(),
+            SLOT_COUNT as usize
+        );
     }
 
     #[test]
     fn too_few_storage_nodes_is_refused() {
-        let f = ClusterConfig::generate("t", 3, 1, ErasureConfig { data: 4, parity: 2 }, 7000).expect("gen");
+        let f = ClusterConfig::generate("t", 3, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
         let err = ClusterConfig::from_file(Path::new("/tmp/x"), f).expect_err("must fail");
-        assert!(err.to_string().contains("needs at least 6 storage nodes"), "{err}");
+        assert!(
+            err.to_string().contains("needs at least 6 storage nodes"),
+            "{err}"
+        );
     }
 }

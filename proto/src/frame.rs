@@ -71,7 +71,10 @@ pub fn decode_prefix(buf: &[u8; PREFIX_LEN]) -> Result<Prefix, FrameError> {
     if bulk_len > MAX_BULK {
         return Err(FrameError::BulkTooLarge(bulk_len));
     }
-    Ok(Prefix { header_len, bulk_len })
+    Ok(Prefix {
+        header_len,
+        bulk_len,
+    })
 }
 
 /// Decodes a header; trailing bytes are an error.
@@ -143,10 +146,16 @@ mod tests {
         assert!(matches!(decode_prefix(&p), Err(FrameError::BadMagic(_))));
         p[..4].copy_from_slice(&MAGIC);
         p[4..8].copy_from_slice(&(MAX_HEADER + 1).to_le_bytes());
-        assert!(matches!(decode_prefix(&p), Err(FrameError::HeaderTooLarge(_))));
+        assert!(matches!(
+            decode_prefix(&p),
+            Err(FrameError::HeaderTooLarge(_))
+        ));
         p[4..8].copy_from_slice(&1u32.to_le_bytes());
         p[8..16].copy_from_slice(&(MAX_BULK + 1).to_le_bytes());
-        assert!(matches!(decode_prefix(&p), Err(FrameError::BulkTooLarge(_))));
+        assert!(matches!(
+            decode_prefix(&p),
+            Err(FrameError::BulkTooLarge(_))
+        ));
         assert!(encode_head(&Request::Ping, MAX_BULK + 1).is_err());
     }
 }

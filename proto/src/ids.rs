@@ -155,7 +155,11 @@ pub struct SegmentAddr {
 
 impl fmt::Display for SegmentAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}({}B,{}+{})", self.log, self.segment, self.len, self.k, self.m)
+        write!(
+            f,
+            "{}/{}({}B,{}+{})",
+            self.log, self.segment, self.len, self.k, self.m
+        )
     }
 }
 
@@ -169,7 +173,13 @@ pub struct LogPtr {
 
 impl fmt::Display for LogPtr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}+{}..{}", self.seg, self.offset, self.offset as u64 + self.len as u64)
+        write!(
+            f,
+            "{}+{}..{}",
+            self.seg,
+            self.offset,
+            self.offset as u64 + self.len as u64
+        )
     }
 }
 

@@ -17,7 +17,10 @@ pub const MANAGER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
     use ManagerRequest::*;
     Some(match req {
-        Lookup { parent, .. } | Create { parent, .. } | Unlink { parent, .. } | Rmdir { parent, .. } => *parent,
+        Lookup { parent, .. }
+        | Create { parent, .. }
+        | Unlink { parent, .. }
+        | Rmdir { parent, .. } => *parent,
         Rename { parent, .. } => *parent,
         Link { new_parent, .. } => *new_parent,
         GetAttr { ino }
@@ -76,20 +79,35 @@ impl ManagerClient {
     }
 
     /// Sends `req` to a given manager node.
-    pub async fn call_node(&self, node: NodeId, req: ManagerRequest) -> Result<ManagerResponse, CallError> {
-        let addr = self
-            .config
-            .node(node)
-            .map(|n| n.address)
-            .ok_or_else(|| CallError::Unexpected { node, what: "node not in config".into() })?;
+    pub async fn call_node(
+        &self,
+        node: NodeId,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, CallError> {
+        let addr =
+            self.config
+                .node(node)
+                .map(|n| n.address)
+                .ok_or_else(|| CallError::Unexpected {
+                    node,
+                    what: "node not in config".into(),
+                })?;
         let (resp, _) = self
             .transport
-            .call_timeout(addr, &Request::Manager(req), Bytes::new(), MANAGER_RPC_TIMEOUT)
+            .call_timeout(
+                addr,
+                &Request::Manager(req),
+                Bytes::new(),
+                MANAGER_RPC_TIMEOUT,
+            )
             .await?;
         match resp {
             Response::Manager(r) => Ok(r),
             Response::Error(e) => Err(CallError::Remote(e)),
-            other => Err(CallError::Unexpected { node, what: other.to_string() }),
+            other => Err(CallError::Unexpected {
+                node,
+                what: other.to_string(),
+            }),
         }
     }
 }

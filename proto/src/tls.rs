@@ -15,9 +15,15 @@ pub const ALPN: &[u8] = b"shoal/1";
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no usable PEM {what}")]
     Pem { path: PathBuf, what: &'static str },
     #[error("certificate generation failed: {0}")]
@@ -40,12 +46,18 @@ impl CertAuthority {
     pub fn generate(name: &str) -> Result<CertAuthority, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, format!("{name} cluster CA"));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} cluster CA"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
-        Ok(CertAuthority { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
+        Ok(CertAuthority {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// Loads a CA written by `write`.
@@ -54,7 +66,11 @@ impl CertAuthority {
         let key_pem = read(key_path)?;
         let key = KeyPair::from_pem(&key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
-        Ok(CertAuthority { cert_pem, key_pem, issuer })
+        Ok(CertAuthority {
+            cert_pem,
+            key_pem,
+            issuer,
+        })
     }
 
     /// Issues a leaf certificate for `common_name` (a node or client name). Returns
@@ -62,7 +78,9 @@ impl CertAuthority {
     pub fn issue(&self, common_name: &str) -> Result<(String, String), TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
@@ -85,8 +103,15 @@ impl Identity {
         let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
             .ok()
             .flatten()
-            .ok_or_else(|| TlsError::Pem { path: key.to_path_buf(), what: "private key" })?;
-        Ok(Identity { ca: ca_certs, chain, key: Arc::new(key_der) })
+            .ok_or_else(|| TlsError::Pem {
+                path: key.to_path_buf(),
+                what: "private key",
+            })?;
+        Ok(Identity {
+            ca: ca_certs,
+            chain,
+            key: Arc::new(key_der),
+        })
     }
 
     fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
@@ -128,7 +153,10 @@ impl Identity {
 /// Writes `contents` to `path` with mode 0600 when it is a key.
 pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
     use std::io::Write;
-    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -142,14 +170,22 @@ pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), TlsErr
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
-    std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes()).filter_map(Result::ok).collect();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect();
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: path.to_path_buf(), what: "certificate" });
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+        });
     }
     Ok(certs)
 }

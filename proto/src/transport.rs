@@ -24,7 +24,10 @@ const LOOPBACK_MTU: u16 = 6500;
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot bind {addr}: {source} (is another process using this port?)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("TLS setup: {0}")]
     Tls(#[from] TlsError),
     #[error("peer {addr} refused our certificate or presented one not signed by the cluster CA: {reason}")]
@@ -36,14 +39,22 @@ pub enum TransportError {
     #[error("connection to {addr} failed: {reason}")]
     Connection { addr: SocketAddr, reason: String },
     #[error("bad frame from {addr}: {source}")]
-    Frame { addr: SocketAddr, source: FrameError },
+    Frame {
+        addr: SocketAddr,
+        source: FrameError,
+    },
 }
 
 impl TransportError {
     /// Whether the failure says nothing about the data (the peer may be down or slow), so
     /// a reader should try elsewhere.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, TransportError::Unreachable { .. } | TransportError::Timeout { .. } | TransportError::Connection { .. })
+        matches!(
+            self,
+            TransportError::Unreachable { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::Connection { .. }
+        )
     }
 }
 
@@ -72,6 +83,11 @@ pub struct Transport {
     endpoint: quinn::Endpoint,
     client_cfg: quinn::ClientConfig,
     peers: Mutex<HashMap<SocketAddr, Arc<PeerSlot>>>,
+    /// Connections peers opened to us, by their address: the way back to a client that
+    /// does not listen (manager callbacks).
+    incoming: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+    /// Answers requests that peers send back over connections we opened (callbacks).
+    callback_handler: std::sync::OnceLock<Arc<dyn Handler>>,
 }
 
 fn transport_config(loopback: bool) -> quinn::TransportConfig {
@@ -90,14 +106,24 @@ fn transport_config(loopback: bool) -> quinn::TransportConfig {
 impl Transport {
     /// Binds `addr` (use port 0 for clients). With `server`, incoming connections are
     /// accepted (call `serve`); a client endpoint only dials out.
-    pub fn bind(addr: SocketAddr, identity: &Identity, server: bool) -> Result<Arc<Transport>, TransportError> {
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        server: bool,
+    ) -> Result<Arc<Transport>, TransportError> {
         let loopback = addr.ip().is_loopback();
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(|source| TransportError::Bind { addr, source })?;
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-        sock.bind(&addr.into()).map_err(|source| TransportError::Bind { addr, source })?;
-        sock.set_nonblocking(true).map_err(|source| TransportError::Bind { addr, source })?;
+        sock.bind(&addr.into())
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        sock.set_nonblocking(true)
+            .map_err(|source| TransportError::Bind { addr, source })?;
         let udp: std::net::UdpSocket = sock.into();
 
         let mut ep_cfg = quinn::EndpointConfig::default();
@@ -116,11 +142,18 @@ impl Transport {
         };
         let endpoint = quinn::Endpoint::new(ep_cfg, server_cfg, udp, Arc::new(quinn::TokioRuntime))
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let quic_client = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+        let quic_client =
+            quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
+                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_client));
         client_cfg.transport_config(Arc::new(transport_config(loopback)));
-        Ok(Arc::new(Transport { endpoint, client_cfg, peers: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Transport {
+            endpoint,
+            client_cfg,
+            peers: Mutex::new(HashMap::new()),
+            incoming: Arc::new(Mutex::new(HashMap::new())),
+            callback_handler: std::sync::OnceLock::new(),
+        }))
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -136,7 +169,10 @@ impl Transport {
         let slot = self.slot(addr);
         if let Some(until) = *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) {
             if Instant::now() < until {
-                return Err(TransportError::Unreachable { addr, reason: "recently failed to connect".into() });
+                return Err(TransportError::Unreachable {
+                    addr,
+                    reason: "recently failed to connect".into(),
+                });
             }
         }
         let mut guard = slot.conn.lock().await;
@@ -149,9 +185,15 @@ impl Transport {
         let connecting = self
             .endpoint
             .connect_with(self.client_cfg.clone(), addr, SERVER_NAME)
-            .map_err(|e| TransportError::Unreachable { addr, reason: e.to_string() })?;
+            .map_err(|e| TransportError::Unreachable {
+                addr,
+                reason: e.to_string(),
+            })?;
         let result = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Err(_) => Err(TransportError::Unreachable { addr, reason: format!("no handshake within {CONNECT_TIMEOUT:?}") }),
+            Err(_) => Err(TransportError::Unreachable {
+                addr,
+                reason: format!("no handshake within {CONNECT_TIMEOUT:?}"),
+            }),
             Ok(Err(e)) => Err(classify_connection_error(addr, e)),
             Ok(Ok(c)) => Ok(c),
         };
@@ -159,11 +201,15 @@ impl Transport {
             Ok(c) => {
                 *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *guard = Some(c.clone());
+                if let Some(handler) = self.callback_handler.get() {
+                    tokio::spawn(accept_streams(c.clone(), addr, handler.clone()));
+                }
                 Ok(c)
             }
             Err(e) => {
                 if !matches!(e, TransportError::Certificate { .. }) {
-                    *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOWN_BACKOFF);
+                    *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Instant::now() + DOWN_BACKOFF);
                 }
                 Err(e)
             }
@@ -185,32 +231,101 @@ impl Transport {
     }
 
     /// `call_timeout` with a generous default (60 s) for bulk transfers.
-    pub async fn call(&self, addr: SocketAddr, req: &Request, bulk: Bytes) -> Result<(Response, Bytes), TransportError> {
-        self.call_timeout(addr, req, bulk, Duration::from_secs(60)).await
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        req: &Request,
+        bulk: Bytes,
+    ) -> Result<(Response, Bytes), TransportError> {
+        self.call_timeout(addr, req, bulk, Duration::from_secs(60))
+            .await
     }
 
-    async fn call_inner(&self, addr: SocketAddr, req: &Request, bulk: Bytes) -> Result<(Response, Bytes), TransportError> {
+    async fn call_inner(
+        &self,
+        addr: SocketAddr,
+        req: &Request,
+        bulk: Bytes,
+    ) -> Result<(Response, Bytes), TransportError> {
         let conn = self.connection(addr).await?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| classify_connection_error(addr, e))?;
-        let head = frame::encode_head(req, bulk.len() as u64).map_err(|source| TransportError::Frame { addr, source })?;
-        let io = |e: String| TransportError::Connection { addr, reason: e };
-        send.write_all(&head).await.map_err(|e| io(e.to_string()))?;
-        if !bulk.is_empty() {
-            send.write_chunk(bulk).await.map_err(|e| io(e.to_string()))?;
+        call_on(&conn, addr, req, bulk).await
+    }
+
+    /// Sets the handler for requests that peers send back over connections this endpoint
+    /// opened (a client answering manager callbacks). Set it before the first call.
+    pub fn set_callback_handler(&self, handler: Arc<dyn Handler>) {
+        let _ = self.callback_handler.set(handler);
+    }
+
+    /// Calls a peer over the connection *it* opened to us (e.g. a manager calling back a
+    /// client). Fails with `Unreachable` when that peer has no open connection.
+    pub async fn call_peer(
+        &self,
+        addr: SocketAddr,
+        req: &Request,
+        bulk: Bytes,
+        timeout: Duration,
+    ) -> Result<(Response, Bytes), TransportError> {
+        let conn = {
+            let map = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&addr).cloned()
+        };
+        let Some(conn) = conn.filter(|c| c.close_reason().is_none()) else {
+            return Err(TransportError::Unreachable {
+                addr,
+                reason: "no open connection from this peer".into(),
+            });
+        };
+        match tokio::time::timeout(timeout, call_on(&conn, addr, req, bulk)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout { addr, timeout }),
         }
-        send.finish().map_err(|e| io(e.to_string()))?;
-        read_frame::<Response>(&mut recv).await.map_err(|e| match e {
+    }
+}
+
+async fn accept_streams(conn: quinn::Connection, addr: SocketAddr, handler: Arc<dyn Handler>) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(serve_stream(Peer { addr }, handler.clone(), send, recv));
+    }
+}
+
+async fn call_on(
+    conn: &quinn::Connection,
+    addr: SocketAddr,
+    req: &Request,
+    bulk: Bytes,
+) -> Result<(Response, Bytes), TransportError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| classify_connection_error(addr, e))?;
+    let head = frame::encode_head(req, bulk.len() as u64)
+        .map_err(|source| TransportError::Frame { addr, source })?;
+    let io = |e: String| TransportError::Connection { addr, reason: e };
+    send.write_all(&head).await.map_err(|e| io(e.to_string()))?;
+    if !bulk.is_empty() {
+        send.write_chunk(bulk)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+    }
+    send.finish().map_err(|e| io(e.to_string()))?;
+    read_frame::<Response>(&mut recv)
+        .await
+        .map_err(|e| match e {
             ReadError::Frame(source) => TransportError::Frame { addr, source },
             ReadError::Io(reason) => TransportError::Connection { addr, reason },
         })
-    }
+}
 
+impl Transport {
     /// Accepts connections and answers requests with `handler` until the endpoint is closed.
     pub fn serve(self: &Arc<Self>, handler: Arc<dyn Handler>) -> tokio::task::JoinHandle<()> {
         let endpoint = self.endpoint.clone();
+        let incoming_map = self.incoming.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let handler = handler.clone();
+                let incoming_map = incoming_map.clone();
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     let conn = match incoming.await {
@@ -220,10 +335,21 @@ impl Transport {
                             return;
                         }
                     };
+                    incoming_map
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(addr, conn.clone());
                     loop {
                         let (send, recv) = match conn.accept_bi().await {
                             Ok(s) => s,
-                            Err(_) => return,
+                            Err(_) => {
+                                let mut map =
+                                    incoming_map.lock().unwrap_or_else(|e| e.into_inner());
+                                if map.get(&addr).map(|c| c.stable_id()) == Some(conn.stable_id()) {
+                                    map.remove(&addr);
+                                }
+                                return;
+                            }
                         };
                         let handler = handler.clone();
                         tokio::spawn(serve_stream(Peer { addr }, handler, send, recv));
@@ -247,7 +373,11 @@ impl Transport {
 fn classify_connection_error(addr: SocketAddr, e: quinn::ConnectionError) -> TransportError {
     let text = e.to_string();
     let lower = text.to_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("crypto") || lower.contains("alert") {
+    if lower.contains("certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("crypto")
+        || lower.contains("alert")
+    {
         TransportError::Certificate { addr, reason: text }
     } else if matches!(e, quinn::ConnectionError::TimedOut) {
         TransportError::Unreachable { addr, reason: text }
@@ -261,24 +391,37 @@ enum ReadError {
     Io(String),
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<(T, Bytes), ReadError> {
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+) -> Result<(T, Bytes), ReadError> {
     let mut prefix = [0u8; PREFIX_LEN];
-    recv.read_exact(&mut prefix).await.map_err(|e| ReadError::Io(e.to_string()))?;
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| ReadError::Io(e.to_string()))?;
     let p = frame::decode_prefix(&prefix).map_err(ReadError::Frame)?;
     let mut header = vec![0u8; p.header_len as usize];
-    recv.read_exact(&mut header).await.map_err(|e| ReadError::Io(e.to_string()))?;
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| ReadError::Io(e.to_string()))?;
     let msg = frame::decode_header::<T>(&header).map_err(ReadError::Frame)?;
     let bulk = if p.bulk_len == 0 {
         Bytes::new()
     } else {
         let mut buf = BytesMut::zeroed(p.bulk_len as usize);
-        recv.read_exact(&mut buf).await.map_err(|e| ReadError::Io(e.to_string()))?;
+        recv.read_exact(&mut buf)
+            .await
+            .map_err(|e| ReadError::Io(e.to_string()))?;
         buf.freeze()
     };
     Ok((msg, bulk))
 }
 
-async fn serve_stream(peer: Peer, handler: Arc<dyn Handler>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(
+    peer: Peer,
+    handler: Arc<dyn Handler>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let (resp, bulk) = match read_frame::<Request>(&mut recv).await {
         Ok((req, bulk)) => {
             tracing::trace!(addr = %peer.addr, "request {req}");
@@ -288,19 +431,24 @@ async fn serve_stream(peer: Peer, handler: Arc<dyn Handler>, mut send: quinn::Se
             let _ = send.reset(1u32.into());
             return;
         }
-        Err(ReadError::Frame(e)) => (Response::Error(RemoteError::Invalid(e.to_string())), Bytes::new()),
+        Err(ReadError::Frame(e)) => (
+            Response::Error(RemoteError::Invalid(e.to_string())),
+            Bytes::new(),
+        ),
         Err(ReadError::Io(_)) => return,
     };
     let head = match frame::encode_head(&resp, bulk.len() as u64) {
         Ok(h) => h,
-        Err(e) => match frame::encode_head(&Response::Error(RemoteError::Invalid(e.to_string())), 0) {
-            Ok(h) => {
-                let _ = send.write_all(&h).await;
-                let _ = send.finish();
-                return;
+        Err(e) => {
+            match frame::encode_head(&Response::Error(RemoteError::Invalid(e.to_string())), 0) {
+                Ok(h) => {
+                    let _ = send.write_all(&h).await;
+                    let _ = send.finish();
+                    return;
+                }
+                Err(_) => return,
             }
-            Err(_) => return,
-        },
+        }
     };
     if send.write_all(&head).await.is_err() {
         return;

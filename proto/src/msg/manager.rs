@@ -18,7 +18,9 @@ pub enum FileKind {
 }
 
 /// A point in time: seconds and nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     pub secs: i64,
     pub nanos: u32,
@@ -29,7 +31,10 @@ impl Timestamp {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+        Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        }
     }
 }
 
@@ -84,9 +89,14 @@ pub struct SetAttrs {
 pub enum NewNode {
     File,
     Dir,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// FIFOs, sockets and device nodes (mknod).
-    Special { kind: FileKind, rdev: u32 },
+    Special {
+        kind: FileKind,
+        rdev: u32,
+    },
 }
 
 /// One directory entry as returned by `ReadDir`.
@@ -134,49 +144,141 @@ pub struct RenameFlags {
 /// Requests to a manager. Each names the inode (or parent directory) whose slot routes it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ManagerRequest {
-    Lookup { parent: InodeId, name: String },
-    GetAttr { ino: InodeId },
-    SetAttr { ino: InodeId, set: SetAttrs, caller: Caller },
+    Lookup {
+        parent: InodeId,
+        name: String,
+    },
+    GetAttr {
+        ino: InodeId,
+    },
+    SetAttr {
+        ino: InodeId,
+        set: SetAttrs,
+        caller: Caller,
+    },
     /// Create `name` in `parent`. With `open`, the new inode is also opened by `session`.
-    Create { parent: InodeId, name: String, node: NewNode, perm: u16, umask: u16, caller: Caller, session: Option<u64> },
-    Unlink { parent: InodeId, name: String, caller: Caller },
-    Rmdir { parent: InodeId, name: String, caller: Caller },
-    Rename { parent: InodeId, name: String, new_parent: InodeId, new_name: String, flags: RenameFlags, caller: Caller },
-    Link { ino: InodeId, new_parent: InodeId, new_name: String, caller: Caller },
-    ReadDir { ino: InodeId, offset: u64, max: u32 },
-    ReadLink { ino: InodeId },
+    Create {
+        parent: InodeId,
+        name: String,
+        node: NewNode,
+        perm: u16,
+        umask: u16,
+        caller: Caller,
+        session: Option<u64>,
+    },
+    Unlink {
+        parent: InodeId,
+        name: String,
+        caller: Caller,
+    },
+    Rmdir {
+        parent: InodeId,
+        name: String,
+        caller: Caller,
+    },
+    Rename {
+        parent: InodeId,
+        name: String,
+        new_parent: InodeId,
+        new_name: String,
+        flags: RenameFlags,
+        caller: Caller,
+    },
+    Link {
+        ino: InodeId,
+        new_parent: InodeId,
+        new_name: String,
+        caller: Caller,
+    },
+    ReadDir {
+        ino: InodeId,
+        offset: u64,
+        max: u32,
+    },
+    ReadLink {
+        ino: InodeId,
+    },
     /// Register an open of `ino` by client session `session` (keeps an unlinked file alive).
-    Open { ino: InodeId, session: u64 },
+    Open {
+        ino: InodeId,
+        session: u64,
+    },
     /// The last local close of `ino` by `session`.
-    Release { ino: InodeId, session: u64 },
-    GetXattr { ino: InodeId, name: String },
+    Release {
+        ino: InodeId,
+        session: u64,
+    },
+    GetXattr {
+        ino: InodeId,
+        name: String,
+    },
     /// `flags`: 0, or XATTR_CREATE (1) / XATTR_REPLACE (2).
-    SetXattr { ino: InodeId, name: String, value: Vec<u8>, flags: i32, caller: Caller },
-    ListXattr { ino: InodeId },
-    RemoveXattr { ino: InodeId, name: String, caller: Caller },
+    SetXattr {
+        ino: InodeId,
+        name: String,
+        value: Vec<u8>,
+        flags: i32,
+        caller: Caller,
+    },
+    ListXattr {
+        ino: InodeId,
+    },
+    RemoveXattr {
+        ino: InodeId,
+        name: String,
+        caller: Caller,
+    },
     /// Extents of `ino` overlapping `[offset, offset + len)`.
-    GetExtents { ino: InodeId, offset: u64, len: u64 },
+    GetExtents {
+        ino: InodeId,
+        offset: u64,
+        len: u64,
+    },
     /// Commit data written to the client's log. With `sync`, answer only once durable.
-    CommitWrites { writes: Vec<InodeWrite>, sync: bool },
+    CommitWrites {
+        writes: Vec<InodeWrite>,
+        sync: bool,
+    },
     /// Make every change so far durable (fsync/fsyncdir, unmount).
     Sync,
     /// Totals of the inodes this manager owns.
     Counts,
     /// Between managers: apply this manager's part of a cross-manager operation.
-    TxApply { tx: TxId, op: TxOp },
+    TxApply {
+        tx: TxId,
+        op: TxOp,
+    },
     /// Between managers: the coordinator's outcome of a transaction, for recovery.
-    TxOutcome { tx: TxId },
+    TxOutcome {
+        tx: TxId,
+    },
 }
 
 /// The remote part of a cross-manager operation, applied idempotently by the participant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxOp {
     /// Create an inode in the participant's slot (mkdir/create whose new inode lives there).
-    CreateInode { ino_slot: u16, parent: InodeId, node: NewNode, perm: u16, caller: Caller },
+    CreateInode {
+        ino_slot: u16,
+        parent: InodeId,
+        node: NewNode,
+        perm: u16,
+        caller: Caller,
+    },
     /// Add (or replace) a directory entry in a directory the participant owns.
-    AddEntry { dir: InodeId, name: String, ino: InodeId, kind: FileKind, replace: bool },
+    AddEntry {
+        dir: InodeId,
+        name: String,
+        ino: InodeId,
+        kind: FileKind,
+        replace: bool,
+    },
     /// Remove a directory entry if it still names `ino`.
-    RemoveEntry { dir: InodeId, name: String, ino: InodeId },
+    RemoveEntry {
+        dir: InodeId,
+        name: String,
+        ino: InodeId,
+    },
     /// Change an inode's link count (link, unlink, rename over).
     AdjustNlink { ino: InodeId, delta: i32 },
     /// Point a directory's `..` at a new parent (rename of a directory).
@@ -200,9 +302,13 @@ pub enum ManagerResponse {
     Committed(Vec<Attr>),
     Counts(FsCounts),
     /// The participant's result for a `TxApply`: an inode it created, if any.
-    TxApplied { attr: Option<Attr> },
+    TxApplied {
+        attr: Option<Attr>,
+    },
     /// The coordinator's outcome: committed or not.
-    TxOutcome { committed: bool },
+    TxOutcome {
+        committed: bool,
+    },
     /// Coordinator hint for routing.
     Owner(NodeId),
 }
@@ -217,10 +323,21 @@ impl fmt::Display for ManagerRequest {
             Create { parent, name, .. } => write!(f, "Create({parent}, {name:?})"),
             Unlink { parent, name, .. } => write!(f, "Unlink({parent}, {name:?})"),
             Rmdir { parent, name, .. } => write!(f, "Rmdir({parent}, {name:?})"),
-            Rename { parent, name, new_parent, new_name, .. } => {
+            Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                ..
+            } => {
                 write!(f, "Rename({parent}/{name:?} -> {new_parent}/{new_name:?})")
             }
-            Link { ino, new_parent, new_name, .. } => write!(f, "Link({ino} -> {new_parent}/{new_name:?})"),
+            Link {
+                ino,
+                new_parent,
+                new_name,
+                ..
+            } => write!(f, "Link({ino} -> {new_parent}/{new_name:?})"),
             ReadDir { ino, offset, .. } => write!(f, "ReadDir({ino}@{offset})"),
             ReadLink { ino } => write!(f, "ReadLink({ino})"),
             Open { ino, .. } => write!(f, "Open({ino})"),
@@ -230,7 +347,9 @@ impl fmt::Display for ManagerRequest {
             ListXattr { ino } => write!(f, "ListXattr({ino})"),
             RemoveXattr { ino, name, .. } => write!(f, "RemoveXattr({ino}, {name:?})"),
             GetExtents { ino, offset, len } => write!(f, "GetExtents({ino}, {offset}+{len})"),
-            CommitWrites { writes, sync } => write!(f, "CommitWrites({} inodes, sync={sync})", writes.len()),
+            CommitWrites { writes, sync } => {
+                write!(f, "CommitWrites({} inodes, sync={sync})", writes.len())
+            }
             Sync => write!(f, "Sync"),
             Counts => write!(f, "Counts"),
             TxApply { tx, .. } => write!(f, "TxApply({tx})"),

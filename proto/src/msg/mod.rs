@@ -69,7 +69,10 @@ pub enum RemoteError {
 
 impl RemoteError {
     pub fn errno(code: i32, message: impl Into<String>) -> RemoteError {
-        RemoteError::Errno { code, message: message.into() }
+        RemoteError::Errno {
+            code,
+            message: message.into(),
+        }
     }
 }
 

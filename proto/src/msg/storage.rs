@@ -25,7 +25,11 @@ pub enum StorageRequest {
     /// Store a fragment; the payload is the bulk part. Answered with `Stored` once durable.
     PutFragment { id: FragmentId, meta: FragmentMeta },
     /// Read `len` bytes at `offset` of a fragment's payload; the bytes come back as bulk.
-    ReadRange { id: FragmentId, offset: u32, len: u32 },
+    ReadRange {
+        id: FragmentId,
+        offset: u32,
+        len: u32,
+    },
     /// Delete a fragment (idempotent).
     Delete { id: FragmentId },
     /// Every fragment of a log that this server holds.
@@ -79,9 +83,10 @@ pub enum StorageResponse {
     Stored,
     /// The range follows as bulk bytes.
     Range,
-    Deleted { existed: bool },
+    Deleted {
+        existed: bool,
+    },
     Fragments(Vec<FragmentInfo>),
     Logs(Vec<LogId>),
     Stat(StorageStat),
 }
-
