@@ -1,0 +1,26 @@
+//! The Shoal client role: a FUSE mount over the cluster, its caches and its own write log.
+//!
+//! `Client` is the file system core (async, FUSE-independent): metadata goes to the managers
+//! (`proto::route::ManagerClient`), written data is buffered (`dirty`), appended to this
+//! client's log as segments and committed as extents (`writeback`), and reads overlay dirty
+//! data on a bounded block cache (`cache`) filled from the log (`extents`). `fs` adapts it to
+//! fuser; `mount` mounts and unmounts it.
+//! Must not block a runtime thread, and must not link the manager crate.
+
+pub mod attr;
+pub mod cache;
+pub mod client;
+pub mod dir;
+pub mod dirty;
+pub mod error;
+pub mod extents;
+pub mod fs;
+mod io;
+pub mod mount;
+pub mod remote;
+pub mod writeback;
+
+pub use client::{Client, StatFs};
+pub use dir::DirItem;
+pub use error::{ClientError, FsError};
+pub use mount::{mount, Mount, MountOptions};

@@ -1,0 +1,164 @@
+//! From a file range to log reads: which parts of an extent map cover which bytes.
+//!
+//! Owns the pure mapping (extents → sub-ranged `LogPtr`s, holes implicit) and the bounded
+//! per-inode cache of extent lists fetched from the manager, by window. Must not do I/O.
+
+use proto::ids::{InodeId, LogPtr};
+use proto::msg::Extent;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Extent lists are fetched and cached per window of this many file bytes.
+pub const WINDOW: u64 = 64 << 20;
+/// How many windows the cache keeps before it starts over.
+const MAX_WINDOWS: usize = 4096;
+
+/// Read `ptr` and place its bytes at `buf_off` of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub buf_off: u64,
+    pub ptr: LogPtr,
+}
+
+/// The log reads that fill file bytes `[off, off + len)`. Bytes no piece covers are holes
+/// (zeros). Pieces come in extent order; where extents overlap, a later piece must be
+/// applied after an earlier one (the manager lists newer extents later, or none overlap).
+pub fn map_range(extents: &[Extent], off: u64, len: u64) -> Vec<Piece> {
+    let end = off.saturating_add(len);
+    let mut out = Vec::new();
+    for e in extents {
+        let es = e.offset;
+        let ee = es.saturating_add(e.ptr.len as u64);
+        if ee <= off || es >= end {
+            continue;
+        }
+        let from = es.max(off);
+        let to = ee.min(end);
+        let skip = (from - es) as u32;
+        out.push(Piece {
+            buf_off: from - off,
+            ptr: LogPtr {
+                seg: e.ptr.seg,
+                offset: e.ptr.offset + skip,
+                len: (to - from) as u32,
+            },
+        });
+    }
+    out
+}
+
+/// The byte ranges of `[0, len)` that no piece covers (for tests and diagnostics).
+pub fn holes(pieces: &[Piece], len: u64) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = pieces
+        .iter()
+        .map(|p| (p.buf_off, p.buf_off + p.ptr.len as u64))
+        .collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (s, e) in covered {
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < len {
+        out.push((at, len));
+    }
+    out
+}
+
+/// The windows that hold `[off, off + len)`.
+pub fn windows(off: u64, len: u64) -> std::ops::Range<u64> {
+    if len == 0 {
+        return off / WINDOW..off / WINDOW;
+    }
+    off / WINDOW..(off + len).div_ceil(WINDOW)
+}
+
+/// Extent lists per `(inode, window)`, dropped on our own writes and truncates.
+#[derive(Default)]
+pub struct ExtentCache {
+    windows: HashMap<(InodeId, u64), Arc<Vec<Extent>>>,
+}
+
+impl ExtentCache {
+    pub fn get(&self, ino: InodeId, window: u64) -> Option<Arc<Vec<Extent>>> {
+        self.windows.get(&(ino, window)).cloned()
+    }
+
+    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<Vec<Extent>>) {
+        if self.windows.len() >= MAX_WINDOWS {
+            self.windows.clear();
+        }
+        self.windows.insert((ino, window), extents);
+    }
+
+    pub fn invalidate(&mut self, ino: InodeId) {
+        self.windows.retain(|(i, _), _| *i != ino);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::ids::{LogId, SegmentAddr, SegmentId};
+
+    fn ext(offset: u64, seg: u64, at: u32, len: u32) -> Extent {
+        let seg = SegmentAddr {
+            log: LogId(1),
+            segment: SegmentId(seg),
+            len: 1 << 20,
+            k: 4,
+            m: 2,
+        };
+        Extent {
+            offset,
+            ptr: LogPtr {
+                seg,
+                offset: at,
+                len,
+            },
+        }
+    }
+
+    #[test]
+    fn partial_extents_are_sub_ranged() {
+        let ex = [ext(100, 1, 1000, 50), ext(150, 2, 0, 100)];
+        let p = map_range(&ex, 120, 100);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].buf_off, 0);
+        assert_eq!((p[0].ptr.offset, p[0].ptr.len), (1020, 30));
+        assert_eq!(p[1].buf_off, 30);
+        assert_eq!((p[1].ptr.offset, p[1].ptr.len), (0, 70));
+        assert_eq!(p[1].ptr.seg.segment, SegmentId(2));
+        assert!(holes(&p, 100).is_empty());
+    }
+
+    #[test]
+    fn holes_are_reported_between_and_around_extents() {
+        let ex = [ext(10, 1, 0, 10), ext(40, 1, 10, 10)];
+        let p = map_range(&ex, 0, 60);
+        assert_eq!(holes(&p, 60), vec![(0, 10), (20, 40), (50, 60)]);
+        // A range entirely inside a hole maps to nothing.
+        assert!(map_range(&ex, 21, 10).is_empty());
+    }
+
+    #[test]
+    fn extents_outside_are_ignored_and_edges_are_exclusive() {
+        let ex = [ext(0, 1, 0, 10), ext(20, 1, 10, 10)];
+        assert!(map_range(&ex, 10, 10).is_empty());
+        let p = map_range(&ex, 9, 12);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].buf_off, p[0].ptr.offset, p[0].ptr.len), (0, 9, 1));
+        assert_eq!((p[1].buf_off, p[1].ptr.offset, p[1].ptr.len), (11, 10, 1));
+    }
+
+    #[test]
+    fn windows_cover_the_range() {
+        assert_eq!(windows(0, 1), 0..1);
+        assert_eq!(windows(WINDOW - 1, 2), 0..2);
+        assert_eq!(windows(WINDOW, WINDOW), 1..2);
+        assert!(windows(5, 0).is_empty());
+    }
+}

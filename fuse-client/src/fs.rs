@@ -1,0 +1,546 @@
+//! The fuser `Filesystem` over `Client`: each callback converts its arguments, moves its
+//! `Reply` into `rt.spawn(..)` and answers there.
+//!
+//! Owns only the translation between FUSE and the client core (kernel ino == `InodeId`,
+//! errno mapping, kernel configuration at init). Must not block a FUSE thread beyond the
+//! handoff, and must not hold file system logic (that is `Client`'s).
+
+use crate::attr::{file_type, timestamp, to_file_attr};
+use crate::client::Client;
+use crate::error::FsError;
+use fuser::{
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use proto::ids::InodeId;
+use proto::msg::{Caller, RenameFlags, SetAttrs, SetTime};
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Entry and attribute timeout given to the kernel.
+pub const TTL: Duration = Duration::from_secs(1);
+/// Largest write and readahead the kernel is asked to send.
+pub const MAX_IO: u32 = 1 << 20;
+
+/// The FUSE face of a `Client`.
+pub struct ShoalFs {
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+}
+
+fn ino(i: INodeNo) -> InodeId {
+    InodeId(i.0)
+}
+
+fn errno(e: FsError) -> Errno {
+    Errno::from_i32(e.0)
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn name_of(name: &OsStr) -> Result<String, FsError> {
+    name.to_str().map(str::to_string).ok_or(FsError::EINVAL)
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(s) => SetTime::At(timestamp(s)),
+    })
+}
+
+impl ShoalFs {
+    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle) -> ShoalFs {
+        ShoalFs { client, rt }
+    }
+
+    /// Runs `f` on the runtime; the FUSE thread returns at once.
+    fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Client>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f(self.client.clone()));
+    }
+
+    fn entry(
+        &self,
+        reply: ReplyEntry,
+        fut: impl Future<Output = Result<proto::msg::Attr, FsError>> + Send + 'static,
+    ) {
+        self.rt.spawn(async move {
+            match fut.await {
+                Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn empty(
+        &self,
+        reply: ReplyEmpty,
+        fut: impl Future<Output = Result<(), FsError>> + Send + 'static,
+    ) {
+        self.rt.spawn(async move {
+            match fut.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+}
+
+impl Filesystem for ShoalFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_IO) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(MAX_IO) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        // Lookups and creates in one directory may run concurrently (the managers order them).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let c = self.client.clone();
+        let name = name_of(name);
+        self.entry(reply, async move { c.lookup(ino(parent), &name?).await });
+    }
+
+    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |c| async move {
+            match c.getattr(ino(i)).await {
+                Ok(a) => reply.attr(&TTL, &to_file_attr(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttrs {
+            perm: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        let who = caller(req);
+        self.spawn(move |c| async move {
+            match c.setattr(ino(i), set, who).await {
+                Ok(a) => reply.attr(&TTL, &to_file_attr(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
+        self.spawn(move |c| async move {
+            match c.readlink(ino(i)).await {
+                Ok(t) => reply.data(t.as_bytes()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        self.entry(reply, async move {
+            c.mknod(
+                ino(parent),
+                &name?,
+                mode,
+                (umask & 0o7777) as u16,
+                rdev,
+                who,
+            )
+            .await
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        self.entry(reply, async move {
+            c.mkdir(
+                ino(parent),
+                &name?,
+                (mode & 0o7777) as u16,
+                (umask & 0o7777) as u16,
+                who,
+            )
+            .await
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        self.empty(
+            reply,
+            async move { c.unlink(ino(parent), &name?, who).await },
+        );
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        self.empty(
+            reply,
+            async move { c.rmdir(ino(parent), &name?, who).await },
+        );
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (c, name, who) = (self.client.clone(), name_of(link_name), caller(req));
+        let target = name_of(target.as_os_str());
+        self.entry(reply, async move {
+            c.symlink(ino(parent), &name?, &target?, who).await
+        });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        let newname = name_of(newname);
+        let known = fuser::RenameFlags::RENAME_NOREPLACE | fuser::RenameFlags::RENAME_EXCHANGE;
+        let unsupported = !(flags & !known).is_empty();
+        let flags = RenameFlags {
+            noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
+        };
+        self.empty(reply, async move {
+            if unsupported {
+                return Err(FsError::EINVAL);
+            }
+            c.rename(ino(parent), &name?, ino(newparent), &newname?, flags, who)
+                .await
+        });
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let (c, name, who) = (self.client.clone(), name_of(newname), caller(req));
+        self.entry(reply, async move {
+            c.link(ino(i), ino(newparent), &name?, who).await
+        });
+    }
+
+    fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |c| async move {
+            match c.open(ino(i)).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |c| async move {
+            match c.read(ino(i), offset, size).await {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = bytes::Bytes::copy_from_slice(data);
+        self.spawn(move |c| async move {
+            match c.write(ino(i), offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let c = self.client.clone();
+        self.empty(reply, async move { c.flush(ino(i)).await });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let c = self.client.clone();
+        self.empty(reply, async move { c.release(ino(i)).await });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let c = self.client.clone();
+        self.empty(reply, async move { c.fsync(ino(i)).await });
+    }
+
+    fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |c| async move {
+            match c.opendir(ino(i)).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |c| async move {
+            match c.readdir(ino(i), fh.0, offset).await {
+                Ok(items) => {
+                    for it in items {
+                        if reply.add(INodeNo(it.ino.0), it.offset, file_type(it.kind), &it.name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.client.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        let c = self.client.clone();
+        self.empty(reply, async move { c.fsyncdir(ino(i)).await });
+    }
+
+    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |c| async move {
+            match c.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+                ),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        let value = value.to_vec();
+        self.empty(reply, async move {
+            c.setxattr(ino(i), &name?, &value, flags, who).await
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_of(name);
+        self.spawn(move |c| async move {
+            let r = match name {
+                Ok(n) => c.getxattr(ino(i), &n).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(v) if size == 0 => reply.size(v.len() as u32),
+                Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+                Ok(v) => reply.data(&v),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |c| async move {
+            match c.listxattr(ino(i)).await {
+                Ok(names) => {
+                    let mut buf = Vec::new();
+                    for n in names {
+                        buf.extend_from_slice(n.as_bytes());
+                        buf.push(0);
+                    }
+                    if size == 0 {
+                        reply.size(buf.len() as u32);
+                    } else if buf.len() > size as usize {
+                        reply.error(Errno::ERANGE);
+                    } else {
+                        reply.data(&buf);
+                    }
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
+        self.empty(
+            reply,
+            async move { c.removexattr(ino(i), &name?, who).await },
+        );
+    }
+
+    fn access(&self, _req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel checks mode bits itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (name, who) = (name_of(name), caller(req));
+        self.spawn(move |c| async move {
+            let r = match name {
+                Ok(n) => {
+                    c.create(
+                        ino(parent),
+                        &n,
+                        (mode & 0o7777) as u16,
+                        (umask & 0o7777) as u16,
+                        who,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok((a, fh)) => reply.created(
+                    &TTL,
+                    &to_file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+}

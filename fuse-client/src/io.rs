@@ -1,0 +1,281 @@
+//! File I/O of the client core: open/release, read, write, flush, fsync.
+//!
+//! Reads overlay dirty data on clean blocks (block cache, else extents read from the log);
+//! writes only buffer (the write-back module commits). Opens give close-to-open
+//! consistency: the attributes are fetched again and a new version drops our clean copies.
+//! Must not hold the state lock across an await.
+
+use crate::cache::BLOCK;
+use crate::client::Client;
+use crate::dirty::{covers_all, overlay_ranges, FileWrites};
+use crate::error::FsError;
+use crate::extents::{map_range, windows, WINDOW};
+use crate::remote::{self, Target};
+use crate::writeback::Which;
+use bytes::Bytes;
+use futures::StreamExt;
+use proto::ids::InodeId;
+use proto::msg::{Extent, ManagerRequest, ManagerResponse, Timestamp};
+use std::sync::Arc;
+
+/// Largest file offset we accept (like ext4's limit, well below i64::MAX).
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+/// Concurrent log reads of one read request.
+const READ_PARALLEL: usize = 8;
+
+impl Client {
+    /// Opens `ino`: refreshes its attributes and registers the open (first local open).
+    pub async fn open(&self, ino: InodeId) -> Result<u64, FsError> {
+        self.getattr(ino).await?;
+        self.open_ref(ino).await?;
+        Ok(self.next_fh())
+    }
+
+    /// The last release of a handle of `ino` (the kernel sends one per open).
+    pub async fn release(&self, ino: InodeId) -> Result<(), FsError> {
+        self.close_ref(ino).await
+    }
+
+    /// close(2): reports a write error found since the last flush/fsync. Data stays
+    /// buffered (write-back); `fsync` makes it durable.
+    pub async fn flush(&self, ino: InodeId) -> Result<(), FsError> {
+        match self.errors.remove(&ino) {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// fsync(2): writes and durably commits `ino`'s dirty data; with nothing to write, makes
+    /// the inode's manager durable.
+    pub async fn fsync(&self, ino: InodeId) -> Result<(), FsError> {
+        let wrote = self.flush_inodes(Which::One(ino), true).await;
+        if let Some((_, e)) = self.errors.remove(&ino) {
+            return Err(e);
+        }
+        if !wrote? {
+            self.sync_owner(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// fsyncdir(2): makes the directory's manager durable.
+    pub async fn fsyncdir(&self, ino: InodeId) -> Result<(), FsError> {
+        self.sync_owner(ino).await
+    }
+
+    async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {
+        let node = self.mc.owner_of(ino);
+        match remote::call(&self.mc, Target::Node(node), ManagerRequest::Sync).await? {
+            ManagerResponse::Done => Ok(()),
+            other => Err(remote::unexpected("Sync", &other)),
+        }
+    }
+
+    /// Buffers a write; returns the bytes accepted (all of them).
+    pub async fn write(&self, ino: InodeId, off: u64, data: &[u8]) -> Result<u32, FsError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off.checked_add(data.len() as u64).ok_or(FsError::EFBIG)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::EFBIG);
+        }
+        self.wait_for_space().await?;
+        let known = self.lock_state().files.contains_key(&ino);
+        let base = if known {
+            0
+        } else {
+            self.committed_size(ino).await?
+        };
+        let now = Timestamp::now();
+        let kick = {
+            let mut st = self.lock_state();
+            let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
+            let grew = w.write(off, data, now);
+            st.dirty_bytes += grew;
+            st.dirty_bytes >= self.config.file.client.segment_bytes
+        };
+        if kick {
+            self.kick.notify_one();
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Reads up to `size` bytes at `off`: short at end of file, zeros in holes.
+    pub async fn read(&self, ino: InodeId, off: u64, size: u32) -> Result<Bytes, FsError> {
+        // Local data first: a commit that lands after this snapshot only adds clean data
+        // that the snapshot already overrides.
+        let (local_size, snap) = {
+            let st = self.lock_state();
+            match st.files.get(&ino) {
+                Some(w) => (Some(w.size), w.snapshot(off, size as u64)),
+                None => (None, Vec::new()),
+            }
+        };
+        let committed = self.committed_size(ino).await?;
+        let file_size = local_size.unwrap_or(committed);
+        if off >= file_size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let n = (size as u64).min(file_size - off);
+        let mut buf = vec![0u8; n as usize];
+        if !covers_all(&snap, off, n) {
+            self.read_clean(ino, off, &mut buf, committed).await?;
+        }
+        overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Fills `buf` (file bytes at `off`) with committed data below `committed`.
+    async fn read_clean(
+        &self,
+        ino: InodeId,
+        off: u64,
+        buf: &mut [u8],
+        committed: u64,
+    ) -> Result<(), FsError> {
+        let end = (off + buf.len() as u64).min(committed);
+        if off >= end {
+            return Ok(());
+        }
+        let first = off / BLOCK;
+        let last = (end - 1) / BLOCK;
+        let (generation, mut blocks) = {
+            let mut st = self.lock_state();
+            let g = st.cache.generation(ino);
+            let b: Vec<Option<Bytes>> = (first..=last).map(|b| st.cache.get(ino, b)).collect();
+            (g, b)
+        };
+        // Fetch each run of missing blocks with one set of log reads.
+        let mut i = 0;
+        while i < blocks.len() {
+            if blocks[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < blocks.len() && blocks[j].is_none() {
+                j += 1;
+            }
+            let fetched = self
+                .fetch_blocks(
+                    ino,
+                    first + i as u64,
+                    first + j as u64,
+                    committed,
+                    generation,
+                )
+                .await?;
+            for (k, b) in fetched.into_iter().enumerate() {
+                blocks[i + k] = Some(b);
+            }
+            i = j;
+        }
+        for (k, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { return Err(FsError::EIO) };
+            let bs = (first + k as u64) * BLOCK;
+            let from = bs.max(off);
+            let to = (bs + BLOCK).min(end);
+            if from < to {
+                buf[(from - off) as usize..(to - off) as usize]
+                    .copy_from_slice(&b[(from - bs) as usize..(to - bs) as usize]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads blocks `[b0, b1)` from the log and caches them (unless the inode changed
+    /// since `generation`).
+    async fn fetch_blocks(
+        &self,
+        ino: InodeId,
+        b0: u64,
+        b1: u64,
+        committed: u64,
+        generation: u64,
+    ) -> Result<Vec<Bytes>, FsError> {
+        let start = b0 * BLOCK;
+        let len = (b1 - b0) * BLOCK;
+        let extents = self.extents_for(ino, start, len, generation).await?;
+        let pieces = map_range(&extents, start, len);
+        let reader = self.reader().clone();
+        let mut data = vec![0u8; len as usize];
+        // `buffered` keeps extent order, so overlapping extents apply oldest first.
+        let mut reads = futures::stream::iter(pieces.into_iter().map(|p| {
+            let reader = reader.clone();
+            async move { (p, reader.read(p.ptr).await) }
+        }))
+        .buffered(READ_PARALLEL);
+        while let Some((p, r)) = reads.next().await {
+            let bytes = r.map_err(|e| {
+                tracing::warn!(inode = %ino, "cannot read {}: {e}", p.ptr);
+                FsError::EIO
+            })?;
+            if bytes.len() != p.ptr.len as usize {
+                tracing::warn!(inode = %ino, "read of {} returned {} bytes", p.ptr, bytes.len());
+                return Err(FsError::EIO);
+            }
+            let at = p.buf_off as usize;
+            data[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        // Nothing exists past the committed size, whatever an extent says.
+        if committed < start + len {
+            data[committed.saturating_sub(start) as usize..].fill(0);
+        }
+        let data = Bytes::from(data);
+        let blocks: Vec<Bytes> = (0..(b1 - b0))
+            .map(|k| data.slice((k * BLOCK) as usize..((k + 1) * BLOCK) as usize))
+            .collect();
+        let mut st = self.lock_state();
+        for (k, b) in blocks.iter().enumerate() {
+            st.cache.insert(ino, b0 + k as u64, b.clone(), generation);
+        }
+        Ok(blocks)
+    }
+
+    /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
+    /// manager (per window).
+    async fn extents_for(
+        &self,
+        ino: InodeId,
+        start: u64,
+        len: u64,
+        generation: u64,
+    ) -> Result<Vec<Extent>, FsError> {
+        let mut out: Vec<Extent> = Vec::new();
+        let wins = windows(start, len);
+        let several = wins.end - wins.start > 1;
+        for w in wins {
+            let cached = self.lock_state().extents.get(ino, w);
+            let list = match cached {
+                Some(l) => l,
+                None => {
+                    let req = ManagerRequest::GetExtents {
+                        ino,
+                        offset: w * WINDOW,
+                        len: WINDOW,
+                    };
+                    let l = match remote::call(&self.mc, Target::Route, req).await? {
+                        ManagerResponse::Extents(e) => Arc::new(e),
+                        other => return Err(remote::unexpected("GetExtents", &other)),
+                    };
+                    let mut st = self.lock_state();
+                    if st.cache.generation(ino) == generation {
+                        st.extents.insert(ino, w, l.clone());
+                    }
+                    l
+                }
+            };
+            if several {
+                for e in list.iter() {
+                    if !out.contains(e) {
+                        out.push(*e);
+                    }
+                }
+            } else {
+                out.extend(list.iter().copied());
+            }
+        }
+        Ok(out)
+    }
+}

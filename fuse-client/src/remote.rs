@@ -1,0 +1,153 @@
+//! Calls to managers with the client's retry policy and errno mapping.
+//!
+//! Owns: retrying a request while its manager recovers (`Unavailable`, `NotOwner`, or a
+//! connection that could not be made, so the request was never sent) for up to
+//! `RETRY_FOR`, and turning every other failure into an errno. Must not retry a request
+//! that may have reached the manager (timeouts, broken connections): those become EIO.
+
+use crate::error::FsError;
+use proto::ids::NodeId;
+use proto::msg::{ManagerRequest, ManagerResponse, RemoteError};
+use proto::route::{CallError, ManagerClient};
+use proto::transport::TransportError;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a request is retried while its manager is unavailable.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What to do about a failed call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Retry,
+    Fail(FsError),
+}
+
+/// Maps a remote error to the errno the kernel gets.
+pub fn remote_errno(e: &RemoteError) -> FsError {
+    match e {
+        RemoteError::Errno { code, .. } if *code > 0 => FsError(*code),
+        RemoteError::Errno { .. } => FsError::EIO,
+        RemoteError::NotFound(_) => FsError::ENOENT,
+        RemoteError::NoSpace(_) => FsError::ENOSPC,
+        RemoteError::Invalid(_) => FsError::EINVAL,
+        RemoteError::Corrupt(_)
+        | RemoteError::Io(_)
+        | RemoteError::NoRole(_)
+        | RemoteError::NotOwner { .. }
+        | RemoteError::Unavailable(_) => FsError::EIO,
+    }
+}
+
+/// Classifies a failed manager call.
+pub fn verdict(e: &CallError) -> Verdict {
+    match e {
+        CallError::Remote(RemoteError::Unavailable(_) | RemoteError::NotOwner { .. }) => {
+            Verdict::Retry
+        }
+        CallError::Remote(r) => Verdict::Fail(remote_errno(r)),
+        // Connecting failed: the request never left, so sending it again is safe.
+        CallError::Transport(TransportError::Unreachable { .. }) => Verdict::Retry,
+        CallError::Transport(_) | CallError::Unexpected { .. } | CallError::Unroutable(_) => {
+            Verdict::Fail(FsError::EIO)
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// The owner of the request's routing inode.
+    Route,
+    Node(NodeId),
+}
+
+/// Sends `req` with retries; returns the manager's answer or an errno.
+pub async fn call(
+    mc: &ManagerClient,
+    target: Target,
+    req: ManagerRequest,
+) -> Result<ManagerResponse, FsError> {
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut backoff = FIRST_BACKOFF;
+    // Bounded by the deadline: every round sleeps at least FIRST_BACKOFF.
+    loop {
+        let res = match target {
+            Target::Route => mc.call(req.clone()).await,
+            Target::Node(n) => mc.call_node(n, req.clone()).await,
+        };
+        let err = match res {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        match verdict(&err) {
+            Verdict::Fail(errno) => {
+                if matches!(err, CallError::Remote(RemoteError::Errno { .. })) {
+                    tracing::debug!(%req, "manager answered {err}");
+                } else {
+                    tracing::warn!(%req, "manager call failed: {err}");
+                }
+                return Err(errno);
+            }
+            Verdict::Retry => {
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::warn!(%req, "manager still unavailable after {RETRY_FOR:?}: {err}");
+                    return Err(FsError::EIO);
+                }
+                tracing::debug!(%req, "manager unavailable, retrying in {backoff:?}: {err}");
+                tokio::time::sleep(backoff.min(deadline - now)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// An answer of an unexpected kind.
+pub fn unexpected(req: &str, resp: &ManagerResponse) -> FsError {
+    tracing::warn!("unexpected answer to {req}: {resp:?}");
+    FsError::EIO
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_are_kept_apart() {
+        assert_eq!(
+            verdict(&CallError::Remote(RemoteError::Unavailable("x".into()))),
+            Verdict::Retry
+        );
+        let not_owner = RemoteError::NotOwner {
+            slot: 3,
+            hint: "m2".into(),
+        };
+        assert_eq!(verdict(&CallError::Remote(not_owner)), Verdict::Retry);
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        let unreachable = TransportError::Unreachable {
+            addr,
+            reason: "down".into(),
+        };
+        assert_eq!(verdict(&CallError::Transport(unreachable)), Verdict::Retry);
+        let timeout = TransportError::Timeout {
+            addr,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            verdict(&CallError::Transport(timeout)),
+            Verdict::Fail(FsError::EIO)
+        );
+    }
+
+    #[test]
+    fn errnos_pass_through() {
+        let e = CallError::Remote(RemoteError::errno(libc::ENOTEMPTY, "dir not empty"));
+        assert_eq!(verdict(&e), Verdict::Fail(FsError(libc::ENOTEMPTY)));
+        let e = CallError::Remote(RemoteError::NotFound("x".into()));
+        assert_eq!(verdict(&e), Verdict::Fail(FsError::ENOENT));
+        assert_eq!(remote_errno(&RemoteError::errno(0, "bogus")), FsError::EIO);
+    }
+}

@@ -1,0 +1,436 @@
+//! Write-back: dirty data → segments of this client's log → `CommitWrites` at the managers.
+//!
+//! Owns the flush procedure (take dirty layers as flights, build segments, append them,
+//! commit the extents grouped per manager, then release or restore the flights) and the
+//! background flusher. Flushes are serialised by the log writer's lock, so commits of one
+//! inode apply in order. Must not drop dirty bytes before their commit succeeded (except for
+//! inodes the manager says no longer exist).
+
+use crate::client::Client;
+use crate::error::FsError;
+use crate::remote::{self, Target};
+use bytes::Bytes;
+use proto::ids::{InodeId, LogPtr, NodeId, SegmentId};
+use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Timestamp};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use storage::log::LogWriter;
+use storage::segment::{EntryKind, SegmentBuilder};
+use tokio::sync::{watch, Notify};
+
+/// Which inodes a flush takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    All,
+    One(InodeId),
+}
+
+/// One inode's share of a flush.
+struct Taken {
+    ino: InodeId,
+    chunks: Vec<(u64, Bytes)>,
+    size: u64,
+    mtime: Timestamp,
+}
+
+/// A piece of a taken chunk placed in a segment: `(item, start within item, len)`.
+pub type Placed = (usize, u64, u64);
+
+/// Splits items of the given lengths over segments holding at most `limit` data bytes each
+/// (items larger than the room left are split). Pure, for tests.
+pub fn plan_segments(lens: &[u64], limit: u64) -> Vec<Vec<Placed>> {
+    let limit = limit.max(1);
+    let mut segs: Vec<Vec<Placed>> = Vec::new();
+    let mut cur: Vec<Placed> = Vec::new();
+    let mut room = limit;
+    for (i, &len) in lens.iter().enumerate() {
+        let mut at = 0;
+        while at < len {
+            if room == 0 {
+                segs.push(std::mem::take(&mut cur));
+                room = limit;
+            }
+            let n = (len - at).min(room);
+            cur.push((i, at, n));
+            at += n;
+            room -= n;
+        }
+    }
+    if !cur.is_empty() {
+        segs.push(cur);
+    }
+    segs
+}
+
+/// Largest segment this client builds, whatever the config says.
+const MAX_SEGMENT: u64 = 64 << 20;
+
+impl Client {
+    /// Flushes dirty data of `which` and commits it (durably with `sync`). Returns whether
+    /// anything was written.
+    pub(crate) async fn flush_inodes(&self, which: Which, sync: bool) -> Result<bool, FsError> {
+        let mut log = self.log.lock().await;
+        self.flush_locked(&mut log, which, sync).await
+    }
+
+    /// `flush_inodes` for a caller already holding the log lock (truncate).
+    pub(crate) async fn flush_locked(
+        &self,
+        log: &mut Option<LogWriter>,
+        which: Which,
+        sync: bool,
+    ) -> Result<bool, FsError> {
+        let id = self.next_flush_id();
+        let taken: Vec<Taken> = {
+            let mut st = self.lock_state();
+            let mut out = Vec::new();
+            let mut take = |ino: InodeId, w: &mut crate::dirty::FileWrites| {
+                if let Some(f) = w.take_flight(id) {
+                    out.push(Taken {
+                        ino,
+                        chunks: f.chunks,
+                        size: w.size,
+                        mtime: w.mtime,
+                    });
+                }
+            };
+            match which {
+                Which::All => {
+                    for (ino, w) in st.files.iter_mut() {
+                        take(*ino, w);
+                    }
+                }
+                Which::One(ino) => {
+                    if let Some(w) = st.files.get_mut(&ino) {
+                        take(ino, w);
+                    }
+                }
+            }
+            out
+        };
+        if taken.is_empty() {
+            return Ok(false);
+        }
+        let outcomes = match self.write_segments(log, &taken).await {
+            Ok(extents) => self.commit_all(&taken, extents, sync).await,
+            Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
+        };
+        let mut first_err = None;
+        let mut attrs = Vec::new();
+        let mut st = self.lock_state();
+        for (t, (ino, outcome)) in taken.iter().zip(outcomes) {
+            debug_assert_eq!(t.ino, ino);
+            let Some(w) = st.files.get_mut(&ino) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Failed(e) if is_transient(e) => {
+                    let delta = w.restore_flight(id);
+                    st.dirty_bytes = (st.dirty_bytes as i64 + delta).max(0) as u64;
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+                Outcome::Failed(e) => {
+                    tracing::warn!(inode = %ino, "manager refused the commit ({e}); dropping the data");
+                    self.errors.insert(ino, e);
+                    first_err.get_or_insert(e);
+                    let released = w.complete_flight(id);
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
+                    st.cache.invalidate(ino);
+                }
+                Outcome::Gone => {
+                    let released = w.complete_flight(id);
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
+                    st.cache.invalidate(ino);
+                    self.attrs.remove(&ino);
+                }
+                Outcome::Committed(a) => {
+                    let released = w.complete_flight(id);
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
+                    for (off, b) in &t.chunks {
+                        st.cache.apply_write(ino, *off, b);
+                    }
+                    attrs.extend(a);
+                }
+            }
+            st.extents.invalidate(ino);
+            if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
+                st.files.remove(&ino);
+            }
+        }
+        drop(st);
+        for a in attrs {
+            self.attrs.insert(a.ino, a);
+        }
+        self.space.notify_waiters();
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+
+    /// Appends the taken data as segments of our log; returns the extents of every taken
+    /// inode (in `taken` order).
+    async fn write_segments(
+        &self,
+        log: &mut Option<LogWriter>,
+        taken: &[Taken],
+    ) -> Result<Vec<Vec<Extent>>, FsError> {
+        let writer = log.get_or_insert_with(|| {
+            LogWriter::new(
+                self.config.clone(),
+                self.transport.clone(),
+                self.log_id,
+                SegmentId(0),
+            )
+        });
+        // Items: every chunk of every inode, in inode order.
+        let mut items: Vec<(usize, u64, &Bytes)> = Vec::new();
+        for (ti, t) in taken.iter().enumerate() {
+            for (off, b) in &t.chunks {
+                items.push((ti, *off, b));
+            }
+        }
+        let lens: Vec<u64> = items.iter().map(|(_, _, b)| b.len() as u64).collect();
+        let limit = self
+            .config
+            .file
+            .client
+            .segment_bytes
+            .clamp(64 << 10, MAX_SEGMENT);
+        let mut extents: Vec<Vec<Extent>> = vec![Vec::new(); taken.len()];
+        for seg in plan_segments(&lens, limit) {
+            let seg_id = writer.next_segment();
+            let mut builder = SegmentBuilder::new(self.log_id, seg_id);
+            let mut placed = Vec::with_capacity(seg.len());
+            for (item, start, len) in seg {
+                let (ti, off, b) = items[item];
+                let file_offset = off + start;
+                let data = b.slice(start as usize..(start + len) as usize);
+                let idx = builder.push(
+                    EntryKind::FileData {
+                        ino: taken[ti].ino,
+                        file_offset,
+                    },
+                    data,
+                );
+                placed.push((ti, file_offset, idx, len));
+            }
+            let (bytes, entries) = builder.finish().map_err(|e| {
+                tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot build segment: {e}");
+                FsError::EIO
+            })?;
+            let addr = writer.append(bytes).await.map_err(|e| {
+                tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot write segment: {e}");
+                FsError::EIO
+            })?;
+            for (ti, file_offset, idx, len) in placed {
+                let Some(entry) = entries.get(idx) else {
+                    tracing::warn!(segment = %seg_id, "segment builder lost entry {idx}");
+                    return Err(FsError::EIO);
+                };
+                if entry.len as u64 != len {
+                    tracing::warn!(segment = %seg_id, "entry {idx} holds {} bytes, expected {len}", entry.len);
+                    return Err(FsError::EIO);
+                }
+                extents[ti].push(Extent {
+                    offset: file_offset,
+                    ptr: LogPtr {
+                        seg: addr,
+                        offset: entry.offset,
+                        len: entry.len,
+                    },
+                });
+            }
+        }
+        Ok(extents)
+    }
+
+    /// Commits the extents, one request per manager, all managers at once. Returns one
+    /// outcome per taken inode, in `taken` order.
+    async fn commit_all(
+        &self,
+        taken: &[Taken],
+        extents: Vec<Vec<Extent>>,
+        sync: bool,
+    ) -> Vec<(InodeId, Outcome)> {
+        let mut groups: BTreeMap<NodeId, Vec<InodeWrite>> = BTreeMap::new();
+        for (t, ex) in taken.iter().zip(extents) {
+            groups
+                .entry(self.mc.owner_of(t.ino))
+                .or_default()
+                .push(InodeWrite {
+                    ino: t.ino,
+                    extents: ex,
+                    size: t.size,
+                    mtime: t.mtime,
+                });
+        }
+        let results =
+            futures::future::join_all(groups.into_values().map(|w| self.commit_group(w, sync)))
+                .await;
+        let mut by_ino: HashMap<InodeId, Outcome> = results.into_iter().flatten().collect();
+        taken
+            .iter()
+            .map(|t| {
+                (
+                    t.ino,
+                    by_ino
+                        .remove(&t.ino)
+                        .unwrap_or(Outcome::Failed(FsError::EIO)),
+                )
+            })
+            .collect()
+    }
+
+    /// Commits the writes of one manager. When the group fails for a reason that is not
+    /// transient, each inode is committed alone so that one bad inode (say, unlinked and
+    /// closed meanwhile) does not hold back the others.
+    async fn commit_group(&self, writes: Vec<InodeWrite>, sync: bool) -> Vec<(InodeId, Outcome)> {
+        let inos: Vec<InodeId> = writes.iter().map(|w| w.ino).collect();
+        let single = writes.len() == 1;
+        match self.commit(writes.clone(), sync).await {
+            Ok(attrs) => {
+                let mut by_ino: HashMap<InodeId, Attr> =
+                    attrs.into_iter().map(|a| (a.ino, a)).collect();
+                inos.into_iter()
+                    .map(|i| (i, Outcome::Committed(by_ino.remove(&i))))
+                    .collect()
+            }
+            Err(e) if single || is_transient(e) => {
+                let outcome = || {
+                    if is_gone(e) {
+                        Outcome::Gone
+                    } else {
+                        Outcome::Failed(e)
+                    }
+                };
+                inos.into_iter().map(|i| (i, outcome())).collect()
+            }
+            Err(_) => {
+                let mut out = Vec::new();
+                for w in writes {
+                    let ino = w.ino;
+                    let o = match self.commit(vec![w], sync).await {
+                        Ok(a) => Outcome::Committed(a.into_iter().next()),
+                        Err(e) if is_gone(e) => Outcome::Gone,
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    out.push((ino, o));
+                }
+                out
+            }
+        }
+    }
+
+    async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
+        let req = ManagerRequest::CommitWrites { writes, sync };
+        match remote::call(&self.mc, Target::Route, req).await? {
+            ManagerResponse::Committed(a) => Ok(a),
+            other => Err(remote::unexpected("CommitWrites", &other)),
+        }
+    }
+
+    /// Waits until buffered dirty data is below the limit (kicking the flusher).
+    pub(crate) async fn wait_for_space(&self) -> Result<(), FsError> {
+        let deadline = tokio::time::Instant::now() + SPACE_WAIT;
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock_state().dirty_bytes < self.dirty_limit {
+                return Ok(());
+            }
+            self.kick.notify_one();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(
+                    "dirty data could not be written for {SPACE_WAIT:?}; are the storage servers up?"
+                );
+                return Err(FsError::EIO);
+            }
+        }
+    }
+}
+
+/// How long a writer waits for dirty memory before failing with EIO.
+const SPACE_WAIT: Duration = Duration::from_secs(120);
+
+/// What became of one inode's data in a flush.
+enum Outcome {
+    Committed(Option<Attr>),
+    /// The inode no longer exists: its data is dropped.
+    Gone,
+    Failed(FsError),
+}
+
+fn is_gone(e: FsError) -> bool {
+    e.0 == libc::ENOENT || e.0 == libc::ESTALE
+}
+
+/// Failures after which the data is kept and the flush retried later.
+fn is_transient(e: FsError) -> bool {
+    matches!(
+        e.0,
+        libc::EIO | libc::ENOSPC | libc::EAGAIN | libc::ETIMEDOUT
+    )
+}
+
+/// The background flusher: writes dirty data when kicked (enough is buffered) and at least
+/// every `interval`. Ends when `stop` turns true or the client is gone.
+pub(crate) async fn flusher(
+    client: Weak<Client>,
+    kick: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    interval: Duration,
+) {
+    loop {
+        tokio::select! {
+            _ = kick.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let Some(c) = client.upgrade() else { return };
+        if c.has_dirty() {
+            if let Err(e) = c.flush_inodes(Which::All, false).await {
+                tracing::warn!("background flush failed, will retry: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_items_share_a_segment() {
+        assert_eq!(
+            plan_segments(&[10, 20, 5], 100),
+            vec![vec![(0, 0, 10), (1, 0, 20), (2, 0, 5)]]
+        );
+        assert!(plan_segments(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn large_items_are_split_at_the_limit() {
+        let p = plan_segments(&[150, 30, 120], 100);
+        assert_eq!(
+            p,
+            vec![
+                vec![(0, 0, 100)],
+                vec![(0, 100, 50), (1, 0, 30), (2, 0, 20)],
+                vec![(2, 20, 100)],
+            ]
+        );
+        // Every byte is placed exactly once.
+        let total: u64 = p.iter().flatten().map(|(_, _, n)| n).sum();
+        assert_eq!(total, 300);
+        assert!(p
+            .iter()
+            .all(|s| s.iter().map(|(_, _, n)| n).sum::<u64>() <= 100));
+    }
+}
