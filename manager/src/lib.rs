@@ -1,0 +1,33 @@
+//! The manager role: metadata of the inodes in this node's manager slots (attributes,
+//! directories, extent maps, symlinks, xattrs, open sessions), persisted as records and
+//! checkpoints in the manager's own striped log, plus the two-phase commit for operations
+//! that span managers.
+//!
+//! Layout: `state` (pure state + apply), `plan` (pure validation → records), `record`
+//! (durable formats), `extent` (extent maps), `txn` (pure 2PC driver), `journal` (group
+//! commit over the log), `recovery` (checkpoint + roll forward) and `service` (the async
+//! request handler). Must not: store file bytes, or talk to clients other than by replies.
+
+pub mod error;
+pub mod extent;
+pub mod journal;
+pub mod plan;
+pub mod record;
+pub mod recovery;
+pub mod service;
+pub mod state;
+pub mod txn;
+
+#[cfg(test)]
+mod cluster_test;
+#[cfg(test)]
+mod service_test;
+#[cfg(test)]
+mod state_test;
+#[cfg(test)]
+mod txn_test;
+
+pub use error::{Errno, ManagerError};
+
+pub use service::Service;
+pub use state::MetaState;

@@ -1,0 +1,111 @@
+//! Errors of the manager: `Errno` for refused file system operations (what a client sees as
+//! a POSIX error) and `ManagerError` for failures of the role itself (log, codec, startup).
+//! Must not: hide which of the two a failure is.
+
+use proto::msg::RemoteError;
+use std::fmt;
+
+/// POSIX error numbers used by the manager (Linux values).
+pub mod code {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EIO: i32 = 5;
+    pub const E2BIG: i32 = 7;
+    pub const EAGAIN: i32 = 11;
+    pub const EEXIST: i32 = 17;
+    pub const EXDEV: i32 = 18;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const EFBIG: i32 = 27;
+    pub const ERANGE: i32 = 34;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOTEMPTY: i32 = 39;
+    pub const ENODATA: i32 = 61;
+}
+
+/// A refused operation: a POSIX error number plus a message for logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Errno {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Errno {
+    pub fn new(code: i32, message: impl Into<String>) -> Errno {
+        Errno {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "errno {}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for RemoteError {
+    fn from(e: Errno) -> RemoteError {
+        RemoteError::Errno {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// Shorthands: `enoent("...")` etc.
+macro_rules! errno_fns {
+    ($($name:ident => $code:ident),* $(,)?) => {
+        $(pub fn $name(msg: impl Into<String>) -> Errno { Errno::new(code::$code, msg) })*
+    };
+}
+errno_fns!(
+    eperm => EPERM, enoent => ENOENT, eexist => EEXIST, enotdir => ENOTDIR, eisdir => EISDIR,
+    einval => EINVAL, enotempty => ENOTEMPTY, enametoolong => ENAMETOOLONG, enodata => ENODATA,
+    erange => ERANGE, e2big => E2BIG,
+);
+
+/// Decoding of durable records and checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("bad magic {found:?} (expected {expected:?}): not a Shoal manager {what}")]
+    Magic {
+        what: &'static str,
+        found: [u8; 4],
+        expected: [u8; 4],
+    },
+    #[error("{what} version {version} is not supported by this build (newest known: {known})")]
+    Version {
+        what: &'static str,
+        version: u16,
+        known: u16,
+    },
+    #[error("{what} is truncated")]
+    Truncated { what: &'static str },
+    #[error("{what} does not decode: {source}")]
+    Postcard {
+        what: &'static str,
+        source: postcard::Error,
+    },
+}
+
+/// Failures of the manager role (not of a single operation).
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("metadata log: {0}")]
+    Log(#[from] storage::log::LogError),
+    #[error("metadata log backend: {0}")]
+    Backend(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("node {0} is not a manager in the cluster config")]
+    NotAManager(proto::ids::NodeId),
+    #[error("manager is shut down")]
+    ShutDown,
+    #[error("recovery failed: {0} (the metadata log cannot be read; check the storage servers)")]
+    Recovery(String),
+}

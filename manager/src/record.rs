@@ -1,0 +1,386 @@
+//! Durable metadata records (version 1) and their framing: a batch of records and a
+//! checkpoint each start with a magic and a version, followed by postcard. Records are
+//! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
+//! all POSIX reasoning happens when records are planned. Must not: change the meaning of a
+//! version once written (add a new version instead).
+
+use crate::error::CodecError;
+use proto::ids::{InodeId, NodeId, TxId};
+use proto::msg::{Attr, Extent, FileKind, TxOp};
+use serde::{Deserialize, Serialize};
+
+/// Magic of a batch of metadata records (`EntryKind::MetaRecords`).
+pub const RECORDS_MAGIC: [u8; 4] = *b"SHMR";
+/// Magic of a checkpoint (`EntryKind::Checkpoint`).
+pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
+/// Current version of both formats.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
+pub type Lsn = u64;
+
+/// A cross-manager operation as the coordinator logs it before starting it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxIntent {
+    pub tx: TxId,
+    /// Operations for participants, sent in this order; only the first may be refused.
+    pub remote: Vec<(NodeId, TxOp)>,
+    /// The coordinator's own part, applied once every remote op succeeded.
+    pub local: Vec<TxOp>,
+    /// Local `AddEntry` ops take their inode and kind from the first remote result
+    /// (create of a remote inode, link of a remote inode).
+    pub fill_from_result: bool,
+}
+
+/// One state change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A new inode (also bumps its slot's sequence counter).
+    NewInode {
+        attr: Attr,
+        parent: Option<InodeId>,
+        symlink: Option<String>,
+    },
+    /// New attributes of an existing inode.
+    Attr {
+        attr: Attr,
+    },
+    /// Set (`Some`) or remove (`None`) a directory entry.
+    Entry {
+        dir: InodeId,
+        name: String,
+        target: Option<(InodeId, FileKind)>,
+    },
+    /// A directory's `..`.
+    Parent {
+        dir: InodeId,
+        parent: InodeId,
+    },
+    /// Overlay extents on a file's map (blocks_bytes follows).
+    Extents {
+        ino: InodeId,
+        extents: Vec<Extent>,
+    },
+    /// Drop extents at or past `size`.
+    Truncate {
+        ino: InodeId,
+        size: u64,
+    },
+    /// Set (`Some`) or remove (`None`) an extended attribute.
+    Xattr {
+        ino: InodeId,
+        name: String,
+        value: Option<Vec<u8>>,
+    },
+    Open {
+        ino: InodeId,
+        session: u64,
+    },
+    Release {
+        ino: InodeId,
+        session: u64,
+    },
+    /// The inode is gone with its entries, extents and xattrs.
+    Drop {
+        ino: InodeId,
+    },
+    /// Coordinator: a cross-manager transaction starts.
+    TxIntent(TxIntent),
+    /// Participant: applied `op` of `tx` (the state changes are logged beside it).
+    TxApplied {
+        tx: TxId,
+        op: TxOp,
+        result: Option<Attr>,
+    },
+    /// Coordinator: the transaction committed (its local changes are logged beside it).
+    TxDone {
+        tx: TxId,
+    },
+    /// Coordinator: the first remote op was refused; nothing changed anywhere.
+    TxAborted {
+        tx: TxId,
+    },
+}
+
+/// A record with its sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logged {
+    pub lsn: Lsn,
+    pub rec: Record,
+}
+
+fn frame(magic: [u8; 4], body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + body.len());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn unframe<'a>(
+    what: &'static str,
+    magic: [u8; 4],
+    bytes: &'a [u8],
+) -> Result<&'a [u8], CodecError> {
+    if bytes.len() < 6 {
+        return Err(CodecError::Truncated { what });
+    }
+    let mut found = [0u8; 4];
+    found.copy_from_slice(&bytes[..4]);
+    if found != magic {
+        return Err(CodecError::Magic {
+            what,
+            found,
+            expected: magic,
+        });
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != FORMAT_VERSION {
+        return Err(CodecError::Version {
+            what,
+            version,
+            known: FORMAT_VERSION,
+        });
+    }
+    Ok(&bytes[6..])
+}
+
+/// Encodes a batch of records.
+pub fn encode_records(recs: &[Logged]) -> Vec<u8> {
+    // Serializing plain data into a Vec cannot fail.
+    let body = postcard::to_stdvec(recs).unwrap_or_default();
+    frame(RECORDS_MAGIC, body)
+}
+
+/// Decodes a batch of records.
+pub fn decode_records(bytes: &[u8]) -> Result<Vec<Logged>, CodecError> {
+    let body = unframe("record batch", RECORDS_MAGIC, bytes)?;
+    postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
+        what: "record batch",
+        source,
+    })
+}
+
+/// Encodes a checkpoint body (already postcard-serializable).
+pub fn encode_checkpoint<T: Serialize>(ckpt: &T) -> Vec<u8> {
+    let body = postcard::to_stdvec(ckpt).unwrap_or_default();
+    frame(CHECKPOINT_MAGIC, body)
+}
+
+/// Decodes a checkpoint.
+pub fn decode_checkpoint<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    let body = unframe("checkpoint", CHECKPOINT_MAGIC, bytes)?;
+    postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
+        what: "checkpoint",
+        source,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod strategies {
+    //! proptest strategies for records.
+    use super::*;
+    use proptest::prelude::*;
+    use proto::ids::{LogId, LogPtr, SegmentAddr, SegmentId};
+    use proto::msg::{Caller, NewNode, Timestamp};
+
+    pub fn ino() -> impl Strategy<Value = InodeId> {
+        (0u64..4, 1u64..50).prop_map(|(s, q)| InodeId::new(proto::ids::SlotId(s as u16), q))
+    }
+
+    pub fn kind() -> impl Strategy<Value = FileKind> {
+        prop_oneof![
+            Just(FileKind::File),
+            Just(FileKind::Dir),
+            Just(FileKind::Symlink),
+            Just(FileKind::Fifo)
+        ]
+    }
+
+    pub fn attr() -> impl Strategy<Value = Attr> {
+        (
+            ino(),
+            kind(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u32>(),
+        )
+            .prop_map(|(ino, kind, perm, nlink, size, secs, nanos)| Attr {
+                ino,
+                kind,
+                perm,
+                nlink,
+                uid: nlink ^ 7,
+                gid: 3,
+                size,
+                blocks_bytes: size / 2,
+                atime: Timestamp { secs, nanos },
+                mtime: Timestamp {
+                    secs: secs / 2,
+                    nanos,
+                },
+                ctime: Timestamp::default(),
+                rdev: 0,
+                version: size ^ 1,
+            })
+    }
+
+    pub fn extent() -> impl Strategy<Value = Extent> {
+        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+            |(offset, seg, o, len)| Extent {
+                offset,
+                ptr: LogPtr {
+                    seg: SegmentAddr {
+                        log: LogId(seg ^ 5),
+                        segment: SegmentId(seg),
+                        len: o,
+                        k: 4,
+                        m: 2,
+                    },
+                    offset: o,
+                    len,
+                },
+            },
+        )
+    }
+
+    pub fn txop() -> impl Strategy<Value = TxOp> {
+        prop_oneof![
+            (ino(), ".{0,8}", ino(), kind(), any::<bool>()).prop_map(
+                |(dir, name, ino, kind, replace)| TxOp::AddEntry {
+                    dir,
+                    name,
+                    ino,
+                    kind,
+                    replace
+                }
+            ),
+            (ino(), ".{0,8}", ino()).prop_map(|(dir, name, ino)| TxOp::RemoveEntry {
+                dir,
+                name,
+                ino
+            }),
+            (ino(), any::<i32>()).prop_map(|(ino, delta)| TxOp::AdjustNlink { ino, delta }),
+            (ino(), ino()).prop_map(|(dir, parent)| TxOp::SetParent { dir, parent }),
+            ino().prop_map(|dir| TxOp::RemoveDir { dir }),
+            (any::<u16>(), ino(), ".{0,8}", any::<u16>()).prop_map(
+                |(ino_slot, parent, target, perm)| {
+                    TxOp::CreateInode {
+                        ino_slot,
+                        parent,
+                        node: NewNode::Symlink { target },
+                        perm,
+                        caller: Caller { uid: 1, gid: 2 },
+                    }
+                }
+            ),
+        ]
+    }
+
+    pub fn txid() -> impl Strategy<Value = TxId> {
+        (0u32..5, any::<u64>()).prop_map(|(n, seq)| TxId {
+            coordinator: NodeId(n),
+            seq,
+        })
+    }
+
+    pub fn record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            (
+                attr(),
+                proptest::option::of(ino()),
+                proptest::option::of(".{0,12}")
+            )
+                .prop_map(|(attr, parent, symlink)| Record::NewInode {
+                    attr,
+                    parent,
+                    symlink
+                }),
+            attr().prop_map(|attr| Record::Attr { attr }),
+            (ino(), ".{0,12}", proptest::option::of((ino(), kind())))
+                .prop_map(|(dir, name, target)| Record::Entry { dir, name, target }),
+            (ino(), ino()).prop_map(|(dir, parent)| Record::Parent { dir, parent }),
+            (ino(), proptest::collection::vec(extent(), 0..4))
+                .prop_map(|(ino, extents)| Record::Extents { ino, extents }),
+            (ino(), any::<u64>()).prop_map(|(ino, size)| Record::Truncate { ino, size }),
+            (
+                ino(),
+                ".{0,8}",
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))
+            )
+                .prop_map(|(ino, name, value)| Record::Xattr { ino, name, value }),
+            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::Open { ino, session }),
+            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::Release { ino, session }),
+            ino().prop_map(|ino| Record::Drop { ino }),
+            (
+                txid(),
+                proptest::collection::vec((0u32..4, txop()), 0..3),
+                proptest::collection::vec(txop(), 0..3),
+                any::<bool>()
+            )
+                .prop_map(|(tx, remote, local, fill_from_result)| Record::TxIntent(
+                    TxIntent {
+                        tx,
+                        remote: remote.into_iter().map(|(n, o)| (NodeId(n), o)).collect(),
+                        local,
+                        fill_from_result,
+                    }
+                )),
+            (txid(), txop(), proptest::option::of(attr()))
+                .prop_map(|(tx, op, result)| Record::TxApplied { tx, op, result }),
+            txid().prop_map(|tx| Record::TxDone { tx }),
+            txid().prop_map(|tx| Record::TxAborted { tx }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn record_batches_round_trip(recs in proptest::collection::vec(strategies::record(), 0..20)) {
+            let logged: Vec<Logged> = recs.into_iter().enumerate().map(|(i, rec)| Logged { lsn: i as u64 + 1, rec }).collect();
+            let bytes = encode_records(&logged);
+            prop_assert_eq!(decode_records(&bytes).expect("decode"), logged);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_records(&bytes);
+            let mut framed = RECORDS_MAGIC.to_vec();
+            framed.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            framed.extend_from_slice(&bytes);
+            let _ = decode_records(&framed);
+        }
+    }
+
+    #[test]
+    fn wrong_magic_and_version_are_refused() {
+        let bytes = encode_records(&[]);
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(matches!(
+            decode_records(&bad),
+            Err(CodecError::Magic { .. })
+        ));
+        let mut newer = bytes.clone();
+        newer[4] = 9;
+        assert!(matches!(
+            decode_records(&newer),
+            Err(CodecError::Version { version: 9, .. })
+        ));
+        assert!(matches!(
+            decode_records(&bytes[..3]),
+            Err(CodecError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode_checkpoint::<u64>(&bytes),
+            Err(CodecError::Magic { .. })
+        ));
+    }
+}

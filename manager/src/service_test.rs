@@ -1,0 +1,505 @@
+//! Tests of the runtime shell with in-memory logs (`MemLog`) and in-process peers: routing,
+//! durability, checkpoints, restarts, log failures and cross-manager transactions.
+
+use crate::error::code::*;
+use crate::journal::MemLog;
+use crate::service::{LoopbackPeers, Service};
+use proto::config::{ClusterConfig, ErasureConfig};
+use proto::ids::{InodeId, NodeId};
+use proto::msg::{
+    Attr, Caller, FileKind, ManagerRequest as R, ManagerResponse as A, NewNode, RemoteError,
+    RenameFlags,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::segment::EntryKind;
+
+const USER: Caller = Caller { uid: 1, gid: 1 };
+const ROOT: InodeId = InodeId::ROOT;
+
+pub(crate) struct Cluster {
+    pub config: Arc<ClusterConfig>,
+    pub peers: Arc<LoopbackPeers>,
+    pub logs: Vec<MemLog>,
+    pub managers: Vec<Arc<Service>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(checkpoint_records: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut file =
+            ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 41000)
+                .expect("config");
+        file.manager.checkpoint_records = checkpoint_records;
+        let config = Arc::new(ClusterConfig::from_file(dir.path(), file).expect("config"));
+        let peers = LoopbackPeers::new();
+        let logs = vec![MemLog::new(), MemLog::new()];
+        let mut c = Cluster {
+            config,
+            peers,
+            logs,
+            managers: Vec::new(),
+            _dir: dir,
+        };
+        for i in 0..2 {
+            let svc = c.start_manager(i).await;
+            c.managers.push(svc);
+        }
+        c
+    }
+
+    pub fn node(&self, i: usize) -> NodeId {
+        self.config.manager_nodes()[i].id
+    }
+
+    async fn start_manager(&self, i: usize) -> Arc<Service> {
+        let svc = Service::start_with(
+            self.config.clone(),
+            self.node(i),
+            Arc::new(self.logs[i].clone()),
+            self.peers.clone(),
+        )
+        .await
+        .expect("start");
+        self.peers.register(&svc);
+        svc.wait_ready().await;
+        svc
+    }
+
+    /// Restarts manager `i`: cleanly (shutdown + checkpoint) or as after a crash.
+    pub async fn restart(&mut self, i: usize, clean: bool) {
+        if clean {
+            self.managers[i].shutdown().await.expect("shutdown");
+        } else {
+            self.managers[i].kill();
+        }
+        self.managers[i] = self.start_manager(i).await;
+    }
+
+    /// Sends a request to the manager owning its routing inode.
+    pub async fn call(&self, req: R) -> Result<A, RemoteError> {
+        let ino = proto::route::routing_inode(&req).unwrap_or(ROOT);
+        let owner = self.config.slot_owner(ino.slot());
+        let svc = self
+            .managers
+            .iter()
+            .find(|m| m.node() == owner)
+            .expect("owner runs");
+        svc.handle(req).await
+    }
+
+    pub async fn attr(&self, req: R) -> Attr {
+        match self.call(req).await {
+            Ok(A::Attr(a)) => a,
+            other => panic!("expected attributes, got {other:?}"),
+        }
+    }
+
+    pub async fn mkdir(&self, parent: InodeId, name: &str) -> Attr {
+        let req = R::Create {
+            parent,
+            name: name.into(),
+            node: NewNode::Dir,
+            perm: 0o755,
+            umask: 0,
+            caller: USER,
+            session: None,
+        };
+        self.attr(req).await
+    }
+
+    pub async fn touch(&self, parent: InodeId, name: &str) -> Attr {
+        let req = R::Create {
+            parent,
+            name: name.into(),
+            node: NewNode::File,
+            perm: 0o644,
+            umask: 0,
+            caller: USER,
+            session: None,
+        };
+        self.attr(req).await
+    }
+
+    pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, RemoteError> {
+        match self
+            .call(R::Lookup {
+                parent,
+                name: name.into(),
+            })
+            .await?
+        {
+            A::Attr(a) => Ok(a),
+            other => panic!("lookup answered {other:?}"),
+        }
+    }
+
+    pub async fn names(&self, dir: InodeId) -> Vec<String> {
+        match self
+            .call(R::ReadDir {
+                ino: dir,
+                offset: 0,
+                max: 10_000,
+            })
+            .await
+        {
+            Ok(A::Entries(e)) => e.into_iter().map(|e| e.name).collect(),
+            other => panic!("readdir answered {other:?}"),
+        }
+    }
+
+    pub async fn sync_all(&self) {
+        for m in &self.managers {
+            m.handle(R::Sync).await.expect("sync");
+        }
+    }
+}
+
+fn errno_of(r: Result<A, RemoteError>) -> i32 {
+    match r {
+        Err(RemoteError::Errno { code, .. }) => code,
+        other => panic!("expected an errno, got {other:?}"),
+    }
+}
+
+/// Builds a small tree with directories on both managers; returns (dir names → attrs).
+async fn populate(c: &Cluster) -> Vec<(String, Attr)> {
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let name = format!("dir{i}");
+        let d = c.mkdir(ROOT, &name).await;
+        let f = c.touch(d.ino, "file").await;
+        assert_eq!(f.ino.slot(), d.ino.slot());
+        out.push((name, d));
+    }
+    out
+}
+
+#[tokio::test]
+async fn directories_spread_and_survive_clean_and_crash_restarts() {
+    let mut c = Cluster::start(100_000).await;
+    let dirs = populate(&c).await;
+    let owners: std::collections::HashSet<NodeId> = dirs
+        .iter()
+        .map(|(_, d)| c.config.slot_owner(d.ino.slot()))
+        .collect();
+    assert_eq!(owners.len(), 2, "eight directories land on both managers");
+    assert_eq!(c.attr(R::GetAttr { ino: ROOT }).await.nlink, 10);
+    // Lookup through the root's manager returns attributes held by the other manager.
+    for (name, d) in &dirs {
+        assert_eq!(c.lookup(ROOT, name).await.expect("lookup").ino, d.ino);
+        assert_eq!(c.lookup(d.ino, "..").await.expect("dotdot").ino, ROOT);
+    }
+    c.restart(0, true).await;
+    c.restart(1, true).await;
+    for (name, d) in &dirs {
+        assert_eq!(
+            c.lookup(ROOT, name).await.expect("after clean restart").ino,
+            d.ino
+        );
+        assert_eq!(c.names(d.ino).await, vec!["file".to_string()]);
+    }
+    // Crash after Sync: everything synced comes back.
+    let extra = c.touch(ROOT, "synced").await;
+    c.sync_all().await;
+    c.restart(0, false).await;
+    c.restart(1, false).await;
+    assert_eq!(
+        c.lookup(ROOT, "synced").await.expect("synced file").ino,
+        extra.ino
+    );
+    assert_eq!(c.names(ROOT).await.len(), 9);
+    assert!(c.logs[0]
+        .kinds()
+        .iter()
+        .any(|(_, k)| k.contains(&EntryKind::Checkpoint)));
+}
+
+#[tokio::test]
+async fn cross_manager_rename_link_unlink_rmdir() {
+    let c = Cluster::start(100_000).await;
+    let dirs = populate(&c).await;
+    let (a, b) = {
+        let on = |n: usize| {
+            dirs.iter()
+                .find(|(_, d)| c.config.slot_owner(d.ino.slot()) == c.node(n))
+                .expect("dir")
+                .1
+                .clone()
+        };
+        (on(0), on(1))
+    };
+    // Rename a file from a directory of manager 0 into one of manager 1.
+    c.call(R::Rename {
+        parent: a.ino,
+        name: "file".into(),
+        new_parent: b.ino,
+        new_name: "moved".into(),
+        flags: RenameFlags::default(),
+        caller: USER,
+    })
+    .await
+    .expect("rename");
+    assert_eq!(c.names(a.ino).await, Vec::<String>::new());
+    assert_eq!(
+        c.names(b.ino).await,
+        vec!["file".to_string(), "moved".to_string()]
+    );
+    // Rename over an existing remote file replaces it.
+    let g = c.touch(a.ino, "g").await;
+    c.call(R::Rename {
+        parent: a.ino,
+        name: "g".into(),
+        new_parent: b.ino,
+        new_name: "file".into(),
+        flags: RenameFlags::default(),
+        caller: USER,
+    })
+    .await
+    .expect("rename over");
+    assert_eq!(c.lookup(b.ino, "file").await.expect("lookup").ino, g.ino);
+    // Hard link across managers, then unlink it.
+    let linked = c
+        .attr(R::Link {
+            ino: g.ino,
+            new_parent: b.ino,
+            new_name: "g2".into(),
+            caller: USER,
+        })
+        .await;
+    assert_eq!(linked.nlink, 2);
+    c.call(R::Unlink {
+        parent: b.ino,
+        name: "g2".into(),
+        caller: USER,
+    })
+    .await
+    .expect("unlink");
+    assert_eq!(c.attr(R::GetAttr { ino: g.ino }).await.nlink, 1);
+    // Moving a directory into its own subtree across managers is refused.
+    let sub = c.mkdir(b.ino, "sub").await;
+    let r = c
+        .call(R::Rename {
+            parent: ROOT,
+            name: dirs
+                .iter()
+                .find(|(_, d)| d.ino == b.ino)
+                .expect("b")
+                .0
+                .clone(),
+            new_parent: sub.ino,
+            new_name: "x".into(),
+            flags: RenameFlags::default(),
+            caller: USER,
+        })
+        .await;
+    assert_eq!(errno_of(r), EINVAL);
+    // rmdir of a non-empty remote directory, then of an empty one.
+    let bname = dirs
+        .iter()
+        .find(|(_, d)| d.ino == b.ino)
+        .expect("b")
+        .0
+        .clone();
+    assert_eq!(
+        errno_of(
+            c.call(R::Rmdir {
+                parent: ROOT,
+                name: bname.clone(),
+                caller: USER
+            })
+            .await
+        ),
+        ENOTEMPTY
+    );
+    let aname = dirs
+        .iter()
+        .find(|(_, d)| d.ino == a.ino)
+        .expect("a")
+        .0
+        .clone();
+    c.call(R::Rmdir {
+        parent: ROOT,
+        name: aname.clone(),
+        caller: USER,
+    })
+    .await
+    .expect("rmdir of an empty dir");
+    assert_eq!(
+        errno_of(
+            c.call(R::Lookup {
+                parent: ROOT,
+                name: aname
+            })
+            .await
+        ),
+        ENOENT
+    );
+    // Requests for slots owned elsewhere are refused with a hint.
+    let other = c
+        .managers
+        .iter()
+        .find(|m| m.node() != c.config.slot_owner(b.ino.slot()))
+        .expect("other");
+    assert!(matches!(
+        other.handle(R::GetAttr { ino: b.ino }).await,
+        Err(RemoteError::NotOwner { .. })
+    ));
+    assert_eq!(c.attr(R::GetAttr { ino: ROOT }).await.nlink, 9);
+}
+
+#[tokio::test]
+async fn checkpoints_truncate_the_log_and_recovery_uses_them() {
+    let mut c = Cluster::start(20).await;
+    let d = c.mkdir(ROOT, "d").await;
+    for i in 0..60 {
+        c.touch(d.ino, &format!("f{i}")).await;
+        if i % 10 == 0 {
+            c.sync_all().await;
+        }
+    }
+    c.sync_all().await;
+    let owner = c
+        .managers
+        .iter()
+        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
+        .expect("owner");
+    let kinds = c.logs[owner].kinds();
+    assert!(
+        kinds
+            .first()
+            .expect("segments")
+            .1
+            .contains(&EntryKind::Checkpoint),
+        "older segments were deleted: {kinds:?}"
+    );
+    c.restart(owner, false).await;
+    assert_eq!(c.names(d.ino).await.len(), 60);
+}
+
+#[tokio::test]
+async fn failed_appends_are_retried_and_torn_tail_is_skipped() {
+    let mut c = Cluster::start(100_000).await;
+    c.logs[0].fail_next_appends(2);
+    let f = c.touch(ROOT, "after-failures").await;
+    c.sync_all().await;
+    // A torn segment at the tail (never acknowledged) is skipped at recovery.
+    let next = c.logs[0].segment_ids().last().copied().expect("segments") + 1;
+    c.logs[0].make_unreadable(next);
+    c.touch(ROOT, "lost").await;
+    c.sync_all().await;
+    c.restart(0, false).await;
+    assert_eq!(
+        c.lookup(ROOT, "after-failures")
+            .await
+            .expect("survived")
+            .ino,
+        f.ino
+    );
+    assert_eq!(
+        errno_of(
+            c.call(R::Lookup {
+                parent: ROOT,
+                name: "lost".into()
+            })
+            .await
+        ),
+        ENOENT
+    );
+    // New writes continue after the highest segment.
+    c.touch(ROOT, "later").await;
+    c.sync_all().await;
+    c.restart(0, false).await;
+    assert!(c.lookup(ROOT, "later").await.is_ok());
+}
+
+#[tokio::test]
+async fn unavailable_while_recovering() {
+    let c = Cluster::start(100_000).await;
+    c.logs[0].fail_next_lists(usize::MAX);
+    let svc = Service::start_with(
+        c.config.clone(),
+        c.node(0),
+        Arc::new(c.logs[0].clone()),
+        c.peers.clone(),
+    )
+    .await
+    .expect("start");
+    assert!(!svc.is_ready());
+    assert_eq!(
+        svc.handle(R::GetAttr { ino: ROOT }).await.err(),
+        Some(RemoteError::Unavailable("manager recovering".into()))
+    );
+    c.logs[0].fail_next_lists(0);
+    svc.wait_ready().await;
+    assert!(svc.handle(R::GetAttr { ino: ROOT }).await.is_ok());
+    svc.kill();
+}
+
+#[tokio::test]
+async fn pending_transaction_completes_when_the_peer_returns() {
+    let c = Cluster::start(100_000).await;
+    let name = (0..1000)
+        .map(|i| format!("p{i}"))
+        .find(|n| c.config.slot_owner(crate::plan::dir_slot(ROOT, n)) == c.node(1))
+        .expect("name");
+    c.peers.set_down(c.node(1), true);
+    let r = c
+        .call(R::Create {
+            parent: ROOT,
+            name: name.clone(),
+            node: NewNode::Dir,
+            perm: 0o755,
+            umask: 0,
+            caller: USER,
+            session: None,
+        })
+        .await;
+    assert!(matches!(r, Err(RemoteError::Unavailable(_))), "{r:?}");
+    c.peers.set_down(c.node(1), false);
+    let mut found = None;
+    for _ in 0..200 {
+        if let Ok(a) = c.lookup(ROOT, &name).await {
+            found = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = found.expect("the background re-drive finished the mkdir");
+    assert_eq!(a.kind, FileKind::Dir);
+    assert_eq!(c.attr(R::GetAttr { ino: ROOT }).await.nlink, 3);
+}
+
+#[tokio::test]
+async fn coordinator_crash_with_pending_intent_is_redriven_at_start() {
+    let mut c = Cluster::start(100_000).await;
+    let name = (0..1000)
+        .map(|i| format!("q{i}"))
+        .find(|n| c.config.slot_owner(crate::plan::dir_slot(ROOT, n)) == c.node(1))
+        .expect("name");
+    c.peers.set_down(c.node(1), true);
+    let r = c
+        .call(R::Create {
+            parent: ROOT,
+            name: name.clone(),
+            node: NewNode::Dir,
+            perm: 0o755,
+            umask: 0,
+            caller: USER,
+            session: None,
+        })
+        .await;
+    assert!(r.is_err());
+    c.peers.set_down(c.node(1), false);
+    c.restart(0, false).await;
+    let mut ok = false;
+    for _ in 0..200 {
+        if c.lookup(ROOT, &name).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the intent logged before the crash was re-driven");
+}

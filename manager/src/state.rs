@@ -1,0 +1,350 @@
+//! `MetaState`: the in-memory metadata of this manager's slots (inodes, directory entries,
+//! extent maps, symlinks, xattrs, open sessions, slot sequence counters, transactions) and
+//! `apply`, the one infallible, deterministic way it changes. Recovery replays records
+//! through the same `apply`. Queries live here too; planning (validation) is in `plan.rs`.
+//! Must not: do I/O, read clocks, or use tokio.
+
+use crate::error::{enoent, enotdir, Errno};
+use crate::extent::ExtentMap;
+use crate::record::{Logged, Lsn, Record, TxIntent};
+use proto::ids::{InodeId, SlotId, TxId};
+use proto::msg::{Attr, DirEntry, FileKind, FsCounts, TxOp};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// How many finished coordinator transactions and participant results are remembered
+/// (for `TxOutcome` and repeated `TxApply`). Older ones are forgotten, oldest first.
+pub const TX_MEMORY: usize = 65_536;
+
+/// Ops of one transaction a participant applied, with their results.
+pub type AppliedOps = Vec<(TxOp, Option<Attr>)>;
+
+/// One inode and everything hanging off it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub attr: Attr,
+    /// Directories: the `..` entry.
+    pub parent: Option<InodeId>,
+    /// Directories: name → (inode, kind).
+    pub entries: BTreeMap<String, (InodeId, FileKind)>,
+    /// Regular files: file offset → log address.
+    pub extents: ExtentMap,
+    /// Symlinks: the target.
+    pub symlink: Option<String>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Client sessions that hold the inode open.
+    pub sessions: BTreeSet<u64>,
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        self.attr.kind == FileKind::Dir
+    }
+}
+
+/// A sorted snapshot of a directory for `ReadDir`, rebuilt only after the directory changes.
+type DirSnapshot = Arc<Vec<(String, InodeId, FileKind)>>;
+
+/// Not durable: equal whatever it holds, so that state comparisons ignore it.
+#[derive(Clone, Default)]
+struct DirCache(HashMap<InodeId, DirSnapshot>);
+
+impl PartialEq for DirCache {
+    fn eq(&self, _: &DirCache) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DirCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DirCache({} dirs)", self.0.len())
+    }
+}
+
+/// The metadata of the slots this manager owns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub(crate) inodes: BTreeMap<InodeId, Inode>,
+    /// Next sequence number per slot.
+    pub(crate) next_seq: BTreeMap<u16, u64>,
+    /// The last record applied.
+    pub(crate) last_lsn: Lsn,
+    /// Next transaction sequence of this coordinator.
+    pub(crate) next_tx: u64,
+    /// Coordinator: intents logged without TxDone/TxAborted.
+    pub(crate) pending: BTreeMap<TxId, TxIntent>,
+    /// Coordinator: outcomes of finished transactions (true = committed), keyed by order.
+    pub(crate) finished: BTreeMap<TxId, bool>,
+    /// Participant: results of applied ops, per transaction, with their arrival order.
+    pub(crate) applied: BTreeMap<TxId, (u64, AppliedOps)>,
+    pub(crate) applied_order: BTreeMap<u64, TxId>,
+    pub(crate) applied_counter: u64,
+    #[serde(skip)]
+    dir_cache: DirCache,
+}
+
+impl MetaState {
+    pub fn new() -> MetaState {
+        MetaState::default()
+    }
+
+    /// The last applied LSN (the next record gets `last_lsn() + 1`).
+    pub fn last_lsn(&self) -> Lsn {
+        self.last_lsn
+    }
+
+    pub fn inode(&self, ino: InodeId) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The sequence the next inode of `slot` gets (sequences start at 2 so that slot 0's
+    /// first inode, the root, is sequence 1).
+    pub fn next_seq(&self, slot: SlotId) -> u64 {
+        self.next_seq.get(&slot.0).copied().unwrap_or(2)
+    }
+
+    pub fn next_tx(&self) -> u64 {
+        self.next_tx
+    }
+
+    pub fn pending_txs(&self) -> impl Iterator<Item = &TxIntent> {
+        self.pending.values()
+    }
+
+    /// The coordinator's outcome of `tx`: `Some(true)` committed, `Some(false)` aborted
+    /// (or forgotten long ago), `None` still pending.
+    pub fn tx_outcome(&self, tx: TxId) -> Option<bool> {
+        if self.pending.contains_key(&tx) {
+            return None;
+        }
+        Some(self.finished.get(&tx).copied().unwrap_or(false))
+    }
+
+    /// Participant: the stored result of `op` in `tx`, if it was applied already.
+    pub fn applied_result(&self, tx: TxId, op: &TxOp) -> Option<Option<Attr>> {
+        let (_, ops) = self.applied.get(&tx)?;
+        ops.iter().find(|(o, _)| o == op).map(|(_, r)| r.clone())
+    }
+
+    /// Assigns LSNs to `recs`, applies them, and returns them for the log.
+    pub fn commit(&mut self, recs: Vec<Record>) -> Vec<Logged> {
+        let mut out = Vec::with_capacity(recs.len());
+        for rec in recs {
+            let logged = Logged {
+                lsn: self.last_lsn + 1,
+                rec,
+            };
+            self.apply(&logged);
+            out.push(logged);
+        }
+        out
+    }
+
+    /// Applies one record. Infallible and deterministic; records at or below the last
+    /// applied LSN are skipped (replay is idempotent).
+    pub fn apply(&mut self, logged: &Logged) {
+        if logged.lsn <= self.last_lsn {
+            return;
+        }
+        self.last_lsn = logged.lsn;
+        self.apply_record(&logged.rec);
+    }
+
+    fn apply_record(&mut self, rec: &Record) {
+        match rec {
+            Record::NewInode {
+                attr,
+                parent,
+                symlink,
+            } => {
+                let slot = attr.ino.slot().0;
+                let next = self.next_seq.entry(slot).or_insert(2);
+                *next = (*next).max(attr.ino.seq() + 1);
+                let mut attr = attr.clone();
+                attr.blocks_bytes = 0;
+                self.inodes.insert(
+                    attr.ino,
+                    Inode {
+                        attr,
+                        parent: *parent,
+                        entries: BTreeMap::new(),
+                        extents: ExtentMap::default(),
+                        symlink: symlink.clone(),
+                        xattrs: BTreeMap::new(),
+                        sessions: BTreeSet::new(),
+                    },
+                );
+            }
+            Record::Attr { attr } => {
+                if let Some(i) = self.inodes.get_mut(&attr.ino) {
+                    i.attr = attr.clone();
+                    i.attr.blocks_bytes = i.extents.covered();
+                }
+            }
+            Record::Entry { dir, name, target } => {
+                self.dir_cache.0.remove(dir);
+                if let Some(d) = self.inodes.get_mut(dir) {
+                    match target {
+                        Some(t) => {
+                            d.entries.insert(name.clone(), *t);
+                        }
+                        None => {
+                            d.entries.remove(name);
+                        }
+                    }
+                }
+            }
+            Record::Parent { dir, parent } => {
+                if let Some(d) = self.inodes.get_mut(dir) {
+                    d.parent = Some(*parent);
+                }
+            }
+            Record::Extents { ino, extents } => {
+                if let Some(i) = self.inodes.get_mut(ino) {
+                    for e in extents {
+                        i.extents.overlay(*e);
+                    }
+                    i.attr.blocks_bytes = i.extents.covered();
+                }
+            }
+            Record::Truncate { ino, size } => {
+                if let Some(i) = self.inodes.get_mut(ino) {
+                    i.extents.truncate(*size);
+                    i.attr.blocks_bytes = i.extents.covered();
+                }
+            }
+            Record::Xattr { ino, name, value } => {
+                if let Some(i) = self.inodes.get_mut(ino) {
+                    match value {
+                        Some(v) => {
+                            i.xattrs.insert(name.clone(), v.clone());
+                        }
+                        None => {
+                            i.xattrs.remove(name);
+                        }
+                    }
+                }
+            }
+            Record::Open { ino, session } => {
+                if let Some(i) = self.inodes.get_mut(ino) {
+                    i.sessions.insert(*session);
+                }
+            }
+            Record::Release { ino, session } => {
+                if let Some(i) = self.inodes.get_mut(ino) {
+                    i.sessions.remove(session);
+                }
+            }
+            Record::Drop { ino } => {
+                self.inodes.remove(ino);
+                self.dir_cache.0.remove(ino);
+            }
+            Record::TxIntent(intent) => {
+                if intent.tx.seq >= self.next_tx {
+                    self.next_tx = intent.tx.seq + 1;
+                }
+                self.pending.insert(intent.tx, intent.clone());
+            }
+            Record::TxApplied { tx, op, result } => {
+                if !self.applied.contains_key(tx) {
+                    self.applied_counter += 1;
+                    let order = self.applied_counter;
+                    self.applied_order.insert(order, *tx);
+                    self.applied.insert(*tx, (order, Vec::new()));
+                }
+                let Some(entry) = self.applied.get_mut(tx) else {
+                    return;
+                };
+                entry.1.push((op.clone(), result.clone()));
+                while self.applied.len() > TX_MEMORY {
+                    let Some((_, old)) = self.applied_order.pop_first() else {
+                        break;
+                    };
+                    self.applied.remove(&old);
+                }
+            }
+            Record::TxDone { tx } | Record::TxAborted { tx } => {
+                self.pending.remove(tx);
+                self.finished
+                    .insert(*tx, matches!(rec, Record::TxDone { .. }));
+                while self.finished.len() > TX_MEMORY {
+                    self.finished.pop_first();
+                }
+            }
+        }
+    }
+
+    /// An existing inode or ENOENT.
+    pub fn get(&self, ino: InodeId) -> Result<&Inode, Errno> {
+        self.inodes
+            .get(&ino)
+            .ok_or_else(|| enoent(format!("{ino} does not exist")))
+    }
+
+    /// An existing directory or ENOENT/ENOTDIR.
+    pub fn dir(&self, ino: InodeId) -> Result<&Inode, Errno> {
+        let d = self.get(ino)?;
+        if !d.is_dir() {
+            return Err(enotdir(format!("{ino} is not a directory")));
+        }
+        Ok(d)
+    }
+
+    /// Resolves `name` in `parent` (with "." and ".."): the inode and its kind. The inode
+    /// may live on another manager.
+    pub fn lookup(&self, parent: InodeId, name: &str) -> Result<(InodeId, FileKind), Errno> {
+        let d = self.dir(parent)?;
+        match name {
+            "." => Ok((parent, FileKind::Dir)),
+            ".." => Ok((d.parent.unwrap_or(parent), FileKind::Dir)),
+            _ => d
+                .entries
+                .get(name)
+                .copied()
+                .ok_or_else(|| enoent(format!("{name:?} is not in {parent}"))),
+        }
+    }
+
+    /// Entries of directory `ino` from index `offset`, at most `max`, sorted by name.
+    pub fn readdir(&mut self, ino: InodeId, offset: u64, max: u32) -> Result<Vec<DirEntry>, Errno> {
+        let d = self.dir(ino)?;
+        let snap = match self.dir_cache.0.get(&ino) {
+            Some(s) => s.clone(),
+            None => {
+                let s: DirSnapshot = Arc::new(
+                    d.entries
+                        .iter()
+                        .map(|(n, (i, k))| (n.clone(), *i, *k))
+                        .collect(),
+                );
+                self.dir_cache.0.insert(ino, s.clone());
+                s
+            }
+        };
+        let start = (offset as usize).min(snap.len());
+        let stop = start.saturating_add(max as usize).min(snap.len());
+        Ok(snap[start..stop]
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ino, kind))| DirEntry {
+                name: name.clone(),
+                ino: *ino,
+                kind: *kind,
+                next: (start + i + 1) as u64,
+            })
+            .collect())
+    }
+
+    /// Inodes and stored bytes of this manager's slots.
+    pub fn counts(&self) -> FsCounts {
+        FsCounts {
+            inodes: self.inodes.len() as u64,
+            bytes: self.inodes.values().map(|i| i.attr.blocks_bytes).sum(),
+        }
+    }
+}

@@ -1,0 +1,857 @@
+//! Unit tests of the pure core: `MetaState` planning + apply, replay and checkpoints.
+
+use crate::error::code::*;
+use crate::error::Errno;
+use crate::plan::{dir_slot, Ctx, Plan, Reply, XATTR_CREATE, XATTR_REPLACE};
+use crate::record::{decode_records, encode_records, Logged};
+use crate::recovery::{checkpoint_bytes, Checkpoint};
+use crate::state::MetaState;
+use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId, SLOT_COUNT};
+use proto::msg::{
+    Attr, Caller, Extent, FileKind, InodeWrite, NewNode, RenameFlags, SetAttrs, SetTime, Timestamp,
+};
+
+pub(crate) const ME: NodeId = NodeId(1);
+pub(crate) const OTHER: NodeId = NodeId(2);
+pub(crate) const ROOT: InodeId = InodeId::ROOT;
+const USER: Caller = Caller {
+    uid: 1000,
+    gid: 100,
+};
+
+/// A manager's pure state with its record log and a fake clock.
+pub(crate) struct H {
+    pub st: MetaState,
+    pub owners: Vec<NodeId>,
+    pub me: NodeId,
+    pub log: Vec<Logged>,
+    pub clock: i64,
+}
+
+impl H {
+    /// One manager owning every slot, with a root.
+    pub fn new() -> H {
+        H::with_owners(ME, vec![ME; SLOT_COUNT as usize], true)
+    }
+
+    pub fn with_owners(me: NodeId, owners: Vec<NodeId>, root: bool) -> H {
+        let mut h = H {
+            st: MetaState::new(),
+            owners,
+            me,
+            log: Vec::new(),
+            clock: 1000,
+        };
+        if root {
+            let recs = h.st.plan_root(Timestamp { secs: 1, nanos: 0 }, 0, 0);
+            h.commit(recs);
+        }
+        h
+    }
+
+    pub fn ctx(&mut self) -> Ctx<'_> {
+        self.clock += 1;
+        Ctx {
+            me: self.me,
+            owners: &self.owners,
+            now: Timestamp {
+                secs: self.clock,
+                nanos: 0,
+            },
+        }
+    }
+
+    /// A context over a copy of the owners (so that `self` stays free).
+    pub fn ctx_with<'a>(&mut self, owners: &'a [NodeId]) -> Ctx<'a> {
+        self.clock += 1;
+        Ctx {
+            me: self.me,
+            owners,
+            now: Timestamp {
+                secs: self.clock,
+                nanos: 0,
+            },
+        }
+    }
+
+    pub fn commit(&mut self, recs: Vec<crate::record::Record>) {
+        let logged = self.st.commit(recs);
+        self.log.extend(logged);
+    }
+
+    pub fn run(&mut self, plan: Result<Plan, Errno>) -> Result<Reply, i32> {
+        match plan.map_err(|e| e.code)? {
+            Plan::Local { records, reply } => {
+                self.commit(records);
+                Ok(reply)
+            }
+            Plan::Tx(t) => panic!("unexpected transaction {t:?}"),
+        }
+    }
+
+    fn make(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+        node: NewNode,
+        perm: u16,
+    ) -> Result<InodeId, i32> {
+        let c = USER;
+        let st = self.st.clone();
+        let ctx = self.ctx();
+        let p = st.plan_create(&ctx, parent, name, &node, perm, 0o022, c, None);
+        match self.run(p)? {
+            Reply::Attr(i) => Ok(i),
+            r => panic!("create replied {r:?}"),
+        }
+    }
+
+    pub fn mkdir(&mut self, parent: InodeId, name: &str) -> Result<InodeId, i32> {
+        self.make(parent, name, NewNode::Dir, 0o777)
+    }
+
+    pub fn touch(&mut self, parent: InodeId, name: &str) -> Result<InodeId, i32> {
+        self.make(parent, name, NewNode::File, 0o666)
+    }
+
+    pub fn attr(&self, ino: InodeId) -> Attr {
+        self.st.inode(ino).expect("inode exists").attr.clone()
+    }
+
+    pub fn exists(&self, ino: InodeId) -> bool {
+        self.st.inode(ino).is_some()
+    }
+
+    fn with<F: FnOnce(&MetaState, &Ctx) -> Result<Plan, Errno>>(
+        &mut self,
+        f: F,
+    ) -> Result<Reply, i32> {
+        let st = self.st.clone();
+        let ctx = self.ctx();
+        let p = f(&st, &ctx);
+        self.run(p)
+    }
+
+    pub fn unlink(&mut self, p: InodeId, n: &str) -> Result<Reply, i32> {
+        self.with(|st, c| st.plan_unlink(c, p, n))
+    }
+    pub fn rmdir(&mut self, p: InodeId, n: &str) -> Result<Reply, i32> {
+        self.with(|st, c| st.plan_rmdir(c, p, n))
+    }
+    pub fn link(&mut self, i: InodeId, p: InodeId, n: &str) -> Result<Reply, i32> {
+        self.with(|st, c| st.plan_link(c, i, p, n))
+    }
+    pub fn rename(
+        &mut self,
+        p: InodeId,
+        n: &str,
+        np: InodeId,
+        nn: &str,
+        flags: RenameFlags,
+    ) -> Result<Reply, i32> {
+        self.with(|st, c| st.plan_rename(c, p, n, np, nn, flags, None))
+    }
+    pub fn lookup(&self, p: InodeId, n: &str) -> Option<InodeId> {
+        self.st.lookup(p, n).ok().map(|(i, _)| i)
+    }
+
+    /// Replays the log into a fresh state and checks it equals the live one.
+    pub fn check_replay(&self) {
+        let bytes = encode_records(&self.log);
+        let recs = decode_records(&bytes).expect("decode");
+        let mut fresh = MetaState::new();
+        for r in &recs {
+            fresh.apply(r);
+        }
+        assert_eq!(fresh, self.st, "replayed state differs from the live state");
+        // Replaying again changes nothing (idempotent by LSN).
+        for r in &recs {
+            fresh.apply(r);
+        }
+        assert_eq!(fresh, self.st);
+    }
+}
+
+fn ptr(seg: u64, offset: u32, len: u32) -> LogPtr {
+    LogPtr {
+        seg: SegmentAddr {
+            log: LogId(77),
+            segment: SegmentId(seg),
+            len: 1 << 20,
+            k: 4,
+            m: 2,
+        },
+        offset,
+        len,
+    }
+}
+
+fn write(ino: InodeId, offset: u64, seg: u64, len: u32, size: u64) -> InodeWrite {
+    InodeWrite {
+        ino,
+        extents: vec![Extent {
+            offset,
+            ptr: ptr(seg, 0, len),
+        }],
+        size,
+        mtime: Timestamp {
+            secs: 5000,
+            nanos: 0,
+        },
+    }
+}
+
+const NONE: RenameFlags = RenameFlags {
+    noreplace: false,
+    exchange: false,
+};
+
+#[test]
+fn create_lookup_and_name_errors() {
+    let mut h = H::new();
+    let f = h.touch(ROOT, "a").expect("create");
+    assert_eq!(h.lookup(ROOT, "a"), Some(f));
+    assert_eq!(h.attr(f).kind, FileKind::File);
+    assert_eq!(h.attr(f).perm, 0o644, "umask applied");
+    assert_eq!((h.attr(f).uid, h.attr(f).gid), (1000, 100));
+    assert_eq!(
+        h.attr(f).ino.slot(),
+        ROOT.slot(),
+        "files go in the parent's slot"
+    );
+    assert_eq!(h.touch(ROOT, "a"), Err(EEXIST));
+    assert_eq!(h.touch(f, "x"), Err(ENOTDIR));
+    assert_eq!(h.touch(InodeId(999), "x"), Err(ENOENT));
+    assert_eq!(h.touch(ROOT, &"n".repeat(256)), Err(ENAMETOOLONG));
+    assert!(h.touch(ROOT, &"n".repeat(255)).is_ok());
+    assert_eq!(h.touch(ROOT, "a/b"), Err(EINVAL));
+    assert_eq!(h.touch(ROOT, ""), Err(EINVAL));
+    assert_eq!(h.st.lookup(ROOT, "zz").map_err(|e| e.code), Err(ENOENT));
+    assert_eq!(h.st.lookup(ROOT, "..").map(|x| x.0), Ok(ROOT));
+    assert!(h.attr(ROOT).mtime.secs > 1000, "parent mtime moved");
+    h.check_replay();
+}
+
+#[test]
+fn symlinks_and_special_files() {
+    let mut h = H::new();
+    let s = h
+        .make(
+            ROOT,
+            "l",
+            NewNode::Symlink {
+                target: "/etc/passwd".into(),
+            },
+            0,
+        )
+        .expect("symlink");
+    assert_eq!(h.st.readlink(s).expect("readlink"), "/etc/passwd");
+    assert_eq!(h.attr(s).size, 11);
+    assert_eq!(h.attr(s).perm, 0o777);
+    assert_eq!(h.st.readlink(ROOT).map_err(|e| e.code), Err(EINVAL));
+    assert_eq!(
+        h.make(
+            ROOT,
+            "e",
+            NewNode::Symlink {
+                target: String::new()
+            },
+            0
+        ),
+        Err(ENOENT)
+    );
+    let fifo = h
+        .make(
+            ROOT,
+            "p",
+            NewNode::Special {
+                kind: FileKind::Fifo,
+                rdev: 0,
+            },
+            0o644,
+        )
+        .expect("mkfifo");
+    assert_eq!(h.attr(fifo).kind, FileKind::Fifo);
+    let dev = h
+        .make(
+            ROOT,
+            "d",
+            NewNode::Special {
+                kind: FileKind::CharDev,
+                rdev: 0x0103,
+            },
+            0o644,
+        )
+        .expect("mknod");
+    assert_eq!(h.attr(dev).rdev, 0x0103);
+    assert_eq!(
+        h.make(
+            ROOT,
+            "bad",
+            NewNode::Special {
+                kind: FileKind::Dir,
+                rdev: 0
+            },
+            0o644
+        ),
+        Err(EINVAL)
+    );
+    h.check_replay();
+}
+
+#[test]
+fn directory_nlink_and_rmdir_unlink_errors() {
+    let mut h = H::new();
+    assert_eq!(h.attr(ROOT).nlink, 2);
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    let e = h.mkdir(ROOT, "e").expect("mkdir");
+    assert_eq!(h.attr(ROOT).nlink, 4);
+    assert_eq!(h.attr(d).nlink, 2);
+    assert_eq!(h.st.lookup(d, "..").map(|x| x.0), Ok(ROOT));
+    let f = h.touch(d, "f").expect("create");
+    assert_eq!(h.attr(ROOT).nlink, 4, "files do not count");
+    assert_eq!(h.rmdir(ROOT, "d"), Err(ENOTEMPTY));
+    assert_eq!(h.rmdir(d, "f"), Err(ENOTDIR));
+    assert_eq!(h.unlink(ROOT, "d"), Err(EISDIR));
+    assert_eq!(h.unlink(ROOT, "nope"), Err(ENOENT));
+    assert_eq!(h.rmdir(ROOT, "nope"), Err(ENOENT));
+    assert_eq!(h.rmdir(ROOT, "."), Err(EINVAL));
+    h.unlink(d, "f").expect("unlink");
+    assert!(!h.exists(f), "file without links nor opens is dropped");
+    h.rmdir(ROOT, "d").expect("rmdir");
+    assert!(!h.exists(d));
+    assert_eq!(h.attr(ROOT).nlink, 3);
+    assert_eq!(h.touch(e, "x").map(|_| ()), Ok(()));
+    assert_eq!(h.st.counts().inodes, 3);
+    h.check_replay();
+}
+
+#[test]
+fn hard_links_count_and_drop_at_zero() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    let f = h.touch(ROOT, "f").expect("create");
+    assert_eq!(h.link(f, d, "g"), Ok(Reply::Attr(f)));
+    assert_eq!(h.attr(f).nlink, 2);
+    assert_eq!(h.link(f, d, "g"), Err(EEXIST));
+    assert_eq!(h.link(d, ROOT, "dd"), Err(EPERM));
+    assert_eq!(h.link(InodeId(12345), ROOT, "x"), Err(ENOENT));
+    assert_eq!(h.link(f, f, "x"), Err(ENOTDIR));
+    h.unlink(ROOT, "f").expect("unlink");
+    assert_eq!(h.attr(f).nlink, 1);
+    assert_eq!(h.lookup(d, "g"), Some(f));
+    h.unlink(d, "g").expect("unlink");
+    assert!(!h.exists(f));
+    h.check_replay();
+}
+
+#[test]
+fn open_unlinked_file_lives_until_last_release() {
+    let mut h = H::new();
+    let st = h.st.clone();
+    let ctx = h.ctx();
+    let p = st.plan_create(&ctx, ROOT, "f", &NewNode::File, 0o644, 0, USER, Some(7));
+    let Ok(Reply::Attr(f)) = h.run(p) else {
+        panic!("create")
+    };
+    h.with(|st, _| st.plan_open(f, 8)).expect("open");
+    h.with(|st, c| st.plan_commit_writes(c, &[write(f, 0, 1, 100, 100)]))
+        .expect("commit");
+    h.unlink(ROOT, "f").expect("unlink");
+    assert!(h.exists(f));
+    assert_eq!(h.attr(f).nlink, 0);
+    assert_eq!(
+        h.st.get_extents(f, 0, 100).expect("extents").len(),
+        1,
+        "data still readable"
+    );
+    assert_eq!(
+        h.link(f, ROOT, "back"),
+        Err(ENOENT),
+        "no link to a removed inode"
+    );
+    h.with(|st, c| st.plan_release(c, f, 7)).expect("release");
+    assert!(h.exists(f));
+    h.with(|st, c| st.plan_release(c, f, 99))
+        .expect("release of unknown session is a no-op");
+    h.with(|st, c| st.plan_release(c, f, 8)).expect("release");
+    assert!(!h.exists(f), "dropped with its extents at the last release");
+    assert_eq!(h.st.counts().bytes, 0);
+    h.check_replay();
+}
+
+#[test]
+fn rename_matrix() {
+    let mut h = H::new();
+    let a = h.mkdir(ROOT, "a").expect("mkdir");
+    let b = h.mkdir(ROOT, "b").expect("mkdir");
+    let f = h.touch(a, "f").expect("create");
+    let g = h.touch(b, "g").expect("create");
+    // file over file: the old target loses a link and is dropped
+    h.rename(a, "f", b, "g", NONE).expect("rename");
+    assert_eq!(h.lookup(b, "g"), Some(f));
+    assert_eq!(h.lookup(a, "f"), None);
+    assert!(!h.exists(g));
+    // noreplace
+    let f2 = h.touch(a, "f2").expect("create");
+    let noreplace = RenameFlags {
+        noreplace: true,
+        exchange: false,
+    };
+    assert_eq!(h.rename(a, "f2", b, "g", noreplace), Err(EEXIST));
+    h.rename(a, "f2", b, "new", noreplace)
+        .expect("noreplace to a free name");
+    assert_eq!(h.lookup(b, "new"), Some(f2));
+    // dir over empty dir, across parents: nlink arithmetic and parent pointer
+    let c = h.mkdir(a, "c").expect("mkdir");
+    let e = h.mkdir(b, "e").expect("mkdir");
+    assert_eq!((h.attr(a).nlink, h.attr(b).nlink), (3, 3));
+    h.rename(a, "c", b, "e", NONE).expect("dir over empty dir");
+    assert!(!h.exists(e));
+    assert_eq!(h.lookup(b, "e"), Some(c));
+    assert_eq!(h.st.lookup(c, "..").map(|x| x.0), Ok(b));
+    assert_eq!((h.attr(a).nlink, h.attr(b).nlink), (2, 3));
+    // dir over non-empty dir
+    let x = h.mkdir(a, "x").expect("mkdir");
+    h.touch(c, "inside").expect("create");
+    assert_eq!(h.rename(a, "x", b, "e", NONE), Err(ENOTEMPTY));
+    // file over dir / dir over file
+    assert_eq!(h.rename(b, "g", b, "e", NONE), Err(EISDIR));
+    assert_eq!(h.rename(a, "x", b, "g", NONE), Err(ENOTDIR));
+    // into own subtree
+    assert_eq!(h.rename(ROOT, "b", c, "loop", NONE), Err(EINVAL));
+    assert_eq!(h.rename(ROOT, "b", b, "self", NONE), Err(EINVAL));
+    // missing source, bad flags
+    assert_eq!(h.rename(a, "missing", b, "z", NONE), Err(ENOENT));
+    assert_eq!(
+        h.rename(
+            a,
+            "x",
+            b,
+            "z",
+            RenameFlags {
+                noreplace: true,
+                exchange: true
+            }
+        ),
+        Err(EINVAL)
+    );
+    // rename onto a hard link of itself: nothing happens
+    h.link(f, a, "f-link").expect("link");
+    h.rename(a, "f-link", b, "g", NONE).expect("same inode");
+    assert_eq!(h.lookup(a, "f-link"), Some(f));
+    assert_eq!(h.attr(f).nlink, 2);
+    // rename within a directory
+    h.rename(a, "x", a, "y", NONE).expect("rename in place");
+    assert_eq!(h.lookup(a, "y"), Some(x));
+    assert_eq!(h.attr(a).nlink, 3);
+    h.check_replay();
+}
+
+#[test]
+fn rename_exchange_swaps_entries_and_parents() {
+    let mut h = H::new();
+    let a = h.mkdir(ROOT, "a").expect("mkdir");
+    let b = h.mkdir(ROOT, "b").expect("mkdir");
+    let d = h.mkdir(a, "d").expect("mkdir");
+    let f = h.touch(b, "f").expect("create");
+    let ex = RenameFlags {
+        noreplace: false,
+        exchange: true,
+    };
+    assert_eq!(h.rename(a, "d", b, "missing", ex), Err(ENOENT));
+    h.rename(a, "d", b, "f", ex).expect("exchange");
+    assert_eq!(h.lookup(a, "d"), Some(f));
+    assert_eq!(h.lookup(b, "f"), Some(d));
+    assert_eq!(h.st.lookup(d, "..").map(|x| x.0), Ok(b));
+    assert_eq!((h.attr(a).nlink, h.attr(b).nlink), (2, 3));
+    h.check_replay();
+}
+
+#[test]
+fn setattr_truncate_chmod_chown_times() {
+    let mut h = H::new();
+    let f = h.touch(ROOT, "f").expect("create");
+    h.with(|st, c| {
+        st.plan_commit_writes(
+            c,
+            &[write(f, 0, 1, 1000, 1000), write(f, 4096, 2, 100, 4196)],
+        )
+    })
+    .expect("commit");
+    assert_eq!((h.attr(f).size, h.attr(f).blocks_bytes), (4196, 1100));
+    assert_eq!(h.st.counts().bytes, 1100);
+    let setsize = |s: u64| SetAttrs {
+        size: Some(s),
+        ..SetAttrs::default()
+    };
+    h.with(|st, c| st.plan_setattr(c, f, &setsize(500), USER))
+        .expect("truncate");
+    assert_eq!((h.attr(f).size, h.attr(f).blocks_bytes), (500, 500));
+    let ext = h.st.get_extents(f, 0, u64::MAX).expect("extents");
+    assert_eq!(
+        ext,
+        vec![Extent {
+            offset: 0,
+            ptr: ptr(1, 0, 500)
+        }]
+    );
+    h.with(|st, c| st.plan_setattr(c, f, &setsize(1 << 30), USER))
+        .expect("extend");
+    assert_eq!(
+        (h.attr(f).size, h.attr(f).blocks_bytes),
+        (1 << 30, 500),
+        "extension is sparse"
+    );
+    assert_eq!(
+        h.with(|st, c| st.plan_setattr(c, ROOT, &setsize(0), USER)),
+        Err(EISDIR)
+    );
+    assert_eq!(
+        h.with(|st, c| st.plan_setattr(c, InodeId(4242), &setsize(0), USER)),
+        Err(ENOENT)
+    );
+    // chmod, then chown clears setuid and (group-exec) setgid
+    let chmod = SetAttrs {
+        perm: Some(0o106755),
+        ..SetAttrs::default()
+    };
+    h.with(|st, c| st.plan_setattr(c, f, &chmod, USER))
+        .expect("chmod");
+    assert_eq!(h.attr(f).perm, 0o6755);
+    let chown = SetAttrs {
+        uid: Some(0),
+        gid: Some(0),
+        ..SetAttrs::default()
+    };
+    h.with(|st, c| st.plan_setattr(c, f, &chown, Caller { uid: 0, gid: 0 }))
+        .expect("chown");
+    assert_eq!(
+        (h.attr(f).perm, h.attr(f).uid, h.attr(f).gid),
+        (0o755, 0, 0)
+    );
+    let t = Timestamp { secs: 42, nanos: 7 };
+    let times = SetAttrs {
+        atime: Some(SetTime::At(t)),
+        mtime: Some(SetTime::Now),
+        ..SetAttrs::default()
+    };
+    let v = h.attr(f).version;
+    h.with(|st, c| st.plan_setattr(c, f, &times, USER))
+        .expect("utimes");
+    assert_eq!(h.attr(f).atime, t);
+    assert_eq!(h.attr(f).mtime.secs, h.clock);
+    assert_eq!(h.attr(f).ctime.secs, h.clock);
+    assert_eq!(h.attr(f).version, v + 1);
+    h.check_replay();
+}
+
+#[test]
+fn commit_writes_overlays_and_checks_kind() {
+    let mut h = H::new();
+    let f = h.touch(ROOT, "f").expect("create");
+    let w = |o: u64, seg: u64, len: u32| InodeWrite {
+        ino: f,
+        extents: vec![Extent {
+            offset: o,
+            ptr: ptr(seg, 10, len),
+        }],
+        size: o + len as u64,
+        mtime: Timestamp { secs: 9, nanos: 0 },
+    };
+    h.with(|st, c| st.plan_commit_writes(c, &[w(0, 1, 100)]))
+        .expect("commit");
+    let r = h
+        .with(|st, c| st.plan_commit_writes(c, &[w(40, 2, 20)]))
+        .expect("commit");
+    assert_eq!(r, Reply::Attrs(vec![f]));
+    let ext = h.st.get_extents(f, 0, 1000).expect("extents");
+    assert_eq!(
+        ext,
+        vec![
+            Extent {
+                offset: 0,
+                ptr: ptr(1, 10, 40)
+            },
+            Extent {
+                offset: 40,
+                ptr: ptr(2, 10, 20)
+            },
+            Extent {
+                offset: 60,
+                ptr: ptr(1, 70, 40)
+            },
+        ]
+    );
+    assert_eq!(h.attr(f).blocks_bytes, 100);
+    assert_eq!(h.attr(f).mtime.secs, 9);
+    let bad = InodeWrite {
+        ino: ROOT,
+        extents: vec![],
+        size: 0,
+        mtime: Timestamp::default(),
+    };
+    assert_eq!(
+        h.with(|st, c| st.plan_commit_writes(c, &[bad])),
+        Err(EISDIR)
+    );
+    let gone = InodeWrite {
+        ino: InodeId(5555),
+        extents: vec![],
+        size: 0,
+        mtime: Timestamp::default(),
+    };
+    assert_eq!(
+        h.with(|st, c| st.plan_commit_writes(c, &[gone])),
+        Err(ENOENT)
+    );
+    assert_eq!(
+        h.st.get_extents(ROOT, 0, 1).map_err(|e| e.code),
+        Err(EISDIR)
+    );
+    h.check_replay();
+}
+
+#[test]
+fn umask_and_setgid_directories() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    assert_eq!(h.attr(d).perm, 0o755);
+    let set = SetAttrs {
+        perm: Some(0o2775),
+        gid: Some(500),
+        ..SetAttrs::default()
+    };
+    h.with(|st, c| st.plan_setattr(c, d, &set, USER))
+        .expect("chmod g+s");
+    assert_eq!(h.attr(d).perm, 0o2775);
+    let f = h.touch(d, "f").expect("create");
+    assert_eq!(h.attr(f).gid, 500, "inherits the directory's group");
+    assert_eq!(h.attr(f).perm & 0o2000, 0);
+    let sub = h.mkdir(d, "sub").expect("mkdir");
+    assert_eq!(h.attr(sub).gid, 500);
+    assert_eq!(h.attr(sub).perm, 0o2755, "new directories inherit setgid");
+    h.check_replay();
+}
+
+#[test]
+fn xattr_flags_and_limits() {
+    let mut h = H::new();
+    let f = h.touch(ROOT, "f").expect("create");
+    let set =
+        |h: &mut H, n: &str, v: &[u8], fl: i32| h.with(|st, c| st.plan_setxattr(c, f, n, v, fl));
+    assert_eq!(h.st.getxattr(f, "user.a").map_err(|e| e.code), Err(ENODATA));
+    assert_eq!(set(&mut h, "user.a", b"1", XATTR_REPLACE), Err(ENODATA));
+    set(&mut h, "user.a", b"1", XATTR_CREATE).expect("create");
+    assert_eq!(set(&mut h, "user.a", b"2", XATTR_CREATE), Err(EEXIST));
+    set(&mut h, "user.a", b"2", XATTR_REPLACE).expect("replace");
+    set(&mut h, "user.b", b"", 0).expect("set");
+    assert_eq!(h.st.getxattr(f, "user.a").expect("get"), b"2");
+    assert_eq!(
+        h.st.listxattr(f).expect("list"),
+        vec!["user.a".to_string(), "user.b".to_string()]
+    );
+    assert_eq!(set(&mut h, &"n".repeat(256), b"", 0), Err(ERANGE));
+    assert_eq!(set(&mut h, "user.big", &vec![0; 65_537], 0), Err(E2BIG));
+    assert_eq!(set(&mut h, "", b"", 0), Err(EINVAL));
+    assert_eq!(set(&mut h, "user.c", b"", 3), Err(EINVAL));
+    h.with(|st, c| st.plan_removexattr(c, f, "user.a"))
+        .expect("remove");
+    assert_eq!(
+        h.with(|st, c| st.plan_removexattr(c, f, "user.a")),
+        Err(ENODATA)
+    );
+    assert_eq!(h.st.listxattr(f).expect("list"), vec!["user.b".to_string()]);
+    h.check_replay();
+}
+
+#[test]
+fn readdir_pages_sorted_with_cookies() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    let n = 1000;
+    for i in (0..n).rev() {
+        h.touch(d, &format!("f{i:05}")).expect("create");
+    }
+    let mut all = Vec::new();
+    let mut off = 0;
+    for _ in 0..n {
+        let page = h.st.readdir(d, off, 7).expect("readdir");
+        if page.is_empty() {
+            break;
+        }
+        off = page.last().expect("non-empty").next;
+        all.extend(page);
+    }
+    assert_eq!(all.len(), n);
+    assert!(all.windows(2).all(|w| w[0].name < w[1].name));
+    assert_eq!(all[0].next, 1);
+    assert!(h
+        .st
+        .readdir(d, n as u64 + 5, 10)
+        .expect("past the end")
+        .is_empty());
+    assert_eq!(
+        h.st.readdir(h.lookup(d, "f00001").expect("f"), 0, 1)
+            .map_err(|e| e.code),
+        Err(ENOTDIR)
+    );
+    // A change invalidates the snapshot.
+    h.unlink(d, "f00000").expect("unlink");
+    assert_eq!(h.st.readdir(d, 0, 1).expect("readdir")[0].name, "f00001");
+}
+
+#[test]
+fn readdir_of_100k_entries_is_linear() {
+    let mut st = MetaState::new();
+    st.commit(st.plan_root(Timestamp::default(), 0, 0));
+    let recs: Vec<_> = (0..100_000u64)
+        .map(|i| crate::record::Record::Entry {
+            dir: ROOT,
+            name: format!("e{i:06}"),
+            target: Some((InodeId::new(proto::ids::SlotId(0), i + 10), FileKind::File)),
+        })
+        .collect();
+    st.commit(recs);
+    let mut off = 0;
+    let mut seen = 0;
+    for _ in 0..100_000 {
+        let page = st.readdir(ROOT, off, 512).expect("readdir");
+        if page.is_empty() {
+            break;
+        }
+        seen += page.len();
+        off = page.last().expect("page").next;
+    }
+    assert_eq!(seen, 100_000);
+}
+
+#[test]
+fn checkpoint_round_trips_the_state() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    let f = h.touch(d, "f").expect("create");
+    h.with(|st, c| st.plan_commit_writes(c, &[write(f, 0, 1, 10, 10)]))
+        .expect("commit");
+    h.with(|st, c| st.plan_setxattr(c, f, "user.x", b"v", 0))
+        .expect("xattr");
+    let bytes = checkpoint_bytes(&h.st, SegmentId(9));
+    let c: Checkpoint = crate::record::decode_checkpoint(&bytes).expect("decode");
+    assert_eq!(c.state, h.st);
+    assert_eq!((c.lsn, c.next_segment), (h.st.last_lsn(), 9));
+    // Records after the checkpoint replay on top of it.
+    let before = h.log.len();
+    let g = h.touch(d, "g").expect("create");
+    let mut st = c.state;
+    for r in &h.log[..] {
+        st.apply(r);
+    }
+    assert!(st.inode(g).is_some());
+    assert_eq!(st, h.st);
+    assert!(h.log.len() > before);
+}
+
+mod replay {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Mkdir(u8, u8),
+        Touch(u8, u8),
+        Unlink(u8, u8),
+        Rmdir(u8, u8),
+        Rename(u8, u8, u8, u8, bool),
+        Link(u8, u8, u8),
+        Write(u8, u16, u16),
+        Truncate(u8, u16),
+        Open(u8, u8),
+        Release(u8, u8),
+        Xattr(u8, u8, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let s = || 0u8..6;
+        prop_oneof![
+            (s(), s()).prop_map(|(a, b)| Op::Mkdir(a, b)),
+            (s(), s()).prop_map(|(a, b)| Op::Touch(a, b)),
+            (s(), s()).prop_map(|(a, b)| Op::Unlink(a, b)),
+            (s(), s()).prop_map(|(a, b)| Op::Rmdir(a, b)),
+            (s(), s(), s(), s(), any::<bool>())
+                .prop_map(|(a, b, c, d, e)| Op::Rename(a, b, c, d, e)),
+            (s(), s(), s()).prop_map(|(a, b, c)| Op::Link(a, b, c)),
+            (s(), any::<u16>(), 1u16..2000).prop_map(|(a, b, c)| Op::Write(a, b, c)),
+            (s(), any::<u16>()).prop_map(|(a, b)| Op::Truncate(a, b)),
+            (s(), 0u8..3).prop_map(|(a, b)| Op::Open(a, b)),
+            (s(), 0u8..3).prop_map(|(a, b)| Op::Release(a, b)),
+            (s(), 0u8..3, any::<bool>()).prop_map(|(a, b, c)| Op::Xattr(a, b, c)),
+        ]
+    }
+
+    /// Picks one of the inodes (sorted) by index.
+    fn pick(st: &MetaState, i: u8, dir: bool) -> InodeId {
+        let v: Vec<InodeId> = st
+            .inodes
+            .iter()
+            .filter(|(_, n)| n.is_dir() == dir || !dir && n.attr.kind == FileKind::File)
+            .map(|(k, _)| *k)
+            .collect();
+        if v.is_empty() {
+            return ROOT;
+        }
+        v[i as usize % v.len()]
+    }
+
+    fn name(i: u8) -> String {
+        format!("n{i}")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn replay_equals_live(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut h = H::new();
+            for op in ops {
+                let st = h.st.clone();
+                let ctx = h.ctx();
+                let d = |i| pick(&st, i, true);
+                let f = |i| pick(&st, i, false);
+                let plan = match op {
+                    Op::Mkdir(p, n) => st.plan_create(&ctx, d(p), &name(n), &NewNode::Dir, 0o755, 0, USER, None),
+                    Op::Touch(p, n) => st.plan_create(&ctx, d(p), &name(n), &NewNode::File, 0o644, 0, USER, None),
+                    Op::Unlink(p, n) => st.plan_unlink(&ctx, d(p), &name(n)),
+                    Op::Rmdir(p, n) => st.plan_rmdir(&ctx, d(p), &name(n)),
+                    Op::Rename(p, n, q, m, x) => {
+                        let flags = RenameFlags { noreplace: false, exchange: x };
+                        st.plan_rename(&ctx, d(p), &name(n), d(q), &name(m), flags, None)
+                    }
+                    Op::Link(i, p, n) => st.plan_link(&ctx, f(i), d(p), &name(n)),
+                    Op::Write(i, o, l) => st.plan_commit_writes(&ctx, &[write(f(i), o as u64, o as u64, l as u32, o as u64 + l as u64)]),
+                    Op::Truncate(i, s) => st.plan_setattr(&ctx, f(i), &SetAttrs { size: Some(s as u64), ..SetAttrs::default() }, USER),
+                    Op::Open(i, s) => st.plan_open(f(i), s as u64),
+                    Op::Release(i, s) => st.plan_release(&ctx, f(i), s as u64),
+                    Op::Xattr(i, n, rm) => if rm {
+                        st.plan_removexattr(&ctx, f(i), &name(n))
+                    } else {
+                        st.plan_setxattr(&ctx, f(i), &name(n), b"v", 0)
+                    },
+                };
+                let _ = h.run(plan);
+                // Invariant: directory nlink = 2 + subdirectories.
+                for n in h.st.inodes.values().filter(|n| n.is_dir() && n.attr.nlink > 0) {
+                    let subdirs = n.entries.values().filter(|(_, k)| *k == FileKind::Dir).count() as u32;
+                    prop_assert_eq!(n.attr.nlink, 2 + subdirs);
+                }
+            }
+            h.check_replay();
+        }
+    }
+}
+
+/// Finds a name whose directory lands on `owner`.
+pub(crate) fn name_on(h: &H, parent: InodeId, owner: NodeId, prefix: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| h.owners[dir_slot(parent, n).0 as usize] == owner)
+        .expect("some name hashes to the other manager")
+}
