@@ -36,7 +36,10 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
     let file = ClusterConfig::generate(&p.name, p.storage, p.managers, p.erasure, p.base_port)?;
     let config = ClusterConfig::from_file(dir, file.clone())?;
     let tls = dir.join("tls");
-    std::fs::create_dir_all(&tls).map_err(|source| NodeError::Io { path: tls.clone(), source })?;
+    std::fs::create_dir_all(&tls).map_err(|source| NodeError::Io {
+        path: tls.clone(),
+        source,
+    })?;
     let tls_err = |name: &str| {
         let name = name.to_string();
         move |source| NodeError::Tls { name, source }
@@ -53,22 +56,35 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
         write_pem(&kp, &key, true).map_err(tls_err(name))?;
     }
     let text = ClusterConfig::render(&file);
-    std::fs::write(&cfg_path, text).map_err(|source| NodeError::Io { path: cfg_path.clone(), source })?;
+    std::fs::write(&cfg_path, text).map_err(|source| NodeError::Io {
+        path: cfg_path.clone(),
+        source,
+    })?;
     Ok(config)
 }
 
 /// Finds `count` consecutive free UDP ports on 127.0.0.1, starting the search at a
 /// pseudo-random place so that concurrent local clusters do not collide.
 pub fn free_port_range(count: u16) -> Result<u16, NodeError> {
-    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
     for attempt in 0..200u64 {
-        let base = 20000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 7919)) % 40000) as u16;
+        let base = 20000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % 40000) as u16;
         let ok = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
         if ok {
             return Ok(base);
         }
     }
-    Err(NodeError::Other("no free range of UDP ports found on 127.0.0.1".into()))
+    Err(NodeError::Other(
+        "no free range of UDP ports found on 127.0.0.1".into(),
+    ))
 }
 
 /// Every node of a cluster running in this process (`shoal up`, tests).
@@ -82,7 +98,10 @@ impl LocalCluster {
     /// starts all its nodes.
     pub async fn start_or_create(dir: &Path) -> Result<LocalCluster, NodeError> {
         if !dir.join(CONFIG_FILE).exists() {
-            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             let base_port = free_port_range(8)?;
             let p = InitParams {
                 name: "shoal-local".into(),
@@ -117,10 +136,12 @@ impl LocalCluster {
 
     /// Stops managers first (they commit to the storage servers), then storage servers.
     pub async fn stop(self) {
-        let (managers, others): (Vec<_>, Vec<_>) = self
-            .nodes
-            .into_iter()
-            .partition(|n| self.config.node_by_name(&n.name).map(|c| c.has(Role::Manager)).unwrap_or(false));
+        let (managers, others): (Vec<_>, Vec<_>) = self.nodes.into_iter().partition(|n| {
+            self.config
+                .node_by_name(&n.name)
+                .map(|c| c.has(Role::Manager))
+                .unwrap_or(false)
+        });
         for n in managers {
             n.stop().await;
         }
@@ -134,9 +155,15 @@ impl LocalCluster {
 pub fn client_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeError> {
     let id = identity(config, "client")?;
     let any: SocketAddr = match config.nodes.first().map(|n| n.address) {
-        Some(SocketAddr::V6(_)) => "[::]:0".parse().map_err(|_| NodeError::Other("address".into()))?,
-        Some(a) if a.ip().is_loopback() => "127.0.0.1:0".parse().map_err(|_| NodeError::Other("address".into()))?,
-        _ => "0.0.0.0:0".parse().map_err(|_| NodeError::Other("address".into()))?,
+        Some(SocketAddr::V6(_)) => "[::]:0"
+            .parse()
+            .map_err(|_| NodeError::Other("address".into()))?,
+        Some(a) if a.ip().is_loopback() => "127.0.0.1:0"
+            .parse()
+            .map_err(|_| NodeError::Other("address".into()))?,
+        _ => "0.0.0.0:0"
+            .parse()
+            .map_err(|_| NodeError::Other("address".into()))?,
     };
     Ok(Transport::bind(any, &id, false)?)
 }
@@ -148,8 +175,11 @@ pub async fn mount(
     opts: &fuse_client::MountOptions,
 ) -> Result<fuse_client::Mount, NodeError> {
     let transport = client_transport(&config)?;
-    let client = fuse_client::Client::connect(config, transport).await.map_err(|e| NodeError::Client(e.to_string()))?;
-    fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts).map_err(|e| NodeError::Client(e.to_string()))
+    let client = fuse_client::Client::connect(config, transport)
+        .await
+        .map_err(|e| NodeError::Client(e.to_string()))?;
+    fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts)
+        .map_err(|e| NodeError::Client(e.to_string()))
 }
 
 /// What `status` learned of one node.
@@ -182,7 +212,10 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
         let t = transport.clone();
         let n = n.clone();
         probes.push(tokio::spawn(async move {
-            let reachable = match t.call_timeout(n.address, &Request::Ping, bytes::Bytes::new(), timeout).await {
+            let reachable = match t
+                .call_timeout(n.address, &Request::Ping, bytes::Bytes::new(), timeout)
+                .await
+            {
                 Ok((Response::Pong(info), _)) => Ok(info),
                 Ok((other, _)) => Err(format!("unexpected answer {other}")),
                 Err(e) => Err(e.to_string()),
@@ -191,20 +224,40 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
             let mut manager_ready = None;
             if reachable.is_ok() {
                 if n.has(Role::Storage) {
-                    if let Ok((Response::Storage(proto::msg::StorageResponse::Stat(s)), _)) =
-                        t.call_timeout(n.address, &Request::Storage(StorageRequest::Stat), bytes::Bytes::new(), timeout).await
+                    if let Ok((Response::Storage(proto::msg::StorageResponse::Stat(s)), _)) = t
+                        .call_timeout(
+                            n.address,
+                            &Request::Storage(StorageRequest::Stat),
+                            bytes::Bytes::new(),
+                            timeout,
+                        )
+                        .await
                     {
                         storage = Some(s);
                     }
                 }
                 if n.has(Role::Manager) {
-                    let r = t.call_timeout(n.address, &Request::Manager(ManagerRequest::Counts), bytes::Bytes::new(), timeout).await;
+                    let r = t
+                        .call_timeout(
+                            n.address,
+                            &Request::Manager(ManagerRequest::Counts),
+                            bytes::Bytes::new(),
+                            timeout,
+                        )
+                        .await;
                     manager_ready = Some(matches!(r, Ok((Response::Manager(_), _))));
                 }
             } else if n.has(Role::Manager) {
                 manager_ready = Some(false);
             }
-            NodeStatus { name: n.name.clone(), roles: n.roles.clone(), address: n.address, reachable, storage, manager_ready }
+            NodeStatus {
+                name: n.name.clone(),
+                roles: n.roles.clone(),
+                address: n.address,
+                reachable,
+                storage,
+                manager_ready,
+            }
         }));
     }
     let mut nodes = Vec::new();
@@ -213,8 +266,14 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
     }
     let k = config.file.erasure.data as usize;
     let m = config.file.erasure.parity as usize;
-    let storage_up = nodes.iter().filter(|n| n.roles.contains(&Role::Storage) && n.storage.is_some()).count();
-    let managers_ok = nodes.iter().filter(|n| n.roles.contains(&Role::Manager)).all(|n| n.manager_ready == Some(true));
+    let storage_up = nodes
+        .iter()
+        .filter(|n| n.roles.contains(&Role::Storage) && n.storage.is_some())
+        .count();
+    let managers_ok = nodes
+        .iter()
+        .filter(|n| n.roles.contains(&Role::Manager))
+        .all(|n| n.manager_ready == Some(true));
     let certificate_problem = nodes.iter().find_map(|n| match &n.reachable {
         Err(e) if e.contains("certificate") => Some(e.clone()),
         _ => None,
@@ -228,5 +287,8 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
         }
     }
     transport.close();
-    Ok(ClusterStatus { nodes, can_serve: managers_ok && storage_up >= (k + 1).min(k + m) })
+    Ok(ClusterStatus {
+        nodes,
+        can_serve: managers_ok && storage_up >= (k + 1).min(k + m),
+    })
 }

@@ -9,7 +9,10 @@ pub enum NodeError {
     #[error("node {0} is not in the cluster config; `shoal status --cluster DIR` lists the nodes")]
     UnknownNode(String),
     #[error("cannot load TLS material for {name}: {source}")]
-    Tls { name: String, source: proto::tls::TlsError },
+    Tls {
+        name: String,
+        source: proto::tls::TlsError,
+    },
     #[error(transparent)]
     Transport(#[from] proto::transport::TransportError),
     #[error("storage role: {0}")]
@@ -19,7 +22,10 @@ pub enum NodeError {
     #[error("client: {0}")]
     Client(String),
     #[error("cannot create {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }

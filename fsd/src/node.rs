@@ -26,15 +26,25 @@ impl Handler for NodeHandler {
                         Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
-                    None => (Response::Error(RemoteError::NoRole("storage".into())), Bytes::new()),
+                    None => (
+                        Response::Error(RemoteError::NoRole("storage".into())),
+                        Bytes::new(),
+                    ),
                 },
                 Request::Manager(r) => match &self.manager {
                     Some(m) => match m.handle(r).await {
                         Ok(resp) => (Response::Manager(resp), Bytes::new()),
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
-                    None => (Response::Error(RemoteError::NoRole("manager".into())), Bytes::new()),
+                    None => (
+                        Response::Error(RemoteError::NoRole("manager".into())),
+                        Bytes::new(),
+                    ),
                 },
+                Request::Client(_) => (
+                    Response::Error(RemoteError::NoRole("client".into())),
+                    Bytes::new(),
+                ),
             }
         })
     }
@@ -43,7 +53,10 @@ impl Handler for NodeHandler {
 /// Loads the TLS identity `name` ("client" or a node name) of a cluster.
 pub fn identity(config: &ClusterConfig, name: &str) -> Result<Identity, NodeError> {
     let (cert, key) = config.cert_paths(name);
-    Identity::load(&config.ca_cert_path(), &cert, &key).map_err(|source| NodeError::Tls { name: name.to_string(), source })
+    Identity::load(&config.ca_cert_path(), &cert, &key).map_err(|source| NodeError::Tls {
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// A started node.
@@ -58,14 +71,24 @@ impl RunningNode {
     /// Starts every role of node `name`: opens the storage directory, starts the manager
     /// (which recovers in the background), then answers requests.
     pub async fn start(config: Arc<ClusterConfig>, name: &str) -> Result<RunningNode, NodeError> {
-        let node = config.node_by_name(name).ok_or_else(|| NodeError::UnknownNode(name.to_string()))?.clone();
+        let node = config
+            .node_by_name(name)
+            .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?
+            .clone();
         let id = identity(&config, name)?;
-        std::fs::create_dir_all(&node.state_dir).map_err(|source| NodeError::Io { path: node.state_dir.clone(), source })?;
+        std::fs::create_dir_all(&node.state_dir).map_err(|source| NodeError::Io {
+            path: node.state_dir.clone(),
+            source,
+        })?;
         let transport = Transport::bind(node.address, &id, true)?;
         let storage = if node.has(Role::Storage) {
             let dir = node.state_dir.join("storage");
             tracing::info!(node = %name, dir = %dir.display(), "starting storage server");
-            Some(storage::server::Server::open(&dir).await.map_err(|e| NodeError::Storage(e.to_string()))?)
+            Some(
+                storage::server::Server::open(&dir)
+                    .await
+                    .map_err(|e| NodeError::Storage(e.to_string()))?,
+            )
         } else {
             None
         };
@@ -80,11 +103,24 @@ impl RunningNode {
             None
         };
         let roles = node.roles.iter().map(|r| r.to_string()).collect();
-        let info = NodeInfo { name: name.to_string(), roles, version: proto::VERSION.to_string() };
-        let handler = Arc::new(NodeHandler { info, storage, manager: manager.clone() });
+        let info = NodeInfo {
+            name: name.to_string(),
+            roles,
+            version: proto::VERSION.to_string(),
+        };
+        let handler = Arc::new(NodeHandler {
+            info,
+            storage,
+            manager: manager.clone(),
+        });
         let serve = transport.serve(handler);
         tracing::info!(node = %name, addr = %node.address, "node is serving");
-        Ok(RunningNode { name: name.to_string(), transport, manager, serve })
+        Ok(RunningNode {
+            name: name.to_string(),
+            transport,
+            manager,
+            serve,
+        })
     }
 
     /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.

@@ -281,6 +281,11 @@ impl Service {
         use ManagerRequest as R;
         use ManagerResponse as A;
         match req {
+            R::Hello { .. } | R::Renew { .. } | R::AcquireWrite { .. } => {
+                Err(RemoteError::Invalid(
+                    "volume leases are not implemented by this manager yet".into(),
+                ))
+            }
             R::Lookup { parent, name } => self.lookup(parent, &name).await.map(A::Attr),
             R::GetAttr { ino } => self
                 .state

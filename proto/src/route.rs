@@ -33,9 +33,12 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | SetXattr { ino, .. }
         | ListXattr { ino }
         | RemoveXattr { ino, .. }
-        | GetExtents { ino, .. } => *ino,
+        | GetExtents { ino, .. }
+        | AcquireWrite { ino, .. } => *ino,
         CommitWrites { writes, .. } => writes.first()?.ino,
-        Sync | Counts | TxApply { .. } | TxOutcome { .. } => return None,
+        Sync | Counts | TxApply { .. } | TxOutcome { .. } | Hello { .. } | Renew { .. } => {
+            return None
+        }
     })
 }
 

@@ -16,10 +16,17 @@ impl Handler for Echo {
         Box::pin(async move {
             match req {
                 Request::Ping => (
-                    Response::Pong(NodeInfo { name: self.0.into(), roles: vec![], version: "t".into() }),
+                    Response::Pong(NodeInfo {
+                        name: self.0.into(),
+                        roles: vec![],
+                        version: "t".into(),
+                    }),
                     bulk,
                 ),
-                _ => (Response::Error(RemoteError::NoRole("test".into())), Bytes::new()),
+                _ => (
+                    Response::Error(RemoteError::NoRole("test".into())),
+                    Bytes::new(),
+                ),
             }
         })
     }
@@ -52,27 +59,45 @@ async fn mtls_call_callback_and_refusal() {
     let client = Transport::bind(any(), &identity(dir.path(), &ca, "client"), false).expect("bind");
     client.set_callback_handler(Arc::new(Echo("client")));
     let payload = Bytes::from(vec![7u8; 3 << 20]);
-    let (resp, bulk) = client.call(addr, &Request::Ping, payload.clone()).await.expect("call");
-    assert!(matches!(resp, Response::Pong(ref i) if i.name == "server"), "{resp}");
+    let (resp, bulk) = client
+        .call(addr, &Request::Ping, payload.clone())
+        .await
+        .expect("call");
+    assert!(
+        matches!(resp, Response::Pong(ref i) if i.name == "server"),
+        "{resp}"
+    );
     assert_eq!(bulk, payload);
 
     // The server calls the client back over the connection the client opened.
     let client_addr = client.local_addr().expect("addr");
     let (resp, _) = server
-        .call_peer(client_addr, &Request::Ping, Bytes::new(), Duration::from_secs(5))
+        .call_peer(
+            client_addr,
+            &Request::Ping,
+            Bytes::new(),
+            Duration::from_secs(5),
+        )
         .await
         .expect("callback");
-    assert!(matches!(resp, Response::Pong(ref i) if i.name == "client"), "{resp}");
+    assert!(
+        matches!(resp, Response::Pong(ref i) if i.name == "client"),
+        "{resp}"
+    );
 
     // A client with a certificate from another CA is refused, quickly and clearly.
     let other = CertAuthority::generate("other").expect("ca");
     let other_dir = tempfile::tempdir().expect("tempdir");
-    let stranger = Transport::bind(any(), &identity(other_dir.path(), &other, "client"), false).expect("bind");
+    let stranger =
+        Transport::bind(any(), &identity(other_dir.path(), &other, "client"), false).expect("bind");
     let err = stranger
         .call_timeout(addr, &Request::Ping, Bytes::new(), Duration::from_secs(10))
         .await
         .expect_err("a foreign certificate must be refused");
-    assert!(matches!(err, TransportError::Certificate { .. }), "expected a certificate error, got {err}");
+    assert!(
+        matches!(err, TransportError::Certificate { .. }),
+        "expected a certificate error, got {err}"
+    );
     assert!(err.to_string().contains("certificate"), "{err}");
 
     // Nothing listens: unreachable, not a hang.
@@ -95,9 +120,15 @@ async fn malformed_header_gets_an_error_reply() {
     // Speak raw quinn with a valid prefix but a garbage header.
     let id = identity(dir.path(), &ca, "client");
     let mut ep = quinn::Endpoint::client(any()).expect("endpoint");
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(id.client_config().expect("cfg")).expect("quic");
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(id.client_config().expect("cfg"))
+            .expect("quic");
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep.connect(addr, proto::tls::SERVER_NAME).expect("connect").await.expect("handshake");
+    let conn = ep
+        .connect(addr, proto::tls::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let mut frame = proto::frame::MAGIC.to_vec();
     frame.extend_from_slice(&4u32.to_le_bytes());
@@ -109,9 +140,18 @@ async fn malformed_header_gets_an_error_reply() {
     let mut p = [0u8; proto::frame::PREFIX_LEN];
     p.copy_from_slice(&reply[..proto::frame::PREFIX_LEN]);
     let prefix = proto::frame::decode_prefix(&p).expect("prefix");
-    let resp: Response = proto::frame::decode_header(&reply[proto::frame::PREFIX_LEN..][..prefix.header_len as usize]).expect("decode");
-    assert!(matches!(resp, Response::Error(RemoteError::Invalid(_))), "{resp}");
+    let resp: Response = proto::frame::decode_header(
+        &reply[proto::frame::PREFIX_LEN..][..prefix.header_len as usize],
+    )
+    .expect("decode");
+    assert!(
+        matches!(resp, Response::Error(RemoteError::Invalid(_))),
+        "{resp}"
+    );
     // The server is still fine afterwards.
     let client = Transport::bind(any(), &id, false).expect("bind");
-    client.call(addr, &Request::Ping, Bytes::new()).await.expect("still serving");
+    client
+        .call(addr, &Request::Ping, Bytes::new())
+        .await
+        .expect("still serving");
 }

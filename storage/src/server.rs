@@ -130,6 +130,10 @@ impl Handler for ServerHandler {
                     Response::Error(RemoteError::NoRole("manager".into())),
                     Bytes::new(),
                 ),
+                Request::Client(_) => (
+                    Response::Error(RemoteError::NoRole("client".into())),
+                    Bytes::new(),
+                ),
             }
         })
     }

@@ -23,10 +23,24 @@ pub struct Plan {
 
 impl Plan {
     pub fn full() -> Plan {
-        Plan { seq_bytes: 1 << 30, random_secs: 10.0, meta_files: 10_000, small_files: 10_000, small_dirs: 100, jobs: 4 }
+        Plan {
+            seq_bytes: 1 << 30,
+            random_secs: 10.0,
+            meta_files: 10_000,
+            small_files: 10_000,
+            small_dirs: 100,
+            jobs: 4,
+        }
     }
     pub fn quick() -> Plan {
-        Plan { seq_bytes: 256 << 20, random_secs: 3.0, meta_files: 2_000, small_files: 2_000, small_dirs: 20, jobs: 4 }
+        Plan {
+            seq_bytes: 256 << 20,
+            random_secs: 3.0,
+            meta_files: 2_000,
+            small_files: 2_000,
+            small_dirs: 20,
+            jobs: 4,
+        }
     }
 }
 
@@ -63,7 +77,10 @@ pub fn drop_caches(dir: &Path) {
         .status();
     // `sync` first so that dirty pages can be dropped too.
     let _ = std::process::Command::new("sync").status();
-    if let Ok(mut f) = OpenOptions::new().write(true).open("/proc/sys/vm/drop_caches") {
+    if let Ok(mut f) = OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/vm/drop_caches")
+    {
         let _ = f.write_all(b"3");
     }
 }
@@ -148,10 +165,13 @@ where
 {
     let start = Instant::now();
     let total = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..jobs).map(|j| s.spawn(|| f(j))).collect();
+        let f = &f;
+        let hs: Vec<_> = (0..jobs).map(|j| s.spawn(move || f(j))).collect();
         let mut total = 0u64;
         for h in hs {
-            total += h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+            total += h
+                .join()
+                .map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
         }
         Ok::<u64, anyhow::Error>(total)
     })?;
@@ -192,21 +212,49 @@ fn meta(dir: &Path, plan: &Plan, jobs: usize, out: &mut Vec<Figure>, suffix: boo
     let small_per = plan.small_files / jobs;
     let small = par(jobs, |j| {
         for i in 0..small_per {
-            let p = small_root.join(format!("d{}", (i + j * small_per) % dirs)).join(format!("s{j}-{i}"));
+            let p = small_root
+                .join(format!("d{}", (i + j * small_per) % dirs))
+                .join(format!("s{j}-{i}"));
             let mut f = File::create(p)?;
             f.write_all(&data)?;
         }
         Ok(small_per as u64)
     })?;
     let (c, s, u, w) = if suffix {
-        ("create x4 (files/s)", "stat x4, cold (files/s)", "unlink x4 (files/s)", "4K files in 100 dirs x4 (files/s)")
+        (
+            "create x4 (files/s)",
+            "stat x4, cold (files/s)",
+            "unlink x4 (files/s)",
+            "4K files in 100 dirs x4 (files/s)",
+        )
     } else {
-        ("create (files/s)", "stat, cold (files/s)", "unlink (files/s)", "4K files in 100 dirs (files/s)")
+        (
+            "create (files/s)",
+            "stat, cold (files/s)",
+            "unlink (files/s)",
+            "4K files in 100 dirs (files/s)",
+        )
     };
-    out.push(Figure { test: c, unit: "files/s", value: create });
-    out.push(Figure { test: s, unit: "files/s", value: stat });
-    out.push(Figure { test: u, unit: "files/s", value: unlink });
-    out.push(Figure { test: w, unit: "files/s", value: small });
+    out.push(Figure {
+        test: c,
+        unit: "files/s",
+        value: create,
+    });
+    out.push(Figure {
+        test: s,
+        unit: "files/s",
+        value: stat,
+    });
+    out.push(Figure {
+        test: u,
+        unit: "files/s",
+        value: unlink,
+    });
+    out.push(Figure {
+        test: w,
+        unit: "files/s",
+        value: small,
+    });
     let _ = fs::remove_dir_all(&small_root);
     let _ = fs::remove_dir_all(&root);
     Ok(())
@@ -215,28 +263,61 @@ fn meta(dir: &Path, plan: &Plan, jobs: usize, out: &mut Vec<Figure>, suffix: boo
 /// Runs the whole workload on one directory.
 pub fn run_target(label: &str, dir: &Path, plan: &Plan) -> Result<TargetResult> {
     if !dir.is_dir() {
-        bail!("{} is not a directory: pass a mounted file system or an existing directory", dir.display());
+        bail!(
+            "{} is not a directory: pass a mounted file system or an existing directory",
+            dir.display()
+        );
     }
     let work = dir.join(format!(".shoal-bench-{}", std::process::id()));
-    fs::create_dir_all(&work).with_context(|| format!("cannot create {} (is it writable?)", work.display()))?;
+    fs::create_dir_all(&work)
+        .with_context(|| format!("cannot create {} (is it writable?)", work.display()))?;
     let result = (|| {
         let mut figures = Vec::new();
-        progress(label, &format!("sequential write {} MiB", plan.seq_bytes >> 20));
-        figures.push(Figure { test: "seq write 1M + fsync (MiB/s)", unit: "MiB/s", value: seq_write(&work, plan.seq_bytes)? });
+        progress(
+            label,
+            &format!("sequential write {} MiB", plan.seq_bytes >> 20),
+        );
+        figures.push(Figure {
+            test: "seq write 1M + fsync (MiB/s)",
+            unit: "MiB/s",
+            value: seq_write(&work, plan.seq_bytes)?,
+        });
         drop_caches(dir);
         progress(label, "cold sequential read");
-        figures.push(Figure { test: "seq read 1M, cold (MiB/s)", unit: "MiB/s", value: seq_read(&work, plan.seq_bytes)? });
+        figures.push(Figure {
+            test: "seq read 1M, cold (MiB/s)",
+            unit: "MiB/s",
+            value: seq_read(&work, plan.seq_bytes)?,
+        });
         drop_caches(dir);
         progress(label, "4K random read QD1");
-        figures.push(Figure { test: "4K rand read QD1 (IOPS)", unit: "IOPS", value: rand_io(&work, plan.seq_bytes, plan.random_secs, false)? });
+        figures.push(Figure {
+            test: "4K rand read QD1 (IOPS)",
+            unit: "IOPS",
+            value: rand_io(&work, plan.seq_bytes, plan.random_secs, false)?,
+        });
         progress(label, "4K random write QD1");
-        figures.push(Figure { test: "4K rand write QD1 (IOPS)", unit: "IOPS", value: rand_io(&work, plan.seq_bytes, plan.random_secs, true)? });
+        figures.push(Figure {
+            test: "4K rand write QD1 (IOPS)",
+            unit: "IOPS",
+            value: rand_io(&work, plan.seq_bytes, plan.random_secs, true)?,
+        });
         let _ = fs::remove_file(work.join("seqfile"));
-        progress(label, &format!("metadata: {} files, 1 job", plan.meta_files));
+        progress(
+            label,
+            &format!("metadata: {} files, 1 job", plan.meta_files),
+        );
         meta(&work, plan, 1, &mut figures, false)?;
-        progress(label, &format!("metadata: {} files, {} jobs", plan.meta_files, plan.jobs));
+        progress(
+            label,
+            &format!("metadata: {} files, {} jobs", plan.meta_files, plan.jobs),
+        );
         meta(&work, plan, plan.jobs, &mut figures, true)?;
-        Ok(TargetResult { label: label.to_string(), dir: dir.to_path_buf(), figures })
+        Ok(TargetResult {
+            label: label.to_string(),
+            dir: dir.to_path_buf(),
+            figures,
+        })
     })();
     let _ = fs::remove_dir_all(&work);
     result
@@ -245,14 +326,19 @@ pub fn run_target(label: &str, dir: &Path, plan: &Plan) -> Result<TargetResult> 
 /// The table: one row per test, one column per target, ratios to the first baseline.
 pub fn table(results: &[TargetResult]) -> String {
     let mut s = String::new();
-    let Some(first) = results.first() else { return s };
+    let Some(first) = results.first() else {
+        return s;
+    };
     s.push_str(&format!("| {:<34} |", "test"));
     for r in results {
         s.push_str(&format!(" {:>14} |", r.label));
     }
     if results.len() > 1 {
         for r in &results[1..] {
-            s.push_str(&format!(" {:>14} |", format!("{} / {}", first.label, r.label)));
+            s.push_str(&format!(
+                " {:>14} |",
+                format!("{} / {}", first.label, r.label)
+            ));
         }
     }
     s.push('\n');
@@ -285,12 +371,19 @@ pub fn json(results: &[TargetResult]) -> String {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("{{\"label\":{:?},\"dir\":{:?},\"figures\":[", r.label, r.dir.display().to_string()));
+        s.push_str(&format!(
+            "{{\"label\":{:?},\"dir\":{:?},\"figures\":[",
+            r.label,
+            r.dir.display().to_string()
+        ));
         for (j, f) in r.figures.iter().enumerate() {
             if j > 0 {
                 s.push(',');
             }
-            s.push_str(&format!("{{\"test\":{:?},\"unit\":{:?},\"value\":{:.3}}}", f.test, f.unit, f.value));
+            s.push_str(&format!(
+                "{{\"test\":{:?},\"unit\":{:?},\"value\":{:.3}}}",
+                f.test, f.unit, f.value
+            ));
         }
         s.push_str("]}");
     }
@@ -305,20 +398,38 @@ mod tests {
     #[test]
     fn tiny_run_on_a_temp_dir_produces_every_figure() {
         let d = tempfile::tempdir().expect("tempdir");
-        let plan = Plan { seq_bytes: 4 << 20, random_secs: 0.05, meta_files: 40, small_files: 40, small_dirs: 4, jobs: 2 };
+        let plan = Plan {
+            seq_bytes: 4 << 20,
+            random_secs: 0.05,
+            meta_files: 40,
+            small_files: 40,
+            small_dirs: 4,
+            jobs: 2,
+        };
         let r = run_target("tmp", d.path(), &plan).expect("run");
         assert_eq!(r.figures.len(), 12);
-        assert!(r.figures.iter().all(|f| f.value.is_finite() && f.value > 0.0), "{:?}", r.figures);
+        assert!(
+            r.figures
+                .iter()
+                .all(|f| f.value.is_finite() && f.value > 0.0),
+            "{:?}",
+            r.figures
+        );
         let t = table(&[r.clone(), r.clone()]);
         assert!(t.contains("seq write"), "{t}");
         let j = json(&[r]);
         assert!(j.starts_with("{\"targets\":[{\"label\":\"tmp\""), "{j}");
-        assert_eq!(fs::read_dir(d.path()).expect("ls").count(), 0, "bench must clean up");
+        assert_eq!(
+            fs::read_dir(d.path()).expect("ls").count(),
+            0,
+            "bench must clean up"
+        );
     }
 
     #[test]
     fn missing_directory_is_a_clear_error() {
-        let err = run_target("x", Path::new("/nonexistent/shoal"), &Plan::quick()).expect_err("must fail");
+        let err = run_target("x", Path::new("/nonexistent/shoal"), &Plan::quick())
+            .expect_err("must fail");
         assert!(err.to_string().contains("is not a directory"), "{err}");
     }
 }

@@ -10,7 +10,11 @@ use std::sync::Arc;
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Shoal: a serverless cluster file system (xFS for today)")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: a serverless cluster file system (xFS for today)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -118,9 +122,17 @@ struct ClusterArg {
 }
 
 fn parse_ec(s: &str) -> Result<ErasureConfig, String> {
-    let (k, p) = s.split_once('+').ok_or_else(|| format!("expected K+P such as 4+2, got {s:?}"))?;
-    let data: u8 = k.trim().parse().map_err(|_| format!("K in {s:?} is not a number from 1 to 254"))?;
-    let parity: u8 = p.trim().parse().map_err(|_| format!("P in {s:?} is not a number from 0 to 254"))?;
+    let (k, p) = s
+        .split_once('+')
+        .ok_or_else(|| format!("expected K+P such as 4+2, got {s:?}"))?;
+    let data: u8 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("K in {s:?} is not a number from 1 to 254"))?;
+    let parity: u8 = p
+        .trim()
+        .parse()
+        .map_err(|_| format!("P in {s:?} is not a number from 0 to 254"))?;
     if data == 0 || data as usize + parity as usize > 255 {
         return Err(format!("{s}: need K >= 1 and K+P <= 255"));
     }
@@ -131,11 +143,15 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -173,7 +189,10 @@ async fn run(cli: Cli) -> Result<i32> {
                 c.file.erasure.data,
                 c.file.erasure.parity
             );
-            println!("start each node with: shoal node run --cluster {} --node NAME", a.cluster.display());
+            println!(
+                "start each node with: shoal node run --cluster {} --node NAME",
+                a.cluster.display()
+            );
             Ok(0)
         }
         Cmd::Node(NodeCmd::Run { cluster, node }) => {
@@ -187,7 +206,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);
             check_mountpoint(&a.mountpoint)?;
-            let opts = fuse_client::MountOptions { allow_other: a.allow_other, ..Default::default() };
+            let opts = fuse_client::MountOptions {
+                allow_other: a.allow_other,
+                ..Default::default()
+            };
             let m = fsd::cluster::mount(config, &a.mountpoint, &opts).await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
             wait_for_signal().await?;
@@ -201,7 +223,10 @@ async fn run(cli: Cli) -> Result<i32> {
                 None => default_state_dir()?,
             };
             let cluster = fsd::cluster::LocalCluster::start_or_create(&state).await?;
-            let opts = fuse_client::MountOptions { allow_other: is_root(), ..Default::default() };
+            let opts = fuse_client::MountOptions {
+                allow_other: is_root(),
+                ..Default::default()
+            };
             let m = match fsd::cluster::mount(cluster.config.clone(), &a.mountpoint, &opts).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -209,7 +234,11 @@ async fn run(cli: Cli) -> Result<i32> {
                     return Err(e.into());
                 }
             };
-            eprintln!("shoal is up: mounted at {}, state in {}; Ctrl-C to stop", a.mountpoint.display(), state.display());
+            eprintln!(
+                "shoal is up: mounted at {}, state in {}; Ctrl-C to stop",
+                a.mountpoint.display(),
+                state.display()
+            );
             let sig = wait_for_signal().await;
             tracing::info!("stopping");
             let unmounted = m.unmount().await;
@@ -219,7 +248,11 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Bench(a) => {
-            let plan = if a.quick { bench::Plan::quick() } else { bench::Plan::full() };
+            let plan = if a.quick {
+                bench::Plan::quick()
+            } else {
+                bench::Plan::full()
+            };
             let mut targets = vec![a.dir.clone()];
             targets.extend(a.baseline.iter().cloned());
             let labels: Vec<String> = targets
@@ -227,25 +260,41 @@ async fn run(cli: Cli) -> Result<i32> {
                 .enumerate()
                 .map(|(i, t)| {
                     a.labels.get(i).cloned().unwrap_or_else(|| {
-                        t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| t.display().to_string())
+                        t.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| t.display().to_string())
                     })
                 })
                 .collect();
             let results = tokio::task::spawn_blocking(move || {
-                targets.iter().zip(labels.iter()).map(|(t, l)| bench::run_target(l, t, &plan)).collect::<Result<Vec<_>>>()
+                targets
+                    .iter()
+                    .zip(labels.iter())
+                    .map(|(t, l)| bench::run_target(l, t, &plan))
+                    .collect::<Result<Vec<_>>>()
             })
             .await??;
             println!("{}", bench::table(&results));
             if let Some(j) = a.json {
-                std::fs::write(&j, bench::json(&results)).with_context(|| format!("cannot write {}", j.display()))?;
+                std::fs::write(&j, bench::json(&results))
+                    .with_context(|| format!("cannot write {}", j.display()))?;
             }
             Ok(0)
         }
         Cmd::Status(a) => {
             let config = load(&a.cluster)?;
             let s = fsd::cluster::status(&config).await?;
-            println!("cluster {:?} (epoch {}, erasure {}+{})", config.file.name, config.file.epoch, config.file.erasure.data, config.file.erasure.parity);
-            println!("{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}", "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS");
+            println!(
+                "cluster {:?} (epoch {}, erasure {}+{})",
+                config.file.name,
+                config.file.epoch,
+                config.file.erasure.data,
+                config.file.erasure.parity
+            );
+            println!(
+                "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
+                "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS"
+            );
             for n in &s.nodes {
                 let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
                 let state = match (&n.reachable, n.manager_ready) {
@@ -254,10 +303,23 @@ async fn run(cli: Cli) -> Result<i32> {
                     (Ok(_), _) => "up",
                 };
                 let (cap, used, frags) = match n.storage {
-                    Some(st) => (human(st.capacity_bytes), human(st.used_bytes), st.fragments.to_string()),
+                    Some(st) => (
+                        human(st.capacity_bytes),
+                        human(st.used_bytes),
+                        st.fragments.to_string(),
+                    ),
                     None => ("-".into(), "-".into(), "-".into()),
                 };
-                println!("{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}", n.name, roles.join(","), n.address, state, cap, used, frags);
+                println!(
+                    "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
+                    n.name,
+                    roles.join(","),
+                    n.address,
+                    state,
+                    cap,
+                    used,
+                    frags
+                );
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
                 }
@@ -278,23 +340,31 @@ fn load(dir: &Path) -> Result<ClusterConfig> {
 }
 
 fn is_root() -> bool {
-    std::env::var("USER").map(|u| u == "root").unwrap_or(false) || std::fs::metadata("/proc/self").map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    }).unwrap_or(false)
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::fs::metadata("/proc/self")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == 0
+            })
+            .unwrap_or(false)
 }
 
 fn default_state_dir() -> Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
         return Ok(PathBuf::from(x).join("shoal"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set: pass --state DIR")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_STATE_HOME nor HOME is set: pass --state DIR")?;
     Ok(PathBuf::from(home).join(".local/state/shoal"))
 }
 
 fn check_mountpoint(p: &Path) -> Result<()> {
     match std::fs::metadata(p) {
-        Err(e) => bail!("mountpoint {} is not usable ({e}): create it with `mkdir -p {}`", p.display(), p.display()),
+        Err(e) => bail!(
+            "mountpoint {} is not usable ({e}): create it with `mkdir -p {}`",
+            p.display(),
+            p.display()
+        ),
         Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", p.display()),
         Ok(_) => {}
     }

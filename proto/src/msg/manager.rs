@@ -243,6 +243,22 @@ pub enum ManagerRequest {
     Sync,
     /// Totals of the inodes this manager owns.
     Counts,
+    /// A client introduces itself: callbacks for `session` go back over the connection this
+    /// request came on. Answered with `Lease`.
+    Hello {
+        session: u64,
+    },
+    /// Renews the caller's volume lease with this manager. Answered with `Lease`; when
+    /// `lost` is set the client must drop every cached copy of this manager's inodes.
+    Renew {
+        session: u64,
+    },
+    /// Asks for the write lease of `ino` before buffering writes to it: other holders are
+    /// called back first. Answered with `Done`.
+    AcquireWrite {
+        ino: InodeId,
+        session: u64,
+    },
     /// Between managers: apply this manager's part of a cross-manager operation.
     TxApply {
         tx: TxId,
@@ -311,6 +327,20 @@ pub enum ManagerResponse {
     },
     /// Coordinator hint for routing.
     Owner(NodeId),
+    /// A volume lease grant.
+    Lease(LeaseGrant),
+}
+
+/// A volume lease: the client may use what it caches of this manager's inodes until
+/// `lease_ms` after it *sent* the request that got this grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub lease_ms: u32,
+    /// Changes whenever the manager restarts; a client seeing a new value drops its caches.
+    pub incarnation: u64,
+    /// The manager gave up waiting for this client's answer to a callback (or does not know
+    /// it): everything the client caches of this manager's inodes may be stale.
+    pub lost: bool,
 }
 
 impl fmt::Display for ManagerRequest {
@@ -354,6 +384,9 @@ impl fmt::Display for ManagerRequest {
             Counts => write!(f, "Counts"),
             TxApply { tx, .. } => write!(f, "TxApply({tx})"),
             TxOutcome { tx } => write!(f, "TxOutcome({tx})"),
+            Hello { session } => write!(f, "Hello({session:x})"),
+            Renew { session } => write!(f, "Renew({session:x})"),
+            AcquireWrite { ino, .. } => write!(f, "AcquireWrite({ino})"),
         }
     }
 }

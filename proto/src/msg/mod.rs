@@ -19,6 +19,27 @@ pub enum Request {
     Ping,
     Storage(StorageRequest),
     Manager(ManagerRequest),
+    /// A manager calling back a client over the client's own connection.
+    Client(ClientCallback),
+}
+
+/// Callbacks from a manager to a client holding leases (DESIGN.md §4). The client answers
+/// `Response::CallbackDone` only once it has done what the callback asks, including
+/// telling the kernel to drop its caches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ClientCallback {
+    /// Drop every cached copy of these inodes (attributes, data, extents, listings; the
+    /// kernel's too) and of these directory entries (parent, name).
+    Invalidate {
+        inodes: Vec<crate::ids::InodeId>,
+        entries: Vec<(crate::ids::InodeId, String)>,
+    },
+    /// Write back and commit the dirty data of `ino`, then give up the write lease. With
+    /// `drop_cache`, also drop every cached copy of it (another client is changing it).
+    Flush {
+        ino: crate::ids::InodeId,
+        drop_cache: bool,
+    },
 }
 
 /// What a node answers.
@@ -27,6 +48,8 @@ pub enum Response {
     Pong(NodeInfo),
     Storage(StorageResponse),
     Manager(ManagerResponse),
+    /// A client has carried out a callback.
+    CallbackDone,
     Error(RemoteError),
 }
 
@@ -65,6 +88,10 @@ pub enum RemoteError {
     Unavailable(String),
     #[error("i/o error: {0}")]
     Io(String),
+    /// The caller's volume lease with this manager has expired and callbacks may have been
+    /// missed: renew (`Renew`) and drop every cached copy before retrying.
+    #[error("volume lease expired: {0}")]
+    LeaseExpired(String),
 }
 
 impl RemoteError {
@@ -82,6 +109,7 @@ impl fmt::Display for Request {
             Request::Ping => write!(f, "Ping"),
             Request::Storage(r) => write!(f, "{r}"),
             Request::Manager(r) => write!(f, "{r}"),
+            Request::Client(c) => write!(f, "{c:?}"),
         }
     }
 }
@@ -92,6 +120,7 @@ impl fmt::Display for Response {
             Response::Pong(i) => write!(f, "Pong({})", i.name),
             Response::Storage(r) => write!(f, "{r:?}"),
             Response::Manager(_) => write!(f, "ManagerResponse"),
+            Response::CallbackDone => write!(f, "CallbackDone"),
             Response::Error(e) => write!(f, "Error({e})"),
         }
     }
