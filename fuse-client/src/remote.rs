@@ -37,7 +37,8 @@ pub fn remote_errno(e: &RemoteError) -> FsError {
         | RemoteError::Io(_)
         | RemoteError::NoRole(_)
         | RemoteError::NotOwner { .. }
-        | RemoteError::Unavailable(_) => FsError::EIO,
+        | RemoteError::Unavailable(_)
+        | RemoteError::LeaseExpired(_) => FsError::EIO,
     }
 }
 
