@@ -323,28 +323,34 @@ pub fn run_target(label: &str, dir: &Path, plan: &Plan) -> Result<TargetResult> 
     result
 }
 
-/// The table: one row per test, one column per target, ratios to the first baseline.
+/// The table: one row per test, one column per target (absolute figures), then one column
+/// per target with its ratio to the first baseline (the second target).
 pub fn table(results: &[TargetResult]) -> String {
     let mut s = String::new();
     let Some(first) = results.first() else {
         return s;
     };
+    let base = results.get(1);
+    let ratio_cols: Vec<&TargetResult> = match base {
+        Some(b) => results.iter().filter(|r| !std::ptr::eq(*r, b)).collect(),
+        None => Vec::new(),
+    };
     s.push_str(&format!("| {:<34} |", "test"));
     for r in results {
         s.push_str(&format!(" {:>14} |", r.label));
     }
-    if results.len() > 1 {
-        for r in &results[1..] {
-            s.push_str(&format!(
-                " {:>14} |",
-                format!("{} / {}", first.label, r.label)
-            ));
+    if let Some(b) = base {
+        for r in &ratio_cols {
+            s.push_str(&format!(" {:>18} |", format!("{} / {}", r.label, b.label)));
         }
     }
     s.push('\n');
     s.push_str(&format!("|{}|", "-".repeat(36)));
-    for _ in 0..(results.len() * 2).saturating_sub(1) {
+    for _ in results {
         s.push_str(&format!("{}:|", "-".repeat(15)));
+    }
+    for _ in &ratio_cols {
+        s.push_str(&format!("{}:|", "-".repeat(19)));
     }
     s.push('\n');
     for (i, f) in first.figures.iter().enumerate() {
@@ -353,10 +359,11 @@ pub fn table(results: &[TargetResult]) -> String {
             let v = r.figures.get(i).map(|f| f.value).unwrap_or(f64::NAN);
             s.push_str(&format!(" {:>14.0} |", v));
         }
-        if results.len() > 1 {
-            for r in &results[1..] {
-                let base = r.figures.get(i).map(|f| f.value).unwrap_or(f64::NAN);
-                s.push_str(&format!(" {:>14.2} |", f.value / base));
+        if let Some(b) = base {
+            let bv = b.figures.get(i).map(|f| f.value).unwrap_or(f64::NAN);
+            for r in &ratio_cols {
+                let v = r.figures.get(i).map(|f| f.value).unwrap_or(f64::NAN);
+                s.push_str(&format!(" {:>18.2} |", v / bv));
             }
         }
         s.push('\n');

@@ -65,6 +65,10 @@ struct UpArgs {
     /// State directory of the local cluster [default: $XDG_STATE_HOME/shoal or ~/.local/state/shoal].
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Number of client mounts: the first at MOUNTPOINT, the others at MOUNTPOINT-2,
+    /// MOUNTPOINT-3, ... (created when missing). Each is a separate client of the cluster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    clients: u16,
 }
 
 #[derive(Args)]
@@ -222,27 +226,55 @@ async fn run(cli: Cli) -> Result<i32> {
                 Some(s) => s,
                 None => default_state_dir()?,
             };
+            let mut points = vec![a.mountpoint.clone()];
+            let mut created = Vec::new();
+            for i in 2..=a.clients {
+                let mut name = a.mountpoint.clone().into_os_string();
+                name.push(format!("-{i}"));
+                let p = PathBuf::from(name);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)
+                        .with_context(|| format!("cannot create mountpoint {}", p.display()))?;
+                    created.push(p.clone());
+                }
+                check_mountpoint(&p)?;
+                points.push(p);
+            }
             let cluster = fsd::cluster::LocalCluster::start_or_create(&state).await?;
             let opts = fuse_client::MountOptions {
                 allow_other: is_root(),
                 ..Default::default()
             };
-            let m = match fsd::cluster::mount(cluster.config.clone(), &a.mountpoint, &opts).await {
-                Ok(m) => m,
-                Err(e) => {
-                    cluster.stop().await;
-                    return Err(e.into());
+            let mut mounts = Vec::new();
+            for p in &points {
+                match fsd::cluster::mount(cluster.config.clone(), p, &opts).await {
+                    Ok(m) => mounts.push(m),
+                    Err(e) => {
+                        for m in mounts {
+                            let _ = m.unmount().await;
+                        }
+                        cluster.stop().await;
+                        remove_created(&created);
+                        return Err(e.into());
+                    }
                 }
-            };
+            }
+            let shown: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
             eprintln!(
                 "shoal is up: mounted at {}, state in {}; Ctrl-C to stop",
-                a.mountpoint.display(),
+                shown.join(", "),
                 state.display()
             );
             let sig = wait_for_signal().await;
             tracing::info!("stopping");
-            let unmounted = m.unmount().await;
+            let mut unmounted = Ok(());
+            for m in mounts {
+                if let Err(e) = m.unmount().await {
+                    unmounted = Err(e);
+                }
+            }
             cluster.stop().await;
+            remove_created(&created);
             sig?;
             unmounted.context("unmount")?;
             Ok(0)
@@ -332,6 +364,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 Ok(1)
             }
         }
+    }
+}
+
+/// Removes the extra mountpoints `up` created (empty directories only).
+fn remove_created(dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
     }
 }
 
