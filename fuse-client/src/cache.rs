@@ -24,6 +24,8 @@ pub struct BlockCache {
     lru: BTreeMap<u64, (InodeId, u64)>,
     tick: u64,
     generations: HashMap<InodeId, u64>,
+    /// Added to every inode's generation; bumped by `invalidate_where`.
+    epoch: u64,
     pub hits: u64,
     pub misses: u64,
 }
@@ -37,6 +39,7 @@ impl BlockCache {
             lru: BTreeMap::new(),
             tick: 0,
             generations: HashMap::new(),
+            epoch: 0,
             hits: 0,
             misses: 0,
         }
@@ -52,7 +55,7 @@ impl BlockCache {
 
     /// The current generation of `ino`; take it before fetching, pass it to `insert`.
     pub fn generation(&self, ino: InodeId) -> u64 {
-        self.generations.get(&ino).copied().unwrap_or(0)
+        self.generations.get(&ino).copied().unwrap_or(0) + self.epoch
     }
 
     /// The block, marking it recently used.
@@ -130,6 +133,23 @@ impl BlockCache {
             .blocks
             .range((ino, from / BLOCK)..=(ino, u64::MAX))
             .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(slot) = self.blocks.remove(&k) {
+                self.lru.remove(&slot.tick);
+            }
+        }
+    }
+
+    /// Drops every block of the inodes `pred` selects. Bumps every generation (fetches in
+    /// flight for any inode do not cache what they read).
+    pub fn invalidate_where(&mut self, pred: impl Fn(InodeId) -> bool) {
+        self.epoch += 1;
+        let keys: Vec<(InodeId, u64)> = self
+            .blocks
+            .keys()
+            .filter(|(i, _)| pred(*i))
+            .copied()
             .collect();
         for k in keys {
             if let Some(slot) = self.blocks.remove(&k) {
@@ -216,5 +236,21 @@ mod tests {
         assert!(c.get(a, 3).is_none());
         assert!(c.get(b, 0).is_some());
         assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn invalidate_where_drops_selected_inodes_and_stops_fetches_in_flight() {
+        let mut c = BlockCache::new(16 * BLOCK);
+        let (a, b) = (InodeId(10), InodeId(11));
+        c.insert(a, 0, block(1), 0);
+        c.insert(b, 0, block(2), 0);
+        let g = c.generation(b);
+        c.invalidate_where(|i| i == a);
+        assert!(c.get(a, 0).is_none());
+        assert!(c.get(b, 0).is_some());
+        assert!(
+            !c.insert(b, 1, block(3), g),
+            "a fetch from before is not cached"
+        );
     }
 }

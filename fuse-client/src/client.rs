@@ -13,7 +13,9 @@ use crate::cache::BlockCache;
 use crate::dirty::FileWrites;
 use crate::error::{ClientError, FsError};
 use crate::extents::ExtentCache;
+use crate::lease::{CallbackHandler, Leases, WriteLease};
 use crate::remote::{self, Target};
+use crate::stats::{ClientStats, Counters};
 use crate::writeback::{self, Which};
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
@@ -31,6 +33,9 @@ use std::time::Duration;
 use storage::log::{LogReader, LogWriter};
 use tokio::sync::{watch, Notify};
 
+/// Setting this extended attribute (any value, on any inode) drops this client's block,
+/// extent and attribute caches; the managers are not told (benchmarks use it to read cold).
+pub const DROP_CACHES_XATTR: &str = "shoal.drop_caches";
 /// Longest name a directory entry may have.
 pub const NAME_MAX: usize = 255;
 /// Dirty memory at which writers wait for the flusher (at least two segments).
@@ -45,6 +50,8 @@ pub(crate) struct DataState {
     pub dirty_bytes: u64,
     pub cache: BlockCache,
     pub extents: ExtentCache,
+    /// Write leases per inode (checked and used under this lock, see `lease`).
+    pub leases: HashMap<InodeId, WriteLease>,
 }
 
 /// File system totals for statfs.
@@ -79,7 +86,18 @@ pub struct Client {
     pub(crate) parents: DashMap<InodeId, InodeId>,
     pub(crate) dirs: DashMap<u64, Arc<tokio::sync::Mutex<crate::dir::DirStream>>>,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
-    no_caps: DashMap<InodeId, ()>,
+    pub(crate) no_caps: DashMap<InodeId, ()>,
+    /// Volume leases per manager.
+    pub(crate) leases: Leases,
+    /// Serialises `AcquireWrite` of one inode (never taken by a callback).
+    pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
+    /// Bumped per directory when its cached listing is invalidated.
+    dir_gens: DashMap<InodeId, u64>,
+    /// Bumped when every cached listing is invalidated.
+    dir_epoch: AtomicU64,
+    /// The kernel's invalidation channel while mounted.
+    notifier: Mutex<Option<fuser::Notifier>>,
+    pub(crate) counters: Counters,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: DashMap<InodeId, FsError>,
     next_fh: AtomicU64,
@@ -101,6 +119,9 @@ impl Client {
         if managers.is_empty() {
             return Err(ClientError::NoManagers);
         }
+        // Before the first request: callbacks arrive over the connections we open.
+        let callbacks = CallbackHandler::new();
+        transport.set_callback_handler(callbacks.clone());
         let pings = managers.iter().map(|m| {
             let t = transport.clone();
             async move {
@@ -131,12 +152,23 @@ impl Client {
             }
         }
         let client = Arc::new(Client::new(config, transport));
-        match remote::call(
-            &client.mc,
-            Target::Route,
-            ManagerRequest::GetAttr { ino: InodeId::ROOT },
-        )
-        .await
+        callbacks.attach(&client);
+        if let Err((node, e)) = client.hello_all().await {
+            let m = client.config.node(node);
+            return Err(ClientError::ManagerUnreachable {
+                name: m.map(|m| m.name.clone()).unwrap_or_default(),
+                addr: m
+                    .map(|m| m.address)
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                reason: format!("Hello failed: {e}"),
+            });
+        }
+        match client
+            .call(
+                Target::Route,
+                ManagerRequest::GetAttr { ino: InodeId::ROOT },
+            )
+            .await
         {
             Ok(ManagerResponse::Attr(a)) => {
                 client.attrs.insert(a.ino, a);
@@ -150,6 +182,10 @@ impl Client {
             client.kick.clone(),
             client.stop.subscribe(),
             interval,
+        ));
+        tokio::spawn(crate::lease::renewer(
+            Arc::downgrade(&client),
+            client.stop.subscribe(),
         ));
         tracing::info!(log = %client.log_id, session = client.session, "client connected");
         Ok(client)
@@ -169,6 +205,7 @@ impl Client {
                 dirty_bytes: 0,
                 cache,
                 extents: ExtentCache::default(),
+                leases: HashMap::new(),
             }),
             log: tokio::sync::Mutex::new(None),
             reader: OnceLock::new(),
@@ -177,6 +214,12 @@ impl Client {
             parents: DashMap::new(),
             dirs: DashMap::new(),
             no_caps: DashMap::new(),
+            leases: Leases::new(config.manager_nodes().into_iter().map(|m| m.id)),
+            acquiring: DashMap::new(),
+            dir_gens: DashMap::new(),
+            dir_epoch: AtomicU64::new(0),
+            notifier: Mutex::new(None),
+            counters: Counters::default(),
             errors: DashMap::new(),
             next_fh: AtomicU64::new(1),
             flush_ids: AtomicU64::new(1),
@@ -201,6 +244,39 @@ impl Client {
     /// This mount's session id.
     pub fn session(&self) -> u64 {
         self.session
+    }
+
+    /// Message counters: callbacks received, renewals and manager requests sent.
+    pub fn stats(&self) -> ClientStats {
+        self.counters.snapshot()
+    }
+
+    /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
+    pub fn set_notifier(&self, notifier: Option<fuser::Notifier>) {
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
+    }
+
+    pub(crate) fn notifier(&self) -> Option<fuser::Notifier> {
+        self.notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The generation of `dir`'s listing; a buffered page of another generation is stale.
+    pub(crate) fn dir_generation(&self, dir: InodeId) -> (u64, u64) {
+        (
+            self.dir_epoch.load(Ordering::Acquire),
+            self.dir_gens.get(&dir).map(|g| *g).unwrap_or(0),
+        )
+    }
+
+    pub(crate) fn bump_dir_generation(&self, dir: InodeId) {
+        *self.dir_gens.entry(dir).or_insert(0) += 1;
+    }
+
+    pub(crate) fn bump_dir_generations(&self) {
+        self.dir_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Bytes written locally and not yet committed.
@@ -239,7 +315,7 @@ impl Client {
             .config
             .manager_nodes()
             .into_iter()
-            .map(|m| remote::call(&self.mc, Target::Node(m.id), ManagerRequest::Sync));
+            .map(|m| self.call(Target::Node(m.id), ManagerRequest::Sync));
         for r in futures::future::join_all(syncs).await {
             r?;
         }
@@ -279,7 +355,7 @@ impl Client {
 
     async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
-        match remote::call(&self.mc, Target::Route, req).await? {
+        match self.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 self.note_attr(&a);
                 Ok(self.local_view(a))
@@ -290,7 +366,7 @@ impl Client {
 
     async fn done_call(&self, req: ManagerRequest) -> Result<(), FsError> {
         let what = req.to_string();
-        match remote::call(&self.mc, Target::Route, req).await? {
+        match self.call(Target::Route, req).await? {
             ManagerResponse::Done => Ok(()),
             other => Err(remote::unexpected(&what, &other)),
         }
@@ -298,12 +374,16 @@ impl Client {
 
     pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
         check_name(name)?;
-        let a = self
+        let mut a = self
             .attr_call(ManagerRequest::Lookup {
                 parent,
                 name: name.to_string(),
             })
             .await?;
+        if self.owner(a.ino) != self.owner(parent) {
+            // The child's owner registers us as a reader only if we ask it.
+            a = self.getattr(a.ino).await?;
+        }
         if a.kind == proto::msg::FileKind::Dir && name != ".." && name != "." {
             self.parents.insert(a.ino, parent);
         }
@@ -348,7 +428,7 @@ impl Client {
         let mut log = self.log.lock().await;
         self.flush_locked(&mut log, Which::One(ino), false).await?;
         let req = ManagerRequest::SetAttr { ino, set, caller };
-        let a = match remote::call(&self.mc, Target::Route, req).await? {
+        let a = match self.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => a,
             other => return Err(remote::unexpected("SetAttr", &other)),
         };
@@ -417,6 +497,10 @@ impl Client {
                 Some(self.session),
             )
             .await?;
+        // Create with our session made us the holder of the write lease.
+        if let Some(epoch) = self.lease_epoch(a.ino) {
+            self.record_write_lease(a.ino, epoch, 0);
+        }
         self.opened_by_create(a.ino).await;
         Ok((a, self.next_fh()))
     }
@@ -556,7 +640,10 @@ impl Client {
     }
 
     pub async fn readlink(&self, ino: InodeId) -> Result<String, FsError> {
-        match remote::call(&self.mc, Target::Route, ManagerRequest::ReadLink { ino }).await? {
+        match self
+            .call(Target::Route, ManagerRequest::ReadLink { ino })
+            .await?
+        {
             ManagerResponse::Target(t) => Ok(t),
             other => Err(remote::unexpected("ReadLink", &other)),
         }
@@ -624,6 +711,9 @@ impl Client {
 
     pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
         let caps = name == "security.capability";
+        if caps {
+            self.ensure_lease(ino).await;
+        }
         if caps && self.no_caps.contains_key(&ino) {
             return Err(FsError(libc::ENODATA));
         }
@@ -631,7 +721,7 @@ impl Client {
             ino,
             name: name.to_string(),
         };
-        match remote::call(&self.mc, Target::Route, req).await {
+        match self.call(Target::Route, req).await {
             Ok(ManagerResponse::Xattr(v)) => Ok(v),
             Ok(other) => Err(remote::unexpected("GetXattr", &other)),
             Err(e) => {
@@ -657,6 +747,10 @@ impl Client {
         if value.len() > 64 << 10 {
             return Err(FsError(libc::E2BIG));
         }
+        if name == DROP_CACHES_XATTR {
+            self.drop_caches();
+            return Ok(());
+        }
         self.no_caps.remove(&ino);
         let req = ManagerRequest::SetXattr {
             ino,
@@ -669,7 +763,10 @@ impl Client {
     }
 
     pub async fn listxattr(&self, ino: InodeId) -> Result<Vec<String>, FsError> {
-        match remote::call(&self.mc, Target::Route, ManagerRequest::ListXattr { ino }).await? {
+        match self
+            .call(Target::Route, ManagerRequest::ListXattr { ino })
+            .await?
+        {
             ManagerResponse::XattrNames(n) => Ok(n),
             other => Err(remote::unexpected("ListXattr", &other)),
         }
@@ -723,7 +820,7 @@ impl Client {
             self.config
                 .manager_nodes()
                 .into_iter()
-                .map(|m| remote::call(&self.mc, Target::Node(m.id), ManagerRequest::Counts)),
+                .map(|m| self.call(Target::Node(m.id), ManagerRequest::Counts)),
         )
         .await;
         let mut total = FsCounts::default();

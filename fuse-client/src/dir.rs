@@ -32,6 +32,8 @@ pub struct DirStream {
     /// Manager cookie the first buffered entry follows.
     from: u64,
     entries: Vec<DirEntry>,
+    /// The directory's listing generation when the page was read (`Client::dir_generation`).
+    generation: (u64, u64),
 }
 
 impl DirStream {
@@ -103,11 +105,14 @@ impl Client {
         };
         let mut stream = stream.lock().await;
         let cookie = cookie_of(offset);
+        self.ensure_lease(ino).await;
+        let generation = self.dir_generation(ino);
         let start = match stream.position(cookie) {
-            Some(i) if i < stream.entries.len() => i,
+            Some(i) if i < stream.entries.len() && stream.generation == generation => i,
             _ => {
                 let entries = self.read_page(ino, cookie).await?;
                 stream.replace(cookie, entries);
+                stream.generation = generation;
                 0
             }
         };
@@ -131,7 +136,7 @@ impl Client {
             offset: cookie,
             max: PAGE,
         };
-        match remote::call(&self.mc, Target::Route, req).await? {
+        match self.call(Target::Route, req).await? {
             ManagerResponse::Entries(e) => Ok(e),
             other => Err(remote::unexpected("ReadDir", &other)),
         }
@@ -143,6 +148,7 @@ impl Client {
         if ino == InodeId::ROOT {
             return ino;
         }
+        self.ensure_lease(ino).await;
         if let Some(p) = self.parents.get(&ino) {
             return *p;
         }
@@ -150,7 +156,7 @@ impl Client {
             parent: ino,
             name: "..".into(),
         };
-        match remote::call(&self.mc, Target::Route, req).await {
+        match self.call(Target::Route, req).await {
             Ok(ManagerResponse::Attr(a)) => {
                 self.parents.insert(ino, a.ino);
                 a.ino

@@ -94,6 +94,10 @@ impl ExtentCache {
         self.windows.insert((ino, window), extents);
     }
 
+    pub fn invalidate_where(&mut self, pred: impl Fn(InodeId) -> bool) {
+        self.windows.retain(|(i, _), _| !pred(*i));
+    }
+
     pub fn invalidate(&mut self, ino: InodeId) {
         self.windows.retain(|(i, _), _| *i != ino);
     }

@@ -294,7 +294,14 @@ impl Filesystem for ShoalFs {
     fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |c| async move {
             match c.open(ino(i)).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    let flags = if c.keep_cache(ino(i)) {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -327,14 +334,17 @@ impl Filesystem for ShoalFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = bytes::Bytes::copy_from_slice(data);
+        // O_APPEND: the kernel's offset comes from its cached size, which another client
+        // may have outdated; the client appends at the size it knows under the write lease.
+        let append = flags.0 & libc::O_APPEND != 0;
         self.spawn(move |c| async move {
-            match c.write(ino(i), offset, &data).await {
-                Ok(n) => reply.written(n),
+            match c.write_at(ino(i), offset, &data, append).await {
+                Ok((_, n)) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
             }
         });

@@ -22,8 +22,16 @@ use std::sync::Arc;
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 /// Concurrent log reads of one read request.
 const READ_PARALLEL: usize = 8;
+/// Rounds of (acquire the write lease, buffer) one write tries.
+const WRITE_ROUNDS: usize = 8;
 
 impl Client {
+    /// Whether the kernel may keep `ino`'s page cache across opens: only when its manager
+    /// grants leases and we can tell the kernel to drop it on a callback.
+    pub fn keep_cache(&self, ino: InodeId) -> bool {
+        self.lease_epoch(ino).is_some() && self.notifier().is_some()
+    }
+
     /// Opens `ino`: refreshes its attributes and registers the open (first local open).
     pub async fn open(&self, ino: InodeId) -> Result<u64, FsError> {
         self.getattr(ino).await?;
@@ -65,44 +73,74 @@ impl Client {
 
     async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {
         let node = self.mc.owner_of(ino);
-        match remote::call(&self.mc, Target::Node(node), ManagerRequest::Sync).await? {
+        match self.call(Target::Node(node), ManagerRequest::Sync).await? {
             ManagerResponse::Done => Ok(()),
             other => Err(remote::unexpected("Sync", &other)),
         }
     }
 
-    /// Buffers a write; returns the bytes accepted (all of them).
+    /// Buffers a write at `off`; returns the bytes accepted (all of them).
     pub async fn write(&self, ino: InodeId, off: u64, data: &[u8]) -> Result<u32, FsError> {
+        self.write_at(ino, off, data, false).await.map(|(_, n)| n)
+    }
+
+    /// Buffers a write under the write lease of `ino` (asking for it first if needed). With
+    /// `append` (O_APPEND) the data goes at the end of the file as this client knows it
+    /// under the lease, whatever `off` says. Returns the offset written at and the bytes
+    /// accepted.
+    pub async fn write_at(
+        &self,
+        ino: InodeId,
+        off: u64,
+        data: &[u8],
+        append: bool,
+    ) -> Result<(u64, u32), FsError> {
         if data.is_empty() {
-            return Ok(0);
-        }
-        let end = off.checked_add(data.len() as u64).ok_or(FsError::EFBIG)?;
-        if end > MAX_FILE_SIZE {
-            return Err(FsError::EFBIG);
+            return Ok((off, 0));
         }
         self.wait_for_space().await?;
-        let known = self.lock_state().files.contains_key(&ino);
-        let base = if known {
-            0
-        } else {
-            self.committed_size(ino).await?
-        };
-        let now = Timestamp::now();
-        let kick = {
-            let mut st = self.lock_state();
-            let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
-            let grew = w.write(off, data, now);
-            st.dirty_bytes += grew;
-            st.dirty_bytes >= self.config.file.client.segment_bytes
-        };
-        if kick {
-            self.kick.notify_one();
+        // Bounded: a round is repeated only when a Flush callback took the lease meanwhile.
+        for _ in 0..WRITE_ROUNDS {
+            self.ensure_lease(ino).await;
+            self.acquire_write(ino).await?;
+            let known = self.lock_state().files.contains_key(&ino);
+            if !known && !self.attrs.contains_key(&ino) {
+                self.getattr(ino).await?;
+            }
+            let committed = self.attrs.get(&ino).map(|a| a.size);
+            let now = Timestamp::now();
+            let done = {
+                let mut st = self.lock_state();
+                let base = st.files.get(&ino).map(|w| w.size).or(committed);
+                match base {
+                    Some(base) if self.write_lease_held(&st, ino) => {
+                        let at = if append { base } else { off };
+                        let end = at.checked_add(data.len() as u64).ok_or(FsError::EFBIG)?;
+                        if end > MAX_FILE_SIZE {
+                            return Err(FsError::EFBIG);
+                        }
+                        let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
+                        let grew = w.write(at, data, now);
+                        st.dirty_bytes += grew;
+                        Some((at, st.dirty_bytes >= self.config.file.client.segment_bytes))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((at, kick)) = done {
+                if kick {
+                    self.kick.notify_one();
+                }
+                return Ok((at, data.len() as u32));
+            }
         }
-        Ok(data.len() as u32)
+        tracing::warn!(inode = %ino, "write lease kept being called back; giving up the write");
+        Err(FsError::EIO)
     }
 
     /// Reads up to `size` bytes at `off`: short at end of file, zeros in holes.
     pub async fn read(&self, ino: InodeId, off: u64, size: u32) -> Result<Bytes, FsError> {
+        self.ensure_lease(ino).await;
         // Local data first: a commit that lands after this snapshot only adds clean data
         // that the snapshot already overrides.
         let (local_size, snap) = {
@@ -255,7 +293,7 @@ impl Client {
                         offset: w * WINDOW,
                         len: WINDOW,
                     };
-                    let l = match remote::call(&self.mc, Target::Route, req).await? {
+                    let l = match self.call(Target::Route, req).await? {
                         ManagerResponse::Extents(e) => Arc::new(e),
                         other => return Err(remote::unexpected("GetExtents", &other)),
                     };

@@ -4,7 +4,9 @@
 //! (`proto::route::ManagerClient`), written data is buffered (`dirty`), appended to this
 //! client's log as segments and committed as extents (`writeback`), and reads overlay dirty
 //! data on a bounded block cache (`cache`) filled from the log (`extents`). `fs` adapts it to
-//! fuser; `mount` mounts and unmounts it.
+//! fuser; `mount` mounts and unmounts it. `lease` keeps the volume leases with every manager,
+//! the write lease per inode and answers manager callbacks (single-copy semantics); `stats`
+//! counts the messages.
 //! Must not block a runtime thread, and must not link the manager crate.
 
 pub mod attr;
@@ -16,11 +18,15 @@ pub mod error;
 pub mod extents;
 pub mod fs;
 mod io;
+pub mod lease;
 pub mod mount;
 pub mod remote;
+pub mod stats;
 pub mod writeback;
 
 pub use client::{Client, StatFs};
 pub use dir::DirItem;
 pub use error::{ClientError, FsError};
+pub use lease::CallbackHandler;
 pub use mount::{mount, Mount, MountOptions};
+pub use stats::ClientStats;

@@ -116,6 +116,7 @@ pub fn mount(
             source,
         }
     })?;
+    client.set_notifier(Some(session.notifier()));
     tracing::info!(mountpoint = %mountpoint.display(), log = %client.log_id(), "mounted");
     Ok(Mount {
         client,
@@ -137,6 +138,7 @@ impl Mount {
     /// Dirty data is written even if the unmount then fails.
     pub async fn unmount(mut self) -> Result<(), ClientError> {
         let flushed = self.client.sync_all().await;
+        self.client.set_notifier(None);
         let session = self.session.take();
         let path = self.mountpoint.clone();
         let unmounted = match session {
@@ -168,6 +170,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
+            self.client.set_notifier(None);
             tracing::warn!(
                 mountpoint = %self.mountpoint.display(),
                 "mount dropped without unmount(): unmounting; unwritten data is lost"

@@ -4,8 +4,10 @@
 //! connection that could not be made, so the request was never sent) for up to
 //! `RETRY_FOR`, and turning every other failure into an errno. Must not retry a request
 //! that may have reached the manager (timeouts, broken connections): those become EIO.
+//! `LeaseExpired` is reported apart (`Failure::LeaseExpired`) for the lease layer to renew.
 
 use crate::error::FsError;
+use crate::stats::Counters;
 use proto::ids::NodeId;
 use proto::msg::{ManagerRequest, ManagerResponse, RemoteError};
 use proto::route::{CallError, ManagerClient};
@@ -22,7 +24,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Retry,
+    /// The manager no longer honours our volume lease: renew, drop caches, retry.
+    LeaseExpired,
     Fail(FsError),
+}
+
+/// Why `call_with` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The manager answered `LeaseExpired`.
+    LeaseExpired,
+    Errno(FsError),
+}
+
+impl From<Failure> for FsError {
+    fn from(f: Failure) -> FsError {
+        match f {
+            Failure::LeaseExpired => FsError::EIO,
+            Failure::Errno(e) => e,
+        }
+    }
 }
 
 /// Maps a remote error to the errno the kernel gets.
@@ -48,6 +69,7 @@ pub fn verdict(e: &CallError) -> Verdict {
         CallError::Remote(RemoteError::Unavailable(_) | RemoteError::NotOwner { .. }) => {
             Verdict::Retry
         }
+        CallError::Remote(RemoteError::LeaseExpired(_)) => Verdict::LeaseExpired,
         CallError::Remote(r) => Verdict::Fail(remote_errno(r)),
         // Connecting failed: the request never left, so sending it again is safe.
         CallError::Transport(TransportError::Unreachable { .. }) => Verdict::Retry,
@@ -65,16 +87,32 @@ pub enum Target {
     Node(NodeId),
 }
 
-/// Sends `req` with retries; returns the manager's answer or an errno.
+/// Sends `req` with retries; returns the manager's answer or an errno (`LeaseExpired`
+/// becomes EIO: callers that hold leases use `call_with`).
 pub async fn call(
     mc: &ManagerClient,
     target: Target,
     req: ManagerRequest,
 ) -> Result<ManagerResponse, FsError> {
+    call_with(mc, target, req, None)
+        .await
+        .map_err(FsError::from)
+}
+
+/// `call`, counting every attempt in `counters` and reporting `LeaseExpired` apart.
+pub async fn call_with(
+    mc: &ManagerClient,
+    target: Target,
+    req: ManagerRequest,
+    counters: Option<&Counters>,
+) -> Result<ManagerResponse, Failure> {
     let deadline = Instant::now() + RETRY_FOR;
     let mut backoff = FIRST_BACKOFF;
     // Bounded by the deadline: every round sleeps at least FIRST_BACKOFF.
     loop {
+        if let Some(c) = counters {
+            c.rpc(&req);
+        }
         let res = match target {
             Target::Route => mc.call(req.clone()).await,
             Target::Node(n) => mc.call_node(n, req.clone()).await,
@@ -84,19 +122,23 @@ pub async fn call(
             Err(e) => e,
         };
         match verdict(&err) {
+            Verdict::LeaseExpired => {
+                tracing::debug!(%req, "manager answered {err}");
+                return Err(Failure::LeaseExpired);
+            }
             Verdict::Fail(errno) => {
                 if matches!(err, CallError::Remote(RemoteError::Errno { .. })) {
                     tracing::debug!(%req, "manager answered {err}");
                 } else {
                     tracing::warn!(%req, "manager call failed: {err}");
                 }
-                return Err(errno);
+                return Err(Failure::Errno(errno));
             }
             Verdict::Retry => {
                 let now = Instant::now();
                 if now >= deadline {
                     tracing::warn!(%req, "manager still unavailable after {RETRY_FOR:?}: {err}");
-                    return Err(FsError::EIO);
+                    return Err(Failure::Errno(FsError::EIO));
                 }
                 tracing::debug!(%req, "manager unavailable, retrying in {backoff:?}: {err}");
                 tokio::time::sleep(backoff.min(deadline - now)).await;
@@ -141,6 +183,8 @@ mod tests {
             verdict(&CallError::Transport(timeout)),
             Verdict::Fail(FsError::EIO)
         );
+        let expired = CallError::Remote(RemoteError::LeaseExpired("x".into()));
+        assert_eq!(verdict(&expired), Verdict::LeaseExpired);
     }
 
     #[test]

@@ -326,7 +326,7 @@ impl Client {
 
     async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
         let req = ManagerRequest::CommitWrites { writes, sync };
-        match remote::call(&self.mc, Target::Route, req).await? {
+        match self.call(Target::Route, req).await? {
             ManagerResponse::Committed(a) => Ok(a),
             other => Err(remote::unexpected("CommitWrites", &other)),
         }

@@ -1,6 +1,10 @@
 //! Test harness: real storage servers (in-memory stores) on mTLS QUIC loopback endpoints,
 //! and a small in-memory fake manager that serves the metadata requests the client sends.
-//! The fake keeps extents in commit order and never checks permissions.
+//! The fake keeps extents in commit order and never checks permissions. It implements the
+//! lease protocol in a simplified form (Hello/Renew/AcquireWrite, readers and writer per
+//! inode, Flush before reads, Flush+Invalidate around mutations, callbacks over
+//! `Transport::call_peer`, `LeaseExpired` for sessions marked lost); `leases = false` makes
+//! it answer like a manager without leases.
 
 #![allow(dead_code)]
 
@@ -8,14 +12,16 @@ use bytes::Bytes;
 use proto::config::{ClusterConfig, ErasureConfig};
 use proto::ids::InodeId;
 use proto::msg::{
-    Attr, DirEntry, Extent, FileKind, FsCounts, ManagerRequest, ManagerResponse, NewNode, NodeInfo,
-    RemoteError, Request, Response, Timestamp,
+    Attr, ClientCallback, DirEntry, Extent, FileKind, FsCounts, LeaseGrant, ManagerRequest,
+    ManagerResponse, NewNode, NodeInfo, RemoteError, Request, Response, Timestamp,
 };
 use proto::tls::{write_pem, CertAuthority, Identity};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use storage::{MemStore, Server, ServerHandler};
 
 pub struct Node {
@@ -33,10 +39,70 @@ pub struct FakeState {
     pub commits: u64,
     pub synced_commits: u64,
     pub opens: HashMap<InodeId, i64>,
+    /// Lease protocol on (default) or answered `Invalid` like an old manager.
+    pub leases: bool,
+    pub lease_ms: u32,
+    pub incarnation: u64,
+    pub sessions: HashMap<SocketAddr, u64>,
+    pub addrs: HashMap<u64, SocketAddr>,
+    pub readers: HashMap<InodeId, HashSet<u64>>,
+    pub writer: HashMap<InodeId, u64>,
+    /// Sessions that get `lost: true` at their next Renew and `LeaseExpired` until then.
+    pub lost: HashSet<u64>,
+    /// Every callback sent: (session, callback).
+    pub callbacks: Vec<(u64, ClientCallback)>,
 }
 
 pub struct FakeManager {
     pub state: Mutex<FakeState>,
+    pub transport: OnceLock<Arc<Transport>>,
+}
+
+/// What a request does to the lease table.
+enum LeaseEffect {
+    Read(Vec<InodeId>),
+    Mutate(Vec<InodeId>, Vec<(InodeId, String)>),
+    Acquire(InodeId),
+    None,
+}
+
+fn lease_effect(st: &FakeState, req: &ManagerRequest) -> LeaseEffect {
+    use ManagerRequest::*;
+    let child = |parent: &InodeId, name: &str| {
+        st.nodes
+            .get(parent)
+            .and_then(|p| p.entries.get(name).copied())
+    };
+    match req {
+        Lookup { parent, name } => {
+            let mut v = vec![*parent];
+            v.extend(child(parent, name));
+            LeaseEffect::Read(v)
+        }
+        GetAttr { ino }
+        | ReadDir { ino, .. }
+        | ReadLink { ino }
+        | Open { ino, .. }
+        | GetXattr { ino, .. }
+        | ListXattr { ino }
+        | GetExtents { ino, .. } => LeaseEffect::Read(vec![*ino]),
+        SetAttr { ino, .. } | SetXattr { ino, .. } | RemoveXattr { ino, .. } => {
+            LeaseEffect::Mutate(vec![*ino], Vec::new())
+        }
+        Create { parent, name, .. } => {
+            LeaseEffect::Mutate(vec![*parent], vec![(*parent, name.clone())])
+        }
+        Unlink { parent, name, .. } | Rmdir { parent, name, .. } => {
+            let mut v = vec![*parent];
+            v.extend(child(parent, name));
+            LeaseEffect::Mutate(v, vec![(*parent, name.clone())])
+        }
+        CommitWrites { writes, .. } => {
+            LeaseEffect::Mutate(writes.iter().map(|w| w.ino).collect(), Vec::new())
+        }
+        AcquireWrite { ino, .. } => LeaseEffect::Acquire(*ino),
+        _ => LeaseEffect::None,
+    }
 }
 
 fn attr(ino: InodeId, kind: FileKind, perm: u16) -> Attr {
@@ -78,8 +144,12 @@ impl FakeManager {
                 target: None,
             },
         );
+        st.leases = true;
+        st.lease_ms = 5000;
+        st.incarnation = 1;
         Arc::new(FakeManager {
             state: Mutex::new(st),
+            transport: OnceLock::new(),
         })
     }
 
@@ -258,6 +328,7 @@ impl FakeManager {
                 }
                 ManagerResponse::Committed(out)
             }
+            AcquireWrite { .. } => ManagerResponse::Done,
             Open { ino, .. } => {
                 *st.opens.entry(ino).or_default() += 1;
                 ManagerResponse::Done
@@ -276,21 +347,246 @@ impl FakeManager {
     }
 }
 
-impl Handler for FakeManager {
-    fn handle(&self, _peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
-        let resp = match req {
-            Request::Ping => Response::Pong(NodeInfo {
-                name: "manager-1".into(),
-                roles: vec!["manager".into()],
-                version: proto::VERSION.into(),
-            }),
-            Request::Manager(r) => match self.apply(r) {
-                Ok(r) => Response::Manager(r),
-                Err(e) => Response::Error(e),
-            },
-            Request::Storage(_) => Response::Error(RemoteError::NoRole("storage".into())),
+impl FakeManager {
+    /// Marks `session` lost: `LeaseExpired` to its requests, `lost: true` at its next Renew.
+    pub fn mark_lost(&self, session: u64) {
+        self.lock().lost.insert(session);
+    }
+
+    /// Sends a callback to `session` and waits for its answer.
+    pub async fn callback(&self, session: u64, cb: ClientCallback) -> Result<Response, String> {
+        let addr = self
+            .lock()
+            .addrs
+            .get(&session)
+            .copied()
+            .ok_or("unknown session")?;
+        self.lock().callbacks.push((session, cb.clone()));
+        let t = self.transport.get().ok_or("no transport")?;
+        t.call_peer(
+            addr,
+            &Request::Client(cb),
+            Bytes::new(),
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|(r, _)| r)
+        .map_err(|e| e.to_string())
+    }
+
+    /// Sends every callback at once; a holder that does not answer is marked lost.
+    async fn callbacks(&self, cbs: Vec<(u64, ClientCallback)>) {
+        let calls = cbs.into_iter().map(|(s, cb)| async move {
+            match self.callback(s, cb).await {
+                Ok(Response::CallbackDone) => {}
+                other => {
+                    eprintln!("fake manager: callback to {s:x} failed: {other:?}");
+                    self.mark_lost(s);
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    fn grant(&self, lost: bool) -> ManagerResponse {
+        let st = self.lock();
+        ManagerResponse::Lease(LeaseGrant {
+            lease_ms: st.lease_ms,
+            incarnation: st.incarnation,
+            lost,
+        })
+    }
+
+    async fn manager(
+        &self,
+        from: SocketAddr,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, RemoteError> {
+        let not_yet =
+            || RemoteError::Invalid("volume leases are not implemented by this manager yet".into());
+        let leases = self.lock().leases;
+        match req {
+            ManagerRequest::Hello { session } => {
+                if !leases {
+                    return Err(not_yet());
+                }
+                {
+                    let mut st = self.lock();
+                    st.sessions.insert(from, session);
+                    st.addrs.insert(session, from);
+                    st.lost.remove(&session);
+                }
+                return Ok(self.grant(false));
+            }
+            ManagerRequest::Renew { session } => {
+                if !leases {
+                    return Err(not_yet());
+                }
+                let lost = {
+                    let mut st = self.lock();
+                    let known = st.addrs.contains_key(&session);
+                    st.lost.remove(&session) || !known
+                };
+                return Ok(self.grant(lost));
+            }
+            ManagerRequest::AcquireWrite { .. } if !leases => return Err(not_yet()),
+            _ => {}
+        }
+        if !leases {
+            return self.apply(req);
+        }
+        let (me, effect) = {
+            let st = self.lock();
+            let me = st.sessions.get(&from).copied().unwrap_or(0);
+            if st.lost.contains(&me) {
+                return Err(RemoteError::LeaseExpired(
+                    "fake manager: session lost".into(),
+                ));
+            }
+            (me, lease_effect(&st, &req))
         };
-        Box::pin(async move { (resp, Bytes::new()) })
+        // Before: flush other writers (and for AcquireWrite invalidate other readers).
+        let before: Vec<(u64, ClientCallback)> = {
+            let st = self.lock();
+            let mut cbs = Vec::new();
+            let (inos, drop_cache) = match &effect {
+                LeaseEffect::Read(v) => (v.clone(), false),
+                LeaseEffect::Mutate(v, _) => (v.clone(), true),
+                LeaseEffect::Acquire(i) => (vec![*i], true),
+                LeaseEffect::None => (Vec::new(), false),
+            };
+            for ino in &inos {
+                if let Some(&w) = st.writer.get(ino) {
+                    if w != me {
+                        cbs.push((
+                            w,
+                            ClientCallback::Flush {
+                                ino: *ino,
+                                drop_cache,
+                            },
+                        ));
+                    }
+                }
+            }
+            if let LeaseEffect::Acquire(ino) = &effect {
+                for r in st.readers.get(ino).into_iter().flatten() {
+                    if *r != me && st.writer.get(ino) != Some(r) {
+                        cbs.push((
+                            *r,
+                            ClientCallback::Invalidate {
+                                inodes: vec![*ino],
+                                entries: vec![],
+                            },
+                        ));
+                    }
+                }
+            }
+            cbs
+        };
+        self.callbacks(before.clone()).await;
+        {
+            let mut st = self.lock();
+            for (s, cb) in &before {
+                let ClientCallback::Flush { ino, drop_cache } = cb else {
+                    continue;
+                };
+                st.writer.remove(ino);
+                let readers = st.readers.entry(*ino).or_default();
+                if *drop_cache {
+                    readers.remove(s);
+                } else {
+                    readers.insert(*s);
+                }
+            }
+            if let LeaseEffect::Acquire(ino) = &effect {
+                st.writer.insert(*ino, me);
+                st.readers.insert(*ino, HashSet::from([me]));
+            }
+        }
+        let resp = self.apply(req.clone())?;
+        // After: register readers, invalidate other holders of what changed.
+        let after: Vec<(u64, ClientCallback)> = {
+            let mut st = self.lock();
+            match &effect {
+                LeaseEffect::Read(v) => {
+                    let mut v = v.clone();
+                    if let ManagerResponse::Attr(a) = &resp {
+                        v.push(a.ino);
+                    }
+                    for ino in v {
+                        st.readers.entry(ino).or_default().insert(me);
+                    }
+                    Vec::new()
+                }
+                LeaseEffect::Mutate(v, entries) => {
+                    let mut per: HashMap<u64, Vec<InodeId>> = HashMap::new();
+                    for ino in v {
+                        let holders: Vec<u64> = st
+                            .readers
+                            .get(ino)
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                            .chain(st.writer.get(ino).copied())
+                            .filter(|h| *h != me)
+                            .collect();
+                        for h in holders {
+                            per.entry(h).or_default().push(*ino);
+                        }
+                        if let Some(r) = st.readers.get_mut(ino) {
+                            r.retain(|h| *h == me);
+                        }
+                    }
+                    if let (
+                        ManagerRequest::Create {
+                            session: Some(_), ..
+                        },
+                        ManagerResponse::Attr(a),
+                    ) = (&req, &resp)
+                    {
+                        st.writer.insert(a.ino, me);
+                        st.readers.entry(a.ino).or_default().insert(me);
+                    }
+                    per.into_iter()
+                        .map(|(h, mut inodes)| {
+                            inodes.sort_unstable();
+                            inodes.dedup();
+                            (
+                                h,
+                                ClientCallback::Invalidate {
+                                    inodes,
+                                    entries: entries.clone(),
+                                },
+                            )
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        self.callbacks(after).await;
+        Ok(resp)
+    }
+}
+
+impl Handler for FakeManager {
+    fn handle(&self, peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+        Box::pin(async move {
+            let resp = match req {
+                Request::Ping => Response::Pong(NodeInfo {
+                    name: "manager-1".into(),
+                    roles: vec!["manager".into()],
+                    version: proto::VERSION.into(),
+                }),
+                Request::Manager(r) => match self.manager(peer.addr, r).await {
+                    Ok(r) => Response::Manager(r),
+                    Err(e) => Response::Error(e),
+                },
+                Request::Storage(_) => Response::Error(RemoteError::NoRole("storage".into())),
+                Request::Client(_) => Response::Error(RemoteError::NoRole("client".into())),
+            };
+            (resp, Bytes::new())
+        })
     }
 }
 
@@ -337,6 +633,7 @@ impl TestCluster {
         let manager = FakeManager::new();
         let t = Transport::bind(any, &identity(&tls, &ca, "manager-1"), true).expect("bind");
         t.serve(manager.clone());
+        let _ = manager.transport.set(t.clone());
         file.nodes[3].address = t.local_addr().expect("addr");
         servers.push(t);
         file.client.segment_bytes = segment_bytes;

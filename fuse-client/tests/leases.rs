@@ -1,0 +1,290 @@
+//! Volume leases and callbacks against the fake manager: buffered writes of one client seen
+//! by another (Flush callbacks), Invalidate and lost leases dropping caches, LeaseExpired
+//! retries, O_APPEND at the size known under the write lease, the drop-caches xattr, and a
+//! manager without leases.
+
+mod common;
+
+use common::TestCluster;
+use proto::ids::InodeId;
+use proto::msg::{Caller, ClientCallback, Response};
+use std::time::Duration;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l10_buffered_write_is_seen_by_another_client() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let b = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    a.write(ino, 0, b"hello A").await.expect("write");
+    assert_eq!(a.stats().rpc("AcquireWrite"), 0, "create made A the writer");
+    assert!(a.dirty_bytes() > 0, "the write is buffered");
+    {
+        tracing::info!("--- B looks up and reads: the manager flushes A first");
+        let seen = b.lookup(InodeId::ROOT, "f").await.expect("lookup");
+        assert_eq!(seen.size, 7);
+        assert_eq!(&b.read(ino, 0, 100).await.expect("read")[..], b"hello A");
+        assert_eq!(a.stats().flush_callbacks, 1);
+        assert_eq!(a.dirty_bytes(), 0, "the flush committed A's data");
+    }
+    {
+        tracing::info!("--- A writes again: it re-acquires, B is invalidated and reads anew");
+        a.write(ino, 0, b"HELLO").await.expect("write");
+        assert_eq!(a.stats().rpc("AcquireWrite"), 1);
+        assert!(b.stats().invalidate_callbacks >= 1);
+        assert_eq!(&b.read(ino, 0, 100).await.expect("read")[..], b"HELLO A");
+        assert_eq!(a.stats().flush_callbacks, 2);
+    }
+    {
+        tracing::info!("--- and the other way round");
+        b.write(ino, 7, b" and B").await.expect("write");
+        assert_eq!(b.stats().rpc("AcquireWrite"), 1);
+        assert_eq!(
+            &a.read(ino, 0, 100).await.expect("read")[..],
+            b"HELLO A and B"
+        );
+        assert_eq!(b.stats().flush_callbacks, 1);
+    }
+    assert!(a.stats().rpc("Hello") >= 1 && b.stats().rpc("Hello") >= 1);
+}
+
+/// Reads `ino` once so its attributes, extents and blocks are cached; returns the data.
+async fn warm(c: &fuse_client::Client, ino: InodeId) -> Vec<u8> {
+    let first = c.read(ino, 0, 1 << 16).await.expect("read");
+    let before = c.stats().total_rpcs();
+    let again = c.read(ino, 0, 1 << 16).await.expect("read again");
+    assert_eq!(first, again);
+    assert_eq!(c.stats().total_rpcs(), before, "a warm read asks nobody");
+    first.to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l20_invalidate_and_lost_leases_drop_caches() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    a.write(ino, 0, &vec![7u8; 100_000]).await.expect("write");
+    a.fsync(ino).await.expect("fsync");
+    {
+        tracing::info!("--- an Invalidate callback drops the cached copies");
+        warm(&a, ino).await;
+        let ex = a.stats().rpc("GetExtents");
+        let cb = ClientCallback::Invalidate {
+            inodes: vec![ino],
+            entries: vec![(InodeId::ROOT, "f".into())],
+        };
+        let r = cluster
+            .manager
+            .callback(a.session(), cb)
+            .await
+            .expect("callback");
+        assert!(matches!(r, Response::CallbackDone), "{r:?}");
+        assert_eq!(a.stats().invalidate_callbacks, 1);
+        assert_eq!(a.read(ino, 0, 10).await.expect("read").len(), 10);
+        assert!(
+            a.stats().rpc("GetExtents") > ex,
+            "the read went to the manager"
+        );
+    }
+    {
+        tracing::info!("--- a renewal answered lost drops them too");
+        warm(&a, ino).await;
+        let ex = a.stats().rpc("GetExtents");
+        let renewals = a.stats().renewals;
+        cluster.manager.mark_lost(a.session());
+        a.renew_all().await;
+        assert!(a.stats().renewals > renewals);
+        assert_eq!(a.read(ino, 0, 10).await.expect("read").len(), 10);
+        assert!(
+            a.stats().rpc("GetExtents") > ex,
+            "the read went to the manager"
+        );
+    }
+    {
+        tracing::info!("--- LeaseExpired: renew, drop caches, retry");
+        warm(&a, ino).await;
+        let s = a.stats();
+        cluster.manager.mark_lost(a.session());
+        assert_eq!(a.getattr(ino).await.expect("getattr").size, 100_000);
+        let t = a.stats();
+        assert_eq!(
+            t.rpc("GetAttr"),
+            s.rpc("GetAttr") + 2,
+            "sent, refused, sent again"
+        );
+        assert!(t.rpc("Renew") > s.rpc("Renew"));
+        assert!(a.read(ino, 0, 10).await.expect("read").len() == 10);
+        assert!(a.stats().rpc("GetExtents") > t.rpc("GetExtents"));
+    }
+    {
+        tracing::info!("--- a Flush with drop_cache gives up the write lease");
+        a.write(ino, 0, b"x").await.expect("write");
+        let acquired = a.stats().rpc("AcquireWrite");
+        let r = cluster
+            .manager
+            .callback(
+                a.session(),
+                ClientCallback::Flush {
+                    ino,
+                    drop_cache: true,
+                },
+            )
+            .await
+            .expect("callback");
+        assert!(matches!(r, Response::CallbackDone), "{r:?}");
+        assert_eq!(a.dirty_bytes(), 0);
+        a.write(ino, 1, b"y").await.expect("write");
+        assert_eq!(a.stats().rpc("AcquireWrite"), acquired + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l30_append_goes_at_the_size_known_under_the_lease() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let b = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "log", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    assert_eq!(
+        a.write_at(ino, 0, b"aaa", true).await.expect("append"),
+        (0, 3)
+    );
+    // B's kernel would say offset 0 (stale size): the client appends at 3.
+    assert_eq!(
+        b.write_at(ino, 0, b"bbb", true).await.expect("append"),
+        (3, 3)
+    );
+    assert_eq!(
+        a.write_at(ino, 0, b"ccc", true).await.expect("append"),
+        (6, 3)
+    );
+    assert_eq!(&b.read(ino, 0, 100).await.expect("read")[..], b"aaabbbccc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l40_drop_caches_xattr_and_background_renewal() {
+    let cluster = TestCluster::start(1 << 20).await;
+    cluster.manager.lock().lease_ms = 400;
+    let a = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    a.write(attr.ino, 0, b"data").await.expect("write");
+    a.fsync(attr.ino).await.expect("fsync");
+    a.read(attr.ino, 0, 10).await.expect("read");
+    let s = a.stats();
+    a.setxattr(
+        attr.ino,
+        fuse_client::client::DROP_CACHES_XATTR,
+        b"1",
+        0,
+        ME,
+    )
+    .await
+    .expect("drop caches");
+    assert_eq!(a.stats().rpc("SetXattr"), 0, "the manager is not asked");
+    assert_eq!(&a.read(attr.ino, 0, 10).await.expect("read")[..], b"data");
+    assert!(a.stats().rpc("GetExtents") > s.rpc("GetExtents"));
+    // lease 400 ms: renewed every 100 ms in the background.
+    let start = a.stats().renewals;
+    let mut renewed = false;
+    for _ in 0..200 {
+        if a.stats().renewals >= start + 3 {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(renewed, "the background renewer did not run");
+    a.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l50_manager_without_leases_still_serves() {
+    let cluster = TestCluster::start(1 << 20).await;
+    cluster.manager.lock().leases = false;
+    let a = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    a.write(attr.ino, 0, b"old style").await.expect("write");
+    assert_eq!(a.stats().rpc("AcquireWrite"), 0);
+    a.fsync(attr.ino).await.expect("fsync");
+    let b = cluster.client().await;
+    assert_eq!(
+        &b.read(attr.ino, 0, 100).await.expect("read")[..],
+        b"old style"
+    );
+    assert_eq!(b.stats().renewals, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l60_two_fuse_mounts_see_each_other_at_once() {
+    let root = nix::unistd::geteuid().is_root();
+    if !root
+        || std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .is_err()
+    {
+        eprintln!("skipping: needs root and /dev/fuse");
+        return;
+    }
+    let cluster = TestCluster::start(1 << 20).await;
+    let (ma, mb) = (cluster.tmp.path().join("a"), cluster.tmp.path().join("b"));
+    std::fs::create_dir(&ma).expect("mkdir");
+    std::fs::create_dir(&mb).expect("mkdir");
+    let opts = fuse_client::MountOptions::default();
+    let rt = tokio::runtime::Handle::current();
+    let a = fuse_client::mount(cluster.client().await, rt.clone(), &ma, &opts).expect("mount a");
+    let b = fuse_client::mount(cluster.client().await, rt, &mb, &opts).expect("mount b");
+    let (pa, pb) = (ma.clone(), mb.clone());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(pa.join("f")).expect("create");
+        f.write_all(b"one").expect("write");
+        // Still buffered in A (open, no fsync): B sees it.
+        assert_eq!(std::fs::read(pb.join("f")).expect("read b"), b"one");
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        f.write_all(b"two, longer").expect("write");
+        assert_eq!(std::fs::read(pb.join("f")).expect("read b"), b"two, longer");
+        assert_eq!(std::fs::metadata(pb.join("f")).expect("stat").len(), 11);
+        drop(f);
+        assert!(std::fs::metadata(pb.join("g")).is_err());
+        std::fs::write(pa.join("g"), b"g").expect("create g");
+        assert_eq!(std::fs::read(pb.join("g")).expect("read g"), b"g");
+        std::fs::remove_file(pa.join("g")).expect("unlink");
+        assert!(std::fs::metadata(pb.join("g")).is_err(), "B still sees g");
+        let mut app = std::fs::OpenOptions::new()
+            .append(true)
+            .open(pb.join("f"))
+            .expect("open append");
+        app.write_all(b"+b").expect("append");
+        assert_eq!(
+            std::fs::read(pa.join("f")).expect("read a"),
+            b"two, longer+b"
+        );
+    })
+    .await
+    .expect("file ops");
+    assert!(a.client().stats().flush_callbacks >= 1);
+    assert!(b.client().stats().invalidate_callbacks >= 1);
+    a.unmount().await.expect("unmount a");
+    b.unmount().await.expect("unmount b");
+}
