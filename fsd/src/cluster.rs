@@ -134,6 +134,32 @@ impl LocalCluster {
         Ok(LocalCluster { config, nodes })
     }
 
+    /// Names of the nodes running in this process.
+    pub fn running(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// Stops one node; with `crash`, abruptly (no flush, no checkpoint).
+    pub async fn stop_node(&mut self, name: &str, crash: bool) -> Result<(), NodeError> {
+        let i = self.nodes.iter().position(|n| n.name == name).ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+        let n = self.nodes.remove(i);
+        if crash {
+            n.kill();
+        } else {
+            n.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Starts a node of the config that is not running.
+    pub async fn start_node(&mut self, name: &str) -> Result<(), NodeError> {
+        if self.nodes.iter().any(|n| n.name == name) {
+            return Err(NodeError::Other(format!("node {name} is already running")));
+        }
+        self.nodes.push(RunningNode::start(self.config.clone(), name).await?);
+        Ok(())
+    }
+
     /// Stops managers first (they commit to the storage servers), then storage servers.
     pub async fn stop(self) {
         let (managers, others): (Vec<_>, Vec<_>) = self.nodes.into_iter().partition(|n| {

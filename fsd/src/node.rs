@@ -17,7 +17,7 @@ struct NodeHandler {
 }
 
 impl Handler for NodeHandler {
-    fn handle(&self, _peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+    fn handle(&self, peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
         Box::pin(async move {
             match req {
                 Request::Ping => (Response::Pong(self.info.clone()), Bytes::new()),
@@ -32,7 +32,7 @@ impl Handler for NodeHandler {
                     ),
                 },
                 Request::Manager(r) => match &self.manager {
-                    Some(m) => match m.handle(r).await {
+                    Some(m) => match m.handle(Some(peer.addr), r).await {
                         Ok(resp) => (Response::Manager(resp), Bytes::new()),
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
@@ -59,6 +59,23 @@ pub fn identity(config: &ClusterConfig, name: &str) -> Result<Identity, NodeErro
     })
 }
 
+/// Binds the node's address. A node restarted right after it stopped may find its port
+/// still held while the old endpoint drains its connections, so `AddrInUse` is retried
+/// for a few seconds before giving up.
+async fn bind_with_retry(addr: std::net::SocketAddr, id: &Identity) -> Result<Arc<Transport>, NodeError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Transport::bind(addr, id, true) {
+            Err(proto::transport::TransportError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// A started node.
 pub struct RunningNode {
     pub name: String,
@@ -80,7 +97,7 @@ impl RunningNode {
             path: node.state_dir.clone(),
             source,
         })?;
-        let transport = Transport::bind(node.address, &id, true)?;
+        let transport = bind_with_retry(node.address, &id).await?;
         let storage = if node.has(Role::Storage) {
             let dir = node.state_dir.join("storage");
             tracing::info!(node = %name, dir = %dir.display(), "starting storage server");
@@ -121,6 +138,16 @@ impl RunningNode {
             manager,
             serve,
         })
+    }
+
+    /// Stops the node abruptly, as a crash would: nothing is flushed or checkpointed.
+    pub fn kill(self) {
+        if let Some(m) = &self.manager {
+            m.kill();
+        }
+        self.transport.close();
+        self.serve.abort();
+        tracing::info!(node = %self.name, "node killed");
     }
 
     /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.

@@ -23,11 +23,11 @@ const ROOT: InodeId = InodeId::ROOT;
 struct ManagerHandler(Mutex<Option<Arc<Service>>>);
 
 impl Handler for ManagerHandler {
-    fn handle(&self, _peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+    fn handle(&self, peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
         Box::pin(async move {
             let svc = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let resp = match (req, svc) {
-                (Request::Manager(r), Some(s)) => match s.handle(r).await {
+                (Request::Manager(r), Some(s)) => match s.handle(Some(peer.addr), r).await {
                     Ok(a) => Response::Manager(a),
                     Err(e) => Response::Error(e),
                 },

@@ -5,12 +5,14 @@
 //!
 //! Layout: `state` (pure state + apply), `plan` (pure validation → records), `record`
 //! (durable formats), `extent` (extent maps), `txn` (pure 2PC driver), `journal` (group
-//! commit over the log), `recovery` (checkpoint + roll forward) and `service` (the async
-//! request handler). Must not: store file bytes, or talk to clients other than by replies.
+//! commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure volume
+//! leases and callbacks) and `service` (the async request handler). Must not: store file
+//! bytes, or talk to clients other than by replies and lease callbacks.
 
 pub mod error;
 pub mod extent;
 pub mod journal;
+pub mod lease;
 pub mod plan;
 pub mod record;
 pub mod recovery;
@@ -20,6 +22,8 @@ pub mod txn;
 
 #[cfg(test)]
 mod cluster_test;
+#[cfg(test)]
+mod lease_test;
 #[cfg(test)]
 mod service_test;
 #[cfg(test)]

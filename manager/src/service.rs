@@ -1,10 +1,14 @@
 //! The runtime shell: `Service` answers `ManagerRequest`s from the in-memory `MetaState`
 //! (behind one async mutex), queues records in the `Journal`, runs cross-manager
-//! transactions through `TxDriver` and `Peers`, and recovers in the background at start.
-//! Must not: hold a std lock across `.await`, or hold the state lock across a network call.
+//! transactions through `TxDriver` and `Peers`, keeps clients' volume leases in a
+//! `LeaseTable` and sends its callbacks through a `CallbackSender`, and recovers in the
+//! background at start.
+//! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
+//! waiting for a callback or a network call.
 
 use crate::error::{code, enoent, Errno, ManagerError};
 use crate::journal::{Journal, LogBackend, StorageLog};
+use crate::lease::{Affected, Callback, LeaseStats, LeaseTable, Requester, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply, TxPlan, TxReply, MAX_DEPTH};
 use crate::record::{Record, TxIntent};
 use crate::recovery::{checkpoint_bytes, recover};
@@ -12,16 +16,103 @@ use crate::state::MetaState;
 use crate::txn::{Command, TxDriver};
 use proto::config::{ClusterConfig, Role};
 use proto::ids::{InodeId, LogId, NodeId, SlotId, TxId, SLOT_COUNT};
-use proto::msg::{Attr, FileKind, ManagerRequest, ManagerResponse, RemoteError, Timestamp, TxOp};
+use proto::msg::{
+    Attr, ClientCallback, FileKind, ManagerRequest, ManagerResponse, RemoteError, Request,
+    Response, Timestamp, TxOp,
+};
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{BoxFuture, Transport};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Attempts to reach a participant before a transaction is left to background re-drive.
 const TX_ATTEMPTS: u32 = 4;
+/// Rounds of callbacks (or waits for others' callbacks) an operation goes through before
+/// it gives up with `Unavailable` (only under pathological contention).
+const LEASE_ROUNDS: u32 = 64;
+/// Pause between attempts to deliver a callback that failed (no connection, error).
+const RESEND_PAUSE: Duration = Duration::from_millis(50);
+/// Shortest wait for others' callbacks (their deadline may just have passed).
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
+/// How a manager calls back clients (the real one goes over the client's own connection).
+pub trait CallbackSender: Send + Sync + 'static {
+    /// Sends `cb` to the client whose connection comes from `to`, and waits up to
+    /// `timeout` for `CallbackDone`.
+    fn send(
+        &self,
+        to: SocketAddr,
+        cb: ClientCallback,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Callbacks over QUIC, on the connection the client opened (`Transport::call_peer`).
+pub struct QuicCallbacks(pub Arc<Transport>);
+
+impl CallbackSender for QuicCallbacks {
+    fn send(
+        &self,
+        to: SocketAddr,
+        cb: ClientCallback,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let req = Request::Client(cb);
+            match self
+                .0
+                .call_peer(to, &req, bytes::Bytes::new(), timeout)
+                .await
+            {
+                Ok((Response::CallbackDone, _)) => Ok(()),
+                Ok((Response::Error(e), _)) => Err(format!("client {to} refused: {e}")),
+                Ok((other, _)) => Err(format!("client {to} answered {other}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+/// For managers that never call clients back (no transport): every callback fails, so
+/// holders run out at their lease expiry.
+pub struct NoCallbacks;
+
+impl CallbackSender for NoCallbacks {
+    fn send(
+        &self,
+        to: SocketAddr,
+        _cb: ClientCallback,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { Err(format!("no callback channel to {to}")) })
+    }
+}
+
+/// Whether a request changes state and so is refused during the grace period.
+pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
+    use ManagerRequest as R;
+    matches!(
+        req,
+        R::SetAttr { .. }
+            | R::Create { .. }
+            | R::Unlink { .. }
+            | R::Rmdir { .. }
+            | R::Rename { .. }
+            | R::Link { .. }
+            | R::SetXattr { .. }
+            | R::RemoveXattr { .. }
+            | R::CommitWrites { .. }
+            | R::AcquireWrite { .. }
+            | R::TxApply { .. }
+    )
+}
+
+fn contention(what: &str) -> RemoteError {
+    RemoteError::Unavailable(format!("{what}: too many rounds of lease callbacks, retry"))
+}
 
 /// How a manager calls other managers (the real one goes through the transport).
 pub trait Peers: Send + Sync + 'static {
@@ -62,6 +153,11 @@ pub struct Service {
     journal: Arc<Journal>,
     backend: Arc<dyn LogBackend>,
     peers: Arc<dyn Peers>,
+    leases: Mutex<LeaseTable>,
+    /// Bumped whenever a callback is reported (operations waiting for others' callbacks
+    /// and renewals waiting for their session's callbacks look again).
+    lease_events: tokio::sync::watch::Sender<u64>,
+    callbacks: Arc<dyn CallbackSender>,
     ready: AtomicBool,
     ready_tx: tokio::sync::watch::Sender<bool>,
     stopped: AtomicBool,
@@ -91,16 +187,22 @@ impl Service {
             transport.clone(),
             LogId::manager(node),
         ));
-        let peers = Arc::new(ClientPeers(ManagerClient::new(config.clone(), transport)));
-        Service::start_with(config, node, backend, peers).await
+        let peers = Arc::new(ClientPeers(ManagerClient::new(
+            config.clone(),
+            transport.clone(),
+        )));
+        let callbacks = Arc::new(QuicCallbacks(transport));
+        Service::start_with(config, node, backend, peers, callbacks).await
     }
 
-    /// Starts with a given log backend and peer caller (tests use `MemLog` and in-process peers).
+    /// Starts with a given log backend, peer caller and callback sender (tests use
+    /// `MemLog`, in-process peers and a fake sender).
     pub async fn start_with(
         config: Arc<ClusterConfig>,
         node: NodeId,
         backend: Arc<dyn LogBackend>,
         peers: Arc<dyn Peers>,
+        callbacks: Arc<dyn CallbackSender>,
     ) -> Result<Arc<Service>, ManagerError> {
         if !config.node(node).is_some_and(|n| n.has(Role::Manager)) {
             return Err(ManagerError::NotAManager(node));
@@ -109,6 +211,7 @@ impl Service {
             .map(|s| config.slot_owner(SlotId(s)))
             .collect();
         let interval = Duration::from_millis(config.file.manager.commit_interval_ms.max(1));
+        let lease = Duration::from_millis(config.file.manager.lease_ms.max(1));
         let svc = Arc::new_cyclic(|this| Service {
             me: node,
             config,
@@ -118,6 +221,9 @@ impl Service {
             journal: Journal::new(interval, 0),
             backend,
             peers,
+            leases: Mutex::new(LeaseTable::new(lease, rand::random())),
+            lease_events: tokio::sync::watch::Sender::new(0),
+            callbacks,
             ready: AtomicBool::new(false),
             ready_tx: tokio::sync::watch::Sender::new(false),
             stopped: AtomicBool::new(false),
@@ -160,6 +266,11 @@ impl Service {
             j.wait_durable(lsn).await?;
             tracing::info!(node = %self.me, uid, gid, "manager: created the root directory");
         }
+        if !rec.empty {
+            // Clients may still use leases of the previous incarnation: no mutation until
+            // they have run out (or been renewed, and so learnt that they are lost).
+            self.leases().start_grace(Instant::now());
+        }
         self.ready.store(true, Ordering::SeqCst);
         self.ready_tx.send_replace(true);
         tracing::info!(node = %self.me, pending = pending.len(), "manager: ready");
@@ -199,6 +310,33 @@ impl Service {
 
     pub fn node(&self) -> NodeId {
         self.me
+    }
+
+    fn leases(&self) -> MutexGuard<'_, LeaseTable> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counters of leases and callbacks (for benchmarks and status).
+    pub fn lease_stats(&self) -> LeaseStats {
+        self.leases().stats()
+    }
+
+    /// The sessions caching `ino` and the one holding its write lease (diagnostics).
+    pub fn lease_holders(&self, ino: InodeId) -> (Vec<SessionId>, Option<SessionId>) {
+        self.leases().holders(ino)
+    }
+
+    /// Whether mutations are still refused after a restart.
+    pub fn in_grace(&self) -> bool {
+        self.leases().in_grace(Instant::now())
+    }
+
+    /// Returns once the grace period after a restart is over (at once if there is none).
+    pub async fn wait_grace(&self) {
+        let until = self.leases().grace_until();
+        if let Some(u) = until {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(u)).await;
+        }
     }
 
     /// Commits everything, writes a checkpoint and stops background work.
@@ -267,8 +405,13 @@ impl Service {
         Err(RemoteError::NotOwner { slot: slot.0, hint })
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, req: ManagerRequest) -> Result<ManagerResponse, RemoteError> {
+    /// Answers one request; `from` is the caller's transport address (`None` for
+    /// in-process callers), by which the caller's lease session is known.
+    pub async fn handle(
+        &self,
+        from: Option<SocketAddr>,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, RemoteError> {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(RemoteError::Unavailable("manager shut down".into()));
         }
@@ -280,22 +423,45 @@ impl Service {
         }
         use ManagerRequest as R;
         use ManagerResponse as A;
-        match req {
-            R::Hello { .. } | R::Renew { .. } | R::AcquireWrite { .. } => {
-                Err(RemoteError::Invalid(
-                    "volume leases are not implemented by this manager yet".into(),
-                ))
+        let now = Instant::now();
+        let who = match req {
+            R::Hello { session } => {
+                return Ok(A::Lease(self.leases().hello(session, from, now)));
             }
-            R::Lookup { parent, name } => self.lookup(parent, &name).await.map(A::Attr),
-            R::GetAttr { ino } => self
-                .state
-                .lock()
+            R::Renew { session } => return self.renew(session, from).await,
+            _ => self.leases().identify(from, now),
+        };
+        let who = match who {
+            Requester::Lost(s) => {
+                return Err(RemoteError::LeaseExpired(format!(
+                    "session {s:x} missed callbacks: renew and drop cached state"
+                )))
+            }
+            r => r.session(),
+        };
+        if refused_in_grace(&req) && self.leases().in_grace(now) {
+            return Err(RemoteError::Unavailable(
+                "grace period after a manager restart: leases of the previous incarnation \
+                 may still be in use, retry"
+                    .into(),
+            ));
+        }
+        match req {
+            R::Hello { .. } | R::Renew { .. } => Err(RemoteError::Invalid(
+                "Hello/Renew reached the request dispatch".into(),
+            )),
+            R::AcquireWrite { ino, session } => self.acquire_write(who, ino, session).await,
+            R::Lookup { parent, name } => self.lookup(who, parent, &name).await.map(A::Attr),
+            R::GetAttr { ino } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| st.get(ino).map(|i| A::Attr(i.attr.clone())).map_err(errno),
+                )
                 .await
-                .get(ino)
-                .map(|i| A::Attr(i.attr.clone()))
-                .map_err(errno),
+            }
             R::SetAttr { ino, set, caller } => {
-                self.mutate(|st, c| st.plan_setattr(c, ino, &set, caller))
+                self.mutate(who, None, |st, c| st.plan_setattr(c, ino, &set, caller))
                     .await
             }
             R::Create {
@@ -307,16 +473,18 @@ impl Service {
                 caller,
                 session,
             } => {
-                self.mutate(|st, c| {
+                self.mutate(who, session, |st, c| {
                     st.plan_create(c, parent, &name, &node, perm, umask, caller, session)
                 })
                 .await
             }
             R::Unlink { parent, name, .. } => {
-                self.mutate(|st, c| st.plan_unlink(c, parent, &name)).await
+                self.mutate(who, None, |st, c| st.plan_unlink(c, parent, &name))
+                    .await
             }
             R::Rmdir { parent, name, .. } => {
-                self.mutate(|st, c| st.plan_rmdir(c, parent, &name)).await
+                self.mutate(who, None, |st, c| st.plan_rmdir(c, parent, &name))
+                    .await
             }
             R::Link {
                 ino,
@@ -324,8 +492,10 @@ impl Service {
                 new_name,
                 ..
             } => {
-                self.mutate(|st, c| st.plan_link(c, ino, new_parent, &new_name))
-                    .await
+                self.mutate(who, None, |st, c| {
+                    st.plan_link(c, ino, new_parent, &new_name)
+                })
+                .await
             }
             R::Rename {
                 parent,
@@ -335,34 +505,47 @@ impl Service {
                 flags,
                 ..
             } => {
-                self.rename(parent, &name, new_parent, &new_name, flags)
+                self.rename(who, parent, &name, new_parent, &new_name, flags)
                     .await
             }
-            R::ReadDir { ino, offset, max } => self
-                .state
-                .lock()
+            R::ReadDir { ino, offset, max } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| st.readdir(ino, offset, max).map(A::Entries).map_err(errno),
+                )
                 .await
-                .readdir(ino, offset, max)
-                .map(A::Entries)
-                .map_err(errno),
-            R::ReadLink { ino } => self
-                .state
-                .lock()
-                .await
-                .readlink(ino)
-                .map(A::Target)
-                .map_err(errno),
-            R::Open { ino, session } => self.mutate(|st, _| st.plan_open(ino, session)).await,
-            R::Release { ino, session } => {
-                self.mutate(|st, c| st.plan_release(c, ino, session)).await
             }
-            R::GetXattr { ino, name } => self
-                .state
-                .lock()
+            R::ReadLink { ino } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| st.readlink(ino).map(A::Target).map_err(errno),
+                )
                 .await
-                .getxattr(ino, &name)
-                .map(A::Xattr)
-                .map_err(errno),
+            }
+            R::Open { ino, session } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| st.get(ino).map(|_| ()).map_err(errno),
+                )
+                .await?;
+                self.mutate(who, None, |st, _| st.plan_open(ino, session))
+                    .await
+            }
+            R::Release { ino, session } => {
+                self.mutate(who, None, |st, c| st.plan_release(c, ino, session))
+                    .await
+            }
+            R::GetXattr { ino, name } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| st.getxattr(ino, &name).map(A::Xattr).map_err(errno),
+                )
+                .await
+            }
             R::SetXattr {
                 ino,
                 name,
@@ -370,33 +553,41 @@ impl Service {
                 flags,
                 ..
             } => {
-                self.mutate(|st, c| st.plan_setxattr(c, ino, &name, &value, flags))
-                    .await
-            }
-            R::ListXattr { ino } => self
-                .state
-                .lock()
+                self.mutate(who, None, |st, c| {
+                    st.plan_setxattr(c, ino, &name, &value, flags)
+                })
                 .await
-                .listxattr(ino)
-                .map(A::XattrNames)
-                .map_err(errno),
+            }
+            R::ListXattr { ino } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| st.listxattr(ino).map(A::XattrNames).map_err(errno),
+                )
+                .await
+            }
             R::RemoveXattr { ino, name, .. } => {
-                self.mutate(|st, c| st.plan_removexattr(c, ino, &name))
+                self.mutate(who, None, |st, c| st.plan_removexattr(c, ino, &name))
                     .await
             }
-            R::GetExtents { ino, offset, len } => self
-                .state
-                .lock()
+            R::GetExtents { ino, offset, len } => {
+                self.read_op(
+                    who,
+                    |_| vec![ino],
+                    |st| {
+                        st.get_extents(ino, offset, len)
+                            .map(A::Extents)
+                            .map_err(errno)
+                    },
+                )
                 .await
-                .get_extents(ino, offset, len)
-                .map(A::Extents)
-                .map_err(errno),
+            }
             R::CommitWrites { writes, sync } => {
                 for w in &writes {
                     self.check_owned(w.ino)?;
                 }
                 let resp = self
-                    .mutate(|st, c| st.plan_commit_writes(c, &writes))
+                    .mutate(who, None, |st, c| st.plan_commit_writes(c, &writes))
                     .await?;
                 if sync {
                     self.sync().await?;
@@ -415,19 +606,192 @@ impl Service {
         }
     }
 
+    /// `Renew`: answered at once unless callbacks to the session are outstanding; then
+    /// only once they are answered or given up on (so `lost` is truthful).
+    async fn renew(
+        &self,
+        session: SessionId,
+        from: Option<SocketAddr>,
+    ) -> Result<ManagerResponse, RemoteError> {
+        for _ in 0..LEASE_ROUNDS {
+            let mut rx = self.lease_events.subscribe();
+            let r = self.leases().renew(session, from, Instant::now());
+            match r {
+                Ok(grant) => return Ok(ManagerResponse::Lease(grant)),
+                Err(until) => self.wait_lease_event(&mut rx, until).await,
+            }
+        }
+        Err(contention("renew"))
+    }
+
+    /// `AcquireWrite`: calls back the other holders of `ino` until `who` is its writer.
+    async fn acquire_write(
+        &self,
+        who: Option<SessionId>,
+        ino: InodeId,
+        session: u64,
+    ) -> Result<ManagerResponse, RemoteError> {
+        let Some(who) = who else {
+            return Err(RemoteError::LeaseExpired(format!(
+                "AcquireWrite({ino}) for session {session:x} from a connection without a \
+                 session: send Hello first"
+            )));
+        };
+        if who != session {
+            return Err(RemoteError::Invalid(format!(
+                "AcquireWrite({ino}) names session {session:x} but comes from session {who:x}"
+            )));
+        }
+        self.state.lock().await.get(ino).map_err(errno)?;
+        for _ in 0..LEASE_ROUNDS {
+            let mut rx = self.lease_events.subscribe();
+            let step = {
+                // Shared: no coordinator transaction runs between its lease check and its
+                // commit while a new writer appears.
+                let _shared = self.gate.read().await;
+                self.leases().acquire_write(who, ino, Instant::now())
+            };
+            if matches!(step, Step::Go) {
+                return Ok(ManagerResponse::Done);
+            }
+            self.follow(step, &mut rx).await;
+        }
+        Err(contention("AcquireWrite"))
+    }
+
+    /// Carries out a lease step that is not `Go`: sends callbacks and waits for them, or
+    /// waits for other operations' callbacks.
+    async fn follow(&self, step: Step, rx: &mut tokio::sync::watch::Receiver<u64>) {
+        match step {
+            Step::Go => {}
+            Step::Call(calls) => self.run_callbacks(calls).await,
+            Step::Wait(until) => self.wait_lease_event(rx, until).await,
+        }
+    }
+
+    async fn wait_lease_event(&self, rx: &mut tokio::sync::watch::Receiver<u64>, until: Instant) {
+        let until = until.max(Instant::now() + MIN_WAIT);
+        let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(until), rx.changed()).await;
+    }
+
+    /// Sends callbacks in parallel and waits for each: its answer, or its deadline (the
+    /// holder is then lost). Never called with the state lock or the gate held.
+    async fn run_callbacks(&self, calls: Vec<Callback>) {
+        if calls.is_empty() {
+            return;
+        }
+        futures::future::join_all(calls.into_iter().map(|c| self.run_callback(c))).await;
+    }
+
+    async fn run_callback(&self, cb: Callback) {
+        let mut addr = cb.addr;
+        let mut acked = false;
+        let mut last_error = String::from("no address for the session");
+        for _ in 0..100_000 {
+            let now = Instant::now();
+            if now >= cb.deadline {
+                break;
+            }
+            if let Some(a) = addr {
+                match self
+                    .callbacks
+                    .send(a, cb.msg.clone(), cb.deadline - now)
+                    .await
+                {
+                    Ok(()) => {
+                        acked = true;
+                        break;
+                    }
+                    Err(e) => last_error = e,
+                }
+            }
+            let left = cb.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(RESEND_PAUSE)).await;
+            // The client may have reconnected from another address.
+            addr = self.leases().addr_of(cb.session);
+        }
+        if !acked {
+            tracing::warn!(
+                session = format_args!("{:x}", cb.session),
+                "callback {:?} not answered by the holder's lease expiry ({last_error}): \
+                 the client is lost",
+                cb.msg
+            );
+        }
+        self.leases().callback_done(cb.id, acked);
+        self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A read-type request: `targets` are the inodes whose state the caller will cache.
+    /// Writers of them are flushed first; the caller is registered as a reader in the same
+    /// critical section as `answer` runs.
+    async fn read_op<T>(
+        &self,
+        who: Option<SessionId>,
+        targets: impl Fn(&MetaState) -> Vec<InodeId>,
+        answer: impl FnOnce(&mut MetaState) -> Result<T, RemoteError>,
+    ) -> Result<T, RemoteError> {
+        let mut answer = Some(answer);
+        for _ in 0..LEASE_ROUNDS {
+            let mut rx = self.lease_events.subscribe();
+            let step = {
+                let mut st = self.state.lock().await;
+                let inodes = targets(&st);
+                let step = self.leases().read(who, &inodes, Instant::now());
+                if matches!(step, Step::Go) {
+                    return match answer.take() {
+                        Some(f) => f(&mut st),
+                        None => Err(RemoteError::Io("read answered twice".into())),
+                    };
+                }
+                step
+            };
+            self.follow(step, &mut rx).await;
+        }
+        Err(contention("read"))
+    }
+
     async fn sync(&self) -> Result<(), RemoteError> {
         let lsn = self.state.lock().await.last_lsn();
         self.journal.wait_durable(lsn).await.map_err(fatal)
     }
 
-    async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, RemoteError> {
-        let (ino, _) = {
-            let st = self.state.lock().await;
-            let found = st.lookup(parent, name).map_err(errno)?;
-            if let Some(i) = st.inode(found.0) {
-                return Ok(i.attr.clone());
-            }
-            found
+    /// Lookup: the caller caches the parent's entry and, for a local child, its
+    /// attributes (a remote child's owner registers the caller when it asks there).
+    async fn lookup(
+        &self,
+        who: Option<SessionId>,
+        parent: InodeId,
+        name: &str,
+    ) -> Result<Attr, RemoteError> {
+        let me = self.me;
+        let found = self
+            .read_op(
+                who,
+                |st| {
+                    let mut v = vec![parent];
+                    if let Ok((c, _)) = st.lookup(parent, name) {
+                        if self.owner(c) == me {
+                            v.push(c);
+                        }
+                    }
+                    v
+                },
+                |st| {
+                    let found = st.lookup(parent, name).map_err(errno)?;
+                    Ok(match st.inode(found.0) {
+                        Some(i) => Ok(i.attr.clone()),
+                        None => Err(found),
+                    })
+                },
+            )
+            .await?;
+        let ino = match found {
+            Ok(attr) => return Ok(attr),
+            Err((ino, _)) => ino,
         };
         if self.owner(ino) == self.me {
             return Err(errno(enoent(format!(
@@ -449,7 +813,7 @@ impl Service {
     /// Looks up `name` in a directory of any manager.
     async fn lookup_anywhere(&self, dir: InodeId, name: &str) -> Result<Attr, RemoteError> {
         if self.owner(dir) == self.me {
-            return self.lookup(dir, name).await;
+            return self.lookup(None, dir, name).await;
         }
         match self
             .peers
@@ -489,8 +853,10 @@ impl Service {
         )))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn rename(
         &self,
+        who: Option<SessionId>,
         parent: InodeId,
         name: &str,
         new_parent: InodeId,
@@ -528,35 +894,132 @@ impl Service {
             }
         }
         let nn = new_name.to_string();
-        self.mutate(|st, c| st.plan_rename(c, parent, name, new_parent, &nn, flags, remote_target))
-            .await
+        self.mutate(who, None, |st, c| {
+            st.plan_rename(c, parent, name, new_parent, &nn, flags, remote_target)
+        })
+        .await
     }
 
-    /// Plans and runs a mutation: local plans commit at once; transactions run with the
-    /// gate held exclusively.
-    async fn mutate<F>(&self, plan: F) -> Result<ManagerResponse, RemoteError>
+    /// Plans and runs a mutation by `who`: other writers of what it changes are flushed
+    /// first, local plans commit at once (under the shared gate), transactions run with
+    /// the gate held exclusively; after the change, every other holder is invalidated
+    /// before the reply. `writer` (Create with a session) becomes the writer of the new
+    /// inode. Neither the gate nor the state lock is held while callbacks are awaited.
+    async fn mutate<F>(
+        &self,
+        who: Option<SessionId>,
+        writer: Option<SessionId>,
+        plan: F,
+    ) -> Result<ManagerResponse, RemoteError>
     where
         F: Fn(&MetaState, &Ctx) -> Result<Plan, Errno>,
     {
-        {
-            let _shared = self.gate.read().await;
-            let mut st = self.state.lock().await;
-            if let Plan::Local { records, reply } = plan(&st, &self.ctx()).map_err(errno)? {
-                return self.commit_local(&mut st, records, reply);
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            if rounds > LEASE_ROUNDS {
+                return Err(contention("mutation"));
             }
-        }
-        let _exclusive = self.gate.write().await;
-        let p = {
-            let st = self.state.lock().await;
-            plan(&st, &self.ctx()).map_err(errno)?
-        };
-        match p {
-            Plan::Local { records, reply } => {
+            let mut rx = self.lease_events.subscribe();
+            let step = {
+                let shared = self.gate.read().await;
                 let mut st = self.state.lock().await;
-                self.commit_local(&mut st, records, reply)
-            }
-            Plan::Tx(tx) => self.run_tx(tx).await,
+                match plan(&st, &self.ctx()).map_err(errno)? {
+                    Plan::Local { records, reply } => {
+                        match self.commit_leased(&mut st, records, reply, who, writer) {
+                            Ok((resp, calls)) => {
+                                drop(st);
+                                drop(shared);
+                                self.run_callbacks(calls).await;
+                                return resp;
+                            }
+                            Err(step) => step,
+                        }
+                    }
+                    Plan::Tx(_) => break,
+                }
+            };
+            self.follow(step, &mut rx).await;
         }
+        loop {
+            rounds += 1;
+            if rounds > LEASE_ROUNDS {
+                return Err(contention("mutation"));
+            }
+            let mut rx = self.lease_events.subscribe();
+            let step = {
+                let exclusive = self.gate.write().await;
+                let p = {
+                    let st = self.state.lock().await;
+                    plan(&st, &self.ctx()).map_err(errno)?
+                };
+                match p {
+                    Plan::Local { records, reply } => {
+                        let mut st = self.state.lock().await;
+                        match self.commit_leased(&mut st, records, reply, who, writer) {
+                            Ok((resp, calls)) => {
+                                drop(st);
+                                drop(exclusive);
+                                self.run_callbacks(calls).await;
+                                return resp;
+                            }
+                            Err(step) => step,
+                        }
+                    }
+                    Plan::Tx(tx) => {
+                        // The local part is applied at the end of the transaction; with
+                        // the gate held exclusively no AcquireWrite completes meanwhile.
+                        let affected = Affected::of_ops(&tx.local);
+                        let step = self.leases().mutation(who, &affected, Instant::now());
+                        if matches!(step, Step::Go) {
+                            let r = self.run_tx(tx).await;
+                            let calls =
+                                self.leases()
+                                    .after_mutation(who, &affected, &[], Instant::now());
+                            drop(exclusive);
+                            self.run_callbacks(calls).await;
+                            return r;
+                        }
+                        step
+                    }
+                }
+            };
+            self.follow(step, &mut rx).await;
+        }
+    }
+
+    /// Commits a local plan if no other writer must be flushed first (else the step to
+    /// follow); the lease check, the commit and the holder snapshot happen under the
+    /// state lock and the lease lock together.
+    #[allow(clippy::type_complexity)]
+    fn commit_leased(
+        &self,
+        st: &mut MetaState,
+        records: Vec<Record>,
+        reply: Reply,
+        who: Option<SessionId>,
+        writer: Option<SessionId>,
+    ) -> Result<(Result<ManagerResponse, RemoteError>, Vec<Callback>), Step> {
+        let affected = Affected::of_records(&records);
+        let now = Instant::now();
+        let mut lt = self.leases();
+        let step = lt.mutation(who, &affected, now);
+        if !matches!(step, Step::Go) {
+            return Err(step);
+        }
+        let returned: Vec<InodeId> = match &reply {
+            Reply::Done => Vec::new(),
+            Reply::Attr(i) => vec![*i],
+            Reply::Attrs(v) => v.clone(),
+        };
+        let resp = self.commit_local(st, records, reply);
+        let calls = lt.after_mutation(who, &affected, &returned, now);
+        if let (Some(w), Ok(ManagerResponse::Attr(a))) = (writer, &resp) {
+            if self.owner(a.ino) == self.me && Some(w) == who {
+                lt.set_writer(w, a.ino);
+            }
+        }
+        Ok((resp, calls))
     }
 
     fn commit_local(
@@ -708,6 +1171,13 @@ impl Service {
                 match r {
                     Ok(_) | Err(DriveError::Refused(_)) => {
                         tracing::info!(tx = %intent.tx, "pending transaction finished");
+                        if r.is_ok() {
+                            let affected = Affected::of_ops(&intent.local);
+                            let calls =
+                                svc.leases()
+                                    .after_mutation(None, &affected, &[], Instant::now());
+                            svc.run_callbacks(calls).await;
+                        }
                         return;
                     }
                     Err(e) => {
@@ -733,20 +1203,42 @@ impl Service {
             TxOp::AdjustNlink { ino, .. } => ino.slot(),
         };
         self.check_slot(slot)?;
-        let (lsn, attr) = {
-            let mut st = self.state.lock().await;
-            match st.applied_result(tx, &op) {
-                Some(attr) => (st.last_lsn(), attr),
-                None => {
-                    let (recs, attr) = st.plan_tx_apply(&self.ctx(), tx, &op).map_err(errno)?;
-                    let logged = st.commit(recs);
-                    self.journal.push(logged);
-                    self.maybe_checkpoint(&st);
-                    (st.last_lsn(), attr)
+        let mut result = None;
+        for _ in 0..LEASE_ROUNDS {
+            let mut rx = self.lease_events.subscribe();
+            let step = {
+                let mut st = self.state.lock().await;
+                match st.applied_result(tx, &op) {
+                    Some(attr) => {
+                        result = Some((st.last_lsn(), attr, Vec::new()));
+                        break;
+                    }
+                    None => {
+                        let (recs, attr) = st.plan_tx_apply(&self.ctx(), tx, &op).map_err(errno)?;
+                        // No requesting client: every holder is called back.
+                        let affected = Affected::of_records(&recs);
+                        let now = Instant::now();
+                        let mut lt = self.leases();
+                        let step = lt.mutation(None, &affected, now);
+                        if matches!(step, Step::Go) {
+                            let logged = st.commit(recs);
+                            self.journal.push(logged);
+                            self.maybe_checkpoint(&st);
+                            let calls = lt.after_mutation(None, &affected, &[], now);
+                            result = Some((st.last_lsn(), attr, calls));
+                            break;
+                        }
+                        step
+                    }
                 }
-            }
+            };
+            self.follow(step, &mut rx).await;
+        }
+        let Some((lsn, attr, calls)) = result else {
+            return Err(contention("TxApply"));
         };
         self.journal.wait_durable(lsn).await.map_err(fatal)?;
+        self.run_callbacks(calls).await;
         Ok(ManagerResponse::TxApplied { attr })
     }
 }
@@ -828,7 +1320,7 @@ impl Peers for LoopbackPeers {
                 .get(&node)
                 .and_then(|w| w.upgrade());
             match svc {
-                Some(s) => s.handle(req).await,
+                Some(s) => s.handle(None, req).await,
                 None => Err(RemoteError::Unavailable(format!("{node} is not running"))),
             }
         })

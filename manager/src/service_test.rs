@@ -3,6 +3,7 @@
 
 use crate::error::code::*;
 use crate::journal::MemLog;
+use crate::lease_test::FakeCallbacks;
 use crate::service::{LoopbackPeers, Service};
 use proto::config::{ClusterConfig, ErasureConfig};
 use proto::ids::{InodeId, NodeId};
@@ -20,24 +21,32 @@ const ROOT: InodeId = InodeId::ROOT;
 pub(crate) struct Cluster {
     pub config: Arc<ClusterConfig>,
     pub peers: Arc<LoopbackPeers>,
+    pub callbacks: Arc<FakeCallbacks>,
     pub logs: Vec<MemLog>,
     pub managers: Vec<Arc<Service>>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
+    /// Two managers with a 300 ms lease (so that grace after a restart is short).
     pub async fn start(checkpoint_records: u64) -> Cluster {
+        Cluster::start_lease(checkpoint_records, 300).await
+    }
+
+    pub async fn start_lease(checkpoint_records: u64, lease_ms: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut file =
             ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 41000)
                 .expect("config");
         file.manager.checkpoint_records = checkpoint_records;
+        file.manager.lease_ms = lease_ms;
         let config = Arc::new(ClusterConfig::from_file(dir.path(), file).expect("config"));
         let peers = LoopbackPeers::new();
         let logs = vec![MemLog::new(), MemLog::new()];
         let mut c = Cluster {
             config,
             peers,
+            callbacks: FakeCallbacks::new(),
             logs,
             managers: Vec::new(),
             _dir: dir,
@@ -53,12 +62,13 @@ impl Cluster {
         self.config.manager_nodes()[i].id
     }
 
-    async fn start_manager(&self, i: usize) -> Arc<Service> {
+    pub async fn start_manager(&self, i: usize) -> Arc<Service> {
         let svc = Service::start_with(
             self.config.clone(),
             self.node(i),
             Arc::new(self.logs[i].clone()),
             self.peers.clone(),
+            self.callbacks.clone(),
         )
         .await
         .expect("start");
@@ -86,7 +96,11 @@ impl Cluster {
             .iter()
             .find(|m| m.node() == owner)
             .expect("owner runs");
-        svc.handle(req).await
+        // After a restart, mutations wait for the grace period to end.
+        if crate::service::refused_in_grace(&req) && svc.in_grace() {
+            svc.wait_grace().await;
+        }
+        svc.handle(None, req).await
     }
 
     pub async fn attr(&self, req: R) -> Attr {
@@ -151,7 +165,7 @@ impl Cluster {
 
     pub async fn sync_all(&self) {
         for m in &self.managers {
-            m.handle(R::Sync).await.expect("sync");
+            m.handle(None, R::Sync).await.expect("sync");
         }
     }
 }
@@ -343,7 +357,7 @@ async fn cross_manager_rename_link_unlink_rmdir() {
         .find(|m| m.node() != c.config.slot_owner(b.ino.slot()))
         .expect("other");
     assert!(matches!(
-        other.handle(R::GetAttr { ino: b.ino }).await,
+        other.handle(None, R::GetAttr { ino: b.ino }).await,
         Err(RemoteError::NotOwner { .. })
     ));
     assert_eq!(c.attr(R::GetAttr { ino: ROOT }).await.nlink, 9);
@@ -423,17 +437,18 @@ async fn unavailable_while_recovering() {
         c.node(0),
         Arc::new(c.logs[0].clone()),
         c.peers.clone(),
+        c.callbacks.clone(),
     )
     .await
     .expect("start");
     assert!(!svc.is_ready());
     assert_eq!(
-        svc.handle(R::GetAttr { ino: ROOT }).await.err(),
+        svc.handle(None, R::GetAttr { ino: ROOT }).await.err(),
         Some(RemoteError::Unavailable("manager recovering".into()))
     );
     c.logs[0].fail_next_lists(0);
     svc.wait_ready().await;
-    assert!(svc.handle(R::GetAttr { ino: ROOT }).await.is_ok());
+    assert!(svc.handle(None, R::GetAttr { ino: ROOT }).await.is_ok());
     svc.kill();
 }
 

@@ -104,6 +104,10 @@ pub struct ManagerTunables {
     pub commit_interval_ms: u64,
     /// A checkpoint is written after this many records.
     pub checkpoint_records: u64,
+    /// Volume lease of a client with a manager (milliseconds): an unreachable client delays
+    /// a conflicting operation by at most this (plus a small margin). Must exceed the
+    /// kernel's 1 s attribute/entry TTL.
+    pub lease_ms: u64,
 }
 
 impl Default for ManagerTunables {
@@ -111,6 +115,7 @@ impl Default for ManagerTunables {
         ManagerTunables {
             commit_interval_ms: 5,
             checkpoint_records: 50_000,
+            lease_ms: 5000,
         }
     }
 }
@@ -398,7 +403,9 @@ pub const CONFIG_DOC: &str = "\
 #                 segment_bytes: a segment is written once this much is dirty;
 #                 cache_bytes: block cache memory per client
 # [manager]       commit_interval_ms: metadata group commit interval (fsync forces one);
-#                 checkpoint_records: records between checkpoints
+#                 checkpoint_records: records between checkpoints;
+#                 lease_ms: clients' volume lease (default 5000): an unreachable client
+#                 delays a conflicting operation by at most this; keep it above 1000
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.

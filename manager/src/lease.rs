@@ -1,0 +1,1140 @@
+//! `LeaseTable`: the pure core of volume leases and callbacks (DESIGN.md §4, notes/leases.md).
+//! It knows client sessions (peer address, lease expiry, lost flag), which sessions cache
+//! which inodes (readers) and which session buffers writes to an inode (writer), and turns
+//! events (requests, callback outcomes) into callbacks to send. Time is passed in as `now`.
+//! Must not: do I/O, read clocks, use tokio, or touch the metadata state.
+
+use crate::record::Record;
+use proto::ids::InodeId;
+use proto::msg::{ClientCallback, LeaseGrant, TxOp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A client session id (chosen by the client, sent in `Hello`/`Renew`).
+pub type SessionId = u64;
+
+/// How long past a holder's lease expiry the manager waits for a callback answer.
+pub const CALLBACK_MARGIN: Duration = Duration::from_millis(200);
+/// Grace after a restart, on top of one lease: mutations are refused meanwhile.
+pub const GRACE_EXTRA: Duration = Duration::from_millis(500);
+/// Sessions whose lease ran out this many leases ago release what they held (marked lost).
+const FORGET_AFTER_LEASES: u32 = 20;
+
+/// Who sent a request, as far as leases are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requester {
+    /// No session is known for this address (another manager, a tool, an in-process call):
+    /// the request is served without registering anything.
+    Anonymous,
+    /// A known session in good standing (its lease was just renewed).
+    Session(SessionId),
+    /// A session the manager gave up on: answer `LeaseExpired` until it renews.
+    Lost(SessionId),
+}
+
+impl Requester {
+    pub fn session(self) -> Option<SessionId> {
+        match self {
+            Requester::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A callback to send to a client, and how long to wait for its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callback {
+    pub id: u64,
+    pub session: SessionId,
+    /// Where the client's connection comes from; `None` when the session has no address
+    /// (the callback then cannot be delivered and runs out at `deadline`).
+    pub addr: Option<SocketAddr>,
+    pub msg: ClientCallback,
+    /// The holder's lease expiry plus `CALLBACK_MARGIN`: without an answer by then the
+    /// holder is marked lost.
+    pub deadline: Instant,
+}
+
+/// What an operation must do before it may go on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Go on now (registrations are already done).
+    Go,
+    /// Send these callbacks, wait for each (answer or deadline), report each with
+    /// `callback_done`, then ask again.
+    Call(Vec<Callback>),
+    /// Other operations' callbacks on these inodes are outstanding: wait until one is
+    /// reported (or this instant), then ask again.
+    Wait(Instant),
+}
+
+/// What a mutation changes, as far as cached copies go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Affected {
+    pub inodes: BTreeSet<InodeId>,
+    /// Directory entries (dir, name) that appear, disappear or change.
+    pub entries: BTreeSet<(InodeId, String)>,
+}
+
+impl Affected {
+    pub fn is_empty(&self) -> bool {
+        self.inodes.is_empty() && self.entries.is_empty()
+    }
+
+    fn entry(&mut self, dir: InodeId, name: &str) {
+        self.inodes.insert(dir);
+        self.entries.insert((dir, name.to_string()));
+    }
+
+    /// What these records change.
+    pub fn of_records<'a>(recs: impl IntoIterator<Item = &'a Record>) -> Affected {
+        let mut a = Affected::default();
+        for r in recs {
+            match r {
+                Record::NewInode { attr, .. } | Record::Attr { attr } => {
+                    a.inodes.insert(attr.ino);
+                }
+                Record::Entry { dir, name, .. } => a.entry(*dir, name),
+                Record::Parent { dir, .. } => {
+                    a.inodes.insert(*dir);
+                }
+                Record::Extents { ino, .. }
+                | Record::Truncate { ino, .. }
+                | Record::Xattr { ino, .. }
+                | Record::Drop { ino } => {
+                    a.inodes.insert(*ino);
+                }
+                Record::Open { .. }
+                | Record::Release { .. }
+                | Record::TxIntent(_)
+                | Record::TxApplied { .. }
+                | Record::TxDone { .. }
+                | Record::TxAborted { .. } => {}
+            }
+        }
+        a
+    }
+
+    /// What these transaction ops change on the manager that applies them.
+    pub fn of_ops<'a>(ops: impl IntoIterator<Item = &'a TxOp>) -> Affected {
+        let mut a = Affected::default();
+        for op in ops {
+            match op {
+                TxOp::CreateInode { .. } => {}
+                TxOp::AddEntry { dir, name, .. } | TxOp::RemoveEntry { dir, name, .. } => {
+                    a.entry(*dir, name)
+                }
+                TxOp::AdjustNlink { ino, .. } => {
+                    a.inodes.insert(*ino);
+                }
+                TxOp::SetParent { dir, .. } | TxOp::RemoveDir { dir } => {
+                    a.inodes.insert(*dir);
+                }
+            }
+        }
+        a
+    }
+
+    pub fn extend(&mut self, other: Affected) {
+        self.inodes.extend(other.inodes);
+        self.entries.extend(other.entries);
+    }
+}
+
+/// Counters for benchmarks and `shoal status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseStats {
+    pub invalidates_sent: u64,
+    pub flushes_sent: u64,
+    pub callbacks_acked: u64,
+    /// Callbacks not answered by the holder's lease expiry (+ margin): holder marked lost.
+    pub callbacks_timed_out: u64,
+    /// Holders marked lost without a callback because their lease had already run out.
+    pub expired_holders: u64,
+    pub hellos: u64,
+    pub renewals: u64,
+    /// Sessions currently known.
+    pub sessions: usize,
+    /// Sessions currently marked lost.
+    pub lost_sessions: usize,
+}
+
+#[derive(Debug)]
+struct Session {
+    addr: Option<SocketAddr>,
+    expires: Instant,
+    lost: bool,
+    /// Callbacks sent and not yet reported: the lease is not extended meanwhile.
+    outstanding: u32,
+    /// Inodes this session reads or writes (the reverse of `Holders`).
+    held: BTreeSet<InodeId>,
+}
+
+/// An outstanding callback that others must wait for before acting on an inode.
+#[derive(Debug, Clone, Copy)]
+struct Blocker {
+    session: SessionId,
+    deadline: Instant,
+    flush: bool,
+}
+
+#[derive(Debug, Default)]
+struct Holders {
+    readers: BTreeSet<SessionId>,
+    writer: Option<SessionId>,
+    /// Callbacks (by id) that must finish before others act on this inode: a writer's
+    /// Flush, the Invalidates of an AcquireWrite. The session called back itself is never
+    /// held up by them (its CommitWrites must go through while it flushes).
+    blockers: BTreeMap<u64, Blocker>,
+}
+
+impl Holders {
+    fn is_empty(&self) -> bool {
+        self.readers.is_empty() && self.writer.is_none() && self.blockers.is_empty()
+    }
+}
+
+#[derive(Debug)]
+enum PendingKind {
+    Flush { ino: InodeId, drop_cache: bool },
+    Invalidate { blocking: Option<InodeId> },
+}
+
+#[derive(Debug)]
+struct Pending {
+    session: SessionId,
+    kind: PendingKind,
+    deadline: Instant,
+}
+
+/// Volume leases, read and write holders, and outstanding callbacks of one manager.
+#[derive(Debug)]
+pub struct LeaseTable {
+    lease: Duration,
+    incarnation: u64,
+    grace_until: Option<Instant>,
+    sessions: HashMap<SessionId, Session>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    inodes: HashMap<InodeId, Holders>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    stats: LeaseStats,
+}
+
+impl LeaseTable {
+    pub fn new(lease: Duration, incarnation: u64) -> LeaseTable {
+        LeaseTable {
+            lease,
+            incarnation,
+            grace_until: None,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            inodes: HashMap::new(),
+            pending: HashMap::new(),
+            next_id: 1,
+            stats: LeaseStats::default(),
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// After recovery of a manager that served clients before: for one lease (+ extra)
+    /// the leases of the previous incarnation may still be in use, so mutations wait.
+    pub fn start_grace(&mut self, now: Instant) {
+        self.grace_until = Some(now + self.lease + GRACE_EXTRA);
+    }
+
+    pub fn in_grace(&self, now: Instant) -> bool {
+        self.grace_until.is_some_and(|g| now < g)
+    }
+
+    pub fn grace_until(&self) -> Option<Instant> {
+        self.grace_until
+    }
+
+    pub fn stats(&self) -> LeaseStats {
+        LeaseStats {
+            sessions: self.sessions.len(),
+            lost_sessions: self.sessions.values().filter(|s| s.lost).count(),
+            ..self.stats
+        }
+    }
+
+    fn grant(&self, lost: bool) -> LeaseGrant {
+        LeaseGrant {
+            lease_ms: self.lease.as_millis().min(u32::MAX as u128) as u32,
+            incarnation: self.incarnation,
+            lost,
+        }
+    }
+
+    fn bind_addr(&mut self, session: SessionId, addr: Option<SocketAddr>) {
+        let Some(addr) = addr else { return };
+        if let Some(old) = self.by_addr.insert(addr, session) {
+            if old != session {
+                if let Some(s) = self.sessions.get_mut(&old) {
+                    s.addr = None;
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            if let Some(prev) = s.addr.replace(addr) {
+                if prev != addr && self.by_addr.get(&prev) == Some(&session) {
+                    self.by_addr.remove(&prev);
+                }
+            }
+        }
+    }
+
+    fn extend(&mut self, session: SessionId, now: Instant) {
+        let lease = self.lease;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            if !s.lost && s.outstanding == 0 {
+                s.expires = s.expires.max(now + lease);
+            }
+        }
+    }
+
+    /// `Hello`: (re)introduces a session from `addr`. A session known as lost is told so
+    /// (and forgiven); a new one starts clean.
+    pub fn hello(
+        &mut self,
+        session: SessionId,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) -> LeaseGrant {
+        self.stats.hellos += 1;
+        self.forget_idle(now);
+        let lease = self.lease;
+        let s = self.sessions.entry(session).or_insert_with(|| Session {
+            addr: None,
+            expires: now + lease,
+            lost: false,
+            outstanding: 0,
+            held: BTreeSet::new(),
+        });
+        let lost = std::mem::take(&mut s.lost);
+        self.bind_addr(session, addr);
+        self.extend(session, now);
+        self.grant(lost)
+    }
+
+    /// `Renew`: `Ok(grant)`, or `Err(until)` while callbacks to this session are
+    /// outstanding (ask again once one is reported, or at `until`): a renewal must not
+    /// confirm a lease the manager may be about to give up on. An unknown session is
+    /// registered and told `lost`; a lost one is told once and forgiven.
+    pub fn renew(
+        &mut self,
+        session: SessionId,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<LeaseGrant, Instant> {
+        self.forget_idle(now);
+        let lease = self.lease;
+        let lost = match self.sessions.get_mut(&session) {
+            None => {
+                self.sessions.insert(
+                    session,
+                    Session {
+                        addr: None,
+                        expires: now + lease,
+                        lost: false,
+                        outstanding: 0,
+                        held: BTreeSet::new(),
+                    },
+                );
+                true
+            }
+            Some(s) if s.outstanding > 0 && !s.lost => {
+                let until = self
+                    .pending
+                    .values()
+                    .filter(|p| p.session == session)
+                    .map(|p| p.deadline)
+                    .max()
+                    .unwrap_or(now);
+                return Err(until);
+            }
+            Some(s) => std::mem::take(&mut s.lost),
+        };
+        self.stats.renewals += 1;
+        self.bind_addr(session, addr);
+        self.extend(session, now);
+        Ok(self.grant(lost))
+    }
+
+    /// Who sent a request from `from`; a session in good standing has its lease renewed
+    /// (unless callbacks to it are outstanding).
+    pub fn identify(&mut self, from: Option<SocketAddr>, now: Instant) -> Requester {
+        let Some(addr) = from else {
+            return Requester::Anonymous;
+        };
+        let Some(&session) = self.by_addr.get(&addr) else {
+            return Requester::Anonymous;
+        };
+        match self.sessions.get(&session) {
+            None => Requester::Anonymous,
+            Some(s) if s.lost => Requester::Lost(session),
+            Some(_) => {
+                self.extend(session, now);
+                Requester::Session(session)
+            }
+        }
+    }
+
+    /// The current address of a session (it may have reconnected since a callback began).
+    pub fn addr_of(&self, session: SessionId) -> Option<SocketAddr> {
+        self.sessions.get(&session).and_then(|s| s.addr)
+    }
+
+    /// Whether `session` is known and not lost.
+    pub fn is_live(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_some_and(|s| !s.lost)
+    }
+
+    /// The readers and writer of `ino` (for tests and diagnostics).
+    pub fn holders(&self, ino: InodeId) -> (Vec<SessionId>, Option<SessionId>) {
+        match self.inodes.get(&ino) {
+            Some(h) => (h.readers.iter().copied().collect(), h.writer),
+            None => (Vec::new(), None),
+        }
+    }
+
+    /// The latest deadline of callbacks to sessions other than `who` that block `inodes`
+    /// (only Flushes with `flushes_only`).
+    fn blocked(
+        &self,
+        inodes: &[InodeId],
+        who: Option<SessionId>,
+        flushes_only: bool,
+    ) -> Option<Instant> {
+        inodes
+            .iter()
+            .filter_map(|i| self.inodes.get(i))
+            .flat_map(|h| h.blockers.values())
+            .filter(|b| Some(b.session) != who && (b.flush || !flushes_only))
+            .map(|b| b.deadline)
+            .max()
+    }
+
+    /// A read-type request by `who` of the state of `inodes` (which it will cache). A
+    /// writer other than `who` is flushed first (keeping its cache: it becomes a reader);
+    /// on `Go`, `who` is registered as a reader of every inode.
+    pub fn read(&mut self, who: Option<SessionId>, inodes: &[InodeId], now: Instant) -> Step {
+        if let Some(until) = self.blocked(inodes, who, false) {
+            return Step::Wait(until);
+        }
+        let mut calls = Vec::new();
+        for &ino in inodes {
+            if let Some(w) = self.writer_other_than(ino, who) {
+                calls.extend(self.flush(w, ino, false, now));
+            }
+        }
+        if !calls.is_empty() {
+            return Step::Call(calls);
+        }
+        if let Some(s) = who {
+            for &ino in inodes {
+                self.add_reader(ino, s);
+            }
+        }
+        Step::Go
+    }
+
+    /// Before a mutation of `affected` by `who` (`None`: another manager's transaction):
+    /// every other writer of an affected inode is flushed and drops its cache, so that
+    /// its earlier writes land first. `Go` means apply now, then call `after_mutation`.
+    pub fn mutation(&mut self, who: Option<SessionId>, affected: &Affected, now: Instant) -> Step {
+        let inodes: Vec<InodeId> = affected.inodes.iter().copied().collect();
+        if let Some(until) = self.blocked(&inodes, who, true) {
+            return Step::Wait(until);
+        }
+        let mut calls = Vec::new();
+        for &ino in &inodes {
+            if let Some(w) = self.writer_other_than(ino, who) {
+                calls.extend(self.flush(w, ino, true, now));
+            }
+        }
+        if calls.is_empty() {
+            Step::Go
+        } else {
+            Step::Call(calls)
+        }
+    }
+
+    /// After a mutation of `affected` by `who` was applied: every other holder of an
+    /// affected inode is dropped from its holders and gets one `Invalidate` (with the
+    /// inodes it held and the entries of directories it held). Holders whose lease already
+    /// ran out are marked lost instead. `who` becomes a reader of `returned` (the inodes
+    /// whose attributes the reply carries).
+    pub fn after_mutation(
+        &mut self,
+        who: Option<SessionId>,
+        affected: &Affected,
+        returned: &[InodeId],
+        now: Instant,
+    ) -> Vec<Callback> {
+        let mut per: BTreeMap<SessionId, Vec<InodeId>> = BTreeMap::new();
+        for ino in &affected.inodes {
+            let Some(h) = self.inodes.get_mut(ino) else {
+                continue;
+            };
+            let mut others: Vec<SessionId> = h
+                .readers
+                .iter()
+                .copied()
+                .filter(|s| Some(*s) != who)
+                .collect();
+            if let Some(w) = h.writer.filter(|w| Some(*w) != who) {
+                h.writer = None;
+                others.push(w);
+            }
+            for s in others {
+                h.readers.remove(&s);
+                per.entry(s).or_default().push(*ino);
+            }
+        }
+        for (s, inos) in &per {
+            if let Some(sess) = self.sessions.get_mut(s) {
+                for i in inos {
+                    sess.held.remove(i);
+                }
+            }
+            for i in inos {
+                self.gc_inode(*i);
+            }
+        }
+        let mut calls = Vec::new();
+        for (s, inodes) in per {
+            let entries = affected
+                .entries
+                .iter()
+                .filter(|(d, _)| inodes.contains(d))
+                .cloned()
+                .collect();
+            let msg = ClientCallback::Invalidate { inodes, entries };
+            calls.extend(self.callback(s, msg, None, now));
+        }
+        if let Some(s) = who {
+            for &ino in returned {
+                self.add_reader(ino, s);
+            }
+        }
+        calls
+    }
+
+    /// `AcquireWrite(ino)` by `who`: another writer is flushed and drops its cache, other
+    /// readers are invalidated; on `Go`, `who` is the writer (and a reader).
+    pub fn acquire_write(&mut self, who: SessionId, ino: InodeId, now: Instant) -> Step {
+        if let Some(until) = self.blocked(&[ino], Some(who), false) {
+            return Step::Wait(until);
+        }
+        let mut calls = Vec::new();
+        let writer = self.writer_other_than(ino, Some(who));
+        if let Some(w) = writer {
+            calls.extend(self.flush(w, ino, true, now));
+        }
+        // The flushed writer drops its cache with the Flush: no Invalidate for it.
+        let readers: Vec<SessionId> = self
+            .inodes
+            .get(&ino)
+            .map(|h| {
+                h.readers
+                    .iter()
+                    .copied()
+                    .filter(|r| *r != who && Some(*r) != writer)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for r in readers {
+            self.remove_holder(ino, r);
+            let msg = ClientCallback::Invalidate {
+                inodes: vec![ino],
+                entries: Vec::new(),
+            };
+            calls.extend(self.callback(r, msg, Some(ino), now));
+        }
+        if !calls.is_empty() {
+            return Step::Call(calls);
+        }
+        self.set_writer(who, ino);
+        Step::Go
+    }
+
+    /// Makes `session` the writer (and a reader) of `ino` without callbacks (the creator
+    /// of a new inode). Unknown or lost sessions are ignored.
+    pub fn set_writer(&mut self, session: SessionId, ino: InodeId) {
+        if !self.is_live(session) {
+            return;
+        }
+        self.add_reader(ino, session);
+        if let Some(h) = self.inodes.get_mut(&ino) {
+            h.writer = Some(session);
+        }
+    }
+
+    /// The outcome of callback `id`: answered (`acked`) or not by its deadline (the holder
+    /// is then marked lost and dropped from everything it held).
+    pub fn callback_done(&mut self, id: u64, acked: bool) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(&p.session) {
+            s.outstanding = s.outstanding.saturating_sub(1);
+        }
+        let blocking = match p.kind {
+            PendingKind::Flush { ino, .. } => Some(ino),
+            PendingKind::Invalidate { blocking } => blocking,
+        };
+        if let Some(ino) = blocking {
+            if let Some(h) = self.inodes.get_mut(&ino) {
+                h.blockers.remove(&id);
+            }
+        }
+        if !acked {
+            self.stats.callbacks_timed_out += 1;
+            self.mark_lost(p.session);
+        } else {
+            self.stats.callbacks_acked += 1;
+            if let PendingKind::Flush { ino, drop_cache } = p.kind {
+                if let Some(h) = self.inodes.get_mut(&ino) {
+                    if h.writer == Some(p.session) {
+                        h.writer = None;
+                    }
+                }
+                if drop_cache {
+                    self.remove_holder(ino, p.session);
+                } else {
+                    self.add_reader(ino, p.session);
+                }
+            }
+        }
+        if let Some(ino) = blocking {
+            self.gc_inode(ino);
+        }
+    }
+
+    /// Gives up on `session`: it must drop every cached copy (`Renew` says `lost`), and
+    /// holds nothing any more.
+    pub fn mark_lost(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.lost = true;
+        let held = std::mem::take(&mut s.held);
+        for ino in held {
+            if let Some(h) = self.inodes.get_mut(&ino) {
+                h.readers.remove(&session);
+                if h.writer == Some(session) {
+                    h.writer = None;
+                }
+            }
+            self.gc_inode(ino);
+        }
+    }
+
+    /// The writer of `ino` if it is not `who`.
+    fn writer_other_than(&self, ino: InodeId, who: Option<SessionId>) -> Option<SessionId> {
+        let w = self.inodes.get(&ino)?.writer?;
+        if Some(w) == who {
+            return None;
+        }
+        Some(w)
+    }
+
+    fn flush(
+        &mut self,
+        w: SessionId,
+        ino: InodeId,
+        drop_cache: bool,
+        now: Instant,
+    ) -> Option<Callback> {
+        let msg = ClientCallback::Flush { ino, drop_cache };
+        self.callback(w, msg, Some(ino), now)
+    }
+
+    /// Creates a callback to `session`, or marks it lost when its lease is already over.
+    /// `blocking` inodes make others wait until the callback is reported.
+    fn callback(
+        &mut self,
+        session: SessionId,
+        msg: ClientCallback,
+        blocking: Option<InodeId>,
+        now: Instant,
+    ) -> Option<Callback> {
+        let (addr, expires) = match self.sessions.get(&session) {
+            Some(s) if !s.lost => (s.addr, s.expires),
+            _ => {
+                self.drop_everywhere(session);
+                return None;
+            }
+        };
+        if expires <= now {
+            self.stats.expired_holders += 1;
+            self.mark_lost(session);
+            return None;
+        }
+        let deadline = expires + CALLBACK_MARGIN;
+        let id = self.next_id;
+        self.next_id += 1;
+        let kind = match &msg {
+            ClientCallback::Flush { ino, drop_cache } => {
+                self.stats.flushes_sent += 1;
+                PendingKind::Flush {
+                    ino: *ino,
+                    drop_cache: *drop_cache,
+                }
+            }
+            ClientCallback::Invalidate { .. } => {
+                self.stats.invalidates_sent += 1;
+                PendingKind::Invalidate { blocking }
+            }
+        };
+        if let Some(ino) = blocking {
+            let flush = matches!(kind, PendingKind::Flush { .. });
+            self.inodes.entry(ino).or_default().blockers.insert(
+                id,
+                Blocker {
+                    session,
+                    deadline,
+                    flush,
+                },
+            );
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.outstanding += 1;
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                session,
+                kind,
+                deadline,
+            },
+        );
+        Some(Callback {
+            id,
+            session,
+            addr,
+            msg,
+            deadline,
+        })
+    }
+
+    /// Removes an unknown or lost session from every holder list (defensive: a lost
+    /// session holds nothing already).
+    fn drop_everywhere(&mut self, session: SessionId) {
+        let inos: Vec<InodeId> = self
+            .inodes
+            .iter()
+            .filter(|(_, h)| h.readers.contains(&session) || h.writer == Some(session))
+            .map(|(i, _)| *i)
+            .collect();
+        for ino in inos {
+            self.remove_holder(ino, session);
+        }
+    }
+
+    fn add_reader(&mut self, ino: InodeId, session: SessionId) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.lost {
+            return;
+        }
+        s.held.insert(ino);
+        self.inodes.entry(ino).or_default().readers.insert(session);
+    }
+
+    fn remove_holder(&mut self, ino: InodeId, session: SessionId) {
+        if let Some(h) = self.inodes.get_mut(&ino) {
+            h.readers.remove(&session);
+            if h.writer == Some(session) {
+                h.writer = None;
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.held.remove(&ino);
+        }
+        self.gc_inode(ino);
+    }
+
+    fn gc_inode(&mut self, ino: InodeId) {
+        if self.inodes.get(&ino).is_some_and(Holders::is_empty) {
+            self.inodes.remove(&ino);
+        }
+    }
+
+    /// Marks lost the sessions whose lease ran out long ago, so that what they held is
+    /// released (they are kept, small, so that their address keeps answering
+    /// `LeaseExpired` and `Renew` tells them `lost` if they come back).
+    fn forget_idle(&mut self, now: Instant) {
+        let horizon = self.lease * FORGET_AFTER_LEASES;
+        let old: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                !s.lost && s.outstanding == 0 && !s.held.is_empty() && s.expires + horizon < now
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            self.mark_lost(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(1000);
+    const A: SessionId = 0xa;
+    const B: SessionId = 0xb;
+    const C: SessionId = 0xc;
+    const X: InodeId = InodeId(0x100);
+    const P: InodeId = InodeId(0x101);
+
+    fn addr(s: SessionId) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([10, 0, 0, s as u8], 4000)))
+    }
+
+    /// A table with sessions A, B, C said hello at `t0`.
+    fn table() -> (LeaseTable, Instant) {
+        let t0 = Instant::now();
+        let mut t = LeaseTable::new(LEASE, 7);
+        for s in [A, B, C] {
+            let g = t.hello(s, addr(s), t0);
+            assert!(!g.lost);
+            assert_eq!(g.incarnation, 7);
+            assert_eq!(g.lease_ms, 1000);
+        }
+        (t, t0)
+    }
+
+    fn calls(step: Step) -> Vec<Callback> {
+        match step {
+            Step::Call(c) => c,
+            other => panic!("expected callbacks, got {other:?}"),
+        }
+    }
+
+    fn one_file(inos: &[InodeId]) -> Affected {
+        Affected {
+            inodes: inos.iter().copied().collect(),
+            entries: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn reads_register_readers_and_identify_by_address() {
+        let (mut t, t0) = table();
+        assert_eq!(t.identify(addr(A), t0), Requester::Session(A));
+        assert_eq!(t.identify(None, t0), Requester::Anonymous);
+        assert_eq!(
+            t.identify(Some(SocketAddr::from(([10, 9, 9, 9], 1))), t0),
+            Requester::Anonymous
+        );
+        assert_eq!(t.read(Some(A), &[P, X], t0), Step::Go);
+        assert_eq!(t.read(Some(B), &[X], t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![A, B], None));
+        assert_eq!(t.holders(P), (vec![A], None));
+        // Anonymous readers register nothing.
+        assert_eq!(t.read(None, &[InodeId(5)], t0), Step::Go);
+        assert_eq!(t.holders(InodeId(5)), (vec![], None));
+    }
+
+    #[test]
+    fn any_request_renews_the_lease() {
+        let (mut t, t0) = table();
+        t.read(Some(A), &[X], t0);
+        // A keeps talking (not Renew), B is silent.
+        let later = t0 + LEASE / 2;
+        t.identify(addr(A), later);
+        let at = t0 + LEASE + Duration::from_millis(100);
+        t.read(Some(B), &[X], t0);
+        let cbs = t.after_mutation(Some(C), &one_file(&[X]), &[], at);
+        // A's lease runs to t0 + 1.5 s: it is called back; B's ran out: lost at once.
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].session, A);
+        assert_eq!(cbs[0].deadline, later + LEASE + CALLBACK_MARGIN);
+        assert!(!t.is_live(B));
+        assert_eq!(t.stats().expired_holders, 1);
+    }
+
+    #[test]
+    fn mutation_invalidates_other_holders_but_not_the_requester() {
+        let (mut t, t0) = table();
+        for s in [A, B, C] {
+            t.read(Some(s), &[P], t0);
+        }
+        t.read(Some(B), &[X], t0);
+        let mut aff = one_file(&[P, X]);
+        aff.entries.insert((P, "f".into()));
+        assert_eq!(t.mutation(Some(A), &aff, t0), Step::Go);
+        let cbs = t.after_mutation(Some(A), &aff, &[X], t0);
+        let mut got: Vec<(SessionId, ClientCallback)> =
+            cbs.iter().map(|c| (c.session, c.msg.clone())).collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    B,
+                    ClientCallback::Invalidate {
+                        inodes: vec![X, P]
+                            .into_iter()
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .collect(),
+                        entries: vec![(P, "f".to_string())],
+                    }
+                ),
+                (
+                    C,
+                    ClientCallback::Invalidate {
+                        inodes: vec![P],
+                        entries: vec![(P, "f".to_string())],
+                    }
+                ),
+            ]
+        );
+        assert_eq!(cbs[0].addr, addr(cbs[0].session));
+        // Holders are dropped at once; the requester stays and reads what it got back.
+        assert_eq!(t.holders(P), (vec![A], None));
+        assert_eq!(t.holders(X), (vec![A], None));
+        for c in &cbs {
+            t.callback_done(c.id, true);
+        }
+        assert!(t.is_live(B) && t.is_live(C));
+        assert_eq!(t.stats().invalidates_sent, 2);
+        assert_eq!(t.stats().callbacks_acked, 2);
+        // Another-manager transaction (no requester): everyone is invalidated.
+        let cbs = t.after_mutation(None, &one_file(&[P]), &[], t0);
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].session, A);
+    }
+
+    #[test]
+    fn writer_is_flushed_before_reads_by_others_and_becomes_a_reader() {
+        let (mut t, t0) = table();
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![A], Some(A)));
+        // The writer reads its own file freely.
+        assert_eq!(t.read(Some(A), &[X], t0), Step::Go);
+        let cbs = calls(t.read(Some(B), &[X], t0));
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(
+            cbs[0].msg,
+            ClientCallback::Flush {
+                ino: X,
+                drop_cache: false
+            }
+        );
+        // While the flush is out, others wait, but the writer's own CommitWrites goes on.
+        assert!(matches!(t.read(Some(C), &[X], t0), Step::Wait(_)));
+        assert!(matches!(
+            t.mutation(Some(C), &one_file(&[X]), t0),
+            Step::Wait(_)
+        ));
+        assert_eq!(t.mutation(Some(A), &one_file(&[X]), t0), Step::Go);
+        assert!(t
+            .after_mutation(Some(A), &one_file(&[X]), &[X], t0)
+            .is_empty());
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.read(Some(B), &[X], t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![A, B], None));
+        assert_eq!(t.stats().flushes_sent, 1);
+    }
+
+    #[test]
+    fn writer_is_flushed_and_drops_its_cache_before_mutations_by_others() {
+        let (mut t, t0) = table();
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        let cbs = calls(t.mutation(Some(B), &one_file(&[X]), t0));
+        assert_eq!(
+            cbs[0].msg,
+            ClientCallback::Flush {
+                ino: X,
+                drop_cache: true
+            }
+        );
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.holders(X), (vec![], None));
+        assert_eq!(t.mutation(Some(B), &one_file(&[X]), t0), Step::Go);
+        // The requester's own write lease does not stop its own mutations.
+        assert_eq!(t.acquire_write(B, X, t0), Step::Go);
+        assert_eq!(t.mutation(Some(B), &one_file(&[X]), t0), Step::Go);
+        // Another manager's transaction flushes every writer.
+        assert_eq!(calls(t.mutation(None, &one_file(&[X]), t0)).len(), 1);
+    }
+
+    #[test]
+    fn acquire_write_revokes_other_holders() {
+        let (mut t, t0) = table();
+        t.read(Some(A), &[X], t0);
+        t.read(Some(B), &[X], t0);
+        let cbs = calls(t.acquire_write(B, X, t0));
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].session, A);
+        assert_eq!(
+            cbs[0].msg,
+            ClientCallback::Invalidate {
+                inodes: vec![X],
+                entries: vec![]
+            }
+        );
+        // Others cannot read until the invalidation is through; the holder called back
+        // itself is never held up (its requests may be needed to answer), but reading
+        // again makes it a holder to invalidate again.
+        assert!(matches!(t.read(Some(C), &[X], t0), Step::Wait(_)));
+        assert_eq!(t.read(Some(A), &[X], t0), Step::Go);
+        t.callback_done(cbs[0].id, true);
+        let again = calls(t.acquire_write(B, X, t0));
+        assert_eq!(again[0].session, A);
+        t.callback_done(again[0].id, true);
+        assert_eq!(t.acquire_write(B, X, t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![B], Some(B)));
+        // A third session takes the write lease: B is flushed and drops its cache.
+        let cbs = calls(t.acquire_write(C, X, t0));
+        assert_eq!(
+            cbs.iter()
+                .map(|c| (c.session, c.msg.clone()))
+                .collect::<Vec<_>>(),
+            vec![(
+                B,
+                ClientCallback::Flush {
+                    ino: X,
+                    drop_cache: true
+                }
+            )]
+        );
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.acquire_write(C, X, t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![C], Some(C)));
+        // Create with a session: writer without callbacks.
+        t.set_writer(A, InodeId(0x200));
+        assert_eq!(t.holders(InodeId(0x200)), (vec![A], Some(A)));
+    }
+
+    #[test]
+    fn unanswered_callback_marks_the_holder_lost_until_it_renews() {
+        let (mut t, t0) = table();
+        t.read(Some(A), &[X, P], t0);
+        let cbs = t.after_mutation(Some(B), &one_file(&[X]), &[], t0);
+        assert_eq!(cbs.len(), 1);
+        // The deadline is A's lease expiry plus the margin.
+        assert_eq!(cbs[0].deadline, t0 + LEASE + CALLBACK_MARGIN);
+        // While the callback is out, A's lease is not extended and Renew waits.
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(t.identify(addr(A), later), Requester::Session(A));
+        assert_eq!(t.renew(A, addr(A), later), Err(cbs[0].deadline));
+        t.callback_done(cbs[0].id, false);
+        assert_eq!(t.stats().callbacks_timed_out, 1);
+        assert_eq!(t.stats().lost_sessions, 1);
+        // Lost: everything it held is released, its requests are refused...
+        assert_eq!(t.holders(P), (vec![], None));
+        assert_eq!(t.identify(addr(A), later), Requester::Lost(A));
+        // ...until Renew tells it (once).
+        assert!(t.renew(A, addr(A), later).expect("renew").lost);
+        assert!(!t.renew(A, addr(A), later).expect("renew").lost);
+        assert_eq!(t.identify(addr(A), later), Requester::Session(A));
+        assert_eq!(t.stats().renewals, 2);
+    }
+
+    #[test]
+    fn unanswered_flush_loses_the_writer_and_frees_the_inode() {
+        let (mut t, t0) = table();
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        let cbs = calls(t.read(Some(B), &[X], t0));
+        t.callback_done(cbs[0].id, false);
+        assert_eq!(t.read(Some(B), &[X], t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![B], None));
+        assert_eq!(t.identify(addr(A), t0), Requester::Lost(A));
+    }
+
+    #[test]
+    fn unknown_sessions_are_lost_and_registered_by_renew() {
+        let (mut t, t0) = table();
+        let g = t.renew(0x77, addr(7), t0).expect("renew");
+        assert!(g.lost);
+        assert_eq!(t.identify(addr(7), t0), Requester::Session(0x77));
+        assert!(!t.renew(0x77, addr(7), t0).expect("renew").lost);
+        // A Hello of a session known as lost reports it too.
+        t.mark_lost(0x77);
+        assert!(t.hello(0x77, addr(7), t0).lost);
+        assert!(!t.hello(0x77, addr(7), t0).lost);
+    }
+
+    #[test]
+    fn a_reconnected_session_is_called_back_at_its_new_address() {
+        let (mut t, t0) = table();
+        t.read(Some(A), &[X], t0);
+        let new = Some(SocketAddr::from(([10, 0, 1, 1], 5000)));
+        t.renew(A, new, t0).expect("renew");
+        assert_eq!(t.identify(addr(A), t0), Requester::Anonymous);
+        assert_eq!(t.identify(new, t0), Requester::Session(A));
+        let cbs = t.after_mutation(None, &one_file(&[X]), &[], t0);
+        assert_eq!(cbs[0].addr, new);
+        // Another session taking over an address takes its callbacks too.
+        t.hello(0x99, new, t0);
+        assert_eq!(t.addr_of(A), None);
+        assert_eq!(t.identify(new, t0), Requester::Session(0x99));
+    }
+
+    #[test]
+    fn grace_period_after_restart() {
+        let t0 = Instant::now();
+        let mut t = LeaseTable::new(LEASE, 1);
+        assert!(!t.in_grace(t0));
+        t.start_grace(t0);
+        assert!(t.in_grace(t0 + LEASE));
+        assert!(t.in_grace(t0 + LEASE + GRACE_EXTRA - Duration::from_millis(1)));
+        assert!(!t.in_grace(t0 + LEASE + GRACE_EXTRA));
+    }
+
+    #[test]
+    fn long_idle_sessions_release_what_they_held() {
+        let (mut t, t0) = table();
+        t.read(Some(A), &[X], t0);
+        let much_later = t0 + LEASE * (FORGET_AFTER_LEASES + 2);
+        t.renew(B, addr(B), much_later).expect("renew");
+        assert_eq!(t.holders(X), (vec![], None));
+        assert!(t.renew(A, addr(A), much_later).expect("renew").lost);
+    }
+
+    #[test]
+    fn affected_sets_of_records_and_ops() {
+        use proto::msg::FileKind;
+        let recs = vec![
+            Record::Entry {
+                dir: P,
+                name: "a".into(),
+                target: Some((X, FileKind::File)),
+            },
+            Record::Truncate { ino: X, size: 0 },
+            Record::Open { ino: X, session: 1 },
+        ];
+        let a = Affected::of_records(&recs);
+        assert_eq!(a.inodes, [P, X].into_iter().collect());
+        assert_eq!(a.entries, [(P, "a".to_string())].into_iter().collect());
+        let ops = vec![
+            TxOp::RemoveEntry {
+                dir: P,
+                name: "b".into(),
+                ino: X,
+            },
+            TxOp::AdjustNlink { ino: X, delta: -1 },
+        ];
+        let b = Affected::of_ops(&ops);
+        assert_eq!(b.inodes, [P, X].into_iter().collect());
+        assert_eq!(b.entries, [(P, "b".to_string())].into_iter().collect());
+    }
+}

@@ -1,0 +1,505 @@
+//! Service-level tests of volume leases and callbacks, with `MemLog`, in-process peers and
+//! a fake callback sender: mutations wait for holders' answers, an unanswered holder delays
+//! them by at most its lease and is then lost, writers are flushed first (and their
+//! CommitWrites goes through while the flushing operation waits), grace after a restart.
+
+use crate::service::{CallbackSender, Service};
+use crate::service_test::Cluster;
+use proto::ids::InodeId;
+use proto::msg::{
+    Attr, Caller, ClientCallback, InodeWrite, ManagerRequest as R, ManagerResponse as A, NewNode,
+    RemoteError, SetAttrs, Timestamp,
+};
+use proto::transport::BoxFuture;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+const USER: Caller = Caller { uid: 1, gid: 1 };
+const ROOT: InodeId = InodeId::ROOT;
+/// Safety bound on waits for events that must happen (not a timing assertion).
+const BOUND: Duration = Duration::from_secs(20);
+
+/// How a fake client answers callbacks.
+#[derive(Clone)]
+pub(crate) enum Behaviour {
+    Ack,
+    /// Never answers (a stopped client).
+    Silent,
+    /// Answers once a permit is available.
+    Gated(Arc<tokio::sync::Semaphore>),
+    /// Answers a Flush by committing `size` as the file's new size first (as the real
+    /// client's write-back does), from its own address.
+    CommitOnFlush(Weak<Service>, u64),
+}
+
+/// A fake callback channel: records every callback sent, answers per address.
+pub(crate) struct FakeCallbacks {
+    sent: Mutex<Vec<(SocketAddr, ClientCallback)>>,
+    count: tokio::sync::watch::Sender<usize>,
+    behaviour: Mutex<HashMap<SocketAddr, Behaviour>>,
+}
+
+impl FakeCallbacks {
+    pub fn new() -> Arc<FakeCallbacks> {
+        Arc::new(FakeCallbacks {
+            sent: Mutex::new(Vec::new()),
+            count: tokio::sync::watch::Sender::new(0),
+            behaviour: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn set(&self, to: SocketAddr, b: Behaviour) {
+        self.behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to, b);
+    }
+
+    pub fn sent(&self) -> Vec<(SocketAddr, ClientCallback)> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until at least `n` callbacks were sent.
+    pub async fn wait_sent(&self, n: usize) {
+        let mut rx = self.count.subscribe();
+        tokio::time::timeout(BOUND, rx.wait_for(|c| *c >= n))
+            .await
+            .expect("callback sent in time")
+            .expect("sender alive");
+    }
+}
+
+impl CallbackSender for FakeCallbacks {
+    fn send(
+        &self,
+        to: SocketAddr,
+        cb: ClientCallback,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((to, cb.clone()));
+            self.count.send_modify(|c| *c += 1);
+            let b = self
+                .behaviour
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&to)
+                .cloned()
+                .unwrap_or(Behaviour::Ack);
+            match b {
+                Behaviour::Ack => Ok(()),
+                Behaviour::Silent => {
+                    tokio::time::sleep(timeout).await;
+                    Err("silent client".into())
+                }
+                Behaviour::Gated(sem) => match tokio::time::timeout(timeout, sem.acquire()).await {
+                    Ok(Ok(permit)) => {
+                        permit.forget();
+                        Ok(())
+                    }
+                    _ => Err("gate not opened".into()),
+                },
+                Behaviour::CommitOnFlush(svc, size) => {
+                    if let (ClientCallback::Flush { ino, .. }, Some(svc)) = (&cb, svc.upgrade()) {
+                        let w = InodeWrite {
+                            ino: *ino,
+                            extents: Vec::new(),
+                            size,
+                            mtime: Timestamp::now(),
+                        };
+                        svc.handle(
+                            Some(to),
+                            R::CommitWrites {
+                                writes: vec![w],
+                                sync: false,
+                            },
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n], 7000))
+}
+
+/// A lease long enough that no session of a test runs out between two steps.
+const LONG: u64 = 5000;
+
+/// The manager of the root directory, and the cluster.
+async fn setup(lease_ms: u64) -> (Cluster, Arc<Service>) {
+    let c = Cluster::start_lease(1_000_000, lease_ms).await;
+    let owner = c.config.slot_owner(ROOT.slot());
+    let m = c
+        .managers
+        .iter()
+        .find(|m| m.node() == owner)
+        .expect("root owner")
+        .clone();
+    (c, m)
+}
+
+async fn hello(m: &Service, n: u8) {
+    match m
+        .handle(Some(addr(n)), R::Hello { session: n as u64 })
+        .await
+    {
+        Ok(A::Lease(g)) => assert!(!g.lost),
+        other => panic!("hello answered {other:?}"),
+    }
+}
+
+async fn call(m: &Service, n: u8, req: R) -> Result<A, RemoteError> {
+    m.handle(Some(addr(n)), req).await
+}
+
+fn attr(r: Result<A, RemoteError>) -> Attr {
+    match r {
+        Ok(A::Attr(a)) => a,
+        other => panic!("expected attributes, got {other:?}"),
+    }
+}
+
+fn create(name: &str, session: Option<u64>) -> R {
+    R::Create {
+        parent: ROOT,
+        name: name.into(),
+        node: NewNode::File,
+        perm: 0o644,
+        umask: 0,
+        caller: USER,
+        session,
+    }
+}
+
+fn chmod(ino: InodeId, perm: u16) -> R {
+    R::SetAttr {
+        ino,
+        set: SetAttrs {
+            perm: Some(perm),
+            ..SetAttrs::default()
+        },
+        caller: USER,
+    }
+}
+
+fn renew_lost(r: Result<A, RemoteError>) -> bool {
+    match r {
+        Ok(A::Lease(g)) => g.lost,
+        other => panic!("renew answered {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_mutation_waits_for_the_holders_answers() {
+    let (c, m) = setup(LONG).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    let x = attr(call(&m, 2, create("f", None)).await);
+    attr(
+        call(
+            &m,
+            1,
+            R::Lookup {
+                parent: ROOT,
+                name: "f".into(),
+            },
+        )
+        .await,
+    );
+    assert_eq!(m.lease_holders(x.ino).0, vec![1, 2]);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    c.callbacks.set(addr(1), Behaviour::Gated(gate.clone()));
+    let m2 = m.clone();
+    let task = tokio::spawn(async move { call(&m2, 2, chmod(x.ino, 0o600)).await });
+    c.callbacks.wait_sent(1).await;
+    assert_eq!(
+        c.callbacks.sent(),
+        vec![(
+            addr(1),
+            ClientCallback::Invalidate {
+                inodes: vec![x.ino],
+                entries: vec![]
+            }
+        )]
+    );
+    // The change is applied, but not answered before the holder answered.
+    assert!(!task.is_finished());
+    gate.add_permits(1);
+    let after = attr(task.await.expect("task"));
+    assert_eq!(after.perm, 0o600);
+    // Holder 1 dropped x; it still caches the root directory: unlink invalidates that.
+    assert_eq!(m.lease_holders(x.ino).0, vec![2]);
+    c.callbacks.set(addr(1), Behaviour::Ack);
+    call(
+        &m,
+        2,
+        R::Unlink {
+            parent: ROOT,
+            name: "f".into(),
+            caller: USER,
+        },
+    )
+    .await
+    .expect("unlink");
+    assert_eq!(
+        c.callbacks.sent()[1],
+        (
+            addr(1),
+            ClientCallback::Invalidate {
+                inodes: vec![ROOT],
+                entries: vec![(ROOT, "f".into())]
+            }
+        )
+    );
+    let s = m.lease_stats();
+    assert_eq!((s.invalidates_sent, s.callbacks_acked), (2, 2));
+    assert_eq!(s.callbacks_timed_out, 0);
+    assert_eq!(s.sessions, 2);
+}
+
+#[tokio::test]
+async fn an_unanswered_holder_delays_a_mutation_by_its_lease_and_is_lost() {
+    let (c, m) = setup(1000).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    let x = attr(call(&m, 2, create("g", None)).await);
+    c.callbacks.set(addr(1), Behaviour::Silent);
+    let t0 = Instant::now();
+    attr(call(&m, 1, R::GetAttr { ino: x.ino }).await);
+    let after = attr(call(&m, 2, chmod(x.ino, 0o600)).await);
+    assert_eq!(after.perm, 0o600);
+    // Holder 1's lease (1 s from its last request, after t0) plus the 200 ms margin.
+    assert!(t0.elapsed() >= Duration::from_millis(1200));
+    assert_eq!(c.callbacks.sent().len(), 1);
+    assert_eq!(m.lease_stats().callbacks_timed_out, 1);
+    assert_eq!(m.lease_stats().lost_sessions, 1);
+    // The lost client is refused until it renews, told `lost` once, then fine.
+    assert!(matches!(
+        call(&m, 1, R::GetAttr { ino: x.ino }).await,
+        Err(RemoteError::LeaseExpired(_))
+    ));
+    assert!(renew_lost(call(&m, 1, R::Renew { session: 1 }).await));
+    assert!(!renew_lost(call(&m, 1, R::Renew { session: 1 }).await));
+    assert_eq!(
+        attr(call(&m, 1, R::GetAttr { ino: x.ino }).await).perm,
+        0o600
+    );
+    assert_eq!(m.lease_stats().renewals, 2);
+}
+
+#[tokio::test]
+async fn a_read_flushes_the_writer_whose_commit_goes_through() {
+    let (c, m) = setup(LONG).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    // Create with a session: the creator holds the write lease, without callbacks.
+    let x = attr(call(&m, 1, create("w", Some(1))).await);
+    assert_eq!(m.lease_holders(x.ino), (vec![1], Some(1)));
+    c.callbacks
+        .set(addr(1), Behaviour::CommitOnFlush(Arc::downgrade(&m), 4242));
+    // The reader sees the writer's buffered data, committed by the Flush.
+    let seen = attr(call(&m, 2, R::GetAttr { ino: x.ino }).await);
+    assert_eq!(seen.size, 4242);
+    assert_eq!(
+        c.callbacks.sent(),
+        vec![(
+            addr(1),
+            ClientCallback::Flush {
+                ino: x.ino,
+                drop_cache: false
+            }
+        )]
+    );
+    // The writer keeps its cache as a reader.
+    assert_eq!(m.lease_holders(x.ino), (vec![1, 2], None));
+    assert_eq!(m.lease_stats().flushes_sent, 1);
+}
+
+#[tokio::test]
+async fn a_mutation_flushes_the_writer_first() {
+    let (c, m) = setup(LONG).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    let x = attr(call(&m, 1, create("t", Some(1))).await);
+    c.callbacks
+        .set(addr(1), Behaviour::CommitOnFlush(Arc::downgrade(&m), 100));
+    let truncate = R::SetAttr {
+        ino: x.ino,
+        set: SetAttrs {
+            size: Some(0),
+            ..SetAttrs::default()
+        },
+        caller: USER,
+    };
+    // The writer's earlier write lands before the truncate, not after it.
+    assert_eq!(attr(call(&m, 2, truncate).await).size, 0);
+    assert_eq!(attr(call(&m, 2, R::GetAttr { ino: x.ino }).await).size, 0);
+    assert_eq!(
+        c.callbacks.sent(),
+        vec![(
+            addr(1),
+            ClientCallback::Flush {
+                ino: x.ino,
+                drop_cache: true
+            }
+        )]
+    );
+    assert_eq!(m.lease_holders(x.ino), (vec![2], None));
+}
+
+#[tokio::test]
+async fn acquire_write_revokes_readers_and_the_previous_writer() {
+    let (c, m) = setup(LONG).await;
+    for n in 1..=3 {
+        hello(&m, n).await;
+    }
+    // 3 creates (and so caches) the file, 1 reads it.
+    let x = attr(call(&m, 3, create("a", None)).await);
+    attr(call(&m, 1, R::GetAttr { ino: x.ino }).await);
+    assert_eq!(m.lease_holders(x.ino), (vec![1, 3], None));
+    let acquire = |n: u8| R::AcquireWrite {
+        ino: x.ino,
+        session: n as u64,
+    };
+    assert!(matches!(call(&m, 2, acquire(2)).await, Ok(A::Done)));
+    assert_eq!(m.lease_holders(x.ino), (vec![2], Some(2)));
+    assert!(matches!(call(&m, 3, acquire(3)).await, Ok(A::Done)));
+    assert_eq!(m.lease_holders(x.ino), (vec![3], Some(3)));
+    let sent: Vec<(SocketAddr, ClientCallback)> = c.callbacks.sent();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                addr(1),
+                ClientCallback::Invalidate {
+                    inodes: vec![x.ino],
+                    entries: vec![]
+                }
+            ),
+            (
+                addr(3),
+                ClientCallback::Invalidate {
+                    inodes: vec![x.ino],
+                    entries: vec![]
+                }
+            ),
+            (
+                addr(2),
+                ClientCallback::Flush {
+                    ino: x.ino,
+                    drop_cache: true
+                }
+            ),
+        ]
+    );
+    // Without a session, or for someone else's session: refused.
+    assert!(matches!(
+        m.handle(None, acquire(3)).await,
+        Err(RemoteError::LeaseExpired(_))
+    ));
+    assert!(matches!(
+        call(&m, 1, acquire(3)).await,
+        Err(RemoteError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn another_managers_transaction_invalidates_the_participants_holders() {
+    let (c, m) = setup(LONG).await;
+    // A directory created from the root lands on the other manager.
+    let mut remote = None;
+    for i in 0..64 {
+        let name = format!("d{i}");
+        let d = c.mkdir(ROOT, &name).await;
+        if c.config.slot_owner(d.ino.slot()) != m.node() {
+            remote = Some((name, d));
+            break;
+        }
+    }
+    let (name, d) = remote.expect("a directory on the other manager");
+    let other = c
+        .managers
+        .iter()
+        .find(|s| s.node() != m.node())
+        .expect("other manager")
+        .clone();
+    hello(&other, 1).await;
+    attr(call(&other, 1, R::GetAttr { ino: d.ino }).await);
+    assert_eq!(other.lease_holders(d.ino).0, vec![1]);
+    // rmdir from the root's manager: the participant (d's owner) calls its holder back.
+    call(
+        &m,
+        2,
+        R::Rmdir {
+            parent: ROOT,
+            name,
+            caller: USER,
+        },
+    )
+    .await
+    .expect("rmdir");
+    assert!(c.callbacks.sent().iter().any(|(a, cb)| *a == addr(1)
+        && matches!(cb, ClientCallback::Invalidate { inodes, .. } if inodes.contains(&d.ino))));
+    assert_eq!(other.lease_holders(d.ino).0, Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn grace_period_after_a_restart() {
+    let (mut c, m) = setup(300).await;
+    hello(&m, 1).await;
+    let old = match call(&m, 1, R::Renew { session: 1 }).await {
+        Ok(A::Lease(g)) => g.incarnation,
+        other => panic!("renew answered {other:?}"),
+    };
+    let x = attr(call(&m, 1, create("r", None)).await);
+    c.sync_all().await;
+    let i = c
+        .managers
+        .iter()
+        .position(|s| s.node() == m.node())
+        .expect("index");
+    drop(m);
+    c.managers[i].kill();
+    let m = c.start_manager(i).await;
+    c.managers[i] = m.clone();
+    // Mutations and AcquireWrite are refused while the grace lasts; reads are fine.
+    let r = call(&m, 1, chmod(x.ino, 0o600)).await;
+    if m.in_grace() {
+        assert!(matches!(r, Err(RemoteError::Unavailable(ref s)) if s.contains("grace")));
+    }
+    assert!(call(&m, 1, R::GetAttr { ino: x.ino }).await.is_ok());
+    // The new incarnation does not know the session: lost, and a new incarnation.
+    match call(&m, 1, R::Renew { session: 1 }).await {
+        Ok(A::Lease(g)) => {
+            assert!(g.lost);
+            assert_ne!(g.incarnation, old);
+        }
+        other => panic!("renew answered {other:?}"),
+    }
+    let r = call(
+        &m,
+        1,
+        R::AcquireWrite {
+            ino: x.ino,
+            session: 1,
+        },
+    )
+    .await;
+    if m.in_grace() {
+        assert!(matches!(r, Err(RemoteError::Unavailable(_))));
+    }
+    m.wait_grace().await;
+    assert!(!m.in_grace());
+    assert_eq!(attr(call(&m, 1, chmod(x.ino, 0o640)).await).perm, 0o640);
+}
