@@ -403,28 +403,23 @@ impl Client {
         self.attrs.get(&ino).map(|a| a.size).ok_or(FsError::EIO)
     }
 
-    /// chmod/chown/utimes/truncate. A size change first writes this inode's dirty data,
-    /// then truncates at the manager, then locally (holding the log lock throughout, so no
-    /// flush interleaves).
+    /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty
+    /// data (so that neither a later flush of older writes nor their write time overrides
+    /// it), then changes it at the manager, then locally (holding the log lock throughout,
+    /// so no flush interleaves).
     pub async fn setattr(
         &self,
         ino: InodeId,
         set: SetAttrs,
         caller: Caller,
     ) -> Result<Attr, FsError> {
-        let Some(size) = set.size else {
-            let mtime_set = set.mtime.is_some();
+        if set.size.is_none() && set.mtime.is_none() {
             let a = self
                 .attr_call(ManagerRequest::SetAttr { ino, set, caller })
                 .await?;
-            if mtime_set {
-                // An explicit mtime wins over the time of earlier local writes.
-                if let Some(w) = self.lock_state().files.get_mut(&ino) {
-                    w.mtime = self.attrs.get(&ino).map(|x| x.mtime).unwrap_or(w.mtime);
-                }
-            }
             return Ok(self.local_view(a));
-        };
+        }
+        let size = set.size;
         let mut log = self.log.lock().await;
         self.flush_locked(&mut log, Which::One(ino), false).await?;
         let req = ManagerRequest::SetAttr { ino, set, caller };
@@ -435,15 +430,19 @@ impl Client {
         {
             let mut st = self.lock_state();
             if let Some(w) = st.files.get_mut(&ino) {
-                let released = w.truncate(size);
-                let clean = w.is_clean();
-                st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
-                if clean {
-                    st.files.remove(&ino);
+                // Writes buffered after the flush above keep their own (later) times.
+                if let Some(size) = size {
+                    let released = w.truncate(size);
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
                 }
             }
-            st.cache.invalidate_from(ino, size);
-            st.extents.invalidate(ino);
+            if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
+                st.files.remove(&ino);
+            }
+            if let Some(size) = size {
+                st.cache.invalidate_from(ino, size);
+                st.extents.invalidate(ino);
+            }
         }
         drop(log);
         self.attrs.insert(ino, a.clone());

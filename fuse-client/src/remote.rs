@@ -1,9 +1,10 @@
 //! Calls to managers with the client's retry policy and errno mapping.
 //!
-//! Owns: retrying a request while its manager recovers (`Unavailable`, `NotOwner`, or a
-//! connection that could not be made, so the request was never sent) for up to
-//! `RETRY_FOR`, and turning every other failure into an errno. Must not retry a request
-//! that may have reached the manager (timeouts, broken connections): those become EIO.
+//! Owns: retrying a request while its manager recovers (`Unavailable`, `NotOwner`, a
+//! connection that could not be made, a connection that broke or a call that timed out —
+//! the manager crashed, restarted or hangs) for up to `RETRY_FOR`, like an NFS hard mount,
+//! and turning every other failure into an errno. A retried request that had already been
+//! applied may answer EEXIST/ENOENT (there is no duplicate-request cache yet).
 //! `LeaseExpired` is reported apart (`Failure::LeaseExpired`) for the lease layer to renew.
 
 use crate::error::FsError;
@@ -73,6 +74,13 @@ pub fn verdict(e: &CallError) -> Verdict {
         CallError::Remote(r) => Verdict::Fail(remote_errno(r)),
         // Connecting failed: the request never left, so sending it again is safe.
         CallError::Transport(TransportError::Unreachable { .. }) => Verdict::Retry,
+        // The connection broke (the manager crashed or restarted): retry until the manager
+        // is back, as an NFS hard mount does. A request that had been applied before the
+        // crash and is retried may answer EEXIST or ENOENT — the known cost of a retry
+        // without a duplicate-request cache. A certificate refusal is final.
+        CallError::Transport(
+            TransportError::Connection { .. } | TransportError::Timeout { .. },
+        ) => Verdict::Retry,
         CallError::Transport(_) | CallError::Unexpected { .. } | CallError::Unroutable(_) => {
             Verdict::Fail(FsError::EIO)
         }
@@ -179,8 +187,18 @@ mod tests {
             addr,
             timeout: Duration::from_secs(1),
         };
+        assert_eq!(verdict(&CallError::Transport(timeout)), Verdict::Retry);
+        let broken = TransportError::Connection {
+            addr,
+            reason: "connection lost".into(),
+        };
+        assert_eq!(verdict(&CallError::Transport(broken)), Verdict::Retry);
+        let refused = TransportError::Certificate {
+            addr,
+            reason: "unknown issuer".into(),
+        };
         assert_eq!(
-            verdict(&CallError::Transport(timeout)),
+            verdict(&CallError::Transport(refused)),
             Verdict::Fail(FsError::EIO)
         );
         let expired = CallError::Remote(RemoteError::LeaseExpired("x".into()));

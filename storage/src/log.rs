@@ -46,7 +46,10 @@ fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
 }
 
 /// Fragments needed for an append to count as durable: all of them for m <= 1, else k+1
-/// (Ceph's min_size rule for erasure-coded pools).
+/// (Ceph's min_size rule for erasure-coded pools). When servers are *unreachable* (not
+/// refusing), an append with only k fragments is still accepted, with a warning that the
+/// stripe has no redundancy left, so that the file system stays writable with m servers
+/// down; `shoal rebuild` (not built yet) is what would restore the missing fragments.
 pub fn write_quorum(k: u8, m: u8) -> usize {
     (k as usize + m as usize).min(k as usize + 1)
 }
@@ -182,6 +185,8 @@ impl LogWriter {
         let mut acked = 0;
         let mut durable = Vec::new();
         let mut problems = Vec::new();
+        // Whether every failure so far was a server that could not be reached.
+        let mut only_unreachable = true;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let next = match deadline {
@@ -203,17 +208,24 @@ impl LogWriter {
                     acked += 1;
                     durable.push(member);
                 }
-                Err(e) => problems.push(format!(
-                    "f{} on {} ({}): {e}",
-                    member.index, member.node, member.addr
-                )),
+                Err(e) => {
+                    only_unreachable &= e.is_unavailable();
+                    problems.push(format!(
+                        "f{} on {} ({}): {e}",
+                        member.index, member.node, member.addr
+                    ))
+                }
             }
             if acked >= needed && deadline.is_none() && !puts.is_empty() {
                 deadline = Some(tokio::time::Instant::now() + started.elapsed() + STRAGGLER_GRACE);
             }
         }
         let detail = problems.join("; ");
-        if acked < needed {
+        let last_resort = acked >= k as usize && acked < needed && only_unreachable;
+        if last_resort {
+            tracing::warn!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
+        }
+        if acked < needed && !last_resort {
             tracing::warn!(log = %self.log, segment = %seg, acked, needed, "append failed: {detail}");
             // Best effort: remove what landed so that the failed segment is not listed later.
             let deletes = durable.iter().map(|member| {

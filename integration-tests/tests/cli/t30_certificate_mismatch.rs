@@ -11,7 +11,6 @@ use tracing::info;
 const BOUND: Duration = Duration::from_secs(60);
 
 #[test]
-#[ignore = "product bug: status and mount with a foreign client certificate report 'connection lost', never the certificate"]
 fn t30_foreign_client_certificate_is_refused() -> Result<()> {
     let c = TestCluster::init(6, 2, "4+2")?;
     c.start_all()?;

@@ -70,7 +70,8 @@ impl<'a> Stopped<'a> {
 
     pub fn resume(mut self) -> Result<()> {
         self.active = false;
-        self.env.with_proc(&self.name, |p| p.signal(Signal::SIGCONT))??;
+        self.env
+            .with_proc(&self.name, |p| p.signal(Signal::SIGCONT))??;
         tracing::info!(mount = %self.name, "mount process continued (SIGCONT)");
         Ok(())
     }
@@ -116,10 +117,6 @@ impl Problems {
         if self.0.is_empty() {
             return Ok(());
         }
-        bail!(
-            "{} problem(s):\n- {}",
-            self.0.len(),
-            self.0.join("\n- ")
-        )
+        bail!("{} problem(s):\n- {}", self.0.len(), self.0.join("\n- "))
     }
 }

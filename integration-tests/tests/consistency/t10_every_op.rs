@@ -342,10 +342,18 @@ fn truncate(t: &Two) -> Result<()> {
         .open(t.a("t"))?
         .set_len(3000)?;
     let md = fs::metadata(t.b("t"))?;
-    ensure!(md.len() == 3000, "B size {} after A's truncate to 3000", md.len());
+    ensure!(
+        md.len() == 3000,
+        "B size {} after A's truncate to 3000",
+        md.len()
+    );
     read_eq(&t.b("t"), &data[..3000])?;
     let got = pread_all(&fb, 3000)?;
-    ensure!(got == data[..3000], "B open handle reads {} bytes", got.len());
+    ensure!(
+        got == data[..3000],
+        "B open handle reads {} bytes",
+        got.len()
+    );
     OpenOptions::new()
         .write(true)
         .open(t.a("t"))?
@@ -378,7 +386,10 @@ fn xattrs(t: &Two) -> Result<()> {
     );
     set_xattr(&t.a("x"), "user.k", b"v1", 0)?;
     let v = get_xattr(&p, "user.k");
-    ensure!(v.as_deref() == Ok(&b"v1"[..]), "B getxattr {v:?} after A set v1");
+    ensure!(
+        v.as_deref() == Ok(&b"v1"[..]),
+        "B getxattr {v:?} after A set v1"
+    );
     set_xattr(&t.a("x"), "user.k", b"value-2", 0)?;
     let v = get_xattr(&p, "user.k");
     ensure!(
@@ -389,7 +400,10 @@ fn xattrs(t: &Two) -> Result<()> {
     ensure!(l.iter().any(|n| n == "user.k"), "B listxattr {l:?}");
     remove_xattr(&t.a("x"), "user.k")?;
     let v = get_xattr(&p, "user.k");
-    ensure!(v == Err(Errno::ENODATA), "B getxattr {v:?} after A removed it");
+    ensure!(
+        v == Err(Errno::ENODATA),
+        "B getxattr {v:?} after A removed it"
+    );
     let l = list_xattr(&p)?;
     ensure!(
         !l.iter().any(|n| n == "user.k"),

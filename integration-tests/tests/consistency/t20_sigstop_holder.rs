@@ -122,7 +122,10 @@ fn unrelated(waits: &mut Vec<(String, Duration)>, b: &Path, tag: &str) -> Result
 #[test]
 fn t20_sigstopped_holder_delays_by_at_most_a_lease() -> Result<()> {
     let (c, mounts) = cluster_with_mounts(Some(LEASE_MS), 2)?;
-    let (a, b) = (mounts[0].path().to_path_buf(), mounts[1].path().to_path_buf());
+    let (a, b) = (
+        mounts[0].path().to_path_buf(),
+        mounts[1].path().to_path_buf(),
+    );
     let mut problems = Problems::default();
     let mut waits: Vec<(String, Duration)> = Vec::new();
 
@@ -142,8 +145,16 @@ fn t20_sigstopped_holder_delays_by_at_most_a_lease() -> Result<()> {
 
     {
         info!("--- phase 1: A holds clean cached state of `held`; SIGSTOP A; B truncates and rewrites it");
-        let fa = OpenOptions::new().read(true).write(true).open(a.join(&held))?;
-        is_pattern("A's read before the stop", &pread_all(&fa, 65536)?, 1, 65536)?;
+        let fa = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(a.join(&held))?;
+        is_pattern(
+            "A's read before the stop",
+            &pread_all(&fa, 65536)?,
+            1,
+            65536,
+        )?;
         is_pattern("A's second read", &fs::read(a.join(&held))?, 1, 65536)?;
         let stopped = Stopped::stop(c.env(), &mounts[0])?;
         problems.check(
@@ -180,7 +191,14 @@ fn t20_sigstopped_holder_delays_by_at_most_a_lease() -> Result<()> {
         info!("--- phase 1: A continued; A must read B's data (no stale read)");
         problems.check(
             "phase 1: A reads B's data through the handle opened before the stop",
-            (|| is_pattern("A pread on the old handle", &pread_all(&fa, 65536)?, 2, 40_000))(),
+            (|| {
+                is_pattern(
+                    "A pread on the old handle",
+                    &pread_all(&fa, 65536)?,
+                    2,
+                    40_000,
+                )
+            })(),
         );
         problems.check(
             "phase 1: A stat size",
@@ -210,8 +228,16 @@ fn t20_sigstopped_holder_delays_by_at_most_a_lease() -> Result<()> {
 
     {
         info!("--- phase 2: A holds the write lease of `dirty` with unflushed data; SIGSTOP A; B overwrites it");
-        let fa = OpenOptions::new().read(true).write(true).open(a.join(&dirty))?;
-        is_pattern("A's read before its write", &pread_all(&fa, 65536)?, 3, 65536)?;
+        let fa = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(a.join(&dirty))?;
+        is_pattern(
+            "A's read before its write",
+            &pread_all(&fa, 65536)?,
+            3,
+            65536,
+        )?;
         // Buffered in A (no fsync, handle stays open): pattern 4 over the first 64 KiB.
         fa.write_all_at(&pattern::bytes(4, 0, 65536), 0)?;
         is_pattern("A reads its own write", &pread_all(&fa, 65536)?, 4, 65536)?;
@@ -249,7 +275,14 @@ fn t20_sigstopped_holder_delays_by_at_most_a_lease() -> Result<()> {
         info!("--- phase 2: A continued; A must read B's data, and A's old dirty data must not come back");
         problems.check(
             "phase 2: A reads B's data through its old handle",
-            (|| is_pattern("A pread on the old handle", &pread_all(&fa, 65536)?, 5, 30_000))(),
+            (|| {
+                is_pattern(
+                    "A pread on the old handle",
+                    &pread_all(&fa, 65536)?,
+                    5,
+                    30_000,
+                )
+            })(),
         );
         problems.check(
             "phase 2: A reads B's data through a fresh open",

@@ -11,7 +11,7 @@ use integration_tests::linearizability::{
 };
 use rand::{Rng, SeedableRng};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -90,6 +90,22 @@ fn worker(
         out.push(Rec { file, op });
     }
     Ok(out)
+}
+
+/// Reads the 8-byte register with O_DIRECT (diagnostic: bypasses the kernel page cache).
+fn read_direct(p: &std::path::Path) -> Result<u64> {
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(p)?;
+    let mut page = Page([0u8; 4096]);
+    let n = f.read_at(&mut page.0, 0)?;
+    ensure!(n == 8, "O_DIRECT read returned {n} bytes");
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&page.0[..8]);
+    Ok(u64::from_le_bytes(b))
 }
 
 #[test]
@@ -172,16 +188,18 @@ fn t30_shared_registers_are_linearizable() -> Result<()> {
         );
         let t = Instant::now();
         let verdict = check_register(0, ops, origin);
-        info!("reg{f}: checked in {:?}: {}", t.elapsed(), match &verdict {
-            Verdict::Linearizable => "linearizable",
-            Verdict::Violation(_) => "NOT linearizable",
-            Verdict::Unknown(_) => "unknown",
-        });
+        info!(
+            "reg{f}: checked in {:?}: {}",
+            t.elapsed(),
+            match &verdict {
+                Verdict::Linearizable => "linearizable",
+                Verdict::Violation(_) => "NOT linearizable",
+                Verdict::Unknown(_) => "unknown",
+            }
+        );
         let r = match verdict {
             Verdict::Linearizable => Ok(()),
-            Verdict::Violation(s) => Err(anyhow::anyhow!(
-                "reg{f} (seed {seed}): {s}"
-            )),
+            Verdict::Violation(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}")),
             Verdict::Unknown(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): checker: {s}")),
         };
         problems.check(&format!("reg{f} history is linearizable"), r);
@@ -196,10 +214,41 @@ fn t30_shared_registers_are_linearizable() -> Result<()> {
                     .iter()
                     .map(|m| fs::read(m.join(format!("reg{f}"))))
                     .collect::<std::io::Result<_>>()?;
-                ensure!(
-                    vals.iter().all(|v| v == &vals[0] && v.len() == 8),
-                    "reg{f}: mounts read {vals:?}"
-                );
+                if !vals.iter().all(|v| v == &vals[0] && v.len() == 8) {
+                    let direct: Vec<String> = mounts
+                        .iter()
+                        .map(|m| match read_direct(&m.join(format!("reg{f}"))) {
+                            Ok(v) => format!("{v:#x}"),
+                            Err(e) => format!("error {e}"),
+                        })
+                        .collect();
+                    let shown: Vec<String> = vals
+                        .iter()
+                        .map(|v| match <[u8; 8]>::try_from(v.as_slice()) {
+                            Ok(b) => format!("{:#x}", u64::from_le_bytes(b)),
+                            Err(_) => format!("{v:?}"),
+                        })
+                        .collect();
+                    // Diagnostic: do they converge later (e.g. after a write-back interval)?
+                    let name = format!("reg{f}");
+                    let later = integration_tests::wait_for(
+                        Duration::from_secs(10),
+                        "the mounts agree",
+                        || {
+                            let v: Vec<u64> = mounts
+                                .iter()
+                                .map(|m| read_direct(&m.join(&name)))
+                                .collect::<Result<_>>()?;
+                            ensure!(v.iter().all(|x| *x == v[0]), "{v:x?}");
+                            Ok(v[0])
+                        },
+                    );
+                    bail!(
+                        "reg{f}: after every handle was closed, mounts 0..{MOUNTS} read {shown:?}; \
+                         with O_DIRECT (bypassing the kernel page cache) they read {direct:?}; \
+                         polling for 10 s: {later:#x?}"
+                    );
+                }
                 let last = u64::from_le_bytes(vals[0][..8].try_into()?);
                 // The final value must be one a write could have left last.
                 let ops = &per_file[f];

@@ -90,7 +90,6 @@ fn t10_kill_two_storage_servers_during_a_read() -> Result<()> {
 
 /// A client that only read unmounts cleanly while two of six storage servers are down.
 #[test]
-#[ignore = "product bug: with 2 of 6 storage servers down the metadata log cannot append (needs 5 acks) and a reader's unmount fails with EIO after 30 s"]
 fn t11_reader_unmounts_cleanly_with_two_servers_down() -> Result<()> {
     let c = TestCluster::init(6, 2, "4+2")?;
     c.start_all()?;

@@ -197,7 +197,6 @@ fn t40_manager_sigterm_under_a_live_mount() -> Result<()> {
 }
 
 #[test]
-#[ignore = "product bug: after kill -9 of a manager, operations issued during the outage fail with EIO (connection lost) instead of being retried on the restarted manager"]
 fn t41_manager_kill9_under_a_live_mount() -> Result<()> {
     let c = TestCluster::init(6, 2, "4+2")?;
     c.start_all()?;

@@ -165,7 +165,6 @@ fn t70_chmod_chown_utimens_statfs() -> Result<()> {
 
 /// `tar -x` and `cp -p` write a file and set its times right away, before any fsync.
 #[test]
-#[ignore = "product bug: stat right after utimensat on a file with unsynced writes shows the write time for ~1 s"]
 fn t71_utimensat_right_after_unsynced_write() -> Result<()> {
     let (c, m) = mounted_cluster(&[])?;
     let f = m.join("extracted");
