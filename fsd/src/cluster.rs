@@ -139,9 +139,18 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
+    /// The manager services running in this process (lease counters for benchmarks).
+    pub fn manager_services(&self) -> Vec<Arc<manager::Service>> {
+        self.nodes.iter().filter_map(|n| n.manager()).collect()
+    }
+
     /// Stops one node; with `crash`, abruptly (no flush, no checkpoint).
     pub async fn stop_node(&mut self, name: &str, crash: bool) -> Result<(), NodeError> {
-        let i = self.nodes.iter().position(|n| n.name == name).ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
         let n = self.nodes.remove(i);
         if crash {
             n.kill();
@@ -156,7 +165,8 @@ impl LocalCluster {
         if self.nodes.iter().any(|n| n.name == name) {
             return Err(NodeError::Other(format!("node {name} is already running")));
         }
-        self.nodes.push(RunningNode::start(self.config.clone(), name).await?);
+        self.nodes
+            .push(RunningNode::start(self.config.clone(), name).await?);
         Ok(())
     }
 

@@ -62,12 +62,16 @@ pub fn identity(config: &ClusterConfig, name: &str) -> Result<Identity, NodeErro
 /// Binds the node's address. A node restarted right after it stopped may find its port
 /// still held while the old endpoint drains its connections, so `AddrInUse` is retried
 /// for a few seconds before giving up.
-async fn bind_with_retry(addr: std::net::SocketAddr, id: &Identity) -> Result<Arc<Transport>, NodeError> {
+async fn bind_with_retry(
+    addr: std::net::SocketAddr,
+    id: &Identity,
+) -> Result<Arc<Transport>, NodeError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match Transport::bind(addr, id, true) {
             Err(proto::transport::TransportError::Bind { source, .. })
-                if source.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -138,6 +142,11 @@ impl RunningNode {
             manager,
             serve,
         })
+    }
+
+    /// The manager role of this node, if it runs one (diagnostics, benchmarks).
+    pub fn manager(&self) -> Option<Arc<manager::Service>> {
+        self.manager.clone()
     }
 
     /// Stops the node abruptly, as a crash would: nothing is flushed or checkpointed.

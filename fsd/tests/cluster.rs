@@ -35,18 +35,25 @@ impl TestCluster {
 
     async fn client(&self) -> Arc<fuse_client::Client> {
         let t = fsd::cluster::client_transport(&self.cluster.config).expect("transport");
-        fuse_client::Client::connect(self.cluster.config.clone(), t).await.expect("connect")
+        fuse_client::Client::connect(self.cluster.config.clone(), t)
+            .await
+            .expect("connect")
     }
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn read_all(c: &fuse_client::Client, ino: InodeId, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
-        let chunk = c.read(ino, out.len() as u64, (1 << 20).min(len - out.len()) as u32).await.expect("read");
+        let chunk = c
+            .read(ino, out.len() as u64, (1 << 20).min(len - out.len()) as u32)
+            .await
+            .expect("read");
         assert!(!chunk.is_empty(), "short read at {}", out.len());
         out.extend_from_slice(&chunk);
     }
@@ -61,8 +68,14 @@ async fn write_fsync_degraded_read_and_manager_crash() {
     {
         tracing::info!("--- write a file in a directory and fsync it");
         let c = tc.client().await;
-        let d = c.mkdir(InodeId::ROOT, "d", 0o755, 0o022, ROOT).await.expect("mkdir");
-        let (a, _fh) = c.create(d.ino, "f", 0o644, 0o022, ROOT).await.expect("create");
+        let d = c
+            .mkdir(InodeId::ROOT, "d", 0o755, 0o022, ROOT)
+            .await
+            .expect("mkdir");
+        let (a, _fh) = c
+            .create(d.ino, "f", 0o644, 0o022, ROOT)
+            .await
+            .expect("create");
         c.write(a.ino, 0, &data).await.expect("write");
         c.fsync(a.ino).await.expect("fsync");
         c.release(a.ino).await.expect("release");
@@ -88,7 +101,10 @@ async fn write_fsync_degraded_read_and_manager_crash() {
         tc.cluster.start_node("manager-1").await.expect("start");
         tc.cluster.start_node("manager-2").await.expect("start");
         let c = tc.client().await;
-        let found = tokio::time::timeout(Duration::from_secs(60), c.lookup(dir, "f")).await.expect("bounded").expect("lookup");
+        let found = tokio::time::timeout(Duration::from_secs(60), c.lookup(dir, "f"))
+            .await
+            .expect("bounded")
+            .expect("lookup");
         assert_eq!(found.ino, file);
         assert_eq!(found.size, data.len() as u64);
         assert_eq!(read_all(&c, file, data.len()).await, data);

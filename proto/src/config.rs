@@ -113,7 +113,7 @@ pub struct ManagerTunables {
 impl Default for ManagerTunables {
     fn default() -> Self {
         ManagerTunables {
-            commit_interval_ms: 5,
+            commit_interval_ms: 50,
             checkpoint_records: 50_000,
             lease_ms: 5000,
         }
