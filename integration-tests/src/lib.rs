@@ -23,8 +23,8 @@
 //! `SHOAL_IT_KEEP=1` (keep each test's temp dir), `SHOAL_IT_TIMEOUT_SECS` (per-test
 //! watchdog, default 300), `SHOAL_MODEL_SEED` / `SHOAL_MODEL_OPS` (model test).
 //!
-//! Areas (one test binary each): `posix`, `faults`, `cli`, `model`, `consistency`. Tests that expose a
-//! reported product bug are `#[ignore = "product bug: ..."]`; run them with
+//! Areas (one test binary each): `posix`, `faults`, `cli`, `model`, `consistency`. Tests
+//! that expose a reported product bug are `#[ignore = "product bug: ..."]`; run them with
 //! `cargo test --release -p integration-tests -- --include-ignored`.
 //!
 //! Tests in one test binary run one at a time (a process-wide lock taken by [`TestEnv`]),

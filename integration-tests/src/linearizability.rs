@@ -376,8 +376,8 @@ mod tests {
         let t0 = Instant::now();
         let mut ops = Vec::new();
         let mut val = 0u64;
-        let mut t = 0u64;
         for i in 0..400u64 {
+            let t = i;
             // Overlapping windows: each op spans 3 ticks, next starts 1 tick later, but the
             // value logic is that of the sequential order (so it is linearizable).
             let op = if rng.random_bool(0.5) {
@@ -392,7 +392,6 @@ mod tests {
                 invoke: t0 + Duration::from_micros(t * 10),
                 complete: t0 + Duration::from_micros(t * 10 + 5),
             });
-            t += 1;
         }
         assert!(ok(&check_register(0, &ops, t0)));
     }

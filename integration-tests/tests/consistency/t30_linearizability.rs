@@ -209,7 +209,7 @@ fn t30_shared_registers_are_linearizable() -> Result<()> {
     problems.check(
         "final values agree on every mount",
         (|| {
-            for f in 0..FILES {
+            for (f, ops) in per_file.iter().enumerate() {
                 let vals: Vec<Vec<u8>> = mounts
                     .iter()
                     .map(|m| fs::read(m.join(format!("reg{f}"))))
@@ -251,7 +251,6 @@ fn t30_shared_registers_are_linearizable() -> Result<()> {
                 }
                 let last = u64::from_le_bytes(vals[0][..8].try_into()?);
                 // The final value must be one a write could have left last.
-                let ops = &per_file[f];
                 if !ops.is_empty() && last != 0 {
                     let i = ops.iter().position(|o| o.op == RegOp::Write(last));
                     ensure!(
