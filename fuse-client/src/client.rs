@@ -80,11 +80,6 @@ pub struct Client {
     reader: OnceLock<LogReader>,
     /// Latest attributes seen from the managers (without local overlay).
     pub(crate) attrs: DashMap<InodeId, Attr>,
-    /// Bumped whenever any cached copy is dropped (callbacks, lost leases, drop_caches).
-    pub(crate) inval_seq: std::sync::atomic::AtomicU64,
-    /// Inodes whose `attrs` entry came from a manager answer during which no invalidation
-    /// happened (the value is `inval_seq` then): only those may be served without asking.
-    pub(crate) fresh: DashMap<InodeId, u64>,
     /// Local open count per inode; the mutex orders `Open`/`Release` RPCs of one inode.
     opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
     /// Parent of directories we looked up (for `..` in readdir).
@@ -215,8 +210,6 @@ impl Client {
             log: tokio::sync::Mutex::new(None),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
-            inval_seq: std::sync::atomic::AtomicU64::new(0),
-            fresh: DashMap::new(),
             opens: DashMap::new(),
             parents: DashMap::new(),
             dirs: DashMap::new(),
@@ -362,13 +355,9 @@ impl Client {
 
     async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
-        let seq = self.inval_seq.load(std::sync::atomic::Ordering::SeqCst);
         match self.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 self.note_attr(&a);
-                if self.inval_seq.load(std::sync::atomic::Ordering::SeqCst) == seq {
-                    self.fresh.insert(a.ino, seq);
-                }
                 Ok(self.local_view(a))
             }
             other => Err(remote::unexpected(&what, &other)),
@@ -401,36 +390,8 @@ impl Client {
         Ok(a)
     }
 
-    /// Attributes of `ino`: from the cache while this client holds the read lease (and the
-    /// volume lease is valid), else from its manager.
     pub async fn getattr(&self, ino: InodeId) -> Result<Attr, FsError> {
-        if let Some(a) = self.leased_attr(ino) {
-            return Ok(self.local_view(a));
-        }
         self.attr_call(ManagerRequest::GetAttr { ino }).await
-    }
-
-    /// The cached attributes of `ino` if a lease still covers them: leases granted by its
-    /// manager and valid for the kernel TTL, and no invalidation of anything since they
-    /// were fetched (an Invalidate may overtake an answer in flight, so any invalidation
-    /// makes every cached answer untrusted until fetched again).
-    fn leased_attr(&self, ino: InodeId) -> Option<Attr> {
-        let lease = self.leases.get(self.owner(ino));
-        if !lease.enabled || !lease.valid_at(std::time::Instant::now()) {
-            return None;
-        }
-        let seq = self.inval_seq.load(std::sync::atomic::Ordering::SeqCst);
-        if self.fresh.get(&ino).map(|v| *v) != Some(seq) {
-            return None;
-        }
-        self.attrs.get(&ino).map(|a| a.clone())
-    }
-
-    /// Marks that something cached was dropped: cached answers need fetching again.
-    pub(crate) fn bump_invalidations(&self) {
-        self.inval_seq
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.fresh.clear();
     }
 
     /// The committed size as last seen (asks the manager if unknown).

@@ -427,7 +427,6 @@ impl Client {
     /// lease taken from it. Dirty data stays (it is committed later).
     pub(crate) async fn drop_manager_caches(&self, node: NodeId) {
         let owned = |ino: &InodeId| self.owner(*ino) == node;
-        self.bump_invalidations();
         self.leases.update(node, |s| s.cache_epoch += 1);
         let mut known: Vec<InodeId> = self
             .attrs
@@ -457,7 +456,6 @@ impl Client {
 
     /// Drops every cached copy of `ino` in this client (not its dirty data).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
-        self.bump_invalidations();
         self.attrs.remove(&ino);
         self.parents.remove(&ino);
         self.no_caps.remove(&ino);
@@ -472,7 +470,6 @@ impl Client {
     /// Drops this client's block, extent and attribute caches (every inode); the kernel's
     /// are left alone. For benchmarks that read cold (`setxattr shoal.drop_caches`).
     pub fn drop_caches(&self) {
-        self.bump_invalidations();
         self.attrs.clear();
         self.no_caps.clear();
         let mut st = self.lock_state();
