@@ -110,6 +110,9 @@ impl Filesystem for ShoalFs {
         }
         // Lookups and creates in one directory may run concurrently (the managers order them).
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Files are opened with direct I/O under leases (see `file_open_flags`); shared
+        // mappings of them stay possible.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.set_max_background(64);
         Ok(())
     }
@@ -294,14 +297,7 @@ impl Filesystem for ShoalFs {
     fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |c| async move {
             match c.open(ino(i)).await {
-                Ok(fh) => {
-                    let flags = if c.keep_cache(ino(i)) {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(fh), flags)
-                }
+                Ok(fh) => reply.opened(FileHandle(fh), file_open_flags(&c, ino(i))),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -523,21 +519,32 @@ impl Filesystem for ShoalFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let (name, who) = (name_of(name), caller(req));
+        let exclusive = flags & libc::O_EXCL != 0;
+        let truncate = flags & libc::O_TRUNC != 0;
         self.spawn(move |c| async move {
             let r = match name {
                 Ok(n) => {
-                    c.create(
-                        ino(parent),
-                        &n,
-                        (mode & 0o7777) as u16,
-                        (umask & 0o7777) as u16,
-                        who,
-                    )
-                    .await
+                    let made = c
+                        .create(
+                            ino(parent),
+                            &n,
+                            (mode & 0o7777) as u16,
+                            (umask & 0o7777) as u16,
+                            who,
+                        )
+                        .await;
+                    match made {
+                        // Another client created the name between the kernel's lookup and
+                        // our create: without O_EXCL, open(2) opens the existing file.
+                        Err(e) if e.0 == libc::EEXIST && !exclusive => {
+                            open_existing(&c, ino(parent), &n, truncate, who).await
+                        }
+                        other => other,
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -547,10 +554,54 @@ impl Filesystem for ShoalFs {
                     &to_file_attr(&a),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    file_open_flags(&c, a.ino),
                 ),
                 Err(e) => reply.error(errno(e)),
             }
         });
     }
+}
+
+/// How a file is opened. Under leases, with direct I/O: the kernel's page cache would let
+/// a thread see the bytes of another thread's write on this client before that write holds
+/// the write lease (the kernel fills its pages before sending the write), while other
+/// clients still read the old bytes — not linearizable; and locked pages of such a write
+/// can hold up a callback's invalidation. Reads are served from this client's own cache,
+/// which the lease protocol keeps coherent.
+fn file_open_flags(c: &Client, i: InodeId) -> FopenFlags {
+    if c.keep_cache(i) {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+/// Opens an existing `name` for a non-exclusive create that lost a race, truncating it
+/// for O_TRUNC (the kernel believes the file new and will not truncate it itself).
+async fn open_existing(
+    c: &Client,
+    parent: InodeId,
+    name: &str,
+    truncate: bool,
+    who: proto::msg::Caller,
+) -> Result<(proto::msg::Attr, u64), FsError> {
+    let mut a = c.lookup(parent, name).await?;
+    if a.kind == proto::msg::FileKind::Dir {
+        return Err(FsError::EISDIR);
+    }
+    let fh = c.open(a.ino).await?;
+    if truncate && a.size != 0 {
+        let set = proto::msg::SetAttrs {
+            size: Some(0),
+            ..Default::default()
+        };
+        match c.setattr(a.ino, set, who).await {
+            Ok(t) => a = t,
+            Err(e) => {
+                let _ = c.release(a.ino).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok((a, fh))
 }

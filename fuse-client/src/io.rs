@@ -102,9 +102,12 @@ impl Client {
         // Bounded: a round is repeated only when a Flush callback took the lease meanwhile.
         for _ in 0..WRITE_ROUNDS {
             self.ensure_lease(ino).await;
+            let had_lease = self.write_lease_held(&self.lock_state(), ino);
             self.acquire_write(ino).await?;
             let known = self.lock_state().files.contains_key(&ino);
-            if !known && !self.attrs.contains_key(&ino) {
+            // A fresh grant may have made the previous writer commit: the size we cached
+            // before asking is then stale (the requester of a grant is not called back).
+            if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
                 self.getattr(ino).await?;
             }
             let committed = self.attrs.get(&ino).map(|a| a.size);

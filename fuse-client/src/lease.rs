@@ -136,7 +136,11 @@ impl Leases {
             .unwrap_or_default()
     }
 
-    fn update<R>(&self, node: NodeId, f: impl FnOnce(&mut LeaseState) -> R) -> Option<R> {
+    pub(crate) fn update<R>(
+        &self,
+        node: NodeId,
+        f: impl FnOnce(&mut LeaseState) -> R,
+    ) -> Option<R> {
         self.slots
             .get(&node)
             .map(|s| f(&mut s.state.lock().unwrap_or_else(|e| e.into_inner())))
@@ -280,6 +284,12 @@ impl Client {
 
     /// Renews the lease with `node` unless another renewal succeeded since `seen` (and,
     /// unless `force`, unless the lease is still valid). Drops caches when it was lost.
+    /// Renews after the manager answered `LeaseExpired` (drops what it caches).
+    pub(crate) async fn renew_lost(&self, node: NodeId) {
+        let seen = self.leases.get(node).renewals;
+        self.renew_after(node, seen, true).await;
+    }
+
     async fn renew_after(&self, node: NodeId, seen: u64, force: bool) {
         let Some(slot) = self.leases.slots.get(&node) else {
             return;
@@ -440,6 +450,19 @@ impl Client {
         {
             let mut st = self.lock_state();
             known.extend(st.files.keys().copied().filter(|i| owned(i)));
+            // Unflushed writes to these inodes are lost, as after a crash: the manager gave
+            // up on us, so another client may have changed the files since, and committing
+            // them now would put older writes over newer ones. The next fsync or close of
+            // each file reports EIO.
+            let lost: Vec<InodeId> = st.files.keys().copied().filter(|i| owned(i)).collect();
+            for ino in lost {
+                if let Some(w) = st.files.remove(&ino) {
+                    let bytes = w.bytes();
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
+                    tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
+                    self.errors.insert(ino, FsError::EIO);
+                }
+            }
             st.cache.invalidate_where(|i| owned(&i));
             st.extents.invalidate_where(|i| owned(&i));
             for (ino, l) in st.leases.iter_mut() {
@@ -454,7 +477,8 @@ impl Client {
         self.kernel_invalidate(known, Vec::new()).await;
     }
 
-    /// Drops every cached copy of `ino` in this client (not its dirty data).
+    /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
+    /// comes while the lease is valid, and a Flush commits the data first).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
         self.attrs.remove(&ino);
         self.parents.remove(&ino);

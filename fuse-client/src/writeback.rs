@@ -324,11 +324,28 @@ impl Client {
         }
     }
 
+    /// Commits once. Unlike other requests, a commit refused with `LeaseExpired` is not
+    /// retried after renewing: the manager gave up on this client, so the renewal drops the
+    /// data (see `drop_manager_caches`) instead of writing it over newer changes.
     async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
         let req = ManagerRequest::CommitWrites { writes, sync };
-        match self.call(Target::Route, req).await? {
-            ManagerResponse::Committed(a) => Ok(a),
-            other => Err(remote::unexpected("CommitWrites", &other)),
+        let node = proto::route::routing_inode(&req).map(|i| self.owner(i));
+        let sent = std::time::Instant::now();
+        match remote::call_with(&self.mc, Target::Route, req, Some(&self.counters)).await {
+            Ok(ManagerResponse::Committed(a)) => {
+                if let Some(n) = node {
+                    self.leases.update(n, |s| s.extend(sent));
+                }
+                Ok(a)
+            }
+            Ok(other) => Err(remote::unexpected("CommitWrites", &other)),
+            Err(remote::Failure::LeaseExpired) => {
+                if let Some(n) = node {
+                    self.renew_lost(n).await;
+                }
+                Err(FsError::EIO)
+            }
+            Err(remote::Failure::Errno(e)) => Err(e),
         }
     }
 

@@ -183,6 +183,9 @@ struct Blocker {
 struct Holders {
     readers: BTreeSet<SessionId>,
     writer: Option<SessionId>,
+    /// Bumped at every write-lease grant (also a re-grant to the same session), so that a
+    /// Flush answered after its writer asked for the lease again does not take it away.
+    grants: u64,
     /// Callbacks (by id) that must finish before others act on this inode: a writer's
     /// Flush, the Invalidates of an AcquireWrite. The session called back itself is never
     /// held up by them (its CommitWrites must go through while it flushes).
@@ -197,8 +200,15 @@ impl Holders {
 
 #[derive(Debug)]
 enum PendingKind {
-    Flush { ino: InodeId, drop_cache: bool },
-    Invalidate { blocking: Option<InodeId> },
+    /// `grants`: the inode's grant count when the Flush was sent.
+    Flush {
+        ino: InodeId,
+        drop_cache: bool,
+        grants: u64,
+    },
+    Invalidate {
+        blocking: Option<InodeId>,
+    },
 }
 
 #[derive(Debug)]
@@ -577,6 +587,7 @@ impl LeaseTable {
         self.add_reader(ino, session);
         if let Some(h) = self.inodes.get_mut(&ino) {
             h.writer = Some(session);
+            h.grants += 1;
         }
     }
 
@@ -603,7 +614,24 @@ impl LeaseTable {
             self.mark_lost(p.session);
         } else {
             self.stats.callbacks_acked += 1;
-            if let PendingKind::Flush { ino, drop_cache } = p.kind {
+            if let PendingKind::Flush {
+                ino,
+                drop_cache,
+                grants,
+            } = p.kind
+            {
+                let regranted = self
+                    .inodes
+                    .get(&ino)
+                    .is_some_and(|h| h.writer == Some(p.session) && h.grants != grants);
+                if regranted {
+                    // The writer asked for the lease again while flushing and got it: it
+                    // keeps it (whoever waits for the lease will call it back again).
+                    if let Some(ino) = blocking {
+                        self.gc_inode(ino);
+                    }
+                    return;
+                }
                 if let Some(h) = self.inodes.get_mut(&ino) {
                     if h.writer == Some(p.session) {
                         h.writer = None;
@@ -690,6 +718,7 @@ impl LeaseTable {
                 PendingKind::Flush {
                     ino: *ino,
                     drop_cache: *drop_cache,
+                    grants: self.inodes.get(ino).map_or(0, |h| h.grants),
                 }
             }
             ClientCallback::Invalidate { .. } => {
@@ -974,6 +1003,29 @@ mod tests {
         assert_eq!(t.mutation(Some(B), &one_file(&[X]), t0), Step::Go);
         // Another manager's transaction flushes every writer.
         assert_eq!(calls(t.mutation(None, &one_file(&[X]), t0)).len(), 1);
+    }
+
+    #[test]
+    fn a_writer_that_reacquires_while_flushing_keeps_the_lease() {
+        let (mut t, t0) = table();
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        // B wants the lease: A is flushed.
+        let cbs = calls(t.acquire_write(B, X, t0));
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].session, A);
+        // While flushing, A writes again and asks for the lease again: granted at once
+        // (the session called back is never held up).
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        // A's answer to the first Flush must not take away the lease granted since.
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.holders(X).1, Some(A));
+        // So B's retry calls A back again instead of granting a second writer.
+        let again = calls(t.acquire_write(B, X, t0));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].session, A);
+        t.callback_done(again[0].id, true);
+        assert_eq!(t.acquire_write(B, X, t0), Step::Go);
+        assert_eq!(t.holders(X).1, Some(B));
     }
 
     #[test]

@@ -586,6 +586,19 @@ impl Service {
                 for w in &writes {
                     self.check_owned(w.ino)?;
                 }
+                if let Some(s) = who {
+                    // Only the holder of the write lease may commit: a client committing
+                    // without it lost its lease meanwhile (its writes would land over newer
+                    // ones). It is told so, and its renewal answers `lost`, so it drops them.
+                    let mut leases = self.leases();
+                    if let Some(w) = writes.iter().find(|w| leases.holders(w.ino).1 != Some(s)) {
+                        leases.mark_lost(s);
+                        return Err(RemoteError::LeaseExpired(format!(
+                            "session {s:x} does not hold the write lease of {}",
+                            w.ino
+                        )));
+                    }
+                }
                 let resp = self
                     .mutate(who, None, |st, c| st.plan_commit_writes(c, &writes))
                     .await?;
