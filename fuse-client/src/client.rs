@@ -80,6 +80,9 @@ pub struct Client {
     reader: OnceLock<LogReader>,
     /// Latest attributes seen from the managers (without local overlay).
     pub(crate) attrs: DashMap<InodeId, Attr>,
+    /// Inodes with unflushed writes whose write lease a manager restart took away: the
+    /// lease is asked for again before they are committed.
+    pub(crate) reacquire: DashMap<InodeId, ()>,
     /// Local open count per inode; the mutex orders `Open`/`Release` RPCs of one inode.
     opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
     /// Parent of directories we looked up (for `..` in readdir).
@@ -210,6 +213,7 @@ impl Client {
             log: tokio::sync::Mutex::new(None),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
+            reacquire: DashMap::new(),
             opens: DashMap::new(),
             parents: DashMap::new(),
             dirs: DashMap::new(),

@@ -69,6 +69,16 @@ impl Default for LeaseState {
     }
 }
 
+/// What a lease grant makes the client drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    Nothing,
+    /// Cached copies; unflushed writes are kept (they need a fresh write lease).
+    Caches,
+    /// Cached copies and unflushed writes (the manager gave up on us).
+    CachesAndWrites,
+}
+
 impl LeaseState {
     /// Whether cached state may be used (and handed to the kernel for `KERNEL_TTL`) at `now`.
     pub fn valid_at(&self, now: Instant) -> bool {
@@ -77,7 +87,16 @@ impl LeaseState {
 
     /// Applies a grant answering a request sent at `sent`. Returns whether every cached
     /// copy of this manager's inodes must be dropped (lost, or the manager restarted).
+    /// Use `apply_grant` to also learn whether unflushed writes must go too.
     pub fn apply(&mut self, sent: Instant, g: &LeaseGrant) -> bool {
+        self.apply_grant(sent, g) != Dropped::Nothing
+    }
+
+    /// Applies a grant: what must be dropped. A manager that gave up on us (same
+    /// incarnation, `lost`) may have let others change our files, so our unflushed writes
+    /// go too; a manager that restarted lost only its lease table (it refused changes for
+    /// a grace period), so they are kept and committed under a fresh write lease.
+    pub fn apply_grant(&mut self, sent: Instant, g: &LeaseGrant) -> Dropped {
         let restarted = self.incarnation.is_some_and(|i| i != g.incarnation);
         self.enabled = true;
         self.lease = Duration::from_millis(g.lease_ms as u64);
@@ -89,7 +108,13 @@ impl LeaseState {
             Some(e) if !drop => e.max(exp),
             _ => exp,
         });
-        drop
+        if restarted {
+            Dropped::Caches
+        } else if g.lost {
+            Dropped::CachesAndWrites
+        } else {
+            Dropped::Nothing
+        }
     }
 
     /// A request sent at `sent` succeeded: the manager still honours our lease.
@@ -260,12 +285,13 @@ impl Client {
         };
         match remote::call_with(&self.mc, Target::Node(node), req, Some(&self.counters)).await {
             Ok(ManagerResponse::Lease(g)) => {
-                let drop = self
+                let dropped = self
                     .leases
-                    .update(node, |s| s.apply(sent, &g))
-                    .unwrap_or(false);
-                if drop {
-                    self.drop_manager_caches(node).await;
+                    .update(node, |s| s.apply_grant(sent, &g))
+                    .unwrap_or(Dropped::Nothing);
+                if dropped != Dropped::Nothing {
+                    self.drop_manager_caches(node, dropped == Dropped::CachesAndWrites)
+                        .await;
                 }
                 Ok(())
             }
@@ -317,29 +343,37 @@ impl Client {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {wait:?}")),
         };
-        let drop = match answer {
+        let expired = || {
+            if self.leases.get(node).valid_at(Instant::now()) {
+                Dropped::Nothing
+            } else {
+                Dropped::Caches
+            }
+        };
+        let dropped = match answer {
             Ok(ManagerResponse::Lease(g)) => {
-                let drop = self
+                let dropped = self
                     .leases
-                    .update(node, |s| s.apply(sent, &g))
-                    .unwrap_or(false);
-                if drop {
-                    tracing::info!(manager = %node, lost = g.lost, "volume lease lost: dropping caches");
+                    .update(node, |s| s.apply_grant(sent, &g))
+                    .unwrap_or(Dropped::Nothing);
+                if dropped != Dropped::Nothing {
+                    tracing::info!(manager = %node, lost = g.lost, ?dropped, "volume lease lost or manager restarted: dropping caches");
                 }
-                drop
+                dropped
             }
             Ok(other) => {
                 let _ = remote::unexpected("Renew", &other);
-                !self.leases.get(node).valid_at(Instant::now())
+                expired()
             }
             Err(e) => {
                 tracing::debug!(manager = %node, "renewal failed: {e}");
                 // Without a valid lease nothing cached of this manager can be trusted.
-                !self.leases.get(node).valid_at(Instant::now())
+                expired()
             }
         };
-        if drop {
-            self.drop_manager_caches(node).await;
+        if dropped != Dropped::Nothing {
+            self.drop_manager_caches(node, dropped == Dropped::CachesAndWrites)
+                .await;
             // A manager that lost us (or restarted) may no longer know where to call back.
             if let Err(e) = self.hello(node).await {
                 tracing::debug!(manager = %node, "hello after a lost lease failed: {e}");
@@ -435,7 +469,7 @@ impl Client {
 
     /// Drops every cached copy of `node`'s inodes (ours and the kernel's) and every write
     /// lease taken from it. Dirty data stays (it is committed later).
-    pub(crate) async fn drop_manager_caches(&self, node: NodeId) {
+    pub(crate) async fn drop_manager_caches(&self, node: NodeId, discard_writes: bool) {
         let owned = |ino: &InodeId| self.owner(*ino) == node;
         self.leases.update(node, |s| s.cache_epoch += 1);
         let mut known: Vec<InodeId> = self
@@ -450,12 +484,17 @@ impl Client {
         {
             let mut st = self.lock_state();
             known.extend(st.files.keys().copied().filter(|i| owned(i)));
-            // Unflushed writes to these inodes are lost, as after a crash: the manager gave
-            // up on us, so another client may have changed the files since, and committing
-            // them now would put older writes over newer ones. The next fsync or close of
-            // each file reports EIO.
+            // When the manager gave up on us, unflushed writes to these inodes are lost, as
+            // after a crash: another client may have changed the files since, and
+            // committing them now would put older writes over newer ones. The next fsync or
+            // close of each file reports EIO.
             let lost: Vec<InodeId> = st.files.keys().copied().filter(|i| owned(i)).collect();
             for ino in lost {
+                if !discard_writes {
+                    // Kept: committed once the write lease is granted again.
+                    self.reacquire.insert(ino, ());
+                    continue;
+                }
                 if let Some(w) = st.files.remove(&ino) {
                     let bytes = w.bytes();
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);

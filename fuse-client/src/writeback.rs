@@ -328,6 +328,14 @@ impl Client {
     /// retried after renewing: the manager gave up on this client, so the renewal drops the
     /// data (see `drop_manager_caches`) instead of writing it over newer changes.
     async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
+        for w in &writes {
+            if self.reacquire.remove(&w.ino).is_some() {
+                if let Err(e) = self.acquire_write(w.ino).await {
+                    self.reacquire.insert(w.ino, ());
+                    return Err(e);
+                }
+            }
+        }
         let req = ManagerRequest::CommitWrites { writes, sync };
         let node = proto::route::routing_inode(&req).map(|i| self.owner(i));
         let sent = std::time::Instant::now();

@@ -165,6 +165,9 @@ struct Session {
     addr: Option<SocketAddr>,
     expires: Instant,
     lost: bool,
+    /// Was ever marked lost in this incarnation (never cleared): such a session may hold
+    /// writes it buffered before it was given up on, which must not be committed.
+    ever_lost: bool,
     /// Callbacks sent and not yet reported: the lease is not extended meanwhile.
     outstanding: u32,
     /// Inodes this session reads or writes (the reverse of `Holders`).
@@ -327,6 +330,7 @@ impl LeaseTable {
             addr: None,
             expires: now + lease,
             lost: false,
+            ever_lost: false,
             outstanding: 0,
             held: BTreeSet::new(),
         });
@@ -356,6 +360,7 @@ impl LeaseTable {
                         addr: None,
                         expires: now + lease,
                         lost: false,
+                        ever_lost: false,
                         outstanding: 0,
                         held: BTreeSet::new(),
                     },
@@ -540,6 +545,11 @@ impl LeaseTable {
         calls
     }
 
+    /// Whether `session` was given up on at some time in this incarnation.
+    pub fn ever_lost(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_some_and(|s| s.ever_lost)
+    }
+
     /// `AcquireWrite(ino)` by `who`: another writer is flushed and drops its cache, other
     /// readers are invalidated; on `Go`, `who` is the writer (and a reader).
     pub fn acquire_write(&mut self, who: SessionId, ino: InodeId, now: Instant) -> Step {
@@ -656,6 +666,7 @@ impl LeaseTable {
             return;
         };
         s.lost = true;
+        s.ever_lost = true;
         let held = std::mem::take(&mut s.held);
         for ino in held {
             if let Some(h) = self.inodes.get_mut(&ino) {

@@ -587,11 +587,15 @@ impl Service {
                     self.check_owned(w.ino)?;
                 }
                 if let Some(s) = who {
-                    // Only the holder of the write lease may commit: a client committing
-                    // without it lost its lease meanwhile (its writes would land over newer
-                    // ones). It is told so, and its renewal answers `lost`, so it drops them.
+                    // A session this manager once gave up on may still hold writes buffered
+                    // before that; they would land over newer ones. Unless it holds the
+                    // write lease again, it is told so, and its renewal answers `lost`, so it
+                    // drops them. (Other sessions committing without the lease — after a
+                    // manager restart — go through the mutation path, which flushes and
+                    // invalidates the other holders first.)
                     let mut leases = self.leases();
-                    if let Some(w) = writes.iter().find(|w| leases.holders(w.ino).1 != Some(s)) {
+                    let stale = |l: &LeaseTable, ino| l.ever_lost(s) && l.holders(ino).1 != Some(s);
+                    if let Some(w) = writes.iter().find(|w| stale(&leases, w.ino)) {
                         leases.mark_lost(s);
                         return Err(RemoteError::LeaseExpired(format!(
                             "session {s:x} does not hold the write lease of {}",
