@@ -453,11 +453,9 @@ impl Service {
             R::AcquireWrite { ino, session } => self.acquire_write(who, ino, session).await,
             R::Lookup { parent, name } => self.lookup(who, parent, &name).await.map(A::Attr),
             R::GetAttr { ino } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| st.get(ino).map(|i| A::Attr(i.attr.clone())).map_err(errno),
-                )
+                self.read_inode(who, ino, |st| {
+                    st.get(ino).map(|i| A::Attr(i.attr.clone())).map_err(errno)
+                })
                 .await
             }
             R::SetAttr { ino, set, caller } => {
@@ -509,28 +507,20 @@ impl Service {
                     .await
             }
             R::ReadDir { ino, offset, max } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| st.readdir(ino, offset, max).map(A::Entries).map_err(errno),
-                )
+                self.read_inode(who, ino, |st| {
+                    st.readdir(ino, offset, max).map(A::Entries).map_err(errno)
+                })
                 .await
             }
             R::ReadLink { ino } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| st.readlink(ino).map(A::Target).map_err(errno),
-                )
+                self.read_inode(who, ino, |st| {
+                    st.readlink(ino).map(A::Target).map_err(errno)
+                })
                 .await
             }
             R::Open { ino, session } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| st.get(ino).map(|_| ()).map_err(errno),
-                )
-                .await?;
+                self.read_inode(who, ino, |st| st.get(ino).map(|_| ()).map_err(errno))
+                    .await?;
                 self.mutate(who, None, |st, _| st.plan_open(ino, session))
                     .await
             }
@@ -539,11 +529,9 @@ impl Service {
                     .await
             }
             R::GetXattr { ino, name } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| st.getxattr(ino, &name).map(A::Xattr).map_err(errno),
-                )
+                self.read_inode(who, ino, |st| {
+                    st.getxattr(ino, &name).map(A::Xattr).map_err(errno)
+                })
                 .await
             }
             R::SetXattr {
@@ -559,11 +547,9 @@ impl Service {
                 .await
             }
             R::ListXattr { ino } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| st.listxattr(ino).map(A::XattrNames).map_err(errno),
-                )
+                self.read_inode(who, ino, |st| {
+                    st.listxattr(ino).map(A::XattrNames).map_err(errno)
+                })
                 .await
             }
             R::RemoveXattr { ino, name, .. } => {
@@ -571,15 +557,11 @@ impl Service {
                     .await
             }
             R::GetExtents { ino, offset, len } => {
-                self.read_op(
-                    who,
-                    |_| vec![ino],
-                    |st| {
-                        st.get_extents(ino, offset, len)
-                            .map(A::Extents)
-                            .map_err(errno)
-                    },
-                )
+                self.read_inode(who, ino, |st| {
+                    st.get_extents(ino, offset, len)
+                        .map(A::Extents)
+                        .map_err(errno)
+                })
                 .await
             }
             R::CommitWrites { writes, sync } => {
@@ -745,6 +727,16 @@ impl Service {
     /// A read-type request: `targets` are the inodes whose state the caller will cache.
     /// Writers of them are flushed first; the caller is registered as a reader in the same
     /// critical section as `answer` runs.
+    /// `read_op` for a request that reads (and the caller then caches) the one inode `ino`.
+    async fn read_inode<T>(
+        &self,
+        who: Option<SessionId>,
+        ino: InodeId,
+        answer: impl FnOnce(&mut MetaState) -> Result<T, RemoteError>,
+    ) -> Result<T, RemoteError> {
+        self.read_op(who, move |_| vec![ino], answer).await
+    }
+
     async fn read_op<T>(
         &self,
         who: Option<SessionId>,
