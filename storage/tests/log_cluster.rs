@@ -349,8 +349,20 @@ async fn striped_log_survives_faults() {
     );
     assert_eq!(writer.next_segment(), SegmentId(next.0 + 1));
     cluster.restart(third).await;
+    // The restarted server may take a moment to answer (the client backs off a peer
+    // briefly after a refused connection); with two others still down, listing needs it.
+    let mut listed = None;
+    for _ in 0..50 {
+        match reader.list_segments(log).await {
+            Ok(l) => {
+                listed = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
     assert_eq!(
-        reader.list_segments(log).await.expect("list").len(),
+        listed.expect("listing within 5 s of the restart").len(),
         segs.len(),
         "failed append is not listed"
     );
