@@ -6,7 +6,8 @@
 //! streams and the log writer. Namespace and attribute operations live here; I/O is in
 //! `io.rs`, write-back in `writeback.rs`, directory listing in `dir.rs`.
 //! Must not block a runtime thread: locks held here are short and never across an await,
-//! except the async log lock, which serialises flushes.
+//! except the async per-inode commit locks (one flush of an inode at a time) and the log
+//! lock (segment appends only).
 
 use crate::attr::overlay;
 use crate::cache::BlockCache;
@@ -75,8 +76,11 @@ pub struct Client {
     pub(crate) session: u64,
     pub(crate) log_id: LogId,
     pub(crate) state: Mutex<DataState>,
-    /// The log writer, created at the first flush; its lock serialises flushes.
+    /// The log writer, created at the first flush; its lock serialises segment appends
+    /// (never held across a manager call).
     pub(crate) log: tokio::sync::Mutex<Option<LogWriter>>,
+    /// Commit locks of inodes being flushed (see `writeback::InodeCommit`).
+    pub(crate) commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     reader: OnceLock<LogReader>,
     /// Latest attributes seen from the managers (without local overlay).
     pub(crate) attrs: DashMap<InodeId, Attr>,
@@ -211,6 +215,7 @@ impl Client {
                 leases: HashMap::new(),
             }),
             log: tokio::sync::Mutex::new(None),
+            commits: DashMap::new(),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
             reacquire: DashMap::new(),
@@ -409,8 +414,8 @@ impl Client {
 
     /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty
     /// data (so that neither a later flush of older writes nor their write time overrides
-    /// it), then changes it at the manager, then locally (holding the log lock throughout,
-    /// so no flush interleaves).
+    /// it), then changes it at the manager, then locally (holding the inode's commit lock
+    /// throughout, so no flush of it interleaves; flushes of other inodes go on).
     pub async fn setattr(
         &self,
         ino: InodeId,
@@ -423,9 +428,22 @@ impl Client {
                 .await?;
             return Ok(self.local_view(a));
         }
+        let held = [(ino, self.commit_lock(ino).await)];
+        let r = self.setattr_held(ino, set, caller, &held).await;
+        drop(held);
+        self.forget_commit_locks(&[ino]);
+        r
+    }
+
+    async fn setattr_held(
+        &self,
+        ino: InodeId,
+        set: SetAttrs,
+        caller: Caller,
+        held: &[(InodeId, crate::writeback::InodeCommit)],
+    ) -> Result<Attr, FsError> {
         let size = set.size;
-        let mut log = self.log.lock().await;
-        self.flush_locked(&mut log, Which::One(ino), false).await?;
+        self.flush_held(held, false).await?;
         let req = ManagerRequest::SetAttr { ino, set, caller };
         let a = match self.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => a,
@@ -448,7 +466,6 @@ impl Client {
                 st.extents.invalidate(ino);
             }
         }
-        drop(log);
         self.attrs.insert(ino, a.clone());
         self.space.notify_waiters();
         Ok(self.local_view(a))

@@ -78,9 +78,10 @@ impl ShoalFs {
         reply: ReplyEntry,
         fut: impl Future<Output = Result<proto::msg::Attr, FsError>> + Send + 'static,
     ) {
+        let c = self.client.clone();
         self.rt.spawn(async move {
             match fut.await {
-                Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry(&c.kernel_ttl(a.ino), &to_file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -126,7 +127,7 @@ impl Filesystem for ShoalFs {
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn(move |c| async move {
             match c.getattr(ino(i)).await {
-                Ok(a) => reply.attr(&TTL, &to_file_attr(&a)),
+                Ok(a) => reply.attr(&c.kernel_ttl(a.ino), &to_file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -161,7 +162,7 @@ impl Filesystem for ShoalFs {
         let who = caller(req);
         self.spawn(move |c| async move {
             match c.setattr(ino(i), set, who).await {
-                Ok(a) => reply.attr(&TTL, &to_file_attr(&a)),
+                Ok(a) => reply.attr(&c.kernel_ttl(a.ino), &to_file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -550,7 +551,7 @@ impl Filesystem for ShoalFs {
             };
             match r {
                 Ok((a, fh)) => reply.created(
-                    &TTL,
+                    &c.kernel_ttl(a.ino),
                     &to_file_attr(&a),
                     Generation(0),
                     FileHandle(fh),

@@ -124,6 +124,20 @@ impl LeaseState {
             self.expiry = Some(self.expiry.map_or(exp, |e| e.max(exp)));
         }
     }
+
+    /// How long the kernel may cache what the manager just told us at `now`: the kernel
+    /// TTL, cut to the lease time left (less the margin), so that no kernel cache outlives
+    /// the lease that covers it.
+    pub fn kernel_ttl(&self, now: Instant) -> Duration {
+        if !self.enabled {
+            return KERNEL_TTL;
+        }
+        let left = self
+            .expiry
+            .map(|e| e.saturating_duration_since(now))
+            .unwrap_or_default();
+        left.saturating_sub(MARGIN).min(KERNEL_TTL)
+    }
 }
 
 /// One manager's lease and the lock that serialises its renewals.
@@ -242,6 +256,9 @@ impl Client {
         for _ in 0..LEASE_RETRIES {
             let seen = node.map(|n| self.leases.get(n).renewals).unwrap_or(0);
             let sent = Instant::now();
+            // Known hole (notes in the [client-redesign] issue): the manager does not extend
+            // a lease while callbacks to us are outstanding, so a reply proves less than
+            // this assumes; replies should carry the expiry the manager granted.
             match remote::call_with(&self.mc, target, req.clone(), Some(&self.counters)).await {
                 Ok(r) => {
                     if let Some(n) = node {
@@ -404,6 +421,12 @@ impl Client {
             return;
         }
         self.renew_after(node, st.renewals, false).await;
+    }
+
+    /// The entry/attribute TTL to hand the kernel for `ino` now (see
+    /// `LeaseState::kernel_ttl`).
+    pub fn kernel_ttl(&self, ino: InodeId) -> Duration {
+        self.leases.get(self.owner(ino)).kernel_ttl(Instant::now())
     }
 
     /// The current cache epoch of `ino`'s manager, or `None` when it has no leases.
@@ -666,11 +689,30 @@ mod tests {
         assert!(s.valid_at(t0 + Duration::from_millis(3700)));
         // 5 s - 1 s TTL - 250 ms margin.
         assert!(!s.valid_at(t0 + Duration::from_millis(3800)));
-        s.extend(t0 + Duration::from_secs(2));
+        assert!(!s.apply(t0 + Duration::from_secs(2), &grant(5000, 7, false)));
         assert!(s.valid_at(t0 + Duration::from_millis(5700)));
         // An older send time never shortens the lease.
-        s.extend(t0);
+        assert!(!s.apply(t0, &grant(5000, 7, false)));
         assert!(s.valid_at(t0 + Duration::from_millis(5700)));
+    }
+
+    #[test]
+    fn the_kernel_ttl_never_outlives_the_lease() {
+        let t0 = Instant::now();
+        let mut s = LeaseState::default();
+        assert_eq!(s.kernel_ttl(t0), KERNEL_TTL, "no leases: the plain TTL");
+        s.apply(t0, &grant(5000, 1, false));
+        assert_eq!(s.kernel_ttl(t0), KERNEL_TTL);
+        // 600 ms of lease left: 350 ms for the kernel.
+        assert_eq!(
+            s.kernel_ttl(t0 + Duration::from_millis(4400)),
+            Duration::from_millis(350)
+        );
+        assert_eq!(
+            s.kernel_ttl(t0 + Duration::from_millis(4800)),
+            Duration::ZERO
+        );
+        assert_eq!(s.kernel_ttl(t0 + Duration::from_secs(9)), Duration::ZERO);
     }
 
     #[test]
@@ -687,12 +729,5 @@ mod tests {
         let mut short = LeaseState::default();
         short.apply(t0, &grant(1000, 1, false));
         assert!(!short.valid_at(t0));
-    }
-
-    #[test]
-    fn extending_a_disabled_lease_does_nothing() {
-        let mut s = LeaseState::default();
-        s.extend(Instant::now());
-        assert_eq!(s.expiry, None);
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Owns the flush procedure (take dirty layers as flights, build segments, append them,
 //! commit the extents grouped per manager, then release or restore the flights) and the
-//! background flusher. Flushes are serialised by the log writer's lock, so commits of one
-//! inode apply in order. Must not drop dirty bytes before their commit succeeded (except for
-//! inodes the manager says no longer exist).
+//! background flusher. Each inode's flush holds that inode's commit lock from taking its
+//! data to the commit's answer, so commits of one inode apply in order; the log writer's
+//! lock covers only the segment appends. Must not drop dirty bytes before their commit
+//! succeeded (except for inodes the manager says no longer exist), and must not hold the log
+//! lock across a manager call.
 
 use crate::client::Client;
 use crate::error::FsError;
@@ -22,9 +24,20 @@ use tokio::sync::{watch, Notify};
 /// Which inodes a flush takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
+    /// Every inode with buffered data, waiting for flushes of them already under way
+    /// (sync, unmount).
     All,
+    /// Inodes with buffered data that no other flush holds at the moment (the background
+    /// flusher: it never waits behind another flush).
+    Ready,
+    /// One inode, waiting for a flush of it already under way.
     One(InodeId),
 }
+
+/// The commit lock of one inode, held from taking its dirty data until the commit is
+/// answered: an inode has at most one flush under way, so its commits apply in order,
+/// and flushes of different inodes never wait for each other's manager calls.
+pub(crate) type InodeCommit = tokio::sync::OwnedMutexGuard<()>;
 
 /// One inode's share of a flush.
 struct Taken {
@@ -68,17 +81,66 @@ const MAX_SEGMENT: u64 = 64 << 20;
 
 impl Client {
     /// Flushes dirty data of `which` and commits it (durably with `sync`). Returns whether
-    /// anything was written.
+    /// anything was written. The log lock is held only while segments are written to the
+    /// storage servers (which never call back), never across a manager call: a callback
+    /// handler that flushes must not wait behind a commit that waits for a manager.
     pub(crate) async fn flush_inodes(&self, which: Which, sync: bool) -> Result<bool, FsError> {
-        let mut log = self.log.lock().await;
-        self.flush_locked(&mut log, which, sync).await
+        let held = match which {
+            Which::One(ino) => vec![(ino, self.commit_lock(ino).await)],
+            Which::All => {
+                let mut inos: Vec<InodeId> = self.lock_state().files.keys().copied().collect();
+                inos.sort_unstable();
+                let mut held = Vec::with_capacity(inos.len());
+                // In inode order: two waiting flushes never hold each other's locks.
+                for ino in inos {
+                    held.push((ino, self.commit_lock(ino).await));
+                }
+                held
+            }
+            Which::Ready => {
+                let inos: Vec<InodeId> = self
+                    .lock_state()
+                    .files
+                    .iter()
+                    .filter(|(_, w)| !w.dirty.is_empty())
+                    .map(|(i, _)| *i)
+                    .collect();
+                inos.into_iter()
+                    .filter_map(|ino| self.try_commit_lock(ino).map(|g| (ino, g)))
+                    .collect()
+            }
+        };
+        let r = self.flush_held(&held, sync).await;
+        let inos: Vec<InodeId> = held.iter().map(|(i, _)| *i).collect();
+        drop(held);
+        self.forget_commit_locks(&inos);
+        r
     }
 
-    /// `flush_inodes` for a caller already holding the log lock (truncate).
-    pub(crate) async fn flush_locked(
+    /// The commit lock of `ino` (waits for a flush of it under way).
+    pub(crate) async fn commit_lock(&self, ino: InodeId) -> InodeCommit {
+        let lock = self.commits.entry(ino).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    fn try_commit_lock(&self, ino: InodeId) -> Option<InodeCommit> {
+        let lock = self.commits.entry(ino).or_default().clone();
+        lock.try_lock_owned().ok()
+    }
+
+    /// Drops commit locks nobody holds or waits for (the map stays bounded by the inodes
+    /// being flushed).
+    pub(crate) fn forget_commit_locks(&self, inos: &[InodeId]) {
+        for ino in inos {
+            self.commits
+                .remove_if(ino, |_, l| Arc::strong_count(l) == 1);
+        }
+    }
+
+    /// Flushes the inodes whose commit locks the caller holds (`held`).
+    pub(crate) async fn flush_held(
         &self,
-        log: &mut Option<LogWriter>,
-        which: Which,
+        held: &[(InodeId, InodeCommit)],
         sync: bool,
     ) -> Result<bool, FsError> {
         let id = self.next_flush_id();
@@ -95,16 +157,9 @@ impl Client {
                     });
                 }
             };
-            match which {
-                Which::All => {
-                    for (ino, w) in st.files.iter_mut() {
-                        take(*ino, w);
-                    }
-                }
-                Which::One(ino) => {
-                    if let Some(w) = st.files.get_mut(&ino) {
-                        take(ino, w);
-                    }
+            for (ino, _) in held {
+                if let Some(w) = st.files.get_mut(ino) {
+                    take(*ino, w);
                 }
             }
             out
@@ -112,7 +167,11 @@ impl Client {
         if taken.is_empty() {
             return Ok(false);
         }
-        let outcomes = match self.write_segments(log, &taken).await {
+        let written = {
+            let mut log = self.log.lock().await;
+            self.write_segments(&mut log, &taken).await
+        };
+        let outcomes = match written {
             Ok(extents) => self.commit_all(&taken, extents, sync).await,
             Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
         };
@@ -420,7 +479,7 @@ pub(crate) async fn flusher(
         }
         let Some(c) = client.upgrade() else { return };
         if c.has_dirty() {
-            if let Err(e) = c.flush_inodes(Which::All, false).await {
+            if let Err(e) = c.flush_inodes(Which::Ready, false).await {
                 tracing::warn!("background flush failed, will retry: {e}");
             }
         }

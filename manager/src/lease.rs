@@ -441,8 +441,15 @@ impl LeaseTable {
 
     /// A read-type request by `who` of the state of `inodes` (which it will cache). A
     /// writer other than `who` is flushed first (keeping its cache: it becomes a reader);
-    /// on `Go`, `who` is registered as a reader of every inode.
+    /// on `Go`, `who` is registered as a reader of every inode. A read without a session
+    /// (another manager resolving a name or an ancestor, a tool) caches nothing and sees
+    /// the committed state: it flushes nobody (a manager forwarding a client's lookup would
+    /// otherwise call that very client back).
     pub fn read(&mut self, who: Option<SessionId>, inodes: &[InodeId], now: Instant) -> Step {
+        let Some(reader) = who else {
+            return Step::Go;
+        };
+        let who = Some(reader);
         if let Some(until) = self.blocked(inodes, who, false) {
             return Step::Wait(until);
         }
@@ -967,8 +974,11 @@ mod tests {
         let (mut t, t0) = table();
         assert_eq!(t.acquire_write(A, X, t0), Step::Go);
         assert_eq!(t.holders(X), (vec![A], Some(A)));
-        // The writer reads its own file freely.
+        // The writer reads its own file freely, and so does a reader without a session
+        // (another manager forwarding the writer's own lookup): no callback.
         assert_eq!(t.read(Some(A), &[X], t0), Step::Go);
+        assert_eq!(t.read(None, &[X], t0), Step::Go);
+        assert_eq!(t.holders(X), (vec![A], Some(A)));
         let cbs = calls(t.read(Some(B), &[X], t0));
         assert_eq!(cbs.len(), 1);
         assert_eq!(

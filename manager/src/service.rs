@@ -595,7 +595,7 @@ impl Service {
             }
             R::Sync => self.sync().await.map(|_| A::Done),
             R::Counts => Ok(A::Counts(self.state.lock().await.counts())),
-            R::TxApply { tx, op } => self.tx_apply(tx, op).await,
+            R::TxApply { tx, op, session } => self.tx_apply(tx, op, session).await,
             R::TxOutcome { tx } => match self.state.lock().await.tx_outcome(tx) {
                 Some(committed) => Ok(A::TxOutcome { committed }),
                 None => Err(RemoteError::Unavailable(format!(
@@ -981,7 +981,7 @@ impl Service {
                         let affected = Affected::of_ops(&tx.local);
                         let step = self.leases().mutation(who, &affected, Instant::now());
                         if matches!(step, Step::Go) {
-                            let r = self.run_tx(tx).await;
+                            let r = self.run_tx(tx, who).await;
                             let calls =
                                 self.leases()
                                     .after_mutation(who, &affected, &[], Instant::now());
@@ -1072,7 +1072,11 @@ impl Service {
     }
 
     /// Coordinator: logs the intent, drives it, answers. The caller holds the gate exclusively.
-    async fn run_tx(&self, plan: TxPlan) -> Result<ManagerResponse, RemoteError> {
+    async fn run_tx(
+        &self,
+        plan: TxPlan,
+        who: Option<SessionId>,
+    ) -> Result<ManagerResponse, RemoteError> {
         let reply = plan.reply;
         let intent = {
             let st = self.state.lock().await;
@@ -1084,7 +1088,7 @@ impl Service {
         tracing::debug!(tx = %intent.tx, remote = intent.remote.len(), "transaction: intent");
         self.commit_durable(vec![Record::TxIntent(intent.clone())])
             .await?;
-        match self.drive(&intent, TX_ATTEMPTS).await {
+        match self.drive(&intent, TX_ATTEMPTS, who).await {
             Ok(result) => Ok(match reply {
                 TxReply::Done => ManagerResponse::Done,
                 TxReply::ResultAttr => match result {
@@ -1110,13 +1114,22 @@ impl Service {
     }
 
     /// Runs the driver's commands until the transaction commits or aborts.
-    async fn drive(&self, intent: &TxIntent, attempts: u32) -> Result<Option<Attr>, DriveError> {
+    async fn drive(
+        &self,
+        intent: &TxIntent,
+        attempts: u32,
+        who: Option<SessionId>,
+    ) -> Result<Option<Attr>, DriveError> {
         let mut driver = TxDriver::new(intent.clone());
         let mut failures = 0;
         loop {
             match driver.command() {
                 Command::Send { index, node, op } => {
-                    let req = ManagerRequest::TxApply { tx: intent.tx, op };
+                    let req = ManagerRequest::TxApply {
+                        tx: intent.tx,
+                        op,
+                        session: who,
+                    };
                     match self.peers.call(node, req).await {
                         Ok(ManagerResponse::TxApplied { attr }) => {
                             driver.on_applied(index, attr);
@@ -1175,7 +1188,7 @@ impl Service {
                 }
                 let r = {
                     let _exclusive = svc.gate.write().await;
-                    svc.drive(&intent, 1).await
+                    svc.drive(&intent, 1, None).await
                 };
                 match r {
                     Ok(_) | Err(DriveError::Refused(_)) => {
@@ -1202,7 +1215,15 @@ impl Service {
     }
 
     /// Participant: applies one op of another manager's transaction (idempotently).
-    async fn tx_apply(&self, tx: TxId, op: TxOp) -> Result<ManagerResponse, RemoteError> {
+    async fn tx_apply(
+        &self,
+        tx: TxId,
+        op: TxOp,
+        session: Option<SessionId>,
+    ) -> Result<ManagerResponse, RemoteError> {
+        // The requesting client of the coordinator, if it holds a session here: treated as
+        // the requester of a local mutation (not called back for its own change).
+        let who = session.filter(|s| self.leases().is_live(*s));
         let slot = match &op {
             TxOp::CreateInode { ino_slot, .. } => SlotId(*ino_slot % SLOT_COUNT),
             TxOp::AddEntry { dir, .. }
@@ -1224,16 +1245,16 @@ impl Service {
                     }
                     None => {
                         let (recs, attr) = st.plan_tx_apply(&self.ctx(), tx, &op).map_err(errno)?;
-                        // No requesting client: every holder is called back.
+                        // Every holder but the requesting client is called back.
                         let affected = Affected::of_records(&recs);
                         let now = Instant::now();
                         let mut lt = self.leases();
-                        let step = lt.mutation(None, &affected, now);
+                        let step = lt.mutation(who, &affected, now);
                         if matches!(step, Step::Go) {
                             let logged = st.commit(recs);
                             self.journal.push(logged);
                             self.maybe_checkpoint(&st);
-                            let calls = lt.after_mutation(None, &affected, &[], now);
+                            let calls = lt.after_mutation(who, &affected, &[], now);
                             result = Some((st.last_lsn(), attr, calls));
                             break;
                         }

@@ -260,9 +260,13 @@ pub enum ManagerRequest {
         session: u64,
     },
     /// Between managers: apply this manager's part of a cross-manager operation.
+    /// `session` is the lease session of the client that asked the coordinator (`None`
+    /// for re-drives and requests without a session): like a local mutation, it is not
+    /// called back for a change it made itself (it would wait for its own kernel).
     TxApply {
         tx: TxId,
         op: TxOp,
+        session: Option<u64>,
     },
     /// Between managers: the coordinator's outcome of a transaction, for recovery.
     TxOutcome {
