@@ -79,6 +79,9 @@ pub struct Client {
     /// The log writer, created at the first flush; its lock serialises segment appends
     /// (never held across a manager call).
     pub(crate) log: tokio::sync::Mutex<Option<LogWriter>>,
+    /// Commits accepted without sync, until a sync of the same manager incarnation covers
+    /// them (the write verifier, see `verifier`).
+    pub(crate) unsynced: Mutex<crate::verifier::Unsynced>,
     /// Commit locks of inodes being flushed (see `writeback::InodeCommit`).
     pub(crate) commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     reader: OnceLock<LogReader>,
@@ -216,6 +219,7 @@ impl Client {
             }),
             log: tokio::sync::Mutex::new(None),
             commits: DashMap::new(),
+            unsynced: Mutex::new(Default::default()),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
             reacquire: DashMap::new(),
@@ -324,11 +328,64 @@ impl Client {
             .config
             .manager_nodes()
             .into_iter()
-            .map(|m| self.call(Target::Node(m.id), ManagerRequest::Sync));
+            .map(|m| self.sync_node(m.id));
         for r in futures::future::join_all(syncs).await {
             r?;
         }
         Ok(())
+    }
+
+    /// Makes `node`'s state durable, then checks the commits it accepted without sync
+    /// before: those of an earlier incarnation are verified (see `check_suspects`).
+    pub(crate) async fn sync_node(&self, node: proto::ids::NodeId) -> Result<(), FsError> {
+        let mark = self.lock_unsynced().mark();
+        match self.call(Target::Node(node), ManagerRequest::Sync).await? {
+            ManagerResponse::Synced { incarnation } => {
+                self.after_sync(node, incarnation, mark).await;
+                Ok(())
+            }
+            other => Err(remote::unexpected("Sync", &other)),
+        }
+    }
+
+    pub(crate) fn lock_unsynced(&self) -> MutexGuard<'_, crate::verifier::Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A sync marked `mark` was answered by `node` in `incarnation`: forgets what it covers
+    /// and verifies the suspects (commits an earlier incarnation accepted without sync):
+    /// one whose extents are no longer in the manager's map may have been lost in the
+    /// restart, and its inode's next fsync or close reports EIO (never 0).
+    pub(crate) async fn after_sync(&self, node: proto::ids::NodeId, incarnation: u64, mark: u64) {
+        let suspects = self.lock_unsynced().synced(node, incarnation, mark);
+        for p in suspects {
+            let ino = p.write.ino;
+            let Some((start, end)) = crate::verifier::span(&p.write) else {
+                continue;
+            };
+            let req = ManagerRequest::GetExtents {
+                ino,
+                offset: start,
+                len: end - start,
+            };
+            let ok = match self.call(Target::Route, req).await {
+                Ok(ManagerResponse::Extents(actual)) => {
+                    crate::verifier::survived(&p.write.extents, &actual)
+                }
+                // Gone: nobody can read the data any more.
+                Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => true,
+                Ok(_) | Err(_) => false,
+            };
+            if !ok {
+                tracing::warn!(
+                    inode = %ino,
+                    manager = %node,
+                    "writes committed without sync may have been lost in a manager restart: \
+                     the next fsync or close reports EIO"
+                );
+                self.errors.insert(ino, FsError::EIO);
+            }
+        }
     }
 
     /// Stops the background flusher (after `sync_all`, at unmount).

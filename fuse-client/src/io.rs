@@ -63,6 +63,10 @@ impl Client {
         if !wrote? {
             self.sync_owner(ino).await?;
         }
+        // The sync may have found commits a manager restart lost.
+        if let Some((_, e)) = self.errors.remove(&ino) {
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -72,11 +76,7 @@ impl Client {
     }
 
     async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {
-        let node = self.mc.owner_of(ino);
-        match self.call(Target::Node(node), ManagerRequest::Sync).await? {
-            ManagerResponse::Done => Ok(()),
-            other => Err(remote::unexpected("Sync", &other)),
-        }
+        self.sync_node(self.mc.owner_of(ino)).await
     }
 
     /// Buffers a write at `off`; returns the bytes accepted (all of them).

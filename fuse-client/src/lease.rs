@@ -395,7 +395,74 @@ impl Client {
             if let Err(e) = self.hello(node).await {
                 tracing::debug!(manager = %node, "hello after a lost lease failed: {e}");
             }
+            if dropped == Dropped::Caches {
+                // Boxed: a reclaim sends requests, which may renew again.
+                Box::pin(self.reclaim(node)).await;
+            }
         }
+    }
+
+    /// After `node` restarted: re-asserts the write lease of every inode of it that still
+    /// has buffered writes (`AcquireWrite` with `reclaim`), so that its readers wait for
+    /// them instead of reading what the log had. A reclaim refused because the grace
+    /// period is over (others may have written since) discards the writes: the next fsync or
+    /// close of the file reports EIO. Other failures leave the inode to be re-acquired
+    /// before its commit.
+    async fn reclaim(&self, node: NodeId) {
+        let inos: Vec<InodeId> = self
+            .lock_state()
+            .files
+            .keys()
+            .copied()
+            .filter(|i| self.owner(*i) == node)
+            .collect();
+        if inos.is_empty() {
+            return;
+        }
+        tracing::info!(manager = %node, inodes = inos.len(), "manager restarted: reclaiming write leases");
+        for ino in inos {
+            let Some(epoch) = self.lease_epoch(ino) else {
+                continue;
+            };
+            let revocations = self.revocations(ino);
+            let req = ManagerRequest::AcquireWrite {
+                ino,
+                session: self.session,
+                reclaim: true,
+            };
+            match self.call(Target::Node(node), req).await {
+                Ok(ManagerResponse::Done) => {
+                    self.record_write_lease(ino, epoch, revocations);
+                    self.reacquire.remove(&ino);
+                }
+                Ok(other) => {
+                    let _ = remote::unexpected("AcquireWrite", &other);
+                }
+                Err(e) if e.0 == libc::ESTALE => {
+                    tracing::warn!(inode = %ino, "write lease not reclaimed after a manager restart: {e}");
+                    self.discard_writes(ino);
+                }
+                Err(e) => {
+                    tracing::warn!(inode = %ino, "reclaim failed ({e}); re-acquired before the commit");
+                }
+            }
+        }
+        self.kick.notify_one();
+    }
+
+    /// Drops the unflushed writes of `ino` (their lease is gone and others may have
+    /// written since); its next fsync or close reports EIO.
+    fn discard_writes(&self, ino: InodeId) {
+        let mut st = self.lock_state();
+        if let Some(w) = st.files.remove(&ino) {
+            let bytes = w.bytes();
+            st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
+            tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
+            self.errors.insert(ino, FsError::EIO);
+        }
+        drop(st);
+        self.reacquire.remove(&ino);
+        self.space.notify_waiters();
     }
 
     /// Renews every manager's lease now (the background renewer does this every lease/4).
@@ -480,6 +547,7 @@ impl Client {
         let req = ManagerRequest::AcquireWrite {
             ino,
             session: self.session,
+            reclaim: false,
         };
         match self.call(Target::Route, req).await? {
             ManagerResponse::Done => {}

@@ -22,6 +22,7 @@ pub mod lease;
 pub mod mount;
 pub mod remote;
 pub mod stats;
+pub mod verifier;
 pub mod writeback;
 
 pub use client::{Client, StatFs};

@@ -199,6 +199,7 @@ impl Client {
                     st.cache.invalidate(ino);
                 }
                 Outcome::Gone => {
+                    self.lock_unsynced().forget(ino);
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
                     st.cache.invalidate(ino);
@@ -395,15 +396,28 @@ impl Client {
                 }
             }
         }
+        let kept = writes.clone();
         let req = ManagerRequest::CommitWrites { writes, sync };
         let node = proto::route::routing_inode(&req).map(|i| self.owner(i));
         let sent = std::time::Instant::now();
+        let mark = self.lock_unsynced().mark();
         match remote::call_with(&self.mc, Target::Route, req, Some(&self.counters)).await {
-            Ok(ManagerResponse::Committed(a)) => {
+            Ok(ManagerResponse::Committed { attrs, incarnation }) => {
                 if let Some(n) = node {
                     self.leases.update(n, |s| s.extend(sent));
+                    if sync {
+                        self.after_sync(n, incarnation, mark).await;
+                    } else {
+                        let unsynced = self.lock_unsynced().committed(n, incarnation, kept);
+                        if unsynced >= MAX_UNSYNCED {
+                            // Bounded memory: a sync makes them durable and forgettable.
+                            if let Err(e) = self.sync_node(n).await {
+                                tracing::debug!(manager = %n, "sync of unsynced commits failed: {e}");
+                            }
+                        }
+                    }
                 }
-                Ok(a)
+                Ok(attrs)
             }
             Ok(other) => Err(remote::unexpected("CommitWrites", &other)),
             Err(remote::Failure::LeaseExpired) => {
@@ -436,6 +450,9 @@ impl Client {
         }
     }
 }
+
+/// Commits kept for the write verifier per manager before the client asks for a sync.
+const MAX_UNSYNCED: usize = 4096;
 
 /// How long a writer waits for dirty memory before failing with EIO.
 const SPACE_WAIT: Duration = Duration::from_secs(120);

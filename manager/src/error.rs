@@ -22,6 +22,7 @@ pub mod code {
     pub const ENAMETOOLONG: i32 = 36;
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
+    pub const ESTALE: i32 = 116;
 }
 
 /// A refused operation: a POSIX error number plus a message for logs.

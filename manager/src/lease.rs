@@ -595,6 +595,27 @@ impl LeaseTable {
         Step::Go
     }
 
+    /// `AcquireWrite` with `reclaim` by `who` during the grace period after a restart: the
+    /// client re-asserts the write lease it held from the previous incarnation. Granted
+    /// without callbacks (nobody can have read or written the inode since the restart,
+    /// reads of unclaimed files wait for the grace period), unless another session already
+    /// claimed it (`Err` with that session). `Err(who)` for a session not known here.
+    pub fn reclaim_write(&mut self, who: SessionId, ino: InodeId) -> Result<(), SessionId> {
+        if !self.is_live(who) {
+            return Err(who);
+        }
+        if let Some(w) = self.writer_other_than(ino, Some(who)) {
+            return Err(w);
+        }
+        self.set_writer(who, ino);
+        Ok(())
+    }
+
+    /// Whether `ino` has a writer (for reads during the grace period).
+    pub fn has_writer(&self, ino: InodeId) -> bool {
+        self.inodes.get(&ino).is_some_and(|h| h.writer.is_some())
+    }
+
     /// Makes `session` the writer (and a reader) of `ino` without callbacks (the creator
     /// of a new inode). Unknown or lost sessions are ignored.
     pub fn set_writer(&mut self, session: SessionId, ino: InodeId) {
@@ -1160,6 +1181,22 @@ mod tests {
         t.hello(0x99, new, t0);
         assert_eq!(t.addr_of(A), None);
         assert_eq!(t.identify(new, t0), Requester::Session(0x99));
+    }
+
+    #[test]
+    fn reclaims_grant_the_first_claimer_only() {
+        let (mut t, t0) = table();
+        assert!(t.reclaim_write(A, X).is_ok());
+        assert_eq!(t.holders(X), (vec![A], Some(A)));
+        assert!(t.has_writer(X));
+        assert!(t.reclaim_write(A, X).is_ok(), "idempotent");
+        assert_eq!(t.reclaim_write(B, X), Err(A), "one writer");
+        assert_eq!(t.reclaim_write(0xdead, P), Err(0xdead), "unknown session");
+        assert!(!t.has_writer(P));
+        // The reclaimer is flushed like any writer when another client reads.
+        let cbs = calls(t.read(Some(B), &[X], t0));
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].session, A);
     }
 
     #[test]

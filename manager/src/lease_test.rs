@@ -371,6 +371,7 @@ async fn acquire_write_revokes_readers_and_the_previous_writer() {
     let acquire = |n: u8| R::AcquireWrite {
         ino: x.ino,
         session: n as u64,
+        reclaim: false,
     };
     assert!(matches!(call(&m, 2, acquire(2)).await, Ok(A::Done)));
     assert_eq!(m.lease_holders(x.ino), (vec![2], Some(2)));
@@ -493,6 +494,7 @@ async fn grace_period_after_a_restart() {
         R::AcquireWrite {
             ino: x.ino,
             session: 1,
+            reclaim: false,
         },
     )
     .await;

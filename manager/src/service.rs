@@ -104,9 +104,15 @@ pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
             | R::Link { .. }
             | R::SetXattr { .. }
             | R::RemoveXattr { .. }
-            | R::CommitWrites { .. }
-            | R::AcquireWrite { .. }
             | R::TxApply { .. }
+    )
+}
+
+fn grace_refusal() -> RemoteError {
+    RemoteError::Unavailable(
+        "grace period after a manager restart: leases of the previous incarnation may still \
+         be in use, retry"
+            .into(),
     )
 }
 
@@ -154,6 +160,9 @@ pub struct Service {
     backend: Arc<dyn LogBackend>,
     peers: Arc<dyn Peers>,
     leases: Mutex<LeaseTable>,
+    /// This run's incarnation (random per start): the lease incarnation and the write
+    /// verifier of `Committed`/`Synced` answers.
+    incarnation: u64,
     /// Bumped whenever a callback is reported (operations waiting for others' callbacks
     /// and renewals waiting for their session's callbacks look again).
     lease_events: tokio::sync::watch::Sender<u64>,
@@ -212,6 +221,7 @@ impl Service {
             .collect();
         let interval = Duration::from_millis(config.file.manager.commit_interval_ms.max(1));
         let lease = Duration::from_millis(config.file.manager.lease_ms.max(1));
+        let incarnation = rand::random::<u64>();
         let svc = Arc::new_cyclic(|this| Service {
             me: node,
             config,
@@ -221,7 +231,8 @@ impl Service {
             journal: Journal::new(interval, 0),
             backend,
             peers,
-            leases: Mutex::new(LeaseTable::new(lease, rand::random())),
+            leases: Mutex::new(LeaseTable::new(lease, incarnation)),
+            incarnation,
             lease_events: tokio::sync::watch::Sender::new(0),
             callbacks,
             ready: AtomicBool::new(false),
@@ -440,17 +451,17 @@ impl Service {
             r => r.session(),
         };
         if refused_in_grace(&req) && self.leases().in_grace(now) {
-            return Err(RemoteError::Unavailable(
-                "grace period after a manager restart: leases of the previous incarnation \
-                 may still be in use, retry"
-                    .into(),
-            ));
+            return Err(grace_refusal());
         }
         match req {
             R::Hello { .. } | R::Renew { .. } => Err(RemoteError::Invalid(
                 "Hello/Renew reached the request dispatch".into(),
             )),
-            R::AcquireWrite { ino, session } => self.acquire_write(who, ino, session).await,
+            R::AcquireWrite {
+                ino,
+                session,
+                reclaim,
+            } => self.acquire_write(who, ino, session, reclaim).await,
             R::Lookup { parent, name } => self.lookup(who, parent, &name).await.map(A::Attr),
             R::GetAttr { ino } => {
                 self.read_inode(who, ino, |st| {
@@ -568,6 +579,18 @@ impl Service {
                 for w in &writes {
                     self.check_owned(w.ino)?;
                 }
+                {
+                    // During the grace period only a reclaimed writer commits (its buffered
+                    // writes from before the restart), and only to what it reclaimed.
+                    let lt = self.leases();
+                    if lt.in_grace(now)
+                        && writes
+                            .iter()
+                            .any(|w| who.is_none() || lt.holders(w.ino).1 != who)
+                    {
+                        return Err(grace_refusal());
+                    }
+                }
                 if let Some(s) = who {
                     // A session this manager once gave up on may still hold writes buffered
                     // before that; they would land over newer ones. Unless it holds the
@@ -593,7 +616,9 @@ impl Service {
                 }
                 Ok(resp)
             }
-            R::Sync => self.sync().await.map(|_| A::Done),
+            R::Sync => self.sync().await.map(|_| A::Synced {
+                incarnation: self.incarnation,
+            }),
             R::Counts => Ok(A::Counts(self.state.lock().await.counts())),
             R::TxApply { tx, op, session } => self.tx_apply(tx, op, session).await,
             R::TxOutcome { tx } => match self.state.lock().await.tx_outcome(tx) {
@@ -629,6 +654,7 @@ impl Service {
         who: Option<SessionId>,
         ino: InodeId,
         session: u64,
+        reclaim: bool,
     ) -> Result<ManagerResponse, RemoteError> {
         let Some(who) = who else {
             return Err(RemoteError::LeaseExpired(format!(
@@ -642,6 +668,30 @@ impl Service {
             )));
         }
         self.state.lock().await.get(ino).map_err(errno)?;
+        let in_grace = self.leases().in_grace(Instant::now());
+        if reclaim {
+            if !in_grace {
+                return Err(errno(Errno::new(
+                    code::ESTALE,
+                    format!(
+                        "reclaim of the write lease of {ino} refused: the grace period after \
+                         this manager's restart is over (others may have changed the file)"
+                    ),
+                )));
+            }
+            let r = self.leases().reclaim_write(who, ino);
+            self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
+            return match r {
+                Ok(()) => Ok(ManagerResponse::Done),
+                Err(other) => Err(errno(Errno::new(
+                    code::ESTALE,
+                    format!("reclaim of the write lease of {ino} refused: {other:x} holds it"),
+                ))),
+            };
+        }
+        if in_grace {
+            return Err(grace_refusal());
+        }
         for _ in 0..LEASE_ROUNDS {
             let mut rx = self.lease_events.subscribe();
             let step = {
@@ -749,7 +799,23 @@ impl Service {
             let step = {
                 let mut st = self.state.lock().await;
                 let inodes = targets(&st);
-                let step = self.leases().read(who, &inodes, Instant::now());
+                let now = Instant::now();
+                let mut lt = self.leases();
+                // During the grace period a file nobody has reclaimed may still have writes
+                // buffered under a lease of the previous incarnation: its readers wait until
+                // a writer reclaims it (and is flushed) or the grace period is over.
+                // (Also for requests without a session: a client the restarted manager does
+                // not know yet looks like one.)
+                let unclaimed = lt.in_grace(now)
+                    && inodes.iter().any(|i| {
+                        st.inode(*i).is_some_and(|n| n.attr.kind == FileKind::File)
+                            && !lt.has_writer(*i)
+                    });
+                let step = match lt.grace_until() {
+                    Some(until) if unclaimed => Step::Wait(until),
+                    _ => lt.read(who, &inodes, now),
+                };
+                drop(lt);
                 if matches!(step, Step::Go) {
                     return match answer.take() {
                         Some(f) => f(&mut st),
@@ -1044,9 +1110,10 @@ impl Service {
         Ok(match reply {
             Reply::Done => ManagerResponse::Done,
             Reply::Attr(ino) => ManagerResponse::Attr(attr(ino)?),
-            Reply::Attrs(inos) => {
-                ManagerResponse::Committed(inos.into_iter().map(attr).collect::<Result<_, _>>()?)
-            }
+            Reply::Attrs(inos) => ManagerResponse::Committed {
+                attrs: inos.into_iter().map(attr).collect::<Result<_, _>>()?,
+                incarnation: self.incarnation,
+            },
         })
     }
 

@@ -326,7 +326,10 @@ impl FakeManager {
                     n.inode.version += 1;
                     out.push(n.inode.clone());
                 }
-                ManagerResponse::Committed(out)
+                ManagerResponse::Committed {
+                    attrs: out,
+                    incarnation: st.incarnation,
+                }
             }
             AcquireWrite { .. } => ManagerResponse::Done,
             Open { ino, .. } => {
@@ -337,7 +340,9 @@ impl FakeManager {
                 *st.opens.entry(ino).or_default() -= 1;
                 ManagerResponse::Done
             }
-            Sync => ManagerResponse::Done,
+            Sync => ManagerResponse::Synced {
+                incarnation: st.incarnation,
+            },
             Counts => ManagerResponse::Counts(FsCounts {
                 inodes: st.nodes.len() as u64,
                 bytes: 0,

@@ -254,10 +254,14 @@ pub enum ManagerRequest {
         session: u64,
     },
     /// Asks for the write lease of `ino` before buffering writes to it: other holders are
-    /// called back first. Answered with `Done`.
+    /// called back first. Answered with `Done`. With `reclaim`, the client re-asserts a
+    /// write lease it held from the manager's previous incarnation (it still buffers
+    /// writes under it): allowed only during the grace period after a restart, and only
+    /// while nobody else holds the inode; refused with `LeaseExpired` otherwise.
     AcquireWrite {
         ino: InodeId,
         session: u64,
+        reclaim: bool,
     },
     /// Between managers: apply this manager's part of a cross-manager operation.
     /// `session` is the lease session of the client that asked the coordinator (`None`
@@ -318,8 +322,17 @@ pub enum ManagerResponse {
     Xattr(Vec<u8>),
     XattrNames(Vec<String>),
     Extents(Vec<Extent>),
-    /// Attributes after a commit, one per `InodeWrite`.
-    Committed(Vec<Attr>),
+    /// Attributes after a commit, one per `InodeWrite`, and the write verifier: the
+    /// incarnation of the manager that accepted it. A commit without `sync` is durable
+    /// once a `Sync` (or a commit with `sync`) is answered by the same incarnation.
+    Committed {
+        attrs: Vec<Attr>,
+        incarnation: u64,
+    },
+    /// `Sync` is done: everything this incarnation accepted before is durable.
+    Synced {
+        incarnation: u64,
+    },
     Counts(FsCounts),
     /// The participant's result for a `TxApply`: an inode it created, if any.
     TxApplied {
