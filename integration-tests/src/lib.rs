@@ -23,7 +23,8 @@
 //! `SHOAL_IT_KEEP=1` (keep each test's temp dir), `SHOAL_IT_TIMEOUT_SECS` (per-test
 //! watchdog, default 300), `SHOAL_MODEL_SEED` / `SHOAL_MODEL_OPS` (model test).
 //!
-//! Areas (one test binary each): `posix`, `faults`, `cli`, `model`, `consistency`. Tests
+//! Areas (one test binary each): `posix`, `faults`, `cli`, `model`, `consistency`,
+//! `durability` (worker processes: the `shoal-workload` binary of this crate). Tests
 //! that expose a reported product bug are `#[ignore = "product bug: ..."]`; run them with
 //! `cargo test --release -p integration-tests -- --include-ignored`.
 //!
@@ -41,6 +42,7 @@ pub mod pattern;
 pub mod process;
 pub mod sys;
 pub mod wait;
+pub mod workload;
 
 pub use binary::shoal_binary;
 pub use cluster::TestCluster;
