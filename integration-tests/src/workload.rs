@@ -90,8 +90,26 @@ pub fn describe(data: &[u8], offset: usize) -> String {
         return "zeros (a hole)".to_string();
     }
     if r[0..2] != MAGIC {
-        return format!("not a record: {:02x?}", r);
+        // Misplaced data: name the nearest record that starts elsewhere.
+        let from = at.saturating_sub(RECORD as usize);
+        let near = data.get(from..(at + 2 * RECORD as usize).min(data.len()));
+        let found = near.and_then(|w| {
+            (0..w.len().saturating_sub(RECORD as usize))
+                .find(|i| w[*i..*i + 2] == MAGIC)
+                .map(|i| from + i)
+        });
+        return match found {
+            Some(p) => format!(
+                "not a record: {r:02x?}; the {} at offset {p}",
+                describe_record(&data[p..p + RECORD as usize])
+            ),
+            None => format!("not a record: {r:02x?}"),
+        };
     }
+    describe_record(r)
+}
+
+fn describe_record(r: &[u8]) -> String {
     let file = u16::from_le_bytes([r[2], r[3]]);
     let version = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
     let mut o = [0u8; 8];
@@ -182,7 +200,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    ensure!(s.len() % 2 == 0, "odd hex {s:?}");
+    ensure!(s.len().is_multiple_of(2), "odd hex {s:?}");
     (0..s.len() / 2)
         .map(|i| Ok(u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?))
         .collect()
@@ -206,7 +224,7 @@ pub fn check_tree(dir: &Path, model: &Model, fds: &HashMap<u32, File>) -> Result
         let want: BTreeSet<String> = model
             .names
             .keys()
-            .filter(|n| n.starts_with("sub/") == !prefix.is_empty())
+            .filter(|n| n.starts_with("sub/") != prefix.is_empty())
             .cloned()
             .collect();
         if got != want {
@@ -516,7 +534,7 @@ impl Worker {
     fn report(&self, at: &str) -> String {
         let recent: Vec<&str> = self.history.iter().map(String::as_str).collect();
         format!(
-            "worker {} (seed {}) failed at {at}; last ops:\n    {}",
+            "worker {} (seed {}) failed at {at}; last ops before it:\n    {}\n  {at} failed",
             self.cfg.worker,
             self.cfg.seed,
             recent.join("\n    ")
@@ -861,6 +879,13 @@ mod tests {
             "record of file 0x1002 version 7 written for offset 16"
         );
         assert_eq!(describe(&[0u8; 32], 3), "zeros (a hole)");
+        let mut shifted = vec![0u8];
+        shifted.extend(content(0x1000, 6, 540_912, 40));
+        assert_eq!(
+            describe(&shifted, 0),
+            "not a record: [00, 5a, a5, 00, 10, 06, 00, 00, 00, f0, 40, 08, 00, 00, 00, 00]; \
+             the record of file 0x1000 version 6 written for offset 540912 at offset 1"
+        );
         assert!(compare_bytes(&whole, &whole).is_ok());
         let mut bad = whole.clone();
         bad[40] ^= 0xff;
