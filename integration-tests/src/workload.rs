@@ -89,13 +89,14 @@ pub fn describe(data: &[u8], offset: usize) -> String {
     if r.iter().all(|b| *b == 0) {
         return "zeros (a hole)".to_string();
     }
-    if r[0..2] != MAGIC {
-        // Misplaced data: name the nearest record that starts elsewhere.
+    let whole = r[0..2] == MAGIC && r[8..16] == (at as u64).to_le_bytes();
+    if !whole {
+        // Cut or misplaced data: name the nearest record that starts elsewhere.
         let from = at.saturating_sub(RECORD as usize);
         let near = data.get(from..(at + 2 * RECORD as usize).min(data.len()));
         let found = near.and_then(|w| {
             (0..w.len().saturating_sub(RECORD as usize))
-                .find(|i| w[*i..*i + 2] == MAGIC)
+                .find(|i| from + i != at && w[*i..*i + 2] == MAGIC)
                 .map(|i| from + i)
         });
         return match found {
@@ -508,8 +509,9 @@ impl Worker {
         self.remember(format!(
             "{ops}: checkpoint {k}: fsync every open file, full check"
         ));
-        for f in self.fds.values() {
-            f.sync_all()?;
+        for (id, f) in &self.fds {
+            f.sync_all()
+                .with_context(|| format!("fsync {id:#x} at checkpoint {k}"))?;
         }
         check_tree(&self.cfg.dir, &self.model, &self.fds)?;
         if let Some(s) = self.share.clone() {
@@ -879,6 +881,13 @@ mod tests {
             "record of file 0x1002 version 7 written for offset 16"
         );
         assert_eq!(describe(&[0u8; 32], 3), "zeros (a hole)");
+        let mut cut = whole[..19].to_vec();
+        cut.resize(48, 0);
+        assert!(
+            describe(&cut, 20).starts_with("not a record"),
+            "{}",
+            describe(&cut, 20)
+        );
         let mut shifted = vec![0u8];
         shifted.extend(content(0x1000, 6, 540_912, 40));
         assert_eq!(
