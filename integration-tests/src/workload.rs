@@ -638,7 +638,8 @@ impl Worker {
             .create_new(true)
             .open(self.path(&name))
             .with_context(|| format!("create {name}"))?;
-        f.write_all(&data)?;
+        f.write_all(&data)
+            .with_context(|| format!("write {len} bytes to the new {name}"))?;
         self.model.files.insert(
             id,
             FileModel {
@@ -711,7 +712,9 @@ impl Worker {
             self.rng.random_range(size..=MAX_OFFSET.max(size))
         };
         let how = if self.rng.random_bool(0.5) {
-            self.fd(id)?.set_len(new)?;
+            self.fd(id)?
+                .set_len(new)
+                .with_context(|| format!("ftruncate {id:#x} {size} -> {new}"))?;
             "ftruncate".to_string()
         } else {
             let n = self.random_name_of(id);
@@ -810,11 +813,12 @@ impl Worker {
         self.count("fsync");
         let data_only = self.rng.random_bool(0.3);
         let f = self.fd(id)?;
-        if data_only {
-            f.sync_data()?;
+        let r = if data_only {
+            f.sync_data()
         } else {
-            f.sync_all()?;
-        }
+            f.sync_all()
+        };
+        r.with_context(|| format!("fsync {id:#x} (data only: {data_only})"))?;
         Ok(format!("fsync {id:#x} (data only: {data_only})"))
     }
 
@@ -842,7 +846,9 @@ impl Worker {
         let mut got = 0;
         let f = self.fd(id)?;
         while got < buf.len() {
-            let n = f.read_at(&mut buf[got..], off + got as u64)?;
+            let n = f
+                .read_at(&mut buf[got..], off + got as u64)
+                .with_context(|| format!("pread {len} at {off} of {id:#x}"))?;
             if n == 0 {
                 break;
             }
