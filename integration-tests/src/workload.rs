@@ -695,6 +695,12 @@ impl Worker {
         let sync = self.rng.random_bool(0.5);
         let v = self.bump();
         let data = content(id, v, off, len);
+        // A store past the real EOF would be SIGBUS; report a size that went wrong instead.
+        let real = self.fd(id)?.metadata().context("fstat before mmap")?.len();
+        ensure!(
+            real == size,
+            "fstat of {id:#x} before an mmap write says {real} bytes, expected {size}"
+        );
         mmap_write(self.fd(id)?, off, &data, sync)
             .with_context(|| format!("mmap write {len} at {off} of {id:#x}"))?;
         write_model(&mut self.model, id, off, &data);

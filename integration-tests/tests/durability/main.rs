@@ -19,6 +19,7 @@ use anyhow::{bail, ensure, Context, Result};
 use integration_tests::process::run_command;
 use integration_tests::{ProcessGuard, TestCluster, TestEnv};
 use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -120,7 +121,13 @@ impl WorkerProc {
             .find("WORKER FAILED")
             .map(|i| log[i..].to_string())
             .unwrap_or_else(|| self.proc.log_tail(30));
-        bail!("{} exited with {status}:\n{report}", self.name)
+        let why = if status.signal() == Some(libc::SIGBUS) {
+            " (a store through mmap faulted: its page could not be read in, or the file \
+             shrank under the mapping)"
+        } else {
+            ""
+        };
+        bail!("{} exited with {status}{why}:\n{report}", self.name)
     }
 
     /// Checks `dir` (the worker's directory, possibly seen through another mount) against
