@@ -253,7 +253,7 @@ pub fn run_workload(
                     seed: seed + u64::from(index),
                     secs,
                     ops,
-                    checkpoints: 3,
+                    checkpoints: u32::try_from(secs / 15)?.clamp(3, 200),
                     share: (cross && mounts > 1)
                         .then(|| (share.as_path(), format!("w{peer_index}"))),
                 };
