@@ -79,30 +79,42 @@ fn record(file: u32, version: u32, at: u64) -> [u8; 16] {
 
 /// Describes the bytes around `offset` of `data` (the aligned record there), for reports.
 pub fn describe(data: &[u8], offset: usize) -> String {
-    let at = offset / RECORD as usize * RECORD as usize;
-    let Some(r) = data.get(at..at + RECORD as usize) else {
+    describe_at(data, offset, 0)
+}
+
+/// `describe` for `data` that starts at absolute file offset `base`.
+pub fn describe_at(data: &[u8], offset: usize, base: u64) -> String {
+    let rec = RECORD as usize;
+    let abs = base + offset as u64;
+    let abs_at = abs / RECORD * RECORD;
+    let r = abs_at
+        .checked_sub(base)
+        .and_then(|at| data.get(at as usize..at as usize + rec));
+    let Some(r) = r else {
         return match data.get(offset) {
-            Some(b) => format!("byte {b:#04x} in a partial record"),
+            Some(b) => format!("byte {b:#04x} in a record cut by the read"),
             None => "end of file".to_string(),
         };
     };
+    let at = (abs_at - base) as usize;
     if r.iter().all(|b| *b == 0) {
         return "zeros (a hole)".to_string();
     }
-    let whole = r[0..2] == MAGIC && r[8..16] == (at as u64).to_le_bytes();
+    let whole = r[0..2] == MAGIC && r[8..16] == abs_at.to_le_bytes();
     if !whole {
         // Cut or misplaced data: name the nearest record that starts elsewhere.
-        let from = at.saturating_sub(RECORD as usize);
-        let near = data.get(from..(at + 2 * RECORD as usize).min(data.len()));
+        let from = at.saturating_sub(rec);
+        let near = data.get(from..(at + 2 * rec).min(data.len()));
         let found = near.and_then(|w| {
-            (0..w.len().saturating_sub(RECORD as usize))
+            (0..w.len().saturating_sub(rec))
                 .find(|i| from + i != at && w[*i..*i + 2] == MAGIC)
                 .map(|i| from + i)
         });
         return match found {
             Some(p) => format!(
-                "not a record: {r:02x?}; the {} at offset {p}",
-                describe_record(&data[p..p + RECORD as usize])
+                "not a record: {r:02x?}; the {} at offset {}",
+                describe_record(&data[p..p + rec]),
+                base + p as u64
             ),
             None => format!("not a record: {r:02x?}"),
         };
@@ -327,6 +339,11 @@ pub fn check_tree(dir: &Path, model: &Model, fds: &HashMap<u32, File>) -> Result
 
 /// Byte-for-byte comparison; the first difference with both sides described.
 pub fn compare_bytes(want: &[u8], got: &[u8]) -> Result<()> {
+    compare_bytes_at(want, got, 0)
+}
+
+/// `compare_bytes` of ranges that start at absolute file offset `base`.
+pub fn compare_bytes_at(want: &[u8], got: &[u8], base: u64) -> Result<()> {
     let Some(i) = crate::pattern::first_difference(want, got) else {
         return Ok(());
     };
@@ -335,14 +352,15 @@ pub fn compare_bytes(want: &[u8], got: &[u8]) -> Result<()> {
         got.get(i).map(|b| format!("{b:#04x}")),
     );
     bail!(
-        "first difference at offset {i} (length {} expected, {} read): expected {} [{}], \
+        "first difference at offset {} (length {} expected, {} read): expected {} [{}], \
          actual {} [{}]",
+        base + i as u64,
         want.len(),
         got.len(),
         w.unwrap_or_else(|| "EOF".into()),
-        describe(want, i),
+        describe_at(want, i, base),
         g.unwrap_or_else(|| "EOF".into()),
-        describe(got, i)
+        describe_at(got, i, base)
     )
 }
 
@@ -863,8 +881,8 @@ impl Worker {
         buf.truncate(got);
         let end = (off + len).min(size) as usize;
         let want = &self.model.files[&id].data[off as usize..end];
-        compare_bytes(want, &buf)
-            .with_context(|| format!("pread {len} at {off} of {id:#x} (offsets relative)"))?;
+        compare_bytes_at(want, &buf, off)
+            .with_context(|| format!("pread {len} at {off} of {id:#x}"))?;
         Ok(format!("pread {id:#x} [{off}, +{len}) ok"))
     }
 }
@@ -899,6 +917,16 @@ mod tests {
             describe(&cut, 20).starts_with("not a record"),
             "{}",
             describe(&cut, 20)
+        );
+        let mut moved = whole[40..100].to_vec();
+        moved[30] ^= 0xff;
+        let e = format!(
+            "{:#}",
+            compare_bytes_at(&whole[40..100], &moved, 40).expect_err("differs")
+        );
+        assert!(
+            e.contains("at offset 70") && e.contains("version 7 written for offset 64"),
+            "{e}"
         );
         let mut shifted = vec![0u8];
         shifted.extend(content(0x1000, 6, 540_912, 40));
