@@ -21,9 +21,12 @@
 //!
 //! Knobs: `SHOAL_LOG` (log filter of the spawned processes, default `info`),
 //! `SHOAL_IT_KEEP=1` (keep each test's temp dir), `SHOAL_IT_TIMEOUT_SECS` (per-test
-//! watchdog, default 300), `SHOAL_MODEL_SEED` / `SHOAL_MODEL_OPS` (model test).
+//! watchdog, default 300), `SHOAL_MODEL_SEED` / `SHOAL_MODEL_OPS` (model test),
+//! `SHOAL_DURABILITY_SEED` / `SHOAL_DURABILITY_SECS` (durability tests; the soak is
+//! `bench/soak-durability.sh`).
 //!
-//! Areas (one test binary each): `posix`, `faults`, `cli`, `model`, `consistency`. Tests
+//! Areas (one test binary each): `posix`, `faults`, `cli`, `model`, `consistency`,
+//! `durability` (worker processes: the `shoal-workload` binary of this crate). Tests
 //! that expose a reported product bug are `#[ignore = "product bug: ..."]`; run them with
 //! `cargo test --release -p integration-tests -- --include-ignored`.
 //!
@@ -41,6 +44,7 @@ pub mod pattern;
 pub mod process;
 pub mod sys;
 pub mod wait;
+pub mod workload;
 
 pub use binary::shoal_binary;
 pub use cluster::TestCluster;

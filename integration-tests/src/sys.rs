@@ -1,5 +1,6 @@
-//! System calls std does not offer: extended attributes with flags, and running one file
-//! system call as another user in a forked child. This is the only module with `unsafe`;
+//! System calls std does not offer: extended attributes with flags, writes through a
+//! shared mapping (`mmap_write`), and running one file system call as another user in a
+//! forked child. This is the only module with `unsafe`;
 //! each block is a plain libc call on pointers that live across the call.
 #![allow(unsafe_code)]
 
@@ -135,6 +136,56 @@ pub fn remove_xattr(path: &Path, name: &str) -> std::result::Result<(), Errno> {
     let (p, n) = (cpath(path)?, cstr(name)?);
     // SAFETY: both strings are NUL-terminated and live across the call.
     Errno::result(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) }).map(drop)
+}
+
+/// Writes `data` at `offset` of `file` through a `MAP_SHARED` mapping of the pages that
+/// cover it, then `msync(MS_SYNC)` when `sync`, then unmaps. The range must lie within the
+/// file's size (a store past EOF is SIGBUS).
+pub fn mmap_write(
+    file: &std::fs::File,
+    offset: u64,
+    data: &[u8],
+    sync: bool,
+) -> std::result::Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    if data.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: sysconf has no memory arguments.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = offset / page * page;
+    let skip = usize::try_from(offset - start).map_err(|_| Errno::EINVAL)?;
+    let len = skip + data.len();
+    let map_off = libc::off_t::try_from(start).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: a fresh mapping chosen by the kernel (null hint), of a descriptor that is open
+    // for the whole call; nothing else refers to it.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            map_off,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: the mapping is `len` writable bytes; bytes skip..len are within it and do not
+    // overlap `data` (a separate heap buffer).
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), addr.cast::<u8>().add(skip), data.len())
+    };
+    // SAFETY: addr/len is exactly the mapping made above.
+    let synced = if sync {
+        Errno::result(unsafe { libc::msync(addr, len, libc::MS_SYNC) }).map(drop)
+    } else {
+        Ok(())
+    };
+    // SAFETY: addr/len is exactly the mapping made above; it is not used afterwards.
+    let unmapped = Errno::result(unsafe { libc::munmap(addr, len) }).map(drop);
+    synced.and(unmapped)
 }
 
 /// One file system call for `run_as`. Paths are prepared before the fork so that the child
