@@ -82,6 +82,12 @@ pub struct Client {
     /// Commits accepted without sync, until a sync of the same manager incarnation covers
     /// them (the write verifier, see `verifier`).
     pub(crate) unsynced: Mutex<crate::verifier::Unsynced>,
+    /// Inodes whose write lease this client reclaimed from a restarted manager, with that
+    /// manager's incarnation: their suspect commits may be sent again (nobody else can have
+    /// written in between).
+    pub(crate) reclaimed: DashMap<InodeId, u64>,
+    /// This client, for work it starts in the background (reclaims).
+    pub(crate) this: OnceLock<std::sync::Weak<Client>>,
     /// Commit locks of inodes being flushed (see `writeback::InodeCommit`).
     pub(crate) commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     reader: OnceLock<LogReader>,
@@ -162,6 +168,7 @@ impl Client {
             }
         }
         let client = Arc::new(Client::new(config, transport));
+        let _ = client.this.set(Arc::downgrade(&client));
         callbacks.attach(&client);
         if let Err((node, e)) = client.hello_all().await {
             let m = client.config.node(node);
@@ -219,6 +226,8 @@ impl Client {
             }),
             log: tokio::sync::Mutex::new(None),
             commits: DashMap::new(),
+            this: OnceLock::new(),
+            reclaimed: DashMap::new(),
             unsynced: Mutex::new(Default::default()),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
@@ -388,6 +397,25 @@ impl Client {
         }
     }
 
+    /// Ends this client's session at every manager (a clean unmount, after `sync_all`):
+    /// they forget what it held instead of calling it back. Best effort, bounded.
+    pub async fn goodbye(&self) {
+        let byes = self.config.manager_nodes().into_iter().map(|m| {
+            let req = ManagerRequest::Goodbye {
+                session: self.session,
+            };
+            let node = m.id;
+            async move {
+                match tokio::time::timeout(PROBE_TIMEOUT, self.mc.call_node(node, req)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!(manager = %node, "goodbye failed: {e}"),
+                    Err(_) => tracing::debug!(manager = %node, "goodbye not answered"),
+                }
+            }
+        });
+        futures::future::join_all(byes).await;
+    }
+
     /// Stops the background flusher (after `sync_all`, at unmount).
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
@@ -486,6 +514,13 @@ impl Client {
             return Ok(self.local_view(a));
         }
         let held = [(ino, self.commit_lock(ino).await)];
+        // Commits not yet durable go first, durably: a truncate that survives a crash must
+        // not be undone by sending them again afterwards.
+        if self.lock_unsynced().has(ino) {
+            if let Err(e) = self.sync_node(self.owner(ino)).await {
+                tracing::debug!(inode = %ino, "sync before a truncate failed: {e}");
+            }
+        }
         let r = self.setattr_held(ino, set, caller, &held).await;
         drop(held);
         self.forget_commit_locks(&[ino]);

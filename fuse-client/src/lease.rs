@@ -367,8 +367,14 @@ impl Client {
                 Dropped::Caches
             }
         };
+        let mut restarted = false;
         let dropped = match answer {
             Ok(ManagerResponse::Lease(g)) => {
+                restarted = self
+                    .leases
+                    .get(node)
+                    .incarnation
+                    .is_some_and(|i| i != g.incarnation);
                 let dropped = self
                     .leases
                     .update(node, |s| s.apply_grant(sent, &g))
@@ -395,9 +401,15 @@ impl Client {
             if let Err(e) = self.hello(node).await {
                 tracing::debug!(manager = %node, "hello after a lost lease failed: {e}");
             }
-            if dropped == Dropped::Caches {
-                // Boxed: a reclaim sends requests, which may renew again.
-                Box::pin(self.reclaim(node)).await;
+            if restarted {
+                // In its own task: a reclaim sends requests, which may have to renew, and
+                // this renewal holds the renewal lock.
+                match self.this.get().and_then(std::sync::Weak::upgrade) {
+                    Some(c) => {
+                        tokio::spawn(async move { c.reclaim(node).await });
+                    }
+                    None => self.reclaim(node).await,
+                }
             }
         }
     }
@@ -408,46 +420,64 @@ impl Client {
     /// period is over (others may have written since) discards the writes: the next fsync or
     /// close of the file reports EIO. Other failures leave the inode to be re-acquired
     /// before its commit.
-    async fn reclaim(&self, node: NodeId) {
-        let inos: Vec<InodeId> = self
-            .lock_state()
-            .files
-            .keys()
-            .copied()
-            .filter(|i| self.owner(*i) == node)
-            .collect();
-        if inos.is_empty() {
-            return;
-        }
-        tracing::info!(manager = %node, inodes = inos.len(), "manager restarted: reclaiming write leases");
-        for ino in inos {
-            let Some(epoch) = self.lease_epoch(ino) else {
-                continue;
-            };
-            let revocations = self.revocations(ino);
-            let req = ManagerRequest::AcquireWrite {
-                ino,
-                session: self.session,
-                reclaim: true,
-            };
-            match self.call(Target::Node(node), req).await {
-                Ok(ManagerResponse::Done) => {
-                    self.record_write_lease(ino, epoch, revocations);
-                    self.reacquire.remove(&ino);
-                }
-                Ok(other) => {
-                    let _ = remote::unexpected("AcquireWrite", &other);
-                }
-                Err(e) if e.0 == libc::ESTALE => {
-                    tracing::warn!(inode = %ino, "write lease not reclaimed after a manager restart: {e}");
-                    self.discard_writes(ino);
-                }
-                Err(e) => {
-                    tracing::warn!(inode = %ino, "reclaim failed ({e}); re-acquired before the commit");
+    fn reclaim(&self, node: NodeId) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut inos: Vec<InodeId> = self
+                .lock_state()
+                .files
+                .keys()
+                .copied()
+                .filter(|i| self.owner(*i) == node)
+                .collect();
+            // Also files whose commits the restart may have lost: they are sent again.
+            let unsynced = self.lock_unsynced().inodes(node);
+            inos.extend(unsynced.iter().copied());
+            inos.sort_unstable();
+            inos.dedup();
+            if inos.is_empty() {
+                return;
+            }
+            let incarnation = self.leases.get(node).incarnation.unwrap_or_default();
+            tracing::info!(manager = %node, inodes = inos.len(), "manager restarted: reclaiming write leases");
+            for ino in inos {
+                let Some(epoch) = self.lease_epoch(ino) else {
+                    continue;
+                };
+                let revocations = self.revocations(ino);
+                let req = ManagerRequest::AcquireWrite {
+                    ino,
+                    session: self.session,
+                    reclaim: true,
+                };
+                match self.call(Target::Node(node), req).await {
+                    Ok(ManagerResponse::Done) => {
+                        self.record_write_lease(ino, epoch, revocations);
+                        self.reacquire.remove(&ino);
+                        self.reclaimed.insert(ino, incarnation);
+                    }
+                    Ok(other) => {
+                        let _ = remote::unexpected("AcquireWrite", &other);
+                    }
+                    Err(e) if e.0 == libc::ESTALE => {
+                        tracing::warn!(inode = %ino, "write lease not reclaimed after a manager restart: {e}");
+                        self.discard_writes(ino);
+                    }
+                    Err(e) => {
+                        tracing::warn!(inode = %ino, "reclaim failed ({e}); re-acquired before the commit");
+                    }
                 }
             }
-        }
-        self.kick.notify_one();
+            // Commits that may be lost go again now, before any reader is let through.
+            for ino in unsynced {
+                if let Err(e) = self
+                    .flush_inodes(crate::writeback::Which::One(ino), false)
+                    .await
+                {
+                    tracing::warn!(inode = %ino, "flush after a reclaim failed: {e}");
+                }
+            }
+            self.kick.notify_one();
+        })
     }
 
     /// Drops the unflushed writes of `ino` (their lease is gone and others may have

@@ -160,6 +160,9 @@ impl Mount {
             Err(e) => Err(e),
         };
         self.client.shutdown();
+        if flushed.is_ok() && self.client.dirty_bytes() == 0 {
+            self.client.goodbye().await;
+        }
         unmounted?;
         flushed.map_err(ClientError::Flush)?;
         tracing::info!(mountpoint = %path.display(), "unmounted");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Request types, in the order of `op_index`.
-const OPS: [&str; 26] = [
+const OPS: [&str; 27] = [
     "Lookup",
     "GetAttr",
     "SetAttr",
@@ -34,6 +34,7 @@ const OPS: [&str; 26] = [
     "AcquireWrite",
     "TxApply",
     "TxOutcome",
+    "Goodbye",
     "Other",
 ];
 
@@ -65,6 +66,7 @@ fn op_index(req: &ManagerRequest) -> usize {
         AcquireWrite { .. } => 22,
         TxApply { .. } => 23,
         TxOutcome { .. } => 24,
+        Goodbye { .. } => 25,
     }
 }
 

@@ -75,6 +75,42 @@ impl Unsynced {
         suspects
     }
 
+    /// Takes the commits of `ino` at `node` accepted by another incarnation than
+    /// `current` (to be sent again under a reclaimed lease), in acceptance order.
+    pub fn take_suspects(&mut self, node: NodeId, ino: InodeId, current: u64) -> Vec<InodeWrite> {
+        let Some(list) = self.by_node.get_mut(&node) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        list.retain(|p| {
+            if p.write.ino == ino && p.incarnation != current {
+                out.push(p.write.clone());
+                return false;
+            }
+            true
+        });
+        out
+    }
+
+    /// Inodes with unsynced commits at `node`.
+    pub fn inodes(&self, node: NodeId) -> Vec<InodeId> {
+        let mut v: Vec<InodeId> = self
+            .by_node
+            .get(&node)
+            .map(|l| l.iter().map(|p| p.write.ino).collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Whether `ino` has unsynced commits anywhere.
+    pub fn has(&self, ino: InodeId) -> bool {
+        self.by_node
+            .values()
+            .any(|l| l.iter().any(|p| p.write.ino == ino))
+    }
+
     /// Unsynced commits of `node`.
     pub fn count(&self, node: NodeId) -> usize {
         self.by_node.get(&node).map_or(0, Vec::len)
@@ -114,7 +150,10 @@ pub fn survived(expected: &[Extent], actual: &[Extent]) -> bool {
                 a.offset as i128 - a.ptr.offset as i128 == e.offset as i128 - e.ptr.offset as i128
             })
             .map(|a| {
-                let (s, t) = (a.offset.max(e_start), (a.offset + a.ptr.len as u64).min(e_end));
+                let (s, t) = (
+                    a.offset.max(e_start),
+                    (a.offset + a.ptr.len as u64).min(e_end),
+                );
                 t.saturating_sub(s)
             })
             .sum();
@@ -183,6 +222,26 @@ mod tests {
         assert_eq!(u.count(m), 1, "other managers are not affected");
         u.forget(InodeId(5));
         assert_eq!(u.count(m), 0);
+    }
+
+    #[test]
+    fn suspects_of_an_inode_are_taken_in_order() {
+        let mut u = Unsynced::default();
+        let n = NodeId(1);
+        u.committed(
+            n,
+            7,
+            vec![write(1, vec![ext(0, 1, 0, 10)]), write(2, vec![])],
+        );
+        u.committed(n, 7, vec![write(1, vec![ext(0, 2, 0, 10)])]);
+        u.committed(n, 8, vec![write(1, vec![ext(0, 3, 0, 10)])]);
+        assert_eq!(u.inodes(n), vec![InodeId(1), InodeId(2)]);
+        assert!(u.has(InodeId(1)));
+        let s = u.take_suspects(n, InodeId(1), 8);
+        let segs: Vec<u64> = s.iter().map(|w| w.extents[0].ptr.seg.segment.0).collect();
+        assert_eq!(segs, vec![1, 2], "older incarnation only, in order");
+        assert_eq!(u.count(n), 2);
+        assert!(u.take_suspects(n, InodeId(1), 8).is_empty());
     }
 
     #[test]

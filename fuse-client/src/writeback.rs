@@ -143,6 +143,9 @@ impl Client {
         held: &[(InodeId, InodeCommit)],
         sync: bool,
     ) -> Result<bool, FsError> {
+        for (ino, _) in held {
+            self.resend_suspects(*ino).await;
+        }
         let id = self.next_flush_id();
         let taken: Vec<Taken> = {
             let mut st = self.lock_state();
@@ -427,6 +430,29 @@ impl Client {
                 Err(FsError::EIO)
             }
             Err(remote::Failure::Errno(e)) => Err(e),
+        }
+    }
+
+    /// Sends again, durably and in order, the commits of `ino` that a restarted manager
+    /// may have lost, if this client reclaimed the inode's write lease from that very
+    /// incarnation (no one else can have written since). The caller holds `ino`'s commit
+    /// lock. A failure is left to the verifier (the next fsync reports EIO).
+    pub(crate) async fn resend_suspects(&self, ino: InodeId) {
+        let node = self.owner(ino);
+        let Some(current) = self.leases.get(node).incarnation else {
+            return;
+        };
+        if self.reclaimed.get(&ino).map(|r| *r) != Some(current) {
+            return;
+        }
+        let writes = self.lock_unsynced().take_suspects(node, ino, current);
+        if writes.is_empty() {
+            return;
+        }
+        tracing::info!(inode = %ino, commits = writes.len(), "sending commits a manager restart may have lost again");
+        if let Err(e) = self.commit(writes, true).await {
+            tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
+            self.errors.insert(ino, e);
         }
     }
 

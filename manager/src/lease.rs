@@ -611,6 +611,32 @@ impl LeaseTable {
         Ok(())
     }
 
+    /// `Goodbye` of `session` from `from` (a clean unmount): it is forgotten with all it
+    /// held. Refused (`false`) from another address than the session's own.
+    pub fn goodbye(&mut self, session: SessionId, from: Option<SocketAddr>) -> bool {
+        let Some(s) = self.sessions.get(&session) else {
+            return true;
+        };
+        if s.addr.is_some() && s.addr != from {
+            return false;
+        }
+        self.drop_everywhere(session);
+        if let Some(s) = self.sessions.remove(&session) {
+            if let Some(a) = s.addr {
+                if self.by_addr.get(&a) == Some(&session) {
+                    self.by_addr.remove(&a);
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether `session` is known (live or lost); a callback to a session that said
+    /// goodbye is not waited for.
+    pub fn knows(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
     /// Whether `ino` has a writer (for reads during the grace period).
     pub fn has_writer(&self, ino: InodeId) -> bool {
         self.inodes.get(&ino).is_some_and(|h| h.writer.is_some())
@@ -1197,6 +1223,24 @@ mod tests {
         let cbs = calls(t.read(Some(B), &[X], t0));
         assert_eq!(cbs.len(), 1);
         assert_eq!(cbs[0].session, A);
+    }
+
+    #[test]
+    fn goodbye_forgets_the_session_and_what_it_held() {
+        let (mut t, t0) = table();
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        assert_eq!(t.read(Some(B), &[P], t0), Step::Go);
+        assert!(
+            !t.goodbye(A, addr(B)),
+            "only from the session's own address"
+        );
+        assert!(t.goodbye(A, addr(A)));
+        assert!(!t.knows(A));
+        assert_eq!(t.holders(X), (vec![], None));
+        assert_eq!(t.identify(addr(A), t0), Requester::Anonymous);
+        // Nobody to flush any more.
+        assert_eq!(t.read(Some(B), &[X], t0), Step::Go);
+        assert!(t.goodbye(A, addr(A)), "idempotent");
     }
 
     #[test]

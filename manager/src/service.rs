@@ -440,6 +440,16 @@ impl Service {
                 return Ok(A::Lease(self.leases().hello(session, from, now)));
             }
             R::Renew { session } => return self.renew(session, from).await,
+            R::Goodbye { session } => {
+                return if self.leases().goodbye(session, from) {
+                    self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
+                    Ok(A::Done)
+                } else {
+                    Err(RemoteError::Invalid(format!(
+                        "Goodbye of session {session:x} from another connection"
+                    )))
+                };
+            }
             _ => self.leases().identify(from, now),
         };
         let who = match who {
@@ -454,8 +464,8 @@ impl Service {
             return Err(grace_refusal());
         }
         match req {
-            R::Hello { .. } | R::Renew { .. } => Err(RemoteError::Invalid(
-                "Hello/Renew reached the request dispatch".into(),
+            R::Hello { .. } | R::Renew { .. } | R::Goodbye { .. } => Err(RemoteError::Invalid(
+                "Hello/Renew/Goodbye reached the request dispatch".into(),
             )),
             R::AcquireWrite {
                 ino,
@@ -739,6 +749,11 @@ impl Service {
         for _ in 0..100_000 {
             let now = Instant::now();
             if now >= cb.deadline {
+                break;
+            }
+            if !self.leases().knows(cb.session) {
+                // It said goodbye (a clean unmount flushed everything first).
+                acked = true;
                 break;
             }
             if let Some(a) = addr {

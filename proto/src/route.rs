@@ -36,9 +36,13 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | GetExtents { ino, .. }
         | AcquireWrite { ino, .. } => *ino,
         CommitWrites { writes, .. } => writes.first()?.ino,
-        Sync | Counts | TxApply { .. } | TxOutcome { .. } | Hello { .. } | Renew { .. } => {
-            return None
-        }
+        Sync
+        | Counts
+        | TxApply { .. }
+        | TxOutcome { .. }
+        | Hello { .. }
+        | Renew { .. }
+        | Goodbye { .. } => return None,
     })
 }
 

@@ -8,6 +8,7 @@
 mod t10_every_op;
 mod t20_sigstop_holder;
 mod t30_linearizability;
+mod t40_manager_crash_reads;
 
 use anyhow::{bail, Context, Result};
 use integration_tests::{MountGuard, TestCluster, TestEnv};

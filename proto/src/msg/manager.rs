@@ -248,6 +248,12 @@ pub enum ManagerRequest {
     Hello {
         session: u64,
     },
+    /// Ends the caller's session at a clean unmount (everything is flushed): the manager
+    /// forgets what it held at once instead of calling it back until its lease runs out.
+    /// Answered with `Done`; only the session's own connection may end it.
+    Goodbye {
+        session: u64,
+    },
     /// Renews the caller's volume lease with this manager. Answered with `Lease`; when
     /// `lost` is set the client must drop every cached copy of this manager's inodes.
     Renew {
@@ -403,6 +409,7 @@ impl fmt::Display for ManagerRequest {
             TxOutcome { tx } => write!(f, "TxOutcome({tx})"),
             Hello { session } => write!(f, "Hello({session:x})"),
             Renew { session } => write!(f, "Renew({session:x})"),
+            Goodbye { session } => write!(f, "Goodbye({session:x})"),
             AcquireWrite { ino, .. } => write!(f, "AcquireWrite({ino})"),
         }
     }
