@@ -94,6 +94,19 @@ pub enum CodecError {
     },
 }
 
+/// A serialized directory whose cookies are inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum DirDecodeError {
+    #[error("directory entry {name:?} has cookie {cookie}, not below the next cookie {next}")]
+    CookieAhead {
+        name: String,
+        cookie: u64,
+        next: u64,
+    },
+    #[error("directory entry {name:?} or its cookie {cookie} appears twice")]
+    Duplicate { name: String, cookie: u64 },
+}
+
 /// Failures of the manager role (not of a single operation).
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {

@@ -3,12 +3,16 @@
 //! checkpoints in the manager's own striped log, plus the two-phase commit for operations
 //! that span managers.
 //!
-//! Layout: `state` (pure state + apply), `plan` (pure validation → records), `record`
-//! (durable formats), `extent` (extent maps), `txn` (pure 2PC driver), `journal` (group
-//! commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure volume
-//! leases and callbacks) and `service` (the async request handler). Must not: store file
-//! bytes, or talk to clients other than by replies and lease callbacks.
+//! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
+//! cookies), `plan` (pure validation → records), `record` (durable record formats),
+//! `checkpoint` (checkpoint format and its versions), `extent` (extent maps), `txn` (pure
+//! 2PC driver), `journal` (group commit over the log), `recovery` (checkpoint + roll
+//! forward), `lease` (pure volume leases and callbacks) and `service` (the async request
+//! handler). Must not: store file bytes, or talk to clients other than by replies and
+//! lease callbacks.
 
+pub mod checkpoint;
+pub mod directory;
 pub mod error;
 pub mod extent;
 pub mod journal;

@@ -185,9 +185,7 @@ impl<'a> Draft<'a> {
         if let Some(e) = self.entries.get(&(dir, name.to_string())) {
             return *e;
         }
-        self.st
-            .inode(dir)
-            .and_then(|d| d.entries.get(name).copied())
+        self.st.inode(dir).and_then(|d| d.entries.get(name))
     }
 
     fn set_entry(&mut self, dir: InodeId, name: &str, target: Option<(InodeId, FileKind)>) {
@@ -212,7 +210,7 @@ impl<'a> Draft<'a> {
             removed.insert(name.as_str());
         }
         match self.st.inode(dir) {
-            Some(d) => d.entries.keys().all(|n| removed.contains(n.as_str())),
+            Some(d) => d.entries.names().all(|n| removed.contains(n)),
             None => true,
         }
     }

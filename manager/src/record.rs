@@ -1,5 +1,6 @@
 //! Durable metadata records (version 1) and their framing: a batch of records and a
-//! checkpoint each start with a magic and a version, followed by postcard. Records are
+//! checkpoint each start with a magic and a version, followed by postcard. The checkpoint
+//! body and its versions live in `checkpoint`. Records are
 //! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
 //! all POSIX reasoning happens when records are planned. Must not: change the meaning of a
 //! version once written (add a new version instead).
@@ -13,8 +14,10 @@ use serde::{Deserialize, Serialize};
 pub const RECORDS_MAGIC: [u8; 4] = *b"SHMR";
 /// Magic of a checkpoint (`EntryKind::Checkpoint`).
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
-/// Current version of both formats.
-pub const FORMAT_VERSION: u16 = 1;
+/// Current version of record batches.
+pub const RECORDS_VERSION: u16 = 1;
+/// Current version of checkpoints (2: directory entries carry readdir cookies).
+pub const CHECKPOINT_VERSION: u16 = 2;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
 pub type Lsn = u64;
@@ -109,19 +112,21 @@ pub struct Logged {
     pub rec: Record,
 }
 
-fn frame(magic: [u8; 4], body: Vec<u8>) -> Vec<u8> {
+pub(crate) fn frame(magic: [u8; 4], version: u16, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(6 + body.len());
     out.extend_from_slice(&magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&body);
     out
 }
 
-fn unframe<'a>(
+/// The version and body of a frame whose version is at most `newest`.
+pub(crate) fn unframe<'a>(
     what: &'static str,
     magic: [u8; 4],
+    newest: u16,
     bytes: &'a [u8],
-) -> Result<&'a [u8], CodecError> {
+) -> Result<(u16, &'a [u8]), CodecError> {
     if bytes.len() < 6 {
         return Err(CodecError::Truncated { what });
     }
@@ -135,45 +140,35 @@ fn unframe<'a>(
         });
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != FORMAT_VERSION {
+    if version == 0 || version > newest {
         return Err(CodecError::Version {
             what,
             version,
-            known: FORMAT_VERSION,
+            known: newest,
         });
     }
-    Ok(&bytes[6..])
+    Ok((version, &bytes[6..]))
+}
+
+/// Decodes a postcard body.
+pub(crate) fn from_postcard<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    body: &[u8],
+) -> Result<T, CodecError> {
+    postcard::from_bytes(body).map_err(|source| CodecError::Postcard { what, source })
 }
 
 /// Encodes a batch of records.
 pub fn encode_records(recs: &[Logged]) -> Vec<u8> {
     // Serializing plain data into a Vec cannot fail.
     let body = postcard::to_stdvec(recs).unwrap_or_default();
-    frame(RECORDS_MAGIC, body)
+    frame(RECORDS_MAGIC, RECORDS_VERSION, body)
 }
 
 /// Decodes a batch of records.
 pub fn decode_records(bytes: &[u8]) -> Result<Vec<Logged>, CodecError> {
-    let body = unframe("record batch", RECORDS_MAGIC, bytes)?;
-    postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
-        what: "record batch",
-        source,
-    })
-}
-
-/// Encodes a checkpoint body (already postcard-serializable).
-pub fn encode_checkpoint<T: Serialize>(ckpt: &T) -> Vec<u8> {
-    let body = postcard::to_stdvec(ckpt).unwrap_or_default();
-    frame(CHECKPOINT_MAGIC, body)
-}
-
-/// Decodes a checkpoint.
-pub fn decode_checkpoint<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
-    let body = unframe("checkpoint", CHECKPOINT_MAGIC, bytes)?;
-    postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
-        what: "checkpoint",
-        source,
-    })
+    let (_, body) = unframe("record batch", RECORDS_MAGIC, RECORDS_VERSION, bytes)?;
+    from_postcard("record batch", body)
 }
 
 #[cfg(test)]
@@ -353,7 +348,7 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_records(&bytes);
             let mut framed = RECORDS_MAGIC.to_vec();
-            framed.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            framed.extend_from_slice(&RECORDS_VERSION.to_le_bytes());
             framed.extend_from_slice(&bytes);
             let _ = decode_records(&framed);
         }
@@ -379,7 +374,7 @@ mod tests {
             Err(CodecError::Truncated { .. })
         ));
         assert!(matches!(
-            decode_checkpoint::<u64>(&bytes),
+            crate::checkpoint::decode_checkpoint(&bytes),
             Err(CodecError::Magic { .. })
         ));
     }

@@ -2,15 +2,15 @@
 //! unreachable), read from the end back to the newest checkpoint, load it, then replay the
 //! later record batches in order. Segments that cannot be read are skipped with a warning
 //! (a torn append was never acknowledged, and its records were re-sent in a later segment).
-//! Also owns the checkpoint format. Must not: write to the log.
+//! The checkpoint format is in `checkpoint`. Must not: write to the log.
 
+use crate::checkpoint::decode_checkpoint;
 use crate::error::ManagerError;
 use crate::journal::LogBackend;
-use crate::record::{decode_checkpoint, decode_records, encode_checkpoint, Lsn};
+use crate::record::decode_records;
 use crate::state::MetaState;
 use bytes::Bytes;
 use proto::ids::SegmentId;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use storage::segment::EntryKind;
 
@@ -19,31 +19,6 @@ const READ_ATTEMPTS: u32 = 3;
 
 /// The entries of one segment, `None` when it could not be read.
 type SegEntries = Option<Vec<(EntryKind, Bytes)>>;
-
-/// The whole state at an LSN (version 1 of the checkpoint body).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub lsn: Lsn,
-    /// The writer's next segment when the checkpoint was taken (informational).
-    pub next_segment: u64,
-    pub state: MetaState,
-}
-
-#[derive(Serialize)]
-struct CheckpointRef<'a> {
-    lsn: Lsn,
-    next_segment: u64,
-    state: &'a MetaState,
-}
-
-/// Encodes a checkpoint of `state`.
-pub fn checkpoint_bytes(state: &MetaState, next_segment: SegmentId) -> Bytes {
-    Bytes::from(encode_checkpoint(&CheckpointRef {
-        lsn: state.last_lsn(),
-        next_segment: next_segment.0,
-        state,
-    }))
-}
 
 /// What recovery found.
 #[derive(Debug)]
@@ -105,7 +80,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
         let entries = read_with_retry(backend, *seg).await;
         let ckpt = entries.as_ref().and_then(|es| {
             es.iter().rev().find(|(k, _)| *k == EntryKind::Checkpoint).and_then(|(_, b)| {
-                decode_checkpoint::<Checkpoint>(b)
+                decode_checkpoint(b)
                     .map_err(|e| tracing::warn!(segment = %seg.segment, "checkpoint does not decode, looking further back: {e}"))
                     .ok()
             })

@@ -6,12 +6,13 @@
 //! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
 //! waiting for a callback or a network call.
 
+use crate::checkpoint::checkpoint_bytes;
 use crate::error::{code, enoent, Errno, ManagerError};
 use crate::journal::{Journal, LogBackend, StorageLog};
 use crate::lease::{Affected, Callback, LeaseStats, LeaseTable, Requester, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply, TxPlan, TxReply, MAX_DEPTH};
 use crate::record::{Record, TxIntent};
-use crate::recovery::{checkpoint_bytes, recover};
+use crate::recovery::recover;
 use crate::state::MetaState;
 use crate::txn::{Command, TxDriver};
 use proto::config::{ClusterConfig, Role};

@@ -4,14 +4,14 @@
 //! through the same `apply`. Queries live here too; planning (validation) is in `plan.rs`.
 //! Must not: do I/O, read clocks, or use tokio.
 
+use crate::directory::DirEntries;
 use crate::error::{enoent, enotdir, Errno};
 use crate::extent::ExtentMap;
 use crate::record::{Logged, Lsn, Record, TxIntent};
 use proto::ids::{InodeId, SlotId, TxId};
 use proto::msg::{Attr, DirEntry, FileKind, FsCounts, TxOp};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many finished coordinator transactions and participant results are remembered
 /// (for `TxOutcome` and repeated `TxApply`). Older ones are forgotten, oldest first.
@@ -26,8 +26,8 @@ pub struct Inode {
     pub attr: Attr,
     /// Directories: the `..` entry.
     pub parent: Option<InodeId>,
-    /// Directories: name → (inode, kind).
-    pub entries: BTreeMap<String, (InodeId, FileKind)>,
+    /// Directories: the entries, by name and by readdir cookie.
+    pub entries: DirEntries,
     /// Regular files: file offset → log address.
     pub extents: ExtentMap,
     /// Symlinks: the target.
@@ -40,25 +40,6 @@ pub struct Inode {
 impl Inode {
     pub fn is_dir(&self) -> bool {
         self.attr.kind == FileKind::Dir
-    }
-}
-
-/// A sorted snapshot of a directory for `ReadDir`, rebuilt only after the directory changes.
-type DirSnapshot = Arc<Vec<(String, InodeId, FileKind)>>;
-
-/// Not durable: equal whatever it holds, so that state comparisons ignore it.
-#[derive(Clone, Default)]
-struct DirCache(HashMap<InodeId, DirSnapshot>);
-
-impl PartialEq for DirCache {
-    fn eq(&self, _: &DirCache) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for DirCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DirCache({} dirs)", self.0.len())
     }
 }
 
@@ -80,8 +61,6 @@ pub struct MetaState {
     pub(crate) applied: BTreeMap<TxId, (u64, AppliedOps)>,
     pub(crate) applied_order: BTreeMap<u64, TxId>,
     pub(crate) applied_counter: u64,
-    #[serde(skip)]
-    dir_cache: DirCache,
 }
 
 impl MetaState {
@@ -172,7 +151,7 @@ impl MetaState {
                     Inode {
                         attr,
                         parent: *parent,
-                        entries: BTreeMap::new(),
+                        entries: DirEntries::new(),
                         extents: ExtentMap::default(),
                         symlink: symlink.clone(),
                         xattrs: BTreeMap::new(),
@@ -187,15 +166,10 @@ impl MetaState {
                 }
             }
             Record::Entry { dir, name, target } => {
-                self.dir_cache.0.remove(dir);
                 if let Some(d) = self.inodes.get_mut(dir) {
                     match target {
-                        Some(t) => {
-                            d.entries.insert(name.clone(), *t);
-                        }
-                        None => {
-                            d.entries.remove(name);
-                        }
+                        Some((ino, kind)) => d.entries.set(name, *ino, *kind),
+                        None => d.entries.remove(name),
                     }
                 }
             }
@@ -242,7 +216,6 @@ impl MetaState {
             }
             Record::Drop { ino } => {
                 self.inodes.remove(ino);
-                self.dir_cache.0.remove(ino);
             }
             Record::TxIntent(intent) => {
                 if intent.tx.seq >= self.next_tx {
@@ -305,37 +278,23 @@ impl MetaState {
             _ => d
                 .entries
                 .get(name)
-                .copied()
                 .ok_or_else(|| enoent(format!("{name:?} is not in {parent}"))),
         }
     }
 
-    /// Entries of directory `ino` from index `offset`, at most `max`, sorted by name.
-    pub fn readdir(&mut self, ino: InodeId, offset: u64, max: u32) -> Result<Vec<DirEntry>, Errno> {
+    /// Entries of directory `ino` whose cookie follows `offset` (0 = from the start), at
+    /// most `max`, in cookie (insertion) order. Each entry's `next` is its own cookie, stable
+    /// while it exists: creating or removing other entries does not shift a listing.
+    pub fn readdir(&self, ino: InodeId, offset: u64, max: u32) -> Result<Vec<DirEntry>, Errno> {
         let d = self.dir(ino)?;
-        let snap = match self.dir_cache.0.get(&ino) {
-            Some(s) => s.clone(),
-            None => {
-                let s: DirSnapshot = Arc::new(
-                    d.entries
-                        .iter()
-                        .map(|(n, (i, k))| (n.clone(), *i, *k))
-                        .collect(),
-                );
-                self.dir_cache.0.insert(ino, s.clone());
-                s
-            }
-        };
-        let start = (offset as usize).min(snap.len());
-        let stop = start.saturating_add(max as usize).min(snap.len());
-        Ok(snap[start..stop]
-            .iter()
-            .enumerate()
-            .map(|(i, (name, ino, kind))| DirEntry {
-                name: name.clone(),
-                ino: *ino,
-                kind: *kind,
-                next: (start + i + 1) as u64,
+        Ok(d.entries
+            .after(offset)
+            .take(max as usize)
+            .map(|l| DirEntry {
+                name: l.name.to_string(),
+                ino: l.ino,
+                kind: l.kind,
+                next: l.cookie,
             })
             .collect())
     }

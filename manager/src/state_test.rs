@@ -1,15 +1,16 @@
 //! Unit tests of the pure core: `MetaState` planning + apply, replay and checkpoints.
 
+use crate::checkpoint::{checkpoint_bytes, decode_checkpoint};
 use crate::error::code::*;
 use crate::error::Errno;
 use crate::plan::{dir_slot, Ctx, Plan, Reply, XATTR_CREATE, XATTR_REPLACE};
 use crate::record::{decode_records, encode_records, Logged};
-use crate::recovery::{checkpoint_bytes, Checkpoint};
 use crate::state::MetaState;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId, SLOT_COUNT};
 use proto::msg::{
     Attr, Caller, Extent, FileKind, InodeWrite, NewNode, RenameFlags, SetAttrs, SetTime, Timestamp,
 };
+use std::collections::BTreeSet;
 
 pub(crate) const ME: NodeId = NodeId(1);
 pub(crate) const OTHER: NodeId = NodeId(2);
@@ -666,7 +667,7 @@ fn xattr_flags_and_limits() {
 }
 
 #[test]
-fn readdir_pages_sorted_with_cookies() {
+fn readdir_pages_in_cookie_order() {
     let mut h = H::new();
     let d = h.mkdir(ROOT, "d").expect("mkdir");
     let n = 1000;
@@ -684,21 +685,214 @@ fn readdir_pages_sorted_with_cookies() {
         all.extend(page);
     }
     assert_eq!(all.len(), n);
-    assert!(all.windows(2).all(|w| w[0].name < w[1].name));
-    assert_eq!(all[0].next, 1);
+    // Insertion order (created in reverse name order), cookies 1, 2, ...
+    assert!(all.windows(2).all(|w| w[0].name > w[1].name));
+    assert!(all.iter().enumerate().all(|(i, e)| e.next == i as u64 + 1));
     assert!(h
         .st
         .readdir(d, n as u64 + 5, 10)
         .expect("past the end")
         .is_empty());
+    assert!(h.st.readdir(d, u64::MAX, 10).expect("past").is_empty());
     assert_eq!(
         h.st.readdir(h.lookup(d, "f00001").expect("f"), 0, 1)
             .map_err(|e| e.code),
         Err(ENOTDIR)
     );
-    // A change invalidates the snapshot.
-    h.unlink(d, "f00000").expect("unlink");
-    assert_eq!(h.st.readdir(d, 0, 1).expect("readdir")[0].name, "f00001");
+    // A removed entry leaves the others' cookies alone.
+    h.unlink(d, &all[0].name).expect("unlink");
+    let first = &h.st.readdir(d, 0, 1).expect("readdir")[0];
+    assert_eq!((first.name.as_str(), first.next), (all[1].name.as_str(), 2));
+    h.check_replay();
+}
+
+/// Lists `d` in pages of `page`, calling `between` after each page with what it returned.
+fn list_with(
+    h: &mut H,
+    d: InodeId,
+    page: u32,
+    mut between: impl FnMut(&mut H, &[proto::msg::DirEntry]),
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut off = 0;
+    loop {
+        let p = h.st.readdir(d, off, page).expect("readdir");
+        let Some(last) = p.last() else {
+            return seen;
+        };
+        assert!(last.next > off, "cookies increase");
+        off = last.next;
+        seen.extend(p.iter().map(|e| e.name.clone()));
+        between(h, &p);
+    }
+}
+
+/// Every name in `survivors` appears exactly once in `seen`, and no name twice.
+fn assert_each_once(seen: &[String], survivors: &BTreeSet<String>) {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for n in seen {
+        *counts.entry(n).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "returned more than once: {twice:?}");
+    let missed: Vec<_> = survivors
+        .iter()
+        .filter(|n| !counts.contains_key(n.as_str()))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} never returned: {missed:?}",
+        missed.len()
+    );
+}
+
+#[test]
+fn readdir_while_unlinking_each_returned_entry_sees_every_entry() {
+    for page in [1, 7, 64, 1000] {
+        let mut h = H::new();
+        let d = h.mkdir(ROOT, "d").expect("mkdir");
+        let names: BTreeSet<String> = (0..600)
+            .map(|i| format!("n{:04}", (i * 37) % 600))
+            .collect();
+        for n in &names {
+            h.touch(d, n).expect("create");
+        }
+        let seen = list_with(&mut h, d, page, |h, p| {
+            for e in p {
+                h.unlink(d, &e.name).expect("unlink as read");
+            }
+        });
+        assert_each_once(&seen, &names);
+        assert!(h.st.readdir(d, 0, 10).expect("readdir").is_empty());
+        assert_eq!(h.rmdir(ROOT, "d"), Ok(Reply::Done));
+        h.check_replay();
+    }
+}
+
+#[test]
+fn readdir_while_creating_and_removing_returns_survivors_once() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    let initial: Vec<String> = (0..500).map(|i| format!("old{i:04}")).collect();
+    for n in &initial {
+        h.touch(d, n).expect("create");
+    }
+    // Every third not-yet-returned entry is removed along the way; the others survive.
+    let doomed: BTreeSet<String> = initial.iter().step_by(3).skip(5).cloned().collect();
+    let survivors: BTreeSet<String> = initial
+        .iter()
+        .filter(|n| !doomed.contains(*n))
+        .cloned()
+        .collect();
+    let mut doomed_left: Vec<String> = doomed.iter().cloned().collect();
+    let mut fresh = 0;
+    let seen = list_with(&mut h, d, 9, |h, p| {
+        // New entries before and after the cursor (by name), a rename of a new entry, and
+        // removal of entries the listing has not reached.
+        if fresh < 80 {
+            for _ in 0..4 {
+                h.touch(d, &format!("new{fresh:05}")).expect("create");
+                h.touch(d, &format!("a-new{fresh:05}")).expect("create");
+                fresh += 1;
+            }
+            h.rename(
+                d,
+                &format!("new{:05}", fresh - 1),
+                d,
+                &format!("zz{fresh}"),
+                RenameFlags::default(),
+            )
+            .expect("rename");
+        }
+        for _ in 0..2 {
+            if let Some(n) = doomed_left.pop() {
+                if !p.iter().any(|e| e.name == n) {
+                    h.unlink(d, &n).expect("unlink ahead");
+                }
+            }
+        }
+    });
+    let old_seen: Vec<String> = seen
+        .iter()
+        .filter(|n| n.starts_with("old"))
+        .cloned()
+        .collect();
+    assert_each_once(&old_seen, &survivors);
+    assert_each_once(&seen, &BTreeSet::new());
+    assert_eq!(fresh, 80, "the listing went on while creating");
+    assert!(
+        seen.iter().any(|n| n.starts_with("zz")),
+        "new entries are listed too"
+    );
+    h.check_replay();
+}
+
+#[test]
+fn readdir_cookies_survive_checkpoint_and_replay() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    for i in 0..100 {
+        h.touch(d, &format!("f{i:03}")).expect("create");
+    }
+    for i in (0..100).step_by(4) {
+        h.unlink(d, &format!("f{i:03}")).expect("unlink");
+    }
+    let first = h.st.readdir(d, 0, 30).expect("readdir");
+    let cookie = first.last().expect("page").next;
+    let rest = h.st.readdir(d, cookie, 1000).expect("readdir");
+    // A checkpoint (current version) keeps cookies and the next cookie.
+    let bytes = checkpoint_bytes(&h.st, SegmentId(3));
+    let mut back = decode_checkpoint(&bytes).expect("decode").state;
+    assert_eq!(back, h.st);
+    assert_eq!(back.readdir(d, cookie, 1000).expect("readdir"), rest);
+    // Entries created after the checkpoint get the same, later cookies on both.
+    let g = h.touch(d, "g").expect("create");
+    for r in &h.log {
+        back.apply(r);
+    }
+    let live = h.st.readdir(d, cookie, 1000).expect("readdir");
+    assert_eq!(back.readdir(d, cookie, 1000).expect("readdir"), live);
+    let last = live.last().expect("g listed");
+    assert_eq!((last.name.as_str(), last.ino), ("g", g));
+    assert_eq!(
+        last.next, 101,
+        "after the 100 files; removals do not free cookies"
+    );
+    // Replaying the whole log from nothing gives the same cookies.
+    h.check_replay();
+}
+
+#[test]
+fn version_1_checkpoints_load_with_cookies_in_name_order() {
+    let mut h = H::new();
+    let d = h.mkdir(ROOT, "d").expect("mkdir");
+    for n in ["c", "a", "b"] {
+        h.touch(d, n).expect("create");
+    }
+    let bytes = crate::checkpoint::v1::encode(&h.st, 4);
+    let c = decode_checkpoint(&bytes).expect("decode v1");
+    assert_eq!((c.lsn, c.next_segment), (h.st.last_lsn(), 4));
+    let mut st = c.state;
+    let listed: Vec<(String, u64)> = st
+        .readdir(d, 0, 10)
+        .expect("readdir")
+        .into_iter()
+        .map(|e| (e.name, e.next))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)]
+    );
+    assert_eq!(st.inode(d).expect("d").entries.next_cookie(), 4);
+    let commit = st.commit(vec![crate::record::Record::Entry {
+        dir: d,
+        name: "new".into(),
+        target: Some((InodeId::new(proto::ids::SlotId(0), 900), FileKind::File)),
+    }]);
+    assert_eq!(commit.len(), 1);
+    assert_eq!(st.readdir(d, 3, 10).expect("readdir")[0].next, 4);
+    // Other inodes are carried over unchanged.
+    assert_eq!(st.inode(ROOT), h.st.inode(ROOT));
 }
 
 #[test]
@@ -736,7 +930,7 @@ fn checkpoint_round_trips_the_state() {
     h.with(|st, c| st.plan_setxattr(c, f, "user.x", b"v", 0))
         .expect("xattr");
     let bytes = checkpoint_bytes(&h.st, SegmentId(9));
-    let c: Checkpoint = crate::record::decode_checkpoint(&bytes).expect("decode");
+    let c = decode_checkpoint(&bytes).expect("decode");
     assert_eq!(c.state, h.st);
     assert_eq!((c.lsn, c.next_segment), (h.st.last_lsn(), 9));
     // Records after the checkpoint replay on top of it.
@@ -839,7 +1033,7 @@ mod replay {
                 let _ = h.run(plan);
                 // Invariant: directory nlink = 2 + subdirectories.
                 for n in h.st.inodes.values().filter(|n| n.is_dir() && n.attr.nlink > 0) {
-                    let subdirs = n.entries.values().filter(|(_, k)| *k == FileKind::Dir).count() as u32;
+                    let subdirs = n.entries.iter().filter(|(_, _, k)| *k == FileKind::Dir).count() as u32;
                     prop_assert_eq!(n.attr.nlink, 2 + subdirs);
                 }
             }

@@ -325,10 +325,10 @@ fn cross_manager_rename_link_and_unlink() {
             .expect("root")
             .entries
             .iter()
-            .find(|(_, (i, _))| *i == ld)
+            .find(|(_, i, _)| *i == ld)
             .expect("ld")
             .0
-            .clone();
+            .to_string();
     let (st, owners) = (c.st.clone(), c.owners.clone());
     let ctx = c.ctx_with(&owners);
     let plan = tx_plan(st.plan_rename(
@@ -419,4 +419,50 @@ fn cross_manager_rename_link_and_unlink() {
     c.check_replay();
     p.check_replay();
     let _ = InodeId::ROOT;
+}
+
+#[test]
+fn cross_manager_entries_get_fresh_cookies_on_the_participant() {
+    let (mut c, mut p) = pair();
+    let name = name_on(&c, ROOT, OTHER, "r");
+    let plan = remote_mkdir_plan(&mut c, &name);
+    let intent = begin(&mut c, plan);
+    let rdir = drive(&mut c, &mut p, &intent, usize::MAX)
+        .expect("done")
+        .expect("ok")
+        .expect("attr")
+        .ino;
+    // The remote directory's entry on the coordinator has a cookie like a local one.
+    let root_cookie = c.st.inode(ROOT).expect("root").entries.cookie(&name);
+    assert_eq!(root_cookie, Some(1));
+    // Files moved one by one into the remote directory (AddEntry on the participant),
+    // while a listing of it is under way.
+    let mut listed = Vec::new();
+    let mut cookie = 0;
+    for i in 0..6 {
+        let f = format!("file{i}");
+        c.touch(ROOT, &f).expect("create");
+        let (st, owners) = (c.st.clone(), c.owners.clone());
+        let ctx = c.ctx_with(&owners);
+        let plan = tx_plan(st.plan_rename(&ctx, ROOT, &f, rdir, &f, RenameFlags::default(), None));
+        let intent = begin(&mut c, plan);
+        assert!(matches!(
+            drive(&mut c, &mut p, &intent, usize::MAX),
+            Some(Ok(_))
+        ));
+        let page = p.st.readdir(rdir, cookie, 100).expect("readdir");
+        assert_eq!(page.len(), 1, "only the new entry follows the cookie");
+        cookie = page[0].next;
+        listed.push((page[0].name.clone(), cookie));
+    }
+    let want: Vec<(String, u64)> = (0..6).map(|i| (format!("file{i}"), i + 1)).collect();
+    assert_eq!(listed, want);
+    // The participant's cookies survive its restart (replay of its records).
+    let p2 = restart(&p);
+    assert_eq!(
+        p2.st.readdir(rdir, 3, 100).expect("readdir"),
+        p.st.readdir(rdir, 3, 100).expect("readdir")
+    );
+    p.check_replay();
+    c.check_replay();
 }

@@ -12,6 +12,7 @@ mod t75_permissions;
 mod t80_xattr_special;
 mod t85_cross_manager;
 mod t90_big_directory;
+mod t95_readdir_stable;
 
 use anyhow::Result;
 use integration_tests::{MountGuard, TestCluster};

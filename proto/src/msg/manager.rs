@@ -105,7 +105,8 @@ pub struct DirEntry {
     pub name: String,
     pub ino: InodeId,
     pub kind: FileKind,
-    /// Cookie to pass as `offset` to continue after this entry.
+    /// Cookie to pass as `offset` to continue after this entry: the entry's own, stable
+    /// while it exists (a per-directory insertion sequence, never 0).
     pub next: u64,
 }
 
@@ -190,6 +191,10 @@ pub enum ManagerRequest {
         new_name: String,
         caller: Caller,
     },
+    /// At most `max` entries of directory `ino` after cookie `offset` (0 = from the
+    /// start), in cookie order. Entries created or removed meanwhile do not shift the
+    /// others: one present for the whole listing is returned exactly once. `.` and `..`
+    /// are not included.
     ReadDir {
         ino: InodeId,
         offset: u64,
