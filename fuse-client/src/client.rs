@@ -345,7 +345,7 @@ impl Client {
     }
 
     /// Makes `node`'s state durable, then checks the commits it accepted without sync
-    /// before: those of an earlier incarnation are verified (see `check_suspects`).
+    /// before: those of an earlier incarnation are verified (see `after_sync`).
     pub(crate) async fn sync_node(&self, node: proto::ids::NodeId) -> Result<(), FsError> {
         let mark = self.lock_unsynced().mark();
         match self.call(Target::Node(node), ManagerRequest::Sync).await? {
