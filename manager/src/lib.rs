@@ -4,11 +4,14 @@
 //! that span managers.
 //!
 //! Layout: `state` (pure state + apply), `plan` (pure validation → records), `record`
-//! (durable formats), `extent` (extent maps), `txn` (pure 2PC driver), `journal` (group
+//! (durable formats), `checkpoint` (checkpoints in bounded chunks), `extent` (extent maps),
+//! `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal` (group
 //! commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure volume
 //! leases and callbacks) and `service` (the async request handler). Must not: store file
 //! bytes, or talk to clients other than by replies and lease callbacks.
 
+pub mod backend;
+pub mod checkpoint;
 pub mod error;
 pub mod extent;
 pub mod journal;
@@ -22,6 +25,8 @@ pub mod txn;
 
 #[cfg(test)]
 mod cluster_test;
+#[cfg(test)]
+mod journal_test;
 #[cfg(test)]
 mod lease_test;
 #[cfg(test)]
