@@ -561,11 +561,7 @@ impl Committer<'_> {
             Ok(()) => {
                 let first = manifest.from_segment;
                 tracing::info!(lsn = a.lsn, covers = a.covers, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
-                self.j.checkpointed.send_if_modified(|c| {
-                    let changed = a.lsn > *c || *c == 0;
-                    *c = (*c).max(a.lsn);
-                    changed
-                });
+                self.j.checkpointed.send_modify(|c| *c = (*c).max(a.lsn));
                 let prev = self
                     .j
                     .kept

@@ -401,7 +401,7 @@ impl Service {
         let _g = self.gate.write().await;
         let lsn = {
             let st = self.state.lock().await;
-            if self.journal.checkpointed_lsn() < st.last_lsn() || st.last_lsn() == 0 {
+            if self.journal.checkpointed_lsn() < st.last_lsn() {
                 self.journal.push_checkpoint(head_piece(&st), st.last_lsn());
             }
             st.last_lsn()
