@@ -252,7 +252,7 @@ async fn state_several_times_the_segment_size_checkpoints_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a million inodes: minutes in a debug build"]
+#[ignore = "a million inodes: about 10 s with --release, minutes in a debug build"]
 async fn a_million_inodes_checkpoint_and_recover() {
     big_state_round_trip(1_000_000).await;
 }
