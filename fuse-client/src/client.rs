@@ -423,7 +423,17 @@ impl Client {
 
     /// Records attributes from a manager. A new version of data we cache (changed by
     /// another client, or by us in a way we did not apply locally) drops our clean copies.
-    pub(crate) fn note_attr(&self, attr: &Attr) {
+    /// Returns the freshest attributes known: an answer overtaken by a newer one already
+    /// seen (a commit's answer arriving before an earlier getattr's) is not used.
+    pub(crate) fn note_attr(&self, attr: &Attr) -> Attr {
+        let newer = self
+            .attrs
+            .get(&attr.ino)
+            .filter(|old| old.version > attr.version)
+            .map(|old| old.clone());
+        if let Some(newer) = newer {
+            return newer;
+        }
         let changed = self
             .attrs
             .get(&attr.ino)
@@ -438,6 +448,25 @@ impl Client {
             drop(st);
             self.no_caps.remove(&attr.ino);
         }
+        attr.clone()
+    }
+
+    /// Records attributes from the answer to our own change unless a newer version is
+    /// already known; returns the freshest.
+    pub(crate) fn keep_newest(&self, attr: Attr) -> Attr {
+        match self.attrs.entry(attr.ino) {
+            dashmap::mapref::entry::Entry::Occupied(e) if e.get().version > attr.version => {
+                e.get().clone()
+            }
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                e.insert(attr.clone());
+                attr
+            }
+            dashmap::mapref::entry::Entry::Vacant(e) => {
+                e.insert(attr.clone());
+                attr
+            }
+        }
     }
 
     /// The manager's attributes with local uncommitted state laid over them.
@@ -451,7 +480,7 @@ impl Client {
         let what = req.to_string();
         match self.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
-                self.note_attr(&a);
+                let a = self.note_attr(&a);
                 Ok(self.local_view(a))
             }
             other => Err(remote::unexpected(&what, &other)),
@@ -558,7 +587,7 @@ impl Client {
                 st.extents.invalidate(ino);
             }
         }
-        self.attrs.insert(ino, a.clone());
+        let a = self.keep_newest(a);
         self.space.notify_waiters();
         Ok(self.local_view(a))
     }

@@ -224,7 +224,7 @@ impl Client {
         }
         drop(st);
         for a in attrs {
-            self.attrs.insert(a.ino, a);
+            self.keep_newest(a);
         }
         self.space.notify_waiters();
         match first_err {

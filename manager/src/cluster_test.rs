@@ -5,7 +5,7 @@
 use crate::service::Service;
 use bytes::Bytes;
 use proto::config::{ClusterConfig, ErasureConfig};
-use proto::ids::{InodeId, NodeId};
+use proto::ids::{FragmentId, InodeId, LogId, NodeId};
 use proto::msg::{
     Caller, ManagerRequest as R, ManagerResponse as A, NewNode, RemoteError, RenameFlags, Request,
     Response,
@@ -54,60 +54,104 @@ fn identity(dir: &Path, ca: &CertAuthority, name: &str) -> Identity {
     Identity::load(&cap, &cp, &kp).expect("identity")
 }
 
+/// Six storage servers (file stores under the temp dir) and two managers on loopback QUIC.
+struct Net {
+    dir: tempfile::TempDir,
+    config: Arc<ClusterConfig>,
+    transports: Vec<Arc<Transport>>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
+    handlers: Vec<Arc<ManagerHandler>>,
+    mgr_ids: Vec<(usize, NodeId)>,
+    client: ManagerClient,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CertAuthority::generate("t").expect("ca");
+        let mut file = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 1)
+            .expect("config");
+        let mut transports = Vec::new();
+        for n in file.nodes.iter_mut() {
+            let id = identity(dir.path(), &ca, &n.name);
+            let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &id, true).expect("bind");
+            n.address = t.local_addr().expect("local addr");
+            transports.push(t);
+        }
+        let config = Arc::new(ClusterConfig::from_file(dir.path(), file).expect("config"));
+        let mut serving = Vec::new();
+        for (i, node) in config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.name.starts_with("storage"))
+        {
+            let server = storage::Server::open(&dir.path().join(&node.name))
+                .await
+                .expect("storage server");
+            serving.push(transports[i].serve(Arc::new(storage::ServerHandler {
+                server,
+                name: node.name.clone(),
+            })));
+        }
+        let mgr_ids: Vec<(usize, NodeId)> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.name.starts_with("manager"))
+            .map(|(i, n)| (i, n.id))
+            .collect();
+        let mut handlers = Vec::new();
+        for (i, id) in &mgr_ids {
+            let h = Arc::new(ManagerHandler(Mutex::new(None)));
+            serving.push(transports[*i].serve(h.clone()));
+            let svc = Service::start(config.clone(), *id, transports[*i].clone())
+                .await
+                .expect("start");
+            *h.0.lock().expect("lock") = Some(svc);
+            handlers.push(h);
+        }
+        for h in &handlers {
+            let svc = h.0.lock().expect("lock").clone().expect("svc");
+            svc.wait_ready().await;
+        }
+        let client_id = identity(dir.path(), &ca, "client");
+        let ct = Transport::bind("127.0.0.1:0".parse().expect("addr"), &client_id, false)
+            .expect("bind client");
+        let client = ManagerClient::new(config.clone(), ct);
+        Net {
+            dir,
+            config,
+            transports,
+            serving,
+            handlers,
+            mgr_ids,
+            client,
+        }
+    }
+
+    fn stop(self) {
+        for h in &self.handlers {
+            if let Some(s) = h.0.lock().expect("lock").take() {
+                s.kill();
+            }
+        }
+        for s in self.serving {
+            s.abort();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managers_over_the_striped_log_survive_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = CertAuthority::generate("t").expect("ca");
-    let mut file = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 1)
-        .expect("config");
-    let mut transports = Vec::new();
-    for n in file.nodes.iter_mut() {
-        let id = identity(dir.path(), &ca, &n.name);
-        let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &id, true).expect("bind");
-        n.address = t.local_addr().expect("local addr");
-        transports.push(t);
-    }
-    let config = Arc::new(ClusterConfig::from_file(dir.path(), file).expect("config"));
-    let mut serving = Vec::new();
-    for (i, node) in config
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.name.starts_with("storage"))
-    {
-        let server = storage::Server::open(&dir.path().join(&node.name))
-            .await
-            .expect("storage server");
-        serving.push(transports[i].serve(Arc::new(storage::ServerHandler {
-            server,
-            name: node.name.clone(),
-        })));
-    }
-    let mgr_ids: Vec<(usize, NodeId)> = config
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.name.starts_with("manager"))
-        .map(|(i, n)| (i, n.id))
-        .collect();
-    let mut handlers = Vec::new();
-    for (i, id) in &mgr_ids {
-        let h = Arc::new(ManagerHandler(Mutex::new(None)));
-        serving.push(transports[*i].serve(h.clone()));
-        let svc = Service::start(config.clone(), *id, transports[*i].clone())
-            .await
-            .expect("start");
-        *h.0.lock().expect("lock") = Some(svc);
-        handlers.push(h);
-    }
-    for h in &handlers {
-        let svc = h.0.lock().expect("lock").clone().expect("svc");
-        svc.wait_ready().await;
-    }
-    let client_id = identity(dir.path(), &ca, "client");
-    let ct = Transport::bind("127.0.0.1:0".parse().expect("addr"), &client_id, false)
-        .expect("bind client");
-    let client = ManagerClient::new(config.clone(), ct);
+    let net = Net::start().await;
+    let (config, transports, handlers, mgr_ids, client) = (
+        net.config.clone(),
+        &net.transports,
+        &net.handlers,
+        &net.mgr_ids,
+        &net.client,
+    );
     let attr = |r: Result<A, proto::route::CallError>| match r {
         Ok(A::Attr(a)) => a,
         other => panic!("expected attributes: {other:?}"),
@@ -167,7 +211,7 @@ async fn managers_over_the_striped_log_survive_restart() {
             .await,
     );
     assert_eq!(linked.nlink, 2);
-    for (_, id) in &mgr_ids {
+    for (_, id) in mgr_ids {
         client.call_node(*id, R::Sync).await.expect("sync");
     }
 
@@ -221,12 +265,91 @@ async fn managers_over_the_striped_log_survive_restart() {
     );
     assert_eq!(attr(client.call(R::GetAttr { ino: ROOT }).await).nlink, 8);
 
-    for h in &handlers {
-        if let Some(s) = h.0.lock().expect("lock").take() {
-            s.kill();
+    net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_segment_destroyed_beyond_parity_stops_recovery_naming_it() {
+    let net = Net::start().await;
+    let k = net
+        .mgr_ids
+        .iter()
+        .position(|(_, n)| *n == net.config.slot_owner(ROOT.slot()))
+        .expect("root's manager");
+    let (i, id) = net.mgr_ids[k];
+    let svc = net.handlers[k]
+        .0
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("svc");
+    let inos: Vec<InodeId> = {
+        let mut v = Vec::new();
+        for n in 0..4 {
+            let req = R::Create {
+                parent: ROOT,
+                name: format!("f{n}"),
+                node: NewNode::File,
+                perm: 0o644,
+                umask: 0,
+                caller: USER,
+                session: None,
+            };
+            match svc.handle(None, req).await {
+                Ok(A::Attr(a)) => v.push(a.ino),
+                other => panic!("create: {other:?}"),
+            }
+            svc.handle(None, R::Sync).await.expect("sync");
+        }
+        v
+    };
+    assert_eq!(inos.len(), 4);
+    svc.kill();
+    tracing::info!("--- corrupt 3 of the 6 fragments (k=4, m=2) of a middle segment");
+    let reader = storage::LogReader::new(net.config.clone(), net.transports[i].clone());
+    let segs = reader
+        .list_segments(LogId::manager(id))
+        .await
+        .expect("list");
+    assert!(segs.len() >= 3, "{segs:?}");
+    let victim = segs[segs.len() / 2].segment;
+    let mut corrupted = 0;
+    for index in 0..6u8 {
+        let fid = FragmentId {
+            log: LogId::manager(id),
+            segment: victim,
+            index,
+        };
+        for node in net
+            .config
+            .nodes
+            .iter()
+            .filter(|n| n.name.starts_with("storage"))
+        {
+            if corrupted < 3
+                && storage::testing::corrupt_fragment_file(&net.dir.path().join(&node.name), fid, 7)
+                    .is_ok()
+            {
+                corrupted += 1;
+            }
         }
     }
-    for s in serving {
-        s.abort();
+    assert_eq!(corrupted, 3);
+    let svc = Service::start(net.config.clone(), id, net.transports[i].clone())
+        .await
+        .expect("start");
+    let err = svc
+        .wait_recovered()
+        .await
+        .expect_err("recovery must refuse");
+    assert!(
+        err.contains(&format!("{}/{victim} ", LogId::manager(id))),
+        "{err}"
+    );
+    match svc.handle(None, R::GetAttr { ino: ROOT }).await {
+        Err(RemoteError::Unavailable(m)) => assert!(m.contains("recovery refused"), "{m}"),
+        other => panic!("a manager that refused recovery answered {other:?}"),
     }
+    svc.kill();
+    net.stop();
 }

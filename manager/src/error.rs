@@ -122,4 +122,41 @@ pub enum ManagerError {
     ShutDown,
     #[error("recovery failed: {0} (the metadata log cannot be read; check the storage servers)")]
     Recovery(String),
+    #[error(transparent)]
+    Refused(#[from] RecoveryError),
+    #[error("metadata log made no progress for {ms} ms ({detail}); the change may or may not be durable: check that the storage servers are up and reachable (`shoal status`)")]
+    Stalled { ms: u64, detail: String },
+    #[error("a metadata batch of {bytes} bytes does not fit in a {limit}-byte segment: {what}")]
+    TooLarge {
+        bytes: usize,
+        limit: usize,
+        what: String,
+    },
+}
+
+/// Why recovery stopped instead of serving a namespace it cannot prove complete. The
+/// manager does not serve until the cause is fixed and it is restarted.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("metadata segment {log}/{segment} cannot be read ({detail}) and no later segment proves its records redundant; recovery stops rather than serve an incomplete namespace: bring back (or repair) the storage servers holding its fragments, check them with `shoal status`, then restart the manager")]
+    Unreadable {
+        log: proto::ids::LogId,
+        segment: proto::ids::SegmentId,
+        detail: String,
+    },
+    #[error("metadata log {log}: segment {segment} starts at LSN {found} but LSN {expected} comes next (records {expected}..{found} are missing, e.g. a deleted or lost segment); recovery stops rather than serve an older namespace: restore the missing segments' storage servers, then restart the manager")]
+    Gap {
+        log: proto::ids::LogId,
+        segment: proto::ids::SegmentId,
+        expected: u64,
+        found: u64,
+    },
+    #[error("metadata log {log} ends at LSN {found} but checkpoint {checkpoint} (segment {segment}) includes changes up to LSN {needed}; the log's tail is missing: restore the storage servers that held it, then restart the manager")]
+    ShortTail {
+        log: proto::ids::LogId,
+        segment: proto::ids::SegmentId,
+        checkpoint: u64,
+        needed: u64,
+        found: u64,
+    },
 }

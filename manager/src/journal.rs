@@ -1,305 +1,111 @@
-//! Persistence of the manager's records: `LogBackend` (one segment per append, in the
-//! manager's own log; `StorageLog` over the striped log, `MemLog` in memory for tests) and
-//! `Journal`, the group committer. Mutations push their records and return; the committer
-//! writes everything queued as one segment every `commit_interval_ms`, or at once when
-//! someone waits for durability. Failed appends are retried with the next segment id (LSNs
-//! make the replay idempotent). Checkpoints are queued in LSN order with the records, and
-//! once one is durable the older segments are deleted.
+//! `Journal`, the group committer of the manager's metadata log. Mutations are admitted
+//! (`admit`: refused with E2BIG when their records could never fit in a segment, with EIO
+//! while the log makes no progress), push their records and return; the committer writes
+//! what is queued as one segment of at most `JournalLimits::batch_bytes` encoded bytes
+//! every `commit_interval_ms`, or at once when someone waits for durability. Failed appends
+//! are retried with the next segment id (LSNs make the replay idempotent); a log that
+//! completes no append for `journal_stall_ms` makes waiters and new mutations fail with EIO
+//! (the committer keeps retrying, and mutations are accepted again once it succeeds).
+//!
+//! Checkpoints (`checkpoint` has the format) are queued in LSN order with the records and
+//! written in chunks of bounded size, interleaved with record batches, from inode pieces
+//! taken from a `CheckpointSource` under short holds of the state lock. Once the manifest is
+//! written and the whole checkpoint read back, segments before the *previous* checkpoint
+//! are deleted, so the two newest checkpoints (and the records after the older one) stay.
 //! Must not: hold the state lock, or block a runtime thread.
 
-use crate::error::ManagerError;
-use crate::record::{encode_records, Logged, Lsn};
+pub use crate::backend::{LogBackend, MemLog, StorageLog};
+use crate::checkpoint::{self, ChunkRef, InodePiece, Manifest, CHUNK_HEADER};
+use crate::error::{code, Errno, ManagerError};
+use crate::record::{encode_records, Logged, Lsn, Record};
 use bytes::Bytes;
-use proto::config::ClusterConfig;
-use proto::ids::{LogId, SegmentAddr, SegmentId};
-use proto::transport::{BoxFuture, Transport};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
-use storage::log::{LogReader, LogWriter};
-use storage::segment::{EntryKind, SegmentBuilder, SegmentView};
+use proto::config::ManagerTunables;
+use proto::ids::{InodeId, SegmentAddr};
+use proto::transport::BoxFuture;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use storage::segment::{EntryKind, MAX_SEGMENT};
 use tokio::sync::{watch, Notify};
 
-/// A record batch segment is cut at this size (at record-group boundaries).
-pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Smallest metadata segment a config may ask for.
+pub const MIN_SEGMENT_BYTES: u64 = 16 << 10;
+/// Room kept free in every metadata segment for the segment header and entry framing.
+pub const SEGMENT_SLACK: usize = 4096;
+/// Bytes of inodes encoded per hold of the state lock while a checkpoint is written.
+pub const PIECE_BUDGET: usize = 256 << 10;
+/// Framing of a record batch beyond its records (magic, version, length varint).
+const BATCH_FRAMING: usize = 16;
 /// Attempts of a failed append while shutting down before giving up.
 const SHUTDOWN_ATTEMPTS: u32 = 5;
 
-/// The manager's log, one segment per append.
-pub trait LogBackend: Send + Sync + 'static {
-    /// Appends one segment holding one entry; returns once durable.
-    fn append(
-        &self,
-        kind: EntryKind,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<SegmentAddr, ManagerError>>;
-    /// Every segment of the log, sorted by id.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SegmentAddr>, ManagerError>>;
-    /// The entries of one segment.
-    fn read(
-        &self,
-        seg: SegmentAddr,
-    ) -> BoxFuture<'_, Result<Vec<(EntryKind, Bytes)>, ManagerError>>;
-    fn delete(&self, seg: SegmentAddr) -> BoxFuture<'_, Result<(), ManagerError>>;
-    /// Where appends continue (set once recovery knows the log's end).
-    fn set_next(&self, next: SegmentId);
-    /// The id the next append will use.
-    fn next_segment(&self) -> SegmentId;
+/// Size limits and the progress bound of the journal (from `[manager]` in the config).
+#[derive(Clone, Copy, Debug)]
+pub struct JournalLimits {
+    /// Largest segment written (at most the storage limit, `MAX_SEGMENT`).
+    pub segment_bytes: usize,
+    /// Waiters and new mutations fail with EIO after this long without a completed append.
+    pub stall: Duration,
 }
 
-/// The manager's log in the striped, erasure-coded log of the storage servers.
-pub struct StorageLog {
-    config: Arc<ClusterConfig>,
-    transport: Arc<Transport>,
-    log: LogId,
-    writer: tokio::sync::Mutex<Option<LogWriter>>,
-    reader: OnceLock<LogReader>,
-    next: Mutex<SegmentId>,
-}
-
-impl StorageLog {
-    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>, log: LogId) -> StorageLog {
-        StorageLog {
-            config,
-            transport,
-            log,
-            writer: tokio::sync::Mutex::new(None),
-            reader: OnceLock::new(),
-            next: Mutex::new(SegmentId(0)),
+impl JournalLimits {
+    pub fn from_tunables(t: &ManagerTunables) -> JournalLimits {
+        JournalLimits {
+            segment_bytes: t.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT) as usize,
+            stall: Duration::from_millis(t.journal_stall_ms.max(1)),
         }
     }
 
-    fn reader(&self) -> &LogReader {
-        self.reader
-            .get_or_init(|| LogReader::new(self.config.clone(), self.transport.clone()))
+    /// Largest encoded record batch, and largest checkpoint chunk entry.
+    pub fn batch_bytes(&self) -> usize {
+        self.segment_bytes - SEGMENT_SLACK
+    }
+
+    fn stall_ms(&self) -> u64 {
+        self.stall.as_millis() as u64
     }
 }
 
-impl LogBackend for StorageLog {
-    fn append(
+impl Default for JournalLimits {
+    fn default() -> JournalLimits {
+        JournalLimits::from_tunables(&ManagerTunables::default())
+    }
+}
+
+/// Encoded bytes of a group of records once numbered (an upper bound: each LSN varint is
+/// counted at its longest).
+pub fn group_bytes<'a>(recs: impl Iterator<Item = &'a Record>) -> usize {
+    recs.map(|r| postcard::experimental::serialized_size(r).unwrap_or(usize::MAX / 4) + 10)
+        .fold(0usize, usize::saturating_add)
+}
+
+/// Where the committer takes inode pieces of a checkpoint from (the service's state).
+pub trait CheckpointSource: Send + Sync + 'static {
+    /// Inodes after `after`, about `budget` bytes, taken under the state lock; `None`
+    /// once the manager is gone.
+    fn inode_piece(
         &self,
-        kind: EntryKind,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<SegmentAddr, ManagerError>> {
-        Box::pin(async move {
-            let mut guard = self.writer.lock().await;
-            let writer = match guard.as_mut() {
-                Some(w) => w,
-                None => {
-                    let next = *self.next.lock().unwrap_or_else(|e| e.into_inner());
-                    guard.insert(LogWriter::new(
-                        self.config.clone(),
-                        self.transport.clone(),
-                        self.log,
-                        next,
-                    ))
-                }
-            };
-            let seg = writer.next_segment();
-            let mut b = SegmentBuilder::new(self.log, seg);
-            b.push(kind, payload);
-            let (bytes, _) = b.finish().map_err(|e| ManagerError::Log(e.into()))?;
-            let addr = writer.append(bytes).await?;
-            *self.next.lock().unwrap_or_else(|e| e.into_inner()) = writer.next_segment();
-            Ok(addr)
-        })
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SegmentAddr>, ManagerError>> {
-        Box::pin(async move {
-            let mut v = self.reader().list_segments(self.log).await?;
-            v.sort_by_key(|s| s.segment);
-            Ok(v)
-        })
-    }
-
-    fn read(
-        &self,
-        seg: SegmentAddr,
-    ) -> BoxFuture<'_, Result<Vec<(EntryKind, Bytes)>, ManagerError>> {
-        Box::pin(async move {
-            let bytes = self.reader().read_segment(seg).await?;
-            let view = SegmentView::parse(bytes).map_err(|e| ManagerError::Log(e.into()))?;
-            Ok((0..view.entries.len())
-                .map(|i| (view.entries[i].kind, view.entry_bytes(i)))
-                .collect())
-        })
-    }
-
-    fn delete(&self, seg: SegmentAddr) -> BoxFuture<'_, Result<(), ManagerError>> {
-        Box::pin(async move { Ok(self.reader().delete_segment(seg).await?) })
-    }
-
-    fn set_next(&self, next: SegmentId) {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = next;
-        if let Ok(mut w) = self.writer.try_lock() {
-            *w = None;
-        }
-    }
-
-    fn next_segment(&self) -> SegmentId {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[derive(Default)]
-struct MemInner {
-    segments: BTreeMap<u64, Vec<(EntryKind, Bytes)>>,
-    unreadable: BTreeSet<u64>,
-    next: u64,
-}
-
-/// An in-memory log with fault knobs, for tests: clones share the same segments, so a
-/// "restarted" manager sees what the previous one wrote.
-#[derive(Clone, Default)]
-pub struct MemLog {
-    inner: Arc<Mutex<MemInner>>,
-    fail_appends: Arc<AtomicUsize>,
-    unlisted: Arc<AtomicUsize>,
-}
-
-impl MemLog {
-    pub fn new() -> MemLog {
-        MemLog::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn addr(seg: u64) -> SegmentAddr {
-        SegmentAddr {
-            log: LogId(0),
-            segment: SegmentId(seg),
-            len: 0,
-            k: 1,
-            m: 0,
-        }
-    }
-
-    /// The next `n` appends fail (their segment ids are burnt, as with the real log).
-    pub fn fail_next_appends(&self, n: usize) {
-        self.fail_appends.store(n, Ordering::SeqCst);
-    }
-
-    /// The next `n` listings fail (storage unreachable).
-    pub fn fail_next_lists(&self, n: usize) {
-        self.unlisted.store(n, Ordering::SeqCst);
-    }
-
-    /// Makes a segment unreadable (e.g. a torn write at the tail).
-    pub fn make_unreadable(&self, seg: u64) {
-        self.lock().unreadable.insert(seg);
-    }
-
-    /// Ids of the segments present.
-    pub fn segment_ids(&self) -> Vec<u64> {
-        self.lock().segments.keys().copied().collect()
-    }
-
-    /// Kinds of the entries of each segment present.
-    pub fn kinds(&self) -> Vec<(u64, Vec<EntryKind>)> {
-        self.lock()
-            .segments
-            .iter()
-            .map(|(s, e)| (*s, e.iter().map(|(k, _)| *k).collect()))
-            .collect()
-    }
-
-    /// Drops every segment from `seg` on (a crash that lost them before they were acked).
-    pub fn truncate_from(&self, seg: u64) {
-        self.lock().segments.retain(|s, _| *s < seg);
-    }
-}
-
-fn take_one(a: &AtomicUsize) -> bool {
-    a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-}
-
-impl LogBackend for MemLog {
-    fn append(
-        &self,
-        kind: EntryKind,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<SegmentAddr, ManagerError>> {
-        Box::pin(async move {
-            let mut g = self.lock();
-            let seg = g.next;
-            g.next += 1;
-            if take_one(&self.fail_appends) {
-                return Err(ManagerError::Backend(format!(
-                    "injected append failure of seg{seg}"
-                )));
-            }
-            g.segments.insert(seg, vec![(kind, payload)]);
-            Ok(MemLog::addr(seg))
-        })
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SegmentAddr>, ManagerError>> {
-        Box::pin(async move {
-            if take_one(&self.unlisted) {
-                return Err(ManagerError::Backend(
-                    "injected: storage unreachable".into(),
-                ));
-            }
-            Ok(self
-                .lock()
-                .segments
-                .keys()
-                .map(|s| MemLog::addr(*s))
-                .collect())
-        })
-    }
-
-    fn read(
-        &self,
-        seg: SegmentAddr,
-    ) -> BoxFuture<'_, Result<Vec<(EntryKind, Bytes)>, ManagerError>> {
-        Box::pin(async move {
-            let g = self.lock();
-            if g.unreadable.contains(&seg.segment.0) {
-                return Err(ManagerError::Backend(format!(
-                    "injected: seg{} unreadable",
-                    seg.segment.0
-                )));
-            }
-            g.segments
-                .get(&seg.segment.0)
-                .cloned()
-                .ok_or_else(|| ManagerError::Backend(format!("no seg{}", seg.segment.0)))
-        })
-    }
-
-    fn delete(&self, seg: SegmentAddr) -> BoxFuture<'_, Result<(), ManagerError>> {
-        Box::pin(async move {
-            self.lock().segments.remove(&seg.segment.0);
-            Ok(())
-        })
-    }
-
-    fn set_next(&self, next: SegmentId) {
-        self.lock().next = next.0;
-    }
-
-    fn next_segment(&self) -> SegmentId {
-        SegmentId(self.lock().next)
-    }
+        after: Option<InodeId>,
+        budget: usize,
+    ) -> BoxFuture<'_, Option<InodePiece>>;
 }
 
 enum Item {
-    Records(Vec<Logged>),
-    Checkpoint { bytes: Bytes, lsn: Lsn },
+    Records { recs: Vec<Logged>, bytes: usize },
+    Checkpoint { head: Vec<u8>, lsn: Lsn },
 }
 
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Item>,
     since_checkpoint: u64,
+    /// A checkpoint is queued or being written.
+    checkpoint_busy: bool,
     closed: bool,
+    /// The committer gave up (at shutdown, or on an error retrying cannot fix).
     failed: Option<String>,
+    /// The committer has failed for longer than the stall bound; cleared on success.
+    stalled: Option<String>,
 }
 
 /// The group committer's shared side.
@@ -308,18 +114,30 @@ pub struct Journal {
     work: Notify,
     urgent: Notify,
     durable: watch::Sender<Lsn>,
+    /// Appends completed (any kind): what "progress" means for the stall bound.
+    progress: watch::Sender<u64>,
+    /// LSN of the newest checkpoint written and read back.
+    checkpointed: watch::Sender<Lsn>,
+    /// First segment of the newest complete checkpoint (older checkpoint's segments are
+    /// deleted once the next one is complete).
+    kept: Mutex<Option<u64>>,
     interval: Duration,
+    limits: JournalLimits,
 }
 
 impl Journal {
     /// A journal whose records up to `durable` are already in the log.
-    pub fn new(interval: Duration, durable: Lsn) -> Arc<Journal> {
+    pub fn new(interval: Duration, durable: Lsn, limits: JournalLimits) -> Arc<Journal> {
         Arc::new(Journal {
             queue: Mutex::new(Queue::default()),
             work: Notify::new(),
             urgent: Notify::new(),
             durable: watch::Sender::new(durable),
+            progress: watch::Sender::new(0),
+            checkpointed: watch::Sender::new(0),
+            kept: Mutex::new(None),
             interval,
+            limits,
         })
     }
 
@@ -327,31 +145,77 @@ impl Journal {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn limits(&self) -> JournalLimits {
+        self.limits
+    }
+
+    /// Whether a mutation with these records may be committed: E2BIG if they could never
+    /// fit in one segment, EIO while the log is stalled or failed. Call before applying them.
+    pub fn admit(&self, recs: &[Record]) -> Result<(), Errno> {
+        {
+            let q = self.lock();
+            if let Some(f) = q.failed.as_ref().or(q.stalled.as_ref()) {
+                return Err(Errno::new(
+                    code::EIO,
+                    format!("metadata log is not accepting changes: {f}"),
+                ));
+            }
+        }
+        let bytes = group_bytes(recs.iter()).saturating_add(BATCH_FRAMING);
+        let limit = self.limits.batch_bytes();
+        if bytes > limit {
+            return Err(Errno::new(
+                code::E2BIG,
+                format!(
+                    "the change needs {bytes} bytes of metadata log but a metadata segment holds \
+                     {limit} (manager.segment_bytes = {}); split it into smaller changes \
+                     (e.g. a smaller xattr value or fewer extents per commit)",
+                    self.limits.segment_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Queues records (call under the state lock, so the queue is in LSN order).
     pub fn push(&self, recs: Vec<Logged>) {
         if recs.is_empty() {
             return;
         }
+        let bytes = group_bytes(recs.iter().map(|l| &l.rec));
         let mut q = self.lock();
         q.since_checkpoint += recs.len() as u64;
-        q.items.push_back(Item::Records(recs));
+        q.items.push_back(Item::Records { recs, bytes });
         drop(q);
         self.work.notify_one();
     }
 
-    /// Queues a checkpoint covering everything up to `lsn`.
-    pub fn push_checkpoint(&self, bytes: Bytes, lsn: Lsn) {
+    /// Whether a checkpoint is due: `every` records since the last one and none in progress.
+    pub fn checkpoint_due(&self, every: u64) -> bool {
+        let q = self.lock();
+        !q.checkpoint_busy && q.since_checkpoint >= every.max(1)
+    }
+
+    /// Queues a checkpoint whose head (`checkpoint::head_piece`) is the state at `lsn`
+    /// (call under the state lock).
+    pub fn push_checkpoint(&self, head: Vec<u8>, lsn: Lsn) {
         let mut q = self.lock();
         q.since_checkpoint = 0;
-        q.items.push_back(Item::Checkpoint { bytes, lsn });
+        q.checkpoint_busy = true;
+        q.items.push_back(Item::Checkpoint { head, lsn });
         drop(q);
         self.work.notify_one();
         self.urgent.notify_one();
     }
 
-    /// Sets the durable LSN found by recovery (before any record is queued).
-    pub fn reset_durable(&self, lsn: Lsn) {
-        self.durable.send_replace(lsn);
+    /// Sets what recovery found: the durable LSN and the checkpoint it loaded (LSN, first
+    /// segment). Call before any record is queued.
+    pub fn set_recovered(&self, durable: Lsn, checkpoint: Option<(Lsn, u64)>) {
+        self.durable.send_replace(durable);
+        if let Some((lsn, first)) = checkpoint {
+            self.checkpointed.send_replace(lsn);
+            *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(first);
+        }
     }
 
     /// Records queued since the last checkpoint.
@@ -364,26 +228,62 @@ impl Journal {
         *self.durable.borrow()
     }
 
-    /// Returns once every record up to `lsn` is durable.
+    /// LSN of the newest complete checkpoint.
+    pub fn checkpointed_lsn(&self) -> Lsn {
+        *self.checkpointed.borrow()
+    }
+
+    /// Returns once every record up to `lsn` is durable; fails (EIO to clients) when the
+    /// log completes no append for the stall bound.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), ManagerError> {
-        let mut rx = self.durable.subscribe();
+        self.wait_for(&self.durable, lsn).await
+    }
+
+    /// Returns once a checkpoint covering `lsn` is complete (same bound as `wait_durable`).
+    pub async fn wait_checkpoint(&self, lsn: Lsn) -> Result<(), ManagerError> {
+        self.wait_for(&self.checkpointed, lsn).await
+    }
+
+    async fn wait_for(&self, what: &watch::Sender<Lsn>, lsn: Lsn) -> Result<(), ManagerError> {
+        let mut rx = what.subscribe();
         if *rx.borrow() >= lsn {
             return Ok(());
         }
         self.urgent.notify_one();
         self.work.notify_one();
+        let mut progress = self.progress.subscribe();
+        let mut since = Instant::now();
+        let tick = (self.limits.stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
         loop {
             {
                 let q = self.lock();
                 if let Some(f) = &q.failed {
                     return Err(ManagerError::Backend(f.clone()));
                 }
+                if let Some(s) = &q.stalled {
+                    return Err(ManagerError::Stalled {
+                        ms: self.limits.stall_ms(),
+                        detail: s.clone(),
+                    });
+                }
             }
             if *rx.borrow_and_update() >= lsn {
                 return Ok(());
             }
-            if rx.changed().await.is_err() {
-                return Err(ManagerError::ShutDown);
+            if progress.has_changed().unwrap_or(false) {
+                progress.borrow_and_update();
+                since = Instant::now();
+            }
+            if since.elapsed() >= self.limits.stall {
+                return Err(ManagerError::Stalled {
+                    ms: self.limits.stall_ms(),
+                    detail: "no append completed while waiting".into(),
+                });
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(ManagerError::ShutDown) },
+                _ = progress.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
             }
         }
     }
@@ -395,114 +295,388 @@ impl Journal {
         self.urgent.notify_one();
     }
 
-    /// Takes the next unit of work: consecutive record groups (up to `MAX_BATCH_BYTES`) or one checkpoint.
-    fn take(&self) -> Option<Item> {
+    /// Takes consecutive record groups up to `batch_bytes` encoded bytes.
+    fn take_batch(&self) -> Option<(Vec<Logged>, usize)> {
+        let limit = self.limits.batch_bytes().saturating_sub(BATCH_FRAMING);
         let mut q = self.lock();
-        match q.items.pop_front()? {
-            Item::Checkpoint { bytes, lsn } => Some(Item::Checkpoint { bytes, lsn }),
-            Item::Records(mut recs) => {
-                let mut approx = recs.len() * 64;
-                while let Some(Item::Records(next)) = q.items.front() {
-                    approx += next.len() * 64;
-                    if approx > MAX_BATCH_BYTES {
-                        break;
-                    }
-                    if let Some(Item::Records(next)) = q.items.pop_front() {
-                        recs.extend(next);
-                    }
-                }
-                Some(Item::Records(recs))
+        let (mut recs, mut bytes) = match q.items.pop_front()? {
+            Item::Records { recs, bytes } => (recs, bytes),
+            other => {
+                q.items.push_front(other);
+                return None;
+            }
+        };
+        while let Some(Item::Records { bytes: b, .. }) = q.items.front() {
+            if bytes + *b > limit {
+                break;
+            }
+            if let Some(Item::Records {
+                recs: next,
+                bytes: b,
+            }) = q.items.pop_front()
+            {
+                recs.extend(next);
+                bytes += b;
             }
         }
+        Some((recs, bytes))
     }
 
-    fn put_back(&self, item: Item) {
-        self.lock().items.push_front(item);
+    fn put_back(&self, recs: Vec<Logged>, bytes: usize) {
+        self.lock().items.push_front(Item::Records { recs, bytes });
     }
 
     /// The committer: runs until `close` and an empty queue.
-    pub async fn run(self: Arc<Self>, backend: Arc<dyn LogBackend>) {
-        let mut failures: u32 = 0;
+    pub async fn run(
+        self: Arc<Self>,
+        backend: Arc<dyn LogBackend>,
+        source: Arc<dyn CheckpointSource>,
+    ) {
+        let mut c = Committer {
+            j: &self,
+            backend: &*backend,
+            source: &*source,
+            active: None,
+            failures: 0,
+            failing_since: None,
+        };
+        let mut draining = false;
+        // While a checkpoint is written, batches and chunks alternate, so that neither a
+        // steady stream of records starves the checkpoint nor a checkpoint delays fsync by
+        // more than one chunk.
+        let mut chunk_turn = false;
         loop {
-            let (empty, closed) = {
+            let (records, marker, closed) = {
                 let q = self.lock();
-                (q.items.is_empty(), q.closed)
+                (
+                    matches!(q.items.front(), Some(Item::Records { .. })),
+                    matches!(q.items.front(), Some(Item::Checkpoint { .. })),
+                    q.closed,
+                )
             };
-            if empty {
+            if !records && !marker && c.active.is_none() {
                 if closed {
                     return;
                 }
+                draining = false;
                 self.work.notified().await;
                 continue;
             }
-            if !closed {
+            if records && !draining && !closed && c.active.is_none() {
                 // Group commit: wait for the interval unless someone waits for durability.
                 tokio::select! {
                     _ = tokio::time::sleep(self.interval) => {}
                     _ = self.urgent.notified() => {}
                 }
             }
-            while let Some(item) = self.take() {
-                match self.write(&*backend, &item).await {
-                    Ok(()) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        self.put_back(item);
-                        tracing::warn!(
-                            attempt = failures,
-                            "metadata log append failed, retrying with the next segment: {e}"
-                        );
-                        if self.lock().closed && failures >= SHUTDOWN_ATTEMPTS {
-                            let msg = format!("metadata log unwritable at shutdown after {failures} attempts: {e}");
-                            tracing::error!("{msg}");
-                            self.lock().failed = Some(msg);
-                            self.durable.send_modify(|_| {});
-                            return;
-                        }
-                        let backoff = Duration::from_millis(20u64 << failures.min(6));
-                        tokio::time::sleep(backoff).await;
-                        break;
+            let step = if records && !(chunk_turn && c.active.is_some()) {
+                draining = true;
+                chunk_turn = true;
+                c.write_batch().await
+            } else if c.active.is_some() {
+                chunk_turn = false;
+                c.advance_checkpoint().await
+            } else {
+                c.start_checkpoint();
+                Ok(())
+            };
+            match step {
+                Ok(()) => c.succeeded(),
+                Err(e) => {
+                    draining = false;
+                    if c.failed(e).await {
+                        return;
                     }
                 }
             }
         }
     }
+}
 
-    async fn write(&self, backend: &dyn LogBackend, item: &Item) -> Result<(), ManagerError> {
-        match item {
-            Item::Records(recs) => {
-                let bytes = Bytes::from(encode_records(recs));
-                let addr = backend.append(EntryKind::MetaRecords, bytes).await?;
+/// A checkpoint being written.
+struct Active {
+    lsn: Lsn,
+    /// Stream bytes not yet in a chunk.
+    buf: Vec<u8>,
+    cursor: Option<InodeId>,
+    inodes_done: bool,
+    chunks: Vec<(SegmentAddr, ChunkRef)>,
+    pieces: u64,
+    inodes: u64,
+    covers: Lsn,
+    from_segment: u64,
+    started: Instant,
+}
+
+struct Committer<'a> {
+    j: &'a Journal,
+    backend: &'a dyn LogBackend,
+    source: &'a dyn CheckpointSource,
+    active: Option<Active>,
+    failures: u32,
+    failing_since: Option<Instant>,
+}
+
+impl Committer<'_> {
+    async fn append(&self, kind: EntryKind, bytes: Bytes) -> Result<SegmentAddr, ManagerError> {
+        match tokio::time::timeout(self.j.limits.stall, self.backend.append(kind, bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(ManagerError::Stalled {
+                ms: self.j.limits.stall_ms(),
+                detail: "an append did not complete".into(),
+            }),
+        }
+    }
+
+    async fn write_batch(&mut self) -> Result<(), ManagerError> {
+        let Some((recs, bytes)) = self.j.take_batch() else {
+            return Ok(());
+        };
+        let (recs, encoded) = tokio::task::spawn_blocking(move || {
+            let b = Bytes::from(encode_records(&recs));
+            (recs, b)
+        })
+        .await
+        .map_err(|e| ManagerError::Backend(format!("record encoding task failed: {e}")))?;
+        match self.append(EntryKind::MetaRecords, encoded).await {
+            Ok(addr) => {
                 let last = recs.last().map(|r| r.lsn).unwrap_or(0);
-                tracing::trace!(segment = %addr.segment, records = recs.len(), last, "records durable");
-                self.durable.send_if_modified(|d| {
+                tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last, "records durable");
+                self.j.durable.send_if_modified(|d| {
                     let changed = last > *d;
                     *d = (*d).max(last);
                     changed
                 });
+                Ok(())
             }
-            Item::Checkpoint { bytes, lsn } => {
-                let addr = backend.append(EntryKind::Checkpoint, bytes.clone()).await?;
-                tracing::info!(segment = %addr.segment, lsn, bytes = bytes.len(), "checkpoint durable");
-                self.durable.send_if_modified(|d| {
-                    let changed = *lsn > *d;
-                    *d = (*d).max(*lsn);
-                    changed
-                });
-                match backend.list().await {
-                    Ok(segs) => {
-                        for s in segs.into_iter().filter(|s| s.segment < addr.segment) {
-                            if let Err(e) = backend.delete(s).await {
-                                tracing::warn!(segment = %s.segment, "cannot delete a segment older than the checkpoint: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(
-                        "cannot list the log to drop segments before the checkpoint: {e}"
-                    ),
+            Err(e) => {
+                self.j.put_back(recs, bytes);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_checkpoint(&mut self) {
+        let item = self.j.lock().items.pop_front();
+        if let Some(Item::Checkpoint { head, lsn }) = item {
+            tracing::info!(lsn, "checkpoint started");
+            self.active = Some(Active {
+                lsn,
+                buf: head,
+                cursor: None,
+                inodes_done: false,
+                chunks: Vec::new(),
+                pieces: 1,
+                inodes: 0,
+                covers: lsn,
+                from_segment: self.backend.next_segment().0,
+                started: Instant::now(),
+            });
+        } else if let Some(other) = item {
+            self.j.lock().items.push_front(other);
+        }
+    }
+
+    /// Writes the next chunk, or the manifest once every chunk is written.
+    async fn advance_checkpoint(&mut self) -> Result<(), ManagerError> {
+        let chunk = self.j.limits.batch_bytes() - CHUNK_HEADER;
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        while a.buf.len() < chunk && !a.inodes_done {
+            let Some(p) = self
+                .source
+                .inode_piece(a.cursor, PIECE_BUDGET.min(chunk))
+                .await
+            else {
+                return Err(ManagerError::ShutDown);
+            };
+            a.buf.extend_from_slice(&p.bytes);
+            a.cursor = p.last;
+            a.inodes_done = p.done;
+            a.pieces += 1;
+            a.inodes += p.count;
+            a.covers = a.covers.max(p.lsn);
+        }
+        if !a.buf.is_empty() {
+            let n = a.buf.len().min(chunk);
+            let entry = checkpoint::encode_chunk(a.lsn, a.chunks.len() as u32, &a.buf[..n]);
+            let crc = proto::crc32c(&a.buf[..n]);
+            let (lsn, index) = (a.lsn, a.chunks.len());
+            let addr = self.append(EntryKind::Checkpoint, entry).await?;
+            tracing::debug!(lsn, index, segment = %addr.segment, bytes = n, "checkpoint chunk written");
+            let Some(a) = self.active.as_mut() else {
+                return Ok(());
+            };
+            a.chunks.push((
+                addr,
+                ChunkRef {
+                    segment: addr.segment.0,
+                    len: n as u32,
+                    crc,
+                },
+            ));
+            a.buf.drain(..n);
+            return Ok(());
+        }
+        // The pieces saw every change up to `covers`: those records are queued ahead of
+        // anything newer and go first; the manifest waits for them.
+        if *self.j.durable.borrow() < a.covers {
+            let queued = matches!(self.j.lock().items.front(), Some(Item::Records { .. }));
+            if !queued {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            return Ok(());
+        }
+        let manifest = Manifest {
+            lsn: a.lsn,
+            covers: a.covers,
+            from_segment: a.from_segment,
+            chunks: a.chunks.iter().map(|(_, c)| *c).collect(),
+            pieces: a.pieces,
+            inodes: a.inodes,
+        };
+        let bytes = checkpoint::encode_manifest(&manifest);
+        if bytes.len() > self.j.limits.batch_bytes() {
+            return Err(ManagerError::TooLarge {
+                bytes: bytes.len(),
+                limit: self.j.limits.batch_bytes(),
+                what: format!(
+                    "checkpoint manifest of {} chunks (raise manager.segment_bytes)",
+                    manifest.chunks.len()
+                ),
+            });
+        }
+        let addr = self.append(EntryKind::Checkpoint, bytes.clone()).await?;
+        let Some(a) = self.active.take() else {
+            return Ok(());
+        };
+        let written = a.started.elapsed();
+        let verified = self.read_back(&a, addr, &bytes).await;
+        self.j.lock().checkpoint_busy = false;
+        match verified {
+            Err(e) => {
+                tracing::error!(lsn = a.lsn, segment = %addr.segment, "checkpoint does not read back, keeping the older segments: {e}");
+            }
+            Ok(()) => {
+                let first = manifest.from_segment;
+                tracing::info!(lsn = a.lsn, covers = a.covers, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
+                self.j.checkpointed.send_modify(|c| *c = (*c).max(a.lsn));
+                let prev = self
+                    .j
+                    .kept
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace(first);
+                if let Some(prev) = prev {
+                    self.delete_before(prev).await;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Reads the whole checkpoint back and checks it against what was written.
+    async fn read_back(
+        &self,
+        a: &Active,
+        manifest_addr: SegmentAddr,
+        manifest: &Bytes,
+    ) -> Result<(), String> {
+        for (addr, c) in &a.chunks {
+            let entries = self.backend.read(*addr).await.map_err(|e| e.to_string())?;
+            let Some((_, bytes)) = entries.first() else {
+                return Err(format!("chunk {} is empty", addr.segment));
+            };
+            let (lsn, _, data) =
+                checkpoint::decode_chunk(bytes).map_err(|e| format!("{}: {e}", addr.segment))?;
+            if lsn != a.lsn || data.len() != c.len as usize || proto::crc32c(&data) != c.crc {
+                return Err(format!("chunk {} does not match", addr.segment));
+            }
+        }
+        let entries = self
+            .backend
+            .read(manifest_addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        match entries.first() {
+            Some((EntryKind::Checkpoint, b)) if b == manifest => Ok(()),
+            _ => Err(format!("manifest {} does not match", manifest_addr.segment)),
+        }
+    }
+
+    /// Deletes every segment before `first` (the previous checkpoint's first segment).
+    async fn delete_before(&self, first: u64) {
+        let segs = match self.backend.list().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the log to drop segments before the previous checkpoint: {e}"
+                );
+                return;
+            }
+        };
+        for s in segs.into_iter().filter(|s| s.segment.0 < first) {
+            if let Err(e) = self.backend.delete(s).await {
+                tracing::warn!(segment = %s.segment, "cannot delete a segment older than the previous checkpoint (retried after the next one): {e}");
+                return;
+            }
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing_since.take().is_some() {
+            let was = self.j.lock().stalled.take();
+            if was.is_some() {
+                tracing::info!("metadata log appends succeed again; accepting changes");
+            }
+        }
+        self.failures = 0;
+        self.j.progress.send_modify(|p| *p += 1);
+    }
+
+    /// Counts a failed step; returns true when the committer must end.
+    async fn failed(&mut self, e: ManagerError) -> bool {
+        self.failures += 1;
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        let closed = self.j.lock().closed;
+        let permanent = matches!(e, ManagerError::TooLarge { .. })
+            || matches!(&e, ManagerError::Log(storage::log::LogError::Segment(_)));
+        if permanent || (closed && self.failures >= SHUTDOWN_ATTEMPTS) {
+            let msg = if permanent {
+                format!("metadata log append cannot succeed by retrying: {e}")
+            } else {
+                format!(
+                    "metadata log unwritable at shutdown after {} attempts: {e}",
+                    self.failures
+                )
+            };
+            tracing::error!("{msg}");
+            self.j.lock().failed = Some(msg);
+            self.j.durable.send_modify(|_| {});
+            self.j.checkpointed.send_modify(|_| {});
+            return true;
+        }
+        tracing::warn!(
+            attempt = self.failures,
+            "metadata log append failed, retrying with the next segment: {e}"
+        );
+        if since.elapsed() >= self.j.limits.stall {
+            let mut q = self.j.lock();
+            if q.stalled.is_none() {
+                let msg = format!(
+                    "no metadata log append succeeded for {} ms, last error: {e}",
+                    since.elapsed().as_millis()
+                );
+                tracing::error!("{msg}; fsync and new mutations fail with EIO until it recovers");
+                q.stalled = Some(msg);
+                drop(q);
+                self.j.durable.send_modify(|_| {});
+                self.j.checkpointed.send_modify(|_| {});
+            }
+        }
+        let backoff = Duration::from_millis(20u64 << self.failures.min(6)).min(self.j.limits.stall);
+        tokio::time::sleep(backoff).await;
+        false
     }
 }

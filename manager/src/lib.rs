@@ -5,12 +5,13 @@
 //!
 //! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
 //! cookies), `plan` (pure validation → records), `record` (durable record formats),
-//! `checkpoint` (checkpoint format and its versions), `extent` (extent maps), `txn` (pure
-//! 2PC driver), `journal` (group commit over the log), `recovery` (checkpoint + roll
-//! forward), `lease` (pure volume leases and callbacks) and `service` (the async request
-//! handler). Must not: store file bytes, or talk to clients other than by replies and
-//! lease callbacks.
+//! `checkpoint` (checkpoints in bounded chunks, and the legacy format), `extent` (extent
+//! maps), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
+//! (group commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure
+//! volume leases and callbacks) and `service` (the async request handler). Must not: store
+//! file bytes, or talk to clients other than by replies and lease callbacks.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod directory;
 pub mod error;
@@ -26,6 +27,8 @@ pub mod txn;
 
 #[cfg(test)]
 mod cluster_test;
+#[cfg(test)]
+mod journal_test;
 #[cfg(test)]
 mod lease_test;
 #[cfg(test)]

@@ -6,9 +6,9 @@
 //! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
 //! waiting for a callback or a network call.
 
-use crate::checkpoint::checkpoint_bytes;
+use crate::checkpoint::{head_piece, inode_piece, InodePiece};
 use crate::error::{code, enoent, Errno, ManagerError};
-use crate::journal::{Journal, LogBackend, StorageLog};
+use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, StorageLog};
 use crate::lease::{Affected, Callback, LeaseStats, LeaseTable, Requester, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply, TxPlan, TxReply, MAX_DEPTH};
 use crate::record::{Record, TxIntent};
@@ -173,6 +173,8 @@ pub struct Service {
     stopped: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Why recovery refused to serve (the manager stays unavailable).
+    recovery_error: Mutex<Option<String>>,
     this: std::sync::Weak<Service>,
 }
 
@@ -181,7 +183,28 @@ fn errno(e: Errno) -> RemoteError {
 }
 
 fn fatal(e: ManagerError) -> RemoteError {
-    RemoteError::Unavailable(e.to_string())
+    match e {
+        // The log made no progress: the outcome is unknown, as with a disk error.
+        ManagerError::Stalled { .. } => Errno::new(code::EIO, e.to_string()).into(),
+        e => RemoteError::Unavailable(e.to_string()),
+    }
+}
+
+/// Inode pieces of a checkpoint, from the live state under short holds of its lock.
+struct StateSource(std::sync::Weak<Service>);
+
+impl CheckpointSource for StateSource {
+    fn inode_piece(
+        &self,
+        after: Option<InodeId>,
+        budget: usize,
+    ) -> BoxFuture<'_, Option<InodePiece>> {
+        Box::pin(async move {
+            let svc = self.0.upgrade()?;
+            let st = svc.state.lock().await;
+            Some(inode_piece(&st, after, budget))
+        })
+    }
 }
 
 impl Service {
@@ -223,13 +246,14 @@ impl Service {
         let interval = Duration::from_millis(config.file.manager.commit_interval_ms.max(1));
         let lease = Duration::from_millis(config.file.manager.lease_ms.max(1));
         let incarnation = rand::random::<u64>();
+        let limits = JournalLimits::from_tunables(&config.file.manager);
         let svc = Arc::new_cyclic(|this| Service {
             me: node,
             config,
             owners,
             state: tokio::sync::Mutex::new(MetaState::new()),
             gate: tokio::sync::RwLock::new(()),
-            journal: Journal::new(interval, 0),
+            journal: Journal::new(interval, 0, limits),
             backend,
             peers,
             leases: Mutex::new(LeaseTable::new(lease, incarnation)),
@@ -241,13 +265,16 @@ impl Service {
             stopped: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             committer: Mutex::new(None),
+            recovery_error: Mutex::new(None),
             this: this.clone(),
         });
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");
         let s = svc.clone();
         let h = tokio::spawn(async move {
             if let Err(e) = s.clone().recover_and_open().await {
-                tracing::error!(node = %s.me, "manager recovery failed: {e}");
+                tracing::error!(node = %s.me, "manager recovery failed, not serving: {e}");
+                *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                s.ready_tx.send_modify(|_| {});
             }
         });
         svc.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(h);
@@ -257,7 +284,8 @@ impl Service {
     async fn recover_and_open(self: Arc<Self>) -> Result<(), ManagerError> {
         let rec = recover(&*self.backend).await?;
         self.backend.set_next(rec.next_segment);
-        self.journal.reset_durable(rec.state.last_lsn());
+        self.journal
+            .set_recovered(rec.state.last_lsn(), rec.checkpoint);
         let pending: Vec<TxIntent>;
         {
             let mut st = self.state.lock().await;
@@ -265,7 +293,8 @@ impl Service {
             pending = st.pending_txs().cloned().collect();
         }
         let j = self.journal.clone();
-        let committer = tokio::spawn(j.clone().run(self.backend.clone()));
+        let source = Arc::new(StateSource(self.this.clone()));
+        let committer = tokio::spawn(j.clone().run(self.backend.clone(), source));
         *self.committer.lock().unwrap_or_else(|e| e.into_inner()) = Some(committer);
         if rec.empty && self.owners[0] == self.me {
             let (uid, gid) = process_ids().await;
@@ -300,6 +329,21 @@ impl Service {
     pub async fn wait_ready(&self) {
         let mut rx = self.ready_tx.subscribe();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Why recovery refused to serve, if it did.
+    pub fn recovery_error(&self) -> Option<String> {
+        self.recovery_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Returns once recovery is done or has refused (with its error).
+    pub async fn wait_recovered(&self) -> Result<(), String> {
+        let mut rx = self.ready_tx.subscribe();
+        let _ = rx.wait_for(|r| *r || self.recovery_error().is_some()).await;
+        self.recovery_error().map_or(Ok(()), Err)
     }
 
     /// Stops at once without committing or checkpointing, as a crash would: records not yet
@@ -368,13 +412,15 @@ impl Service {
         let _g = self.gate.write().await;
         let lsn = {
             let st = self.state.lock().await;
-            self.journal.push_checkpoint(
-                checkpoint_bytes(&st, self.backend.next_segment()),
-                st.last_lsn(),
-            );
+            if self.journal.checkpointed_lsn() < st.last_lsn() {
+                self.journal.push_checkpoint(head_piece(&st), st.last_lsn());
+            }
             st.last_lsn()
         };
-        let r = self.journal.wait_durable(lsn).await;
+        let r = match self.journal.wait_durable(lsn).await {
+            Ok(()) => self.journal.wait_checkpoint(lsn).await,
+            Err(e) => Err(e),
+        };
         self.journal.close();
         let committer = self
             .committer
@@ -428,6 +474,11 @@ impl Service {
             return Err(RemoteError::Unavailable("manager shut down".into()));
         }
         if !self.ready.load(Ordering::SeqCst) {
+            if let Some(e) = self.recovery_error() {
+                return Err(RemoteError::Unavailable(format!(
+                    "manager recovery refused: {e}"
+                )));
+            }
             return Err(RemoteError::Unavailable("manager recovering".into()));
         }
         if let Some(ino) = proto::route::routing_inode(&req) {
@@ -1119,6 +1170,7 @@ impl Service {
         records: Vec<Record>,
         reply: Reply,
     ) -> Result<ManagerResponse, RemoteError> {
+        self.journal.admit(&records).map_err(errno)?;
         let logged = st.commit(records);
         self.journal.push(logged);
         self.maybe_checkpoint(st);
@@ -1134,11 +1186,11 @@ impl Service {
     }
 
     fn maybe_checkpoint(&self, st: &MetaState) {
-        if self.journal.since_checkpoint() >= self.config.file.manager.checkpoint_records.max(1) {
-            self.journal.push_checkpoint(
-                checkpoint_bytes(st, self.backend.next_segment()),
-                st.last_lsn(),
-            );
+        if self
+            .journal
+            .checkpoint_due(self.config.file.manager.checkpoint_records)
+        {
+            self.journal.push_checkpoint(head_piece(st), st.last_lsn());
         }
     }
 
@@ -1146,6 +1198,7 @@ impl Service {
     async fn commit_durable(&self, records: Vec<Record>) -> Result<(), RemoteError> {
         let lsn = {
             let mut st = self.state.lock().await;
+            self.journal.admit(&records).map_err(errno)?;
             let logged = st.commit(records);
             self.journal.push(logged);
             self.maybe_checkpoint(&st);
@@ -1334,6 +1387,7 @@ impl Service {
                         let mut lt = self.leases();
                         let step = lt.mutation(who, &affected, now);
                         if matches!(step, Step::Go) {
+                            self.journal.admit(&recs).map_err(errno)?;
                             let logged = st.commit(recs);
                             self.journal.push(logged);
                             self.maybe_checkpoint(&st);

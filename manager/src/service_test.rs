@@ -34,12 +34,21 @@ impl Cluster {
     }
 
     pub async fn start_lease(checkpoint_records: u64, lease_ms: u64) -> Cluster {
+        Cluster::start_config(|m| {
+            m.checkpoint_records = checkpoint_records;
+            m.lease_ms = lease_ms;
+        })
+        .await
+    }
+
+    /// Two managers with a 300 ms lease and `[manager]` tunables as `tune` sets them.
+    pub async fn start_config(tune: impl FnOnce(&mut proto::config::ManagerTunables)) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut file =
             ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 41000)
                 .expect("config");
-        file.manager.checkpoint_records = checkpoint_records;
-        file.manager.lease_ms = lease_ms;
+        file.manager.lease_ms = 300;
+        tune(&mut file.manager);
         let config = Arc::new(ClusterConfig::from_file(dir.path(), file).expect("config"));
         let peers = LoopbackPeers::new();
         let logs = vec![MemLog::new(), MemLog::new()];
@@ -73,7 +82,9 @@ impl Cluster {
         .await
         .expect("start");
         self.peers.register(&svc);
-        svc.wait_ready().await;
+        if let Err(e) = svc.wait_recovered().await {
+            panic!("manager {i} refused to recover: {e}");
+        }
         svc
     }
 
@@ -170,7 +181,7 @@ impl Cluster {
     }
 }
 
-fn errno_of(r: Result<A, RemoteError>) -> i32 {
+pub(crate) fn errno_of(r: Result<A, RemoteError>) -> i32 {
     match r {
         Err(RemoteError::Errno { code, .. }) => code,
         other => panic!("expected an errno, got {other:?}"),
@@ -381,13 +392,15 @@ async fn checkpoints_truncate_the_log_and_recovery_uses_them() {
         .expect("owner");
     let kinds = c.logs[owner].kinds();
     assert!(
-        kinds
-            .first()
-            .expect("segments")
-            .1
-            .contains(&EntryKind::Checkpoint),
+        kinds.first().expect("segments").0 > 0,
         "older segments were deleted: {kinds:?}"
     );
+    // The two newest checkpoints (each at least a chunk and a manifest) are kept.
+    let checkpoint_segments = kinds
+        .iter()
+        .filter(|(_, k)| k.contains(&EntryKind::Checkpoint))
+        .count();
+    assert!(checkpoint_segments >= 4, "{kinds:?}");
     c.restart(owner, false).await;
     assert_eq!(c.names(d.ino).await.len(), 60);
 }
@@ -455,15 +468,12 @@ async fn readdir_cookies_survive_crash_and_clean_restarts() {
 }
 
 #[tokio::test]
-async fn failed_appends_are_retried_and_torn_tail_is_skipped() {
+async fn failed_appends_are_retried_and_a_synced_create_survives() {
     let mut c = Cluster::start(100_000).await;
     c.logs[0].fail_next_appends(2);
     let f = c.touch(ROOT, "after-failures").await;
     c.sync_all().await;
-    // A torn segment at the tail (never acknowledged) is skipped at recovery.
-    let next = c.logs[0].segment_ids().last().copied().expect("segments") + 1;
-    c.logs[0].make_unreadable(next);
-    c.touch(ROOT, "lost").await;
+    let g = c.touch(ROOT, "synced").await;
     c.sync_all().await;
     c.restart(0, false).await;
     assert_eq!(
@@ -473,16 +483,27 @@ async fn failed_appends_are_retried_and_torn_tail_is_skipped() {
             .ino,
         f.ino
     );
-    assert_eq!(
-        errno_of(
-            c.call(R::Lookup {
-                parent: ROOT,
-                name: "lost".into()
-            })
-            .await
-        ),
-        ENOENT
-    );
+    assert_eq!(c.lookup(ROOT, "synced").await.expect("survived").ino, g.ino);
+    // The segment holding the synced create cannot be read: recovery refuses (naming
+    // it) rather than come back without the create.
+    let last = c.logs[0].segment_ids().last().copied().expect("segments");
+    c.logs[0].make_unreadable(last);
+    c.managers[0].kill();
+    let svc = Service::start_with(
+        c.config.clone(),
+        c.node(0),
+        Arc::new(c.logs[0].clone()),
+        c.peers.clone(),
+        c.callbacks.clone(),
+    )
+    .await
+    .expect("start");
+    let err = svc.wait_recovered().await.expect_err("refuses");
+    assert!(err.contains(&format!("seg{last} ")), "{err}");
+    svc.kill();
+    c.logs[0].make_readable(last);
+    c.managers[0] = c.start_manager(0).await;
+    assert_eq!(c.lookup(ROOT, "synced").await.expect("survived").ino, g.ino);
     // New writes continue after the highest segment.
     c.touch(ROOT, "later").await;
     c.sync_all().await;

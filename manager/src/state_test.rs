@@ -1,6 +1,6 @@
 //! Unit tests of the pure core: `MetaState` planning + apply, replay and checkpoints.
 
-use crate::checkpoint::{checkpoint_bytes, decode_checkpoint};
+use crate::checkpoint::{decode_legacy, legacy_checkpoint_bytes};
 use crate::error::code::*;
 use crate::error::Errno;
 use crate::plan::{dir_slot, Ctx, Plan, Reply, XATTR_CREATE, XATTR_REPLACE};
@@ -827,6 +827,26 @@ fn readdir_while_creating_and_removing_returns_survivors_once() {
     h.check_replay();
 }
 
+/// `st` through the chunked checkpoint stream (head and inode pieces) and back.
+fn chunked_round_trip(st: &MetaState) -> MetaState {
+    use crate::checkpoint::{head_piece, inode_piece, Loader, Manifest};
+    let mut stream = head_piece(st);
+    let p = inode_piece(st, None, usize::MAX);
+    assert!(p.done);
+    stream.extend_from_slice(&p.bytes);
+    let m = Manifest {
+        lsn: st.last_lsn(),
+        covers: st.last_lsn(),
+        from_segment: 0,
+        chunks: Vec::new(),
+        pieces: 2,
+        inodes: p.count,
+    };
+    let mut l = Loader::new();
+    l.feed(&stream).expect("feed");
+    l.finish(&m).expect("loads")
+}
+
 #[test]
 fn readdir_cookies_survive_checkpoint_and_replay() {
     let mut h = H::new();
@@ -840,9 +860,8 @@ fn readdir_cookies_survive_checkpoint_and_replay() {
     let first = h.st.readdir(d, 0, 30).expect("readdir");
     let cookie = first.last().expect("page").next;
     let rest = h.st.readdir(d, cookie, 1000).expect("readdir");
-    // A checkpoint (current version) keeps cookies and the next cookie.
-    let bytes = checkpoint_bytes(&h.st, SegmentId(3));
-    let mut back = decode_checkpoint(&bytes).expect("decode").state;
+    // A checkpoint (current, chunked format) keeps cookies and the next cookie.
+    let mut back = chunked_round_trip(&h.st);
     assert_eq!(back, h.st);
     assert_eq!(back.readdir(d, cookie, 1000).expect("readdir"), rest);
     // Entries created after the checkpoint get the same, later cookies on both.
@@ -870,9 +889,8 @@ fn version_1_checkpoints_load_with_cookies_in_name_order() {
         h.touch(d, n).expect("create");
     }
     let bytes = crate::checkpoint::v1::encode(&h.st, 4);
-    let c = decode_checkpoint(&bytes).expect("decode v1");
-    assert_eq!((c.lsn, c.next_segment), (h.st.last_lsn(), 4));
-    let mut st = c.state;
+    let (lsn, mut st) = decode_legacy(&bytes).expect("decode v1");
+    assert_eq!(lsn, h.st.last_lsn());
     let listed: Vec<(String, u64)> = st
         .readdir(d, 0, 10)
         .expect("readdir")
@@ -921,7 +939,7 @@ fn readdir_of_100k_entries_is_linear() {
 }
 
 #[test]
-fn checkpoint_round_trips_the_state() {
+fn legacy_checkpoint_round_trips_the_state() {
     let mut h = H::new();
     let d = h.mkdir(ROOT, "d").expect("mkdir");
     let f = h.touch(d, "f").expect("create");
@@ -929,14 +947,14 @@ fn checkpoint_round_trips_the_state() {
         .expect("commit");
     h.with(|st, c| st.plan_setxattr(c, f, "user.x", b"v", 0))
         .expect("xattr");
-    let bytes = checkpoint_bytes(&h.st, SegmentId(9));
-    let c = decode_checkpoint(&bytes).expect("decode");
-    assert_eq!(c.state, h.st);
-    assert_eq!((c.lsn, c.next_segment), (h.st.last_lsn(), 9));
+    let bytes = legacy_checkpoint_bytes(&h.st, SegmentId(9));
+    let (lsn, state) = decode_legacy(&bytes).expect("decode");
+    assert_eq!(state, h.st);
+    assert_eq!(lsn, h.st.last_lsn());
     // Records after the checkpoint replay on top of it.
     let before = h.log.len();
     let g = h.touch(d, "g").expect("create");
-    let mut st = c.state;
+    let mut st = state;
     for r in &h.log[..] {
         st.apply(r);
     }
@@ -1000,37 +1018,105 @@ mod replay {
         format!("n{i}")
     }
 
+    /// A checkpoint in progress: the head, then inode pieces taken one at a time.
+    struct Fuzzy {
+        stream: Vec<u8>,
+        lsn: u64,
+        cursor: Option<InodeId>,
+        done: bool,
+        pieces: u64,
+        inodes: u64,
+        covers: u64,
+    }
+
+    impl Fuzzy {
+        fn start(st: &MetaState) -> Fuzzy {
+            Fuzzy {
+                stream: crate::checkpoint::head_piece(st),
+                lsn: st.last_lsn(),
+                cursor: None,
+                done: false,
+                pieces: 1,
+                inodes: 0,
+                covers: st.last_lsn(),
+            }
+        }
+
+        fn step(&mut self, st: &MetaState, budget: usize) {
+            if self.done {
+                return;
+            }
+            let p = crate::checkpoint::inode_piece(st, self.cursor, budget);
+            self.stream.extend_from_slice(&p.bytes);
+            self.cursor = p.last;
+            self.done = p.done;
+            self.pieces += 1;
+            self.inodes += p.count;
+            self.covers = p.lsn;
+        }
+    }
+
+    fn run_op(h: &mut H, op: Op) {
+        let st = h.st.clone();
+        let ctx = h.ctx();
+        let d = |i| pick(&st, i, true);
+        let f = |i| pick(&st, i, false);
+        let plan = match op {
+            Op::Mkdir(p, n) => {
+                st.plan_create(&ctx, d(p), &name(n), &NewNode::Dir, 0o755, 0, USER, None)
+            }
+            Op::Touch(p, n) => {
+                st.plan_create(&ctx, d(p), &name(n), &NewNode::File, 0o644, 0, USER, None)
+            }
+            Op::Unlink(p, n) => st.plan_unlink(&ctx, d(p), &name(n)),
+            Op::Rmdir(p, n) => st.plan_rmdir(&ctx, d(p), &name(n)),
+            Op::Rename(p, n, q, m, x) => {
+                let flags = RenameFlags {
+                    noreplace: false,
+                    exchange: x,
+                };
+                st.plan_rename(&ctx, d(p), &name(n), d(q), &name(m), flags, None)
+            }
+            Op::Link(i, p, n) => st.plan_link(&ctx, f(i), d(p), &name(n)),
+            Op::Write(i, o, l) => st.plan_commit_writes(
+                &ctx,
+                &[write(
+                    f(i),
+                    o as u64,
+                    o as u64,
+                    l as u32,
+                    o as u64 + l as u64,
+                )],
+            ),
+            Op::Truncate(i, s) => st.plan_setattr(
+                &ctx,
+                f(i),
+                &SetAttrs {
+                    size: Some(s as u64),
+                    ..SetAttrs::default()
+                },
+                USER,
+            ),
+            Op::Open(i, s) => st.plan_open(f(i), s as u64),
+            Op::Release(i, s) => st.plan_release(&ctx, f(i), s as u64),
+            Op::Xattr(i, n, rm) => {
+                if rm {
+                    st.plan_removexattr(&ctx, f(i), &name(n))
+                } else {
+                    st.plan_setxattr(&ctx, f(i), &name(n), b"v", 0)
+                }
+            }
+        };
+        let _ = h.run(plan);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         #[test]
         fn replay_equals_live(ops in proptest::collection::vec(op(), 1..60)) {
             let mut h = H::new();
             for op in ops {
-                let st = h.st.clone();
-                let ctx = h.ctx();
-                let d = |i| pick(&st, i, true);
-                let f = |i| pick(&st, i, false);
-                let plan = match op {
-                    Op::Mkdir(p, n) => st.plan_create(&ctx, d(p), &name(n), &NewNode::Dir, 0o755, 0, USER, None),
-                    Op::Touch(p, n) => st.plan_create(&ctx, d(p), &name(n), &NewNode::File, 0o644, 0, USER, None),
-                    Op::Unlink(p, n) => st.plan_unlink(&ctx, d(p), &name(n)),
-                    Op::Rmdir(p, n) => st.plan_rmdir(&ctx, d(p), &name(n)),
-                    Op::Rename(p, n, q, m, x) => {
-                        let flags = RenameFlags { noreplace: false, exchange: x };
-                        st.plan_rename(&ctx, d(p), &name(n), d(q), &name(m), flags, None)
-                    }
-                    Op::Link(i, p, n) => st.plan_link(&ctx, f(i), d(p), &name(n)),
-                    Op::Write(i, o, l) => st.plan_commit_writes(&ctx, &[write(f(i), o as u64, o as u64, l as u32, o as u64 + l as u64)]),
-                    Op::Truncate(i, s) => st.plan_setattr(&ctx, f(i), &SetAttrs { size: Some(s as u64), ..SetAttrs::default() }, USER),
-                    Op::Open(i, s) => st.plan_open(f(i), s as u64),
-                    Op::Release(i, s) => st.plan_release(&ctx, f(i), s as u64),
-                    Op::Xattr(i, n, rm) => if rm {
-                        st.plan_removexattr(&ctx, f(i), &name(n))
-                    } else {
-                        st.plan_setxattr(&ctx, f(i), &name(n), b"v", 0)
-                    },
-                };
-                let _ = h.run(plan);
+                run_op(&mut h, op);
                 // Invariant: directory nlink = 2 + subdirectories.
                 for n in h.st.inodes.values().filter(|n| n.is_dir() && n.attr.nlink > 0) {
                     let subdirs = n.entries.iter().filter(|(_, _, k)| *k == FileKind::Dir).count() as u32;
@@ -1038,6 +1124,42 @@ mod replay {
                 }
             }
             h.check_replay();
+        }
+
+        /// A checkpoint whose inode pieces are taken while mutations go on (as the journal
+        /// takes them), loaded and rolled forward from its head's LSN, equals the live state.
+        #[test]
+        fn fuzzy_checkpoint_plus_replay_equals_live(
+            ops in proptest::collection::vec(op(), 1..60),
+            start in 0usize..60,
+            budget in 1usize..600,
+        ) {
+            use crate::checkpoint::{Loader, Manifest};
+            let mut h = H::new();
+            let mut ckpt: Option<Fuzzy> = None;
+            for (i, op) in ops.into_iter().enumerate() {
+                if i == start {
+                    ckpt = Some(Fuzzy::start(&h.st));
+                }
+                if let Some(c) = ckpt.as_mut() {
+                    c.step(&h.st, budget);
+                }
+                run_op(&mut h, op);
+            }
+            let mut c = ckpt.unwrap_or_else(|| Fuzzy::start(&h.st));
+            while !c.done {
+                c.step(&h.st, budget);
+            }
+            prop_assert!(c.covers >= c.lsn);
+            let m = Manifest { lsn: c.lsn, covers: c.covers, from_segment: 0, chunks: Vec::new(), pieces: c.pieces, inodes: c.inodes };
+            let mut l = Loader::new();
+            l.feed(&c.stream).expect("feed");
+            let mut st = l.finish(&m).expect("loads");
+            prop_assert_eq!(st.last_lsn(), c.lsn);
+            for r in h.log.iter().filter(|r| r.lsn > c.lsn) {
+                st.apply(r);
+            }
+            prop_assert_eq!(st, h.st);
         }
     }
 }

@@ -108,6 +108,14 @@ pub struct ManagerTunables {
     /// a conflicting operation by at most this (plus a small margin). Must exceed the
     /// kernel's 1 s attribute/entry TTL.
     pub lease_ms: u64,
+    /// Largest segment the manager writes to its metadata log (bytes, at most the storage
+    /// segment limit of 64 MiB): record batches are cut by encoded size below it, checkpoints
+    /// are written as chunks of at most this size, and a single mutation whose records do
+    /// not fit is refused with E2BIG.
+    pub segment_bytes: u64,
+    /// A metadata log that completes no append for this long (milliseconds) makes waiting
+    /// `Sync`/fsync calls and new mutations fail with EIO instead of hanging.
+    pub journal_stall_ms: u64,
 }
 
 impl Default for ManagerTunables {
@@ -116,6 +124,8 @@ impl Default for ManagerTunables {
             commit_interval_ms: 50,
             checkpoint_records: 50_000,
             lease_ms: 5000,
+            segment_bytes: 16 << 20,
+            journal_stall_ms: 30_000,
         }
     }
 }
@@ -405,7 +415,10 @@ pub const CONFIG_DOC: &str = "\
 # [manager]       commit_interval_ms: metadata group commit interval (fsync forces one);
 #                 checkpoint_records: records between checkpoints;
 #                 lease_ms: clients' volume lease (default 5000): an unreachable client
-#                 delays a conflicting operation by at most this; keep it above 1000
+#                 delays a conflicting operation by at most this; keep it above 1000;
+#                 segment_bytes: largest metadata log segment (default 16 MiB, at most
+#                 64 MiB); journal_stall_ms: fsync and mutations fail with EIO when the
+#                 metadata log completes no append for this long (default 30000)
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.
