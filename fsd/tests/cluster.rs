@@ -2,62 +2,19 @@
 //! managers) runs in this test process on loopback with real QUIC and real files, and a
 //! `fuse_client::Client` (the file system core, without a kernel mount) drives it.
 
-use fsd::cluster::{init, InitParams, LocalCluster};
-use proto::config::{ClusterConfig, ErasureConfig};
+mod common;
+
+use common::{read_all, TestCluster};
 use proto::ids::InodeId;
 use proto::msg::Caller;
-use std::sync::Arc;
 use std::time::Duration;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
-
-struct TestCluster {
-    _dir: tempfile::TempDir,
-    cluster: LocalCluster,
-}
-
-impl TestCluster {
-    async fn start(storage: usize, managers: usize, k: u8, m: u8) -> TestCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base_port = fsd::cluster::free_port_range((storage + managers) as u16).expect("ports");
-        let p = InitParams {
-            name: "t".into(),
-            storage,
-            managers,
-            erasure: ErasureConfig { data: k, parity: m },
-            base_port,
-        };
-        init(dir.path(), &p).expect("init");
-        let config = Arc::new(ClusterConfig::load(dir.path()).expect("load"));
-        let cluster = LocalCluster::start(config).await.expect("start");
-        TestCluster { _dir: dir, cluster }
-    }
-
-    async fn client(&self) -> Arc<fuse_client::Client> {
-        let t = fsd::cluster::client_transport(&self.cluster.config).expect("transport");
-        fuse_client::Client::connect(self.cluster.config.clone(), t)
-            .await
-            .expect("connect")
-    }
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-async fn read_all(c: &fuse_client::Client, ino: InodeId, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let chunk = c
-            .read(ino, out.len() as u64, (1 << 20).min(len - out.len()) as u32)
-            .await
-            .expect("read");
-        assert!(!chunk.is_empty(), "short read at {}", out.len());
-        out.extend_from_slice(&chunk);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

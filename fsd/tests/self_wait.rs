@@ -8,52 +8,32 @@
 //!   with readers on the other client calling the writers back: every byte matches a model
 //!   at the end, and no callback ran into a lease expiry (no session was lost).
 
-use fsd::cluster::{init, InitParams, LocalCluster};
-use proto::config::{ClusterConfig, ErasureConfig};
+mod common;
+
+use common::{read_all, TestCluster};
 use proto::ids::InodeId;
 use proto::msg::{Caller, RenameFlags, SetAttrs};
-use std::sync::Arc;
 use std::time::Duration;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
 /// Bound of every step that talks to the cluster.
 const STEP: Duration = Duration::from_secs(60);
 
-struct TestCluster {
-    _dir: tempfile::TempDir,
-    cluster: LocalCluster,
+use std::sync::Arc;
+
+/// Ownership and lease counters over the cluster's managers.
+trait Managers {
+    fn owner(&self, ino: InodeId) -> proto::ids::NodeId;
+    fn lost(&self) -> (u64, u64, usize);
 }
 
-impl TestCluster {
-    async fn start() -> TestCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base_port = fsd::cluster::free_port_range(8).expect("ports");
-        let p = InitParams {
-            name: "t".into(),
-            storage: 6,
-            managers: 2,
-            erasure: ErasureConfig { data: 4, parity: 2 },
-            base_port,
-        };
-        init(dir.path(), &p).expect("init");
-        let config = Arc::new(ClusterConfig::load(dir.path()).expect("load"));
-        let cluster = LocalCluster::start(config).await.expect("start");
-        TestCluster { _dir: dir, cluster }
-    }
-
-    async fn client(&self) -> Arc<fuse_client::Client> {
-        let t = fsd::cluster::client_transport(&self.cluster.config).expect("transport");
-        fuse_client::Client::connect(self.cluster.config.clone(), t)
-            .await
-            .expect("connect")
-    }
-
+impl Managers for TestCluster {
     fn owner(&self, ino: InodeId) -> proto::ids::NodeId {
         self.cluster.config.slot_owner(ino.slot())
     }
 
-    /// Callbacks that ran into a holder's lease expiry, and sessions marked lost, over
-    /// every manager.
+    /// Callbacks that ran into a holder's lease expiry, holders that had expired, and
+    /// sessions marked lost, over every manager.
     fn lost(&self) -> (u64, u64, usize) {
         let mut timed_out = 0;
         let mut expired = 0;
@@ -102,24 +82,9 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn read_all(c: &fuse_client::Client, ino: InodeId, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let chunk = c
-            .read(ino, out.len() as u64, (1 << 20).min(len - out.len()) as u32)
-            .await
-            .expect("read");
-        if chunk.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cross_manager_operations_do_not_call_back_the_requester() {
-    let tc = TestCluster::start().await;
+    let tc = TestCluster::start(6, 2, 4, 2).await;
     let c = tc.client().await;
     let (d1, d2) = dirs_on_two_managers(&tc, &c, "d").await;
     let before = c.stats();
@@ -271,7 +236,7 @@ async fn worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn busy_clients_are_never_declared_lost() {
-    let tc = TestCluster::start().await;
+    let tc = TestCluster::start(6, 2, 4, 2).await;
     let a = tc.client().await;
     let b = tc.client().await;
     let dirs = dirs_on_two_managers(&tc, &a, "d").await;

@@ -233,6 +233,8 @@ pub struct LeaseTable {
     pending: HashMap<u64, Pending>,
     next_id: u64,
     stats: LeaseStats,
+    /// Sessions forgotten since the last `take_forgotten` (their open files are released).
+    forgotten: Vec<SessionId>,
 }
 
 impl LeaseTable {
@@ -247,7 +249,14 @@ impl LeaseTable {
             pending: HashMap::new(),
             next_id: 1,
             stats: LeaseStats::default(),
+            forgotten: Vec::new(),
         }
+    }
+
+    /// Sessions forgotten (long expired) since the last call: the caller releases what
+    /// they had open.
+    pub fn take_forgotten(&mut self) -> Vec<SessionId> {
+        std::mem::take(&mut self.forgotten)
     }
 
     pub fn lease(&self) -> Duration {
@@ -869,18 +878,27 @@ impl LeaseTable {
     /// Marks lost the sessions whose lease ran out long ago, so that what they held is
     /// released (they are kept, small, so that their address keeps answering
     /// `LeaseExpired` and `Renew` tells them `lost` if they come back).
+    /// Sessions whose lease ran out `FORGET_AFTER_LEASES` leases ago are forgotten with
+    /// everything they held (the table stays bounded by the live sessions); if one comes
+    /// back, its `Renew` is answered `lost`, as for any unknown session.
     fn forget_idle(&mut self, now: Instant) {
         let horizon = self.lease * FORGET_AFTER_LEASES;
         let old: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                !s.lost && s.outstanding == 0 && !s.held.is_empty() && s.expires + horizon < now
-            })
+            .filter(|(_, s)| s.outstanding == 0 && s.expires + horizon < now)
             .map(|(id, _)| *id)
             .collect();
         for id in old {
-            self.mark_lost(id);
+            self.drop_everywhere(id);
+            if let Some(s) = self.sessions.remove(&id) {
+                if let Some(a) = s.addr {
+                    if self.by_addr.get(&a) == Some(&id) {
+                        self.by_addr.remove(&a);
+                    }
+                }
+            }
+            self.forgotten.push(id);
         }
     }
 }
@@ -1261,6 +1279,13 @@ mod tests {
         let much_later = t0 + LEASE * (FORGET_AFTER_LEASES + 2);
         t.renew(B, addr(B), much_later).expect("renew");
         assert_eq!(t.holders(X), (vec![], None));
+        assert!(!t.knows(A), "forgotten, not kept forever");
+        // Every session of the table was silent that long (B is registered anew).
+        let mut gone = t.take_forgotten();
+        gone.sort_unstable();
+        assert_eq!(gone, vec![A, B, C]);
+        assert!(t.take_forgotten().is_empty());
+        assert_eq!(t.identify(addr(A), much_later), Requester::Anonymous);
         assert!(t.renew(A, addr(A), much_later).expect("renew").lost);
     }
 

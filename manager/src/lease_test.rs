@@ -505,3 +505,63 @@ async fn grace_period_after_a_restart() {
     assert!(!m.in_grace());
     assert_eq!(attr(call(&m, 1, chmod(x.ino, 0o640)).await).perm, 0o640);
 }
+
+#[tokio::test]
+async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() {
+    let (c, m) = setup(50).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    // Session 1 creates a file (opening it) and unlinks it while open: it stays until the
+    // session releases it, which a crashed mount never does.
+    let x = attr(call(&m, 1, create("open-unlinked", Some(1))).await);
+    call(
+        &m,
+        1,
+        R::Unlink {
+            parent: ROOT,
+            name: "open-unlinked".into(),
+            caller: USER,
+        },
+    )
+    .await
+    .expect("unlink");
+    assert!(
+        call(&m, 2, R::GetAttr { ino: x.ino }).await.is_ok(),
+        "kept while open"
+    );
+    // Session 2 keeps renewing; session 1 is silent for far more than 20 leases.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = call(&m, 2, R::Renew { session: 2 }).await;
+        match call(&m, 2, R::GetAttr { ino: x.ino }).await {
+            Err(RemoteError::Errno { code, .. }) if code == crate::error::code::ENOENT => break,
+            _ if Instant::now() > deadline => {
+                panic!("the expired session's open file was never freed")
+            }
+            _ => {}
+        }
+    }
+    // Session 1's connection now has no session: its commits are refused until it renews
+    // (and its renewal says it was lost, so it drops what it buffered).
+    let w = InodeWrite {
+        ino: x.ino,
+        extents: Vec::new(),
+        size: 1,
+        mtime: Timestamp::default(),
+    };
+    assert!(matches!(
+        call(
+            &m,
+            1,
+            R::CommitWrites {
+                writes: vec![w],
+                sync: false
+            }
+        )
+        .await,
+        Err(RemoteError::LeaseExpired(_))
+    ));
+    assert!(renew_lost(call(&m, 1, R::Renew { session: 1 }).await));
+    drop(c);
+}

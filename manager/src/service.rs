@@ -489,9 +489,15 @@ impl Service {
         let now = Instant::now();
         let who = match req {
             R::Hello { session } => {
-                return Ok(A::Lease(self.leases().hello(session, from, now)));
+                let grant = self.leases().hello(session, from, now);
+                self.release_forgotten();
+                return Ok(A::Lease(grant));
             }
-            R::Renew { session } => return self.renew(session, from).await,
+            R::Renew { session } => {
+                let r = self.renew(session, from).await;
+                self.release_forgotten();
+                return r;
+            }
             R::Goodbye { session } => {
                 return if self.leases().goodbye(session, from) {
                     self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
@@ -641,6 +647,13 @@ impl Service {
                 for w in &writes {
                     self.check_owned(w.ino)?;
                 }
+                if who.is_none() && from.is_some() {
+                    // Fail closed: a client connection without a session (forgotten, or
+                    // not yet introduced to this incarnation) must renew first.
+                    return Err(RemoteError::LeaseExpired(
+                        "CommitWrites from a connection without a session: send Hello".into(),
+                    ));
+                }
                 {
                     // During the grace period only a reclaimed writer commits (its buffered
                     // writes from before the restart), and only to what it reclaimed.
@@ -690,6 +703,37 @@ impl Service {
                 ))),
             },
         }
+    }
+
+    /// Releases, in the background, what sessions forgotten by the lease table still had
+    /// open, so that their unlinked files are freed (a crashed mount never sends Release).
+    fn release_forgotten(&self) {
+        let gone = self.leases().take_forgotten();
+        if gone.is_empty() {
+            return;
+        }
+        let weak = self.this.clone();
+        let h = tokio::spawn(async move {
+            let Some(svc) = weak.upgrade() else { return };
+            let opens: Vec<(InodeId, SessionId)> = {
+                let st = svc.state.lock().await;
+                st.open_sessions(&gone)
+            };
+            tracing::info!(
+                sessions = gone.len(),
+                opens = opens.len(),
+                "releasing the open files of long-expired sessions"
+            );
+            for (ino, s) in opens {
+                let r = svc
+                    .mutate(None, None, |st, c| st.plan_release(c, ino, s))
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(inode = %ino, session = format_args!("{s:x}"), "release of an expired session's open file failed: {e}");
+                }
+            }
+        });
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(h);
     }
 
     /// `Renew`: answered at once unless callbacks to the session are outstanding; then

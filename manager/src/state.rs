@@ -81,6 +81,19 @@ impl MetaState {
         self.inodes.len()
     }
 
+    /// The (inode, session) pairs of open files held by any of `sessions`.
+    pub fn open_sessions(&self, sessions: &[u64]) -> Vec<(InodeId, u64)> {
+        self.inodes
+            .iter()
+            .flat_map(|(ino, i)| {
+                i.sessions
+                    .iter()
+                    .filter(|s| sessions.contains(s))
+                    .map(move |s| (*ino, *s))
+            })
+            .collect()
+    }
+
     /// The sequence the next inode of `slot` gets (sequences start at 2 so that slot 0's
     /// first inode, the root, is sequence 1).
     pub fn next_seq(&self, slot: SlotId) -> u64 {
