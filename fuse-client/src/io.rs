@@ -22,8 +22,11 @@ use std::sync::Arc;
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 /// Concurrent log reads of one read request.
 const READ_PARALLEL: usize = 8;
-/// Rounds of (acquire the write lease, buffer) one write tries.
-const WRITE_ROUNDS: usize = 8;
+/// Rounds of (acquire the write lease, buffer) one write tries before it gives up (with
+/// EIO), and the longest it keeps trying: writers that keep taking the lease from each other
+/// back off a random few milliseconds per lost round, so that one of them wins.
+const WRITE_ROUNDS: usize = 400;
+const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Client {
     /// Whether the kernel may keep `ino`'s page cache across opens: only when its manager
@@ -100,7 +103,16 @@ impl Client {
         }
         self.wait_for_space().await?;
         // Bounded: a round is repeated only when a Flush callback took the lease meanwhile.
-        for _ in 0..WRITE_ROUNDS {
+        let started = std::time::Instant::now();
+        for round in 0..WRITE_ROUNDS {
+            if round > 0 {
+                if started.elapsed() > WRITE_PATIENCE {
+                    break;
+                }
+                let most = (round as u64).min(20);
+                let pause = rand::random::<u64>() % (most + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
             self.ensure_lease(ino).await;
             let had_lease = self.write_lease_held(&self.lock_state(), ino);
             self.acquire_write(ino).await?;
