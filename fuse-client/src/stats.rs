@@ -67,6 +67,7 @@ fn op_index(req: &ManagerRequest) -> usize {
         TxApply { .. } => 23,
         TxOutcome { .. } => 24,
         Goodbye { .. } => 25,
+        TxPrepare { .. } | TxFinish { .. } | DirMoveLock { .. } => 26,
     }
 }
 

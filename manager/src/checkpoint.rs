@@ -5,7 +5,7 @@
 //! small *manifest* written last that names the chunks. Recovery uses only checkpoints
 //! whose manifest and every chunk read back and match.
 //!
-//! - Piece: kind u8 (0 head, 1 inodes), body length u32 LE, body. The head (postcard) holds
+//! - Piece: kind u8 (0 head, 1 inodes, 2 transaction book), body length u32 LE, body. The head (postcard) holds
 //!   everything but the inodes, exactly as of the checkpoint's LSN. An inode piece is a
 //!   count u32 LE followed by that many postcard `(InodeId, Inode)` items, in key order.
 //! - Chunk entry (`EntryKind::Checkpoint`): `SHMK`, version u16 LE (1), checkpoint LSN u64
@@ -44,6 +44,10 @@ pub const LEGACY_VERSION: u16 = 1;
 pub const CHUNK_HEADER: usize = 4 + 2 + 8 + 4;
 const PIECE_HEAD: u8 = 0;
 const PIECE_INODES: u8 = 1;
+/// The two-phase transaction book (`txn::book::TxBook`, postcard), right after the head
+/// and counted with it (a manifest's `pieces` does not include it). Checkpoints written
+/// before the two-phase protocol have none: their book is empty.
+const PIECE_BOOK: u8 = 2;
 /// Piece kind and length.
 const PIECE_HEADER: usize = 5;
 
@@ -120,6 +124,10 @@ pub fn head_piece(st: &MetaState) -> Vec<u8> {
     // Serializing plain data into a Vec cannot fail.
     out = postcard::to_extend(&head, out).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
     piece(PIECE_HEAD, PIECE_HEADER, &mut out);
+    let mut book = vec![0u8; PIECE_HEADER];
+    book = postcard::to_extend(&st.book, book).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
+    piece(PIECE_BOOK, PIECE_HEADER, &mut book);
+    out.extend_from_slice(&book);
     out
 }
 
@@ -310,6 +318,16 @@ impl Loader {
                     st.applied_counter = h.applied_counter;
                     self.st = Some(st);
                 }
+                (PIECE_BOOK, Some(st)) => {
+                    st.book =
+                        postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
+                            what: "checkpoint transaction book",
+                            source,
+                        })?;
+                    // Rides with the head: not counted as a piece of its own.
+                    pos = start + len;
+                    continue;
+                }
                 (PIECE_INODES, Some(st)) => {
                     if body.len() < 4 {
                         return Err(CodecError::Truncated {
@@ -460,6 +478,7 @@ pub(crate) mod v1 {
                     applied: s.applied,
                     applied_order: s.applied_order,
                     applied_counter: s.applied_counter,
+                    book: Default::default(),
                 },
             }
         }

@@ -110,7 +110,12 @@ impl Affected {
                 | Record::TxIntent(_)
                 | Record::TxApplied { .. }
                 | Record::TxDone { .. }
-                | Record::TxAborted { .. } => {}
+                | Record::TxAborted { .. }
+                | Record::TxBegin(_)
+                | Record::TxPrepared { .. }
+                | Record::TxDecided { .. }
+                | Record::TxForget { .. }
+                | Record::TxResolved { .. } => {}
             }
         }
         a

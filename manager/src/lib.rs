@@ -36,6 +36,8 @@ mod service_test;
 #[cfg(test)]
 mod state_test;
 #[cfg(test)]
+mod two_phase_test;
+#[cfg(test)]
 mod txn_test;
 
 pub use error::{Errno, ManagerError};

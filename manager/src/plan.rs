@@ -30,6 +30,9 @@ pub const PLACEHOLDER: InodeId = InodeId(0);
 /// Bound on parent walks (a deeper tree is refused rather than walked forever).
 pub const MAX_DEPTH: usize = 4096;
 
+mod twopc;
+pub use twopc::{Prepare, TxStart};
+
 /// What planning needs besides the state: who we are, the manager map, and the time.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx<'a> {
@@ -126,6 +129,8 @@ struct Draft<'a> {
     sessions: BTreeMap<InodeId, BTreeSet<u64>>,
     next_seq: BTreeMap<u16, u64>,
     recs: Vec<Record>,
+    /// The inode number the next `CreateInode` uses (a prepared create, reserved then).
+    fixed_ino: Option<InodeId>,
 }
 
 impl<'a> Draft<'a> {
@@ -139,6 +144,7 @@ impl<'a> Draft<'a> {
             sessions: BTreeMap::new(),
             next_seq: BTreeMap::new(),
             recs: Vec::new(),
+            fixed_ino: None,
         }
     }
 
@@ -270,13 +276,18 @@ impl<'a> Draft<'a> {
                         other => return Err(einval(format!("mknod of kind {other:?}"))),
                     },
                 };
-                let seq = self
-                    .next_seq
-                    .get(&slot.0)
-                    .copied()
-                    .unwrap_or_else(|| self.st.next_seq(slot));
-                self.next_seq.insert(slot.0, seq + 1);
-                let ino = InodeId::new(slot, seq);
+                let ino = match self.fixed_ino.take() {
+                    Some(ino) => ino,
+                    None => {
+                        let seq = self
+                            .next_seq
+                            .get(&slot.0)
+                            .copied()
+                            .unwrap_or_else(|| self.st.next_seq(slot));
+                        self.next_seq.insert(slot.0, seq + 1);
+                        InodeId::new(slot, seq)
+                    }
+                };
                 let attr = Attr {
                     ino,
                     kind,

@@ -33,6 +33,20 @@ pub struct TxIntent {
     pub fill_from_result: bool,
 }
 
+/// A two-phase cross-manager operation as the coordinator logs it before any prepare.
+/// From this record until its decision the coordinator's own ops hold intent locks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBegin {
+    pub tx: TxId,
+    /// Each participant's ops, in the order they are applied there; the first op of the
+    /// first participant gives the result (created or linked inode) when there is one.
+    pub parts: Vec<(NodeId, Vec<TxOp>)>,
+    /// The coordinator's own ops, checked and locked now, applied at the commit decision.
+    pub local: Vec<TxOp>,
+    /// Local `AddEntry` ops take their inode and kind from the result.
+    pub fill_from_result: bool,
+}
+
 /// One state change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -100,6 +114,32 @@ pub enum Record {
     /// Coordinator: the first remote op was refused; nothing changed anywhere.
     TxAborted {
         tx: TxId,
+    },
+    /// Coordinator (two-phase): a transaction starts; its local ops are locked.
+    TxBegin(TxBegin),
+    /// Participant (two-phase): `ops` of `tx` were checked and are locked until the
+    /// coordinator's decision; `results` are what they will return (a `CreateInode`'s
+    /// inode number is reserved by this record).
+    TxPrepared {
+        tx: TxId,
+        ops: Vec<TxOp>,
+        results: Vec<Option<Attr>>,
+    },
+    /// Coordinator (two-phase): the durable decision. On commit the local part is logged
+    /// beside it. Kept until every participant acknowledged it (`TxForget`).
+    TxDecided {
+        tx: TxId,
+        commit: bool,
+    },
+    /// Coordinator (two-phase): every participant acknowledged the decision.
+    TxForget {
+        tx: TxId,
+    },
+    /// Participant (two-phase): the decision arrived and was carried out (on commit the
+    /// changes are logged beside it); the transaction is forgotten.
+    TxResolved {
+        tx: TxId,
+        commit: bool,
     },
 }
 

@@ -8,6 +8,7 @@ use crate::directory::DirEntries;
 use crate::error::{enoent, enotdir, Errno};
 use crate::extent::ExtentMap;
 use crate::record::{Logged, Lsn, Record, TxIntent};
+use crate::txn::book::TxBook;
 use proto::ids::{InodeId, SlotId, TxId};
 use proto::msg::{Attr, DirEntry, FileKind, FsCounts, TxOp};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,8 @@ pub struct MetaState {
     pub(crate) applied: BTreeMap<TxId, (u64, AppliedOps)>,
     pub(crate) applied_order: BTreeMap<u64, TxId>,
     pub(crate) applied_counter: u64,
+    /// Two-phase transactions (coordinated and prepared) not yet finished.
+    pub(crate) book: TxBook,
 }
 
 impl MetaState {
@@ -102,6 +105,11 @@ impl MetaState {
 
     pub fn next_tx(&self) -> u64 {
         self.next_tx
+    }
+
+    /// Two-phase transactions this manager coordinates or prepared.
+    pub fn book(&self) -> &TxBook {
+        &self.book
     }
 
     pub fn pending_txs(&self) -> impl Iterator<Item = &TxIntent> {
@@ -262,6 +270,24 @@ impl MetaState {
                     self.finished.pop_first();
                 }
             }
+            Record::TxBegin(b) => {
+                if b.tx.seq >= self.next_tx {
+                    self.next_tx = b.tx.seq + 1;
+                }
+                self.book.begin(b);
+            }
+            Record::TxPrepared { tx, ops, results } => {
+                // Inode numbers a prepared CreateInode will use are reserved now (other
+                // results name existing inodes, below their slot's next sequence already).
+                for r in results.iter().flatten() {
+                    let next = self.next_seq.entry(r.ino.slot().0).or_insert(2);
+                    *next = (*next).max(r.ino.seq() + 1);
+                }
+                self.book.prepare(*tx, ops, results);
+            }
+            Record::TxDecided { tx, commit } => self.book.decide(*tx, *commit),
+            Record::TxForget { tx } => self.book.forget(*tx),
+            Record::TxResolved { tx, .. } => self.book.resolve(*tx),
         }
     }
 

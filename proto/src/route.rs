@@ -40,6 +40,9 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | Counts
         | TxApply { .. }
         | TxOutcome { .. }
+        | TxPrepare { .. }
+        | TxFinish { .. }
+        | DirMoveLock { .. }
         | Hello { .. }
         | Renew { .. }
         | Goodbye { .. } => return None,

@@ -284,8 +284,37 @@ pub enum ManagerRequest {
         session: Option<u64>,
     },
     /// Between managers: the coordinator's outcome of a transaction, for recovery.
+    /// Answered `TxOutcome`, or `Unavailable` while the coordinator has not decided.
     TxOutcome {
         tx: TxId,
+    },
+    /// Between managers, phase one of a two-phase commit: check `ops` (all of this
+    /// participant's part of `tx`), intent-lock the names and inodes they touch and log a
+    /// prepare record, applying nothing. Answered `TxPrepared` with one result per op;
+    /// a failed check is an `Errno` (the coordinator aborts and answers it); a lock held
+    /// by another transaction is `Unavailable` (the coordinator aborts and retries).
+    /// Repeating it answers the stored results. `session` as in `TxApply`.
+    TxPrepare {
+        tx: TxId,
+        ops: Vec<TxOp>,
+        session: Option<u64>,
+    },
+    /// Between managers, phase two: the coordinator's durable decision. The participant
+    /// applies (commit) or drops (abort) its prepared part, releases its locks and forgets
+    /// the transaction; this message is the coordinator's acknowledgement of its prepare
+    /// answer. Unknown transactions are answered `Done` (already finished). Answered `Done`.
+    TxFinish {
+        tx: TxId,
+        commit: bool,
+        session: Option<u64>,
+    },
+    /// Between managers: take (`acquire`) or give back the cluster-wide directory-move
+    /// lock, served by the manager of the root's slot. A rename that moves a directory to
+    /// another parent holds it from its ancestry check to its commit. `token` names the
+    /// holder. Answered `Done`; `Unavailable` while another token holds it.
+    DirMoveLock {
+        token: u64,
+        acquire: bool,
     },
 }
 
@@ -348,6 +377,11 @@ pub enum ManagerResponse {
     /// The participant's result for a `TxApply`: an inode it created, if any.
     TxApplied {
         attr: Option<Attr>,
+    },
+    /// A participant prepared its part of a transaction: one result per op (the inode a
+    /// `CreateInode` will create, the attributes an `AdjustNlink` will leave).
+    TxPrepared {
+        results: Vec<Option<Attr>>,
     },
     /// The coordinator's outcome: committed or not.
     TxOutcome {
@@ -412,6 +446,11 @@ impl fmt::Display for ManagerRequest {
             Counts => write!(f, "Counts"),
             TxApply { tx, .. } => write!(f, "TxApply({tx})"),
             TxOutcome { tx } => write!(f, "TxOutcome({tx})"),
+            TxPrepare { tx, ops, .. } => write!(f, "TxPrepare({tx}, {} ops)", ops.len()),
+            TxFinish { tx, commit, .. } => write!(f, "TxFinish({tx}, commit={commit})"),
+            DirMoveLock { token, acquire } => {
+                write!(f, "DirMoveLock({token:x}, acquire={acquire})")
+            }
             Hello { session } => write!(f, "Hello({session:x})"),
             Renew { session } => write!(f, "Renew({session:x})"),
             Goodbye { session } => write!(f, "Goodbye({session:x})"),

@@ -1,7 +1,8 @@
-//! The coordinator's side of the two-phase commit, as a pure driver: given a logged
-//! `TxIntent`, it says which `TxApply` to send next, and turns each participant answer into
-//! the next command (send, commit, abort). The same driver re-drives an intent found
-//! pending after a restart: participants answer repeated ops with their stored result.
+//! The old one-phase protocol (`TxIntent` / `TxApply`), kept only to finish intents that a
+//! log written before the two-phase protocol still holds pending, and to answer `TxApply`
+//! from managers not yet upgraded. New transactions use `coord` + `book`.
+//! Given a logged `TxIntent`, the driver says which `TxApply` to send next and turns each
+//! participant answer into the next command (send, commit, abort).
 //! Must not: do I/O or know about transports (the service runs the commands).
 
 use crate::error::Errno;
