@@ -1203,10 +1203,10 @@ impl Service {
                         }
                     }
                     Plan::Tx(tx) => match self.begin_tx(&mut st, &tx, who) {
-                        Ok(Ok((begin, lsn))) => {
+                        Ok(Ok(begin)) => {
                             drop(st);
                             drop(shared);
-                            return self.run_two_phase(who, &plan, (begin, lsn, tx.reply)).await;
+                            return self.run_two_phase(who, &plan, (begin, tx.reply)).await;
                         }
                         Ok(Err(e)) => return Err(e),
                         Err(step) => step,

@@ -3,12 +3,14 @@
 //! every mutating operation on one mount is seen by the next syscall on another (t10), a
 //! SIGSTOPped lease holder delays a conflicting operation by about one lease and reads no
 //! stale data after SIGCONT (t20), and a random concurrent workload of three mounts on
-//! shared 8-byte registers is linearizable (t30).
+//! shared 8-byte registers is linearizable (t30). t50: cross-manager transactions (directory
+//! moves raced from two mounts keep a tree; a SIGSTOPped participant holds up only its rename).
 
 mod t10_every_op;
 mod t20_sigstop_holder;
 mod t30_linearizability;
 mod t40_manager_crash_reads;
+mod t50_cross_manager_txn;
 
 use anyhow::{bail, Context, Result};
 use integration_tests::{MountGuard, TestCluster, TestEnv};

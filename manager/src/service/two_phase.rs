@@ -52,14 +52,15 @@ impl Service {
         self.lease_events.send_modify(|n| *n += 1);
     }
 
-    /// Coordinator, under the state lock: logs `TxBegin` for `plan` (not yet durable; the
-    /// LSN is returned) unless a lease callback or another transaction's lock comes first.
+    /// Coordinator, under the state lock: logs `TxBegin` for `plan` (durable with the
+    /// decision at the latest) unless a lease callback or another transaction's lock
+    /// comes first.
     pub(super) fn begin_tx(
         &self,
         st: &mut MetaState,
         plan: &TxPlan,
         who: Option<SessionId>,
-    ) -> Result<Result<(TxBegin, u64), RemoteError>, Step> {
+    ) -> Result<Result<TxBegin, RemoteError>, Step> {
         let now = Instant::now();
         let affected = Affected::of_ops(&plan.local);
         let step = self.leases().mutation(who, &affected, now);
@@ -83,7 +84,7 @@ impl Service {
                 let logged = st.commit(recs);
                 self.journal.push(logged);
                 self.maybe_checkpoint(st);
-                Ok(Ok((begin, st.last_lsn())))
+                Ok(Ok(begin))
             }
         }
     }
@@ -92,15 +93,13 @@ impl Service {
     pub(super) async fn coordinate(
         &self,
         begin: TxBegin,
-        lsn: u64,
         reply: TxReply,
         who: Option<SessionId>,
     ) -> Attempt {
-        if let Err(e) = self.journal.wait_durable(lsn).await {
-            // The begin may or may not be durable: abort (a restart would too).
-            let _ = self.log_decision(&begin, false, None, who).await;
-            return Attempt::Answer(Err(fatal(e)));
-        }
+        // The begin need not be durable before the prepares go out: a coordinator that
+        // loses it in a crash does not know the transaction, which participants then take
+        // as aborted (presumed abort); a durable decision implies a durable begin (one log,
+        // in order).
         tracing::debug!(tx = %begin.tx, parts = begin.parts.len(), "transaction: begin");
         let (mut drv, cmds) = Coordinator::start(&begin);
         if let Err(e) = self.step_driver(&begin, &mut drv, cmds, who).await {
@@ -144,14 +143,14 @@ impl Service {
         &self,
         who: Option<SessionId>,
         plan: F,
-        first: (TxBegin, u64, TxReply),
+        first: (TxBegin, TxReply),
     ) -> Result<ManagerResponse, RemoteError>
     where
         F: Fn(&MetaState, &Ctx) -> Result<Plan, Errno>,
     {
-        let (mut begin, mut lsn, mut reply) = first;
+        let (mut begin, mut reply) = first;
         for attempt in 0..BUSY_RETRIES {
-            match self.coordinate(begin, lsn, reply, who).await {
+            match self.coordinate(begin, reply, who).await {
                 Attempt::Answer(r) => return r,
                 Attempt::Retry => {}
             }
@@ -174,9 +173,8 @@ impl Service {
                             }
                         }
                         Plan::Tx(tx) => match self.begin_tx(&mut st, &tx, who) {
-                            Ok(Ok((b, l))) => {
+                            Ok(Ok(b)) => {
                                 begin = b;
-                                lsn = l;
                                 reply = tx.reply;
                                 break;
                             }

@@ -73,7 +73,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// A new transaction whose `TxBegin` is durable: prepares go to every participant.
     pub fn start(begin: &TxBegin) -> (Coordinator, Vec<Cmd>) {
-        let c = Coordinator {
+        let mut c = Coordinator {
             parts: begin.parts.clone(),
             prepared: BTreeMap::new(),
             finished: BTreeSet::new(),
@@ -81,6 +81,7 @@ impl Coordinator {
             cause: None,
         };
         let cmds = if c.parts.is_empty() {
+            c.phase = Phase::Deciding(true);
             vec![Cmd::Decide {
                 commit: true,
                 result: None,
