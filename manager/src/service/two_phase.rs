@@ -149,15 +149,30 @@ impl Service {
         F: Fn(&MetaState, &Ctx) -> Result<Plan, Errno>,
     {
         let (mut begin, mut reply) = first;
-        for attempt in 0..BUSY_RETRIES {
+        let mut attempt = 0;
+        loop {
+            // Every begun transaction is coordinated to its decision (never left undecided
+            // holding its locks).
             match self.coordinate(begin, reply, who).await {
                 Attempt::Answer(r) => return r,
                 Attempt::Retry => {}
             }
+            attempt += 1;
+            if attempt >= BUSY_RETRIES {
+                return Err(RemoteError::Unavailable(
+                    "cross-manager operation: lock conflicts with other transactions persisted, retry"
+                        .into(),
+                ));
+            }
             // Random backoff so two coordinators that refused each other do not meet again.
             let ms = rand::random::<u64>() % (2u64 << attempt.min(6)) + 1;
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            let mut rounds = 0;
             loop {
+                rounds += 1;
+                if rounds > LEASE_ROUNDS {
+                    return Err(contention("cross-manager operation"));
+                }
                 let mut rx = self.lease_events.subscribe();
                 let step = {
                     let mut st = self.state.lock().await;
@@ -186,10 +201,6 @@ impl Service {
                 self.follow(step, &mut rx).await;
             }
         }
-        Err(RemoteError::Unavailable(
-            "cross-manager operation: lock conflicts with other transactions persisted, retry"
-                .into(),
-        ))
     }
 
     /// Executes driver commands until it has nothing to do for now (bounded: each round
