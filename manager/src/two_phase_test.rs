@@ -229,8 +229,11 @@ fn view(h: &H) -> View {
         .collect()
 }
 
+/// A planning step of the coordinator.
+type PlanFn = Box<dyn Fn(&MetaState, &Ctx) -> Result<Plan, Errno>>;
+
 /// Five cross-manager operations, each prepared by the ones before it.
-fn scenario(step: usize) -> (H, H, Box<dyn Fn(&MetaState, &Ctx) -> Result<Plan, Errno>>) {
+fn scenario(step: usize) -> (H, H, PlanFn) {
     let (mut c, mut p) = pair();
     let rname = name_on(&c, ROOT, OTHER, "r");
     let remote_mkdir = {
