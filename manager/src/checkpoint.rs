@@ -5,8 +5,10 @@
 //! small *manifest* written last that names the chunks. Recovery uses only checkpoints
 //! whose manifest and every chunk read back and match.
 //!
-//! - Piece: kind u8 (0 head, 1 inodes), body length u32 LE, body. The head (postcard) holds
-//!   everything but the inodes, exactly as of the checkpoint's LSN. An inode piece is a
+//! - Piece: kind u8 (0 head, 1 inodes, 2 head with write leases), body length u32 LE, body.
+//!   The head (postcard) holds everything but the inodes, exactly as of the checkpoint's
+//!   LSN; kind 2 (written since records version 2) appends the recorded write leases, kind
+//!   0 (still read) has none. An inode piece is a
 //!   count u32 LE followed by that many postcard `(InodeId, Inode)` items, in key order.
 //! - Chunk entry (`EntryKind::Checkpoint`): `SHMK`, version u16 LE (1), checkpoint LSN u64
 //!   LE, chunk index u32 LE, then a slice of the stream.
@@ -44,6 +46,8 @@ pub const LEGACY_VERSION: u16 = 1;
 pub const CHUNK_HEADER: usize = 4 + 2 + 8 + 4;
 const PIECE_HEAD: u8 = 0;
 const PIECE_INODES: u8 = 1;
+/// A head followed by the recorded write leases (`MetaState::write_leases`).
+const PIECE_HEAD2: u8 = 2;
 /// Piece kind and length.
 const PIECE_HEADER: usize = 5;
 
@@ -84,6 +88,13 @@ struct Head {
     applied_counter: u64,
 }
 
+/// `Head` then the recorded write leases (piece kind 2).
+#[derive(Deserialize)]
+struct Head2 {
+    head: Head,
+    write_leases: BTreeMap<InodeId, (u64, Lsn)>,
+}
+
 /// Serializes exactly like `Head`, without copying the state.
 #[derive(Serialize)]
 struct HeadRef<'a> {
@@ -97,6 +108,13 @@ struct HeadRef<'a> {
     applied_counter: u64,
 }
 
+/// Serializes exactly like `Head2`.
+#[derive(Serialize)]
+struct Head2Ref<'a> {
+    head: HeadRef<'a>,
+    write_leases: &'a BTreeMap<InodeId, (u64, Lsn)>,
+}
+
 fn piece(kind: u8, body_at: usize, out: &mut [u8]) {
     out[body_at - PIECE_HEADER] = kind;
     let len = (out.len() - body_at) as u32;
@@ -106,20 +124,23 @@ fn piece(kind: u8, body_at: usize, out: &mut [u8]) {
 /// The head piece of a checkpoint of `st` at `st.last_lsn()` (bounded by the transaction
 /// memory, `state::TX_MEMORY`; taken under the state lock when the checkpoint starts).
 pub fn head_piece(st: &MetaState) -> Vec<u8> {
-    let head = HeadRef {
-        lsn: st.last_lsn,
-        next_seq: &st.next_seq,
-        next_tx: st.next_tx,
-        pending: &st.pending,
-        finished: &st.finished,
-        applied: &st.applied,
-        applied_order: &st.applied_order,
-        applied_counter: st.applied_counter,
+    let head = Head2Ref {
+        head: HeadRef {
+            lsn: st.last_lsn,
+            next_seq: &st.next_seq,
+            next_tx: st.next_tx,
+            pending: &st.pending,
+            finished: &st.finished,
+            applied: &st.applied,
+            applied_order: &st.applied_order,
+            applied_counter: st.applied_counter,
+        },
+        write_leases: &st.write_leases,
     };
     let mut out = vec![0u8; PIECE_HEADER];
     // Serializing plain data into a Vec cannot fail.
     out = postcard::to_extend(&head, out).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
-    piece(PIECE_HEAD, PIECE_HEADER, &mut out);
+    piece(PIECE_HEAD2, PIECE_HEADER, &mut out);
     out
 }
 
@@ -293,13 +314,21 @@ impl Loader {
             }
             let body = &self.buf[start..start + len];
             match (kind, self.st.as_mut()) {
-                (PIECE_HEAD, None) => {
-                    let h: Head =
-                        postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
-                            what: "checkpoint head",
-                            source,
-                        })?;
+                (PIECE_HEAD | PIECE_HEAD2, None) => {
+                    let h: Head2 = if kind == PIECE_HEAD {
+                        Head2 {
+                            head: from_postcard("checkpoint head", body)?,
+                            write_leases: BTreeMap::new(),
+                        }
+                    } else {
+                        from_postcard("checkpoint head", body)?
+                    };
+                    let Head2 {
+                        head: h,
+                        write_leases,
+                    } = h;
                     let mut st = MetaState::new();
+                    st.write_leases = write_leases;
                     st.last_lsn = h.lsn;
                     st.next_seq = h.next_seq;
                     st.next_tx = h.next_tx;
@@ -460,6 +489,8 @@ pub(crate) mod v1 {
                     applied: s.applied,
                     applied_order: s.applied_order,
                     applied_counter: s.applied_counter,
+                    // Version 1 predates recorded write leases.
+                    write_leases: BTreeMap::new(),
                 },
             }
         }
@@ -515,7 +546,41 @@ mod tests {
     fn sample() -> MetaState {
         let mut st = MetaState::new();
         st.commit(st.plan_root(proto::msg::Timestamp::default(), 0, 0));
+        st.commit(vec![crate::record::Record::WriteLease {
+            ino: InodeId::ROOT,
+            session: 7,
+        }]);
         st
+    }
+
+    #[test]
+    fn write_leases_ride_in_the_head_and_old_heads_have_none() {
+        let st = sample();
+        assert_eq!(st.write_leases().len(), 1);
+        let mut stream = head_piece(&st);
+        stream.extend_from_slice(&inode_piece(&st, None, 1 << 20).bytes);
+        let m = Manifest {
+            lsn: st.last_lsn(),
+            covers: st.last_lsn(),
+            from_segment: 0,
+            chunks: Vec::new(),
+            pieces: 2,
+            inodes: st.inode_count() as u64,
+        };
+        let mut l = Loader::new();
+        l.feed(&stream).expect("feed");
+        assert_eq!(l.finish(&m).expect("finish"), st);
+        // A kind-0 head (written before write leases were recorded) is the same head
+        // without the trailing map: it loads with no recorded write lease.
+        assert_eq!(stream[0], PIECE_HEAD2);
+        stream[0] = PIECE_HEAD;
+        let mut l = Loader::new();
+        l.feed(&stream).expect("feed");
+        let old = l.finish(&m).expect("finish");
+        assert!(old.write_leases().is_empty());
+        let mut without = st.clone();
+        without.write_leases.clear();
+        assert_eq!(old, without);
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct MetaState {
     pub(crate) applied: BTreeMap<TxId, (u64, AppliedOps)>,
     pub(crate) applied_order: BTreeMap<u64, TxId>,
     pub(crate) applied_counter: u64,
+    /// Write leases granted (`Record::WriteLease`) and not yet recorded as over: inode →
+    /// (session, LSN of the grant). After a restart, exactly these inodes may have writes
+    /// buffered under a lease of a previous incarnation.
+    pub(crate) write_leases: BTreeMap<InodeId, (u64, Lsn)>,
 }
 
 impl MetaState {
@@ -92,6 +96,11 @@ impl MetaState {
                     .map(move |s| (*ino, *s))
             })
             .collect()
+    }
+
+    /// Recorded write leases: inode → (session, LSN of the grant record).
+    pub fn write_leases(&self) -> &BTreeMap<InodeId, (u64, Lsn)> {
+        &self.write_leases
     }
 
     /// The sequence the next inode of `slot` gets (sequences start at 2 so that slot 0's
@@ -229,6 +238,18 @@ impl MetaState {
             }
             Record::Drop { ino } => {
                 self.inodes.remove(ino);
+            }
+            Record::WriteLease { ino, session } => {
+                self.write_leases.insert(*ino, (*session, self.last_lsn));
+            }
+            Record::WriteLeaseEnd { ino, session } => {
+                if self
+                    .write_leases
+                    .get(ino)
+                    .is_some_and(|(s, _)| s == session)
+                {
+                    self.write_leases.remove(ino);
+                }
             }
             Record::TxIntent(intent) => {
                 if intent.tx.seq >= self.next_tx {
