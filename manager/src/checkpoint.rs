@@ -5,8 +5,11 @@
 //! small *manifest* written last that names the chunks. Recovery uses only checkpoints
 //! whose manifest and every chunk read back and match.
 //!
-//! - Piece: kind u8 (0 head, 1 inodes, 2 transaction book), body length u32 LE, body. The head (postcard) holds
-//!   everything but the inodes, exactly as of the checkpoint's LSN. An inode piece is a
+//! - Piece: kind u8 (0 head, 1 inodes, 2 transaction book, 3 head with write leases), body
+//!   length u32 LE, body. The head (postcard) holds everything but the inodes, exactly as of
+//!   the checkpoint's LSN; kind 3 (written since records version 2) appends the recorded
+//!   write leases, kind 0 (still read) has none. The transaction book follows the head and
+//!   is counted with it. An inode piece is a
 //!   count u32 LE followed by that many postcard `(InodeId, Inode)` items, in key order.
 //! - Chunk entry (`EntryKind::Checkpoint`): `SHMK`, version u16 LE (1), checkpoint LSN u64
 //!   LE, chunk index u32 LE, then a slice of the stream.
@@ -48,6 +51,8 @@ const PIECE_INODES: u8 = 1;
 /// and counted with it (a manifest's `pieces` does not include it). Checkpoints written
 /// before the two-phase protocol have none: their book is empty.
 const PIECE_BOOK: u8 = 2;
+/// A head followed by the recorded write leases (`MetaState::write_leases`).
+const PIECE_HEAD2: u8 = 3;
 /// Piece kind and length.
 const PIECE_HEADER: usize = 5;
 
@@ -88,6 +93,13 @@ struct Head {
     applied_counter: u64,
 }
 
+/// `Head` then the recorded write leases (piece kind 2).
+#[derive(Deserialize)]
+struct Head2 {
+    head: Head,
+    write_leases: BTreeMap<InodeId, (u64, Lsn)>,
+}
+
 /// Serializes exactly like `Head`, without copying the state.
 #[derive(Serialize)]
 struct HeadRef<'a> {
@@ -101,6 +113,13 @@ struct HeadRef<'a> {
     applied_counter: u64,
 }
 
+/// Serializes exactly like `Head2`.
+#[derive(Serialize)]
+struct Head2Ref<'a> {
+    head: HeadRef<'a>,
+    write_leases: &'a BTreeMap<InodeId, (u64, Lsn)>,
+}
+
 fn piece(kind: u8, body_at: usize, out: &mut [u8]) {
     out[body_at - PIECE_HEADER] = kind;
     let len = (out.len() - body_at) as u32;
@@ -110,20 +129,23 @@ fn piece(kind: u8, body_at: usize, out: &mut [u8]) {
 /// The head piece of a checkpoint of `st` at `st.last_lsn()` (bounded by the transaction
 /// memory, `state::TX_MEMORY`; taken under the state lock when the checkpoint starts).
 pub fn head_piece(st: &MetaState) -> Vec<u8> {
-    let head = HeadRef {
-        lsn: st.last_lsn,
-        next_seq: &st.next_seq,
-        next_tx: st.next_tx,
-        pending: &st.pending,
-        finished: &st.finished,
-        applied: &st.applied,
-        applied_order: &st.applied_order,
-        applied_counter: st.applied_counter,
+    let head = Head2Ref {
+        head: HeadRef {
+            lsn: st.last_lsn,
+            next_seq: &st.next_seq,
+            next_tx: st.next_tx,
+            pending: &st.pending,
+            finished: &st.finished,
+            applied: &st.applied,
+            applied_order: &st.applied_order,
+            applied_counter: st.applied_counter,
+        },
+        write_leases: &st.write_leases,
     };
     let mut out = vec![0u8; PIECE_HEADER];
     // Serializing plain data into a Vec cannot fail.
     out = postcard::to_extend(&head, out).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
-    piece(PIECE_HEAD, PIECE_HEADER, &mut out);
+    piece(PIECE_HEAD2, PIECE_HEADER, &mut out);
     let mut book = vec![0u8; PIECE_HEADER];
     book = postcard::to_extend(&st.book, book).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
     piece(PIECE_BOOK, PIECE_HEADER, &mut book);
@@ -301,13 +323,21 @@ impl Loader {
             }
             let body = &self.buf[start..start + len];
             match (kind, self.st.as_mut()) {
-                (PIECE_HEAD, None) => {
-                    let h: Head =
-                        postcard::from_bytes(body).map_err(|source| CodecError::Postcard {
-                            what: "checkpoint head",
-                            source,
-                        })?;
+                (PIECE_HEAD | PIECE_HEAD2, None) => {
+                    let h: Head2 = if kind == PIECE_HEAD {
+                        Head2 {
+                            head: from_postcard("checkpoint head", body)?,
+                            write_leases: BTreeMap::new(),
+                        }
+                    } else {
+                        from_postcard("checkpoint head", body)?
+                    };
+                    let Head2 {
+                        head: h,
+                        write_leases,
+                    } = h;
                     let mut st = MetaState::new();
+                    st.write_leases = write_leases;
                     st.last_lsn = h.lsn;
                     st.next_seq = h.next_seq;
                     st.next_tx = h.next_tx;
@@ -479,6 +509,8 @@ pub(crate) mod v1 {
                     applied_order: s.applied_order,
                     applied_counter: s.applied_counter,
                     book: Default::default(),
+                    // Version 1 predates recorded write leases.
+                    write_leases: BTreeMap::new(),
                 },
             }
         }
@@ -534,7 +566,41 @@ mod tests {
     fn sample() -> MetaState {
         let mut st = MetaState::new();
         st.commit(st.plan_root(proto::msg::Timestamp::default(), 0, 0));
+        st.commit(vec![crate::record::Record::WriteLease {
+            ino: InodeId::ROOT,
+            session: 7,
+        }]);
         st
+    }
+
+    #[test]
+    fn write_leases_ride_in_the_head_and_old_heads_have_none() {
+        let st = sample();
+        assert_eq!(st.write_leases().len(), 1);
+        let mut stream = head_piece(&st);
+        stream.extend_from_slice(&inode_piece(&st, None, 1 << 20).bytes);
+        let m = Manifest {
+            lsn: st.last_lsn(),
+            covers: st.last_lsn(),
+            from_segment: 0,
+            chunks: Vec::new(),
+            pieces: 2,
+            inodes: st.inode_count() as u64,
+        };
+        let mut l = Loader::new();
+        l.feed(&stream).expect("feed");
+        assert_eq!(l.finish(&m).expect("finish"), st);
+        // A kind-0 head (written before write leases were recorded) is the same head
+        // without the trailing map: it loads with no recorded write lease.
+        assert_eq!(stream[0], PIECE_HEAD2);
+        stream[0] = PIECE_HEAD;
+        let mut l = Loader::new();
+        l.feed(&stream).expect("feed");
+        let old = l.finish(&m).expect("finish");
+        assert!(old.write_leases().is_empty());
+        let mut without = st.clone();
+        without.write_leases.clear();
+        assert_eq!(old, without);
     }
 
     #[test]

@@ -16,8 +16,14 @@ pub type SessionId = u64;
 
 /// How long past a holder's lease expiry the manager waits for a callback answer.
 pub const CALLBACK_MARGIN: Duration = Duration::from_millis(200);
-/// Grace after a restart, on top of one lease: mutations are refused meanwhile.
+/// Grace after a restart, on top of one lease: mutations are refused meanwhile (clients may
+/// still cache under read leases of the previous incarnation that nobody can call back).
 pub const GRACE_EXTRA: Duration = Duration::from_millis(500);
+/// How long, in leases (+ `GRACE_EXTRA`), a write lease recorded before a restart may be
+/// reclaimed, and its inode's readers and writers wait for that: longer than grace, because a
+/// client learns of the restart only when a renewal reaches the new incarnation (its old
+/// connection must time out first), and its writes stay buffered meanwhile.
+pub const RECLAIM_LEASES: u32 = 4;
 /// Sessions whose lease ran out this many leases ago release what they held (marked lost).
 const FORGET_AFTER_LEASES: u32 = 20;
 
@@ -54,6 +60,36 @@ pub struct Callback {
     /// The holder's lease expiry plus `CALLBACK_MARGIN`: without an answer by then the
     /// holder is marked lost.
     pub deadline: Instant,
+}
+
+/// Why a reclaim (`AcquireWrite { reclaim }`) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReclaimRefused {
+    /// The session has not introduced itself to this incarnation (or was lost here).
+    UnknownSession,
+    /// The log recorded no write lease of the inode for this session: the lease recorded
+    /// (if any) is another session's, granted later.
+    NotRecorded(Option<SessionId>),
+    /// Another session holds the write lease here.
+    Held(SessionId),
+}
+
+impl std::fmt::Display for ReclaimRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReclaimRefused::UnknownSession => write!(f, "the session is not known here"),
+            ReclaimRefused::NotRecorded(None) => {
+                write!(f, "the log records no write lease of it for this session")
+            }
+            ReclaimRefused::NotRecorded(Some(s)) => {
+                write!(
+                    f,
+                    "the log records a later write lease of it for session {s:x}"
+                )
+            }
+            ReclaimRefused::Held(s) => write!(f, "session {s:x} holds it"),
+        }
+    }
 }
 
 /// What an operation must do before it may go on.
@@ -115,7 +151,9 @@ impl Affected {
                 | Record::TxPrepared { .. }
                 | Record::TxDecided { .. }
                 | Record::TxForget { .. }
-                | Record::TxResolved { .. } => {}
+                | Record::TxResolved { .. }
+                | Record::WriteLease { .. }
+                | Record::WriteLeaseEnd { .. } => {}
             }
         }
         a
@@ -232,6 +270,15 @@ pub struct LeaseTable {
     lease: Duration,
     incarnation: u64,
     grace_until: Option<Instant>,
+    /// The write leases recorded in the log when this incarnation recovered (inode →
+    /// session): during grace only these may be reclaimed, each by its own session.
+    recovered: BTreeMap<InodeId, SessionId>,
+    /// Recovered write leases not reclaimed yet: until `reclaim_until`, reads and writes of
+    /// these inodes wait.
+    unclaimed: BTreeSet<InodeId>,
+    reclaim_until: Option<Instant>,
+    /// A writer was dropped since the last `take_writers_dropped` (ends may be due).
+    writers_dropped: bool,
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
     inodes: HashMap<InodeId, Holders>,
@@ -248,6 +295,10 @@ impl LeaseTable {
             lease,
             incarnation,
             grace_until: None,
+            recovered: BTreeMap::new(),
+            unclaimed: BTreeSet::new(),
+            reclaim_until: None,
+            writers_dropped: false,
             sessions: HashMap::new(),
             by_addr: HashMap::new(),
             inodes: HashMap::new(),
@@ -274,12 +325,98 @@ impl LeaseTable {
 
     /// After recovery of a manager that served clients before: for one lease (+ extra)
     /// the leases of the previous incarnation may still be in use, so mutations wait.
-    pub fn start_grace(&mut self, now: Instant) {
+    /// `recorded` are the write leases the log says were granted and not over (inode →
+    /// session): a client may have writes buffered under exactly these (a grant is durable
+    /// before it is answered), so reads of these inodes wait until their writer reclaims
+    /// them or grace ends; every other inode is read at once.
+    pub fn start_grace(
+        &mut self,
+        now: Instant,
+        recorded: impl IntoIterator<Item = (InodeId, SessionId)>,
+    ) {
         self.grace_until = Some(now + self.lease + GRACE_EXTRA);
+        self.reclaim_until = Some(now + self.lease * RECLAIM_LEASES + GRACE_EXTRA);
+        self.recovered = recorded.into_iter().collect();
+        self.unclaimed = self.recovered.keys().copied().collect();
     }
 
     pub fn in_grace(&self, now: Instant) -> bool {
         self.grace_until.is_some_and(|g| now < g)
+    }
+
+    /// Whether recorded write leases may still be reclaimed at `now` (`RECLAIM_LEASES`).
+    pub fn in_reclaim(&self, now: Instant) -> bool {
+        self.reclaim_until.is_some_and(|g| now < g)
+    }
+
+    /// Until when reclaims are accepted (and unclaimed inodes wait).
+    pub fn reclaim_until(&self) -> Option<Instant> {
+        self.reclaim_until
+    }
+
+    /// Whether a read or write of `ino` must wait at `now`: the write lease recorded for
+    /// `ino` before the restart has not been reclaimed yet, and still may be.
+    pub fn awaits_reclaim(&self, ino: InodeId, now: Instant) -> bool {
+        self.in_reclaim(now) && self.unclaimed.contains(&ino)
+    }
+
+    /// `Step::Wait` until the end of the reclaim window if any of `inodes` awaits its
+    /// reclaim.
+    fn reclaim_wait(&self, inodes: &[InodeId], now: Instant) -> Option<Step> {
+        if inodes.iter().any(|i| self.awaits_reclaim(*i, now)) {
+            return self.reclaim_until.map(Step::Wait);
+        }
+        None
+    }
+
+    /// Recovered write leases not reclaimed yet (none once grace is over): while there are
+    /// some, reads of those inodes wait; once every recorded writer has reclaimed, nothing
+    /// waits for a reclaim any more (mutations still wait for the grace period: read leases
+    /// of the previous incarnation are not recorded).
+    pub fn unclaimed(&self, now: Instant) -> usize {
+        if self.in_reclaim(now) {
+            self.unclaimed.len()
+        } else {
+            0
+        }
+    }
+
+    /// The recorded write leases (`recorded`: inode → session, as the log has them) that are
+    /// over and may be logged as such (`Record::WriteLeaseEnd`): the session is no longer the
+    /// inode's writer here, and the lease is not a recovered one still awaiting its reclaim
+    /// during grace. Logging an end late is harmless (a restart waits for that inode in
+    /// vain); logging it early is not, hence the caller holds the lease table and the
+    /// state together when it computes and commits them.
+    pub fn ended_writes<'a>(
+        &self,
+        recorded: impl IntoIterator<Item = (&'a InodeId, SessionId)>,
+        now: Instant,
+    ) -> Vec<(InodeId, SessionId)> {
+        recorded
+            .into_iter()
+            .filter(|(ino, s)| {
+                let writing = self.inodes.get(ino).and_then(|h| h.writer) == Some(*s);
+                let awaited = self.awaits_reclaim(**ino, now) && self.recovered.get(ino) == Some(s);
+                !writing && !awaited
+            })
+            .map(|(ino, s)| (*ino, s))
+            .collect()
+    }
+
+    /// Whether a writer was dropped (or grace ended) since the last call: then ends of
+    /// recorded write leases may be due, and a read that flushed a writer logs them without
+    /// waiting for the next mutation.
+    pub fn take_writers_dropped(&mut self, now: Instant) -> bool {
+        if !self.unclaimed.is_empty() && !self.in_reclaim(now) {
+            self.unclaimed.clear();
+            self.writers_dropped = true;
+        }
+        std::mem::take(&mut self.writers_dropped)
+    }
+
+    /// The writer of `ino`, if any.
+    pub fn writer(&self, ino: InodeId) -> Option<SessionId> {
+        self.inodes.get(&ino)?.writer
     }
 
     pub fn grace_until(&self) -> Option<Instant> {
@@ -489,6 +626,9 @@ impl LeaseTable {
     /// its earlier writes land first. `Go` means apply now, then call `after_mutation`.
     pub fn mutation(&mut self, who: Option<SessionId>, affected: &Affected, now: Instant) -> Step {
         let inodes: Vec<InodeId> = affected.inodes.iter().copied().collect();
+        if let Some(wait) = self.reclaim_wait(&inodes, now) {
+            return wait;
+        }
         if let Some(until) = self.blocked(&inodes, who, true) {
             return Step::Wait(until);
         }
@@ -530,6 +670,7 @@ impl LeaseTable {
                 .collect();
             if let Some(w) = h.writer.filter(|w| Some(*w) != who) {
                 h.writer = None;
+                self.writers_dropped = true;
                 others.push(w);
             }
             for s in others {
@@ -574,6 +715,9 @@ impl LeaseTable {
     /// `AcquireWrite(ino)` by `who`: another writer is flushed and drops its cache, other
     /// readers are invalidated; on `Go`, `who` is the writer (and a reader).
     pub fn acquire_write(&mut self, who: SessionId, ino: InodeId, now: Instant) -> Step {
+        if let Some(wait) = self.reclaim_wait(&[ino], now) {
+            return wait;
+        }
         if let Some(until) = self.blocked(&[ino], Some(who), false) {
             return Step::Wait(until);
         }
@@ -611,17 +755,24 @@ impl LeaseTable {
 
     /// `AcquireWrite` with `reclaim` by `who` during the grace period after a restart: the
     /// client re-asserts the write lease it held from the previous incarnation. Granted
-    /// without callbacks (nobody can have read or written the inode since the restart,
-    /// reads of unclaimed files wait for the grace period), unless another session already
-    /// claimed it (`Err` with that session). `Err(who)` for a session not known here.
-    pub fn reclaim_write(&mut self, who: SessionId, ino: InodeId) -> Result<(), SessionId> {
+    /// without callbacks (nobody can have read the inode since the restart: its reads wait
+    /// for the reclaim), but only if the log recorded this very lease (`start_grace`): a
+    /// lease recorded for another session was granted after `who`'s (whose buffered or
+    /// re-sent writes would land over newer ones), and an inode without a recorded lease
+    /// may have been read already (nobody can hold buffered writes for it).
+    pub fn reclaim_write(&mut self, who: SessionId, ino: InodeId) -> Result<(), ReclaimRefused> {
         if !self.is_live(who) {
-            return Err(who);
+            return Err(ReclaimRefused::UnknownSession);
+        }
+        match self.recovered.get(&ino) {
+            Some(s) if *s == who => {}
+            other => return Err(ReclaimRefused::NotRecorded(other.copied())),
         }
         if let Some(w) = self.writer_other_than(ino, Some(who)) {
-            return Err(w);
+            return Err(ReclaimRefused::Held(w));
         }
         self.set_writer(who, ino);
+        self.unclaimed.remove(&ino);
         Ok(())
     }
 
@@ -713,6 +864,7 @@ impl LeaseTable {
                 if let Some(h) = self.inodes.get_mut(&ino) {
                     if h.writer == Some(p.session) {
                         h.writer = None;
+                        self.writers_dropped = true;
                     }
                 }
                 if drop_cache {
@@ -741,6 +893,7 @@ impl LeaseTable {
                 h.readers.remove(&session);
                 if h.writer == Some(session) {
                     h.writer = None;
+                    self.writers_dropped = true;
                 }
             }
             self.gc_inode(ino);
@@ -866,6 +1019,7 @@ impl LeaseTable {
             h.readers.remove(&session);
             if h.writer == Some(session) {
                 h.writer = None;
+                self.writers_dropped = true;
             }
         }
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -918,6 +1072,7 @@ mod tests {
     const C: SessionId = 0xc;
     const X: InodeId = InodeId(0x100);
     const P: InodeId = InodeId(0x101);
+    const Y: InodeId = InodeId(0x102);
 
     fn addr(s: SessionId) -> Option<SocketAddr> {
         Some(SocketAddr::from(([10, 0, 0, s as u8], 4000)))
@@ -1233,19 +1388,92 @@ mod tests {
     }
 
     #[test]
-    fn reclaims_grant_the_first_claimer_only() {
+    fn reclaims_grant_only_the_recorded_lease() {
         let (mut t, t0) = table();
+        t.start_grace(t0, [(X, A), (Y, B)]);
+        assert!(t.awaits_reclaim(X, t0) && t.awaits_reclaim(Y, t0));
+        assert!(!t.awaits_reclaim(P, t0), "no recorded lease: read at once");
+        assert_eq!(t.unclaimed(t0), 2);
+        assert_eq!(
+            t.reclaim_write(B, X),
+            Err(ReclaimRefused::NotRecorded(Some(A))),
+            "another's lease"
+        );
+        assert_eq!(
+            t.reclaim_write(A, P),
+            Err(ReclaimRefused::NotRecorded(None)),
+            "never recorded"
+        );
+        assert_eq!(
+            t.reclaim_write(0xdead, X),
+            Err(ReclaimRefused::UnknownSession)
+        );
         assert!(t.reclaim_write(A, X).is_ok());
         assert_eq!(t.holders(X), (vec![A], Some(A)));
-        assert!(t.has_writer(X));
+        assert!(
+            !t.awaits_reclaim(X, t0),
+            "reclaimed: its readers flush the writer"
+        );
         assert!(t.reclaim_write(A, X).is_ok(), "idempotent");
-        assert_eq!(t.reclaim_write(B, X), Err(A), "one writer");
-        assert_eq!(t.reclaim_write(0xdead, P), Err(0xdead), "unknown session");
         assert!(!t.has_writer(P));
+        assert_eq!(t.unclaimed(t0), 1);
         // The reclaimer is flushed like any writer when another client reads.
         let cbs = calls(t.read(Some(B), &[X], t0));
         assert_eq!(cbs.len(), 1);
         assert_eq!(cbs[0].session, A);
+        // After grace, Y still waits for its writer (it may not have learnt of the restart
+        // yet): reads (the service waits), AcquireWrite and mutations by others.
+        let later = t0 + LEASE + GRACE_EXTRA;
+        assert!(!t.in_grace(later) && t.awaits_reclaim(Y, later));
+        assert!(matches!(t.acquire_write(A, Y, later), Step::Wait(_)));
+        assert!(matches!(
+            t.mutation(Some(A), &one_file(&[Y]), later),
+            Step::Wait(_)
+        ));
+        // Once the reclaim window is over nothing waits any more.
+        let after = t0 + LEASE * RECLAIM_LEASES + GRACE_EXTRA;
+        assert!(!t.awaits_reclaim(Y, after));
+        assert_eq!(t.unclaimed(after), 0);
+        assert_eq!(t.acquire_write(A, Y, after), Step::Go);
+    }
+
+    #[test]
+    fn ended_writes_are_those_neither_held_nor_awaited() {
+        let (mut t, t0) = table();
+        t.start_grace(t0, [(X, A), (Y, B)]);
+        let rec: BTreeMap<InodeId, SessionId> = [(X, A), (Y, B), (P, A)].into();
+        let ended = |t: &LeaseTable, now| t.ended_writes(rec.iter().map(|(i, s)| (i, *s)), now);
+        // X and Y await their reclaim; P (say, granted and flushed in this incarnation) is over.
+        assert_eq!(ended(&t, t0), vec![(P, A)]);
+        assert!(t.reclaim_write(A, X).is_ok());
+        assert_eq!(
+            ended(&t, t0),
+            vec![(P, A)],
+            "X is held by its recorded writer"
+        );
+        // Flushed away by a reader: X's lease is over.
+        let cbs = calls(t.read(Some(B), &[X], t0));
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(ended(&t, t0), vec![(X, A), (P, A)]);
+        // Reclaim window over: Y was never reclaimed, its lease is over too.
+        let after = t0 + LEASE * RECLAIM_LEASES + GRACE_EXTRA;
+        assert_eq!(ended(&t, after), vec![(X, A), (P, A), (Y, B)]);
+    }
+
+    #[test]
+    fn grants_come_from_this_incarnation_only() {
+        // A session of a previous incarnation is a stranger here: its renewal says `lost`
+        // with this incarnation (the client drops every cached copy), it may reclaim only
+        // what the log recorded for it, and only after it introduced itself again.
+        let t0 = Instant::now();
+        let mut t = LeaseTable::new(LEASE, 42);
+        t.start_grace(t0, [(X, A)]);
+        assert_eq!(t.reclaim_write(A, X), Err(ReclaimRefused::UnknownSession));
+        let g = t.renew(A, addr(A), t0).expect("no callbacks outstanding");
+        assert!(g.lost, "unknown to this incarnation");
+        assert_eq!(g.incarnation, 42);
+        assert_eq!(t.hello(A, addr(A), t0).incarnation, 42);
+        assert!(t.reclaim_write(A, X).is_ok());
     }
 
     #[test]
@@ -1271,7 +1499,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = LeaseTable::new(LEASE, 1);
         assert!(!t.in_grace(t0));
-        t.start_grace(t0);
+        t.start_grace(t0, []);
         assert!(t.in_grace(t0 + LEASE));
         assert!(t.in_grace(t0 + LEASE + GRACE_EXTRA - Duration::from_millis(1)));
         assert!(!t.in_grace(t0 + LEASE + GRACE_EXTRA));

@@ -506,6 +506,86 @@ async fn grace_period_after_a_restart() {
     assert_eq!(attr(call(&m, 1, chmod(x.ino, 0o640)).await).perm, 0o640);
 }
 
+fn acquire(ino: InodeId, session: u64, reclaim: bool) -> R {
+    R::AcquireWrite {
+        ino,
+        session,
+        reclaim,
+    }
+}
+
+fn estale(r: Result<A, RemoteError>) -> bool {
+    matches!(r, Err(RemoteError::Errno { code, .. }) if code == crate::error::code::ESTALE)
+}
+
+/// After a crash only the inodes whose write lease the log recorded wait for a reclaim;
+/// every other read is answered during grace; a reclaim is granted only for the lease the
+/// log recorded for that very session; recorded leases survive a checkpoint.
+#[tokio::test]
+async fn only_recorded_write_leases_hold_reads_after_a_restart() {
+    // A lease of a minute: grace lasts a minute, far longer than this test's steps.
+    let (mut c, m) = setup(60_000).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    let x = attr(call(&m, 1, create("x", None)).await);
+    let y = attr(call(&m, 1, create("y", None)).await);
+    // The creator of z holds its write lease from the create on.
+    let z = attr(call(&m, 1, create("z", Some(1))).await);
+    assert!(matches!(
+        call(&m, 1, acquire(x.ino, 1, false)).await,
+        Ok(A::Done)
+    ));
+    c.sync_all().await;
+    let i = c
+        .managers
+        .iter()
+        .position(|s| s.node() == m.node())
+        .expect("index");
+    drop(m);
+    c.managers[i].kill();
+    let m = c.start_manager(i).await;
+    c.managers[i] = m.clone();
+    assert!(m.in_grace());
+    assert_eq!(m.unclaimed_write_leases(), 2, "x and z");
+    assert!(m.awaits_reclaim(x.ino) && m.awaits_reclaim(z.ino));
+    assert!(!m.awaits_reclaim(y.ino));
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    // Nobody held y's write lease: read at once, during grace.
+    assert_eq!(
+        attr(call(&m, 2, R::GetAttr { ino: y.ino }).await).ino,
+        y.ino
+    );
+    assert!(m.in_grace(), "answered during grace");
+    // Reclaims of leases the log does not record for the caller are refused.
+    assert!(estale(call(&m, 1, acquire(y.ino, 1, true)).await));
+    assert!(estale(call(&m, 2, acquire(x.ino, 2, true)).await));
+    // A read of x waits for x's writer; its reclaim lets the read through (flushing it).
+    let reader = {
+        let m = m.clone();
+        tokio::spawn(async move { call(&m, 2, R::GetAttr { ino: x.ino }).await })
+    };
+    assert!(matches!(
+        call(&m, 1, acquire(x.ino, 1, true)).await,
+        Ok(A::Done)
+    ));
+    let r = tokio::time::timeout(BOUND, reader)
+        .await
+        .expect("read answered")
+        .expect("join");
+    assert_eq!(attr(r).ino, x.ino);
+    assert!(m.in_grace(), "answered during grace, after the reclaim");
+    assert!(c.callbacks.sent().iter().any(|(to, cb)| *to == addr(1)
+        && matches!(cb, ClientCallback::Flush { ino, .. } if *ino == x.ino)));
+    assert_eq!(m.unclaimed_write_leases(), 1, "z");
+    // A clean restart (with a checkpoint) keeps z's unreclaimed lease recorded.
+    drop(m);
+    c.restart(i, true).await;
+    let m = c.managers[i].clone();
+    assert!(m.awaits_reclaim(z.ino));
+    assert!(!m.awaits_reclaim(y.ino));
+}
+
 #[tokio::test]
 async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() {
     let (c, m) = setup(50).await;

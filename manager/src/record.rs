@@ -1,4 +1,4 @@
-//! Durable metadata records (version 1) and their framing: a batch of records and a
+//! Durable metadata records (versions 1 and 2) and their framing: a batch of records and a
 //! checkpoint each start with a magic and a version, followed by postcard. The checkpoint
 //! body and its versions live in `checkpoint`. Records are
 //! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 pub const RECORDS_MAGIC: [u8; 4] = *b"SHMR";
 /// Magic of a checkpoint (`EntryKind::Checkpoint`).
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
-/// Current version of record batches.
-pub const RECORDS_VERSION: u16 = 1;
+/// Current version of record batches. Version 2 added `WriteLease` and `WriteLeaseEnd` at
+/// the end of `Record`; a version 1 batch is a version 2 batch without them (postcard
+/// numbers variants in order), so both decode through the same type.
+pub const RECORDS_VERSION: u16 = 2;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
 pub type Lsn = u64;
@@ -140,6 +142,20 @@ pub enum Record {
     TxResolved {
         tx: TxId,
         commit: bool,
+    },
+    /// `session` may buffer writes to `ino` under a write lease of this manager (version
+    /// 2). Durable before the grant is answered, so that a restarted manager knows every
+    /// inode whose readers must wait for a reclaim (notes/leases.md).
+    WriteLease {
+        ino: InodeId,
+        session: u64,
+    },
+    /// The write lease `WriteLease { ino, session }` recorded is over (flushed away, lost,
+    /// goodbye, or not reclaimed in a grace period). Logged lazily with other records: if
+    /// it is lost in a crash, the next incarnation only waits for that inode needlessly.
+    WriteLeaseEnd {
+        ino: InodeId,
+        session: u64,
     },
 }
 
@@ -365,6 +381,8 @@ pub(crate) mod strategies {
                 .prop_map(|(tx, op, result)| Record::TxApplied { tx, op, result }),
             txid().prop_map(|tx| Record::TxDone { tx }),
             txid().prop_map(|tx| Record::TxAborted { tx }),
+            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::WriteLease { ino, session }),
+            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::WriteLeaseEnd { ino, session }),
         ]
     }
 }

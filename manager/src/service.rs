@@ -92,6 +92,20 @@ impl CallbackSender for NoCallbacks {
     }
 }
 
+/// `WriteLeaseEnd` records for the recorded write leases that are over (see
+/// `LeaseTable::ended_writes`), computed only when a writer was dropped (or grace ended)
+/// since the last time, so that commits do not scan the recorded leases each time; call
+/// with the state and the lease table held together, and commit what it returns.
+fn lease_ends(lt: &mut LeaseTable, st: &MetaState, now: Instant) -> Vec<Record> {
+    if !lt.take_writers_dropped(now) {
+        return Vec::new();
+    }
+    lt.ended_writes(st.write_leases().iter().map(|(i, (s, _))| (i, *s)), now)
+        .into_iter()
+        .map(|(ino, session)| Record::WriteLeaseEnd { ino, session })
+        .collect()
+}
+
 /// Whether a request changes state and so is refused during the grace period.
 pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
     use ManagerRequest as R;
@@ -294,10 +308,16 @@ impl Service {
         self.journal
             .set_recovered(rec.state.last_lsn(), rec.checkpoint);
         let pending: Vec<TxIntent>;
+        let recorded: Vec<(InodeId, SessionId)>;
         {
             let mut st = self.state.lock().await;
             *st = rec.state;
             pending = st.pending_txs().cloned().collect();
+            recorded = st
+                .write_leases()
+                .iter()
+                .map(|(i, (s, _))| (*i, *s))
+                .collect();
         }
         let j = self.journal.clone();
         let source = Arc::new(StateSource(self.this.clone()));
@@ -316,8 +336,10 @@ impl Service {
         }
         if !rec.empty {
             // Clients may still use leases of the previous incarnation: no mutation until
-            // they have run out (or been renewed, and so learnt that they are lost).
-            self.leases().start_grace(Instant::now());
+            // they have run out (or been renewed, and so learnt that they are lost). Only
+            // the inodes with a recorded write lease wait for a reclaim before reads.
+            tracing::info!(node = %self.me, write_leases = recorded.len(), "manager: grace period; recorded write leases await their reclaim");
+            self.leases().start_grace(Instant::now(), recorded);
         }
         self.ready.store(true, Ordering::SeqCst);
         self.ready_tx.send_replace(true);
@@ -394,6 +416,17 @@ impl Service {
     /// Whether mutations are still refused after a restart.
     pub fn in_grace(&self) -> bool {
         self.leases().in_grace(Instant::now())
+    }
+
+    /// Whether reads of `ino` wait for the reclaim of a write lease recorded before the
+    /// restart (grace is on and its writer has not reclaimed it yet).
+    pub fn awaits_reclaim(&self, ino: InodeId) -> bool {
+        self.leases().awaits_reclaim(ino, Instant::now())
+    }
+
+    /// Recorded write leases of previous incarnations not reclaimed yet (0 once grace ends).
+    pub fn unclaimed_write_leases(&self) -> usize {
+        self.leases().unclaimed(Instant::now())
     }
 
     /// Returns once the grace period after a restart is over (at once if there is none).
@@ -809,13 +842,17 @@ impl Service {
             )));
         }
         self.state.lock().await.get(ino).map_err(errno)?;
-        let in_grace = self.leases().in_grace(Instant::now());
+        let (in_grace, in_reclaim) = {
+            let lt = self.leases();
+            let now = Instant::now();
+            (lt.in_grace(now), lt.in_reclaim(now))
+        };
         if reclaim {
-            if !in_grace {
+            if !in_reclaim {
                 return Err(errno(Errno::new(
                     code::ESTALE,
                     format!(
-                        "reclaim of the write lease of {ino} refused: the grace period after \
+                        "reclaim of the write lease of {ino} refused: the reclaim window after \
                          this manager's restart is over (others may have changed the file)"
                     ),
                 )));
@@ -823,10 +860,13 @@ impl Service {
             let r = self.leases().reclaim_write(who, ino);
             self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
             return match r {
-                Ok(()) => Ok(ManagerResponse::Done),
-                Err(other) => Err(errno(Errno::new(
+                Ok(()) => {
+                    self.record_write_lease(who, ino).await?;
+                    Ok(ManagerResponse::Done)
+                }
+                Err(why) => Err(errno(Errno::new(
                     code::ESTALE,
-                    format!("reclaim of the write lease of {ino} refused: {other:x} holds it"),
+                    format!("reclaim of the write lease of {ino} refused: {why}"),
                 ))),
             };
         }
@@ -842,11 +882,62 @@ impl Service {
                 self.leases().acquire_write(who, ino, Instant::now())
             };
             if matches!(step, Step::Go) {
+                self.record_write_lease(who, ino).await?;
                 return Ok(ManagerResponse::Done);
             }
             self.follow(step, &mut rx).await;
         }
         Err(contention("AcquireWrite"))
+    }
+
+    /// Logs (without waiting) the ends of recorded write leases that are over.
+    fn log_lease_ends(&self, lt: &mut LeaseTable, st: &mut MetaState, now: Instant) {
+        let ends = lease_ends(lt, st, now);
+        if ends.is_empty() {
+            return;
+        }
+        if let Err(e) = self.journal.admit(&ends) {
+            tracing::warn!(node = %self.me, "write lease ends not logged yet: {e}");
+            return;
+        }
+        let logged = st.commit(ends);
+        self.journal.push(logged);
+        self.maybe_checkpoint(st);
+    }
+
+    /// Logs that `who` holds the write lease of `ino` (with the ends of recorded leases that
+    /// are over) and waits until that is durable: a client buffers writes under a write
+    /// lease only once a restart cannot forget the lease (notes/leases.md, "How a restarted
+    /// manager knows"). Nothing new is logged when the log already records this lease, nor
+    /// when `who` lost it meanwhile (a Flush revoked it: the client saw the Flush and asks
+    /// again before it buffers).
+    async fn record_write_lease(&self, who: SessionId, ino: InodeId) -> Result<(), RemoteError> {
+        let lsn = {
+            let mut st = self.state.lock().await;
+            let mut lt = self.leases();
+            if lt.writer(ino) != Some(who) {
+                return Ok(());
+            }
+            let mut recs = lease_ends(&mut lt, &st, Instant::now());
+            let recorded = st
+                .write_leases()
+                .get(&ino)
+                .filter(|(s, _)| *s == who)
+                .map(|(_, lsn)| *lsn);
+            if recorded.is_none() {
+                recs.push(Record::WriteLease { ino, session: who });
+            }
+            if !recs.is_empty() {
+                self.journal.admit(&recs).map_err(errno)?;
+                let logged = st.commit(recs);
+                self.journal.push(logged);
+                self.maybe_checkpoint(&st);
+            }
+            drop(lt);
+            // Already recorded: its record may still be on its way to the log.
+            recorded.unwrap_or(st.last_lsn())
+        };
+        self.journal.wait_durable(lsn).await.map_err(fatal)
     }
 
     /// Carries out a lease step that is not `Go`: sends callbacks and waits for them, or
@@ -952,15 +1043,16 @@ impl Service {
                 // a writer reclaims it (and is flushed) or the grace period is over.
                 // (Also for requests without a session: a client the restarted manager does
                 // not know yet looks like one.)
-                let unclaimed = lt.in_grace(now)
-                    && inodes.iter().any(|i| {
-                        st.inode(*i).is_some_and(|n| n.attr.kind == FileKind::File)
-                            && !lt.has_writer(*i)
-                    });
-                let step = match lt.grace_until() {
+                // Only inodes whose write lease the log recorded can have such writes (a grant
+                // is durable before it is answered); every other read goes on at once.
+                let unclaimed = inodes.iter().any(|i| lt.awaits_reclaim(*i, now));
+                let step = match lt.reclaim_until() {
                     Some(until) if unclaimed => Step::Wait(until),
                     _ => lt.read(who, &inodes, now),
                 };
+                // A read that flushed a writer logs the end of its recorded lease now (not
+                // awaited), so that a restart does not hold this file's readers.
+                self.log_lease_ends(&mut lt, &mut st, now);
                 drop(lt);
                 if matches!(step, Step::Go) {
                     return match answer.take() {
@@ -1247,7 +1339,20 @@ impl Service {
             Reply::Attr(i) => vec![*i],
             Reply::Attrs(v) => v.clone(),
         };
-        let resp = self.commit_local(st, records, reply);
+        // Ends of recorded write leases ride along; the write lease a creator gets on its new
+        // file is recorded *before* the file's records, so that if the file survives a crash
+        // its lease does too (the creator may buffer writes as soon as it has the reply).
+        let mut batch = lease_ends(&mut lt, st, now);
+        if let (Some(w), Reply::Attr(i)) = (writer, &reply) {
+            if self.owner(*i) == self.me && Some(w) == who && lt.is_live(w) {
+                batch.push(Record::WriteLease {
+                    ino: *i,
+                    session: w,
+                });
+            }
+        }
+        batch.extend(records);
+        let resp = self.commit_local(st, batch, reply);
         let calls = lt.after_mutation(who, &affected, &returned, now);
         if let (Some(w), Ok(ManagerResponse::Attr(a))) = (writer, &resp) {
             if self.owner(a.ino) == self.me && Some(w) == who {

@@ -64,6 +64,10 @@ pub struct MetaState {
     pub(crate) applied_counter: u64,
     /// Two-phase transactions (coordinated and prepared) not yet finished.
     pub(crate) book: TxBook,
+    /// Write leases granted (`Record::WriteLease`) and not yet recorded as over: inode →
+    /// (session, LSN of the grant). After a restart, exactly these inodes may have writes
+    /// buffered under a lease of a previous incarnation.
+    pub(crate) write_leases: BTreeMap<InodeId, (u64, Lsn)>,
 }
 
 impl MetaState {
@@ -95,6 +99,11 @@ impl MetaState {
                     .map(move |s| (*ino, *s))
             })
             .collect()
+    }
+
+    /// Recorded write leases: inode → (session, LSN of the grant record).
+    pub fn write_leases(&self) -> &BTreeMap<InodeId, (u64, Lsn)> {
+        &self.write_leases
     }
 
     /// The sequence the next inode of `slot` gets (sequences start at 2 so that slot 0's
@@ -237,6 +246,18 @@ impl MetaState {
             }
             Record::Drop { ino } => {
                 self.inodes.remove(ino);
+            }
+            Record::WriteLease { ino, session } => {
+                self.write_leases.insert(*ino, (*session, self.last_lsn));
+            }
+            Record::WriteLeaseEnd { ino, session } => {
+                if self
+                    .write_leases
+                    .get(ino)
+                    .is_some_and(|(s, _)| s == session)
+                {
+                    self.write_leases.remove(ino);
+                }
             }
             Record::TxIntent(intent) => {
                 if intent.tx.seq >= self.next_tx {
