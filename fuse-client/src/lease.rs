@@ -509,6 +509,39 @@ impl Client {
         .await;
     }
 
+    /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
+    /// promise is older (or made to another incarnation). Failures are retried next time.
+    pub(crate) async fn promise_horizon(&self) {
+        let horizon = {
+            let unsynced = self.lock_unsynced();
+            self.horizon.get(unsynced.min_segment(self.log_id))
+        };
+        let nodes: Vec<NodeId> = self.leases.nodes().collect();
+        futures::future::join_all(nodes.into_iter().map(|n| async move {
+            let incarnation = self.leases.get(n).incarnation;
+            if self.promised.get(&n).map(|p| *p) == Some((incarnation, horizon.0)) {
+                return;
+            }
+            let req = ManagerRequest::LogHorizon {
+                session: self.session,
+                log: self.log_id,
+                horizon,
+            };
+            match remote::call_with(&self.mc, Target::Node(n), req, Some(&self.counters)).await {
+                Ok(ManagerResponse::Done) => {
+                    self.promised.insert(n, (incarnation, horizon.0));
+                }
+                Ok(other) => {
+                    let _ = remote::unexpected("LogHorizon", &other);
+                }
+                Err(e) => {
+                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e:?}");
+                }
+            }
+        }))
+        .await;
+    }
+
     /// Before using cached state of `ino`: renews first when the lease of its manager is
     /// not valid for the kernel TTL (dropping caches if it was lost).
     pub(crate) async fn ensure_lease(&self, ino: InodeId) {
@@ -757,6 +790,7 @@ pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool
         }
         let Some(c) = client.upgrade() else { return };
         c.renew_all().await;
+        c.promise_horizon().await;
     }
 }
 

@@ -353,7 +353,10 @@ impl Loader {
     pub fn finish(self, m: &Manifest) -> Result<MetaState, CodecError> {
         let complete = self.buf.is_empty() && self.pieces == m.pieces && self.inodes == m.inodes;
         match self.st {
-            Some(st) if complete => Ok(st),
+            Some(mut st) if complete => {
+                st.rebuild_usage();
+                Ok(st)
+            }
             _ => Err(CodecError::Truncated {
                 what: "checkpoint stream (fewer pieces or inodes than its manifest names)",
             }),
@@ -366,7 +369,8 @@ impl Loader {
 pub fn decode_legacy(bytes: &[u8]) -> Result<(Lsn, MetaState), CodecError> {
     let what = "checkpoint (version 1)";
     let (_, body) = unframe(what, CHECKPOINT_MAGIC, LEGACY_VERSION, bytes)?;
-    let c = from_postcard::<v1::Checkpoint>(what, body)?.migrate();
+    let mut c = from_postcard::<v1::Checkpoint>(what, body)?.migrate();
+    c.state.rebuild_usage();
     Ok((c.lsn, c.state))
 }
 
@@ -460,6 +464,7 @@ pub(crate) mod v1 {
                     applied: s.applied,
                     applied_order: s.applied_order,
                     applied_counter: s.applied_counter,
+                    usage: Default::default(),
                 },
             }
         }

@@ -6,7 +6,7 @@
 //! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
 //! cookies), `plan` (pure validation → records), `record` (durable record formats),
 //! `checkpoint` (checkpoints in bounded chunks, and the legacy format), `extent` (extent
-//! maps), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
+//! maps), `usage` (live bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
 //! (group commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure
 //! volume leases and callbacks) and `service` (the async request handler). Must not: store
 //! file bytes, or talk to clients other than by replies and lease callbacks.
@@ -19,11 +19,13 @@ pub mod extent;
 pub mod journal;
 pub mod lease;
 pub mod plan;
+pub mod reclaim;
 pub mod record;
 pub mod recovery;
 pub mod service;
 pub mod state;
 pub mod txn;
+pub mod usage;
 
 #[cfg(test)]
 mod cluster_test;

@@ -151,6 +151,8 @@ impl Peers for ClientPeers {
     }
 }
 
+mod usage_rpc;
+
 /// A metadata manager.
 pub struct Service {
     me: NodeId,
@@ -723,6 +725,12 @@ impl Service {
             }),
             R::Counts => Ok(A::Counts(self.state.lock().await.counts())),
             R::TxApply { tx, op, session } => self.tx_apply(tx, op, session).await,
+            R::LogHorizon {
+                session,
+                log,
+                horizon,
+            } => self.log_horizon(who, session, log, horizon).await,
+            R::SealLog { log, upto } => self.seal_log(log, upto).await,
             R::TxOutcome { tx } => match self.state.lock().await.tx_outcome(tx) {
                 Some(committed) => Ok(A::TxOutcome { committed }),
                 None => Err(RemoteError::Unavailable(format!(

@@ -8,6 +8,7 @@ use crate::directory::DirEntries;
 use crate::error::{enoent, enotdir, Errno};
 use crate::extent::ExtentMap;
 use crate::record::{Logged, Lsn, Record, TxIntent};
+use crate::usage::Usage;
 use proto::ids::{InodeId, SlotId, TxId};
 use proto::msg::{Attr, DirEntry, FileKind, FsCounts, TxOp};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,10 @@ pub struct MetaState {
     pub(crate) applied: BTreeMap<TxId, (u64, AppliedOps)>,
     pub(crate) applied_order: BTreeMap<u64, TxId>,
     pub(crate) applied_counter: u64,
+    /// Live bytes per data segment (derived from the extent maps, never stored) and the
+    /// volatile reclaim floors; see `usage`.
+    #[serde(skip)]
+    pub(crate) usage: Usage,
 }
 
 impl MetaState {
@@ -159,7 +164,7 @@ impl MetaState {
                 *next = (*next).max(attr.ino.seq() + 1);
                 let mut attr = attr.clone();
                 attr.blocks_bytes = 0;
-                self.inodes.insert(
+                let old = self.inodes.insert(
                     attr.ino,
                     Inode {
                         attr,
@@ -171,6 +176,9 @@ impl MetaState {
                         sessions: BTreeSet::new(),
                     },
                 );
+                if let Some(old) = old {
+                    self.usage.count_map(&old.extents, -1);
+                }
             }
             Record::Attr { attr } => {
                 if let Some(i) = self.inodes.get_mut(&attr.ino) {
@@ -194,14 +202,14 @@ impl MetaState {
             Record::Extents { ino, extents } => {
                 if let Some(i) = self.inodes.get_mut(ino) {
                     for e in extents {
-                        i.extents.overlay(*e);
+                        i.extents.overlay_counted(*e, &mut self.usage);
                     }
                     i.attr.blocks_bytes = i.extents.covered();
                 }
             }
             Record::Truncate { ino, size } => {
                 if let Some(i) = self.inodes.get_mut(ino) {
-                    i.extents.truncate(*size);
+                    i.extents.truncate_counted(*size, &mut self.usage);
                     i.attr.blocks_bytes = i.extents.covered();
                 }
             }
@@ -228,7 +236,9 @@ impl MetaState {
                 }
             }
             Record::Drop { ino } => {
-                self.inodes.remove(ino);
+                if let Some(old) = self.inodes.remove(ino) {
+                    self.usage.count_map(&old.extents, -1);
+                }
             }
             Record::TxIntent(intent) => {
                 if intent.tx.seq >= self.next_tx {
@@ -262,6 +272,24 @@ impl MetaState {
                     self.finished.pop_first();
                 }
             }
+        }
+    }
+
+    /// Live bytes per data segment and the reclaim floors.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    pub(crate) fn usage_mut(&mut self) -> &mut Usage {
+        &mut self.usage
+    }
+
+    /// Derives the live bytes again from every extent map (after a checkpoint load, which
+    /// fills the inodes directly).
+    pub fn rebuild_usage(&mut self) {
+        self.usage.clear_live();
+        for i in self.inodes.values() {
+            self.usage.count_map(&i.extents, 1);
         }
     }
 

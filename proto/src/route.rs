@@ -42,7 +42,9 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | TxOutcome { .. }
         | Hello { .. }
         | Renew { .. }
-        | Goodbye { .. } => return None,
+        | Goodbye { .. }
+        | LogHorizon { .. }
+        | SealLog { .. } => return None,
     })
 }
 
