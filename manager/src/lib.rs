@@ -6,13 +6,14 @@
 //! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
 //! cookies), `plan` (pure validation → records), `record` (durable record formats),
 //! `checkpoint` (checkpoints in bounded chunks, and the legacy format), `extent` (extent
-//! maps), `usage` (live bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
+//! maps), `usage` (live bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments), `cleaner` (policy and conditional relocation), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
 //! (group commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure
 //! volume leases and callbacks) and `service` (the async request handler). Must not: store
 //! file bytes, or talk to clients other than by replies and lease callbacks.
 
 pub mod backend;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod directory;
 pub mod error;
 pub mod extent;

@@ -43,6 +43,53 @@ pub fn reclaimable(listed: &[SegmentAddr], answers: &[Sealed]) -> Vec<SegmentAdd
         .collect()
 }
 
+/// What one data log holds, as `shoal clean` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSurvey {
+    pub log: Option<LogId>,
+    pub segments: usize,
+    /// Bytes of its segments (before striping).
+    pub bytes: u64,
+    /// Live bytes, summed over every manager.
+    pub live: u64,
+    /// Segments (and their bytes) a reclaim pass would delete now.
+    pub reclaimable: (usize, u64),
+    /// Bytes of segments live nowhere but still at or above a floor (their writer may
+    /// still commit into them): reclaimable once it has committed past them or is gone.
+    pub dead_pinned: u64,
+}
+
+/// Sums up one log from its listed segments and the managers' answers (pure).
+pub fn survey_log(log: LogId, listed: &[SegmentAddr], answers: &[Sealed]) -> LogSurvey {
+    let now: BTreeSet<SegmentId> = reclaimable(listed, answers)
+        .iter()
+        .map(|s| s.segment)
+        .collect();
+    let mut live_of: std::collections::BTreeMap<SegmentId, u64> = Default::default();
+    for a in answers {
+        for (s, b) in &a.live {
+            *live_of.entry(*s).or_default() += b;
+        }
+    }
+    let mut out = LogSurvey {
+        log: Some(log),
+        ..LogSurvey::default()
+    };
+    for s in listed {
+        out.segments += 1;
+        out.bytes += s.len as u64;
+        let live = live_of.get(&s.segment).copied().unwrap_or(0);
+        out.live += live;
+        if now.contains(&s.segment) {
+            out.reclaimable.0 += 1;
+            out.reclaimable.1 += s.len as u64;
+        } else if live == 0 {
+            out.dead_pinned += s.len as u64;
+        }
+    }
+    out
+}
+
 /// Whether node `me` runs the reclaimer: the manager with the lowest node id does.
 pub fn runs_on(config: &ClusterConfig, me: NodeId) -> bool {
     config.manager_nodes().iter().map(|n| n.id).min() == Some(me)
@@ -121,10 +168,36 @@ impl Reclaimer {
         Some(out)
     }
 
+    /// Surveys every data log without sealing anything (for `shoal clean`). The second
+    /// value counts logs that could not be surveyed (a manager or the listing failed).
+    pub async fn survey(&self) -> (Vec<LogSurvey>, usize) {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for log in self.data_logs().await {
+            let Ok(listed) = self.reader.list_segments(log).await else {
+                skipped += 1;
+                continue;
+            };
+            match self.seal(log, SegmentId(0)).await {
+                Some(answers) => out.push(survey_log(log, &listed, &answers)),
+                None => skipped += 1,
+            }
+        }
+        (out, skipped)
+    }
+
     /// One pass over every data log.
     pub async fn pass(&self) -> PassReport {
+        self.pass_with(|_, _| {}).await
+    }
+
+    /// One pass, calling `progress(logs done, logs)` after each log.
+    pub async fn pass_with(&self, progress: impl Fn(usize, usize)) -> PassReport {
         let mut report = PassReport::default();
-        for log in self.data_logs().await {
+        let logs = self.data_logs().await;
+        let total = logs.len();
+        for log in logs {
+            progress(report.logs, total);
             report.logs += 1;
             let listed = match self.reader.list_segments(log).await {
                 Ok(l) => l,
@@ -150,6 +223,7 @@ impl Reclaimer {
                 }
             }
         }
+        progress(report.logs, total);
         if report.segments_deleted > 0 {
             tracing::info!(
                 segments = report.segments_deleted,
@@ -203,6 +277,17 @@ mod tests {
         let got = reclaimable(&listed, &[sealed(5, &[1]), sealed(4, &[2])]);
         let got: Vec<u64> = got.iter().map(|s| s.segment.0).collect();
         assert_eq!(got, vec![0, 3]);
+    }
+
+    #[test]
+    fn survey_splits_dead_segments_by_floor() {
+        let listed: Vec<SegmentAddr> = (0..6).map(seg).collect();
+        let s = survey_log(LogId::client(1), &listed, &[sealed(3, &[1, 4])]);
+        assert_eq!(s.segments, 6);
+        assert_eq!(s.bytes, 600);
+        assert_eq!(s.live, 20);
+        assert_eq!(s.reclaimable, (2, 200));
+        assert_eq!(s.dead_pinned, 200);
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub type FloorCheck = Result<(), (LogPtr, SegmentId)>;
 pub struct Sealed {
     /// No commit naming a segment of the log below this is accepted any more.
     pub floor: SegmentId,
-    /// Segments below the floor that still hold live bytes here, with those bytes.
+    /// Every segment of the log that holds live bytes here, with those bytes (also those
+    /// at or above the floor, for reports).
     pub live: Vec<(SegmentId, u64)>,
 }
 
@@ -162,7 +163,8 @@ impl Usage {
     /// more): the floor rises to `upto`, capped by the horizon of its writer if `alive`
     /// says that session is still known; it never falls. In `grace` (after a restart,
     /// clients may send again what the previous incarnation accepted) nothing rises.
-    /// Returns the floor and the live bytes below it.
+    /// Returns the floor and the live bytes of every segment of the log. `upto` 0 seals
+    /// nothing (a report).
     pub fn seal(
         &mut self,
         log: LogId,
@@ -185,7 +187,7 @@ impl Usage {
         let floor = self.floor(log);
         let live = self
             .live
-            .range((log, SegmentId(0))..(log, floor))
+            .range((log, SegmentId(0))..=(log, SegmentId(u64::MAX)))
             .map(|((_, s), b)| (*s, *b))
             .collect();
         Sealed { floor, live }
@@ -229,7 +231,7 @@ mod tests {
         u.count(&ptr(1, 7, 10), 10);
         let s = u.seal(LogId(1), SegmentId(5), |_| true, false);
         assert_eq!(s.floor, SegmentId(5));
-        assert_eq!(s.live, vec![(SegmentId(2), 10)]);
+        assert_eq!(s.live, vec![(SegmentId(2), 10), (SegmentId(7), 10)]);
         let s = u.seal(LogId(1), SegmentId(3), |_| true, false);
         assert_eq!(s.floor, SegmentId(5));
         assert!(u.check([&ptr(1, 4, 1)]).is_err());

@@ -3,6 +3,7 @@
 //! All bounded in time.
 
 mod t60_write_delete_rounds;
+mod t61_clean_command;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;

@@ -295,8 +295,8 @@ pub enum ManagerRequest {
         horizon: SegmentId,
     },
     /// The reclaimer: accept no more commits naming segments of `log` below `upto` (capped
-    /// by the horizon of a live writer), and report the live bytes below the floor, from
-    /// a state already durable. Answered with `Sealed`.
+    /// by the horizon of a live writer), and report the live bytes of the log's segments,
+    /// from a state already durable (`upto` 0 only reports). Answered with `Sealed`.
     SealLog {
         log: LogId,
         upto: SegmentId,
@@ -371,7 +371,7 @@ pub enum ManagerResponse {
     Owner(NodeId),
     /// A volume lease grant.
     Lease(LeaseGrant),
-    /// Answer to `SealLog`: the floor now in force for the log, and the segments below it
+    /// Answer to `SealLog`: the floor now in force for the log, and the segments of it
     /// that still hold live bytes at this manager.
     Sealed {
         floor: SegmentId,
