@@ -510,7 +510,8 @@ impl Client {
     }
 
     /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
-    /// promise is older (or made to another incarnation). Failures are retried next time.
+    /// promise is older (or made to another incarnation): one attempt each, bounded by
+    /// `PROMISE_WAIT`, never retried here (the renewer tries again next period).
     pub(crate) async fn promise_horizon(&self) {
         let horizon = {
             let unsynced = self.lock_unsynced();
@@ -527,15 +528,20 @@ impl Client {
                 log: self.log_id,
                 horizon,
             };
-            match remote::call_with(&self.mc, Target::Node(n), req, Some(&self.counters)).await {
-                Ok(ManagerResponse::Done) => {
+            self.counters.rpc(&req);
+            let answer = tokio::time::timeout(PROMISE_WAIT, self.mc.call_node(n, req)).await;
+            match answer {
+                Ok(Ok(ManagerResponse::Done)) => {
                     self.promised.insert(n, (incarnation, horizon.0));
                 }
-                Ok(other) => {
+                Ok(Ok(other)) => {
                     let _ = remote::unexpected("LogHorizon", &other);
                 }
-                Err(e) => {
-                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e:?}");
+                Ok(Err(e)) => {
+                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e}");
+                }
+                Err(_) => {
+                    tracing::debug!(manager = %n, "reclaim horizon not promised within {PROMISE_WAIT:?}");
                 }
             }
         }))
@@ -766,6 +772,9 @@ impl Client {
     }
 }
 
+/// Bound of one `LogHorizon` attempt.
+const PROMISE_WAIT: Duration = Duration::from_secs(1);
+
 /// The background renewer: every lease/4 renews every manager that grants leases. Ends
 /// when `stop` turns true or the client is gone.
 pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>) {
@@ -790,7 +799,9 @@ pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool
         }
         let Some(c) = client.upgrade() else { return };
         c.renew_all().await;
-        c.promise_horizon().await;
+        // In its own task, one bounded attempt per manager: a manager that is down must
+        // not hold up the next renewal (which is how a restart is noticed and reclaimed).
+        tokio::spawn(async move { c.promise_horizon().await });
     }
 }
 
