@@ -86,6 +86,8 @@ pub struct RunningNode {
     pub transport: Arc<Transport>,
     manager: Option<Arc<manager::Service>>,
     serve: tokio::task::JoinHandle<()>,
+    /// The reclaimer of dead data segments (on the manager with the lowest node id).
+    reclaimer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -136,11 +138,23 @@ impl RunningNode {
         });
         let serve = transport.serve(handler);
         tracing::info!(node = %name, addr = %node.address, "node is serving");
+        let reclaimer =
+            (manager.is_some() && manager::reclaim::runs_on(&config, node.id)).then(|| {
+                tracing::info!(node = %name, "starting the reclaimer of dead data segments");
+                let r = manager::reclaim::Reclaimer::new(config.clone(), transport.clone());
+                // Never stopped through the watch: the task is aborted with the node.
+                let (_tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let _keep = _tx;
+                    r.run(rx).await
+                })
+            });
         Ok(RunningNode {
             name: name.to_string(),
             transport,
             manager,
             serve,
+            reclaimer,
         })
     }
 
@@ -151,6 +165,9 @@ impl RunningNode {
 
     /// Stops the node abruptly, as a crash would: nothing is flushed or checkpointed.
     pub fn kill(self) {
+        if let Some(r) = &self.reclaimer {
+            r.abort();
+        }
         if let Some(m) = &self.manager {
             m.kill();
         }
@@ -161,6 +178,9 @@ impl RunningNode {
 
     /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.
     pub async fn stop(self) {
+        if let Some(r) = &self.reclaimer {
+            r.abort();
+        }
         if let Some(m) = &self.manager {
             if let Err(e) = m.shutdown().await {
                 tracing::warn!(node = %self.name, "manager shutdown: {e}");

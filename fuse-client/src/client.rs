@@ -75,6 +75,10 @@ pub struct Client {
     /// This mount's session id for `Open`/`Release`/`Create`.
     pub(crate) session: u64,
     pub(crate) log_id: LogId,
+    /// The reclaim horizon of `log_id` (pins of flights and resends, next segment).
+    pub(crate) horizon: crate::horizon::Horizon,
+    /// Per manager: the (incarnation, horizon) last promised with `LogHorizon`.
+    pub(crate) promised: DashMap<proto::ids::NodeId, (Option<u64>, u64)>,
     pub(crate) state: Mutex<DataState>,
     /// The log writer, created at the first flush; its lock serialises segment appends
     /// (never held across a manager call).
@@ -217,6 +221,8 @@ impl Client {
             mc: ManagerClient::new(config.clone(), transport.clone()),
             session: rand::random::<u64>(),
             log_id: LogId::client(rand::random::<u64>()),
+            horizon: Default::default(),
+            promised: DashMap::new(),
             state: Mutex::new(DataState {
                 files: HashMap::new(),
                 dirty_bytes: 0,

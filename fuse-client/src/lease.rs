@@ -509,6 +509,45 @@ impl Client {
         .await;
     }
 
+    /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
+    /// promise is older (or made to another incarnation): one attempt each, bounded by
+    /// `PROMISE_WAIT`, never retried here (the renewer tries again next period).
+    pub(crate) async fn promise_horizon(&self) {
+        let horizon = {
+            let unsynced = self.lock_unsynced();
+            self.horizon.get(unsynced.min_segment(self.log_id))
+        };
+        let nodes: Vec<NodeId> = self.leases.nodes().collect();
+        futures::future::join_all(nodes.into_iter().map(|n| async move {
+            let incarnation = self.leases.get(n).incarnation;
+            if self.promised.get(&n).map(|p| *p) == Some((incarnation, horizon.0)) {
+                return;
+            }
+            let req = ManagerRequest::LogHorizon {
+                session: self.session,
+                log: self.log_id,
+                horizon,
+            };
+            self.counters.rpc(&req);
+            let answer = tokio::time::timeout(PROMISE_WAIT, self.mc.call_node(n, req)).await;
+            match answer {
+                Ok(Ok(ManagerResponse::Done)) => {
+                    self.promised.insert(n, (incarnation, horizon.0));
+                }
+                Ok(Ok(other)) => {
+                    let _ = remote::unexpected("LogHorizon", &other);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e}");
+                }
+                Err(_) => {
+                    tracing::debug!(manager = %n, "reclaim horizon not promised within {PROMISE_WAIT:?}");
+                }
+            }
+        }))
+        .await;
+    }
+
     /// Before using cached state of `ino`: renews first when the lease of its manager is
     /// not valid for the kernel TTL (dropping caches if it was lost).
     pub(crate) async fn ensure_lease(&self, ino: InodeId) {
@@ -733,6 +772,9 @@ impl Client {
     }
 }
 
+/// Bound of one `LogHorizon` attempt.
+const PROMISE_WAIT: Duration = Duration::from_secs(1);
+
 /// The background renewer: every lease/4 renews every manager that grants leases. Ends
 /// when `stop` turns true or the client is gone.
 pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>) {
@@ -757,6 +799,9 @@ pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool
         }
         let Some(c) = client.upgrade() else { return };
         c.renew_all().await;
+        // In its own task, one bounded attempt per manager: a manager that is down must
+        // not hold up the next renewal (which is how a restart is noticed and reclaimed).
+        tokio::spawn(async move { c.promise_horizon().await });
     }
 }
 

@@ -17,6 +17,7 @@ pub mod dirty;
 pub mod error;
 pub mod extents;
 pub mod fs;
+pub mod horizon;
 mod io;
 pub mod lease;
 pub mod mount;

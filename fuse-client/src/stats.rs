@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Request types, in the order of `op_index`.
-const OPS: [&str; 27] = [
+const OPS: [&str; 29] = [
     "Lookup",
     "GetAttr",
     "SetAttr",
@@ -35,6 +35,8 @@ const OPS: [&str; 27] = [
     "TxApply",
     "TxOutcome",
     "Goodbye",
+    "LogHorizon",
+    "SealLog",
     "Other",
 ];
 
@@ -67,7 +69,9 @@ fn op_index(req: &ManagerRequest) -> usize {
         TxApply { .. } => 23,
         TxOutcome { .. } => 24,
         Goodbye { .. } => 25,
-        TxPrepare { .. } | TxFinish { .. } | DirMoveLock { .. } => 26,
+        LogHorizon { .. } => 26,
+        SealLog { .. } => 27,
+        TxPrepare { .. } | TxFinish { .. } | DirMoveLock { .. } => 28,
     }
 }
 

@@ -116,6 +116,18 @@ impl Unsynced {
         self.by_node.get(&node).map_or(0, Vec::len)
     }
 
+    /// The lowest segment of `log` named by an unsynced commit: it may be sent again after
+    /// a manager restart, so it holds the log's reclaim horizon (see `horizon`).
+    pub fn min_segment(&self, log: proto::ids::LogId) -> Option<proto::ids::SegmentId> {
+        self.by_node
+            .values()
+            .flatten()
+            .flat_map(|p| p.write.extents.iter())
+            .filter(|e| e.ptr.seg.log == log)
+            .map(|e| e.ptr.seg.segment)
+            .min()
+    }
+
     /// Forgets the commits of `ino` (the inode is gone).
     pub fn forget(&mut self, ino: InodeId) {
         for list in self.by_node.values_mut() {

@@ -170,14 +170,23 @@ impl Client {
         if taken.is_empty() {
             return Ok(false);
         }
-        let written = {
+        let (written, pin) = {
             let mut log = self.log.lock().await;
-            self.write_segments(&mut log, &taken).await
+            // Pinned from before the first append until every commit is answered: the
+            // reclaimer must not take these segments while a commit naming them may land.
+            let next = log.as_ref().map_or(SegmentId(0), |w| w.next_segment());
+            let pin = self.horizon.pin(next);
+            let written = self.write_segments(&mut log, &taken).await;
+            if let Some(w) = log.as_ref() {
+                self.horizon.set_next(w.next_segment());
+            }
+            (written, pin)
         };
         let outcomes = match written {
             Ok(extents) => self.commit_all(&taken, extents, sync).await,
             Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
         };
+        drop(pin);
         let mut first_err = None;
         let mut attrs = Vec::new();
         let mut st = self.lock_state();
@@ -445,7 +454,19 @@ impl Client {
         if self.reclaimed.get(&ino).map(|r| *r) != Some(current) {
             return;
         }
-        let writes = self.lock_unsynced().take_suspects(node, ino, current);
+        // Taken and pinned under the verifier's lock, which `promise_horizon` also takes
+        // first: the horizon never passes these segments while they are being sent again.
+        let (writes, _pin) = {
+            let mut unsynced = self.lock_unsynced();
+            let writes = unsynced.take_suspects(node, ino, current);
+            let lowest = writes
+                .iter()
+                .flat_map(|w| w.extents.iter())
+                .filter(|e| e.ptr.seg.log == self.log_id)
+                .map(|e| e.ptr.seg.segment)
+                .min();
+            (writes, lowest.map(|s| self.horizon.pin(s)))
+        };
         if writes.is_empty() {
             return;
         }

@@ -401,7 +401,10 @@ impl Loader {
     pub fn finish(self, m: &Manifest) -> Result<MetaState, CodecError> {
         let complete = self.buf.is_empty() && self.pieces == m.pieces && self.inodes == m.inodes;
         match self.st {
-            Some(st) if complete => Ok(st),
+            Some(mut st) if complete => {
+                st.rebuild_usage();
+                Ok(st)
+            }
             _ => Err(CodecError::Truncated {
                 what: "checkpoint stream (fewer pieces or inodes than its manifest names)",
             }),
@@ -414,7 +417,8 @@ impl Loader {
 pub fn decode_legacy(bytes: &[u8]) -> Result<(Lsn, MetaState), CodecError> {
     let what = "checkpoint (version 1)";
     let (_, body) = unframe(what, CHECKPOINT_MAGIC, LEGACY_VERSION, bytes)?;
-    let c = from_postcard::<v1::Checkpoint>(what, body)?.migrate();
+    let mut c = from_postcard::<v1::Checkpoint>(what, body)?.migrate();
+    c.state.rebuild_usage();
     Ok((c.lsn, c.state))
 }
 
@@ -511,6 +515,7 @@ pub(crate) mod v1 {
                     book: Default::default(),
                     // Version 1 predates recorded write leases.
                     write_leases: BTreeMap::new(),
+                    usage: Default::default(),
                 },
             }
         }

@@ -1,7 +1,9 @@
 //! The extent map of one file: file offset → `LogPtr`, non-overlapping. New extents overlay
 //! old ones (splitting and trimming them, with `LogPtr` offset/len arithmetic); truncation
-//! trims. Pure data structure: must not do I/O or know about inodes.
+//! trims. The `_counted` forms report every pointer added or removed to a `Usage` (live
+//! bytes per segment). Pure data structure: must not do I/O or know about inodes.
 
+use crate::usage::Usage;
 use proto::ids::LogPtr;
 use proto::msg::Extent;
 use serde::{Deserialize, Serialize};
@@ -50,7 +52,7 @@ impl ExtentMap {
     }
 
     /// Removes every byte in `[from, to)`, trimming or splitting extents that straddle.
-    fn punch(&mut self, from: u64, to: u64) {
+    fn punch(&mut self, from: u64, to: u64, mut u: Option<&mut Usage>) {
         if from >= to {
             return;
         }
@@ -67,33 +69,67 @@ impl ExtentMap {
                 continue;
             };
             self.covered -= p.len as u64;
+            let mut kept = 0u64;
             let e = end(o, &p);
             if o < from {
                 let left = slice(&p, 0, from - o);
                 self.covered += left.len as u64;
+                kept += left.len as u64;
                 self.map.insert(o, left);
             }
             if e > to {
                 let right = slice(&p, to - o, e - to);
                 self.covered += right.len as u64;
+                kept += right.len as u64;
                 self.map.insert(to, right);
+            }
+            if let Some(u) = u.as_deref_mut() {
+                u.count(&p, kept as i64 - p.len as i64);
             }
         }
     }
 
     /// Overlays `ext` on the map: it wins over whatever covered its range. Empty extents are ignored.
     pub fn overlay(&mut self, ext: Extent) {
+        self.overlay_in(ext, None);
+    }
+
+    /// `overlay`, counting the bytes added and removed per segment in `u`.
+    pub fn overlay_counted(&mut self, ext: Extent, u: &mut Usage) {
+        self.overlay_in(ext, Some(u));
+    }
+
+    fn overlay_in(&mut self, ext: Extent, mut u: Option<&mut Usage>) {
         if ext.ptr.len == 0 {
             return;
         }
-        self.punch(ext.offset, end(ext.offset, &ext.ptr));
+        self.punch(ext.offset, end(ext.offset, &ext.ptr), u.as_deref_mut());
         self.map.insert(ext.offset, ext.ptr);
         self.covered += ext.ptr.len as u64;
+        if let Some(u) = u {
+            u.count(&ext.ptr, ext.ptr.len as i64);
+        }
     }
 
     /// Drops everything at or beyond `size`.
     pub fn truncate(&mut self, size: u64) {
-        self.punch(size, u64::MAX);
+        self.punch(size, u64::MAX, None);
+    }
+
+    /// `truncate`, counting the bytes removed per segment in `u`.
+    pub fn truncate_counted(&mut self, size: u64, u: &mut Usage) {
+        self.punch(size, u64::MAX, Some(u));
+    }
+
+    /// Every extent of the map whose bytes sit in segment `seg` of `log`, in file order
+    /// (for the cleaner).
+    pub fn in_segment(
+        &self,
+        log: proto::ids::LogId,
+        seg: proto::ids::SegmentId,
+    ) -> impl Iterator<Item = Extent> + '_ {
+        self.iter()
+            .filter(move |e| e.ptr.seg.log == log && e.ptr.seg.segment == seg)
     }
 
     /// Extents overlapping `[offset, offset + len)`, clipped to that range.
@@ -212,6 +248,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Live bytes counted while overlaying and truncating equal those derived from the
+        /// final map.
+        #[test]
+        fn counted_usage_matches_the_map(ops in proptest::collection::vec((0u64..64, 1u32..24, 0u8..3, 0u64..4), 1..40)) {
+            let mut m = ExtentMap::default();
+            let mut u = Usage::default();
+            for (off, len, kind, seg) in &ops {
+                if *kind == 0 {
+                    m.truncate_counted(*off, &mut u);
+                } else {
+                    m.overlay_counted(ext(*off, *seg, 7, *len), &mut u);
+                }
+            }
+            let mut derived = Usage::default();
+            derived.count_map(&m, 1);
+            proptest::prop_assert_eq!(u.segments().collect::<Vec<_>>(), derived.segments().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(u.total(), m.covered());
+        }
+
         /// Overlaying random extents gives, byte for byte, what a flat model gives.
         #[test]
         fn overlay_matches_byte_model(ops in proptest::collection::vec((0u64..64, 1u32..24, 0u8..3), 1..30)) {

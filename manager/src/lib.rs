@@ -6,24 +6,27 @@
 //! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
 //! cookies), `plan` (pure validation → records), `record` (durable record formats),
 //! `checkpoint` (checkpoints in bounded chunks, and the legacy format), `extent` (extent
-//! maps), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
+//! maps), `usage` (live bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments), `cleaner` (policy and conditional relocation), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
 //! (group commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure
 //! volume leases and callbacks) and `service` (the async request handler). Must not: store
 //! file bytes, or talk to clients other than by replies and lease callbacks.
 
 pub mod backend;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod directory;
 pub mod error;
 pub mod extent;
 pub mod journal;
 pub mod lease;
 pub mod plan;
+pub mod reclaim;
 pub mod record;
 pub mod recovery;
 pub mod service;
 pub mod state;
 pub mod txn;
+pub mod usage;
 
 #[cfg(test)]
 mod cluster_test;

@@ -1046,6 +1046,14 @@ impl MetaState {
                 FileKind::Dir => return Err(eisdir(format!("{} is a directory", w.ino))),
                 _ => return Err(einval(format!("{} is not a regular file", w.ino))),
             }
+            if let Err((p, floor)) = self.usage().check(w.extents.iter().map(|e| &e.ptr)) {
+                // The reclaimer may have deleted that segment (see `usage`): the client
+                // keeps the data and writes it again into a new segment.
+                return Err(Errno::new(code::EIO, format!(
+                    "extent {p} of {} is below the reclaim floor {floor} of its log: write the data again",
+                    w.ino
+                )));
+            }
             if w.extents
                 .iter()
                 .any(|e| e.offset.checked_add(e.ptr.len as u64).is_none())

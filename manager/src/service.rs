@@ -166,6 +166,8 @@ impl Peers for ClientPeers {
     }
 }
 
+mod usage_rpc;
+
 /// A metadata manager.
 pub struct Service {
     me: NodeId,
@@ -770,6 +772,12 @@ impl Service {
                 session,
             } => self.tx_finish(tx, commit, session).await,
             R::DirMoveLock { token, acquire } => self.serve_move_lock(token, acquire),
+            R::LogHorizon {
+                session,
+                log,
+                horizon,
+            } => self.log_horizon(who, session, log, horizon).await,
+            R::SealLog { log, upto } => self.seal_log(log, upto).await,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::error::{enoent, enotdir, Errno};
 use crate::extent::ExtentMap;
 use crate::record::{Logged, Lsn, Record, TxIntent};
 use crate::txn::book::TxBook;
+use crate::usage::Usage;
 use proto::ids::{InodeId, SlotId, TxId};
 use proto::msg::{Attr, DirEntry, FileKind, FsCounts, TxOp};
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,10 @@ pub struct MetaState {
     /// (session, LSN of the grant). After a restart, exactly these inodes may have writes
     /// buffered under a lease of a previous incarnation.
     pub(crate) write_leases: BTreeMap<InodeId, (u64, Lsn)>,
+    /// Live bytes per data segment (derived from the extent maps, never stored) and the
+    /// volatile reclaim floors; see `usage`.
+    #[serde(skip)]
+    pub(crate) usage: Usage,
 }
 
 impl MetaState {
@@ -176,7 +181,7 @@ impl MetaState {
                 *next = (*next).max(attr.ino.seq() + 1);
                 let mut attr = attr.clone();
                 attr.blocks_bytes = 0;
-                self.inodes.insert(
+                let old = self.inodes.insert(
                     attr.ino,
                     Inode {
                         attr,
@@ -188,6 +193,9 @@ impl MetaState {
                         sessions: BTreeSet::new(),
                     },
                 );
+                if let Some(old) = old {
+                    self.usage.count_map(&old.extents, -1);
+                }
             }
             Record::Attr { attr } => {
                 if let Some(i) = self.inodes.get_mut(&attr.ino) {
@@ -211,14 +219,14 @@ impl MetaState {
             Record::Extents { ino, extents } => {
                 if let Some(i) = self.inodes.get_mut(ino) {
                     for e in extents {
-                        i.extents.overlay(*e);
+                        i.extents.overlay_counted(*e, &mut self.usage);
                     }
                     i.attr.blocks_bytes = i.extents.covered();
                 }
             }
             Record::Truncate { ino, size } => {
                 if let Some(i) = self.inodes.get_mut(ino) {
-                    i.extents.truncate(*size);
+                    i.extents.truncate_counted(*size, &mut self.usage);
                     i.attr.blocks_bytes = i.extents.covered();
                 }
             }
@@ -245,7 +253,9 @@ impl MetaState {
                 }
             }
             Record::Drop { ino } => {
-                self.inodes.remove(ino);
+                if let Some(old) = self.inodes.remove(ino) {
+                    self.usage.count_map(&old.extents, -1);
+                }
             }
             Record::WriteLease { ino, session } => {
                 self.write_leases.insert(*ino, (*session, self.last_lsn));
@@ -309,6 +319,24 @@ impl MetaState {
             Record::TxDecided { tx, commit } => self.book.decide(*tx, *commit),
             Record::TxForget { tx } => self.book.forget(*tx),
             Record::TxResolved { tx, .. } => self.book.resolve(*tx),
+        }
+    }
+
+    /// Live bytes per data segment and the reclaim floors.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    pub(crate) fn usage_mut(&mut self) -> &mut Usage {
+        &mut self.usage
+    }
+
+    /// Derives the live bytes again from every extent map (after a checkpoint load, which
+    /// fills the inodes directly).
+    pub fn rebuild_usage(&mut self) {
+        self.usage.clear_live();
+        for i in self.inodes.values() {
+            self.usage.count_map(&i.extents, 1);
         }
     }
 

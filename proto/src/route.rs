@@ -45,7 +45,9 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | DirMoveLock { .. }
         | Hello { .. }
         | Renew { .. }
-        | Goodbye { .. } => return None,
+        | Goodbye { .. }
+        | LogHorizon { .. }
+        | SealLog { .. } => return None,
     })
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod bench;
+mod clean;
 
 #[derive(Parser)]
 #[command(
@@ -35,9 +36,22 @@ enum Cmd {
     /// Show every node: role, address, reachable or not, capacity and use. Exit 0 when the
     /// cluster can serve.
     Status(ClusterArg),
+    /// Show the space the reclaimer would give back (deleted or overwritten data); with
+    /// --now, reclaim it at once.
+    Clean(CleanArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct CleanArgs {
+    /// The cluster directory (cluster.toml, tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Reclaim now instead of only showing what would be reclaimed.
+    #[arg(long)]
+    now: bool,
 }
 
 #[derive(Args)]
@@ -313,6 +327,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Clean(a) => clean::run(Arc::new(load(&a.cluster)?), a.now).await,
         Cmd::Status(a) => {
             let config = load(&a.cluster)?;
             let s = fsd::cluster::status(&config).await?;
@@ -424,7 +439,7 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-fn human(b: u64) -> String {
+pub(crate) fn human(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut i = 0;

@@ -1,7 +1,7 @@
 //! Manager service messages: metadata operations from clients, and the cross-manager
 //! transaction messages between managers.
 
-use crate::ids::{InodeId, LogPtr, NodeId, TxId};
+use crate::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId, TxId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -316,6 +316,20 @@ pub enum ManagerRequest {
         token: u64,
         acquire: bool,
     },
+    /// A client's promise: session `session` writes `log` and will never commit an extent
+    /// in a segment of it below `horizon` (see `manager::usage`). Answered with `Done`.
+    LogHorizon {
+        session: u64,
+        log: LogId,
+        horizon: SegmentId,
+    },
+    /// The reclaimer: accept no more commits naming segments of `log` below `upto` (capped
+    /// by the horizon of a live writer), and report the live bytes of the log's segments,
+    /// from a state already durable (`upto` 0 only reports). Answered with `Sealed`.
+    SealLog {
+        log: LogId,
+        upto: SegmentId,
+    },
 }
 
 /// The remote part of a cross-manager operation, applied idempotently by the participant.
@@ -391,6 +405,12 @@ pub enum ManagerResponse {
     Owner(NodeId),
     /// A volume lease grant.
     Lease(LeaseGrant),
+    /// Answer to `SealLog`: the floor now in force for the log, and the segments of it
+    /// that still hold live bytes at this manager.
+    Sealed {
+        floor: SegmentId,
+        live: Vec<(SegmentId, u64)>,
+    },
 }
 
 /// A volume lease: the client may use what it caches of this manager's inodes until
@@ -455,6 +475,8 @@ impl fmt::Display for ManagerRequest {
             Renew { session } => write!(f, "Renew({session:x})"),
             Goodbye { session } => write!(f, "Goodbye({session:x})"),
             AcquireWrite { ino, .. } => write!(f, "AcquireWrite({ino})"),
+            LogHorizon { log, horizon, .. } => write!(f, "LogHorizon({log}, {horizon})"),
+            SealLog { log, upto } => write!(f, "SealLog({log}, {upto})"),
         }
     }
 }

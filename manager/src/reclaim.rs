@@ -1,0 +1,299 @@
+//! The reclaimer: deletes data segments that no manager references and that can gain no
+//! more references (the argument is in `usage`). One pass lists every data log on the
+//! storage servers, seals each log at every manager (`SealLog`), and deletes the fragments
+//! of the segments `reclaimable` picks.
+//!
+//! Owns: the pure decision (`reclaimable`) and the background worker that runs passes.
+//! Runs on one node only: the manager with the lowest node id (`runs_on`); while that
+//! manager is down nothing is reclaimed (space is only held longer, never lost).
+//! Must not: touch manager logs (managers delete their own segments after checkpoints), or
+//! delete a segment when any manager did not answer.
+
+use crate::usage::Sealed;
+use proto::config::ClusterConfig;
+use proto::ids::{LogId, NodeId, SegmentAddr, SegmentId};
+use proto::msg::{ManagerRequest, ManagerResponse};
+use proto::route::ManagerClient;
+use proto::transport::Transport;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use storage::client::StorageClient;
+use storage::log::LogReader;
+use tokio::sync::watch;
+
+/// How often the background reclaimer looks for dead segments.
+pub const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+
+/// The segments of one log that may be deleted: listed on the storage servers, below every
+/// manager's floor, and live at none of them. `answers` must hold one answer per manager
+/// (an empty slice reclaims nothing).
+pub fn reclaimable(listed: &[SegmentAddr], answers: &[Sealed]) -> Vec<SegmentAddr> {
+    let Some(floor) = answers.iter().map(|a| a.floor).min() else {
+        return Vec::new();
+    };
+    let live: BTreeSet<SegmentId> = answers
+        .iter()
+        .flat_map(|a| a.live.iter().filter(|(_, b)| *b > 0).map(|(s, _)| *s))
+        .collect();
+    listed
+        .iter()
+        .filter(|s| s.segment < floor && !live.contains(&s.segment))
+        .copied()
+        .collect()
+}
+
+/// What one data log holds, as `shoal clean` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSurvey {
+    pub log: Option<LogId>,
+    pub segments: usize,
+    /// Bytes of its segments (before striping).
+    pub bytes: u64,
+    /// Live bytes, summed over every manager.
+    pub live: u64,
+    /// Segments (and their bytes) a reclaim pass would delete now.
+    pub reclaimable: (usize, u64),
+    /// Bytes of segments live nowhere but still at or above a floor (their writer may
+    /// still commit into them): reclaimable once it has committed past them or is gone.
+    pub dead_pinned: u64,
+}
+
+/// Sums up one log from its listed segments and the managers' answers (pure).
+pub fn survey_log(log: LogId, listed: &[SegmentAddr], answers: &[Sealed]) -> LogSurvey {
+    let now: BTreeSet<SegmentId> = reclaimable(listed, answers)
+        .iter()
+        .map(|s| s.segment)
+        .collect();
+    let mut live_of: std::collections::BTreeMap<SegmentId, u64> = Default::default();
+    for a in answers {
+        for (s, b) in &a.live {
+            *live_of.entry(*s).or_default() += b;
+        }
+    }
+    let mut out = LogSurvey {
+        log: Some(log),
+        ..LogSurvey::default()
+    };
+    for s in listed {
+        out.segments += 1;
+        out.bytes += s.len as u64;
+        let live = live_of.get(&s.segment).copied().unwrap_or(0);
+        out.live += live;
+        if now.contains(&s.segment) {
+            out.reclaimable.0 += 1;
+            out.reclaimable.1 += s.len as u64;
+        } else if live == 0 {
+            out.dead_pinned += s.len as u64;
+        }
+    }
+    out
+}
+
+/// Whether node `me` runs the reclaimer: the manager with the lowest node id does.
+pub fn runs_on(config: &ClusterConfig, me: NodeId) -> bool {
+    config.manager_nodes().iter().map(|n| n.id).min() == Some(me)
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub logs: usize,
+    pub segments_deleted: usize,
+    /// Bytes of the deleted segments (before striping).
+    pub bytes_deleted: u64,
+    /// Logs skipped because a manager or the storage listing did not answer.
+    pub skipped: usize,
+}
+
+/// Runs reclaim passes over the cluster.
+pub struct Reclaimer {
+    config: Arc<ClusterConfig>,
+    storage: StorageClient,
+    reader: LogReader,
+    managers: ManagerClient,
+}
+
+impl Reclaimer {
+    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> Reclaimer {
+        Reclaimer {
+            storage: StorageClient::new(transport.clone()),
+            reader: LogReader::new(config.clone(), transport.clone()),
+            managers: ManagerClient::new(config.clone(), transport),
+            config,
+        }
+    }
+
+    /// Every data log some reachable storage server holds fragments of.
+    async fn data_logs(&self) -> BTreeSet<LogId> {
+        let addrs: Vec<_> = self
+            .config
+            .storage_nodes()
+            .iter()
+            .map(|n| n.address)
+            .collect();
+        let lists =
+            futures::future::join_all(addrs.iter().map(|a| self.storage.list_logs(*a))).await;
+        let mut logs = BTreeSet::new();
+        for (addr, r) in addrs.iter().zip(lists) {
+            match r {
+                Ok(l) => logs.extend(l.into_iter().filter(|l| l.is_client())),
+                Err(e) => tracing::debug!(%addr, "reclaim: cannot list logs: {e}"),
+            }
+        }
+        logs
+    }
+
+    /// Seals `log` up to `upto` at every manager; `None` if any did not answer.
+    async fn seal(&self, log: LogId, upto: SegmentId) -> Option<Vec<Sealed>> {
+        let nodes: Vec<NodeId> = self.config.manager_nodes().iter().map(|n| n.id).collect();
+        let calls = nodes.iter().map(|n| {
+            self.managers
+                .call_node(*n, ManagerRequest::SealLog { log, upto })
+        });
+        let mut out = Vec::with_capacity(nodes.len());
+        for (n, r) in nodes.iter().zip(futures::future::join_all(calls).await) {
+            match r {
+                Ok(ManagerResponse::Sealed { floor, live }) => out.push(Sealed { floor, live }),
+                Ok(other) => {
+                    tracing::warn!(manager = %n, "reclaim: SealLog answered {other:?}");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(manager = %n, %log, "reclaim: SealLog failed: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Surveys every data log without sealing anything (for `shoal clean`). The second
+    /// value counts logs that could not be surveyed (a manager or the listing failed).
+    pub async fn survey(&self) -> (Vec<LogSurvey>, usize) {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for log in self.data_logs().await {
+            let Ok(listed) = self.reader.list_segments(log).await else {
+                skipped += 1;
+                continue;
+            };
+            match self.seal(log, SegmentId(0)).await {
+                Some(answers) => out.push(survey_log(log, &listed, &answers)),
+                None => skipped += 1,
+            }
+        }
+        (out, skipped)
+    }
+
+    /// One pass over every data log.
+    pub async fn pass(&self) -> PassReport {
+        self.pass_with(|_, _| {}).await
+    }
+
+    /// One pass, calling `progress(logs done, logs)` after each log.
+    pub async fn pass_with(&self, progress: impl Fn(usize, usize)) -> PassReport {
+        let mut report = PassReport::default();
+        let logs = self.data_logs().await;
+        let total = logs.len();
+        for log in logs {
+            progress(report.logs, total);
+            report.logs += 1;
+            let listed = match self.reader.list_segments(log).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(%log, "reclaim: cannot list segments: {e}");
+                    report.skipped += 1;
+                    continue;
+                }
+            };
+            let Some(last) = listed.last() else { continue };
+            let upto = SegmentId(last.segment.0.saturating_add(1));
+            let Some(answers) = self.seal(log, upto).await else {
+                report.skipped += 1;
+                continue;
+            };
+            for seg in reclaimable(&listed, &answers) {
+                match self.reader.delete_segment(seg).await {
+                    Ok(()) => {
+                        report.segments_deleted += 1;
+                        report.bytes_deleted += seg.len as u64;
+                    }
+                    Err(e) => tracing::warn!(segment = %seg, "reclaim: delete failed: {e}"),
+                }
+            }
+        }
+        progress(report.logs, total);
+        if report.segments_deleted > 0 {
+            tracing::info!(
+                segments = report.segments_deleted,
+                bytes = report.bytes_deleted,
+                logs = report.logs,
+                "reclaimed dead segments"
+            );
+        }
+        report
+    }
+
+    /// Runs a pass every `RECLAIM_EVERY` until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RECLAIM_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            self.pass().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(n: u64) -> SegmentAddr {
+        SegmentAddr {
+            log: LogId::client(1),
+            segment: SegmentId(n),
+            len: 100,
+            k: 4,
+            m: 2,
+        }
+    }
+
+    fn sealed(floor: u64, live: &[u64]) -> Sealed {
+        Sealed {
+            floor: SegmentId(floor),
+            live: live.iter().map(|s| (SegmentId(*s), 10)).collect(),
+        }
+    }
+
+    #[test]
+    fn only_segments_below_every_floor_and_dead_everywhere_go() {
+        let listed: Vec<SegmentAddr> = (0..6).map(seg).collect();
+        let got = reclaimable(&listed, &[sealed(5, &[1]), sealed(4, &[2])]);
+        let got: Vec<u64> = got.iter().map(|s| s.segment.0).collect();
+        assert_eq!(got, vec![0, 3]);
+    }
+
+    #[test]
+    fn survey_splits_dead_segments_by_floor() {
+        let listed: Vec<SegmentAddr> = (0..6).map(seg).collect();
+        let s = survey_log(LogId::client(1), &listed, &[sealed(3, &[1, 4])]);
+        assert_eq!(s.segments, 6);
+        assert_eq!(s.bytes, 600);
+        assert_eq!(s.live, 20);
+        assert_eq!(s.reclaimable, (2, 200));
+        assert_eq!(s.dead_pinned, 200);
+    }
+
+    #[test]
+    fn without_answers_nothing_goes() {
+        let listed: Vec<SegmentAddr> = (0..3).map(seg).collect();
+        assert!(reclaimable(&listed, &[]).is_empty());
+        assert!(reclaimable(&listed, &[sealed(0, &[])]).is_empty());
+    }
+}
