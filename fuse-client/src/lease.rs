@@ -767,6 +767,7 @@ mod tests {
     fn grant(lease_ms: u32, incarnation: u64, lost: bool) -> LeaseGrant {
         LeaseGrant {
             lease_ms,
+            valid_ms: lease_ms,
             incarnation,
             lost,
         }

@@ -6,7 +6,7 @@
 
 use crate::record::Record;
 use proto::ids::InodeId;
-use proto::msg::{ClientCallback, LeaseGrant, TxOp};
+use proto::msg::{ClientCallback, LeaseExtension, LeaseGrant, TxOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -289,12 +289,31 @@ impl LeaseTable {
         }
     }
 
-    fn grant(&self, lost: bool) -> LeaseGrant {
+    fn grant(&self, session: SessionId, lost: bool, now: Instant) -> LeaseGrant {
         LeaseGrant {
             lease_ms: self.lease.as_millis().min(u32::MAX as u128) as u32,
+            valid_ms: LeaseExtension::new(self.left(session, now).unwrap_or_default(), 0).valid_ms,
             incarnation: self.incarnation,
             lost,
         }
+    }
+
+    /// The lease time `session` has left at `now`, if it is in good standing. Never more
+    /// than what the table granted: while callbacks to the session are outstanding its
+    /// expiry does not move, so this only shrinks.
+    pub fn left(&self, session: SessionId, now: Instant) -> Option<Duration> {
+        self.sessions
+            .get(&session)
+            .filter(|s| !s.lost)
+            .map(|s| s.expires.saturating_duration_since(now))
+    }
+
+    /// The lease an answer to a request from `from` confirms (`Response::ManagerLeased`):
+    /// the time its session has left at `now`, or `None` for anonymous or lost senders.
+    pub fn extension_for(&self, from: Option<SocketAddr>, now: Instant) -> Option<LeaseExtension> {
+        let session = *self.by_addr.get(&from?)?;
+        self.left(session, now)
+            .map(|left| LeaseExtension::new(left, self.incarnation))
     }
 
     fn bind_addr(&mut self, session: SessionId, addr: Option<SocketAddr>) {
@@ -346,7 +365,7 @@ impl LeaseTable {
         let lost = std::mem::take(&mut s.lost);
         self.bind_addr(session, addr);
         self.extend(session, now);
-        self.grant(lost)
+        self.grant(session, lost, now)
     }
 
     /// `Renew`: `Ok(grant)`, or `Err(until)` while callbacks to this session are
@@ -391,7 +410,7 @@ impl LeaseTable {
         self.stats.renewals += 1;
         self.bind_addr(session, addr);
         self.extend(session, now);
-        Ok(self.grant(lost))
+        Ok(self.grant(session, lost, now))
     }
 
     /// Who sent a request from `from`; a session in good standing has its lease renewed
@@ -1185,6 +1204,36 @@ mod tests {
         assert!(!t.renew(A, addr(A), later).expect("renew").lost);
         assert_eq!(t.identify(addr(A), later), Requester::Session(A));
         assert_eq!(t.stats().renewals, 2);
+    }
+
+    #[test]
+    fn answers_confirm_only_the_lease_the_table_granted() {
+        let (mut t, t0) = table();
+        let ext = |t: &LeaseTable, at| t.extension_for(addr(A), at).map(|e| e.valid_ms);
+        assert_eq!(ext(&t, t0), Some(1000));
+        assert_eq!(
+            t.extension_for(None, t0),
+            None,
+            "anonymous: nothing confirmed"
+        );
+        t.read(Some(A), &[X], t0);
+        let cbs = t.after_mutation(Some(B), &one_file(&[X]), &[], t0);
+        assert_eq!(cbs.len(), 1);
+        // A keeps sending requests while its callback is out: the table does not extend,
+        // and the answers say only what is left (the slow-callback race, notes/leases.md).
+        let later = t0 + Duration::from_millis(600);
+        assert_eq!(t.identify(addr(A), later), Requester::Session(A));
+        assert_eq!(ext(&t, later), Some(400));
+        // A Hello during the callback does not extend either.
+        let g = t.hello(A, addr(A), later);
+        assert_eq!((g.lease_ms, g.valid_ms), (1000, 400));
+        // Given up on: nothing is confirmed until it renews.
+        t.callback_done(cbs[0].id, false);
+        assert_eq!(ext(&t, later), None);
+        let g = t.renew(A, addr(A), later).expect("renew");
+        assert!(g.lost);
+        assert_eq!(g.valid_ms, 1000);
+        assert_eq!(ext(&t, later), Some(1000));
     }
 
     #[test]

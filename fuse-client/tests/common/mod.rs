@@ -397,6 +397,7 @@ impl FakeManager {
         let st = self.lock();
         ManagerResponse::Lease(LeaseGrant {
             lease_ms: st.lease_ms,
+            valid_ms: st.lease_ms,
             incarnation: st.incarnation,
             lost,
         })
