@@ -14,7 +14,7 @@ use crate::cache::BlockCache;
 use crate::dirty::FileWrites;
 use crate::error::{ClientError, FsError};
 use crate::extents::ExtentCache;
-use crate::lease::{CallbackHandler, Leases, WriteLease};
+use crate::lease::{CallbackHandler, HeldLease, Leases, WriteLease};
 use crate::remote::{self, Target};
 use crate::stats::{ClientStats, Counters};
 use crate::writeback::{self, Which};
@@ -112,7 +112,7 @@ pub struct Client {
     /// Bumped when every cached listing is invalidated.
     dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
-    notifier: Mutex<Option<fuser::Notifier>>,
+    notifier: Mutex<Option<Arc<dyn crate::notify::KernelCache>>>,
     pub(crate) counters: Counters,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: DashMap<InodeId, FsError>,
@@ -275,10 +275,11 @@ impl Client {
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
     pub fn set_notifier(&self, notifier: Option<fuser::Notifier>) {
-        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
+        let cache = notifier.map(|n| Arc::new(n) as Arc<dyn crate::notify::KernelCache>);
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = cache;
     }
 
-    pub(crate) fn notifier(&self) -> Option<fuser::Notifier> {
+    pub(crate) fn notifier(&self) -> Option<Arc<dyn crate::notify::KernelCache>> {
         self.notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -517,9 +518,14 @@ impl Client {
         self.attr_call(ManagerRequest::GetAttr { ino }).await
     }
 
-    /// The committed size as last seen (asks the manager if unknown).
-    pub(crate) async fn committed_size(&self, ino: InodeId) -> Result<u64, FsError> {
-        if let Some(a) = self.attrs.get(&ino) {
+    /// The committed size as last seen under `held` (asks the manager if unknown, or
+    /// when the lease is not held: then nothing cached may be used).
+    pub(crate) async fn committed_size(
+        &self,
+        held: Option<&HeldLease>,
+        ino: InodeId,
+    ) -> Result<u64, FsError> {
+        if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
             return Ok(a.size);
         }
         self.getattr(ino).await?;

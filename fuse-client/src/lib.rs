@@ -20,6 +20,7 @@ pub mod fs;
 mod io;
 pub mod lease;
 pub mod mount;
+mod notify;
 pub mod remote;
 pub mod stats;
 pub mod verifier;

@@ -402,12 +402,15 @@ impl Client {
         let kept = writes.clone();
         let req = ManagerRequest::CommitWrites { writes, sync };
         let node = proto::route::routing_inode(&req).map(|i| self.owner(i));
-        let sent = std::time::Instant::now();
+        let sent = crate::lease::BootInstant::now();
         let mark = self.lock_unsynced().mark();
-        match remote::call_with(&self.mc, Target::Route, req, Some(&self.counters)).await {
-            Ok(ManagerResponse::Committed { attrs, incarnation }) => {
+        match remote::call_leased(&self.mc, Target::Route, req, Some(&self.counters)).await {
+            Ok((ManagerResponse::Committed { attrs, incarnation }, ext)) => {
                 if let Some(n) = node {
-                    self.leases.update(n, |s| s.extend(sent));
+                    if let Some(ext) = ext {
+                        let ev = crate::lease::Event::Confirmed { sent, ext };
+                        self.lease_event(n, ev).await;
+                    }
                     if sync {
                         self.after_sync(n, incarnation, mark).await;
                     } else {
@@ -422,7 +425,7 @@ impl Client {
                 }
                 Ok(attrs)
             }
-            Ok(other) => Err(remote::unexpected("CommitWrites", &other)),
+            Ok((other, _)) => Err(remote::unexpected("CommitWrites", &other)),
             Err(remote::Failure::LeaseExpired) => {
                 if let Some(n) = node {
                     self.renew_lost(n).await;
@@ -439,7 +442,7 @@ impl Client {
     /// lock. A failure is left to the verifier (the next fsync reports EIO).
     pub(crate) async fn resend_suspects(&self, ino: InodeId) {
         let node = self.owner(ino);
-        let Some(current) = self.leases.get(node).incarnation else {
+        let Some(current) = self.leases.get(node).incarnation() else {
             return;
         };
         if self.reclaimed.get(&ino).map(|r| *r) != Some(current) {
