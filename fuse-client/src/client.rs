@@ -113,6 +113,8 @@ pub struct Client {
     dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
     notifier: Mutex<Option<Arc<dyn crate::notify::KernelCache>>>,
+    /// The background workers (flusher, renewer) and their status.
+    workers: crate::worker::Workers,
     pub(crate) counters: Counters,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: DashMap<InodeId, FsError>,
@@ -199,10 +201,12 @@ impl Client {
             client.kick.clone(),
             client.stop.subscribe(),
             interval,
+            client.workers.register("flusher"),
         ));
         tokio::spawn(crate::lease::renewer(
             Arc::downgrade(&client),
             client.stop.subscribe(),
+            client.workers.register("renewer"),
         ));
         tracing::info!(log = %client.log_id, session = client.session, "client connected");
         Ok(client)
@@ -241,6 +245,7 @@ impl Client {
             dir_gens: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             notifier: Mutex::new(None),
+            workers: crate::worker::Workers::default(),
             counters: Counters::default(),
             errors: DashMap::new(),
             next_fh: AtomicU64::new(1),
@@ -271,6 +276,11 @@ impl Client {
     /// Message counters: callbacks received, renewals and manager requests sent.
     pub fn stats(&self) -> ClientStats {
         self.counters.snapshot()
+    }
+
+    /// The background workers (flusher, renewer) and what each is doing.
+    pub fn workers(&self) -> Vec<crate::worker::WorkerStatus> {
+        self.workers.statuses()
     }
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.

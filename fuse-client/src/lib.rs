@@ -24,6 +24,7 @@ mod notify;
 pub mod remote;
 pub mod stats;
 pub mod verifier;
+pub mod worker;
 pub mod writeback;
 
 pub use client::{Client, StatFs};
@@ -32,3 +33,4 @@ pub use error::{ClientError, FsError};
 pub use lease::CallbackHandler;
 pub use mount::{mount, Mount, MountOptions};
 pub use stats::ClientStats;
+pub use worker::{WorkerState, WorkerStatus};

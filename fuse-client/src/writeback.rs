@@ -513,6 +513,7 @@ pub(crate) async fn flusher(
     kick: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     interval: Duration,
+    worker: Arc<crate::worker::Worker>,
 ) {
     loop {
         tokio::select! {
@@ -521,12 +522,21 @@ pub(crate) async fn flusher(
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            worker.stopped();
             return;
         }
-        let Some(c) = client.upgrade() else { return };
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
         if c.has_dirty() {
-            if let Err(e) = c.flush_inodes(Which::Ready, false).await {
-                tracing::warn!("background flush failed, will retry: {e}");
+            worker.busy();
+            match c.flush_inodes(Which::Ready, false).await {
+                Ok(_) => worker.idle(),
+                Err(e) => {
+                    tracing::warn!("background flush failed, will retry: {e}");
+                    worker.failed(e);
+                }
             }
         }
     }

@@ -606,10 +606,17 @@ impl Client {
 
 /// The background renewer: every lease/4 renews every manager that grants leases. Ends
 /// when `stop` turns true or the client is gone.
-pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn renewer(
+    client: Weak<Client>,
+    mut stop: watch::Receiver<bool>,
+    worker: Arc<crate::worker::Worker>,
+) {
     loop {
         let every = {
-            let Some(c) = client.upgrade() else { return };
+            let Some(c) = client.upgrade() else {
+                worker.stopped();
+                return;
+            };
             c.leases
                 .nodes()
                 .map(|n| c.leases.get(n))
@@ -624,9 +631,15 @@ pub(crate) async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            worker.stopped();
             return;
         }
-        let Some(c) = client.upgrade() else { return };
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
+        worker.busy();
         c.renew_all().await;
+        worker.idle();
     }
 }
