@@ -168,6 +168,10 @@ struct Session {
     /// Was ever marked lost in this incarnation (never cleared): such a session may hold
     /// writes it buffered before it was given up on, which must not be committed.
     ever_lost: bool,
+    /// Times this incarnation gave up on the session (reported in grants and extensions:
+    /// an answer confirming the lease after a loss the client has not yet learned of does
+    /// not extend its old caches).
+    losses: u32,
     /// Callbacks sent and not yet reported: the lease is not extended meanwhile.
     outstanding: u32,
     /// Inodes this session reads or writes (the reverse of `Holders`).
@@ -292,9 +296,11 @@ impl LeaseTable {
     fn grant(&self, session: SessionId, lost: bool, now: Instant) -> LeaseGrant {
         LeaseGrant {
             lease_ms: self.lease.as_millis().min(u32::MAX as u128) as u32,
-            valid_ms: LeaseExtension::new(self.left(session, now).unwrap_or_default(), 0).valid_ms,
+            valid_ms: LeaseExtension::new(self.left(session, now).unwrap_or_default(), 0, 0)
+                .valid_ms,
             incarnation: self.incarnation,
             lost,
+            losses: self.sessions.get(&session).map_or(0, |s| s.losses),
         }
     }
 
@@ -312,8 +318,9 @@ impl LeaseTable {
     /// the time its session has left at `now`, or `None` for anonymous or lost senders.
     pub fn extension_for(&self, from: Option<SocketAddr>, now: Instant) -> Option<LeaseExtension> {
         let session = *self.by_addr.get(&from?)?;
+        let losses = self.sessions.get(&session)?.losses;
         self.left(session, now)
-            .map(|left| LeaseExtension::new(left, self.incarnation))
+            .map(|left| LeaseExtension::new(left, self.incarnation, losses))
     }
 
     fn bind_addr(&mut self, session: SessionId, addr: Option<SocketAddr>) {
@@ -359,6 +366,7 @@ impl LeaseTable {
             expires: now + lease,
             lost: false,
             ever_lost: false,
+            losses: 0,
             outstanding: 0,
             held: BTreeSet::new(),
         });
@@ -389,6 +397,7 @@ impl LeaseTable {
                         expires: now + lease,
                         lost: false,
                         ever_lost: false,
+                        losses: 0,
                         outstanding: 0,
                         held: BTreeSet::new(),
                     },
@@ -749,6 +758,7 @@ impl LeaseTable {
         };
         s.lost = true;
         s.ever_lost = true;
+        s.losses = s.losses.saturating_add(1);
         let held = std::mem::take(&mut s.held);
         for ino in held {
             if let Some(h) = self.inodes.get_mut(&ino) {

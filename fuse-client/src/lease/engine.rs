@@ -99,6 +99,8 @@ pub struct VolumeLease {
     epoch: CacheEpoch,
     /// Bumped by every grant (dedupes concurrent on-demand renewals).
     renewals: u64,
+    /// The manager's count of times it gave up on us, as last granted.
+    losses: u32,
 }
 
 impl Default for VolumeLease {
@@ -110,6 +112,7 @@ impl Default for VolumeLease {
             expiry: None,
             epoch: CacheEpoch(1),
             renewals: 0,
+            losses: 0,
         }
     }
 }
@@ -176,7 +179,12 @@ impl VolumeLease {
         match ev {
             Event::Granted { sent, grant, hello } => self.granted(sent, &grant, hello),
             Event::Confirmed { sent, ext } => {
-                if self.enabled && self.incarnation == Some(ext.incarnation) {
+                // Only from the standing we know: an answer from another incarnation, or
+                // one that overtook the grant telling us we were lost, extends nothing.
+                if self.enabled
+                    && self.incarnation == Some(ext.incarnation)
+                    && self.losses == ext.losses
+                {
                     self.extend_to(sent + Duration::from_millis(ext.valid_ms.into()));
                 }
                 Vec::new()
@@ -207,19 +215,27 @@ impl VolumeLease {
     /// and committed under a reclaimed or fresh write lease.
     fn granted(&mut self, sent: BootInstant, g: &LeaseGrant, hello: bool) -> Vec<Action> {
         let restarted = self.incarnation.is_some_and(|i| i != g.incarnation);
+        let known = self.incarnation.is_some() && !restarted;
+        if known && g.losses < self.losses {
+            // Sent before a loss we already learned of: it says nothing about now.
+            return Vec::new();
+        }
+        // A grant that overtook the one saying `lost` still shows the loss by its count.
+        let lost = g.lost || (known && g.losses > self.losses);
+        self.losses = g.losses;
         self.enabled = true;
         self.lease = Duration::from_millis(g.lease_ms.into());
         self.incarnation = Some(g.incarnation);
         self.renewals += 1;
         let exp = sent + Duration::from_millis(g.valid_ms.into());
-        if !(g.lost || restarted) {
+        if !(lost || restarted) {
             self.extend_to(exp);
             return Vec::new();
         }
         self.expiry = Some(exp);
         self.new_epoch();
         let mut out = vec![Action::DropCaches {
-            discard_writes: g.lost && !restarted,
+            discard_writes: lost && !restarted,
         }];
         if !hello {
             out.push(Action::Hello);

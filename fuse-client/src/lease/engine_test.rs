@@ -12,6 +12,7 @@ fn grant(lease_ms: u32, valid_ms: u32, incarnation: u64, lost: bool) -> LeaseGra
         valid_ms,
         incarnation,
         lost,
+        losses: 0,
     }
 }
 
@@ -29,6 +30,7 @@ fn confirmed(v: &mut VolumeLease, sent: u64, valid_ms: u32, incarnation: u64) {
         ext: LeaseExtension {
             valid_ms,
             incarnation,
+            losses: 0,
         },
     });
     assert_eq!(acts, vec![]);
@@ -211,4 +213,41 @@ fn write_leases_follow_epochs_and_revocations() {
     assert!(w.record(CacheEpoch(1), w.revocations()));
     w.forget();
     assert!(!w.held_under(Some(CacheEpoch(1))));
+}
+
+/// Found by the model test (tests/lease_model.rs): the manager gave up on us and, after
+/// our Renew, forgave us; an answer to a later request overtook the Renew answer saying
+/// `lost`. Its extension must not extend the caches we have not dropped yet.
+#[test]
+fn an_answer_overtaking_the_lost_grant_extends_nothing() {
+    let mut v = VolumeLease::default();
+    granted(&mut v, 0, grant(5000, 5000, 1, false));
+    let acts = v.on_event(Event::Confirmed {
+        sent: t(9000),
+        ext: LeaseExtension {
+            valid_ms: 5000,
+            incarnation: 1,
+            losses: 1,
+        },
+    });
+    assert_eq!(acts, vec![]);
+    assert_eq!(v.expiry(), Some(t(5000)));
+    // A later grant that overtook the `lost` one shows the loss by its count.
+    let g = LeaseGrant {
+        losses: 1,
+        ..grant(5000, 5000, 1, false)
+    };
+    assert_eq!(
+        granted(&mut v, 9000, g),
+        vec![
+            Action::DropCaches {
+                discard_writes: true
+            },
+            Action::Hello
+        ]
+    );
+    // Now extensions of the new standing apply; older grants say nothing.
+    let old = granted(&mut v, 9500, grant(5000, 5000, 1, false));
+    assert_eq!(old, vec![]);
+    assert_eq!(v.expiry(), Some(t(14000)));
 }

@@ -400,6 +400,7 @@ impl FakeManager {
             valid_ms: st.lease_ms,
             incarnation: st.incarnation,
             lost,
+            losses: 0,
         })
     }
 

@@ -375,6 +375,9 @@ pub struct LeaseGrant {
     /// The manager gave up waiting for this client's answer to a callback (or does not know
     /// it): everything the client caches of this manager's inodes may be stale.
     pub lost: bool,
+    /// How often this incarnation gave up on the session so far. A client that sees it
+    /// grow treats the grant as `lost` (a later grant may overtake the one saying so).
+    pub losses: u32,
 }
 
 /// The volume lease a reply to an ordinary request confirms: the session's lease time left
@@ -385,14 +388,18 @@ pub struct LeaseGrant {
 pub struct LeaseExtension {
     pub valid_ms: u32,
     pub incarnation: u64,
+    /// `LeaseGrant::losses` at the time: an answer overtaking the `Renew` answer that
+    /// tells the client it was lost does not extend the caches it must drop.
+    pub losses: u32,
 }
 
 impl LeaseExtension {
     /// `left` as a wire extension (saturating at `u32::MAX` ms).
-    pub fn new(left: std::time::Duration, incarnation: u64) -> LeaseExtension {
+    pub fn new(left: std::time::Duration, incarnation: u64, losses: u32) -> LeaseExtension {
         LeaseExtension {
             valid_ms: left.as_millis().min(u32::MAX as u128) as u32,
             incarnation,
+            losses,
         }
     }
 }
