@@ -281,7 +281,10 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                             timeout,
                         )
                         .await;
-                    manager_ready = Some(matches!(r, Ok((Response::Manager(_), _))));
+                    manager_ready = Some(matches!(
+                        r,
+                        Ok((Response::Manager(_) | Response::ManagerLeased(..), _))
+                    ));
                 }
             } else if n.has(Role::Manager) {
                 manager_ready = Some(false);

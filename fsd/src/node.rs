@@ -32,8 +32,11 @@ impl Handler for NodeHandler {
                     ),
                 },
                 Request::Manager(r) => match &self.manager {
-                    Some(m) => match m.handle(Some(peer.addr), r).await {
-                        Ok(resp) => (Response::Manager(resp), Bytes::new()),
+                    Some(m) => match m.handle_leased(Some(peer.addr), r).await {
+                        Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),
+                        Ok((resp, Some(lease))) => {
+                            (Response::ManagerLeased(resp, lease), Bytes::new())
+                        }
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
                     None => (

@@ -14,7 +14,7 @@ use crate::cache::BlockCache;
 use crate::dirty::FileWrites;
 use crate::error::{ClientError, FsError};
 use crate::extents::ExtentCache;
-use crate::lease::{CallbackHandler, Leases, WriteLease};
+use crate::lease::{CallbackHandler, HeldLease, Leases, WriteLease};
 use crate::remote::{self, Target};
 use crate::stats::{ClientStats, Counters};
 use crate::writeback::{self, Which};
@@ -116,7 +116,9 @@ pub struct Client {
     /// Bumped when every cached listing is invalidated.
     dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
-    notifier: Mutex<Option<fuser::Notifier>>,
+    notifier: Mutex<Option<Arc<dyn crate::notify::KernelCache>>>,
+    /// The background workers (flusher, renewer) and their status.
+    workers: crate::worker::Workers,
     pub(crate) counters: Counters,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: DashMap<InodeId, FsError>,
@@ -203,10 +205,12 @@ impl Client {
             client.kick.clone(),
             client.stop.subscribe(),
             interval,
+            client.workers.register("flusher"),
         ));
         tokio::spawn(crate::lease::renewer(
             Arc::downgrade(&client),
             client.stop.subscribe(),
+            client.workers.register("renewer"),
         ));
         tracing::info!(log = %client.log_id, session = client.session, "client connected");
         Ok(client)
@@ -247,6 +251,7 @@ impl Client {
             dir_gens: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             notifier: Mutex::new(None),
+            workers: crate::worker::Workers::default(),
             counters: Counters::default(),
             errors: DashMap::new(),
             next_fh: AtomicU64::new(1),
@@ -279,12 +284,18 @@ impl Client {
         self.counters.snapshot()
     }
 
-    /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
-    pub fn set_notifier(&self, notifier: Option<fuser::Notifier>) {
-        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
+    /// The background workers (flusher, renewer) and what each is doing.
+    pub fn workers(&self) -> Vec<crate::worker::WorkerStatus> {
+        self.workers.statuses()
     }
 
-    pub(crate) fn notifier(&self) -> Option<fuser::Notifier> {
+    /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
+    pub fn set_notifier(&self, notifier: Option<fuser::Notifier>) {
+        let cache = notifier.map(|n| Arc::new(n) as Arc<dyn crate::notify::KernelCache>);
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = cache;
+    }
+
+    pub(crate) fn notifier(&self) -> Option<Arc<dyn crate::notify::KernelCache>> {
         self.notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -523,9 +534,14 @@ impl Client {
         self.attr_call(ManagerRequest::GetAttr { ino }).await
     }
 
-    /// The committed size as last seen (asks the manager if unknown).
-    pub(crate) async fn committed_size(&self, ino: InodeId) -> Result<u64, FsError> {
-        if let Some(a) = self.attrs.get(&ino) {
+    /// The committed size as last seen under `held` (asks the manager if unknown, or
+    /// when the lease is not held: then nothing cached may be used).
+    pub(crate) async fn committed_size(
+        &self,
+        held: Option<&HeldLease>,
+        ino: InodeId,
+    ) -> Result<u64, FsError> {
+        if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
             return Ok(a.size);
         }
         self.getattr(ino).await?;

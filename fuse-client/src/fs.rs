@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Entry and attribute timeout given to the kernel.
-pub const TTL: Duration = Duration::from_secs(1);
+pub const TTL: Duration = crate::lease::KERNEL_TTL;
 /// Largest write and readahead the kernel is asked to send.
 pub const MAX_IO: u32 = 1 << 20;
 

@@ -10,6 +10,7 @@ use crate::client::Client;
 use crate::dirty::{covers_all, overlay_ranges, FileWrites};
 use crate::error::FsError;
 use crate::extents::{map_range, windows, WINDOW};
+use crate::lease::HeldLease;
 use crate::remote::{self, Target};
 use crate::writeback::Which;
 use bytes::Bytes;
@@ -155,7 +156,7 @@ impl Client {
 
     /// Reads up to `size` bytes at `off`: short at end of file, zeros in holes.
     pub async fn read(&self, ino: InodeId, off: u64, size: u32) -> Result<Bytes, FsError> {
-        self.ensure_lease(ino).await;
+        let held = self.ensure_lease(ino).await;
         // Local data first: a commit that lands after this snapshot only adds clean data
         // that the snapshot already overrides.
         let (local_size, snap) = {
@@ -165,7 +166,7 @@ impl Client {
                 None => (None, Vec::new()),
             }
         };
-        let committed = self.committed_size(ino).await?;
+        let committed = self.committed_size(held.as_ref(), ino).await?;
         let file_size = local_size.unwrap_or(committed);
         if off >= file_size || size == 0 {
             return Ok(Bytes::new());
@@ -173,7 +174,8 @@ impl Client {
         let n = (size as u64).min(file_size - off);
         let mut buf = vec![0u8; n as usize];
         if !covers_all(&snap, off, n) {
-            self.read_clean(ino, off, &mut buf, committed).await?;
+            self.read_clean(held.as_ref(), ino, off, &mut buf, committed)
+                .await?;
         }
         overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
         Ok(Bytes::from(buf))
@@ -182,6 +184,7 @@ impl Client {
     /// Fills `buf` (file bytes at `off`) with committed data below `committed`.
     async fn read_clean(
         &self,
+        held: Option<&HeldLease>,
         ino: InodeId,
         off: u64,
         buf: &mut [u8],
@@ -196,7 +199,10 @@ impl Client {
         let (generation, mut blocks) = {
             let mut st = self.lock_state();
             let g = st.cache.generation(ino);
-            let b: Vec<Option<Bytes>> = (first..=last).map(|b| st.cache.get(ino, b)).collect();
+            // Cached blocks only under a held lease; otherwise every block is read again.
+            let b: Vec<Option<Bytes>> = (first..=last)
+                .map(|b| held.and_then(|_| st.cache.get(ino, b)))
+                .collect();
             (g, b)
         };
         // Fetch each run of missing blocks with one set of log reads.

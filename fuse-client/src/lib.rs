@@ -21,9 +21,11 @@ pub mod horizon;
 mod io;
 pub mod lease;
 pub mod mount;
+mod notify;
 pub mod remote;
 pub mod stats;
 pub mod verifier;
+pub mod worker;
 pub mod writeback;
 
 pub use client::{Client, StatFs};
@@ -32,3 +34,4 @@ pub use error::{ClientError, FsError};
 pub use lease::CallbackHandler;
 pub use mount::{mount, Mount, MountOptions};
 pub use stats::ClientStats;
+pub use worker::{WorkerState, WorkerStatus};

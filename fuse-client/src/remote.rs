@@ -10,7 +10,7 @@
 use crate::error::FsError;
 use crate::stats::Counters;
 use proto::ids::NodeId;
-use proto::msg::{ManagerRequest, ManagerResponse, RemoteError};
+use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError};
 use proto::route::{CallError, ManagerClient};
 use proto::transport::TransportError;
 use std::time::Duration;
@@ -114,6 +114,27 @@ pub async fn call_with(
     req: ManagerRequest,
     counters: Option<&Counters>,
 ) -> Result<ManagerResponse, Failure> {
+    call_leased(mc, target, req, counters).await.map(|(r, _)| r)
+}
+
+/// `call_with`, also returning the volume lease the answer confirms (if any), for the
+/// lease engine to extend from.
+pub async fn call_leased(
+    mc: &ManagerClient,
+    target: Target,
+    req: ManagerRequest,
+    counters: Option<&Counters>,
+) -> Result<(ManagerResponse, Option<LeaseExtension>), Failure> {
+    let node = match target {
+        Target::Node(n) => n,
+        Target::Route => match proto::route::routing_inode(&req) {
+            Some(ino) => mc.owner_of(ino),
+            None => {
+                tracing::warn!(%req, "request names no inode to route it by");
+                return Err(Failure::Errno(FsError::EIO));
+            }
+        },
+    };
     let deadline = Instant::now() + RETRY_FOR;
     let mut backoff = FIRST_BACKOFF;
     // Bounded by the deadline: every round sleeps at least FIRST_BACKOFF.
@@ -121,10 +142,12 @@ pub async fn call_with(
         if let Some(c) = counters {
             c.rpc(&req);
         }
-        let res = match target {
-            Target::Route => mc.call(req.clone()).await,
-            Target::Node(n) => mc.call_node(n, req.clone()).await,
+        // Routed again every round: a NotOwner answer may come with a new owner.
+        let to = match target {
+            Target::Route => proto::route::routing_inode(&req).map_or(node, |i| mc.owner_of(i)),
+            Target::Node(n) => n,
         };
+        let res = mc.call_node_leased(to, req.clone()).await;
         let err = match res {
             Ok(r) => return Ok(r),
             Err(e) => e,

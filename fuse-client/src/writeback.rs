@@ -411,12 +411,15 @@ impl Client {
         let kept = writes.clone();
         let req = ManagerRequest::CommitWrites { writes, sync };
         let node = proto::route::routing_inode(&req).map(|i| self.owner(i));
-        let sent = std::time::Instant::now();
+        let sent = crate::lease::BootInstant::now();
         let mark = self.lock_unsynced().mark();
-        match remote::call_with(&self.mc, Target::Route, req, Some(&self.counters)).await {
-            Ok(ManagerResponse::Committed { attrs, incarnation }) => {
+        match remote::call_leased(&self.mc, Target::Route, req, Some(&self.counters)).await {
+            Ok((ManagerResponse::Committed { attrs, incarnation }, ext)) => {
                 if let Some(n) = node {
-                    self.leases.update(n, |s| s.extend(sent));
+                    if let Some(ext) = ext {
+                        let ev = crate::lease::Event::Confirmed { sent, ext };
+                        self.lease_event(n, ev).await;
+                    }
                     if sync {
                         self.after_sync(n, incarnation, mark).await;
                     } else {
@@ -431,7 +434,7 @@ impl Client {
                 }
                 Ok(attrs)
             }
-            Ok(other) => Err(remote::unexpected("CommitWrites", &other)),
+            Ok((other, _)) => Err(remote::unexpected("CommitWrites", &other)),
             Err(remote::Failure::LeaseExpired) => {
                 if let Some(n) = node {
                     self.renew_lost(n).await;
@@ -448,7 +451,7 @@ impl Client {
     /// lock. A failure is left to the verifier (the next fsync reports EIO).
     pub(crate) async fn resend_suspects(&self, ino: InodeId) {
         let node = self.owner(ino);
-        let Some(current) = self.leases.get(node).incarnation else {
+        let Some(current) = self.leases.get(node).incarnation() else {
             return;
         };
         if self.reclaimed.get(&ino).map(|r| *r) != Some(current) {
@@ -531,6 +534,7 @@ pub(crate) async fn flusher(
     kick: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     interval: Duration,
+    worker: Arc<crate::worker::Worker>,
 ) {
     loop {
         tokio::select! {
@@ -539,12 +543,21 @@ pub(crate) async fn flusher(
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            worker.stopped();
             return;
         }
-        let Some(c) = client.upgrade() else { return };
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
         if c.has_dirty() {
-            if let Err(e) = c.flush_inodes(Which::Ready, false).await {
-                tracing::warn!("background flush failed, will retry: {e}");
+            worker.busy();
+            match c.flush_inodes(Which::Ready, false).await {
+                Ok(_) => worker.idle(),
+                Err(e) => {
+                    tracing::warn!("background flush failed, will retry: {e}");
+                    worker.failed(e);
+                }
             }
         }
     }

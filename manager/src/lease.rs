@@ -6,7 +6,7 @@
 
 use crate::record::Record;
 use proto::ids::InodeId;
-use proto::msg::{ClientCallback, LeaseGrant, TxOp};
+use proto::msg::{ClientCallback, LeaseExtension, LeaseGrant, TxOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -211,6 +211,10 @@ struct Session {
     /// Was ever marked lost in this incarnation (never cleared): such a session may hold
     /// writes it buffered before it was given up on, which must not be committed.
     ever_lost: bool,
+    /// Times this incarnation gave up on the session (reported in grants and extensions:
+    /// an answer confirming the lease after a loss the client has not yet learned of does
+    /// not extend its old caches).
+    losses: u32,
     /// Callbacks sent and not yet reported: the lease is not extended meanwhile.
     outstanding: u32,
     /// Inodes this session reads or writes (the reverse of `Holders`).
@@ -431,12 +435,34 @@ impl LeaseTable {
         }
     }
 
-    fn grant(&self, lost: bool) -> LeaseGrant {
+    fn grant(&self, session: SessionId, lost: bool, now: Instant) -> LeaseGrant {
         LeaseGrant {
             lease_ms: self.lease.as_millis().min(u32::MAX as u128) as u32,
+            valid_ms: LeaseExtension::new(self.left(session, now).unwrap_or_default(), 0, 0)
+                .valid_ms,
             incarnation: self.incarnation,
             lost,
+            losses: self.sessions.get(&session).map_or(0, |s| s.losses),
         }
+    }
+
+    /// The lease time `session` has left at `now`, if it is in good standing. Never more
+    /// than what the table granted: while callbacks to the session are outstanding its
+    /// expiry does not move, so this only shrinks.
+    pub fn left(&self, session: SessionId, now: Instant) -> Option<Duration> {
+        self.sessions
+            .get(&session)
+            .filter(|s| !s.lost)
+            .map(|s| s.expires.saturating_duration_since(now))
+    }
+
+    /// The lease an answer to a request from `from` confirms (`Response::ManagerLeased`):
+    /// the time its session has left at `now`, or `None` for anonymous or lost senders.
+    pub fn extension_for(&self, from: Option<SocketAddr>, now: Instant) -> Option<LeaseExtension> {
+        let session = *self.by_addr.get(&from?)?;
+        let losses = self.sessions.get(&session)?.losses;
+        self.left(session, now)
+            .map(|left| LeaseExtension::new(left, self.incarnation, losses))
     }
 
     fn bind_addr(&mut self, session: SessionId, addr: Option<SocketAddr>) {
@@ -482,13 +508,14 @@ impl LeaseTable {
             expires: now + lease,
             lost: false,
             ever_lost: false,
+            losses: 0,
             outstanding: 0,
             held: BTreeSet::new(),
         });
         let lost = std::mem::take(&mut s.lost);
         self.bind_addr(session, addr);
         self.extend(session, now);
-        self.grant(lost)
+        self.grant(session, lost, now)
     }
 
     /// `Renew`: `Ok(grant)`, or `Err(until)` while callbacks to this session are
@@ -512,6 +539,7 @@ impl LeaseTable {
                         expires: now + lease,
                         lost: false,
                         ever_lost: false,
+                        losses: 0,
                         outstanding: 0,
                         held: BTreeSet::new(),
                     },
@@ -533,7 +561,7 @@ impl LeaseTable {
         self.stats.renewals += 1;
         self.bind_addr(session, addr);
         self.extend(session, now);
-        Ok(self.grant(lost))
+        Ok(self.grant(session, lost, now))
     }
 
     /// Who sent a request from `from`; a session in good standing has its lease renewed
@@ -887,6 +915,7 @@ impl LeaseTable {
         };
         s.lost = true;
         s.ever_lost = true;
+        s.losses = s.losses.saturating_add(1);
         let held = std::mem::take(&mut s.held);
         for ino in held {
             if let Some(h) = self.inodes.get_mut(&ino) {
@@ -1345,6 +1374,36 @@ mod tests {
         assert!(!t.renew(A, addr(A), later).expect("renew").lost);
         assert_eq!(t.identify(addr(A), later), Requester::Session(A));
         assert_eq!(t.stats().renewals, 2);
+    }
+
+    #[test]
+    fn answers_confirm_only_the_lease_the_table_granted() {
+        let (mut t, t0) = table();
+        let ext = |t: &LeaseTable, at| t.extension_for(addr(A), at).map(|e| e.valid_ms);
+        assert_eq!(ext(&t, t0), Some(1000));
+        assert_eq!(
+            t.extension_for(None, t0),
+            None,
+            "anonymous: nothing confirmed"
+        );
+        t.read(Some(A), &[X], t0);
+        let cbs = t.after_mutation(Some(B), &one_file(&[X]), &[], t0);
+        assert_eq!(cbs.len(), 1);
+        // A keeps sending requests while its callback is out: the table does not extend,
+        // and the answers say only what is left (the slow-callback race, notes/leases.md).
+        let later = t0 + Duration::from_millis(600);
+        assert_eq!(t.identify(addr(A), later), Requester::Session(A));
+        assert_eq!(ext(&t, later), Some(400));
+        // A Hello during the callback does not extend either.
+        let g = t.hello(A, addr(A), later);
+        assert_eq!((g.lease_ms, g.valid_ms), (1000, 400));
+        // Given up on: nothing is confirmed until it renews.
+        t.callback_done(cbs[0].id, false);
+        assert_eq!(ext(&t, later), None);
+        let g = t.renew(A, addr(A), later).expect("renew");
+        assert!(g.lost);
+        assert_eq!(g.valid_ms, 1000);
+        assert_eq!(ext(&t, later), Some(1000));
     }
 
     #[test]

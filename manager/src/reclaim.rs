@@ -18,7 +18,7 @@ use proto::transport::Transport;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::client::StorageClient;
+use storage::StorageClient;
 use storage::log::LogReader;
 use tokio::sync::watch;
 

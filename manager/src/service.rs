@@ -18,8 +18,8 @@ use crate::txn::{Command, TxDriver};
 use proto::config::{ClusterConfig, Role};
 use proto::ids::{InodeId, LogId, NodeId, SlotId, TxId, SLOT_COUNT};
 use proto::msg::{
-    Attr, ClientCallback, FileKind, ManagerRequest, ManagerResponse, RemoteError, Request,
-    Response, Timestamp, TxOp,
+    Attr, ClientCallback, FileKind, LeaseExtension, ManagerRequest, ManagerResponse, RemoteError,
+    Request, Response, Timestamp, TxOp,
 };
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{BoxFuture, Transport};
@@ -529,6 +529,24 @@ impl Service {
             .map(|n| n.name.clone())
             .unwrap_or_else(|| owner.to_string());
         Err(RemoteError::NotOwner { slot: slot.0, hint })
+    }
+
+    /// `handle`, plus the volume lease the answer confirms to the caller's session
+    /// (`Response::ManagerLeased`): the session's lease time left once the request was
+    /// handled, from the lease table, so never an extension the table did not make (it
+    /// does not extend while callbacks to the session are outstanding). `Hello`/`Renew`
+    /// answers carry theirs in the `LeaseGrant`; errors confirm nothing.
+    pub async fn handle_leased(
+        &self,
+        from: Option<SocketAddr>,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
+        let resp = self.handle(from, req).await?;
+        let ext = match resp {
+            ManagerResponse::Lease(_) => None,
+            _ => self.leases().extension_for(from, Instant::now()),
+        };
+        Ok((resp, ext))
     }
 
     /// Answers one request; `from` is the caller's transport address (`None` for

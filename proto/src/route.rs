@@ -3,7 +3,7 @@
 
 use crate::config::ClusterConfig;
 use crate::ids::{InodeId, NodeId};
-use crate::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
+use crate::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use crate::transport::{Transport, TransportError};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -96,6 +96,16 @@ impl ManagerClient {
         node: NodeId,
         req: ManagerRequest,
     ) -> Result<ManagerResponse, CallError> {
+        self.call_node_leased(node, req).await.map(|(r, _)| r)
+    }
+
+    /// Sends `req` to a given manager node; also returns the volume lease the answer
+    /// confirms, if any (`Response::ManagerLeased`).
+    pub async fn call_node_leased(
+        &self,
+        node: NodeId,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), CallError> {
         let addr =
             self.config
                 .node(node)
@@ -114,7 +124,8 @@ impl ManagerClient {
             )
             .await?;
         match resp {
-            Response::Manager(r) => Ok(r),
+            Response::Manager(r) => Ok((r, None)),
+            Response::ManagerLeased(r, l) => Ok((r, Some(l))),
             Response::Error(e) => Err(CallError::Remote(e)),
             other => Err(CallError::Unexpected {
                 node,

@@ -8,9 +8,9 @@
 //! with its full `fs` bytes. Reed-Solomon works byte position by byte position, so bytes
 //! `[a, b)` of any fragment can be rebuilt from bytes `[a, b)` of any k others.
 
-use crate::client::StorageClient;
 use crate::erasure::{Erasure, RsCodec};
 pub use crate::error::LogError;
+use crate::rpc::StorageClient;
 use crate::segment::{SegmentError, MAX_SEGMENT};
 use crate::store::lock;
 use crate::stripe::{stripe_group, StripeMember};

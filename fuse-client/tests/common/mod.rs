@@ -397,8 +397,10 @@ impl FakeManager {
         let st = self.lock();
         ManagerResponse::Lease(LeaseGrant {
             lease_ms: st.lease_ms,
+            valid_ms: st.lease_ms,
             incarnation: st.incarnation,
             lost,
+            losses: 0,
         })
     }
 

@@ -413,16 +413,49 @@ pub enum ManagerResponse {
     },
 }
 
-/// A volume lease: the client may use what it caches of this manager's inodes until
-/// `lease_ms` after it *sent* the request that got this grant.
+/// A volume lease answering `Hello`/`Renew`. The client may use what it caches of this
+/// manager's inodes until `valid_ms` after it *sent* the request that got this grant; it
+/// renews every `lease_ms / 4`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseGrant {
+    /// The manager's configured lease (sets the client's renewal pace).
     pub lease_ms: u32,
+    /// Lease time the session has left at the manager once this request was handled: at
+    /// most `lease_ms`, less when the manager did not extend the lease (callbacks to the
+    /// session outstanding). The client extends its lease only from this.
+    pub valid_ms: u32,
     /// Changes whenever the manager restarts; a client seeing a new value drops its caches.
     pub incarnation: u64,
     /// The manager gave up waiting for this client's answer to a callback (or does not know
     /// it): everything the client caches of this manager's inodes may be stale.
     pub lost: bool,
+    /// How often this incarnation gave up on the session so far. A client that sees it
+    /// grow treats the grant as `lost` (a later grant may overtake the one saying so).
+    pub losses: u32,
+}
+
+/// The volume lease a reply to an ordinary request confirms: the session's lease time left
+/// at the manager (`valid_ms`, counted from when the client sent the request) and the
+/// incarnation that holds it. A manager that did not extend the lease (callbacks to the
+/// session outstanding) reports only what was left, never an extension it did not make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseExtension {
+    pub valid_ms: u32,
+    pub incarnation: u64,
+    /// `LeaseGrant::losses` at the time: an answer overtaking the `Renew` answer that
+    /// tells the client it was lost does not extend the caches it must drop.
+    pub losses: u32,
+}
+
+impl LeaseExtension {
+    /// `left` as a wire extension (saturating at `u32::MAX` ms).
+    pub fn new(left: std::time::Duration, incarnation: u64, losses: u32) -> LeaseExtension {
+        LeaseExtension {
+            valid_ms: left.as_millis().min(u32::MAX as u128) as u32,
+            incarnation,
+            losses,
+        }
+    }
 }
 
 impl fmt::Display for ManagerRequest {

@@ -48,6 +48,9 @@ pub enum Response {
     Pong(NodeInfo),
     Storage(StorageResponse),
     Manager(ManagerResponse),
+    /// A manager's answer to a request from a client session in good standing, with the
+    /// lease it confirms (the client extends its volume lease only from such answers).
+    ManagerLeased(ManagerResponse, LeaseExtension),
     /// A client has carried out a callback.
     CallbackDone,
     Error(RemoteError),
@@ -120,6 +123,7 @@ impl fmt::Display for Response {
             Response::Pong(i) => write!(f, "Pong({})", i.name),
             Response::Storage(r) => write!(f, "{r:?}"),
             Response::Manager(_) => write!(f, "ManagerResponse"),
+            Response::ManagerLeased(_, l) => write!(f, "ManagerResponse(lease {}ms)", l.valid_ms),
             Response::CallbackDone => write!(f, "CallbackDone"),
             Response::Error(e) => write!(f, "Error({e})"),
         }
