@@ -86,6 +86,8 @@ pub struct RunningNode {
     pub transport: Arc<Transport>,
     manager: Option<Arc<manager::Service>>,
     serve: tokio::task::JoinHandle<()>,
+    /// Background workers of the roles (storage scrub, rebuild); aborted when the node stops.
+    workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningNode {
@@ -123,6 +125,11 @@ impl RunningNode {
         } else {
             None
         };
+        let mut workers = Vec::new();
+        if let Some(s) = &storage {
+            tracing::info!(node = %name, period_secs = config.file.storage.scrub_period_secs, "starting scrub worker");
+            workers.push(("scrub", s.start_scrub(&config, transport.clone())));
+        }
         let roles = node.roles.iter().map(|r| r.to_string()).collect();
         let info = NodeInfo {
             name: name.to_string(),
@@ -141,6 +148,7 @@ impl RunningNode {
             transport,
             manager,
             serve,
+            workers,
         })
     }
 
@@ -154,13 +162,22 @@ impl RunningNode {
         if let Some(m) = &self.manager {
             m.kill();
         }
+        self.stop_workers();
         self.transport.close();
         self.serve.abort();
         tracing::info!(node = %self.name, "node killed");
     }
 
+    fn stop_workers(&self) {
+        for (name, w) in &self.workers {
+            w.abort();
+            tracing::debug!(node = %self.name, worker = name, "worker stopped");
+        }
+    }
+
     /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.
     pub async fn stop(self) {
+        self.stop_workers();
         if let Some(m) = &self.manager {
             if let Err(e) = m.shutdown().await {
                 tracing::warn!(node = %self.name, "manager shutdown: {e}");

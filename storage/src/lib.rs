@@ -3,13 +3,18 @@
 //! Server side: `store` (fragments on local disk) and `server` (the RPC handler).
 //! Writer/reader side, used by clients and managers: `erasure`, `segment` (format),
 //! `stripe` (placement), `log` (`LogWriter`, `LogReader`) and `client` (typed RPCs).
+//! Lifecycle: `locate` (where a segment's fragments are now), `repair` (rebuild fragments
+//! from any k), `scrub` (the per-server checksum worker).
 //! `testing` holds the store conformance suite and the crash-simulating store.
 //! This crate knows fragments and segments; it must not know inodes or paths.
 
 pub mod client;
 pub mod erasure;
 pub mod error;
+pub mod locate;
 pub mod log;
+pub mod repair;
+pub mod scrub;
 pub mod segment;
 pub mod server;
 pub mod store;
@@ -17,7 +22,7 @@ pub mod stripe;
 pub mod testing;
 
 pub use client::StorageClient;
-pub use error::{ClientCallError, LogError, SegmentError, StorageError};
+pub use error::{ClientCallError, LogError, RepairError, SegmentError, StorageError};
 pub use log::{LogReader, LogWriter};
 pub use server::{Server, ServerHandler};
 pub use store::{FileStore, FragmentStore, MemStore};

@@ -34,7 +34,7 @@ const SUSPECT_FOR: Duration = Duration::from_secs(3);
 type CodecCache = HashMap<(u8, u8), Arc<RsCodec>>;
 
 /// Codecs are built once per (k, m) and shared (they cache decode matrices).
-fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
+pub(crate) fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
     static CODECS: LazyLock<Mutex<CodecCache>> = LazyLock::new(Default::default);
     let mut codecs = lock(&CODECS);
     if let Some(c) = codecs.get(&(k, m)) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod bench;
+mod scrub;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,9 @@ enum Cmd {
     /// Show every node: role, address, reachable or not, capacity and use. Exit 0 when the
     /// cluster can serve.
     Status(ClusterArg),
+    /// Scrub: show every storage server's last scrub results, or with --now verify every
+    /// fragment's checksums at once and repair bad ones from their stripe.
+    Scrub(NowArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -116,6 +120,16 @@ struct MountArgs {
     /// Let other users access the mount (needs root or user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     allow_other: bool,
+}
+
+#[derive(Args)]
+struct NowArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Do it now, at full speed, and wait until it is done.
+    #[arg(long)]
+    now: bool,
 }
 
 #[derive(Args)]
@@ -313,6 +327,10 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Scrub(a) => {
+            let config = load(&a.cluster)?;
+            scrub::run(&config, a.now).await
+        }
         Cmd::Status(a) => {
             let config = load(&a.cluster)?;
             let s = fsd::cluster::status(&config).await?;
@@ -354,6 +372,26 @@ async fn run(cli: Cli) -> Result<i32> {
                 );
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
+                }
+                if let Some(r) = &n.scrub {
+                    if r.running {
+                        println!(
+                            "    scrub: running, {}/{} fragments checked, {} bad, {} repaired",
+                            r.current.checked, r.current_total, r.current.bad, r.current.repaired
+                        );
+                    }
+                    if r.last_finished_unix != 0 {
+                        println!(
+                            "    last scrub {}: {} fragments checked, {} bad, {} repaired, {} unrepaired",
+                            ago(r.last_finished_unix),
+                            r.last.checked,
+                            r.last.bad,
+                            r.last.repaired,
+                            r.last.unrepaired
+                        );
+                    } else if !r.running {
+                        println!("    not scrubbed yet since it started");
+                    }
                 }
             }
             if s.can_serve {
@@ -422,6 +460,21 @@ async fn wait_for_signal() -> Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// "N s/min/h/d ago" for a Unix time.
+fn ago(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let d = now.saturating_sub(unix);
+    match d {
+        0..120 => format!("{d} s ago"),
+        120..7200 => format!("{} min ago", d / 60),
+        7200..172800 => format!("{} h ago", d / 3600),
+        _ => format!("{} d ago", d / 86400),
+    }
 }
 
 fn human(b: u64) -> String {
