@@ -13,6 +13,7 @@ pub mod erasure;
 pub mod error;
 pub mod locate;
 pub mod log;
+pub mod rebuild;
 pub mod repair;
 pub mod scrub;
 pub mod segment;

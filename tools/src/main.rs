@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod bench;
+mod rebuild;
 mod scrub;
 
 #[derive(Parser)]
@@ -39,6 +40,9 @@ enum Cmd {
     /// Scrub: show every storage server's last scrub results, or with --now verify every
     /// fragment's checksums at once and repair bad ones from their stripe.
     Scrub(NowArgs),
+    /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
+    /// fragments (e.g. those of a dead server) onto the live servers.
+    Rebuild(NowArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -326,6 +330,10 @@ async fn run(cli: Cli) -> Result<i32> {
                     .with_context(|| format!("cannot write {}", j.display()))?;
             }
             Ok(0)
+        }
+        Cmd::Rebuild(a) => {
+            let config = load(&a.cluster)?;
+            rebuild::run(&config, a.now).await
         }
         Cmd::Scrub(a) => {
             let config = load(&a.cluster)?;

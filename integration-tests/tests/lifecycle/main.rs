@@ -2,6 +2,7 @@
 //! (rebuild and space follow). All bounded in time.
 
 mod t10_scrub_repairs;
+mod t20_rebuild;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;
