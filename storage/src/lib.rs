@@ -18,6 +18,7 @@ pub mod repair;
 pub mod scrub;
 pub mod segment;
 pub mod server;
+pub mod space;
 pub mod store;
 pub mod stripe;
 pub mod testing;
