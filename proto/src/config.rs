@@ -137,9 +137,9 @@ pub struct StorageTunables {
     /// The background scrub reads every fragment once per this many seconds (paced evenly;
     /// default one week). 0 turns the background scrub off (`shoal scrub` still works).
     pub scrub_period_secs: u64,
-    /// A stripe seen missing fragments for this long (a server down, a write that landed
-    /// short) is rebuilt in the background (seconds; default 300). `shoal rebuild --now`
-    /// does not wait.
+    /// Meant for the background rebuild: a stripe seen missing fragments for this long is
+    /// rebuilt (seconds; default 300). NOT USED YET: no background rebuild worker exists;
+    /// run `shoal rebuild --cluster DIR --now`.
     pub rebuild_delay_secs: u64,
 }
 
@@ -446,9 +446,8 @@ pub const CONFIG_DOC: &str = "\
 #                 metadata log completes no append for this long (default 30000)
 # [storage]       scrub_period_secs: the background scrub reads and checks every fragment
 #                 once per this period (default 604800, a week; 0 = off; `shoal scrub
-#                 --now` runs a pass at once); rebuild_delay_secs: stripes missing
-#                 fragments for this long (a server down) are rebuilt onto live servers
-#                 (default 300; `shoal rebuild --now` does not wait)
+#                 --now` runs a pass at once); rebuild_delay_secs: reserved for the
+#                 background rebuild, not built yet: run `shoal rebuild --now` instead
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.
