@@ -227,6 +227,8 @@ pub struct NodeStatus {
     /// `Err` with the reason when the node could not be reached.
     pub reachable: Result<NodeInfo, String>,
     pub storage: Option<StorageStat>,
+    /// For storage servers: scrub progress and last results.
+    pub scrub: Option<proto::msg::ScrubReport>,
     /// For managers: whether they answer metadata requests (not still recovering).
     pub manager_ready: Option<bool>,
 }
@@ -257,6 +259,7 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                 Err(e) => Err(e.to_string()),
             };
             let mut storage = None;
+            let mut scrub = None;
             let mut manager_ready = None;
             if reachable.is_ok() {
                 if n.has(Role::Storage) {
@@ -270,6 +273,17 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                         .await
                     {
                         storage = Some(s);
+                    }
+                    if let Ok((Response::Storage(proto::msg::StorageResponse::Scrub(s)), _)) = t
+                        .call_timeout(
+                            n.address,
+                            &Request::Storage(StorageRequest::ScrubStatus),
+                            bytes::Bytes::new(),
+                            timeout,
+                        )
+                        .await
+                    {
+                        scrub = Some(s);
                     }
                 }
                 if n.has(Role::Manager) {
@@ -295,6 +309,7 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                 address: n.address,
                 reachable,
                 storage,
+                scrub,
                 manager_ready,
             }
         }));

@@ -91,6 +91,8 @@ pub struct RunningNode {
     serve: tokio::task::JoinHandle<()>,
     /// The reclaimer of dead data segments (on the manager with the lowest node id).
     reclaimer: Option<tokio::task::JoinHandle<()>>,
+    /// Background workers of the roles (storage scrub, rebuild); aborted when the node stops.
+    workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningNode {
@@ -128,6 +130,11 @@ impl RunningNode {
         } else {
             None
         };
+        let mut workers = Vec::new();
+        if let Some(s) = &storage {
+            tracing::info!(node = %name, period_secs = config.file.storage.scrub_period_secs, "starting scrub worker");
+            workers.push(("scrub", s.start_scrub(&config, transport.clone())));
+        }
         let roles = node.roles.iter().map(|r| r.to_string()).collect();
         let info = NodeInfo {
             name: name.to_string(),
@@ -158,6 +165,7 @@ impl RunningNode {
             manager,
             serve,
             reclaimer,
+            workers,
         })
     }
 
@@ -174,9 +182,17 @@ impl RunningNode {
         if let Some(m) = &self.manager {
             m.kill();
         }
+        self.stop_workers();
         self.transport.close();
         self.serve.abort();
         tracing::info!(node = %self.name, "node killed");
+    }
+
+    fn stop_workers(&self) {
+        for (name, w) in &self.workers {
+            w.abort();
+            tracing::debug!(node = %self.name, worker = name, "worker stopped");
+        }
     }
 
     /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.
@@ -184,6 +200,7 @@ impl RunningNode {
         if let Some(r) = &self.reclaimer {
             r.abort();
         }
+        self.stop_workers();
         if let Some(m) = &self.manager {
             if let Err(e) = m.shutdown().await {
                 tracing::warn!(node = %self.name, "manager shutdown: {e}");

@@ -968,12 +968,18 @@ impl Client {
             }
         }))
         .await;
-        let (mut cap, mut free) = (0u128, 0u128);
+        // Honest space: what stripes of k+m distinct servers can use, with servers on one
+        // file system sharing it (storage::space).
+        let (mut caps, mut frees) = (Vec::new(), Vec::new());
         for r in stats {
             match r {
                 Ok((Response::Storage(StorageResponse::Stat(s)), _)) => {
-                    cap += s.capacity_bytes as u128;
-                    free += s.free_bytes as u128;
+                    let space = |bytes| storage::space::ServerSpace {
+                        fs_id: s.fs_id,
+                        bytes,
+                    };
+                    caps.push(space(s.capacity_bytes));
+                    frees.push(space(s.free_bytes));
                 }
                 Ok((other, _)) => tracing::debug!("storage Stat answered {other}"),
                 Err(e) => tracing::debug!("storage Stat failed: {e}"),
@@ -996,6 +1002,10 @@ impl Client {
                 other => return Err(remote::unexpected("Counts", &other)),
             }
         }
+        let width =
+            self.config.file.erasure.data as usize + self.config.file.erasure.parity as usize;
+        let cap = storage::space::usable_raw(&caps, width) as u128;
+        let free = storage::space::usable_raw(&frees, width) as u128;
         Ok(statfs_from(&self.config, cap, free, total))
     }
 }

@@ -18,8 +18,8 @@ use proto::transport::Transport;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::StorageClient;
 use storage::log::LogReader;
+use storage::StorageClient;
 use tokio::sync::watch;
 
 /// How often the background reclaimer looks for dead segments.

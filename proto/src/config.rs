@@ -130,6 +130,28 @@ impl Default for ManagerTunables {
     }
 }
 
+/// Storage server tunables (background scrub and rebuild).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageTunables {
+    /// The background scrub reads every fragment once per this many seconds (paced evenly;
+    /// default one week). 0 turns the background scrub off (`shoal scrub` still works).
+    pub scrub_period_secs: u64,
+    /// Meant for the background rebuild: a stripe seen missing fragments for this long is
+    /// rebuilt (seconds; default 300). NOT USED YET: no background rebuild worker exists;
+    /// run `shoal rebuild --cluster DIR --now`.
+    pub rebuild_delay_secs: u64,
+}
+
+impl Default for StorageTunables {
+    fn default() -> Self {
+        StorageTunables {
+            scrub_period_secs: 7 * 24 * 3600,
+            rebuild_delay_secs: 300,
+        }
+    }
+}
+
 /// The file as written by `shoal init`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterFile {
@@ -146,6 +168,8 @@ pub struct ClusterFile {
     pub client: ClientTunables,
     #[serde(default)]
     pub manager: ManagerTunables,
+    #[serde(default)]
+    pub storage: StorageTunables,
 }
 
 /// A node, checked, with its id and resolved state directory.
@@ -344,6 +368,7 @@ impl ClusterConfig {
             slot_ranges,
             client: ClientTunables::default(),
             manager: ManagerTunables::default(),
+            storage: StorageTunables::default(),
         })
     }
 
@@ -419,6 +444,10 @@ pub const CONFIG_DOC: &str = "\
 #                 segment_bytes: largest metadata log segment (default 16 MiB, at most
 #                 64 MiB); journal_stall_ms: fsync and mutations fail with EIO when the
 #                 metadata log completes no append for this long (default 30000)
+# [storage]       scrub_period_secs: the background scrub reads and checks every fragment
+#                 once per this period (default 604800, a week; 0 = off; `shoal scrub
+#                 --now` runs a pass at once); rebuild_delay_secs: reserved for the
+#                 background rebuild, not built yet: run `shoal rebuild --now` instead
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.

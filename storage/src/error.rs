@@ -136,3 +136,17 @@ pub struct PlacementError {
     pub m: u8,
     pub nodes: usize,
 }
+
+/// A fragment could not be rebuilt from the rest of its stripe.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error("cannot rebuild {what}: only {available} of the {needed} fragments needed are readable ({detail})")]
+    NotEnough {
+        what: String,
+        available: usize,
+        needed: usize,
+        detail: String,
+    },
+    #[error("rebuilding {what} failed: {detail}")]
+    Failed { what: String, detail: String },
+}

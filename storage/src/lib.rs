@@ -4,20 +4,27 @@
 //! Writer/reader side, used by clients and managers: `erasure`, `segment` (format),
 //! `stripe` (placement), `log` (`LogWriter`, `LogReader`) and `rpc` (`StorageClient`, the
 //! typed RPC stub; not the client role).
+//! Lifecycle: `locate` (where a segment's fragments are now), `repair` (rebuild fragments
+//! from any k), `scrub` (the per-server checksum worker).
 //! `testing` holds the store conformance suite and the crash-simulating store.
 //! This crate knows fragments and segments; it must not know inodes or paths.
 
 pub mod erasure;
 pub mod error;
+pub mod locate;
 pub mod log;
+pub mod rebuild;
+pub mod repair;
 pub mod rpc;
+pub mod scrub;
 pub mod segment;
 pub mod server;
+pub mod space;
 pub mod store;
 pub mod stripe;
 pub mod testing;
 
-pub use error::{ClientCallError, LogError, SegmentError, StorageError};
+pub use error::{ClientCallError, LogError, RepairError, SegmentError, StorageError};
 pub use log::{LogReader, LogWriter};
 pub use rpc::StorageClient;
 pub use server::{Server, ServerHandler};

@@ -17,7 +17,7 @@ use crate::stripe::{stripe_group, StripeMember};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use proto::config::ClusterConfig;
-use proto::ids::{FragmentId, LogId, LogPtr, SegmentAddr, SegmentId};
+use proto::ids::{FragmentId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
 use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
 use proto::transport::Transport;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +34,7 @@ const SUSPECT_FOR: Duration = Duration::from_secs(3);
 type CodecCache = HashMap<(u8, u8), Arc<RsCodec>>;
 
 /// Codecs are built once per (k, m) and shared (they cache decode matrices).
-fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
+pub(crate) fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
     static CODECS: LazyLock<Mutex<CodecCache>> = LazyLock::new(Default::default);
     let mut codecs = lock(&CODECS);
     if let Some(c) = codecs.get(&(k, m)) {
@@ -290,9 +290,72 @@ struct ReaderInner {
     /// Servers that recently could not be reached, until when: reads skip them (go
     /// degraded at once) instead of paying a timeout on every read.
     suspects: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Segments whose fragments were found away from their placement's home, with when.
+    moved: Mutex<HashMap<(LogId, SegmentId), Located>>,
 }
 
+/// Where a stripe's fragments were found, and when.
+type Located = (Instant, Vec<StripeMember>);
+
+/// A located stripe is trusted this long before the servers are asked again.
+const LOCATED_FOR: Duration = Duration::from_secs(60);
+/// Most located stripes remembered by one reader.
+const LOCATED_MAX: usize = 16_384;
+
 impl ReaderInner {
+    fn cached_location(&self, seg: SegmentAddr) -> Option<Vec<StripeMember>> {
+        let moved = lock(&self.moved);
+        match moved.get(&(seg.log, seg.segment)) {
+            Some((at, g)) if at.elapsed() < LOCATED_FOR => Some(g.clone()),
+            _ => None,
+        }
+    }
+
+    /// Asks every storage server not recently unreachable where the fragments of `seg`
+    /// are, and returns `group` with each found fragment's server replaced by a holder
+    /// (the home server when it still holds it). Remembers stripes that moved.
+    async fn locate(&self, seg: SegmentAddr, group: &[StripeMember]) -> Vec<StripeMember> {
+        let nodes: Vec<(NodeId, SocketAddr)> = self
+            .config
+            .storage_nodes()
+            .iter()
+            .map(|n| (n.id, n.address))
+            .filter(|(_, a)| !self.is_suspect(*a))
+            .collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
+        let loc = crate::locate::locate_segment(&self.client, &addrs, seg.log, seg.segment).await;
+        for (addr, _) in &loc.unreachable {
+            lock(&self.suspects).insert(*addr, Instant::now() + SUSPECT_FOR);
+        }
+        let located: Vec<StripeMember> = group
+            .iter()
+            .map(|m| match loc.holders.get(&m.index) {
+                Some(holders) if !holders.contains(&m.addr) => {
+                    let addr = holders[0];
+                    let node = nodes
+                        .iter()
+                        .find(|(_, a)| *a == addr)
+                        .map(|(n, _)| *n)
+                        .unwrap_or(m.node);
+                    StripeMember {
+                        index: m.index,
+                        node,
+                        addr,
+                    }
+                }
+                _ => *m,
+            })
+            .collect();
+        if located != group {
+            let mut moved = lock(&self.moved);
+            if moved.len() >= LOCATED_MAX {
+                moved.clear();
+            }
+            moved.insert((seg.log, seg.segment), (Instant::now(), located.clone()));
+        }
+        located
+    }
+
     fn is_suspect(&self, addr: SocketAddr) -> bool {
         let mut suspects = lock(&self.suspects);
         match suspects.get(&addr) {
@@ -340,6 +403,7 @@ impl LogReader {
                 config,
                 client: StorageClient::new(transport),
                 suspects: Mutex::new(HashMap::new()),
+                moved: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -363,8 +427,10 @@ impl LogReader {
         if ptr.len == 0 {
             return Ok(Bytes::new());
         }
-        let group = stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m)
+        let home = stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m)
             .map_err(|e| unreadable(0, e.to_string()))?;
+        // Where the fragments were last found, if they moved (rebuild); else their home.
+        let mut group = self.inner.cached_location(seg).unwrap_or(home);
         let pieces = pieces(seg.len, seg.k, ptr.offset, ptr.len);
         // Cheap path: each piece from its data fragment, in parallel.
         let fetches = pieces.iter().map(|p| {
@@ -397,6 +463,33 @@ impl LogReader {
         }
         if failed.is_empty() {
             return Ok(out.freeze());
+        }
+        // Fragments may have moved (rebuilt onto other servers): ask the servers where they
+        // are now and retry the failed pieces there.
+        let located = self.inner.locate(seg, &group).await;
+        if located != group {
+            let mut still = Vec::new();
+            for (p, e) in failed {
+                let member = located[p.index];
+                if member.addr == group[p.index].addr {
+                    still.push((p, e));
+                    continue;
+                }
+                let id = FragmentId {
+                    log: seg.log,
+                    segment: seg.segment,
+                    index: member.index,
+                };
+                match self.inner.fetch(member.addr, id, p.frag_off, p.len).await {
+                    Ok(b) => out[p.out_off..p.out_off + p.len as usize].copy_from_slice(&b),
+                    Err(e2) => still.push((p, format!("{e}; moved to {}: {e2}", member.addr))),
+                }
+            }
+            failed = still;
+            group = located;
+            if failed.is_empty() {
+                return Ok(out.freeze());
+            }
         }
         // Degraded path: rebuild the failed pieces' byte range from any k other fragments.
         let lo = failed.iter().map(|(p, _)| p.frag_off).min().unwrap_or(0);
@@ -572,17 +665,32 @@ impl LogReader {
                     detail: e.to_string(),
                 }
             })?;
-        let deletes = group.iter().map(|member| {
+        // Rebuilt fragments live away from home: delete every copy the servers know of.
+        let servers: Vec<SocketAddr> = self
+            .inner
+            .config
+            .storage_nodes()
+            .iter()
+            .map(|n| n.address)
+            .collect();
+        let loc =
+            crate::locate::locate_segment(&self.inner.client, &servers, seg.log, seg.segment).await;
+        let mut targets: BTreeSet<(u8, SocketAddr)> =
+            group.iter().map(|m| (m.index, m.addr)).collect();
+        for (i, holders) in &loc.holders {
+            targets.extend(holders.iter().map(|a| (*i, *a)));
+        }
+        let deletes = targets.into_iter().map(|(index, addr)| {
             let id = FragmentId {
                 log: seg.log,
                 segment: seg.segment,
-                index: member.index,
+                index,
             };
-            async move { (member, self.inner.client.delete(member.addr, id).await) }
+            async move { ((index, addr), self.inner.client.delete(addr, id).await) }
         });
-        for (member, r) in futures::future::join_all(deletes).await {
+        for ((index, addr), r) in futures::future::join_all(deletes).await {
             if let Err(e) = r {
-                tracing::warn!(segment = %seg, fragment = member.index, addr = %member.addr, "delete failed: {e}");
+                tracing::warn!(segment = %seg, fragment = index, addr = %addr, "delete failed: {e}");
             }
         }
         Ok(())

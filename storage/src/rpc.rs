@@ -5,9 +5,10 @@
 
 pub use crate::error::ClientCallError;
 use bytes::Bytes;
-use proto::ids::{FragmentId, LogId};
+use proto::ids::{FragmentId, LogId, SegmentId};
 use proto::msg::{
-    FragmentInfo, FragmentMeta, Request, Response, StorageRequest, StorageResponse, StorageStat,
+    FragmentInfo, FragmentMeta, Request, Response, ScrubReport, StorageRequest, StorageResponse,
+    StorageStat,
 };
 use proto::transport::Transport;
 use std::net::SocketAddr;
@@ -184,6 +185,44 @@ impl StorageClient {
             (StorageResponse::Stat(s), _) => Ok(s),
             (other, _) => Err(ClientCallError::Unexpected(format!(
                 "Stat answered {other:?}"
+            ))),
+        }
+    }
+
+    /// The fragments of one segment held by the server at `addr`.
+    pub async fn locate(
+        &self,
+        addr: SocketAddr,
+        log: LogId,
+        segment: SegmentId,
+    ) -> Result<Vec<FragmentInfo>, ClientCallError> {
+        match self
+            .call(
+                addr,
+                StorageRequest::Locate { log, segment },
+                Bytes::new(),
+                CONTROL_TIMEOUT,
+            )
+            .await?
+        {
+            (StorageResponse::Located(f), _) => Ok(f),
+            (other, _) => Err(ClientCallError::Unexpected(format!(
+                "Locate answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Asks the server to start a scrub pass now (`now`) or only reports its scrub state.
+    pub async fn scrub(&self, addr: SocketAddr, now: bool) -> Result<ScrubReport, ClientCallError> {
+        let req = if now {
+            StorageRequest::ScrubNow
+        } else {
+            StorageRequest::ScrubStatus
+        };
+        match self.call(addr, req, Bytes::new(), CONTROL_TIMEOUT).await? {
+            (StorageResponse::Scrub(r), _) => Ok(r),
+            (other, _) => Err(ClientCallError::Unexpected(format!(
+                "Scrub answered {other:?}"
             ))),
         }
     }

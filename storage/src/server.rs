@@ -8,11 +8,31 @@ use bytes::Bytes;
 use proto::msg::{NodeInfo, RemoteError, Request, Response, StorageRequest, StorageResponse};
 use proto::transport::{BoxFuture, Handler, Peer};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// One storage server over one store.
 pub struct Server {
     store: Arc<dyn FragmentStore>,
+    scrub: Arc<crate::scrub::ScrubState>,
+    /// Foreground requests (puts, reads) in flight; background workers back off on it.
+    foreground: Arc<AtomicU64>,
+}
+
+/// Counts one foreground request while alive.
+struct Foreground<'a>(&'a AtomicU64);
+
+impl<'a> Foreground<'a> {
+    fn new(c: &'a AtomicU64) -> Foreground<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Foreground(c)
+    }
+}
+
+impl Drop for Foreground<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Server {
@@ -27,7 +47,34 @@ impl Server {
 
     /// A server over any store (tests use `MemStore`/`CrashStore`).
     pub fn with_store(store: Arc<dyn FragmentStore>) -> Arc<Server> {
-        Arc::new(Server { store })
+        Arc::new(Server {
+            store,
+            scrub: Default::default(),
+            foreground: Default::default(),
+        })
+    }
+
+    /// Starts the background scrub of this server. It repairs bad fragments from the
+    /// other storage servers of `config`, reached through `transport`.
+    pub fn start_scrub(
+        &self,
+        config: &proto::config::ClusterConfig,
+        transport: Arc<proto::transport::Transport>,
+    ) -> tokio::task::JoinHandle<()> {
+        let worker = crate::scrub::ScrubWorker {
+            store: self.store.clone(),
+            state: self.scrub.clone(),
+            foreground: self.foreground.clone(),
+            client: crate::rpc::StorageClient::new(transport),
+            servers: config.storage_nodes().iter().map(|n| n.address).collect(),
+            period: std::time::Duration::from_secs(config.file.storage.scrub_period_secs),
+        };
+        tokio::spawn(worker.run())
+    }
+
+    /// Foreground requests in flight (background workers back off while it is non-zero).
+    pub fn foreground(&self) -> Arc<AtomicU64> {
+        self.foreground.clone()
     }
 
     pub fn store(&self) -> &Arc<dyn FragmentStore> {
@@ -54,6 +101,7 @@ impl Server {
     ) -> Result<(StorageResponse, Bytes), RemoteError> {
         match req {
             StorageRequest::PutFragment { id, meta } => {
+                let _fg = Foreground::new(&self.foreground);
                 let len = bulk.len();
                 self.blocking(move |s| s.put(id, meta, bulk))
                     .await
@@ -73,6 +121,7 @@ impl Server {
                         "read of {len} bytes exceeds the {MAX_FRAGMENT}-byte limit"
                     )));
                 }
+                let _fg = Foreground::new(&self.foreground);
                 let bytes = self
                     .blocking(move |s| s.read_range(id, offset, len))
                     .await
@@ -98,6 +147,16 @@ impl Server {
             StorageRequest::Stat => {
                 let st = self.blocking(|s| s.stat()).await?;
                 Ok((StorageResponse::Stat(st), Bytes::new()))
+            }
+            StorageRequest::Locate { log, segment } => {
+                let frags = self.blocking(move |s| s.list_segment(log, segment)).await?;
+                Ok((StorageResponse::Located(frags), Bytes::new()))
+            }
+            StorageRequest::ScrubNow => {
+                Ok((StorageResponse::Scrub(self.scrub.start_now()), Bytes::new()))
+            }
+            StorageRequest::ScrubStatus => {
+                Ok((StorageResponse::Scrub(self.scrub.report()), Bytes::new()))
             }
         }
     }

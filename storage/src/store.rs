@@ -29,6 +29,18 @@ pub trait FragmentStore: Send + Sync + 'static {
     fn delete(&self, id: FragmentId) -> Result<bool, StorageError>;
     /// Every readable fragment of `log`, ordered by (segment, index).
     fn list_log(&self, log: LogId) -> Result<Vec<FragmentInfo>, StorageError>;
+    /// The readable fragments of one segment held here, ordered by index.
+    fn list_segment(
+        &self,
+        log: LogId,
+        segment: proto::ids::SegmentId,
+    ) -> Result<Vec<FragmentInfo>, StorageError> {
+        Ok(self
+            .list_log(log)?
+            .into_iter()
+            .filter(|f| f.id.segment == segment)
+            .collect())
+    }
     /// Every log with at least one fragment here, ordered.
     fn list_logs(&self) -> Result<Vec<LogId>, StorageError>;
     fn stat(&self) -> Result<StorageStat, StorageError>;
@@ -174,6 +186,7 @@ impl FragmentStore for MemStore {
             free_bytes: u64::MAX - used,
             used_bytes: used,
             fragments: frags.len() as u64,
+            fs_id: 0,
         })
     }
 }

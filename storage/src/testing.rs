@@ -101,6 +101,7 @@ impl FragmentStore for CrashStore {
             free_bytes: d.free_bytes.saturating_sub(v.used_bytes),
             used_bytes: d.used_bytes + v.used_bytes,
             fragments: d.fragments + v.fragments,
+            fs_id: d.fs_id,
         })
     }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 mod bench;
 mod clean;
+mod rebuild;
+mod scrub;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,12 @@ enum Cmd {
     /// Show the space the reclaimer would give back (deleted or overwritten data); with
     /// --now, reclaim it at once.
     Clean(CleanArgs),
+    /// Scrub: show every storage server's last scrub results, or with --now verify every
+    /// fragment's checksums at once and repair bad ones from their stripe.
+    Scrub(NowArgs),
+    /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
+    /// fragments (e.g. those of a dead server) onto the live servers.
+    Rebuild(NowArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -130,6 +138,16 @@ struct MountArgs {
     /// Let other users access the mount (needs root or user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     allow_other: bool,
+}
+
+#[derive(Args)]
+struct NowArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Do it now, at full speed, and wait until it is done.
+    #[arg(long)]
+    now: bool,
 }
 
 #[derive(Args)]
@@ -328,6 +346,14 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Clean(a) => clean::run(Arc::new(load(&a.cluster)?), a.now).await,
+        Cmd::Rebuild(a) => {
+            let config = load(&a.cluster)?;
+            rebuild::run(&config, a.now).await
+        }
+        Cmd::Scrub(a) => {
+            let config = load(&a.cluster)?;
+            scrub::run(&config, a.now).await
+        }
         Cmd::Status(a) => {
             let config = load(&a.cluster)?;
             let s = fsd::cluster::status(&config).await?;
@@ -369,6 +395,26 @@ async fn run(cli: Cli) -> Result<i32> {
                 );
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
+                }
+                if let Some(r) = &n.scrub {
+                    if r.running {
+                        println!(
+                            "    scrub: running, {}/{} fragments checked, {} bad, {} repaired",
+                            r.current.checked, r.current_total, r.current.bad, r.current.repaired
+                        );
+                    }
+                    if r.last_finished_unix != 0 {
+                        println!(
+                            "    last scrub {}: {} fragments checked, {} bad, {} repaired, {} unrepaired",
+                            ago(r.last_finished_unix),
+                            r.last.checked,
+                            r.last.bad,
+                            r.last.repaired,
+                            r.last.unrepaired
+                        );
+                    } else if !r.running {
+                        println!("    not scrubbed yet since it started");
+                    }
                 }
             }
             if s.can_serve {
@@ -437,6 +483,21 @@ async fn wait_for_signal() -> Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// "N s/min/h/d ago" for a Unix time.
+fn ago(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let d = now.saturating_sub(unix);
+    match d {
+        0..120 => format!("{d} s ago"),
+        120..7200 => format!("{} min ago", d / 60),
+        7200..172800 => format!("{} h ago", d / 3600),
+        _ => format!("{} d ago", d / 86400),
+    }
 }
 
 pub(crate) fn human(b: u64) -> String {

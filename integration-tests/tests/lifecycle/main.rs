@@ -1,7 +1,10 @@
 //! The life of a cluster's space (issue [lifecycle]) through real processes and a real
-//! mount: data that is deleted or overwritten is given back (dead segments reclaimed).
-//! All bounded in time.
+//! mount: scrub finds and repairs corrupted fragments (t10), rebuild restores a lost
+//! server's fragments (t20), data that is deleted or overwritten is given back (dead
+//! segments reclaimed, t60, t61). All bounded in time.
 
+mod t10_scrub_repairs;
+mod t20_rebuild;
 mod t60_write_delete_rounds;
 mod t61_clean_command;
 
@@ -9,6 +12,7 @@ use anyhow::{Context, Result};
 use integration_tests::pattern;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Writes `len` bytes of pattern stream `seed` to a new file `p` in 1 MiB pieces and fsyncs.
@@ -47,4 +51,51 @@ pub fn dir_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Reads `p` and checks size and every byte against stream `seed`.
+pub fn check_pattern(p: &Path, seed: u64, len: usize) -> Result<()> {
+    let f = File::open(p).with_context(|| format!("open {}", p.display()))?;
+    let size = f.metadata()?.len();
+    anyhow::ensure!(
+        size == len as u64,
+        "{}: size {size}, expected {len}",
+        p.display()
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(buf.len());
+        f.read_exact_at(&mut buf[..n], off as u64)
+            .with_context(|| format!("read {} at {off}", p.display()))?;
+        pattern::check(seed, off as u64, &buf[..n])
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        off += n;
+    }
+    Ok(())
+}
+
+/// The numbers of `shoal scrub`'s "total:" line: (checked, bad, repaired, unrepaired).
+pub fn scrub_totals(stdout: &str) -> Option<(u64, u64, u64, u64)> {
+    let line = stdout.lines().find(|l| l.starts_with("total: checked "))?;
+    let num = |after: &str| -> Option<u64> {
+        let rest = &line[line.find(after)? + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((
+        num("checked ")?,
+        num("bad ")?,
+        num("repaired ")?,
+        num("unrepaired ")?,
+    ))
+}
+
+#[test]
+fn scrub_totals_parse() {
+    let out = "x\ntotal: checked 12 fragments (3.0 MiB), bad 4, repaired 3, unrepaired 1\n";
+    assert_eq!(scrub_totals(out), Some((12, 4, 3, 1)));
+    assert_eq!(scrub_totals("nothing"), None);
 }

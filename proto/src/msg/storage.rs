@@ -1,6 +1,6 @@
 //! Storage service messages: fragments in, byte ranges out.
 
-use crate::ids::{FragmentId, LogId};
+use crate::ids::{FragmentId, LogId, SegmentId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -38,6 +38,14 @@ pub enum StorageRequest {
     ListLogs,
     /// Capacity and use.
     Stat,
+    /// The fragments of one segment this server holds (readable ones). Readers and rebuild
+    /// ask every server to find fragments that are not on their placement's home server.
+    Locate { log: LogId, segment: SegmentId },
+    /// Start a scrub pass now (verify every fragment's checksums, repair bad ones from the
+    /// rest of their stripe) unless one is running. Answered with `ScrubStatus` at once.
+    ScrubNow,
+    /// Progress of the running scrub pass and the results of the last finished one.
+    ScrubStatus,
 }
 
 impl fmt::Display for StorageRequest {
@@ -53,6 +61,9 @@ impl fmt::Display for StorageRequest {
             StorageRequest::ListLog { log } => write!(f, "ListLog({log})"),
             StorageRequest::ListLogs => write!(f, "ListLogs"),
             StorageRequest::Stat => write!(f, "Stat"),
+            StorageRequest::Locate { log, segment } => write!(f, "Locate({log}/{segment})"),
+            StorageRequest::ScrubNow => write!(f, "ScrubNow"),
+            StorageRequest::ScrubStatus => write!(f, "ScrubStatus"),
         }
     }
 }
@@ -76,6 +87,47 @@ pub struct StorageStat {
     /// Bytes of fragment payload stored by this server.
     pub used_bytes: u64,
     pub fragments: u64,
+    /// Identifies the file system holding the data directory (statvfs `f_fsid`, 0 when
+    /// unknown): servers reporting the same id share their free space, so honest space
+    /// counts it once.
+    pub fs_id: u64,
+}
+
+/// Counters of one scrub pass of one storage server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubCounts {
+    /// Fragments read completely and checked.
+    pub checked: u64,
+    /// Payload bytes read and checked.
+    pub bytes: u64,
+    /// Fragments that failed a checksum (or could not be read).
+    pub bad: u64,
+    /// Bad fragments rebuilt from their stripe, written back and read back clean.
+    pub repaired: u64,
+    /// Bad fragments that could not be repaired (not enough of the stripe reachable).
+    pub unrepaired: u64,
+}
+
+/// Scrub state of one storage server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// A pass is running; `current` is its progress.
+    pub running: bool,
+    /// Fragments the running pass has to check in total.
+    pub current_total: u64,
+    pub current: ScrubCounts,
+    /// Passes finished since the server started.
+    pub passes: u64,
+    /// Results of the last finished pass, and when it finished (Unix seconds, 0 = never).
+    pub last: ScrubCounts,
+    pub last_finished_unix: u64,
+    /// Configured pace: every fragment is read once per this many seconds.
+    pub period_secs: u64,
+    /// `ScrubNow` requests received (the answer to `ScrubNow` carries the new count), and
+    /// the count of requests covered by finished full-speed passes: a caller waits until
+    /// `now_served` reaches the count it was given.
+    pub now_requests: u64,
+    pub now_served: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,4 +141,6 @@ pub enum StorageResponse {
     Fragments(Vec<FragmentInfo>),
     Logs(Vec<LogId>),
     Stat(StorageStat),
+    Located(Vec<FragmentInfo>),
+    Scrub(ScrubReport),
 }

@@ -595,6 +595,32 @@ impl FragmentStore for FileStore {
             .collect())
     }
 
+    fn list_segment(
+        &self,
+        log: LogId,
+        segment: SegmentId,
+    ) -> Result<Vec<FragmentInfo>, StorageError> {
+        let index = lock(&self.index);
+        let Some(frags) = index.logs.get(&log) else {
+            return Ok(Vec::new());
+        };
+        Ok(frags
+            .range((segment, 0)..=(segment, u8::MAX))
+            .filter_map(|((segment, i), slot)| match slot {
+                Slot::Good { meta, len } => Some(FragmentInfo {
+                    id: FragmentId {
+                        log,
+                        segment: *segment,
+                        index: *i,
+                    },
+                    meta: *meta,
+                    len: *len,
+                }),
+                Slot::Bad(_) => None,
+            })
+            .collect())
+    }
+
     fn list_logs(&self) -> Result<Vec<LogId>, StorageError> {
         let index = lock(&self.index);
         let mut logs: Vec<LogId> = index
@@ -616,6 +642,7 @@ impl FragmentStore for FileStore {
             free_bytes: vfs.f_bavail.saturating_mul(vfs.f_frsize),
             used_bytes: index.used_bytes,
             fragments: index.fragments,
+            fs_id: vfs.f_fsid,
         })
     }
 }

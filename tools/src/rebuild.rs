@@ -1,0 +1,107 @@
+//! `shoal rebuild --cluster DIR [--now]`: shows how many stripes are degraded and by how
+//! much, or with `--now` reconstructs their missing fragments onto live servers (least
+//! redundancy first, several stripes in parallel) with progress, bytes and ETA.
+
+use anyhow::Result;
+use proto::config::ClusterConfig;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Instant;
+use storage::rebuild::{degraded_histogram, execute, plan, scan};
+use storage::StorageClient;
+
+/// Stripes rebuilt at the same time.
+const PARALLEL: usize = 4;
+
+pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
+    let transport = fsd::cluster::client_transport(config)?;
+    let client = StorageClient::new(transport.clone());
+    let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
+    let name_of = |a: SocketAddr| {
+        config
+            .storage_nodes()
+            .iter()
+            .find(|n| n.address == a)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| a.to_string())
+    };
+    eprintln!("scanning {} storage servers...", servers.len());
+    let s = scan(&client, &servers).await;
+    for (a, e) in &s.down {
+        println!("{} ({a}) is down: {e}", name_of(*a));
+    }
+    let hist = degraded_histogram(&s.stripes);
+    let degraded: usize = hist.values().sum();
+    println!(
+        "{} stripes, {} degraded{}",
+        s.stripes.len(),
+        degraded,
+        hist.iter()
+            .map(|(m, n)| format!(", {n} missing {m} fragment(s)"))
+            .collect::<String>()
+    );
+    let p = plan(&s.stripes, &s.live);
+    if !p.unrepairable.is_empty() {
+        println!(
+            "{} stripes have fewer than k fragments on live servers and cannot be rebuilt now (start the servers that are down)",
+            p.unrepairable.len()
+        );
+    }
+    let total: u64 = p.jobs.iter().map(|j| j.bytes()).sum();
+    if !now {
+        println!(
+            "{} stripes to rebuild ({}); run `shoal rebuild --cluster {} --now` to do it now",
+            p.jobs.len(),
+            crate::human(total),
+            config.dir.display()
+        );
+        transport.close();
+        return Ok(if degraded == 0 { 0 } else { 1 });
+    }
+    let started = Instant::now();
+    let done = execute(&client, &p, PARALLEL, |pr, err| {
+        if let Some(e) = err {
+            eprintln!("\nfailed: {e}");
+        }
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = pr.bytes_done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (pr.bytes_total - pr.bytes_done) as f64 / rate
+        } else {
+            0.0
+        };
+        eprint!(
+            "\rrebuild: {}/{} stripes, {} of {}, {:.1} MB/s, ETA {:.0} s   ",
+            pr.stripes_done,
+            pr.stripes_total,
+            crate::human(pr.bytes_done),
+            crate::human(pr.bytes_total),
+            rate / 1e6,
+            eta
+        );
+        let _ = std::io::stderr().flush();
+    })
+    .await;
+    eprintln!();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {} fragments of {} stripes ({}) in {:.1} s ({:.1} MB/s); {} stripes failed",
+        done.fragments_done,
+        done.stripes_done,
+        crate::human(done.bytes_done),
+        secs,
+        done.bytes_done as f64 / secs.max(0.001) / 1e6,
+        done.stripes_failed
+    );
+    transport.close();
+    if done.stripes_failed > 0 || !p.unrepairable.is_empty() || p.unplaced > 0 {
+        if p.unplaced > 0 {
+            println!(
+                "{} fragments found no live server to go to (fewer live servers than k+m)",
+                p.unplaced
+            );
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}
