@@ -55,6 +55,29 @@ fn mix(seed: u64, word: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Reads `p` in 1 MiB pieces and checks size and every byte against stream `seed`.
+pub fn check_file(p: &std::path::Path, seed: u64, len: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+    let size = f.metadata()?.len();
+    anyhow::ensure!(
+        size == len as u64,
+        "{}: size {size}, expected {len}",
+        p.display()
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(buf.len());
+        f.read_exact_at(&mut buf[..n], off as u64)
+            .with_context(|| format!("read {} at {off}", p.display()))?;
+        check(seed, off as u64, &buf[..n]).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        off += n;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

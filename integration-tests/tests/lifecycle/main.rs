@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use integration_tests::pattern;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Writes `len` bytes of pattern stream `seed` to a new file `p` in 1 MiB pieces and fsyncs.
@@ -53,27 +52,7 @@ pub fn dir_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Reads `p` and checks size and every byte against stream `seed`.
-pub fn check_pattern(p: &Path, seed: u64, len: usize) -> Result<()> {
-    let f = File::open(p).with_context(|| format!("open {}", p.display()))?;
-    let size = f.metadata()?.len();
-    anyhow::ensure!(
-        size == len as u64,
-        "{}: size {size}, expected {len}",
-        p.display()
-    );
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0;
-    while off < len {
-        let n = (len - off).min(buf.len());
-        f.read_exact_at(&mut buf[..n], off as u64)
-            .with_context(|| format!("read {} at {off}", p.display()))?;
-        pattern::check(seed, off as u64, &buf[..n])
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        off += n;
-    }
-    Ok(())
-}
+pub use integration_tests::pattern::check_file as check_pattern;
 
 /// The numbers of `shoal scrub`'s "total:" line: (checked, bad, repaired, unrepaired).
 pub fn scrub_totals(stdout: &str) -> Option<(u64, u64, u64, u64)> {
