@@ -5,6 +5,7 @@
 use crate::error::NodeError;
 use crate::node::{identity, RunningNode};
 use proto::config::{ClusterConfig, ErasureConfig, Role, CONFIG_FILE};
+use proto::identity::{PeerIdentity, Role as IdRole};
 use proto::msg::{ManagerRequest, NodeInfo, Request, Response, StorageRequest, StorageStat};
 use proto::tls::{write_pem, CertAuthority};
 use proto::transport::Transport;
@@ -23,8 +24,44 @@ pub struct InitParams {
     pub base_port: u16,
 }
 
-/// Writes a new cluster into `dir`: `cluster.toml`, the CA, one certificate per node and one
-/// for clients. Refuses to overwrite an existing cluster.
+/// The identity name of the default client certificate (`shoal mount` without `--as`,
+/// `shoal up`) and of the default admin certificate (the CLI's cluster tools).
+pub const DEFAULT_CLIENT: &str = "client";
+pub const DEFAULT_ADMIN: &str = "admin";
+
+/// The identity of node `n` of `config`: its name, one role per role it runs.
+pub fn node_identity(n: &proto::config::Node) -> Result<PeerIdentity, NodeError> {
+    let roles: Vec<IdRole> = n
+        .roles
+        .iter()
+        .map(|r| match r {
+            Role::Storage => IdRole::Storage,
+            Role::Manager => IdRole::Manager,
+        })
+        .collect();
+    PeerIdentity::new(&n.name, &roles).map_err(|e| NodeError::Other(e.to_string()))
+}
+
+/// Issues and writes the certificate and key of `id` under the cluster's `tls/`.
+pub fn write_identity(
+    config: &ClusterConfig,
+    ca: &CertAuthority,
+    id: &PeerIdentity,
+    valid_for: Option<Duration>,
+) -> Result<(), NodeError> {
+    let tls_err = |source| NodeError::Tls {
+        name: id.name.clone(),
+        source,
+    };
+    let (cert, key) = ca.issue_identity(id, valid_for).map_err(tls_err)?;
+    let (cp, kp) = config.cert_paths(&id.name);
+    write_pem(&cp, &cert, false).map_err(tls_err)?;
+    write_pem(&kp, &key, true).map_err(tls_err)
+}
+
+/// Writes a new cluster into `dir`: `cluster.toml`, the CA, one certificate per node
+/// (carrying its roles), one for the default client identity `client` and one for the
+/// default admin identity `admin`. Refuses to overwrite an existing cluster.
 pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
     let cfg_path = dir.join(CONFIG_FILE);
     if cfg_path.exists() {
@@ -47,13 +84,15 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
     let ca = CertAuthority::generate(&p.name).map_err(tls_err("ca"))?;
     write_pem(&config.ca_cert_path(), &ca.cert_pem, false).map_err(tls_err("ca"))?;
     write_pem(&config.ca_key_path(), &ca.key_pem, true).map_err(tls_err("ca"))?;
-    let mut names: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
-    names.push("client".into());
-    for name in &names {
-        let (cert, key) = ca.issue(name).map_err(tls_err(name))?;
-        let (cp, kp) = config.cert_paths(name);
-        write_pem(&cp, &cert, false).map_err(tls_err(name))?;
-        write_pem(&kp, &key, true).map_err(tls_err(name))?;
+    let mut ids = Vec::new();
+    for n in &config.nodes {
+        ids.push(node_identity(n)?);
+    }
+    let other = |e: proto::identity::IdentityError| NodeError::Other(e.to_string());
+    ids.push(PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client]).map_err(other)?);
+    ids.push(PeerIdentity::new(DEFAULT_ADMIN, &[IdRole::Admin]).map_err(other)?);
+    for id in &ids {
+        write_identity(&config, &ca, id, None)?;
     }
     let text = ClusterConfig::render(&file);
     std::fs::write(&cfg_path, text).map_err(|source| NodeError::Io {
@@ -61,6 +100,46 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
         source,
     })?;
     Ok(config)
+}
+
+/// Reissues, with the CA key of the cluster directory, every node certificate and the
+/// default client and admin certificates that are missing or carry no identity (clusters
+/// made before certificates carried roles). `shoal up` calls it; it does nothing when all
+/// carry one. Returns how many it reissued.
+pub fn upgrade_identities(config: &ClusterConfig) -> Result<usize, NodeError> {
+    let mut wanted = Vec::new();
+    for n in &config.nodes {
+        wanted.push(node_identity(n)?);
+    }
+    let other = |e: proto::identity::IdentityError| NodeError::Other(e.to_string());
+    wanted.push(PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client]).map_err(other)?);
+    wanted.push(PeerIdentity::new(DEFAULT_ADMIN, &[IdRole::Admin]).map_err(other)?);
+    let stale: Vec<&PeerIdentity> = wanted
+        .iter()
+        .filter(|id| certificate_identity(config, &id.name).as_ref() != Some(*id))
+        .collect();
+    if stale.is_empty() || !config.ca_key_path().exists() {
+        return Ok(0);
+    }
+    let ca =
+        CertAuthority::load(&config.ca_cert_path(), &config.ca_key_path()).map_err(|source| {
+            NodeError::Tls {
+                name: "ca".into(),
+                source,
+            }
+        })?;
+    for id in &stale {
+        tracing::info!(identity = %id, "issuing a certificate that carries the identity");
+        write_identity(config, &ca, id, None)?;
+    }
+    Ok(stale.len())
+}
+
+/// The identity the certificate `tls/NAME.pem` carries, if it exists and carries one.
+pub fn certificate_identity(config: &ClusterConfig, name: &str) -> Option<PeerIdentity> {
+    let (cp, _) = config.cert_paths(name);
+    let pem = std::fs::read_to_string(cp).ok()?;
+    PeerIdentity::from_cert_pem(&pem).ok()
 }
 
 /// Finds `count` consecutive free UDP ports on 127.0.0.1, starting the search at a
@@ -114,6 +193,7 @@ impl LocalCluster {
             tracing::info!(dir = %dir.display(), base_port, "created a new local cluster");
         }
         let config = Arc::new(ClusterConfig::load(dir)?);
+        upgrade_identities(&config)?;
         LocalCluster::start(config).await
     }
 
@@ -187,9 +267,19 @@ impl LocalCluster {
     }
 }
 
-/// A client endpoint for a cluster (mounts, the CLI).
+/// A client endpoint for a cluster with the default client identity.
 pub fn client_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeError> {
-    let id = identity(config, "client")?;
+    transport_as(config, DEFAULT_CLIENT)
+}
+
+/// An endpoint with the default admin identity (the CLI's cluster tools).
+pub fn admin_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeError> {
+    transport_as(config, DEFAULT_ADMIN)
+}
+
+/// A client endpoint with identity `name` (its `tls/NAME.pem` and `tls/NAME.key`).
+pub fn transport_as(config: &ClusterConfig, name: &str) -> Result<Arc<Transport>, NodeError> {
+    let id = identity(config, name)?;
     let any: SocketAddr = match config.nodes.first().map(|n| n.address) {
         Some(SocketAddr::V6(_)) => "[::]:0"
             .parse()
@@ -204,13 +294,23 @@ pub fn client_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeEr
     Ok(Transport::bind(any, &id, false)?)
 }
 
-/// Connects a client and mounts it at `mountpoint`.
+/// Connects a client with the default client identity and mounts it at `mountpoint`.
 pub async fn mount(
     config: Arc<ClusterConfig>,
     mountpoint: &Path,
     opts: &fuse_client::MountOptions,
 ) -> Result<fuse_client::Mount, NodeError> {
-    let transport = client_transport(&config)?;
+    mount_as(config, DEFAULT_CLIENT, mountpoint, opts).await
+}
+
+/// Connects a client with identity `name` and mounts it at `mountpoint`.
+pub async fn mount_as(
+    config: Arc<ClusterConfig>,
+    name: &str,
+    mountpoint: &Path,
+    opts: &fuse_client::MountOptions,
+) -> Result<fuse_client::Mount, NodeError> {
+    let transport = transport_as(&config, name)?;
     let client = fuse_client::Client::connect(config, transport)
         .await
         .map_err(|e| NodeError::Client(e.to_string()))?;
@@ -243,7 +343,7 @@ pub struct ClusterStatus {
 
 /// Probes every node of the cluster with the client identity.
 pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> {
-    let transport = client_transport(config)?;
+    let transport = admin_transport(config)?;
     let timeout = Duration::from_secs(3);
     let mut probes = Vec::new();
     for n in &config.nodes {

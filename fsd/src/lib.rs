@@ -2,6 +2,7 @@
 //! behind one QUIC endpoint, and starts local clusters and client mounts. It owns process
 //! wiring only; the roles' logic lives in their crates.
 
+pub mod certs;
 pub mod cluster;
 pub mod error;
 pub mod node;

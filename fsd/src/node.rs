@@ -1,25 +1,109 @@
 //! One node: its endpoint, its roles, and the handler that routes each request to a role.
+//! The handler is the node's one place of authorization: every request is checked against
+//! the role matrix (`proto::authz`) with the verified peer identity before any role sees
+//! it, and refusals are logged. It also holds the node's deny list (`proto::revoke`).
 
 use crate::error::NodeError;
 use bytes::Bytes;
 use proto::config::{ClusterConfig, Role};
-use proto::msg::{NodeInfo, RemoteError, Request, Response};
+use proto::msg::{AdminRequest, NodeInfo, RemoteError, Request, Response};
+use proto::revoke::{DenyError, DenyList, SignedDenyList};
 use proto::tls::Identity;
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Routes requests to the roles this node runs.
+/// The deny list a node enforces: checked against the CA it trusts, persisted in its state
+/// directory, handed to the transport (which refuses and disconnects the names).
+pub struct DenyState {
+    ca_der: Vec<u8>,
+    path: PathBuf,
+    current: Mutex<DenyList>,
+    transport: Arc<Transport>,
+}
+
+impl DenyState {
+    /// Loads the newest valid list of the node's own copy and the cluster directory's
+    /// (`tls/revoked.list`) and enforces it.
+    fn open(
+        config: &ClusterConfig,
+        id: &Identity,
+        state_dir: &std::path::Path,
+        transport: Arc<Transport>,
+    ) -> Result<DenyState, NodeError> {
+        let ca_der = id.ca.first().map(|c| c.to_vec()).unwrap_or_default();
+        let st = DenyState {
+            ca_der,
+            path: state_dir.join("revoked.list"),
+            current: Mutex::new(DenyList::default()),
+            transport,
+        };
+        for path in [st.path.clone(), revoked_list_path(config)] {
+            let loaded =
+                SignedDenyList::load(&path).map_err(|e| NodeError::Other(e.to_string()))?;
+            if let Some(signed) = loaded {
+                match st.install(&signed) {
+                    Ok(seq) => tracing::info!(path = %path.display(), seq, "deny list loaded"),
+                    Err(e) => {
+                        return Err(NodeError::Other(format!(
+                            "deny list {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// Verifies `signed`; when newer than the list held, persists and enforces it. Returns
+    /// the sequence number now held.
+    pub fn install(&self, signed: &SignedDenyList) -> Result<u64, DenyError> {
+        let list = signed.verify(&self.ca_der)?;
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if list.seq <= cur.seq {
+            return Ok(cur.seq);
+        }
+        signed.store(&self.path)?;
+        tracing::warn!(seq = list.seq, names = ?list.names, "deny list installed: these identities are refused");
+        self.transport
+            .set_denied(list.names.iter().cloned().collect());
+        *cur = list;
+        Ok(cur.seq)
+    }
+}
+
+/// The cluster directory's copy of the deny list (`shoal cert revoke` writes it).
+pub fn revoked_list_path(config: &ClusterConfig) -> PathBuf {
+    config.ca_cert_path().with_file_name("revoked.list")
+}
+
+/// Routes requests to the roles this node runs, after the role matrix allowed them.
 struct NodeHandler {
     info: NodeInfo,
     storage: Option<Arc<storage::server::Server>>,
     manager: Option<Arc<manager::Service>>,
+    deny: Arc<DenyState>,
 }
 
 impl Handler for NodeHandler {
     fn handle(&self, peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
         Box::pin(async move {
+            if let Err(d) = proto::authz::check(peer.identity.as_deref(), &req) {
+                tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused: {d}");
+                return (Response::Error(d.into()), Bytes::new());
+            }
             match req {
+                Request::Admin(AdminRequest::InstallDenyList { list, signature }) => {
+                    match self.deny.install(&SignedDenyList { list, signature }) {
+                        Ok(seq) => (Response::DenyList { seq }, Bytes::new()),
+                        Err(e) => (
+                            Response::Error(RemoteError::Invalid(e.to_string())),
+                            Bytes::new(),
+                        ),
+                    }
+                }
                 Request::Ping => (Response::Pong(self.info.clone()), Bytes::new()),
                 Request::Storage(r) => match &self.storage {
                     Some(s) => match s.handle(r, bulk).await {
@@ -32,6 +116,15 @@ impl Handler for NodeHandler {
                     ),
                 },
                 Request::Manager(r) => match &self.manager {
+                    Some(m) if needs_session(&peer, &r) && !m.has_session(peer.addr) => {
+                        tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
+                        (
+                            Response::Error(RemoteError::LeaseExpired(
+                                "no lease session on this connection: send Hello first".into(),
+                            )),
+                            Bytes::new(),
+                        )
+                    }
                     Some(m) => match m.handle_leased(Some(peer.addr), r).await {
                         Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),
                         Ok((resp, Some(lease))) => {
@@ -51,6 +144,19 @@ impl Handler for NodeHandler {
             }
         })
     }
+}
+
+/// Leases fail closed: a client identity (one that is not also a manager or an admin)
+/// is served only from a connection that holds a lease session, except for the requests
+/// that open, renew and end one.
+fn needs_session(peer: &Peer, req: &proto::msg::ManagerRequest) -> bool {
+    use proto::identity::Role;
+    use proto::msg::ManagerRequest as R;
+    let Some(id) = &peer.identity else {
+        return true;
+    };
+    let client_only = id.has(Role::Client) && !id.has(Role::Manager) && !id.has(Role::Admin);
+    client_only && !matches!(req, R::Hello { .. } | R::Renew { .. } | R::Goodbye { .. })
 }
 
 /// Loads the TLS identity `name` ("client" or a node name) of a cluster.
@@ -109,6 +215,12 @@ impl RunningNode {
             source,
         })?;
         let transport = bind_with_retry(node.address, &id).await?;
+        let deny = Arc::new(DenyState::open(
+            &config,
+            &id,
+            &node.state_dir,
+            transport.clone(),
+        )?);
         let storage = if node.has(Role::Storage) {
             let dir = node.state_dir.join("storage");
             tracing::info!(node = %name, dir = %dir.display(), "starting storage server");
@@ -145,6 +257,7 @@ impl RunningNode {
             info,
             storage,
             manager: manager.clone(),
+            deny,
         });
         let serve = transport.serve(handler);
         tracing::info!(node = %name, addr = %node.address, "node is serving");

@@ -221,10 +221,13 @@ impl Client {
         let tun = &config.file.client;
         let dirty_limit = DIRTY_LIMIT.max(tun.segment_bytes.saturating_mul(2));
         let cache = BlockCache::new(tun.cache_bytes);
+        // Sessions and logs carry the tag of this client's identity: servers accept its
+        // fragments, commits and session requests only with that tag (`proto::authz`).
+        let tag = transport.local_identity().map(|i| i.log_tag()).unwrap_or(0);
         Client {
             mc: ManagerClient::new(config.clone(), transport.clone()),
-            session: rand::random::<u64>(),
-            log_id: LogId::client(rand::random::<u64>()),
+            session: proto::authz::session_of(tag, rand::random::<u64>()),
+            log_id: LogId::client_of(tag, rand::random::<u64>()),
             horizon: Default::default(),
             promised: DashMap::new(),
             state: Mutex::new(DataState {

@@ -55,6 +55,7 @@ pub fn remote_errno(e: &RemoteError) -> FsError {
         RemoteError::NotFound(_) => FsError::ENOENT,
         RemoteError::NoSpace(_) => FsError::ENOSPC,
         RemoteError::Invalid(_) => FsError::EINVAL,
+        RemoteError::Denied { .. } => FsError(libc::EACCES),
         RemoteError::Corrupt(_)
         | RemoteError::Io(_)
         | RemoteError::NoRole(_)

@@ -583,6 +583,15 @@ impl LeaseTable {
         }
     }
 
+    /// Whether a session (live or lost) is bound to the connection from `addr`, without
+    /// extending anything: a node refuses a client identity's requests from a connection
+    /// without one ("leases fail closed").
+    pub fn knows_addr(&self, addr: SocketAddr) -> bool {
+        self.by_addr
+            .get(&addr)
+            .is_some_and(|s| self.sessions.contains_key(s))
+    }
+
     /// The current address of a session (it may have reconnected since a callback began).
     pub fn addr_of(&self, session: SessionId) -> Option<SocketAddr> {
         self.sessions.get(&session).and_then(|s| s.addr)

@@ -405,6 +405,11 @@ impl Service {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a lease session is bound to the connection from `addr` (`LeaseTable::knows_addr`).
+    pub fn has_session(&self, addr: SocketAddr) -> bool {
+        self.leases().knows_addr(addr)
+    }
+
     /// Counters of leases and callbacks (for benchmarks and status).
     pub fn lease_stats(&self) -> LeaseStats {
         self.leases().stats()

@@ -76,9 +76,26 @@ impl LogId {
         LogId(0x4d00_0000_0000 | node.0 as u64)
     }
 
-    /// A client log from a random 64-bit value.
+    /// Bits of a client log id below its identity tag (random per mount).
+    const CLIENT_RANDOM_BITS: u32 = 39;
+
+    /// A client log from a random 64-bit value (tests; real clients use `client_of`).
     pub fn client(random: u64) -> LogId {
         LogId(random | Self::CLIENT_BIT)
+    }
+
+    /// A client log of the identity with log tag `tag` (24 bits, `identity::log_tag`):
+    /// bit 63 set, the tag in bits 39..63, 39 random bits below. Servers accept a client's
+    /// fragments and commits only in logs carrying its tag.
+    pub fn client_of(tag: u32, random: u64) -> LogId {
+        let low = random & ((1u64 << Self::CLIENT_RANDOM_BITS) - 1);
+        LogId(Self::CLIENT_BIT | ((tag as u64 & 0xff_ffff) << Self::CLIENT_RANDOM_BITS) | low)
+    }
+
+    /// The identity tag of a client log (`None` for other logs).
+    pub fn client_tag(self) -> Option<u32> {
+        self.is_client()
+            .then_some(((self.0 >> Self::CLIENT_RANDOM_BITS) & 0xff_ffff) as u32)
     }
 
     /// Whether this is a client (data) log.
@@ -199,5 +216,9 @@ mod tests {
     fn client_logs_are_marked() {
         assert!(LogId::client(5).is_client());
         assert!(!LogId::manager(NodeId(3)).is_client());
+        let l = LogId::client_of(0xabcdef, u64::MAX);
+        assert!(l.is_client());
+        assert_eq!(l.client_tag(), Some(0xabcdef));
+        assert_eq!(LogId::manager(NodeId(3)).client_tag(), None);
     }
 }

@@ -1,10 +1,13 @@
 //! Shared wire types and transport of Shoal: typed ids, the cluster config, messages,
 //! framing, TLS and the QUIC transport. Kept thin: no role logic lives here.
 
+pub mod authz;
 pub mod config;
 pub mod frame;
+pub mod identity;
 pub mod ids;
 pub mod msg;
+pub mod revoke;
 pub mod route;
 pub mod tls;
 pub mod transport;

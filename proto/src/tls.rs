@@ -1,13 +1,16 @@
 //! The cluster's certificate authority and node/client certificates (rcgen), and the rustls
 //! configurations for mutual TLS. Owns PEM files on disk; does not open sockets.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use crate::identity::PeerIdentity;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The server name every node's certificate carries; peers are identified by their
-/// certificate's common name, not by DNS.
+/// The server name every certificate carries (DNS plays no part); peers are identified by
+/// the `shoal://ROLE/NAME` URIs of their certificates (`identity`).
 pub const SERVER_NAME: &str = "shoal-node";
 /// ALPN protocol id: a peer speaking another wire version is refused at the handshake.
 pub const ALPN: &[u8] = b"shoal/1";
@@ -32,6 +35,10 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("the system random generator failed")]
+    Random,
+    #[error("signature check failed: {0}")]
+    BadSignature(String),
 }
 
 /// A generated CA: its certificate (PEM) and the issuer that signs leaves.
@@ -73,8 +80,9 @@ impl CertAuthority {
         })
     }
 
-    /// Issues a leaf certificate for `common_name` (a node or client name). Returns
-    /// (certificate PEM, key PEM).
+    /// Issues a leaf certificate for `common_name` that carries **no** Shoal identity:
+    /// real nodes refuse it (`authz`). Only for tests of the layers below authorization.
+    /// Returns (certificate PEM, key PEM).
     pub fn issue(&self, common_name: &str) -> Result<(String, String), TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
@@ -84,6 +92,54 @@ impl CertAuthority {
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+
+    /// Issues the certificate of `id` (its roles as `shoal://ROLE/NAME` SAN URIs, see
+    /// `identity`), valid from an hour ago (clock skew) for `valid_for` (default: 10 years
+    /// for nodes, as `shoal init` makes them). Returns (certificate PEM, key PEM).
+    pub fn issue_identity(
+        &self,
+        id: &PeerIdentity,
+        valid_for: Option<std::time::Duration>,
+    ) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        for uri in id.uris() {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
+        }
+        params.distinguished_name.push(DnType::CommonName, &id.name);
+        let now = time::OffsetDateTime::now_utc();
+        let valid_for = valid_for.unwrap_or(std::time::Duration::from_secs(10 * 365 * 86400));
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + valid_for;
+        let mut serial = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+            .map_err(|_| TlsError::Random)?;
+        serial[0] &= 0x7f;
+        params.serial_number = Some(serial.to_vec().into());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Signs `msg` with the CA key (deny lists, `revoke`).
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, TlsError> {
+        use rcgen::SigningKey;
+        let key = KeyPair::from_pem(&self.key_pem)?;
+        Ok(key.sign(msg)?)
+    }
+}
+
+/// Verifies `signature` over `msg` against the public key of the CA certificate
+/// `ca_der` (ECDSA P-256, as `CertAuthority::generate` makes). Nodes use it to accept a
+/// deny list without holding the CA key.
+pub fn verify_ca_signature(ca_der: &[u8], msg: &[u8], signature: &[u8]) -> Result<(), TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| TlsError::BadSignature(format!("CA certificate unparseable: {e}")))?;
+    let spki = cert.public_key().subject_public_key.data.as_ref();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, spki)
+        .verify(msg, signature)
+        .map_err(|_| TlsError::BadSignature("not signed by the cluster CA".into()))
 }
 
 /// A node's or client's identity: the CA it trusts and its own certificate and key.
@@ -167,6 +223,14 @@ pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), TlsErr
     let mut f = opts.open(path).map_err(err)?;
     f.write_all(contents.as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)
+}
+
+/// The DER of the first certificate of a PEM text.
+pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {

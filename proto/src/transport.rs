@@ -3,10 +3,11 @@
 //! nothing of what the messages mean (that is the roles' business).
 
 use crate::frame::{self, FrameError, PREFIX_LEN};
+use crate::identity::PeerIdentity;
 use crate::msg::{RemoteError, Request, Response};
 use crate::tls::{Identity, TlsError, SERVER_NAME};
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,6 +21,26 @@ const DOWN_BACKOFF: Duration = Duration::from_millis(500);
 const SOCKET_BUFFER: usize = 4 << 20;
 /// MTU used on loopback (measured best with GSO, MEASURED.md §3).
 const LOOPBACK_MTU: u16 = 6500;
+/// A request's frame must keep arriving: at most this long between two chunks (and for
+/// the prefix after the stream opened), or the stream is reset and the reason logged.
+pub const READ_IDLE: Duration = Duration::from_secs(20);
+/// Bytes of request frames one incoming connection may hold in memory at once (frames
+/// being read plus requests being handled). Allocation follows arriving bytes, never a
+/// size prefix; a stream that cannot get budget within `READ_IDLE` is reset.
+pub const CONNECTION_BUDGET: usize = 4 * frame::MAX_BULK as usize;
+/// Incoming connections one identity may hold open at a node (each mount or tool process
+/// opens one per node). Past it new connections of that identity are closed.
+pub const MAX_CONNECTIONS_PER_IDENTITY: usize = 64;
+/// Concurrent request streams per connection (QUIC stream credit).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// QUIC flow-control windows: per stream, per connection (receive) and send.
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
+const SEND_WINDOW: u64 = 64 << 20;
+/// Application close codes.
+const CLOSE_REVOKED: u32 = 2;
+const CLOSE_MISBEHAVING: u32 = 3;
+const CLOSE_TOO_MANY: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -58,10 +79,30 @@ impl TransportError {
     }
 }
 
-/// Who sent a request.
-#[derive(Clone, Copy, Debug)]
+/// Who sent a request: its address (for the way back) and the identity its verified
+/// certificate carries (`None` when it carries none; `authz` refuses such peers).
+#[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    pub identity: Option<Arc<PeerIdentity>>,
+}
+
+/// The identity of a connection's verified peer certificate.
+fn peer_identity_of(conn: &quinn::Connection) -> Option<Arc<PeerIdentity>> {
+    let any = conn.peer_identity()?;
+    let certs = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let first = certs.first()?;
+    PeerIdentity::from_cert_der(first.as_ref())
+        .ok()
+        .map(Arc::new)
+}
+
+fn identity_key(id: &Option<Arc<PeerIdentity>>) -> String {
+    id.as_ref()
+        .map(|i| i.name.clone())
+        .unwrap_or_else(|| "<no identity>".into())
 }
 
 /// A boxed future returned by handlers.
@@ -88,6 +129,52 @@ pub struct Transport {
     incoming: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
     /// Answers requests that peers send back over connections we opened (callbacks).
     callback_handler: std::sync::OnceLock<Arc<dyn Handler>>,
+    /// This endpoint's own identity (from its certificate).
+    local_identity: Option<Arc<PeerIdentity>>,
+    /// Names refused at once (the installed deny list) and every live connection by the
+    /// peer identity's name, so a revocation closes them.
+    guard: Arc<ConnGuard>,
+}
+
+/// Connections by identity, and the identities refused.
+#[derive(Default)]
+struct ConnGuard {
+    denied: Mutex<HashSet<String>>,
+    live: Mutex<HashMap<String, Vec<quinn::Connection>>>,
+}
+
+impl ConnGuard {
+    fn is_denied(&self, name: &str) -> bool {
+        self.denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
+    /// Records a connection; `Err` with the reason when it must be closed instead.
+    fn admit(
+        &self,
+        key: &str,
+        conn: &quinn::Connection,
+        cap: Option<usize>,
+    ) -> Result<(), (u32, String)> {
+        if self.is_denied(key) {
+            return Err((CLOSE_REVOKED, format!("identity {key} is revoked")));
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let list = live.entry(key.to_string()).or_default();
+        list.retain(|c| c.close_reason().is_none());
+        if let Some(cap) = cap {
+            if list.len() >= cap {
+                return Err((
+                    CLOSE_TOO_MANY,
+                    format!("identity {key} already holds {cap} connections to this node"),
+                ));
+            }
+        }
+        list.push(conn.clone());
+        Ok(())
+    }
 }
 
 fn transport_config(loopback: bool) -> quinn::TransportConfig {
@@ -95,7 +182,11 @@ fn transport_config(loopback: bool) -> quinn::TransportConfig {
     if loopback {
         t.initial_mtu(LOOPBACK_MTU).min_mtu(LOOPBACK_MTU);
     }
-    t.max_concurrent_bidi_streams(1024u32.into());
+    t.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(STREAM_WINDOW.into());
+    t.receive_window(CONNECTION_WINDOW.into());
+    t.send_window(SEND_WINDOW);
     t.keep_alive_interval(Some(Duration::from_secs(2)));
     if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
         t.max_idle_timeout(Some(idle));
@@ -147,13 +238,40 @@ impl Transport {
                 .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_client));
         client_cfg.transport_config(Arc::new(transport_config(loopback)));
+        let local_identity = identity
+            .chain
+            .first()
+            .and_then(|c| PeerIdentity::from_cert_der(c.as_ref()).ok())
+            .map(Arc::new);
         Ok(Arc::new(Transport {
             endpoint,
             client_cfg,
             peers: Mutex::new(HashMap::new()),
             incoming: Arc::new(Mutex::new(HashMap::new())),
             callback_handler: std::sync::OnceLock::new(),
+            local_identity,
+            guard: Arc::new(ConnGuard::default()),
         }))
+    }
+
+    /// This endpoint's own identity, from its certificate (`None` if it carries none).
+    pub fn local_identity(&self) -> Option<Arc<PeerIdentity>> {
+        self.local_identity.clone()
+    }
+
+    /// Refuses these identity names from now on: new connections of theirs are closed at
+    /// once and every open connection with them (either direction) is closed now.
+    pub fn set_denied(&self, names: HashSet<String>) {
+        *self.guard.denied.lock().unwrap_or_else(|e| e.into_inner()) = names.clone();
+        let live = self.guard.live.lock().unwrap_or_else(|e| e.into_inner());
+        for name in &names {
+            for c in live.get(name).into_iter().flatten() {
+                if c.close_reason().is_none() {
+                    tracing::warn!(identity = %name, addr = %c.remote_address(), "closing the connection of a revoked identity");
+                    c.close(CLOSE_REVOKED.into(), b"identity revoked");
+                }
+            }
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -195,14 +313,23 @@ impl Transport {
                 reason: format!("no handshake within {CONNECT_TIMEOUT:?}"),
             }),
             Ok(Err(e)) => Err(classify_connection_error(addr, e)),
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => {
+                let id = peer_identity_of(&c);
+                match self.guard.admit(&identity_key(&id), &c, None) {
+                    Ok(()) => Ok((c, id)),
+                    Err((code, reason)) => {
+                        c.close(code.into(), reason.as_bytes());
+                        Err(TransportError::Certificate { addr, reason })
+                    }
+                }
+            }
         };
         match result {
-            Ok(c) => {
+            Ok((c, id)) => {
                 *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *guard = Some(c.clone());
                 if let Some(handler) = self.callback_handler.get() {
-                    tokio::spawn(accept_streams(c.clone(), addr, handler.clone()));
+                    tokio::spawn(accept_streams(c.clone(), addr, id, handler.clone()));
                 }
                 Ok(c)
             }
@@ -283,9 +410,26 @@ impl Transport {
     }
 }
 
-async fn accept_streams(conn: quinn::Connection, addr: SocketAddr, handler: Arc<dyn Handler>) {
+async fn accept_streams(
+    conn: quinn::Connection,
+    addr: SocketAddr,
+    identity: Option<Arc<PeerIdentity>>,
+    handler: Arc<dyn Handler>,
+) {
+    let budget = Arc::new(tokio::sync::Semaphore::new(CONNECTION_BUDGET));
     while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_stream(Peer { addr }, handler.clone(), send, recv));
+        let peer = Peer {
+            addr,
+            identity: identity.clone(),
+        };
+        tokio::spawn(serve_stream(
+            peer,
+            handler.clone(),
+            conn.clone(),
+            budget.clone(),
+            send,
+            recv,
+        ));
     }
 }
 
@@ -317,11 +461,13 @@ async fn call_on(
             .map_err(|e| broken(e.to_string()))?;
     }
     send.finish().map_err(|e| broken(e.to_string()))?;
-    read_frame::<Response>(&mut recv)
+    read_frame::<Response>(&mut recv, None)
         .await
         .map_err(|e| match e {
             ReadError::Frame(source) => TransportError::Frame { addr, source },
-            ReadError::Io(reason) => broken(reason),
+            ReadError::Io(reason) | ReadError::Idle(reason) | ReadError::Budget(reason) => {
+                broken(reason)
+            }
         })
 }
 
@@ -330,10 +476,12 @@ impl Transport {
     pub fn serve(self: &Arc<Self>, handler: Arc<dyn Handler>) -> tokio::task::JoinHandle<()> {
         let endpoint = self.endpoint.clone();
         let incoming_map = self.incoming.clone();
+        let guard = self.guard.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let handler = handler.clone();
                 let incoming_map = incoming_map.clone();
+                let guard = guard.clone();
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     let conn = match incoming.await {
@@ -343,6 +491,16 @@ impl Transport {
                             return;
                         }
                     };
+                    let identity = peer_identity_of(&conn);
+                    let key = identity_key(&identity);
+                    if let Err((code, reason)) =
+                        guard.admit(&key, &conn, Some(MAX_CONNECTIONS_PER_IDENTITY))
+                    {
+                        tracing::warn!(%addr, identity = %key, "refused connection: {reason}");
+                        conn.close(code.into(), reason.as_bytes());
+                        return;
+                    }
+                    let budget = Arc::new(tokio::sync::Semaphore::new(CONNECTION_BUDGET));
                     incoming_map
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -360,7 +518,18 @@ impl Transport {
                             }
                         };
                         let handler = handler.clone();
-                        tokio::spawn(serve_stream(Peer { addr }, handler, send, recv));
+                        let peer = Peer {
+                            addr,
+                            identity: identity.clone(),
+                        };
+                        tokio::spawn(serve_stream(
+                            peer,
+                            handler,
+                            conn.clone(),
+                            budget.clone(),
+                            send,
+                            recv,
+                        ));
                     }
                 });
             }
@@ -390,6 +559,15 @@ fn stateless_reset_key(identity: &Identity) -> ring::hmac::Key {
 
 fn classify_connection_error(addr: SocketAddr, e: quinn::ConnectionError) -> TransportError {
     let text = e.to_string();
+    // Closed by the peer because our identity is revoked: final, like a refused certificate.
+    if let quinn::ConnectionError::ApplicationClosed(c) = &e {
+        if c.error_code == CLOSE_REVOKED.into() {
+            return TransportError::Certificate {
+                addr,
+                reason: format!("our identity is revoked: {text}"),
+            };
+        }
+    }
     let lower = text.to_lowercase();
     if lower.contains("certificate")
         || lower.contains("unknownissuer")
@@ -407,29 +585,79 @@ fn classify_connection_error(addr: SocketAddr, e: quinn::ConnectionError) -> Tra
 enum ReadError {
     Frame(FrameError),
     Io(String),
+    /// Nothing arrived for `READ_IDLE`.
+    Idle(String),
+    /// The connection's memory budget stayed exhausted for `READ_IDLE`.
+    Budget(String),
+}
+
+/// Reads exactly `len` bytes, allocating only as they arrive (never from `len` alone),
+/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first.
+async fn read_exact_bounded(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+    budget: Option<&Arc<tokio::sync::Semaphore>>,
+    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Bytes, ReadError> {
+    let mut buf = BytesMut::new();
+    while buf.len() < len {
+        let want = len - buf.len();
+        let chunk = match tokio::time::timeout(READ_IDLE, recv.read_chunk(want, true)).await {
+            Err(_) => {
+                return Err(ReadError::Idle(format!(
+                    "no data for {READ_IDLE:?} with {want} bytes of the frame still to come"
+                )))
+            }
+            Ok(Err(e)) => return Err(ReadError::Io(e.to_string())),
+            Ok(Ok(None)) => {
+                return Err(ReadError::Io(format!(
+                    "stream finished {want} bytes before the end of its frame"
+                )))
+            }
+            Ok(Ok(Some(c))) => c.bytes,
+        };
+        if let Some(budget) = budget {
+            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            match tokio::time::timeout(READ_IDLE, budget.clone().acquire_many_owned(n)).await {
+                Ok(Ok(p)) => held.push(p),
+                _ => {
+                    return Err(ReadError::Budget(format!(
+                        "the connection's {CONNECTION_BUDGET}-byte frame budget stayed exhausted for {READ_IDLE:?}"
+                    )))
+                }
+            }
+        }
+        if buf.is_empty() && chunk.len() == len {
+            return Ok(chunk);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut quinn::RecvStream,
+    budget: Option<(
+        &Arc<tokio::sync::Semaphore>,
+        &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+    )>,
 ) -> Result<(T, Bytes), ReadError> {
-    let mut prefix = [0u8; PREFIX_LEN];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|e| ReadError::Io(e.to_string()))?;
-    let p = frame::decode_prefix(&prefix).map_err(ReadError::Frame)?;
-    let mut header = vec![0u8; p.header_len as usize];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| ReadError::Io(e.to_string()))?;
+    let mut scratch = Vec::new();
+    let (budget, held) = match budget {
+        Some((b, h)) => (Some(b), h),
+        None => (None, &mut scratch),
+    };
+    let prefix = read_exact_bounded(recv, PREFIX_LEN, budget, held).await?;
+    let mut p = [0u8; PREFIX_LEN];
+    p.copy_from_slice(&prefix);
+    let p = frame::decode_prefix(&p).map_err(ReadError::Frame)?;
+    let header = read_exact_bounded(recv, p.header_len as usize, budget, held).await?;
     let msg = frame::decode_header::<T>(&header).map_err(ReadError::Frame)?;
+    drop(header);
     let bulk = if p.bulk_len == 0 {
         Bytes::new()
     } else {
-        let mut buf = BytesMut::zeroed(p.bulk_len as usize);
-        recv.read_exact(&mut buf)
-            .await
-            .map_err(|e| ReadError::Io(e.to_string()))?;
-        buf.freeze()
+        read_exact_bounded(recv, p.bulk_len as usize, budget, held).await?
     };
     Ok((msg, bulk))
 }
@@ -437,24 +665,42 @@ async fn read_frame<T: serde::de::DeserializeOwned>(
 async fn serve_stream(
     peer: Peer,
     handler: Arc<dyn Handler>,
+    conn: quinn::Connection,
+    budget: Arc<tokio::sync::Semaphore>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let (resp, bulk) = match read_frame::<Request>(&mut recv).await {
+    // Permits for the bytes of this request, held until it has been answered.
+    let mut held = Vec::new();
+    let who = identity_key(&peer.identity);
+    let read = read_frame::<Request>(&mut recv, Some((&budget, &mut held))).await;
+    let (resp, bulk) = match read {
         Ok((req, bulk)) => {
-            tracing::trace!(addr = %peer.addr, "request {req}");
+            tracing::trace!(addr = %peer.addr, identity = %who, "request {req}");
             handler.handle(peer, req, bulk).await
         }
-        Err(ReadError::Frame(FrameError::BadMagic(_))) => {
-            let _ = send.reset(1u32.into());
+        Err(ReadError::Frame(
+            e @ (FrameError::BadMagic(_)
+            | FrameError::HeaderTooLarge(_)
+            | FrameError::BulkTooLarge(_)),
+        )) => {
+            tracing::warn!(addr = %peer.addr, identity = %who, "disconnecting a misbehaving peer: {e}");
+            conn.close(CLOSE_MISBEHAVING.into(), e.to_string().as_bytes());
             return;
         }
         Err(ReadError::Frame(e)) => (
             Response::Error(RemoteError::Invalid(e.to_string())),
             Bytes::new(),
         ),
+        Err(ReadError::Idle(reason) | ReadError::Budget(reason)) => {
+            tracing::warn!(addr = %peer.addr, identity = %who, "resetting a request stream: {reason}");
+            let _ = send.reset(1u32.into());
+            let _ = recv.stop(1u32.into());
+            return;
+        }
         Err(ReadError::Io(_)) => return,
     };
+    drop(held);
     let head = match frame::encode_head(&resp, bulk.len() as u64) {
         Ok(h) => h,
         Err(e) => {

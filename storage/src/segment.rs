@@ -14,6 +14,8 @@ pub use crate::error::SegmentError;
 
 /// Largest segment, header included.
 pub const MAX_SEGMENT: u64 = 64 << 20;
+// A fragment (at most a whole segment) must fit one frame's bulk.
+const _: () = assert!(MAX_SEGMENT <= proto::frame::MAX_BULK);
 const MAGIC: [u8; 4] = *b"SHSG";
 const VERSION: u8 = 1;
 /// magic, version, codec, log, segment, table length.

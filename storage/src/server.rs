@@ -162,8 +162,9 @@ impl Server {
     }
 }
 
-/// A transport `Handler` serving only the storage role (for tests and simple nodes; `fsd`
-/// composes roles itself).
+/// A transport `Handler` serving only the storage role, for in-process tests of the layers
+/// below authorization: it checks no identity. Real nodes run `fsd`'s node handler, which
+/// composes the roles and refuses requests through `proto::authz` first.
 pub struct ServerHandler {
     pub server: Arc<Server>,
     pub name: String,
@@ -191,6 +192,10 @@ impl Handler for ServerHandler {
                 ),
                 Request::Client(_) => (
                     Response::Error(RemoteError::NoRole("client".into())),
+                    Bytes::new(),
+                ),
+                Request::Admin(_) => (
+                    Response::Error(RemoteError::NoRole("admin".into())),
                     Bytes::new(),
                 ),
             }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
-    let transport = fsd::cluster::client_transport(&config)?;
+    let transport = fsd::cluster::admin_transport(&config)?;
     let r = Reclaimer::new(config, transport);
     let (logs, skipped) = r.survey().await;
     println!(

@@ -35,6 +35,9 @@ enum Cmd {
     Node(NodeCmd),
     /// Mount the cluster's file system at MOUNTPOINT (foreground; Ctrl-C unmounts).
     Mount(MountArgs),
+    /// Certificates: issue client and admin identities, revoke any identity.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Show every node: role, address, reachable or not, capacity and use. Exit 0 when the
     /// cluster can serve.
     Status(ClusterArg),
@@ -128,11 +131,39 @@ enum NodeCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Issue tls/NAME.pem and tls/NAME.key for a client or admin identity (needs the CA key).
+    Issue {
+        /// Cluster directory (holds cluster.toml and tls/ca.key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// client or admin.
+        role: String,
+        /// The identity's name: 1 to 64 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// How long the certificate is valid: a number and d, h, m or s.
+        #[arg(long, default_value = "365d")]
+        expires: String,
+    },
+    /// Revoke identity NAME: sign a new deny list with the CA, write tls/revoked.list and
+    /// push it to every node (they refuse NAME and close its connections at once).
+    Revoke {
+        /// Cluster directory (holds cluster.toml and tls/ca.key).
+        #[arg(long)]
+        cluster: PathBuf,
+        name: String,
+    },
+}
+
 #[derive(Args)]
 struct MountArgs {
     /// Cluster directory (holds cluster.toml and tls/).
     #[arg(long)]
     cluster: PathBuf,
+    /// The client identity to mount as (its tls/NAME.pem and tls/NAME.key).
+    #[arg(long = "as", default_value = fsd::cluster::DEFAULT_CLIENT)]
+    as_name: String,
     /// Where to mount.
     mountpoint: PathBuf,
     /// Let other users access the mount (needs root or user_allow_other in /etc/fuse.conf).
@@ -231,6 +262,50 @@ async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
+        Cmd::Cert(CertCmd::Issue {
+            cluster,
+            role,
+            name,
+            expires,
+        }) => {
+            let config = load(&cluster)?;
+            let role = match proto::identity::Role::parse(&role) {
+                Some(r) => r,
+                None => bail!("role {role:?}: expected client or admin"),
+            };
+            let valid_for = fsd::certs::parse_duration(&expires).map_err(anyhow::Error::msg)?;
+            let id = fsd::certs::issue(&config, role, &name, valid_for)?;
+            let (cp, kp) = config.cert_paths(&name);
+            println!(
+                "issued {id}, valid for {expires}: {} and {}",
+                cp.display(),
+                kp.display()
+            );
+            Ok(0)
+        }
+        Cmd::Cert(CertCmd::Revoke { cluster, name }) => {
+            let config = load(&cluster)?;
+            let (list, pushed) = fsd::certs::revoke(&config, &name).await?;
+            println!(
+                "deny list {} now revokes: {}",
+                list.seq,
+                list.names.join(", ")
+            );
+            let mut missed = 0;
+            for p in &pushed {
+                match &p.result {
+                    Ok(seq) => println!("  {}: holds deny list {seq}", p.node),
+                    Err(e) => {
+                        missed += 1;
+                        println!(
+                            "  {}: NOT told ({e}); it loads tls/revoked.list when it starts",
+                            p.node
+                        )
+                    }
+                }
+            }
+            Ok(if missed == 0 { 0 } else { 2 })
+        }
         Cmd::Node(NodeCmd::Run { cluster, node }) => {
             let config = Arc::new(load(&cluster)?);
             let n = fsd::node::RunningNode::start(config, &node).await?;
@@ -246,7 +321,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: a.allow_other,
                 ..Default::default()
             };
-            let m = fsd::cluster::mount(config, &a.mountpoint, &opts).await?;
+            let m = fsd::cluster::mount_as(config, &a.as_name, &a.mountpoint, &opts).await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
             wait_for_signal().await?;
             m.unmount().await.context("unmount")?;

@@ -14,7 +14,7 @@ use storage::StorageClient;
 const PARALLEL: usize = 4;
 
 pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
-    let transport = fsd::cluster::client_transport(config)?;
+    let transport = fsd::cluster::admin_transport(config)?;
     let client = StorageClient::new(transport.clone());
     let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
     let name_of = |a: SocketAddr| {

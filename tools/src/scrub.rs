@@ -13,7 +13,7 @@ use storage::StorageClient;
 const POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
-    let transport = fsd::cluster::client_transport(config)?;
+    let transport = fsd::cluster::admin_transport(config)?;
     let client = StorageClient::new(transport.clone());
     let servers: Vec<(String, SocketAddr)> = config
         .storage_nodes()

@@ -6,8 +6,8 @@
 //! (`AcquireWrite`, given up on a Flush callback), reclaim after a manager restart, and the
 //! callback handler (`Invalidate`, `Flush`). Every manager answer is fed to the engine as
 //! an event; the lease is extended only from the grant or `LeaseExtension` the answer
-//! carries. A manager that does not implement leases (answers `Invalid` to `Hello`) is
-//! used without them, as before.
+//! carries. Leases fail closed: a manager that grants none (refuses or answers `Invalid`
+//! to `Hello`) fails the connect, so the mount is refused.
 //! Must not hold the state lock across an await, must not wait on a lock a request in flight
 //! to a manager holds while answering a callback, must never drop dirty data unless the
 //! engine says the manager gave up on us, and must not import the fuser adapter.
@@ -105,6 +105,14 @@ impl Handler for CallbackHandler {
     fn handle(&self, peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
         let client = self.client.get().and_then(Weak::upgrade);
         Box::pin(async move {
+            // Callbacks come over connections this client opened to configured nodes; a
+            // peer whose certificate names an identity must hold the callback right.
+            if let Some(id) = &peer.identity {
+                if let Err(d) = proto::authz::check(Some(id), &req) {
+                    tracing::warn!(from = %peer.addr, "refused: {d}");
+                    return (Response::Error(d.into()), Bytes::new());
+                }
+            }
             let resp = match (client, req) {
                 (Some(c), Request::Client(cb)) => c.on_callback(cb).await,
                 (None, Request::Client(_)) => {
@@ -207,8 +215,9 @@ impl Client {
         })
     }
 
-    /// Hello to every manager (at connect). A manager that answers `Invalid` does not
-    /// implement leases and is used without them.
+    /// Hello to every manager (at connect). Leases fail closed: a manager that does not
+    /// grant one (refuses, answers `Invalid`, is unreachable) fails the connect, and the
+    /// mount is refused rather than run without callbacks.
     pub(crate) async fn hello_all(&self) -> Result<(), (NodeId, FsError)> {
         let nodes: Vec<NodeId> = self.leases.nodes().collect();
         let hellos = nodes
@@ -238,14 +247,6 @@ impl Client {
                 Ok(())
             }
             Ok(other) => Err(remote::unexpected("Hello", &other)),
-            Err(Failure::Errno(e)) if e == FsError::EINVAL => {
-                tracing::warn!(
-                    manager = %node,
-                    "manager does not implement volume leases; caches are used without callbacks"
-                );
-                self.lease_event(node, Event::Unleased).await;
-                Ok(())
-            }
             Err(f) => Err(f.into()),
         }
     }

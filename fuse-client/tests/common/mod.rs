@@ -591,6 +591,7 @@ impl Handler for FakeManager {
                 },
                 Request::Storage(_) => Response::Error(RemoteError::NoRole("storage".into())),
                 Request::Client(_) => Response::Error(RemoteError::NoRole("client".into())),
+                Request::Admin(_) => Response::Error(RemoteError::NoRole("admin".into())),
             };
             (resp, Bytes::new())
         })

@@ -21,6 +21,24 @@ pub enum Request {
     Manager(ManagerRequest),
     /// A manager calling back a client over the client's own connection.
     Client(ClientCallback),
+    /// Cluster administration answered by every node (needs the admin role).
+    Admin(AdminRequest),
+}
+
+/// Administration requests every node answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Install this deny list (`proto::revoke`): `list` is its encoding, `signature` the
+    /// cluster CA's signature over it. The node checks the signature against the CA
+    /// certificate it trusts, keeps the newest list (by its sequence number), persists it,
+    /// refuses the listed identities and closes their connections. Answered with
+    /// `Response::DenyList { seq }` (the sequence number the node now holds).
+    InstallDenyList {
+        #[serde(with = "serde_bytes")]
+        list: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
 }
 
 /// Callbacks from a manager to a client holding leases (DESIGN.md §4). The client answers
@@ -54,6 +72,10 @@ pub enum Response {
     /// A client has carried out a callback.
     CallbackDone,
     Error(RemoteError),
+    /// The deny list a node holds after `AdminRequest::InstallDenyList`.
+    DenyList {
+        seq: u64,
+    },
 }
 
 /// A node's self-description for `Ping`.
@@ -95,6 +117,23 @@ pub enum RemoteError {
     /// missed: renew (`Renew`) and drop every cached copy before retrying.
     #[error("volume lease expired: {0}")]
     LeaseExpired(String),
+    /// The role matrix (`proto::authz`) refused the request: `identity` lacks `right`.
+    #[error("permission denied: {identity} lacks the right `{right}` ({detail})")]
+    Denied {
+        identity: String,
+        right: String,
+        detail: String,
+    },
+}
+
+impl From<crate::authz::Denied> for RemoteError {
+    fn from(d: crate::authz::Denied) -> RemoteError {
+        RemoteError::Denied {
+            identity: d.identity,
+            right: d.right.to_string(),
+            detail: d.detail,
+        }
+    }
 }
 
 impl RemoteError {
@@ -113,6 +152,9 @@ impl fmt::Display for Request {
             Request::Storage(r) => write!(f, "{r}"),
             Request::Manager(r) => write!(f, "{r}"),
             Request::Client(c) => write!(f, "{c:?}"),
+            Request::Admin(AdminRequest::InstallDenyList { list, .. }) => {
+                write!(f, "InstallDenyList({} bytes)", list.len())
+            }
         }
     }
 }
@@ -126,6 +168,7 @@ impl fmt::Display for Response {
             Response::ManagerLeased(_, l) => write!(f, "ManagerResponse(lease {}ms)", l.valid_ms),
             Response::CallbackDone => write!(f, "CallbackDone"),
             Response::Error(e) => write!(f, "Error({e})"),
+            Response::DenyList { seq } => write!(f, "DenyList({seq})"),
         }
     }
 }

@@ -1,0 +1,248 @@
+//! Who a peer is: the role(s) and stable name its certificate carries, and the client-log
+//! tag derived from the name. Owns the encoding of identities in certificates and their
+//! parsing from a verified peer certificate; it does not decide what an identity may do
+//! (that is `authz`) and does no I/O.
+//!
+//! Encoding: one Subject Alternative Name URI per role, `shoal://ROLE/NAME`, where ROLE is
+//! `storage`, `manager`, `client` or `admin` and NAME is the node or client name
+//! (`[A-Za-z0-9._-]`, 1..=64 bytes). A node running several roles carries one URI per role,
+//! all with the same name. The certificate's common name is NAME too (for humans); only the
+//! URIs count. A certificate with no such URI, or with URIs naming two different names, has
+//! no identity and is refused by every server.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a peer is allowed to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Storage,
+    Manager,
+    Client,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Storage, Role::Manager, Role::Client, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Storage => "storage",
+            Role::Manager => "manager",
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("identity name {0:?} is not 1..=64 bytes of [A-Za-z0-9._-]")]
+    BadName(String),
+    #[error("certificate is not parseable X.509: {0}")]
+    BadCertificate(String),
+    #[error("certificate carries no shoal://ROLE/NAME identity (issue it with `shoal init` or `shoal cert issue`)")]
+    NoIdentity,
+    #[error("certificate names two identities ({0} and {1})")]
+    TwoNames(String, String),
+    #[error("certificate identity URI {0:?} is malformed")]
+    BadUri(String),
+}
+
+/// A verified peer's identity: its stable name and its roles (never empty).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerIdentity {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+impl PeerIdentity {
+    /// An identity with `roles` (sorted, deduplicated); the name is checked.
+    pub fn new(name: &str, roles: &[Role]) -> Result<PeerIdentity, IdentityError> {
+        check_name(name)?;
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        if roles.is_empty() {
+            return Err(IdentityError::NoIdentity);
+        }
+        Ok(PeerIdentity {
+            name: name.to_string(),
+            roles,
+        })
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The SAN URIs that encode this identity.
+    pub fn uris(&self) -> Vec<String> {
+        self.roles
+            .iter()
+            .map(|r| format!("shoal://{}/{}", r, self.name))
+            .collect()
+    }
+
+    /// Builds the identity from SAN URIs (others are ignored).
+    pub fn from_uris<'a>(
+        uris: impl IntoIterator<Item = &'a str>,
+    ) -> Result<PeerIdentity, IdentityError> {
+        let mut name: Option<String> = None;
+        let mut roles = Vec::new();
+        for uri in uris {
+            let Some(rest) = uri.strip_prefix("shoal://") else {
+                continue;
+            };
+            let (role, n) = rest
+                .split_once('/')
+                .ok_or_else(|| IdentityError::BadUri(uri.to_string()))?;
+            let role = Role::parse(role).ok_or_else(|| IdentityError::BadUri(uri.to_string()))?;
+            check_name(n)?;
+            match &name {
+                Some(prev) if prev != n => {
+                    return Err(IdentityError::TwoNames(prev.clone(), n.to_string()))
+                }
+                _ => name = Some(n.to_string()),
+            }
+            roles.push(role);
+        }
+        let name = name.ok_or(IdentityError::NoIdentity)?;
+        PeerIdentity::new(&name, &roles)
+    }
+
+    /// Parses the identity of a DER certificate (already verified against the cluster CA
+    /// by the TLS layer).
+    pub fn from_cert_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| IdentityError::BadCertificate(e.to_string()))?
+            .ok_or(IdentityError::NoIdentity)?;
+        let uris = san.value.general_names.iter().filter_map(|g| match g {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        });
+        PeerIdentity::from_uris(uris)
+    }
+
+    /// Parses the identity of the first certificate of a PEM text.
+    pub fn from_cert_pem(pem: &str) -> Result<PeerIdentity, IdentityError> {
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .ok_or_else(|| IdentityError::BadCertificate("no PEM certificate".into()))?
+            .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+        PeerIdentity::from_cert_der(der.as_ref())
+    }
+
+    /// The tag of this identity's client logs (see `LogId::client_of`).
+    pub fn log_tag(&self) -> u32 {
+        log_tag(&self.name)
+    }
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        write!(f, "{} ({})", self.name, roles.join("+"))
+    }
+}
+
+/// Checks an identity name: 1..=64 bytes of `[A-Za-z0-9._-]`.
+pub fn check_name(name: &str) -> Result<(), IdentityError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::BadName(name.to_string()))
+    }
+}
+
+/// The 24-bit tag a client identity's logs carry (first bytes of SHA-256 of its name).
+/// Storage servers and managers accept a client's fragments and commits only in logs with
+/// its tag. Two names with the same tag could write each other's logs: `shoal cert issue`
+/// refuses a client name whose tag an existing client certificate already has.
+pub fn log_tag(name: &str) -> u32 {
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let b = d.as_ref();
+    u32::from_be_bytes([0, b[0], b[1], b[2]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_roundtrip_and_bad_ones_are_refused() {
+        let id = PeerIdentity::new("node-1", &[Role::Manager, Role::Storage]).expect("id");
+        let uris = id.uris();
+        assert_eq!(
+            uris,
+            vec!["shoal://storage/node-1", "shoal://manager/node-1"]
+        );
+        let back = PeerIdentity::from_uris(uris.iter().map(|s| s.as_str())).expect("parse");
+        assert_eq!(back, id);
+        assert_eq!(
+            PeerIdentity::from_uris(["https://x"]),
+            Err(IdentityError::NoIdentity)
+        );
+        assert!(matches!(
+            PeerIdentity::from_uris(["shoal://client/a", "shoal://admin/b"]),
+            Err(IdentityError::TwoNames(..))
+        ));
+        assert!(matches!(
+            PeerIdentity::from_uris(["shoal://root/a"]),
+            Err(IdentityError::BadUri(_))
+        ));
+        assert!(matches!(
+            PeerIdentity::from_uris(["shoal://client/a b"]),
+            Err(IdentityError::BadName(_))
+        ));
+        assert!(PeerIdentity::new("", &[Role::Client]).is_err());
+        assert!(PeerIdentity::new("x", &[]).is_err());
+    }
+
+    #[test]
+    fn issued_certificates_carry_their_identity() {
+        let ca = crate::tls::CertAuthority::generate("t").expect("ca");
+        let id = PeerIdentity::new("alice", &[Role::Client]).expect("id");
+        let (pem, _) = ca.issue_identity(&id, None).expect("issue");
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("cert")
+            .expect("pem");
+        assert_eq!(PeerIdentity::from_cert_der(der.as_ref()), Ok(id));
+        let (legacy, _) = ca.issue("old").expect("issue");
+        let der = rustls_pemfile::certs(&mut legacy.as_bytes())
+            .next()
+            .expect("cert")
+            .expect("pem");
+        assert_eq!(
+            PeerIdentity::from_cert_der(der.as_ref()),
+            Err(IdentityError::NoIdentity)
+        );
+    }
+
+    #[test]
+    fn log_tags_fit_24_bits_and_differ() {
+        assert!(log_tag("alice") < 1 << 24);
+        assert_ne!(log_tag("alice"), log_tag("bob"));
+        assert_eq!(log_tag("alice"), log_tag("alice"));
+    }
+}
