@@ -213,24 +213,16 @@ async fn l40_drop_caches_xattr_and_background_renewal() {
     a.shutdown();
 }
 
+/// Leases fail closed (issue 10): a manager that grants no lease (answers `Invalid` to
+/// `Hello`) is not used without one; the client refuses to connect, so no mount runs
+/// without callbacks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn l50_manager_without_leases_still_serves() {
+async fn l50_manager_without_leases_is_refused() {
     let cluster = TestCluster::start(1 << 20).await;
     cluster.manager.lock().leases = false;
-    let a = cluster.client().await;
-    let (attr, _) = a
-        .create(InodeId::ROOT, "f", 0o644, 0, ME)
-        .await
-        .expect("create");
-    a.write(attr.ino, 0, b"old style").await.expect("write");
-    assert_eq!(a.stats().rpc("AcquireWrite"), 0);
-    a.fsync(attr.ino).await.expect("fsync");
-    let b = cluster.client().await;
-    assert_eq!(
-        &b.read(attr.ino, 0, 100).await.expect("read")[..],
-        b"old style"
-    );
-    assert_eq!(b.stats().renewals, 0);
+    let r = fuse_client::Client::connect(cluster.config.clone(), cluster.client_transport()).await;
+    let e = r.err().expect("a client without leases must not connect");
+    assert!(e.to_string().contains("Hello failed"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
