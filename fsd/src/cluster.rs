@@ -343,7 +343,7 @@ pub struct ClusterStatus {
 
 /// Probes every node of the cluster with the client identity.
 pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> {
-    let transport = admin_transport(config)?;
+    let transport = client_transport(config)?;
     let timeout = Duration::from_secs(3);
     let mut probes = Vec::new();
     for n in &config.nodes {

@@ -148,7 +148,8 @@ impl Handler for NodeHandler {
 
 /// Leases fail closed: a client identity (one that is not also a manager or an admin)
 /// is served only from a connection that holds a lease session, except for the requests
-/// that open, renew and end one.
+/// that open, renew and end one, and `Counts` (file system totals for `shoal status` and
+/// statfs, which no lease covers).
 fn needs_session(peer: &Peer, req: &proto::msg::ManagerRequest) -> bool {
     use proto::identity::Role;
     use proto::msg::ManagerRequest as R;
@@ -156,7 +157,11 @@ fn needs_session(peer: &Peer, req: &proto::msg::ManagerRequest) -> bool {
         return true;
     };
     let client_only = id.has(Role::Client) && !id.has(Role::Manager) && !id.has(Role::Admin);
-    client_only && !matches!(req, R::Hello { .. } | R::Renew { .. } | R::Goodbye { .. })
+    client_only
+        && !matches!(
+            req,
+            R::Hello { .. } | R::Renew { .. } | R::Goodbye { .. } | R::Counts
+        )
 }
 
 /// Loads the TLS identity `name` ("client" or a node name) of a cluster.
