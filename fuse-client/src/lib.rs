@@ -9,29 +9,21 @@
 //! counts the messages.
 //! Must not block a runtime thread, and must not link the manager crate.
 
-pub mod attr;
-pub mod cache;
-pub mod client;
-pub mod dir;
-pub mod dirty;
+pub mod data;
 pub mod error;
-pub mod extents;
-pub mod fs;
 pub mod horizon;
-mod io;
+pub mod kernel;
 pub mod lease;
-pub mod mount;
-mod notify;
-pub mod remote;
+pub mod meta;
+pub mod ops;
 pub mod stats;
 pub mod verifier;
 pub mod worker;
-pub mod writeback;
 
-pub use client::{Client, StatFs};
-pub use dir::DirItem;
 pub use error::{ClientError, FsError};
+pub use kernel::mount::{mount, Mount, MountOptions};
 pub use lease::CallbackHandler;
-pub use mount::{mount, Mount, MountOptions};
+pub use ops::dir::DirItem;
+pub use ops::namespace::{Client, StatFs, DROP_CACHES_XATTR};
 pub use stats::ClientStats;
 pub use worker::{WorkerState, WorkerStatus};

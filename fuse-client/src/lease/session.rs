@@ -14,10 +14,10 @@
 
 use super::clock::BootInstant;
 use super::engine::{Action, CacheEpoch, Event, HeldLease, VolumeLease};
-use crate::client::Client;
+use crate::data::writeback::Which;
 use crate::error::FsError;
-use crate::remote::{self, Failure, Target};
-use crate::writeback::Which;
+use crate::meta::{self as remote, Failure, Target};
+use crate::ops::namespace::Client;
 use bytes::Bytes;
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{ClientCallback, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
@@ -366,7 +366,7 @@ impl Client {
             // Commits that may be lost go again now, before any reader is let through.
             for ino in unsynced {
                 if let Err(e) = self
-                    .flush_inodes(crate::writeback::Which::One(ino), false)
+                    .flush_inodes(crate::data::writeback::Which::One(ino), false)
                     .await
                 {
                     tracing::warn!(inode = %ino, "flush after a reclaim failed: {e}");
@@ -472,7 +472,11 @@ impl Client {
     }
 
     /// Whether the write lease of `ino` is held (always true without leases).
-    pub(crate) fn write_lease_held(&self, st: &crate::client::DataState, ino: InodeId) -> bool {
+    pub(crate) fn write_lease_held(
+        &self,
+        st: &crate::ops::namespace::DataState,
+        ino: InodeId,
+    ) -> bool {
         let volume = self.lease_epoch(ino);
         match st.leases.get(&ino) {
             Some(l) => l.held_under(volume),

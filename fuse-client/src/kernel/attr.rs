@@ -2,7 +2,7 @@
 //! (size and mtime of dirty data) laid over it, converted to fuser's `FileAttr`.
 //! Pure conversions only.
 
-use crate::dirty::FileWrites;
+use crate::data::dirty::FileWrites;
 use fuser::{FileAttr, FileType, INodeNo};
 use proto::msg::{Attr, FileKind, Timestamp};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

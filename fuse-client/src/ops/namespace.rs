@@ -9,15 +9,15 @@
 //! except the async per-inode commit locks (one flush of an inode at a time) and the log
 //! lock (segment appends only).
 
-use crate::attr::overlay;
-use crate::cache::BlockCache;
-use crate::dirty::FileWrites;
+use crate::data::cache::BlockCache;
+use crate::data::dirty::FileWrites;
+use crate::data::extents::ExtentCache;
+use crate::data::writeback::{self, Which};
 use crate::error::{ClientError, FsError};
-use crate::extents::ExtentCache;
+use crate::kernel::attr::overlay;
 use crate::lease::{CallbackHandler, HeldLease, Leases, WriteLease};
-use crate::remote::{self, Target};
+use crate::meta::{self as remote, Target};
 use crate::stats::{ClientStats, Counters};
-use crate::writeback::{self, Which};
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId};
@@ -104,7 +104,7 @@ pub struct Client {
     opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
     /// Parent of directories we looked up (for `..` in readdir).
     pub(crate) parents: DashMap<InodeId, InodeId>,
-    pub(crate) dirs: DashMap<u64, Arc<tokio::sync::Mutex<crate::dir::DirStream>>>,
+    pub(crate) dirs: DashMap<u64, Arc<tokio::sync::Mutex<crate::ops::dir::DirStream>>>,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: DashMap<InodeId, ()>,
     /// Volume leases per manager.
@@ -116,7 +116,7 @@ pub struct Client {
     /// Bumped when every cached listing is invalidated.
     dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
-    notifier: Mutex<Option<Arc<dyn crate::notify::KernelCache>>>,
+    notifier: Mutex<Option<Arc<dyn crate::kernel::notify::KernelCache>>>,
     /// The background workers (flusher, renewer) and their status.
     workers: crate::worker::Workers,
     pub(crate) counters: Counters,
@@ -291,11 +291,11 @@ impl Client {
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
     pub fn set_notifier(&self, notifier: Option<fuser::Notifier>) {
-        let cache = notifier.map(|n| Arc::new(n) as Arc<dyn crate::notify::KernelCache>);
+        let cache = notifier.map(|n| Arc::new(n) as Arc<dyn crate::kernel::notify::KernelCache>);
         *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = cache;
     }
 
-    pub(crate) fn notifier(&self) -> Option<Arc<dyn crate::notify::KernelCache>> {
+    pub(crate) fn notifier(&self) -> Option<Arc<dyn crate::kernel::notify::KernelCache>> {
         self.notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -583,7 +583,7 @@ impl Client {
         ino: InodeId,
         set: SetAttrs,
         caller: Caller,
-        held: &[(InodeId, crate::writeback::InodeCommit)],
+        held: &[(InodeId, crate::data::writeback::InodeCommit)],
     ) -> Result<Attr, FsError> {
         let size = set.size;
         self.flush_held(held, false).await?;
@@ -681,7 +681,7 @@ impl Client {
         use proto::msg::FileKind;
         let node = match mode & libc::S_IFMT {
             0 | libc::S_IFREG => NewNode::File,
-            _ => match crate::attr::kind_of_mode(mode) {
+            _ => match crate::kernel::attr::kind_of_mode(mode) {
                 Some(
                     kind @ (FileKind::Fifo
                     | FileKind::Socket
@@ -1019,7 +1019,7 @@ pub(crate) fn statfs_from(
 ) -> StatFs {
     let k = config.file.erasure.data.max(1) as u128;
     let km = k + config.file.erasure.parity as u128;
-    let bs = crate::attr::BLKSIZE as u128;
+    let bs = crate::kernel::attr::BLKSIZE as u128;
     let blocks = (cap * k / km / bs) as u64;
     let bfree = (free * k / km / bs) as u64;
     let ffree = bfree.max(1 << 20);
@@ -1029,7 +1029,7 @@ pub(crate) fn statfs_from(
         bavail: bfree,
         files: counts.inodes.saturating_add(ffree),
         ffree,
-        bsize: crate::attr::BLKSIZE,
+        bsize: crate::kernel::attr::BLKSIZE,
         namelen: NAME_MAX as u32,
     }
 }

@@ -5,14 +5,14 @@
 //! consistency: the attributes are fetched again and a new version drops our clean copies.
 //! Must not hold the state lock across an await.
 
-use crate::cache::BLOCK;
-use crate::client::Client;
-use crate::dirty::{covers_all, overlay_ranges, FileWrites};
+use crate::data::cache::BLOCK;
+use crate::data::dirty::{covers_all, overlay_ranges, FileWrites};
+use crate::data::extents::{map_range, windows, WINDOW};
+use crate::data::writeback::Which;
 use crate::error::FsError;
-use crate::extents::{map_range, windows, WINDOW};
 use crate::lease::HeldLease;
-use crate::remote::{self, Target};
-use crate::writeback::Which;
+use crate::meta::{self as remote, Target};
+use crate::ops::namespace::Client;
 use bytes::Bytes;
 use futures::StreamExt;
 use proto::ids::InodeId;

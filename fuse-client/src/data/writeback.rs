@@ -8,9 +8,9 @@
 //! succeeded (except for inodes the manager says no longer exist), and must not hold the log
 //! lock across a manager call.
 
-use crate::client::Client;
 use crate::error::FsError;
-use crate::remote::{self, Target};
+use crate::meta::{self as remote, Target};
+use crate::ops::namespace::Client;
 use bytes::Bytes;
 use proto::ids::{InodeId, LogPtr, NodeId, SegmentId};
 use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Timestamp};
@@ -150,7 +150,7 @@ impl Client {
         let taken: Vec<Taken> = {
             let mut st = self.lock_state();
             let mut out = Vec::new();
-            let mut take = |ino: InodeId, w: &mut crate::dirty::FileWrites| {
+            let mut take = |ino: InodeId, w: &mut crate::data::dirty::FileWrites| {
                 if let Some(f) = w.take_flight(id) {
                     out.push(Taken {
                         ino,

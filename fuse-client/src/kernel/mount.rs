@@ -3,9 +3,9 @@
 //!
 //! Owns the `Mount` handle and its session thread. Must not run file system logic.
 
-use crate::client::Client;
 use crate::error::ClientError;
-use crate::fs::ShoalFs;
+use crate::kernel::fs::ShoalFs;
+use crate::ops::namespace::Client;
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,9 +11,9 @@
 //! mid-listing neither skips nor repeats entries. Must not hold a stream's lock longer than
 //! one readdir call.
 
-use crate::client::Client;
 use crate::error::FsError;
-use crate::remote::{self, Target};
+use crate::meta::{self as remote, Target};
+use crate::ops::namespace::Client;
 use proto::ids::InodeId;
 use proto::msg::{DirEntry, FileKind, ManagerRequest, ManagerResponse};
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 //! implementation of the trait. Must not: hold client state or decide *when* to
 //! invalidate (the lease engine and the callbacks do).
 
-use crate::client::Client;
 use crate::lease::KERNEL_TTL;
+use crate::ops::namespace::Client;
 use proto::ids::InodeId;
 use std::time::Duration;
 
