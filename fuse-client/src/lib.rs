@@ -9,6 +9,7 @@
 //! counts the messages.
 //! Must not block a runtime thread, and must not link the manager crate.
 
+pub mod client;
 pub mod data;
 pub mod error;
 pub mod horizon;
@@ -20,10 +21,11 @@ pub mod stats;
 pub mod verifier;
 pub mod worker;
 
+pub use client::CallbackHandler;
+pub use client::Client;
+pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
 pub use kernel::mount::{mount, Mount, MountOptions};
-pub use lease::CallbackHandler;
-pub use ops::dir::DirItem;
-pub use ops::namespace::{Client, StatFs, DROP_CACHES_XATTR};
+pub use ops::namespace::{StatFs, DROP_CACHES_XATTR};
 pub use stats::ClientStats;
 pub use worker::{WorkerState, WorkerStatus};

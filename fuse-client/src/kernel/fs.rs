@@ -5,9 +5,9 @@
 //! errno mapping, kernel configuration at init). Must not block a FUSE thread beyond the
 //! handoff, and must not hold file system logic (that is `Client`'s).
 
+use crate::client::Client;
 use crate::error::FsError;
 use crate::kernel::attr::{file_type, timestamp, to_file_attr};
-use crate::ops::namespace::Client;
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
