@@ -40,6 +40,11 @@ const DIRTY_LIMIT: u64 = 64 << 20;
 /// Timeout of a `Ping` at connect and of a storage `Stat`.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A handle this client gave the kernel for an open file or directory (unique per mount;
+/// directory handles name their buffered listing page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileHandle(pub u64);
+
 /// A Shoal client: talks to managers for metadata and to its own log for data.
 pub struct Client {
     pub(crate) config: Arc<ClusterConfig>,
@@ -76,7 +81,7 @@ pub struct Client {
     pub(crate) opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
     /// Parent of directories we looked up (for `..` in readdir).
     pub(crate) parents: DashMap<InodeId, InodeId>,
-    pub(crate) dirs: DashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>,
+    pub(crate) dirs: DashMap<FileHandle, Arc<tokio::sync::Mutex<DirStream>>>,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: DashMap<InodeId, ()>,
     /// Serialises `AcquireWrite` of one inode (never taken by a callback).
@@ -316,8 +321,8 @@ impl Client {
             .get_or_init(|| LogReader::new(self.config.clone(), self.transport.clone()))
     }
 
-    pub(crate) fn next_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn next_fh(&self) -> FileHandle {
+        FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn next_flush_id(&self) -> u64 {

@@ -1,12 +1,18 @@
 //! The Shoal client role: a FUSE mount over the cluster, its caches and its own write log.
 //!
-//! `Client` is the file system core (async, FUSE-independent): metadata goes to the managers
-//! (`proto::route::ManagerClient`), written data is buffered (`dirty`), appended to this
-//! client's log as segments and committed as extents (`writeback`), and reads overlay dirty
-//! data on a bounded block cache (`cache`) filled from the log (`extents`). `fs` adapts it to
-//! fuser; `mount` mounts and unmounts it. `lease` keeps the volume leases with every manager,
-//! the write lease per inode and answers manager callbacks (single-copy semantics); `stats`
-//! counts the messages.
+//! The parts, each calling only the ones below it (no import circles; `tests/layout.rs`
+//! checks):
+//! - `kernel`: the only fuser importer — callbacks → operations (`fs`), `mount`, `attr`
+//!   conversions, `notify` (kernel cache invalidation behind `KernelCache`);
+//! - `ops`: the file-system operations (`namespace`, `attr`, `io`, `dir`), methods of
+//!   `Client`;
+//! - `lease::session`: write leases, reclaim, cache dropping and manager callbacks;
+//! - `data`: dirty data, block and extent caches, listing pages, the read path and
+//!   write-back (segments of this client's log, committed through `meta`);
+//! - `meta`: the one manager-RPC layer (routing, retry, errno mapping, volume leases fed
+//!   to the pure engine in `lease::engine`);
+//! - `client`: the composition root (connect, workers, shutdown).
+//!
 //! Must not block a runtime thread, and must not link the manager crate.
 
 pub mod client;
@@ -22,7 +28,7 @@ pub mod verifier;
 pub mod worker;
 
 pub use client::CallbackHandler;
-pub use client::Client;
+pub use client::{Client, FileHandle};
 pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
 pub use kernel::mount::{mount, Mount, MountOptions};

@@ -63,7 +63,7 @@ impl From<Failure> for FsError {
 /// Maps a remote error to the errno the kernel gets.
 pub fn remote_errno(e: &RemoteError) -> FsError {
     match e {
-        RemoteError::Errno { code, .. } if *code > 0 => FsError(*code),
+        RemoteError::Errno { code, .. } if code.0 > 0 => *code,
         RemoteError::Errno { .. } => FsError::EIO,
         RemoteError::NotFound(_) => FsError::ENOENT,
         RemoteError::NoSpace(_) => FsError::ENOSPC,
@@ -548,8 +548,8 @@ mod tests {
             Verdict::Retry
         );
         let not_owner = RemoteError::NotOwner {
-            slot: 3,
-            hint: "m2".into(),
+            slot: proto::ids::SlotId(3),
+            hint: NodeId(7),
         };
         assert_eq!(verdict(&CallError::Remote(not_owner)), Verdict::Retry);
         let addr = "127.0.0.1:1".parse().expect("addr");
@@ -582,10 +582,13 @@ mod tests {
 
     #[test]
     fn errnos_pass_through() {
-        let e = CallError::Remote(RemoteError::errno(libc::ENOTEMPTY, "dir not empty"));
+        let e = CallError::Remote(RemoteError::errno(FsError::ENOTEMPTY, "dir not empty"));
         assert_eq!(verdict(&e), Verdict::Fail(FsError(libc::ENOTEMPTY)));
         let e = CallError::Remote(RemoteError::NotFound("x".into()));
         assert_eq!(verdict(&e), Verdict::Fail(FsError::ENOENT));
-        assert_eq!(remote_errno(&RemoteError::errno(0, "bogus")), FsError::EIO);
+        assert_eq!(
+            remote_errno(&RemoteError::errno(FsError(0), "bogus")),
+            FsError::EIO
+        );
     }
 }

@@ -523,12 +523,7 @@ impl Service {
         if owner == self.me {
             return Ok(());
         }
-        let hint = self
-            .config
-            .node(owner)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| owner.to_string());
-        Err(RemoteError::NotOwner { slot: slot.0, hint })
+        Err(RemoteError::NotOwner { slot, hint: owner })
     }
 
     /// `handle`, plus the volume lease the answer confirms to the caller's session

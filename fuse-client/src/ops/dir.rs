@@ -2,7 +2,7 @@
 //! cookie rules are in `data::listing`.
 //! Must not hold a stream's lock longer than one readdir call.
 
-use crate::client::Client;
+use crate::client::{Client, FileHandle};
 use crate::data::listing::{cookie_of, kernel_items, DirItem, DirStream, PAGE};
 use crate::error::FsError;
 use crate::meta::{self as remote, Target};
@@ -11,7 +11,7 @@ use proto::msg::{DirEntry, FileKind, ManagerRequest, ManagerResponse};
 use std::sync::Arc;
 
 impl Client {
-    pub async fn opendir(&self, ino: InodeId) -> Result<u64, FsError> {
+    pub async fn opendir(&self, ino: InodeId) -> Result<FileHandle, FsError> {
         let fh = self.next_fh();
         self.dirs
             .insert(fh, Arc::new(tokio::sync::Mutex::new(DirStream::default())));
@@ -19,7 +19,7 @@ impl Client {
         Ok(fh)
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: FileHandle) {
         self.dirs.remove(&fh);
     }
 
@@ -28,7 +28,7 @@ impl Client {
     pub async fn readdir(
         &self,
         ino: InodeId,
-        fh: u64,
+        fh: FileHandle,
         offset: u64,
     ) -> Result<Vec<DirItem>, FsError> {
         let mut out = Vec::new();

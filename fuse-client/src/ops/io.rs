@@ -5,7 +5,7 @@
 //! consistency: the attributes are fetched again and a new version drops our clean copies.
 //! Must not hold the state lock across an await.
 
-use crate::client::Client;
+use crate::client::{Client, FileHandle};
 use crate::data::dirty::{covers_all, overlay_ranges, FileWrites};
 use crate::data::Which;
 use crate::error::FsError;
@@ -29,7 +29,7 @@ impl Client {
     }
 
     /// Opens `ino`: refreshes its attributes and registers the open (first local open).
-    pub async fn open(&self, ino: InodeId) -> Result<u64, FsError> {
+    pub async fn open(&self, ino: InodeId) -> Result<FileHandle, FsError> {
         self.getattr(ino).await?;
         self.open_ref(ino).await?;
         Ok(self.next_fh())

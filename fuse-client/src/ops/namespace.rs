@@ -5,7 +5,7 @@
 //! Must not hold a lock across an await (the per-inode open-count mutex excepted, which
 //! orders `Open`/`Release` of one inode).
 
-use crate::client::{Client, PROBE_TIMEOUT};
+use crate::client::{Client, FileHandle, PROBE_TIMEOUT};
 use crate::error::FsError;
 use crate::meta::{self as remote, Target};
 use proto::config::ClusterConfig;
@@ -111,7 +111,7 @@ impl Client {
         perm: u16,
         umask: u16,
         caller: Caller,
-    ) -> Result<(Attr, u64), FsError> {
+    ) -> Result<(Attr, FileHandle), FsError> {
         let a = self
             .create_node(
                 parent,
