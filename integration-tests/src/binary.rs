@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-static BINARY: OnceLock<std::result::Result<PathBuf, std::sync::Arc<anyhow::Error>>> = OnceLock::new();
+static BINARY: OnceLock<std::result::Result<PathBuf, std::sync::Arc<anyhow::Error>>> =
+    OnceLock::new();
 
 /// The `shoal` binary: `$SHOAL_BIN`, else the most recently built of
 /// `target/<profile of this test>/shoal`, `target/release/shoal` and `target/debug/shoal`
