@@ -161,3 +161,29 @@ pub enum RecoveryError {
         found: u64,
     },
 }
+
+/// Why a callback to a client was not answered `CallbackDone`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("client {client} refused: {error}")]
+    Refused {
+        client: std::net::SocketAddr,
+        error: RemoteError,
+    },
+    #[error("client {client} answered {answer}")]
+    Unexpected {
+        client: std::net::SocketAddr,
+        answer: String,
+    },
+    #[error(transparent)]
+    Transport(#[from] proto::transport::TransportError),
+    #[error("no callback channel to {0}")]
+    NoChannel(std::net::SocketAddr),
+    #[error("no address for the session")]
+    NoAddress,
+    #[error("client {client} did not answer within {within:?}")]
+    NoAnswer {
+        client: std::net::SocketAddr,
+        within: std::time::Duration,
+    },
+}
