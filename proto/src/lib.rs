@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod errno;
 pub mod frame;
 pub mod identity;
 pub mod ids;
