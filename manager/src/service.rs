@@ -121,6 +121,7 @@ pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
             | R::RemoveXattr { .. }
             | R::TxApply { .. }
             | R::TxPrepare { .. }
+            | R::Relocate { .. }
     )
 }
 
@@ -166,6 +167,7 @@ impl Peers for ClientPeers {
     }
 }
 
+mod clean_rpc;
 mod usage_rpc;
 
 /// A metadata manager.
@@ -796,6 +798,8 @@ impl Service {
                 horizon,
             } => self.log_horizon(who, session, log, horizon).await,
             R::SealLog { log, upto } => self.seal_log(log, upto).await,
+            R::LiveExtents { log, segments } => self.live_extents(log, segments).await,
+            R::Relocate { moves } => self.relocate(moves).await,
         }
     }
 
