@@ -103,6 +103,19 @@ pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
             String::new()
         }
     );
+    println!(
+        "clean-stats: chosen={} chosen_bytes={} cleaned={} copied={} written_segments={} written_bytes={} moved={} skipped={} failed={} secs={:.3}",
+        c.chosen,
+        c.chosen_bytes,
+        c.cleaned,
+        c.copied,
+        c.written_segments,
+        c.written_bytes,
+        c.moved,
+        c.skipped,
+        c.failed,
+        started.elapsed().as_secs_f64()
+    );
     let report = r
         .pass_with(|done, total| {
             print!("\rreclaiming: log {done}/{total}");
