@@ -163,6 +163,23 @@ impl RunningNode {
                     r.run(rx).await
                 })
             });
+        if reclaimer.is_some() {
+            tracing::info!(
+                node = %name,
+                rebuild_delay_secs = config.file.storage.rebuild_delay_secs,
+                "starting the background rebuild"
+            );
+            // Never stopped through the watch: the task is aborted with the node.
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let (c, t) = (config.clone(), transport.clone());
+            workers.push((
+                "rebuild",
+                tokio::spawn(async move {
+                    let _keep = tx;
+                    storage::autorebuild::run(c, t, rx).await
+                }),
+            ));
+        }
         Ok(RunningNode {
             name: name.to_string(),
             transport,

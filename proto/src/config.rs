@@ -143,9 +143,9 @@ pub struct StorageTunables {
     /// The background scrub reads every fragment once per this many seconds (paced evenly;
     /// default one week). 0 turns the background scrub off (`shoal scrub` still works).
     pub scrub_period_secs: u64,
-    /// Meant for the background rebuild: a stripe seen missing fragments for this long is
-    /// rebuilt (seconds; default 300). NOT USED YET: no background rebuild worker exists;
-    /// run `shoal rebuild --cluster DIR --now`.
+    /// Background rebuild: once a storage server has been unreachable for this long
+    /// (seconds; default 300), the stripes that lost fragments are rebuilt onto the other
+    /// servers (`shoal rebuild --cluster DIR --now` does it at once).
     pub rebuild_delay_secs: u64,
 }
 
@@ -455,8 +455,9 @@ pub const CONFIG_DOC: &str = "\
 #                 percent free (default 20, 0 = off; `shoal clean --now` always cleans)
 # [storage]       scrub_period_secs: the background scrub reads and checks every fragment
 #                 once per this period (default 604800, a week; 0 = off; `shoal scrub
-#                 --now` runs a pass at once); rebuild_delay_secs: reserved for the
-#                 background rebuild, not built yet: run `shoal rebuild --now` instead
+#                 --now` runs a pass at once); rebuild_delay_secs: a storage server down
+#                 this long has its fragments rebuilt onto the others (default 300;
+#                 `shoal rebuild --now` does it at once)
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.
