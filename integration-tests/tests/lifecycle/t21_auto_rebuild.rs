@@ -1,7 +1,7 @@
 //! Test (b) of issue 9 with the *background* rebuild, seven storage servers and 4+2:
 //! `[storage] rebuild_delay_secs` is set to 3 s; write and fsync files, kill -9 the fullest
 //! storage server, and without any command wait until `shoal rebuild` (which only looks)
-//! reports no degraded stripe; then kill two *other* servers: every fsynced file still reads
+//! reports no degraded stripe (and `shoal status` says so); then kill two *other* servers: every fsynced file still reads
 //! back byte-exact (three servers gone is more than the parity covers).
 
 use crate::{check_pattern, write_pattern};
@@ -93,6 +93,12 @@ fn t21_background_rebuild_then_lose_two_more() -> Result<()> {
     ensure!(
         took >= Duration::from_secs(DELAY_SECS),
         "rebuilt after {took:?}, before the configured delay of {DELAY_SECS} s"
+    );
+
+    let st = c.status()?;
+    ensure!(
+        st.stdout.contains("degraded: 0"),
+        "shoal status does not show 0 degraded stripes after the rebuild: {st}"
     );
 
     info!("--- kill two other storage servers, read everything back");
