@@ -10,6 +10,7 @@ mod t21_auto_rebuild;
 mod t60_write_delete_rounds;
 mod t61_clean_command;
 mod t62_clean_overwritten;
+mod t70_rebuild_rate;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;
