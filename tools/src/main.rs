@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 mod bench;
 mod clean;
+mod df;
 mod rebuild;
 mod scrub;
 
@@ -41,6 +42,9 @@ enum Cmd {
     /// Show the space the reclaimer would give back (deleted or overwritten data); with
     /// --now, reclaim it at once.
     Clean(CleanArgs),
+    /// Space: per storage server capacity, free and fragment bytes; the file data stripes
+    /// can still take; live, reclaimable and pinned dead bytes of the data logs.
+    Df(ClusterArg),
     /// Scrub: show every storage server's last scrub results, or with --now verify every
     /// fragment's checksums at once and repair bad ones from their stripe.
     Scrub(NowArgs),
@@ -346,6 +350,7 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Clean(a) => clean::run(Arc::new(load(&a.cluster)?), a.now).await,
+        Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
             rebuild::run(&config, a.now).await

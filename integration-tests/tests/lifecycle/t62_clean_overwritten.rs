@@ -4,7 +4,8 @@
 //! the old segments. Storage use must fall to about the live data (within 1.5x of it, in
 //! data bytes, plus the fixed reserve), and every file must read back byte-exact from a
 //! fresh mount (no client cache) against the model. Reports write amplification and the
-//! cleaner's throughput (measured, not asserted).
+//! cleaner's throughput (measured, not asserted). `shoal df` shows every server and the live
+//! bytes afterwards.
 
 use crate::dir_bytes;
 use anyhow::{bail, ensure, Context, Result};
@@ -137,6 +138,25 @@ fn t62_cleaner_frees_overwritten_space_and_data_reads_back() -> Result<()> {
     println!(
         "t62: fragments {before} -> {after} bytes; cleaner copied {copied} bytes in {secs:.2} s ({:.1} MB/s) over {runs} run(s); write amplification {wa:.3} (client {client_bytes} bytes)",
         copied / 1e6 / secs.max(1e-3)
+    );
+
+    let df = c.env().run(
+        vec![
+            OsString::from("df"),
+            "--cluster".into(),
+            c.dir().as_os_str().to_owned(),
+        ],
+        Duration::from_secs(60),
+    )?;
+    info!("shoal df:\n{}", df.stdout);
+    ensure!(
+        df.success()
+            && df.stdout.contains("writable: ")
+            && df.stdout.contains("64.0 MiB live")
+            && c.storage_names()
+                .iter()
+                .all(|n| df.stdout.contains(n.as_str())),
+        "shoal df does not show every server, the writable space and 64 MiB live: {df}"
     );
 
     // Read everything back from a fresh mount: from the log, not a client cache.
