@@ -1,13 +1,13 @@
 //! Kernel cache invalidation behind a small trait (`KernelCache`), so that the lease
 //! runtime can make the kernel drop entries and attributes without knowing fuser.
 //!
-//! Owns: `Client::kernel_invalidate` (on a blocking thread, bounded wait) and the fuser
+//! Owns: `invalidate` (on a blocking thread, bounded wait) and the fuser
 //! implementation of the trait. Must not: hold client state or decide *when* to
 //! invalidate (the lease engine and the callbacks do).
 
-use crate::client::Client;
 use crate::lease::KERNEL_TTL;
 use proto::ids::InodeId;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a callback waits for the kernel to drop its caches before answering anyway
@@ -31,15 +31,15 @@ impl KernelCache for fuser::Notifier {
     }
 }
 
-impl Client {
-    /// Tells the kernel to drop what it caches of `inodes` and `entries` (no-op before the
-    /// mount exists). Runs on a blocking thread, waiting at most `KERNEL_INVAL_WAIT`.
-    pub(crate) async fn kernel_invalidate(
-        &self,
-        inodes: Vec<InodeId>,
-        entries: Vec<(InodeId, String)>,
-    ) {
-        let Some(n) = self.notifier() else { return };
+/// Tells the kernel to drop what it caches of `inodes` and `entries` (no-op without a
+/// mount). Runs on a blocking thread, waiting at most `KERNEL_INVAL_WAIT`.
+pub(crate) async fn invalidate(
+    kernel: Option<Arc<dyn KernelCache>>,
+    inodes: Vec<InodeId>,
+    entries: Vec<(InodeId, String)>,
+) {
+    {
+        let Some(n) = kernel else { return };
         if inodes.is_empty() && entries.is_empty() {
             return;
         }

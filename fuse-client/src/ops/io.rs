@@ -1,0 +1,175 @@
+//! File I/O operations: open/release, read, write, flush, fsync, sync.
+//!
+//! Reads overlay dirty data on clean blocks (`data::read`: block cache, else extents read
+//! from the log); writes only buffer under the write lease (`data::writeback` commits). Opens give close-to-open
+//! consistency: the attributes are fetched again and a new version drops our clean copies.
+//! Must not hold the state lock across an await.
+
+use crate::client::{Client, FileHandle};
+use crate::data::dirty::{covers_all, overlay_ranges, FileWrites};
+use crate::data::Which;
+use crate::error::FsError;
+use bytes::Bytes;
+use proto::ids::InodeId;
+use proto::msg::Timestamp;
+
+/// Largest file offset we accept (like ext4's limit, well below i64::MAX).
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+/// Rounds of (acquire the write lease, buffer) one write tries before it gives up (with
+/// EIO), and the longest it keeps trying: writers that keep taking the lease from each other
+/// back off a random few milliseconds per lost round, so that one of them wins.
+const WRITE_ROUNDS: usize = 400;
+const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Client {
+    /// Whether the kernel may keep `ino`'s page cache across opens: only when its manager
+    /// grants leases and we can tell the kernel to drop it on a callback.
+    pub fn keep_cache(&self, ino: InodeId) -> bool {
+        self.meta.lease_epoch(ino).is_some() && self.notifier().is_some()
+    }
+
+    /// Opens `ino`: refreshes its attributes and registers the open (first local open).
+    pub async fn open(&self, ino: InodeId) -> Result<FileHandle, FsError> {
+        self.getattr(ino).await?;
+        self.open_ref(ino).await?;
+        Ok(self.next_fh())
+    }
+
+    /// The last release of a handle of `ino` (the kernel sends one per open).
+    pub async fn release(&self, ino: InodeId) -> Result<(), FsError> {
+        self.close_ref(ino).await
+    }
+
+    /// close(2): reports a write error found since the last flush/fsync. Data stays
+    /// buffered (write-back); `fsync` makes it durable.
+    pub async fn flush(&self, ino: InodeId) -> Result<(), FsError> {
+        match self.errors.remove(&ino) {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// fsync(2): writes and durably commits `ino`'s dirty data; with nothing to write, makes
+    /// the inode's manager durable.
+    pub async fn fsync(&self, ino: InodeId) -> Result<(), FsError> {
+        let wrote = self.flush_inodes(Which::One(ino), true).await;
+        if let Some((_, e)) = self.errors.remove(&ino) {
+            return Err(e);
+        }
+        if !wrote? {
+            self.sync_owner(ino).await?;
+        }
+        // The sync may have found commits a manager restart lost.
+        if let Some((_, e)) = self.errors.remove(&ino) {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// fsyncdir(2): makes the directory's manager durable.
+    pub async fn fsyncdir(&self, ino: InodeId) -> Result<(), FsError> {
+        self.sync_owner(ino).await
+    }
+
+    async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {
+        self.sync_node(self.meta.owner(ino)).await
+    }
+
+    /// Buffers a write at `off`; returns the bytes accepted (all of them).
+    pub async fn write(&self, ino: InodeId, off: u64, data: &[u8]) -> Result<u32, FsError> {
+        self.write_at(ino, off, data, false).await.map(|(_, n)| n)
+    }
+
+    /// Buffers a write under the write lease of `ino` (asking for it first if needed). With
+    /// `append` (O_APPEND) the data goes at the end of the file as this client knows it
+    /// under the lease, whatever `off` says. Returns the offset written at and the bytes
+    /// accepted.
+    pub async fn write_at(
+        &self,
+        ino: InodeId,
+        off: u64,
+        data: &[u8],
+        append: bool,
+    ) -> Result<(u64, u32), FsError> {
+        if data.is_empty() {
+            return Ok((off, 0));
+        }
+        self.wait_for_space().await?;
+        // Bounded: a round is repeated only when a Flush callback took the lease meanwhile.
+        let started = std::time::Instant::now();
+        for round in 0..WRITE_ROUNDS {
+            if round > 0 {
+                if started.elapsed() > WRITE_PATIENCE {
+                    break;
+                }
+                let most = (round as u64).min(20);
+                let pause = rand::random::<u64>() % (most + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            self.meta.ensure_lease(ino).await;
+            let had_lease = self.write_lease_held(&self.lock_state(), ino);
+            self.acquire_write(ino).await?;
+            let known = self.lock_state().files.contains_key(&ino);
+            // A fresh grant may have made the previous writer commit: the size we cached
+            // before asking is then stale (the requester of a grant is not called back).
+            if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
+                self.getattr(ino).await?;
+            }
+            let committed = self.attrs.get(&ino).map(|a| a.size);
+            let now = Timestamp::now();
+            let done = {
+                let mut st = self.lock_state();
+                let base = st.files.get(&ino).map(|w| w.size).or(committed);
+                match base {
+                    Some(base) if self.write_lease_held(&st, ino) => {
+                        let at = if append { base } else { off };
+                        let end = at.checked_add(data.len() as u64).ok_or(FsError::EFBIG)?;
+                        if end > MAX_FILE_SIZE {
+                            return Err(FsError::EFBIG);
+                        }
+                        let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
+                        let grew = w.write(at, data, now);
+                        st.dirty_bytes += grew;
+                        Some((at, st.dirty_bytes >= self.config.file.client.segment_bytes))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((at, kick)) = done {
+                if kick {
+                    self.kick.notify_one();
+                }
+                return Ok((at, data.len() as u32));
+            }
+        }
+        tracing::warn!(inode = %ino, "write lease kept being called back; giving up the write");
+        Err(FsError::EIO)
+    }
+
+    /// Reads up to `size` bytes at `off`: short at end of file, zeros in holes.
+    pub async fn read(&self, ino: InodeId, off: u64, size: u32) -> Result<Bytes, FsError> {
+        let held = self.meta.ensure_lease(ino).await;
+        // Local data first: a commit that lands after this snapshot only adds clean data
+        // that the snapshot already overrides.
+        let (local_size, snap) = {
+            let st = self.lock_state();
+            match st.files.get(&ino) {
+                Some(w) => (Some(w.size), w.snapshot(off, size as u64)),
+                None => (None, Vec::new()),
+            }
+        };
+        let committed = self.committed_size(held.as_ref(), ino).await?;
+        let file_size = local_size.unwrap_or(committed);
+        if off >= file_size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let n = (size as u64).min(file_size - off);
+        let mut buf = vec![0u8; n as usize];
+        if !covers_all(&snap, off, n) {
+            self.read_clean(held.as_ref(), ino, off, &mut buf, committed)
+                .await?;
+        }
+        overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
+        Ok(Bytes::from(buf))
+    }
+}
