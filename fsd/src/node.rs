@@ -268,8 +268,12 @@ impl RunningNode {
         tracing::info!(node = %name, addr = %node.address, "node is serving");
         let reclaimer =
             (manager.is_some() && manager::reclaim::runs_on(&config, node.id)).then(|| {
-                tracing::info!(node = %name, "starting the reclaimer of dead data segments");
-                let r = manager::reclaim::Reclaimer::new(config.clone(), transport.clone());
+                tracing::info!(
+                    node = %name,
+                    clean_below_free_pct = config.file.manager.clean_below_free_pct,
+                    "starting the cleaner and the reclaimer of dead data segments"
+                );
+                let r = manager::cleaner::worker::Cleaner::new(config.clone(), transport.clone());
                 // Never stopped through the watch: the task is aborted with the node.
                 let (_tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
@@ -277,6 +281,23 @@ impl RunningNode {
                     r.run(rx).await
                 })
             });
+        if reclaimer.is_some() {
+            tracing::info!(
+                node = %name,
+                rebuild_delay_secs = config.file.storage.rebuild_delay_secs,
+                "starting the background rebuild"
+            );
+            // Never stopped through the watch: the task is aborted with the node.
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let (c, t) = (config.clone(), transport.clone());
+            workers.push((
+                "rebuild",
+                tokio::spawn(async move {
+                    let _keep = tx;
+                    storage::autorebuild::run(c, t, rx).await
+                }),
+            ));
+        }
         Ok(RunningNode {
             name: name.to_string(),
             transport,

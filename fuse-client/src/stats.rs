@@ -71,7 +71,11 @@ fn op_index(req: &ManagerRequest) -> usize {
         Goodbye { .. } => 25,
         LogHorizon { .. } => 26,
         SealLog { .. } => 27,
-        TxPrepare { .. } | TxFinish { .. } | DirMoveLock { .. } => 28,
+        TxPrepare { .. }
+        | TxFinish { .. }
+        | DirMoveLock { .. }
+        | LiveExtents { .. }
+        | Relocate { .. } => 28,
     }
 }
 

@@ -125,7 +125,7 @@ impl Reclaimer {
     }
 
     /// Every data log some reachable storage server holds fragments of.
-    async fn data_logs(&self) -> BTreeSet<LogId> {
+    pub async fn data_logs(&self) -> BTreeSet<LogId> {
         let addrs: Vec<_> = self
             .config
             .storage_nodes()
@@ -145,7 +145,7 @@ impl Reclaimer {
     }
 
     /// Seals `log` up to `upto` at every manager; `None` if any did not answer.
-    async fn seal(&self, log: LogId, upto: SegmentId) -> Option<Vec<Sealed>> {
+    pub async fn seal(&self, log: LogId, upto: SegmentId) -> Option<Vec<Sealed>> {
         let nodes: Vec<NodeId> = self.config.manager_nodes().iter().map(|n| n.id).collect();
         let calls = nodes.iter().map(|n| {
             self.managers

@@ -126,6 +126,7 @@ pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
             | R::RemoveXattr { .. }
             | R::TxApply { .. }
             | R::TxPrepare { .. }
+            | R::Relocate { .. }
     )
 }
 
@@ -171,6 +172,7 @@ impl Peers for ClientPeers {
     }
 }
 
+mod clean_rpc;
 mod usage_rpc;
 
 /// A metadata manager.
@@ -801,6 +803,8 @@ impl Service {
                 horizon,
             } => self.log_horizon(who, session, log, horizon).await,
             R::SealLog { log, upto } => self.seal_log(log, upto).await,
+            R::LiveExtents { log, segments } => self.live_extents(log, segments).await,
+            R::Relocate { moves } => self.relocate(moves).await,
         }
     }
 

@@ -19,6 +19,7 @@
 //! | `commit-own-log` (CommitWrites/LogHorizon naming only logs with the caller's tag) | client |
 //! | `own-session` (a session id carrying the caller's tag) | client (managers and admins may name any) |
 //! | `manager-txn` (TxApply/TxPrepare/TxFinish/TxOutcome, DirMoveLock, SealLog) | manager; SealLog also admin (`shoal clean`) |
+//! | `clean` (LiveExtents, Relocate: the copying cleaner) | manager, admin (`shoal clean --now`) |
 //! | `callback` (Invalidate/Flush sent to a client) | manager |
 //! | `admin` (deny-list installation) | admin |
 //!
@@ -46,6 +47,7 @@ pub enum Right {
     CommitOwnLog,
     OwnSession,
     ManagerTxn,
+    Clean,
     Callback,
     Admin,
 }
@@ -66,6 +68,7 @@ impl Right {
             Right::CommitOwnLog => "commit-own-log",
             Right::OwnSession => "own-session",
             Right::ManagerTxn => "manager-txn",
+            Right::Clean => "clean",
             Right::Callback => "callback",
             Right::Admin => "admin",
         }
@@ -81,7 +84,7 @@ impl Right {
             Right::FragmentDelete | Right::ListLogs => &[Manager, Admin],
             Right::ScrubControl | Right::Admin => &[Admin],
             Right::FsRead | Right::FsWrite => &[Client, Manager, Admin],
-            Right::CommitAnyLog => &[Manager, Admin],
+            Right::CommitAnyLog | Right::Clean => &[Manager, Admin],
             Right::ManagerTxn | Right::Callback => &[Manager],
         }
     }
@@ -236,6 +239,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
                 | R::TxPrepare { .. }
                 | R::TxFinish { .. }
                 | R::DirMoveLock { .. } => need(Right::ManagerTxn),
+                R::LiveExtents { .. } | R::Relocate { .. } => need(Right::Clean),
             }
         }
     }

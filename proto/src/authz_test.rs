@@ -120,6 +120,23 @@ fn deleting_fragments_needs_a_manager_or_admin() {
 }
 
 #[test]
+fn the_cleaners_requests_need_a_manager_or_admin() {
+    row(
+        Request::Manager(ManagerRequest::LiveExtents {
+            log: LogId::client(1),
+            segments: vec![SegmentId(1)],
+        }),
+        &[Manager, Admin],
+        Right::Clean,
+    );
+    row(
+        Request::Manager(ManagerRequest::Relocate { moves: vec![] }),
+        &[Manager, Admin],
+        Right::Clean,
+    );
+}
+
+#[test]
 fn listing_logs_needs_a_manager_or_admin() {
     row(
         Request::Storage(StorageRequest::ListLogs),

@@ -116,6 +116,11 @@ pub struct ManagerTunables {
     /// A metadata log that completes no append for this long (milliseconds) makes waiting
     /// `Sync`/fsync calls and new mutations fail with EIO instead of hanging.
     pub journal_stall_ms: u64,
+    /// The cleaner (on the manager with the lowest node id) copies live data out of partly
+    /// used data segments while the fullest storage server has less than this percentage of
+    /// its file system free (default 20; 0 turns background cleaning off; `shoal clean
+    /// --now` cleans whatever the free space).
+    pub clean_below_free_pct: u8,
 }
 
 impl Default for ManagerTunables {
@@ -126,6 +131,7 @@ impl Default for ManagerTunables {
             lease_ms: 5000,
             segment_bytes: 16 << 20,
             journal_stall_ms: 30_000,
+            clean_below_free_pct: 20,
         }
     }
 }
@@ -137,9 +143,9 @@ pub struct StorageTunables {
     /// The background scrub reads every fragment once per this many seconds (paced evenly;
     /// default one week). 0 turns the background scrub off (`shoal scrub` still works).
     pub scrub_period_secs: u64,
-    /// Meant for the background rebuild: a stripe seen missing fragments for this long is
-    /// rebuilt (seconds; default 300). NOT USED YET: no background rebuild worker exists;
-    /// run `shoal rebuild --cluster DIR --now`.
+    /// Background rebuild: once a storage server has been unreachable for this long
+    /// (seconds; default 300), the stripes that lost fragments are rebuilt onto the other
+    /// servers (`shoal rebuild --cluster DIR --now` does it at once).
     pub rebuild_delay_secs: u64,
 }
 
@@ -443,11 +449,15 @@ pub const CONFIG_DOC: &str = "\
 #                 delays a conflicting operation by at most this; keep it above 1000;
 #                 segment_bytes: largest metadata log segment (default 16 MiB, at most
 #                 64 MiB); journal_stall_ms: fsync and mutations fail with EIO when the
-#                 metadata log completes no append for this long (default 30000)
+#                 metadata log completes no append for this long (default 30000);
+#                 clean_below_free_pct: the cleaner copies live data out of partly
+#                 used segments while the fullest storage server has less than this
+#                 percent free (default 20, 0 = off; `shoal clean --now` always cleans)
 # [storage]       scrub_period_secs: the background scrub reads and checks every fragment
 #                 once per this period (default 604800, a week; 0 = off; `shoal scrub
-#                 --now` runs a pass at once); rebuild_delay_secs: reserved for the
-#                 background rebuild, not built yet: run `shoal rebuild --now` instead
+#                 --now` runs a pass at once); rebuild_delay_secs: a storage server down
+#                 this long has its fragments rebuilt onto the others (default 300;
+#                 `shoal rebuild --now` does it at once)
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.

@@ -47,7 +47,9 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | Renew { .. }
         | Goodbye { .. }
         | LogHorizon { .. }
-        | SealLog { .. } => return None,
+        | SealLog { .. }
+        | LiveExtents { .. }
+        | Relocate { .. } => return None,
     })
 }
 

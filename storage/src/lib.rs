@@ -5,14 +5,18 @@
 //! `stripe` (placement), `log` (`LogWriter`, `LogReader`) and `rpc` (`StorageClient`, the
 //! typed RPC stub; not the client role).
 //! Lifecycle: `locate` (where a segment's fragments are now), `repair` (rebuild fragments
-//! from any k), `scrub` (the per-server checksum worker).
+//! from any k), `rebuild` (manual) and `autorebuild` (after a server was down for
+//! `rebuild_delay_secs`), `scrub` (the per-server checksum worker), `pace` (the pure Nice
+//! controller that paces background work by its own latency).
 //! `testing` holds the store conformance suite and the crash-simulating store.
 //! This crate knows fragments and segments; it must not know inodes or paths.
 
+pub mod autorebuild;
 pub mod erasure;
 pub mod error;
 pub mod locate;
 pub mod log;
+pub mod pace;
 pub mod rebuild;
 pub mod repair;
 pub mod rpc;

@@ -88,12 +88,17 @@ pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, Era
         .collect())
 }
 
+/// A server a put could not reach is avoided by new stripes for this long.
+const WRITE_SUSPECT_FOR: Duration = Duration::from_secs(10);
+
 /// Appends segments to one writer's log.
 pub struct LogWriter {
     config: Arc<ClusterConfig>,
     client: StorageClient,
     log: LogId,
     next: SegmentId,
+    /// Servers a put could not reach, until when new stripes avoid them.
+    suspects: HashMap<SocketAddr, Instant>,
 }
 
 impl LogWriter {
@@ -109,6 +114,7 @@ impl LogWriter {
             client: StorageClient::new(transport),
             log,
             next,
+            suspects: HashMap::new(),
         }
     }
 
@@ -151,6 +157,19 @@ impl LogWriter {
         let len = segment.len() as u32;
         let group =
             stripe_group(&self.config, self.log, seg, k, m).map_err(|e| fail(0, e.to_string()))?;
+        let now = Instant::now();
+        self.suspects.retain(|_, until| *until > now);
+        let group = if self.suspects.is_empty() {
+            group
+        } else {
+            let nodes: Vec<(NodeId, SocketAddr)> = self
+                .config
+                .storage_nodes()
+                .iter()
+                .map(|n| (n.id, n.address))
+                .collect();
+            crate::stripe::avoid_down(&group, &nodes, |a| self.suspects.contains_key(&a))
+        };
         let frags = tokio::task::spawn_blocking(move || {
             encode_fragments(&segment, k, m).map(|f| {
                 f.into_iter()
@@ -214,6 +233,10 @@ impl LogWriter {
                 }
                 Err(e) => {
                     only_unreachable &= e.is_unavailable();
+                    if e.is_unavailable() {
+                        self.suspects
+                            .insert(member.addr, Instant::now() + WRITE_SUSPECT_FOR);
+                    }
                     problems.push(format!(
                         "f{} on {} ({}): {e}",
                         member.index, member.node, member.addr

@@ -7,6 +7,8 @@
 //! segments of a log rotate by one node, and different logs start at different nodes, so
 //! load spreads when there are more than k+m storage nodes. Changing the storage node list
 //! changes placement of existing segments (a rebuild/migration must follow such a change).
+//! A writer moves fragments whose home is down to a spare server (`avoid_down`); readers
+//! find them through `locate`.
 
 pub use crate::error::PlacementError;
 use proto::config::ClusterConfig;
@@ -69,6 +71,35 @@ pub fn stripe_group(
         .collect())
 }
 
+/// New stripes avoid servers that are down: each member of `group` whose server `avoid`
+/// says is down is moved to the next storage node (in `nodes` order, after the member's
+/// home, cyclically) that holds no member of the stripe and is not avoided; a member with
+/// no such node left keeps its home. Readers and deletion find moved fragments through
+/// `locate`. Pure.
+pub fn avoid_down(
+    group: &[StripeMember],
+    nodes: &[(NodeId, SocketAddr)],
+    avoid: impl Fn(SocketAddr) -> bool,
+) -> Vec<StripeMember> {
+    let mut out: Vec<StripeMember> = group.to_vec();
+    let mut used: Vec<SocketAddr> = group.iter().map(|m| m.addr).collect();
+    for m in out.iter_mut() {
+        if !avoid(m.addr) {
+            continue;
+        }
+        let home = nodes.iter().position(|(_, a)| *a == m.addr).unwrap_or(0);
+        let sub = (1..nodes.len())
+            .map(|d| nodes[(home + d) % nodes.len()])
+            .find(|(_, a)| !used.contains(a) && !avoid(*a));
+        if let Some((node, addr)) = sub {
+            m.node = node;
+            m.addr = addr;
+            used.push(addr);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +152,43 @@ mod tests {
             })
         );
         assert!(placement(5, LogId(3), SegmentId(0), 0, 2).is_err());
+    }
+
+    #[test]
+    fn down_servers_are_replaced_by_free_live_ones() {
+        let nodes: Vec<(NodeId, SocketAddr)> = (0..8u16)
+            .map(|i| {
+                (
+                    NodeId(i as u32 + 1),
+                    SocketAddr::from(([127, 0, 0, 1], 7000 + i)),
+                )
+            })
+            .collect();
+        let group: Vec<StripeMember> = (0..6u8)
+            .map(|i| StripeMember {
+                index: i,
+                node: nodes[i as usize].0,
+                addr: nodes[i as usize].1,
+            })
+            .collect();
+        // Nothing down: unchanged.
+        assert_eq!(avoid_down(&group, &nodes, |_| false), group);
+        // Servers 1 and 6 down: member 1 moves to 7 (6 is down too), the rest stay.
+        let down = [nodes[1].1, nodes[6].1];
+        let g = avoid_down(&group, &nodes, |a| down.contains(&a));
+        assert_eq!(g[1].addr, nodes[7].1);
+        assert_eq!(g[1].index, 1);
+        for i in [0, 2, 3, 4, 5] {
+            assert_eq!(g[i], group[i]);
+        }
+        // More down than spares: the extra member keeps its home.
+        let down = [nodes[0].1, nodes[1].1, nodes[2].1];
+        let g = avoid_down(&group, &nodes, |a| down.contains(&a));
+        let addrs: HashSet<SocketAddr> = g.iter().map(|m| m.addr).collect();
+        assert_eq!(addrs.len(), 6, "still distinct");
+        assert_eq!(g[0].addr, nodes[6].1);
+        assert_eq!(g[1].addr, nodes[7].1);
+        assert_eq!(g[2].addr, nodes[2].1);
     }
 
     #[test]

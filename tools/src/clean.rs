@@ -1,9 +1,11 @@
 //! `shoal clean --cluster DIR [--now]`: shows, per data log, what the reclaimer would give
 //! back (segments no manager references and no writer can still commit into), and with
-//! `--now` runs a reclaim pass at once with progress. Moving live data out of partly used
-//! segments (the copying cleaner) is not built yet; the command says so.
+//! `--now` runs the copying cleaner (live data out of partly used segments, unpaced) and
+//! then a reclaim pass, with progress.
 
 use anyhow::Result;
+use manager::cleaner::policy::Policy;
+use manager::cleaner::worker::{CleanReport, Cleaner};
 use manager::reclaim::{LogSurvey, Reclaimer};
 use proto::config::ClusterConfig;
 use std::io::Write;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
     let transport = fsd::cluster::admin_transport(&config)?;
-    let r = Reclaimer::new(config, transport);
+    let r = Reclaimer::new(config.clone(), transport.clone());
     let (logs, skipped) = r.survey().await;
     println!(
         "{:<22} {:>9} {:>12} {:>12} {:>16} {:>16}",
@@ -54,13 +56,66 @@ pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
     }
     println!(
         "(bytes are segment bytes before striping; on disk they take (k+m)/k times as much. \
-         Copying live data out of partly used segments is not built yet: only segments \
-         with no live data are reclaimed.)"
+         Segments with no live data are reclaimed as they are; the cleaner copies the live \
+         data out of segments at most {:.0}% live, and the manager with the lowest node id \
+         does so in the background while the fullest storage server has less than {}% free.)",
+        Policy::default().max_utilisation * 100.0,
+        config.file.manager.clean_below_free_pct
     );
     if !now {
         println!("run with --now to reclaim at once (the manager with the lowest node id also does it every few seconds)");
         return Ok(0);
     }
+    let cleaner = Cleaner::new(config, transport).with_policy(Policy {
+        // One pass cleans every segment that qualifies, however much is live in them.
+        batch_live_bytes: u64::MAX,
+        ..Policy::default()
+    });
+    let started = std::time::Instant::now();
+    let show = |c: &CleanReport| {
+        print!(
+            "\rcleaning: {}/{} segments, {} copied, {} remapped, {} skipped, {:.1} MB/s",
+            c.cleaned,
+            c.chosen,
+            crate::human(c.copied),
+            crate::human(c.moved),
+            crate::human(c.skipped),
+            c.copied as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+        );
+        let _ = std::io::stdout().flush();
+    };
+    let c = cleaner.pass(false, show).await;
+    println!();
+    println!(
+        "cleaned {} of {} segment(s) ({} before striping): copied {} live into {} new segment(s) of {} in {:.1} s; {} remapped, {} left alone (changed meanwhile){}",
+        c.cleaned,
+        c.chosen,
+        crate::human(c.chosen_bytes),
+        crate::human(c.copied),
+        c.written_segments,
+        crate::human(c.written_bytes),
+        started.elapsed().as_secs_f64(),
+        crate::human(c.moved),
+        crate::human(c.skipped),
+        if c.failed > 0 {
+            format!("; {} segment(s) failed and stay as they were (see the log)", c.failed)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "clean-stats: chosen={} chosen_bytes={} cleaned={} copied={} written_segments={} written_bytes={} moved={} skipped={} failed={} secs={:.3}",
+        c.chosen,
+        c.chosen_bytes,
+        c.cleaned,
+        c.copied,
+        c.written_segments,
+        c.written_bytes,
+        c.moved,
+        c.skipped,
+        c.failed,
+        started.elapsed().as_secs_f64()
+    );
     let report = r
         .pass_with(|done, total| {
             print!("\rreclaiming: log {done}/{total}");
@@ -79,6 +134,9 @@ pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
             "{} log(s) skipped: a manager or storage server did not answer",
             report.skipped
         );
+        return Ok(1);
+    }
+    if c.failed > 0 {
         return Ok(1);
     }
     Ok(0)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 mod bench;
 mod clean;
+mod df;
 mod rebuild;
 mod scrub;
 
@@ -44,6 +45,9 @@ enum Cmd {
     /// Show the space the reclaimer would give back (deleted or overwritten data); with
     /// --now, reclaim it at once.
     Clean(CleanArgs),
+    /// Space: per storage server capacity, free and fragment bytes; the file data stripes
+    /// can still take; live, reclaimable and pinned dead bytes of the data logs.
+    Df(ClusterArg),
     /// Scrub: show every storage server's last scrub results, or with --now verify every
     /// fragment's checksums at once and repair bad ones from their stripe.
     Scrub(NowArgs),
@@ -421,6 +425,7 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Clean(a) => clean::run(Arc::new(load(&a.cluster)?), a.now).await,
+        Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
             rebuild::run(&config, a.now).await
@@ -492,6 +497,27 @@ async fn run(cli: Cli) -> Result<i32> {
                     }
                 }
             }
+            // Redundancy: stripes missing fragments on the servers that answer.
+            let live: Vec<std::net::SocketAddr> = s
+                .nodes
+                .iter()
+                .filter(|n| n.storage.is_some())
+                .map(|n| n.address)
+                .collect();
+            let t = fsd::cluster::client_transport(&config)?;
+            let scan = storage::rebuild::scan(&storage::StorageClient::new(t.clone()), &live).await;
+            t.close();
+            let hist = storage::rebuild::degraded_histogram(&scan.stripes);
+            let degraded: usize = hist.values().sum();
+            println!(
+                "stripes: {}, degraded: {}{} (a server down longer than rebuild_delay_secs = {} s is rebuilt in the background; `shoal rebuild --now` does it at once)",
+                scan.stripes.len(),
+                degraded,
+                hist.iter()
+                    .map(|(m, n)| format!(", {n} missing {m} fragment(s)"))
+                    .collect::<String>(),
+                config.file.storage.rebuild_delay_secs
+            );
             if s.can_serve {
                 println!("cluster can serve");
                 Ok(0)

@@ -82,18 +82,14 @@ impl Client {
         Ok(())
     }
 
-    /// Reads blocks `[b0, b1)` from the log and caches them (unless the inode changed
-    /// since `generation`).
-    async fn fetch_blocks(
+    /// Reads file bytes `[start, start + len)` through the extent map (holes are zeros).
+    async fn read_range(
         &self,
         ino: InodeId,
-        b0: u64,
-        b1: u64,
-        committed: u64,
+        start: u64,
+        len: u64,
         generation: u64,
-    ) -> Result<Vec<Bytes>, FsError> {
-        let start = b0 * BLOCK;
-        let len = (b1 - b0) * BLOCK;
+    ) -> Result<Vec<u8>, FsError> {
         let extents = self.extents_for(ino, start, len, generation).await?;
         let pieces = map_range(&extents, start, len);
         let reader = self.reader().clone();
@@ -116,6 +112,30 @@ impl Client {
             let at = p.buf_off as usize;
             data[at..at + bytes.len()].copy_from_slice(&bytes);
         }
+        Ok(data)
+    }
+
+    /// Reads blocks `[b0, b1)` from the log and caches them (unless the inode changed
+    /// since `generation`).
+    async fn fetch_blocks(
+        &self,
+        ino: InodeId,
+        b0: u64,
+        b1: u64,
+        committed: u64,
+        generation: u64,
+    ) -> Result<Vec<Bytes>, FsError> {
+        let start = b0 * BLOCK;
+        let len = (b1 - b0) * BLOCK;
+        // The cleaner may move extents and the reclaimer delete the old copy while a read
+        // holds the old extent list: a failed read asks the manager once more.
+        let mut data = match self.read_range(ino, start, len, generation).await {
+            Ok(d) => d,
+            Err(_) => {
+                self.lock_state().extents.invalidate(ino);
+                self.read_range(ino, start, len, generation).await?
+            }
+        };
         // Nothing exists past the committed size, whatever an extent says.
         if committed < start + len {
             data[committed.saturating_sub(start) as usize..].fill(0);

@@ -1,12 +1,16 @@
 //! The life of a cluster's space (issue [lifecycle]) through real processes and a real
 //! mount: scrub finds and repairs corrupted fragments (t10), rebuild restores a lost
-//! server's fragments (t20), data that is deleted or overwritten is given back (dead
-//! segments reclaimed, t60, t61). All bounded in time.
+//! server's fragments (t20; t21 without a command, after `rebuild_delay_secs`), data that is deleted or overwritten is given back (dead
+//! segments reclaimed, t60, t61), and the copying cleaner frees half-overwritten segments
+//! with every byte reading back (t62). All bounded in time.
 
 mod t10_scrub_repairs;
 mod t20_rebuild;
+mod t21_auto_rebuild;
 mod t60_write_delete_rounds;
 mod t61_clean_command;
+mod t62_clean_overwritten;
+mod t70_rebuild_rate;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;

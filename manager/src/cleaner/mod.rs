@@ -1,9 +1,9 @@
-//! The cleaner (DESIGN.md §6), pure parts: which segments to clean (`policy`, LFS
-//! cost-benefit) and the conditional extent update that moves live data to the cleaner's
-//! log only where the extent map still points at the old copy (`relocate`). Must not: do
-//! I/O. Not built yet: the worker that reads the chosen segments' live extents, rewrites
-//! them into the cleaner's log and commits `plan_relocate` through an RPC; nothing calls
-//! these yet. Deletion of emptied segments is the reclaimer's (`reclaim`).
+//! The cleaner (DESIGN.md §6): which segments to clean (`policy`, LFS cost-benefit), the
+//! conditional extent update that moves live data to the cleaner's log only where the
+//! extent map still points at the old copy (`relocate`, pure), and the worker that copies
+//! and swaps (`worker`; it also runs the reclaimer's passes on the node that reclaims).
+//! Deletion of emptied segments is the reclaimer's (`reclaim`). Must not: delete segments.
 
 pub mod policy;
 pub mod relocate;
+pub mod worker;

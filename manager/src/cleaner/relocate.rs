@@ -10,18 +10,13 @@
 
 use crate::record::Record;
 use crate::state::MetaState;
-use proto::ids::{InodeId, LogPtr};
+use proto::ids::{InodeId, LogId, LogPtr, SegmentId};
 use proto::msg::Extent;
+use std::collections::BTreeSet;
 
 /// File bytes `[offset, offset + old.len)` of `ino` were at `old`; the cleaner wrote the
-/// same bytes at `new` (same length).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Moved {
-    pub ino: InodeId,
-    pub offset: u64,
-    pub old: LogPtr,
-    pub new: LogPtr,
-}
+/// same bytes at `new` (same length). The wire type of `Relocate`.
+pub use proto::msg::ExtentMove as Moved;
 
 /// What a relocation plan does.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +29,21 @@ pub struct Relocation {
 }
 
 impl MetaState {
+    /// Every extent of this state's files that lies in one of `segments` of `log`, as
+    /// (file, extent) pairs in inode order: what the cleaner must copy out of them. A scan
+    /// of every extent map (the usage counts say how much, not where).
+    pub fn extents_in(&self, log: LogId, segments: &BTreeSet<SegmentId>) -> Vec<(InodeId, Extent)> {
+        let mut out = Vec::new();
+        for (ino, inode) in &self.inodes {
+            for e in inode.extents.iter() {
+                if e.ptr.seg.log == log && segments.contains(&e.ptr.seg.segment) {
+                    out.push((*ino, e));
+                }
+            }
+        }
+        out
+    }
+
     /// Plans the remapping of `moves` (see the module doc). Moves with mismatched lengths,
     /// of inodes gone, or with a new address below its log's floor are skipped whole.
     pub fn plan_relocate(&self, moves: &[Moved]) -> Relocation {
@@ -173,6 +183,17 @@ mod tests {
                 ptr: new
             }]
         );
+    }
+
+    #[test]
+    fn extents_in_lists_only_the_asked_segments() {
+        let a = ptr(1, 3, 0, 100);
+        let b = ptr(1, 4, 0, 100);
+        let c = ptr(2, 3, 0, 100);
+        let st = file_with(&[(0, a), (100, b), (200, c)]);
+        let segs: BTreeSet<SegmentId> = [SegmentId(3)].into_iter().collect();
+        let got = st.extents_in(LogId::client(1), &segs);
+        assert_eq!(got, vec![(INO, Extent { offset: 0, ptr: a })]);
     }
 
     #[test]

@@ -128,6 +128,17 @@ pub struct InodeWrite {
     pub mtime: Timestamp,
 }
 
+/// The cleaner copied file bytes `[offset, offset + old.len)` of `ino` from `old` to `new`
+/// (same length); the owning manager remaps them only where its extent map still points at
+/// `old` (a concurrent overwrite wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentMove {
+    pub ino: InodeId,
+    pub offset: u64,
+    pub old: LogPtr,
+    pub new: LogPtr,
+}
+
 /// File system totals for statfs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsCounts {
@@ -330,6 +341,18 @@ pub enum ManagerRequest {
         log: LogId,
         upto: SegmentId,
     },
+    /// The cleaner: every extent of this manager's files that lies in one of `segments` of
+    /// `log` (a snapshot, not durable). Answered with `LiveExtents`.
+    LiveExtents {
+        log: LogId,
+        segments: Vec<SegmentId>,
+    },
+    /// The cleaner: remap each move's bytes to its new copy where the extent map still
+    /// points at the old one (conditional; logged, and durable before the answer; other
+    /// holders of the files are called back like for any change). Answered `Relocated`.
+    Relocate {
+        moves: Vec<ExtentMove>,
+    },
 }
 
 /// The remote part of a cross-manager operation, applied idempotently by the participant.
@@ -410,6 +433,14 @@ pub enum ManagerResponse {
     Sealed {
         floor: SegmentId,
         live: Vec<(SegmentId, u64)>,
+    },
+    /// Answer to `LiveExtents`: (file, extent) pairs.
+    LiveExtents(Vec<(InodeId, Extent)>),
+    /// Answer to `Relocate`: bytes remapped, and bytes left alone (overwritten, truncated,
+    /// deleted, or a new copy below its log's floor).
+    Relocated {
+        moved: u64,
+        skipped: u64,
     },
 }
 
@@ -510,6 +541,10 @@ impl fmt::Display for ManagerRequest {
             AcquireWrite { ino, .. } => write!(f, "AcquireWrite({ino})"),
             LogHorizon { log, horizon, .. } => write!(f, "LogHorizon({log}, {horizon})"),
             SealLog { log, upto } => write!(f, "SealLog({log}, {upto})"),
+            LiveExtents { log, segments } => {
+                write!(f, "LiveExtents({log}, {} segments)", segments.len())
+            }
+            Relocate { moves } => write!(f, "Relocate({} moves)", moves.len()),
         }
     }
 }

@@ -1,0 +1,162 @@
+//! The background rebuild: when a storage server has been unreachable for longer than
+//! `[storage] rebuild_delay_secs`, the stripes that lost fragments are rebuilt onto the
+//! other servers (`rebuild::plan` and `execute`: least redundancy first, several stripes
+//! in parallel), without anyone running `shoal rebuild --now`.
+//!
+//! Owns: `DownClock`, the pure record of how long each server has been seen down (events
+//! in: a round of reachability observations; decision out: whether a rebuild is due), and
+//! the thin worker loop that polls, scans and executes. Runs on one node only (the node
+//! that also reclaims). Must not: delete anything, or rebuild while no server has been down
+//! for the delay (a server restarting for an upgrade must not cause a storm of copies).
+//! Not paced by `pace::Nice` yet: `execute` runs a fixed number of stripes in parallel.
+
+use crate::rebuild::{execute, plan, scan};
+use crate::rpc::StorageClient;
+use proto::config::ClusterConfig;
+use proto::transport::Transport;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How often the worker checks which servers answer.
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Stripes rebuilt at the same time.
+const PARALLEL: usize = 4;
+
+/// Since when each server has been seen down, continuously.
+#[derive(Clone, Debug, Default)]
+pub struct DownClock {
+    since: BTreeMap<SocketAddr, Instant>,
+}
+
+impl DownClock {
+    /// One round of observations at `now`: `down` did not answer, every other server did
+    /// (a server that answers again starts from zero next time it goes down).
+    pub fn observe(&mut self, now: Instant, down: &[SocketAddr]) {
+        self.since.retain(|a, _| down.contains(a));
+        for a in down {
+            self.since.entry(*a).or_insert(now);
+        }
+    }
+
+    /// The servers down for at least `delay` at `now`.
+    pub fn overdue(&self, now: Instant, delay: Duration) -> Vec<SocketAddr> {
+        self.since
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= delay)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+}
+
+/// What one background round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    pub stripes_rebuilt: usize,
+    pub stripes_failed: usize,
+    pub bytes: u64,
+}
+
+/// Polls every `POLL_EVERY`; while some server has been down for the configured delay,
+/// scans and rebuilds what is degraded (a scan that finds nothing to do costs only the
+/// listing). Stops when `stop` turns true.
+pub async fn run(
+    config: Arc<ClusterConfig>,
+    transport: Arc<Transport>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = StorageClient::new(transport);
+    let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
+    let delay = Duration::from_secs(config.file.storage.rebuild_delay_secs);
+    let mut clock = DownClock::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let stats = futures::future::join_all(servers.iter().map(|a| client.stat(*a))).await;
+        let down: Vec<SocketAddr> = servers
+            .iter()
+            .zip(stats)
+            .filter(|(_, r)| r.is_err())
+            .map(|(a, _)| *a)
+            .collect();
+        clock.observe(Instant::now(), &down);
+        let overdue = clock.overdue(Instant::now(), delay);
+        if overdue.is_empty() {
+            continue;
+        }
+        let r = round(&client, &servers).await;
+        if r.stripes_rebuilt + r.stripes_failed > 0 {
+            tracing::info!(
+                down = ?overdue,
+                rebuilt = r.stripes_rebuilt,
+                failed = r.stripes_failed,
+                bytes = r.bytes,
+                "background rebuild round"
+            );
+        }
+    }
+}
+
+/// One scan and rebuild of everything degraded.
+pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
+    let s = scan(client, servers).await;
+    let p = plan(&s.stripes, &s.live);
+    if p.jobs.is_empty() {
+        return Round::default();
+    }
+    let done = execute(client, &p, PARALLEL, |_, err| {
+        if let Some(e) = err {
+            tracing::warn!("background rebuild: {e}");
+        }
+    })
+    .await;
+    Round {
+        stripes_rebuilt: done.stripes_done,
+        stripes_failed: done.stripes_failed,
+        bytes: done.bytes_done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16))
+    }
+
+    #[test]
+    fn a_server_is_overdue_only_after_the_delay_down_continuously() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let d = Duration::from_secs(10);
+        let mut c = DownClock::default();
+        c.observe(t0, &[a(1)]);
+        assert!(c.overdue(t0 + 5 * s, d).is_empty());
+        c.observe(t0 + 5 * s, &[a(1), a(2)]);
+        assert_eq!(c.overdue(t0 + 10 * s, d), vec![a(1)]);
+        // a(1) answers again: its clock starts over when it goes down again.
+        c.observe(t0 + 11 * s, &[a(2)]);
+        c.observe(t0 + 12 * s, &[a(1), a(2)]);
+        assert_eq!(c.overdue(t0 + 15 * s, d), vec![a(2)]);
+        assert!(c.overdue(t0 + 14 * s, d).is_empty());
+        assert_eq!(c.overdue(t0 + 22 * s, d), vec![a(1), a(2)]);
+    }
+
+    #[test]
+    fn no_delay_means_at_once() {
+        let t0 = Instant::now();
+        let mut c = DownClock::default();
+        c.observe(t0, &[a(3)]);
+        assert_eq!(c.overdue(t0, Duration::ZERO), vec![a(3)]);
+        c.observe(t0, &[]);
+        assert!(c.overdue(t0, Duration::ZERO).is_empty());
+    }
+}
