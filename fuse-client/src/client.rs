@@ -117,6 +117,11 @@ pub struct Client {
     dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
     notifier: Mutex<Option<Arc<dyn crate::notify::KernelCache>>>,
+    /// Kernel entry invalidations sent and not yet done (`notify.rs`).
+    pub(crate) entry_invals_pending: Arc<AtomicU64>,
+    /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
+    /// attribute answer that was in flight meanwhile is not cached (`note_attr_since`).
+    pub(crate) attr_drops: AtomicU64,
     /// The background workers (flusher, renewer) and their status.
     workers: crate::worker::Workers,
     pub(crate) counters: Counters,
@@ -251,6 +256,8 @@ impl Client {
             dir_gens: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             notifier: Mutex::new(None),
+            entry_invals_pending: Arc::new(AtomicU64::new(0)),
+            attr_drops: AtomicU64::new(0),
             workers: crate::worker::Workers::default(),
             counters: Counters::default(),
             errors: DashMap::new(),
@@ -495,9 +502,16 @@ impl Client {
 
     async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
+        let drops = self.attr_drops.load(Ordering::SeqCst);
         match self.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 let a = self.note_attr(&a);
+                // A callback dropped attributes while this answer was in flight: it may
+                // predate the change announced, so it serves this call only. (Checked
+                // after the insert; droppers bump the count before removing.)
+                if self.attr_drops.load(Ordering::SeqCst) != drops {
+                    self.attrs.remove(&a.ino);
+                }
                 Ok(self.local_view(a))
             }
             other => Err(remote::unexpected(&what, &other)),

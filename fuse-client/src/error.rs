@@ -18,6 +18,7 @@ impl FsError {
     pub const EFBIG: FsError = FsError(libc::EFBIG);
     pub const ENOTDIR: FsError = FsError(libc::ENOTDIR);
     pub const EISDIR: FsError = FsError(libc::EISDIR);
+    pub const ESTALE: FsError = FsError(libc::ESTALE);
 
     pub fn errno(self) -> i32 {
         self.0

@@ -37,9 +37,28 @@ impl Client {
     }
 
     /// Opens `ino`: refreshes its attributes and registers the open (first local open).
+    ///
+    /// The kernel reaches `ino` through a cached name, which may be one a callback removed
+    /// or replaced while the kernel's entry invalidation is still blocked (see
+    /// `kernel_invalidate`) or whose lookup answer was in flight when the invalidation ran.
+    /// So an inode that no longer exists, or has no name left, answers ESTALE: the VFS then
+    /// looks the path up again (LOOKUP_REVAL, which asks us) and opens what the name is
+    /// now, instead of the old file (a stale read, or a write nobody will ever see) or
+    /// ENOENT. The price: reopening a deleted file through /proc/PID/fd fails with ESTALE.
     pub async fn open(&self, ino: InodeId) -> Result<u64, FsError> {
-        self.getattr(ino).await?;
-        self.open_ref(ino).await?;
+        let gone = |e: FsError| {
+            if e == FsError::ENOENT {
+                FsError::ESTALE
+            } else {
+                e
+            }
+        };
+        let a = self.getattr(ino).await.map_err(gone)?;
+        if a.nlink == 0 {
+            tracing::debug!(inode = %ino, pending = self.entry_invalidations_pending(), "open of an unlinked inode through a cached name: ESTALE");
+            return Err(FsError::ESTALE);
+        }
+        self.open_ref(ino).await.map_err(gone)?;
         Ok(self.next_fh())
     }
 

@@ -23,6 +23,7 @@ use proto::ids::{InodeId, NodeId};
 use proto::msg::{ClientCallback, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -188,7 +189,7 @@ impl Client {
                         // A manager that lost us (or restarted) may no longer know where to
                         // call back.
                         if let Err(e) = self.hello(node).await {
-                            tracing::debug!(manager = %node, "hello after a lost lease failed: {e}");
+                            tracing::info!(manager = %node, "hello after a lost lease failed: {e}");
                         }
                     }
                     Action::Reclaim => {
@@ -331,6 +332,7 @@ impl Client {
             inos.sort_unstable();
             inos.dedup();
             if inos.is_empty() {
+                tracing::info!(manager = %node, "manager restarted: no write lease to reclaim");
                 return;
             }
             let incarnation = self.leases.get(node).incarnation().unwrap_or_default();
@@ -542,6 +544,7 @@ impl Client {
             .map(|e| *e.key())
             .filter(|i| owned(i))
             .collect();
+        self.attr_drops.fetch_add(1, Ordering::SeqCst);
         self.attrs.retain(|i, _| !owned(i));
         self.parents.retain(|i, _| !owned(i));
         self.no_caps.retain(|i, _| !owned(i));
@@ -583,6 +586,7 @@ impl Client {
     /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
     /// comes while the lease is valid, and a Flush commits the data first).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
+        self.attr_drops.fetch_add(1, Ordering::SeqCst);
         self.attrs.remove(&ino);
         self.parents.remove(&ino);
         self.no_caps.remove(&ino);
@@ -597,6 +601,7 @@ impl Client {
     /// Drops this client's block, extent and attribute caches (every inode); the kernel's
     /// are left alone. For benchmarks that read cold (`setxattr shoal.drop_caches`).
     pub fn drop_caches(&self) {
+        self.attr_drops.fetch_add(1, Ordering::SeqCst);
         self.attrs.clear();
         self.no_caps.clear();
         let mut st = self.lock_state();
