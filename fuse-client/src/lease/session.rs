@@ -302,7 +302,13 @@ impl Client {
                 }
             }
             Err(_) => {
-                tracing::debug!(manager = %node, "renewal: no answer within {wait:?}");
+                tracing::info!(manager = %node, "renewal: no answer within {wait:?}; reconnecting");
+                // A manager killed and restarted on the same address may leave the old
+                // connection hanging until its idle timeout (10 s): the Hello that follows
+                // and every other call would wait on it, past the reclaim window (found by
+                // consistency/t55: buffered writes then lost). A new connection reaches
+                // the new incarnation at once.
+                self.mc.drop_connection(node);
                 Event::RenewFailed {
                     now: BootInstant::now(),
                 }
