@@ -501,6 +501,14 @@ impl Client {
     }
 
     async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
+        let a = self.manager_attr(req).await?;
+        Ok(self.local_view(a))
+    }
+
+    /// The manager's answer to `req` (attributes as committed, without local writes laid
+    /// over), recorded in the attribute cache unless a callback dropped attributes while it
+    /// was in flight. Callers use the returned value, not the cache (it may not be cached).
+    pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
         let drops = self.attr_drops.load(Ordering::SeqCst);
         match self.call(Target::Route, req).await? {
@@ -512,7 +520,7 @@ impl Client {
                 if self.attr_drops.load(Ordering::SeqCst) != drops {
                     self.attrs.remove(&a.ino);
                 }
-                Ok(self.local_view(a))
+                Ok(a)
             }
             other => Err(remote::unexpected(&what, &other)),
         }
@@ -558,8 +566,8 @@ impl Client {
         if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
             return Ok(a.size);
         }
-        self.getattr(ino).await?;
-        self.attrs.get(&ino).map(|a| a.size).ok_or(FsError::EIO)
+        let a = self.manager_attr(ManagerRequest::GetAttr { ino }).await?;
+        Ok(a.size)
     }
 
     /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty

@@ -139,10 +139,13 @@ impl Client {
             let known = self.lock_state().files.contains_key(&ino);
             // A fresh grant may have made the previous writer commit: the size we cached
             // before asking is then stale (the requester of a grant is not called back).
-            if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
-                self.getattr(ino).await?;
-            }
-            let committed = self.attrs.get(&ino).map(|a| a.size);
+            let fetched = if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
+                let req = ManagerRequest::GetAttr { ino };
+                Some(self.manager_attr(req).await?.size)
+            } else {
+                None
+            };
+            let committed = fetched.or_else(|| self.attrs.get(&ino).map(|a| a.size));
             let now = Timestamp::now();
             let done = {
                 let mut st = self.lock_state();
