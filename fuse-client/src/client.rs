@@ -1,82 +1,59 @@
-//! The file system core, independent of FUSE: every operation as an async method that
-//! returns an errno on failure. Usable from tests without a mount.
+//! The composition root of the client: connects to the cluster, owns the parts and starts
+//! and stops the background workers.
 //!
-//! Owns the client's state: the attribute cache, dirty data and the block cache (through
-//! `DataState`), open counts per inode (for `Open`/`Release` at the manager), directory
-//! streams and the log writer. Namespace and attribute operations live here; I/O is in
-//! `io.rs`, write-back in `writeback.rs`, directory listing in `dir.rs`.
-//! Must not block a runtime thread: locks held here are short and never across an await,
-//! except the async per-inode commit locks (one flush of an inode at a time) and the log
-//! lock (segment appends only).
+//! Owns: the `Client` value every operation runs on, with the manager-RPC layer (`meta`),
+//! the data state (`data::DataState`: dirty files, block cache, extent cache, write leases),
+//! the attribute and listing caches, the log writer and its reclaim horizon, the write
+//! verifier, open counts, and the workers (flusher, renewer) with their status; and the
+//! transport's callback handler, which hands manager callbacks to the lease runtime
+//! (`lease::session`). The operations live in `ops` (namespace, attributes, I/O, listing),
+//! `data` (read path, write-back) and `lease::session`; they import this module, and this
+//! module imports none of them (the workers and the callback handler call their methods).
+//! Must not: implement file-system operations, or hold a lock across an await.
 
-use crate::attr::overlay;
-use crate::cache::BlockCache;
-use crate::dirty::FileWrites;
+use crate::data::cache::BlockCache;
+use crate::data::extents::ExtentCache;
+use crate::data::listing::DirStream;
+use crate::data::{DataState, Which};
 use crate::error::{ClientError, FsError};
-use crate::extents::ExtentCache;
-use crate::lease::{CallbackHandler, HeldLease, Leases, WriteLease};
-use crate::remote::{self, Target};
-use crate::stats::{ClientStats, Counters};
-use crate::writeback::{self, Which};
+use crate::horizon::Horizon;
+use crate::kernel::notify::KernelCache;
+use crate::meta::{LeaseActions, Meta, Target};
+use crate::stats::ClientStats;
+use crate::verifier::Unsynced;
+use crate::worker::{Worker, WorkerStatus, Workers};
+use bytes::Bytes;
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId};
-use proto::msg::{
-    Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, RenameFlags, Request,
-    Response, SetAttrs, StorageRequest, StorageResponse,
-};
-use proto::route::ManagerClient;
-use proto::transport::Transport;
+use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
+use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use storage::log::{LogReader, LogWriter};
 use tokio::sync::{watch, Notify};
 
-/// Setting this extended attribute (any value, on any inode) drops this client's block,
-/// extent and attribute caches; the managers are not told (benchmarks use it to read cold).
-pub const DROP_CACHES_XATTR: &str = "shoal.drop_caches";
-/// Longest name a directory entry may have.
-pub const NAME_MAX: usize = 255;
 /// Dirty memory at which writers wait for the flusher (at least two segments).
 const DIRTY_LIMIT: u64 = 64 << 20;
 /// Timeout of a `Ping` at connect and of a storage `Stat`.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Data state guarded by one short-held lock.
-pub(crate) struct DataState {
-    pub files: HashMap<InodeId, FileWrites>,
-    /// Bytes held in every dirty layer of every file.
-    pub dirty_bytes: u64,
-    pub cache: BlockCache,
-    pub extents: ExtentCache,
-    /// Write leases per inode (checked and used under this lock, see `lease`).
-    pub leases: HashMap<InodeId, WriteLease>,
-}
-
-/// File system totals for statfs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatFs {
-    pub blocks: u64,
-    pub bfree: u64,
-    pub bavail: u64,
-    pub files: u64,
-    pub ffree: u64,
-    pub bsize: u32,
-    pub namelen: u32,
-}
+/// A handle this client gave the kernel for an open file or directory (unique per mount;
+/// directory handles name their buffered listing page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileHandle(pub u64);
 
 /// A Shoal client: talks to managers for metadata and to its own log for data.
 pub struct Client {
     pub(crate) config: Arc<ClusterConfig>,
     pub(crate) transport: Arc<Transport>,
-    pub(crate) mc: ManagerClient,
-    /// This mount's session id for `Open`/`Release`/`Create`.
-    pub(crate) session: u64,
+    /// The manager-RPC layer: routing, retry, errno mapping, volume leases, counters.
+    pub(crate) meta: Arc<Meta>,
     pub(crate) log_id: LogId,
     /// The reclaim horizon of `log_id` (pins of flights and resends, next segment).
-    pub(crate) horizon: crate::horizon::Horizon,
+    pub(crate) horizon: Horizon,
     /// Per manager: the (incarnation, horizon) last promised with `LogHorizon`.
     pub(crate) promised: DashMap<proto::ids::NodeId, (Option<u64>, u64)>,
     pub(crate) state: Mutex<DataState>,
@@ -85,7 +62,7 @@ pub struct Client {
     pub(crate) log: tokio::sync::Mutex<Option<LogWriter>>,
     /// Commits accepted without sync, until a sync of the same manager incarnation covers
     /// them (the write verifier, see `verifier`).
-    pub(crate) unsynced: Mutex<crate::verifier::Unsynced>,
+    pub(crate) unsynced: Mutex<Unsynced>,
     /// Inodes whose write lease this client reclaimed from a restarted manager, with that
     /// manager's incarnation: their suspect commits may be sent again (nobody else can have
     /// written in between).
@@ -94,37 +71,32 @@ pub struct Client {
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
     /// Commit locks of inodes being flushed (see `writeback::InodeCommit`).
     pub(crate) commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
-    reader: OnceLock<LogReader>,
+    pub(crate) reader: OnceLock<LogReader>,
     /// Latest attributes seen from the managers (without local overlay).
     pub(crate) attrs: DashMap<InodeId, Attr>,
+    /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
+    /// attribute answer that was in flight meanwhile is not cached (`manager_attr`).
+    pub(crate) attr_drops: AtomicU64,
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     pub(crate) reacquire: DashMap<InodeId, ()>,
     /// Local open count per inode; the mutex orders `Open`/`Release` RPCs of one inode.
-    opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
+    pub(crate) opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
     /// Parent of directories we looked up (for `..` in readdir).
     pub(crate) parents: DashMap<InodeId, InodeId>,
-    pub(crate) dirs: DashMap<u64, Arc<tokio::sync::Mutex<crate::dir::DirStream>>>,
+    pub(crate) dirs: DashMap<FileHandle, Arc<tokio::sync::Mutex<DirStream>>>,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: DashMap<InodeId, ()>,
-    /// Volume leases per manager.
-    pub(crate) leases: Leases,
     /// Serialises `AcquireWrite` of one inode (never taken by a callback).
     pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     /// Bumped per directory when its cached listing is invalidated.
-    dir_gens: DashMap<InodeId, u64>,
+    pub(crate) dir_gens: DashMap<InodeId, u64>,
     /// Bumped when every cached listing is invalidated.
     dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
-    notifier: Mutex<Option<Arc<dyn crate::notify::KernelCache>>>,
-    /// Kernel entry invalidations sent and not yet done (`notify.rs`).
-    pub(crate) entry_invals_pending: Arc<AtomicU64>,
-    /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
-    /// attribute answer that was in flight meanwhile is not cached (`note_attr_since`).
-    pub(crate) attr_drops: AtomicU64,
+    notifier: Mutex<Option<Arc<dyn KernelCache>>>,
     /// The background workers (flusher, renewer) and their status.
-    workers: crate::worker::Workers,
-    pub(crate) counters: Counters,
+    workers: Workers,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: DashMap<InodeId, FsError>,
     next_fh: AtomicU64,
@@ -181,7 +153,10 @@ impl Client {
         let client = Arc::new(Client::new(config, transport));
         let _ = client.this.set(Arc::downgrade(&client));
         callbacks.attach(&client);
-        if let Err((node, e)) = client.hello_all().await {
+        client
+            .meta
+            .attach(Arc::downgrade(&client) as Weak<dyn LeaseActions>);
+        if let Err((node, e)) = client.meta.hello_all().await {
             let m = client.config.node(node);
             return Err(ClientError::ManagerUnreachable {
                 name: m.map(|m| m.name.clone()).unwrap_or_default(),
@@ -192,6 +167,7 @@ impl Client {
             });
         }
         match client
+            .meta
             .call(
                 Target::Route,
                 ManagerRequest::GetAttr { ino: InodeId::ROOT },
@@ -205,19 +181,19 @@ impl Client {
             Err(e) => return Err(ClientError::NoRoot(e.to_string())),
         }
         let interval = Duration::from_millis(client.config.file.client.flush_interval_ms.max(1));
-        tokio::spawn(writeback::flusher(
+        tokio::spawn(flusher(
             Arc::downgrade(&client),
             client.kick.clone(),
             client.stop.subscribe(),
             interval,
             client.workers.register("flusher"),
         ));
-        tokio::spawn(crate::lease::renewer(
+        tokio::spawn(renewer(
             Arc::downgrade(&client),
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
-        tracing::info!(log = %client.log_id, session = client.session, "client connected");
+        tracing::info!(log = %client.log_id, session = client.meta.session(), "client connected");
         Ok(client)
     }
 
@@ -227,8 +203,11 @@ impl Client {
         let dirty_limit = DIRTY_LIMIT.max(tun.segment_bytes.saturating_mul(2));
         let cache = BlockCache::new(tun.cache_bytes);
         Client {
-            mc: ManagerClient::new(config.clone(), transport.clone()),
-            session: rand::random::<u64>(),
+            meta: Arc::new(Meta::new(
+                config.clone(),
+                transport.clone(),
+                rand::random::<u64>(),
+            )),
             log_id: LogId::client(rand::random::<u64>()),
             horizon: Default::default(),
             promised: DashMap::new(),
@@ -246,20 +225,17 @@ impl Client {
             unsynced: Mutex::new(Default::default()),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
+            attr_drops: AtomicU64::new(0),
             reacquire: DashMap::new(),
             opens: DashMap::new(),
             parents: DashMap::new(),
             dirs: DashMap::new(),
             no_caps: DashMap::new(),
-            leases: Leases::new(config.manager_nodes().into_iter().map(|m| m.id)),
             acquiring: DashMap::new(),
             dir_gens: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             notifier: Mutex::new(None),
-            entry_invals_pending: Arc::new(AtomicU64::new(0)),
-            attr_drops: AtomicU64::new(0),
-            workers: crate::worker::Workers::default(),
-            counters: Counters::default(),
+            workers: Workers::default(),
             errors: DashMap::new(),
             next_fh: AtomicU64::new(1),
             flush_ids: AtomicU64::new(1),
@@ -283,26 +259,36 @@ impl Client {
 
     /// This mount's session id.
     pub fn session(&self) -> u64 {
-        self.session
+        self.meta.session()
     }
 
     /// Message counters: callbacks received, renewals and manager requests sent.
     pub fn stats(&self) -> ClientStats {
-        self.counters.snapshot()
+        self.meta.counters().snapshot()
+    }
+
+    /// Renews every manager's lease now (the background renewer does this every lease/4).
+    pub async fn renew_all(&self) {
+        self.meta.renew_all().await
+    }
+
+    /// The entry/attribute TTL to hand the kernel for `ino` now: never longer than the
+    /// lease time left.
+    pub fn kernel_ttl(&self, ino: InodeId) -> Duration {
+        self.meta.kernel_ttl(ino)
     }
 
     /// The background workers (flusher, renewer) and what each is doing.
-    pub fn workers(&self) -> Vec<crate::worker::WorkerStatus> {
+    pub fn workers(&self) -> Vec<WorkerStatus> {
         self.workers.statuses()
     }
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
-    pub fn set_notifier(&self, notifier: Option<fuser::Notifier>) {
-        let cache = notifier.map(|n| Arc::new(n) as Arc<dyn crate::notify::KernelCache>);
-        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = cache;
+    pub fn set_notifier(&self, notifier: Option<Arc<dyn KernelCache>>) {
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
     }
 
-    pub(crate) fn notifier(&self) -> Option<Arc<dyn crate::notify::KernelCache>> {
+    pub(crate) fn notifier(&self) -> Option<Arc<dyn KernelCache>> {
         self.notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -339,8 +325,8 @@ impl Client {
             .get_or_init(|| LogReader::new(self.config.clone(), self.transport.clone()))
     }
 
-    pub(crate) fn next_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn next_fh(&self) -> FileHandle {
+        FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn next_flush_id(&self) -> u64 {
@@ -354,86 +340,17 @@ impl Client {
             .any(|w| !w.dirty.is_empty())
     }
 
-    /// Writes every dirty byte and makes every manager's state durable (unmount, syncfs).
-    pub async fn sync_all(&self) -> Result<(), FsError> {
-        self.flush_inodes(Which::All, false).await?;
-        let syncs = self
-            .config
-            .manager_nodes()
-            .into_iter()
-            .map(|m| self.sync_node(m.id));
-        for r in futures::future::join_all(syncs).await {
-            r?;
-        }
-        Ok(())
-    }
-
-    /// Makes `node`'s state durable, then checks the commits it accepted without sync
-    /// before: those of an earlier incarnation are verified (see `after_sync`).
-    pub(crate) async fn sync_node(&self, node: proto::ids::NodeId) -> Result<(), FsError> {
-        let mark = self.lock_unsynced().mark();
-        match self.call(Target::Node(node), ManagerRequest::Sync).await? {
-            ManagerResponse::Synced { incarnation } => {
-                self.after_sync(node, incarnation, mark).await;
-                Ok(())
-            }
-            other => Err(remote::unexpected("Sync", &other)),
-        }
-    }
-
-    pub(crate) fn lock_unsynced(&self) -> MutexGuard<'_, crate::verifier::Unsynced> {
-        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A sync marked `mark` was answered by `node` in `incarnation`: forgets what it covers
-    /// and verifies the suspects (commits an earlier incarnation accepted without sync):
-    /// one whose extents are no longer in the manager's map may have been lost in the
-    /// restart, and its inode's next fsync or close reports EIO (never 0).
-    pub(crate) async fn after_sync(&self, node: proto::ids::NodeId, incarnation: u64, mark: u64) {
-        let suspects = self.lock_unsynced().synced(node, incarnation, mark);
-        for p in suspects {
-            let ino = p.write.ino;
-            let Some((start, end)) = crate::verifier::span(&p.write) else {
-                continue;
-            };
-            let req = ManagerRequest::GetExtents {
-                ino,
-                offset: start,
-                len: end - start,
-            };
-            let ok = match self.call(Target::Route, req).await {
-                Ok(ManagerResponse::Extents(actual)) => {
-                    crate::verifier::survived(&p.write.extents, &actual)
-                }
-                // Gone: nobody can read the data any more.
-                Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => true,
-                Ok(_) | Err(_) => false,
-            };
-            if !ok {
-                tracing::warn!(
-                    inode = %ino,
-                    manager = %node,
-                    "writes committed without sync may have been lost in a manager restart: \
-                     the next fsync or close reports EIO"
-                );
-                self.errors.insert(ino, FsError::EIO);
-            }
-        }
-    }
-
     /// Ends this client's session at every manager (a clean unmount, after `sync_all`):
     /// they forget what it held instead of calling it back. Best effort, bounded.
     pub async fn goodbye(&self) {
         let byes = self.config.manager_nodes().into_iter().map(|m| {
             let req = ManagerRequest::Goodbye {
-                session: self.session,
+                session: self.meta.session(),
             };
             let node = m.id;
             async move {
-                match tokio::time::timeout(PROBE_TIMEOUT, self.mc.call_node(node, req)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::debug!(manager = %node, "goodbye failed: {e}"),
-                    Err(_) => tracing::debug!(manager = %node, "goodbye not answered"),
+                if let Err(e) = self.meta.call_once(node, req, PROBE_TIMEOUT).await {
+                    tracing::debug!(manager = %node, "goodbye failed: {e}");
                 }
             }
         });
@@ -444,662 +361,108 @@ impl Client {
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
     }
+}
 
-    /// Records attributes from a manager. A new version of data we cache (changed by
-    /// another client, or by us in a way we did not apply locally) drops our clean copies.
-    /// Returns the freshest attributes known: an answer overtaken by a newer one already
-    /// seen (a commit's answer arriving before an earlier getattr's) is not used.
-    pub(crate) fn note_attr(&self, attr: &Attr) -> Attr {
-        let newer = self
-            .attrs
-            .get(&attr.ino)
-            .filter(|old| old.version > attr.version)
-            .map(|old| old.clone());
-        if let Some(newer) = newer {
-            return newer;
-        }
-        let changed = self
-            .attrs
-            .get(&attr.ino)
-            .is_some_and(|old| old.version != attr.version);
-        self.attrs.insert(attr.ino, attr.clone());
-        if changed {
-            let mut st = self.lock_state();
-            if !st.files.contains_key(&attr.ino) {
-                st.cache.invalidate(attr.ino);
-                st.extents.invalidate(attr.ino);
-            }
-            drop(st);
-            self.no_caps.remove(&attr.ino);
-        }
-        attr.clone()
+/// Answers manager callbacks for a client (installed with `Transport::set_callback_handler`
+/// before the first request; the lease runtime carries them out).
+#[derive(Default)]
+pub struct CallbackHandler {
+    client: OnceLock<Weak<Client>>,
+}
+
+impl CallbackHandler {
+    pub fn new() -> Arc<CallbackHandler> {
+        Arc::new(CallbackHandler::default())
     }
 
-    /// Records attributes from the answer to our own change unless a newer version is
-    /// already known; returns the freshest.
-    pub(crate) fn keep_newest(&self, attr: Attr) -> Attr {
-        match self.attrs.entry(attr.ino) {
-            dashmap::mapref::entry::Entry::Occupied(e) if e.get().version > attr.version => {
-                e.get().clone()
-            }
-            dashmap::mapref::entry::Entry::Occupied(mut e) => {
-                e.insert(attr.clone());
-                attr
-            }
-            dashmap::mapref::entry::Entry::Vacant(e) => {
-                e.insert(attr.clone());
-                attr
-            }
-        }
-    }
-
-    /// The manager's attributes with local uncommitted state laid over them.
-    pub(crate) fn local_view(&self, attr: Attr) -> Attr {
-        let st = self.lock_state();
-        let ino = attr.ino;
-        overlay(attr, st.files.get(&ino))
-    }
-
-    async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
-        let a = self.manager_attr(req).await?;
-        Ok(self.local_view(a))
-    }
-
-    /// The manager's answer to `req` (attributes as committed, without local writes laid
-    /// over), recorded in the attribute cache unless a callback dropped attributes while it
-    /// was in flight. Callers use the returned value, not the cache (it may not be cached).
-    pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
-        let what = req.to_string();
-        let drops = self.attr_drops.load(Ordering::SeqCst);
-        match self.call(Target::Route, req).await? {
-            ManagerResponse::Attr(a) => {
-                let a = self.note_attr(&a);
-                // A callback dropped attributes while this answer was in flight: it may
-                // predate the change announced, so it serves this call only. (Checked
-                // after the insert; droppers bump the count before removing.)
-                if self.attr_drops.load(Ordering::SeqCst) != drops {
-                    self.attrs.remove(&a.ino);
-                }
-                Ok(a)
-            }
-            other => Err(remote::unexpected(&what, &other)),
-        }
-    }
-
-    async fn done_call(&self, req: ManagerRequest) -> Result<(), FsError> {
-        let what = req.to_string();
-        match self.call(Target::Route, req).await? {
-            ManagerResponse::Done => Ok(()),
-            other => Err(remote::unexpected(&what, &other)),
-        }
-    }
-
-    pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
-        check_name(name)?;
-        let mut a = self
-            .attr_call(ManagerRequest::Lookup {
-                parent,
-                name: name.to_string(),
-            })
-            .await?;
-        if self.owner(a.ino) != self.owner(parent) {
-            // The child's owner registers us as a reader only if we ask it.
-            a = self.getattr(a.ino).await?;
-        }
-        if a.kind == proto::msg::FileKind::Dir && name != ".." && name != "." {
-            self.parents.insert(a.ino, parent);
-        }
-        Ok(a)
-    }
-
-    pub async fn getattr(&self, ino: InodeId) -> Result<Attr, FsError> {
-        self.attr_call(ManagerRequest::GetAttr { ino }).await
-    }
-
-    /// The committed size as last seen under `held` (asks the manager if unknown, or
-    /// when the lease is not held: then nothing cached may be used).
-    pub(crate) async fn committed_size(
-        &self,
-        held: Option<&HeldLease>,
-        ino: InodeId,
-    ) -> Result<u64, FsError> {
-        if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
-            return Ok(a.size);
-        }
-        let a = self.manager_attr(ManagerRequest::GetAttr { ino }).await?;
-        Ok(a.size)
-    }
-
-    /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty
-    /// data (so that neither a later flush of older writes nor their write time overrides
-    /// it), then changes it at the manager, then locally (holding the inode's commit lock
-    /// throughout, so no flush of it interleaves; flushes of other inodes go on).
-    pub async fn setattr(
-        &self,
-        ino: InodeId,
-        set: SetAttrs,
-        caller: Caller,
-    ) -> Result<Attr, FsError> {
-        if set.size.is_none() && set.mtime.is_none() {
-            let a = self
-                .attr_call(ManagerRequest::SetAttr { ino, set, caller })
-                .await?;
-            return Ok(self.local_view(a));
-        }
-        let held = [(ino, self.commit_lock(ino).await)];
-        // Commits not yet durable go first, durably: a truncate that survives a crash must
-        // not be undone by sending them again afterwards.
-        if self.lock_unsynced().has(ino) {
-            if let Err(e) = self.sync_node(self.owner(ino)).await {
-                tracing::debug!(inode = %ino, "sync before a truncate failed: {e}");
-            }
-        }
-        let r = self.setattr_held(ino, set, caller, &held).await;
-        drop(held);
-        self.forget_commit_locks(&[ino]);
-        r
-    }
-
-    async fn setattr_held(
-        &self,
-        ino: InodeId,
-        set: SetAttrs,
-        caller: Caller,
-        held: &[(InodeId, crate::writeback::InodeCommit)],
-    ) -> Result<Attr, FsError> {
-        let size = set.size;
-        self.flush_held(held, false).await?;
-        let req = ManagerRequest::SetAttr { ino, set, caller };
-        let a = match self.call(Target::Route, req).await? {
-            ManagerResponse::Attr(a) => a,
-            other => return Err(remote::unexpected("SetAttr", &other)),
-        };
-        {
-            let mut st = self.lock_state();
-            if let Some(w) = st.files.get_mut(&ino) {
-                // Writes buffered after the flush above keep their own (later) times.
-                if let Some(size) = size {
-                    let released = w.truncate(size);
-                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
-                }
-            }
-            if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
-                st.files.remove(&ino);
-            }
-            if let Some(size) = size {
-                st.cache.invalidate_from(ino, size);
-                st.extents.invalidate(ino);
-            }
-        }
-        let a = self.keep_newest(a);
-        self.space.notify_waiters();
-        Ok(self.local_view(a))
-    }
-
-    async fn create_node(
-        &self,
-        parent: InodeId,
-        name: &str,
-        node: NewNode,
-        (perm, umask): (u16, u16),
-        caller: Caller,
-        session: Option<u64>,
-    ) -> Result<Attr, FsError> {
-        check_name(name)?;
-        let is_dir = node == NewNode::Dir;
-        let req = ManagerRequest::Create {
-            parent,
-            name: name.to_string(),
-            node,
-            perm: perm & 0o7777,
-            umask: umask & 0o7777,
-            caller,
-            session,
-        };
-        let a = self.attr_call(req).await?;
-        if is_dir {
-            self.parents.insert(a.ino, parent);
-        }
-        Ok(a)
-    }
-
-    /// Creates and opens a regular file; returns its attributes and a file handle.
-    pub async fn create(
-        &self,
-        parent: InodeId,
-        name: &str,
-        perm: u16,
-        umask: u16,
-        caller: Caller,
-    ) -> Result<(Attr, u64), FsError> {
-        let a = self
-            .create_node(
-                parent,
-                name,
-                NewNode::File,
-                (perm, umask),
-                caller,
-                Some(self.session),
-            )
-            .await?;
-        // Create with our session made us the holder of the write lease.
-        if let Some(epoch) = self.lease_epoch(a.ino) {
-            self.record_write_lease(a.ino, epoch, 0);
-        }
-        self.opened_by_create(a.ino).await;
-        Ok((a, self.next_fh()))
-    }
-
-    /// mknod: regular files, FIFOs, sockets and device nodes, by the type bits of `mode`.
-    pub async fn mknod(
-        &self,
-        parent: InodeId,
-        name: &str,
-        mode: u32,
-        umask: u16,
-        rdev: u32,
-        caller: Caller,
-    ) -> Result<Attr, FsError> {
-        use proto::msg::FileKind;
-        let node = match mode & libc::S_IFMT {
-            0 | libc::S_IFREG => NewNode::File,
-            _ => match crate::attr::kind_of_mode(mode) {
-                Some(
-                    kind @ (FileKind::Fifo
-                    | FileKind::Socket
-                    | FileKind::CharDev
-                    | FileKind::BlockDev),
-                ) => NewNode::Special { kind, rdev },
-                _ => return Err(FsError::EINVAL),
-            },
-        };
-        self.create_node(
-            parent,
-            name,
-            node,
-            ((mode & 0o7777) as u16, umask),
-            caller,
-            None,
-        )
-        .await
-    }
-
-    pub async fn mkdir(
-        &self,
-        parent: InodeId,
-        name: &str,
-        perm: u16,
-        umask: u16,
-        caller: Caller,
-    ) -> Result<Attr, FsError> {
-        self.create_node(parent, name, NewNode::Dir, (perm, umask), caller, None)
-            .await
-    }
-
-    pub async fn symlink(
-        &self,
-        parent: InodeId,
-        name: &str,
-        target: &str,
-        caller: Caller,
-    ) -> Result<Attr, FsError> {
-        if target.is_empty() || target.len() > 4095 {
-            return Err(if target.is_empty() {
-                FsError::ENOENT
-            } else {
-                FsError(libc::ENAMETOOLONG)
-            });
-        }
-        let node = NewNode::Symlink {
-            target: target.to_string(),
-        };
-        self.create_node(parent, name, node, (0o777, 0), caller, None)
-            .await
-    }
-
-    pub async fn unlink(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
-        check_name(name)?;
-        self.done_call(ManagerRequest::Unlink {
-            parent,
-            name: name.to_string(),
-            caller,
-        })
-        .await
-    }
-
-    pub async fn rmdir(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
-        check_name(name)?;
-        self.done_call(ManagerRequest::Rmdir {
-            parent,
-            name: name.to_string(),
-            caller,
-        })
-        .await
-    }
-
-    pub async fn rename(
-        &self,
-        parent: InodeId,
-        name: &str,
-        new_parent: InodeId,
-        new_name: &str,
-        flags: RenameFlags,
-        caller: Caller,
-    ) -> Result<(), FsError> {
-        check_name(name)?;
-        check_name(new_name)?;
-        if flags.noreplace && flags.exchange {
-            return Err(FsError::EINVAL);
-        }
-        let req = ManagerRequest::Rename {
-            parent,
-            name: name.to_string(),
-            new_parent,
-            new_name: new_name.to_string(),
-            flags,
-            caller,
-        };
-        self.done_call(req).await?;
-        if parent != new_parent {
-            // A moved directory has a new `..`; we no longer know which inode moved.
-            self.parents.retain(|_, p| *p != parent);
-        }
-        Ok(())
-    }
-
-    pub async fn link(
-        &self,
-        ino: InodeId,
-        new_parent: InodeId,
-        new_name: &str,
-        caller: Caller,
-    ) -> Result<Attr, FsError> {
-        check_name(new_name)?;
-        self.attr_call(ManagerRequest::Link {
-            ino,
-            new_parent,
-            new_name: new_name.to_string(),
-            caller,
-        })
-        .await
-    }
-
-    pub async fn readlink(&self, ino: InodeId) -> Result<String, FsError> {
-        match self
-            .call(Target::Route, ManagerRequest::ReadLink { ino })
-            .await?
-        {
-            ManagerResponse::Target(t) => Ok(t),
-            other => Err(remote::unexpected("ReadLink", &other)),
-        }
-    }
-
-    /// Counts a local open; the first one registers this session at the manager.
-    pub(crate) async fn open_ref(&self, ino: InodeId) -> Result<(), FsError> {
-        // Bounded: a retry happens only when a concurrent last close removed the slot.
-        for _ in 0..16 {
-            let slot = self.opens.entry(ino).or_default().clone();
-            let mut n = slot.lock().await;
-            if !self.opens.get(&ino).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
-                continue;
-            }
-            if *n == 0 {
-                let req = ManagerRequest::Open {
-                    ino,
-                    session: self.session,
-                };
-                self.done_call(req).await?;
-            }
-            *n += 1;
-            return Ok(());
-        }
-        Err(FsError::EIO)
-    }
-
-    /// A create with our session counts as the first open.
-    async fn opened_by_create(&self, ino: InodeId) {
-        let slot = self.opens.entry(ino).or_default().clone();
-        *slot.lock().await += 1;
-    }
-
-    /// Drops a local open; the last one releases this session at the manager.
-    pub(crate) async fn close_ref(&self, ino: InodeId) -> Result<(), FsError> {
-        let Some(slot) = self.opens.get(&ino).map(|s| s.clone()) else {
-            return Ok(());
-        };
-        let mut n = slot.lock().await;
-        if *n == 0 {
-            return Ok(());
-        }
-        *n -= 1;
-        if *n > 0 {
-            return Ok(());
-        }
-        let res = self
-            .done_call(ManagerRequest::Release {
-                ino,
-                session: self.session,
-            })
-            .await;
-        // Removed only after the Release went out, so a new open re-registers after it.
-        self.opens.remove_if(&ino, |_, s| Arc::ptr_eq(s, &slot));
-        res
-    }
-
-    /// How many local opens `ino` has.
-    pub fn open_count(&self, ino: InodeId) -> u32 {
-        self.opens
-            .get(&ino)
-            .and_then(|s| s.try_lock().ok().map(|n| *n))
-            .unwrap_or(0)
-    }
-
-    pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
-        let caps = name == "security.capability";
-        if caps {
-            self.ensure_lease(ino).await;
-        }
-        if caps && self.no_caps.contains_key(&ino) {
-            return Err(FsError(libc::ENODATA));
-        }
-        let req = ManagerRequest::GetXattr {
-            ino,
-            name: name.to_string(),
-        };
-        match self.call(Target::Route, req).await {
-            Ok(ManagerResponse::Xattr(v)) => Ok(v),
-            Ok(other) => Err(remote::unexpected("GetXattr", &other)),
-            Err(e) => {
-                if caps && e.0 == libc::ENODATA {
-                    self.no_caps.insert(ino, ());
-                }
-                Err(e)
-            }
-        }
-    }
-
-    pub async fn setxattr(
-        &self,
-        ino: InodeId,
-        name: &str,
-        value: &[u8],
-        flags: i32,
-        caller: Caller,
-    ) -> Result<(), FsError> {
-        if name.is_empty() || name.len() > 255 {
-            return Err(FsError::ERANGE);
-        }
-        if value.len() > 64 << 10 {
-            return Err(FsError(libc::E2BIG));
-        }
-        if name == DROP_CACHES_XATTR {
-            self.drop_caches();
-            return Ok(());
-        }
-        self.no_caps.remove(&ino);
-        let req = ManagerRequest::SetXattr {
-            ino,
-            name: name.to_string(),
-            value: value.to_vec(),
-            flags,
-            caller,
-        };
-        self.done_call(req).await
-    }
-
-    pub async fn listxattr(&self, ino: InodeId) -> Result<Vec<String>, FsError> {
-        match self
-            .call(Target::Route, ManagerRequest::ListXattr { ino })
-            .await?
-        {
-            ManagerResponse::XattrNames(n) => Ok(n),
-            other => Err(remote::unexpected("ListXattr", &other)),
-        }
-    }
-
-    pub async fn removexattr(
-        &self,
-        ino: InodeId,
-        name: &str,
-        caller: Caller,
-    ) -> Result<(), FsError> {
-        self.no_caps.remove(&ino);
-        self.done_call(ManagerRequest::RemoveXattr {
-            ino,
-            name: name.to_string(),
-            caller,
-        })
-        .await
-    }
-
-    /// Space from every storage server's `Stat` (usable share k/(k+m)), inode counts from
-    /// every manager's `Counts`.
-    pub async fn statfs(&self) -> Result<StatFs, FsError> {
-        let nodes: Vec<_> = self
-            .config
-            .storage_nodes()
-            .into_iter()
-            .map(|n| n.address)
-            .collect();
-        let stats = futures::future::join_all(nodes.into_iter().map(|addr| {
-            let t = self.transport.clone();
-            async move {
-                let req = Request::Storage(StorageRequest::Stat);
-                t.call_timeout(addr, &req, Default::default(), PROBE_TIMEOUT)
-                    .await
-            }
-        }))
-        .await;
-        // Honest space: what stripes of k+m distinct servers can use, with servers on one
-        // file system sharing it (storage::space).
-        let (mut caps, mut frees) = (Vec::new(), Vec::new());
-        for r in stats {
-            match r {
-                Ok((Response::Storage(StorageResponse::Stat(s)), _)) => {
-                    let space = |bytes| storage::space::ServerSpace {
-                        fs_id: s.fs_id,
-                        bytes,
-                    };
-                    caps.push(space(s.capacity_bytes));
-                    frees.push(space(s.free_bytes));
-                }
-                Ok((other, _)) => tracing::debug!("storage Stat answered {other}"),
-                Err(e) => tracing::debug!("storage Stat failed: {e}"),
-            }
-        }
-        let counts = futures::future::join_all(
-            self.config
-                .manager_nodes()
-                .into_iter()
-                .map(|m| self.call(Target::Node(m.id), ManagerRequest::Counts)),
-        )
-        .await;
-        let mut total = FsCounts::default();
-        for c in counts {
-            match c? {
-                ManagerResponse::Counts(c) => {
-                    total.inodes += c.inodes;
-                    total.bytes += c.bytes;
-                }
-                other => return Err(remote::unexpected("Counts", &other)),
-            }
-        }
-        let width =
-            self.config.file.erasure.data as usize + self.config.file.erasure.parity as usize;
-        let cap = storage::space::usable_raw(&caps, width) as u128;
-        let free = storage::space::usable_raw(&frees, width) as u128;
-        Ok(statfs_from(&self.config, cap, free, total))
+    fn attach(&self, client: &Arc<Client>) {
+        let _ = self.client.set(Arc::downgrade(client));
     }
 }
 
-/// Builds statfs numbers: usable bytes are raw bytes × k/(k+m), in 4 KiB blocks.
-pub(crate) fn statfs_from(
-    config: &ClusterConfig,
-    cap: u128,
-    free: u128,
-    counts: FsCounts,
-) -> StatFs {
-    let k = config.file.erasure.data.max(1) as u128;
-    let km = k + config.file.erasure.parity as u128;
-    let bs = crate::attr::BLKSIZE as u128;
-    let blocks = (cap * k / km / bs) as u64;
-    let bfree = (free * k / km / bs) as u64;
-    let ffree = bfree.max(1 << 20);
-    StatFs {
-        blocks,
-        bfree,
-        bavail: bfree,
-        files: counts.inodes.saturating_add(ffree),
-        ffree,
-        bsize: crate::attr::BLKSIZE,
-        namelen: NAME_MAX as u32,
+impl Handler for CallbackHandler {
+    fn handle(&self, peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+        let client = self.client.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            let resp = match (client, req) {
+                (Some(c), Request::Client(cb)) => c.on_callback(cb).await,
+                (None, Request::Client(_)) => {
+                    Response::Error(RemoteError::Unavailable("client is not connected".into()))
+                }
+                (_, other) => {
+                    tracing::warn!(from = %peer.addr, "a client answers only callbacks, not {other}");
+                    Response::Error(RemoteError::NoRole(format!("{other}")))
+                }
+            };
+            (resp, Bytes::new())
+        })
     }
 }
 
-/// Rejects names no directory can hold.
-pub(crate) fn check_name(name: &str) -> Result<(), FsError> {
-    if name.is_empty() || name.contains('/') || name.contains('\0') {
-        return Err(FsError::EINVAL);
+/// The background flusher: writes dirty data when kicked (enough is buffered) and at least
+/// every `interval`. Ends when `stop` turns true or the client is gone.
+async fn flusher(
+    client: Weak<Client>,
+    kick: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    interval: Duration,
+    worker: Arc<Worker>,
+) {
+    loop {
+        tokio::select! {
+            _ = kick.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            worker.stopped();
+            return;
+        }
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
+        if c.has_dirty() {
+            worker.busy();
+            match c.flush_inodes(Which::Ready, false).await {
+                Ok(_) => worker.idle(),
+                Err(e) => {
+                    tracing::warn!("background flush failed, will retry: {e}");
+                    worker.failed(e);
+                }
+            }
+        }
     }
-    if name.len() > NAME_MAX {
-        return Err(FsError(libc::ENAMETOOLONG));
-    }
-    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proto::config::ErasureConfig;
-
-    #[test]
-    fn statfs_counts_usable_space_only() {
-        let f = ClusterConfig::generate("t", 6, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
-            .expect("gen");
-        let c = ClusterConfig::from_file(std::path::Path::new("/tmp/x"), f).expect("config");
-        let s = statfs_from(
-            &c,
-            6 * 6 * 4096,
-            3 * 6 * 4096,
-            FsCounts {
-                inodes: 7,
-                bytes: 0,
-            },
-        );
-        assert_eq!(s.blocks, 24);
-        assert_eq!(s.bfree, 12);
-        assert_eq!(s.files, 7 + s.ffree);
-        assert_eq!(s.bsize, 4096);
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("a").is_ok());
-        assert_eq!(check_name(""), Err(FsError::EINVAL));
-        assert_eq!(check_name("a/b"), Err(FsError::EINVAL));
-        assert_eq!(
-            check_name(&"x".repeat(256)),
-            Err(FsError(libc::ENAMETOOLONG))
-        );
+/// The background renewer: every lease/4 renews every manager that grants leases, then
+/// promises the log's reclaim horizon. Ends when `stop` turns true or the client is gone.
+async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: Arc<Worker>) {
+    loop {
+        let every = {
+            let Some(c) = client.upgrade() else {
+                worker.stopped();
+                return;
+            };
+            c.meta.renew_every()
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            worker.stopped();
+            return;
+        }
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
+        worker.busy();
+        c.meta.renew_all().await;
+        worker.idle();
+        // In its own task, one bounded attempt per manager: a manager that is down must
+        // not hold up the next renewal (which is how a restart is noticed and reclaimed).
+        tokio::spawn(async move { c.promise_horizon().await });
     }
 }

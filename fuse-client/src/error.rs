@@ -1,37 +1,11 @@
 //! Errors of the client: `FsError` (an errno, what a file system operation returns to the
 //! kernel) and `ClientError` (connecting and mounting, with what to do about it).
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// A POSIX error number returned by a file system operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FsError(pub i32);
-
-impl FsError {
-    pub const EIO: FsError = FsError(libc::EIO);
-    pub const ENOENT: FsError = FsError(libc::ENOENT);
-    pub const EINVAL: FsError = FsError(libc::EINVAL);
-    pub const EBADF: FsError = FsError(libc::EBADF);
-    pub const ERANGE: FsError = FsError(libc::ERANGE);
-    pub const ENOSPC: FsError = FsError(libc::ENOSPC);
-    pub const EFBIG: FsError = FsError(libc::EFBIG);
-    pub const ENOTDIR: FsError = FsError(libc::ENOTDIR);
-    pub const EISDIR: FsError = FsError(libc::EISDIR);
-    pub const ESTALE: FsError = FsError(libc::ESTALE);
-
-    pub fn errno(self) -> i32 {
-        self.0
-    }
-}
-
-impl fmt::Display for FsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
-    }
-}
-
-impl std::error::Error for FsError {}
+/// A POSIX error number returned by a file system operation: the workspace's one errno
+/// type (`proto::errno::Errno`).
+pub use proto::errno::Errno as FsError;
 
 /// Failures of `Client::connect`, `mount` and `Mount::unmount`.
 #[derive(Debug, thiserror::Error)]

@@ -1,37 +1,37 @@
 //! The Shoal client role: a FUSE mount over the cluster, its caches and its own write log.
 //!
-//! `Client` is the file system core (async, FUSE-independent): metadata goes to the managers
-//! (`proto::route::ManagerClient`), written data is buffered (`dirty`), appended to this
-//! client's log as segments and committed as extents (`writeback`), and reads overlay dirty
-//! data on a bounded block cache (`cache`) filled from the log (`extents`). `fs` adapts it to
-//! fuser; `mount` mounts and unmounts it. `lease` keeps the volume leases with every manager,
-//! the write lease per inode and answers manager callbacks (single-copy semantics); `stats`
-//! counts the messages.
+//! The parts, each calling only the ones below it (no import circles; `tests/layout.rs`
+//! checks):
+//! - `kernel`: the only fuser importer — callbacks → operations (`fs`), `mount`, `attr`
+//!   conversions, `notify` (kernel cache invalidation behind `KernelCache`);
+//! - `ops`: the file-system operations (`namespace`, `attr`, `io`, `dir`), methods of
+//!   `Client`;
+//! - `lease::session`: write leases, reclaim, cache dropping and manager callbacks;
+//! - `data`: dirty data, block and extent caches, listing pages, the read path and
+//!   write-back (segments of this client's log, committed through `meta`);
+//! - `meta`: the one manager-RPC layer (routing, retry, errno mapping, volume leases fed
+//!   to the pure engine in `lease::engine`);
+//! - `client`: the composition root (connect, workers, shutdown).
+//!
 //! Must not block a runtime thread, and must not link the manager crate.
 
-pub mod attr;
-pub mod cache;
 pub mod client;
-pub mod dir;
-pub mod dirty;
+pub mod data;
 pub mod error;
-pub mod extents;
-pub mod fs;
 pub mod horizon;
-mod io;
+pub mod kernel;
 pub mod lease;
-pub mod mount;
-mod notify;
-pub mod remote;
+pub mod meta;
+pub mod ops;
 pub mod stats;
 pub mod verifier;
 pub mod worker;
-pub mod writeback;
 
-pub use client::{Client, StatFs};
-pub use dir::DirItem;
+pub use client::CallbackHandler;
+pub use client::{Client, FileHandle};
+pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
-pub use lease::CallbackHandler;
-pub use mount::{mount, Mount, MountOptions};
+pub use kernel::mount::{mount, Mount, MountOptions};
+pub use ops::namespace::{StatFs, DROP_CACHES_XATTR};
 pub use stats::ClientStats;
 pub use worker::{WorkerState, WorkerStatus};

@@ -188,15 +188,9 @@ async fn l40_drop_caches_xattr_and_background_renewal() {
     a.fsync(attr.ino).await.expect("fsync");
     a.read(attr.ino, 0, 10).await.expect("read");
     let s = a.stats();
-    a.setxattr(
-        attr.ino,
-        fuse_client::client::DROP_CACHES_XATTR,
-        b"1",
-        0,
-        ME,
-    )
-    .await
-    .expect("drop caches");
+    a.setxattr(attr.ino, fuse_client::DROP_CACHES_XATTR, b"1", 0, ME)
+        .await
+        .expect("drop caches");
     assert_eq!(a.stats().rpc("SetXattr"), 0, "the manager is not asked");
     assert_eq!(&a.read(attr.ino, 0, 10).await.expect("read")[..], b"data");
     assert!(a.stats().rpc("GetExtents") > s.rpc("GetExtents"));

@@ -5,17 +5,18 @@ use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+static BINARY: OnceLock<std::result::Result<PathBuf, std::sync::Arc<anyhow::Error>>> =
+    OnceLock::new();
 
 /// The `shoal` binary: `$SHOAL_BIN`, else the most recently built of
 /// `target/<profile of this test>/shoal`, `target/release/shoal` and `target/debug/shoal`
 /// (so `cargo build --release -p tools` followed by `cargo test --release` uses the binary
 /// just built). Errors with the build command when none exists.
 pub fn shoal_binary() -> Result<PathBuf> {
-    let found = BINARY.get_or_init(|| locate().map_err(|e| format!("{e:#}")));
+    let found = BINARY.get_or_init(|| locate().map_err(std::sync::Arc::new));
     match found {
         Ok(p) => Ok(p.clone()),
-        Err(e) => bail!("{e}"),
+        Err(e) => bail!("{e:#}"),
     }
 }
 

@@ -22,20 +22,43 @@ pub fn bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
     v
 }
 
-/// Checks `buf` against stream `seed` at `offset`; the first mismatch as an error text.
-pub fn check(seed: u64, offset: u64, buf: &[u8]) -> Result<(), String> {
+/// The first byte of a buffer that differs from its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Stream offset of the byte.
+    pub offset: u64,
+    /// Its index in the checked buffer, and the buffer's length.
+    pub index: usize,
+    pub len: usize,
+    pub got: u8,
+    pub want: u8,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "byte {} (offset {} in this buffer of {}) is {:#04x}, expected {:#04x}",
+            self.offset, self.index, self.len, self.got, self.want
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// Checks `buf` against stream `seed` at `offset`; the first mismatch as the error.
+pub fn check(seed: u64, offset: u64, buf: &[u8]) -> Result<(), Mismatch> {
     let mut want = vec![0; buf.len()];
     fill(seed, offset, &mut want);
     match first_difference(&want, buf) {
         None => Ok(()),
-        Some(i) => Err(format!(
-            "byte {} (offset {} in this buffer of {}) is {:#04x}, expected {:#04x}",
-            offset + i as u64,
-            i,
-            buf.len(),
-            buf[i],
-            want[i]
-        )),
+        Some(i) => Err(Mismatch {
+            offset: offset + i as u64,
+            index: i,
+            len: buf.len(),
+            got: buf[i],
+            want: want[i],
+        }),
     }
 }
 
@@ -99,7 +122,8 @@ mod tests {
         let mut b = bytes(1, 10, 32);
         b[5] ^= 1;
         let e = check(1, 10, &b).expect_err("mismatch");
-        assert!(e.starts_with("byte 15 "), "{e}");
+        assert_eq!((e.offset, e.index), (15, 5), "{e}");
+        assert!(e.to_string().starts_with("byte 15 "), "{e}");
         assert_eq!(first_difference(b"ab", b"abc"), Some(2));
         assert_eq!(first_difference(b"ab", b"ab"), None);
     }

@@ -5,35 +5,36 @@
 use proto::msg::RemoteError;
 use std::fmt;
 
-/// POSIX error numbers used by the manager (Linux values).
+/// POSIX error numbers used by the manager (the workspace's one errno type, from libc).
 pub mod code {
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EIO: i32 = 5;
-    pub const E2BIG: i32 = 7;
-    pub const EAGAIN: i32 = 11;
-    pub const EEXIST: i32 = 17;
-    pub const EXDEV: i32 = 18;
-    pub const ENOTDIR: i32 = 20;
-    pub const EISDIR: i32 = 21;
-    pub const EINVAL: i32 = 22;
-    pub const EFBIG: i32 = 27;
-    pub const ERANGE: i32 = 34;
-    pub const ENAMETOOLONG: i32 = 36;
-    pub const ENOTEMPTY: i32 = 39;
-    pub const ENODATA: i32 = 61;
-    pub const ESTALE: i32 = 116;
+    pub use proto::errno::Errno;
+    pub const EPERM: Errno = Errno::EPERM;
+    pub const ENOENT: Errno = Errno::ENOENT;
+    pub const EIO: Errno = Errno::EIO;
+    pub const E2BIG: Errno = Errno::E2BIG;
+    pub const EAGAIN: Errno = Errno::EAGAIN;
+    pub const EEXIST: Errno = Errno::EEXIST;
+    pub const EXDEV: Errno = Errno::EXDEV;
+    pub const ENOTDIR: Errno = Errno::ENOTDIR;
+    pub const EISDIR: Errno = Errno::EISDIR;
+    pub const EINVAL: Errno = Errno::EINVAL;
+    pub const EFBIG: Errno = Errno::EFBIG;
+    pub const ERANGE: Errno = Errno::ERANGE;
+    pub const ENAMETOOLONG: Errno = Errno::ENAMETOOLONG;
+    pub const ENOTEMPTY: Errno = Errno::ENOTEMPTY;
+    pub const ENODATA: Errno = Errno::ENODATA;
+    pub const ESTALE: Errno = Errno::ESTALE;
 }
 
 /// A refused operation: a POSIX error number plus a message for logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Errno {
-    pub code: i32,
+    pub code: code::Errno,
     pub message: String,
 }
 
 impl Errno {
-    pub fn new(code: i32, message: impl Into<String>) -> Errno {
+    pub fn new(code: code::Errno, message: impl Into<String>) -> Errno {
         Errno {
             code,
             message: message.into(),
@@ -43,7 +44,7 @@ impl Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "errno {}: {}", self.code, self.message)
+        write!(f, "errno {}: {}", self.code.0, self.message)
     }
 }
 
@@ -158,5 +159,31 @@ pub enum RecoveryError {
         checkpoint: u64,
         needed: u64,
         found: u64,
+    },
+}
+
+/// Why a callback to a client was not answered `CallbackDone`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("client {client} refused: {error}")]
+    Refused {
+        client: std::net::SocketAddr,
+        error: RemoteError,
+    },
+    #[error("client {client} answered {answer}")]
+    Unexpected {
+        client: std::net::SocketAddr,
+        answer: String,
+    },
+    #[error(transparent)]
+    Transport(#[from] proto::transport::TransportError),
+    #[error("no callback channel to {0}")]
+    NoChannel(std::net::SocketAddr),
+    #[error("no address for the session")]
+    NoAddress,
+    #[error("client {client} did not answer within {within:?}")]
+    NoAnswer {
+        client: std::net::SocketAddr,
+        within: std::time::Duration,
     },
 }

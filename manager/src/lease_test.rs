@@ -3,6 +3,7 @@
 //! them by at most its lease and is then lost, writers are flushed first (and their
 //! CommitWrites goes through while the flushing operation waits), grace after a restart.
 
+use crate::error::CallbackError;
 use crate::service::{CallbackSender, Service};
 use crate::service_test::Cluster;
 use proto::ids::InodeId;
@@ -77,7 +78,7 @@ impl CallbackSender for FakeCallbacks {
         to: SocketAddr,
         cb: ClientCallback,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<(), String>> {
+    ) -> BoxFuture<'_, Result<(), CallbackError>> {
         Box::pin(async move {
             self.sent
                 .lock()
@@ -95,14 +96,20 @@ impl CallbackSender for FakeCallbacks {
                 Behaviour::Ack => Ok(()),
                 Behaviour::Silent => {
                     tokio::time::sleep(timeout).await;
-                    Err("silent client".into())
+                    Err(CallbackError::NoAnswer {
+                        client: to,
+                        within: timeout,
+                    })
                 }
                 Behaviour::Gated(sem) => match tokio::time::timeout(timeout, sem.acquire()).await {
                     Ok(Ok(permit)) => {
                         permit.forget();
                         Ok(())
                     }
-                    _ => Err("gate not opened".into()),
+                    _ => Err(CallbackError::NoAnswer {
+                        client: to,
+                        within: timeout,
+                    }),
                 },
                 Behaviour::CommitOnFlush(svc, size) => {
                     if let (ClientCallback::Flush { ino, .. }, Some(svc)) = (&cb, svc.upgrade()) {
@@ -120,7 +127,7 @@ impl CallbackSender for FakeCallbacks {
                             },
                         )
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|error| CallbackError::Refused { client: to, error })?;
                     }
                     Ok(())
                 }

@@ -7,7 +7,7 @@
 //! waiting for a callback or a network call.
 
 use crate::checkpoint::{head_piece, inode_piece, InodePiece};
-use crate::error::{code, enoent, Errno, ManagerError};
+use crate::error::{code, enoent, CallbackError, Errno, ManagerError};
 use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, StorageLog};
 use crate::lease::{Affected, Callback, LeaseStats, LeaseTable, Requester, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply, TxPlan, TxReply, MAX_DEPTH};
@@ -48,7 +48,7 @@ pub trait CallbackSender: Send + Sync + 'static {
         to: SocketAddr,
         cb: ClientCallback,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<(), String>>;
+    ) -> BoxFuture<'_, Result<(), CallbackError>>;
 }
 
 /// Callbacks over QUIC, on the connection the client opened (`Transport::call_peer`).
@@ -60,7 +60,7 @@ impl CallbackSender for QuicCallbacks {
         to: SocketAddr,
         cb: ClientCallback,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<(), String>> {
+    ) -> BoxFuture<'_, Result<(), CallbackError>> {
         Box::pin(async move {
             let req = Request::Client(cb);
             match self
@@ -69,9 +69,14 @@ impl CallbackSender for QuicCallbacks {
                 .await
             {
                 Ok((Response::CallbackDone, _)) => Ok(()),
-                Ok((Response::Error(e), _)) => Err(format!("client {to} refused: {e}")),
-                Ok((other, _)) => Err(format!("client {to} answered {other}")),
-                Err(e) => Err(e.to_string()),
+                Ok((Response::Error(error), _)) => {
+                    Err(CallbackError::Refused { client: to, error })
+                }
+                Ok((other, _)) => Err(CallbackError::Unexpected {
+                    client: to,
+                    answer: other.to_string(),
+                }),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -87,8 +92,8 @@ impl CallbackSender for NoCallbacks {
         to: SocketAddr,
         _cb: ClientCallback,
         _timeout: Duration,
-    ) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { Err(format!("no callback channel to {to}")) })
+    ) -> BoxFuture<'_, Result<(), CallbackError>> {
+        Box::pin(async move { Err(CallbackError::NoChannel(to)) })
     }
 }
 
@@ -523,12 +528,7 @@ impl Service {
         if owner == self.me {
             return Ok(());
         }
-        let hint = self
-            .config
-            .node(owner)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| owner.to_string());
-        Err(RemoteError::NotOwner { slot: slot.0, hint })
+        Err(RemoteError::NotOwner { slot, hint: owner })
     }
 
     /// `handle`, plus the volume lease the answer confirms to the caller's session
@@ -993,7 +993,7 @@ impl Service {
     async fn run_callback(&self, cb: Callback) {
         let mut addr = cb.addr;
         let mut acked = false;
-        let mut last_error = String::from("no address for the session");
+        let mut last_error = CallbackError::NoAddress;
         for _ in 0..100_000 {
             let now = Instant::now();
             if now >= cb.deadline {

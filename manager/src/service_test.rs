@@ -180,7 +180,7 @@ impl Cluster {
     }
 }
 
-pub(crate) fn errno_of(r: Result<A, RemoteError>) -> i32 {
+pub(crate) fn errno_of(r: Result<A, RemoteError>) -> crate::error::code::Errno {
     match r {
         Err(RemoteError::Errno { code, .. }) => code,
         other => panic!("expected an errno, got {other:?}"),

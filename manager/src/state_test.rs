@@ -80,7 +80,7 @@ impl H {
         self.log.extend(logged);
     }
 
-    pub fn run(&mut self, plan: Result<Plan, Errno>) -> Result<Reply, i32> {
+    pub fn run(&mut self, plan: Result<Plan, Errno>) -> Result<Reply, crate::error::code::Errno> {
         match plan.map_err(|e| e.code)? {
             Plan::Local { records, reply } => {
                 self.commit(records);
@@ -96,7 +96,7 @@ impl H {
         name: &str,
         node: NewNode,
         perm: u16,
-    ) -> Result<InodeId, i32> {
+    ) -> Result<InodeId, crate::error::code::Errno> {
         let c = USER;
         let st = self.st.clone();
         let ctx = self.ctx();
@@ -107,11 +107,19 @@ impl H {
         }
     }
 
-    pub fn mkdir(&mut self, parent: InodeId, name: &str) -> Result<InodeId, i32> {
+    pub fn mkdir(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+    ) -> Result<InodeId, crate::error::code::Errno> {
         self.make(parent, name, NewNode::Dir, 0o777)
     }
 
-    pub fn touch(&mut self, parent: InodeId, name: &str) -> Result<InodeId, i32> {
+    pub fn touch(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+    ) -> Result<InodeId, crate::error::code::Errno> {
         self.make(parent, name, NewNode::File, 0o666)
     }
 
@@ -126,20 +134,25 @@ impl H {
     fn with<F: FnOnce(&MetaState, &Ctx) -> Result<Plan, Errno>>(
         &mut self,
         f: F,
-    ) -> Result<Reply, i32> {
+    ) -> Result<Reply, crate::error::code::Errno> {
         let st = self.st.clone();
         let ctx = self.ctx();
         let p = f(&st, &ctx);
         self.run(p)
     }
 
-    pub fn unlink(&mut self, p: InodeId, n: &str) -> Result<Reply, i32> {
+    pub fn unlink(&mut self, p: InodeId, n: &str) -> Result<Reply, crate::error::code::Errno> {
         self.with(|st, c| st.plan_unlink(c, p, n))
     }
-    pub fn rmdir(&mut self, p: InodeId, n: &str) -> Result<Reply, i32> {
+    pub fn rmdir(&mut self, p: InodeId, n: &str) -> Result<Reply, crate::error::code::Errno> {
         self.with(|st, c| st.plan_rmdir(c, p, n))
     }
-    pub fn link(&mut self, i: InodeId, p: InodeId, n: &str) -> Result<Reply, i32> {
+    pub fn link(
+        &mut self,
+        i: InodeId,
+        p: InodeId,
+        n: &str,
+    ) -> Result<Reply, crate::error::code::Errno> {
         self.with(|st, c| st.plan_link(c, i, p, n))
     }
     pub fn rename(
@@ -149,7 +162,7 @@ impl H {
         np: InodeId,
         nn: &str,
         flags: RenameFlags,
-    ) -> Result<Reply, i32> {
+    ) -> Result<Reply, crate::error::code::Errno> {
         self.with(|st, c| st.plan_rename(c, p, n, np, nn, flags, None))
     }
     pub fn lookup(&self, p: InodeId, n: &str) -> Option<InodeId> {

@@ -53,7 +53,7 @@ fn restart(h: &H) -> H {
 }
 
 /// Plans on the coordinator: `Local` plans are committed at once, `Tx` plans begun.
-fn plan_on<F>(c: &mut H, f: F) -> Result<Option<TxBegin>, i32>
+fn plan_on<F>(c: &mut H, f: F) -> Result<Option<TxBegin>, crate::error::code::Errno>
 where
     F: Fn(&MetaState, &Ctx) -> Result<Plan, Errno>,
 {
@@ -143,7 +143,7 @@ fn exec(
 }
 
 /// A whole transaction without crash: Ok(result) committed, Err(errno) refused.
-fn run(c: &mut H, p: &mut H, begin: &TxBegin) -> Result<Option<Attr>, i32> {
+fn run(c: &mut H, p: &mut H, begin: &TxBegin) -> Result<Option<Attr>, crate::error::code::Errno> {
     let (mut drv, cmds) = Coordinator::start(begin);
     assert!(exec(c, p, begin, &mut drv, cmds, &mut usize::MAX.clone()));
     assert!(drv.is_done());
@@ -155,7 +155,7 @@ fn run(c: &mut H, p: &mut H, begin: &TxBegin) -> Result<Option<Attr>, i32> {
     }
 }
 
-fn op<F>(c: &mut H, p: &mut H, f: F) -> Result<Option<Attr>, i32>
+fn op<F>(c: &mut H, p: &mut H, f: F) -> Result<Option<Attr>, crate::error::code::Errno>
 where
     F: Fn(&MetaState, &Ctx) -> Result<Plan, Errno>,
 {

@@ -39,7 +39,7 @@ fn drive(
     p: &mut H,
     intent: &TxIntent,
     max_sends: usize,
-) -> Option<Result<Option<Attr>, i32>> {
+) -> Option<Result<Option<Attr>, crate::error::code::Errno>> {
     let mut d = TxDriver::new(intent.clone());
     let mut sends = 0;
     loop {

@@ -2,6 +2,7 @@
 //! framing, TLS and the QUIC transport. Kept thin: no role logic lives here.
 
 pub mod config;
+pub mod errno;
 pub mod frame;
 pub mod ids;
 pub mod msg;

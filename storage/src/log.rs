@@ -8,7 +8,7 @@
 //! with its full `fs` bytes. Reed-Solomon works byte position by byte position, so bytes
 //! `[a, b)` of any fragment can be rebuilt from bytes `[a, b)` of any k others.
 
-use crate::erasure::{Erasure, RsCodec};
+use crate::erasure::{Erasure, ErasureError, RsCodec};
 pub use crate::error::LogError;
 use crate::rpc::StorageClient;
 use crate::segment::{SegmentError, MAX_SEGMENT};
@@ -34,13 +34,13 @@ const SUSPECT_FOR: Duration = Duration::from_secs(3);
 type CodecCache = HashMap<(u8, u8), Arc<RsCodec>>;
 
 /// Codecs are built once per (k, m) and shared (they cache decode matrices).
-pub(crate) fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, String> {
+pub(crate) fn codec(k: u8, m: u8) -> Result<Arc<RsCodec>, ErasureError> {
     static CODECS: LazyLock<Mutex<CodecCache>> = LazyLock::new(Default::default);
     let mut codecs = lock(&CODECS);
     if let Some(c) = codecs.get(&(k, m)) {
         return Ok(c.clone());
     }
-    let c = Arc::new(RsCodec::new(k as usize, m as usize).map_err(|e| e.to_string())?);
+    let c = Arc::new(RsCodec::new(k as usize, m as usize)?);
     codecs.insert((k, m), c.clone());
     Ok(c)
 }
@@ -55,11 +55,15 @@ pub fn write_quorum(k: u8, m: u8) -> usize {
 }
 
 /// Splits a segment into k padded data fragments and m parity fragments (CPU work).
-pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, String> {
+pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, ErasureError> {
     let len = segment.len();
     let k_us = k as usize;
     if k_us == 0 {
-        return Err("k must be at least 1".into());
+        return Err(ErasureError::Layout {
+            k: 0,
+            m: m as usize,
+            reason: "k must be at least 1".into(),
+        });
     }
     let fs = len.div_ceil(k_us);
     let data: Vec<Bytes> = (0..k_us)
@@ -77,7 +81,7 @@ pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, Str
         })
         .collect();
     let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
-    let parity = codec(k, m)?.encode(&refs).map_err(|e| e.to_string())?;
+    let parity = codec(k, m)?.encode(&refs)?;
     Ok(data
         .into_iter()
         .chain(parity.into_iter().map(Bytes::from))
@@ -511,10 +515,8 @@ impl LogReader {
         let (k, m) = (seg.k, seg.m);
         let rebuilt = tokio::task::spawn_blocking(move || {
             let mut shards = shards;
-            codec(k, m)?
-                .reconstruct_data(&mut shards)
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(shards)
+            codec(k, m)?.reconstruct_data(&mut shards)?;
+            Ok::<_, ErasureError>(shards)
         })
         .await
         .map_err(|e| unreadable(k as usize, format!("reconstruction task failed: {e}")))?

@@ -9,6 +9,7 @@
 //! `scan` and `execute` are the thin async shell (RPCs, several stripes in parallel).
 //! This module must not delete anything.
 
+use crate::error::RepairError;
 use crate::locate::SegmentLocation;
 use crate::repair::rebuild_fragments;
 use crate::rpc::StorageClient;
@@ -231,7 +232,7 @@ pub async fn execute(
     p
 }
 
-async fn run_job(client: &StorageClient, job: &Job) -> Result<(), String> {
+async fn run_job(client: &StorageClient, job: &Job) -> Result<(), RepairError> {
     let s = &job.stripe;
     let loc = SegmentLocation {
         meta: Some(s.meta),
@@ -240,9 +241,7 @@ async fn run_job(client: &StorageClient, job: &Job) -> Result<(), String> {
         unreachable: Vec::new(),
     };
     let want: BTreeSet<u8> = job.missing.iter().copied().collect();
-    let rebuilt = rebuild_fragments(client, &loc, s.log, s.segment, &want)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rebuilt = rebuild_fragments(client, &loc, s.log, s.segment, &want).await?;
     let targets: HashMap<u8, SocketAddr> = job
         .missing
         .iter()
@@ -264,7 +263,10 @@ async fn run_job(client: &StorageClient, job: &Job) -> Result<(), String> {
             client
                 .put_fragment(addr, id, meta, bytes)
                 .await
-                .map_err(|e| format!("storing f{index} on {addr}: {e}"))
+                .map_err(|e| RepairError::Failed {
+                    what: id.to_string(),
+                    detail: format!("storing it on {addr}: {e}"),
+                })
         }
     });
     for r in futures::future::join_all(puts).await {

@@ -4,7 +4,7 @@
 //! missing fragments' bytes. It must not choose where they go: the caller stores them.
 
 use crate::erasure::Erasure;
-use crate::error::RepairError;
+use crate::error::{ErasureError, RepairError};
 use crate::locate::SegmentLocation;
 use crate::rpc::StorageClient;
 use bytes::Bytes;
@@ -96,21 +96,28 @@ pub async fn rebuild_fragments(
     let (mk, mm) = (meta.k, meta.m);
     tokio::task::spawn_blocking(move || {
         let codec = crate::log::codec(mk, mm)?;
-        codec.reconstruct(&mut shards).map_err(|e| e.to_string())?;
+        codec.reconstruct(&mut shards)?;
         want.iter()
             .map(|i| {
                 shards
                     .get_mut(*i as usize)
                     .and_then(|s| s.take())
                     .map(|b| (*i, Bytes::from(b)))
-                    .ok_or_else(|| format!("fragment {i} is outside the {mk}+{mm} stripe"))
+                    .ok_or_else(|| {
+                        ErasureError::Shards(format!(
+                            "fragment {i} is outside the {mk}+{mm} stripe"
+                        ))
+                    })
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, ErasureError>>()
     })
     .await
     .map_err(|e| RepairError::Failed {
         what: what.clone(),
         detail: format!("reconstruction task failed: {e}"),
     })?
-    .map_err(|detail| RepairError::Failed { what, detail })
+    .map_err(|e| RepairError::Failed {
+        what,
+        detail: e.to_string(),
+    })
 }

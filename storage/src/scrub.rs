@@ -9,7 +9,7 @@
 //! (simple and honest; not TCP-Nice's latency-based control). The worker owns only its
 //! counters (`ScrubState`); it must not delete fragments or touch other servers' stores.
 
-use crate::error::StorageError;
+use crate::error::{RepairError, StorageError};
 use crate::locate::locate_segment;
 use crate::repair::rebuild_fragments;
 use crate::rpc::StorageClient;
@@ -262,7 +262,7 @@ impl ScrubWorker {
     }
 
     /// Rebuilds `f` from the rest of its stripe, stores it in place and reads it back.
-    pub async fn repair(&self, f: &FragmentInfo) -> Result<(), String> {
+    pub async fn repair(&self, f: &FragmentInfo) -> Result<(), RepairError> {
         let mut loc = locate_segment(&self.client, &self.servers, f.id.log, f.id.segment).await;
         // Our own copy is the bad one; the listing may still show it.
         loc.holders.remove(&f.id.index);
@@ -271,28 +271,34 @@ impl ScrubWorker {
             loc.frag_len = f.len;
         }
         let want = BTreeSet::from([f.id.index]);
-        let rebuilt = rebuild_fragments(&self.client, &loc, f.id.log, f.id.segment, &want)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rebuilt = rebuild_fragments(&self.client, &loc, f.id.log, f.id.segment, &want).await?;
+        let failed = |detail: String| RepairError::Failed {
+            what: f.id.to_string(),
+            detail,
+        };
         let Some((_, bytes)) = rebuilt.into_iter().next() else {
-            return Err("nothing was rebuilt".into());
+            return Err(failed("nothing was rebuilt".into()));
         };
         if bytes.len() != f.len as usize || proto::crc32c(&bytes) != f.meta.crc32c {
-            return Err(format!(
+            return Err(failed(format!(
                 "the rebuilt fragment does not match the checksum recorded when it was written ({} bytes, crc {:08x}, expected {:08x})",
                 bytes.len(),
                 proto::crc32c(&bytes),
                 f.meta.crc32c
-            ));
+            )));
         }
         let (id, meta, len) = (f.id, f.meta, f.len);
         let payload: Bytes = bytes;
         self.blocking(move |s| s.put(id, meta, payload))
             .await
-            .map_err(|e| format!("writing the rebuilt fragment back: {e}"))?;
+            .map_err(|e| failed(format!("writing the rebuilt fragment back: {e}")))?;
         self.blocking(move |s| s.read_range(id, 0, len))
             .await
-            .map_err(|e| format!("the rebuilt fragment does not read back clean: {e}"))?;
+            .map_err(|e| {
+                failed(format!(
+                    "the rebuilt fragment does not read back clean: {e}"
+                ))
+            })?;
         Ok(())
     }
 }

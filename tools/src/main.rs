@@ -157,20 +157,20 @@ struct ClusterArg {
     cluster: PathBuf,
 }
 
-fn parse_ec(s: &str) -> Result<ErasureConfig, String> {
+fn parse_ec(s: &str) -> anyhow::Result<ErasureConfig> {
     let (k, p) = s
         .split_once('+')
-        .ok_or_else(|| format!("expected K+P such as 4+2, got {s:?}"))?;
+        .ok_or_else(|| anyhow::anyhow!("expected K+P such as 4+2, got {s:?}"))?;
     let data: u8 = k
         .trim()
         .parse()
-        .map_err(|_| format!("K in {s:?} is not a number from 1 to 254"))?;
+        .map_err(|_| anyhow::anyhow!("K in {s:?} is not a number from 1 to 254"))?;
     let parity: u8 = p
         .trim()
         .parse()
-        .map_err(|_| format!("P in {s:?} is not a number from 0 to 254"))?;
+        .map_err(|_| anyhow::anyhow!("P in {s:?} is not a number from 0 to 254"))?;
     if data == 0 || data as usize + parity as usize > 255 {
-        return Err(format!("{s}: need K >= 1 and K+P <= 255"));
+        anyhow::bail!("{s}: need K >= 1 and K+P <= 255");
     }
     Ok(ErasureConfig { data, parity })
 }

@@ -7,6 +7,7 @@
 mod inodes;
 mod mirror;
 
+use anyhow::{anyhow, bail, Context};
 use fuser::{Config, MountOption, Session};
 use std::ffi::OsString;
 use std::fs;
@@ -20,41 +21,39 @@ fn main() -> ExitCode {
     match run(std::env::args_os().skip(1).collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("fuse-mirror: {msg}");
+            eprintln!("fuse-mirror: {msg:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 /// An existing directory, made absolute.
-fn existing_dir(arg: &OsString, what: &str) -> Result<PathBuf, String> {
+fn existing_dir(arg: &OsString, what: &str) -> anyhow::Result<PathBuf> {
     let p = Path::new(arg);
-    let abs = fs::canonicalize(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+    let abs = fs::canonicalize(p).with_context(|| format!("{what} {}", p.display()))?;
     if !abs.is_dir() {
-        return Err(format!("{what} {} is not a directory", p.display()));
+        bail!("{what} {} is not a directory", p.display());
     }
     Ok(abs)
 }
 
-fn run(args: Vec<OsString>) -> Result<(), String> {
+fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     if args.len() == 1 && (args[0] == "-h" || args[0] == "--help") {
         println!("{USAGE}");
         return Ok(());
     }
-    let [backing, mountpoint] = <[OsString; 2]>::try_from(args).map_err(|_| USAGE.to_string())?;
+    let [backing, mountpoint] = <[OsString; 2]>::try_from(args).map_err(|_| anyhow!("{USAGE}"))?;
     let backing = existing_dir(&backing, "backing directory")?;
     let mountpoint = existing_dir(&mountpoint, "mount point")?;
     if backing.starts_with(&mountpoint) {
-        return Err(format!(
+        bail!(
             "backing directory {} must not be inside the mount point {}",
             backing.display(),
             mountpoint.display()
-        ));
+        );
     }
     if !Path::new("/dev/fuse").exists() {
-        return Err(
-            "/dev/fuse is missing (load the fuse module or run with --device /dev/fuse)".into(),
-        );
+        bail!("/dev/fuse is missing (load the fuse module or run with --device /dev/fuse)");
     }
 
     let mut config = Config::default();
@@ -67,13 +66,13 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
     config.n_threads = Some(1);
     let fs = mirror::Mirror::new(backing.clone());
     let mut session = Session::new(fs, &mountpoint, &config)
-        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let unmounter = session.unmount_callable();
     let mnt = mountpoint.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_signal_then_unmount(unmounter, &mnt))
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        .context("cannot start the signal thread")?;
     eprintln!(
         "fuse-mirror: {} mirrored at {} (SIGINT/SIGTERM unmounts)",
         backing.display(),
@@ -81,7 +80,7 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
     );
     session
         .run()
-        .map_err(|e| format!("FUSE session on {} failed: {e}", mountpoint.display()))?;
+        .with_context(|| format!("FUSE session on {} failed", mountpoint.display()))?;
     eprintln!("fuse-mirror: {} unmounted", mountpoint.display());
     Ok(())
 }

@@ -2,10 +2,11 @@
 //!
 //! Owns: `engine`, the pure client half of the protocol (volume lease per manager, write
 //! lease per inode, events in, actions out); `clock`, the suspend-proof clock leases are
-//! measured on; `session`, the runtime that sends `Hello`/`Renew`/`AcquireWrite`, runs the
-//! engine's actions and answers manager callbacks.
-//! Must not: import the fuser adapter (kernel invalidation goes through
-//! `Client::kernel_invalidate`).
+//! measured on; `session`, the runtime that carries out the engine's cache actions, keeps
+//! the write leases (`AcquireWrite`, reclaim) and answers manager callbacks. The volume
+//! leases themselves (`Hello`, `Renew`, extension from every answer) are run by `meta`,
+//! the manager-RPC layer, which feeds every answer to the engine.
+//! Must not: import fuser (kernel invalidation goes through `kernel::notify::KernelCache`).
 
 pub mod clock;
 pub mod engine;
@@ -15,5 +16,3 @@ pub use clock::BootInstant;
 pub use engine::{
     Action, CacheEpoch, Event, HeldLease, VolumeLease, WriteLease, KERNEL_TTL, MARGIN,
 };
-pub use session::CallbackHandler;
-pub(crate) use session::{renewer, Leases};

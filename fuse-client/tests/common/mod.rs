@@ -129,7 +129,7 @@ fn attr(ino: InodeId, kind: FileKind, perm: u16) -> Attr {
 }
 
 fn errno(code: i32) -> RemoteError {
-    RemoteError::errno(code, "fake manager")
+    RemoteError::errno(proto::errno::Errno(code), "fake manager")
 }
 
 impl FakeManager {

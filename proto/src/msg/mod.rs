@@ -6,6 +6,8 @@
 pub mod manager;
 pub mod storage;
 
+use crate::errno::Errno;
+use crate::ids::{NodeId, SlotId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -68,8 +70,8 @@ pub struct NodeInfo {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
 pub enum RemoteError {
     /// A POSIX error for a file system operation (ENOENT, EEXIST, ...).
-    #[error("errno {code}: {message}")]
-    Errno { code: i32, message: String },
+    #[error("errno {}: {message}", code.0)]
+    Errno { code: Errno, message: String },
     #[error("not found: {0}")]
     NotFound(String),
     /// Stored bytes failed their checksum; the caller should reconstruct from parity.
@@ -83,9 +85,9 @@ pub enum RemoteError {
     /// The node does not run the role the request is for.
     #[error("node does not run the {0} role")]
     NoRole(String),
-    /// The slot is not owned by this manager (retry at `hint`).
-    #[error("slot {slot} is not owned here; try {hint}")]
-    NotOwner { slot: u16, hint: String },
+    /// The slot is not owned by this manager (retry at `hint`, its owner).
+    #[error("{slot} is not owned here; try {hint}")]
+    NotOwner { slot: SlotId, hint: NodeId },
     /// A transient failure; the caller may retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -98,7 +100,7 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
-    pub fn errno(code: i32, message: impl Into<String>) -> RemoteError {
+    pub fn errno(code: Errno, message: impl Into<String>) -> RemoteError {
         RemoteError::Errno {
             code,
             message: message.into(),

@@ -1,4 +1,4 @@
-//! Directory listing: `.` and `..` plus the manager's entries, paged through
+//! Directory listing state (pure): `.` and `..` plus the manager's entries, paged through
 //! `ManagerRequest::ReadDir` with its cookies and buffered per open directory.
 //!
 //! Manager cookies are stable: each entry's `next` is its own insertion sequence in the
@@ -8,15 +8,11 @@
 //! `o >= 2` resumes at manager cookie `o - 2`. A buffered page is served only while the
 //! directory's generation is unchanged and it holds the kernel's cookie; otherwise the
 //! stream refetches from that cookie (never from a position), so an invalidation
-//! mid-listing neither skips nor repeats entries. Must not hold a stream's lock longer than
-//! one readdir call.
+//! mid-listing neither skips nor repeats entries.
+//! Must not: do I/O (the operations in `ops::dir` fetch pages).
 
-use crate::client::Client;
-use crate::error::FsError;
-use crate::remote::{self, Target};
 use proto::ids::InodeId;
-use proto::msg::{DirEntry, FileKind, ManagerRequest, ManagerResponse};
-use std::sync::Arc;
+use proto::msg::{DirEntry, FileKind};
 
 /// Entries asked of the manager per page.
 pub const PAGE: u32 = 1024;
@@ -76,7 +72,7 @@ impl DirStream {
 
 /// Kernel items for manager entries (at most `PER_CALL`; `.`/`..` from a manager are
 /// skipped, the client adds its own).
-fn kernel_items(entries: &[DirEntry]) -> impl Iterator<Item = DirItem> + '_ {
+pub(crate) fn kernel_items(entries: &[DirEntry]) -> impl Iterator<Item = DirItem> + '_ {
     entries
         .iter()
         .take(PER_CALL)
@@ -92,100 +88,6 @@ fn kernel_items(entries: &[DirEntry]) -> impl Iterator<Item = DirItem> + '_ {
 /// The manager cookie a kernel offset resumes at.
 pub fn cookie_of(kernel_offset: u64) -> u64 {
     kernel_offset.saturating_sub(2)
-}
-
-impl Client {
-    pub async fn opendir(&self, ino: InodeId) -> Result<u64, FsError> {
-        let fh = self.next_fh();
-        self.dirs
-            .insert(fh, Arc::new(tokio::sync::Mutex::new(DirStream::default())));
-        let _ = ino;
-        Ok(fh)
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.remove(&fh);
-    }
-
-    /// Entries after kernel offset `offset` (0 = from the start), including `.` and `..`.
-    /// An empty answer means the end of the directory.
-    pub async fn readdir(
-        &self,
-        ino: InodeId,
-        fh: u64,
-        offset: u64,
-    ) -> Result<Vec<DirItem>, FsError> {
-        let mut out = Vec::new();
-        if offset == 0 {
-            out.push(DirItem {
-                offset: 1,
-                ino,
-                kind: FileKind::Dir,
-                name: ".".into(),
-            });
-        }
-        if offset <= 1 {
-            let parent = self.parent_of(ino).await;
-            out.push(DirItem {
-                offset: 2,
-                ino: parent,
-                kind: FileKind::Dir,
-                name: "..".into(),
-            });
-        }
-        let stream = match self.dirs.get(&fh).map(|s| s.clone()) {
-            Some(s) => s,
-            // A handle we do not know (should not happen): list without buffering.
-            None => Arc::new(tokio::sync::Mutex::new(DirStream::default())),
-        };
-        let mut stream = stream.lock().await;
-        let cookie = cookie_of(offset);
-        self.ensure_lease(ino).await;
-        let generation = self.dir_generation(ino);
-        if stream.buffered(cookie, generation).is_none() {
-            // The generation read before the fetch: a change during it refetches next time.
-            let entries = self.read_page(ino, cookie).await?;
-            stream.replace(cookie, generation, entries);
-        }
-        let page = stream.buffered(cookie, generation).unwrap_or_default();
-        out.extend(kernel_items(page));
-        Ok(out)
-    }
-
-    async fn read_page(&self, ino: InodeId, cookie: u64) -> Result<Vec<DirEntry>, FsError> {
-        let req = ManagerRequest::ReadDir {
-            ino,
-            offset: cookie,
-            max: PAGE,
-        };
-        match self.call(Target::Route, req).await? {
-            ManagerResponse::Entries(e) => Ok(e),
-            other => Err(remote::unexpected("ReadDir", &other)),
-        }
-    }
-
-    /// The parent of directory `ino`: remembered from lookups, else asked (`..`), else
-    /// `ino` itself.
-    async fn parent_of(&self, ino: InodeId) -> InodeId {
-        if ino == InodeId::ROOT {
-            return ino;
-        }
-        self.ensure_lease(ino).await;
-        if let Some(p) = self.parents.get(&ino) {
-            return *p;
-        }
-        let req = ManagerRequest::Lookup {
-            parent: ino,
-            name: "..".into(),
-        };
-        match self.call(Target::Route, req).await {
-            Ok(ManagerResponse::Attr(a)) => {
-                self.parents.insert(ino, a.ino);
-                a.ino
-            }
-            _ => ino,
-        }
-    }
 }
 
 #[cfg(test)]

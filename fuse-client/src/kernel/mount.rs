@@ -5,7 +5,7 @@
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::fs::ShoalFs;
+use crate::kernel::fs::ShoalFs;
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,7 +116,7 @@ pub fn mount(
             source,
         }
     })?;
-    client.set_notifier(Some(session.notifier()));
+    client.set_notifier(Some(Arc::new(session.notifier())));
     tracing::info!(mountpoint = %mountpoint.display(), log = %client.log_id(), "mounted");
     Ok(Mount {
         client,

@@ -5,9 +5,9 @@
 //! errno mapping, kernel configuration at init). Must not block a FUSE thread beyond the
 //! handoff, and must not hold file system logic (that is `Client`'s).
 
-use crate::attr::{file_type, timestamp, to_file_attr};
 use crate::client::Client;
 use crate::error::FsError;
+use crate::kernel::attr::{file_type, timestamp, to_file_attr};
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -301,7 +301,7 @@ impl Filesystem for ShoalFs {
     fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |c| async move {
             match c.open(ino(i)).await {
-                Ok(fh) => reply.opened(FileHandle(fh), file_open_flags(&c, ino(i))),
+                Ok(fh) => reply.opened(FileHandle(fh.0), file_open_flags(&c, ino(i))),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -391,7 +391,7 @@ impl Filesystem for ShoalFs {
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |c| async move {
             match c.opendir(ino(i)).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -406,7 +406,10 @@ impl Filesystem for ShoalFs {
         mut reply: ReplyDirectory,
     ) {
         self.spawn(move |c| async move {
-            match c.readdir(ino(i), fh.0, offset).await {
+            match c
+                .readdir(ino(i), crate::client::FileHandle(fh.0), offset)
+                .await
+            {
                 Ok(items) => {
                     for it in items {
                         if reply.add(INodeNo(it.ino.0), it.offset, file_type(it.kind), &it.name) {
@@ -428,7 +431,7 @@ impl Filesystem for ShoalFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.client.releasedir(fh.0);
+        self.client.releasedir(crate::client::FileHandle(fh.0));
         reply.ok();
     }
 
@@ -557,7 +560,7 @@ impl Filesystem for ShoalFs {
                     &c.kernel_ttl(a.ino),
                     &to_file_attr(&a),
                     Generation(0),
-                    FileHandle(fh),
+                    FileHandle(fh.0),
                     file_open_flags(&c, a.ino),
                 ),
                 Err(e) => reply.error(errno(e)),
@@ -588,7 +591,7 @@ async fn open_existing(
     name: &str,
     truncate: bool,
     who: proto::msg::Caller,
-) -> Result<(proto::msg::Attr, u64), FsError> {
+) -> Result<(proto::msg::Attr, crate::client::FileHandle), FsError> {
     let mut a = c.lookup(parent, name).await?;
     if a.kind == proto::msg::FileKind::Dir {
         return Err(FsError::EISDIR);

@@ -1,15 +1,13 @@
 //! Kernel cache invalidation behind a small trait (`KernelCache`), so that the lease
 //! runtime can make the kernel drop entries and attributes without knowing fuser.
 //!
-//! Owns: `Client::kernel_invalidate` (on a blocking thread, bounded wait), the count of
-//! entry invalidations still pending in the kernel, and the fuser implementation of the
-//! trait. Must not: hold client state or decide *when* to
+//! Owns: `invalidate` (on a blocking thread, bounded wait) and the fuser
+//! implementation of the trait. Must not: hold client state or decide *when* to
 //! invalidate (the lease engine and the callbacks do).
 
-use crate::client::Client;
 use crate::lease::KERNEL_TTL;
 use proto::ids::InodeId;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a callback waits for the kernel to drop its caches before answering anyway
@@ -33,29 +31,21 @@ impl KernelCache for fuser::Notifier {
     }
 }
 
-impl Client {
-    /// Tells the kernel to drop what it caches of `inodes` and `entries` (no-op before the
-    /// mount exists). Runs on a blocking thread, waiting at most `KERNEL_INVAL_WAIT`.
-    /// Inodes go first: an entry invalidation waits for the directory's lock, which a
-    /// local rename or create holds while it waits for a manager. While entry
-    /// invalidations are pending (also past the wait), `entry_invalidations_pending` says
-    /// so: the kernel may still map a removed or replaced name to its old inode, and an
-    /// open of an unlinked inode then answers ESTALE (`Client::open`), which makes the VFS
-    /// look the path up again.
-    pub(crate) async fn kernel_invalidate(
-        &self,
-        inodes: Vec<InodeId>,
-        entries: Vec<(InodeId, String)>,
-    ) {
-        let Some(n) = self.notifier() else { return };
+/// Tells the kernel to drop what it caches of `inodes` and `entries` (no-op without a
+/// mount). Runs on a blocking thread, waiting at most `KERNEL_INVAL_WAIT`.
+pub(crate) async fn invalidate(
+    kernel: Option<Arc<dyn KernelCache>>,
+    inodes: Vec<InodeId>,
+    entries: Vec<(InodeId, String)>,
+) {
+    {
+        let Some(n) = kernel else { return };
         if inodes.is_empty() && entries.is_empty() {
             return;
         }
-        let pending = self.entry_invals_pending.clone();
-        let has_entries = !entries.is_empty();
-        if has_entries {
-            pending.fetch_add(1, Ordering::SeqCst);
-        }
+        // Inodes first: an entry invalidation waits for the directory's lock, which a
+        // local rename or create holds while it waits for a manager. A name the kernel
+        // keeps meanwhile is handled at open (an unlinked inode answers ESTALE).
         let job = tokio::task::spawn_blocking(move || {
             for ino in &inodes {
                 if let Err(e) = n.inval_inode(*ino) {
@@ -67,19 +57,11 @@ impl Client {
                     tracing::debug!(%parent, name, "kernel entry invalidation failed: {e}");
                 }
             }
-            if has_entries {
-                pending.fetch_sub(1, Ordering::SeqCst);
-            }
         });
         if tokio::time::timeout(KERNEL_INVAL_WAIT, job).await.is_err() {
             tracing::warn!(
                 "the kernel did not drop its caches within {KERNEL_INVAL_WAIT:?}; answering the callback (its TTL expires them; opens of unlinked inodes answer ESTALE meanwhile)"
             );
         }
-    }
-
-    /// Whether a kernel entry invalidation is still pending (see `kernel_invalidate`).
-    pub(crate) fn entry_invalidations_pending(&self) -> bool {
-        self.entry_invals_pending.load(Ordering::SeqCst) > 0
     }
 }

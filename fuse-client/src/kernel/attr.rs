@@ -1,30 +1,10 @@
-//! Attributes as the kernel sees them: the manager's `Attr` with local, uncommitted state
-//! (size and mtime of dirty data) laid over it, converted to fuser's `FileAttr`.
-//! Pure conversions only.
+//! Attributes as the kernel sees them: `Attr` (with local state laid over it by
+//! `ops::attr::overlay`) converted to fuser's `FileAttr`. Pure conversions only.
 
-use crate::dirty::FileWrites;
+use crate::ops::attr::BLKSIZE;
 use fuser::{FileAttr, FileType, INodeNo};
 use proto::msg::{Attr, FileKind, Timestamp};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Block size reported by stat and statfs.
-pub const BLKSIZE: u32 = 4096;
-
-/// The manager's attributes overridden by what this client has not committed yet.
-pub fn overlay(mut attr: Attr, local: Option<&FileWrites>) -> Attr {
-    if let Some(w) = local {
-        attr.size = w.size;
-        if w.mtime > attr.mtime {
-            attr.mtime = w.mtime;
-            attr.ctime = attr.ctime.max(w.mtime);
-        }
-        // Count pending bytes too, so that `du` does not show 0 for a fresh file.
-        attr.blocks_bytes = attr
-            .blocks_bytes
-            .max(w.size.min(attr.blocks_bytes + w.bytes()));
-    }
-    attr
-}
 
 pub fn file_type(kind: FileKind) -> FileType {
     match kind {
@@ -36,20 +16,6 @@ pub fn file_type(kind: FileKind) -> FileType {
         FileKind::CharDev => FileType::CharDevice,
         FileKind::BlockDev => FileType::BlockDevice,
     }
-}
-
-/// The kind named by the type bits of a mode (mknod), if it is one we store.
-pub fn kind_of_mode(mode: u32) -> Option<FileKind> {
-    Some(match mode & libc::S_IFMT {
-        libc::S_IFREG => FileKind::File,
-        libc::S_IFDIR => FileKind::Dir,
-        libc::S_IFLNK => FileKind::Symlink,
-        libc::S_IFIFO => FileKind::Fifo,
-        libc::S_IFSOCK => FileKind::Socket,
-        libc::S_IFCHR => FileKind::CharDev,
-        libc::S_IFBLK => FileKind::BlockDev,
-        _ => return None,
-    })
 }
 
 pub fn system_time(t: Timestamp) -> SystemTime {
@@ -110,7 +76,9 @@ pub fn to_file_attr(attr: &Attr) -> FileAttr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::attr::kind_of_mode;
     use proto::ids::InodeId;
+    use proto::msg::FileKind;
 
     fn attr(size: u64, mtime: i64) -> Attr {
         let t = Timestamp {
@@ -132,47 +100,6 @@ mod tests {
             rdev: 0,
             version: 1,
         }
-    }
-
-    #[test]
-    fn local_size_and_mtime_override_the_manager() {
-        let mut w = FileWrites::new(10);
-        w.write(
-            100,
-            &[1u8; 50],
-            Timestamp {
-                secs: 2000,
-                nanos: 5,
-            },
-        );
-        let a = overlay(attr(10, 1000), Some(&w));
-        assert_eq!(a.size, 150);
-        assert_eq!(
-            a.mtime,
-            Timestamp {
-                secs: 2000,
-                nanos: 5
-            }
-        );
-        assert_eq!(
-            a.ctime,
-            Timestamp {
-                secs: 2000,
-                nanos: 5
-            }
-        );
-        assert_eq!(a.blocks_bytes, 60);
-    }
-
-    #[test]
-    fn local_truncate_shrinks_and_no_local_state_changes_nothing() {
-        let mut w = FileWrites::new(1000);
-        w.truncate(3);
-        w.mtime = Timestamp { secs: 1, nanos: 0 };
-        let a = overlay(attr(1000, 1000), Some(&w));
-        assert_eq!(a.size, 3);
-        assert_eq!(a.mtime.secs, 1000, "an older local mtime does not win");
-        assert_eq!(overlay(attr(5, 9), None), attr(5, 9));
     }
 
     #[test]

@@ -9,30 +9,17 @@
 //! lock across a manager call.
 
 use crate::client::Client;
+use crate::data::Which;
 use crate::error::FsError;
-use crate::remote::{self, Target};
+use crate::meta::{self as remote, Target};
 use bytes::Bytes;
 use proto::ids::{InodeId, LogPtr, NodeId, SegmentId};
 use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Timestamp};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use storage::log::LogWriter;
 use storage::segment::{EntryKind, SegmentBuilder};
-use tokio::sync::{watch, Notify};
-
-/// Which inodes a flush takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Which {
-    /// Every inode with buffered data, waiting for flushes of them already under way
-    /// (sync, unmount).
-    All,
-    /// Inodes with buffered data that no other flush holds at the moment (the background
-    /// flusher: it never waits behind another flush).
-    Ready,
-    /// One inode, waiting for a flush of it already under way.
-    One(InodeId),
-}
 
 /// The commit lock of one inode, held from taking its dirty data until the commit is
 /// answered: an inode has at most one flush under way, so its commits apply in order,
@@ -150,7 +137,7 @@ impl Client {
         let taken: Vec<Taken> = {
             let mut st = self.lock_state();
             let mut out = Vec::new();
-            let mut take = |ino: InodeId, w: &mut crate::dirty::FileWrites| {
+            let mut take = |ino: InodeId, w: &mut crate::data::dirty::FileWrites| {
                 if let Some(f) = w.take_flight(id) {
                     out.push(Taken {
                         ino,
@@ -330,7 +317,7 @@ impl Client {
         let mut groups: BTreeMap<NodeId, Vec<InodeWrite>> = BTreeMap::new();
         for (t, ex) in taken.iter().zip(extents) {
             groups
-                .entry(self.mc.owner_of(t.ino))
+                .entry(self.meta.owner(t.ino))
                 .or_default()
                 .push(InodeWrite {
                     ino: t.ino,
@@ -410,16 +397,11 @@ impl Client {
         }
         let kept = writes.clone();
         let req = ManagerRequest::CommitWrites { writes, sync };
-        let node = proto::route::routing_inode(&req).map(|i| self.owner(i));
-        let sent = crate::lease::BootInstant::now();
+        let node = proto::route::routing_inode(&req).map(|i| self.meta.owner(i));
         let mark = self.lock_unsynced().mark();
-        match remote::call_leased(&self.mc, Target::Route, req, Some(&self.counters)).await {
-            Ok((ManagerResponse::Committed { attrs, incarnation }, ext)) => {
+        match self.meta.call_commit(req).await? {
+            ManagerResponse::Committed { attrs, incarnation } => {
                 if let Some(n) = node {
-                    if let Some(ext) = ext {
-                        let ev = crate::lease::Event::Confirmed { sent, ext };
-                        self.lease_event(n, ev).await;
-                    }
                     if sync {
                         self.after_sync(n, incarnation, mark).await;
                     } else {
@@ -434,14 +416,7 @@ impl Client {
                 }
                 Ok(attrs)
             }
-            Ok((other, _)) => Err(remote::unexpected("CommitWrites", &other)),
-            Err(remote::Failure::LeaseExpired) => {
-                if let Some(n) = node {
-                    self.renew_lost(n).await;
-                }
-                Err(FsError::EIO)
-            }
-            Err(remote::Failure::Errno(e)) => Err(e),
+            other => Err(remote::unexpected("CommitWrites", &other)),
         }
     }
 
@@ -450,8 +425,8 @@ impl Client {
     /// incarnation (no one else can have written since). The caller holds `ino`'s commit
     /// lock. A failure is left to the verifier (the next fsync reports EIO).
     pub(crate) async fn resend_suspects(&self, ino: InodeId) {
-        let node = self.owner(ino);
-        let Some(current) = self.leases.get(node).incarnation() else {
+        let node = self.meta.owner(ino);
+        let Some(current) = self.meta.lease(node).incarnation() else {
             return;
         };
         if self.reclaimed.get(&ino).map(|r| *r) != Some(current) {
@@ -477,6 +452,77 @@ impl Client {
         if let Err(e) = self.commit(writes, true).await {
             tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
             self.errors.insert(ino, e);
+        }
+    }
+
+    /// Writes every dirty byte and makes every manager's state durable (unmount, syncfs).
+    pub async fn sync_all(&self) -> Result<(), FsError> {
+        self.flush_inodes(Which::All, false).await?;
+        let syncs = self
+            .config
+            .manager_nodes()
+            .into_iter()
+            .map(|m| self.sync_node(m.id));
+        for r in futures::future::join_all(syncs).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Makes `node`'s state durable, then checks the commits it accepted without sync
+    /// before: those of an earlier incarnation are verified (see `after_sync`).
+    pub(crate) async fn sync_node(&self, node: proto::ids::NodeId) -> Result<(), FsError> {
+        let mark = self.lock_unsynced().mark();
+        match self
+            .meta
+            .call(Target::Node(node), ManagerRequest::Sync)
+            .await?
+        {
+            ManagerResponse::Synced { incarnation } => {
+                self.after_sync(node, incarnation, mark).await;
+                Ok(())
+            }
+            other => Err(remote::unexpected("Sync", &other)),
+        }
+    }
+
+    pub(crate) fn lock_unsynced(&self) -> std::sync::MutexGuard<'_, crate::verifier::Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A sync marked `mark` was answered by `node` in `incarnation`: forgets what it covers
+    /// and verifies the suspects (commits an earlier incarnation accepted without sync):
+    /// one whose extents are no longer in the manager's map may have been lost in the
+    /// restart, and its inode's next fsync or close reports EIO (never 0).
+    pub(crate) async fn after_sync(&self, node: proto::ids::NodeId, incarnation: u64, mark: u64) {
+        let suspects = self.lock_unsynced().synced(node, incarnation, mark);
+        for p in suspects {
+            let ino = p.write.ino;
+            let Some((start, end)) = crate::verifier::span(&p.write) else {
+                continue;
+            };
+            let req = ManagerRequest::GetExtents {
+                ino,
+                offset: start,
+                len: end - start,
+            };
+            let ok = match self.meta.call(Target::Route, req).await {
+                Ok(ManagerResponse::Extents(actual)) => {
+                    crate::verifier::survived(&p.write.extents, &actual)
+                }
+                // Gone: nobody can read the data any more.
+                Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => true,
+                Ok(_) | Err(_) => false,
+            };
+            if !ok {
+                tracing::warn!(
+                    inode = %ino,
+                    manager = %node,
+                    "writes committed without sync may have been lost in a manager restart: \
+                     the next fsync or close reports EIO"
+                );
+                self.errors.insert(ino, FsError::EIO);
+            }
         }
     }
 
@@ -525,42 +571,6 @@ fn is_transient(e: FsError) -> bool {
         e.0,
         libc::EIO | libc::ENOSPC | libc::EAGAIN | libc::ETIMEDOUT
     )
-}
-
-/// The background flusher: writes dirty data when kicked (enough is buffered) and at least
-/// every `interval`. Ends when `stop` turns true or the client is gone.
-pub(crate) async fn flusher(
-    client: Weak<Client>,
-    kick: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-    interval: Duration,
-    worker: Arc<crate::worker::Worker>,
-) {
-    loop {
-        tokio::select! {
-            _ = kick.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            worker.stopped();
-            return;
-        }
-        let Some(c) = client.upgrade() else {
-            worker.stopped();
-            return;
-        };
-        if c.has_dirty() {
-            worker.busy();
-            match c.flush_inodes(Which::Ready, false).await {
-                Ok(_) => worker.idle(),
-                Err(e) => {
-                    tracing::warn!("background flush failed, will retry: {e}");
-                    worker.failed(e);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,45 @@
+//! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
+//! `extents` (extent maps and their cache), `listing` (buffered directory pages),
+//! `read` (the read path: dirty data over cached blocks over the log) and `writeback`
+//! (dirty data → segments of the client's log → commits through `meta`).
+//!
+//! This file owns `DataState`, the state behind the client's one short-held data lock.
+//! Must not: hold that lock across an await.
+
+pub mod cache;
+pub mod dirty;
+pub mod extents;
+pub mod listing;
+pub(crate) mod read;
+pub mod writeback;
+
+use crate::lease::WriteLease;
+use cache::BlockCache;
+use dirty::FileWrites;
+use extents::ExtentCache;
+use proto::ids::InodeId;
+use std::collections::HashMap;
+
+/// Data state guarded by one short-held lock.
+pub(crate) struct DataState {
+    pub files: HashMap<InodeId, FileWrites>,
+    /// Bytes held in every dirty layer of every file.
+    pub dirty_bytes: u64,
+    pub cache: BlockCache,
+    pub extents: ExtentCache,
+    /// Write leases per inode (checked and used under this lock, see `lease`).
+    pub leases: HashMap<InodeId, WriteLease>,
+}
+
+/// Which inodes a flush takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// Every inode with buffered data, waiting for flushes of them already under way
+    /// (sync, unmount).
+    All,
+    /// Inodes with buffered data that no other flush holds at the moment (the background
+    /// flusher: it never waits behind another flush).
+    Ready,
+    /// One inode, waiting for a flush of it already under way.
+    One(InodeId),
+}

@@ -1,0 +1,179 @@
+//! The read path below the operations: committed blocks of a file from the block cache,
+//! else from the log (extent maps from the extent cache or the manager, then log reads in
+//! parallel), cached unless the inode changed meanwhile.
+//! Must not hold the data lock across an await, and must not use a cached block or extent
+//! map without a held lease.
+
+use crate::client::Client;
+use crate::data::cache::BLOCK;
+use crate::data::extents::{map_range, windows, WINDOW};
+use crate::error::FsError;
+use crate::lease::HeldLease;
+use crate::meta::{self as remote, Target};
+use bytes::Bytes;
+use futures::StreamExt;
+use proto::ids::InodeId;
+use proto::msg::{Extent, ManagerRequest, ManagerResponse};
+use std::sync::Arc;
+
+/// Concurrent log reads of one read request.
+const READ_PARALLEL: usize = 8;
+
+impl Client {
+    /// Fills `buf` (file bytes at `off`) with committed data below `committed`.
+    pub(crate) async fn read_clean(
+        &self,
+        held: Option<&HeldLease>,
+        ino: InodeId,
+        off: u64,
+        buf: &mut [u8],
+        committed: u64,
+    ) -> Result<(), FsError> {
+        let end = (off + buf.len() as u64).min(committed);
+        if off >= end {
+            return Ok(());
+        }
+        let first = off / BLOCK;
+        let last = (end - 1) / BLOCK;
+        let (generation, mut blocks) = {
+            let mut st = self.lock_state();
+            let g = st.cache.generation(ino);
+            // Cached blocks only under a held lease; otherwise every block is read again.
+            let b: Vec<Option<Bytes>> = (first..=last)
+                .map(|b| held.and_then(|_| st.cache.get(ino, b)))
+                .collect();
+            (g, b)
+        };
+        // Fetch each run of missing blocks with one set of log reads.
+        let mut i = 0;
+        while i < blocks.len() {
+            if blocks[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < blocks.len() && blocks[j].is_none() {
+                j += 1;
+            }
+            let fetched = self
+                .fetch_blocks(
+                    ino,
+                    first + i as u64,
+                    first + j as u64,
+                    committed,
+                    generation,
+                )
+                .await?;
+            for (k, b) in fetched.into_iter().enumerate() {
+                blocks[i + k] = Some(b);
+            }
+            i = j;
+        }
+        for (k, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { return Err(FsError::EIO) };
+            let bs = (first + k as u64) * BLOCK;
+            let from = bs.max(off);
+            let to = (bs + BLOCK).min(end);
+            if from < to {
+                buf[(from - off) as usize..(to - off) as usize]
+                    .copy_from_slice(&b[(from - bs) as usize..(to - bs) as usize]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads blocks `[b0, b1)` from the log and caches them (unless the inode changed
+    /// since `generation`).
+    async fn fetch_blocks(
+        &self,
+        ino: InodeId,
+        b0: u64,
+        b1: u64,
+        committed: u64,
+        generation: u64,
+    ) -> Result<Vec<Bytes>, FsError> {
+        let start = b0 * BLOCK;
+        let len = (b1 - b0) * BLOCK;
+        let extents = self.extents_for(ino, start, len, generation).await?;
+        let pieces = map_range(&extents, start, len);
+        let reader = self.reader().clone();
+        let mut data = vec![0u8; len as usize];
+        // `buffered` keeps extent order, so overlapping extents apply oldest first.
+        let mut reads = futures::stream::iter(pieces.into_iter().map(|p| {
+            let reader = reader.clone();
+            async move { (p, reader.read(p.ptr).await) }
+        }))
+        .buffered(READ_PARALLEL);
+        while let Some((p, r)) = reads.next().await {
+            let bytes = r.map_err(|e| {
+                tracing::warn!(inode = %ino, "cannot read {}: {e}", p.ptr);
+                FsError::EIO
+            })?;
+            if bytes.len() != p.ptr.len as usize {
+                tracing::warn!(inode = %ino, "read of {} returned {} bytes", p.ptr, bytes.len());
+                return Err(FsError::EIO);
+            }
+            let at = p.buf_off as usize;
+            data[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        // Nothing exists past the committed size, whatever an extent says.
+        if committed < start + len {
+            data[committed.saturating_sub(start) as usize..].fill(0);
+        }
+        let data = Bytes::from(data);
+        let blocks: Vec<Bytes> = (0..(b1 - b0))
+            .map(|k| data.slice((k * BLOCK) as usize..((k + 1) * BLOCK) as usize))
+            .collect();
+        let mut st = self.lock_state();
+        for (k, b) in blocks.iter().enumerate() {
+            st.cache.insert(ino, b0 + k as u64, b.clone(), generation);
+        }
+        Ok(blocks)
+    }
+
+    /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
+    /// manager (per window).
+    async fn extents_for(
+        &self,
+        ino: InodeId,
+        start: u64,
+        len: u64,
+        generation: u64,
+    ) -> Result<Vec<Extent>, FsError> {
+        let mut out: Vec<Extent> = Vec::new();
+        let wins = windows(start, len);
+        let several = wins.end - wins.start > 1;
+        for w in wins {
+            let cached = self.lock_state().extents.get(ino, w);
+            let list = match cached {
+                Some(l) => l,
+                None => {
+                    let req = ManagerRequest::GetExtents {
+                        ino,
+                        offset: w * WINDOW,
+                        len: WINDOW,
+                    };
+                    let l = match self.meta.call(Target::Route, req).await? {
+                        ManagerResponse::Extents(e) => Arc::new(e),
+                        other => return Err(remote::unexpected("GetExtents", &other)),
+                    };
+                    let mut st = self.lock_state();
+                    if st.cache.generation(ino) == generation {
+                        st.extents.insert(ino, w, l.clone());
+                    }
+                    l
+                }
+            };
+            if several {
+                for e in list.iter() {
+                    if !out.contains(e) {
+                        out.push(*e);
+                    }
+                }
+            } else {
+                out.extend(list.iter().copied());
+            }
+        }
+        Ok(out)
+    }
+}

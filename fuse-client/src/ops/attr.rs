@@ -1,0 +1,253 @@
+//! Attribute operations and the attribute cache: what the managers last said of an inode
+//! (`note_attr`, `keep_newest`), with this client's uncommitted size and mtime laid over it
+//! (`overlay`, `local_view`); getattr's committed size under a lease; setattr (chmod,
+//! chown, utimes, truncate), which writes the inode's dirty data first.
+//! Must not hold the data lock across an await.
+
+use crate::client::Client;
+use crate::data::dirty::FileWrites;
+use crate::data::writeback::InodeCommit;
+use crate::error::FsError;
+use crate::lease::HeldLease;
+use crate::meta::{self as remote, Target};
+use proto::ids::InodeId;
+use proto::msg::{Attr, Caller, FileKind, ManagerRequest, ManagerResponse, SetAttrs};
+
+/// Block size reported by stat and statfs.
+pub const BLKSIZE: u32 = 4096;
+
+/// The manager's attributes overridden by what this client has not committed yet.
+pub fn overlay(mut attr: Attr, local: Option<&FileWrites>) -> Attr {
+    if let Some(w) = local {
+        attr.size = w.size;
+        if w.mtime > attr.mtime {
+            attr.mtime = w.mtime;
+            attr.ctime = attr.ctime.max(w.mtime);
+        }
+        // Count pending bytes too, so that `du` does not show 0 for a fresh file.
+        attr.blocks_bytes = attr
+            .blocks_bytes
+            .max(w.size.min(attr.blocks_bytes + w.bytes()));
+    }
+    attr
+}
+
+/// The kind named by the type bits of a mode (mknod), if it is one we store.
+pub fn kind_of_mode(mode: u32) -> Option<FileKind> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::File,
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR => FileKind::CharDev,
+        libc::S_IFBLK => FileKind::BlockDev,
+        _ => return None,
+    })
+}
+
+impl Client {
+    /// Records attributes from a manager. A new version of data we cache (changed by
+    /// another client, or by us in a way we did not apply locally) drops our clean copies.
+    /// Returns the freshest attributes known: an answer overtaken by a newer one already
+    /// seen (a commit's answer arriving before an earlier getattr's) is not used.
+    pub(crate) fn note_attr(&self, attr: &Attr) -> Attr {
+        let newer = self
+            .attrs
+            .get(&attr.ino)
+            .filter(|old| old.version > attr.version)
+            .map(|old| old.clone());
+        if let Some(newer) = newer {
+            return newer;
+        }
+        let changed = self
+            .attrs
+            .get(&attr.ino)
+            .is_some_and(|old| old.version != attr.version);
+        self.attrs.insert(attr.ino, attr.clone());
+        if changed {
+            let mut st = self.lock_state();
+            if !st.files.contains_key(&attr.ino) {
+                st.cache.invalidate(attr.ino);
+                st.extents.invalidate(attr.ino);
+            }
+            drop(st);
+            self.no_caps.remove(&attr.ino);
+        }
+        attr.clone()
+    }
+
+    /// Records attributes from the answer to our own change unless a newer version is
+    /// already known; returns the freshest.
+    pub(crate) fn keep_newest(&self, attr: Attr) -> Attr {
+        match self.attrs.entry(attr.ino) {
+            dashmap::mapref::entry::Entry::Occupied(e) if e.get().version > attr.version => {
+                e.get().clone()
+            }
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                e.insert(attr.clone());
+                attr
+            }
+            dashmap::mapref::entry::Entry::Vacant(e) => {
+                e.insert(attr.clone());
+                attr
+            }
+        }
+    }
+
+    /// The manager's attributes with local uncommitted state laid over them.
+    pub(crate) fn local_view(&self, attr: Attr) -> Attr {
+        let st = self.lock_state();
+        let ino = attr.ino;
+        overlay(attr, st.files.get(&ino))
+    }
+
+    /// The committed size as last seen under `held` (asks the manager if unknown, or
+    /// when the lease is not held: then nothing cached may be used).
+    pub(crate) async fn committed_size(
+        &self,
+        held: Option<&HeldLease>,
+        ino: InodeId,
+    ) -> Result<u64, FsError> {
+        if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
+            return Ok(a.size);
+        }
+        let a = self.manager_attr(ManagerRequest::GetAttr { ino }).await?;
+        Ok(a.size)
+    }
+
+    /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty
+    /// data (so that neither a later flush of older writes nor their write time overrides
+    /// it), then changes it at the manager, then locally (holding the inode's commit lock
+    /// throughout, so no flush of it interleaves; flushes of other inodes go on).
+    pub async fn setattr(
+        &self,
+        ino: InodeId,
+        set: SetAttrs,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        if set.size.is_none() && set.mtime.is_none() {
+            let a = self
+                .attr_call(ManagerRequest::SetAttr { ino, set, caller })
+                .await?;
+            return Ok(self.local_view(a));
+        }
+        let held = [(ino, self.commit_lock(ino).await)];
+        // Commits not yet durable go first, durably: a truncate that survives a crash must
+        // not be undone by sending them again afterwards.
+        if self.lock_unsynced().has(ino) {
+            if let Err(e) = self.sync_node(self.meta.owner(ino)).await {
+                tracing::debug!(inode = %ino, "sync before a truncate failed: {e}");
+            }
+        }
+        let r = self.setattr_held(ino, set, caller, &held).await;
+        drop(held);
+        self.forget_commit_locks(&[ino]);
+        r
+    }
+
+    async fn setattr_held(
+        &self,
+        ino: InodeId,
+        set: SetAttrs,
+        caller: Caller,
+        held: &[(InodeId, InodeCommit)],
+    ) -> Result<Attr, FsError> {
+        let size = set.size;
+        self.flush_held(held, false).await?;
+        let req = ManagerRequest::SetAttr { ino, set, caller };
+        let a = match self.meta.call(Target::Route, req).await? {
+            ManagerResponse::Attr(a) => a,
+            other => return Err(remote::unexpected("SetAttr", &other)),
+        };
+        {
+            let mut st = self.lock_state();
+            if let Some(w) = st.files.get_mut(&ino) {
+                // Writes buffered after the flush above keep their own (later) times.
+                if let Some(size) = size {
+                    let released = w.truncate(size);
+                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
+                }
+            }
+            if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
+                st.files.remove(&ino);
+            }
+            if let Some(size) = size {
+                st.cache.invalidate_from(ino, size);
+                st.extents.invalidate(ino);
+            }
+        }
+        let a = self.keep_newest(a);
+        self.space.notify_waiters();
+        Ok(self.local_view(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::msg::Timestamp;
+
+    fn attr(size: u64, mtime: i64) -> Attr {
+        let t = Timestamp {
+            secs: mtime,
+            nanos: 0,
+        };
+        Attr {
+            ino: InodeId(77),
+            kind: FileKind::File,
+            perm: 0o100644,
+            nlink: 1,
+            uid: 1,
+            gid: 2,
+            size,
+            blocks_bytes: size,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            rdev: 0,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn local_size_and_mtime_override_the_manager() {
+        let mut w = FileWrites::new(10);
+        w.write(
+            100,
+            &[1u8; 50],
+            Timestamp {
+                secs: 2000,
+                nanos: 5,
+            },
+        );
+        let a = overlay(attr(10, 1000), Some(&w));
+        assert_eq!(a.size, 150);
+        assert_eq!(
+            a.mtime,
+            Timestamp {
+                secs: 2000,
+                nanos: 5
+            }
+        );
+        assert_eq!(
+            a.ctime,
+            Timestamp {
+                secs: 2000,
+                nanos: 5
+            }
+        );
+        assert_eq!(a.blocks_bytes, 60);
+    }
+
+    #[test]
+    fn local_truncate_shrinks_and_no_local_state_changes_nothing() {
+        let mut w = FileWrites::new(1000);
+        w.truncate(3);
+        w.mtime = Timestamp { secs: 1, nanos: 0 };
+        let a = overlay(attr(1000, 1000), Some(&w));
+        assert_eq!(a.size, 3);
+        assert_eq!(a.mtime.secs, 1000, "an older local mtime does not win");
+        assert_eq!(overlay(attr(5, 9), None), attr(5, 9));
+    }
+}

@@ -1,0 +1,561 @@
+//! Namespace operations: lookup, getattr, create, mknod, mkdir, symlink, unlink, rmdir,
+//! rename, link, readlink, open counts (`Open`/`Release` at the manager), extended
+//! attributes and statfs. Every operation is an async method of `Client` that returns an
+//! errno on failure, usable from tests without a mount.
+//! Must not hold a lock across an await (the per-inode open-count mutex excepted, which
+//! orders `Open`/`Release` of one inode).
+
+use crate::client::{Client, FileHandle, PROBE_TIMEOUT};
+use crate::error::FsError;
+use crate::meta::{self as remote, Target};
+use proto::config::ClusterConfig;
+use proto::ids::InodeId;
+use proto::msg::{
+    Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, RenameFlags, Request,
+    Response, StorageRequest, StorageResponse,
+};
+use std::sync::Arc;
+
+/// Setting this extended attribute (any value, on any inode) drops this client's block,
+/// extent and attribute caches; the managers are not told (benchmarks use it to read cold).
+pub const DROP_CACHES_XATTR: &str = "shoal.drop_caches";
+/// Longest name a directory entry may have.
+pub const NAME_MAX: usize = 255;
+
+/// File system totals for statfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+impl Client {
+    pub(crate) async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
+        let a = self.manager_attr(req).await?;
+        Ok(self.local_view(a))
+    }
+
+    /// The manager's answer to `req` (attributes as committed, without local writes laid
+    /// over), recorded in the attribute cache unless a callback dropped attributes while it
+    /// was in flight (it may predate the change the callback announced). Callers use the
+    /// returned value, not the cache (it may not be cached).
+    pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
+        let what = req.to_string();
+        let drops = self.attr_drops.load(std::sync::atomic::Ordering::SeqCst);
+        match self.meta.call(Target::Route, req).await? {
+            ManagerResponse::Attr(a) => {
+                let a = self.note_attr(&a);
+                // Checked after the insert; droppers bump the count before removing.
+                if self.attr_drops.load(std::sync::atomic::Ordering::SeqCst) != drops {
+                    self.attrs.remove(&a.ino);
+                }
+                Ok(a)
+            }
+            other => Err(remote::unexpected(&what, &other)),
+        }
+    }
+
+    pub(crate) async fn done_call(&self, req: ManagerRequest) -> Result<(), FsError> {
+        let what = req.to_string();
+        match self.meta.call(Target::Route, req).await? {
+            ManagerResponse::Done => Ok(()),
+            other => Err(remote::unexpected(&what, &other)),
+        }
+    }
+
+    pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let mut a = self
+            .attr_call(ManagerRequest::Lookup {
+                parent,
+                name: name.to_string(),
+            })
+            .await?;
+        if self.meta.owner(a.ino) != self.meta.owner(parent) {
+            // The child's owner registers us as a reader only if we ask it.
+            a = self.getattr(a.ino).await?;
+        }
+        if a.kind == proto::msg::FileKind::Dir && name != ".." && name != "." {
+            self.parents.insert(a.ino, parent);
+        }
+        Ok(a)
+    }
+
+    pub async fn getattr(&self, ino: InodeId) -> Result<Attr, FsError> {
+        self.attr_call(ManagerRequest::GetAttr { ino }).await
+    }
+
+    async fn create_node(
+        &self,
+        parent: InodeId,
+        name: &str,
+        node: NewNode,
+        (perm, umask): (u16, u16),
+        caller: Caller,
+        session: Option<u64>,
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let is_dir = node == NewNode::Dir;
+        let req = ManagerRequest::Create {
+            parent,
+            name: name.to_string(),
+            node,
+            perm: perm & 0o7777,
+            umask: umask & 0o7777,
+            caller,
+            session,
+        };
+        let a = self.attr_call(req).await?;
+        if is_dir {
+            self.parents.insert(a.ino, parent);
+        }
+        Ok(a)
+    }
+
+    /// Creates and opens a regular file; returns its attributes and a file handle.
+    pub async fn create(
+        &self,
+        parent: InodeId,
+        name: &str,
+        perm: u16,
+        umask: u16,
+        caller: Caller,
+    ) -> Result<(Attr, FileHandle), FsError> {
+        let a = self
+            .create_node(
+                parent,
+                name,
+                NewNode::File,
+                (perm, umask),
+                caller,
+                Some(self.meta.session()),
+            )
+            .await?;
+        // Create with our session made us the holder of the write lease.
+        if let Some(epoch) = self.meta.lease_epoch(a.ino) {
+            self.record_write_lease(a.ino, epoch, 0);
+        }
+        self.opened_by_create(a.ino).await;
+        Ok((a, self.next_fh()))
+    }
+
+    /// mknod: regular files, FIFOs, sockets and device nodes, by the type bits of `mode`.
+    pub async fn mknod(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        umask: u16,
+        rdev: u32,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        use proto::msg::FileKind;
+        let node = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => NewNode::File,
+            _ => match crate::ops::attr::kind_of_mode(mode) {
+                Some(
+                    kind @ (FileKind::Fifo
+                    | FileKind::Socket
+                    | FileKind::CharDev
+                    | FileKind::BlockDev),
+                ) => NewNode::Special { kind, rdev },
+                _ => return Err(FsError::EINVAL),
+            },
+        };
+        self.create_node(
+            parent,
+            name,
+            node,
+            ((mode & 0o7777) as u16, umask),
+            caller,
+            None,
+        )
+        .await
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: InodeId,
+        name: &str,
+        perm: u16,
+        umask: u16,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        self.create_node(parent, name, NewNode::Dir, (perm, umask), caller, None)
+            .await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(if target.is_empty() {
+                FsError::ENOENT
+            } else {
+                FsError(libc::ENAMETOOLONG)
+            });
+        }
+        let node = NewNode::Symlink {
+            target: target.to_string(),
+        };
+        self.create_node(parent, name, node, (0o777, 0), caller, None)
+            .await
+    }
+
+    pub async fn unlink(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
+        check_name(name)?;
+        self.done_call(ManagerRequest::Unlink {
+            parent,
+            name: name.to_string(),
+            caller,
+        })
+        .await
+    }
+
+    pub async fn rmdir(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
+        check_name(name)?;
+        self.done_call(ManagerRequest::Rmdir {
+            parent,
+            name: name.to_string(),
+            caller,
+        })
+        .await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: InodeId,
+        name: &str,
+        new_parent: InodeId,
+        new_name: &str,
+        flags: RenameFlags,
+        caller: Caller,
+    ) -> Result<(), FsError> {
+        check_name(name)?;
+        check_name(new_name)?;
+        if flags.noreplace && flags.exchange {
+            return Err(FsError::EINVAL);
+        }
+        let req = ManagerRequest::Rename {
+            parent,
+            name: name.to_string(),
+            new_parent,
+            new_name: new_name.to_string(),
+            flags,
+            caller,
+        };
+        self.done_call(req).await?;
+        if parent != new_parent {
+            // A moved directory has a new `..`; we no longer know which inode moved.
+            self.parents.retain(|_, p| *p != parent);
+        }
+        Ok(())
+    }
+
+    pub async fn link(
+        &self,
+        ino: InodeId,
+        new_parent: InodeId,
+        new_name: &str,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        check_name(new_name)?;
+        self.attr_call(ManagerRequest::Link {
+            ino,
+            new_parent,
+            new_name: new_name.to_string(),
+            caller,
+        })
+        .await
+    }
+
+    pub async fn readlink(&self, ino: InodeId) -> Result<String, FsError> {
+        match self
+            .meta
+            .call(Target::Route, ManagerRequest::ReadLink { ino })
+            .await?
+        {
+            ManagerResponse::Target(t) => Ok(t),
+            other => Err(remote::unexpected("ReadLink", &other)),
+        }
+    }
+
+    /// Counts a local open; the first one registers this session at the manager.
+    pub(crate) async fn open_ref(&self, ino: InodeId) -> Result<(), FsError> {
+        // Bounded: a retry happens only when a concurrent last close removed the slot.
+        for _ in 0..16 {
+            let slot = self.opens.entry(ino).or_default().clone();
+            let mut n = slot.lock().await;
+            if !self.opens.get(&ino).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+                continue;
+            }
+            if *n == 0 {
+                let req = ManagerRequest::Open {
+                    ino,
+                    session: self.meta.session(),
+                };
+                self.done_call(req).await?;
+            }
+            *n += 1;
+            return Ok(());
+        }
+        Err(FsError::EIO)
+    }
+
+    /// A create with our session counts as the first open.
+    async fn opened_by_create(&self, ino: InodeId) {
+        let slot = self.opens.entry(ino).or_default().clone();
+        *slot.lock().await += 1;
+    }
+
+    /// Drops a local open; the last one releases this session at the manager.
+    pub(crate) async fn close_ref(&self, ino: InodeId) -> Result<(), FsError> {
+        let Some(slot) = self.opens.get(&ino).map(|s| s.clone()) else {
+            return Ok(());
+        };
+        let mut n = slot.lock().await;
+        if *n == 0 {
+            return Ok(());
+        }
+        *n -= 1;
+        if *n > 0 {
+            return Ok(());
+        }
+        let res = self
+            .done_call(ManagerRequest::Release {
+                ino,
+                session: self.meta.session(),
+            })
+            .await;
+        // Removed only after the Release went out, so a new open re-registers after it.
+        self.opens.remove_if(&ino, |_, s| Arc::ptr_eq(s, &slot));
+        res
+    }
+
+    /// How many local opens `ino` has.
+    pub fn open_count(&self, ino: InodeId) -> u32 {
+        self.opens
+            .get(&ino)
+            .and_then(|s| s.try_lock().ok().map(|n| *n))
+            .unwrap_or(0)
+    }
+
+    pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
+        let caps = name == "security.capability";
+        if caps {
+            self.meta.ensure_lease(ino).await;
+        }
+        if caps && self.no_caps.contains_key(&ino) {
+            return Err(FsError(libc::ENODATA));
+        }
+        let req = ManagerRequest::GetXattr {
+            ino,
+            name: name.to_string(),
+        };
+        match self.meta.call(Target::Route, req).await {
+            Ok(ManagerResponse::Xattr(v)) => Ok(v),
+            Ok(other) => Err(remote::unexpected("GetXattr", &other)),
+            Err(e) => {
+                if caps && e.0 == libc::ENODATA {
+                    self.no_caps.insert(ino, ());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn setxattr(
+        &self,
+        ino: InodeId,
+        name: &str,
+        value: &[u8],
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(), FsError> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(FsError::ERANGE);
+        }
+        if value.len() > 64 << 10 {
+            return Err(FsError(libc::E2BIG));
+        }
+        if name == DROP_CACHES_XATTR {
+            self.drop_caches();
+            return Ok(());
+        }
+        self.no_caps.remove(&ino);
+        let req = ManagerRequest::SetXattr {
+            ino,
+            name: name.to_string(),
+            value: value.to_vec(),
+            flags,
+            caller,
+        };
+        self.done_call(req).await
+    }
+
+    pub async fn listxattr(&self, ino: InodeId) -> Result<Vec<String>, FsError> {
+        match self
+            .meta
+            .call(Target::Route, ManagerRequest::ListXattr { ino })
+            .await?
+        {
+            ManagerResponse::XattrNames(n) => Ok(n),
+            other => Err(remote::unexpected("ListXattr", &other)),
+        }
+    }
+
+    pub async fn removexattr(
+        &self,
+        ino: InodeId,
+        name: &str,
+        caller: Caller,
+    ) -> Result<(), FsError> {
+        self.no_caps.remove(&ino);
+        self.done_call(ManagerRequest::RemoveXattr {
+            ino,
+            name: name.to_string(),
+            caller,
+        })
+        .await
+    }
+
+    /// Space from every storage server's `Stat` (usable share k/(k+m)), inode counts from
+    /// every manager's `Counts`.
+    pub async fn statfs(&self) -> Result<StatFs, FsError> {
+        let nodes: Vec<_> = self
+            .config
+            .storage_nodes()
+            .into_iter()
+            .map(|n| n.address)
+            .collect();
+        let stats = futures::future::join_all(nodes.into_iter().map(|addr| {
+            let t = self.transport.clone();
+            async move {
+                let req = Request::Storage(StorageRequest::Stat);
+                t.call_timeout(addr, &req, Default::default(), PROBE_TIMEOUT)
+                    .await
+            }
+        }))
+        .await;
+        // Honest space: what stripes of k+m distinct servers can use, with servers on one
+        // file system sharing it (storage::space).
+        let (mut caps, mut frees) = (Vec::new(), Vec::new());
+        for r in stats {
+            match r {
+                Ok((Response::Storage(StorageResponse::Stat(s)), _)) => {
+                    let space = |bytes| storage::space::ServerSpace {
+                        fs_id: s.fs_id,
+                        bytes,
+                    };
+                    caps.push(space(s.capacity_bytes));
+                    frees.push(space(s.free_bytes));
+                }
+                Ok((other, _)) => tracing::debug!("storage Stat answered {other}"),
+                Err(e) => tracing::debug!("storage Stat failed: {e}"),
+            }
+        }
+        let counts = futures::future::join_all(
+            self.config
+                .manager_nodes()
+                .into_iter()
+                .map(|m| self.meta.call(Target::Node(m.id), ManagerRequest::Counts)),
+        )
+        .await;
+        let mut total = FsCounts::default();
+        for c in counts {
+            match c? {
+                ManagerResponse::Counts(c) => {
+                    total.inodes += c.inodes;
+                    total.bytes += c.bytes;
+                }
+                other => return Err(remote::unexpected("Counts", &other)),
+            }
+        }
+        let width =
+            self.config.file.erasure.data as usize + self.config.file.erasure.parity as usize;
+        let cap = storage::space::usable_raw(&caps, width) as u128;
+        let free = storage::space::usable_raw(&frees, width) as u128;
+        Ok(statfs_from(&self.config, cap, free, total))
+    }
+}
+
+/// Builds statfs numbers: usable bytes are raw bytes × k/(k+m), in 4 KiB blocks.
+pub(crate) fn statfs_from(
+    config: &ClusterConfig,
+    cap: u128,
+    free: u128,
+    counts: FsCounts,
+) -> StatFs {
+    let k = config.file.erasure.data.max(1) as u128;
+    let km = k + config.file.erasure.parity as u128;
+    let bs = crate::ops::attr::BLKSIZE as u128;
+    let blocks = (cap * k / km / bs) as u64;
+    let bfree = (free * k / km / bs) as u64;
+    let ffree = bfree.max(1 << 20);
+    StatFs {
+        blocks,
+        bfree,
+        bavail: bfree,
+        files: counts.inodes.saturating_add(ffree),
+        ffree,
+        bsize: crate::ops::attr::BLKSIZE,
+        namelen: NAME_MAX as u32,
+    }
+}
+
+/// Rejects names no directory can hold.
+pub(crate) fn check_name(name: &str) -> Result<(), FsError> {
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(FsError::EINVAL);
+    }
+    if name.len() > NAME_MAX {
+        return Err(FsError(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::config::ErasureConfig;
+
+    #[test]
+    fn statfs_counts_usable_space_only() {
+        let f = ClusterConfig::generate("t", 6, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
+        let c = ClusterConfig::from_file(std::path::Path::new("/tmp/x"), f).expect("config");
+        let s = statfs_from(
+            &c,
+            6 * 6 * 4096,
+            3 * 6 * 4096,
+            FsCounts {
+                inodes: 7,
+                bytes: 0,
+            },
+        );
+        assert_eq!(s.blocks, 24);
+        assert_eq!(s.bfree, 12);
+        assert_eq!(s.files, 7 + s.ffree);
+        assert_eq!(s.bsize, 4096);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("a").is_ok());
+        assert_eq!(check_name(""), Err(FsError::EINVAL));
+        assert_eq!(check_name("a/b"), Err(FsError::EINVAL));
+        assert_eq!(
+            check_name(&"x".repeat(256)),
+            Err(FsError(libc::ENAMETOOLONG))
+        );
+    }
+}
