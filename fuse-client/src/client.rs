@@ -74,6 +74,9 @@ pub struct Client {
     pub(crate) reader: OnceLock<LogReader>,
     /// Latest attributes seen from the managers (without local overlay).
     pub(crate) attrs: DashMap<InodeId, Attr>,
+    /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
+    /// attribute answer that was in flight meanwhile is not cached (`manager_attr`).
+    pub(crate) attr_drops: AtomicU64,
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     pub(crate) reacquire: DashMap<InodeId, ()>,
@@ -225,6 +228,7 @@ impl Client {
             unsynced: Mutex::new(Default::default()),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
+            attr_drops: AtomicU64::new(0),
             reacquire: DashMap::new(),
             opens: DashMap::new(),
             parents: DashMap::new(),

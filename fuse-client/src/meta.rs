@@ -383,7 +383,7 @@ impl Meta {
                         // A manager that lost us (or restarted) may no longer know where to
                         // call back.
                         if let Err(e) = self.hello(node).await {
-                            tracing::debug!(manager = %node, "hello after a lost lease failed: {e}");
+                            tracing::info!(manager = %node, "hello after a lost lease failed: {e}");
                         }
                     }
                     Action::Reclaim => {
@@ -470,6 +470,15 @@ impl Meta {
             }
             Err(e) => {
                 tracing::debug!(manager = %node, "renewal failed: {e}");
+                if e.0 == libc::ETIMEDOUT {
+                    // A manager killed and restarted on the same address may leave the old
+                    // connection hanging until its idle timeout (10 s): the Hello that
+                    // follows and every other call would wait on it, past the reclaim
+                    // window (found by consistency/t55: buffered writes then lost). A new
+                    // connection reaches the new incarnation at once.
+                    tracing::info!(manager = %node, "renewal: no answer within {wait:?}; reconnecting");
+                    self.mc.drop_connection(node);
+                }
                 Event::RenewFailed {
                     now: BootInstant::now(),
                 }

@@ -8,6 +8,7 @@ mod common;
 use common::TestCluster;
 use proto::ids::InodeId;
 use proto::msg::{Caller, ClientCallback, Response};
+use std::sync::Arc;
 use std::time::Duration;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
@@ -273,4 +274,86 @@ async fn l60_two_fuse_mounts_see_each_other_at_once() {
     assert!(b.client().stats().invalidate_callbacks >= 1);
     a.unmount().await.expect("unmount a");
     b.unmount().await.expect("unmount b");
+}
+
+/// [consistency-faults] An attribute answer that was in flight while an `Invalidate`
+/// overtook it (the answer and the callback travel on different streams) must not be
+/// cached: it predates the change the callback announced. Here B's GetAttr answer (size 8)
+/// is held back while A appends 8 bytes and commits them (A's AcquireWrite invalidates
+/// B); before the fix B cached the old size and its next read, under a valid lease,
+/// returned 8 bytes instead of 16 (a stale read found by consistency/t55 with appends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l70_attributes_in_flight_during_an_invalidate_are_not_cached() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let b = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    a.write(ino, 0, b"AAAAAAAA").await.expect("write");
+    a.fsync(ino).await.expect("fsync");
+    assert_eq!(&b.read(ino, 0, 100).await.expect("read")[..], b"AAAAAAAA");
+
+    let held = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    cluster.manager.lock().hold_getattr = Some((held.clone(), release.clone()));
+    let b2 = b.clone();
+    let getattr = tokio::spawn(async move { b2.getattr(ino).await });
+    tokio::time::timeout(Duration::from_secs(10), held.notified())
+        .await
+        .expect("B's GetAttr reached the manager");
+
+    tracing::info!("--- A appends while B's old answer is in flight");
+    let (at, n) = a.write_at(ino, 0, b"BBBBBBBB", true).await.expect("append");
+    assert_eq!((at, n), (8, 8));
+    a.fsync(ino).await.expect("fsync");
+    assert!(
+        b.stats().invalidate_callbacks >= 1,
+        "A's write invalidated B"
+    );
+
+    release.notify_one();
+    let old = getattr.await.expect("join").expect("getattr");
+    assert_eq!(old.size, 8, "the held answer predates the append");
+    let now = b.read(ino, 0, 100).await.expect("read");
+    assert_eq!(
+        &now[..],
+        b"AAAAAAAABBBBBBBB",
+        "B read with the attributes of the answer the callback overtook"
+    );
+}
+
+/// [consistency-faults] A manager restart learned of through a renewal makes the client
+/// reclaim the write lease of every inode it holds buffered writes for (AcquireWrite with
+/// `reclaim`), so that readers of those inodes wait for the data instead of reading the
+/// log's older value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l80_a_restart_learned_from_a_renewal_reclaims_buffered_writes() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    a.write(attr.ino, 0, b"buffered").await.expect("write");
+    assert!(a.dirty_bytes() > 0, "the write is buffered");
+    let before = a.stats().rpc("AcquireWrite");
+    {
+        tracing::info!("--- the manager restarts: new incarnation, sessions forgotten");
+        let mut st = cluster.manager.lock();
+        st.incarnation += 1;
+        st.sessions.clear();
+        st.addrs.clear();
+    }
+    a.renew_all().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.stats().rpc("AcquireWrite") == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.stats().rpc("AcquireWrite") > before,
+        "no reclaim after the restart"
+    );
 }

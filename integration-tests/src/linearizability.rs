@@ -1,12 +1,15 @@
-//! Linearizability checking of a recorded history of one read/write register (Wing & Gong
-//! search with Lowe's memoization, as in porcupine): each operation has an invoke and a
-//! complete time; the history is linearizable when some total order of the operations,
-//! consistent with real time (an operation that completed before another was invoked comes
-//! first), is a legal sequential register history. It owns only the pure check and the
-//! report of a violation; it must not do any I/O.
+//! Linearizability checking of a recorded history of one object (Wing & Gong search with
+//! Lowe's memoization, as in porcupine): each operation has an invoke and a complete time;
+//! the history is linearizable when some total order of the operations, consistent with
+//! real time (an operation that completed before another was invoked comes first), is a
+//! legal sequential history of the object's [`Model`]. Two models: a read/write register
+//! ([`RegOp`], [`check_register`]) and a file with an 8-byte head, appended 8-byte records
+//! and whole-file replacement by rename ([`FileOp`], [`check_file`]). It owns only the pure
+//! check and the report of a violation; it must not do any I/O.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
+use std::fmt::{Debug, Write as _};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// What one operation did to the register.
@@ -18,12 +21,142 @@ pub enum RegOp {
     Read(u64),
 }
 
+/// A sequential specification: the object's state and what each operation does to it.
+pub trait Model {
+    type State: Clone + Eq + Hash + Debug;
+    type Op: Clone + Debug;
+    /// The state after `op`, or `None` when `op` cannot happen in `state` (a read that
+    /// returned something else).
+    fn step(state: &Self::State, op: &Self::Op) -> Option<Self::State>;
+    /// The values `op` writes (for the "never written" check).
+    fn writes(op: &Self::Op) -> Vec<u64>;
+    /// The values `op` observed (for the "never written" check).
+    fn reads(op: &Self::Op) -> Vec<u64>;
+    /// One line of a report: kind and value(s).
+    fn show(op: &Self::Op) -> String;
+    /// The values a state holds (what a read of the initial state may return).
+    fn values(state: &Self::State) -> Vec<u64>;
+}
+
+/// The register model: `Write(v)` sets it, `Read(v)` returns it.
+pub struct Register;
+
+impl Model for Register {
+    type State = u64;
+    type Op = RegOp;
+    fn step(state: &u64, op: &RegOp) -> Option<u64> {
+        match *op {
+            RegOp::Write(v) => Some(v),
+            RegOp::Read(v) => (v == *state).then_some(*state),
+        }
+    }
+    fn writes(op: &RegOp) -> Vec<u64> {
+        match *op {
+            RegOp::Write(v) => vec![v],
+            RegOp::Read(_) => Vec::new(),
+        }
+    }
+    fn reads(op: &RegOp) -> Vec<u64> {
+        match *op {
+            RegOp::Read(v) => vec![v],
+            RegOp::Write(_) => Vec::new(),
+        }
+    }
+    fn values(state: &u64) -> Vec<u64> {
+        vec![*state]
+    }
+    fn show(op: &RegOp) -> String {
+        match *op {
+            RegOp::Write(v) => format!("write {v:#018x}"),
+            RegOp::Read(v) => format!("read  {v:#018x}"),
+        }
+    }
+}
+
+/// What one operation did to a file made of an 8-byte head and appended 8-byte records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// pwrite of the head (bytes 0..8); the records stay.
+    Write(u64),
+    /// O_APPEND write of one record.
+    Append(u64),
+    /// A new file holding just the head `v` renamed over the path (the records are gone).
+    Replace(u64),
+    /// Read the whole file: the head and the records in file order.
+    Read { head: u64, records: Vec<u64> },
+}
+
+/// The state of a [`FileOp`] file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FileState {
+    pub head: u64,
+    pub records: Vec<u64>,
+}
+
+/// The file model ([`FileOp`]).
+pub struct AppendFile;
+
+impl Model for AppendFile {
+    type State = FileState;
+    type Op = FileOp;
+    fn step(s: &FileState, op: &FileOp) -> Option<FileState> {
+        match op {
+            FileOp::Write(v) => Some(FileState {
+                head: *v,
+                records: s.records.clone(),
+            }),
+            FileOp::Append(v) => {
+                let mut n = s.clone();
+                n.records.push(*v);
+                Some(n)
+            }
+            FileOp::Replace(v) => Some(FileState {
+                head: *v,
+                records: Vec::new(),
+            }),
+            FileOp::Read { head, records } => {
+                (*head == s.head && *records == s.records).then(|| s.clone())
+            }
+        }
+    }
+    fn writes(op: &FileOp) -> Vec<u64> {
+        match op {
+            FileOp::Write(v) | FileOp::Append(v) | FileOp::Replace(v) => vec![*v],
+            FileOp::Read { .. } => Vec::new(),
+        }
+    }
+    fn reads(op: &FileOp) -> Vec<u64> {
+        match op {
+            FileOp::Read { head, records } => std::iter::once(*head)
+                .chain(records.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn values(s: &FileState) -> Vec<u64> {
+        std::iter::once(s.head)
+            .chain(s.records.iter().copied())
+            .collect()
+    }
+    fn show(op: &FileOp) -> String {
+        match op {
+            FileOp::Write(v) => format!("write   {v:#018x}"),
+            FileOp::Append(v) => format!("append  {v:#018x}"),
+            FileOp::Replace(v) => format!("replace {v:#018x}"),
+            FileOp::Read { head, records } => {
+                let r: Vec<String> = records.iter().map(|v| format!("{v:#x}")).collect();
+                format!("read    {head:#018x} + [{}]", r.join(", "))
+            }
+        }
+    }
+}
+
 /// One completed operation of the history.
 #[derive(Clone, Debug)]
-pub struct Operation {
+pub struct Operation<O = RegOp> {
     /// Who did it (for reports), e.g. "m2/t1".
     pub client: String,
-    pub op: RegOp,
+    pub op: O,
     pub invoke: Instant,
     pub complete: Instant,
 }
@@ -45,29 +178,35 @@ pub const STEP_LIMIT: u64 = 20_000_000;
 /// Checks a register history (initial value `init`). Operations whose effect is unknown
 /// (failed calls) must not be in `ops`.
 pub fn check_register(init: u64, ops: &[Operation], origin: Instant) -> Verdict {
+    check::<Register>(init, ops, origin)
+}
+
+/// Checks a [`FileOp`] history of a file that starts as `init`.
+pub fn check_file(init: FileState, ops: &[Operation<FileOp>], origin: Instant) -> Verdict {
+    check::<AppendFile>(init, ops, origin)
+}
+
+/// Checks a history of model `M` starting in `init`.
+pub fn check<M: Model>(init: M::State, ops: &[Operation<M::Op>], origin: Instant) -> Verdict {
     if ops.is_empty() {
         return Verdict::Linearizable;
     }
     // A read of a value nobody wrote can never be linearized: say so plainly.
-    let written: HashSet<u64> = ops
-        .iter()
-        .filter_map(|o| match o.op {
-            RegOp::Write(v) => Some(v),
-            RegOp::Read(_) => None,
-        })
-        .collect();
+    let written: HashSet<u64> = ops.iter().flat_map(|o| M::writes(&o.op)).collect();
+    let initial: HashSet<u64> = M::values(&init).into_iter().collect();
     for (i, o) in ops.iter().enumerate() {
-        if let RegOp::Read(v) = o.op {
-            if v != init && !written.contains(&v) {
-                return Verdict::Violation(format!(
-                    "read of a value never written (nor the initial {init:#x}):\n{}",
-                    describe(ops, &[i], origin)
-                ));
-            }
+        if let Some(v) = M::reads(&o.op)
+            .into_iter()
+            .find(|v| !initial.contains(v) && !written.contains(v))
+        {
+            return Verdict::Violation(format!(
+                "read of a value never written ({v:#x}; initial state {init:?}):\n{}",
+                describe_ops::<M>(ops, &[i], origin)
+            ));
         }
     }
     let mut s = Search::new(ops);
-    s.run(init, ops, origin)
+    s.run::<M>(init, ops, origin)
 }
 
 /// An event of the doubly linked list the search lifts operations out of.
@@ -89,7 +228,7 @@ struct Search {
 }
 
 impl Search {
-    fn new(ops: &[Operation]) -> Search {
+    fn new<O>(ops: &[Operation<O>]) -> Search {
         // (time, is_return, op): calls before returns at equal times (treated as overlapping).
         let mut ev: Vec<(Instant, bool, usize)> = Vec::with_capacity(ops.len() * 2);
         for (i, o) in ops.iter().enumerate() {
@@ -153,16 +292,21 @@ impl Search {
         }
     }
 
-    fn run(&mut self, init: u64, ops: &[Operation], origin: Instant) -> Verdict {
+    fn run<M: Model>(
+        &mut self,
+        init: M::State,
+        ops: &[Operation<M::Op>],
+        origin: Instant,
+    ) -> Verdict {
         let words = ops.len().div_ceil(64);
         let mut linearized = vec![0u64; words];
-        let mut cache: HashSet<(Vec<u64>, u64)> = HashSet::new();
-        let mut stack: Vec<(usize, u64)> = Vec::new();
-        let mut state = init;
+        let mut cache: HashSet<(Vec<u64>, M::State)> = HashSet::new();
+        let mut stack: Vec<(usize, M::State)> = Vec::new();
+        let mut state = init.clone();
         let mut cur = self.e[0].next;
         let mut steps = 0u64;
         // Deepest point reached: (linearized ops in order, state there).
-        let mut best: (Vec<usize>, u64) = (Vec::new(), init);
+        let mut best: (Vec<usize>, M::State) = (Vec::new(), init.clone());
         loop {
             if self.e[0].next == NIL {
                 return Verdict::Linearizable;
@@ -176,21 +320,19 @@ impl Search {
             }
             let entry = self.e[cur];
             if entry.is_call {
-                let (ok, next_state) = match ops[entry.op].op {
-                    RegOp::Write(v) => (true, v),
-                    RegOp::Read(v) => (v == state, state),
-                };
-                if ok {
+                if let Some(next_state) = M::step(&state, &ops[entry.op].op) {
                     let (w, b) = (entry.op / 64, entry.op % 64);
                     let mut next = linearized.clone();
                     next[w] |= 1 << b;
-                    if cache.insert((next.clone(), next_state)) {
-                        stack.push((cur, state));
-                        state = next_state;
+                    if cache.insert((next.clone(), next_state.clone())) {
+                        stack.push((cur, std::mem::replace(&mut state, next_state)));
                         linearized = next;
                         self.lift(cur);
                         if stack.len() > best.0.len() {
-                            best = (stack.iter().map(|&(c, _)| self.e[c].op).collect(), state);
+                            best = (
+                                stack.iter().map(|(c, _)| self.e[*c].op).collect(),
+                                state.clone(),
+                            );
                         }
                         cur = self.e[0].next;
                         continue;
@@ -200,7 +342,7 @@ impl Search {
             } else {
                 // A return: its operation must have been linearized before this point.
                 let Some((c, st)) = stack.pop() else {
-                    return Verdict::Violation(self.report(ops, &best, init, origin));
+                    return Verdict::Violation(self.report::<M>(ops, &best, &init, origin));
                 };
                 state = st;
                 let op = self.e[c].op;
@@ -212,11 +354,11 @@ impl Search {
     }
 
     /// The deepest partial linearization and the operations that could not follow it.
-    fn report(
+    fn report<M: Model>(
         &self,
-        ops: &[Operation],
-        best: &(Vec<usize>, u64),
-        init: u64,
+        ops: &[Operation<M::Op>],
+        best: &(Vec<usize>, M::State),
+        init: &M::State,
         origin: Instant,
     ) -> String {
         let (order, state) = best;
@@ -228,14 +370,14 @@ impl Search {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "no linearization of {} operations (initial value {init:#x}); deepest partial \
-             linearization has {} ops, register = {state:#x} there",
+            "no linearization of {} operations (initial state {init:x?}); deepest partial \
+             linearization has {} ops, state there: {state:x?}",
             ops.len(),
             order.len()
         );
         let tail: Vec<usize> = order[order.len().saturating_sub(8)..].to_vec();
         let _ = writeln!(s, "last linearized operations (in linearization order):");
-        s.push_str(&describe(ops, &tail, origin));
+        s.push_str(&describe_ops::<M>(ops, &tail, origin));
         if let Some(f) = first_ret {
             let _ = writeln!(
                 s,
@@ -244,25 +386,28 @@ impl Search {
         }
         let _ = writeln!(s, "next operations not linearized (by invoke time):");
         let show: Vec<usize> = rest.iter().copied().take(16).collect();
-        s.push_str(&describe(ops, &show, origin));
+        s.push_str(&describe_ops::<M>(ops, &show, origin));
         s
     }
 }
 
-/// One line per operation: index, client, kind, value, invoke..complete (ms since origin).
+/// One line per register operation: index, client, kind, value, invoke..complete (ms since
+/// origin).
 pub fn describe(ops: &[Operation], idx: &[usize], origin: Instant) -> String {
+    describe_ops::<Register>(ops, idx, origin)
+}
+
+/// One line per operation of model `M` (as [`describe`]).
+pub fn describe_ops<M: Model>(ops: &[Operation<M::Op>], idx: &[usize], origin: Instant) -> String {
     let ms = |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1000.0;
     let mut s = String::new();
     for &i in idx {
         let o = &ops[i];
-        let (kind, v) = match o.op {
-            RegOp::Write(v) => ("write", v),
-            RegOp::Read(v) => ("read ", v),
-        };
         let _ = writeln!(
             s,
-            "  #{i:<4} {:<8} {kind} {v:#018x}  [{:>10.3} ms .. {:>10.3} ms]",
+            "  #{i:<4} {:<8} {}  [{:>10.3} ms .. {:>10.3} ms]",
             o.client,
+            M::show(&o.op),
             ms(o.invoke),
             ms(o.complete)
         );
@@ -271,7 +416,7 @@ pub fn describe(ops: &[Operation], idx: &[usize], origin: Instant) -> String {
 }
 
 /// Shortest and longest latency of the operations (for logs).
-pub fn latency_range(ops: &[Operation]) -> (Duration, Duration) {
+pub fn latency_range<O>(ops: &[Operation<O>]) -> (Duration, Duration) {
     let mut lo = Duration::MAX;
     let mut hi = Duration::ZERO;
     for o in ops {
@@ -367,6 +512,114 @@ mod tests {
             Verdict::Violation(s) => assert!(s.contains("never written"), "{s}"),
             v => panic!("expected a violation, got {v:?}"),
         }
+    }
+
+    fn fhist(spec: &[(&str, FileOp, u64, u64)]) -> (Vec<Operation<FileOp>>, Instant) {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let ops = spec
+            .iter()
+            .map(|(c, op, i, r)| Operation {
+                client: c.to_string(),
+                op: op.clone(),
+                invoke: at(*i),
+                complete: at(*r),
+            })
+            .collect();
+        (ops, t0)
+    }
+
+    fn read(head: u64, records: &[u64]) -> FileOp {
+        FileOp::Read {
+            head,
+            records: records.to_vec(),
+        }
+    }
+
+    #[test]
+    fn file_appends_writes_and_replaces_in_order_are_linearizable() {
+        use FileOp::*;
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, 1),
+            ("b", Append(2), 2, 3),
+            ("a", Write(9), 4, 5),
+            ("c", read(9, &[1, 2]), 6, 7),
+            ("b", Replace(5), 8, 9),
+            ("c", read(5, &[]), 10, 11),
+            ("a", Append(3), 12, 13),
+            ("c", read(5, &[3]), 14, 15),
+        ]);
+        assert!(ok(&check_file(FileState::default(), &ops, t0)));
+    }
+
+    #[test]
+    fn concurrent_appends_may_land_in_either_order() {
+        use FileOp::*;
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, 10),
+            ("b", Append(2), 1, 10),
+            ("c", read(0, &[2, 1]), 11, 12),
+        ]);
+        assert!(ok(&check_file(FileState::default(), &ops, t0)));
+    }
+
+    #[test]
+    fn a_missing_or_reordered_append_is_a_violation() {
+        use FileOp::*;
+        // Both appends completed before the read: it must see both, in their order.
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, 1),
+            ("b", Append(2), 2, 3),
+            ("c", read(0, &[2]), 4, 5),
+        ]);
+        assert!(matches!(
+            check_file(FileState::default(), &ops, t0),
+            Verdict::Violation(_)
+        ));
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, 1),
+            ("b", Append(2), 2, 3),
+            ("c", read(0, &[2, 1]), 4, 5),
+        ]);
+        assert!(matches!(
+            check_file(FileState::default(), &ops, t0),
+            Verdict::Violation(_)
+        ));
+    }
+
+    #[test]
+    fn records_survive_a_head_write_but_not_a_replace() {
+        use FileOp::*;
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, 1),
+            ("b", Replace(7), 2, 3),
+            ("c", read(7, &[1]), 4, 5),
+        ]);
+        assert!(matches!(
+            check_file(FileState::default(), &ops, t0),
+            Verdict::Violation(_)
+        ));
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, 1),
+            ("b", Write(7), 2, 3),
+            ("c", read(7, &[1]), 4, 5),
+        ]);
+        assert!(ok(&check_file(FileState::default(), &ops, t0)));
+    }
+
+    #[test]
+    fn a_maybe_applied_append_may_show_up_late_or_never() {
+        use FileOp::*;
+        // A failed append stays pending to the end of the history.
+        let never = 1_000_000;
+        let (ops, t0) = fhist(&[
+            ("a", Append(1), 0, never),
+            ("c", read(0, &[]), 4, 5),
+            ("c", read(0, &[1]), 6, 7),
+        ]);
+        assert!(ok(&check_file(FileState::default(), &ops, t0)));
+        let (ops, t0) = fhist(&[("a", Append(1), 0, never), ("c", read(0, &[]), 4, 5)]);
+        assert!(ok(&check_file(FileState::default(), &ops, t0)));
     }
 
     #[test]

@@ -101,6 +101,13 @@ impl ManagerClient {
         self.call_node_leased(node, req).await.map(|(r, _)| r)
     }
 
+    /// Closes the connection to manager `node` (see `Transport::drop_connection`).
+    pub fn drop_connection(&self, node: NodeId) {
+        if let Some(n) = self.config.node(node) {
+            self.transport.drop_connection(n.address);
+        }
+    }
+
     /// Sends `req` to a given manager node; also returns the volume lease the answer
     /// confirms, if any (`Response::ManagerLeased`).
     pub async fn call_node_leased(

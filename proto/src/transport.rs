@@ -536,6 +536,20 @@ impl Transport {
         })
     }
 
+    /// Closes the connection to `addr`, if one is open, so that the next call opens a new
+    /// one and calls waiting on it fail at once (callers retry). For a caller that knows
+    /// the peer stopped answering on it (a lease renewal timed out): a peer killed and
+    /// restarted on the same address does not always reset the old connection, whose calls
+    /// then wait for the idle timeout.
+    pub fn drop_connection(&self, addr: SocketAddr) {
+        let slot = self.slot(addr);
+        // A connection being set up right now is new: left alone.
+        let conn = slot.conn.try_lock().ok().and_then(|g| g.clone());
+        if let Some(c) = conn {
+            c.close(0u32.into(), b"peer unresponsive");
+        }
+    }
+
     /// Closes the endpoint: open connections are told we are going away.
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");

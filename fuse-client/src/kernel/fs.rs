@@ -128,6 +128,9 @@ impl Filesystem for ShoalFs {
         self.spawn(move |c| async move {
             match c.getattr(ino(i)).await {
                 Ok(a) => reply.attr(&c.kernel_ttl(a.ino), &to_file_attr(&a)),
+                // The inode is gone: the kernel reached it through a stale name, and ESTALE
+                // makes it look the path up again.
+                Err(e) if e == FsError::ENOENT => reply.error(errno(FsError::ESTALE)),
                 Err(e) => reply.error(errno(e)),
             }
         });

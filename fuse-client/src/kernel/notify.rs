@@ -43,21 +43,24 @@ pub(crate) async fn invalidate(
         if inodes.is_empty() && entries.is_empty() {
             return;
         }
+        // Inodes first: an entry invalidation waits for the directory's lock, which a
+        // local rename or create holds while it waits for a manager. A name the kernel
+        // keeps meanwhile is handled at open (an unlinked inode answers ESTALE).
         let job = tokio::task::spawn_blocking(move || {
-            for (parent, name) in &entries {
-                if let Err(e) = n.inval_entry(*parent, name) {
-                    tracing::debug!(%parent, name, "kernel entry invalidation failed: {e}");
-                }
-            }
             for ino in &inodes {
                 if let Err(e) = n.inval_inode(*ino) {
                     tracing::debug!(inode = %ino, "kernel inode invalidation failed: {e}");
                 }
             }
+            for (parent, name) in &entries {
+                if let Err(e) = n.inval_entry(*parent, name) {
+                    tracing::debug!(%parent, name, "kernel entry invalidation failed: {e}");
+                }
+            }
         });
         if tokio::time::timeout(KERNEL_INVAL_WAIT, job).await.is_err() {
             tracing::warn!(
-                "the kernel did not drop its caches within {KERNEL_INVAL_WAIT:?}; answering the callback (its TTL expires them)"
+                "the kernel did not drop its caches within {KERNEL_INVAL_WAIT:?}; answering the callback (its TTL expires them; opens of unlinked inodes answer ESTALE meanwhile)"
             );
         }
     }

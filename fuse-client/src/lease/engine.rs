@@ -239,9 +239,12 @@ impl VolumeLease {
         }];
         if !hello {
             out.push(Action::Hello);
-            if restarted {
-                out.push(Action::Reclaim);
-            }
+        }
+        // Also when the restart is learned from a Hello's answer (the Hello a failed
+        // renewal sends once the lease ran out while the manager was down): buffered
+        // writes and commits the old incarnation may have lost are reclaimed either way.
+        if restarted {
+            out.push(Action::Reclaim);
         }
         out
     }

@@ -193,6 +193,40 @@ fn a_failed_renewal_drops_caches_only_once_the_lease_is_not_held() {
     assert_eq!(v.epoch(), CacheEpoch(2));
 }
 
+/// [consistency-faults] Found by consistency/t55: the renewal to a killed manager timed
+/// out after the lease ran out, so the client said Hello, and the Hello's answer was the
+/// first to show the new incarnation. It must reclaim then too (it did not: commits the old
+/// incarnation accepted without sync were never sent again and were lost).
+#[test]
+fn a_restart_learned_from_a_hello_reclaims() {
+    let mut v = VolumeLease::default();
+    granted(&mut v, 0, grant(2000, 2000, 1, false));
+    assert_eq!(
+        v.on_event(Event::RenewFailed { now: t(2500) }),
+        vec![
+            Action::DropCaches {
+                discard_writes: false
+            },
+            Action::Hello
+        ]
+    );
+    let acts = v.on_event(Event::Granted {
+        sent: t(3000),
+        grant: grant(2000, 2000, 2, false),
+        hello: true,
+    });
+    assert_eq!(
+        acts,
+        vec![
+            Action::DropCaches {
+                discard_writes: false
+            },
+            Action::Reclaim
+        ]
+    );
+    assert_eq!(v.incarnation(), Some(2));
+}
+
 #[test]
 fn write_leases_follow_epochs_and_revocations() {
     let mut w = WriteLease::default();

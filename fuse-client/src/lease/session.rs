@@ -62,6 +62,7 @@ impl Client {
             inos.sort_unstable();
             inos.dedup();
             if inos.is_empty() {
+                tracing::info!(manager = %node, "manager restarted: no write lease to reclaim");
                 return;
             }
             let incarnation = self.meta.lease(node).incarnation().unwrap_or_default();
@@ -224,6 +225,8 @@ impl Client {
             .map(|e| *e.key())
             .filter(|i| owned(i))
             .collect();
+        self.attr_drops
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.retain(|i, _| !owned(i));
         self.parents.retain(|i, _| !owned(i));
         self.no_caps.retain(|i, _| !owned(i));
@@ -265,6 +268,8 @@ impl Client {
     /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
     /// comes while the lease is valid, and a Flush commits the data first).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
+        self.attr_drops
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.remove(&ino);
         self.parents.remove(&ino);
         self.no_caps.remove(&ino);
@@ -279,6 +284,8 @@ impl Client {
     /// Drops this client's block, extent and attribute caches (every inode); the kernel's
     /// are left alone. For benchmarks that read cold (`setxattr shoal.drop_caches`).
     pub fn drop_caches(&self) {
+        self.attr_drops
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.clear();
         self.no_caps.clear();
         let mut st = self.lock_state();

@@ -112,8 +112,8 @@ impl Client {
         if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
             return Ok(a.size);
         }
-        self.getattr(ino).await?;
-        self.attrs.get(&ino).map(|a| a.size).ok_or(FsError::EIO)
+        let a = self.manager_attr(ManagerRequest::GetAttr { ino }).await?;
+        Ok(a.size)
     }
 
     /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty

@@ -29,9 +29,28 @@ impl Client {
     }
 
     /// Opens `ino`: refreshes its attributes and registers the open (first local open).
+    ///
+    /// The kernel reaches `ino` through a cached name, which may be one a callback removed
+    /// or replaced while the kernel's entry invalidation is still blocked (see
+    /// `kernel::notify`) or whose lookup answer was in flight when the invalidation ran.
+    /// So an inode that no longer exists, or has no name left, answers ESTALE: the VFS then
+    /// looks the path up again (LOOKUP_REVAL, which asks us) and opens what the name is
+    /// now, instead of the old file (a stale read, or a write nobody will ever see) or
+    /// ENOENT. The price: reopening a deleted file through /proc/PID/fd fails with ESTALE.
     pub async fn open(&self, ino: InodeId) -> Result<FileHandle, FsError> {
-        self.getattr(ino).await?;
-        self.open_ref(ino).await?;
+        let gone = |e: FsError| {
+            if e == FsError::ENOENT {
+                FsError::ESTALE
+            } else {
+                e
+            }
+        };
+        let a = self.getattr(ino).await.map_err(gone)?;
+        if a.nlink == 0 {
+            tracing::debug!(inode = %ino, "open of an unlinked inode through a cached name: ESTALE");
+            return Err(FsError::ESTALE);
+        }
+        self.open_ref(ino).await.map_err(gone)?;
         Ok(self.next_fh())
     }
 
@@ -112,10 +131,13 @@ impl Client {
             let known = self.lock_state().files.contains_key(&ino);
             // A fresh grant may have made the previous writer commit: the size we cached
             // before asking is then stale (the requester of a grant is not called back).
-            if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
-                self.getattr(ino).await?;
-            }
-            let committed = self.attrs.get(&ino).map(|a| a.size);
+            let fetched = if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
+                let req = proto::msg::ManagerRequest::GetAttr { ino };
+                Some(self.manager_attr(req).await?.size)
+            } else {
+                None
+            };
+            let committed = fetched.or_else(|| self.attrs.get(&ino).map(|a| a.size));
             let now = Timestamp::now();
             let done = {
                 let mut st = self.lock_state();

@@ -36,11 +36,25 @@ pub struct StatFs {
 
 impl Client {
     pub(crate) async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
+        let a = self.manager_attr(req).await?;
+        Ok(self.local_view(a))
+    }
+
+    /// The manager's answer to `req` (attributes as committed, without local writes laid
+    /// over), recorded in the attribute cache unless a callback dropped attributes while it
+    /// was in flight (it may predate the change the callback announced). Callers use the
+    /// returned value, not the cache (it may not be cached).
+    pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
+        let drops = self.attr_drops.load(std::sync::atomic::Ordering::SeqCst);
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 let a = self.note_attr(&a);
-                Ok(self.local_view(a))
+                // Checked after the insert; droppers bump the count before removing.
+                if self.attr_drops.load(std::sync::atomic::Ordering::SeqCst) != drops {
+                    self.attrs.remove(&a.ino);
+                }
+                Ok(a)
             }
             other => Err(remote::unexpected(&what, &other)),
         }

@@ -51,6 +51,10 @@ pub struct FakeState {
     pub lost: HashSet<u64>,
     /// Every callback sent: (session, callback).
     pub callbacks: Vec<(u64, ClientCallback)>,
+    /// When set, the next `GetAttr` answer is held back once it is computed: `.0` is
+    /// notified then, and the answer goes out when `.1` is notified (a reply in flight
+    /// while a callback overtakes it).
+    pub hold_getattr: Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
 }
 
 pub struct FakeManager {
@@ -572,6 +576,13 @@ impl FakeManager {
             }
         };
         self.callbacks(after).await;
+        if matches!(req, ManagerRequest::GetAttr { .. }) {
+            let gate = self.lock().hold_getattr.take();
+            if let Some((held, release)) = gate {
+                held.notify_one();
+                release.notified().await;
+            }
+        }
         Ok(resp)
     }
 }

@@ -1,28 +1,39 @@
 //! [consistency-faults] A fault-injecting linearizability run: three mounts, two threads
-//! each, doing reads, writes (half of them fsynced) and rename-replaces of a few shared
-//! 8-byte registers, while a bounded fault loop kills -9 and restarts managers and
-//! SIGSTOPs and resumes mounts. Every operation's invoke and complete time is recorded;
-//! a call that failed (EIO after a lost lease, a refused reclaim) has an unknown effect:
-//! a failed write stays in the history as one that may take effect at any time after its
-//! invoke, a failed read is dropped. Each file's history, closed by a read of every mount
-//! after the faults, must be linearizable (`integration_tests::linearizability`): so no
-//! write that returned (and no fsync that returned 0) is missing at the end.
-//! `t55` runs for 60 s in the normal suite; `t56` (ignored) runs `SHOAL_FAULT_SECS`
-//! (default 600) seconds: `cargo test --release -p integration-tests --test consistency
-//! -- --ignored t56`. Not covered yet: cutting one client's network (a partition).
-//! Known gap it counts (does not fail on): an open() of a register path racing with a
-//! rename that replaces it can fail with ENOENT (the client looked up the old inode, which
-//! the rename freed, and does not look the name up again); such an operation did nothing.
+//! each, doing reads, head writes (half of them fsynced), O_APPEND appends and
+//! rename-replaces of a few shared files (an 8-byte head plus appended 8-byte records,
+//! `integration_tests::linearizability::FileOp`), while a bounded fault loop kills -9 and
+//! restarts managers and SIGSTOPs and resumes mounts. Every operation's invoke and complete
+//! time is recorded, and every close is checked (a close reports the write errors found
+//! since). What a failed call did is classified by where it failed: an open or a
+//! write(2) that failed did nothing (a read later seeing its value is a violation); an
+//! fsync, close or rename that failed after the data was accepted may or may not have taken
+//! effect, so it stays in the history as an operation that may take effect at any time
+//! after its invoke; a failed read is dropped. A write closed without fsync less than the
+//! flusher's period before its mount was stopped (longer than a lease), or whose call
+//! spanned the stop, may be discarded by design (write-back: the managers give up on the
+//! stopped mount, whose next fsync or close of the file reports EIO), so it counts as
+//! effect unknown too (and reads of that mount around the stop, which may have seen that
+//! data, are left out); across manager crashes nothing is excused (buffered writes are
+//! reclaimed). Each file's history, closed by a read of every mount after the faults, must
+//! be linearizable: so no write that returned (and no fsync that returned 0) is missing at
+//! the end, and no refused write shows up.
+//! `t55` runs 45 s of faults in the normal suite (about a minute in all); `t56` (ignored)
+//! runs `SHOAL_FAULT_SECS` (default 600) seconds: `cargo test --release -p
+//! integration-tests --test consistency -- --ignored t56`. `SHOAL_LIN_SEED` replays a
+//! workload (timing still differs). Not covered yet: cutting one client's network (a
+//! partition).
 
 use crate::{set_lease_ms, Problems, Stopped};
 use anyhow::{Context, Result};
 use integration_tests::linearizability::{
-    check_register, latency_range, Operation, RegOp, Verdict,
+    check_file, latency_range, FileOp, FileState, Operation, Verdict,
 };
 use integration_tests::{MountGuard, TestCluster};
 use rand::{Rng, SeedableRng};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::io::Read;
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -38,65 +49,141 @@ const LEASE_MS: u64 = 2000;
 const STOP_FOR: Duration = Duration::from_millis(LEASE_MS + 1500);
 /// Pause between two faults.
 const FAULT_EVERY: Duration = Duration::from_secs(6);
-/// A failed write may take effect at any time after its invoke: it completes "never".
+/// A call that may have taken effect completes "never": it may take effect at any time.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 /// Bound for the workers to finish their last operation after the fault loop ended.
 const DRAIN_BOUND: Duration = Duration::from_secs(120);
+/// How long written data may sit in a mount's buffer after its close returned: the
+/// flusher's period (`flush_interval_ms`, 2 s by default) plus a margin.
+const BUFFERED_FOR: Duration = Duration::from_secs(3);
+/// Records a file may hold before appends give way to replaces (keeps states small).
+const MAX_RECORDS: usize = 12;
 
 struct Rec {
     file: usize,
-    op: Operation,
+    /// Index of the mount that did it.
+    mount: usize,
+    /// A write or append that returned without an fsync (its data may still have been
+    /// buffered in the mount when it completed).
+    unsynced: bool,
+    op: Operation<FileOp>,
 }
 
 #[derive(Default)]
 struct Outcome {
     recs: Vec<Rec>,
     failed_reads: u64,
-    failed_writes: u64,
+    /// Writes, appends and replaces that may or may not have taken effect.
+    maybe_writes: u64,
+    /// Writes and appends whose write(2) failed: they did nothing.
+    refused_writes: u64,
+    appends: u64,
     renames: u64,
-    /// open() of a register path that failed (ENOENT while a rename replaced it): the
-    /// operation did not happen.
+    /// open() of a file path that failed: the operation did not happen.
     failed_opens: u64,
+    /// Reads whose length was not a whole number of 8-byte values (never allowed).
+    torn_reads: Vec<String>,
 }
 
-fn reg(root: &Path, f: usize) -> PathBuf {
+fn path_of(root: &Path, f: usize) -> PathBuf {
     root.join(format!("reg{f}"))
 }
 
-fn read_reg(p: &Path) -> Result<u64> {
-    let f = File::open(p).context("open")?;
-    let mut buf = [0u8; 8];
-    let n = f.read_at(&mut buf, 0)?;
-    anyhow::ensure!(n == 8, "read {n} bytes: {buf:?}");
-    Ok(u64::from_le_bytes(buf))
+/// close(2) with its result (dropping a `File` ignores it; a close reports write errors).
+fn close(f: File) -> std::io::Result<()> {
+    nix::unistd::close(f.into_raw_fd()).map_err(std::io::Error::from)
 }
 
-/// pwrite of 8 bytes at 0 to an open register, fsynced when `sync`.
-fn write_reg(f: &File, v: u64, sync: bool) -> Result<()> {
-    let n = f.write_at(&v.to_le_bytes(), 0)?;
-    anyhow::ensure!(n == 8, "wrote {n} bytes");
-    if sync {
-        f.sync_all()?;
+/// What a read returned, or why it is not a whole file of 8-byte values.
+enum ReadResult {
+    Ok(FileState),
+    Torn(Vec<u8>),
+}
+
+fn read_file(p: &Path) -> Result<ReadResult> {
+    let mut f = File::open(p).context("open")?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    // A close reports write errors of this mount found since the last close of the file
+    // (an earlier write's, see `Ended::Maybe`); the bytes read are what they are.
+    if let Err(e) = close(f) {
+        tracing::info!("close after reading {}: {e}", p.display());
     }
-    Ok(())
+    if buf.len() < 8 || buf.len() % 8 != 0 {
+        return Ok(ReadResult::Torn(buf));
+    }
+    let vals: Vec<u64> = buf
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Ok(ReadResult::Ok(FileState {
+        head: vals[0],
+        records: vals[1..].to_vec(),
+    }))
 }
 
-/// Writes `v` to a new file and renames it over the register. `Ok(false)`: the new file
-/// could not be written, so the register was not touched.
-fn rename_reg(root: &Path, f: usize, tmp: &str, v: u64) -> Result<bool> {
+/// How a write-type operation ended.
+enum Ended {
+    /// Returned 0 everywhere: it took effect.
+    Done,
+    /// Did nothing (open, write(2) or making the new file failed).
+    Nothing(String),
+    /// Failed after the data was accepted: it may or may not take effect.
+    Maybe(String),
+}
+
+/// pwrite of the head (`append`: an O_APPEND write of one record), fsynced when `sync`,
+/// then a checked close.
+fn write_file(p: &Path, v: u64, append: bool, sync: bool) -> Result<Ended, std::io::Error> {
+    let mut o = OpenOptions::new();
+    o.write(true);
+    if append {
+        o.custom_flags(libc::O_APPEND);
+    }
+    let f = o.open(p)?;
+    let n = if append {
+        use std::io::Write;
+        (&f).write(&v.to_le_bytes())
+    } else {
+        f.write_at(&v.to_le_bytes(), 0)
+    };
+    match n {
+        Ok(8) => {}
+        Ok(n) => return Ok(Ended::Maybe(format!("short write of {n} bytes"))),
+        Err(e) => {
+            let _ = close(f);
+            return Ok(Ended::Nothing(format!("write: {e}")));
+        }
+    }
+    if sync {
+        if let Err(e) = f.sync_all() {
+            let _ = close(f);
+            return Ok(Ended::Maybe(format!("fsync: {e}")));
+        }
+    }
+    Ok(match close(f) {
+        Ok(()) => Ended::Done,
+        Err(e) => Ended::Maybe(format!("close: {e}")),
+    })
+}
+
+/// Writes `v` to a new file and renames it over the file.
+fn replace_file(root: &Path, f: usize, tmp: &str, v: u64) -> Ended {
     let t = root.join(tmp);
-    let made = (|| -> Result<()> {
+    let made = (|| -> std::io::Result<()> {
         let file = File::create(&t)?;
         file.write_all_at(&v.to_le_bytes(), 0)?;
         file.sync_all()?;
-        Ok(())
+        close(file)
     })();
-    if made.is_err() {
+    if let Err(e) = made {
         let _ = fs::remove_file(&t);
-        return Ok(false);
+        return Ended::Nothing(format!("new file: {e}"));
     }
-    fs::rename(&t, reg(root, f))?;
-    Ok(true)
+    match fs::rename(&t, path_of(root, f)) {
+        Ok(()) => Ended::Done,
+        Err(e) => Ended::Maybe(format!("rename: {e}")),
+    }
 }
 
 fn worker(
@@ -111,25 +198,38 @@ fn worker(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (tid + 1).wrapping_mul(0x9e37_79b9));
     let client = format!("m{mount}/t{thread}");
     let mut out = Outcome::default();
+    // Records last seen per file (appends give way to replaces past MAX_RECORDS).
+    let mut seen = [0usize; FILES];
     start.wait();
     let mut seq = 0u64;
     while !stop.load(Ordering::SeqCst) && seq < 1_000_000 {
         seq += 1;
         let file = rng.random_range(0..FILES);
-        let p = reg(&root, file);
+        let p = path_of(&root, file);
         let roll: f64 = rng.random();
         let invoke = Instant::now();
-        if roll < 0.5 {
-            match read_reg(&p) {
-                Ok(v) => out.recs.push(Rec {
-                    file,
-                    op: Operation {
-                        client: client.clone(),
-                        op: RegOp::Read(v),
-                        invoke,
-                        complete: Instant::now(),
-                    },
-                }),
+        if roll < 0.45 {
+            match read_file(&p) {
+                Ok(ReadResult::Ok(st)) => {
+                    seen[file] = st.records.len();
+                    out.recs.push(Rec {
+                        file,
+                        mount,
+                        unsynced: false,
+                        op: Operation {
+                            client: client.clone(),
+                            op: FileOp::Read {
+                                head: st.head,
+                                records: st.records,
+                            },
+                            invoke,
+                            complete: Instant::now(),
+                        },
+                    })
+                }
+                Ok(ReadResult::Torn(b)) => out
+                    .torn_reads
+                    .push(format!("{client}: reg{file} read {} bytes: {b:?}", b.len())),
                 Err(e) => {
                     out.failed_reads += 1;
                     tracing::info!("{client}: read reg{file} failed: {e:#}");
@@ -138,35 +238,43 @@ fn worker(
             continue;
         }
         let v = ((tid + 1) << 32) | seq;
-        let done = if roll < 0.9 {
-            match OpenOptions::new().write(true).open(&p) {
-                Ok(f) => write_reg(&f, v, rng.random_bool(0.5)).map(|()| true),
-                Err(e) => {
-                    out.failed_opens += 1;
-                    tracing::info!("{client}: open reg{file} for writing failed: {e}");
-                    continue;
-                }
-            }
+        let sync = rng.random_bool(0.5);
+        let (op, ended) = if roll < 0.75 || (roll < 0.9 && seen[file] >= MAX_RECORDS) {
+            (FileOp::Write(v), write_file(&p, v, false, sync))
+        } else if roll < 0.9 {
+            out.appends += 1;
+            (FileOp::Append(v), write_file(&p, v, true, sync))
         } else {
             out.renames += 1;
-            rename_reg(&root, file, &format!(".tmp-{tid}-{seq}"), v)
+            let ended = replace_file(&root, file, &format!(".tmp-{tid}-{seq}"), v);
+            (FileOp::Replace(v), Ok(ended))
         };
-        let complete = match done {
-            Ok(true) => Instant::now(),
-            Ok(false) => continue,
+        let unsynced = !sync && !matches!(op, FileOp::Replace(_));
+        let complete = match ended {
+            Ok(Ended::Done) => Instant::now(),
             Err(e) => {
-                out.failed_writes += 1;
-                tracing::info!(
-                    "{client}: write {v:#x} to reg{file} failed (effect unknown): {e:#}"
-                );
+                out.failed_opens += 1;
+                tracing::info!("{client}: open reg{file} for writing failed: {e}");
+                continue;
+            }
+            Ok(Ended::Nothing(why)) => {
+                out.refused_writes += 1;
+                tracing::info!("{client}: {op:x?} to reg{file} did nothing: {why}");
+                continue;
+            }
+            Ok(Ended::Maybe(why)) => {
+                out.maybe_writes += 1;
+                tracing::info!("{client}: {op:x?} to reg{file} failed (effect unknown): {why}");
                 invoke + NEVER
             }
         };
         out.recs.push(Rec {
             file,
+            mount,
+            unsynced,
             op: Operation {
                 client: client.clone(),
-                op: RegOp::Write(v),
+                op,
                 invoke,
                 complete,
             },
@@ -180,6 +288,8 @@ fn worker(
 struct Faults {
     manager_kills: u64,
     mount_stops: u64,
+    /// (mount index, when it was stopped).
+    stops: Vec<(usize, Instant)>,
 }
 
 fn fault_loop(c: &TestCluster, mounts: &[MountGuard], secs: u64, seed: u64) -> Result<Faults> {
@@ -199,8 +309,10 @@ fn fault_loop(c: &TestCluster, mounts: &[MountGuard], secs: u64, seed: u64) -> R
             c.start(m).with_context(|| format!("restart {m}"))?;
             faults.manager_kills += 1;
         } else {
-            let m = &mounts[rng.random_range(0..mounts.len())];
+            let mi = rng.random_range(0..mounts.len());
+            let m = &mounts[mi];
             info!("--- fault {round}: SIGSTOP {} for {STOP_FOR:?}", m.name());
+            faults.stops.push((mi, Instant::now()));
             let s = Stopped::stop(c.env(), m)?;
             std::thread::sleep(STOP_FOR);
             s.resume()?;
@@ -222,11 +334,12 @@ pub fn run(secs: u64) -> Result<()> {
     c.start_all()?;
     let mounts: Vec<MountGuard> = (0..MOUNTS).map(|_| c.mount()).collect::<Result<_>>()?;
 
-    info!("--- create {FILES} registers (8 zero bytes each, fsynced)");
+    info!("--- create {FILES} files (8 zero bytes each, fsynced)");
     for f in 0..FILES {
-        let file = File::create(reg(mounts[0].path(), f))?;
+        let file = File::create(path_of(mounts[0].path(), f))?;
         file.write_all_at(&0u64.to_le_bytes(), 0)?;
         file.sync_all()?;
+        close(file)?;
     }
 
     info!(
@@ -255,71 +368,128 @@ pub fn run(secs: u64) -> Result<()> {
                 .map(|h| h.join().map_err(|_| anyhow::anyhow!("worker panicked")))
                 .collect::<Result<Vec<Outcome>>>()
         })??;
-    let faults = faults?;
     let took = origin.elapsed();
 
-    let mut per_file: Vec<Vec<Operation>> = (0..FILES).map(|_| Vec::new()).collect();
-    let (mut failed_reads, mut failed_writes, mut renames, mut failed_opens) = (0, 0, 0, 0);
+    let mut per_file: Vec<Vec<Operation<FileOp>>> = (0..FILES).map(|_| Vec::new()).collect();
+    let mut sum = Outcome::default();
+    // Write-back (DESIGN.md §7, notes/leases.md): data a mount still buffered when it was
+    // stopped for longer than its lease is discarded when another mount needs it (the
+    // manager gives up on the stopped one; its next fsync or close reports EIO). Such a
+    // write, closed without fsync shortly before the stop, may or may not take effect.
+    // Every other completed write must (manager crashes included: buffered writes are
+    // reclaimed after a restart).
+    let mut unsure_before_stop = 0;
+    let mut unsure_reads = 0;
     for o in joined {
-        failed_opens += o.failed_opens;
-        failed_reads += o.failed_reads;
-        failed_writes += o.failed_writes;
-        renames += o.renames;
-        for r in o.recs {
+        sum.failed_opens += o.failed_opens;
+        sum.failed_reads += o.failed_reads;
+        sum.maybe_writes += o.maybe_writes;
+        sum.refused_writes += o.refused_writes;
+        sum.appends += o.appends;
+        sum.renames += o.renames;
+        sum.torn_reads.extend(o.torn_reads);
+        for mut r in o.recs {
+            // Buffered before the stop: completed less than BUFFERED_FOR before it, or
+            // invoked before the resume and completed after (the call spanned the stop).
+            let (invoked, done) = (r.op.invoke, r.op.complete);
+            let stopped_soon_after = faults.as_ref().is_ok_and(|f| {
+                f.stops.iter().any(|&(m, at)| {
+                    m == r.mount && invoked < at + STOP_FOR && done + BUFFERED_FOR > at
+                })
+            });
+            if r.unsynced && stopped_soon_after {
+                r.op.complete = r.op.invoke + NEVER;
+                unsure_before_stop += 1;
+            }
+            if stopped_soon_after && matches!(r.op.op, FileOp::Read { .. }) {
+                // It may have read the mount's own buffered data that the stop then
+                // discarded: a value that is never visible again.
+                unsure_reads += 1;
+                continue;
+            }
             per_file[r.file].push(r.op);
         }
     }
-    info!("--- after the faults: every mount reads every register once more");
+    let faults = faults?;
+    info!("{unsure_before_stop} writes closed without fsync shortly before their mount was stopped: effect unknown");
+    info!("--- after the faults: every mount reads every file once more");
     for (mi, m) in mounts.iter().enumerate() {
         for (f, ops) in per_file.iter_mut().enumerate() {
             let invoke = Instant::now();
-            let p = reg(m.path(), f);
-            let v =
-                integration_tests::with_timeout(DRAIN_BOUND, "final read", move || read_reg(&p))??;
-            ops.push(Operation {
-                client: format!("final/m{mi}"),
-                op: RegOp::Read(v),
-                invoke,
-                complete: Instant::now(),
-            });
+            let p = path_of(m.path(), f);
+            let got =
+                integration_tests::with_timeout(DRAIN_BOUND, "final read", move || read_file(&p))??;
+            match got {
+                ReadResult::Ok(st) => ops.push(Operation {
+                    client: format!("final/m{mi}"),
+                    op: FileOp::Read {
+                        head: st.head,
+                        records: st.records,
+                    },
+                    invoke,
+                    complete: Instant::now(),
+                }),
+                ReadResult::Torn(b) => sum
+                    .torn_reads
+                    .push(format!("final/m{mi}: reg{f} read {} bytes: {b:?}", b.len())),
+            }
         }
     }
-    // A failed write whose value nobody read may as well not have happened: in any
-    // linearization another write overwrites it before the next read. Dropping those keeps
-    // the checker's search small (each failed write is otherwise pending to the end).
+    // A maybe-applied write whose value nobody read may as well be linearized after
+    // everything (it completes "never"): leaving it out keeps the checker's search small.
     let mut dropped_unread = 0;
     for ops in per_file.iter_mut() {
         let read: std::collections::HashSet<u64> = ops
             .iter()
-            .filter_map(|o| match o.op {
-                RegOp::Read(v) => Some(v),
-                RegOp::Write(_) => None,
+            .flat_map(|o| match &o.op {
+                FileOp::Read { head, records } => std::iter::once(*head)
+                    .chain(records.iter().copied())
+                    .collect(),
+                _ => Vec::new(),
             })
             .collect();
         let before = ops.len();
-        ops.retain(|o| match o.op {
-            RegOp::Write(v) => o.complete < o.invoke + NEVER || read.contains(&v),
-            RegOp::Read(_) => true,
+        ops.retain(|o| match &o.op {
+            FileOp::Write(v) | FileOp::Append(v) | FileOp::Replace(v) => {
+                o.complete < o.invoke + NEVER || read.contains(v)
+            }
+            FileOp::Read { .. } => true,
         });
         dropped_unread += before - ops.len();
     }
-    info!("{dropped_unread} failed writes were never read: left out of the histories");
+    info!("{dropped_unread} maybe-applied writes were never read: left out of the histories");
     let total: usize = per_file.iter().map(Vec::len).sum();
-    info!(
-        "workload: {total} ops in {took:?} ({renames} rename-replaces attempted; {failed_writes} writes and \
-         {failed_reads} reads failed); faults: {} manager kills, {} mount stops",
-        faults.manager_kills, faults.mount_stops
+    let summary = format!(
+        "{total} ops in {took:.1?} ({} appends, {} rename-replaces attempted; {} writes of unknown \
+         effect, {unsure_before_stop} more closed without fsync just before a stop and \
+         {unsure_reads} reads of their mount then left out, {} refused, \
+         {} failed opens, {} failed reads); faults: {} manager kills, {} mount stops",
+        sum.appends,
+        sum.renames,
+        sum.maybe_writes,
+        sum.refused_writes,
+        sum.failed_opens,
+        sum.failed_reads,
+        faults.manager_kills,
+        faults.mount_stops
     );
-    eprintln!(
-        "t55: {total} ops ({failed_writes} failed writes, {failed_reads} failed reads, {failed_opens} failed opens for writing, {renames} renames) in {took:?}; \
-         {} manager kills, {} mount stops",
-        faults.manager_kills, faults.mount_stops
-    );
+    info!("workload: {summary}");
+    eprintln!("t55 (seed {seed}): {summary}");
     let mut problems = Problems::default();
+    let torn = if sum.torn_reads.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{} reads: {}",
+            sum.torn_reads.len(),
+            sum.torn_reads.join("; ")
+        ))
+    };
+    problems.check("every read returns whole 8-byte values", torn);
     for (f, ops) in per_file.iter().enumerate() {
         let (lo, hi) = latency_range(ops);
         info!("reg{f}: {} ops, latency {lo:?} .. {hi:?}", ops.len());
-        let r = match check_register(0, ops, origin) {
+        let r = match check_file(FileState::default(), ops, origin) {
             Verdict::Linearizable => Ok(()),
             Verdict::Violation(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}")),
             Verdict::Unknown(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): checker: {s}")),
@@ -331,11 +501,10 @@ pub fn run(secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// 45 s of faults (7 of them) keeps the whole test near a minute on the CI machine.
 #[test]
-#[ignore = "finds stale reads under faults (notes/leases.md, 'Found by consistency/t56'); \
-            still fails with replies carrying the granting incarnation"]
 fn t55_faults_linearizable_60s() -> Result<()> {
-    run(60)
+    run(45)
 }
 
 #[test]
