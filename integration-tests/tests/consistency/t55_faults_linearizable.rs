@@ -35,7 +35,6 @@ use integration_tests::partition::Partition;
 use integration_tests::{MountGuard, TestCluster};
 use rand::{Rng, SeedableRng};
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -64,6 +63,8 @@ const DRAIN_BOUND: Duration = Duration::from_secs(120);
 /// How long written data may sit in a mount's buffer after its close returned: the
 /// flusher's period (`flush_interval_ms`, 2 s by default) plus a margin.
 const BUFFERED_FOR: Duration = Duration::from_secs(3);
+/// Read buffer: far more than a file ever holds (8 bytes of head, about MAX_RECORDS records).
+const READ_BUF: usize = 64 * 1024;
 /// Records a file may hold before appends give way to replaces (keeps states small).
 const MAX_RECORDS: usize = 12;
 
@@ -109,15 +110,23 @@ enum ReadResult {
 }
 
 fn read_file(p: &Path) -> Result<ReadResult> {
-    let mut f = File::open(p).context("open")?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
+    let f = File::open(p).context("open")?;
+    // One pread(2): the checker takes a read as one atomic operation. `read_to_end` made
+    // several calls (sized by the length at open, then more), and another thread's head
+    // write and append between two of them gave a mix of two states (the "own later append
+    // but not the earlier head write" violation, seed 16293742430906206088).
+    let mut buf = vec![0u8; READ_BUF];
+    let n = f.read_at(&mut buf, 0)?;
+    if n == READ_BUF {
+        anyhow::bail!("{} holds {READ_BUF} bytes or more", p.display());
+    }
+    buf.truncate(n);
     // A close reports write errors of this mount found since the last close of the file
     // (an earlier write's, see `Ended::Maybe`); the bytes read are what they are.
     if let Err(e) = close(f) {
         tracing::info!("close after reading {}: {e}", p.display());
     }
-    if buf.len() < 8 || buf.len() % 8 != 0 {
+    if buf.len() < 8 || !buf.len().is_multiple_of(8) {
         return Ok(ReadResult::Torn(buf));
     }
     let vals: Vec<u64> = buf
@@ -488,8 +497,11 @@ pub fn run(secs: u64) -> Result<()> {
             }
         }
     }
-    // A maybe-applied write whose value nobody read may as well be linearized after
-    // everything (it completes "never"): leaving it out keeps the checker's search small.
+    // A maybe-applied head write or append whose value nobody read may as well be
+    // linearized after everything (it completes "never"): leaving it out keeps the
+    // checker's search small. Not so a maybe-applied replace: it also removes the records,
+    // which later reads may show (leaving it out made a false violation, seed
+    // 16293742430906206088).
     let mut dropped_unread = 0;
     for ops in per_file.iter_mut() {
         let read: std::collections::HashSet<u64> = ops
@@ -503,14 +515,14 @@ pub fn run(secs: u64) -> Result<()> {
             .collect();
         let before = ops.len();
         ops.retain(|o| match &o.op {
-            FileOp::Write(v) | FileOp::Append(v) | FileOp::Replace(v) => {
+            FileOp::Write(v) | FileOp::Append(v) => {
                 o.complete < o.invoke + NEVER || read.contains(v)
             }
-            FileOp::Read { .. } => true,
+            FileOp::Replace(_) | FileOp::Read { .. } => true,
         });
         dropped_unread += before - ops.len();
     }
-    info!("{dropped_unread} maybe-applied writes were never read: left out of the histories");
+    info!("{dropped_unread} maybe-applied writes and appends were never read: left out of the histories");
     let total: usize = per_file.iter().map(Vec::len).sum();
     let summary = format!(
         "{total} ops in {took:.1?} ({} appends, {} rename-replaces attempted; {} writes of unknown \
@@ -547,7 +559,19 @@ pub fn run(secs: u64) -> Result<()> {
         info!("reg{f}: {} ops, latency {lo:?} .. {hi:?}", ops.len());
         let r = match check_file(FileState::default(), ops, origin) {
             Verdict::Linearizable => Ok(()),
-            Verdict::Violation(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}")),
+            Verdict::Violation(s) => {
+                // The whole history, for a second look (kept with SHOAL_IT_KEEP=1).
+                let dump = c.env().path().join(format!("history-reg{f}.txt"));
+                let all: Vec<usize> = (0..ops.len()).collect();
+                let text = integration_tests::linearizability::describe_ops::<
+                    integration_tests::linearizability::AppendFile,
+                >(ops, &all, origin);
+                match fs::write(&dump, text) {
+                    Ok(()) => eprintln!("reg{f}: history written to {}", dump.display()),
+                    Err(e) => eprintln!("reg{f}: history not written: {e}"),
+                }
+                Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}"))
+            }
             Verdict::Unknown(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): checker: {s}")),
         };
         problems.check(&format!("reg{f} history under faults is linearizable"), r);
