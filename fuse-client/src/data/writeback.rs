@@ -174,8 +174,18 @@ impl Client {
             Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
         };
         drop(pin);
+        // The committed attributes are recorded before the local writes they cover are
+        // retired below: an attribute answer in flight meanwhile (a getattr that left
+        // before the commit) must find either our writes or these newer attributes, never
+        // neither (it would tell the kernel the old, shorter size).
+        for (_, outcome) in &outcomes {
+            if let Outcome::Committed(a) = outcome {
+                for a in a {
+                    self.keep_newest(a.clone());
+                }
+            }
+        }
         let mut first_err = None;
-        let mut attrs = Vec::new();
         let mut st = self.lock_state();
         for (t, (ino, outcome)) in taken.iter().zip(outcomes) {
             debug_assert_eq!(t.ino, ino);
@@ -204,13 +214,12 @@ impl Client {
                     st.cache.invalidate(ino);
                     self.attrs.remove(&ino);
                 }
-                Outcome::Committed(a) => {
+                Outcome::Committed(_) => {
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
                     for (off, b) in &t.chunks {
                         st.cache.apply_write(ino, *off, b);
                     }
-                    attrs.extend(a);
                 }
             }
             st.extents.invalidate(ino);
@@ -219,9 +228,6 @@ impl Client {
             }
         }
         drop(st);
-        for a in attrs {
-            self.keep_newest(a);
-        }
         self.space.notify_waiters();
         match first_err {
             Some(e) => Err(e),

@@ -95,10 +95,16 @@ impl Client {
         }
     }
 
-    /// The manager's attributes with local uncommitted state laid over them.
+    /// The manager's attributes with local uncommitted state laid over them. `attr` may
+    /// predate a commit of ours that retired the local writes while it was in flight; the
+    /// committer records its newer answer first, so the newest cached version is used.
     pub(crate) fn local_view(&self, attr: Attr) -> Attr {
         let st = self.lock_state();
         let ino = attr.ino;
+        let attr = match self.attrs.get(&ino) {
+            Some(cached) if cached.version > attr.version => cached.clone(),
+            _ => attr,
+        };
         overlay(attr, st.files.get(&ino))
     }
 
@@ -160,6 +166,8 @@ impl Client {
             ManagerResponse::Attr(a) => a,
             other => return Err(remote::unexpected("SetAttr", &other)),
         };
+        // Recorded before the local writes are retired (see `local_view`).
+        let a = self.keep_newest(a);
         {
             let mut st = self.lock_state();
             if let Some(w) = st.files.get_mut(&ino) {
@@ -177,7 +185,6 @@ impl Client {
                 st.extents.invalidate(ino);
             }
         }
-        let a = self.keep_newest(a);
         self.space.notify_waiters();
         Ok(self.local_view(a))
     }
