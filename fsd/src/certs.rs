@@ -7,7 +7,7 @@ use crate::cluster::{admin_transport, certificate_identity, write_identity};
 use crate::error::NodeError;
 use crate::node::revoked_list_path;
 use proto::config::ClusterConfig;
-use proto::identity::{PeerIdentity, Role};
+use proto::identity::{ExportOptions, PeerIdentity, Role};
 use proto::msg::{AdminRequest, Request, Response};
 use proto::revoke::{DenyList, SignedDenyList};
 use proto::tls::CertAuthority;
@@ -46,18 +46,28 @@ fn issued(config: &ClusterConfig) -> Vec<PeerIdentity> {
 /// Issues `tls/NAME.pem` and `tls/NAME.key` for a client or admin identity, valid for
 /// `valid_for`. Refuses a name a node or another certificate already has, and a client
 /// name whose log tag another client already has (it could write that client's logs).
+/// `export` (client identities only) are the options managers map its credentials with.
 pub fn issue(
     config: &ClusterConfig,
     role: Role,
     name: &str,
     valid_for: Duration,
+    export: ExportOptions,
 ) -> Result<PeerIdentity, NodeError> {
     if !matches!(role, Role::Client | Role::Admin) {
         return Err(NodeError::Other(format!(
             "`shoal cert issue` makes client and admin certificates; node certificates come from `shoal init` ({role} asked)"
         )));
     }
-    let id = PeerIdentity::new(name, &[role]).map_err(|e| NodeError::Other(e.to_string()))?;
+    if role != Role::Client && export != ExportOptions::default() {
+        return Err(NodeError::Other(format!(
+            "export options ({}) are for client identities, not {role}",
+            export.names().join(",")
+        )));
+    }
+    let id = PeerIdentity::new(name, &[role])
+        .map_err(|e| NodeError::Other(e.to_string()))?
+        .with_export(export);
     if config.node_by_name(name).is_some() {
         return Err(NodeError::Other(format!(
             "{name} is a node of this cluster: pick another name"

@@ -5,7 +5,7 @@
 use crate::error::NodeError;
 use crate::node::{identity, RunningNode};
 use proto::config::{ClusterConfig, ErasureConfig, Role, CONFIG_FILE};
-use proto::identity::{PeerIdentity, Role as IdRole};
+use proto::identity::{ExportOptions, PeerIdentity, Role as IdRole};
 use proto::msg::{ManagerRequest, NodeInfo, Request, Response, StorageRequest, StorageStat};
 use proto::tls::{write_pem, CertAuthority};
 use proto::transport::Transport;
@@ -89,7 +89,7 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
         ids.push(node_identity(n)?);
     }
     let other = |e: proto::identity::IdentityError| NodeError::Other(e.to_string());
-    ids.push(PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client]).map_err(other)?);
+    ids.push(default_client().map_err(other)?);
     ids.push(PeerIdentity::new(DEFAULT_ADMIN, &[IdRole::Admin]).map_err(other)?);
     for id in &ids {
         write_identity(&config, &ca, id, None)?;
@@ -102,6 +102,19 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
     Ok(config)
 }
 
+/// The default client identity `shoal init` issues: the cluster administrator's own
+/// mount, so it is `trusted` (root keeps its power there, as on an NFS export with
+/// `no_root_squash` to the admin host). Identities made with `shoal cert issue` are
+/// root-squashed unless issued with `--trusted`.
+fn default_client() -> Result<PeerIdentity, proto::identity::IdentityError> {
+    Ok(
+        PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client])?.with_export(ExportOptions {
+            trusted: true,
+            ..Default::default()
+        }),
+    )
+}
+
 /// Reissues, with the CA key of the cluster directory, every node certificate and the
 /// default client and admin certificates that are missing or carry no identity (clusters
 /// made before certificates carried roles). `shoal up` calls it; it does nothing when all
@@ -112,7 +125,7 @@ pub fn upgrade_identities(config: &ClusterConfig) -> Result<usize, NodeError> {
         wanted.push(node_identity(n)?);
     }
     let other = |e: proto::identity::IdentityError| NodeError::Other(e.to_string());
-    wanted.push(PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client]).map_err(other)?);
+    wanted.push(default_client().map_err(other)?);
     wanted.push(PeerIdentity::new(DEFAULT_ADMIN, &[IdRole::Admin]).map_err(other)?);
     let stale: Vec<&PeerIdentity> = wanted
         .iter()

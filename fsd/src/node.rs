@@ -115,28 +115,9 @@ impl Handler for NodeHandler {
                         Bytes::new(),
                     ),
                 },
-                Request::Manager(r) => match &self.manager {
-                    Some(m) if needs_session(&peer, &r) && !m.has_session(peer.addr) => {
-                        tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
-                        (
-                            Response::Error(RemoteError::LeaseExpired(
-                                "no lease session on this connection: send Hello first".into(),
-                            )),
-                            Bytes::new(),
-                        )
-                    }
-                    Some(m) => match m.handle_leased(Some(peer.addr), r).await {
-                        Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),
-                        Ok((resp, Some(lease))) => {
-                            (Response::ManagerLeased(resp, lease), Bytes::new())
-                        }
-                        Err(e) => (Response::Error(e), Bytes::new()),
-                    },
-                    None => (
-                        Response::Error(RemoteError::NoRole("manager".into())),
-                        Bytes::new(),
-                    ),
-                },
+                Request::Manager(_) | Request::ManagerAs { .. } => {
+                    self.manager_request(&peer, req).await
+                }
                 Request::Client(_) => (
                     Response::Error(RemoteError::NoRole("client".into())),
                     Bytes::new(),
@@ -144,6 +125,64 @@ impl Handler for NodeHandler {
             }
         })
     }
+}
+
+impl NodeHandler {
+    /// A manager request: lease sessions fail closed, and a client identity's request is
+    /// checked with the caller's credentials mapped by the identity's export options.
+    async fn manager_request(&self, peer: &Peer, req: Request) -> (Response, Bytes) {
+        let (cred, r) = match req {
+            Request::Manager(r) => (None, r),
+            Request::ManagerAs { cred, req } => (Some(cred), req),
+            other => {
+                return (
+                    Response::Error(RemoteError::Invalid(format!(
+                        "{other} is not for a manager"
+                    ))),
+                    Bytes::new(),
+                )
+            }
+        };
+        let access = client_access(peer, cred.as_ref());
+        match &self.manager {
+            Some(m) if needs_session(peer, &r) && !m.has_session(peer.addr) => {
+                tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
+                (
+                    Response::Error(RemoteError::LeaseExpired(
+                        "no lease session on this connection: send Hello first".into(),
+                    )),
+                    Bytes::new(),
+                )
+            }
+            Some(m) => match m
+                .handle_leased_as(Some(peer.addr), access.as_ref(), r)
+                .await
+            {
+                Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),
+                Ok((resp, Some(lease))) => (Response::ManagerLeased(resp, lease), Bytes::new()),
+                Err(e) => (Response::Error(e), Bytes::new()),
+            },
+            None => (
+                Response::Error(RemoteError::NoRole("manager".into())),
+                Bytes::new(),
+            ),
+        }
+    }
+}
+
+/// Whose permissions a manager request is checked with: a client identity (one that is
+/// not also a manager or an admin) always, with its claimed credentials mapped through
+/// the export options of its verified certificate; managers and admins are not checked.
+fn client_access(
+    peer: &Peer,
+    cred: Option<&proto::msg::Credentials>,
+) -> Option<manager::access::Access> {
+    use proto::identity::Role;
+    let id = peer.identity.as_ref()?;
+    if id.has(Role::Manager) || id.has(Role::Admin) {
+        return None;
+    }
+    Some(manager::access::effective(&id.export, cred))
 }
 
 /// Leases fail closed: a client identity (one that is not also a manager or an admin)

@@ -16,6 +16,7 @@
 //! Must not block a runtime thread, and must not link the manager crate.
 
 pub mod client;
+pub mod credentials;
 pub mod data;
 pub mod error;
 pub mod horizon;

@@ -296,7 +296,8 @@ impl Meta {
                 Target::Route => proto::route::routing_inode(&req).map_or(node, |i| self.owner(i)),
                 Target::Node(n) => n,
             };
-            let err = match self.mc.call_node_leased(to, req.clone()).await {
+            let cred = crate::credentials::current();
+            let err = match self.mc.call_node_leased_as(to, cred, req.clone()).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };

@@ -24,6 +24,9 @@ pub mod code {
     pub const ENOTEMPTY: Errno = Errno::ENOTEMPTY;
     pub const ENODATA: Errno = Errno::ENODATA;
     pub const ESTALE: Errno = Errno::ESTALE;
+    pub const EACCES: Errno = Errno::EACCES;
+    pub const EROFS: Errno = Errno::EROFS;
+    pub const EOPNOTSUPP: Errno = Errno::EOPNOTSUPP;
 }
 
 /// A refused operation: a POSIX error number plus a message for logs.
@@ -68,7 +71,8 @@ macro_rules! errno_fns {
 errno_fns!(
     eperm => EPERM, enoent => ENOENT, eexist => EEXIST, enotdir => ENOTDIR, eisdir => EISDIR,
     einval => EINVAL, enotempty => ENOTEMPTY, enametoolong => ENAMETOOLONG, enodata => ENODATA,
-    erange => ERANGE, e2big => E2BIG,
+    erange => ERANGE, e2big => E2BIG, eacces => EACCES, erofs => EROFS,
+    eopnotsupp => EOPNOTSUPP,
 );
 
 /// Decoding of durable records and checkpoints.

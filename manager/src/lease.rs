@@ -566,6 +566,15 @@ impl LeaseTable {
 
     /// Who sent a request from `from`; a session in good standing has its lease renewed
     /// (unless callbacks to it are outstanding).
+    /// The live session of the connection `from`, if any (no lease is extended).
+    pub fn session_at(&self, from: Option<SocketAddr>) -> Option<SessionId> {
+        let session = *self.by_addr.get(&from?)?;
+        self.sessions
+            .get(&session)
+            .filter(|s| !s.lost)
+            .map(|_| session)
+    }
+
     pub fn identify(&mut self, from: Option<SocketAddr>, now: Instant) -> Requester {
         let Some(addr) = from else {
             return Requester::Anonymous;

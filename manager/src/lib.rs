@@ -11,6 +11,7 @@
 //! volume leases and callbacks) and `service` (the async request handler). Must not: store
 //! file bytes, or talk to clients other than by replies and lease callbacks.
 
+pub mod access;
 pub mod backend;
 pub mod checkpoint;
 pub mod cleaner;

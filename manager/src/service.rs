@@ -6,6 +6,7 @@
 //! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
 //! waiting for a callback or a network call.
 
+use crate::access::{self, Access, Facts, Need};
 use crate::checkpoint::{head_piece, inode_piece, InodePiece};
 use crate::error::{code, enoent, CallbackError, Errno, ManagerError};
 use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, StorageLog};
@@ -548,7 +549,19 @@ impl Service {
         from: Option<SocketAddr>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
-        let resp = self.handle(from, req).await?;
+        self.handle_leased_as(from, None, req).await
+    }
+
+    /// `handle_leased` for a client's request, checked first with the caller's effective
+    /// credentials (`access`, from the verified identity's export options; `None` for
+    /// managers and admins, which are not checked).
+    pub async fn handle_leased_as(
+        &self,
+        from: Option<SocketAddr>,
+        access: Option<&Access>,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
+        let resp = self.handle_as(from, access, req).await?;
         let ext = match resp {
             ManagerResponse::Lease(_) => None,
             _ => self.leases().extension_for(from, Instant::now()),
@@ -561,6 +574,16 @@ impl Service {
     pub async fn handle(
         &self,
         from: Option<SocketAddr>,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, RemoteError> {
+        self.handle_as(from, None, req).await
+    }
+
+    /// `handle`, with the permission check (`access`) of a client's request first.
+    pub async fn handle_as(
+        &self,
+        from: Option<SocketAddr>,
+        access: Option<&Access>,
         req: ManagerRequest,
     ) -> Result<ManagerResponse, RemoteError> {
         if self.stopped.load(Ordering::SeqCst) {
@@ -577,6 +600,11 @@ impl Service {
         if let Some(ino) = proto::route::routing_inode(&req) {
             self.check_owned(ino)?;
         }
+        // The one place client requests are checked against POSIX permissions.
+        let req = match access {
+            Some(a) => self.authorize(from, a, req).await?,
+            None => req,
+        };
         use ManagerRequest as R;
         use ManagerResponse as A;
         let now = Instant::now();
@@ -690,7 +718,7 @@ impl Service {
                 })
                 .await
             }
-            R::Open { ino, session } => {
+            R::Open { ino, session, .. } => {
                 self.read_inode(who, ino, |st| st.get(ino).map(|_| ()).map_err(errno))
                     .await?;
                 self.mutate(who, None, |st, _| st.plan_open(ino, session))
@@ -1156,6 +1184,64 @@ impl Service {
                 "GetAttr({ino}) answered {other:?}"
             ))),
         }
+    }
+
+    /// Checks a client's request with `access::decide`, after gathering the attributes it
+    /// needs (from this manager's state or the inode's owner). Returns the request to run.
+    async fn authorize(
+        &self,
+        from: Option<SocketAddr>,
+        who: &Access,
+        req: ManagerRequest,
+    ) -> Result<ManagerRequest, RemoteError> {
+        let mut facts = Facts::default();
+        let session = self.leases().session_at(from);
+        for need in access::needs(&req) {
+            match need {
+                Need::Inode(ino) => {
+                    if facts.inodes.contains_key(&ino) {
+                        continue;
+                    }
+                    let local = self.state.lock().await.inode(ino).map(|i| {
+                        if session.is_some_and(|s| i.sessions.contains(&s)) {
+                            facts.opened.insert(ino);
+                        }
+                        i.attr.clone()
+                    });
+                    let attr = match local {
+                        Some(a) => a,
+                        None if self.owner(ino) == self.me => {
+                            return Err(errno(enoent(format!("{ino} does not exist"))))
+                        }
+                        None => match self
+                            .peers
+                            .call(self.owner(ino), ManagerRequest::GetAttr { ino })
+                            .await?
+                        {
+                            ManagerResponse::Attr(a) => a,
+                            other => {
+                                return Err(RemoteError::Io(format!(
+                                    "GetAttr({ino}) answered {other:?}"
+                                )))
+                            }
+                        },
+                    };
+                    facts.inodes.insert(ino, attr);
+                }
+                Need::Entry(dir, name) => {
+                    let found = match self.lookup_anywhere(dir, &name).await {
+                        Ok(a) => Some(a),
+                        Err(RemoteError::Errno { code, .. }) if code == code::ENOENT => None,
+                        Err(e) => return Err(e),
+                    };
+                    facts.entries.insert((dir, name), found);
+                }
+            }
+        }
+        access::decide(who, req, &facts).map_err(|e| {
+            tracing::debug!("permission check refused: {e}");
+            RemoteError::from(e)
+        })
     }
 
     /// Looks up `name` in a directory of any manager.

@@ -174,7 +174,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
             StorageRequest::ListLog { .. } | StorageRequest::ListLogs => need(Right::ListLogs),
             StorageRequest::ScrubNow => need(Right::ScrubControl),
         },
-        Request::Manager(m) => {
+        Request::Manager(m) | Request::ManagerAs { req: m, .. } => {
             use ManagerRequest as R;
             match m {
                 R::Lookup { .. }
@@ -258,7 +258,7 @@ fn right_of(req: &Request) -> Right {
         }
         Request::Storage(StorageRequest::ScrubNow) => Right::ScrubControl,
         Request::Storage(_) => Right::FragmentRead,
-        Request::Manager(_) => Right::FsWrite,
+        Request::Manager(_) | Request::ManagerAs { .. } => Right::FsWrite,
     }
 }
 

@@ -281,6 +281,7 @@ fn sessions_are_bound_to_the_identity_whose_tag_they_carry() {
         ManagerRequest::Open {
             ino: InodeId(5),
             session: s,
+            access: Default::default(),
         },
         ManagerRequest::AcquireWrite {
             ino: InodeId(5),

@@ -186,7 +186,7 @@ impl Handler for ServerHandler {
                     Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                     Err(e) => (Response::Error(e), Bytes::new()),
                 },
-                Request::Manager(_) => (
+                Request::Manager(_) | Request::ManagerAs { .. } => (
                     Response::Error(RemoteError::NoRole("manager".into())),
                     Bytes::new(),
                 ),

@@ -149,6 +149,15 @@ enum CertCmd {
         /// How long the certificate is valid: a number and d, h, m or s.
         #[arg(long, default_value = "365d")]
         expires: String,
+        /// Client only: root on this client keeps its power (no root squash).
+        #[arg(long)]
+        trusted: bool,
+        /// Client only: every user of this client acts as the anonymous user 65534.
+        #[arg(long)]
+        all_squash: bool,
+        /// Client only: every change is refused with EROFS.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Revoke identity NAME: sign a new deny list with the CA, write tls/revoked.list and
     /// push it to every node (they refuse NAME and close its connections at once).
@@ -173,6 +182,12 @@ struct MountArgs {
     /// Let other users access the mount (needs root or user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     allow_other: bool,
+    /// Honour set-user-ID and set-group-ID bits (mounts are nosuid without it).
+    #[arg(long)]
+    suid: bool,
+    /// Honour device nodes (mounts are nodev without it).
+    #[arg(long)]
+    dev: bool,
 }
 
 #[derive(Args)]
@@ -271,6 +286,9 @@ async fn run(cli: Cli) -> Result<i32> {
             role,
             name,
             expires,
+            trusted,
+            all_squash,
+            read_only,
         }) => {
             let config = load(&cluster)?;
             let role = match proto::identity::Role::parse(&role) {
@@ -278,7 +296,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 None => bail!("role {role:?}: expected client or admin"),
             };
             let valid_for = fsd::certs::parse_duration(&expires).map_err(anyhow::Error::msg)?;
-            let id = fsd::certs::issue(&config, role, &name, valid_for)?;
+            let export = proto::identity::ExportOptions {
+                trusted,
+                all_squash,
+                read_only,
+            };
+            let id = fsd::certs::issue(&config, role, &name, valid_for, export)?;
             let (cp, kp) = config.cert_paths(&name);
             println!(
                 "issued {id}, valid for {expires}: {} and {}",
@@ -321,9 +344,16 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);
             check_mountpoint(&a.mountpoint)?;
+            let mut extra = Vec::new();
+            if a.suid {
+                extra.push("suid".to_string());
+            }
+            if a.dev {
+                extra.push("dev".to_string());
+            }
             let opts = fuse_client::MountOptions {
                 allow_other: a.allow_other,
-                ..Default::default()
+                extra,
             };
             let m = fsd::cluster::mount_as(config, &a.as_name, &a.mountpoint, &opts).await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());

@@ -37,7 +37,12 @@ impl Client {
     /// looks the path up again (LOOKUP_REVAL, which asks us) and opens what the name is
     /// now, instead of the old file (a stale read, or a write nobody will ever see) or
     /// ENOENT. The price: reopening a deleted file through /proc/PID/fd fails with ESTALE.
-    pub async fn open(&self, ino: InodeId) -> Result<FileHandle, FsError> {
+    /// `access` is what the open asks for; the manager checks it.
+    pub async fn open(
+        &self,
+        ino: InodeId,
+        access: proto::msg::OpenAccess,
+    ) -> Result<FileHandle, FsError> {
         let gone = |e: FsError| {
             if e == FsError::ENOENT {
                 FsError::ESTALE
@@ -50,7 +55,7 @@ impl Client {
             tracing::debug!(inode = %ino, "open of an unlinked inode through a cached name: ESTALE");
             return Err(FsError::ESTALE);
         }
-        self.open_ref(ino).await.map_err(gone)?;
+        self.open_ref(ino, access).await.map_err(gone)?;
         Ok(self.next_fh())
     }
 

@@ -11,8 +11,8 @@ use crate::meta::{self as remote, Target};
 use proto::config::ClusterConfig;
 use proto::ids::InodeId;
 use proto::msg::{
-    Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, RenameFlags, Request,
-    Response, StorageRequest, StorageResponse,
+    Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, OpenAccess, RenameFlags,
+    Request, Response, StorageRequest, StorageResponse,
 };
 use std::sync::Arc;
 
@@ -289,8 +289,10 @@ impl Client {
         }
     }
 
-    /// Counts a local open; the first one registers this session at the manager.
-    pub(crate) async fn open_ref(&self, ino: InodeId) -> Result<(), FsError> {
+    /// Counts a local open. Every open goes to the manager, which checks `access` with the
+    /// caller's credentials (the authority; the kernel's check is only a first line); the
+    /// first one also registers this session there.
+    pub(crate) async fn open_ref(&self, ino: InodeId, access: OpenAccess) -> Result<(), FsError> {
         // Bounded: a retry happens only when a concurrent last close removed the slot.
         for _ in 0..16 {
             let slot = self.opens.entry(ino).or_default().clone();
@@ -298,13 +300,12 @@ impl Client {
             if !self.opens.get(&ino).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
                 continue;
             }
-            if *n == 0 {
-                let req = ManagerRequest::Open {
-                    ino,
-                    session: self.meta.session(),
-                };
-                self.done_call(req).await?;
-            }
+            let req = ManagerRequest::Open {
+                ino,
+                session: self.meta.session(),
+                access,
+            };
+            self.done_call(req).await?;
             *n += 1;
             return Ok(());
         }

@@ -596,10 +596,13 @@ impl Handler for FakeManager {
                     roles: vec!["manager".into()],
                     version: proto::VERSION.into(),
                 }),
-                Request::Manager(r) => match self.manager(peer.addr, r).await {
-                    Ok(r) => Response::Manager(r),
-                    Err(e) => Response::Error(e),
-                },
+                // The fake does not check permissions: credentials are ignored.
+                Request::Manager(r) | Request::ManagerAs { req: r, .. } => {
+                    match self.manager(peer.addr, r).await {
+                        Ok(r) => Response::Manager(r),
+                        Err(e) => Response::Error(e),
+                    }
+                }
                 Request::Storage(_) => Response::Error(RemoteError::NoRole("storage".into())),
                 Request::Client(_) => Response::Error(RemoteError::NoRole("client".into())),
                 Request::Admin(_) => Response::Error(RemoteError::NoRole("admin".into())),

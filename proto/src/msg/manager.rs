@@ -66,6 +66,35 @@ pub struct Caller {
     pub gid: u32,
 }
 
+/// The full credentials of the process behind a file system request: what the manager
+/// checks permissions with (`Request::ManagerAs`). `groups` are the supplementary groups
+/// (the client reads them from /proc); the manager caps how many it looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Credentials {
+    /// The most supplementary groups a request may carry (Linux's NGROUPS_MAX).
+    pub const MAX_GROUPS: usize = 65536;
+
+    pub fn caller(&self) -> Caller {
+        Caller {
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
+/// What an open asks for (`ManagerRequest::Open`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OpenAccess {
+    pub read: bool,
+    pub write: bool,
+}
+
 /// A time to set: now, or a given value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SetTime {
@@ -215,9 +244,12 @@ pub enum ManagerRequest {
         ino: InodeId,
     },
     /// Register an open of `ino` by client session `session` (keeps an unlinked file alive).
+    /// Sent for every open: the manager checks `access` against the caller's credentials
+    /// (registering an already registered session again changes nothing).
     Open {
         ino: InodeId,
         session: u64,
+        access: OpenAccess,
     },
     /// The last local close of `ino` by `session`.
     Release {
