@@ -359,7 +359,7 @@ impl Filesystem for ShoalFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -369,7 +369,14 @@ impl Filesystem for ShoalFs {
         // O_APPEND: the kernel's offset comes from its cached size, which another client
         // may have outdated; the client appends at the size it knows under the write lease.
         let append = flags.0 & libc::O_APPEND != 0;
+        let kill_priv = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(move |c| async move {
+            if kill_priv {
+                if let Err(e) = c.kill_priv(ino(i)).await {
+                    reply.error(errno(e));
+                    return;
+                }
+            }
             match c.write_at(ino(i), offset, &data, append).await {
                 Ok((_, n)) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
