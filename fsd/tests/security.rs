@@ -504,6 +504,19 @@ async fn the_manager_checks_permissions_with_the_callers_credentials() {
 
 /// Virtual memory of the process: a buffer allocated from a size prefix counts at once
 /// (zeroed allocations do not touch their pages, so the resident size would not show it).
+const CONNS: usize = 32;
+const STREAMS: usize = 64;
+
+/// Resident memory of the process.
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
 fn vm_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("status");
     s.lines()
@@ -530,10 +543,21 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
         .expect("connect")
         .await
         .expect("handshake");
+    // Many connections (under the per-identity cap of 64), each with many streams.
+    let mut conns = vec![conn.clone()];
+    for _ in 1..CONNS {
+        conns.push(
+            ep.connect(st, proto::tls::SERVER_NAME)
+                .expect("connect")
+                .await
+                .expect("handshake"),
+        );
+    }
     let before = vm_bytes();
+    let rss_before = rss_bytes();
     let mut streams = Vec::new();
-    for i in 0..200u32 {
-        let (mut send, recv) = conn.open_bi().await.expect("stream");
+    for i in 0..(CONNS * STREAMS) as u32 {
+        let (mut send, recv) = conns[i as usize % CONNS].open_bi().await.expect("stream");
         let mut prefix = Vec::new();
         prefix.extend_from_slice(&proto::frame::MAGIC);
         // Even streams claim the largest header; odd ones send a whole Ping header and
@@ -571,7 +595,15 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
     c.write(a.ino, 0, &vec![7u8; 1 << 20]).await.expect("write");
     c.fsync(a.ino).await.expect("fsync");
     let grown = vm_bytes().saturating_sub(before);
-    // Allocating from the prefixes alone would take 100 x 16 MiB + 100 x 64 MiB.
+    let rss_after = rss_bytes();
+    eprintln!(
+        "{CONNS} connections x {STREAMS} streams of maximal size prefixes: VmSize +{} MiB, \
+         VmRSS {} -> {} MiB (the whole test process: every node and the client)",
+        grown >> 20,
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    // Allocating from the prefixes alone would take 1024 x 16 MiB + 1024 x 64 MiB.
     assert!(
         grown < 1 << 30,
         "memory grew by {grown} bytes for frames that never came"
@@ -587,6 +619,7 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
         "{closed:?}"
     );
     drop(streams);
+    drop(conns);
     c.shutdown();
     tc.cluster.stop().await;
 }

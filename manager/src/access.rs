@@ -238,7 +238,10 @@ fn setattr(c: &Credentials, a: &Attr, set: &SetAttrs) -> Result<SetAttrs, Errno>
     }
     if let Some(perm) = set.perm {
         let perm = perm & 0o7777;
-        let kill_priv = perm == a.perm & !(S_ISUID | S_ISGID) && perm != a.perm;
+        // Only set-ID bits removed, nothing else changed (set-group-ID without group
+        // execute is kept by the kernel's kill-priv, so either may stay).
+        let setid = S_ISUID | S_ISGID;
+        let kill_priv = perm != a.perm && perm & !setid == a.perm & !setid && perm & !a.perm == 0;
         if !owner {
             // The kernel clears set-ID bits after a write by a non-owner with a setattr
             // on the writer's behalf: allowed to whoever may write the file.

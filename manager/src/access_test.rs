@@ -334,6 +334,21 @@ fn a_writer_may_clear_set_id_bits_but_change_nothing_else() {
         ..Default::default()
     });
     assert!(decide(&cred(BOB, BOB, &[]), kill, &f).is_ok());
+    // Set-group-ID without group execute stays; clearing set-user-ID alone is allowed.
+    let g = facts(&[attr(2, FileKind::File, 0o6767, ALICE, ALICE)], &[]);
+    let kill_uid = setattr_req(SetAttrs {
+        perm: Some(0o2767),
+        ..Default::default()
+    });
+    assert!(decide(&cred(BOB, BOB, &[]), kill_uid, &g).is_ok());
+    let add = setattr_req(SetAttrs {
+        perm: Some(0o6777),
+        ..Default::default()
+    });
+    assert_eq!(
+        code_of(decide(&cred(BOB, BOB, &[]), add, &g)),
+        Some(code::EPERM)
+    );
     let other = setattr_req(SetAttrs {
         perm: Some(0o4755),
         ..Default::default()
@@ -495,4 +510,55 @@ fn manager_requests_are_never_decided_for_clients() {
         code_of(decide(&cred(0, 0, &[]), req, &Facts::default())),
         Some(code::EPERM)
     );
+}
+
+proptest::proptest! {
+    /// Whatever manager request random bytes decode to (behind a valid variant tag), with
+    /// random credentials, export options and attributes for what it needs: the check
+    /// answers a request or an errno, never a panic (bounded fuzz run).
+    #[test]
+    fn decide_never_panics_on_decoded_requests(
+        sub in 0u8..40,
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        uid in 0u32..3,
+        groups in proptest::collection::vec(0u32..3, 0..4),
+        perms in proptest::collection::vec(0u16..0o10000, 4),
+        owners in proptest::collection::vec(0u32..3, 4),
+        opts in 0u8..8,
+        present in proptest::prelude::any::<bool>(),
+    ) {
+        let mut tagged = vec![sub];
+        tagged.extend_from_slice(&bytes);
+        let Some(req) = (0..tagged.len()).rev().find_map(|end| {
+            postcard::take_from_bytes::<ManagerRequest>(&tagged[..=end]).ok().map(|(r, _)| r)
+        }) else {
+            return Ok(());
+        };
+        let export = ExportOptions {
+            trusted: opts & 1 != 0,
+            all_squash: opts & 2 != 0,
+            read_only: opts & 4 != 0,
+        };
+        let claimed = Credentials { uid, gid: uid, groups };
+        let who = effective(&export, Some(&claimed));
+        let mut f = Facts::default();
+        for (k, need) in needs(&req).into_iter().enumerate() {
+            let kind = if k % 2 == 0 { FileKind::Dir } else { FileKind::File };
+            let a = |ino: InodeId| {
+                let mut a = attr(ino.0, kind, perms[k % 4], owners[k % 4], owners[(k + 1) % 4]);
+                a.ino = ino;
+                a
+            };
+            match need {
+                Need::Inode(ino) => {
+                    f.inodes.insert(ino, a(ino));
+                }
+                Need::Entry(dir, name) => {
+                    let v = present.then(|| a(InodeId(dir.0.wrapping_add(1))));
+                    f.entries.insert((dir, name), v);
+                }
+            }
+        }
+        let _ = decide(&who, req, &f);
+    }
 }
