@@ -1,7 +1,10 @@
 //! The storage server: answers `StorageRequest`s from a `FragmentStore`. Owns request
-//! validation and the mapping of store errors to wire errors; every store call runs in
-//! `spawn_blocking`. It must not know stripes or segments, and never panics on input.
+//! validation, the admission of puts against the server's space (`admit`: capacity and
+//! reserve, with writes admitted but in flight counted) and the mapping of store errors to
+//! wire errors; every store call runs in `spawn_blocking`. It must not know stripes or
+//! segments, and never panics on input.
 
+use crate::admit::{Limits, Usage, WriteClass};
 use crate::error::StorageError;
 use crate::store::{FileStore, FragmentStore, MAX_FRAGMENT};
 use bytes::Bytes;
@@ -17,6 +20,65 @@ pub struct Server {
     scrub: Arc<crate::scrub::ScrubState>,
     /// Foreground requests (puts, reads) in flight; background workers back off on it.
     foreground: Arc<AtomicU64>,
+    limits: Limits,
+    /// Bytes of puts admitted and not yet stored.
+    admitted: Arc<std::sync::Mutex<u64>>,
+}
+
+/// Bytes of one admitted put, given back when the put ends.
+struct Admitted {
+    counter: Arc<std::sync::Mutex<u64>>,
+    len: u64,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut a = crate::store::lock(&self.counter);
+        *a = a.saturating_sub(self.len);
+    }
+}
+
+/// Admits a put of `len` bytes of `class` into `store` (blocking: asks for the store's
+/// numbers); the answer holds the bytes as in flight until dropped.
+fn admit(
+    store: &dyn FragmentStore,
+    limits: Limits,
+    counter: &Arc<std::sync::Mutex<u64>>,
+    len: u64,
+    class: WriteClass,
+) -> Result<Admitted, StorageError> {
+    let st = store.stat()?;
+    let mut admitted = crate::store::lock(counter);
+    let usage = Usage {
+        used: st.used_bytes.saturating_add(*admitted),
+        fs_capacity: st.fs_capacity_bytes,
+        fs_free: st.fs_free_bytes.saturating_sub(*admitted),
+    };
+    limits
+        .admit(&usage, len, class)
+        .map_err(StorageError::NoSpace)?;
+    *admitted += len;
+    Ok(Admitted {
+        counter: counter.clone(),
+        len,
+    })
+}
+
+/// A store's numbers seen through a server's capacity and reserve.
+fn limited_stat(
+    store: &dyn FragmentStore,
+    limits: Limits,
+) -> Result<proto::msg::StorageStat, StorageError> {
+    let mut st = store.stat()?;
+    let usage = Usage {
+        used: st.used_bytes,
+        fs_capacity: st.fs_capacity_bytes,
+        fs_free: st.fs_free_bytes,
+    };
+    st.capacity_bytes = limits.capacity(&usage);
+    st.free_bytes = limits.client_free(&usage);
+    st.reserve_bytes = limits.reserve(&usage);
+    Ok(st)
 }
 
 /// Counts one foreground request while alive.
@@ -38,19 +100,31 @@ impl Drop for Foreground<'_> {
 impl Server {
     /// Opens the file store under `data_dir` (creating it) and returns the server.
     pub async fn open(data_dir: &Path) -> Result<Arc<Server>, StorageError> {
+        Server::open_with(data_dir, Limits::default()).await
+    }
+
+    /// Opens the file store under `data_dir` with a capacity and reserve.
+    pub async fn open_with(data_dir: &Path, limits: Limits) -> Result<Arc<Server>, StorageError> {
         let dir = data_dir.to_path_buf();
         let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
             .await
             .map_err(|e| StorageError::Internal(format!("store open task failed: {e}")))??;
-        Ok(Server::with_store(Arc::new(store)))
+        Ok(Server::with_store_limited(Arc::new(store), limits))
     }
 
     /// A server over any store (tests use `MemStore`/`CrashStore`).
     pub fn with_store(store: Arc<dyn FragmentStore>) -> Arc<Server> {
+        Server::with_store_limited(store, Limits::default())
+    }
+
+    /// A server over any store, with a capacity and reserve.
+    pub fn with_store_limited(store: Arc<dyn FragmentStore>, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
             store,
             scrub: Default::default(),
             foreground: Default::default(),
+            limits,
+            admitted: Default::default(),
         })
     }
 
@@ -93,21 +167,36 @@ impl Server {
         }
     }
 
-    /// Answers one request; `bulk` is the request's bulk part (the payload of a put).
+    /// Answers one request of a system peer (puts may use the reserve).
     pub async fn handle(
         &self,
         req: StorageRequest,
         bulk: Bytes,
     ) -> Result<(StorageResponse, Bytes), RemoteError> {
+        self.handle_as(req, bulk, WriteClass::System).await
+    }
+
+    /// Answers one request; `bulk` is the request's bulk part (the payload of a put), and
+    /// `class` says whether a put may use the reserve.
+    pub async fn handle_as(
+        &self,
+        req: StorageRequest,
+        bulk: Bytes,
+        class: WriteClass,
+    ) -> Result<(StorageResponse, Bytes), RemoteError> {
         match req {
             StorageRequest::PutFragment { id, meta } => {
                 let _fg = Foreground::new(&self.foreground);
                 let len = bulk.len();
-                self.blocking(move |s| s.put(id, meta, bulk))
-                    .await
-                    .inspect_err(|e| {
-                        tracing::warn!(fragment = %id, len, "put refused: {e}");
-                    })?;
+                let (limits, counter) = (self.limits, self.admitted.clone());
+                self.blocking(move |s| {
+                    let _admitted = admit(s, limits, &counter, len as u64, class)?;
+                    s.put(id, meta, bulk)
+                })
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(fragment = %id, len, "put refused: {e}");
+                })?;
                 Ok((StorageResponse::Stored, Bytes::new()))
             }
             StorageRequest::ReadRange { id, offset, len } => {
@@ -145,7 +234,8 @@ impl Server {
                 Ok((StorageResponse::Logs(logs), Bytes::new()))
             }
             StorageRequest::Stat => {
-                let st = self.blocking(|s| s.stat()).await?;
+                let limits = self.limits;
+                let st = self.blocking(move |s| limited_stat(s, limits)).await?;
                 Ok((StorageResponse::Stat(st), Bytes::new()))
             }
             StorageRequest::Locate { log, segment } => {
@@ -216,6 +306,78 @@ mod tests {
             segment: SegmentId(2),
             index: 0,
         }
+    }
+
+    fn put_req(index: u8, payload: &Bytes) -> StorageRequest {
+        StorageRequest::PutFragment {
+            id: FragmentId {
+                log: LogId(9),
+                segment: SegmentId(1),
+                index,
+            },
+            meta: FragmentMeta {
+                codec: CODEC_RS_GF8_RSE,
+                k: 4,
+                m: 2,
+                segment_len: 400,
+                crc32c: proto::crc32c(payload),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn client_puts_stop_at_the_reserve_system_puts_at_the_capacity() {
+        let s = Server::with_store_limited(
+            Arc::new(MemStore::new()),
+            Limits {
+                capacity: Some(100),
+                reserve: Some(40),
+            },
+        );
+        let p = Bytes::from(vec![7u8; 30]);
+        for i in 0..2 {
+            s.handle_as(put_req(i, &p), p.clone(), WriteClass::Client)
+                .await
+                .expect("fits below the reserve");
+        }
+        let e = s
+            .handle_as(put_req(2, &p), p.clone(), WriteClass::Client)
+            .await
+            .expect_err("into the reserve");
+        assert!(matches!(e, RemoteError::NoSpace(_)), "{e:?}");
+        let (r, _) = s
+            .handle(StorageRequest::Stat, Bytes::new())
+            .await
+            .expect("stat");
+        let StorageResponse::Stat(st) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (st.capacity_bytes, st.free_bytes, st.reserve_bytes),
+            (100, 0, 40)
+        );
+        s.handle_as(put_req(2, &p), p.clone(), WriteClass::System)
+            .await
+            .expect("metadata may use the reserve");
+        let e = s
+            .handle_as(put_req(3, &p), p.clone(), WriteClass::System)
+            .await
+            .expect_err("never past the capacity");
+        assert!(matches!(e, RemoteError::NoSpace(_)), "{e:?}");
+        // Deleting gives the space back.
+        for i in 0..3 {
+            let id = FragmentId {
+                log: LogId(9),
+                segment: SegmentId(1),
+                index: i,
+            };
+            s.handle(StorageRequest::Delete { id }, Bytes::new())
+                .await
+                .expect("delete");
+        }
+        s.handle_as(put_req(0, &p), p.clone(), WriteClass::Client)
+            .await
+            .expect("room again");
     }
 
     #[tokio::test]

@@ -102,6 +102,9 @@ impl FragmentStore for CrashStore {
             used_bytes: d.used_bytes + v.used_bytes,
             fragments: d.fragments + v.fragments,
             fs_id: d.fs_id,
+            fs_capacity_bytes: d.fs_capacity_bytes,
+            fs_free_bytes: d.fs_free_bytes.saturating_sub(v.used_bytes),
+            reserve_bytes: 0,
         })
     }
 }

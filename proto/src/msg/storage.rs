@@ -80,9 +80,11 @@ pub struct FragmentInfo {
 /// Capacity and use of one storage server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageStat {
-    /// Bytes of the file system holding the data directory.
+    /// Bytes this server may store: its configured `capacity`, else the size of the file
+    /// system holding the data directory.
     pub capacity_bytes: u64,
-    /// Bytes free on that file system.
+    /// Bytes of client data this server still takes: below its capacity and the file
+    /// system's free space, minus the reserve.
     pub free_bytes: u64,
     /// Bytes of fragment payload stored by this server.
     pub used_bytes: u64,
@@ -91,6 +93,11 @@ pub struct StorageStat {
     /// unknown): servers reporting the same id share their free space, so honest space
     /// counts it once.
     pub fs_id: u64,
+    /// Size of that file system, and bytes free on it (shared by the servers on it).
+    pub fs_capacity_bytes: u64,
+    pub fs_free_bytes: u64,
+    /// Bytes kept for metadata logs, the cleaner and rebuild (refused to client data).
+    pub reserve_bytes: u64,
 }
 
 /// Counters of one scrub pass of one storage server.

@@ -637,12 +637,17 @@ impl FragmentStore for FileStore {
         let vfs = rustix::fs::statvfs(&self.frags)
             .map_err(|e| StorageError::io(format!("statvfs {}", self.frags.display()), e.into()))?;
         let index = lock(&self.index);
+        let capacity = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         Ok(StorageStat {
-            capacity_bytes: vfs.f_blocks.saturating_mul(vfs.f_frsize),
-            free_bytes: vfs.f_bavail.saturating_mul(vfs.f_frsize),
+            capacity_bytes: capacity,
+            free_bytes: free,
             used_bytes: index.used_bytes,
             fragments: index.fragments,
             fs_id: vfs.f_fsid,
+            fs_capacity_bytes: capacity,
+            fs_free_bytes: free,
+            reserve_bytes: 0,
         })
     }
 }
