@@ -163,8 +163,9 @@ impl LogWriter {
             return Err(LogError::Segment(SegmentError::TooLarge(MAX_SEGMENT)));
         }
         let len = segment.len() as u32;
-        let home =
-            stripe_group(&self.config, self.log, seg, k, m).map_err(|e| fail(0, e.to_string()))?;
+        let width = crate::stripe::width_now(&self.config);
+        let home = stripe_group(&self.config, self.log, seg, k, m, width)
+            .map_err(|e| fail(0, e.to_string()))?;
         let frags = tokio::task::spawn_blocking(move || {
             encode_fragments(&segment, k, m).map(|f| {
                 f.into_iter()
@@ -178,7 +179,9 @@ impl LogWriter {
         let mut tried: Vec<Vec<StripeMember>> = Vec::new();
         loop {
             let group = self.place(&home);
-            let put = self.put_stripe(seg, &group, &frags, k, m, len).await;
+            let put = self
+                .put_stripe(seg, &group, &frags, (k, m, width), len)
+                .await;
             let detail = put.problems.join("; ");
             if !put.full.is_empty() {
                 // A server refused for want of space: the stripe is not written (a stripe
@@ -221,6 +224,7 @@ impl LogWriter {
                 len,
                 k,
                 m,
+                nodes: width,
             });
         }
     }
@@ -265,8 +269,7 @@ impl LogWriter {
         seg: SegmentId,
         group: &[StripeMember],
         frags: &[(u32, Bytes)],
-        k: u8,
-        m: u8,
+        (k, m, width): (u8, u8, u16),
         len: u32,
     ) -> StripePut {
         let needed = write_quorum(k, m);
@@ -284,6 +287,7 @@ impl LogWriter {
                 m,
                 segment_len: len,
                 crc32c: *crc,
+                nodes: width,
             };
             let client = self.client.clone();
             let member = *member;
@@ -527,8 +531,15 @@ impl LogReader {
         if ptr.len == 0 {
             return Ok(Bytes::new());
         }
-        let home = stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m)
-            .map_err(|e| unreadable(0, e.to_string()))?;
+        let home = stripe_group(
+            &self.inner.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .map_err(|e| unreadable(0, e.to_string()))?;
         // Where the fragments were last found, if they moved (rebuild); else their home.
         let mut group = self.inner.cached_location(seg).unwrap_or(home);
         let pieces = pieces(seg.len, seg.k, ptr.offset, ptr.len);
@@ -748,21 +759,27 @@ impl LogReader {
                 len: meta.segment_len,
                 k: meta.k,
                 m: meta.m,
+                nodes: meta.nodes,
             })
             .collect())
     }
 
     /// Deletes every fragment of a segment (best effort on unreachable servers).
     pub async fn delete_segment(&self, seg: SegmentAddr) -> Result<(), LogError> {
-        let group =
-            stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m).map_err(|e| {
-                LogError::Unreadable {
-                    what: seg.to_string(),
-                    available: 0,
-                    needed: seg.k as usize,
-                    detail: e.to_string(),
-                }
-            })?;
+        let group = stripe_group(
+            &self.inner.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .map_err(|e| LogError::Unreadable {
+            what: seg.to_string(),
+            available: 0,
+            needed: seg.k as usize,
+            detail: e.to_string(),
+        })?;
         // Rebuilt fragments live away from home: delete every copy the servers know of.
         let servers: Vec<SocketAddr> = self
             .inner

@@ -298,6 +298,7 @@ mod tests {
                 m: 2,
                 segment_len: 4000,
                 crc32c: 0,
+                nodes: 0,
             },
             frag_len: 1000,
             holders,

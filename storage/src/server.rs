@@ -321,6 +321,7 @@ mod tests {
                 m: 2,
                 segment_len: 400,
                 crc32c: proto::crc32c(payload),
+                nodes: 0,
             },
         }
     }
@@ -390,6 +391,7 @@ mod tests {
             m: 1,
             segment_len: 20,
             crc32c: proto::crc32c(&payload),
+            nodes: 0,
         };
         let r = s
             .handle(

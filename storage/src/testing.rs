@@ -231,6 +231,7 @@ fn meta_for(payload: &[u8]) -> FragmentMeta {
         m: 2,
         segment_len: payload.len() as u32 * 4,
         crc32c: proto::crc32c(payload),
+        nodes: 0,
     }
 }
 

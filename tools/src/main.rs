@@ -133,6 +133,23 @@ enum NodeCmd {
         #[arg(long)]
         node: String,
     },
+    /// Add a storage node: appends it to cluster.toml (existing data stays where it is)
+    /// and issues its certificate (needs tls/ca.key). Start it with `shoal node run`; new
+    /// stripes use it once managers and mounts have been restarted with the new file.
+    Add {
+        /// Cluster directory (holds cluster.toml and tls/ca.key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The new node's name.
+        #[arg(long)]
+        name: String,
+        /// Its UDP address (QUIC).
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        /// The most fragment bytes it stores (e.g. "2GiB"); default its file system's size.
+        #[arg(long)]
+        capacity: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -316,6 +333,22 @@ async fn run(cli: Cli) -> Result<i32> {
             wait_for_signal().await?;
             tracing::info!("signal received, stopping");
             n.stop().await;
+            Ok(0)
+        }
+        Cmd::Node(NodeCmd::Add {
+            cluster,
+            name,
+            address,
+            capacity,
+        }) => {
+            let config = fsd::cluster::add_storage_node(&cluster, &name, address, capacity)?;
+            println!(
+                "added storage node {name} at {address} (cluster epoch {}, {} storage nodes)",
+                config.file.epoch,
+                config.storage_nodes().len()
+            );
+            println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
+            println!("then restart the managers one at a time and remount the clients with the new cluster.toml (running processes read it when they start): new stripes then use {name}, existing data stays where it is");
             Ok(0)
         }
         Cmd::Mount(a) => {

@@ -18,6 +18,9 @@ pub struct FragmentMeta {
     pub segment_len: u32,
     /// CRC32C (iSCSI) of the payload as sent; the server rejects a mismatch.
     pub crc32c: u32,
+    /// The stripe's placement width (`SegmentAddr::nodes`), so that a listing of the
+    /// servers gives back the segment's address; 0 = unknown.
+    pub nodes: u16,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
