@@ -111,7 +111,9 @@ pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     if p.jobs.is_empty() {
         return Round::default();
     }
-    let done = execute(client, &p, PARALLEL, |_, err| {
+    // Paced like the cleaner: clients keep their throughput while it runs.
+    let pace = Some(crate::pace::NiceConfig::default());
+    let done = execute(client, &p, PARALLEL, pace, |_, err| {
         if let Some(e) = err {
             tracing::warn!("background rebuild: {e}");
         }

@@ -142,6 +142,7 @@ impl Server {
             client: crate::rpc::StorageClient::new(transport),
             servers: config.storage_nodes().iter().map(|n| n.address).collect(),
             period: std::time::Duration::from_secs(config.file.storage.scrub_period_secs),
+            nice: std::sync::Mutex::new(crate::pace::Nice::new(Default::default())),
         };
         tokio::spawn(worker.run())
     }

@@ -53,7 +53,7 @@ enum Cmd {
     Scrub(NowArgs),
     /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
     /// fragments (e.g. those of a dead server) onto the live servers.
-    Rebuild(NowArgs),
+    Rebuild(RebuildArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -200,6 +200,19 @@ struct NowArgs {
     /// Do it now, at full speed, and wait until it is done.
     #[arg(long)]
     now: bool,
+}
+
+#[derive(Args)]
+struct RebuildArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Do it now and wait until it is done (at full speed unless --nice).
+    #[arg(long)]
+    now: bool,
+    /// With --now: pace like the background rebuild (backs off while clients are busy).
+    #[arg(long)]
+    nice: bool,
 }
 
 #[derive(Args)]
@@ -461,7 +474,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
-            rebuild::run(&config, a.now).await
+            rebuild::run(&config, a.now, a.nice).await
         }
         Cmd::Scrub(a) => {
             let config = load(&a.cluster)?;
