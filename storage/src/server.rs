@@ -23,7 +23,14 @@ pub struct Server {
     limits: Limits,
     /// Bytes of puts admitted and not yet stored.
     admitted: Arc<std::sync::Mutex<u64>>,
+    /// Draining (`shoal node drain`): every new fragment is refused.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The file that keeps a drain across restarts (file stores only).
+    drain_marker: Option<std::path::PathBuf>,
 }
+
+/// The file in a store's directory that says the server is being drained.
+const DRAIN_MARKER: &str = "DRAINING";
 
 /// Bytes of one admitted put, given back when the put ends.
 struct Admitted {
@@ -106,10 +113,17 @@ impl Server {
     /// Opens the file store under `data_dir` with a capacity and reserve.
     pub async fn open_with(data_dir: &Path, limits: Limits) -> Result<Arc<Server>, StorageError> {
         let dir = data_dir.to_path_buf();
+        let marker = data_dir.join(DRAIN_MARKER);
         let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
             .await
             .map_err(|e| StorageError::Internal(format!("store open task failed: {e}")))??;
-        Ok(Server::with_store_limited(Arc::new(store), limits))
+        let mut server = Server::new(Arc::new(store), limits);
+        if marker.exists() {
+            tracing::warn!(dir = %data_dir.display(), "this server is being drained: it takes no new fragments (`shoal node drain` to finish)");
+            server.draining.store(true, Ordering::SeqCst);
+        }
+        server.drain_marker = Some(marker);
+        Ok(Arc::new(server))
     }
 
     /// A server over any store (tests use `MemStore`/`CrashStore`).
@@ -119,13 +133,41 @@ impl Server {
 
     /// A server over any store, with a capacity and reserve.
     pub fn with_store_limited(store: Arc<dyn FragmentStore>, limits: Limits) -> Arc<Server> {
-        Arc::new(Server {
+        Arc::new(Server::new(store, limits))
+    }
+
+    fn new(store: Arc<dyn FragmentStore>, limits: Limits) -> Server {
+        Server {
             store,
             scrub: Default::default(),
             foreground: Default::default(),
             limits,
             admitted: Default::default(),
-        })
+            draining: Default::default(),
+            drain_marker: None,
+        }
+    }
+
+    /// Starts or stops draining, persisted by the marker file when there is one.
+    async fn set_draining(&self, on: bool) -> Result<bool, RemoteError> {
+        if let Some(marker) = self.drain_marker.clone() {
+            tokio::task::spawn_blocking(move || {
+                if on {
+                    std::fs::write(&marker, b"")
+                } else {
+                    match std::fs::remove_file(&marker) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+                .map_err(|e| StorageError::io(format!("drain marker {}", marker.display()), e))
+            })
+            .await
+            .map_err(|e| RemoteError::Io(format!("storage task failed: {e}")))??;
+        }
+        self.draining.store(on, Ordering::SeqCst);
+        tracing::warn!(on, "draining changed");
+        Ok(on)
     }
 
     /// Starts the background scrub of this server. It repairs bad fragments from the
@@ -189,6 +231,12 @@ impl Server {
             StorageRequest::PutFragment { id, meta } => {
                 let _fg = Foreground::new(&self.foreground);
                 let len = bulk.len();
+                if self.draining.load(Ordering::SeqCst) {
+                    tracing::debug!(fragment = %id, "put refused: draining");
+                    return Err(RemoteError::NoSpace(
+                        "this storage server is being drained and takes no new fragments".into(),
+                    ));
+                }
                 let (limits, counter) = (self.limits, self.admitted.clone());
                 self.blocking(move |s| {
                     let _admitted = admit(s, limits, &counter, len as u64, class)?;
@@ -236,7 +284,11 @@ impl Server {
             }
             StorageRequest::Stat => {
                 let limits = self.limits;
-                let st = self.blocking(move |s| limited_stat(s, limits)).await?;
+                let mut st = self.blocking(move |s| limited_stat(s, limits)).await?;
+                st.draining = self.draining.load(Ordering::SeqCst);
+                if st.draining {
+                    st.free_bytes = 0;
+                }
                 Ok((StorageResponse::Stat(st), Bytes::new()))
             }
             StorageRequest::Locate { log, segment } => {
@@ -249,6 +301,10 @@ impl Server {
             StorageRequest::ScrubStatus => {
                 Ok((StorageResponse::Scrub(self.scrub.report()), Bytes::new()))
             }
+            StorageRequest::Drain { on } => Ok((
+                StorageResponse::Draining(self.set_draining(on).await?),
+                Bytes::new(),
+            )),
         }
     }
 }

@@ -190,6 +190,7 @@ impl FragmentStore for MemStore {
             fs_capacity_bytes: u64::MAX,
             fs_free_bytes: u64::MAX - used,
             reserve_bytes: 0,
+            draining: false,
         })
     }
 }

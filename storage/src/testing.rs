@@ -105,6 +105,7 @@ impl FragmentStore for CrashStore {
             fs_capacity_bytes: d.fs_capacity_bytes,
             fs_free_bytes: d.fs_free_bytes.saturating_sub(v.used_bytes),
             reserve_bytes: 0,
+            draining: false,
         })
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 mod bench;
 mod clean;
 mod df;
+mod drain;
 mod rebuild;
 mod scrub;
 
@@ -149,6 +150,16 @@ enum NodeCmd {
         /// The most fragment bytes it stores (e.g. "2GiB"); default its file system's size.
         #[arg(long)]
         capacity: Option<String>,
+    },
+    /// Drain storage node NAME: it takes no new fragments, its fragments are rebuilt onto
+    /// the other servers and deleted from it, with progress; then it holds nothing and can
+    /// be removed.
+    Drain {
+        /// Cluster directory (holds cluster.toml and tls/).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The storage node to empty.
+        name: String,
     },
 }
 
@@ -363,6 +374,10 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
             println!("then restart the managers one at a time and remount the clients with the new cluster.toml (running processes read it when they start): new stripes then use {name}, existing data stays where it is");
             Ok(0)
+        }
+        Cmd::Node(NodeCmd::Drain { cluster, name }) => {
+            let config = load(&cluster)?;
+            drain::run(&config, &name).await
         }
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);

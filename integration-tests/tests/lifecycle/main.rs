@@ -4,7 +4,8 @@
 //! segments reclaimed, t60, t61), and the copying cleaner frees half-overwritten segments
 //! with every byte reading back (t62), and a cluster filled to ENOSPC deletes its way out
 //! and takes writes again (t63), and a seventh storage server added with `shoal node add`
-//! leaves old data in place and takes new stripes (t64). All bounded in time.
+//! leaves old data in place and takes new stripes (t64), and `shoal node drain` empties a
+//! server so that data survives without it (t65). All bounded in time.
 
 mod t10_scrub_repairs;
 mod t20_rebuild;
@@ -14,6 +15,7 @@ mod t61_clean_command;
 mod t62_clean_overwritten;
 mod t63_full_cluster;
 mod t64_add_node;
+mod t65_drain;
 mod t70_rebuild_rate;
 
 use anyhow::{Context, Result};

@@ -49,6 +49,10 @@ pub enum StorageRequest {
     ScrubNow,
     /// Progress of the running scrub pass and the results of the last finished one.
     ScrubStatus,
+    /// Start (`on`) or stop draining: a draining server refuses every new fragment with
+    /// "no space" (writers place stripes around it) while `shoal node drain` moves its
+    /// fragments off. Answered with `Draining`.
+    Drain { on: bool },
 }
 
 impl fmt::Display for StorageRequest {
@@ -67,6 +71,7 @@ impl fmt::Display for StorageRequest {
             StorageRequest::Locate { log, segment } => write!(f, "Locate({log}/{segment})"),
             StorageRequest::ScrubNow => write!(f, "ScrubNow"),
             StorageRequest::ScrubStatus => write!(f, "ScrubStatus"),
+            StorageRequest::Drain { on } => write!(f, "Drain({on})"),
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct StorageStat {
     pub fs_free_bytes: u64,
     /// Bytes kept for metadata logs, the cleaner and rebuild (refused to client data).
     pub reserve_bytes: u64,
+    /// The server is being drained (takes no new fragments).
+    pub draining: bool,
 }
 
 /// Counters of one scrub pass of one storage server.
@@ -153,4 +160,6 @@ pub enum StorageResponse {
     Stat(StorageStat),
     Located(Vec<FragmentInfo>),
     Scrub(ScrubReport),
+    /// Whether the server is draining now.
+    Draining(bool),
 }

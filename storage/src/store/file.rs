@@ -651,6 +651,7 @@ impl FragmentStore for FileStore {
             fs_capacity_bytes: capacity,
             fs_free_bytes: free,
             reserve_bytes: 0,
+            draining: false,
         })
     }
 }
