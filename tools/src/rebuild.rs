@@ -61,7 +61,10 @@ pub async fn run(config: &ClusterConfig, now: bool, nice: bool) -> Result<i32> {
     }
     let started = Instant::now();
     // --nice: paced by the Nice controller like the background rebuild.
-    let pace = nice.then(storage::pace::NiceConfig::default);
+    let pace = nice.then(|| storage::pace::NiceConfig {
+        min_share: storage::autorebuild::REBUILD_MIN_SHARE,
+        ..Default::default()
+    });
     let done = execute(&client, &p, PARALLEL, pace, |pr, err| {
         if let Some(e) = err {
             eprintln!("\nfailed: {e}");
