@@ -537,6 +537,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
                 }
+                if n.storage.as_ref().is_some_and(|st| st.draining) {
+                    println!("    draining: takes no new fragments (`shoal node drain` moves the rest off)");
+                }
                 if let Some(r) = &n.scrub {
                     if r.running {
                         println!(

@@ -45,6 +45,12 @@ fn t65_drained_server_holds_nothing_and_data_survives_without_it() -> Result<()>
         dir_bytes(&drained)?
     );
 
+    let st = c.status()?;
+    ensure!(
+        st.stdout.contains("draining: takes no new fragments"),
+        "shoal status does not show the drain: {st}"
+    );
+
     // New stripes go around the draining server.
     write_pattern(&m.join("after"), 99, SIZE)?;
     ensure!(
