@@ -25,7 +25,7 @@ use crate::worker::{Worker, WorkerStatus, Workers};
 use bytes::Bytes;
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
-use proto::ids::{InodeId, LogId};
+use proto::ids::{InodeId, LogId, SessionId};
 use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use std::collections::HashMap;
@@ -193,7 +193,7 @@ impl Client {
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
-        tracing::info!(log = %client.log_id, session = client.meta.session(), "client connected");
+        tracing::info!(log = %client.log_id, session = %format_args!("{:x}", client.meta.session()), "client connected");
         Ok(client)
     }
 
@@ -261,7 +261,7 @@ impl Client {
     }
 
     /// This mount's session id.
-    pub fn session(&self) -> u64 {
+    pub fn session(&self) -> SessionId {
         self.meta.session()
     }
 

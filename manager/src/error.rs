@@ -149,16 +149,16 @@ pub enum RecoveryError {
     Gap {
         log: proto::ids::LogId,
         segment: proto::ids::SegmentId,
-        expected: u64,
-        found: u64,
+        expected: proto::ids::Lsn,
+        found: proto::ids::Lsn,
     },
     #[error("metadata log {log} ends at LSN {found} but checkpoint {checkpoint} (segment {segment}) includes changes up to LSN {needed}; the log's tail is missing: restore the storage servers that held it, then restart the manager")]
     ShortTail {
         log: proto::ids::LogId,
         segment: proto::ids::SegmentId,
-        checkpoint: u64,
-        needed: u64,
-        found: u64,
+        checkpoint: proto::ids::Lsn,
+        needed: proto::ids::Lsn,
+        found: proto::ids::Lsn,
     },
 }
 

@@ -134,7 +134,7 @@ impl Journal {
             urgent: Notify::new(),
             durable: watch::Sender::new(durable),
             progress: watch::Sender::new(0),
-            checkpointed: watch::Sender::new(0),
+            checkpointed: watch::Sender::new(Lsn::ZERO),
             kept: Mutex::new(None),
             interval,
             limits,
@@ -440,8 +440,8 @@ impl Committer<'_> {
         .map_err(|e| ManagerError::Backend(format!("record encoding task failed: {e}")))?;
         match self.append(EntryKind::MetaRecords, encoded).await {
             Ok(addr) => {
-                let last = recs.last().map(|r| r.lsn).unwrap_or(0);
-                tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last, "records durable");
+                let last = recs.last().map_or(Lsn::ZERO, |r| r.lsn);
+                tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last = last.0, "records durable");
                 self.j.durable.send_if_modified(|d| {
                     let changed = last > *d;
                     *d = (*d).max(last);
@@ -459,7 +459,7 @@ impl Committer<'_> {
     fn start_checkpoint(&mut self) {
         let item = self.j.lock().items.pop_front();
         if let Some(Item::Checkpoint { head, lsn }) = item {
-            tracing::info!(lsn, "checkpoint started");
+            tracing::info!(lsn = lsn.0, "checkpoint started");
             self.active = Some(Active {
                 lsn,
                 buf: head,
@@ -504,7 +504,7 @@ impl Committer<'_> {
             let crc = proto::crc32c(&a.buf[..n]);
             let (lsn, index) = (a.lsn, a.chunks.len());
             let addr = self.append(EntryKind::Checkpoint, entry).await?;
-            tracing::debug!(lsn, index, segment = %addr.segment, bytes = n, "checkpoint chunk written");
+            tracing::debug!(lsn = lsn.0, index, segment = %addr.segment, bytes = n, "checkpoint chunk written");
             let Some(a) = self.active.as_mut() else {
                 return Ok(());
             };
@@ -556,11 +556,11 @@ impl Committer<'_> {
         self.j.lock().checkpoint_busy = false;
         match verified {
             Err(e) => {
-                tracing::error!(lsn = a.lsn, segment = %addr.segment, "checkpoint does not read back, keeping the older segments: {e}");
+                tracing::error!(lsn = a.lsn.0, segment = %addr.segment, "checkpoint does not read back, keeping the older segments: {e}");
             }
             Ok(()) => {
                 let first = manifest.from_segment;
-                tracing::info!(lsn = a.lsn, covers = a.covers, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
+                tracing::info!(lsn = a.lsn.0, covers = a.covers.0, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
                 self.j.checkpointed.send_modify(|c| *c = (*c).max(a.lsn));
                 let prev = self
                     .j

@@ -14,7 +14,7 @@ use crate::service::Service;
 use crate::service_test::{errno_of, Cluster};
 use crate::state::MetaState;
 use bytes::Bytes;
-use proto::ids::{InodeId, SegmentId};
+use proto::ids::{InodeId, Lsn, SegmentId};
 use proto::msg::{Attr, Caller, ManagerRequest as R, ManagerResponse as A, NewNode, RemoteError};
 use proto::transport::BoxFuture;
 use std::sync::Arc;
@@ -518,7 +518,7 @@ async fn storage_unavailable_fails_sync_with_eio_within_the_bound() {
 fn batch(lsns: std::ops::RangeInclusive<u64>) -> Bytes {
     let recs: Vec<Logged> = lsns
         .map(|lsn| Logged {
-            lsn,
+            lsn: Lsn(lsn),
             rec: Record::TxDone {
                 tx: proto::ids::TxId {
                     coordinator: proto::ids::NodeId(1),
@@ -545,7 +545,7 @@ async fn lsn_gaps_stop_recovery_and_failed_appends_do_not() {
         .await
         .expect("append");
     let r = recover(&log).await.expect("recovers");
-    assert_eq!((r.state.last_lsn(), r.segments_skipped), (6, 1));
+    assert_eq!((r.state.last_lsn(), r.segments_skipped), (Lsn(6), 1));
     // A batch that skips LSNs: refused, naming the segment.
     log.append(EntryKind::MetaRecords, batch(9..=9))
         .await
@@ -572,8 +572,8 @@ async fn version_1_checkpoints_still_recover() {
         .await
         .expect("append");
     let r = recover(&log).await.expect("recovers");
-    assert_eq!(r.checkpoint, Some((1, 1)));
-    assert_eq!(r.state.last_lsn(), 4);
+    assert_eq!(r.checkpoint, Some((Lsn(1), 1)));
+    assert_eq!(r.state.last_lsn(), Lsn(4));
     assert!(r.state.inode(ROOT).is_some());
 }
 

@@ -205,7 +205,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
             }
             Found::Manifest(m) => match load(backend, &listed, &m).await {
                 Ok(state) => {
-                    tracing::info!(segment = %seg.segment, lsn = m.lsn, chunks = m.chunks.len(), inodes = state.inode_count(), "loaded checkpoint");
+                    tracing::info!(segment = %seg.segment, lsn = m.lsn.0, chunks = m.chunks.len(), inodes = state.inode_count(), "loaded checkpoint");
                     base = Some(Base {
                         first: m.from_segment,
                         lsn: m.lsn,
@@ -217,7 +217,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(segment = %seg.segment, lsn = m.lsn, "checkpoint is incomplete, trying the one before: {e}");
+                    tracing::warn!(segment = %seg.segment, lsn = m.lsn.0, "checkpoint is incomplete, trying the one before: {e}");
                     scanned.insert(id, Scanned::Nothing);
                 }
             },
@@ -228,7 +228,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                         .map_err(|e| ManagerError::Recovery(format!("decoding task: {e}")))?;
                 match decoded {
                     Ok((lsn, state)) => {
-                        tracing::info!(segment = %seg.segment, lsn, inodes = state.inode_count(), "loaded version 1 checkpoint");
+                        tracing::info!(segment = %seg.segment, lsn = lsn.0, inodes = state.inode_count(), "loaded version 1 checkpoint");
                         base = Some(Base {
                             first: id,
                             lsn,
@@ -276,7 +276,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
     };
 
     // Replay in order, LSNs contiguous.
-    let mut expected = state.last_lsn() + 1;
+    let mut expected = state.last_lsn().next();
     let mut pending: Option<(SegmentId, String)> = None;
     let (mut replayed, mut skipped) = (0, 0);
     for (id, s) in scanned {
@@ -329,11 +329,11 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                 }
                 .into());
             }
-            if let Some(w) = recs.windows(2).find(|w| w[1].lsn != w[0].lsn + 1) {
+            if let Some(w) = recs.windows(2).find(|w| w[1].lsn != w[0].lsn.next()) {
                 return Err(RecoveryError::Gap {
                     log,
                     segment: seg,
-                    expected: w[0].lsn + 1,
+                    expected: w[0].lsn.next(),
                     found: w[1].lsn,
                 }
                 .into());
@@ -343,7 +343,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                 skipped += 1;
             }
             recs.iter().for_each(|r| state.apply(r));
-            expected = expected.max(recs.last().map(|r| r.lsn + 1).unwrap_or(expected));
+            expected = expected.max(recs.last().map_or(expected, |r| r.lsn.next()));
         }
         replayed += 1;
     }
@@ -367,7 +367,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
             .into());
         }
     }
-    tracing::info!(lsn = state.last_lsn(), replayed, skipped, next = %next_segment, "metadata log replayed");
+    tracing::info!(lsn = state.last_lsn().0, replayed, skipped, next = %next_segment, "metadata log replayed");
     Ok(Recovered {
         state,
         next_segment,

@@ -11,7 +11,7 @@ use crate::error::{code, enoent, CallbackError, Errno, ManagerError};
 use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, StorageLog};
 use crate::lease::{Affected, Callback, LeaseStats, LeaseTable, Requester, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply, TxPlan, TxReply, MAX_DEPTH};
-use crate::record::{Record, TxIntent};
+use crate::record::{Lsn, Record, TxIntent};
 use crate::recovery::recover;
 use crate::state::MetaState;
 use crate::txn::{Command, TxDriver};
@@ -282,7 +282,7 @@ impl Service {
             owners,
             state: tokio::sync::Mutex::new(MetaState::new()),
             gate: tokio::sync::RwLock::new(()),
-            journal: Journal::new(interval, 0, limits),
+            journal: Journal::new(interval, Lsn::ZERO, limits),
             backend,
             peers,
             leases: Mutex::new(LeaseTable::new(lease, incarnation)),
@@ -486,7 +486,7 @@ impl Service {
                 Ok(r) => r,
                 Err(_) => {
                     checkpointed = false;
-                    tracing::warn!(node = %self.me, lsn, "no checkpoint within {SHUTDOWN_CHECKPOINT_WAIT:?} at shutdown; recovery replays the log instead");
+                    tracing::warn!(node = %self.me, lsn = lsn.0, "no checkpoint within {SHUTDOWN_CHECKPOINT_WAIT:?} at shutdown; recovery replays the log instead");
                     Ok(())
                 }
             },
@@ -507,9 +507,9 @@ impl Service {
             }
         }
         if checkpointed {
-            tracing::info!(node = %self.me, lsn, "manager: shut down with a checkpoint");
+            tracing::info!(node = %self.me, lsn = lsn.0, "manager: shut down with a checkpoint");
         } else {
-            tracing::info!(node = %self.me, lsn, "manager: shut down (records durable, no new checkpoint)");
+            tracing::info!(node = %self.me, lsn = lsn.0, "manager: shut down (records durable, no new checkpoint)");
         }
         r
     }
@@ -862,7 +862,7 @@ impl Service {
         &self,
         who: Option<SessionId>,
         ino: InodeId,
-        session: u64,
+        session: SessionId,
         reclaim: bool,
     ) -> Result<ManagerResponse, RemoteError> {
         let Some(who) = who else {

@@ -9,7 +9,7 @@ use crate::client::{Client, FileHandle, PROBE_TIMEOUT};
 use crate::error::FsError;
 use crate::meta::{self as remote, Target};
 use proto::config::ClusterConfig;
-use proto::ids::InodeId;
+use proto::ids::{InodeId, SessionId};
 use proto::msg::{
     Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, RenameFlags, Request,
     Response, StorageRequest, StorageResponse,
@@ -97,7 +97,7 @@ impl Client {
         node: NewNode,
         (perm, umask): (u16, u16),
         caller: Caller,
-        session: Option<u64>,
+        session: Option<SessionId>,
     ) -> Result<Attr, FsError> {
         check_name(name)?;
         let is_dir = node == NewNode::Dir;
