@@ -16,7 +16,7 @@
 
 pub use crate::backend::{LogBackend, MemLog, StorageLog};
 use crate::checkpoint::{self, ChunkRef, InodePiece, Manifest, CHUNK_HEADER};
-use crate::error::{code, Errno, ManagerError};
+use crate::error::{code, CheckpointReadError, Errno, ManagerError};
 use crate::record::{encode_records, Logged, Lsn, Record};
 use bytes::Bytes;
 use proto::config::ManagerTunables;
@@ -582,26 +582,34 @@ impl Committer<'_> {
         a: &Active,
         manifest_addr: SegmentAddr,
         manifest: &Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), CheckpointReadError> {
         for (addr, c) in &a.chunks {
-            let entries = self.backend.read(*addr).await.map_err(|e| e.to_string())?;
+            let segment = addr.segment.0;
+            let entries = self.backend.read(*addr).await.map_err(|e| {
+                CheckpointReadError::ChunkUnreadable {
+                    segment,
+                    source: Box::new(e),
+                }
+            })?;
             let Some((_, bytes)) = entries.first() else {
-                return Err(format!("chunk {} is empty", addr.segment));
+                return Err(CheckpointReadError::NotAChunk(segment));
             };
-            let (lsn, _, data) =
-                checkpoint::decode_chunk(bytes).map_err(|e| format!("{}: {e}", addr.segment))?;
+            let (lsn, _, data) = checkpoint::decode_chunk(bytes)
+                .map_err(|source| CheckpointReadError::ChunkCodec { segment, source })?;
             if lsn != a.lsn || data.len() != c.len as usize || proto::crc32c(&data) != c.crc {
-                return Err(format!("chunk {} does not match", addr.segment));
+                return Err(CheckpointReadError::ChunkMismatch(segment));
             }
         }
-        let entries = self
-            .backend
-            .read(manifest_addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let segment = manifest_addr.segment.0;
+        let entries = self.backend.read(manifest_addr).await.map_err(|e| {
+            CheckpointReadError::ManifestUnreadable {
+                segment,
+                source: Box::new(e),
+            }
+        })?;
         match entries.first() {
             Some((EntryKind::Checkpoint, b)) if b == manifest => Ok(()),
-            _ => Err(format!("manifest {} does not match", manifest_addr.segment)),
+            _ => Err(CheckpointReadError::ManifestMismatch(segment)),
         }
     }
 

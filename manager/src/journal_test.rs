@@ -81,7 +81,10 @@ async fn entry_count(c: &Cluster, dir: InodeId) -> usize {
 }
 
 /// Starts manager `i` of `c` and returns it with the outcome of its recovery.
-async fn start_raw(c: &Cluster, i: usize) -> (Arc<Service>, Result<(), String>) {
+async fn start_raw(
+    c: &Cluster,
+    i: usize,
+) -> (Arc<Service>, Result<(), Arc<crate::error::ManagerError>>) {
     let svc = Service::start_with(
         c.config.clone(),
         c.node(i),
@@ -409,7 +412,7 @@ async fn unreadable_middle_segment_stops_recovery_naming_it() {
     c.logs[0].make_unreadable(mid);
     c.managers[0].kill();
     let (svc, r) = start_raw(&c, 0).await;
-    let err = r.expect_err("recovery must refuse");
+    let err = r.expect_err("recovery must refuse").to_string();
     assert!(err.contains(&format!("seg{mid} ")), "{err}");
     assert!(err.contains("cannot be read"), "{err}");
     match svc.handle(None, R::GetAttr { ino: ROOT }).await {
@@ -462,7 +465,7 @@ async fn lost_checkpoints_never_come_back_as_an_empty_namespace() {
         c.logs[0].make_unreadable(*s);
     }
     let (svc, r) = start_raw(&c, 0).await;
-    let err = r.expect_err("recovery must refuse");
+    let err = r.expect_err("recovery must refuse").to_string();
     assert!(err.contains("seg"), "{err}");
     svc.kill();
 }

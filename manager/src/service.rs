@@ -203,7 +203,7 @@ pub struct Service {
     /// The cluster-wide directory-move lock (served when this node owns the root's slot).
     move_lock: Mutex<crate::txn::movelock::MoveLock>,
     /// Why recovery refused to serve (the manager stays unavailable).
-    recovery_error: Mutex<Option<String>>,
+    recovery_error: Mutex<Option<Arc<ManagerError>>>,
     this: std::sync::Weak<Service>,
 }
 
@@ -303,7 +303,7 @@ impl Service {
         let h = tokio::spawn(async move {
             if let Err(e) = s.clone().recover_and_open().await {
                 tracing::error!(node = %s.me, "manager recovery failed, not serving: {e}");
-                *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(e));
                 s.ready_tx.send_modify(|_| {});
             }
         });
@@ -372,7 +372,7 @@ impl Service {
     }
 
     /// Why recovery refused to serve, if it did.
-    pub fn recovery_error(&self) -> Option<String> {
+    pub fn recovery_error(&self) -> Option<Arc<ManagerError>> {
         self.recovery_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -380,7 +380,7 @@ impl Service {
     }
 
     /// Returns once recovery is done or has refused (with its error).
-    pub async fn wait_recovered(&self) -> Result<(), String> {
+    pub async fn wait_recovered(&self) -> Result<(), Arc<ManagerError>> {
         let mut rx = self.ready_tx.subscribe();
         let _ = rx.wait_for(|r| *r || self.recovery_error().is_some()).await;
         self.recovery_error().map_or(Ok(()), Err)

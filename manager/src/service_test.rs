@@ -497,7 +497,7 @@ async fn failed_appends_are_retried_and_a_synced_create_survives() {
     )
     .await
     .expect("start");
-    let err = svc.wait_recovered().await.expect_err("refuses");
+    let err = svc.wait_recovered().await.expect_err("refuses").to_string();
     assert!(err.contains(&format!("seg{last} ")), "{err}");
     svc.kill();
     c.logs[0].make_readable(last);

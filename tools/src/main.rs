@@ -277,7 +277,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Some(r) => r,
                 None => bail!("role {role:?}: expected client or admin"),
             };
-            let valid_for = fsd::certs::parse_duration(&expires).map_err(anyhow::Error::msg)?;
+            let valid_for = fsd::certs::parse_duration(&expires)?;
             let id = fsd::certs::issue(&config, role, &name, valid_for)?;
             let (cp, kp) = config.cert_paths(&name);
             println!(

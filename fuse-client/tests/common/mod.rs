@@ -356,6 +356,17 @@ impl FakeManager {
     }
 }
 
+/// Why the fake manager could not deliver a callback.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackFailed {
+    #[error("unknown session {0:x}")]
+    UnknownSession(SessionId),
+    #[error("the fake manager has no transport yet")]
+    NoTransport,
+    #[error(transparent)]
+    Transport(#[from] proto::transport::TransportError),
+}
+
 impl FakeManager {
     /// Marks `session` lost: `LeaseExpired` to its requests, `lost: true` at its next Renew.
     pub fn mark_lost(&self, session: SessionId) {
@@ -367,24 +378,24 @@ impl FakeManager {
         &self,
         session: SessionId,
         cb: ClientCallback,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, CallbackFailed> {
         let addr = self
             .lock()
             .addrs
             .get(&session)
             .copied()
-            .ok_or("unknown session")?;
+            .ok_or(CallbackFailed::UnknownSession(session))?;
         self.lock().callbacks.push((session, cb.clone()));
-        let t = self.transport.get().ok_or("no transport")?;
-        t.call_peer(
-            addr,
-            &Request::Client(cb),
-            Bytes::new(),
-            Duration::from_secs(10),
-        )
-        .await
-        .map(|(r, _)| r)
-        .map_err(|e| e.to_string())
+        let t = self.transport.get().ok_or(CallbackFailed::NoTransport)?;
+        let (r, _) = t
+            .call_peer(
+                addr,
+                &Request::Client(cb),
+                Bytes::new(),
+                Duration::from_secs(10),
+            )
+            .await?;
+        Ok(r)
     }
 
     /// Sends every callback at once; a holder that does not answer is marked lost.
