@@ -14,10 +14,12 @@
 //! are deleted, so the two newest checkpoints (and the records after the older one) stay.
 //! Must not: hold the state lock, or block a runtime thread.
 
-pub use crate::backend::{LogBackend, MemLog, StorageLog};
+pub use crate::backend::{LogBackend, StorageLog};
 use crate::checkpoint::{self, ChunkRef, InodePiece, Manifest, CHUNK_HEADER};
 use crate::error::{code, CheckpointReadError, Errno, ManagerError};
 use crate::record::{encode_records, Logged, Lsn, Record};
+#[cfg(any(test, feature = "testing"))]
+pub use crate::testing::MemLog;
 use bytes::Bytes;
 use proto::config::ManagerTunables;
 use proto::ids::{InodeId, SegmentAddr};

@@ -82,21 +82,6 @@ impl CallbackSender for QuicCallbacks {
     }
 }
 
-/// For managers that never call clients back (no transport): every callback fails, so
-/// holders run out at their lease expiry.
-pub struct NoCallbacks;
-
-impl CallbackSender for NoCallbacks {
-    fn send(
-        &self,
-        to: SocketAddr,
-        _cb: ClientCallback,
-        _timeout: Duration,
-    ) -> BoxFuture<'_, Result<(), CallbackError>> {
-        Box::pin(async move { Err(CallbackError::NoChannel(to)) })
-    }
-}
-
 /// `WriteLeaseEnd` records for the recorded write leases that are over (see
 /// `LeaseTable::ended_writes`), computed only when a writer was dropped (or grace ended)
 /// since the last time, so that commits do not scan the recorded leases each time; call
@@ -1621,65 +1606,5 @@ async fn process_ids() -> (u32, u32) {
             );
             (0, 0)
         }
-    }
-}
-
-/// In-process peers for tests and single-process clusters: calls go straight to the
-/// `Service` of the target node.
-#[derive(Default)]
-pub struct LoopbackPeers {
-    services: Mutex<std::collections::HashMap<NodeId, std::sync::Weak<Service>>>,
-    down: Mutex<std::collections::HashSet<NodeId>>,
-}
-
-impl LoopbackPeers {
-    pub fn new() -> Arc<LoopbackPeers> {
-        Arc::new(LoopbackPeers::default())
-    }
-
-    pub fn register(&self, svc: &Arc<Service>) {
-        self.services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(svc.me, Arc::downgrade(svc));
-    }
-
-    /// Makes calls to `node` fail as unreachable (or reachable again).
-    pub fn set_down(&self, node: NodeId, down: bool) {
-        let mut d = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        if down {
-            d.insert(node);
-        } else {
-            d.remove(&node);
-        }
-    }
-}
-
-impl Peers for LoopbackPeers {
-    fn call(
-        &self,
-        node: NodeId,
-        req: ManagerRequest,
-    ) -> BoxFuture<'_, Result<ManagerResponse, RemoteError>> {
-        Box::pin(async move {
-            if self
-                .down
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&node)
-            {
-                return Err(RemoteError::Unavailable(format!("{node} is down (test)")));
-            }
-            let svc = self
-                .services
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&node)
-                .and_then(|w| w.upgrade());
-            match svc {
-                Some(s) => s.handle(None, req).await,
-                None => Err(RemoteError::Unavailable(format!("{node} is not running"))),
-            }
-        })
     }
 }

@@ -4,7 +4,8 @@
 use crate::error::code::*;
 use crate::journal::MemLog;
 use crate::lease_test::FakeCallbacks;
-use crate::service::{LoopbackPeers, Service};
+use crate::service::Service;
+use crate::testing::LoopbackPeers;
 use proto::config::{ClusterConfig, ErasureConfig};
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{
