@@ -25,7 +25,6 @@ pub mod meta;
 pub mod ops;
 pub mod stats;
 pub mod verifier;
-pub mod worker;
 
 pub use client::CallbackHandler;
 pub use client::{Client, FileHandle};
@@ -33,5 +32,5 @@ pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
 pub use kernel::mount::{mount, Mount, MountOptions};
 pub use ops::namespace::{StatFs, DROP_CACHES_XATTR};
+pub use proto::worker::{WorkerState, WorkerStatus};
 pub use stats::ClientStats;
-pub use worker::{WorkerState, WorkerStatus};

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use proto::config::ManagerTunables;
 use proto::ids::{InodeId, SegmentAddr};
 use proto::transport::BoxFuture;
+use proto::worker::Worker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -328,11 +329,13 @@ impl Journal {
         self.lock().items.push_front(Item::Records { recs, bytes });
     }
 
-    /// The committer: runs until `close` and an empty queue.
+    /// The committer: runs until `close` and an empty queue. Each step (a batch of
+    /// records, a checkpoint chunk) is reported through `worker`.
     pub async fn run(
         self: Arc<Self>,
         backend: Arc<dyn LogBackend>,
         source: Arc<dyn CheckpointSource>,
+        worker: Arc<Worker>,
     ) {
         let mut c = Committer {
             j: &self,
@@ -358,6 +361,7 @@ impl Journal {
             };
             if !records && !marker && c.active.is_none() {
                 if closed {
+                    worker.stopped();
                     return;
                 }
                 draining = false;
@@ -371,6 +375,7 @@ impl Journal {
                     _ = self.urgent.notified() => {}
                 }
             }
+            worker.busy();
             let step = if records && !(chunk_turn && c.active.is_some()) {
                 draining = true;
                 chunk_turn = true;
@@ -383,10 +388,15 @@ impl Journal {
                 Ok(())
             };
             match step {
-                Ok(()) => c.succeeded(),
+                Ok(()) => {
+                    worker.idle();
+                    c.succeeded()
+                }
                 Err(e) => {
+                    worker.failed(&e);
                     draining = false;
                     if c.failed(e).await {
+                        worker.stopped();
                         return;
                     }
                 }

@@ -641,6 +641,7 @@ async fn measure(n: usize) {
     let committer = tokio::spawn(j.clone().run(
         Arc::new(log.clone()),
         Arc::new(Fixed(tokio::sync::Mutex::new(st))),
+        proto::worker::Workers::default().register("journal"),
     ));
     let t = Instant::now();
     j.push_checkpoint(head, lsn);

@@ -23,6 +23,7 @@ use proto::msg::{
 };
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{BoxFuture, Transport};
+use proto::worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -189,6 +190,8 @@ pub struct Service {
     move_lock: Mutex<crate::txn::movelock::MoveLock>,
     /// Why recovery refused to serve (the manager stays unavailable).
     recovery_error: Mutex<Option<Arc<ManagerError>>>,
+    /// The manager's named background workers (the journal committer) and their status.
+    workers: Workers,
     this: std::sync::Weak<Service>,
 }
 
@@ -281,6 +284,7 @@ impl Service {
             committer: Mutex::new(None),
             move_lock: Mutex::new(Default::default()),
             recovery_error: Mutex::new(None),
+            workers: Workers::default(),
             this: this.clone(),
         });
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");
@@ -315,7 +319,8 @@ impl Service {
         }
         let j = self.journal.clone();
         let source = Arc::new(StateSource(self.this.clone()));
-        let committer = tokio::spawn(j.clone().run(self.backend.clone(), source));
+        let worker = self.workers.register("journal");
+        let committer = tokio::spawn(j.clone().run(self.backend.clone(), source, worker));
         *self.committer.lock().unwrap_or_else(|e| e.into_inner()) = Some(committer);
         if rec.empty && self.owners[0] == self.me {
             let (uid, gid) = process_ids().await;
@@ -354,6 +359,11 @@ impl Service {
     pub async fn wait_ready(&self) {
         let mut rx = self.ready_tx.subscribe();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// The manager's background workers (the journal committer) and what each is doing.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.workers.statuses()
     }
 
     /// Why recovery refused to serve, if it did.

@@ -242,6 +242,32 @@ async fn directories_spread_and_survive_clean_and_crash_restarts() {
 }
 
 #[tokio::test]
+async fn the_journal_committer_reports_its_rounds_and_its_end() {
+    let c = Cluster::start(100_000).await;
+    let journal = |svc: &Service| {
+        svc.workers()
+            .into_iter()
+            .find(|w| w.name == "journal")
+            .expect("a journal worker")
+    };
+    c.touch(ROOT, "a").await;
+    c.sync_all().await;
+    let m = c.managers[0].clone();
+    let before = journal(&m);
+    assert!(before.rounds > 0, "{before:?}");
+    assert_eq!(before.last_error, None);
+    assert_ne!(before.state, proto::worker::WorkerState::Stopped);
+    m.shutdown().await.expect("shutdown");
+    let after = journal(&m);
+    assert_eq!(
+        after.state,
+        proto::worker::WorkerState::Stopped,
+        "{after:?}"
+    );
+    assert!(after.rounds >= before.rounds);
+}
+
+#[tokio::test]
 async fn cross_manager_rename_link_unlink_rmdir() {
     let c = Cluster::start(100_000).await;
     let dirs = populate(&c).await;

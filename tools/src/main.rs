@@ -476,6 +476,21 @@ async fn run(cli: Cli) -> Result<i32> {
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
                 }
+                if let Ok(info) = &n.reachable {
+                    if !info.workers.is_empty() {
+                        let list: Vec<String> = info
+                            .workers
+                            .iter()
+                            .map(|w| format!("{} {} ({} rounds)", w.name, w.state, w.rounds))
+                            .collect();
+                        println!("    workers: {}", list.join(", "));
+                    }
+                    for w in &info.workers {
+                        if let Some(e) = &w.last_error {
+                            println!("    {} last round failed: {e}", w.name);
+                        }
+                    }
+                }
                 if let Some(r) = &n.scrub {
                     if r.running {
                         println!(

@@ -610,6 +610,7 @@ impl Handler for FakeManager {
                     name: "manager-1".into(),
                     roles: vec!["manager".into()],
                     version: proto::VERSION.into(),
+                    workers: Vec::new(),
                 }),
                 Request::Manager(r) => match self.manager(peer.addr, r).await {
                     Ok(r) => Response::Manager(r),
