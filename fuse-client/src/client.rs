@@ -13,9 +13,10 @@
 
 use crate::data::cache::BlockCache;
 use crate::data::extents::ExtentCache;
-use crate::data::listing::DirStream;
+use crate::data::open_dirs::OpenDirs;
 use crate::data::{DataState, Which};
 use crate::error::{ClientError, FsError};
+use crate::handle::Handles;
 use crate::horizon::Horizon;
 use crate::kernel::notify::KernelCache;
 use crate::meta::{LeaseActions, Meta, Target};
@@ -40,10 +41,7 @@ const DIRTY_LIMIT: u64 = 64 << 20;
 /// Timeout of a `Ping` at connect and of a storage `Stat`.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A handle this client gave the kernel for an open file or directory (unique per mount;
-/// directory handles name their buffered listing page).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileHandle(pub u64);
+pub use crate::handle::FileHandle;
 
 /// A Shoal client: talks to managers for metadata and to its own log for data.
 pub struct Client {
@@ -84,22 +82,19 @@ pub struct Client {
     pub(crate) opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
     /// Parent of directories we looked up (for `..` in readdir).
     pub(crate) parents: DashMap<InodeId, InodeId>,
-    pub(crate) dirs: DashMap<FileHandle, Arc<tokio::sync::Mutex<DirStream>>>,
+    /// Open directory streams and listing generations (their own part).
+    pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: DashMap<InodeId, ()>,
     /// Serialises `AcquireWrite` of one inode (never taken by a callback).
     pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
-    /// Bumped per directory when its cached listing is invalidated.
-    pub(crate) dir_gens: DashMap<InodeId, u64>,
-    /// Bumped when every cached listing is invalidated.
-    dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
     notifier: Mutex<Option<Arc<dyn KernelCache>>>,
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: DashMap<InodeId, FsError>,
-    next_fh: AtomicU64,
+    handles: Handles,
     flush_ids: AtomicU64,
     pub(crate) space: Notify,
     pub(crate) kick: Arc<Notify>,
@@ -232,15 +227,13 @@ impl Client {
             reacquire: DashMap::new(),
             opens: DashMap::new(),
             parents: DashMap::new(),
-            dirs: DashMap::new(),
+            open_dirs: OpenDirs::default(),
             no_caps: DashMap::new(),
             acquiring: DashMap::new(),
-            dir_gens: DashMap::new(),
-            dir_epoch: AtomicU64::new(0),
             notifier: Mutex::new(None),
             workers: Workers::default(),
             errors: DashMap::new(),
-            next_fh: AtomicU64::new(1),
+            handles: Handles::default(),
             flush_ids: AtomicU64::new(1),
             space: Notify::new(),
             kick: Arc::new(Notify::new()),
@@ -298,20 +291,14 @@ impl Client {
             .clone()
     }
 
-    /// The generation of `dir`'s listing; a buffered page of another generation is stale.
-    pub(crate) fn dir_generation(&self, dir: InodeId) -> (u64, u64) {
-        (
-            self.dir_epoch.load(Ordering::Acquire),
-            self.dir_gens.get(&dir).map(|g| *g).unwrap_or(0),
-        )
-    }
-
+    /// `dir`'s buffered listing pages are stale (forwarded to `open_dirs`).
     pub(crate) fn bump_dir_generation(&self, dir: InodeId) {
-        *self.dir_gens.entry(dir).or_insert(0) += 1;
+        self.open_dirs.bump(dir);
     }
 
+    /// Every buffered listing page is stale (forwarded to `open_dirs`).
     pub(crate) fn bump_dir_generations(&self) {
-        self.dir_epoch.fetch_add(1, Ordering::AcqRel);
+        self.open_dirs.bump_all();
     }
 
     /// Bytes written locally and not yet committed.
@@ -329,7 +316,7 @@ impl Client {
     }
 
     pub(crate) fn next_fh(&self) -> FileHandle {
-        FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
+        self.handles.next()
     }
 
     pub(crate) fn next_flush_id(&self) -> u64 {

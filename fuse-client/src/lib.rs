@@ -11,6 +11,7 @@
 //!   write-back (segments of this client's log, committed through `meta`);
 //! - `meta`: the one manager-RPC layer (routing, retry, errno mapping, volume leases fed
 //!   to the pure engine in `lease::engine`);
+//! - `handle`: the handles given to the kernel;
 //! - `client`: the composition root (connect, workers, shutdown).
 //!
 //! Must not block a runtime thread, and must not link the manager crate.
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod data;
 pub mod error;
+pub mod handle;
 pub mod horizon;
 pub mod kernel;
 pub mod lease;
@@ -27,9 +29,10 @@ pub mod stats;
 pub mod verifier;
 
 pub use client::CallbackHandler;
-pub use client::{Client, FileHandle};
+pub use client::Client;
 pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
+pub use handle::FileHandle;
 pub use kernel::mount::{mount, Mount, MountOptions};
 pub use ops::namespace::{StatFs, DROP_CACHES_XATTR};
 pub use proto::worker::{WorkerState, WorkerStatus};

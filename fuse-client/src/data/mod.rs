@@ -1,5 +1,6 @@
 //! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
+//! `open_dirs` (the open directory streams and listing generations, owned there),
 //! `read` (the read path: dirty data over cached blocks over the log) and `writeback`
 //! (dirty data → segments of the client's log → commits through `meta`).
 //!
@@ -10,6 +11,7 @@ pub mod cache;
 pub mod dirty;
 pub mod extents;
 pub mod listing;
+pub(crate) mod open_dirs;
 pub(crate) mod read;
 pub mod writeback;
 
