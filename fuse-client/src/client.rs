@@ -14,6 +14,7 @@
 use crate::data::cache::BlockCache;
 use crate::data::extents::ExtentCache;
 use crate::data::open_dirs::OpenDirs;
+use crate::data::open_files::OpenFiles;
 use crate::data::{DataState, Which};
 use crate::error::{ClientError, FsError};
 use crate::handle::Handles;
@@ -78,8 +79,8 @@ pub struct Client {
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     pub(crate) reacquire: DashMap<InodeId, ()>,
-    /// Local open count per inode; the mutex orders `Open`/`Release` RPCs of one inode.
-    pub(crate) opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
+    /// Local open counts per inode (their own part).
+    pub(crate) opens: OpenFiles,
     /// Parent of directories we looked up (for `..` in readdir).
     pub(crate) parents: DashMap<InodeId, InodeId>,
     /// Open directory streams and listing generations (their own part).
@@ -225,7 +226,7 @@ impl Client {
             attrs: DashMap::new(),
             attr_drops: AtomicU64::new(0),
             reacquire: DashMap::new(),
-            opens: DashMap::new(),
+            opens: OpenFiles::default(),
             parents: DashMap::new(),
             open_dirs: OpenDirs::default(),
             no_caps: DashMap::new(),

@@ -1,6 +1,7 @@
 //! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
 //! `open_dirs` (the open directory streams and listing generations, owned there),
+//! `open_files` (local open counts per inode, owned there),
 //! `read` (the read path: dirty data over cached blocks over the log) and `writeback`
 //! (dirty data → segments of the client's log → commits through `meta`).
 //!
@@ -12,6 +13,7 @@ pub mod dirty;
 pub mod extents;
 pub mod listing;
 pub(crate) mod open_dirs;
+pub(crate) mod open_files;
 pub(crate) mod read;
 pub mod writeback;
 

@@ -14,7 +14,6 @@ use proto::msg::{
     Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, RenameFlags, Request,
     Response, StorageRequest, StorageResponse,
 };
-use std::sync::Arc;
 
 /// Setting this extended attribute (any value, on any inode) drops this client's block,
 /// extent and attribute caches; the managers are not told (benchmarks use it to read cold).
@@ -293,9 +292,9 @@ impl Client {
     pub(crate) async fn open_ref(&self, ino: InodeId) -> Result<(), FsError> {
         // Bounded: a retry happens only when a concurrent last close removed the slot.
         for _ in 0..16 {
-            let slot = self.opens.entry(ino).or_default().clone();
+            let slot = self.opens.slot(ino);
             let mut n = slot.lock().await;
-            if !self.opens.get(&ino).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+            if !self.opens.is_current(ino, &slot) {
                 continue;
             }
             if *n == 0 {
@@ -313,13 +312,13 @@ impl Client {
 
     /// A create with our session counts as the first open.
     async fn opened_by_create(&self, ino: InodeId) {
-        let slot = self.opens.entry(ino).or_default().clone();
+        let slot = self.opens.slot(ino);
         *slot.lock().await += 1;
     }
 
     /// Drops a local open; the last one releases this session at the manager.
     pub(crate) async fn close_ref(&self, ino: InodeId) -> Result<(), FsError> {
-        let Some(slot) = self.opens.get(&ino).map(|s| s.clone()) else {
+        let Some(slot) = self.opens.existing(ino) else {
             return Ok(());
         };
         let mut n = slot.lock().await;
@@ -337,16 +336,13 @@ impl Client {
             })
             .await;
         // Removed only after the Release went out, so a new open re-registers after it.
-        self.opens.remove_if(&ino, |_, s| Arc::ptr_eq(s, &slot));
+        self.opens.remove_if_current(ino, &slot);
         res
     }
 
     /// How many local opens `ino` has.
     pub fn open_count(&self, ino: InodeId) -> u32 {
-        self.opens
-            .get(&ino)
-            .and_then(|s| s.try_lock().ok().map(|n| *n))
-            .unwrap_or(0)
+        self.opens.count(ino)
     }
 
     pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
