@@ -15,8 +15,9 @@ use crate::data::cache::BlockCache;
 use crate::data::extents::ExtentCache;
 use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
+use crate::data::write_errors::WriteErrors;
 use crate::data::{DataState, Which};
-use crate::error::{ClientError, FsError};
+use crate::error::ClientError;
 use crate::handle::Handles;
 use crate::horizon::Horizon;
 use crate::kernel::notify::KernelCache;
@@ -94,7 +95,7 @@ pub struct Client {
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
     /// Write errors found by background flushes, reported at the next flush/fsync.
-    pub(crate) errors: DashMap<InodeId, FsError>,
+    pub(crate) errors: WriteErrors,
     handles: Handles,
     flush_ids: AtomicU64,
     pub(crate) space: Notify,
@@ -233,7 +234,7 @@ impl Client {
             acquiring: DashMap::new(),
             notifier: Mutex::new(None),
             workers: Workers::default(),
-            errors: DashMap::new(),
+            errors: WriteErrors::default(),
             handles: Handles::default(),
             flush_ids: AtomicU64::new(1),
             space: Notify::new(),

@@ -1,7 +1,8 @@
 //! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
 //! `open_dirs` (the open directory streams and listing generations, owned there),
-//! `open_files` (local open counts per inode, owned there),
+//! `open_files` (local open counts per inode, owned there), `write_errors` (errors of
+//! background write-back pending until the next close or fsync, owned there),
 //! `read` (the read path: dirty data over cached blocks over the log) and `writeback`
 //! (dirty data → segments of the client's log → commits through `meta`).
 //!
@@ -15,6 +16,7 @@ pub mod listing;
 pub(crate) mod open_dirs;
 pub(crate) mod open_files;
 pub(crate) mod read;
+pub(crate) mod write_errors;
 pub mod writeback;
 
 use crate::lease::WriteLease;

@@ -113,7 +113,7 @@ impl Client {
             let bytes = w.bytes();
             st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
             tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-            self.errors.insert(ino, FsError::EIO);
+            self.errors.record(ino, FsError::EIO);
         }
         drop(st);
         self.reacquire.remove(&ino);
@@ -248,7 +248,7 @@ impl Client {
                     let bytes = w.bytes();
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
                     tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-                    self.errors.insert(ino, FsError::EIO);
+                    self.errors.record(ino, FsError::EIO);
                 }
             }
             st.cache.invalidate_where(|i| owned(&i));
