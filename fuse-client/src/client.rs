@@ -12,6 +12,7 @@
 //! Must not: implement file-system operations, or hold a lock across an await.
 
 use crate::data::cache::BlockCache;
+use crate::data::dir_parents::DirParents;
 use crate::data::extents::ExtentCache;
 use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
@@ -82,8 +83,8 @@ pub struct Client {
     pub(crate) reacquire: DashMap<InodeId, ()>,
     /// Local open counts per inode (their own part).
     pub(crate) opens: OpenFiles,
-    /// Parent of directories we looked up (for `..` in readdir).
-    pub(crate) parents: DashMap<InodeId, InodeId>,
+    /// Parents of directories we looked up (for `..` in readdir; their own part).
+    pub(crate) parents: DirParents,
     /// Open directory streams and listing generations (their own part).
     pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
@@ -228,7 +229,7 @@ impl Client {
             attr_drops: AtomicU64::new(0),
             reacquire: DashMap::new(),
             opens: OpenFiles::default(),
-            parents: DashMap::new(),
+            parents: DirParents::default(),
             open_dirs: OpenDirs::default(),
             no_caps: DashMap::new(),
             acquiring: DashMap::new(),

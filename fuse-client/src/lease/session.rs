@@ -228,7 +228,7 @@ impl Client {
         self.attr_drops
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.retain(|i, _| !owned(i));
-        self.parents.retain(|i, _| !owned(i));
+        self.parents.forget_where(owned);
         self.no_caps.retain(|i, _| !owned(i));
         {
             let mut st = self.lock_state();
@@ -271,7 +271,7 @@ impl Client {
         self.attr_drops
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.remove(&ino);
-        self.parents.remove(&ino);
+        self.parents.forget(ino);
         self.no_caps.remove(&ino);
         {
             let mut st = self.lock_state();

@@ -82,8 +82,8 @@ impl Client {
             return ino;
         }
         self.meta.ensure_lease(ino).await;
-        if let Some(p) = self.parents.get(&ino) {
-            return *p;
+        if let Some(p) = self.parents.get(ino) {
+            return p;
         }
         let req = ManagerRequest::Lookup {
             parent: ino,
@@ -91,7 +91,7 @@ impl Client {
         };
         match self.meta.call(Target::Route, req).await {
             Ok(ManagerResponse::Attr(a)) => {
-                self.parents.insert(ino, a.ino);
+                self.parents.learn(ino, a.ino);
                 a.ino
             }
             _ => ino,

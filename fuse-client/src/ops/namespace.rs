@@ -80,7 +80,7 @@ impl Client {
             a = self.getattr(a.ino).await?;
         }
         if a.kind == proto::msg::FileKind::Dir && name != ".." && name != "." {
-            self.parents.insert(a.ino, parent);
+            self.parents.learn(a.ino, parent);
         }
         Ok(a)
     }
@@ -111,7 +111,7 @@ impl Client {
         };
         let a = self.attr_call(req).await?;
         if is_dir {
-            self.parents.insert(a.ino, parent);
+            self.parents.learn(a.ino, parent);
         }
         Ok(a)
     }
@@ -255,7 +255,7 @@ impl Client {
         self.done_call(req).await?;
         if parent != new_parent {
             // A moved directory has a new `..`; we no longer know which inode moved.
-            self.parents.retain(|_, p| *p != parent);
+            self.parents.forget_children_of(parent);
         }
         Ok(())
     }
