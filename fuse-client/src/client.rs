@@ -14,6 +14,7 @@
 use crate::data::cache::BlockCache;
 use crate::data::dir_parents::DirParents;
 use crate::data::extents::ExtentCache;
+use crate::data::no_caps::NoCaps;
 use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
 use crate::data::write_errors::WriteErrors;
@@ -88,7 +89,7 @@ pub struct Client {
     /// Open directory streams and listing generations (their own part).
     pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
-    pub(crate) no_caps: DashMap<InodeId, ()>,
+    pub(crate) no_caps: NoCaps,
     /// Serialises `AcquireWrite` of one inode (never taken by a callback).
     pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     /// The kernel's invalidation channel while mounted.
@@ -231,7 +232,7 @@ impl Client {
             opens: OpenFiles::default(),
             parents: DirParents::default(),
             open_dirs: OpenDirs::default(),
-            no_caps: DashMap::new(),
+            no_caps: NoCaps::default(),
             acquiring: DashMap::new(),
             notifier: Mutex::new(None),
             workers: Workers::default(),

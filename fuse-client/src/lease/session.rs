@@ -229,7 +229,7 @@ impl Client {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.retain(|i, _| !owned(i));
         self.parents.forget_where(owned);
-        self.no_caps.retain(|i, _| !owned(i));
+        self.no_caps.forget_where(owned);
         {
             let mut st = self.lock_state();
             known.extend(st.files.keys().copied().filter(|i| owned(i)));
@@ -272,7 +272,7 @@ impl Client {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.remove(&ino);
         self.parents.forget(ino);
-        self.no_caps.remove(&ino);
+        self.no_caps.forget(ino);
         {
             let mut st = self.lock_state();
             st.cache.invalidate(ino);

@@ -350,7 +350,7 @@ impl Client {
         if caps {
             self.meta.ensure_lease(ino).await;
         }
-        if caps && self.no_caps.contains_key(&ino) {
+        if caps && self.no_caps.known_absent(ino) {
             return Err(FsError(libc::ENODATA));
         }
         let req = ManagerRequest::GetXattr {
@@ -362,7 +362,7 @@ impl Client {
             Ok(other) => Err(remote::unexpected("GetXattr", &other)),
             Err(e) => {
                 if caps && e.0 == libc::ENODATA {
-                    self.no_caps.insert(ino, ());
+                    self.no_caps.learn_absent(ino);
                 }
                 Err(e)
             }
@@ -387,7 +387,7 @@ impl Client {
             self.drop_caches();
             return Ok(());
         }
-        self.no_caps.remove(&ino);
+        self.no_caps.forget(ino);
         let req = ManagerRequest::SetXattr {
             ino,
             name: name.to_string(),
@@ -415,7 +415,7 @@ impl Client {
         name: &str,
         caller: Caller,
     ) -> Result<(), FsError> {
-        self.no_caps.remove(&ino);
+        self.no_caps.forget(ino);
         self.done_call(ManagerRequest::RemoveXattr {
             ino,
             name: name.to_string(),
