@@ -102,6 +102,65 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
     Ok(config)
 }
 
+/// Adds storage node `name` at `address` (with an optional `capacity` such as "2GiB") to
+/// the cluster in `dir`: appends it to the end of the storage list in `cluster.toml` (so
+/// the recorded placement of every existing segment stays where it is), bumps the epoch,
+/// and issues its certificate with the CA key. Running processes read `cluster.toml` when
+/// they start: new stripes use the node once writers (managers, mounts) have restarted.
+pub fn add_storage_node(
+    dir: &Path,
+    name: &str,
+    address: SocketAddr,
+    capacity: Option<String>,
+) -> Result<ClusterConfig, NodeError> {
+    let old = ClusterConfig::load(dir)?;
+    if !old.ca_key_path().exists() {
+        return Err(NodeError::Other(format!(
+            "{} is missing: adding a node issues its certificate with the cluster CA key (run this where it is)",
+            old.ca_key_path().display()
+        )));
+    }
+    if old.node_by_name(name).is_some() || config_has_cert(&old, name) {
+        return Err(NodeError::Other(format!(
+            "{name} is already a node or an identity of this cluster: pick another name"
+        )));
+    }
+    let mut file = old.file.clone();
+    file.nodes.push(proto::config::NodeEntry {
+        name: name.to_string(),
+        roles: vec![Role::Storage],
+        address,
+        state_dir: None,
+        capacity,
+    });
+    file.epoch += 1;
+    let config = ClusterConfig::from_file(dir, file.clone())?;
+    let node = config
+        .node_by_name(name)
+        .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+    let ca =
+        CertAuthority::load(&config.ca_cert_path(), &config.ca_key_path()).map_err(|source| {
+            NodeError::Tls {
+                name: "ca".into(),
+                source,
+            }
+        })?;
+    write_identity(&config, &ca, &node_identity(node)?, None)?;
+    let path = dir.join(CONFIG_FILE);
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NodeError::Io { path, source }
+    };
+    std::fs::write(&tmp, ClusterConfig::render(&file)).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(config)
+}
+
+fn config_has_cert(config: &ClusterConfig, name: &str) -> bool {
+    config.cert_paths(name).0.exists()
+}
+
 /// Reissues, with the CA key of the cluster directory, every node certificate and the
 /// default client and admin certificates that are missing or carry no identity (clusters
 /// made before certificates carried roles). `shoal up` calls it; it does nothing when all

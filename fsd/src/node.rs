@@ -80,6 +80,19 @@ pub fn revoked_list_path(config: &ClusterConfig) -> PathBuf {
     config.ca_cert_path().with_file_name("revoked.list")
 }
 
+/// Whose writes a peer's puts are: only managers, storage nodes and admins (metadata logs,
+/// the cleaner, rebuild, scrub repairs) may use a storage server's reserve; clients (and a
+/// peer without an identity) stop before it.
+fn write_class(peer: &Peer) -> storage::admit::WriteClass {
+    use proto::identity::Role as R;
+    match &peer.identity {
+        Some(id) if id.has(R::Manager) || id.has(R::Storage) || id.has(R::Admin) => {
+            storage::admit::WriteClass::System
+        }
+        _ => storage::admit::WriteClass::Client,
+    }
+}
+
 /// Routes requests to the roles this node runs, after the role matrix allowed them.
 struct NodeHandler {
     info: NodeInfo,
@@ -120,7 +133,7 @@ impl Handler for NodeHandler {
                     (Response::Pong(info), Bytes::new())
                 }
                 Request::Storage(r) => match &self.storage {
-                    Some(s) => match s.handle(r, bulk).await {
+                    Some(s) => match s.handle_as(r, bulk, write_class(&peer)).await {
                         Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
@@ -222,6 +235,24 @@ pub struct RunningNode {
     registry: Arc<Workers>,
 }
 
+/// The capacity and reserve of storage node `node` from the config.
+fn storage_limits(
+    config: &ClusterConfig,
+    node: &proto::config::Node,
+) -> Result<storage::admit::Limits, NodeError> {
+    let reserve = match &config.file.storage.reserve {
+        Some(r) => Some(
+            proto::config::parse_size(r)
+                .map_err(|e| NodeError::Storage(format!("[storage] reserve {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(storage::admit::Limits {
+        capacity: node.capacity,
+        reserve,
+    })
+}
+
 impl RunningNode {
     /// Starts every role of node `name`: opens the storage directory, starts the manager
     /// (which recovers in the background), then answers requests.
@@ -246,7 +277,7 @@ impl RunningNode {
             let dir = node.state_dir.join("storage");
             tracing::info!(node = %name, dir = %dir.display(), "starting storage server");
             Some(
-                storage::server::Server::open(&dir)
+                storage::server::Server::open_with(&dir, storage_limits(&config, &node)?)
                     .await
                     .map_err(|e| NodeError::Storage(e.to_string()))?,
             )

@@ -103,6 +103,7 @@ async fn wrong_roles_are_refused_with_the_named_error() {
         m: 2,
         segment_len: 4,
         crc32c: proto::crc32c(b"evil"),
+        nodes: 0,
     };
     let put = Request::Storage(StorageRequest::PutFragment {
         id: frag(manager_log),
@@ -175,6 +176,7 @@ async fn wrong_roles_are_refused_with_the_named_error() {
                         len: 1,
                         k: 4,
                         m: 2,
+                        nodes: 0,
                     },
                     offset: 0,
                     len: 1,

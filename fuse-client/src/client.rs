@@ -104,6 +104,9 @@ pub struct Client {
     pub(crate) kick: Arc<Notify>,
     stop: watch::Sender<bool>,
     pub(crate) dirty_limit: u64,
+    /// Set when a flush found the storage servers full (ENOSPC): new writes fail at once
+    /// with ENOSPC until a flush succeeds, an unlink frees space, or `NO_SPACE_HOLD` passes.
+    pub(crate) no_space: Mutex<Option<std::time::Instant>>,
 }
 
 impl Client {
@@ -243,6 +246,7 @@ impl Client {
             kick: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
             dirty_limit,
+            no_space: Mutex::new(None),
             config,
             transport,
         }

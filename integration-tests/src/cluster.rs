@@ -232,6 +232,19 @@ impl TestCluster {
         self.env.spawn_mount(args, &mnt)
     }
 
+    /// Mounts through the cluster directory `cluster_dir` instead of the cluster's own (a
+    /// copy whose cluster.toml points elsewhere, e.g. `partition::Partition::client_dir`).
+    pub fn mount_via(&self, cluster_dir: &Path) -> Result<MountGuard> {
+        let mnt = self.new_mountpoint()?;
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "mount".as_ref(),
+            "--cluster".as_ref(),
+            cluster_dir.as_os_str(),
+            mnt.as_os_str(),
+        ];
+        self.env.spawn_mount(args, &mnt)
+    }
+
     /// Unmounts `m` cleanly and mounts again (drops every client cache).
     pub fn remount(&self, m: MountGuard) -> Result<MountGuard> {
         m.unmount(Duration::from_secs(60))

@@ -261,6 +261,14 @@ impl Drop for TestEnv {
         let (mounts, others): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|(_, p)| p.mountpoint().is_some());
         drop(mounts);
+        // A mount no guard took down (a leaked guard, an unmount that failed) would stay
+        // behind, and removing the temp dir would recurse into it.
+        for m in crate::mount::unmount_all_below(&self.root) {
+            eprintln!(
+                "teardown: {} was still mounted after the mount guards; lazily unmounted",
+                m.display()
+            );
+        }
         drop(others);
         self.watchdog.stop();
         if failed {

@@ -40,6 +40,7 @@ pub mod faults;
 pub mod linearizability;
 pub mod model;
 pub mod mount;
+pub mod partition;
 pub mod pattern;
 pub mod process;
 pub mod sys;

@@ -342,7 +342,7 @@ impl Search {
             } else {
                 // A return: its operation must have been linearized before this point.
                 let Some((c, st)) = stack.pop() else {
-                    return Verdict::Violation(self.report::<M>(ops, &best, &init, origin));
+                    return Verdict::Violation(report::<M>(ops, &best, &init, origin));
                 };
                 state = st;
                 let op = self.e[c].op;
@@ -352,44 +352,99 @@ impl Search {
             }
         }
     }
+}
 
-    /// The deepest partial linearization and the operations that could not follow it.
-    fn report<M: Model>(
-        &self,
-        ops: &[Operation<M::Op>],
-        best: &(Vec<usize>, M::State),
-        init: &M::State,
-        origin: Instant,
-    ) -> String {
-        let (order, state) = best;
-        let done: HashSet<usize> = order.iter().copied().collect();
-        let mut rest: Vec<usize> = (0..ops.len()).filter(|i| !done.contains(i)).collect();
-        rest.sort_by_key(|&i| ops[i].invoke);
-        // The pending operation that completes first is the one nothing can be placed before.
-        let first_ret = rest.iter().copied().min_by_key(|&i| ops[i].complete);
-        let mut s = String::new();
+/// How many linearized operations a violation report shows before the stuck point.
+const REPORT_TAIL: usize = 12;
+/// How many pending operations a violation report lists at most.
+const REPORT_PENDING: usize = 24;
+
+/// The text of a violation: the deepest partial linearization found (`best`: operation
+/// indices in order, and the state after them), its last operations (in linearization
+/// order), every operation real time allows next (invoked before the first pending
+/// completion) with why it cannot go there, then the other pending operations by invoke
+/// time. Never empty: each part says so when it has nothing to show.
+fn report<M: Model>(
+    ops: &[Operation<M::Op>],
+    best: &(Vec<usize>, M::State),
+    init: &M::State,
+    origin: Instant,
+) -> String {
+    let (order, state) = best;
+    let done: HashSet<usize> = order.iter().copied().collect();
+    let mut rest: Vec<usize> = (0..ops.len()).filter(|i| !done.contains(i)).collect();
+    rest.sort_by_key(|&i| (ops[i].invoke, i));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "no linearization of {} operations (initial state {init:x?}); deepest partial \
+         linearization: {} of {} ops, state there: {state:x?}",
+        ops.len(),
+        order.len(),
+        ops.len()
+    );
+    let tail = &order[order.len().saturating_sub(REPORT_TAIL)..];
+    let _ = writeln!(
+        s,
+        "last {} linearized operations (in linearization order; times in ms since the start):",
+        tail.len()
+    );
+    if tail.is_empty() {
+        let _ = writeln!(s, "  (none: no operation can be linearized first)");
+    }
+    s.push_str(&describe_ops::<M>(ops, tail, origin));
+    // Real time allows next exactly the pending operations invoked before the first
+    // pending completion; the model refused each of them in `state`.
+    let Some(first_done) = rest.iter().map(|&i| ops[i].complete).min() else {
         let _ = writeln!(
             s,
-            "no linearization of {} operations (initial state {init:x?}); deepest partial \
-             linearization has {} ops, state there: {state:x?}",
-            ops.len(),
-            order.len()
+            "  (no pending operation: report of a complete linearization)"
         );
-        let tail: Vec<usize> = order[order.len().saturating_sub(8)..].to_vec();
-        let _ = writeln!(s, "last linearized operations (in linearization order):");
-        s.push_str(&describe_ops::<M>(ops, &tail, origin));
-        if let Some(f) = first_ret {
-            let _ = writeln!(
-                s,
-                "first-completing operation that cannot be linearized next: #{f}"
-            );
-        }
-        let _ = writeln!(s, "next operations not linearized (by invoke time):");
-        let show: Vec<usize> = rest.iter().copied().take(16).collect();
-        s.push_str(&describe_ops::<M>(ops, &show, origin));
-        s
+        return s;
+    };
+    let candidates: Vec<usize> = rest
+        .iter()
+        .copied()
+        .filter(|&i| ops[i].invoke <= first_done)
+        .collect();
+    let _ = writeln!(
+        s,
+        "{} candidates for the next place (invoked before the first pending completion at \
+         {:.3} ms), none possible in the state reached:",
+        candidates.len(),
+        ms_since(origin, first_done)
+    );
+    for &i in &candidates {
+        let why = match M::step(state, &ops[i].op) {
+            None => "refused by the model in that state".to_string(),
+            Some(_) => "allowed by the model, but every continuation after it failed".to_string(),
+        };
+        s.push_str(&describe_ops::<M>(ops, &[i], origin));
+        let _ = writeln!(s, "         -> {why}");
     }
+    let others: Vec<usize> = rest
+        .iter()
+        .copied()
+        .filter(|i| !candidates.contains(i))
+        .take(REPORT_PENDING)
+        .collect();
+    let _ = writeln!(
+        s,
+        "other operations not linearized ({} in all; the first {} by invoke time):",
+        rest.len() - candidates.len(),
+        others.len()
+    );
+    s.push_str(&describe_ops::<M>(ops, &others, origin));
+    s
 }
+
+fn ms_since(origin: Instant, t: Instant) -> f64 {
+    t.saturating_duration_since(origin).as_secs_f64() * 1000.0
+}
+
+/// A completion this long after the invoke is shown as "never" (an operation whose effect
+/// is unknown may take effect at any time).
+const NEVER_AFTER: Duration = Duration::from_secs(86_400);
 
 /// One line per register operation: index, client, kind, value, invoke..complete (ms since
 /// origin).
@@ -399,17 +454,21 @@ pub fn describe(ops: &[Operation], idx: &[usize], origin: Instant) -> String {
 
 /// One line per operation of model `M` (as [`describe`]).
 pub fn describe_ops<M: Model>(ops: &[Operation<M::Op>], idx: &[usize], origin: Instant) -> String {
-    let ms = |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1000.0;
     let mut s = String::new();
     for &i in idx {
         let o = &ops[i];
+        // A call whose effect is unknown completes "never" (far in the future).
+        let done = if o.complete.saturating_duration_since(o.invoke) > NEVER_AFTER {
+            "     (never)".to_string()
+        } else {
+            format!("{:>10.3} ms", ms_since(origin, o.complete))
+        };
         let _ = writeln!(
             s,
-            "  #{i:<4} {:<8} {}  [{:>10.3} ms .. {:>10.3} ms]",
+            "  #{i:<5} {:<10} {}  [{:>10.3} ms .. {done}]",
             o.client,
             M::show(&o.op),
-            ms(o.invoke),
-            ms(o.complete)
+            ms_since(origin, o.invoke),
         );
     }
     s
@@ -620,6 +679,80 @@ mod tests {
         assert!(ok(&check_file(FileState::default(), &ops, t0)));
         let (ops, t0) = fhist(&[("a", Append(1), 0, never), ("c", read(0, &[]), 4, 5)]);
         assert!(ok(&check_file(FileState::default(), &ops, t0)));
+    }
+
+    #[test]
+    fn a_violation_report_shows_the_ops_around_the_stuck_point() {
+        use FileOp::*;
+        // 30 sequential ops, then a read that misses a completed append (planted).
+        let mut spec: Vec<(String, FileOp, u64, u64)> = Vec::new();
+        let mut records = Vec::new();
+        for i in 0..30u64 {
+            let c = format!("m{}/t{}", i % 3, i % 2);
+            if i % 2 == 0 {
+                records.push(0x100 + i);
+                spec.push((c, Append(0x100 + i), i * 10, i * 10 + 5));
+            } else {
+                spec.push((c, read(0, &records), i * 10, i * 10 + 5));
+            }
+        }
+        let mut stale = records.clone();
+        stale.pop();
+        spec.push(("m2/t1".into(), read(0, &stale), 400, 405));
+        spec.push(("m1/t0".into(), Append(0x999), 500, 505));
+        let spec: Vec<(&str, FileOp, u64, u64)> = spec
+            .iter()
+            .map(|(c, o, i, r)| (c.as_str(), o.clone(), *i, *r))
+            .collect();
+        let (ops, t0) = fhist(&spec);
+        let Verdict::Violation(r) = check_file(FileState::default(), &ops, t0) else {
+            panic!("expected a violation");
+        };
+        assert!(r.contains("30 of 32 ops"), "{r}");
+        // The last linearized op (#29, a read by m2/t1 at 290 ms) and the stuck read (#30).
+        assert!(r.contains("last 12 linearized"), "{r}");
+        let line_of = |n: &str| {
+            r.lines()
+                .find(|l| l.trim_start().starts_with(n))
+                .map(str::to_string)
+        };
+        let last = line_of("#29 ").expect("op #29 listed");
+        assert!(
+            last.contains("m2/t1") && last.contains("290.000 ms"),
+            "{last}"
+        );
+        let stuck = line_of("#30 ").expect("op #30 listed");
+        assert!(
+            stuck.contains("read") && stuck.contains("400.000 ms"),
+            "{stuck}"
+        );
+        assert!(r.contains("refused by the model"), "{r}");
+        let later = line_of("#31 ").expect("op #31 listed");
+        assert!(
+            later.contains("append") && later.contains("0x0000000000000999"),
+            "{later}"
+        );
+    }
+
+    #[test]
+    fn a_violation_at_the_first_op_says_so() {
+        use RegOp::*;
+        let (ops, t0) = hist(&[("a", Write(1), 0, 1), ("b", Read(0), 2, 3)]);
+        // Read(0) of the initial 0 after Write(1) completed: the write is linearized, the
+        // read is stuck.
+        let Verdict::Violation(r) = check_register(0, &ops, t0) else {
+            panic!("expected a violation");
+        };
+        assert!(r.contains("1 of 2 ops") && r.contains("#1 "), "{r}");
+        let (ops, t0) = hist(&[("b", Read(5), 0, 1), ("a", Write(5), 2, 3)]);
+        let Verdict::Violation(r) = check_register(0, &ops, t0) else {
+            panic!("expected a violation");
+        };
+        assert!(
+            r.contains("(none: no operation can be linearized first)"),
+            "{r}"
+        );
+        assert!(r.contains("#0 ") && r.contains("refused"), "{r}");
     }
 
     #[test]

@@ -113,15 +113,52 @@ impl Drop for MountGuard {
     }
 }
 
-/// Whether `path` is a mountpoint in this process's mount namespace.
+/// Whether `path` is a mountpoint in this process's mount namespace. Never touches `path`
+/// itself: a stat of a FUSE mountpoint whose daemon is stopped or wedged blocks without a
+/// timeout, which hung a failed test's teardown (before the unmount fallbacks ran) and left
+/// its mount behind. Only the parent directory is resolved.
 pub fn is_mounted(path: &Path) -> bool {
-    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let want = resolve_parent(path);
+    mount_points().contains(&want)
+}
+
+/// `path` with its parent directory canonicalized and its last component kept as is (no
+/// system call on `path` itself).
+fn resolve_parent(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Every mountpoint in this process's mount namespace (from /proc/self/mountinfo).
+pub fn mount_points() -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
+        return Vec::new();
     };
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(&unescape(m)) == want)
+        .map(|m| PathBuf::from(unescape(m)))
+        .collect()
+}
+
+/// Lazily unmounts every mount below `dir` that is still there (a test's teardown: a guard
+/// that was leaked or whose unmount failed must not leave a mount behind, and the temp dir
+/// must not be removed through a mount). Returns the mountpoints it found.
+pub fn unmount_all_below(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    // Deepest first, so that nested mounts go before their parents.
+    let mut found: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(&dir) && *m != dir)
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for m in &found {
+        lazy_unmount(m);
+    }
+    found
 }
 
 /// Undoes the octal escapes of /proc/self/mountinfo (`\040` for a space).
@@ -147,7 +184,9 @@ fn unescape(s: &str) -> String {
 
 /// Detaches a mount: `fusermount3 -u -z`, falling back to `umount -l`.
 pub fn lazy_unmount(path: &Path) {
-    let attempts: [(&str, &[&str]); 2] = [("fusermount3", &["-u", "-z"]), ("umount", &["-l"])];
+    // `umount -c`: no canonicalization (it would stat a path inside a hung mount).
+    let attempts: [(&str, &[&str]); 2] =
+        [("fusermount3", &["-u", "-z"]), ("umount", &["-l", "-c"])];
     for (prog, args) in attempts {
         let mut cmd = Command::new(prog);
         cmd.args(args).arg(path);
@@ -168,6 +207,13 @@ mod tests {
         assert_eq!(unescape(r"/tmp/a\040b"), "/tmp/a b");
         assert_eq!(unescape("/plain"), "/plain");
         assert_eq!(unescape(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn mountpoints_below_a_fresh_dir_are_none() {
+        let d = tempfile::tempdir().expect("tempdir");
+        assert!(unmount_all_below(d.path()).is_empty());
+        assert!(mount_points().iter().any(|m| m == Path::new("/")));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a mount process gets to unmount after SIGTERM before the fallbacks.
@@ -42,9 +43,14 @@ impl ProcessGuard {
         writeln!(f, "===== [harness] start {name}: {cmd:?}")?;
         let err = f.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(f).stderr(err);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {name}: {cmd:?}"))?;
+        // A mount unmounts itself on SIGTERM; a node may just die.
+        let death = if mountpoint.is_some() {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGKILL
+        };
+        let shown = format!("{cmd:?}");
+        let child = spawn_child(cmd, death).with_context(|| format!("spawn {name}: {shown}"))?;
         tracing::debug!(name, pid = child.id(), "spawned");
         Ok(ProcessGuard {
             name: name.to_string(),
@@ -175,6 +181,46 @@ impl Drop for ProcessGuard {
             }
         }
     }
+}
+
+/// Spawns `cmd` from one thread that lives as long as the test process, with
+/// `die_with_parent(sig)`: when the test process dies without running its Drop guards
+/// (killed by a timeout or Ctrl-C), its mounts get SIGTERM (they unmount themselves) and
+/// its nodes SIGKILL, instead of living on and leaving mounts behind.
+fn spawn_child(mut cmd: Command, sig: Signal) -> std::io::Result<Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        // Never ends: its sender lives in a static.
+        let started = std::thread::Builder::new()
+            .name("process spawner".into())
+            .spawn(move || {
+                while let Ok((mut cmd, reply)) = rx.recv() {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        match started {
+            Ok(_) => Some(Mutex::new(tx)),
+            Err(e) => {
+                tracing::warn!("no spawner thread ({e}): children get no death signal");
+                None
+            }
+        }
+    });
+    let Some(spawner) = spawner else {
+        return cmd.spawn();
+    };
+    crate::sys::die_with_parent(&mut cmd, sig);
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone")))
 }
 
 /// The last `lines` lines of a text file ("" when unreadable).

@@ -1,7 +1,8 @@
 //! System calls std does not offer: extended attributes with flags, writes through a
-//! shared mapping (`mmap_write`), and running one file system call as another user in a
-//! forked child. This is the only module with `unsafe`;
-//! each block is a plain libc call on pointers that live across the call.
+//! shared mapping (`mmap_write`), running one file system call as another user in a
+//! forked child, and a child's death signal (`die_with_parent`). This is the only module
+//! with `unsafe`; each block is a plain libc call on pointers that live across the call
+//! (or, in `die_with_parent`, async-signal-safe calls between fork and exec).
 #![allow(unsafe_code)]
 
 use anyhow::{bail, Result};
@@ -284,6 +285,28 @@ unsafe fn open_close(p: &CString, flags: i32) -> i32 {
     }
     libc::close(fd);
     0
+}
+
+/// Makes the child of `cmd` receive `sig` when the thread that forks it ends (Linux
+/// `PR_SET_PDEATHSIG`); it exits at once if that thread is already gone. Use it only from
+/// a thread that lives as long as the test process (`process::spawn_child` does), so that
+/// the signal means "the test process died" (killed by a timeout or Ctrl-C: no Drop ran).
+pub fn die_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::Signal) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    let signo = sig as libc::c_int;
+    // Only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signo as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 #[cfg(test)]

@@ -287,6 +287,7 @@ pub(crate) mod strategies {
                         len: o,
                         k: 4,
                         m: 2,
+                        nodes: 0,
                     },
                     offset: o,
                     len,

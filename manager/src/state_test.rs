@@ -196,6 +196,7 @@ fn ptr(seg: u64, offset: u32, len: u32) -> LogPtr {
             len: 1 << 20,
             k: 4,
             m: 2,
+            nodes: 0,
         },
         offset,
         len,

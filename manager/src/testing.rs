@@ -69,6 +69,7 @@ impl MemLog {
             len: 0,
             k: 1,
             m: 0,
+            nodes: 0,
         }
     }
 

@@ -12,7 +12,7 @@
 //! | `write-own-log` (PutFragment into a log with the caller's tag) | client |
 //! | `fragment-delete` (Delete) | manager, admin (`shoal clean`) |
 //! | `list-logs` (ListLog, ListLogs) | manager, admin |
-//! | `scrub-control` (ScrubNow) | admin |
+//! | `scrub-control` (ScrubNow, Drain) | admin |
 //! | `fs-read` (Lookup, GetAttr, ReadDir, ReadLink, GetXattr, ListXattr, GetExtents, Counts) | client, manager, admin |
 //! | `fs-write` (mutations, Sync, Open/Release, sessions: Hello/Renew/Goodbye/AcquireWrite) | client, manager, admin |
 //! | `commit-any-log` (CommitWrites/LogHorizon naming any log) | manager, admin |
@@ -173,7 +173,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
             | StorageRequest::ScrubStatus => need(Right::FragmentRead),
             StorageRequest::Delete { .. } => need(Right::FragmentDelete),
             StorageRequest::ListLog { .. } | StorageRequest::ListLogs => need(Right::ListLogs),
-            StorageRequest::ScrubNow => need(Right::ScrubControl),
+            StorageRequest::ScrubNow | StorageRequest::Drain { .. } => need(Right::ScrubControl),
         },
         Request::Manager(m) => {
             use ManagerRequest as R;
@@ -257,7 +257,9 @@ fn right_of(req: &Request) -> Right {
         Request::Storage(StorageRequest::ListLog { .. } | StorageRequest::ListLogs) => {
             Right::ListLogs
         }
-        Request::Storage(StorageRequest::ScrubNow) => Right::ScrubControl,
+        Request::Storage(StorageRequest::ScrubNow | StorageRequest::Drain { .. }) => {
+            Right::ScrubControl
+        }
         Request::Storage(_) => Right::FragmentRead,
         Request::Manager(_) => Right::FsWrite,
     }

@@ -24,6 +24,7 @@ fn meta() -> FragmentMeta {
         m: 2,
         segment_len: 4,
         crc32c: 0,
+        nodes: 0,
     }
 }
 
@@ -233,6 +234,7 @@ fn a_client_commits_only_extents_of_its_own_log() {
                             len: 1,
                             k: 4,
                             m: 2,
+                            nodes: 0,
                         },
                         offset: 0,
                         len: 1,

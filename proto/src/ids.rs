@@ -221,6 +221,11 @@ pub struct SegmentAddr {
     pub len: u32,
     pub k: u8,
     pub m: u8,
+    /// How many storage nodes (the first of the config's list, in order) the stripe was
+    /// placed over when written: placement is recorded with the segment, so adding storage
+    /// nodes (at the end of the list) moves no existing data. 0: unknown (placed over the
+    /// current list).
+    pub nodes: u16,
 }
 
 impl fmt::Display for SegmentAddr {

@@ -117,6 +117,9 @@ pub async fn run(
     }
 }
 
+/// The least share of time the background rebuild works under foreground load.
+pub const REBUILD_MIN_SHARE: f64 = 0.25;
+
 /// One scan and rebuild of everything degraded.
 pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     let s = scan(client, servers).await;
@@ -124,7 +127,13 @@ pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     if p.jobs.is_empty() {
         return Round::default();
     }
-    let done = execute(client, &p, PARALLEL, |_, err| {
+    // Paced like the cleaner, so clients keep most of their throughput while it runs, but
+    // never below a quarter share: lost redundancy must come back under sustained load.
+    let pace = Some(crate::pace::NiceConfig {
+        min_share: REBUILD_MIN_SHARE,
+        ..Default::default()
+    });
+    let done = execute(client, &p, PARALLEL, pace, |_, err| {
         if let Some(e) = err {
             tracing::warn!("background rebuild: {e}");
         }

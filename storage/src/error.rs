@@ -73,6 +73,9 @@ pub enum LogError {
     },
     #[error("bad segment: {0}")]
     Segment(#[from] SegmentError),
+    /// Storage servers of the stripe refused for want of space (and no spare had room).
+    #[error("no space for {seg}: {detail}")]
+    NoSpace { seg: String, detail: String },
 }
 
 /// Errors of the segment format.
@@ -132,6 +135,11 @@ impl ClientCallError {
             ClientCallError::Remote(RemoteError::Unavailable(_)) => true,
             _ => false,
         }
+    }
+
+    /// Whether the server refused a write for want of space.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, ClientCallError::Remote(RemoteError::NoSpace(_)))
     }
 
     /// Whether the server reported the stored bytes as corrupt.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 mod bench;
 mod clean;
 mod df;
+mod drain;
 mod rebuild;
 mod scrub;
 
@@ -53,7 +54,7 @@ enum Cmd {
     Scrub(NowArgs),
     /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
     /// fragments (e.g. those of a dead server) onto the live servers.
-    Rebuild(NowArgs),
+    Rebuild(RebuildArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -133,6 +134,33 @@ enum NodeCmd {
         #[arg(long)]
         node: String,
     },
+    /// Add a storage node: appends it to cluster.toml (existing data stays where it is)
+    /// and issues its certificate (needs tls/ca.key). Start it with `shoal node run`; new
+    /// stripes use it once managers and mounts have been restarted with the new file.
+    Add {
+        /// Cluster directory (holds cluster.toml and tls/ca.key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The new node's name.
+        #[arg(long)]
+        name: String,
+        /// Its UDP address (QUIC).
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        /// The most fragment bytes it stores (e.g. "2GiB"); default its file system's size.
+        #[arg(long)]
+        capacity: Option<String>,
+    },
+    /// Drain storage node NAME: it takes no new fragments, its fragments are rebuilt onto
+    /// the other servers and deleted from it, with progress; then it holds nothing and can
+    /// be removed.
+    Drain {
+        /// Cluster directory (holds cluster.toml and tls/).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The storage node to empty.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +211,19 @@ struct NowArgs {
     /// Do it now, at full speed, and wait until it is done.
     #[arg(long)]
     now: bool,
+}
+
+#[derive(Args)]
+struct RebuildArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Do it now and wait until it is done (at full speed unless --nice).
+    #[arg(long)]
+    now: bool,
+    /// With --now: pace like the background rebuild (backs off while clients are busy).
+    #[arg(long)]
+    nice: bool,
 }
 
 #[derive(Args)]
@@ -318,6 +359,26 @@ async fn run(cli: Cli) -> Result<i32> {
             n.stop().await;
             Ok(0)
         }
+        Cmd::Node(NodeCmd::Add {
+            cluster,
+            name,
+            address,
+            capacity,
+        }) => {
+            let config = fsd::cluster::add_storage_node(&cluster, &name, address, capacity)?;
+            println!(
+                "added storage node {name} at {address} (cluster epoch {}, {} storage nodes)",
+                config.file.epoch,
+                config.storage_nodes().len()
+            );
+            println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
+            println!("then restart the managers one at a time and remount the clients with the new cluster.toml (running processes read it when they start): new stripes then use {name}, existing data stays where it is");
+            Ok(0)
+        }
+        Cmd::Node(NodeCmd::Drain { cluster, name }) => {
+            let config = load(&cluster)?;
+            drain::run(&config, &name).await
+        }
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);
             check_mountpoint(&a.mountpoint)?;
@@ -428,7 +489,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
-            rebuild::run(&config, a.now).await
+            rebuild::run(&config, a.now, a.nice).await
         }
         Cmd::Scrub(a) => {
             let config = load(&a.cluster)?;
@@ -490,6 +551,9 @@ async fn run(cli: Cli) -> Result<i32> {
                             println!("    {} last round failed: {e}", w.name);
                         }
                     }
+                }
+                if n.storage.as_ref().is_some_and(|st| st.draining) {
+                    println!("    draining: takes no new fragments (`shoal node drain` moves the rest off)");
                 }
                 if let Some(r) = &n.scrub {
                     if r.running {

@@ -224,8 +224,16 @@ impl Client {
         }
         self.space.notify_waiters();
         match first_err {
-            Some(e) => Err(e),
-            None => Ok(true),
+            Some(e) => {
+                if e == FsError::ENOSPC {
+                    *lock_mutex(&self.no_space) = Some(std::time::Instant::now());
+                }
+                Err(e)
+            }
+            None => {
+                *lock_mutex(&self.no_space) = None;
+                Ok(true)
+            }
         }
     }
 
@@ -282,7 +290,10 @@ impl Client {
             })?;
             let addr = writer.append(bytes).await.map_err(|e| {
                 tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot write segment: {e}");
-                FsError::EIO
+                match e {
+                    storage::LogError::NoSpace { .. } => FsError::ENOSPC,
+                    _ => FsError::EIO,
+                }
             })?;
             for (ti, file_offset, idx, len) in placed {
                 let Some(entry) = entries.get(idx) else {
@@ -526,13 +537,28 @@ impl Client {
         }
     }
 
-    /// Waits until buffered dirty data is below the limit (kicking the flusher).
+    /// ENOSPC while a flush recently found the storage servers full (see `no_space`).
+    pub(crate) fn check_no_space(&self) -> Result<(), FsError> {
+        let mut ns = lock_mutex(&self.no_space);
+        match *ns {
+            Some(at) if at.elapsed() < NO_SPACE_HOLD => Err(FsError::ENOSPC),
+            Some(_) => {
+                *ns = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until buffered dirty data is below the limit (kicking the flusher); ENOSPC
+    /// when the storage servers are full.
     pub(crate) async fn wait_for_space(&self) -> Result<(), FsError> {
         let deadline = tokio::time::Instant::now() + SPACE_WAIT;
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            self.check_no_space()?;
             if self.lock_state().dirty_bytes < self.dirty_limit {
                 return Ok(());
             }
@@ -549,6 +575,14 @@ impl Client {
 
 /// Commits kept for the write verifier per manager before the client asks for a sync.
 const MAX_UNSYNCED: usize = 4096;
+
+/// How long new writes fail with ENOSPC after a flush found the servers full.
+const NO_SPACE_HOLD: Duration = Duration::from_secs(5);
+
+/// Locks a std mutex, ignoring poisoning (the guarded value is a plain timestamp).
+fn lock_mutex<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How long a writer waits for dirty memory before failing with EIO.
 const SPACE_WAIT: Duration = Duration::from_secs(120);

@@ -217,7 +217,10 @@ impl Client {
             name: name.to_string(),
             caller,
         })
-        .await
+        .await?;
+        // Deleting is how a full cluster gets out: let writes try again.
+        *self.no_space.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 
     pub async fn rmdir(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
@@ -448,12 +451,16 @@ impl Client {
         for r in stats {
             match r {
                 Ok((Response::Storage(StorageResponse::Stat(s)), _)) => {
-                    let space = |bytes| storage::space::ServerSpace {
+                    caps.push(storage::space::ServerSpace {
                         fs_id: s.fs_id,
-                        bytes,
-                    };
-                    caps.push(space(s.capacity_bytes));
-                    frees.push(space(s.free_bytes));
+                        bytes: s.capacity_bytes.saturating_sub(s.reserve_bytes),
+                        shared: s.fs_capacity_bytes,
+                    });
+                    frees.push(storage::space::ServerSpace {
+                        fs_id: s.fs_id,
+                        bytes: s.free_bytes,
+                        shared: s.fs_free_bytes.saturating_sub(s.reserve_bytes),
+                    });
                 }
                 Ok((other, _)) => tracing::debug!("storage Stat answered {other}"),
                 Err(e) => tracing::debug!("storage Stat failed: {e}"),

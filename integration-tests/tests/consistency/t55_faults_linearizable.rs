@@ -1,37 +1,40 @@
 //! [consistency-faults] A fault-injecting linearizability run: three mounts, two threads
 //! each, doing reads, head writes (half of them fsynced), O_APPEND appends and
 //! rename-replaces of a few shared files (an 8-byte head plus appended 8-byte records,
-//! `integration_tests::linearizability::FileOp`), while a bounded fault loop kills -9 and
-//! restarts managers and SIGSTOPs and resumes mounts. Every operation's invoke and complete
-//! time is recorded, and every close is checked (a close reports the write errors found
-//! since). What a failed call did is classified by where it failed: an open or a
-//! write(2) that failed did nothing (a read later seeing its value is a violation); an
-//! fsync, close or rename that failed after the data was accepted may or may not have taken
-//! effect, so it stays in the history as an operation that may take effect at any time
-//! after its invoke; a failed read is dropped. A write closed without fsync less than the
-//! flusher's period before its mount was stopped (longer than a lease), or whose call
-//! spanned the stop, may be discarded by design (write-back: the managers give up on the
-//! stopped mount, whose next fsync or close of the file reports EIO), so it counts as
-//! effect unknown too (and reads of that mount around the stop, which may have seen that
-//! data, are left out); across manager crashes nothing is excused (buffered writes are
-//! reclaimed). Each file's history, closed by a read of every mount after the faults, must
-//! be linearizable: so no write that returned (and no fsync that returned 0) is missing at
-//! the end, and no refused write shows up.
-//! `t55` runs 45 s of faults in the normal suite (about a minute in all); `t56` (ignored)
-//! runs `SHOAL_FAULT_SECS` (default 600) seconds: `cargo test --release -p
-//! integration-tests --test consistency -- --ignored t56`. `SHOAL_LIN_SEED` replays a
-//! workload (timing still differs). Not covered yet: cutting one client's network (a
-//! partition).
+//! `integration_tests::linearizability::FileOp`), while a bounded fault loop, in turn, kills
+//! -9 and restarts a manager, SIGSTOPs and resumes a mount, and cuts the network of the
+//! last mount (it reaches every node through `integration_tests::partition` proxies, which
+//! drop all its datagrams both ways for longer than a lease, then heal). Every operation's
+//! invoke and complete time is recorded, and every close is checked (a close reports the
+//! write errors found since). What a failed call did is classified by where it failed: an
+//! open or a write(2) that failed did nothing (a read later seeing its value is a
+//! violation); an fsync, close or rename that failed after the data was accepted may or may
+//! not have taken effect, so it stays in the history as an operation that may take effect
+//! at any time after its invoke; a failed read is dropped. A write closed without fsync
+//! less than the flusher's period before its mount was stopped or cut off (longer than a
+//! lease), or whose call spanned that, may be discarded by design (write-back: the managers
+//! give up on the unreachable mount, whose next fsync or close of the file reports EIO), so
+//! it counts as effect unknown too, and a read of that mount that saw such a value is left
+//! out (it may have seen its own discarded data). A write whose fsync returned 0 is never
+//! excused, and across manager crashes nothing is (buffered writes are reclaimed). Each
+//! file's history, closed by a read of every mount after the faults, must be linearizable:
+//! so no write that returned (and no fsync that returned 0) is missing at the end, no
+//! refused write shows up, and no mount read stale data (also the cut-off one: past its
+//! lease it must not serve cached data). `t55` runs 45 s of faults in the normal suite;
+//! `t56` (ignored) runs `SHOAL_FAULT_SECS` (default 600) seconds: the 10-minute run is
+//! `bench/fault-run.sh` (or `SHOAL_FAULT_SECS=600 cargo test --release -p
+//! integration-tests --test consistency t56 -- --ignored --nocapture`). `SHOAL_LIN_SEED`
+//! replays a workload and fault sequence (timing still differs).
 
 use crate::{set_lease_ms, Problems, Stopped};
 use anyhow::{Context, Result};
 use integration_tests::linearizability::{
     check_file, latency_range, FileOp, FileState, Operation, Verdict,
 };
+use integration_tests::partition::Partition;
 use integration_tests::{MountGuard, TestCluster};
 use rand::{Rng, SeedableRng};
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -47,6 +50,10 @@ const FILES: usize = 3;
 const LEASE_MS: u64 = 2000;
 /// How long a mount stays stopped: longer than its lease, so the managers give up on it.
 const STOP_FOR: Duration = Duration::from_millis(LEASE_MS + 1500);
+/// How long the partitioned mount's datagrams are dropped: longer than its lease.
+const CUT_FOR: Duration = Duration::from_millis(LEASE_MS + 2000);
+/// The mount that reaches the cluster through the partition proxies.
+const PARTITIONED: usize = MOUNTS - 1;
 /// Pause between two faults.
 const FAULT_EVERY: Duration = Duration::from_secs(6);
 /// A call that may have taken effect completes "never": it may take effect at any time.
@@ -56,6 +63,8 @@ const DRAIN_BOUND: Duration = Duration::from_secs(120);
 /// How long written data may sit in a mount's buffer after its close returned: the
 /// flusher's period (`flush_interval_ms`, 2 s by default) plus a margin.
 const BUFFERED_FOR: Duration = Duration::from_secs(3);
+/// Read buffer: far more than a file ever holds (8 bytes of head, about MAX_RECORDS records).
+const READ_BUF: usize = 64 * 1024;
 /// Records a file may hold before appends give way to replaces (keeps states small).
 const MAX_RECORDS: usize = 12;
 
@@ -101,15 +110,23 @@ enum ReadResult {
 }
 
 fn read_file(p: &Path) -> Result<ReadResult> {
-    let mut f = File::open(p).context("open")?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
+    let f = File::open(p).context("open")?;
+    // One pread(2): the checker takes a read as one atomic operation. `read_to_end` made
+    // several calls (sized by the length at open, then more), and another thread's head
+    // write and append between two of them gave a mix of two states (the "own later append
+    // but not the earlier head write" violation, seed 16293742430906206088).
+    let mut buf = vec![0u8; READ_BUF];
+    let n = f.read_at(&mut buf, 0)?;
+    if n == READ_BUF {
+        anyhow::bail!("{} holds {READ_BUF} bytes or more", p.display());
+    }
+    buf.truncate(n);
     // A close reports write errors of this mount found since the last close of the file
     // (an earlier write's, see `Ended::Maybe`); the bytes read are what they are.
     if let Err(e) = close(f) {
         tracing::info!("close after reading {}: {e}", p.display());
     }
-    if buf.len() < 8 || buf.len() % 8 != 0 {
+    if buf.len() < 8 || !buf.len().is_multiple_of(8) {
         return Ok(ReadResult::Torn(buf));
     }
     let vals: Vec<u64> = buf
@@ -288,11 +305,18 @@ fn worker(
 struct Faults {
     manager_kills: u64,
     mount_stops: u64,
-    /// (mount index, when it was stopped).
-    stops: Vec<(usize, Instant)>,
+    partitions: u64,
+    /// (mount index, when it was stopped or cut off, for how long).
+    outages: Vec<(usize, Instant, Duration)>,
 }
 
-fn fault_loop(c: &TestCluster, mounts: &[MountGuard], secs: u64, seed: u64) -> Result<Faults> {
+fn fault_loop(
+    c: &TestCluster,
+    mounts: &[MountGuard],
+    part: &Partition,
+    secs: u64,
+    seed: u64,
+) -> Result<Faults> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let managers = c.manager_names();
     let mut faults = Faults::default();
@@ -302,21 +326,32 @@ fn fault_loop(c: &TestCluster, mounts: &[MountGuard], secs: u64, seed: u64) -> R
             break;
         }
         std::thread::sleep(FAULT_EVERY);
-        if round % 2 == 0 {
+        if round % 3 == 0 {
             let m = &managers[rng.random_range(0..managers.len())];
             info!("--- fault {round}: kill -9 {m} and restart it");
             c.kill9(m)?;
             c.start(m).with_context(|| format!("restart {m}"))?;
             faults.manager_kills += 1;
-        } else {
+        } else if round % 3 == 1 {
             let mi = rng.random_range(0..mounts.len());
             let m = &mounts[mi];
             info!("--- fault {round}: SIGSTOP {} for {STOP_FOR:?}", m.name());
-            faults.stops.push((mi, Instant::now()));
+            faults.outages.push((mi, Instant::now(), STOP_FOR));
             let s = Stopped::stop(c.env(), m)?;
             std::thread::sleep(STOP_FOR);
             s.resume()?;
             faults.mount_stops += 1;
+        } else {
+            let m = &mounts[PARTITIONED];
+            info!(
+                "--- fault {round}: partition {} (drop its datagrams) for {CUT_FOR:?}",
+                m.name()
+            );
+            faults.outages.push((PARTITIONED, Instant::now(), CUT_FOR));
+            part.cut();
+            std::thread::sleep(CUT_FOR);
+            part.heal();
+            faults.partitions += 1;
         }
     }
     Ok(faults)
@@ -332,7 +367,18 @@ pub fn run(secs: u64) -> Result<()> {
     set_lease_ms(c.dir(), LEASE_MS)?;
     c.env().set_deadline(Duration::from_secs(secs + 600));
     c.start_all()?;
-    let mounts: Vec<MountGuard> = (0..MOUNTS).map(|_| c.mount()).collect::<Result<_>>()?;
+    // Declared before the mounts: dropped (its threads stopped) after they unmount.
+    let part = Partition::start(c.dir())?;
+    let proxied = part.client_dir(c.dir(), &c.env().path().join("cluster-proxied"))?;
+    let mounts: Vec<MountGuard> = (0..MOUNTS)
+        .map(|i| {
+            if i == PARTITIONED {
+                c.mount_via(&proxied)
+            } else {
+                c.mount()
+            }
+        })
+        .collect::<Result<_>>()?;
 
     info!("--- create {FILES} files (8 zero bytes each, fsynced)");
     for f in 0..FILES {
@@ -359,7 +405,8 @@ pub fn run(secs: u64) -> Result<()> {
     }
     start.wait();
     let origin = Instant::now();
-    let faults = fault_loop(&c, &mounts, secs, seed);
+    let faults = fault_loop(&c, &mounts, &part, secs, seed);
+    part.heal();
     stop.store(true, Ordering::SeqCst);
     let joined =
         integration_tests::with_timeout(DRAIN_BOUND, "the workers' last operations", move || {
@@ -380,6 +427,7 @@ pub fn run(secs: u64) -> Result<()> {
     // reclaimed after a restart).
     let mut unsure_before_stop = 0;
     let mut unsure_reads = 0;
+    let mut recs = Vec::new();
     for o in joined {
         sum.failed_opens += o.failed_opens;
         sum.failed_reads += o.failed_reads;
@@ -388,30 +436,44 @@ pub fn run(secs: u64) -> Result<()> {
         sum.appends += o.appends;
         sum.renames += o.renames;
         sum.torn_reads.extend(o.torn_reads);
-        for mut r in o.recs {
-            // Buffered before the stop: completed less than BUFFERED_FOR before it, or
-            // invoked before the resume and completed after (the call spanned the stop).
-            let (invoked, done) = (r.op.invoke, r.op.complete);
-            let stopped_soon_after = faults.as_ref().is_ok_and(|f| {
-                f.stops.iter().any(|&(m, at)| {
-                    m == r.mount && invoked < at + STOP_FOR && done + BUFFERED_FOR > at
-                })
-            });
-            if r.unsynced && stopped_soon_after {
-                r.op.complete = r.op.invoke + NEVER;
-                unsure_before_stop += 1;
+        recs.extend(o.recs);
+    }
+    // Values of writes closed without fsync whose mount then lost its lease (stopped or cut
+    // off): (mount, value).
+    let mut excused: std::collections::HashSet<(usize, u64)> = Default::default();
+    for r in recs.iter_mut() {
+        // Buffered before the outage: completed less than BUFFERED_FOR before it, or
+        // invoked before its end and completed after it began (the call spanned it).
+        let (invoked, done) = (r.op.invoke, r.op.complete);
+        let outage_soon_after = faults.as_ref().is_ok_and(|f| {
+            f.outages
+                .iter()
+                .any(|&(m, at, dur)| m == r.mount && invoked < at + dur && done + BUFFERED_FOR > at)
+        });
+        if r.unsynced && outage_soon_after {
+            r.op.complete = r.op.invoke + NEVER;
+            unsure_before_stop += 1;
+            if let FileOp::Write(v) | FileOp::Append(v) = r.op.op {
+                excused.insert((r.mount, v));
             }
-            if stopped_soon_after && matches!(r.op.op, FileOp::Read { .. }) {
-                // It may have read the mount's own buffered data that the stop then
-                // discarded: a value that is never visible again.
+        }
+    }
+    for r in recs {
+        // A read of the mount's own discarded buffered data: a value that is never
+        // visible again. Every other read stays in the history.
+        if let FileOp::Read { head, records } = &r.op.op {
+            if std::iter::once(head)
+                .chain(records)
+                .any(|v| excused.contains(&(r.mount, *v)))
+            {
                 unsure_reads += 1;
                 continue;
             }
-            per_file[r.file].push(r.op);
         }
+        per_file[r.file].push(r.op);
     }
     let faults = faults?;
-    info!("{unsure_before_stop} writes closed without fsync shortly before their mount was stopped: effect unknown");
+    info!("{unsure_before_stop} writes closed without fsync shortly before their mount was stopped or cut off: effect unknown");
     info!("--- after the faults: every mount reads every file once more");
     for (mi, m) in mounts.iter().enumerate() {
         for (f, ops) in per_file.iter_mut().enumerate() {
@@ -435,8 +497,11 @@ pub fn run(secs: u64) -> Result<()> {
             }
         }
     }
-    // A maybe-applied write whose value nobody read may as well be linearized after
-    // everything (it completes "never"): leaving it out keeps the checker's search small.
+    // A maybe-applied head write or append whose value nobody read may as well be
+    // linearized after everything (it completes "never"): leaving it out keeps the
+    // checker's search small. Not so a maybe-applied replace: it also removes the records,
+    // which later reads may show (leaving it out made a false violation, seed
+    // 16293742430906206088).
     let mut dropped_unread = 0;
     for ops in per_file.iter_mut() {
         let read: std::collections::HashSet<u64> = ops
@@ -450,20 +515,21 @@ pub fn run(secs: u64) -> Result<()> {
             .collect();
         let before = ops.len();
         ops.retain(|o| match &o.op {
-            FileOp::Write(v) | FileOp::Append(v) | FileOp::Replace(v) => {
+            FileOp::Write(v) | FileOp::Append(v) => {
                 o.complete < o.invoke + NEVER || read.contains(v)
             }
-            FileOp::Read { .. } => true,
+            FileOp::Replace(_) | FileOp::Read { .. } => true,
         });
         dropped_unread += before - ops.len();
     }
-    info!("{dropped_unread} maybe-applied writes were never read: left out of the histories");
+    info!("{dropped_unread} maybe-applied writes and appends were never read: left out of the histories");
     let total: usize = per_file.iter().map(Vec::len).sum();
     let summary = format!(
         "{total} ops in {took:.1?} ({} appends, {} rename-replaces attempted; {} writes of unknown \
-         effect, {unsure_before_stop} more closed without fsync just before a stop and \
-         {unsure_reads} reads of their mount then left out, {} refused, \
-         {} failed opens, {} failed reads); faults: {} manager kills, {} mount stops",
+         effect, {unsure_before_stop} more closed without fsync just before a stop or cut and \
+         {unsure_reads} reads of their own mount that saw one of them left out, {} refused, \
+         {} failed opens, {} failed reads); faults: {} manager kills, {} mount stops, {} \
+         partitions of m{PARTITIONED} ({} datagrams dropped)",
         sum.appends,
         sum.renames,
         sum.maybe_writes,
@@ -471,7 +537,9 @@ pub fn run(secs: u64) -> Result<()> {
         sum.failed_opens,
         sum.failed_reads,
         faults.manager_kills,
-        faults.mount_stops
+        faults.mount_stops,
+        faults.partitions,
+        part.counts().1
     );
     info!("workload: {summary}");
     eprintln!("t55 (seed {seed}): {summary}");
@@ -491,7 +559,19 @@ pub fn run(secs: u64) -> Result<()> {
         info!("reg{f}: {} ops, latency {lo:?} .. {hi:?}", ops.len());
         let r = match check_file(FileState::default(), ops, origin) {
             Verdict::Linearizable => Ok(()),
-            Verdict::Violation(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}")),
+            Verdict::Violation(s) => {
+                // The whole history, for a second look (kept with SHOAL_IT_KEEP=1).
+                let dump = c.env().path().join(format!("history-reg{f}.txt"));
+                let all: Vec<usize> = (0..ops.len()).collect();
+                let text = integration_tests::linearizability::describe_ops::<
+                    integration_tests::linearizability::AppendFile,
+                >(ops, &all, origin);
+                match fs::write(&dump, text) {
+                    Ok(()) => eprintln!("reg{f}: history written to {}", dump.display()),
+                    Err(e) => eprintln!("reg{f}: history not written: {e}"),
+                }
+                Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}"))
+            }
             Verdict::Unknown(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): checker: {s}")),
         };
         problems.check(&format!("reg{f} history under faults is linearizable"), r);

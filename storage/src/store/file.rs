@@ -53,8 +53,8 @@ mod v1 {
 
     pub const MAGIC: [u8; 4] = *b"SHFR";
     pub const VERSION: u8 = 1;
-    /// magic, version, 3 reserved, log, segment, index, codec, k, m, segment_len, crc32c,
-    /// payload_len, block_count.
+    /// magic, version, placement width (u16, 0 = unknown; was reserved), 1 reserved, log,
+    /// segment, index, codec, k, m, segment_len, crc32c, payload_len, block_count.
     pub const FIXED: usize = 4 + 1 + 3 + 8 + 8 + 1 + 1 + 1 + 1 + 4 + 4 + 4 + 4;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +78,9 @@ mod v1 {
             let mut b = Vec::with_capacity(self.encoded_len());
             b.extend_from_slice(&MAGIC);
             b.push(VERSION);
-            b.extend_from_slice(&[0; 3]);
+            // Formerly 3 reserved zero bytes: the placement width (0 = unknown), then one.
+            b.extend_from_slice(&self.meta.nodes.to_le_bytes());
+            b.push(0);
             b.extend_from_slice(&self.id.log.0.to_le_bytes());
             b.extend_from_slice(&self.id.segment.0.to_le_bytes());
             b.push(self.id.index);
@@ -158,6 +160,7 @@ mod v1 {
                 m: b[27],
                 segment_len: u32_at(b, 28),
                 crc32c: u32_at(b, 32),
+                nodes: u16::from_le_bytes([b[5], b[6]]),
             };
             let payload_len = u32_at(b, 36);
             let blocks = u32_at(b, 40) as usize;
@@ -666,12 +669,18 @@ impl FragmentStore for FileStore {
         let vfs = rustix::fs::statvfs(&self.frags)
             .map_err(|e| StorageError::io(format!("statvfs {}", self.frags.display()), e.into()))?;
         let index = lock(&self.index);
+        let capacity = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         Ok(StorageStat {
-            capacity_bytes: vfs.f_blocks.saturating_mul(vfs.f_frsize),
-            free_bytes: vfs.f_bavail.saturating_mul(vfs.f_frsize),
+            capacity_bytes: capacity,
+            free_bytes: free,
             used_bytes: index.used_bytes,
             fragments: index.fragments,
             fs_id: vfs.f_fsid,
+            fs_capacity_bytes: capacity,
+            fs_free_bytes: free,
+            reserve_bytes: 0,
+            draining: false,
         })
     }
 }
@@ -741,7 +750,7 @@ mod tests {
         fn header_roundtrips(log in any::<u64>(), seg in any::<u64>(), index in any::<u8>(), len in 0u32..(1 << 22), crc in any::<u32>()) {
             let h = v1::Header {
                 id: FragmentId { log: LogId(log), segment: SegmentId(seg), index },
-                meta: FragmentMeta { codec: 1, k: 4, m: 2, segment_len: len, crc32c: crc },
+                meta: FragmentMeta { codec: 1, k: 4, m: 2, segment_len: len, crc32c: crc, nodes: (seg % 300) as u16 },
                 payload_len: len,
                 block_crcs: (0..v1::block_count(len) as u32).collect(),
             };
@@ -788,6 +797,7 @@ mod tests {
             m: 0,
             segment_len: 3,
             crc32c: proto::crc32c(&payload),
+            nodes: 0,
         };
         assert!(store.put(id, meta, payload).is_err());
         let leftovers = fs::read_dir(blocker.parent().expect("parent"))
@@ -826,6 +836,7 @@ mod tests {
                             m: 0,
                             segment_len: 1000,
                             crc32c: proto::crc32c(&payload),
+                            nodes: 0,
                         };
                         let id = FragmentId {
                             log: LogId(t % 3),
