@@ -390,6 +390,23 @@ pub async fn mount_as(
         .map_err(|e| NodeError::Client(e.to_string()))
 }
 
+/// Why `status` could not reach a node.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// The node answered a ping with something else.
+    #[error("unexpected answer {0}")]
+    UnexpectedAnswer(String),
+    #[error(transparent)]
+    Transport(Arc<proto::transport::TransportError>),
+}
+
+impl Unreachable {
+    /// Whether the failure names a certificate (this client's does not match the cluster).
+    pub fn is_certificate(&self) -> bool {
+        self.to_string().contains("certificate")
+    }
+}
+
 /// What `status` learned of one node.
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
@@ -397,7 +414,7 @@ pub struct NodeStatus {
     pub roles: Vec<Role>,
     pub address: SocketAddr,
     /// `Err` with the reason when the node could not be reached.
-    pub reachable: Result<NodeInfo, String>,
+    pub reachable: Result<NodeInfo, Unreachable>,
     pub storage: Option<StorageStat>,
     /// For storage servers: scrub progress and last results.
     pub scrub: Option<proto::msg::ScrubReport>,
@@ -427,8 +444,8 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                 .await
             {
                 Ok((Response::Pong(info), _)) => Ok(info),
-                Ok((other, _)) => Err(format!("unexpected answer {other}")),
-                Err(e) => Err(e.to_string()),
+                Ok((other, _)) => Err(Unreachable::UnexpectedAnswer(other.to_string())),
+                Err(e) => Err(Unreachable::Transport(Arc::new(e))),
             };
             let mut storage = None;
             let mut scrub = None;
@@ -501,7 +518,7 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
         .filter(|n| n.roles.contains(&Role::Manager))
         .all(|n| n.manager_ready == Some(true));
     let certificate_problem = nodes.iter().find_map(|n| match &n.reachable {
-        Err(e) if e.contains("certificate") => Some(e.clone()),
+        Err(e) if e.is_certificate() => Some(e.clone()),
         _ => None,
     });
     if let Some(e) = certificate_problem {

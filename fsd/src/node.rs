@@ -10,6 +10,7 @@ use proto::msg::{AdminRequest, NodeInfo, RemoteError, Request, Response};
 use proto::revoke::{DenyError, DenyList, SignedDenyList};
 use proto::tls::Identity;
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
+use proto::worker::{WorkerStatus, Workers};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,6 +99,15 @@ struct NodeHandler {
     storage: Option<Arc<storage::server::Server>>,
     manager: Option<Arc<manager::Service>>,
     deny: Arc<DenyState>,
+    /// The node's workers, reported in `Ping` answers.
+    registry: Arc<Workers>,
+}
+
+/// Every worker of the node: the manager's, then the other roles'.
+fn all_workers(manager: Option<&manager::Service>, registry: &Workers) -> Vec<WorkerStatus> {
+    let mut all = manager.map(|m| m.workers()).unwrap_or_default();
+    all.extend(registry.statuses());
+    all
 }
 
 impl Handler for NodeHandler {
@@ -117,7 +127,11 @@ impl Handler for NodeHandler {
                         ),
                     }
                 }
-                Request::Ping => (Response::Pong(self.info.clone()), Bytes::new()),
+                Request::Ping => {
+                    let mut info = self.info.clone();
+                    info.workers = all_workers(self.manager.as_deref(), &self.registry);
+                    (Response::Pong(info), Bytes::new())
+                }
                 Request::Storage(r) => match &self.storage {
                     Some(s) => match s.handle_as(r, bulk, write_class(&peer)).await {
                         Ok((resp, bulk)) => (Response::Storage(resp), bulk),
@@ -256,6 +270,8 @@ pub struct RunningNode {
     reclaimer: Option<tokio::task::JoinHandle<()>>,
     /// Background workers of the roles (storage scrub, rebuild); aborted when the node stops.
     workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    /// The status the node's workers (scrub, rebuild, cleaner) report.
+    registry: Arc<Workers>,
 }
 
 /// The capacity and reserve of storage node `node` from the config.
@@ -318,21 +334,25 @@ impl RunningNode {
             None
         };
         let mut workers = Vec::new();
+        let registry = Arc::new(Workers::default());
         if let Some(s) = &storage {
             tracing::info!(node = %name, period_secs = config.file.storage.scrub_period_secs, "starting scrub worker");
-            workers.push(("scrub", s.start_scrub(&config, transport.clone())));
+            let w = registry.register("scrub");
+            workers.push(("scrub", s.start_scrub(&config, transport.clone(), w)));
         }
         let roles = node.roles.iter().map(|r| r.to_string()).collect();
         let info = NodeInfo {
             name: name.to_string(),
             roles,
             version: proto::VERSION.to_string(),
+            workers: Vec::new(),
         };
         let handler = Arc::new(NodeHandler {
             info,
             storage,
             manager: manager.clone(),
             deny,
+            registry: registry.clone(),
         });
         let serve = transport.serve(handler);
         tracing::info!(node = %name, addr = %node.address, "node is serving");
@@ -344,11 +364,12 @@ impl RunningNode {
                     "starting the cleaner and the reclaimer of dead data segments"
                 );
                 let r = manager::cleaner::worker::Cleaner::new(config.clone(), transport.clone());
+                let w = registry.register("cleaner");
                 // Never stopped through the watch: the task is aborted with the node.
                 let (_tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     let _keep = _tx;
-                    r.run(rx).await
+                    r.run(rx, w).await
                 })
             });
         if reclaimer.is_some() {
@@ -360,11 +381,12 @@ impl RunningNode {
             // Never stopped through the watch: the task is aborted with the node.
             let (tx, rx) = tokio::sync::watch::channel(false);
             let (c, t) = (config.clone(), transport.clone());
+            let w = registry.register("rebuild");
             workers.push((
                 "rebuild",
                 tokio::spawn(async move {
                     let _keep = tx;
-                    storage::autorebuild::run(c, t, rx).await
+                    storage::autorebuild::run(c, t, rx, w).await
                 }),
             ));
         }
@@ -375,7 +397,14 @@ impl RunningNode {
             serve,
             reclaimer,
             workers,
+            registry,
         })
+    }
+
+    /// The named background workers of this node's roles (the manager's journal, the
+    /// cleaner, the storage scrub, the background rebuild) and what each is doing.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        all_workers(self.manager.as_deref(), &self.registry)
     }
 
     /// The manager role of this node, if it runs one (diagnostics, benchmarks).

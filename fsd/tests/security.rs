@@ -57,7 +57,9 @@ async fn wrong_roles_are_refused_with_the_named_error() {
         call(
             &as_storage,
             mgr,
-            Request::Manager(ManagerRequest::Hello { session: 1 }),
+            Request::Manager(ManagerRequest::Hello {
+                session: SessionId(1),
+            }),
         )
         .await,
         "storage-1",

@@ -49,7 +49,7 @@ fn facts(attrs: &[Attr], entries: &[(u64, &str, Option<&Attr>)]) -> Facts {
 fn open(ino: u64, read: bool, write: bool) -> ManagerRequest {
     ManagerRequest::Open {
         ino: InodeId(ino),
-        session: 1,
+        session: proto::ids::SessionId(1),
         access: OpenAccess { read, write },
     }
 }

@@ -110,6 +110,23 @@ pub enum ClientCallError {
     Unexpected(String),
 }
 
+/// Why one piece of a fragment could not be read by the log reader.
+#[derive(Debug, thiserror::Error)]
+pub enum PieceError {
+    /// The server failed recently: not asked again until its suspicion runs out.
+    #[error("{0} recently unreachable")]
+    Suspect(std::net::SocketAddr),
+    #[error(transparent)]
+    Call(#[from] ClientCallError),
+    /// The fragment moved (rebuilt elsewhere) and the read at its new place failed too.
+    #[error("{first}; moved to {to}: {then}")]
+    Moved {
+        first: Box<PieceError>,
+        to: std::net::SocketAddr,
+        then: Box<PieceError>,
+    },
+}
+
 impl ClientCallError {
     /// Whether the failure says nothing about the data (peer down or slow).
     pub fn is_unavailable(&self) -> bool {

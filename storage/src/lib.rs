@@ -9,7 +9,8 @@
 //! from any k), `rebuild` (manual) and `autorebuild` (after a server was down for
 //! `rebuild_delay_secs`), `drain` (what a drained server may delete), `scrub` (the per-server checksum worker), `pace` (the pure Nice
 //! controller that paces background work by its own latency).
-//! `testing` holds the store conformance suite and the crash-simulating store.
+//! `testing` holds the store conformance suite and the crash-simulating store (only under
+//! `cfg(test)` or the `testing` feature).
 //! This crate knows fragments and segments; it must not know inodes or paths.
 
 pub mod admit;
@@ -29,6 +30,7 @@ pub mod server;
 pub mod space;
 pub mod store;
 pub mod stripe;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{ClientCallError, LogError, RepairError, SegmentError, StorageError};

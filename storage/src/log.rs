@@ -10,6 +10,7 @@
 
 use crate::erasure::{Erasure, ErasureError, RsCodec};
 pub use crate::error::LogError;
+use crate::error::{ClientCallError, PieceError};
 use crate::rpc::StorageClient;
 use crate::segment::{SegmentError, MAX_SEGMENT};
 use crate::store::lock;
@@ -479,7 +480,7 @@ impl ReaderInner {
         id: FragmentId,
         off: u32,
         len: u32,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, ClientCallError> {
         let r = self.client.read_range(addr, id, off, len).await;
         match &r {
             Ok(_) => {
@@ -490,7 +491,7 @@ impl ReaderInner {
             }
             Err(_) => {}
         }
-        r.map_err(|e| e.to_string())
+        r
     }
 }
 
@@ -553,9 +554,9 @@ impl LogReader {
             };
             async move {
                 if self.inner.is_suspect(member.addr) {
-                    return Err(format!("{} recently unreachable", member.addr));
+                    return Err(PieceError::Suspect(member.addr));
                 }
-                self.inner.fetch(member.addr, id, p.frag_off, p.len).await
+                Ok(self.inner.fetch(member.addr, id, p.frag_off, p.len).await?)
             }
         });
         let results = futures::future::join_all(fetches).await;
@@ -593,7 +594,14 @@ impl LogReader {
                 };
                 match self.inner.fetch(member.addr, id, p.frag_off, p.len).await {
                     Ok(b) => out[p.out_off..p.out_off + p.len as usize].copy_from_slice(&b),
-                    Err(e2) => still.push((p, format!("{e}; moved to {}: {e2}", member.addr))),
+                    Err(e2) => still.push((
+                        p,
+                        PieceError::Moved {
+                            first: Box::new(e),
+                            to: member.addr,
+                            then: Box::new(e2.into()),
+                        },
+                    )),
                 }
             }
             failed = still;

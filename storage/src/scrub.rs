@@ -17,6 +17,7 @@ use crate::rpc::StorageClient;
 use crate::store::{lock, FragmentStore};
 use bytes::Bytes;
 use proto::msg::{FragmentInfo, ScrubCounts, ScrubReport};
+use proto::worker::Worker;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,7 +118,9 @@ pub struct ScrubWorker {
 impl ScrubWorker {
     /// Runs passes forever: paced ones back to back (with a short gap) when a period is
     /// configured, and a full-speed one whenever `ScrubNow` asks.
-    pub async fn run(self) {
+    /// Reports each pass through `worker` (busy while it runs; a pass that left fragments
+    /// unrepaired counts as failed).
+    pub async fn run(self, worker: Arc<Worker>) {
         self.state.update(|r| r.period_secs = self.period.as_secs());
         loop {
             if !self.state.urgent.load(Ordering::SeqCst) {
@@ -127,10 +130,20 @@ impl ScrubWorker {
                     let _ = tokio::time::timeout(PASS_GAP, self.state.wake.notified()).await;
                 }
             }
+            worker.busy();
             let Some((counts, covers)) = self.pass().await else {
                 // `ScrubNow` interrupted a paced pass: start over with a fresh inventory.
+                worker.failed("interrupted by a full-speed pass (ScrubNow)");
                 continue;
             };
+            if counts.unrepaired > 0 {
+                worker.failed(format!(
+                    "{} bad fragment(s) could not be repaired",
+                    counts.unrepaired
+                ));
+            } else {
+                worker.idle();
+            }
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -171,13 +171,15 @@ impl Server {
     }
 
     /// Starts the background scrub of this server. It repairs bad fragments from the
-    /// other storage servers of `config`, reached through `transport`.
+    /// other storage servers of `config`, reached through `transport`, and reports each
+    /// pass through `worker`.
     pub fn start_scrub(
         &self,
         config: &proto::config::ClusterConfig,
         transport: Arc<proto::transport::Transport>,
+        worker: Arc<proto::worker::Worker>,
     ) -> tokio::task::JoinHandle<()> {
-        let worker = crate::scrub::ScrubWorker {
+        let scrub = crate::scrub::ScrubWorker {
             store: self.store.clone(),
             state: self.scrub.clone(),
             foreground: self.foreground.clone(),
@@ -186,7 +188,7 @@ impl Server {
             period: std::time::Duration::from_secs(config.file.storage.scrub_period_secs),
             nice: std::sync::Mutex::new(crate::pace::Nice::new(Default::default())),
         };
-        tokio::spawn(worker.run())
+        tokio::spawn(scrub.run(worker))
     }
 
     /// Foreground requests in flight (background workers back off while it is non-zero).
@@ -326,6 +328,7 @@ impl Handler for ServerHandler {
                         name: self.name.clone(),
                         roles: vec!["storage".into()],
                         version: proto::VERSION.into(),
+                        workers: Vec::new(),
                     }),
                     Bytes::new(),
                 ),

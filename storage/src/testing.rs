@@ -1,7 +1,7 @@
 //! Test support: the `FragmentStore` conformance suite, run against every store (so the real
 //! `FileStore` is always covered), and `CrashStore`, an in-memory store that loses writes
 //! which were not acknowledged when it "crashes". Used by this crate's tests and by other
-//! crates' engine tests; nothing here runs in production.
+//! crates' engine tests (feature `testing`); the product builds without it.
 
 use crate::error::StorageError;
 use crate::store::{check_put, lock, FileStore, FragmentStore, MemStore};

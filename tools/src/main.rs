@@ -336,7 +336,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Some(r) => r,
                 None => bail!("role {role:?}: expected client or admin"),
             };
-            let valid_for = fsd::certs::parse_duration(&expires).map_err(anyhow::Error::msg)?;
+            let valid_for = fsd::certs::parse_duration(&expires)?;
             let export = proto::identity::ExportOptions {
                 trusted,
                 all_squash,
@@ -566,6 +566,21 @@ async fn run(cli: Cli) -> Result<i32> {
                 );
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
+                }
+                if let Ok(info) = &n.reachable {
+                    if !info.workers.is_empty() {
+                        let list: Vec<String> = info
+                            .workers
+                            .iter()
+                            .map(|w| format!("{} {} ({} rounds)", w.name, w.state, w.rounds))
+                            .collect();
+                        println!("    workers: {}", list.join(", "));
+                    }
+                    for w in &info.workers {
+                        if let Some(e) = &w.last_error {
+                            println!("    {} last round failed: {e}", w.name);
+                        }
+                    }
                 }
                 if n.storage.as_ref().is_some_and(|st| st.draining) {
                     println!("    draining: takes no new fragments (`shoal node drain` moves the rest off)");

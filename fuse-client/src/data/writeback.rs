@@ -191,7 +191,7 @@ impl Client {
                 }
                 Outcome::Failed(e) => {
                     tracing::warn!(inode = %ino, "manager refused the commit ({e}); dropping the data");
-                    self.errors.insert(ino, e);
+                    self.errors.record(ino, e);
                     first_err.get_or_insert(e);
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
@@ -462,7 +462,7 @@ impl Client {
         tracing::info!(inode = %ino, commits = writes.len(), "sending commits a manager restart may have lost again");
         if let Err(e) = self.commit(writes, true).await {
             tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
-            self.errors.insert(ino, e);
+            self.errors.record(ino, e);
         }
     }
 
@@ -532,7 +532,7 @@ impl Client {
                     "writes committed without sync may have been lost in a manager restart: \
                      the next fsync or close reports EIO"
                 );
-                self.errors.insert(ino, FsError::EIO);
+                self.errors.record(ino, FsError::EIO);
             }
         }
     }

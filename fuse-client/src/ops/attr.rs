@@ -72,7 +72,7 @@ impl Client {
                 st.extents.invalidate(attr.ino);
             }
             drop(st);
-            self.no_caps.remove(&attr.ino);
+            self.no_caps.forget(attr.ino);
         }
         attr.clone()
     }

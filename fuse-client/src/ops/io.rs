@@ -67,27 +67,19 @@ impl Client {
     /// close(2): reports a write error found since the last flush/fsync. Data stays
     /// buffered (write-back); `fsync` makes it durable.
     pub async fn flush(&self, ino: InodeId) -> Result<(), FsError> {
-        match self.errors.remove(&ino) {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
+        self.errors.take(ino)
     }
 
     /// fsync(2): writes and durably commits `ino`'s dirty data; with nothing to write, makes
     /// the inode's manager durable.
     pub async fn fsync(&self, ino: InodeId) -> Result<(), FsError> {
         let wrote = self.flush_inodes(Which::One(ino), true).await;
-        if let Some((_, e)) = self.errors.remove(&ino) {
-            return Err(e);
-        }
+        self.errors.take(ino)?;
         if !wrote? {
             self.sync_owner(ino).await?;
         }
         // The sync may have found commits a manager restart lost.
-        if let Some((_, e)) = self.errors.remove(&ino) {
-            return Err(e);
-        }
-        Ok(())
+        self.errors.take(ino)
     }
 
     /// fsyncdir(2): makes the directory's manager durable.

@@ -151,7 +151,7 @@ mod tests {
 
     fn apply(st: &mut MetaState, recs: Vec<Record>) {
         for rec in recs {
-            let lsn = st.last_lsn() + 1;
+            let lsn = st.last_lsn().next();
             st.apply(&Logged { lsn, rec });
         }
     }

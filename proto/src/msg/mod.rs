@@ -95,6 +95,9 @@ pub struct NodeInfo {
     pub name: String,
     pub roles: Vec<String>,
     pub version: String,
+    /// The node's named background workers (journal, cleaner, scrub, rebuild) as of the
+    /// answer.
+    pub workers: Vec<crate::worker::WorkerStatus>,
 }
 
 /// An error carried over the wire. Retryable kinds are kept apart from final ones.

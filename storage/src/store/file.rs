@@ -24,9 +24,30 @@ const FRAGS_DIR: &str = "frags";
 const TMP_SUFFIX: &str = ".tmp";
 const FRAG_SUFFIX: &str = ".frag";
 
+/// Why a fragment file's header is malformed (truncation counts as malformed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header of {len} bytes is shorter than {fixed}")]
+    Short { len: usize, fixed: usize },
+    #[error("bad magic {0:02x?}")]
+    Magic([u8; 4]),
+    #[error("unknown header version {0}")]
+    Version(u8),
+    #[error("payload length {len} exceeds {max}")]
+    PayloadTooLong { len: u32, max: u32 },
+    #[error("{blocks} block checksums for a payload of {payload} bytes")]
+    BlockCount { blocks: usize, payload: u32 },
+    #[error("header is {len} bytes, expected {expected}")]
+    Length { len: usize, expected: usize },
+    #[error("header checksum {computed:08x} does not match stored {stored:08x}")]
+    Checksum { computed: u32, stored: u32 },
+    #[error("file is shorter than {0}")]
+    FileTooShort(&'static str),
+}
+
 /// The fragment file header, version 1.
 mod v1 {
-    use super::BLOCK;
+    use super::{HeaderError, BLOCK};
     use proto::ids::{FragmentId, LogId, SegmentId};
     use proto::msg::FragmentMeta;
 
@@ -79,46 +100,54 @@ mod v1 {
         }
 
         /// Total header length announced by the fixed part (checked, bounded).
-        pub fn total_len(fixed: &[u8], max_payload: u32) -> Result<usize, String> {
+        pub fn total_len(fixed: &[u8], max_payload: u32) -> Result<usize, HeaderError> {
             if fixed.len() < FIXED {
-                return Err(format!(
-                    "header of {} bytes is shorter than {FIXED}",
-                    fixed.len()
-                ));
+                return Err(HeaderError::Short {
+                    len: fixed.len(),
+                    fixed: FIXED,
+                });
             }
             if fixed[0..4] != MAGIC {
-                return Err(format!("bad magic {:02x?}", &fixed[0..4]));
+                let mut magic = [0u8; 4];
+                magic.copy_from_slice(&fixed[0..4]);
+                return Err(HeaderError::Magic(magic));
             }
             if fixed[4] != VERSION {
-                return Err(format!("unknown header version {}", fixed[4]));
+                return Err(HeaderError::Version(fixed[4]));
             }
             let payload_len = u32_at(fixed, 36);
             let blocks = u32_at(fixed, 40) as usize;
             if payload_len > max_payload {
-                return Err(format!(
-                    "payload length {payload_len} exceeds {max_payload}"
-                ));
+                return Err(HeaderError::PayloadTooLong {
+                    len: payload_len,
+                    max: max_payload,
+                });
             }
             if blocks != block_count(payload_len) {
-                return Err(format!(
-                    "{blocks} block checksums for a payload of {payload_len} bytes"
-                ));
+                return Err(HeaderError::BlockCount {
+                    blocks,
+                    payload: payload_len,
+                });
             }
             Ok(FIXED + 4 * blocks + 4)
         }
 
         /// Decodes a whole header (from `total_len` bytes), checking its CRC.
-        pub fn decode(b: &[u8], max_payload: u32) -> Result<Header, String> {
+        pub fn decode(b: &[u8], max_payload: u32) -> Result<Header, HeaderError> {
             let total = Header::total_len(b, max_payload)?;
             if b.len() != total {
-                return Err(format!("header is {} bytes, expected {total}", b.len()));
+                return Err(HeaderError::Length {
+                    len: b.len(),
+                    expected: total,
+                });
             }
             let stored = u32_at(b, total - 4);
             let crc = proto::crc32c(&b[..total - 4]);
             if stored != crc {
-                return Err(format!(
-                    "header checksum {crc:08x} does not match stored {stored:08x}"
-                ));
+                return Err(HeaderError::Checksum {
+                    computed: crc,
+                    stored,
+                });
             }
             let id = FragmentId {
                 log: LogId(u64_at(b, 8)),
@@ -365,7 +394,7 @@ impl FileStore {
                         len: h.payload_len,
                     },
                     Ok(Ok(h)) => Slot::Bad(format!("file holds {} instead", h.id)),
-                    Ok(Err(e)) => Slot::Bad(e),
+                    Ok(Err(e)) => Slot::Bad(e.to_string()),
                     Err(e) => Slot::Bad(e.to_string()),
                 };
                 if let Slot::Bad(e) = &slot {
@@ -684,12 +713,12 @@ fn read_error(id: FragmentId, path: &Path, e: std::io::Error) -> StorageError {
 }
 
 /// Outer error: I/O; inner error: a malformed header (truncation counts as malformed).
-fn read_header_from(f: &File) -> std::io::Result<Result<v1::Header, String>> {
+fn read_header_from(f: &File) -> std::io::Result<Result<v1::Header, HeaderError>> {
     let mut fixed = [0u8; v1::FIXED];
     match f.read_exact_at(&mut fixed, 0) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Ok(Err("file is shorter than a header".into()))
+            return Ok(Err(HeaderError::FileTooShort("a header")))
         }
         Err(e) => return Err(e),
     }
@@ -701,13 +730,13 @@ fn read_header_from(f: &File) -> std::io::Result<Result<v1::Header, String>> {
     match f.read_exact_at(&mut all, 0) {
         Ok(()) => Ok(v1::Header::decode(&all, MAX_FRAGMENT)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(Err("file is shorter than its header".into()))
+            Ok(Err(HeaderError::FileTooShort("its header")))
         }
         Err(e) => Err(e),
     }
 }
 
-fn read_header(path: &Path) -> std::io::Result<Result<v1::Header, String>> {
+fn read_header(path: &Path) -> std::io::Result<Result<v1::Header, HeaderError>> {
     read_header_from(&File::open(path)?)
 }
 
