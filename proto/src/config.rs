@@ -171,27 +171,32 @@ impl Default for StorageTunables {
 
 /// Parses a byte size: a number with an optional binary unit (`B`, `K`/`KiB`, `M`/`MiB`,
 /// `G`/`GiB`, `T`/`TiB`), e.g. "2GiB" or "512M"; spaces are allowed before the unit.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (like \"2GiB\" or \"512MiB\")"))?;
+    let n: u64 = num.parse().map_err(|_| SizeError::NotASize(text.into()))?;
     let shift = match unit.trim() {
         "" | "B" => 0,
         "K" | "KiB" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
         "T" | "TiB" => 40,
-        u => {
-            return Err(format!(
-                "{text:?}: unknown unit {u:?} (use B, KiB, MiB, GiB or TiB)"
-            ))
-        }
+        u => return Err(SizeError::UnknownUnit(text.into(), u.into())),
     };
     n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.into()))
+}
+
+/// Why a byte size in the cluster file does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("{0:?} is not a size (like \"2GiB\" or \"512MiB\")")]
+    NotASize(String),
+    #[error("{0:?}: unknown unit {1:?} (use B, KiB, MiB, GiB or TiB)")]
+    UnknownUnit(String, String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
 }
 
 /// The file as written by `shoal init`.

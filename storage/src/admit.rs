@@ -65,29 +65,50 @@ impl Limits {
     }
 
     /// Whether a write of `len` bytes of `class` fits; `Err` says why not.
-    pub fn admit(&self, u: &Usage, len: u64, class: WriteClass) -> Result<(), String> {
+    pub fn admit(&self, u: &Usage, len: u64, class: WriteClass) -> Result<(), NoRoom> {
         let reserve = match class {
             WriteClass::Client => self.reserve(u),
             WriteClass::System => 0,
         };
         if let Some(cap) = self.capacity {
             if u.used.saturating_add(len) > cap.saturating_sub(reserve) {
-                return Err(format!(
-                    "{len} more bytes would pass this server's capacity of {cap} bytes \
-                     ({} stored or in flight, {reserve} kept in reserve for metadata and the cleaner)",
-                    u.used
-                ));
+                return Err(NoRoom::Capacity {
+                    len,
+                    cap,
+                    used: u.used,
+                    reserve,
+                });
             }
         }
         if u.fs_free < len.saturating_add(reserve) {
-            return Err(format!(
-                "{len} more bytes do not fit the {} bytes free on the file system \
-                 ({reserve} kept in reserve for metadata and the cleaner)",
-                u.fs_free
-            ));
+            return Err(NoRoom::FileSystem {
+                len,
+                free: u.fs_free,
+                reserve,
+            });
         }
         Ok(())
     }
+}
+
+/// Why a write does not fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoom {
+    #[error(
+        "{len} more bytes would pass this server's capacity of {cap} bytes \
+         ({used} stored or in flight, {reserve} kept in reserve for metadata and the cleaner)"
+    )]
+    Capacity {
+        len: u64,
+        cap: u64,
+        used: u64,
+        reserve: u64,
+    },
+    #[error(
+        "{len} more bytes do not fit the {free} bytes free on the file system \
+         ({reserve} kept in reserve for metadata and the cleaner)"
+    )]
+    FileSystem { len: u64, free: u64, reserve: u64 },
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ fn admit(
     };
     limits
         .admit(&usage, len, class)
-        .map_err(StorageError::NoSpace)?;
+        .map_err(|e| StorageError::NoSpace(e.to_string()))?;
     *admitted += len;
     Ok(Admitted {
         counter: counter.clone(),
