@@ -7,7 +7,7 @@ use crate::cluster::{admin_transport, certificate_identity, write_identity};
 use crate::error::NodeError;
 use crate::node::revoked_list_path;
 use proto::config::ClusterConfig;
-use proto::identity::{PeerIdentity, Role};
+use proto::identity::{ExportOptions, PeerIdentity, Role};
 use proto::msg::{AdminRequest, Request, Response};
 use proto::revoke::{DenyList, SignedDenyList};
 use proto::tls::CertAuthority;
@@ -46,18 +46,28 @@ fn issued(config: &ClusterConfig) -> Vec<PeerIdentity> {
 /// Issues `tls/NAME.pem` and `tls/NAME.key` for a client or admin identity, valid for
 /// `valid_for`. Refuses a name a node or another certificate already has, and a client
 /// name whose log tag another client already has (it could write that client's logs).
+/// `export` (client identities only) are the options managers map its credentials with.
 pub fn issue(
     config: &ClusterConfig,
     role: Role,
     name: &str,
     valid_for: Duration,
+    export: ExportOptions,
 ) -> Result<PeerIdentity, NodeError> {
     if !matches!(role, Role::Client | Role::Admin) {
         return Err(NodeError::Other(format!(
             "`shoal cert issue` makes client and admin certificates; node certificates come from `shoal init` ({role} asked)"
         )));
     }
-    let id = PeerIdentity::new(name, &[role]).map_err(|e| NodeError::Other(e.to_string()))?;
+    if role != Role::Client && export != ExportOptions::default() {
+        return Err(NodeError::Other(format!(
+            "export options ({}) are for client identities, not {role}",
+            export.names().join(",")
+        )));
+    }
+    let id = PeerIdentity::new(name, &[role])
+        .map_err(|e| NodeError::Other(e.to_string()))?
+        .with_export(export);
     if config.node_by_name(name).is_some() {
         return Err(NodeError::Other(format!(
             "{name} is a node of this cluster: pick another name"
@@ -86,12 +96,23 @@ pub fn issue(
     Ok(id)
 }
 
+/// Why a node could not be told the new deny list.
+#[derive(Debug, thiserror::Error)]
+pub enum PushFailed {
+    #[error("{0}")]
+    Refused(proto::msg::RemoteError),
+    #[error("unexpected answer {0}")]
+    UnexpectedAnswer(String),
+    #[error(transparent)]
+    Transport(#[from] proto::transport::TransportError),
+}
+
 /// What `revoke` did at one node.
 #[derive(Debug)]
 pub struct PushResult {
     pub node: String,
     /// The deny-list sequence number the node holds now, or why it could not be told.
-    pub result: Result<u64, String>,
+    pub result: Result<u64, PushFailed>,
 }
 
 /// Adds `name` to the cluster's deny list (signed by the CA, written to
@@ -142,9 +163,9 @@ pub async fn push(
                 .await;
             let result = match r {
                 Ok((Response::DenyList { seq }, _)) => Ok(seq),
-                Ok((Response::Error(e), _)) => Err(e.to_string()),
-                Ok((other, _)) => Err(format!("unexpected answer {other}")),
-                Err(e) => Err(e.to_string()),
+                Ok((Response::Error(e), _)) => Err(PushFailed::Refused(e)),
+                Ok((other, _)) => Err(PushFailed::UnexpectedAnswer(other.to_string())),
+                Err(e) => Err(PushFailed::Transport(e)),
             };
             PushResult {
                 node: n.name.clone(),
@@ -163,13 +184,22 @@ fn rustls_der(pem: &str) -> Result<Vec<u8>, NodeError> {
     Ok(der)
 }
 
+/// A validity period that `parse_duration` does not accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?}: expected a number and d, h, m or s (e.g. 365d)")]
+    Malformed(String),
+    #[error("{0:?}: a certificate must be valid for some time")]
+    Zero(String),
+}
+
 /// Parses "365d", "12h", "30m" or "90s".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?}: expected a number and d, h, m or s (e.g. 365d)"))?;
+        .map_err(|_| DurationError::Malformed(s.to_string()))?;
     let secs = match unit {
         "d" => n.checked_mul(86400),
         "h" => n.checked_mul(3600),
@@ -177,9 +207,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "" => Some(n),
         _ => None,
     }
-    .ok_or_else(|| format!("{s:?}: expected a number and d, h, m or s (e.g. 365d)"))?;
+    .ok_or_else(|| DurationError::Malformed(s.to_string()))?;
     if secs == 0 {
-        return Err(format!("{s:?}: a certificate must be valid for some time"));
+        return Err(DurationError::Zero(s.to_string()));
     }
     Ok(Duration::from_secs(secs))
 }

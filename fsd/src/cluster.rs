@@ -5,7 +5,7 @@
 use crate::error::NodeError;
 use crate::node::{identity, RunningNode};
 use proto::config::{ClusterConfig, ErasureConfig, Role, CONFIG_FILE};
-use proto::identity::{PeerIdentity, Role as IdRole};
+use proto::identity::{ExportOptions, PeerIdentity, Role as IdRole};
 use proto::msg::{ManagerRequest, NodeInfo, Request, Response, StorageRequest, StorageStat};
 use proto::tls::{write_pem, CertAuthority};
 use proto::transport::Transport;
@@ -89,7 +89,7 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
         ids.push(node_identity(n)?);
     }
     let other = |e: proto::identity::IdentityError| NodeError::Other(e.to_string());
-    ids.push(PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client]).map_err(other)?);
+    ids.push(default_client().map_err(other)?);
     ids.push(PeerIdentity::new(DEFAULT_ADMIN, &[IdRole::Admin]).map_err(other)?);
     for id in &ids {
         write_identity(&config, &ca, id, None)?;
@@ -102,6 +102,78 @@ pub fn init(dir: &Path, p: &InitParams) -> Result<ClusterConfig, NodeError> {
     Ok(config)
 }
 
+/// The default client identity `shoal init` issues: the cluster administrator's own
+/// mount, so it is `trusted` (root keeps its power there, as on an NFS export with
+/// `no_root_squash` to the admin host). Identities made with `shoal cert issue` are
+/// root-squashed unless issued with `--trusted`.
+fn default_client() -> Result<PeerIdentity, proto::identity::IdentityError> {
+    Ok(
+        PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client])?.with_export(ExportOptions {
+            trusted: true,
+            ..Default::default()
+        }),
+    )
+}
+
+/// Adds storage node `name` at `address` (with an optional `capacity` such as "2GiB") to
+/// the cluster in `dir`: appends it to the end of the storage list in `cluster.toml` (so
+/// the recorded placement of every existing segment stays where it is), bumps the epoch,
+/// and issues its certificate with the CA key. Running processes read `cluster.toml` when
+/// they start: new stripes use the node once writers (managers, mounts) have restarted.
+pub fn add_storage_node(
+    dir: &Path,
+    name: &str,
+    address: SocketAddr,
+    capacity: Option<String>,
+) -> Result<ClusterConfig, NodeError> {
+    let old = ClusterConfig::load(dir)?;
+    if !old.ca_key_path().exists() {
+        return Err(NodeError::Other(format!(
+            "{} is missing: adding a node issues its certificate with the cluster CA key (run this where it is)",
+            old.ca_key_path().display()
+        )));
+    }
+    if old.node_by_name(name).is_some() || config_has_cert(&old, name) {
+        return Err(NodeError::Other(format!(
+            "{name} is already a node or an identity of this cluster: pick another name"
+        )));
+    }
+    let mut file = old.file.clone();
+    file.nodes.push(proto::config::NodeEntry {
+        name: name.to_string(),
+        roles: vec![Role::Storage],
+        address,
+        state_dir: None,
+        capacity,
+    });
+    file.epoch += 1;
+    let config = ClusterConfig::from_file(dir, file.clone())?;
+    let node = config
+        .node_by_name(name)
+        .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+    let ca =
+        CertAuthority::load(&config.ca_cert_path(), &config.ca_key_path()).map_err(|source| {
+            NodeError::Tls {
+                name: "ca".into(),
+                source,
+            }
+        })?;
+    write_identity(&config, &ca, &node_identity(node)?, None)?;
+    let path = dir.join(CONFIG_FILE);
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NodeError::Io { path, source }
+    };
+    std::fs::write(&tmp, ClusterConfig::render(&file)).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(config)
+}
+
+fn config_has_cert(config: &ClusterConfig, name: &str) -> bool {
+    config.cert_paths(name).0.exists()
+}
+
 /// Reissues, with the CA key of the cluster directory, every node certificate and the
 /// default client and admin certificates that are missing or carry no identity (clusters
 /// made before certificates carried roles). `shoal up` calls it; it does nothing when all
@@ -112,7 +184,7 @@ pub fn upgrade_identities(config: &ClusterConfig) -> Result<usize, NodeError> {
         wanted.push(node_identity(n)?);
     }
     let other = |e: proto::identity::IdentityError| NodeError::Other(e.to_string());
-    wanted.push(PeerIdentity::new(DEFAULT_CLIENT, &[IdRole::Client]).map_err(other)?);
+    wanted.push(default_client().map_err(other)?);
     wanted.push(PeerIdentity::new(DEFAULT_ADMIN, &[IdRole::Admin]).map_err(other)?);
     let stale: Vec<&PeerIdentity> = wanted
         .iter()
@@ -318,6 +390,23 @@ pub async fn mount_as(
         .map_err(|e| NodeError::Client(e.to_string()))
 }
 
+/// Why `status` could not reach a node.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// The node answered a ping with something else.
+    #[error("unexpected answer {0}")]
+    UnexpectedAnswer(String),
+    #[error(transparent)]
+    Transport(Arc<proto::transport::TransportError>),
+}
+
+impl Unreachable {
+    /// Whether the failure names a certificate (this client's does not match the cluster).
+    pub fn is_certificate(&self) -> bool {
+        self.to_string().contains("certificate")
+    }
+}
+
 /// What `status` learned of one node.
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
@@ -325,7 +414,7 @@ pub struct NodeStatus {
     pub roles: Vec<Role>,
     pub address: SocketAddr,
     /// `Err` with the reason when the node could not be reached.
-    pub reachable: Result<NodeInfo, String>,
+    pub reachable: Result<NodeInfo, Unreachable>,
     pub storage: Option<StorageStat>,
     /// For storage servers: scrub progress and last results.
     pub scrub: Option<proto::msg::ScrubReport>,
@@ -355,8 +444,8 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                 .await
             {
                 Ok((Response::Pong(info), _)) => Ok(info),
-                Ok((other, _)) => Err(format!("unexpected answer {other}")),
-                Err(e) => Err(e.to_string()),
+                Ok((other, _)) => Err(Unreachable::UnexpectedAnswer(other.to_string())),
+                Err(e) => Err(Unreachable::Transport(Arc::new(e))),
             };
             let mut storage = None;
             let mut scrub = None;
@@ -429,7 +518,7 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
         .filter(|n| n.roles.contains(&Role::Manager))
         .all(|n| n.manager_ready == Some(true));
     let certificate_problem = nodes.iter().find_map(|n| match &n.reachable {
-        Err(e) if e.contains("certificate") => Some(e.clone()),
+        Err(e) if e.is_certificate() => Some(e.clone()),
         _ => None,
     });
     if let Some(e) = certificate_problem {

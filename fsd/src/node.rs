@@ -10,6 +10,7 @@ use proto::msg::{AdminRequest, NodeInfo, RemoteError, Request, Response};
 use proto::revoke::{DenyError, DenyList, SignedDenyList};
 use proto::tls::Identity;
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
+use proto::worker::{WorkerStatus, Workers};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,12 +80,34 @@ pub fn revoked_list_path(config: &ClusterConfig) -> PathBuf {
     config.ca_cert_path().with_file_name("revoked.list")
 }
 
+/// Whose writes a peer's puts are: only managers, storage nodes and admins (metadata logs,
+/// the cleaner, rebuild, scrub repairs) may use a storage server's reserve; clients (and a
+/// peer without an identity) stop before it.
+fn write_class(peer: &Peer) -> storage::admit::WriteClass {
+    use proto::identity::Role as R;
+    match &peer.identity {
+        Some(id) if id.has(R::Manager) || id.has(R::Storage) || id.has(R::Admin) => {
+            storage::admit::WriteClass::System
+        }
+        _ => storage::admit::WriteClass::Client,
+    }
+}
+
 /// Routes requests to the roles this node runs, after the role matrix allowed them.
 struct NodeHandler {
     info: NodeInfo,
     storage: Option<Arc<storage::server::Server>>,
     manager: Option<Arc<manager::Service>>,
     deny: Arc<DenyState>,
+    /// The node's workers, reported in `Ping` answers.
+    registry: Arc<Workers>,
+}
+
+/// Every worker of the node: the manager's, then the other roles'.
+fn all_workers(manager: Option<&manager::Service>, registry: &Workers) -> Vec<WorkerStatus> {
+    let mut all = manager.map(|m| m.workers()).unwrap_or_default();
+    all.extend(registry.statuses());
+    all
 }
 
 impl Handler for NodeHandler {
@@ -104,9 +127,13 @@ impl Handler for NodeHandler {
                         ),
                     }
                 }
-                Request::Ping => (Response::Pong(self.info.clone()), Bytes::new()),
+                Request::Ping => {
+                    let mut info = self.info.clone();
+                    info.workers = all_workers(self.manager.as_deref(), &self.registry);
+                    (Response::Pong(info), Bytes::new())
+                }
                 Request::Storage(r) => match &self.storage {
-                    Some(s) => match s.handle(r, bulk).await {
+                    Some(s) => match s.handle_as(r, bulk, write_class(&peer)).await {
                         Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
@@ -115,28 +142,9 @@ impl Handler for NodeHandler {
                         Bytes::new(),
                     ),
                 },
-                Request::Manager(r) => match &self.manager {
-                    Some(m) if needs_session(&peer, &r) && !m.has_session(peer.addr) => {
-                        tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
-                        (
-                            Response::Error(RemoteError::LeaseExpired(
-                                "no lease session on this connection: send Hello first".into(),
-                            )),
-                            Bytes::new(),
-                        )
-                    }
-                    Some(m) => match m.handle_leased(Some(peer.addr), r).await {
-                        Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),
-                        Ok((resp, Some(lease))) => {
-                            (Response::ManagerLeased(resp, lease), Bytes::new())
-                        }
-                        Err(e) => (Response::Error(e), Bytes::new()),
-                    },
-                    None => (
-                        Response::Error(RemoteError::NoRole("manager".into())),
-                        Bytes::new(),
-                    ),
-                },
+                Request::Manager(_) | Request::ManagerAs { .. } => {
+                    self.manager_request(&peer, req).await
+                }
                 Request::Client(_) => (
                     Response::Error(RemoteError::NoRole("client".into())),
                     Bytes::new(),
@@ -144,6 +152,64 @@ impl Handler for NodeHandler {
             }
         })
     }
+}
+
+impl NodeHandler {
+    /// A manager request: lease sessions fail closed, and a client identity's request is
+    /// checked with the caller's credentials mapped by the identity's export options.
+    async fn manager_request(&self, peer: &Peer, req: Request) -> (Response, Bytes) {
+        let (cred, r) = match req {
+            Request::Manager(r) => (None, r),
+            Request::ManagerAs { cred, req } => (Some(cred), req),
+            other => {
+                return (
+                    Response::Error(RemoteError::Invalid(format!(
+                        "{other} is not for a manager"
+                    ))),
+                    Bytes::new(),
+                )
+            }
+        };
+        let access = client_access(peer, cred.as_ref());
+        match &self.manager {
+            Some(m) if needs_session(peer, &r) && !m.has_session(peer.addr) => {
+                tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
+                (
+                    Response::Error(RemoteError::LeaseExpired(
+                        "no lease session on this connection: send Hello first".into(),
+                    )),
+                    Bytes::new(),
+                )
+            }
+            Some(m) => match m
+                .handle_leased_as(Some(peer.addr), access.as_ref(), r)
+                .await
+            {
+                Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),
+                Ok((resp, Some(lease))) => (Response::ManagerLeased(resp, lease), Bytes::new()),
+                Err(e) => (Response::Error(e), Bytes::new()),
+            },
+            None => (
+                Response::Error(RemoteError::NoRole("manager".into())),
+                Bytes::new(),
+            ),
+        }
+    }
+}
+
+/// Whose permissions a manager request is checked with: a client identity (one that is
+/// not also a manager or an admin) always, with its claimed credentials mapped through
+/// the export options of its verified certificate; managers and admins are not checked.
+fn client_access(
+    peer: &Peer,
+    cred: Option<&proto::msg::Credentials>,
+) -> Option<manager::access::Access> {
+    use proto::identity::Role;
+    let id = peer.identity.as_ref()?;
+    if id.has(Role::Manager) || id.has(Role::Admin) {
+        return None;
+    }
+    Some(manager::access::effective(&id.export, cred))
 }
 
 /// Leases fail closed: a client identity (one that is not also a manager or an admin)
@@ -204,6 +270,26 @@ pub struct RunningNode {
     reclaimer: Option<tokio::task::JoinHandle<()>>,
     /// Background workers of the roles (storage scrub, rebuild); aborted when the node stops.
     workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    /// The status the node's workers (scrub, rebuild, cleaner) report.
+    registry: Arc<Workers>,
+}
+
+/// The capacity and reserve of storage node `node` from the config.
+fn storage_limits(
+    config: &ClusterConfig,
+    node: &proto::config::Node,
+) -> Result<storage::admit::Limits, NodeError> {
+    let reserve = match &config.file.storage.reserve {
+        Some(r) => Some(
+            proto::config::parse_size(r)
+                .map_err(|e| NodeError::Storage(format!("[storage] reserve {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(storage::admit::Limits {
+        capacity: node.capacity,
+        reserve,
+    })
 }
 
 impl RunningNode {
@@ -230,7 +316,7 @@ impl RunningNode {
             let dir = node.state_dir.join("storage");
             tracing::info!(node = %name, dir = %dir.display(), "starting storage server");
             Some(
-                storage::server::Server::open(&dir)
+                storage::server::Server::open_with(&dir, storage_limits(&config, &node)?)
                     .await
                     .map_err(|e| NodeError::Storage(e.to_string()))?,
             )
@@ -248,21 +334,25 @@ impl RunningNode {
             None
         };
         let mut workers = Vec::new();
+        let registry = Arc::new(Workers::default());
         if let Some(s) = &storage {
             tracing::info!(node = %name, period_secs = config.file.storage.scrub_period_secs, "starting scrub worker");
-            workers.push(("scrub", s.start_scrub(&config, transport.clone())));
+            let w = registry.register("scrub");
+            workers.push(("scrub", s.start_scrub(&config, transport.clone(), w)));
         }
         let roles = node.roles.iter().map(|r| r.to_string()).collect();
         let info = NodeInfo {
             name: name.to_string(),
             roles,
             version: proto::VERSION.to_string(),
+            workers: Vec::new(),
         };
         let handler = Arc::new(NodeHandler {
             info,
             storage,
             manager: manager.clone(),
             deny,
+            registry: registry.clone(),
         });
         let serve = transport.serve(handler);
         tracing::info!(node = %name, addr = %node.address, "node is serving");
@@ -274,11 +364,12 @@ impl RunningNode {
                     "starting the cleaner and the reclaimer of dead data segments"
                 );
                 let r = manager::cleaner::worker::Cleaner::new(config.clone(), transport.clone());
+                let w = registry.register("cleaner");
                 // Never stopped through the watch: the task is aborted with the node.
                 let (_tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     let _keep = _tx;
-                    r.run(rx).await
+                    r.run(rx, w).await
                 })
             });
         if reclaimer.is_some() {
@@ -290,11 +381,12 @@ impl RunningNode {
             // Never stopped through the watch: the task is aborted with the node.
             let (tx, rx) = tokio::sync::watch::channel(false);
             let (c, t) = (config.clone(), transport.clone());
+            let w = registry.register("rebuild");
             workers.push((
                 "rebuild",
                 tokio::spawn(async move {
                     let _keep = tx;
-                    storage::autorebuild::run(c, t, rx).await
+                    storage::autorebuild::run(c, t, rx, w).await
                 }),
             ));
         }
@@ -305,7 +397,14 @@ impl RunningNode {
             serve,
             reclaimer,
             workers,
+            registry,
         })
+    }
+
+    /// The named background workers of this node's roles (the manager's journal, the
+    /// cleaner, the storage scrub, the background rebuild) and what each is doing.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        all_workers(self.manager.as_deref(), &self.registry)
     }
 
     /// The manager role of this node, if it runs one (diagnostics, benchmarks).

@@ -42,6 +42,25 @@ async fn write_fsync_degraded_read_and_manager_crash() {
         c.shutdown();
     }
     {
+        tracing::info!("--- every node names its background workers in its Ping answer");
+        let s = fsd::cluster::status(&tc.cluster.config)
+            .await
+            .expect("status");
+        for n in &s.nodes {
+            let info = n.reachable.as_ref().expect("reachable");
+            let names: Vec<&str> = info.workers.iter().map(|w| w.name.as_str()).collect();
+            if n.roles.contains(&proto::config::Role::Manager) {
+                assert!(names.contains(&"journal"), "{}: {names:?}", n.name);
+                let j = info.workers.iter().find(|w| w.name == "journal");
+                // The file above was fsynced: the committer has written batches.
+                assert!(j.is_some_and(|j| j.rounds > 0), "{}: {j:?}", n.name);
+            }
+            if n.roles.contains(&proto::config::Role::Storage) {
+                assert!(names.contains(&"scrub"), "{}: {names:?}", n.name);
+            }
+        }
+    }
+    {
         tracing::info!("--- two storage servers down: a fresh client still reads everything");
         tc.cluster.stop_node("storage-2", true).await.expect("stop");
         tc.cluster.stop_node("storage-5", true).await.expect("stop");

@@ -6,7 +6,8 @@ mod common;
 
 use bytes::Bytes;
 use common::TestCluster;
-use proto::identity::Role;
+use fuse_client::error::FsError;
+use proto::identity::{ExportOptions, Role};
 use proto::ids::*;
 use proto::msg::*;
 use proto::transport::{Transport, TransportError};
@@ -56,7 +57,9 @@ async fn wrong_roles_are_refused_with_the_named_error() {
         call(
             &as_storage,
             mgr,
-            Request::Manager(ManagerRequest::Hello { session: 1 }),
+            Request::Manager(ManagerRequest::Hello {
+                session: SessionId(1),
+            }),
         )
         .await,
         "storage-1",
@@ -101,6 +104,7 @@ async fn wrong_roles_are_refused_with_the_named_error() {
         m: 2,
         segment_len: 4,
         crc32c: proto::crc32c(b"evil"),
+        nodes: 0,
     };
     let put = Request::Storage(StorageRequest::PutFragment {
         id: frag(manager_log),
@@ -173,6 +177,7 @@ async fn wrong_roles_are_refused_with_the_named_error() {
                         len: 1,
                         k: 4,
                         m: 2,
+                        nodes: 0,
                     },
                     offset: 0,
                     len: 1,
@@ -219,14 +224,19 @@ async fn a_revoked_client_is_refused_within_seconds_while_its_neighbour_works() 
     let tc = TestCluster::start(6, 2, 4, 2).await;
     let config = tc.cluster.config.clone();
     let year = Duration::from_secs(365 * 86400);
-    fsd::certs::issue(&config, Role::Client, "alice", year).expect("issue alice");
-    fsd::certs::issue(&config, Role::Client, "bob", year).expect("issue bob");
+    // Trusted (no root squash): they create in the root directory as root.
+    let trusted = ExportOptions {
+        trusted: true,
+        ..Default::default()
+    };
+    fsd::certs::issue(&config, Role::Client, "alice", year, trusted).expect("issue alice");
+    fsd::certs::issue(&config, Role::Client, "bob", year, trusted).expect("issue bob");
     assert!(
-        fsd::certs::issue(&config, Role::Client, "alice", year).is_err(),
+        fsd::certs::issue(&config, Role::Client, "alice", year, Default::default()).is_err(),
         "a name is issued once"
     );
     assert!(
-        fsd::certs::issue(&config, Role::Client, "storage-1", year).is_err(),
+        fsd::certs::issue(&config, Role::Client, "storage-1", year, Default::default()).is_err(),
         "node names are not client names"
     );
     let connect = |name: &'static str| {
@@ -295,8 +305,222 @@ async fn a_revoked_client_is_refused_within_seconds_while_its_neighbour_works() 
     tc.cluster.stop().await;
 }
 
+fn as_user(uid: u32, gid: u32) -> Option<Credentials> {
+    Some(Credentials {
+        uid,
+        gid,
+        groups: vec![],
+    })
+}
+
+/// Runs `fut` as a local process of `cred` would (what a FUSE request carries).
+async fn run_as<F: std::future::Future>(cred: Option<Credentials>, fut: F) -> F::Output {
+    fuse_client::credentials::scope(cred, fut).await
+}
+
+const READ: OpenAccess = OpenAccess {
+    read: true,
+    write: false,
+};
+const WRITE: OpenAccess = OpenAccess {
+    read: false,
+    write: true,
+};
+
+/// Issue 10 item 3: the manager checks every request with the caller's credentials, which
+/// the client sends (no kernel here: requests made by hand through the client library, so
+/// no `default_permissions` in front), mapped by the identity's export options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_manager_checks_permissions_with_the_callers_credentials() {
+    let tc = TestCluster::start(6, 2, 4, 2).await;
+    let config = tc.cluster.config.clone();
+    let year = Duration::from_secs(365 * 86400);
+    let issue = |name: &str, export| {
+        fsd::certs::issue(&config, Role::Client, name, year, export).expect("issue");
+    };
+    issue("alice", ExportOptions::default());
+    issue(
+        "reader",
+        ExportOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    );
+    let connect = |name: &'static str| {
+        let config = config.clone();
+        async move {
+            let t = fsd::cluster::transport_as(&config, name).expect("transport");
+            fuse_client::Client::connect(config, t)
+                .await
+                .expect("connect")
+        }
+    };
+    // The cluster's own `client` identity is trusted: root there is root.
+    let admin = tc.client().await;
+    let alice = connect("alice").await;
+    let reader = connect("reader").await;
+    let (u1, u2) = (1000, 1001);
+
+    let shared = run_as(
+        as_user(0, 0),
+        admin.mkdir(InodeId::ROOT, "shared", 0o777, 0, ROOT),
+    )
+    .await
+    .expect("mkdir");
+    assert_eq!((shared.uid, shared.perm), (0, 0o777));
+    let (secret, _) = run_as(
+        as_user(u1, u1),
+        admin.create(shared.ino, "secret", 0o600, 0, ROOT),
+    )
+    .await
+    .expect("create as 1000");
+    assert_eq!((secret.uid, secret.gid), (u1, u1), "owned by the caller");
+    admin
+        .write(secret.ino, 0, b"top secret")
+        .await
+        .expect("write");
+    admin.fsync(secret.ino).await.expect("fsync");
+    admin.release(secret.ino).await.expect("release");
+
+    // Another user cannot open it, nor get at its data.
+    let r = run_as(as_user(u2, u2), alice.open(secret.ino, READ)).await;
+    assert_eq!(r.err(), Some(FsError::EACCES), "0600 file of another user");
+    let r = run_as(as_user(u2, u2), alice.read(secret.ino, 0, 10)).await;
+    assert_eq!(
+        r.err(),
+        Some(FsError::EACCES),
+        "its extents are refused too"
+    );
+    let r = run_as(as_user(u2, u2), alice.open(secret.ino, WRITE)).await;
+    assert_eq!(r.err(), Some(FsError::EACCES));
+    // Nor chmod, chown or truncate it.
+    let set = |perm, uid, size| SetAttrs {
+        perm,
+        uid,
+        size,
+        ..Default::default()
+    };
+    for s in [set(Some(0o644), None, None), set(None, Some(u2), None)] {
+        let r = run_as(as_user(u2, u2), alice.setattr(secret.ino, s, ROOT)).await;
+        assert_eq!(r.err(), Some(FsError::EPERM));
+    }
+    let r = run_as(
+        as_user(u2, u2),
+        alice.setattr(secret.ino, set(None, None, Some(0)), ROOT),
+    )
+    .await;
+    assert_eq!(r.err(), Some(FsError::EACCES));
+    // Its owner can, on the same client.
+    let fh = run_as(as_user(u1, u1), alice.open(secret.ino, READ)).await;
+    assert!(fh.is_ok(), "{fh:?}");
+    let got = run_as(as_user(u1, u1), alice.read(secret.ino, 0, 10))
+        .await
+        .expect("owner reads");
+    assert_eq!(&got[..], b"top secret");
+    alice.release(secret.ino).await.expect("release");
+
+    // Root squash (the default for an issued identity): root on alice is nobody.
+    let (rootfile, _) = run_as(as_user(0, 0), alice.create(shared.ino, "r", 0o644, 0, ROOT))
+        .await
+        .expect("create as squashed root");
+    assert_eq!((rootfile.uid, rootfile.gid), (65534, 65534));
+    alice.release(rootfile.ino).await.expect("release");
+    let (root_secret, _) = run_as(
+        as_user(0, 0),
+        admin.create(InodeId::ROOT, "rs", 0o600, 0, ROOT),
+    )
+    .await
+    .expect("create as root");
+    admin.release(root_secret.ino).await.expect("release");
+    let r = run_as(as_user(0, 0), alice.open(root_secret.ino, READ)).await;
+    assert_eq!(
+        r.err(),
+        Some(FsError::EACCES),
+        "squashed root reads no 0600 root file"
+    );
+    // Without any credentials (a hand-made request): this client's root, squashed too.
+    let r = alice.open(root_secret.ino, READ).await;
+    assert_eq!(r.err(), Some(FsError::EACCES));
+    let r = run_as(
+        as_user(0, 0),
+        alice.create(InodeId::ROOT, "x", 0o644, 0, ROOT),
+    )
+    .await;
+    assert_eq!(
+        r.err(),
+        Some(FsError::EACCES),
+        "squashed root may not write /"
+    );
+    let r = run_as(
+        as_user(u1, u1),
+        alice.setattr(secret.ino, set(None, Some(0), None), ROOT),
+    )
+    .await;
+    assert_eq!(r.err(), Some(FsError::EPERM), "no giving files to root");
+
+    // A truncate by a non-owner clears set-user-ID (and set-group-ID with group execute).
+    let (suid, _) = run_as(
+        as_user(u1, u1),
+        admin.create(shared.ino, "suid", 0o6777, 0, ROOT),
+    )
+    .await
+    .expect("create");
+    admin.release(suid.ino).await.expect("release");
+    let a = run_as(
+        as_user(u1, u1),
+        admin.setattr(suid.ino, set(Some(0o6777), None, None), ROOT),
+    )
+    .await
+    .expect("owner chmod");
+    assert_eq!(a.perm, 0o6777);
+    let a = run_as(
+        as_user(u2, u2),
+        alice.setattr(suid.ino, set(None, None, Some(0)), ROOT),
+    )
+    .await
+    .expect("truncate by a writer that is not the owner");
+    assert_eq!(a.perm, 0o777, "set-ID bits cleared");
+
+    // A read-only identity: EROFS for every change, reads work.
+    let r = run_as(
+        as_user(u1, u1),
+        reader.create(shared.ino, "n", 0o644, 0, ROOT),
+    )
+    .await;
+    assert_eq!(r.err(), Some(FsError::EROFS));
+    let r = run_as(as_user(u1, u1), reader.open(secret.ino, WRITE)).await;
+    assert_eq!(r.err(), Some(FsError::EROFS));
+    let r = run_as(as_user(u1, u1), reader.unlink(shared.ino, "r", ROOT)).await;
+    assert_eq!(r.err(), Some(FsError::EROFS));
+    run_as(as_user(u1, u1), reader.open(secret.ino, READ))
+        .await
+        .expect("read-only open");
+    let got = run_as(as_user(u1, u1), reader.read(secret.ino, 0, 10))
+        .await
+        .expect("read");
+    assert_eq!(&got[..], b"top secret");
+    reader.release(secret.ino).await.expect("release");
+    for c in [alice, reader, admin] {
+        c.shutdown();
+    }
+    tc.cluster.stop().await;
+}
+
 /// Virtual memory of the process: a buffer allocated from a size prefix counts at once
 /// (zeroed allocations do not touch their pages, so the resident size would not show it).
+const CONNS: usize = 32;
+const STREAMS: usize = 64;
+
+/// Resident memory of the process.
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
 fn vm_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("status");
     s.lines()
@@ -323,10 +547,21 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
         .expect("connect")
         .await
         .expect("handshake");
+    // Many connections (under the per-identity cap of 64), each with many streams.
+    let mut conns = vec![conn.clone()];
+    for _ in 1..CONNS {
+        conns.push(
+            ep.connect(st, proto::tls::SERVER_NAME)
+                .expect("connect")
+                .await
+                .expect("handshake"),
+        );
+    }
     let before = vm_bytes();
+    let rss_before = rss_bytes();
     let mut streams = Vec::new();
-    for i in 0..200u32 {
-        let (mut send, recv) = conn.open_bi().await.expect("stream");
+    for i in 0..(CONNS * STREAMS) as u32 {
+        let (mut send, recv) = conns[i as usize % CONNS].open_bi().await.expect("stream");
         let mut prefix = Vec::new();
         prefix.extend_from_slice(&proto::frame::MAGIC);
         // Even streams claim the largest header; odd ones send a whole Ping header and
@@ -364,7 +599,15 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
     c.write(a.ino, 0, &vec![7u8; 1 << 20]).await.expect("write");
     c.fsync(a.ino).await.expect("fsync");
     let grown = vm_bytes().saturating_sub(before);
-    // Allocating from the prefixes alone would take 100 x 16 MiB + 100 x 64 MiB.
+    let rss_after = rss_bytes();
+    eprintln!(
+        "{CONNS} connections x {STREAMS} streams of maximal size prefixes: VmSize +{} MiB, \
+         VmRSS {} -> {} MiB (the whole test process: every node and the client)",
+        grown >> 20,
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    // Allocating from the prefixes alone would take 1024 x 16 MiB + 1024 x 64 MiB.
     assert!(
         grown < 1 << 30,
         "memory grew by {grown} bytes for frames that never came"
@@ -380,6 +623,7 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
         "{closed:?}"
     );
     drop(streams);
+    drop(conns);
     c.shutdown();
     tc.cluster.stop().await;
 }

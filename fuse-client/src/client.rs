@@ -12,22 +12,27 @@
 //! Must not: implement file-system operations, or hold a lock across an await.
 
 use crate::data::cache::BlockCache;
+use crate::data::dir_parents::DirParents;
 use crate::data::extents::ExtentCache;
-use crate::data::listing::DirStream;
+use crate::data::no_caps::NoCaps;
+use crate::data::open_dirs::OpenDirs;
+use crate::data::open_files::OpenFiles;
+use crate::data::write_errors::WriteErrors;
 use crate::data::{DataState, Which};
-use crate::error::{ClientError, FsError};
+use crate::error::ClientError;
+use crate::handle::Handles;
 use crate::horizon::Horizon;
 use crate::kernel::notify::KernelCache;
 use crate::meta::{LeaseActions, Meta, Target};
 use crate::stats::ClientStats;
 use crate::verifier::Unsynced;
-use crate::worker::{Worker, WorkerStatus, Workers};
 use bytes::Bytes;
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
-use proto::ids::{InodeId, LogId};
+use proto::ids::{InodeId, LogId, SessionId};
 use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
+use proto::worker::{Worker, WorkerStatus, Workers};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -40,10 +45,7 @@ const DIRTY_LIMIT: u64 = 64 << 20;
 /// Timeout of a `Ping` at connect and of a storage `Stat`.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A handle this client gave the kernel for an open file or directory (unique per mount;
-/// directory handles name their buffered listing page).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileHandle(pub u64);
+pub use crate::handle::FileHandle;
 
 /// A Shoal client: talks to managers for metadata and to its own log for data.
 pub struct Client {
@@ -80,31 +82,31 @@ pub struct Client {
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     pub(crate) reacquire: DashMap<InodeId, ()>,
-    /// Local open count per inode; the mutex orders `Open`/`Release` RPCs of one inode.
-    pub(crate) opens: DashMap<InodeId, Arc<tokio::sync::Mutex<u32>>>,
-    /// Parent of directories we looked up (for `..` in readdir).
-    pub(crate) parents: DashMap<InodeId, InodeId>,
-    pub(crate) dirs: DashMap<FileHandle, Arc<tokio::sync::Mutex<DirStream>>>,
+    /// Local open counts per inode (their own part).
+    pub(crate) opens: OpenFiles,
+    /// Parents of directories we looked up (for `..` in readdir; their own part).
+    pub(crate) parents: DirParents,
+    /// Open directory streams and listing generations (their own part).
+    pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
-    pub(crate) no_caps: DashMap<InodeId, ()>,
+    pub(crate) no_caps: NoCaps,
     /// Serialises `AcquireWrite` of one inode (never taken by a callback).
     pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
-    /// Bumped per directory when its cached listing is invalidated.
-    pub(crate) dir_gens: DashMap<InodeId, u64>,
-    /// Bumped when every cached listing is invalidated.
-    dir_epoch: AtomicU64,
     /// The kernel's invalidation channel while mounted.
     notifier: Mutex<Option<Arc<dyn KernelCache>>>,
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
     /// Write errors found by background flushes, reported at the next flush/fsync.
-    pub(crate) errors: DashMap<InodeId, FsError>,
-    next_fh: AtomicU64,
+    pub(crate) errors: WriteErrors,
+    handles: Handles,
     flush_ids: AtomicU64,
     pub(crate) space: Notify,
     pub(crate) kick: Arc<Notify>,
     stop: watch::Sender<bool>,
     pub(crate) dirty_limit: u64,
+    /// Set when a flush found the storage servers full (ENOSPC): new writes fail at once
+    /// with ENOSPC until a flush succeeds, an unlink frees space, or `NO_SPACE_HOLD` passes.
+    pub(crate) no_space: Mutex<Option<std::time::Instant>>,
 }
 
 impl Client {
@@ -193,7 +195,7 @@ impl Client {
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
-        tracing::info!(log = %client.log_id, session = client.meta.session(), "client connected");
+        tracing::info!(log = %client.log_id, session = %format_args!("{:x}", client.meta.session()), "client connected");
         Ok(client)
     }
 
@@ -230,22 +232,21 @@ impl Client {
             attrs: DashMap::new(),
             attr_drops: AtomicU64::new(0),
             reacquire: DashMap::new(),
-            opens: DashMap::new(),
-            parents: DashMap::new(),
-            dirs: DashMap::new(),
-            no_caps: DashMap::new(),
+            opens: OpenFiles::default(),
+            parents: DirParents::default(),
+            open_dirs: OpenDirs::default(),
+            no_caps: NoCaps::default(),
             acquiring: DashMap::new(),
-            dir_gens: DashMap::new(),
-            dir_epoch: AtomicU64::new(0),
             notifier: Mutex::new(None),
             workers: Workers::default(),
-            errors: DashMap::new(),
-            next_fh: AtomicU64::new(1),
+            errors: WriteErrors::default(),
+            handles: Handles::default(),
             flush_ids: AtomicU64::new(1),
             space: Notify::new(),
             kick: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
             dirty_limit,
+            no_space: Mutex::new(None),
             config,
             transport,
         }
@@ -261,7 +262,7 @@ impl Client {
     }
 
     /// This mount's session id.
-    pub fn session(&self) -> u64 {
+    pub fn session(&self) -> SessionId {
         self.meta.session()
     }
 
@@ -298,20 +299,14 @@ impl Client {
             .clone()
     }
 
-    /// The generation of `dir`'s listing; a buffered page of another generation is stale.
-    pub(crate) fn dir_generation(&self, dir: InodeId) -> (u64, u64) {
-        (
-            self.dir_epoch.load(Ordering::Acquire),
-            self.dir_gens.get(&dir).map(|g| *g).unwrap_or(0),
-        )
-    }
-
+    /// `dir`'s buffered listing pages are stale (forwarded to `open_dirs`).
     pub(crate) fn bump_dir_generation(&self, dir: InodeId) {
-        *self.dir_gens.entry(dir).or_insert(0) += 1;
+        self.open_dirs.bump(dir);
     }
 
+    /// Every buffered listing page is stale (forwarded to `open_dirs`).
     pub(crate) fn bump_dir_generations(&self) {
-        self.dir_epoch.fetch_add(1, Ordering::AcqRel);
+        self.open_dirs.bump_all();
     }
 
     /// Bytes written locally and not yet committed.
@@ -329,7 +324,7 @@ impl Client {
     }
 
     pub(crate) fn next_fh(&self) -> FileHandle {
-        FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
+        self.handles.next()
     }
 
     pub(crate) fn next_flush_id(&self) -> u64 {

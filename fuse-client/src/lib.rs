@@ -11,13 +11,16 @@
 //!   write-back (segments of this client's log, committed through `meta`);
 //! - `meta`: the one manager-RPC layer (routing, retry, errno mapping, volume leases fed
 //!   to the pure engine in `lease::engine`);
+//! - `handle`: the handles given to the kernel;
 //! - `client`: the composition root (connect, workers, shutdown).
 //!
 //! Must not block a runtime thread, and must not link the manager crate.
 
 pub mod client;
+pub mod credentials;
 pub mod data;
 pub mod error;
+pub mod handle;
 pub mod horizon;
 pub mod kernel;
 pub mod lease;
@@ -25,13 +28,13 @@ pub mod meta;
 pub mod ops;
 pub mod stats;
 pub mod verifier;
-pub mod worker;
 
 pub use client::CallbackHandler;
-pub use client::{Client, FileHandle};
+pub use client::Client;
 pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
+pub use handle::FileHandle;
 pub use kernel::mount::{mount, Mount, MountOptions};
 pub use ops::namespace::{StatFs, DROP_CACHES_XATTR};
+pub use proto::worker::{WorkerState, WorkerStatus};
 pub use stats::ClientStats;
-pub use worker::{WorkerState, WorkerStatus};

@@ -20,7 +20,7 @@ use crate::lease::{Action, BootInstant, CacheEpoch, Event, HeldLease, VolumeLeas
 use crate::stats::Counters;
 use futures::future::BoxFuture;
 use proto::config::ClusterConfig;
-use proto::ids::{InodeId, NodeId};
+use proto::ids::{InodeId, NodeId, SessionId};
 use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError};
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{Transport, TransportError};
@@ -137,7 +137,7 @@ struct LeaseSlot {
 /// The manager-RPC layer (see the module doc).
 pub struct Meta {
     mc: ManagerClient,
-    session: u64,
+    session: SessionId,
     counters: Counters,
     slots: HashMap<NodeId, LeaseSlot>,
     actions: OnceLock<Weak<dyn LeaseActions>>,
@@ -154,7 +154,7 @@ enum OnExpired {
 }
 
 impl Meta {
-    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>, session: u64) -> Meta {
+    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>, session: SessionId) -> Meta {
         let slots = config
             .manager_nodes()
             .into_iter()
@@ -181,7 +181,7 @@ impl Meta {
     }
 
     /// This mount's session id.
-    pub fn session(&self) -> u64 {
+    pub fn session(&self) -> SessionId {
         self.session
     }
 
@@ -296,7 +296,8 @@ impl Meta {
                 Target::Route => proto::route::routing_inode(&req).map_or(node, |i| self.owner(i)),
                 Target::Node(n) => n,
             };
-            let err = match self.mc.call_node_leased(to, req.clone()).await {
+            let cred = crate::credentials::current();
+            let err = match self.mc.call_node_leased_as(to, cred, req.clone()).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };

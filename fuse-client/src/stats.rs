@@ -156,14 +156,16 @@ impl ClientStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::ids::InodeId;
+    use proto::ids::{InodeId, SessionId};
 
     #[test]
     fn counts_by_type() {
         let c = Counters::default();
         c.rpc(&ManagerRequest::GetAttr { ino: InodeId::ROOT });
         c.rpc(&ManagerRequest::GetAttr { ino: InodeId::ROOT });
-        c.rpc(&ManagerRequest::Renew { session: 1 });
+        c.rpc(&ManagerRequest::Renew {
+            session: SessionId(1),
+        });
         c.renewal_sent();
         c.flush_received();
         let s = c.snapshot();

@@ -9,7 +9,7 @@
 
 use fuse_client::lease::{Action, BootInstant, Event, VolumeLease};
 use manager::lease::{Affected, LeaseTable, Requester, Step};
-use proto::ids::InodeId;
+use proto::ids::{CallbackId, InodeId, SessionId};
 use proto::msg::{ClientCallback, LeaseExtension, LeaseGrant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -60,7 +60,7 @@ enum Msg {
         hello: bool,
     },
     CallbackAnswer {
-        id: u64,
+        id: CallbackId,
     },
     // Manager → client.
     ReadReply {
@@ -80,13 +80,13 @@ enum Msg {
     },
     Callback {
         c: usize,
-        id: u64,
+        id: CallbackId,
         inodes: Vec<InodeId>,
     },
 }
 
 struct Client {
-    session: u64,
+    session: SessionId,
     lease: VolumeLease,
     cached: BTreeSet<InodeId>,
     renewing: bool,
@@ -101,7 +101,7 @@ struct Model {
     wire: BTreeMap<(u64, u64), Msg>,
     seq: u64,
     /// Outstanding callbacks: id → (session index, inodes, deadline ms).
-    callbacks: BTreeMap<u64, (usize, Vec<InodeId>, u64)>,
+    callbacks: BTreeMap<CallbackId, (usize, Vec<InodeId>, u64)>,
     /// (client, inode) whose callback the manager gave up waiting for: the client must not
     /// use its cached copy until it drops its caches.
     revoked: BTreeSet<(usize, InodeId)>,
@@ -120,7 +120,7 @@ impl Model {
         let mut table = LeaseTable::new(Duration::from_millis(LEASE_MS), 1);
         let mut clients = Vec::new();
         for c in 0..CLIENTS {
-            let session = 0x100 + c as u64;
+            let session = SessionId(0x100 + c as u64);
             let mut lease = VolumeLease::default();
             let grant = table.hello(session, addr(c), t.mgr());
             let acts = lease.on_event(Event::Granted {
@@ -232,7 +232,7 @@ impl Model {
 
     fn deadline(&mut self, d: u64) {
         self.t.ms = self.t.ms.max(d);
-        let due: Vec<u64> = self
+        let due: Vec<CallbackId> = self
             .callbacks
             .iter()
             .filter(|(_, v)| v.2 <= d)

@@ -492,30 +492,60 @@ pub fn execute(base: &Path, op: &Op) -> Outcome {
     }
 }
 
-/// Compares a predicted and an actual outcome; the difference as text.
-pub fn compare(want: &Outcome, got: &Outcome) -> std::result::Result<(), String> {
-    let name = |e: &Errno| crate::sys::errno_name(*e);
+/// How an actual outcome differs from the predicted one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("data differs at byte {at}: expected {want_len} bytes{}, got {got_len} bytes{}", there(*want_byte), there(*got_byte))]
+    Data {
+        at: usize,
+        want_len: usize,
+        want_byte: Option<u8>,
+        got_len: usize,
+        got_byte: Option<u8>,
+    },
+    #[error("expected {want:?}, got {got:?}")]
+    Observed { want: Obs, got: Obs },
+    #[error("expected success ({want:?}), got {}", crate::sys::errno_name(*got))]
+    Failed { want: Obs, got: Errno },
+    #[error("expected {}, but it succeeded ({got:?})", crate::sys::errno_name(*want))]
+    Succeeded { want: Errno, got: Obs },
+    #[error("expected {}, got {}", crate::sys::errno_name(*want), crate::sys::errno_name(*got))]
+    OtherErrno { want: Errno, got: Errno },
+}
+
+/// " (0x.. there)" for a byte that exists, nothing past the end.
+fn there(b: Option<u8>) -> String {
+    b.map(|b| format!(" ({b:#04x} there)")).unwrap_or_default()
+}
+
+/// Compares a predicted and an actual outcome.
+pub fn compare(want: &Outcome, got: &Outcome) -> std::result::Result<(), Mismatch> {
     match (want, got) {
         (Ok(Obs::Data(w)), Ok(Obs::Data(g))) => match pattern::first_difference(w, g) {
             None => Ok(()),
-            Some(i) => Err(format!(
-                "data differs at byte {i}: expected {} bytes{}, got {} bytes{}",
-                w.len(),
-                w.get(i)
-                    .map(|b| format!(" ({b:#04x} there)"))
-                    .unwrap_or_default(),
-                g.len(),
-                g.get(i)
-                    .map(|b| format!(" ({b:#04x} there)"))
-                    .unwrap_or_default()
-            )),
+            Some(i) => Err(Mismatch::Data {
+                at: i,
+                want_len: w.len(),
+                want_byte: w.get(i).copied(),
+                got_len: g.len(),
+                got_byte: g.get(i).copied(),
+            }),
         },
         (Ok(w), Ok(g)) if w == g => Ok(()),
         (Err(w), Err(g)) if w == g => Ok(()),
-        (Ok(w), Ok(g)) => Err(format!("expected {w:?}, got {g:?}")),
-        (Ok(w), Err(g)) => Err(format!("expected success ({w:?}), got {}", name(g))),
-        (Err(w), Ok(g)) => Err(format!("expected {}, but it succeeded ({g:?})", name(w))),
-        (Err(w), Err(g)) => Err(format!("expected {}, got {}", name(w), name(g))),
+        (Ok(w), Ok(g)) => Err(Mismatch::Observed {
+            want: w.clone(),
+            got: g.clone(),
+        }),
+        (Ok(w), Err(g)) => Err(Mismatch::Failed {
+            want: w.clone(),
+            got: *g,
+        }),
+        (Err(w), Ok(g)) => Err(Mismatch::Succeeded {
+            want: *w,
+            got: g.clone(),
+        }),
+        (Err(w), Err(g)) => Err(Mismatch::OtherErrno { want: *w, got: *g }),
     }
 }
 

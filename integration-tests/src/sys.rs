@@ -203,6 +203,8 @@ pub enum ChildOp {
     Unlink(CString),
     Chmod(CString, u32),
     Chown(CString, u32, u32),
+    /// open(O_WRONLY|O_APPEND), write one byte, close.
+    Append(CString),
 }
 
 impl ChildOp {
@@ -265,6 +267,7 @@ unsafe fn child_body(uid: u32, gid: u32, op: &ChildOp) -> i32 {
         ChildOp::Unlink(p) => libc::unlink(p.as_ptr()),
         ChildOp::Chmod(p, mode) => libc::chmod(p.as_ptr(), *mode),
         ChildOp::Chown(p, u, g) => libc::chown(p.as_ptr(), *u, *g),
+        ChildOp::Append(p) => append_byte(p),
     };
     if r < 0 {
         let e = *libc::__errno_location();
@@ -276,6 +279,22 @@ unsafe fn child_body(uid: u32, gid: u32, op: &ChildOp) -> i32 {
     } else {
         0
     }
+}
+
+unsafe fn append_byte(p: &CString) -> i32 {
+    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_APPEND);
+    if fd < 0 {
+        return fd;
+    }
+    let byte = [b'!'];
+    let n = libc::write(fd, byte.as_ptr().cast(), 1);
+    if n < 0 {
+        let e = *libc::__errno_location();
+        libc::close(fd);
+        *libc::__errno_location() = e;
+        return -1;
+    }
+    libc::close(fd)
 }
 
 unsafe fn open_close(p: &CString, flags: i32) -> i32 {

@@ -8,7 +8,8 @@
 
 use divan::Bencher;
 use manager::journal::MemLog;
-use manager::service::{LoopbackPeers, NoCallbacks, Service};
+use manager::service::Service;
+use manager::testing::{LoopbackPeers, NoCallbacks};
 use proto::config::{ClusterConfig, ErasureConfig};
 use proto::ids::InodeId;
 use proto::msg::{Attr, Caller, ManagerRequest as R, ManagerResponse as A, NewNode};

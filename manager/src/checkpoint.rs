@@ -31,7 +31,7 @@ use crate::error::CodecError;
 use crate::record::{from_postcard, unframe, Lsn, TxIntent, CHECKPOINT_MAGIC};
 use crate::state::{AppliedOps, Inode, MetaState};
 use bytes::Bytes;
-use proto::ids::{InodeId, TxId};
+use proto::ids::{InodeId, SessionId, TxId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -97,7 +97,7 @@ struct Head {
 #[derive(Deserialize)]
 struct Head2 {
     head: Head,
-    write_leases: BTreeMap<InodeId, (u64, Lsn)>,
+    write_leases: BTreeMap<InodeId, (SessionId, Lsn)>,
 }
 
 /// Serializes exactly like `Head`, without copying the state.
@@ -117,7 +117,7 @@ struct HeadRef<'a> {
 #[derive(Serialize)]
 struct Head2Ref<'a> {
     head: HeadRef<'a>,
-    write_leases: &'a BTreeMap<InodeId, (u64, Lsn)>,
+    write_leases: &'a BTreeMap<InodeId, (SessionId, Lsn)>,
 }
 
 fn piece(kind: u8, body_at: usize, out: &mut [u8]) {
@@ -203,7 +203,7 @@ pub fn encode_chunk(lsn: Lsn, index: u32, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(CHUNK_HEADER + data.len());
     out.extend_from_slice(&CHUNK_MAGIC);
     out.extend_from_slice(&CHUNK_VERSION.to_le_bytes());
-    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&lsn.0.to_le_bytes());
     out.extend_from_slice(&index.to_le_bytes());
     out.extend_from_slice(data);
     Bytes::from(out)
@@ -242,7 +242,7 @@ pub fn decode_chunk(bytes: &Bytes) -> Result<(Lsn, u32, Bytes), CodecError> {
     let mut index = [0u8; 4];
     index.copy_from_slice(&bytes[14..18]);
     Ok((
-        u64::from_le_bytes(lsn),
+        Lsn(u64::from_le_bytes(lsn)),
         u32::from_le_bytes(index),
         bytes.slice(CHUNK_HEADER..),
     ))
@@ -443,7 +443,7 @@ pub(crate) mod v1 {
     use crate::extent::ExtentMap;
     use crate::record::{Lsn, TxIntent};
     use crate::state::{AppliedOps, Inode, MetaState};
-    use proto::ids::{InodeId, TxId};
+    use proto::ids::{InodeId, SessionId, TxId};
     use proto::msg::{Attr, FileKind};
     use serde::{Deserialize, Serialize};
     use std::collections::{BTreeMap, BTreeSet};
@@ -476,7 +476,7 @@ pub(crate) mod v1 {
         pub extents: ExtentMap,
         pub symlink: Option<String>,
         pub xattrs: BTreeMap<String, Vec<u8>>,
-        pub sessions: BTreeSet<u64>,
+        pub sessions: BTreeSet<SessionId>,
     }
 
     impl Checkpoint {
@@ -573,7 +573,7 @@ mod tests {
         st.commit(st.plan_root(proto::msg::Timestamp::default(), 0, 0));
         st.commit(vec![crate::record::Record::WriteLease {
             ino: InodeId::ROOT,
-            session: 7,
+            session: SessionId(7),
         }]);
         st
     }
@@ -640,9 +640,9 @@ mod tests {
 
     #[test]
     fn chunk_and_manifest_formats_are_versioned() {
-        let c = encode_chunk(7, 3, b"abc");
+        let c = encode_chunk(Lsn(7), 3, b"abc");
         let (lsn, index, data) = decode_chunk(&c).expect("chunk");
-        assert_eq!((lsn, index, &data[..]), (7, 3, &b"abc"[..]));
+        assert_eq!((lsn, index, &data[..]), (Lsn(7), 3, &b"abc"[..]));
         let mut newer = c.to_vec();
         newer[4] = 9;
         assert!(matches!(
@@ -650,8 +650,8 @@ mod tests {
             Err(CodecError::Version { version: 9, .. })
         ));
         let m = Manifest {
-            lsn: 1,
-            covers: 2,
+            lsn: Lsn(1),
+            covers: Lsn(2),
             from_segment: 3,
             chunks: vec![ChunkRef {
                 segment: 4,

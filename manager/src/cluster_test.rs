@@ -343,7 +343,8 @@ async fn a_metadata_segment_destroyed_beyond_parity_stops_recovery_naming_it() {
     let err = svc
         .wait_recovered()
         .await
-        .expect_err("recovery must refuse");
+        .expect_err("recovery must refuse")
+        .to_string();
     assert!(
         err.contains(&format!("{}/{victim} ", LogId::manager(id))),
         "{err}"

@@ -24,6 +24,9 @@ pub mod code {
     pub const ENOTEMPTY: Errno = Errno::ENOTEMPTY;
     pub const ENODATA: Errno = Errno::ENODATA;
     pub const ESTALE: Errno = Errno::ESTALE;
+    pub const EACCES: Errno = Errno::EACCES;
+    pub const EROFS: Errno = Errno::EROFS;
+    pub const EOPNOTSUPP: Errno = Errno::EOPNOTSUPP;
 }
 
 /// A refused operation: a POSIX error number plus a message for logs.
@@ -68,7 +71,8 @@ macro_rules! errno_fns {
 errno_fns!(
     eperm => EPERM, enoent => ENOENT, eexist => EEXIST, enotdir => ENOTDIR, eisdir => EISDIR,
     einval => EINVAL, enotempty => ENOTEMPTY, enametoolong => ENAMETOOLONG, enodata => ENODATA,
-    erange => ERANGE, e2big => E2BIG,
+    erange => ERANGE, e2big => E2BIG, eacces => EACCES, erofs => EROFS,
+    eopnotsupp => EOPNOTSUPP,
 );
 
 /// Decoding of durable records and checkpoints.
@@ -135,6 +139,36 @@ pub enum ManagerError {
     },
 }
 
+/// Why a checkpoint cannot be used: one just written does not read back as written, or
+/// one found at recovery is incomplete (the one before it is tried instead).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointReadError {
+    #[error("its chunk seg{0} is missing from the log")]
+    ChunkMissing(u64),
+    #[error("chunk seg{segment} cannot be read: {source}")]
+    ChunkUnreadable {
+        segment: u64,
+        source: Box<ManagerError>,
+    },
+    #[error("seg{0} is not a checkpoint chunk")]
+    NotAChunk(u64),
+    #[error("chunk seg{segment}: {source}")]
+    ChunkCodec { segment: u64, source: CodecError },
+    #[error("chunk seg{0} does not match its manifest")]
+    ChunkMismatch(u64),
+    #[error("manifest seg{segment} cannot be read: {source}")]
+    ManifestUnreadable {
+        segment: u64,
+        source: Box<ManagerError>,
+    },
+    #[error("manifest seg{0} does not match what was written")]
+    ManifestMismatch(u64),
+    #[error("decoding task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
 /// Why recovery stopped instead of serving a namespace it cannot prove complete. The
 /// manager does not serve until the cause is fixed and it is restarted.
 #[derive(Debug, thiserror::Error)]
@@ -149,16 +183,16 @@ pub enum RecoveryError {
     Gap {
         log: proto::ids::LogId,
         segment: proto::ids::SegmentId,
-        expected: u64,
-        found: u64,
+        expected: proto::ids::Lsn,
+        found: proto::ids::Lsn,
     },
     #[error("metadata log {log} ends at LSN {found} but checkpoint {checkpoint} (segment {segment}) includes changes up to LSN {needed}; the log's tail is missing: restore the storage servers that held it, then restart the manager")]
     ShortTail {
         log: proto::ids::LogId,
         segment: proto::ids::SegmentId,
-        checkpoint: u64,
-        needed: u64,
-        found: u64,
+        checkpoint: proto::ids::Lsn,
+        needed: proto::ids::Lsn,
+        found: proto::ids::Lsn,
     },
 }
 

@@ -14,14 +14,17 @@
 //! are deleted, so the two newest checkpoints (and the records after the older one) stay.
 //! Must not: hold the state lock, or block a runtime thread.
 
-pub use crate::backend::{LogBackend, MemLog, StorageLog};
+pub use crate::backend::{LogBackend, StorageLog};
 use crate::checkpoint::{self, ChunkRef, InodePiece, Manifest, CHUNK_HEADER};
-use crate::error::{code, Errno, ManagerError};
+use crate::error::{code, CheckpointReadError, Errno, ManagerError};
 use crate::record::{encode_records, Logged, Lsn, Record};
+#[cfg(any(test, feature = "testing"))]
+pub use crate::testing::MemLog;
 use bytes::Bytes;
 use proto::config::ManagerTunables;
 use proto::ids::{InodeId, SegmentAddr};
 use proto::transport::BoxFuture;
+use proto::worker::Worker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,7 +137,7 @@ impl Journal {
             urgent: Notify::new(),
             durable: watch::Sender::new(durable),
             progress: watch::Sender::new(0),
-            checkpointed: watch::Sender::new(0),
+            checkpointed: watch::Sender::new(Lsn::ZERO),
             kept: Mutex::new(None),
             interval,
             limits,
@@ -326,11 +329,13 @@ impl Journal {
         self.lock().items.push_front(Item::Records { recs, bytes });
     }
 
-    /// The committer: runs until `close` and an empty queue.
+    /// The committer: runs until `close` and an empty queue. Each step (a batch of
+    /// records, a checkpoint chunk) is reported through `worker`.
     pub async fn run(
         self: Arc<Self>,
         backend: Arc<dyn LogBackend>,
         source: Arc<dyn CheckpointSource>,
+        worker: Arc<Worker>,
     ) {
         let mut c = Committer {
             j: &self,
@@ -356,6 +361,7 @@ impl Journal {
             };
             if !records && !marker && c.active.is_none() {
                 if closed {
+                    worker.stopped();
                     return;
                 }
                 draining = false;
@@ -369,6 +375,7 @@ impl Journal {
                     _ = self.urgent.notified() => {}
                 }
             }
+            worker.busy();
             let step = if records && !(chunk_turn && c.active.is_some()) {
                 draining = true;
                 chunk_turn = true;
@@ -381,10 +388,15 @@ impl Journal {
                 Ok(())
             };
             match step {
-                Ok(()) => c.succeeded(),
+                Ok(()) => {
+                    worker.idle();
+                    c.succeeded()
+                }
                 Err(e) => {
+                    worker.failed(&e);
                     draining = false;
                     if c.failed(e).await {
+                        worker.stopped();
                         return;
                     }
                 }
@@ -440,8 +452,8 @@ impl Committer<'_> {
         .map_err(|e| ManagerError::Backend(format!("record encoding task failed: {e}")))?;
         match self.append(EntryKind::MetaRecords, encoded).await {
             Ok(addr) => {
-                let last = recs.last().map(|r| r.lsn).unwrap_or(0);
-                tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last, "records durable");
+                let last = recs.last().map_or(Lsn::ZERO, |r| r.lsn);
+                tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last = last.0, "records durable");
                 self.j.durable.send_if_modified(|d| {
                     let changed = last > *d;
                     *d = (*d).max(last);
@@ -459,7 +471,7 @@ impl Committer<'_> {
     fn start_checkpoint(&mut self) {
         let item = self.j.lock().items.pop_front();
         if let Some(Item::Checkpoint { head, lsn }) = item {
-            tracing::info!(lsn, "checkpoint started");
+            tracing::info!(lsn = lsn.0, "checkpoint started");
             self.active = Some(Active {
                 lsn,
                 buf: head,
@@ -504,7 +516,7 @@ impl Committer<'_> {
             let crc = proto::crc32c(&a.buf[..n]);
             let (lsn, index) = (a.lsn, a.chunks.len());
             let addr = self.append(EntryKind::Checkpoint, entry).await?;
-            tracing::debug!(lsn, index, segment = %addr.segment, bytes = n, "checkpoint chunk written");
+            tracing::debug!(lsn = lsn.0, index, segment = %addr.segment, bytes = n, "checkpoint chunk written");
             let Some(a) = self.active.as_mut() else {
                 return Ok(());
             };
@@ -556,11 +568,11 @@ impl Committer<'_> {
         self.j.lock().checkpoint_busy = false;
         match verified {
             Err(e) => {
-                tracing::error!(lsn = a.lsn, segment = %addr.segment, "checkpoint does not read back, keeping the older segments: {e}");
+                tracing::error!(lsn = a.lsn.0, segment = %addr.segment, "checkpoint does not read back, keeping the older segments: {e}");
             }
             Ok(()) => {
                 let first = manifest.from_segment;
-                tracing::info!(lsn = a.lsn, covers = a.covers, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
+                tracing::info!(lsn = a.lsn.0, covers = a.covers.0, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
                 self.j.checkpointed.send_modify(|c| *c = (*c).max(a.lsn));
                 let prev = self
                     .j
@@ -582,26 +594,34 @@ impl Committer<'_> {
         a: &Active,
         manifest_addr: SegmentAddr,
         manifest: &Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), CheckpointReadError> {
         for (addr, c) in &a.chunks {
-            let entries = self.backend.read(*addr).await.map_err(|e| e.to_string())?;
+            let segment = addr.segment.0;
+            let entries = self.backend.read(*addr).await.map_err(|e| {
+                CheckpointReadError::ChunkUnreadable {
+                    segment,
+                    source: Box::new(e),
+                }
+            })?;
             let Some((_, bytes)) = entries.first() else {
-                return Err(format!("chunk {} is empty", addr.segment));
+                return Err(CheckpointReadError::NotAChunk(segment));
             };
-            let (lsn, _, data) =
-                checkpoint::decode_chunk(bytes).map_err(|e| format!("{}: {e}", addr.segment))?;
+            let (lsn, _, data) = checkpoint::decode_chunk(bytes)
+                .map_err(|source| CheckpointReadError::ChunkCodec { segment, source })?;
             if lsn != a.lsn || data.len() != c.len as usize || proto::crc32c(&data) != c.crc {
-                return Err(format!("chunk {} does not match", addr.segment));
+                return Err(CheckpointReadError::ChunkMismatch(segment));
             }
         }
-        let entries = self
-            .backend
-            .read(manifest_addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let segment = manifest_addr.segment.0;
+        let entries = self.backend.read(manifest_addr).await.map_err(|e| {
+            CheckpointReadError::ManifestUnreadable {
+                segment,
+                source: Box::new(e),
+            }
+        })?;
         match entries.first() {
             Some((EntryKind::Checkpoint, b)) if b == manifest => Ok(()),
-            _ => Err(format!("manifest {} does not match", manifest_addr.segment)),
+            _ => Err(CheckpointReadError::ManifestMismatch(segment)),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::service::Service;
 use crate::service_test::{errno_of, Cluster};
 use crate::state::MetaState;
 use bytes::Bytes;
-use proto::ids::{InodeId, SegmentId};
+use proto::ids::{InodeId, Lsn, SegmentId};
 use proto::msg::{Attr, Caller, ManagerRequest as R, ManagerResponse as A, NewNode, RemoteError};
 use proto::transport::BoxFuture;
 use std::sync::Arc;
@@ -81,7 +81,10 @@ async fn entry_count(c: &Cluster, dir: InodeId) -> usize {
 }
 
 /// Starts manager `i` of `c` and returns it with the outcome of its recovery.
-async fn start_raw(c: &Cluster, i: usize) -> (Arc<Service>, Result<(), String>) {
+async fn start_raw(
+    c: &Cluster,
+    i: usize,
+) -> (Arc<Service>, Result<(), Arc<crate::error::ManagerError>>) {
     let svc = Service::start_with(
         c.config.clone(),
         c.node(i),
@@ -409,7 +412,7 @@ async fn unreadable_middle_segment_stops_recovery_naming_it() {
     c.logs[0].make_unreadable(mid);
     c.managers[0].kill();
     let (svc, r) = start_raw(&c, 0).await;
-    let err = r.expect_err("recovery must refuse");
+    let err = r.expect_err("recovery must refuse").to_string();
     assert!(err.contains(&format!("seg{mid} ")), "{err}");
     assert!(err.contains("cannot be read"), "{err}");
     match svc.handle(None, R::GetAttr { ino: ROOT }).await {
@@ -462,7 +465,7 @@ async fn lost_checkpoints_never_come_back_as_an_empty_namespace() {
         c.logs[0].make_unreadable(*s);
     }
     let (svc, r) = start_raw(&c, 0).await;
-    let err = r.expect_err("recovery must refuse");
+    let err = r.expect_err("recovery must refuse").to_string();
     assert!(err.contains("seg"), "{err}");
     svc.kill();
 }
@@ -518,7 +521,7 @@ async fn storage_unavailable_fails_sync_with_eio_within_the_bound() {
 fn batch(lsns: std::ops::RangeInclusive<u64>) -> Bytes {
     let recs: Vec<Logged> = lsns
         .map(|lsn| Logged {
-            lsn,
+            lsn: Lsn(lsn),
             rec: Record::TxDone {
                 tx: proto::ids::TxId {
                     coordinator: proto::ids::NodeId(1),
@@ -545,7 +548,7 @@ async fn lsn_gaps_stop_recovery_and_failed_appends_do_not() {
         .await
         .expect("append");
     let r = recover(&log).await.expect("recovers");
-    assert_eq!((r.state.last_lsn(), r.segments_skipped), (6, 1));
+    assert_eq!((r.state.last_lsn(), r.segments_skipped), (Lsn(6), 1));
     // A batch that skips LSNs: refused, naming the segment.
     log.append(EntryKind::MetaRecords, batch(9..=9))
         .await
@@ -572,8 +575,8 @@ async fn version_1_checkpoints_still_recover() {
         .await
         .expect("append");
     let r = recover(&log).await.expect("recovers");
-    assert_eq!(r.checkpoint, Some((1, 1)));
-    assert_eq!(r.state.last_lsn(), 4);
+    assert_eq!(r.checkpoint, Some((Lsn(1), 1)));
+    assert_eq!(r.state.last_lsn(), Lsn(4));
     assert!(r.state.inode(ROOT).is_some());
 }
 
@@ -638,6 +641,7 @@ async fn measure(n: usize) {
     let committer = tokio::spawn(j.clone().run(
         Arc::new(log.clone()),
         Arc::new(Fixed(tokio::sync::Mutex::new(st))),
+        proto::worker::Workers::default().register("journal"),
     ));
     let t = Instant::now();
     j.push_checkpoint(head, lsn);

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A client session id (chosen by the client, sent in `Hello`/`Renew`).
-pub type SessionId = u64;
+/// A client session id (chosen by the client, sent in `Hello`/`Renew`), and the number of
+/// an outstanding callback.
+pub use proto::ids::{CallbackId, SessionId};
 
 /// How long past a holder's lease expiry the manager waits for a callback answer.
 pub const CALLBACK_MARGIN: Duration = Duration::from_millis(200);
@@ -51,7 +52,7 @@ impl Requester {
 /// A callback to send to a client, and how long to wait for its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Callback {
-    pub id: u64,
+    pub id: CallbackId,
     pub session: SessionId,
     /// Where the client's connection comes from; `None` when the session has no address
     /// (the callback then cannot be delivered and runs out at `deadline`).
@@ -239,7 +240,7 @@ struct Holders {
     /// Callbacks (by id) that must finish before others act on this inode: a writer's
     /// Flush, the Invalidates of an AcquireWrite. The session called back itself is never
     /// held up by them (its CommitWrites must go through while it flushes).
-    blockers: BTreeMap<u64, Blocker>,
+    blockers: BTreeMap<CallbackId, Blocker>,
 }
 
 impl Holders {
@@ -286,8 +287,8 @@ pub struct LeaseTable {
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
     inodes: HashMap<InodeId, Holders>,
-    pending: HashMap<u64, Pending>,
-    next_id: u64,
+    pending: HashMap<CallbackId, Pending>,
+    next_id: CallbackId,
     stats: LeaseStats,
     /// Sessions forgotten since the last `take_forgotten` (their open files are released).
     forgotten: Vec<SessionId>,
@@ -307,7 +308,7 @@ impl LeaseTable {
             by_addr: HashMap::new(),
             inodes: HashMap::new(),
             pending: HashMap::new(),
-            next_id: 1,
+            next_id: CallbackId(1),
             stats: LeaseStats::default(),
             forgotten: Vec::new(),
         }
@@ -566,6 +567,15 @@ impl LeaseTable {
 
     /// Who sent a request from `from`; a session in good standing has its lease renewed
     /// (unless callbacks to it are outstanding).
+    /// The live session of the connection `from`, if any (no lease is extended).
+    pub fn session_at(&self, from: Option<SocketAddr>) -> Option<SessionId> {
+        let session = *self.by_addr.get(&from?)?;
+        self.sessions
+            .get(&session)
+            .filter(|s| !s.lost)
+            .map(|_| session)
+    }
+
     pub fn identify(&mut self, from: Option<SocketAddr>, now: Instant) -> Requester {
         let Some(addr) = from else {
             return Requester::Anonymous;
@@ -859,7 +869,7 @@ impl LeaseTable {
 
     /// The outcome of callback `id`: answered (`acked`) or not by its deadline (the holder
     /// is then marked lost and dropped from everything it held).
-    pub fn callback_done(&mut self, id: u64, acked: bool) {
+    pub fn callback_done(&mut self, id: CallbackId, acked: bool) {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
@@ -981,7 +991,7 @@ impl LeaseTable {
         }
         let deadline = expires + CALLBACK_MARGIN;
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = CallbackId(id.0 + 1);
         let kind = match &msg {
             ClientCallback::Flush { ino, drop_cache } => {
                 self.stats.flushes_sent += 1;
@@ -1105,15 +1115,15 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_millis(1000);
-    const A: SessionId = 0xa;
-    const B: SessionId = 0xb;
-    const C: SessionId = 0xc;
+    const A: SessionId = SessionId(0xa);
+    const B: SessionId = SessionId(0xb);
+    const C: SessionId = SessionId(0xc);
     const X: InodeId = InodeId(0x100);
     const P: InodeId = InodeId(0x101);
     const Y: InodeId = InodeId(0x102);
 
     fn addr(s: SessionId) -> Option<SocketAddr> {
-        Some(SocketAddr::from(([10, 0, 0, s as u8], 4000)))
+        Some(SocketAddr::from(([10, 0, 0, s.0 as u8], 4000)))
     }
 
     /// A table with sessions A, B, C said hello at `t0`.
@@ -1429,14 +1439,23 @@ mod tests {
     #[test]
     fn unknown_sessions_are_lost_and_registered_by_renew() {
         let (mut t, t0) = table();
-        let g = t.renew(0x77, addr(7), t0).expect("renew");
+        let g = t
+            .renew(SessionId(0x77), addr(SessionId(7)), t0)
+            .expect("renew");
         assert!(g.lost);
-        assert_eq!(t.identify(addr(7), t0), Requester::Session(0x77));
-        assert!(!t.renew(0x77, addr(7), t0).expect("renew").lost);
+        assert_eq!(
+            t.identify(addr(SessionId(7)), t0),
+            Requester::Session(SessionId(0x77))
+        );
+        assert!(
+            !t.renew(SessionId(0x77), addr(SessionId(7)), t0)
+                .expect("renew")
+                .lost
+        );
         // A Hello of a session known as lost reports it too.
-        t.mark_lost(0x77);
-        assert!(t.hello(0x77, addr(7), t0).lost);
-        assert!(!t.hello(0x77, addr(7), t0).lost);
+        t.mark_lost(SessionId(0x77));
+        assert!(t.hello(SessionId(0x77), addr(SessionId(7)), t0).lost);
+        assert!(!t.hello(SessionId(0x77), addr(SessionId(7)), t0).lost);
     }
 
     #[test]
@@ -1450,9 +1469,9 @@ mod tests {
         let cbs = t.after_mutation(None, &one_file(&[X]), &[], t0);
         assert_eq!(cbs[0].addr, new);
         // Another session taking over an address takes its callbacks too.
-        t.hello(0x99, new, t0);
+        t.hello(SessionId(0x99), new, t0);
         assert_eq!(t.addr_of(A), None);
-        assert_eq!(t.identify(new, t0), Requester::Session(0x99));
+        assert_eq!(t.identify(new, t0), Requester::Session(SessionId(0x99)));
     }
 
     #[test]
@@ -1473,7 +1492,7 @@ mod tests {
             "never recorded"
         );
         assert_eq!(
-            t.reclaim_write(0xdead, X),
+            t.reclaim_write(SessionId(0xdead), X),
             Err(ReclaimRefused::UnknownSession)
         );
         assert!(t.reclaim_write(A, X).is_ok());
@@ -1600,7 +1619,10 @@ mod tests {
                 target: Some((X, FileKind::File)),
             },
             Record::Truncate { ino: X, size: 0 },
-            Record::Open { ino: X, session: 1 },
+            Record::Open {
+                ino: X,
+                session: SessionId(1),
+            },
         ];
         let a = Affected::of_records(&recs);
         assert_eq!(a.inodes, [P, X].into_iter().collect());

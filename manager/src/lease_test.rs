@@ -6,7 +6,7 @@
 use crate::error::CallbackError;
 use crate::service::{CallbackSender, Service};
 use crate::service_test::Cluster;
-use proto::ids::InodeId;
+use proto::ids::{InodeId, SessionId};
 use proto::msg::{
     Attr, Caller, ClientCallback, InodeWrite, ManagerRequest as R, ManagerResponse as A, NewNode,
     RemoteError, SetAttrs, Timestamp,
@@ -158,7 +158,12 @@ async fn setup(lease_ms: u64) -> (Cluster, Arc<Service>) {
 
 async fn hello(m: &Service, n: u8) {
     match m
-        .handle(Some(addr(n)), R::Hello { session: n as u64 })
+        .handle(
+            Some(addr(n)),
+            R::Hello {
+                session: SessionId(n as u64),
+            },
+        )
         .await
     {
         Ok(A::Lease(g)) => assert!(!g.lost),
@@ -177,6 +182,12 @@ fn attr(r: Result<A, RemoteError>) -> Attr {
     }
 }
 
+/// The holders of `ino` as bare numbers (the tests name sessions 1, 2, 3).
+fn holders(m: &Service, ino: InodeId) -> (Vec<u64>, Option<u64>) {
+    let (readers, writer) = m.lease_holders(ino);
+    (readers.iter().map(|s| s.0).collect(), writer.map(|s| s.0))
+}
+
 fn create(name: &str, session: Option<u64>) -> R {
     R::Create {
         parent: ROOT,
@@ -185,7 +196,7 @@ fn create(name: &str, session: Option<u64>) -> R {
         perm: 0o644,
         umask: 0,
         caller: USER,
-        session,
+        session: session.map(SessionId),
     }
 }
 
@@ -224,7 +235,7 @@ async fn a_mutation_waits_for_the_holders_answers() {
         )
         .await,
     );
-    assert_eq!(m.lease_holders(x.ino).0, vec![1, 2]);
+    assert_eq!(holders(&m, x.ino).0, vec![1, 2]);
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     c.callbacks.set(addr(1), Behaviour::Gated(gate.clone()));
     let m2 = m.clone();
@@ -246,7 +257,7 @@ async fn a_mutation_waits_for_the_holders_answers() {
     let after = attr(task.await.expect("task"));
     assert_eq!(after.perm, 0o600);
     // Holder 1 dropped x; it still caches the root directory: unlink invalidates that.
-    assert_eq!(m.lease_holders(x.ino).0, vec![2]);
+    assert_eq!(holders(&m, x.ino).0, vec![2]);
     c.callbacks.set(addr(1), Behaviour::Ack);
     call(
         &m,
@@ -296,8 +307,26 @@ async fn an_unanswered_holder_delays_a_mutation_by_its_lease_and_is_lost() {
         call(&m, 1, R::GetAttr { ino: x.ino }).await,
         Err(RemoteError::LeaseExpired(_))
     ));
-    assert!(renew_lost(call(&m, 1, R::Renew { session: 1 }).await));
-    assert!(!renew_lost(call(&m, 1, R::Renew { session: 1 }).await));
+    assert!(renew_lost(
+        call(
+            &m,
+            1,
+            R::Renew {
+                session: SessionId(1)
+            }
+        )
+        .await
+    ));
+    assert!(!renew_lost(
+        call(
+            &m,
+            1,
+            R::Renew {
+                session: SessionId(1)
+            }
+        )
+        .await
+    ));
     assert_eq!(
         attr(call(&m, 1, R::GetAttr { ino: x.ino }).await).perm,
         0o600
@@ -312,7 +341,7 @@ async fn a_read_flushes_the_writer_whose_commit_goes_through() {
     hello(&m, 2).await;
     // Create with a session: the creator holds the write lease, without callbacks.
     let x = attr(call(&m, 1, create("w", Some(1))).await);
-    assert_eq!(m.lease_holders(x.ino), (vec![1], Some(1)));
+    assert_eq!(holders(&m, x.ino), (vec![1], Some(1)));
     c.callbacks
         .set(addr(1), Behaviour::CommitOnFlush(Arc::downgrade(&m), 4242));
     // The reader sees the writer's buffered data, committed by the Flush.
@@ -329,7 +358,7 @@ async fn a_read_flushes_the_writer_whose_commit_goes_through() {
         )]
     );
     // The writer keeps its cache as a reader.
-    assert_eq!(m.lease_holders(x.ino), (vec![1, 2], None));
+    assert_eq!(holders(&m, x.ino), (vec![1, 2], None));
     assert_eq!(m.lease_stats().flushes_sent, 1);
 }
 
@@ -362,7 +391,7 @@ async fn a_mutation_flushes_the_writer_first() {
             }
         )]
     );
-    assert_eq!(m.lease_holders(x.ino), (vec![2], None));
+    assert_eq!(holders(&m, x.ino), (vec![2], None));
 }
 
 #[tokio::test]
@@ -374,16 +403,16 @@ async fn acquire_write_revokes_readers_and_the_previous_writer() {
     // 3 creates (and so caches) the file, 1 reads it.
     let x = attr(call(&m, 3, create("a", None)).await);
     attr(call(&m, 1, R::GetAttr { ino: x.ino }).await);
-    assert_eq!(m.lease_holders(x.ino), (vec![1, 3], None));
+    assert_eq!(holders(&m, x.ino), (vec![1, 3], None));
     let acquire = |n: u8| R::AcquireWrite {
         ino: x.ino,
-        session: n as u64,
+        session: SessionId(n as u64),
         reclaim: false,
     };
     assert!(matches!(call(&m, 2, acquire(2)).await, Ok(A::Done)));
-    assert_eq!(m.lease_holders(x.ino), (vec![2], Some(2)));
+    assert_eq!(holders(&m, x.ino), (vec![2], Some(2)));
     assert!(matches!(call(&m, 3, acquire(3)).await, Ok(A::Done)));
-    assert_eq!(m.lease_holders(x.ino), (vec![3], Some(3)));
+    assert_eq!(holders(&m, x.ino), (vec![3], Some(3)));
     let sent: Vec<(SocketAddr, ClientCallback)> = c.callbacks.sent();
     assert_eq!(
         sent,
@@ -444,7 +473,7 @@ async fn another_managers_transaction_invalidates_the_participants_holders() {
         .clone();
     hello(&other, 1).await;
     attr(call(&other, 1, R::GetAttr { ino: d.ino }).await);
-    assert_eq!(other.lease_holders(d.ino).0, vec![1]);
+    assert_eq!(holders(&other, d.ino).0, vec![1]);
     // rmdir from the root's manager: the participant (d's owner) calls its holder back.
     call(
         &m,
@@ -459,14 +488,22 @@ async fn another_managers_transaction_invalidates_the_participants_holders() {
     .expect("rmdir");
     assert!(c.callbacks.sent().iter().any(|(a, cb)| *a == addr(1)
         && matches!(cb, ClientCallback::Invalidate { inodes, .. } if inodes.contains(&d.ino))));
-    assert_eq!(other.lease_holders(d.ino).0, Vec::<u64>::new());
+    assert_eq!(holders(&other, d.ino).0, Vec::<u64>::new());
 }
 
 #[tokio::test]
 async fn grace_period_after_a_restart() {
     let (mut c, m) = setup(300).await;
     hello(&m, 1).await;
-    let old = match call(&m, 1, R::Renew { session: 1 }).await {
+    let old = match call(
+        &m,
+        1,
+        R::Renew {
+            session: SessionId(1),
+        },
+    )
+    .await
+    {
         Ok(A::Lease(g)) => g.incarnation,
         other => panic!("renew answered {other:?}"),
     };
@@ -488,7 +525,15 @@ async fn grace_period_after_a_restart() {
     }
     assert!(call(&m, 1, R::GetAttr { ino: x.ino }).await.is_ok());
     // The new incarnation does not know the session: lost, and a new incarnation.
-    match call(&m, 1, R::Renew { session: 1 }).await {
+    match call(
+        &m,
+        1,
+        R::Renew {
+            session: SessionId(1),
+        },
+    )
+    .await
+    {
         Ok(A::Lease(g)) => {
             assert!(g.lost);
             assert_ne!(g.incarnation, old);
@@ -500,7 +545,7 @@ async fn grace_period_after_a_restart() {
         1,
         R::AcquireWrite {
             ino: x.ino,
-            session: 1,
+            session: SessionId(1),
             reclaim: false,
         },
     )
@@ -516,7 +561,7 @@ async fn grace_period_after_a_restart() {
 fn acquire(ino: InodeId, session: u64, reclaim: bool) -> R {
     R::AcquireWrite {
         ino,
-        session,
+        session: SessionId(session),
         reclaim,
     }
 }
@@ -620,7 +665,14 @@ async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() 
     let deadline = Instant::now() + BOUND;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let _ = call(&m, 2, R::Renew { session: 2 }).await;
+        let _ = call(
+            &m,
+            2,
+            R::Renew {
+                session: SessionId(2),
+            },
+        )
+        .await;
         match call(&m, 2, R::GetAttr { ino: x.ino }).await {
             Err(RemoteError::Errno { code, .. }) if code == crate::error::code::ENOENT => break,
             _ if Instant::now() > deadline => {
@@ -649,6 +701,15 @@ async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() 
         .await,
         Err(RemoteError::LeaseExpired(_))
     ));
-    assert!(renew_lost(call(&m, 1, R::Renew { session: 1 }).await));
+    assert!(renew_lost(
+        call(
+            &m,
+            1,
+            R::Renew {
+                session: SessionId(1)
+            }
+        )
+        .await
+    ));
     drop(c);
 }

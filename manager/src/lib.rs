@@ -8,9 +8,12 @@
 //! `checkpoint` (checkpoints in bounded chunks, and the legacy format), `extent` (extent
 //! maps), `usage` (live bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments), `cleaner` (policy and conditional relocation), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
 //! (group commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure
-//! volume leases and callbacks) and `service` (the async request handler). Must not: store
+//! volume leases and callbacks) and `service` (the async request handler); `testing`
+//! (test doubles: `MemLog`, `LoopbackPeers`, `NoCallbacks`) only under `cfg(test)` or the
+//! `testing` feature. Must not: store
 //! file bytes, or talk to clients other than by replies and lease callbacks.
 
+pub mod access;
 pub mod backend;
 pub mod checkpoint;
 pub mod cleaner;
@@ -25,6 +28,8 @@ pub mod record;
 pub mod recovery;
 pub mod service;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod txn;
 pub mod usage;
 

@@ -6,7 +6,7 @@
 use crate::error::*;
 use crate::record::{Record, TxIntent};
 use crate::state::MetaState;
-use proto::ids::{InodeId, NodeId, SlotId, TxId, SLOT_COUNT};
+use proto::ids::{InodeId, NodeId, SessionId, SlotId, TxId, SLOT_COUNT};
 use proto::msg::{
     Attr, Caller, Extent, FileKind, InodeWrite, NewNode, RenameFlags, SetAttrs, SetTime, Timestamp,
     TxOp,
@@ -126,7 +126,7 @@ struct Draft<'a> {
     new: BTreeMap<InodeId, (Attr, Option<InodeId>, Option<String>)>,
     attrs: BTreeMap<InodeId, Attr>,
     entries: BTreeMap<(InodeId, String), Option<(InodeId, FileKind)>>,
-    sessions: BTreeMap<InodeId, BTreeSet<u64>>,
+    sessions: BTreeMap<InodeId, BTreeSet<SessionId>>,
     next_seq: BTreeMap<u16, u64>,
     recs: Vec<Record>,
     /// The inode number the next `CreateInode` uses (a prepared create, reserved then).
@@ -221,7 +221,7 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn sessions(&self, ino: InodeId) -> BTreeSet<u64> {
+    fn sessions(&self, ino: InodeId) -> BTreeSet<SessionId> {
         match self.sessions.get(&ino) {
             Some(s) => s.clone(),
             None => self
@@ -527,7 +527,7 @@ impl MetaState {
         perm: u16,
         umask: u16,
         caller: Caller,
-        session: Option<u64>,
+        session: Option<SessionId>,
     ) -> Result<Plan, Errno> {
         let d = Draft::new(self, ctx.now);
         let p = d.live_dir(parent)?;
@@ -913,7 +913,7 @@ impl MetaState {
         })
     }
 
-    pub fn plan_open(&self, ino: InodeId, session: u64) -> Result<Plan, Errno> {
+    pub fn plan_open(&self, ino: InodeId, session: SessionId) -> Result<Plan, Errno> {
         let i = self.get(ino)?;
         let records = if i.sessions.contains(&session) {
             Vec::new()
@@ -926,7 +926,7 @@ impl MetaState {
         })
     }
 
-    pub fn plan_release(&self, ctx: &Ctx, ino: InodeId, session: u64) -> Result<Plan, Errno> {
+    pub fn plan_release(&self, ctx: &Ctx, ino: InodeId, session: SessionId) -> Result<Plan, Errno> {
         let Some(i) = self.inode(ino) else {
             return Ok(Plan::Local {
                 records: Vec::new(),

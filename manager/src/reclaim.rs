@@ -261,6 +261,7 @@ mod tests {
             len: 100,
             k: 4,
             m: 2,
+            nodes: 0,
         }
     }
 

@@ -6,7 +6,7 @@
 //! version once written (add a new version instead).
 
 use crate::error::CodecError;
-use proto::ids::{InodeId, NodeId, TxId};
+use proto::ids::{InodeId, NodeId, SessionId, TxId};
 use proto::msg::{Attr, Extent, FileKind, TxOp};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
 pub const RECORDS_VERSION: u16 = 2;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
-pub type Lsn = u64;
+pub use proto::ids::Lsn;
 
 /// A cross-manager operation as the coordinator logs it before starting it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,11 +91,11 @@ pub enum Record {
     },
     Open {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
     },
     Release {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
     },
     /// The inode is gone with its entries, extents and xattrs.
     Drop {
@@ -148,14 +148,14 @@ pub enum Record {
     /// inode whose readers must wait for a reclaim (notes/leases.md).
     WriteLease {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
     },
     /// The write lease `WriteLease { ino, session }` recorded is over (flushed away, lost,
     /// goodbye, or not reclaimed in a grace period). Logged lazily with other records: if
     /// it is lost in a crash, the next incarnation only waits for that inode needlessly.
     WriteLeaseEnd {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
     },
 }
 
@@ -287,6 +287,7 @@ pub(crate) mod strategies {
                         len: o,
                         k: 4,
                         m: 2,
+                        nodes: 0,
                     },
                     offset: o,
                     len,
@@ -360,8 +361,14 @@ pub(crate) mod strategies {
                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))
             )
                 .prop_map(|(ino, name, value)| Record::Xattr { ino, name, value }),
-            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::Open { ino, session }),
-            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::Release { ino, session }),
+            (ino(), any::<u64>()).prop_map(|(ino, s)| Record::Open {
+                ino,
+                session: SessionId(s)
+            }),
+            (ino(), any::<u64>()).prop_map(|(ino, s)| Record::Release {
+                ino,
+                session: SessionId(s)
+            }),
             ino().prop_map(|ino| Record::Drop { ino }),
             (
                 txid(),
@@ -381,8 +388,14 @@ pub(crate) mod strategies {
                 .prop_map(|(tx, op, result)| Record::TxApplied { tx, op, result }),
             txid().prop_map(|tx| Record::TxDone { tx }),
             txid().prop_map(|tx| Record::TxAborted { tx }),
-            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::WriteLease { ino, session }),
-            (ino(), any::<u64>()).prop_map(|(ino, session)| Record::WriteLeaseEnd { ino, session }),
+            (ino(), any::<u64>()).prop_map(|(ino, s)| Record::WriteLease {
+                ino,
+                session: SessionId(s)
+            }),
+            (ino(), any::<u64>()).prop_map(|(ino, s)| Record::WriteLeaseEnd {
+                ino,
+                session: SessionId(s)
+            }),
         ]
     }
 }
@@ -395,7 +408,7 @@ mod tests {
     proptest! {
         #[test]
         fn record_batches_round_trip(recs in proptest::collection::vec(strategies::record(), 0..20)) {
-            let logged: Vec<Logged> = recs.into_iter().enumerate().map(|(i, rec)| Logged { lsn: i as u64 + 1, rec }).collect();
+            let logged: Vec<Logged> = recs.into_iter().enumerate().map(|(i, rec)| Logged { lsn: Lsn(i as u64 + 1), rec }).collect();
             let bytes = encode_records(&logged);
             prop_assert_eq!(decode_records(&bytes).expect("decode"), logged);
         }

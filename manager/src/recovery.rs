@@ -15,7 +15,7 @@
 //! Must not: write to the log.
 
 use crate::checkpoint::{self, CheckpointEntry, Loader, Manifest};
-use crate::error::{ManagerError, RecoveryError};
+use crate::error::{CheckpointReadError, ManagerError, RecoveryError};
 use crate::journal::LogBackend;
 use crate::record::{decode_records, Logged, Lsn};
 use crate::state::MetaState;
@@ -56,21 +56,21 @@ enum Scanned {
 async fn read_with_retry(
     backend: &dyn LogBackend,
     seg: SegmentAddr,
-) -> Result<Vec<(EntryKind, Bytes)>, String> {
-    let mut last = String::new();
-    for attempt in 1..=READ_ATTEMPTS {
+) -> Result<Vec<(EntryKind, Bytes)>, ManagerError> {
+    let mut attempt = 1;
+    loop {
         match backend.read(seg).await {
             Ok(e) => return Ok(e),
             Err(e) => {
                 tracing::warn!(segment = %seg.segment, attempt, "cannot read metadata segment: {e}");
-                last = e.to_string();
-                if attempt < READ_ATTEMPTS {
-                    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                if attempt >= READ_ATTEMPTS {
+                    return Err(e);
                 }
+                tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                attempt += 1;
             }
         }
     }
-    Err(last)
 }
 
 /// A base to replay from.
@@ -92,10 +92,10 @@ enum Found {
     Legacy(Bytes),
 }
 
-fn classify(entries: Result<Vec<(EntryKind, Bytes)>, String>) -> Found {
+fn classify(entries: Result<Vec<(EntryKind, Bytes)>, ManagerError>) -> Found {
     let entries = match entries {
         Ok(e) => e,
-        Err(e) => return Found::Scanned(Scanned::Unreadable(e)),
+        Err(e) => return Found::Scanned(Scanned::Unreadable(e.to_string())),
     };
     let mut records = Vec::new();
     for (kind, bytes) in entries {
@@ -124,40 +124,40 @@ async fn load(
     backend: &dyn LogBackend,
     listed: &BTreeMap<u64, SegmentAddr>,
     m: &Manifest,
-) -> Result<MetaState, String> {
+) -> Result<MetaState, CheckpointReadError> {
     let mut loader = Loader::new();
     for (index, c) in m.chunks.iter().enumerate() {
+        let segment = c.segment;
         let addr = listed
-            .get(&c.segment)
-            .ok_or_else(|| format!("its chunk seg{} is missing from the log", c.segment))?;
-        let entries = read_with_retry(backend, *addr)
-            .await
-            .map_err(|e| format!("its chunk seg{} cannot be read: {e}", c.segment))?;
+            .get(&segment)
+            .ok_or(CheckpointReadError::ChunkMissing(segment))?;
+        let entries = read_with_retry(backend, *addr).await.map_err(|e| {
+            CheckpointReadError::ChunkUnreadable {
+                segment,
+                source: Box::new(e),
+            }
+        })?;
         let Some((EntryKind::Checkpoint, bytes)) = entries.into_iter().next() else {
-            return Err(format!("seg{} is not a checkpoint chunk", c.segment));
+            return Err(CheckpointReadError::NotAChunk(segment));
         };
-        let (lsn, i, data) =
-            checkpoint::decode_chunk(&bytes).map_err(|e| format!("chunk seg{}: {e}", c.segment))?;
+        let (lsn, i, data) = checkpoint::decode_chunk(&bytes)
+            .map_err(|source| CheckpointReadError::ChunkCodec { segment, source })?;
         if lsn != m.lsn
             || i as usize != index
             || data.len() != c.len as usize
             || proto::crc32c(&data) != c.crc
         {
-            return Err(format!(
-                "chunk seg{} does not match its manifest",
-                c.segment
-            ));
+            return Err(CheckpointReadError::ChunkMismatch(segment));
         }
         let (l, r) = tokio::task::spawn_blocking(move || {
             let r = loader.feed(&data);
             (loader, r)
         })
-        .await
-        .map_err(|e| format!("decoding task failed: {e}"))?;
+        .await?;
         loader = l;
-        r.map_err(|e| format!("chunk seg{}: {e}", c.segment))?;
+        r.map_err(|source| CheckpointReadError::ChunkCodec { segment, source })?;
     }
-    loader.finish(m).map_err(|e| e.to_string())
+    Ok(loader.finish(m)?)
 }
 
 /// Rebuilds the state from `backend`.
@@ -205,7 +205,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
             }
             Found::Manifest(m) => match load(backend, &listed, &m).await {
                 Ok(state) => {
-                    tracing::info!(segment = %seg.segment, lsn = m.lsn, chunks = m.chunks.len(), inodes = state.inode_count(), "loaded checkpoint");
+                    tracing::info!(segment = %seg.segment, lsn = m.lsn.0, chunks = m.chunks.len(), inodes = state.inode_count(), "loaded checkpoint");
                     base = Some(Base {
                         first: m.from_segment,
                         lsn: m.lsn,
@@ -217,7 +217,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(segment = %seg.segment, lsn = m.lsn, "checkpoint is incomplete, trying the one before: {e}");
+                    tracing::warn!(segment = %seg.segment, lsn = m.lsn.0, "checkpoint is incomplete, trying the one before: {e}");
                     scanned.insert(id, Scanned::Nothing);
                 }
             },
@@ -228,7 +228,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                         .map_err(|e| ManagerError::Recovery(format!("decoding task: {e}")))?;
                 match decoded {
                     Ok((lsn, state)) => {
-                        tracing::info!(segment = %seg.segment, lsn, inodes = state.inode_count(), "loaded version 1 checkpoint");
+                        tracing::info!(segment = %seg.segment, lsn = lsn.0, inodes = state.inode_count(), "loaded version 1 checkpoint");
                         base = Some(Base {
                             first: id,
                             lsn,
@@ -276,7 +276,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
     };
 
     // Replay in order, LSNs contiguous.
-    let mut expected = state.last_lsn() + 1;
+    let mut expected = state.last_lsn().next();
     let mut pending: Option<(SegmentId, String)> = None;
     let (mut replayed, mut skipped) = (0, 0);
     for (id, s) in scanned {
@@ -329,11 +329,11 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                 }
                 .into());
             }
-            if let Some(w) = recs.windows(2).find(|w| w[1].lsn != w[0].lsn + 1) {
+            if let Some(w) = recs.windows(2).find(|w| w[1].lsn != w[0].lsn.next()) {
                 return Err(RecoveryError::Gap {
                     log,
                     segment: seg,
-                    expected: w[0].lsn + 1,
+                    expected: w[0].lsn.next(),
                     found: w[1].lsn,
                 }
                 .into());
@@ -343,7 +343,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
                 skipped += 1;
             }
             recs.iter().for_each(|r| state.apply(r));
-            expected = expected.max(recs.last().map(|r| r.lsn + 1).unwrap_or(expected));
+            expected = expected.max(recs.last().map_or(expected, |r| r.lsn.next()));
         }
         replayed += 1;
     }
@@ -367,7 +367,7 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
             .into());
         }
     }
-    tracing::info!(lsn = state.last_lsn(), replayed, skipped, next = %next_segment, "metadata log replayed");
+    tracing::info!(lsn = state.last_lsn().0, replayed, skipped, next = %next_segment, "metadata log replayed");
     Ok(Recovered {
         state,
         next_segment,

@@ -6,12 +6,13 @@
 //! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
 //! waiting for a callback or a network call.
 
+use crate::access::{self, Access, Facts, Need};
 use crate::checkpoint::{head_piece, inode_piece, InodePiece};
 use crate::error::{code, enoent, CallbackError, Errno, ManagerError};
 use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, StorageLog};
 use crate::lease::{Affected, Callback, LeaseStats, LeaseTable, Requester, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply, TxPlan, TxReply, MAX_DEPTH};
-use crate::record::{Record, TxIntent};
+use crate::record::{Lsn, Record, TxIntent};
 use crate::recovery::recover;
 use crate::state::MetaState;
 use crate::txn::{Command, TxDriver};
@@ -23,6 +24,7 @@ use proto::msg::{
 };
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{BoxFuture, Transport};
+use proto::worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,21 +81,6 @@ impl CallbackSender for QuicCallbacks {
                 Err(e) => Err(e.into()),
             }
         })
-    }
-}
-
-/// For managers that never call clients back (no transport): every callback fails, so
-/// holders run out at their lease expiry.
-pub struct NoCallbacks;
-
-impl CallbackSender for NoCallbacks {
-    fn send(
-        &self,
-        to: SocketAddr,
-        _cb: ClientCallback,
-        _timeout: Duration,
-    ) -> BoxFuture<'_, Result<(), CallbackError>> {
-        Box::pin(async move { Err(CallbackError::NoChannel(to)) })
     }
 }
 
@@ -203,7 +190,9 @@ pub struct Service {
     /// The cluster-wide directory-move lock (served when this node owns the root's slot).
     move_lock: Mutex<crate::txn::movelock::MoveLock>,
     /// Why recovery refused to serve (the manager stays unavailable).
-    recovery_error: Mutex<Option<String>>,
+    recovery_error: Mutex<Option<Arc<ManagerError>>>,
+    /// The manager's named background workers (the journal committer) and their status.
+    workers: Workers,
     this: std::sync::Weak<Service>,
 }
 
@@ -282,7 +271,7 @@ impl Service {
             owners,
             state: tokio::sync::Mutex::new(MetaState::new()),
             gate: tokio::sync::RwLock::new(()),
-            journal: Journal::new(interval, 0, limits),
+            journal: Journal::new(interval, Lsn::ZERO, limits),
             backend,
             peers,
             leases: Mutex::new(LeaseTable::new(lease, incarnation)),
@@ -296,6 +285,7 @@ impl Service {
             committer: Mutex::new(None),
             move_lock: Mutex::new(Default::default()),
             recovery_error: Mutex::new(None),
+            workers: Workers::default(),
             this: this.clone(),
         });
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");
@@ -303,7 +293,7 @@ impl Service {
         let h = tokio::spawn(async move {
             if let Err(e) = s.clone().recover_and_open().await {
                 tracing::error!(node = %s.me, "manager recovery failed, not serving: {e}");
-                *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(e));
                 s.ready_tx.send_modify(|_| {});
             }
         });
@@ -330,7 +320,8 @@ impl Service {
         }
         let j = self.journal.clone();
         let source = Arc::new(StateSource(self.this.clone()));
-        let committer = tokio::spawn(j.clone().run(self.backend.clone(), source));
+        let worker = self.workers.register("journal");
+        let committer = tokio::spawn(j.clone().run(self.backend.clone(), source, worker));
         *self.committer.lock().unwrap_or_else(|e| e.into_inner()) = Some(committer);
         if rec.empty && self.owners[0] == self.me {
             let (uid, gid) = process_ids().await;
@@ -371,8 +362,13 @@ impl Service {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// The manager's background workers (the journal committer) and what each is doing.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.workers.statuses()
+    }
+
     /// Why recovery refused to serve, if it did.
-    pub fn recovery_error(&self) -> Option<String> {
+    pub fn recovery_error(&self) -> Option<Arc<ManagerError>> {
         self.recovery_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -380,7 +376,7 @@ impl Service {
     }
 
     /// Returns once recovery is done or has refused (with its error).
-    pub async fn wait_recovered(&self) -> Result<(), String> {
+    pub async fn wait_recovered(&self) -> Result<(), Arc<ManagerError>> {
         let mut rx = self.ready_tx.subscribe();
         let _ = rx.wait_for(|r| *r || self.recovery_error().is_some()).await;
         self.recovery_error().map_or(Ok(()), Err)
@@ -486,7 +482,7 @@ impl Service {
                 Ok(r) => r,
                 Err(_) => {
                     checkpointed = false;
-                    tracing::warn!(node = %self.me, lsn, "no checkpoint within {SHUTDOWN_CHECKPOINT_WAIT:?} at shutdown; recovery replays the log instead");
+                    tracing::warn!(node = %self.me, lsn = lsn.0, "no checkpoint within {SHUTDOWN_CHECKPOINT_WAIT:?} at shutdown; recovery replays the log instead");
                     Ok(())
                 }
             },
@@ -507,9 +503,9 @@ impl Service {
             }
         }
         if checkpointed {
-            tracing::info!(node = %self.me, lsn, "manager: shut down with a checkpoint");
+            tracing::info!(node = %self.me, lsn = lsn.0, "manager: shut down with a checkpoint");
         } else {
-            tracing::info!(node = %self.me, lsn, "manager: shut down (records durable, no new checkpoint)");
+            tracing::info!(node = %self.me, lsn = lsn.0, "manager: shut down (records durable, no new checkpoint)");
         }
         r
     }
@@ -548,7 +544,19 @@ impl Service {
         from: Option<SocketAddr>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
-        let resp = self.handle(from, req).await?;
+        self.handle_leased_as(from, None, req).await
+    }
+
+    /// `handle_leased` for a client's request, checked first with the caller's effective
+    /// credentials (`access`, from the verified identity's export options; `None` for
+    /// managers and admins, which are not checked).
+    pub async fn handle_leased_as(
+        &self,
+        from: Option<SocketAddr>,
+        access: Option<&Access>,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
+        let resp = self.handle_as(from, access, req).await?;
         let ext = match resp {
             ManagerResponse::Lease(_) => None,
             _ => self.leases().extension_for(from, Instant::now()),
@@ -561,6 +569,16 @@ impl Service {
     pub async fn handle(
         &self,
         from: Option<SocketAddr>,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, RemoteError> {
+        self.handle_as(from, None, req).await
+    }
+
+    /// `handle`, with the permission check (`access`) of a client's request first.
+    pub async fn handle_as(
+        &self,
+        from: Option<SocketAddr>,
+        access: Option<&Access>,
         req: ManagerRequest,
     ) -> Result<ManagerResponse, RemoteError> {
         if self.stopped.load(Ordering::SeqCst) {
@@ -577,6 +595,11 @@ impl Service {
         if let Some(ino) = proto::route::routing_inode(&req) {
             self.check_owned(ino)?;
         }
+        // The one place client requests are checked against POSIX permissions.
+        let req = match access {
+            Some(a) => self.authorize(from, a, req).await?,
+            None => req,
+        };
         use ManagerRequest as R;
         use ManagerResponse as A;
         let now = Instant::now();
@@ -690,7 +713,7 @@ impl Service {
                 })
                 .await
             }
-            R::Open { ino, session } => {
+            R::Open { ino, session, .. } => {
                 self.read_inode(who, ino, |st| st.get(ino).map(|_| ()).map_err(errno))
                     .await?;
                 self.mutate(who, None, |st, _| st.plan_open(ino, session))
@@ -862,7 +885,7 @@ impl Service {
         &self,
         who: Option<SessionId>,
         ino: InodeId,
-        session: u64,
+        session: SessionId,
         reclaim: bool,
     ) -> Result<ManagerResponse, RemoteError> {
         let Some(who) = who else {
@@ -1156,6 +1179,64 @@ impl Service {
                 "GetAttr({ino}) answered {other:?}"
             ))),
         }
+    }
+
+    /// Checks a client's request with `access::decide`, after gathering the attributes it
+    /// needs (from this manager's state or the inode's owner). Returns the request to run.
+    async fn authorize(
+        &self,
+        from: Option<SocketAddr>,
+        who: &Access,
+        req: ManagerRequest,
+    ) -> Result<ManagerRequest, RemoteError> {
+        let mut facts = Facts::default();
+        let session = self.leases().session_at(from);
+        for need in access::needs(&req) {
+            match need {
+                Need::Inode(ino) => {
+                    if facts.inodes.contains_key(&ino) {
+                        continue;
+                    }
+                    let local = self.state.lock().await.inode(ino).map(|i| {
+                        if session.is_some_and(|s| i.sessions.contains(&s)) {
+                            facts.opened.insert(ino);
+                        }
+                        i.attr.clone()
+                    });
+                    let attr = match local {
+                        Some(a) => a,
+                        None if self.owner(ino) == self.me => {
+                            return Err(errno(enoent(format!("{ino} does not exist"))))
+                        }
+                        None => match self
+                            .peers
+                            .call(self.owner(ino), ManagerRequest::GetAttr { ino })
+                            .await?
+                        {
+                            ManagerResponse::Attr(a) => a,
+                            other => {
+                                return Err(RemoteError::Io(format!(
+                                    "GetAttr({ino}) answered {other:?}"
+                                )))
+                            }
+                        },
+                    };
+                    facts.inodes.insert(ino, attr);
+                }
+                Need::Entry(dir, name) => {
+                    let found = match self.lookup_anywhere(dir, &name).await {
+                        Ok(a) => Some(a),
+                        Err(RemoteError::Errno { code, .. }) if code == code::ENOENT => None,
+                        Err(e) => return Err(e),
+                    };
+                    facts.entries.insert((dir, name), found);
+                }
+            }
+        }
+        access::decide(who, req, &facts).map_err(|e| {
+            tracing::debug!("permission check refused: {e}");
+            RemoteError::from(e)
+        })
     }
 
     /// Looks up `name` in a directory of any manager.
@@ -1621,65 +1702,5 @@ async fn process_ids() -> (u32, u32) {
             );
             (0, 0)
         }
-    }
-}
-
-/// In-process peers for tests and single-process clusters: calls go straight to the
-/// `Service` of the target node.
-#[derive(Default)]
-pub struct LoopbackPeers {
-    services: Mutex<std::collections::HashMap<NodeId, std::sync::Weak<Service>>>,
-    down: Mutex<std::collections::HashSet<NodeId>>,
-}
-
-impl LoopbackPeers {
-    pub fn new() -> Arc<LoopbackPeers> {
-        Arc::new(LoopbackPeers::default())
-    }
-
-    pub fn register(&self, svc: &Arc<Service>) {
-        self.services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(svc.me, Arc::downgrade(svc));
-    }
-
-    /// Makes calls to `node` fail as unreachable (or reachable again).
-    pub fn set_down(&self, node: NodeId, down: bool) {
-        let mut d = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        if down {
-            d.insert(node);
-        } else {
-            d.remove(&node);
-        }
-    }
-}
-
-impl Peers for LoopbackPeers {
-    fn call(
-        &self,
-        node: NodeId,
-        req: ManagerRequest,
-    ) -> BoxFuture<'_, Result<ManagerResponse, RemoteError>> {
-        Box::pin(async move {
-            if self
-                .down
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&node)
-            {
-                return Err(RemoteError::Unavailable(format!("{node} is down (test)")));
-            }
-            let svc = self
-                .services
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&node)
-                .and_then(|w| w.upgrade());
-            match svc {
-                Some(s) => s.handle(None, req).await,
-                None => Err(RemoteError::Unavailable(format!("{node} is not running"))),
-            }
-        })
     }
 }

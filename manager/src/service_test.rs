@@ -4,7 +4,8 @@
 use crate::error::code::*;
 use crate::journal::MemLog;
 use crate::lease_test::FakeCallbacks;
-use crate::service::{LoopbackPeers, Service};
+use crate::service::Service;
+use crate::testing::LoopbackPeers;
 use proto::config::{ClusterConfig, ErasureConfig};
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{
@@ -238,6 +239,32 @@ async fn directories_spread_and_survive_clean_and_crash_restarts() {
         .kinds()
         .iter()
         .any(|(_, k)| k.contains(&EntryKind::Checkpoint)));
+}
+
+#[tokio::test]
+async fn the_journal_committer_reports_its_rounds_and_its_end() {
+    let c = Cluster::start(100_000).await;
+    let journal = |svc: &Service| {
+        svc.workers()
+            .into_iter()
+            .find(|w| w.name == "journal")
+            .expect("a journal worker")
+    };
+    c.touch(ROOT, "a").await;
+    c.sync_all().await;
+    let m = c.managers[0].clone();
+    let before = journal(&m);
+    assert!(before.rounds > 0, "{before:?}");
+    assert_eq!(before.last_error, None);
+    assert_ne!(before.state, proto::worker::WorkerState::Stopped);
+    m.shutdown().await.expect("shutdown");
+    let after = journal(&m);
+    assert_eq!(
+        after.state,
+        proto::worker::WorkerState::Stopped,
+        "{after:?}"
+    );
+    assert!(after.rounds >= before.rounds);
 }
 
 #[tokio::test]
@@ -497,7 +524,7 @@ async fn failed_appends_are_retried_and_a_synced_create_survives() {
     )
     .await
     .expect("start");
-    let err = svc.wait_recovered().await.expect_err("refuses");
+    let err = svc.wait_recovered().await.expect_err("refuses").to_string();
     assert!(err.contains(&format!("seg{last} ")), "{err}");
     svc.kill();
     c.logs[0].make_readable(last);

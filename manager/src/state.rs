@@ -10,7 +10,7 @@ use crate::extent::ExtentMap;
 use crate::record::{Logged, Lsn, Record, TxIntent};
 use crate::txn::book::TxBook;
 use crate::usage::Usage;
-use proto::ids::{InodeId, SlotId, TxId};
+use proto::ids::{InodeId, SessionId, SlotId, TxId};
 use proto::msg::{Attr, DirEntry, FileKind, FsCounts, TxOp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +36,7 @@ pub struct Inode {
     pub symlink: Option<String>,
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Client sessions that hold the inode open.
-    pub sessions: BTreeSet<u64>,
+    pub sessions: BTreeSet<SessionId>,
 }
 
 impl Inode {
@@ -68,7 +68,7 @@ pub struct MetaState {
     /// Write leases granted (`Record::WriteLease`) and not yet recorded as over: inode →
     /// (session, LSN of the grant). After a restart, exactly these inodes may have writes
     /// buffered under a lease of a previous incarnation.
-    pub(crate) write_leases: BTreeMap<InodeId, (u64, Lsn)>,
+    pub(crate) write_leases: BTreeMap<InodeId, (SessionId, Lsn)>,
     /// Live bytes per data segment (derived from the extent maps, never stored) and the
     /// volatile reclaim floors; see `usage`.
     #[serde(skip)]
@@ -94,7 +94,7 @@ impl MetaState {
     }
 
     /// The (inode, session) pairs of open files held by any of `sessions`.
-    pub fn open_sessions(&self, sessions: &[u64]) -> Vec<(InodeId, u64)> {
+    pub fn open_sessions(&self, sessions: &[SessionId]) -> Vec<(InodeId, SessionId)> {
         self.inodes
             .iter()
             .flat_map(|(ino, i)| {
@@ -107,7 +107,7 @@ impl MetaState {
     }
 
     /// Recorded write leases: inode → (session, LSN of the grant record).
-    pub fn write_leases(&self) -> &BTreeMap<InodeId, (u64, Lsn)> {
+    pub fn write_leases(&self) -> &BTreeMap<InodeId, (SessionId, Lsn)> {
         &self.write_leases
     }
 
@@ -150,7 +150,7 @@ impl MetaState {
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
             let logged = Logged {
-                lsn: self.last_lsn + 1,
+                lsn: self.last_lsn.next(),
                 rec,
             };
             self.apply(&logged);

@@ -6,7 +6,9 @@ use crate::error::Errno;
 use crate::plan::{dir_slot, Ctx, Plan, Reply, XATTR_CREATE, XATTR_REPLACE};
 use crate::record::{decode_records, encode_records, Logged};
 use crate::state::MetaState;
-use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId, SLOT_COUNT};
+use proto::ids::{
+    InodeId, LogId, LogPtr, Lsn, NodeId, SegmentAddr, SegmentId, SessionId, SLOT_COUNT,
+};
 use proto::msg::{
     Attr, Caller, Extent, FileKind, InodeWrite, NewNode, RenameFlags, SetAttrs, SetTime, Timestamp,
 };
@@ -194,6 +196,7 @@ fn ptr(seg: u64, offset: u32, len: u32) -> LogPtr {
             len: 1 << 20,
             k: 4,
             m: 2,
+            nodes: 0,
         },
         offset,
         len,
@@ -364,11 +367,20 @@ fn open_unlinked_file_lives_until_last_release() {
     let mut h = H::new();
     let st = h.st.clone();
     let ctx = h.ctx();
-    let p = st.plan_create(&ctx, ROOT, "f", &NewNode::File, 0o644, 0, USER, Some(7));
+    let p = st.plan_create(
+        &ctx,
+        ROOT,
+        "f",
+        &NewNode::File,
+        0o644,
+        0,
+        USER,
+        Some(SessionId(7)),
+    );
     let Ok(Reply::Attr(f)) = h.run(p) else {
         panic!("create")
     };
-    h.with(|st, _| st.plan_open(f, 8)).expect("open");
+    h.with(|st, _| st.plan_open(f, SessionId(8))).expect("open");
     h.with(|st, c| st.plan_commit_writes(c, &[write(f, 0, 1, 100, 100)]))
         .expect("commit");
     h.unlink(ROOT, "f").expect("unlink");
@@ -384,11 +396,13 @@ fn open_unlinked_file_lives_until_last_release() {
         Err(ENOENT),
         "no link to a removed inode"
     );
-    h.with(|st, c| st.plan_release(c, f, 7)).expect("release");
+    h.with(|st, c| st.plan_release(c, f, SessionId(7)))
+        .expect("release");
     assert!(h.exists(f));
-    h.with(|st, c| st.plan_release(c, f, 99))
+    h.with(|st, c| st.plan_release(c, f, SessionId(99)))
         .expect("release of unknown session is a no-op");
-    h.with(|st, c| st.plan_release(c, f, 8)).expect("release");
+    h.with(|st, c| st.plan_release(c, f, SessionId(8)))
+        .expect("release");
     assert!(!h.exists(f), "dropped with its extents at the last release");
     assert_eq!(h.st.counts().bytes, 0);
     h.check_replay();
@@ -1046,12 +1060,12 @@ mod replay {
         fn start(st: &MetaState) -> Fuzzy {
             Fuzzy {
                 stream: crate::checkpoint::head_piece(st),
-                lsn: st.last_lsn(),
+                lsn: st.last_lsn().0,
                 cursor: None,
                 done: false,
                 pieces: 1,
                 inodes: 0,
-                covers: st.last_lsn(),
+                covers: st.last_lsn().0,
             }
         }
 
@@ -1065,7 +1079,7 @@ mod replay {
             self.done = p.done;
             self.pieces += 1;
             self.inodes += p.count;
-            self.covers = p.lsn;
+            self.covers = p.lsn.0;
         }
     }
 
@@ -1110,8 +1124,8 @@ mod replay {
                 },
                 USER,
             ),
-            Op::Open(i, s) => st.plan_open(f(i), s as u64),
-            Op::Release(i, s) => st.plan_release(&ctx, f(i), s as u64),
+            Op::Open(i, s) => st.plan_open(f(i), SessionId(s as u64)),
+            Op::Release(i, s) => st.plan_release(&ctx, f(i), SessionId(s as u64)),
             Op::Xattr(i, n, rm) => {
                 if rm {
                     st.plan_removexattr(&ctx, f(i), &name(n))
@@ -1164,12 +1178,12 @@ mod replay {
                 c.step(&h.st, budget);
             }
             prop_assert!(c.covers >= c.lsn);
-            let m = Manifest { lsn: c.lsn, covers: c.covers, from_segment: 0, chunks: Vec::new(), pieces: c.pieces, inodes: c.inodes };
+            let m = Manifest { lsn: Lsn(c.lsn), covers: Lsn(c.covers), from_segment: 0, chunks: Vec::new(), pieces: c.pieces, inodes: c.inodes };
             let mut l = Loader::new();
             l.feed(&c.stream).expect("feed");
             let mut st = l.finish(&m).expect("loads");
-            prop_assert_eq!(st.last_lsn(), c.lsn);
-            for r in h.log.iter().filter(|r| r.lsn > c.lsn) {
+            prop_assert_eq!(st.last_lsn(), Lsn(c.lsn));
+            for r in h.log.iter().filter(|r| r.lsn > Lsn(c.lsn)) {
                 st.apply(r);
             }
             prop_assert_eq!(st, h.st);

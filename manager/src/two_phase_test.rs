@@ -13,7 +13,7 @@ use crate::state_test::{name_on, H, ME, OTHER, ROOT};
 use crate::txn::coord::{AbortCause, Cmd, Coordinator, Event};
 use crate::txn::locks::records_conflict;
 use crate::Errno;
-use proto::ids::{InodeId, NodeId, TxId, SLOT_COUNT};
+use proto::ids::{InodeId, Lsn, NodeId, TxId, SLOT_COUNT};
 use proto::msg::{Attr, Caller, FileKind, NewNode, RenameFlags, Timestamp};
 use std::collections::BTreeMap;
 
@@ -339,7 +339,7 @@ fn every_crash_point_ends_all_or_nothing() {
 }
 
 /// The LSN of `b`'s begin record in `c`'s log.
-fn before_lsn(b: &TxBegin, c: &H) -> u64 {
+fn before_lsn(b: &TxBegin, c: &H) -> Lsn {
     c.log
         .iter()
         .find(|l| matches!(&l.rec, crate::record::Record::TxBegin(x) if x.tx == b.tx))

@@ -50,7 +50,7 @@
 //! references to old segments and must check the floor like a commit.
 
 use crate::extent::ExtentMap;
-use proto::ids::{LogId, LogPtr, SegmentId};
+use proto::ids::{LogId, LogPtr, SegmentId, SessionId};
 use std::collections::{BTreeMap, HashMap};
 
 /// One data segment of a log.
@@ -75,7 +75,7 @@ pub struct Usage {
     live: BTreeMap<SegKey, u64>,
     floors: HashMap<LogId, SegmentId>,
     /// Per log: the session that reported writing it and its horizon.
-    writers: HashMap<LogId, (u64, SegmentId)>,
+    writers: HashMap<LogId, (SessionId, SegmentId)>,
 }
 
 /// Only the live bytes are compared: floors and horizons are volatile (not part of the
@@ -145,7 +145,7 @@ impl Usage {
     /// Session `session` writes `log` and will never commit below `horizon`. A horizon
     /// lower than one the same session reported before is kept at the higher one (a
     /// promise is not taken back); another session replaces the old writer.
-    pub fn report(&mut self, session: u64, log: LogId, horizon: SegmentId) {
+    pub fn report(&mut self, session: SessionId, log: LogId, horizon: SegmentId) {
         let e = self.writers.entry(log).or_insert((session, horizon));
         if e.0 == session {
             e.1 = e.1.max(horizon);
@@ -155,7 +155,7 @@ impl Usage {
     }
 
     /// The writer of `log` this manager knows of, with its horizon.
-    pub fn writer(&self, log: LogId) -> Option<(u64, SegmentId)> {
+    pub fn writer(&self, log: LogId) -> Option<(SessionId, SegmentId)> {
         self.writers.get(&log).copied()
     }
 
@@ -169,7 +169,7 @@ impl Usage {
         &mut self,
         log: LogId,
         upto: SegmentId,
-        alive: impl Fn(u64) -> bool,
+        alive: impl Fn(SessionId) -> bool,
         grace: bool,
     ) -> Sealed {
         if !grace {
@@ -207,6 +207,7 @@ mod tests {
                 len: 1 << 20,
                 k: 4,
                 m: 2,
+                nodes: 0,
             },
             offset: 0,
             len,
@@ -242,21 +243,21 @@ mod tests {
     #[test]
     fn a_live_writer_caps_the_floor_at_its_horizon() {
         let mut u = Usage::default();
-        u.report(9, LogId(1), SegmentId(4));
-        let s = u.seal(LogId(1), SegmentId(10), |s| s == 9, false);
+        u.report(SessionId(9), LogId(1), SegmentId(4));
+        let s = u.seal(LogId(1), SegmentId(10), |s| s == SessionId(9), false);
         assert_eq!(s.floor, SegmentId(4));
         // A lower horizon from the same session does not take the promise back.
-        u.report(9, LogId(1), SegmentId(2));
-        assert_eq!(u.writer(LogId(1)), Some((9, SegmentId(4))));
-        u.report(9, LogId(1), SegmentId(8));
-        let s = u.seal(LogId(1), SegmentId(10), |s| s == 9, false);
+        u.report(SessionId(9), LogId(1), SegmentId(2));
+        assert_eq!(u.writer(LogId(1)), Some((SessionId(9), SegmentId(4))));
+        u.report(SessionId(9), LogId(1), SegmentId(8));
+        let s = u.seal(LogId(1), SegmentId(10), |s| s == SessionId(9), false);
         assert_eq!(s.floor, SegmentId(8));
     }
 
     #[test]
     fn a_forgotten_writer_does_not_hold_the_floor() {
         let mut u = Usage::default();
-        u.report(9, LogId(1), SegmentId(4));
+        u.report(SessionId(9), LogId(1), SegmentId(4));
         let s = u.seal(LogId(1), SegmentId(10), |_| false, false);
         assert_eq!(s.floor, SegmentId(10));
         assert_eq!(u.writer(LogId(1)), None);

@@ -70,6 +70,7 @@ impl Pair {
                 name: "server".into(),
                 roles: vec![],
                 version: proto::VERSION.into(),
+                workers: Vec::new(),
             };
             let _serve = server.serve(Arc::new(Echo(info)));
             let client = Transport::bind(any, &identity(dir.path(), &ca, "client"), false)

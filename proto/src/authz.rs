@@ -12,7 +12,7 @@
 //! | `write-own-log` (PutFragment into a log with the caller's tag) | client |
 //! | `fragment-delete` (Delete) | manager, admin (`shoal clean`) |
 //! | `list-logs` (ListLog, ListLogs) | manager, admin |
-//! | `scrub-control` (ScrubNow) | admin |
+//! | `scrub-control` (ScrubNow, Drain) | admin |
 //! | `fs-read` (Lookup, GetAttr, ReadDir, ReadLink, GetXattr, ListXattr, GetExtents, Counts) | client, manager, admin |
 //! | `fs-write` (mutations, Sync, Open/Release, sessions: Hello/Renew/Goodbye/AcquireWrite) | client, manager, admin |
 //! | `commit-any-log` (CommitWrites/LogHorizon naming any log) | manager, admin |
@@ -28,6 +28,7 @@
 //! "its own session" are told apart without any state here.
 
 use crate::identity::{PeerIdentity, Role};
+use crate::ids::SessionId;
 use crate::msg::{AdminRequest, ManagerRequest, Request, StorageRequest};
 use std::fmt;
 
@@ -107,13 +108,13 @@ pub struct Denied {
 }
 
 /// Session ids of clients carry their identity's tag in the top 24 bits.
-pub fn session_of(tag: u32, random: u64) -> u64 {
-    ((tag as u64 & 0xff_ffff) << 40) | (random & ((1u64 << 40) - 1))
+pub fn session_of(tag: u32, random: u64) -> SessionId {
+    SessionId(((tag as u64 & 0xff_ffff) << 40) | (random & ((1u64 << 40) - 1)))
 }
 
 /// The identity tag of a session id.
-pub fn session_tag(session: u64) -> u32 {
-    (session >> 40) as u32
+pub fn session_tag(session: SessionId) -> u32 {
+    (session.0 >> 40) as u32
 }
 
 /// The matrix. `None` is a peer whose certificate carries no Shoal identity: refused.
@@ -155,7 +156,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
         Ok(())
     };
     let session_tags =
-        |s: &[u64]| -> Vec<Option<u32>> { s.iter().map(|s| Some(session_tag(*s))).collect() };
+        |s: &[SessionId]| -> Vec<Option<u32>> { s.iter().map(|s| Some(session_tag(*s))).collect() };
     match req {
         Request::Ping => need(Right::Ping),
         Request::Client(_) => need(Right::Callback),
@@ -172,9 +173,9 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
             | StorageRequest::ScrubStatus => need(Right::FragmentRead),
             StorageRequest::Delete { .. } => need(Right::FragmentDelete),
             StorageRequest::ListLog { .. } | StorageRequest::ListLogs => need(Right::ListLogs),
-            StorageRequest::ScrubNow => need(Right::ScrubControl),
+            StorageRequest::ScrubNow | StorageRequest::Drain { .. } => need(Right::ScrubControl),
         },
-        Request::Manager(m) => {
+        Request::Manager(m) | Request::ManagerAs { req: m, .. } => {
             use ManagerRequest as R;
             match m {
                 R::Lookup { .. }
@@ -195,7 +196,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
                 | R::Sync => need(Right::FsWrite),
                 R::Create { session, .. } => {
                     need(Right::FsWrite)?;
-                    let s: Vec<u64> = session.iter().copied().collect();
+                    let s: Vec<SessionId> = session.iter().copied().collect();
                     own_or(
                         Right::CommitAnyLog,
                         Right::OwnSession,
@@ -256,9 +257,11 @@ fn right_of(req: &Request) -> Right {
         Request::Storage(StorageRequest::ListLog { .. } | StorageRequest::ListLogs) => {
             Right::ListLogs
         }
-        Request::Storage(StorageRequest::ScrubNow) => Right::ScrubControl,
+        Request::Storage(StorageRequest::ScrubNow | StorageRequest::Drain { .. }) => {
+            Right::ScrubControl
+        }
         Request::Storage(_) => Right::FragmentRead,
-        Request::Manager(_) => Right::FsWrite,
+        Request::Manager(_) | Request::ManagerAs { .. } => Right::FsWrite,
     }
 }
 

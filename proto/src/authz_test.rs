@@ -24,6 +24,7 @@ fn meta() -> FragmentMeta {
         m: 2,
         segment_len: 4,
         crc32c: 0,
+        nodes: 0,
     }
 }
 
@@ -233,6 +234,7 @@ fn a_client_commits_only_extents_of_its_own_log() {
                             len: 1,
                             k: 4,
                             m: 2,
+                            nodes: 0,
                         },
                         offset: 0,
                         len: 1,
@@ -281,6 +283,7 @@ fn sessions_are_bound_to_the_identity_whose_tag_they_carry() {
         ManagerRequest::Open {
             ino: InodeId(5),
             session: s,
+            access: Default::default(),
         },
         ManagerRequest::AcquireWrite {
             ino: InodeId(5),

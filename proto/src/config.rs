@@ -54,6 +54,10 @@ pub struct NodeEntry {
     /// Default: `nodes/NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// Storage nodes only: the most fragment bytes this server stores (e.g. "2GiB"),
+    /// whatever its file system has free. Default: the file system's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
 }
 
 /// Reed-Solomon layout of every new segment.
@@ -147,6 +151,12 @@ pub struct StorageTunables {
     /// (seconds; default 300), the stripes that lost fragments are rebuilt onto the other
     /// servers (`shoal rebuild --cluster DIR --now` does it at once).
     pub rebuild_delay_secs: u64,
+    /// Bytes of every storage server kept for the managers' metadata logs, the cleaner and
+    /// rebuild (e.g. "64MiB"): client data is refused with "no space" before it, so that a
+    /// full cluster can always delete its way out. Default: 5% of the capacity, at least
+    /// 64 MiB, at most half of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<String>,
 }
 
 impl Default for StorageTunables {
@@ -154,8 +164,39 @@ impl Default for StorageTunables {
         StorageTunables {
             scrub_period_secs: 7 * 24 * 3600,
             rebuild_delay_secs: 300,
+            reserve: None,
         }
     }
+}
+
+/// Parses a byte size: a number with an optional binary unit (`B`, `K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB`, `T`/`TiB`), e.g. "2GiB" or "512M"; spaces are allowed before the unit.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| SizeError::NotASize(text.into()))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        u => return Err(SizeError::UnknownUnit(text.into(), u.into())),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| SizeError::TooLarge(text.into()))
+}
+
+/// Why a byte size in the cluster file does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("{0:?} is not a size (like \"2GiB\" or \"512MiB\")")]
+    NotASize(String),
+    #[error("{0:?}: unknown unit {1:?} (use B, KiB, MiB, GiB or TiB)")]
+    UnknownUnit(String, String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
 }
 
 /// The file as written by `shoal init`.
@@ -186,6 +227,8 @@ pub struct Node {
     pub roles: Vec<Role>,
     pub address: SocketAddr,
     pub state_dir: PathBuf,
+    /// Storage nodes: the configured capacity in bytes (`capacity`), if any.
+    pub capacity: Option<u64>,
 }
 
 impl Node {
@@ -253,13 +296,30 @@ impl ClusterConfig {
                 Some(p) => dir.join(p),
                 None => dir.join("nodes").join(&n.name),
             };
+            let capacity =
+                match &n.capacity {
+                    None => None,
+                    Some(_) if !n.roles.contains(&Role::Storage) => {
+                        return bad(format!(
+                            "node {} has a capacity but no storage role",
+                            n.name
+                        ))
+                    }
+                    Some(c) => Some(parse_size(c).map_err(|e| {
+                        ConfigError::Invalid(format!("node {}: capacity {e}", n.name))
+                    })?),
+                };
             nodes.push(Node {
                 id: NodeId(i as u32 + 1),
                 name: n.name.clone(),
                 roles: n.roles.clone(),
                 address: n.address,
                 state_dir,
+                capacity,
             });
+        }
+        if let Some(r) = &file.storage.reserve {
+            parse_size(r).map_err(|e| ConfigError::Invalid(format!("[storage] reserve {e}")))?;
         }
         let storage = nodes.iter().filter(|n| n.has(Role::Storage)).count();
         if storage < e.data as usize + e.parity as usize {
@@ -341,6 +401,7 @@ impl ClusterConfig {
                 roles: vec![Role::Storage],
                 address: next_addr()?,
                 state_dir: None,
+                capacity: None,
             });
         }
         for i in 1..=managers {
@@ -349,6 +410,7 @@ impl ClusterConfig {
                 roles: vec![Role::Manager],
                 address: next_addr()?,
                 state_dir: None,
+                capacity: None,
             });
         }
         let per = SLOT_COUNT as usize / managers;
@@ -438,7 +500,9 @@ pub const CONFIG_DOC: &str = "\
 #                 nodes; any m of them may fail without losing data
 # [[node]]        one per node: name (also its certificate's common name), roles
 #                 (\"storage\", \"manager\"), address (UDP, QUIC; edit for real machines),
-#                 state_dir (optional; default nodes/NAME under this directory)
+#                 state_dir (optional; default nodes/NAME under this directory),
+#                 capacity (optional, storage nodes: most fragment bytes stored, e.g.
+#                 \"2GiB\"; default the file system's size)
 # [[slots]]       the manager map: inode slots first..=last are served by manager
 # [client]        flush_interval_ms: dirty data reaches the log at least this often;
 #                 segment_bytes: a segment is written once this much is dirty;
@@ -457,7 +521,10 @@ pub const CONFIG_DOC: &str = "\
 #                 once per this period (default 604800, a week; 0 = off; `shoal scrub
 #                 --now` runs a pass at once); rebuild_delay_secs: a storage server down
 #                 this long has its fragments rebuilt onto the others (default 300;
-#                 `shoal rebuild --now` does it at once)
+#                 `shoal rebuild --now` does it at once); reserve (optional, e.g.
+#                 \"64MiB\"): space of every server kept for metadata logs, the cleaner
+#                 and rebuild, refused to client data (default 5% of the capacity, at
+#                 least 64 MiB, at most half)
 #
 # TLS material lives in tls/: ca.pem (cluster CA), NAME.pem/NAME.key per node,
 # client.pem/client.key for mounts and the CLI. ca.key signs new certificates: keep it safe.
@@ -485,6 +552,32 @@ mod tests {
             c.slots_of(m1).len() + c.slots_of(m2).len(),
             SLOT_COUNT as usize
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2GB").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn capacity_is_parsed_for_storage_nodes_only() {
+        let mut f = ClusterConfig::generate("t", 6, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
+        f.nodes[0].capacity = Some("1GiB".into());
+        let c = ClusterConfig::from_file(Path::new("/tmp/x"), f.clone()).expect("check");
+        assert_eq!(c.nodes[0].capacity, Some(1 << 30));
+        assert_eq!(c.nodes[1].capacity, None);
+        f.nodes[6].capacity = Some("1GiB".into());
+        assert!(ClusterConfig::from_file(Path::new("/tmp/x"), f.clone()).is_err());
+        f.nodes[6].capacity = None;
+        f.nodes[0].capacity = Some("lots".into());
+        assert!(ClusterConfig::from_file(Path::new("/tmp/x"), f).is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     pub const ESTALE: Errno = Errno(libc::ESTALE);
+    pub const EROFS: Errno = Errno(libc::EROFS);
+    pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
 
     /// The raw number.
     pub fn errno(self) -> i32 {

@@ -152,6 +152,52 @@ mod tests {
             }
         }
 
+        /// Valid frames of whatever request (of any server) random bytes behind a valid
+        /// tag decode to, re-encoded with their prefix, then mutated (bytes flipped,
+        /// truncated, bytes inserted): every decoder, the prefix check and the role matrix
+        /// answer an error or a request, never a panic.
+        #[test]
+        fn mutated_valid_frames_never_panic(
+            tag in 0u8..8,
+            sub in 0u8..40,
+            seed in proptest::collection::vec(any::<u8>(), 0..256),
+            muts in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..8),
+        ) {
+            let mut tagged = vec![tag, sub];
+            tagged.extend_from_slice(&seed);
+            let Some(valid) = (0..tagged.len()).rev().find_map(|end| {
+                postcard::take_from_bytes::<Request>(&tagged[..=end]).ok().map(|(r, _)| r)
+            }) else {
+                return Ok(());
+            };
+            let mut frame = encode_head(&valid, 0).expect("a decoded request encodes");
+            for (at, byte, how) in muts {
+                let i = at as usize % (frame.len() + 1);
+                match how {
+                    0 if i < frame.len() => frame[i] ^= byte | 1,
+                    1 => frame.truncate(i),
+                    _ => frame.insert(i, byte),
+                }
+            }
+            if frame.len() >= PREFIX_LEN {
+                let mut p = [0u8; PREFIX_LEN];
+                p.copy_from_slice(&frame[..PREFIX_LEN]);
+                let _ = decode_prefix(&p);
+            }
+            let body = frame.get(PREFIX_LEN..).unwrap_or(&[]);
+            if let Ok(req) = decode_header::<Request>(body) {
+                let id = crate::identity::PeerIdentity::new("fuzz", &[crate::identity::Role::Client]).expect("id");
+                let _ = crate::authz::check(Some(&id), &req);
+                let _ = req.to_string();
+                if let Some(m) = req.manager_request() {
+                    let _ = crate::route::routing_inode(m);
+                }
+            }
+            let _ = decode_header::<Response>(body);
+            let _ = decode_header::<ManagerRequest>(body);
+            let _ = decode_header::<StorageRequest>(body);
+        }
+
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_header::<Request>(&bytes);

@@ -9,6 +9,14 @@
 //! all with the same name. The certificate's common name is NAME too (for humans); only the
 //! URIs count. A certificate with no such URI, or with URIs naming two different names, has
 //! no identity and is refused by every server.
+//!
+//! Export options of a client identity (like an NFS export line) ride in the same
+//! certificate, as further SAN URIs `shoal-export://NAME/OPTION` with OPTION `trusted`
+//! (no root squash), `all-squash` or `read-only`. They live in the certificate rather than
+//! in the cluster config because they are then signed by the CA and verified by the TLS
+//! layer with the identity itself, reach every manager without a config push or restart,
+//! and cannot drift from the identity; changing them means issuing a new certificate (and
+//! revoking the old one). No option URI means the safe default: root squash, read-write.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -64,6 +72,47 @@ pub enum IdentityError {
 pub struct PeerIdentity {
     pub name: String,
     pub roles: Vec<Role>,
+    /// How a manager maps this identity's file system credentials (client identities).
+    pub export: ExportOptions,
+}
+
+/// Per-identity export options (NFS-like), enforced by managers from the verified
+/// certificate. The default is root squash on, all squash off, read-write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExportOptions {
+    /// Root (uid 0) keeps its power; without it uid 0 is mapped to the anonymous user.
+    pub trusted: bool,
+    /// Every uid and gid is mapped to the anonymous user.
+    pub all_squash: bool,
+    /// Every change is refused with EROFS.
+    pub read_only: bool,
+}
+
+impl ExportOptions {
+    const OPTIONS: [&'static str; 3] = ["trusted", "all-squash", "read-only"];
+
+    fn flags(&self) -> [bool; 3] {
+        [self.trusted, self.all_squash, self.read_only]
+    }
+
+    /// The option names set, in a fixed order.
+    pub fn names(&self) -> Vec<&'static str> {
+        Self::OPTIONS
+            .iter()
+            .zip(self.flags())
+            .filter_map(|(n, on)| on.then_some(*n))
+            .collect()
+    }
+
+    fn set(&mut self, name: &str) -> bool {
+        match name {
+            "trusted" => self.trusted = true,
+            "all-squash" => self.all_squash = true,
+            "read-only" => self.read_only = true,
+            _ => return false,
+        }
+        true
+    }
 }
 
 impl PeerIdentity {
@@ -79,7 +128,14 @@ impl PeerIdentity {
         Ok(PeerIdentity {
             name: name.to_string(),
             roles,
+            export: ExportOptions::default(),
         })
+    }
+
+    /// The same identity with these export options.
+    pub fn with_export(mut self, export: ExportOptions) -> PeerIdentity {
+        self.export = export;
+        self
     }
 
     pub fn has(&self, role: Role) -> bool {
@@ -88,10 +144,16 @@ impl PeerIdentity {
 
     /// The SAN URIs that encode this identity.
     pub fn uris(&self) -> Vec<String> {
-        self.roles
+        let roles = self
+            .roles
             .iter()
-            .map(|r| format!("shoal://{}/{}", r, self.name))
-            .collect()
+            .map(|r| format!("shoal://{}/{}", r, self.name));
+        let opts = self
+            .export
+            .names()
+            .into_iter()
+            .map(|o| format!("shoal-export://{}/{o}", self.name));
+        roles.chain(opts).collect()
     }
 
     /// Builds the identity from SAN URIs (others are ignored).
@@ -100,7 +162,19 @@ impl PeerIdentity {
     ) -> Result<PeerIdentity, IdentityError> {
         let mut name: Option<String> = None;
         let mut roles = Vec::new();
+        let mut export = ExportOptions::default();
+        let mut export_names = Vec::new();
         for uri in uris {
+            if let Some(rest) = uri.strip_prefix("shoal-export://") {
+                let (n, opt) = rest
+                    .split_once('/')
+                    .ok_or_else(|| IdentityError::BadUri(uri.to_string()))?;
+                if !export.set(opt) {
+                    return Err(IdentityError::BadUri(uri.to_string()));
+                }
+                export_names.push(n.to_string());
+                continue;
+            }
             let Some(rest) = uri.strip_prefix("shoal://") else {
                 continue;
             };
@@ -118,7 +192,10 @@ impl PeerIdentity {
             roles.push(role);
         }
         let name = name.ok_or(IdentityError::NoIdentity)?;
-        PeerIdentity::new(&name, &roles)
+        if let Some(other) = export_names.into_iter().find(|n| *n != name) {
+            return Err(IdentityError::TwoNames(name, other));
+        }
+        Ok(PeerIdentity::new(&name, &roles)?.with_export(export))
     }
 
     /// Parses the identity of a DER certificate (already verified against the cluster CA
@@ -156,7 +233,12 @@ impl PeerIdentity {
 impl fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
-        write!(f, "{} ({})", self.name, roles.join("+"))
+        write!(f, "{} ({})", self.name, roles.join("+"))?;
+        let opts = self.export.names();
+        if !opts.is_empty() {
+            write!(f, " [{}]", opts.join(","))?;
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +295,24 @@ mod tests {
         assert!(matches!(
             PeerIdentity::from_uris(["shoal://client/a b"]),
             Err(IdentityError::BadName(_))
+        ));
+        let opts = ExportOptions {
+            trusted: true,
+            all_squash: false,
+            read_only: true,
+        };
+        let id = PeerIdentity::new("carol", &[Role::Client])
+            .expect("id")
+            .with_export(opts);
+        let back = PeerIdentity::from_uris(id.uris().iter().map(|s| s.as_str())).expect("parse");
+        assert_eq!(back.export, opts);
+        assert!(matches!(
+            PeerIdentity::from_uris(["shoal://client/a", "shoal-export://a/root"]),
+            Err(IdentityError::BadUri(_))
+        ));
+        assert!(matches!(
+            PeerIdentity::from_uris(["shoal://client/a", "shoal-export://b/trusted"]),
+            Err(IdentityError::TwoNames(..))
         ));
         assert!(PeerIdentity::new("", &[Role::Client]).is_err());
         assert!(PeerIdentity::new("x", &[]).is_err());

@@ -158,6 +158,59 @@ impl fmt::Display for TxId {
     }
 }
 
+/// A client's lease session: a random number the client picks at mount and names in
+/// `Hello`, `Renew`, opens and write leases. Lives until the client unmounts (`Goodbye`)
+/// or its lease runs out at every manager. Encoded as a bare `u64` (postcard newtype).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session{:x}", self.0)
+    }
+}
+
+impl fmt::LowerHex for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+/// A log sequence number: a manager numbers the metadata records it logs 1, 2, ...;
+/// 0 means "nothing logged". Encoded as a bare `u64` (postcard newtype), so records and
+/// checkpoints written before the type existed decode unchanged.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// Before the first record.
+    pub const ZERO: Lsn = Lsn(0);
+
+    /// The number of the record after this one.
+    pub fn next(self) -> Lsn {
+        Lsn(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A callback a manager's lease table has outstanding, numbered by that table; dies when
+/// the client answers it or its deadline passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallbackId(pub u64);
+
+impl fmt::Display for CallbackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cb{}", self.0)
+    }
+}
+
 /// Where bytes live in the log: a segment plus the (k, m) it was striped with, so that a
 /// reader needs no other lookup to find and reconstruct the fragments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,6 +221,11 @@ pub struct SegmentAddr {
     pub len: u32,
     pub k: u8,
     pub m: u8,
+    /// How many storage nodes (the first of the config's list, in order) the stripe was
+    /// placed over when written: placement is recorded with the segment, so adding storage
+    /// nodes (at the end of the list) moves no existing data. 0: unknown (placed over the
+    /// current list).
+    pub nodes: u16,
 }
 
 impl fmt::Display for SegmentAddr {

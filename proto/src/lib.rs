@@ -1,5 +1,6 @@
 //! Shared wire types and transport of Shoal: typed ids, the cluster config, messages,
-//! framing, TLS and the QUIC transport. Kept thin: no role logic lives here.
+//! framing, TLS and the QUIC transport, and the named-worker registry every role uses.
+//! Kept thin: no role logic lives here.
 
 pub mod authz;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod revoke;
 pub mod route;
 pub mod tls;
 pub mod transport;
+pub mod worker;
 
 pub use bytes::Bytes;
 

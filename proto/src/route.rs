@@ -3,7 +3,9 @@
 
 use crate::config::ClusterConfig;
 use crate::ids::{InodeId, NodeId};
-use crate::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
+use crate::msg::{
+    Credentials, LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Request, Response,
+};
 use crate::transport::{Transport, TransportError};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -115,6 +117,17 @@ impl ManagerClient {
         node: NodeId,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), CallError> {
+        self.call_node_leased_as(node, None, req).await
+    }
+
+    /// `call_node_leased` on behalf of a local process with `cred` (sent as
+    /// `Request::ManagerAs`, which the manager checks permissions with).
+    pub async fn call_node_leased_as(
+        &self,
+        node: NodeId,
+        cred: Option<Credentials>,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), CallError> {
         let addr =
             self.config
                 .node(node)
@@ -127,7 +140,10 @@ impl ManagerClient {
             .transport
             .call_timeout(
                 addr,
-                &Request::Manager(req),
+                &match cred {
+                    Some(cred) => Request::ManagerAs { cred, req },
+                    None => Request::Manager(req),
+                },
                 Bytes::new(),
                 MANAGER_RPC_TIMEOUT,
             )

@@ -20,6 +20,7 @@ impl Handler for Echo {
                         name: self.0.into(),
                         roles: vec![],
                         version: "t".into(),
+                        workers: Vec::new(),
                     }),
                     bulk,
                 ),

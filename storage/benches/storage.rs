@@ -101,6 +101,7 @@ fn meta(payload: &[u8]) -> FragmentMeta {
         m: M as u8,
         segment_len: (payload.len() * K) as u32,
         crc32c: proto::crc32c(payload),
+        nodes: 0,
     }
 }
 

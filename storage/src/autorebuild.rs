@@ -14,6 +14,7 @@ use crate::rebuild::{execute, plan, scan};
 use crate::rpc::StorageClient;
 use proto::config::ClusterConfig;
 use proto::transport::Transport;
+use proto::worker::Worker;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,11 +62,13 @@ pub struct Round {
 
 /// Polls every `POLL_EVERY`; while some server has been down for the configured delay,
 /// scans and rebuilds what is degraded (a scan that finds nothing to do costs only the
-/// listing). Stops when `stop` turns true.
+/// listing). Stops when `stop` turns true. Each rebuild round is reported through
+/// `worker` (failed when some stripes could not be rebuilt).
 pub async fn run(
     config: Arc<ClusterConfig>,
     transport: Arc<Transport>,
     mut stop: watch::Receiver<bool>,
+    worker: Arc<Worker>,
 ) {
     let client = StorageClient::new(transport);
     let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
@@ -77,6 +80,7 @@ pub async fn run(
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            worker.stopped();
             return;
         }
         let stats = futures::future::join_all(servers.iter().map(|a| client.stat(*a))).await;
@@ -91,7 +95,16 @@ pub async fn run(
         if overdue.is_empty() {
             continue;
         }
+        worker.busy();
         let r = round(&client, &servers).await;
+        if r.stripes_failed > 0 {
+            worker.failed(format!(
+                "{} stripe(s) could not be rebuilt (servers down: {overdue:?})",
+                r.stripes_failed
+            ));
+        } else {
+            worker.idle();
+        }
         if r.stripes_rebuilt + r.stripes_failed > 0 {
             tracing::info!(
                 down = ?overdue,
@@ -104,6 +117,9 @@ pub async fn run(
     }
 }
 
+/// The least share of time the background rebuild works under foreground load.
+pub const REBUILD_MIN_SHARE: f64 = 0.25;
+
 /// One scan and rebuild of everything degraded.
 pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     let s = scan(client, servers).await;
@@ -111,7 +127,13 @@ pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     if p.jobs.is_empty() {
         return Round::default();
     }
-    let done = execute(client, &p, PARALLEL, |_, err| {
+    // Paced like the cleaner, so clients keep most of their throughput while it runs, but
+    // never below a quarter share: lost redundancy must come back under sustained load.
+    let pace = Some(crate::pace::NiceConfig {
+        min_share: REBUILD_MIN_SHARE,
+        ..Default::default()
+    });
+    let done = execute(client, &p, PARALLEL, pace, |_, err| {
         if let Some(e) = err {
             tracing::warn!("background rebuild: {e}");
         }

@@ -73,6 +73,9 @@ pub enum LogError {
     },
     #[error("bad segment: {0}")]
     Segment(#[from] SegmentError),
+    /// Storage servers of the stripe refused for want of space (and no spare had room).
+    #[error("no space for {seg}: {detail}")]
+    NoSpace { seg: String, detail: String },
 }
 
 /// Errors of the segment format.
@@ -107,6 +110,23 @@ pub enum ClientCallError {
     Unexpected(String),
 }
 
+/// Why one piece of a fragment could not be read by the log reader.
+#[derive(Debug, thiserror::Error)]
+pub enum PieceError {
+    /// The server failed recently: not asked again until its suspicion runs out.
+    #[error("{0} recently unreachable")]
+    Suspect(std::net::SocketAddr),
+    #[error(transparent)]
+    Call(#[from] ClientCallError),
+    /// The fragment moved (rebuilt elsewhere) and the read at its new place failed too.
+    #[error("{first}; moved to {to}: {then}")]
+    Moved {
+        first: Box<PieceError>,
+        to: std::net::SocketAddr,
+        then: Box<PieceError>,
+    },
+}
+
 impl ClientCallError {
     /// Whether the failure says nothing about the data (peer down or slow).
     pub fn is_unavailable(&self) -> bool {
@@ -115,6 +135,11 @@ impl ClientCallError {
             ClientCallError::Remote(RemoteError::Unavailable(_)) => true,
             _ => false,
         }
+    }
+
+    /// Whether the server refused a write for want of space.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, ClientCallError::Remote(RemoteError::NoSpace(_)))
     }
 
     /// Whether the server reported the stored bytes as corrupt.

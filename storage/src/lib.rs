@@ -4,14 +4,18 @@
 //! Writer/reader side, used by clients and managers: `erasure`, `segment` (format),
 //! `stripe` (placement), `log` (`LogWriter`, `LogReader`) and `rpc` (`StorageClient`, the
 //! typed RPC stub; not the client role).
+//! Space: `admit` (capacity and reserve of one server), `space` (what stripes can use).
 //! Lifecycle: `locate` (where a segment's fragments are now), `repair` (rebuild fragments
 //! from any k), `rebuild` (manual) and `autorebuild` (after a server was down for
-//! `rebuild_delay_secs`), `scrub` (the per-server checksum worker), `pace` (the pure Nice
+//! `rebuild_delay_secs`), `drain` (what a drained server may delete), `scrub` (the per-server checksum worker), `pace` (the pure Nice
 //! controller that paces background work by its own latency).
-//! `testing` holds the store conformance suite and the crash-simulating store.
+//! `testing` holds the store conformance suite and the crash-simulating store (only under
+//! `cfg(test)` or the `testing` feature).
 //! This crate knows fragments and segments; it must not know inodes or paths.
 
+pub mod admit;
 pub mod autorebuild;
+pub mod drain;
 pub mod erasure;
 pub mod error;
 pub mod locate;
@@ -26,6 +30,7 @@ pub mod server;
 pub mod space;
 pub mod store;
 pub mod stripe;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{ClientCallError, LogError, RepairError, SegmentError, StorageError};

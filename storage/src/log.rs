@@ -10,6 +10,7 @@
 
 use crate::erasure::{Erasure, ErasureError, RsCodec};
 pub use crate::error::LogError;
+use crate::error::{ClientCallError, PieceError};
 use crate::rpc::StorageClient;
 use crate::segment::{SegmentError, MAX_SEGMENT};
 use crate::store::lock;
@@ -90,6 +91,9 @@ pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, Era
 
 /// A server a put could not reach is avoided by new stripes for this long.
 const WRITE_SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// A server that refused a put for want of space is avoided by new stripes for this long
+/// (where a spare server has room; else it is tried again, space may have been freed).
+const FULL_FOR: Duration = Duration::from_secs(10);
 
 /// Appends segments to one writer's log.
 pub struct LogWriter {
@@ -99,6 +103,8 @@ pub struct LogWriter {
     next: SegmentId,
     /// Servers a put could not reach, until when new stripes avoid them.
     suspects: HashMap<SocketAddr, Instant>,
+    /// Servers that refused a put for want of space, until when new stripes avoid them.
+    full: HashMap<SocketAddr, Instant>,
 }
 
 impl LogWriter {
@@ -115,6 +121,7 @@ impl LogWriter {
             log,
             next,
             suspects: HashMap::new(),
+            full: HashMap::new(),
         }
     }
 
@@ -130,7 +137,9 @@ impl LogWriter {
     /// Stripes `segment` (bytes from `SegmentBuilder::finish` for `next_segment()`) and
     /// returns once durable: at least `write_quorum(k, m)` fragments stored. On error the id
     /// is burnt, the next append uses the next one, and the fragments that did land are
-    /// deleted (best effort) so the failed segment is not listed later.
+    /// deleted (best effort) so the failed segment is not listed later. A server that
+    /// refuses for want of space fails the stripe: it is placed again around the full
+    /// servers (same id, same bytes) while that changes it, else `LogError::NoSpace`.
     pub async fn append(&mut self, segment: Bytes) -> Result<SegmentAddr, LogError> {
         let seg = self.next;
         self.next = SegmentId(seg.0.wrapping_add(1));
@@ -155,21 +164,9 @@ impl LogWriter {
             return Err(LogError::Segment(SegmentError::TooLarge(MAX_SEGMENT)));
         }
         let len = segment.len() as u32;
-        let group =
-            stripe_group(&self.config, self.log, seg, k, m).map_err(|e| fail(0, e.to_string()))?;
-        let now = Instant::now();
-        self.suspects.retain(|_, until| *until > now);
-        let group = if self.suspects.is_empty() {
-            group
-        } else {
-            let nodes: Vec<(NodeId, SocketAddr)> = self
-                .config
-                .storage_nodes()
-                .iter()
-                .map(|n| (n.id, n.address))
-                .collect();
-            crate::stripe::avoid_down(&group, &nodes, |a| self.suspects.contains_key(&a))
-        };
+        let width = crate::stripe::width_now(&self.config);
+        let home = stripe_group(&self.config, self.log, seg, k, m, width)
+            .map_err(|e| fail(0, e.to_string()))?;
         let frags = tokio::task::spawn_blocking(move || {
             encode_fragments(&segment, k, m).map(|f| {
                 f.into_iter()
@@ -180,7 +177,103 @@ impl LogWriter {
         .await
         .map_err(|e| fail(0, format!("encoding task failed: {e}")))?
         .map_err(|e| fail(0, format!("encoding failed: {e}")))?;
+        let mut tried: Vec<Vec<StripeMember>> = Vec::new();
+        loop {
+            let group = self.place(&home);
+            let put = self
+                .put_stripe(seg, &group, &frags, (k, m, width), len)
+                .await;
+            let detail = put.problems.join("; ");
+            if !put.full.is_empty() {
+                // A server refused for want of space: the stripe is not written (a stripe
+                // never silently loses redundancy to a full server). Try once more with the
+                // full servers avoided when that changes the stripe, else report no space.
+                self.delete_landed(seg, &put.durable).await;
+                let now = Instant::now();
+                for a in &put.full {
+                    self.full.insert(*a, now + FULL_FOR);
+                }
+                tried.push(group);
+                let next = self.place(&home);
+                if tried.len() < 3 && !tried.contains(&next) {
+                    tracing::info!(log = %self.log, segment = %seg, "storage server(s) full, placing the stripe around them: {detail}");
+                    continue;
+                }
+                tracing::warn!(log = %self.log, segment = %seg, "no space for the segment: {detail}");
+                return Err(LogError::NoSpace {
+                    seg: name.clone(),
+                    detail,
+                });
+            }
+            let acked = put.durable.len();
+            let last_resort = acked >= k as usize && acked < needed && put.only_unreachable;
+            if last_resort {
+                tracing::warn!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
+            }
+            if acked < needed && !last_resort {
+                tracing::warn!(log = %self.log, segment = %seg, acked, needed, "append failed: {detail}");
+                // Best effort: remove what landed so that the failed segment is not listed later.
+                self.delete_landed(seg, &put.durable).await;
+                return Err(fail(acked, detail));
+            }
+            if acked < group.len() {
+                tracing::warn!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
+            }
+            return Ok(SegmentAddr {
+                log: self.log,
+                segment: seg,
+                len,
+                k,
+                m,
+                nodes: width,
+            });
+        }
+    }
 
+    /// The stripe group of a segment whose home is `home`, with members on servers known
+    /// to be down or full moved to spare servers where there are any.
+    fn place(&mut self, home: &[StripeMember]) -> Vec<StripeMember> {
+        let now = Instant::now();
+        self.suspects.retain(|_, until| *until > now);
+        self.full.retain(|_, until| *until > now);
+        if self.suspects.is_empty() && self.full.is_empty() {
+            return home.to_vec();
+        }
+        let nodes: Vec<(NodeId, SocketAddr)> = self
+            .config
+            .storage_nodes()
+            .iter()
+            .map(|n| (n.id, n.address))
+            .collect();
+        crate::stripe::avoid_down(home, &nodes, |a| {
+            self.suspects.contains_key(&a) || self.full.contains_key(&a)
+        })
+    }
+
+    /// Deletes (best effort) the fragments of `seg` that landed on `durable`.
+    async fn delete_landed(&self, seg: SegmentId, durable: &[StripeMember]) {
+        let deletes = durable.iter().map(|member| {
+            let id = FragmentId {
+                log: self.log,
+                segment: seg,
+                index: member.index,
+            };
+            self.client.delete(member.addr, id)
+        });
+        futures::future::join_all(deletes).await;
+    }
+
+    /// Puts fragment `i` of `frags` on member `i` of `group`, all at once; returns once
+    /// every put answered, or stragglers were given up on after enough became durable.
+    async fn put_stripe(
+        &mut self,
+        seg: SegmentId,
+        group: &[StripeMember],
+        frags: &[(u32, Bytes)],
+        (k, m, width): (u8, u8, u16),
+        len: u32,
+    ) -> StripePut {
+        let needed = write_quorum(k, m);
         let started = Instant::now();
         let mut puts = FuturesUnordered::new();
         for (member, (crc, payload)) in group.iter().zip(frags) {
@@ -194,10 +287,12 @@ impl LogWriter {
                 k,
                 m,
                 segment_len: len,
-                crc32c: crc,
+                crc32c: *crc,
+                nodes: width,
             };
             let client = self.client.clone();
             let member = *member;
+            let payload = payload.clone();
             puts.push(async move {
                 (
                     member,
@@ -205,11 +300,12 @@ impl LogWriter {
                 )
             });
         }
-        let mut acked = 0;
-        let mut durable = Vec::new();
-        let mut problems = Vec::new();
-        // Whether every failure so far was a server that could not be reached.
-        let mut only_unreachable = true;
+        let mut out = StripePut {
+            durable: Vec::new(),
+            problems: Vec::new(),
+            only_unreachable: true,
+            full: Vec::new(),
+        };
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let next = match deadline {
@@ -217,7 +313,7 @@ impl LogWriter {
                 Some(d) => match tokio::time::timeout_at(d, puts.next()).await {
                     Ok(n) => n,
                     Err(_) => {
-                        problems.push(format!(
+                        out.problems.push(format!(
                             "{} fragment(s) still in flight were abandoned",
                             puts.len()
                         ));
@@ -227,56 +323,38 @@ impl LogWriter {
             };
             let Some((member, result)) = next else { break };
             match result {
-                Ok(()) => {
-                    acked += 1;
-                    durable.push(member);
-                }
+                Ok(()) => out.durable.push(member),
                 Err(e) => {
-                    only_unreachable &= e.is_unavailable();
+                    out.only_unreachable &= e.is_unavailable();
                     if e.is_unavailable() {
                         self.suspects
                             .insert(member.addr, Instant::now() + WRITE_SUSPECT_FOR);
                     }
-                    problems.push(format!(
+                    if e.is_no_space() {
+                        out.full.push(member.addr);
+                    }
+                    out.problems.push(format!(
                         "f{} on {} ({}): {e}",
                         member.index, member.node, member.addr
                     ))
                 }
             }
-            if acked >= needed && deadline.is_none() && !puts.is_empty() {
+            if out.durable.len() >= needed && deadline.is_none() && !puts.is_empty() {
                 deadline = Some(tokio::time::Instant::now() + started.elapsed() + STRAGGLER_GRACE);
             }
         }
-        let detail = problems.join("; ");
-        let last_resort = acked >= k as usize && acked < needed && only_unreachable;
-        if last_resort {
-            tracing::warn!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
-        }
-        if acked < needed && !last_resort {
-            tracing::warn!(log = %self.log, segment = %seg, acked, needed, "append failed: {detail}");
-            // Best effort: remove what landed so that the failed segment is not listed later.
-            let deletes = durable.iter().map(|member| {
-                let id = FragmentId {
-                    log: self.log,
-                    segment: seg,
-                    index: member.index,
-                };
-                self.client.delete(member.addr, id)
-            });
-            futures::future::join_all(deletes).await;
-            return Err(fail(acked, detail));
-        }
-        if acked < group.len() {
-            tracing::warn!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
-        }
-        Ok(SegmentAddr {
-            log: self.log,
-            segment: seg,
-            len,
-            k,
-            m,
-        })
+        out
     }
+}
+
+/// What became of the puts of one stripe.
+struct StripePut {
+    durable: Vec<StripeMember>,
+    problems: Vec<String>,
+    /// Whether every failure was a server that could not be reached.
+    only_unreachable: bool,
+    /// Servers that refused for want of space.
+    full: Vec<SocketAddr>,
 }
 
 /// One contiguous piece of a read that falls in one data fragment.
@@ -402,7 +480,7 @@ impl ReaderInner {
         id: FragmentId,
         off: u32,
         len: u32,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, ClientCallError> {
         let r = self.client.read_range(addr, id, off, len).await;
         match &r {
             Ok(_) => {
@@ -413,7 +491,7 @@ impl ReaderInner {
             }
             Err(_) => {}
         }
-        r.map_err(|e| e.to_string())
+        r
     }
 }
 
@@ -454,8 +532,15 @@ impl LogReader {
         if ptr.len == 0 {
             return Ok(Bytes::new());
         }
-        let home = stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m)
-            .map_err(|e| unreadable(0, e.to_string()))?;
+        let home = stripe_group(
+            &self.inner.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .map_err(|e| unreadable(0, e.to_string()))?;
         // Where the fragments were last found, if they moved (rebuild); else their home.
         let mut group = self.inner.cached_location(seg).unwrap_or(home);
         let pieces = pieces(seg.len, seg.k, ptr.offset, ptr.len);
@@ -469,9 +554,9 @@ impl LogReader {
             };
             async move {
                 if self.inner.is_suspect(member.addr) {
-                    return Err(format!("{} recently unreachable", member.addr));
+                    return Err(PieceError::Suspect(member.addr));
                 }
-                self.inner.fetch(member.addr, id, p.frag_off, p.len).await
+                Ok(self.inner.fetch(member.addr, id, p.frag_off, p.len).await?)
             }
         });
         let results = futures::future::join_all(fetches).await;
@@ -509,7 +594,14 @@ impl LogReader {
                 };
                 match self.inner.fetch(member.addr, id, p.frag_off, p.len).await {
                     Ok(b) => out[p.out_off..p.out_off + p.len as usize].copy_from_slice(&b),
-                    Err(e2) => still.push((p, format!("{e}; moved to {}: {e2}", member.addr))),
+                    Err(e2) => still.push((
+                        p,
+                        PieceError::Moved {
+                            first: Box::new(e),
+                            to: member.addr,
+                            then: Box::new(e2.into()),
+                        },
+                    )),
                 }
             }
             failed = still;
@@ -675,21 +767,27 @@ impl LogReader {
                 len: meta.segment_len,
                 k: meta.k,
                 m: meta.m,
+                nodes: meta.nodes,
             })
             .collect())
     }
 
     /// Deletes every fragment of a segment (best effort on unreachable servers).
     pub async fn delete_segment(&self, seg: SegmentAddr) -> Result<(), LogError> {
-        let group =
-            stripe_group(&self.inner.config, seg.log, seg.segment, seg.k, seg.m).map_err(|e| {
-                LogError::Unreadable {
-                    what: seg.to_string(),
-                    available: 0,
-                    needed: seg.k as usize,
-                    detail: e.to_string(),
-                }
-            })?;
+        let group = stripe_group(
+            &self.inner.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .map_err(|e| LogError::Unreadable {
+            what: seg.to_string(),
+            available: 0,
+            needed: seg.k as usize,
+            detail: e.to_string(),
+        })?;
         // Rebuilt fragments live away from home: delete every copy the servers know of.
         let servers: Vec<SocketAddr> = self
             .inner

@@ -1,4 +1,5 @@
-//! Nice pacing for background work (the cleaner, and meant for rebuild and scrub), in the
+//! Nice pacing for background work (the cleaner, background rebuild, `shoal rebuild --nice`
+//! and the background scrub), in the
 //! spirit of TCP-Nice (Venkataramani, Kokku, Dahlin, OSDI 2002): background work measures
 //! the latency of its own requests, treats a rise above its least-loaded latency as a sign
 //! of foreground load, and then backs off multiplicatively; with no sign of load it grows

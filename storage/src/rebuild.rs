@@ -11,6 +11,7 @@
 
 use crate::error::RepairError;
 use crate::locate::SegmentLocation;
+use crate::pace::{Nice, NiceConfig};
 use crate::repair::rebuild_fragments;
 use crate::rpc::StorageClient;
 use bytes::Bytes;
@@ -19,6 +20,8 @@ use proto::ids::{FragmentId, LogId, SegmentId};
 use proto::msg::FragmentMeta;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// What the servers hold of one stripe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,10 +196,15 @@ pub struct Progress {
 }
 
 /// Runs the plan's jobs, `parallel` stripes at a time, calling `progress` after each.
+/// With `pace`, every stripe's time per byte feeds a Nice controller (`pace`, the same as
+/// the cleaner's) and each worker rests after a stripe so that rebuilding takes only the
+/// controller's share of the time: it backs off when foreground load slows its requests
+/// and runs back to back when the servers are idle. Without, it runs at full speed.
 pub async fn execute(
     client: &StorageClient,
     plan: &Plan,
     parallel: usize,
+    pace: Option<NiceConfig>,
     mut progress: impl FnMut(&Progress, Option<String>),
 ) -> Progress {
     let mut p = Progress {
@@ -204,11 +212,25 @@ pub async fn execute(
         bytes_total: plan.jobs.iter().map(Job::bytes).sum(),
         ..Default::default()
     };
+    let nice = pace.map(|c| Arc::new(std::sync::Mutex::new(Nice::new(c))));
     let mut results = futures::stream::iter(plan.jobs.iter().cloned())
         .map(|job| {
             let client = client.clone();
+            let nice = nice.clone();
             async move {
+                let started = Instant::now();
                 let r = run_job(&client, &job).await;
+                if let Some(n) = nice {
+                    let busy = started.elapsed();
+                    let rest = {
+                        let mut n = crate::store::lock(&n);
+                        if r.is_ok() {
+                            n.sample(job.bytes(), busy);
+                        }
+                        n.pause_after(busy)
+                    };
+                    tokio::time::sleep(rest).await;
+                }
                 (job, r)
             }
         })
@@ -298,6 +320,7 @@ mod tests {
                 m: 2,
                 segment_len: 4000,
                 crc32c: 0,
+                nodes: 0,
             },
             frag_len: 1000,
             holders,

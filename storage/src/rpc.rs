@@ -212,6 +212,24 @@ impl StorageClient {
         }
     }
 
+    /// Starts (`on`) or stops draining the server; answers whether it drains now.
+    pub async fn drain(&self, addr: SocketAddr, on: bool) -> Result<bool, ClientCallError> {
+        match self
+            .call(
+                addr,
+                StorageRequest::Drain { on },
+                Bytes::new(),
+                CONTROL_TIMEOUT,
+            )
+            .await?
+        {
+            (StorageResponse::Draining(d), _) => Ok(d),
+            (other, _) => Err(ClientCallError::Unexpected(format!(
+                "Drain answered {other:?}"
+            ))),
+        }
+    }
+
     /// Asks the server to start a scrub pass now (`now`) or only reports its scrub state.
     pub async fn scrub(&self, addr: SocketAddr, now: bool) -> Result<ScrubReport, ClientCallError> {
         let req = if now {

@@ -5,8 +5,9 @@
 //! Pacing is a pure `Pacer` (unit-tested without a clock): a background pass spreads its
 //! bytes evenly over the configured period; a pass asked for with `ScrubNow` runs at full
 //! speed. Either way the worker backs off while foreground requests (puts and reads) are in
-//! flight on this server: it waits up to `BACKOFF_MAX` for them to drain before each chunk
-//! (simple and honest; not TCP-Nice's latency-based control). The worker owns only its
+//! flight on this server: it waits up to `BACKOFF_MAX` for them to drain before each chunk,
+//! and background passes also rest as the Nice controller (`pace`, the cleaner's and the
+//! background rebuild's) says from each chunk read's latency. The worker owns only its
 //! counters (`ScrubState`); it must not delete fragments or touch other servers' stores.
 
 use crate::error::{RepairError, StorageError};
@@ -16,6 +17,7 @@ use crate::rpc::StorageClient;
 use crate::store::{lock, FragmentStore};
 use bytes::Bytes;
 use proto::msg::{FragmentInfo, ScrubCounts, ScrubReport};
+use proto::worker::Worker;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,12 +110,17 @@ pub struct ScrubWorker {
     pub servers: Vec<SocketAddr>,
     /// Background pace; zero = only passes asked for with `ScrubNow`.
     pub period: Duration,
+    /// Paces the background passes by their own read latency (as the cleaner and the
+    /// background rebuild); `ScrubNow` passes run at full speed.
+    pub nice: std::sync::Mutex<crate::pace::Nice>,
 }
 
 impl ScrubWorker {
     /// Runs passes forever: paced ones back to back (with a short gap) when a period is
     /// configured, and a full-speed one whenever `ScrubNow` asks.
-    pub async fn run(self) {
+    /// Reports each pass through `worker` (busy while it runs; a pass that left fragments
+    /// unrepaired counts as failed).
+    pub async fn run(self, worker: Arc<Worker>) {
         self.state.update(|r| r.period_secs = self.period.as_secs());
         loop {
             if !self.state.urgent.load(Ordering::SeqCst) {
@@ -123,10 +130,20 @@ impl ScrubWorker {
                     let _ = tokio::time::timeout(PASS_GAP, self.state.wake.notified()).await;
                 }
             }
+            worker.busy();
             let Some((counts, covers)) = self.pass().await else {
                 // `ScrubNow` interrupted a paced pass: start over with a fresh inventory.
+                worker.failed("interrupted by a full-speed pass (ScrubNow)");
                 continue;
             };
+            if counts.unrepaired > 0 {
+                worker.failed(format!(
+                    "{} bad fragment(s) could not be repaired",
+                    counts.unrepaired
+                ));
+            } else {
+                worker.idle();
+            }
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -248,10 +265,23 @@ impl ScrubWorker {
             self.back_off().await;
             let len = (f.len - off).min(CHUNK);
             let id = f.id;
+            let t = tokio::time::Instant::now();
             match self.blocking(move |s| s.read_range(id, off, len)).await {
                 Ok(_) => {}
                 Err(StorageError::NotFound(_)) => return Ok(false),
                 Err(e) => return Err(e),
+            }
+            // Paced passes also rest as the Nice controller says (by the read's latency).
+            if pacer.rate.is_some() {
+                let busy = t.elapsed();
+                let rest = {
+                    let mut n = crate::store::lock(&self.nice);
+                    n.sample(len as u64, busy);
+                    n.pause_after(busy)
+                };
+                if !rest.is_zero() {
+                    tokio::time::sleep(rest).await;
+                }
             }
             *bytes += len as u64;
             off += len;

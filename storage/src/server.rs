@@ -1,7 +1,10 @@
 //! The storage server: answers `StorageRequest`s from a `FragmentStore`. Owns request
-//! validation and the mapping of store errors to wire errors; every store call runs in
-//! `spawn_blocking`. It must not know stripes or segments, and never panics on input.
+//! validation, the admission of puts against the server's space (`admit`: capacity and
+//! reserve, with writes admitted but in flight counted) and the mapping of store errors to
+//! wire errors; every store call runs in `spawn_blocking`. It must not know stripes or
+//! segments, and never panics on input.
 
+use crate::admit::{Limits, Usage, WriteClass};
 use crate::error::StorageError;
 use crate::store::{FileStore, FragmentStore, MAX_FRAGMENT};
 use bytes::Bytes;
@@ -17,6 +20,72 @@ pub struct Server {
     scrub: Arc<crate::scrub::ScrubState>,
     /// Foreground requests (puts, reads) in flight; background workers back off on it.
     foreground: Arc<AtomicU64>,
+    limits: Limits,
+    /// Bytes of puts admitted and not yet stored.
+    admitted: Arc<std::sync::Mutex<u64>>,
+    /// Draining (`shoal node drain`): every new fragment is refused.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The file that keeps a drain across restarts (file stores only).
+    drain_marker: Option<std::path::PathBuf>,
+}
+
+/// The file in a store's directory that says the server is being drained.
+const DRAIN_MARKER: &str = "DRAINING";
+
+/// Bytes of one admitted put, given back when the put ends.
+struct Admitted {
+    counter: Arc<std::sync::Mutex<u64>>,
+    len: u64,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut a = crate::store::lock(&self.counter);
+        *a = a.saturating_sub(self.len);
+    }
+}
+
+/// Admits a put of `len` bytes of `class` into `store` (blocking: asks for the store's
+/// numbers); the answer holds the bytes as in flight until dropped.
+fn admit(
+    store: &dyn FragmentStore,
+    limits: Limits,
+    counter: &Arc<std::sync::Mutex<u64>>,
+    len: u64,
+    class: WriteClass,
+) -> Result<Admitted, StorageError> {
+    let st = store.stat()?;
+    let mut admitted = crate::store::lock(counter);
+    let usage = Usage {
+        used: st.used_bytes.saturating_add(*admitted),
+        fs_capacity: st.fs_capacity_bytes,
+        fs_free: st.fs_free_bytes.saturating_sub(*admitted),
+    };
+    limits
+        .admit(&usage, len, class)
+        .map_err(|e| StorageError::NoSpace(e.to_string()))?;
+    *admitted += len;
+    Ok(Admitted {
+        counter: counter.clone(),
+        len,
+    })
+}
+
+/// A store's numbers seen through a server's capacity and reserve.
+fn limited_stat(
+    store: &dyn FragmentStore,
+    limits: Limits,
+) -> Result<proto::msg::StorageStat, StorageError> {
+    let mut st = store.stat()?;
+    let usage = Usage {
+        used: st.used_bytes,
+        fs_capacity: st.fs_capacity_bytes,
+        fs_free: st.fs_free_bytes,
+    };
+    st.capacity_bytes = limits.capacity(&usage);
+    st.free_bytes = limits.client_free(&usage);
+    st.reserve_bytes = limits.reserve(&usage);
+    Ok(st)
 }
 
 /// Counts one foreground request while alive.
@@ -38,38 +107,88 @@ impl Drop for Foreground<'_> {
 impl Server {
     /// Opens the file store under `data_dir` (creating it) and returns the server.
     pub async fn open(data_dir: &Path) -> Result<Arc<Server>, StorageError> {
+        Server::open_with(data_dir, Limits::default()).await
+    }
+
+    /// Opens the file store under `data_dir` with a capacity and reserve.
+    pub async fn open_with(data_dir: &Path, limits: Limits) -> Result<Arc<Server>, StorageError> {
         let dir = data_dir.to_path_buf();
+        let marker = data_dir.join(DRAIN_MARKER);
         let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
             .await
             .map_err(|e| StorageError::Internal(format!("store open task failed: {e}")))??;
-        Ok(Server::with_store(Arc::new(store)))
+        let mut server = Server::new(Arc::new(store), limits);
+        if marker.exists() {
+            tracing::warn!(dir = %data_dir.display(), "this server is being drained: it takes no new fragments (`shoal node drain` to finish)");
+            server.draining.store(true, Ordering::SeqCst);
+        }
+        server.drain_marker = Some(marker);
+        Ok(Arc::new(server))
     }
 
     /// A server over any store (tests use `MemStore`/`CrashStore`).
     pub fn with_store(store: Arc<dyn FragmentStore>) -> Arc<Server> {
-        Arc::new(Server {
+        Server::with_store_limited(store, Limits::default())
+    }
+
+    /// A server over any store, with a capacity and reserve.
+    pub fn with_store_limited(store: Arc<dyn FragmentStore>, limits: Limits) -> Arc<Server> {
+        Arc::new(Server::new(store, limits))
+    }
+
+    fn new(store: Arc<dyn FragmentStore>, limits: Limits) -> Server {
+        Server {
             store,
             scrub: Default::default(),
             foreground: Default::default(),
-        })
+            limits,
+            admitted: Default::default(),
+            draining: Default::default(),
+            drain_marker: None,
+        }
+    }
+
+    /// Starts or stops draining, persisted by the marker file when there is one.
+    async fn set_draining(&self, on: bool) -> Result<bool, RemoteError> {
+        if let Some(marker) = self.drain_marker.clone() {
+            tokio::task::spawn_blocking(move || {
+                if on {
+                    std::fs::write(&marker, b"")
+                } else {
+                    match std::fs::remove_file(&marker) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+                .map_err(|e| StorageError::io(format!("drain marker {}", marker.display()), e))
+            })
+            .await
+            .map_err(|e| RemoteError::Io(format!("storage task failed: {e}")))??;
+        }
+        self.draining.store(on, Ordering::SeqCst);
+        tracing::warn!(on, "draining changed");
+        Ok(on)
     }
 
     /// Starts the background scrub of this server. It repairs bad fragments from the
-    /// other storage servers of `config`, reached through `transport`.
+    /// other storage servers of `config`, reached through `transport`, and reports each
+    /// pass through `worker`.
     pub fn start_scrub(
         &self,
         config: &proto::config::ClusterConfig,
         transport: Arc<proto::transport::Transport>,
+        worker: Arc<proto::worker::Worker>,
     ) -> tokio::task::JoinHandle<()> {
-        let worker = crate::scrub::ScrubWorker {
+        let scrub = crate::scrub::ScrubWorker {
             store: self.store.clone(),
             state: self.scrub.clone(),
             foreground: self.foreground.clone(),
             client: crate::rpc::StorageClient::new(transport),
             servers: config.storage_nodes().iter().map(|n| n.address).collect(),
             period: std::time::Duration::from_secs(config.file.storage.scrub_period_secs),
+            nice: std::sync::Mutex::new(crate::pace::Nice::new(Default::default())),
         };
-        tokio::spawn(worker.run())
+        tokio::spawn(scrub.run(worker))
     }
 
     /// Foreground requests in flight (background workers back off while it is non-zero).
@@ -93,21 +212,42 @@ impl Server {
         }
     }
 
-    /// Answers one request; `bulk` is the request's bulk part (the payload of a put).
+    /// Answers one request of a system peer (puts may use the reserve).
     pub async fn handle(
         &self,
         req: StorageRequest,
         bulk: Bytes,
     ) -> Result<(StorageResponse, Bytes), RemoteError> {
+        self.handle_as(req, bulk, WriteClass::System).await
+    }
+
+    /// Answers one request; `bulk` is the request's bulk part (the payload of a put), and
+    /// `class` says whether a put may use the reserve.
+    pub async fn handle_as(
+        &self,
+        req: StorageRequest,
+        bulk: Bytes,
+        class: WriteClass,
+    ) -> Result<(StorageResponse, Bytes), RemoteError> {
         match req {
             StorageRequest::PutFragment { id, meta } => {
                 let _fg = Foreground::new(&self.foreground);
                 let len = bulk.len();
-                self.blocking(move |s| s.put(id, meta, bulk))
-                    .await
-                    .inspect_err(|e| {
-                        tracing::warn!(fragment = %id, len, "put refused: {e}");
-                    })?;
+                if self.draining.load(Ordering::SeqCst) {
+                    tracing::debug!(fragment = %id, "put refused: draining");
+                    return Err(RemoteError::NoSpace(
+                        "this storage server is being drained and takes no new fragments".into(),
+                    ));
+                }
+                let (limits, counter) = (self.limits, self.admitted.clone());
+                self.blocking(move |s| {
+                    let _admitted = admit(s, limits, &counter, len as u64, class)?;
+                    s.put(id, meta, bulk)
+                })
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(fragment = %id, len, "put refused: {e}");
+                })?;
                 Ok((StorageResponse::Stored, Bytes::new()))
             }
             StorageRequest::ReadRange { id, offset, len } => {
@@ -145,7 +285,12 @@ impl Server {
                 Ok((StorageResponse::Logs(logs), Bytes::new()))
             }
             StorageRequest::Stat => {
-                let st = self.blocking(|s| s.stat()).await?;
+                let limits = self.limits;
+                let mut st = self.blocking(move |s| limited_stat(s, limits)).await?;
+                st.draining = self.draining.load(Ordering::SeqCst);
+                if st.draining {
+                    st.free_bytes = 0;
+                }
                 Ok((StorageResponse::Stat(st), Bytes::new()))
             }
             StorageRequest::Locate { log, segment } => {
@@ -158,6 +303,10 @@ impl Server {
             StorageRequest::ScrubStatus => {
                 Ok((StorageResponse::Scrub(self.scrub.report()), Bytes::new()))
             }
+            StorageRequest::Drain { on } => Ok((
+                StorageResponse::Draining(self.set_draining(on).await?),
+                Bytes::new(),
+            )),
         }
     }
 }
@@ -179,6 +328,7 @@ impl Handler for ServerHandler {
                         name: self.name.clone(),
                         roles: vec!["storage".into()],
                         version: proto::VERSION.into(),
+                        workers: Vec::new(),
                     }),
                     Bytes::new(),
                 ),
@@ -186,7 +336,7 @@ impl Handler for ServerHandler {
                     Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                     Err(e) => (Response::Error(e), Bytes::new()),
                 },
-                Request::Manager(_) => (
+                Request::Manager(_) | Request::ManagerAs { .. } => (
                     Response::Error(RemoteError::NoRole("manager".into())),
                     Bytes::new(),
                 ),
@@ -218,6 +368,79 @@ mod tests {
         }
     }
 
+    fn put_req(index: u8, payload: &Bytes) -> StorageRequest {
+        StorageRequest::PutFragment {
+            id: FragmentId {
+                log: LogId(9),
+                segment: SegmentId(1),
+                index,
+            },
+            meta: FragmentMeta {
+                codec: CODEC_RS_GF8_RSE,
+                k: 4,
+                m: 2,
+                segment_len: 400,
+                crc32c: proto::crc32c(payload),
+                nodes: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn client_puts_stop_at_the_reserve_system_puts_at_the_capacity() {
+        let s = Server::with_store_limited(
+            Arc::new(MemStore::new()),
+            Limits {
+                capacity: Some(100),
+                reserve: Some(40),
+            },
+        );
+        let p = Bytes::from(vec![7u8; 30]);
+        for i in 0..2 {
+            s.handle_as(put_req(i, &p), p.clone(), WriteClass::Client)
+                .await
+                .expect("fits below the reserve");
+        }
+        let e = s
+            .handle_as(put_req(2, &p), p.clone(), WriteClass::Client)
+            .await
+            .expect_err("into the reserve");
+        assert!(matches!(e, RemoteError::NoSpace(_)), "{e:?}");
+        let (r, _) = s
+            .handle(StorageRequest::Stat, Bytes::new())
+            .await
+            .expect("stat");
+        let StorageResponse::Stat(st) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (st.capacity_bytes, st.free_bytes, st.reserve_bytes),
+            (100, 0, 40)
+        );
+        s.handle_as(put_req(2, &p), p.clone(), WriteClass::System)
+            .await
+            .expect("metadata may use the reserve");
+        let e = s
+            .handle_as(put_req(3, &p), p.clone(), WriteClass::System)
+            .await
+            .expect_err("never past the capacity");
+        assert!(matches!(e, RemoteError::NoSpace(_)), "{e:?}");
+        // Deleting gives the space back.
+        for i in 0..3 {
+            let id = FragmentId {
+                log: LogId(9),
+                segment: SegmentId(1),
+                index: i,
+            };
+            s.handle(StorageRequest::Delete { id }, Bytes::new())
+                .await
+                .expect("delete");
+        }
+        s.handle_as(put_req(0, &p), p.clone(), WriteClass::Client)
+            .await
+            .expect("room again");
+    }
+
     #[tokio::test]
     async fn requests_map_to_the_store_and_bad_input_is_invalid() {
         let s = Server::with_store(Arc::new(MemStore::new()));
@@ -228,6 +451,7 @@ mod tests {
             m: 1,
             segment_len: 20,
             crc32c: proto::crc32c(&payload),
+            nodes: 0,
         };
         let r = s
             .handle(

@@ -2,44 +2,64 @@
 //! server's free (or total) space. A stripe of width k+m puts one fragment on each of k+m
 //! distinct servers, so a server can never take more than one column of every stripe, and
 //! servers that share one file system (e.g. a local `shoal up`, all on one disk) share its
-//! free space. Pure arithmetic; it must not do I/O.
+//! free space, while each server may also be bounded by its own configured capacity.
+//! Pure arithmetic; it must not do I/O.
 
-/// One server's space: the file system it lives on (0 = unknown, counted alone) and bytes.
+/// One server's space: the file system it lives on (0 = unknown, counted alone), the bytes
+/// the server itself may still take (its capacity bound), and the bytes of its file system
+/// (shared with the other servers on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerSpace {
     pub fs_id: u64,
     pub bytes: u64,
+    pub shared: u64,
+}
+
+impl ServerSpace {
+    /// A server bounded by its file system only.
+    pub fn on_fs(fs_id: u64, bytes: u64) -> ServerSpace {
+        ServerSpace {
+            fs_id,
+            bytes,
+            shared: bytes,
+        }
+    }
 }
 
 /// Largest raw bytes `width * t` such that stripes of `width` distinct servers with `t`
-/// bytes per column fit: `width * t <= sum over file systems of min(bytes, servers * t)`.
-/// Multiply by k/(k+m) for data bytes. Zero when fewer than `width` servers are given.
+/// bytes per column fit: `width * t <= sum over file systems of min(shared, sum over its
+/// servers of min(bytes, t))`. Multiply by k/(k+m) for data bytes. Zero when fewer than
+/// `width` servers are given.
 pub fn usable_raw(servers: &[ServerSpace], width: usize) -> u64 {
     if width == 0 || servers.len() < width {
         return 0;
     }
-    // File systems: (servers on it, bytes free on it). Servers on an unknown fs count alone.
-    let mut groups: Vec<(u64, u64)> = Vec::new();
-    let mut by_fs: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    // File systems: (the bytes of each server on it, the bytes of the fs). Servers on an
+    // unknown fs count alone.
+    let mut groups: Vec<(Vec<u64>, u64)> = Vec::new();
+    let mut by_fs: std::collections::BTreeMap<u64, (Vec<u64>, u64)> = Default::default();
     for s in servers {
         if s.fs_id == 0 {
-            groups.push((1, s.bytes));
+            groups.push((vec![s.bytes], s.bytes.min(s.shared)));
         } else {
-            let e = by_fs.entry(s.fs_id).or_insert((0, s.bytes));
-            e.0 += 1;
-            e.1 = e.1.min(s.bytes);
+            let e = by_fs.entry(s.fs_id).or_insert((Vec::new(), s.shared));
+            e.0.push(s.bytes);
+            e.1 = e.1.min(s.shared);
         }
     }
     groups.extend(by_fs.into_values());
     let fits = |t: u64| -> bool {
         let have: u128 = groups
             .iter()
-            .map(|(n, b)| (*b as u128).min(*n as u128 * t as u128))
+            .map(|(own, fs)| {
+                let cols: u128 = own.iter().map(|b| (*b).min(t) as u128).sum();
+                cols.min(*fs as u128)
+            })
             .sum();
         have >= width as u128 * t as u128
     };
     // fits() is monotone (true up to the answer, false after): binary search on t.
-    let (mut lo, mut hi) = (0u64, groups.iter().map(|g| g.1).max().unwrap_or(0));
+    let (mut lo, mut hi) = (0u64, servers.iter().map(|s| s.bytes).max().unwrap_or(0));
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
         if fits(mid) {
@@ -56,21 +76,39 @@ mod tests {
     use super::*;
 
     fn alone(bytes: &[u64]) -> Vec<ServerSpace> {
-        bytes
-            .iter()
-            .map(|&b| ServerSpace { fs_id: 0, bytes: b })
-            .collect()
+        bytes.iter().map(|&b| ServerSpace::on_fs(0, b)).collect()
     }
 
     #[test]
     fn servers_on_one_disk_count_it_once() {
-        let shared: Vec<ServerSpace> = (0..6)
+        let shared: Vec<ServerSpace> = (0..6).map(|_| ServerSpace::on_fs(42, 600)).collect();
+        assert_eq!(usable_raw(&shared, 6), 600, "not 6 x 600");
+    }
+
+    #[test]
+    fn capacities_bound_servers_on_a_big_shared_disk() {
+        // Six servers of 100 bytes capacity each on one disk with 10 000 free: 600.
+        let capped: Vec<ServerSpace> = (0..6)
             .map(|_| ServerSpace {
                 fs_id: 42,
-                bytes: 600,
+                bytes: 100,
+                shared: 10_000,
             })
             .collect();
-        assert_eq!(usable_raw(&shared, 6), 600, "not 6 x 600");
+        assert_eq!(usable_raw(&capped, 6), 600);
+        // The disk still bounds them when it is the smaller.
+        let small: Vec<ServerSpace> = (0..6)
+            .map(|_| ServerSpace {
+                fs_id: 42,
+                bytes: 100,
+                shared: 300,
+            })
+            .collect();
+        assert_eq!(usable_raw(&small, 6), 300);
+        // One full server bounds stripes that need all six.
+        let mut one_full = capped.clone();
+        one_full[0].bytes = 0;
+        assert_eq!(usable_raw(&one_full, 6), 0);
     }
 
     #[test]

@@ -187,6 +187,10 @@ impl FragmentStore for MemStore {
             used_bytes: used,
             fragments: frags.len() as u64,
             fs_id: 0,
+            fs_capacity_bytes: u64::MAX,
+            fs_free_bytes: u64::MAX - used,
+            reserve_bytes: 0,
+            draining: false,
         })
     }
 }

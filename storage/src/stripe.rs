@@ -5,8 +5,11 @@
 //! The stripe group is k+m consecutive storage nodes (cyclically) starting at
 //! `(spread(log) + segment) mod n`; fragment `i` goes to the i-th of them. Successive
 //! segments of a log rotate by one node, and different logs start at different nodes, so
-//! load spreads when there are more than k+m storage nodes. Changing the storage node list
-//! changes placement of existing segments (a rebuild/migration must follow such a change).
+//! load spreads when there are more than k+m storage nodes. The placement is recorded with
+//! the segment (`SegmentAddr::nodes`, also in every fragment's header): a segment is placed
+//! over the first `nodes` storage nodes of the list it was written with, so storage nodes
+//! added at the end of the list move no existing data and are used by new segments.
+//! Removing or reordering nodes does change homes; readers then find fragments by `locate`.
 //! A writer moves fragments whose home is down to a spare server (`avoid_down`); readers
 //! find them through `locate`.
 
@@ -51,15 +54,25 @@ pub fn placement(
         .collect())
 }
 
-/// The stripe group of a segment in `config`.
+/// The placement width of a new segment in `config`: every storage node.
+pub fn width_now(config: &ClusterConfig) -> u16 {
+    config.storage_nodes().len().min(u16::MAX as usize) as u16
+}
+
+/// The stripe group in `config` of a segment placed over its first `width` storage nodes
+/// (0, or more than the config has: all of them).
 pub fn stripe_group(
     config: &ClusterConfig,
     log: LogId,
     segment: SegmentId,
     k: u8,
     m: u8,
+    width: u16,
 ) -> Result<Vec<StripeMember>, PlacementError> {
-    let nodes = config.storage_nodes();
+    let mut nodes = config.storage_nodes();
+    if width != 0 && (width as usize) < nodes.len() {
+        nodes.truncate(width as usize);
+    }
     Ok(placement(nodes.len(), log, segment, k, m)?
         .into_iter()
         .enumerate()
@@ -196,7 +209,7 @@ mod tests {
         let f = ClusterConfig::generate("t", 7, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
             .expect("gen");
         let c = ClusterConfig::from_file(Path::new("/tmp/x"), f).expect("config");
-        let g = stripe_group(&c, LogId(1), SegmentId(3), 4, 2).expect("group");
+        let g = stripe_group(&c, LogId(1), SegmentId(3), 4, 2, 0).expect("group");
         assert_eq!(g.len(), 6);
         let storage: Vec<NodeId> = c.storage_nodes().iter().map(|n| n.id).collect();
         for (i, m) in g.iter().enumerate() {
@@ -204,5 +217,34 @@ mod tests {
             assert!(storage.contains(&m.node));
             assert_eq!(c.node(m.node).expect("node").address, m.addr);
         }
+    }
+
+    #[test]
+    fn adding_storage_nodes_moves_no_recorded_segment() {
+        let e = ErasureConfig { data: 4, parity: 2 };
+        let six = ClusterConfig::from_file(
+            Path::new("/tmp/x"),
+            ClusterConfig::generate("t", 6, 1, e, 7000).expect("gen"),
+        )
+        .expect("config");
+        // The same cluster with a seventh storage node added at the end of the list.
+        let mut f = six.file.clone();
+        let mut new = f.nodes[0].clone();
+        new.name = "storage-7".into();
+        new.address = SocketAddr::from(([127, 0, 0, 1], 7100));
+        f.nodes.push(new);
+        let seven = ClusterConfig::from_file(Path::new("/tmp/x"), f).expect("config");
+        assert_eq!((width_now(&six), width_now(&seven)), (6, 7));
+        let added = seven.node_by_name("storage-7").expect("7").address;
+        let mut uses_new = 0;
+        for seg in 0..70 {
+            let before = stripe_group(&six, LogId(5), SegmentId(seg), 4, 2, 6).expect("6");
+            let after = stripe_group(&seven, LogId(5), SegmentId(seg), 4, 2, 6).expect("6 of 7");
+            assert_eq!(before, after, "segment {seg} moved");
+            let new_seg = stripe_group(&seven, LogId(5), SegmentId(seg), 4, 2, 7).expect("7");
+            uses_new += new_seg.iter().filter(|m| m.addr == added).count();
+        }
+        // 70 new stripes of 6 over 7 nodes: 60 fragments on each, the new one included.
+        assert_eq!(uses_new, 60);
     }
 }

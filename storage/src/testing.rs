@@ -1,7 +1,7 @@
 //! Test support: the `FragmentStore` conformance suite, run against every store (so the real
 //! `FileStore` is always covered), and `CrashStore`, an in-memory store that loses writes
 //! which were not acknowledged when it "crashes". Used by this crate's tests and by other
-//! crates' engine tests; nothing here runs in production.
+//! crates' engine tests (feature `testing`); the product builds without it.
 
 use crate::error::StorageError;
 use crate::store::{check_put, lock, FileStore, FragmentStore, MemStore};
@@ -102,6 +102,10 @@ impl FragmentStore for CrashStore {
             used_bytes: d.used_bytes + v.used_bytes,
             fragments: d.fragments + v.fragments,
             fs_id: d.fs_id,
+            fs_capacity_bytes: d.fs_capacity_bytes,
+            fs_free_bytes: d.fs_free_bytes.saturating_sub(v.used_bytes),
+            reserve_bytes: 0,
+            draining: false,
         })
     }
 }
@@ -228,6 +232,7 @@ fn meta_for(payload: &[u8]) -> FragmentMeta {
         m: 2,
         segment_len: payload.len() as u32 * 4,
         crc32c: proto::crc32c(payload),
+        nodes: 0,
     }
 }
 

@@ -148,7 +148,8 @@ impl Cluster {
     }
 
     fn node_of(&self, seg: SegmentAddr, index: u8) -> usize {
-        let group = stripe_group(&self.config, seg.log, seg.segment, seg.k, seg.m).expect("group");
+        let group = stripe_group(&self.config, seg.log, seg.segment, seg.k, seg.m, seg.nodes)
+            .expect("group");
         let addr = group[index as usize].addr;
         self.nodes
             .iter()
@@ -390,8 +391,15 @@ async fn striped_log_survives_faults() {
     assert!(served, "restarted server answers within 2.5 s");
     // Every segment but the last (written while it was down) has a fragment there.
     for (seg, data) in &segs[..segs.len() - 1] {
-        let group =
-            stripe_group(&cluster.config, seg.log, seg.segment, seg.k, seg.m).expect("group");
+        let group = stripe_group(
+            &cluster.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .expect("group");
         let member = group
             .iter()
             .find(|m| m.addr == back)

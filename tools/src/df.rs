@@ -19,8 +19,8 @@ pub async fn run(config: Arc<ClusterConfig>) -> Result<i32> {
         stats.push(client.stat(n.address).await);
     }
     println!(
-        "{:<14} {:>12} {:>12} {:>12} {:>6}",
-        "SERVER", "CAPACITY", "FREE", "FRAGMENTS", "USE%"
+        "{:<14} {:>12} {:>12} {:>12} {:>12} {:>6}",
+        "SERVER", "CAPACITY", "FREE", "FRAGMENTS", "RESERVE", "USE%"
     );
     let mut spaces = Vec::new();
     let mut down = 0;
@@ -30,19 +30,22 @@ pub async fn run(config: Arc<ClusterConfig>) -> Result<i32> {
                 spaces.push(ServerSpace {
                     fs_id: s.fs_id,
                     bytes: s.free_bytes,
+                    shared: s.fs_free_bytes.saturating_sub(s.reserve_bytes),
                 });
-                let pct = if s.capacity_bytes > 0 {
-                    100.0 * (s.capacity_bytes - s.free_bytes.min(s.capacity_bytes)) as f64
-                        / s.capacity_bytes as f64
+                // Use of what client data may take (the capacity less the reserve).
+                let data_cap = s.capacity_bytes.saturating_sub(s.reserve_bytes);
+                let pct = if data_cap > 0 {
+                    100.0 * (data_cap - s.free_bytes.min(data_cap)) as f64 / data_cap as f64
                 } else {
-                    0.0
+                    100.0
                 };
                 println!(
-                    "{:<14} {:>12} {:>12} {:>12} {:>5.0}%",
+                    "{:<14} {:>12} {:>12} {:>12} {:>12} {:>5.0}%",
                     n.name,
                     crate::human(s.capacity_bytes),
                     crate::human(s.free_bytes),
                     crate::human(s.used_bytes),
+                    crate::human(s.reserve_bytes),
                     pct
                 );
             }

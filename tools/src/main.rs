@@ -10,6 +10,7 @@ use std::sync::Arc;
 mod bench;
 mod clean;
 mod df;
+mod drain;
 mod rebuild;
 mod scrub;
 
@@ -53,7 +54,7 @@ enum Cmd {
     Scrub(NowArgs),
     /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
     /// fragments (e.g. those of a dead server) onto the live servers.
-    Rebuild(NowArgs),
+    Rebuild(RebuildArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -133,6 +134,33 @@ enum NodeCmd {
         #[arg(long)]
         node: String,
     },
+    /// Add a storage node: appends it to cluster.toml (existing data stays where it is)
+    /// and issues its certificate (needs tls/ca.key). Start it with `shoal node run`; new
+    /// stripes use it once managers and mounts have been restarted with the new file.
+    Add {
+        /// Cluster directory (holds cluster.toml and tls/ca.key).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The new node's name.
+        #[arg(long)]
+        name: String,
+        /// Its UDP address (QUIC).
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        /// The most fragment bytes it stores (e.g. "2GiB"); default its file system's size.
+        #[arg(long)]
+        capacity: Option<String>,
+    },
+    /// Drain storage node NAME: it takes no new fragments, its fragments are rebuilt onto
+    /// the other servers and deleted from it, with progress; then it holds nothing and can
+    /// be removed.
+    Drain {
+        /// Cluster directory (holds cluster.toml and tls/).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The storage node to empty.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +177,15 @@ enum CertCmd {
         /// How long the certificate is valid: a number and d, h, m or s.
         #[arg(long, default_value = "365d")]
         expires: String,
+        /// Client only: root on this client keeps its power (no root squash).
+        #[arg(long)]
+        trusted: bool,
+        /// Client only: every user of this client acts as the anonymous user 65534.
+        #[arg(long)]
+        all_squash: bool,
+        /// Client only: every change is refused with EROFS.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Revoke identity NAME: sign a new deny list with the CA, write tls/revoked.list and
     /// push it to every node (they refuse NAME and close its connections at once).
@@ -173,6 +210,12 @@ struct MountArgs {
     /// Let other users access the mount (needs root or user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     allow_other: bool,
+    /// Honour set-user-ID and set-group-ID bits (mounts are nosuid without it).
+    #[arg(long)]
+    suid: bool,
+    /// Honour device nodes (mounts are nodev without it).
+    #[arg(long)]
+    dev: bool,
 }
 
 #[derive(Args)]
@@ -183,6 +226,19 @@ struct NowArgs {
     /// Do it now, at full speed, and wait until it is done.
     #[arg(long)]
     now: bool,
+}
+
+#[derive(Args)]
+struct RebuildArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Do it now and wait until it is done (at full speed unless --nice).
+    #[arg(long)]
+    now: bool,
+    /// With --now: pace like the background rebuild (backs off while clients are busy).
+    #[arg(long)]
+    nice: bool,
 }
 
 #[derive(Args)]
@@ -271,14 +327,22 @@ async fn run(cli: Cli) -> Result<i32> {
             role,
             name,
             expires,
+            trusted,
+            all_squash,
+            read_only,
         }) => {
             let config = load(&cluster)?;
             let role = match proto::identity::Role::parse(&role) {
                 Some(r) => r,
                 None => bail!("role {role:?}: expected client or admin"),
             };
-            let valid_for = fsd::certs::parse_duration(&expires).map_err(anyhow::Error::msg)?;
-            let id = fsd::certs::issue(&config, role, &name, valid_for)?;
+            let valid_for = fsd::certs::parse_duration(&expires)?;
+            let export = proto::identity::ExportOptions {
+                trusted,
+                all_squash,
+                read_only,
+            };
+            let id = fsd::certs::issue(&config, role, &name, valid_for, export)?;
             let (cp, kp) = config.cert_paths(&name);
             println!(
                 "issued {id}, valid for {expires}: {} and {}",
@@ -318,12 +382,39 @@ async fn run(cli: Cli) -> Result<i32> {
             n.stop().await;
             Ok(0)
         }
+        Cmd::Node(NodeCmd::Add {
+            cluster,
+            name,
+            address,
+            capacity,
+        }) => {
+            let config = fsd::cluster::add_storage_node(&cluster, &name, address, capacity)?;
+            println!(
+                "added storage node {name} at {address} (cluster epoch {}, {} storage nodes)",
+                config.file.epoch,
+                config.storage_nodes().len()
+            );
+            println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
+            println!("then restart the managers one at a time and remount the clients with the new cluster.toml (running processes read it when they start): new stripes then use {name}, existing data stays where it is");
+            Ok(0)
+        }
+        Cmd::Node(NodeCmd::Drain { cluster, name }) => {
+            let config = load(&cluster)?;
+            drain::run(&config, &name).await
+        }
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);
             check_mountpoint(&a.mountpoint)?;
+            let mut extra = Vec::new();
+            if a.suid {
+                extra.push("suid".to_string());
+            }
+            if a.dev {
+                extra.push("dev".to_string());
+            }
             let opts = fuse_client::MountOptions {
                 allow_other: a.allow_other,
-                ..Default::default()
+                extra,
             };
             let m = fsd::cluster::mount_as(config, &a.as_name, &a.mountpoint, &opts).await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
@@ -428,7 +519,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
-            rebuild::run(&config, a.now).await
+            rebuild::run(&config, a.now, a.nice).await
         }
         Cmd::Scrub(a) => {
             let config = load(&a.cluster)?;
@@ -475,6 +566,24 @@ async fn run(cli: Cli) -> Result<i32> {
                 );
                 if let Err(e) = &n.reachable {
                     println!("    {e}");
+                }
+                if let Ok(info) = &n.reachable {
+                    if !info.workers.is_empty() {
+                        let list: Vec<String> = info
+                            .workers
+                            .iter()
+                            .map(|w| format!("{} {} ({} rounds)", w.name, w.state, w.rounds))
+                            .collect();
+                        println!("    workers: {}", list.join(", "));
+                    }
+                    for w in &info.workers {
+                        if let Some(e) = &w.last_error {
+                            println!("    {} last round failed: {e}", w.name);
+                        }
+                    }
+                }
+                if n.storage.as_ref().is_some_and(|st| st.draining) {
+                    println!("    draining: takes no new fragments (`shoal node drain` moves the rest off)");
                 }
                 if let Some(r) = &n.scrub {
                     if r.running {

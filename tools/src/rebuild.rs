@@ -1,6 +1,7 @@
 //! `shoal rebuild --cluster DIR [--now]`: shows how many stripes are degraded and by how
 //! much, or with `--now` reconstructs their missing fragments onto live servers (least
-//! redundancy first, several stripes in parallel) with progress, bytes and ETA.
+//! redundancy first, several stripes in parallel) with progress, bytes and ETA; with
+//! `--nice` paced like the background rebuild (storage::pace), else at full speed.
 
 use anyhow::Result;
 use proto::config::ClusterConfig;
@@ -13,7 +14,7 @@ use storage::StorageClient;
 /// Stripes rebuilt at the same time.
 const PARALLEL: usize = 4;
 
-pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
+pub async fn run(config: &ClusterConfig, now: bool, nice: bool) -> Result<i32> {
     let transport = fsd::cluster::admin_transport(config)?;
     let client = StorageClient::new(transport.clone());
     let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
@@ -59,7 +60,12 @@ pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
         return Ok(if degraded == 0 { 0 } else { 1 });
     }
     let started = Instant::now();
-    let done = execute(&client, &p, PARALLEL, |pr, err| {
+    // --nice: paced by the Nice controller like the background rebuild.
+    let pace = nice.then(|| storage::pace::NiceConfig {
+        min_share: storage::autorebuild::REBUILD_MIN_SHARE,
+        ..Default::default()
+    });
+    let done = execute(&client, &p, PARALLEL, pace, |pr, err| {
         if let Some(e) = err {
             eprintln!("\nfailed: {e}");
         }

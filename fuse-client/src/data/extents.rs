@@ -115,6 +115,7 @@ mod tests {
             len: 1 << 20,
             k: 4,
             m: 2,
+            nodes: 0,
         };
         Extent {
             offset,

@@ -1,5 +1,9 @@
 //! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
+//! `dir_parents` (the `..` of directories, owned there), `no_caps` (known absent
+//! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
+//! `open_files` (local open counts per inode, owned there), `write_errors` (errors of
+//! background write-back pending until the next close or fsync, owned there),
 //! `read` (the read path: dirty data over cached blocks over the log) and `writeback`
 //! (dirty data → segments of the client's log → commits through `meta`).
 //!
@@ -7,10 +11,15 @@
 //! Must not: hold that lock across an await.
 
 pub mod cache;
+pub(crate) mod dir_parents;
 pub mod dirty;
 pub mod extents;
 pub mod listing;
+pub(crate) mod no_caps;
+pub(crate) mod open_dirs;
+pub(crate) mod open_files;
 pub(crate) mod read;
+pub(crate) mod write_errors;
 pub mod writeback;
 
 use crate::lease::WriteLease;

@@ -201,7 +201,7 @@ impl Client {
                 }
                 Outcome::Failed(e) => {
                     tracing::warn!(inode = %ino, "manager refused the commit ({e}); dropping the data");
-                    self.errors.insert(ino, e);
+                    self.errors.record(ino, e);
                     first_err.get_or_insert(e);
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
@@ -230,8 +230,16 @@ impl Client {
         drop(st);
         self.space.notify_waiters();
         match first_err {
-            Some(e) => Err(e),
-            None => Ok(true),
+            Some(e) => {
+                if e == FsError::ENOSPC {
+                    *lock_mutex(&self.no_space) = Some(std::time::Instant::now());
+                }
+                Err(e)
+            }
+            None => {
+                *lock_mutex(&self.no_space) = None;
+                Ok(true)
+            }
         }
     }
 
@@ -288,7 +296,10 @@ impl Client {
             })?;
             let addr = writer.append(bytes).await.map_err(|e| {
                 tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot write segment: {e}");
-                FsError::EIO
+                match e {
+                    storage::LogError::NoSpace { .. } => FsError::ENOSPC,
+                    _ => FsError::EIO,
+                }
             })?;
             for (ti, file_offset, idx, len) in placed {
                 let Some(entry) = entries.get(idx) else {
@@ -457,7 +468,7 @@ impl Client {
         tracing::info!(inode = %ino, commits = writes.len(), "sending commits a manager restart may have lost again");
         if let Err(e) = self.commit(writes, true).await {
             tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
-            self.errors.insert(ino, e);
+            self.errors.record(ino, e);
         }
     }
 
@@ -527,18 +538,33 @@ impl Client {
                     "writes committed without sync may have been lost in a manager restart: \
                      the next fsync or close reports EIO"
                 );
-                self.errors.insert(ino, FsError::EIO);
+                self.errors.record(ino, FsError::EIO);
             }
         }
     }
 
-    /// Waits until buffered dirty data is below the limit (kicking the flusher).
+    /// ENOSPC while a flush recently found the storage servers full (see `no_space`).
+    pub(crate) fn check_no_space(&self) -> Result<(), FsError> {
+        let mut ns = lock_mutex(&self.no_space);
+        match *ns {
+            Some(at) if at.elapsed() < NO_SPACE_HOLD => Err(FsError::ENOSPC),
+            Some(_) => {
+                *ns = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until buffered dirty data is below the limit (kicking the flusher); ENOSPC
+    /// when the storage servers are full.
     pub(crate) async fn wait_for_space(&self) -> Result<(), FsError> {
         let deadline = tokio::time::Instant::now() + SPACE_WAIT;
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            self.check_no_space()?;
             if self.lock_state().dirty_bytes < self.dirty_limit {
                 return Ok(());
             }
@@ -555,6 +581,14 @@ impl Client {
 
 /// Commits kept for the write verifier per manager before the client asks for a sync.
 const MAX_UNSYNCED: usize = 4096;
+
+/// How long new writes fail with ENOSPC after a flush found the servers full.
+const NO_SPACE_HOLD: Duration = Duration::from_secs(5);
+
+/// Locks a std mutex, ignoring poisoning (the guarded value is a plain timestamp).
+fn lock_mutex<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How long a writer waits for dirty memory before failing with EIO.
 const SPACE_WAIT: Duration = Duration::from_secs(120);

@@ -15,7 +15,7 @@ use fuser::{
     WriteFlags,
 };
 use proto::ids::InodeId;
-use proto::msg::{Caller, RenameFlags, SetAttrs, SetTime};
+use proto::msg::{Caller, OpenAccess, RenameFlags, SetAttrs, SetTime};
 use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
@@ -48,6 +48,15 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// What open(2) flags ask of a file (O_TRUNC writes).
+fn open_access(flags: i32) -> OpenAccess {
+    let mode = flags & libc::O_ACCMODE;
+    OpenAccess {
+        read: mode == libc::O_RDONLY || mode == libc::O_RDWR,
+        write: mode == libc::O_WRONLY || mode == libc::O_RDWR || flags & libc::O_TRUNC != 0,
+    }
+}
+
 fn name_of(name: &OsStr) -> Result<String, FsError> {
     name.to_str().map(str::to_string).ok_or(FsError::EINVAL)
 }
@@ -70,7 +79,9 @@ impl ShoalFs {
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(f(self.client.clone()));
+        let cred = crate::credentials::of_this_thread();
+        self.rt
+            .spawn(crate::credentials::scope(cred, f(self.client.clone())));
     }
 
     fn entry(
@@ -79,12 +90,13 @@ impl ShoalFs {
         fut: impl Future<Output = Result<proto::msg::Attr, FsError>> + Send + 'static,
     ) {
         let c = self.client.clone();
-        self.rt.spawn(async move {
+        let cred = crate::credentials::of_this_thread();
+        self.rt.spawn(crate::credentials::scope(cred, async move {
             match fut.await {
                 Ok(a) => reply.entry(&c.kernel_ttl(a.ino), &to_file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(e)),
             }
-        });
+        }));
     }
 
     fn empty(
@@ -92,12 +104,13 @@ impl ShoalFs {
         reply: ReplyEmpty,
         fut: impl Future<Output = Result<(), FsError>> + Send + 'static,
     ) {
-        self.rt.spawn(async move {
+        let cred = crate::credentials::of_this_thread();
+        self.rt.spawn(crate::credentials::scope(cred, async move {
             match fut.await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }
-        });
+        }));
     }
 }
 
@@ -118,13 +131,15 @@ impl Filesystem for ShoalFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         let name = name_of(name);
         self.entry(reply, async move { c.lookup(ino(parent), &name?).await });
     }
 
-    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c.getattr(ino(i)).await {
                 Ok(a) => reply.attr(&c.kernel_ttl(a.ino), &to_file_attr(&a)),
@@ -154,6 +169,7 @@ impl Filesystem for ShoalFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let set = SetAttrs {
             perm: mode.map(|m| (m & 0o7777) as u16),
             uid,
@@ -171,7 +187,8 @@ impl Filesystem for ShoalFs {
         });
     }
 
-    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c.readlink(ino(i)).await {
                 Ok(t) => reply.data(t.as_bytes()),
@@ -190,6 +207,7 @@ impl Filesystem for ShoalFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         self.entry(reply, async move {
             c.mknod(
@@ -213,6 +231,7 @@ impl Filesystem for ShoalFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         self.entry(reply, async move {
             c.mkdir(
@@ -227,6 +246,7 @@ impl Filesystem for ShoalFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         self.empty(
             reply,
@@ -235,6 +255,7 @@ impl Filesystem for ShoalFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         self.empty(
             reply,
@@ -250,6 +271,7 @@ impl Filesystem for ShoalFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(link_name), caller(req));
         let target = name_of(target.as_os_str());
         self.entry(reply, async move {
@@ -267,6 +289,7 @@ impl Filesystem for ShoalFs {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         let newname = name_of(newname);
         let known = fuser::RenameFlags::RENAME_NOREPLACE | fuser::RenameFlags::RENAME_EXCHANGE;
@@ -292,15 +315,17 @@ impl Filesystem for ShoalFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(newname), caller(req));
         self.entry(reply, async move {
             c.link(ino(i), ino(newparent), &name?, who).await
         });
     }
 
-    fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
-            match c.open(ino(i)).await {
+            match c.open(ino(i), open_access(flags.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh.0), file_open_flags(&c, ino(i))),
                 Err(e) => reply.error(errno(e)),
             }
@@ -309,7 +334,7 @@ impl Filesystem for ShoalFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -318,6 +343,7 @@ impl Filesystem for ShoalFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c.read(ino(i), offset, size).await {
                 Ok(b) => reply.data(&b),
@@ -328,21 +354,29 @@ impl Filesystem for ShoalFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let data = bytes::Bytes::copy_from_slice(data);
         // O_APPEND: the kernel's offset comes from its cached size, which another client
         // may have outdated; the client appends at the size it knows under the write lease.
         let append = flags.0 & libc::O_APPEND != 0;
+        let kill_priv = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(move |c| async move {
+            if kill_priv {
+                if let Err(e) = c.kill_priv(ino(i)).await {
+                    reply.error(errno(e));
+                    return;
+                }
+            }
             match c.write_at(ino(i), offset, &data, append).await {
                 Ok((_, n)) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
@@ -350,21 +384,15 @@ impl Filesystem for ShoalFs {
         });
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        _lo: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, req: &Request, i: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         self.empty(reply, async move { c.flush(ino(i)).await });
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
@@ -372,23 +400,26 @@ impl Filesystem for ShoalFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         self.empty(reply, async move { c.release(ino(i)).await });
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         self.empty(reply, async move { c.fsync(ino(i)).await });
     }
 
-    fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c.opendir(ino(i)).await {
                 Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
@@ -399,12 +430,13 @@ impl Filesystem for ShoalFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c
                 .readdir(ino(i), crate::client::FileHandle(fh.0), offset)
@@ -425,22 +457,25 @@ impl Filesystem for ShoalFs {
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.client.releasedir(crate::client::FileHandle(fh.0));
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&self, req: &Request, i: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         self.empty(reply, async move { c.fsyncdir(ino(i)).await });
     }
 
-    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c.statfs().await {
                 Ok(s) => reply.statfs(
@@ -461,6 +496,7 @@ impl Filesystem for ShoalFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         let value = value.to_vec();
         self.empty(reply, async move {
@@ -468,7 +504,8 @@ impl Filesystem for ShoalFs {
         });
     }
 
-    fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let name = name_of(name);
         self.spawn(move |c| async move {
             let r = match name {
@@ -484,7 +521,8 @@ impl Filesystem for ShoalFs {
         });
     }
 
-    fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {
             match c.listxattr(ino(i)).await {
                 Ok(names) => {
@@ -507,6 +545,7 @@ impl Filesystem for ShoalFs {
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         self.empty(
             reply,
@@ -514,7 +553,8 @@ impl Filesystem for ShoalFs {
         );
     }
 
-    fn access(&self, _req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         // default_permissions: the kernel checks mode bits itself.
         reply.ok();
     }
@@ -529,9 +569,11 @@ impl Filesystem for ShoalFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (name, who) = (name_of(name), caller(req));
         let exclusive = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
+        let access = open_access(flags);
         self.spawn(move |c| async move {
             let r = match name {
                 Ok(n) => {
@@ -548,7 +590,7 @@ impl Filesystem for ShoalFs {
                         // Another client created the name between the kernel's lookup and
                         // our create: without O_EXCL, open(2) opens the existing file.
                         Err(e) if e.0 == libc::EEXIST && !exclusive => {
-                            open_existing(&c, ino(parent), &n, truncate, who).await
+                            open_existing(&c, ino(parent), &n, truncate, access, who).await
                         }
                         other => other,
                     }
@@ -590,13 +632,14 @@ async fn open_existing(
     parent: InodeId,
     name: &str,
     truncate: bool,
+    access: OpenAccess,
     who: proto::msg::Caller,
 ) -> Result<(proto::msg::Attr, crate::client::FileHandle), FsError> {
     let mut a = c.lookup(parent, name).await?;
     if a.kind == proto::msg::FileKind::Dir {
         return Err(FsError::EISDIR);
     }
-    let fh = c.open(a.ino).await?;
+    let fh = c.open(a.ino, access).await?;
     if truncate && a.size != 0 {
         let set = proto::msg::SetAttrs {
             size: Some(0),

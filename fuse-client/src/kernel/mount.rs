@@ -15,18 +15,26 @@ use std::sync::Arc;
 pub struct MountOptions {
     /// Let other users access the mount (needs root or `user_allow_other` in /etc/fuse.conf).
     pub allow_other: bool,
-    /// Extra mount options passed to the kernel as-is (e.g. "noatime", "ro", "nosuid").
+    /// Extra mount options passed to the kernel as-is (e.g. "noatime", "ro"). Mounts are
+    /// nosuid,nodev unless these hold "suid" / "dev".
     pub extra: Vec<String>,
 }
 
 impl MountOptions {
-    /// The fuser configuration: fsname "shoal", kernel permission checks, and the extras.
+    /// The fuser configuration: fsname "shoal", kernel permission checks, nosuid and nodev
+    /// unless the extras say "suid" / "dev", and the extras.
     pub fn to_config(&self) -> Config {
         let mut opts = vec![
             MountOption::FSName("shoal".into()),
             MountOption::Subtype("shoal".into()),
             MountOption::DefaultPermissions,
         ];
+        if !self.extra.iter().any(|e| e == "suid") {
+            opts.push(MountOption::NoSuid);
+        }
+        if !self.extra.iter().any(|e| e == "dev") {
+            opts.push(MountOption::NoDev);
+        }
         for e in &self.extra {
             opts.push(match e.as_str() {
                 "ro" => MountOption::RO,

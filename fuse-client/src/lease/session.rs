@@ -113,7 +113,7 @@ impl Client {
             let bytes = w.bytes();
             st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
             tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-            self.errors.insert(ino, FsError::EIO);
+            self.errors.record(ino, FsError::EIO);
         }
         drop(st);
         self.reacquire.remove(&ino);
@@ -228,8 +228,8 @@ impl Client {
         self.attr_drops
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.retain(|i, _| !owned(i));
-        self.parents.retain(|i, _| !owned(i));
-        self.no_caps.retain(|i, _| !owned(i));
+        self.parents.forget_where(owned);
+        self.no_caps.forget_where(owned);
         {
             let mut st = self.lock_state();
             known.extend(st.files.keys().copied().filter(|i| owned(i)));
@@ -248,7 +248,7 @@ impl Client {
                     let bytes = w.bytes();
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
                     tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-                    self.errors.insert(ino, FsError::EIO);
+                    self.errors.record(ino, FsError::EIO);
                 }
             }
             st.cache.invalidate_where(|i| owned(&i));
@@ -271,8 +271,8 @@ impl Client {
         self.attr_drops
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.remove(&ino);
-        self.parents.remove(&ino);
-        self.no_caps.remove(&ino);
+        self.parents.forget(ino);
+        self.no_caps.forget(ino);
         {
             let mut st = self.lock_state();
             st.cache.invalidate(ino);

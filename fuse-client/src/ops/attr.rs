@@ -72,7 +72,7 @@ impl Client {
                 st.extents.invalidate(attr.ino);
             }
             drop(st);
-            self.no_caps.remove(&attr.ino);
+            self.no_caps.forget(attr.ino);
         }
         attr.clone()
     }
@@ -120,6 +120,36 @@ impl Client {
         }
         let a = self.manager_attr(ManagerRequest::GetAttr { ino }).await?;
         Ok(a.size)
+    }
+
+    /// Before a write by a process without CAP_FSETID (the kernel's
+    /// FUSE_WRITE_KILL_SUIDGID, which direct-I/O writes carry instead of a setattr):
+    /// clears set-user-ID, and set-group-ID with group execute, at the manager (which
+    /// allows any writer exactly this mode change). Nothing to do, and no request, when
+    /// the cached attributes show no such bit.
+    pub async fn kill_priv(&self, ino: InodeId) -> Result<(), FsError> {
+        const S_ISUID: u16 = 0o4000;
+        const S_ISGID: u16 = 0o2000;
+        let cached = self.attrs.get(&ino).map(|a| a.perm);
+        let perm = match cached {
+            Some(p) => p,
+            None => self.getattr(ino).await?.perm,
+        };
+        let mut cleared = perm & !S_ISUID;
+        if cleared & 0o010 != 0 {
+            cleared &= !S_ISGID;
+        }
+        if cleared == perm {
+            return Ok(());
+        }
+        let caller = crate::credentials::current()
+            .map(|c| c.caller())
+            .unwrap_or(Caller { uid: 0, gid: 0 });
+        let set = SetAttrs {
+            perm: Some(cleared),
+            ..Default::default()
+        };
+        self.setattr(ino, set, caller).await.map(|_| ())
     }
 
     /// chmod/chown/utimes/truncate. A size or mtime change first writes this inode's dirty

@@ -3,24 +3,22 @@
 //! Must not hold a stream's lock longer than one readdir call.
 
 use crate::client::{Client, FileHandle};
-use crate::data::listing::{cookie_of, kernel_items, DirItem, DirStream, PAGE};
+use crate::data::listing::{cookie_of, kernel_items, DirItem, PAGE};
 use crate::error::FsError;
 use crate::meta::{self as remote, Target};
 use proto::ids::InodeId;
 use proto::msg::{DirEntry, FileKind, ManagerRequest, ManagerResponse};
-use std::sync::Arc;
 
 impl Client {
     pub async fn opendir(&self, ino: InodeId) -> Result<FileHandle, FsError> {
         let fh = self.next_fh();
-        self.dirs
-            .insert(fh, Arc::new(tokio::sync::Mutex::new(DirStream::default())));
+        self.open_dirs.open(fh);
         let _ = ino;
         Ok(fh)
     }
 
     pub fn releasedir(&self, fh: FileHandle) {
-        self.dirs.remove(&fh);
+        self.open_dirs.release(fh);
     }
 
     /// Entries after kernel offset `offset` (0 = from the start), including `.` and `..`.
@@ -49,15 +47,12 @@ impl Client {
                 name: "..".into(),
             });
         }
-        let stream = match self.dirs.get(&fh).map(|s| s.clone()) {
-            Some(s) => s,
-            // A handle we do not know (should not happen): list without buffering.
-            None => Arc::new(tokio::sync::Mutex::new(DirStream::default())),
-        };
+        // A handle we do not know (should not happen) lists without buffering.
+        let stream = self.open_dirs.stream(fh);
         let mut stream = stream.lock().await;
         let cookie = cookie_of(offset);
         self.meta.ensure_lease(ino).await;
-        let generation = self.dir_generation(ino);
+        let generation = self.open_dirs.generation(ino);
         if stream.buffered(cookie, generation).is_none() {
             // The generation read before the fetch: a change during it refetches next time.
             let entries = self.read_page(ino, cookie).await?;
@@ -87,8 +82,8 @@ impl Client {
             return ino;
         }
         self.meta.ensure_lease(ino).await;
-        if let Some(p) = self.parents.get(&ino) {
-            return *p;
+        if let Some(p) = self.parents.get(ino) {
+            return p;
         }
         let req = ManagerRequest::Lookup {
             parent: ino,
@@ -96,7 +91,7 @@ impl Client {
         };
         match self.meta.call(Target::Route, req).await {
             Ok(ManagerResponse::Attr(a)) => {
-                self.parents.insert(ino, a.ino);
+                self.parents.learn(ino, a.ino);
                 a.ino
             }
             _ => ino,

@@ -37,7 +37,12 @@ impl Client {
     /// looks the path up again (LOOKUP_REVAL, which asks us) and opens what the name is
     /// now, instead of the old file (a stale read, or a write nobody will ever see) or
     /// ENOENT. The price: reopening a deleted file through /proc/PID/fd fails with ESTALE.
-    pub async fn open(&self, ino: InodeId) -> Result<FileHandle, FsError> {
+    /// `access` is what the open asks for; the manager checks it.
+    pub async fn open(
+        &self,
+        ino: InodeId,
+        access: proto::msg::OpenAccess,
+    ) -> Result<FileHandle, FsError> {
         let gone = |e: FsError| {
             if e == FsError::ENOENT {
                 FsError::ESTALE
@@ -50,7 +55,7 @@ impl Client {
             tracing::debug!(inode = %ino, "open of an unlinked inode through a cached name: ESTALE");
             return Err(FsError::ESTALE);
         }
-        self.open_ref(ino).await.map_err(gone)?;
+        self.open_ref(ino, access).await.map_err(gone)?;
         Ok(self.next_fh())
     }
 
@@ -62,27 +67,19 @@ impl Client {
     /// close(2): reports a write error found since the last flush/fsync. Data stays
     /// buffered (write-back); `fsync` makes it durable.
     pub async fn flush(&self, ino: InodeId) -> Result<(), FsError> {
-        match self.errors.remove(&ino) {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
+        self.errors.take(ino)
     }
 
     /// fsync(2): writes and durably commits `ino`'s dirty data; with nothing to write, makes
     /// the inode's manager durable.
     pub async fn fsync(&self, ino: InodeId) -> Result<(), FsError> {
         let wrote = self.flush_inodes(Which::One(ino), true).await;
-        if let Some((_, e)) = self.errors.remove(&ino) {
-            return Err(e);
-        }
+        self.errors.take(ino)?;
         if !wrote? {
             self.sync_owner(ino).await?;
         }
         // The sync may have found commits a manager restart lost.
-        if let Some((_, e)) = self.errors.remove(&ino) {
-            return Err(e);
-        }
-        Ok(())
+        self.errors.take(ino)
     }
 
     /// fsyncdir(2): makes the directory's manager durable.

@@ -9,12 +9,11 @@ use crate::client::{Client, FileHandle, PROBE_TIMEOUT};
 use crate::error::FsError;
 use crate::meta::{self as remote, Target};
 use proto::config::ClusterConfig;
-use proto::ids::InodeId;
+use proto::ids::{InodeId, SessionId};
 use proto::msg::{
-    Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, RenameFlags, Request,
-    Response, StorageRequest, StorageResponse,
+    Attr, Caller, FsCounts, ManagerRequest, ManagerResponse, NewNode, OpenAccess, RenameFlags,
+    Request, Response, StorageRequest, StorageResponse,
 };
-use std::sync::Arc;
 
 /// Setting this extended attribute (any value, on any inode) drops this client's block,
 /// extent and attribute caches; the managers are not told (benchmarks use it to read cold).
@@ -81,7 +80,7 @@ impl Client {
             a = self.getattr(a.ino).await?;
         }
         if a.kind == proto::msg::FileKind::Dir && name != ".." && name != "." {
-            self.parents.insert(a.ino, parent);
+            self.parents.learn(a.ino, parent);
         }
         Ok(a)
     }
@@ -97,7 +96,7 @@ impl Client {
         node: NewNode,
         (perm, umask): (u16, u16),
         caller: Caller,
-        session: Option<u64>,
+        session: Option<SessionId>,
     ) -> Result<Attr, FsError> {
         check_name(name)?;
         let is_dir = node == NewNode::Dir;
@@ -112,7 +111,7 @@ impl Client {
         };
         let a = self.attr_call(req).await?;
         if is_dir {
-            self.parents.insert(a.ino, parent);
+            self.parents.learn(a.ino, parent);
         }
         Ok(a)
     }
@@ -218,7 +217,10 @@ impl Client {
             name: name.to_string(),
             caller,
         })
-        .await
+        .await?;
+        // Deleting is how a full cluster gets out: let writes try again.
+        *self.no_space.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 
     pub async fn rmdir(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
@@ -256,7 +258,7 @@ impl Client {
         self.done_call(req).await?;
         if parent != new_parent {
             // A moved directory has a new `..`; we no longer know which inode moved.
-            self.parents.retain(|_, p| *p != parent);
+            self.parents.forget_children_of(parent);
         }
         Ok(())
     }
@@ -289,22 +291,23 @@ impl Client {
         }
     }
 
-    /// Counts a local open; the first one registers this session at the manager.
-    pub(crate) async fn open_ref(&self, ino: InodeId) -> Result<(), FsError> {
+    /// Counts a local open. Every open goes to the manager, which checks `access` with the
+    /// caller's credentials (the authority; the kernel's check is only a first line); the
+    /// first one also registers this session there.
+    pub(crate) async fn open_ref(&self, ino: InodeId, access: OpenAccess) -> Result<(), FsError> {
         // Bounded: a retry happens only when a concurrent last close removed the slot.
         for _ in 0..16 {
-            let slot = self.opens.entry(ino).or_default().clone();
+            let slot = self.opens.slot(ino);
             let mut n = slot.lock().await;
-            if !self.opens.get(&ino).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+            if !self.opens.is_current(ino, &slot) {
                 continue;
             }
-            if *n == 0 {
-                let req = ManagerRequest::Open {
-                    ino,
-                    session: self.meta.session(),
-                };
-                self.done_call(req).await?;
-            }
+            let req = ManagerRequest::Open {
+                ino,
+                session: self.meta.session(),
+                access,
+            };
+            self.done_call(req).await?;
             *n += 1;
             return Ok(());
         }
@@ -313,13 +316,13 @@ impl Client {
 
     /// A create with our session counts as the first open.
     async fn opened_by_create(&self, ino: InodeId) {
-        let slot = self.opens.entry(ino).or_default().clone();
+        let slot = self.opens.slot(ino);
         *slot.lock().await += 1;
     }
 
     /// Drops a local open; the last one releases this session at the manager.
     pub(crate) async fn close_ref(&self, ino: InodeId) -> Result<(), FsError> {
-        let Some(slot) = self.opens.get(&ino).map(|s| s.clone()) else {
+        let Some(slot) = self.opens.existing(ino) else {
             return Ok(());
         };
         let mut n = slot.lock().await;
@@ -337,16 +340,13 @@ impl Client {
             })
             .await;
         // Removed only after the Release went out, so a new open re-registers after it.
-        self.opens.remove_if(&ino, |_, s| Arc::ptr_eq(s, &slot));
+        self.opens.remove_if_current(ino, &slot);
         res
     }
 
     /// How many local opens `ino` has.
     pub fn open_count(&self, ino: InodeId) -> u32 {
-        self.opens
-            .get(&ino)
-            .and_then(|s| s.try_lock().ok().map(|n| *n))
-            .unwrap_or(0)
+        self.opens.count(ino)
     }
 
     pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
@@ -354,7 +354,7 @@ impl Client {
         if caps {
             self.meta.ensure_lease(ino).await;
         }
-        if caps && self.no_caps.contains_key(&ino) {
+        if caps && self.no_caps.known_absent(ino) {
             return Err(FsError(libc::ENODATA));
         }
         let req = ManagerRequest::GetXattr {
@@ -366,7 +366,7 @@ impl Client {
             Ok(other) => Err(remote::unexpected("GetXattr", &other)),
             Err(e) => {
                 if caps && e.0 == libc::ENODATA {
-                    self.no_caps.insert(ino, ());
+                    self.no_caps.learn_absent(ino);
                 }
                 Err(e)
             }
@@ -391,7 +391,7 @@ impl Client {
             self.drop_caches();
             return Ok(());
         }
-        self.no_caps.remove(&ino);
+        self.no_caps.forget(ino);
         let req = ManagerRequest::SetXattr {
             ino,
             name: name.to_string(),
@@ -419,7 +419,7 @@ impl Client {
         name: &str,
         caller: Caller,
     ) -> Result<(), FsError> {
-        self.no_caps.remove(&ino);
+        self.no_caps.forget(ino);
         self.done_call(ManagerRequest::RemoveXattr {
             ino,
             name: name.to_string(),
@@ -452,12 +452,16 @@ impl Client {
         for r in stats {
             match r {
                 Ok((Response::Storage(StorageResponse::Stat(s)), _)) => {
-                    let space = |bytes| storage::space::ServerSpace {
+                    caps.push(storage::space::ServerSpace {
                         fs_id: s.fs_id,
-                        bytes,
-                    };
-                    caps.push(space(s.capacity_bytes));
-                    frees.push(space(s.free_bytes));
+                        bytes: s.capacity_bytes.saturating_sub(s.reserve_bytes),
+                        shared: s.fs_capacity_bytes,
+                    });
+                    frees.push(storage::space::ServerSpace {
+                        fs_id: s.fs_id,
+                        bytes: s.free_bytes,
+                        shared: s.fs_free_bytes.saturating_sub(s.reserve_bytes),
+                    });
                 }
                 Ok((other, _)) => tracing::debug!("storage Stat answered {other}"),
                 Err(e) => tracing::debug!("storage Stat failed: {e}"),

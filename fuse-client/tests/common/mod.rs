@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use proto::config::{ClusterConfig, ErasureConfig};
-use proto::ids::InodeId;
+use proto::ids::{InodeId, SessionId};
 use proto::msg::{
     Attr, ClientCallback, DirEntry, Extent, FileKind, FsCounts, LeaseGrant, ManagerRequest,
     ManagerResponse, NewNode, NodeInfo, RemoteError, Request, Response, Timestamp,
@@ -43,14 +43,14 @@ pub struct FakeState {
     pub leases: bool,
     pub lease_ms: u32,
     pub incarnation: u64,
-    pub sessions: HashMap<SocketAddr, u64>,
-    pub addrs: HashMap<u64, SocketAddr>,
-    pub readers: HashMap<InodeId, HashSet<u64>>,
-    pub writer: HashMap<InodeId, u64>,
+    pub sessions: HashMap<SocketAddr, SessionId>,
+    pub addrs: HashMap<SessionId, SocketAddr>,
+    pub readers: HashMap<InodeId, HashSet<SessionId>>,
+    pub writer: HashMap<InodeId, SessionId>,
     /// Sessions that get `lost: true` at their next Renew and `LeaseExpired` until then.
-    pub lost: HashSet<u64>,
+    pub lost: HashSet<SessionId>,
     /// Every callback sent: (session, callback).
-    pub callbacks: Vec<(u64, ClientCallback)>,
+    pub callbacks: Vec<(SessionId, ClientCallback)>,
     /// When set, the next `GetAttr` answer is held back once it is computed: `.0` is
     /// notified then, and the answer goes out when `.1` is notified (a reply in flight
     /// while a callback overtakes it).
@@ -356,35 +356,50 @@ impl FakeManager {
     }
 }
 
+/// Why the fake manager could not deliver a callback.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackFailed {
+    #[error("unknown session {0:x}")]
+    UnknownSession(SessionId),
+    #[error("the fake manager has no transport yet")]
+    NoTransport,
+    #[error(transparent)]
+    Transport(#[from] proto::transport::TransportError),
+}
+
 impl FakeManager {
     /// Marks `session` lost: `LeaseExpired` to its requests, `lost: true` at its next Renew.
-    pub fn mark_lost(&self, session: u64) {
+    pub fn mark_lost(&self, session: SessionId) {
         self.lock().lost.insert(session);
     }
 
     /// Sends a callback to `session` and waits for its answer.
-    pub async fn callback(&self, session: u64, cb: ClientCallback) -> Result<Response, String> {
+    pub async fn callback(
+        &self,
+        session: SessionId,
+        cb: ClientCallback,
+    ) -> Result<Response, CallbackFailed> {
         let addr = self
             .lock()
             .addrs
             .get(&session)
             .copied()
-            .ok_or("unknown session")?;
+            .ok_or(CallbackFailed::UnknownSession(session))?;
         self.lock().callbacks.push((session, cb.clone()));
-        let t = self.transport.get().ok_or("no transport")?;
-        t.call_peer(
-            addr,
-            &Request::Client(cb),
-            Bytes::new(),
-            Duration::from_secs(10),
-        )
-        .await
-        .map(|(r, _)| r)
-        .map_err(|e| e.to_string())
+        let t = self.transport.get().ok_or(CallbackFailed::NoTransport)?;
+        let (r, _) = t
+            .call_peer(
+                addr,
+                &Request::Client(cb),
+                Bytes::new(),
+                Duration::from_secs(10),
+            )
+            .await?;
+        Ok(r)
     }
 
     /// Sends every callback at once; a holder that does not answer is marked lost.
-    async fn callbacks(&self, cbs: Vec<(u64, ClientCallback)>) {
+    async fn callbacks(&self, cbs: Vec<(SessionId, ClientCallback)>) {
         let calls = cbs.into_iter().map(|(s, cb)| async move {
             match self.callback(s, cb).await {
                 Ok(Response::CallbackDone) => {}
@@ -448,7 +463,7 @@ impl FakeManager {
         }
         let (me, effect) = {
             let st = self.lock();
-            let me = st.sessions.get(&from).copied().unwrap_or(0);
+            let me = st.sessions.get(&from).copied().unwrap_or(SessionId(0));
             if st.lost.contains(&me) {
                 return Err(RemoteError::LeaseExpired(
                     "fake manager: session lost".into(),
@@ -457,7 +472,7 @@ impl FakeManager {
             (me, lease_effect(&st, &req))
         };
         // Before: flush other writers (and for AcquireWrite invalidate other readers).
-        let before: Vec<(u64, ClientCallback)> = {
+        let before: Vec<(SessionId, ClientCallback)> = {
             let st = self.lock();
             let mut cbs = Vec::new();
             let (inos, drop_cache) = match &effect {
@@ -516,7 +531,7 @@ impl FakeManager {
         }
         let resp = self.apply(req.clone())?;
         // After: register readers, invalidate other holders of what changed.
-        let after: Vec<(u64, ClientCallback)> = {
+        let after: Vec<(SessionId, ClientCallback)> = {
             let mut st = self.lock();
             match &effect {
                 LeaseEffect::Read(v) => {
@@ -530,9 +545,9 @@ impl FakeManager {
                     Vec::new()
                 }
                 LeaseEffect::Mutate(v, entries) => {
-                    let mut per: HashMap<u64, Vec<InodeId>> = HashMap::new();
+                    let mut per: HashMap<SessionId, Vec<InodeId>> = HashMap::new();
                     for ino in v {
-                        let holders: Vec<u64> = st
+                        let holders: Vec<SessionId> = st
                             .readers
                             .get(ino)
                             .into_iter()
@@ -595,11 +610,15 @@ impl Handler for FakeManager {
                     name: "manager-1".into(),
                     roles: vec!["manager".into()],
                     version: proto::VERSION.into(),
+                    workers: Vec::new(),
                 }),
-                Request::Manager(r) => match self.manager(peer.addr, r).await {
-                    Ok(r) => Response::Manager(r),
-                    Err(e) => Response::Error(e),
-                },
+                // The fake does not check permissions: credentials are ignored.
+                Request::Manager(r) | Request::ManagerAs { req: r, .. } => {
+                    match self.manager(peer.addr, r).await {
+                        Ok(r) => Response::Manager(r),
+                        Err(e) => Response::Error(e),
+                    }
+                }
                 Request::Storage(_) => Response::Error(RemoteError::NoRole("storage".into())),
                 Request::Client(_) => Response::Error(RemoteError::NoRole("client".into())),
                 Request::Admin(_) => Response::Error(RemoteError::NoRole("admin".into())),

@@ -2,7 +2,10 @@
 //! mount: scrub finds and repairs corrupted fragments (t10), rebuild restores a lost
 //! server's fragments (t20; t21 without a command, after `rebuild_delay_secs`), data that is deleted or overwritten is given back (dead
 //! segments reclaimed, t60, t61), and the copying cleaner frees half-overwritten segments
-//! with every byte reading back (t62). All bounded in time.
+//! with every byte reading back (t62), and a cluster filled to ENOSPC deletes its way out
+//! and takes writes again (t63), and a seventh storage server added with `shoal node add`
+//! leaves old data in place and takes new stripes (t64), and `shoal node drain` empties a
+//! server so that data survives without it (t65). All bounded in time.
 
 mod t10_scrub_repairs;
 mod t20_rebuild;
@@ -10,6 +13,9 @@ mod t21_auto_rebuild;
 mod t60_write_delete_rounds;
 mod t61_clean_command;
 mod t62_clean_overwritten;
+mod t63_full_cluster;
+mod t64_add_node;
+mod t65_drain;
 mod t70_rebuild_rate;
 
 use anyhow::{Context, Result};

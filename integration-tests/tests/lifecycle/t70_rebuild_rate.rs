@@ -1,5 +1,5 @@
 //! Measurement, not a pass/fail check of speed (ignored: minutes of I/O): rebuild
-//! throughput of `shoal rebuild --now` after a kill -9 on 7 storage servers with 4+2, on an
+//! throughput of `shoal rebuild --now` (and `--now --nice`, paced) after a kill -9 on 7 storage servers with 4+2, on an
 //! idle cluster and again on a second cluster while a client writes and fsyncs files, next
 //! to that client's write throughput before the kill. Run:
 //! `cargo test --release -p integration-tests --test lifecycle t70 -- --ignored --nocapture`
@@ -38,7 +38,7 @@ fn rebuild_rate(out: &str) -> Option<f64> {
 /// One cluster: write, (optionally measure a client's baseline and load it during the
 /// rebuild), kill -9 the fullest server, `shoal rebuild --now`. Returns (rebuild MB/s,
 /// client MB/s before the kill, after it without a rebuild, and during the rebuild).
-fn one(mib: usize, load: bool) -> Result<(f64, f64, f64, f64)> {
+fn one(mib: usize, load: bool, nice: bool) -> Result<(f64, f64, f64, f64)> {
     let c = TestCluster::init(7, 2, "4+2")?;
     c.start_all()?;
     let m = c.mount()?;
@@ -84,15 +84,16 @@ fn one(mib: usize, load: bool) -> Result<(f64, f64, f64, f64)> {
         std::thread::spawn(move || writer(sub, s, b))
     });
     let t = Instant::now();
-    let out = c.env().run(
-        [
-            "rebuild".as_ref(),
-            "--cluster".as_ref(),
-            c.dir().as_os_str(),
-            "--now".as_ref(),
-        ],
-        Duration::from_secs(600),
-    )?;
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "rebuild".as_ref(),
+        "--cluster".as_ref(),
+        c.dir().as_os_str(),
+        "--now".as_ref(),
+    ];
+    if nice {
+        args.push("--nice".as_ref());
+    }
+    let out = c.env().run(args, Duration::from_secs(600))?;
     let secs = t.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     if let Some(h) = h {
@@ -106,7 +107,7 @@ fn one(mib: usize, load: bool) -> Result<(f64, f64, f64, f64)> {
         "rebuild failed: {out}"
     );
     let rate = rebuild_rate(&out.stdout).context("no rebuild rate")?;
-    println!("t70 (load={load}): {}", out.stdout.trim());
+    println!("t70 (load={load}, nice={nice}): {}", out.stdout.trim());
     m.unmount(Duration::from_secs(120))?;
     c.done();
     Ok((rate, baseline, dead, during))
@@ -119,10 +120,18 @@ fn t70_rebuild_rate_with_and_without_load() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    let (idle, _, _, _) = one(mib, false)?;
-    let (loaded, base, dead, during) = one(mib, true)?;
+    let (idle, _, _, _) = one(mib, false, false)?;
+    let (loaded, base, dead, during) = one(mib, true, false)?;
     println!(
         "t70: {mib} MiB written; rebuild {idle:.1} MB/s idle, {loaded:.1} MB/s under load; client writes {base:.1} MB/s before the kill, {dead:.1} MB/s with the server dead and no rebuild, {during:.1} MB/s during the rebuild"
+    );
+    // The same under load with the rebuild paced by the Nice controller (--nice, as the
+    // background rebuild runs).
+    let (n_loaded, n_base, n_dead, n_during) = one(mib, true, true)?;
+    println!(
+        "t70 nice: rebuild {n_loaded:.1} MB/s under load; client writes {n_base:.1} MB/s before the kill, {n_dead:.1} MB/s dead, {n_during:.1} MB/s during the paced rebuild ({:.0}% of before, {:.0}% of dead)",
+        100.0 * n_during / n_base.max(0.001),
+        100.0 * n_during / n_dead.max(0.001)
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ mod t50_rename;
 mod t60_links;
 mod t70_attributes;
 mod t75_permissions;
+mod t76_export_options;
 mod t80_xattr_special;
 mod t85_cross_manager;
 mod t90_big_directory;

@@ -105,6 +105,7 @@ mod tests {
                 len: 1 << 20,
                 k: 4,
                 m: 2,
+                nodes: 0,
             },
             offset,
             len,
@@ -150,7 +151,7 @@ mod tests {
 
     fn apply(st: &mut MetaState, recs: Vec<Record>) {
         for rec in recs {
-            let lsn = st.last_lsn() + 1;
+            let lsn = st.last_lsn().next();
             st.apply(&Logged { lsn, rec });
         }
     }

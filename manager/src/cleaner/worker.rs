@@ -27,6 +27,7 @@ use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
 use proto::msg::{Extent, ManagerRequest, ManagerResponse};
 use proto::route::ManagerClient;
 use proto::transport::Transport;
+use proto::worker::Worker;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -444,23 +445,36 @@ impl Cleaner {
     /// storage server has less than the configured free fraction (0 turns it off), then a
     /// reclaim pass. Cleaning and reclaiming in one task means the reclaimer never seals
     /// the cleaner's log between a copy and its swap.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Each round is reported through `worker` (failed when segments could not be cleaned
+    /// or logs could not be reclaimed).
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>, worker: Arc<Worker>) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(crate::reclaim::RECLAIM_EVERY) => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
+                worker.stopped();
                 return;
             }
+            worker.busy();
+            let mut not_cleaned = 0;
             if self.policy.start_below_free > 0.0 {
                 if let Some(free) = self.free_fraction().await {
                     if policy::should_run(&self.policy, free, false) {
-                        self.pass(true, |_| {}).await;
+                        not_cleaned = self.pass(true, |_| {}).await.failed;
                     }
                 }
             }
-            self.reclaimer.pass().await;
+            let skipped = self.reclaimer.pass().await.skipped;
+            if not_cleaned + skipped > 0 {
+                worker.failed(format!(
+                    "{not_cleaned} segment(s) not cleaned, {skipped} log(s) not reclaimed \
+                     (a manager or a storage listing did not answer)"
+                ));
+            } else {
+                worker.idle();
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! the live bytes answered were durable when the answer left. Must not: delete anything.
 
 use super::{fatal, Service};
-use proto::ids::{LogId, SegmentId};
+use proto::ids::{LogId, SegmentId, SessionId};
 use proto::msg::{ManagerResponse, RemoteError};
 use std::time::Instant;
 
@@ -12,8 +12,8 @@ impl Service {
     /// `LogHorizon` from the connection of session `who`.
     pub(super) async fn log_horizon(
         &self,
-        who: Option<u64>,
-        session: u64,
+        who: Option<SessionId>,
+        session: SessionId,
         log: LogId,
         horizon: SegmentId,
     ) -> Result<ManagerResponse, RemoteError> {

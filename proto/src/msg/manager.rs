@@ -1,7 +1,7 @@
 //! Manager service messages: metadata operations from clients, and the cross-manager
 //! transaction messages between managers.
 
-use crate::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId, TxId};
+use crate::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId, SessionId, TxId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -64,6 +64,35 @@ pub struct Attr {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+}
+
+/// The full credentials of the process behind a file system request: what the manager
+/// checks permissions with (`Request::ManagerAs`). `groups` are the supplementary groups
+/// (the client reads them from /proc); the manager caps how many it looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Credentials {
+    /// The most supplementary groups a request may carry (Linux's NGROUPS_MAX).
+    pub const MAX_GROUPS: usize = 65536;
+
+    pub fn caller(&self) -> Caller {
+        Caller {
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
+/// What an open asks for (`ManagerRequest::Open`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OpenAccess {
+    pub read: bool,
+    pub write: bool,
 }
 
 /// A time to set: now, or a given value.
@@ -176,7 +205,7 @@ pub enum ManagerRequest {
         perm: u16,
         umask: u16,
         caller: Caller,
-        session: Option<u64>,
+        session: Option<SessionId>,
     },
     Unlink {
         parent: InodeId,
@@ -215,14 +244,17 @@ pub enum ManagerRequest {
         ino: InodeId,
     },
     /// Register an open of `ino` by client session `session` (keeps an unlinked file alive).
+    /// Sent for every open: the manager checks `access` against the caller's credentials
+    /// (registering an already registered session again changes nothing).
     Open {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
+        access: OpenAccess,
     },
     /// The last local close of `ino` by `session`.
     Release {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
     },
     GetXattr {
         ino: InodeId,
@@ -262,18 +294,18 @@ pub enum ManagerRequest {
     /// A client introduces itself: callbacks for `session` go back over the connection this
     /// request came on. Answered with `Lease`.
     Hello {
-        session: u64,
+        session: SessionId,
     },
     /// Ends the caller's session at a clean unmount (everything is flushed): the manager
     /// forgets what it held at once instead of calling it back until its lease runs out.
     /// Answered with `Done`; only the session's own connection may end it.
     Goodbye {
-        session: u64,
+        session: SessionId,
     },
     /// Renews the caller's volume lease with this manager. Answered with `Lease`; when
     /// `lost` is set the client must drop every cached copy of this manager's inodes.
     Renew {
-        session: u64,
+        session: SessionId,
     },
     /// Asks for the write lease of `ino` before buffering writes to it: other holders are
     /// called back first. Answered with `Done`. With `reclaim`, the client re-asserts a
@@ -282,7 +314,7 @@ pub enum ManagerRequest {
     /// while nobody else holds the inode; refused with `LeaseExpired` otherwise.
     AcquireWrite {
         ino: InodeId,
-        session: u64,
+        session: SessionId,
         reclaim: bool,
     },
     /// Between managers: apply this manager's part of a cross-manager operation.
@@ -292,7 +324,7 @@ pub enum ManagerRequest {
     TxApply {
         tx: TxId,
         op: TxOp,
-        session: Option<u64>,
+        session: Option<SessionId>,
     },
     /// Between managers: the coordinator's outcome of a transaction, for recovery.
     /// Answered `TxOutcome`, or `Unavailable` while the coordinator has not decided.
@@ -308,7 +340,7 @@ pub enum ManagerRequest {
     TxPrepare {
         tx: TxId,
         ops: Vec<TxOp>,
-        session: Option<u64>,
+        session: Option<SessionId>,
     },
     /// Between managers, phase two: the coordinator's durable decision. The participant
     /// applies (commit) or drops (abort) its prepared part, releases its locks and forgets
@@ -317,7 +349,7 @@ pub enum ManagerRequest {
     TxFinish {
         tx: TxId,
         commit: bool,
-        session: Option<u64>,
+        session: Option<SessionId>,
     },
     /// Between managers: take (`acquire`) or give back the cluster-wide directory-move
     /// lock, served by the manager of the root's slot. A rename that moves a directory to
@@ -330,7 +362,7 @@ pub enum ManagerRequest {
     /// A client's promise: session `session` writes `log` and will never commit an extent
     /// in a segment of it below `horizon` (see `manager::usage`). Answered with `Done`.
     LogHorizon {
-        session: u64,
+        session: SessionId,
         log: LogId,
         horizon: SegmentId,
     },

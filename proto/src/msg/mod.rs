@@ -21,6 +21,15 @@ pub enum Request {
     Ping,
     Storage(StorageRequest),
     Manager(ManagerRequest),
+    /// A client's file system request on behalf of a local process with these
+    /// credentials: the manager checks permissions with them (after the export options of
+    /// the client's identity: root squash, all squash, read-only). A client identity's
+    /// `Manager` request without credentials runs as that client's root (squashed unless
+    /// the identity is trusted).
+    ManagerAs {
+        cred: Credentials,
+        req: ManagerRequest,
+    },
     /// A manager calling back a client over the client's own connection.
     Client(ClientCallback),
     /// Cluster administration answered by every node (needs the admin role).
@@ -86,6 +95,9 @@ pub struct NodeInfo {
     pub name: String,
     pub roles: Vec<String>,
     pub version: String,
+    /// The node's named background workers (journal, cleaner, scrub, rebuild) as of the
+    /// answer.
+    pub workers: Vec<crate::worker::WorkerStatus>,
 }
 
 /// An error carried over the wire. Retryable kinds are kept apart from final ones.
@@ -138,6 +150,16 @@ impl From<crate::authz::Denied> for RemoteError {
     }
 }
 
+impl Request {
+    /// The manager request inside `Manager` or `ManagerAs`.
+    pub fn manager_request(&self) -> Option<&ManagerRequest> {
+        match self {
+            Request::Manager(r) | Request::ManagerAs { req: r, .. } => Some(r),
+            _ => None,
+        }
+    }
+}
+
 impl RemoteError {
     pub fn errno(code: Errno, message: impl Into<String>) -> RemoteError {
         RemoteError::Errno {
@@ -153,6 +175,7 @@ impl fmt::Display for Request {
             Request::Ping => write!(f, "Ping"),
             Request::Storage(r) => write!(f, "{r}"),
             Request::Manager(r) => write!(f, "{r}"),
+            Request::ManagerAs { cred, req } => write!(f, "{req} as {}:{}", cred.uid, cred.gid),
             Request::Client(c) => write!(f, "{c:?}"),
             Request::Admin(AdminRequest::InstallDenyList { list, .. }) => {
                 write!(f, "InstallDenyList({} bytes)", list.len())

@@ -18,6 +18,9 @@ pub struct FragmentMeta {
     pub segment_len: u32,
     /// CRC32C (iSCSI) of the payload as sent; the server rejects a mismatch.
     pub crc32c: u32,
+    /// The stripe's placement width (`SegmentAddr::nodes`), so that a listing of the
+    /// servers gives back the segment's address; 0 = unknown.
+    pub nodes: u16,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +49,10 @@ pub enum StorageRequest {
     ScrubNow,
     /// Progress of the running scrub pass and the results of the last finished one.
     ScrubStatus,
+    /// Start (`on`) or stop draining: a draining server refuses every new fragment with
+    /// "no space" (writers place stripes around it) while `shoal node drain` moves its
+    /// fragments off. Answered with `Draining`.
+    Drain { on: bool },
 }
 
 impl fmt::Display for StorageRequest {
@@ -64,6 +71,7 @@ impl fmt::Display for StorageRequest {
             StorageRequest::Locate { log, segment } => write!(f, "Locate({log}/{segment})"),
             StorageRequest::ScrubNow => write!(f, "ScrubNow"),
             StorageRequest::ScrubStatus => write!(f, "ScrubStatus"),
+            StorageRequest::Drain { on } => write!(f, "Drain({on})"),
         }
     }
 }
@@ -80,9 +88,11 @@ pub struct FragmentInfo {
 /// Capacity and use of one storage server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageStat {
-    /// Bytes of the file system holding the data directory.
+    /// Bytes this server may store: its configured `capacity`, else the size of the file
+    /// system holding the data directory.
     pub capacity_bytes: u64,
-    /// Bytes free on that file system.
+    /// Bytes of client data this server still takes: below its capacity and the file
+    /// system's free space, minus the reserve.
     pub free_bytes: u64,
     /// Bytes of fragment payload stored by this server.
     pub used_bytes: u64,
@@ -91,6 +101,13 @@ pub struct StorageStat {
     /// unknown): servers reporting the same id share their free space, so honest space
     /// counts it once.
     pub fs_id: u64,
+    /// Size of that file system, and bytes free on it (shared by the servers on it).
+    pub fs_capacity_bytes: u64,
+    pub fs_free_bytes: u64,
+    /// Bytes kept for metadata logs, the cleaner and rebuild (refused to client data).
+    pub reserve_bytes: u64,
+    /// The server is being drained (takes no new fragments).
+    pub draining: bool,
 }
 
 /// Counters of one scrub pass of one storage server.
@@ -143,4 +160,6 @@ pub enum StorageResponse {
     Stat(StorageStat),
     Located(Vec<FragmentInfo>),
     Scrub(ScrubReport),
+    /// Whether the server is draining now.
+    Draining(bool),
 }

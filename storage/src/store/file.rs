@@ -24,16 +24,37 @@ const FRAGS_DIR: &str = "frags";
 const TMP_SUFFIX: &str = ".tmp";
 const FRAG_SUFFIX: &str = ".frag";
 
+/// Why a fragment file's header is malformed (truncation counts as malformed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header of {len} bytes is shorter than {fixed}")]
+    Short { len: usize, fixed: usize },
+    #[error("bad magic {0:02x?}")]
+    Magic([u8; 4]),
+    #[error("unknown header version {0}")]
+    Version(u8),
+    #[error("payload length {len} exceeds {max}")]
+    PayloadTooLong { len: u32, max: u32 },
+    #[error("{blocks} block checksums for a payload of {payload} bytes")]
+    BlockCount { blocks: usize, payload: u32 },
+    #[error("header is {len} bytes, expected {expected}")]
+    Length { len: usize, expected: usize },
+    #[error("header checksum {computed:08x} does not match stored {stored:08x}")]
+    Checksum { computed: u32, stored: u32 },
+    #[error("file is shorter than {0}")]
+    FileTooShort(&'static str),
+}
+
 /// The fragment file header, version 1.
 mod v1 {
-    use super::BLOCK;
+    use super::{HeaderError, BLOCK};
     use proto::ids::{FragmentId, LogId, SegmentId};
     use proto::msg::FragmentMeta;
 
     pub const MAGIC: [u8; 4] = *b"SHFR";
     pub const VERSION: u8 = 1;
-    /// magic, version, 3 reserved, log, segment, index, codec, k, m, segment_len, crc32c,
-    /// payload_len, block_count.
+    /// magic, version, placement width (u16, 0 = unknown; was reserved), 1 reserved, log,
+    /// segment, index, codec, k, m, segment_len, crc32c, payload_len, block_count.
     pub const FIXED: usize = 4 + 1 + 3 + 8 + 8 + 1 + 1 + 1 + 1 + 4 + 4 + 4 + 4;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +78,9 @@ mod v1 {
             let mut b = Vec::with_capacity(self.encoded_len());
             b.extend_from_slice(&MAGIC);
             b.push(VERSION);
-            b.extend_from_slice(&[0; 3]);
+            // Formerly 3 reserved zero bytes: the placement width (0 = unknown), then one.
+            b.extend_from_slice(&self.meta.nodes.to_le_bytes());
+            b.push(0);
             b.extend_from_slice(&self.id.log.0.to_le_bytes());
             b.extend_from_slice(&self.id.segment.0.to_le_bytes());
             b.push(self.id.index);
@@ -77,46 +100,54 @@ mod v1 {
         }
 
         /// Total header length announced by the fixed part (checked, bounded).
-        pub fn total_len(fixed: &[u8], max_payload: u32) -> Result<usize, String> {
+        pub fn total_len(fixed: &[u8], max_payload: u32) -> Result<usize, HeaderError> {
             if fixed.len() < FIXED {
-                return Err(format!(
-                    "header of {} bytes is shorter than {FIXED}",
-                    fixed.len()
-                ));
+                return Err(HeaderError::Short {
+                    len: fixed.len(),
+                    fixed: FIXED,
+                });
             }
             if fixed[0..4] != MAGIC {
-                return Err(format!("bad magic {:02x?}", &fixed[0..4]));
+                let mut magic = [0u8; 4];
+                magic.copy_from_slice(&fixed[0..4]);
+                return Err(HeaderError::Magic(magic));
             }
             if fixed[4] != VERSION {
-                return Err(format!("unknown header version {}", fixed[4]));
+                return Err(HeaderError::Version(fixed[4]));
             }
             let payload_len = u32_at(fixed, 36);
             let blocks = u32_at(fixed, 40) as usize;
             if payload_len > max_payload {
-                return Err(format!(
-                    "payload length {payload_len} exceeds {max_payload}"
-                ));
+                return Err(HeaderError::PayloadTooLong {
+                    len: payload_len,
+                    max: max_payload,
+                });
             }
             if blocks != block_count(payload_len) {
-                return Err(format!(
-                    "{blocks} block checksums for a payload of {payload_len} bytes"
-                ));
+                return Err(HeaderError::BlockCount {
+                    blocks,
+                    payload: payload_len,
+                });
             }
             Ok(FIXED + 4 * blocks + 4)
         }
 
         /// Decodes a whole header (from `total_len` bytes), checking its CRC.
-        pub fn decode(b: &[u8], max_payload: u32) -> Result<Header, String> {
+        pub fn decode(b: &[u8], max_payload: u32) -> Result<Header, HeaderError> {
             let total = Header::total_len(b, max_payload)?;
             if b.len() != total {
-                return Err(format!("header is {} bytes, expected {total}", b.len()));
+                return Err(HeaderError::Length {
+                    len: b.len(),
+                    expected: total,
+                });
             }
             let stored = u32_at(b, total - 4);
             let crc = proto::crc32c(&b[..total - 4]);
             if stored != crc {
-                return Err(format!(
-                    "header checksum {crc:08x} does not match stored {stored:08x}"
-                ));
+                return Err(HeaderError::Checksum {
+                    computed: crc,
+                    stored,
+                });
             }
             let id = FragmentId {
                 log: LogId(u64_at(b, 8)),
@@ -129,6 +160,7 @@ mod v1 {
                 m: b[27],
                 segment_len: u32_at(b, 28),
                 crc32c: u32_at(b, 32),
+                nodes: u16::from_le_bytes([b[5], b[6]]),
             };
             let payload_len = u32_at(b, 36);
             let blocks = u32_at(b, 40) as usize;
@@ -362,7 +394,7 @@ impl FileStore {
                         len: h.payload_len,
                     },
                     Ok(Ok(h)) => Slot::Bad(format!("file holds {} instead", h.id)),
-                    Ok(Err(e)) => Slot::Bad(e),
+                    Ok(Err(e)) => Slot::Bad(e.to_string()),
                     Err(e) => Slot::Bad(e.to_string()),
                 };
                 if let Slot::Bad(e) = &slot {
@@ -637,12 +669,18 @@ impl FragmentStore for FileStore {
         let vfs = rustix::fs::statvfs(&self.frags)
             .map_err(|e| StorageError::io(format!("statvfs {}", self.frags.display()), e.into()))?;
         let index = lock(&self.index);
+        let capacity = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         Ok(StorageStat {
-            capacity_bytes: vfs.f_blocks.saturating_mul(vfs.f_frsize),
-            free_bytes: vfs.f_bavail.saturating_mul(vfs.f_frsize),
+            capacity_bytes: capacity,
+            free_bytes: free,
             used_bytes: index.used_bytes,
             fragments: index.fragments,
             fs_id: vfs.f_fsid,
+            fs_capacity_bytes: capacity,
+            fs_free_bytes: free,
+            reserve_bytes: 0,
+            draining: false,
         })
     }
 }
@@ -675,12 +713,12 @@ fn read_error(id: FragmentId, path: &Path, e: std::io::Error) -> StorageError {
 }
 
 /// Outer error: I/O; inner error: a malformed header (truncation counts as malformed).
-fn read_header_from(f: &File) -> std::io::Result<Result<v1::Header, String>> {
+fn read_header_from(f: &File) -> std::io::Result<Result<v1::Header, HeaderError>> {
     let mut fixed = [0u8; v1::FIXED];
     match f.read_exact_at(&mut fixed, 0) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Ok(Err("file is shorter than a header".into()))
+            return Ok(Err(HeaderError::FileTooShort("a header")))
         }
         Err(e) => return Err(e),
     }
@@ -692,13 +730,13 @@ fn read_header_from(f: &File) -> std::io::Result<Result<v1::Header, String>> {
     match f.read_exact_at(&mut all, 0) {
         Ok(()) => Ok(v1::Header::decode(&all, MAX_FRAGMENT)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(Err("file is shorter than its header".into()))
+            Ok(Err(HeaderError::FileTooShort("its header")))
         }
         Err(e) => Err(e),
     }
 }
 
-fn read_header(path: &Path) -> std::io::Result<Result<v1::Header, String>> {
+fn read_header(path: &Path) -> std::io::Result<Result<v1::Header, HeaderError>> {
     read_header_from(&File::open(path)?)
 }
 
@@ -712,7 +750,7 @@ mod tests {
         fn header_roundtrips(log in any::<u64>(), seg in any::<u64>(), index in any::<u8>(), len in 0u32..(1 << 22), crc in any::<u32>()) {
             let h = v1::Header {
                 id: FragmentId { log: LogId(log), segment: SegmentId(seg), index },
-                meta: FragmentMeta { codec: 1, k: 4, m: 2, segment_len: len, crc32c: crc },
+                meta: FragmentMeta { codec: 1, k: 4, m: 2, segment_len: len, crc32c: crc, nodes: (seg % 300) as u16 },
                 payload_len: len,
                 block_crcs: (0..v1::block_count(len) as u32).collect(),
             };
@@ -759,6 +797,7 @@ mod tests {
             m: 0,
             segment_len: 3,
             crc32c: proto::crc32c(&payload),
+            nodes: 0,
         };
         assert!(store.put(id, meta, payload).is_err());
         let leftovers = fs::read_dir(blocker.parent().expect("parent"))
@@ -797,6 +836,7 @@ mod tests {
                             m: 0,
                             segment_len: 1000,
                             crc32c: proto::crc32c(&payload),
+                            nodes: 0,
                         };
                         let id = FragmentId {
                             log: LogId(t % 3),

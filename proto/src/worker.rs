@@ -1,14 +1,18 @@
-//! Named background workers of the client (the flusher, the renewer) and the status each
-//! reports, instead of anonymous `tokio::spawn`s (Garage's worker pattern, STYLE.md §8).
+//! Named background workers and the status each reports, instead of anonymous
+//! `tokio::spawn`s (Garage's worker pattern, written for Shoal): the client's flusher and
+//! renewer, the manager's journal committer, the cleaner/reclaimer, the storage scrub and
+//! the background rebuild.
 //!
-//! Owns: `Workers`, the registry a client keeps, and `Worker`, the handle a background
-//! loop updates (`busy`/`idle`/`failed`/`stopped`). Must not: run the loops themselves or
-//! hold a lock across an await.
+//! Owns: `Workers`, the registry a client or node keeps, and `Worker`, the handle a
+//! background loop updates (`busy`/`idle`/`failed`/`stopped`). Must not: run or spawn the
+//! loops themselves, do I/O, or hold a lock across an await.
 
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 /// What a worker is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerState {
     /// Waiting for work (a timer, a kick).
     Idle,
@@ -18,10 +22,10 @@ pub enum WorkerState {
     Stopped,
 }
 
-/// A worker's status, as `Client::workers` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A worker's status, as a registry reports it (and a node's `Ping` answer carries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStatus {
-    pub name: &'static str,
+    pub name: String,
     pub state: WorkerState,
     /// Rounds of work done.
     pub rounds: u64,
@@ -29,9 +33,19 @@ pub struct WorkerStatus {
     pub last_error: Option<String>,
 }
 
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Stopped => "stopped",
+        })
+    }
+}
+
 /// The handle a background loop reports through.
 #[derive(Debug)]
-pub(crate) struct Worker {
+pub struct Worker {
     status: Mutex<WorkerStatus>,
 }
 
@@ -74,9 +88,9 @@ impl Worker {
     }
 }
 
-/// The workers of one client.
+/// The workers of one client or node.
 #[derive(Debug, Default)]
-pub(crate) struct Workers {
+pub struct Workers {
     all: Mutex<Vec<Arc<Worker>>>,
 }
 
@@ -85,7 +99,7 @@ impl Workers {
     pub fn register(&self, name: &'static str) -> Arc<Worker> {
         let w = Arc::new(Worker {
             status: Mutex::new(WorkerStatus {
-                name,
+                name: name.to_string(),
                 state: WorkerState::Idle,
                 rounds: 0,
                 last_error: None,
@@ -98,6 +112,7 @@ impl Workers {
         w
     }
 
+    /// What every registered worker is doing, in registration order.
     pub fn statuses(&self) -> Vec<WorkerStatus> {
         self.all
             .lock()

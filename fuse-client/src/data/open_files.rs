@@ -1,0 +1,72 @@
+//! Local open counts per inode. The first local open registers this client's session at
+//! the manager (`Open`), the last close releases it (`Release`); each inode's slot is a
+//! mutex held across that RPC so that the opens and closes of one inode reach the manager
+//! in order.
+//!
+//! Owns: the slots. Must not: send the RPCs (that is `ops::namespace`).
+
+use dashmap::DashMap;
+use proto::ids::InodeId;
+use std::sync::Arc;
+
+/// One inode's local open count, locked across its `Open`/`Release` RPC.
+pub(crate) type OpenSlot = Arc<tokio::sync::Mutex<u32>>;
+
+#[derive(Default)]
+pub(crate) struct OpenFiles {
+    slots: DashMap<InodeId, OpenSlot>,
+}
+
+impl OpenFiles {
+    /// The slot of `ino`, created (count 0) if it has none.
+    pub fn slot(&self, ino: InodeId) -> OpenSlot {
+        self.slots.entry(ino).or_default().clone()
+    }
+
+    /// The slot of `ino` if it has one.
+    pub fn existing(&self, ino: InodeId) -> Option<OpenSlot> {
+        self.slots.get(&ino).map(|s| s.clone())
+    }
+
+    /// Whether `slot` is still `ino`'s (a concurrent last close may have removed it).
+    pub fn is_current(&self, ino: InodeId, slot: &OpenSlot) -> bool {
+        self.slots.get(&ino).is_some_and(|s| Arc::ptr_eq(&s, slot))
+    }
+
+    /// Forgets `ino`'s slot if it is still `slot` (after the last close's `Release`).
+    pub fn remove_if_current(&self, ino: InodeId, slot: &OpenSlot) {
+        self.slots.remove_if(&ino, |_, s| Arc::ptr_eq(s, slot));
+    }
+
+    /// How many local opens `ino` has (0 while its slot is locked by an open or close).
+    pub fn count(&self, ino: InodeId) -> u32 {
+        self.slots
+            .get(&ino)
+            .and_then(|s| s.try_lock().ok().map(|n| *n))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_slot_is_no_longer_current_and_a_new_one_starts_at_zero() {
+        let f = OpenFiles::default();
+        let x = InodeId(7);
+        assert!(f.existing(x).is_none());
+        let s = f.slot(x);
+        *s.try_lock().expect("free") += 2;
+        assert_eq!(f.count(x), 2);
+        assert!(f.is_current(x, &s));
+        f.remove_if_current(x, &s);
+        assert!(!f.is_current(x, &s));
+        assert_eq!(f.count(x), 0);
+        let t = f.slot(x);
+        assert!(!Arc::ptr_eq(&s, &t));
+        // A stale slot does not remove the new one.
+        f.remove_if_current(x, &s);
+        assert!(f.is_current(x, &t));
+    }
+}
