@@ -179,10 +179,8 @@ impl Client {
         // before the commit) must find either our writes or these newer attributes, never
         // neither (it would tell the kernel the old, shorter size).
         for (_, outcome) in &outcomes {
-            if let Outcome::Committed(a) = outcome {
-                for a in a {
-                    self.keep_newest(a.clone());
-                }
+            if let Outcome::Committed(Some(a)) = outcome {
+                self.keep_newest(a.clone());
             }
         }
         let mut first_err = None;
