@@ -158,9 +158,9 @@ impl NodeHandler {
     /// A manager request: lease sessions fail closed, and a client identity's request is
     /// checked with the caller's credentials mapped by the identity's export options.
     async fn manager_request(&self, peer: &Peer, req: Request) -> (Response, Bytes) {
-        let (cred, r) = match req {
-            Request::Manager(r) => (None, r),
-            Request::ManagerAs { cred, req } => (Some(cred), req),
+        let (cred, call, r) = match req {
+            Request::Manager(r) => (None, None, r),
+            Request::ManagerAs { cred, call, req } => (Some(cred), call, req),
             other => {
                 return (
                     Response::Error(RemoteError::Invalid(format!(
@@ -182,7 +182,7 @@ impl NodeHandler {
                 )
             }
             Some(m) => match m
-                .handle_leased_as(Some(peer.addr), access.as_ref(), r)
+                .handle_leased_as(Some(peer.addr), access.as_ref(), call, r)
                 .await
             {
                 Ok((resp, None)) => (Response::Manager(resp), Bytes::new()),

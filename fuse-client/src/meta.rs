@@ -4,8 +4,9 @@
 //! Owns: retrying a request while its manager recovers (`Unavailable`, `NotOwner`, a
 //! connection that could not be made, a connection that broke or a call that timed out —
 //! the manager crashed, restarted or hangs) for up to `RETRY_FOR`, like an NFS hard mount,
-//! and turning every other failure into an errno (a retried request that had already been
-//! applied may answer EEXIST/ENOENT: there is no duplicate-request cache yet); per manager
+//! and turning every other failure into an errno; numbering every call that must not take
+//! effect twice (`CallId`, the same on each try: the manager answers a retry of an applied
+//! call with its first result instead of EEXIST/ENOENT); per manager
 //! the pure lease engine (`VolumeLease`) fed with every answer (`Hello`, `Renew`, the
 //! `LeaseExtension` an ordinary answer carries — the lease is extended only from what the
 //! manager granted), renewing and retrying when a manager answers `LeaseExpired`; counting
@@ -20,7 +21,7 @@ use crate::lease::{Action, BootInstant, CacheEpoch, Event, HeldLease, VolumeLeas
 use crate::stats::Counters;
 use futures::future::BoxFuture;
 use proto::config::ClusterConfig;
-use proto::ids::{InodeId, NodeId, SessionId};
+use proto::ids::{CallId, InodeId, NodeId, SessionId};
 use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError};
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{Transport, TransportError};
@@ -89,9 +90,10 @@ pub fn verdict(e: &CallError) -> Verdict {
         // Connecting failed: the request never left, so sending it again is safe.
         CallError::Transport(TransportError::Unreachable { .. }) => Verdict::Retry,
         // The connection broke (the manager crashed or restarted): retry until the manager
-        // is back, as an NFS hard mount does. A request that had been applied before the
-        // crash and is retried may answer EEXIST or ENOENT — the known cost of a retry
-        // without a duplicate-request cache. A certificate refusal is final.
+        // is back, as an NFS hard mount does. A request that must not take effect twice
+        // carries one call number on every try (`call_as`), and a manager that applied an
+        // earlier try answers with its result (manager::calls) instead of EEXIST or ENOENT.
+        // A certificate refusal is final.
         CallError::Transport(
             TransportError::Connection { .. } | TransportError::Timeout { .. },
         ) => Verdict::Retry,
@@ -141,6 +143,8 @@ pub struct Meta {
     counters: Counters,
     slots: HashMap<NodeId, LeaseSlot>,
     actions: OnceLock<Weak<dyn LeaseActions>>,
+    /// The number of the last call that must not take effect twice (`CallId`).
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// How a call treats a `LeaseExpired` answer.
@@ -170,6 +174,7 @@ impl Meta {
             mc: ManagerClient::new(config, transport),
             session,
             counters: Counters::default(),
+            calls: std::sync::atomic::AtomicU64::new(0),
             slots,
             actions: OnceLock::new(),
         }
@@ -236,10 +241,20 @@ impl Meta {
             Target::Node(n) => Some(n),
             Target::Route => proto::route::routing_inode(&req).map(|i| self.owner(i)),
         };
+        // One number for every try of a call that must not take effect twice: a manager
+        // that applied an earlier try answers with its result (a retried rename would
+        // otherwise fail ENOENT after a lost answer).
+        let call = req.once().then(|| {
+            CallId(
+                self.calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .wrapping_add(1),
+            )
+        });
         for _ in 0..LEASE_RETRIES {
             let seen = node.map(|n| self.lease(n).renewals()).unwrap_or(0);
             let sent = BootInstant::now();
-            match self.send(target, req.clone()).await {
+            match self.send(target, call, req.clone()).await {
                 Ok((r, ext)) => {
                     if let (Some(n), Some(ext)) = (node, ext) {
                         self.lease_event(n, Event::Confirmed { sent, ext }).await;
@@ -274,6 +289,7 @@ impl Meta {
     async fn send(
         &self,
         target: Target,
+        call: Option<CallId>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), Failure> {
         let node = match target {
@@ -297,7 +313,11 @@ impl Meta {
                 Target::Node(n) => n,
             };
             let cred = crate::credentials::current();
-            let err = match self.mc.call_node_leased_as(to, cred, req.clone()).await {
+            let err = match self
+                .mc
+                .call_node_leased_as(to, cred, call, req.clone())
+                .await
+            {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
@@ -418,7 +438,7 @@ impl Meta {
         let req = ManagerRequest::Hello {
             session: self.session,
         };
-        match self.send(Target::Node(node), req).await {
+        match self.send(Target::Node(node), None, req).await {
             Ok((ManagerResponse::Lease(grant), _)) => {
                 let ev = Event::Granted {
                     sent,

@@ -516,6 +516,7 @@ pub(crate) mod v1 {
                     // Version 1 predates recorded write leases.
                     write_leases: BTreeMap::new(),
                     usage: Default::default(),
+                    replied: Default::default(),
                 },
             }
         }

@@ -154,7 +154,8 @@ impl Affected {
                 | Record::TxForget { .. }
                 | Record::TxResolved { .. }
                 | Record::WriteLease { .. }
-                | Record::WriteLeaseEnd { .. } => {}
+                | Record::WriteLeaseEnd { .. }
+                | Record::Replied { .. } => {}
             }
         }
         a

@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod backend;
+pub mod calls;
 pub mod checkpoint;
 pub mod cleaner;
 pub mod directory;
@@ -39,6 +40,8 @@ mod cluster_test;
 mod journal_test;
 #[cfg(test)]
 mod lease_test;
+#[cfg(test)]
+mod once_test;
 #[cfg(test)]
 mod service_test;
 #[cfg(test)]

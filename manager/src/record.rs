@@ -1,4 +1,4 @@
-//! Durable metadata records (versions 1 and 2) and their framing: a batch of records and a
+//! Durable metadata records (versions 1 to 3) and their framing: a batch of records and a
 //! checkpoint each start with a magic and a version, followed by postcard. The checkpoint
 //! body and its versions live in `checkpoint`. Records are
 //! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
@@ -6,7 +6,7 @@
 //! version once written (add a new version instead).
 
 use crate::error::CodecError;
-use proto::ids::{InodeId, NodeId, SessionId, TxId};
+use proto::ids::{CallId, InodeId, NodeId, SessionId, TxId};
 use proto::msg::{Attr, Extent, FileKind, TxOp};
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +16,9 @@ pub const RECORDS_MAGIC: [u8; 4] = *b"SHMR";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
 /// Current version of record batches. Version 2 added `WriteLease` and `WriteLeaseEnd` at
 /// the end of `Record`; a version 1 batch is a version 2 batch without them (postcard
-/// numbers variants in order), so both decode through the same type.
-pub const RECORDS_VERSION: u16 = 2;
+/// numbers variants in order), so both decode through the same type. Version 3 added
+/// `Replied` at the end, the same way.
+pub const RECORDS_VERSION: u16 = 3;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
 pub use proto::ids::Lsn;
@@ -156,6 +157,15 @@ pub enum Record {
     WriteLeaseEnd {
         ino: InodeId,
         session: SessionId,
+    },
+    /// The numbered call `call` of `session` was applied by the records before it in the
+    /// same batch and answered "done" (`answer: None`) or the attributes of `answer`
+    /// (version 3). A restarted manager answers a retry of the call with that instead of
+    /// applying it again (`calls`).
+    Replied {
+        session: SessionId,
+        call: CallId,
+        answer: Option<InodeId>,
     },
 }
 
@@ -395,6 +405,13 @@ pub(crate) mod strategies {
             (ino(), any::<u64>()).prop_map(|(ino, s)| Record::WriteLeaseEnd {
                 ino,
                 session: SessionId(s)
+            }),
+            (any::<u64>(), any::<u64>(), proptest::option::of(ino())).prop_map(|(s, c, answer)| {
+                Record::Replied {
+                    session: SessionId(s),
+                    call: CallId(c),
+                    answer,
+                }
             }),
         ]
     }

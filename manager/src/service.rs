@@ -160,6 +160,7 @@ impl Peers for ClientPeers {
 }
 
 mod clean_rpc;
+mod once;
 mod usage_rpc;
 
 /// A metadata manager.
@@ -193,6 +194,10 @@ pub struct Service {
     recovery_error: Mutex<Option<Arc<ManagerError>>>,
     /// The manager's named background workers (the journal committer) and their status.
     workers: Workers,
+    /// Numbered client calls running or answered in this incarnation (`once`).
+    calls: Mutex<crate::calls::CallTable<Result<ManagerResponse, RemoteError>>>,
+    /// Notified whenever a numbered call finishes (its retries wait for it).
+    calls_done: tokio::sync::Notify,
     this: std::sync::Weak<Service>,
 }
 
@@ -286,6 +291,8 @@ impl Service {
             move_lock: Mutex::new(Default::default()),
             recovery_error: Mutex::new(None),
             workers: Workers::default(),
+            calls: Mutex::new(crate::calls::CallTable::new(crate::calls::KEPT_RESULTS)),
+            calls_done: tokio::sync::Notify::new(),
             this: this.clone(),
         });
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");
@@ -544,19 +551,22 @@ impl Service {
         from: Option<SocketAddr>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
-        self.handle_leased_as(from, None, req).await
+        self.handle_leased_as(from, None, None, req).await
     }
 
     /// `handle_leased` for a client's request, checked first with the caller's effective
     /// credentials (`access`, from the verified identity's export options; `None` for
     /// managers and admins, which are not checked).
+    /// A numbered `call` of a request that must not take effect twice runs at most once
+    /// per lease session: its retries get the first result (`once`).
     pub async fn handle_leased_as(
         &self,
         from: Option<SocketAddr>,
         access: Option<&Access>,
+        call: Option<proto::ids::CallId>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
-        let resp = self.handle_as(from, access, req).await?;
+        let resp = self.handle_numbered(from, access, call, req).await?;
         let ext = match resp {
             ManagerResponse::Lease(_) => None,
             _ => self.leases().extension_for(from, Instant::now()),
@@ -1468,6 +1478,19 @@ impl Service {
             }
         }
         batch.extend(records);
+        // A numbered call is logged as applied with its change, so that a retry after a
+        // restart gets this answer instead of applying it again (`once`).
+        if let (Some(session), Some(call)) = (who, once::current_call()) {
+            let answer = match &reply {
+                Reply::Attr(i) => Some(*i),
+                Reply::Done | Reply::Attrs(_) => None,
+            };
+            batch.push(Record::Replied {
+                session,
+                call,
+                answer,
+            });
+        }
         let resp = self.commit_local(st, batch, reply);
         let calls = lt.after_mutation(who, &affected, &returned, now);
         if let (Some(w), Ok(ManagerResponse::Attr(a))) = (writer, &resp) {

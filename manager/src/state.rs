@@ -4,6 +4,7 @@
 //! through the same `apply`. Queries live here too; planning (validation) is in `plan.rs`.
 //! Must not: do I/O, read clocks, or use tokio.
 
+use crate::calls::RecordedCalls;
 use crate::directory::DirEntries;
 use crate::error::{enoent, enotdir, Errno};
 use crate::extent::ExtentMap;
@@ -73,6 +74,11 @@ pub struct MetaState {
     /// volatile reclaim floors; see `usage`.
     #[serde(skip)]
     pub(crate) usage: Usage,
+    /// Numbered client calls the log recorded as applied (`Record::Replied`), for answering
+    /// their retries after a restart; volatile, rebuilt from the records after the
+    /// checkpoint a restart starts from (see `calls`).
+    #[serde(skip)]
+    pub(crate) replied: RecordedCalls,
 }
 
 impl MetaState {
@@ -259,6 +265,13 @@ impl MetaState {
             }
             Record::WriteLease { ino, session } => {
                 self.write_leases.insert(*ino, (*session, self.last_lsn));
+            }
+            Record::Replied {
+                session,
+                call,
+                answer,
+            } => {
+                self.replied.record((*session, *call), *answer);
             }
             Record::WriteLeaseEnd { ino, session } => {
                 if self

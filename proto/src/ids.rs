@@ -176,6 +176,19 @@ impl fmt::LowerHex for SessionId {
     }
 }
 
+/// A client's number for one file system call that must not take effect twice (a rename,
+/// a create, ...): the same on every retry of that call, so that a manager that applied it
+/// before the answer was lost answers the retry with the first result (its duplicate-call
+/// table, `manager::calls`). Unique within the client's session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallId(pub u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call{}", self.0)
+    }
+}
+
 /// A log sequence number: a manager numbers the metadata records it logs 1, 2, ...;
 /// 0 means "nothing logged". Encoded as a bare `u64` (postcard newtype), so records and
 /// checkpoints written before the type existed decode unchanged.

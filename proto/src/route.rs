@@ -2,7 +2,7 @@
 //! Owns the choice of target only; retries on `NotOwner` follow the hint once.
 
 use crate::config::ClusterConfig;
-use crate::ids::{InodeId, NodeId};
+use crate::ids::{CallId, InodeId, NodeId};
 use crate::msg::{
     Credentials, LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Request, Response,
 };
@@ -117,15 +117,17 @@ impl ManagerClient {
         node: NodeId,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), CallError> {
-        self.call_node_leased_as(node, None, req).await
+        self.call_node_leased_as(node, None, None, req).await
     }
 
     /// `call_node_leased` on behalf of a local process with `cred` (sent as
-    /// `Request::ManagerAs`, which the manager checks permissions with).
+    /// `Request::ManagerAs`, which the manager checks permissions with), numbered `call`
+    /// when it must not take effect twice (sent only with credentials).
     pub async fn call_node_leased_as(
         &self,
         node: NodeId,
         cred: Option<Credentials>,
+        call: Option<CallId>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), CallError> {
         let addr =
@@ -141,7 +143,7 @@ impl ManagerClient {
             .call_timeout(
                 addr,
                 &match cred {
-                    Some(cred) => Request::ManagerAs { cred, req },
+                    Some(cred) => Request::ManagerAs { cred, call, req },
                     None => Request::Manager(req),
                 },
                 Bytes::new(),

@@ -521,6 +521,25 @@ impl LeaseExtension {
     }
 }
 
+impl ManagerRequest {
+    /// Whether applying the request twice differs from applying it once (a retried rename
+    /// whose first try was applied would fail ENOENT): the client numbers such calls
+    /// (`CallId`) and the manager answers a retry with the first result.
+    pub fn once(&self) -> bool {
+        use ManagerRequest as R;
+        matches!(
+            self,
+            R::Create { .. }
+                | R::Unlink { .. }
+                | R::Rmdir { .. }
+                | R::Rename { .. }
+                | R::Link { .. }
+                | R::SetXattr { .. }
+                | R::RemoveXattr { .. }
+        )
+    }
+}
+
 impl fmt::Display for ManagerRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ManagerRequest::*;

@@ -7,7 +7,7 @@ pub mod manager;
 pub mod storage;
 
 use crate::errno::Errno;
-use crate::ids::{NodeId, SlotId};
+use crate::ids::{CallId, NodeId, SlotId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -28,6 +28,10 @@ pub enum Request {
     /// the identity is trusted).
     ManagerAs {
         cred: Credentials,
+        /// Set for a call that must not take effect twice (`ManagerRequest::once`): the
+        /// same on every retry, so the manager answers a retry of an applied call with its
+        /// first result.
+        call: Option<CallId>,
         req: ManagerRequest,
     },
     /// A manager calling back a client over the client's own connection.
@@ -175,7 +179,13 @@ impl fmt::Display for Request {
             Request::Ping => write!(f, "Ping"),
             Request::Storage(r) => write!(f, "{r}"),
             Request::Manager(r) => write!(f, "{r}"),
-            Request::ManagerAs { cred, req } => write!(f, "{req} as {}:{}", cred.uid, cred.gid),
+            Request::ManagerAs { cred, call, req } => {
+                write!(f, "{req} as {}:{}", cred.uid, cred.gid)?;
+                match call {
+                    Some(c) => write!(f, " ({c})"),
+                    None => Ok(()),
+                }
+            }
             Request::Client(c) => write!(f, "{c:?}"),
             Request::Admin(AdminRequest::InstallDenyList { list, .. }) => {
                 write!(f, "InstallDenyList({} bytes)", list.len())
