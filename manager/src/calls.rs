@@ -12,7 +12,7 @@
 //!   records after the checkpoint a restart starts from; calls logged before that
 //!   checkpoint are not remembered (their retries run again, as without this table).
 //!
-//! Pure: no runtime, no I/O. The service (`service.rs`) waits, runs and logs.
+//! Pure: no runtime, no I/O. The service (`service/once.rs`) waits, runs and logs.
 //! Must not: decide whether or how a request is applied; it only remembers answers.
 
 use proto::ids::{CallId, InodeId, SessionId};

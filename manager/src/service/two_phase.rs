@@ -7,12 +7,21 @@
 //! the directory-move lock outlive a call, and they block only operations on what the
 //! transaction touches.
 
-use super::*;
+use super::{contention, errno, fatal, Service, LEASE_ROUNDS};
+use crate::error::Errno;
+use crate::lease::{Affected, SessionId, Step};
+use crate::plan::{Ctx, Plan, TxPlan, TxReply};
 use crate::plan::{Prepare, TxStart};
+use crate::record::Record;
 use crate::record::TxBegin;
+use crate::state::MetaState;
 use crate::txn::coord::{AbortCause, Cmd, Coordinator, Event};
 use crate::txn::movelock::MOVE_LOCK_TTL;
+use proto::ids::{InodeId, SlotId, TxId, SLOT_COUNT};
+use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Timestamp, TxOp};
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// How long a coordinator waits for a participant's prepare answer before aborting.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);

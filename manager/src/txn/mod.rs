@@ -30,7 +30,8 @@
 //! or a record locks, conflicts), `coord` (the pure coordinator driver), `movelock` (the
 //! cluster-wide directory-move lock), `legacy` (the old one-phase driver, for old logs).
 //! The participant's and coordinator's record planning is in `plan::twopc`; the runtime
-//! in `service::txn`. Must not: do I/O, read clocks, or use tokio.
+//! in `service::two_phase` (and `service::tx` for the legacy driver). Must not: do I/O,
+//! read clocks, or use tokio.
 
 pub mod book;
 pub mod coord;

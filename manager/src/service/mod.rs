@@ -1,0 +1,464 @@
+//! The runtime shell: `Service` answers `ManagerRequest`s from the in-memory `MetaState`
+//! (behind one async mutex), queues records in the `Journal`, runs cross-manager
+//! transactions through `TxDriver` and `Peers`, keeps clients' volume leases in a
+//! `LeaseTable` and sends its callbacks through a `CallbackSender`, and recovers in the
+//! background at start.
+//!
+//! This module owns the `Service` struct, the request dispatch (`handle_as`: readiness,
+//! slot ownership, the permission check, lease identification, the grace refusal, then one
+//! arm per request) and the small error mappings its parts share. The parts are `impl
+//! Service` blocks in child modules that import only from this module (and `mutate` the
+//! pure `leases::lease_ends`); none but `once`, which wraps it, calls the dispatch:
+//! `lifecycle` (start, recovery, readiness, shutdown), `read` (leased reads, lookup, the
+//! permission check's facts), `mutate` (the one mutation loop, local and durable commits,
+//! rename), `leases` (the lease runtime: renewals, write leases, callbacks and waiting for
+//! them), `tx` (the legacy transaction driver and the participant's `TxApply`),
+//! `two_phase` (two-phase transactions, the directory-move lock), `once` (numbered calls),
+//! `clean_rpc` and `usage_rpc` (the cleaner's and the reclaimer's requests), and
+//! `outbound` (how a manager calls clients and other managers).
+//! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
+//! waiting for a callback or a network call.
+
+use crate::access::Access;
+use crate::error::{code, Errno, ManagerError};
+use crate::journal::{Journal, LogBackend};
+use crate::lease::{LeaseTable, Requester};
+use crate::plan::Ctx;
+use crate::state::MetaState;
+use proto::config::ClusterConfig;
+use proto::ids::{InodeId, NodeId, SlotId};
+use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Timestamp};
+use proto::worker::Workers;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+mod clean_rpc;
+mod leases;
+mod lifecycle;
+mod mutate;
+mod once;
+mod outbound;
+mod read;
+mod two_phase;
+mod tx;
+mod usage_rpc;
+
+pub use outbound::{CallbackSender, ClientPeers, Peers, QuicCallbacks};
+
+/// Rounds of callbacks (or waits for others' callbacks) an operation goes through before
+/// it gives up with `Unavailable` (only under pathological contention).
+const LEASE_ROUNDS: u32 = 64;
+
+/// Whether a request changes state and so is refused during the grace period.
+pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
+    use ManagerRequest as R;
+    matches!(
+        req,
+        R::SetAttr { .. }
+            | R::Create { .. }
+            | R::Unlink { .. }
+            | R::Rmdir { .. }
+            | R::Rename { .. }
+            | R::Link { .. }
+            | R::SetXattr { .. }
+            | R::RemoveXattr { .. }
+            | R::TxApply { .. }
+            | R::TxPrepare { .. }
+            | R::Relocate { .. }
+    )
+}
+
+fn grace_refusal() -> RemoteError {
+    RemoteError::Unavailable(
+        "grace period after a manager restart: leases of the previous incarnation may still \
+         be in use, retry"
+            .into(),
+    )
+}
+
+fn contention(what: &str) -> RemoteError {
+    RemoteError::Unavailable(format!("{what}: too many rounds of lease callbacks, retry"))
+}
+
+/// A metadata manager.
+pub struct Service {
+    me: NodeId,
+    config: Arc<ClusterConfig>,
+    owners: Vec<NodeId>,
+    state: tokio::sync::Mutex<MetaState>,
+    /// Ordinary mutations take it shared; a coordinated transaction takes it exclusively
+    /// (participants' `TxApply` never takes it, so two coordinators cannot deadlock).
+    gate: tokio::sync::RwLock<()>,
+    journal: Arc<Journal>,
+    backend: Arc<dyn LogBackend>,
+    peers: Arc<dyn Peers>,
+    leases: Mutex<LeaseTable>,
+    /// This run's incarnation (random per start): the lease incarnation and the write
+    /// verifier of `Committed`/`Synced` answers.
+    incarnation: u64,
+    /// Bumped whenever a callback is reported (operations waiting for others' callbacks
+    /// and renewals waiting for their session's callbacks look again).
+    lease_events: tokio::sync::watch::Sender<u64>,
+    callbacks: Arc<dyn CallbackSender>,
+    ready: AtomicBool,
+    ready_tx: tokio::sync::watch::Sender<bool>,
+    stopped: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    /// The cluster-wide directory-move lock (served when this node owns the root's slot).
+    move_lock: Mutex<crate::txn::movelock::MoveLock>,
+    /// Why recovery refused to serve (the manager stays unavailable).
+    recovery_error: Mutex<Option<Arc<ManagerError>>>,
+    /// The manager's named background workers (the journal committer) and their status.
+    workers: Workers,
+    /// Numbered client calls running or answered in this incarnation (`once`).
+    calls: Mutex<crate::calls::CallTable<Result<ManagerResponse, RemoteError>>>,
+    /// Notified whenever a numbered call finishes (its retries wait for it).
+    calls_done: tokio::sync::Notify,
+    this: std::sync::Weak<Service>,
+}
+
+fn errno(e: Errno) -> RemoteError {
+    e.into()
+}
+
+fn fatal(e: ManagerError) -> RemoteError {
+    match e {
+        // The log made no progress: the outcome is unknown, as with a disk error.
+        ManagerError::Stalled { .. } => Errno::new(code::EIO, e.to_string()).into(),
+        e => RemoteError::Unavailable(e.to_string()),
+    }
+}
+
+impl Service {
+    fn leases(&self) -> MutexGuard<'_, LeaseTable> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            me: self.me,
+            owners: &self.owners,
+            now: Timestamp::now(),
+        }
+    }
+
+    fn owner(&self, ino: InodeId) -> NodeId {
+        self.owners[ino.slot().0 as usize % self.owners.len()]
+    }
+
+    fn check_owned(&self, ino: InodeId) -> Result<(), RemoteError> {
+        self.check_slot(ino.slot())
+    }
+
+    fn check_slot(&self, slot: SlotId) -> Result<(), RemoteError> {
+        let owner = self.owners[slot.0 as usize % self.owners.len()];
+        if owner == self.me {
+            return Ok(());
+        }
+        Err(RemoteError::NotOwner { slot, hint: owner })
+    }
+
+    /// `handle`, plus the volume lease the answer confirms to the caller's session
+    /// (`Response::ManagerLeased`): the session's lease time left once the request was
+    /// handled, from the lease table, so never an extension the table did not make (it
+    /// does not extend while callbacks to the session are outstanding). `Hello`/`Renew`
+    /// answers carry theirs in the `LeaseGrant`; errors confirm nothing.
+    pub async fn handle_leased(
+        &self,
+        from: Option<SocketAddr>,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
+        self.handle_leased_as(from, None, None, req).await
+    }
+
+    /// `handle_leased` for a client's request, checked first with the caller's effective
+    /// credentials (`access`, from the verified identity's export options; `None` for
+    /// managers and admins, which are not checked).
+    /// A numbered `call` of a request that must not take effect twice runs at most once
+    /// per lease session: its retries get the first result (`once`).
+    pub async fn handle_leased_as(
+        &self,
+        from: Option<SocketAddr>,
+        access: Option<&Access>,
+        call: Option<proto::ids::CallId>,
+        req: ManagerRequest,
+    ) -> Result<(ManagerResponse, Option<LeaseExtension>), RemoteError> {
+        let resp = self.handle_numbered(from, access, call, req).await?;
+        let ext = match resp {
+            ManagerResponse::Lease(_) => None,
+            _ => self.leases().extension_for(from, Instant::now()),
+        };
+        Ok((resp, ext))
+    }
+
+    /// Answers one request; `from` is the caller's transport address (`None` for
+    /// in-process callers), by which the caller's lease session is known.
+    pub async fn handle(
+        &self,
+        from: Option<SocketAddr>,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, RemoteError> {
+        self.handle_as(from, None, req).await
+    }
+
+    /// `handle`, with the permission check (`access`) of a client's request first.
+    pub async fn handle_as(
+        &self,
+        from: Option<SocketAddr>,
+        access: Option<&Access>,
+        req: ManagerRequest,
+    ) -> Result<ManagerResponse, RemoteError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(RemoteError::Unavailable("manager shut down".into()));
+        }
+        if !self.ready.load(Ordering::SeqCst) {
+            if let Some(e) = self.recovery_error() {
+                return Err(RemoteError::Unavailable(format!(
+                    "manager recovery refused: {e}"
+                )));
+            }
+            return Err(RemoteError::Unavailable("manager recovering".into()));
+        }
+        if let Some(ino) = proto::route::routing_inode(&req) {
+            self.check_owned(ino)?;
+        }
+        // The one place client requests are checked against POSIX permissions.
+        let req = match access {
+            Some(a) => self.authorize(from, a, req).await?,
+            None => req,
+        };
+        use ManagerRequest as R;
+        use ManagerResponse as A;
+        let now = Instant::now();
+        let who = match req {
+            R::Hello { session } => {
+                let grant = self.leases().hello(session, from, now);
+                self.release_forgotten();
+                return Ok(A::Lease(grant));
+            }
+            R::Renew { session } => {
+                let r = self.renew(session, from).await;
+                self.release_forgotten();
+                return r;
+            }
+            R::Goodbye { session } => {
+                return if self.leases().goodbye(session, from) {
+                    self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
+                    Ok(A::Done)
+                } else {
+                    Err(RemoteError::Invalid(format!(
+                        "Goodbye of session {session:x} from another connection"
+                    )))
+                };
+            }
+            _ => self.leases().identify(from, now),
+        };
+        let who = match who {
+            Requester::Lost(s) => {
+                return Err(RemoteError::LeaseExpired(format!(
+                    "session {s:x} missed callbacks: renew and drop cached state"
+                )))
+            }
+            r => r.session(),
+        };
+        if refused_in_grace(&req) && self.leases().in_grace(now) {
+            return Err(grace_refusal());
+        }
+        match req {
+            R::Hello { .. } | R::Renew { .. } | R::Goodbye { .. } => Err(RemoteError::Invalid(
+                "Hello/Renew/Goodbye reached the request dispatch".into(),
+            )),
+            R::AcquireWrite {
+                ino,
+                session,
+                reclaim,
+            } => self.acquire_write(who, ino, session, reclaim).await,
+            R::Lookup { parent, name } => self.lookup(who, parent, &name).await.map(A::Attr),
+            R::GetAttr { ino } => {
+                self.read_inode(who, ino, |st| {
+                    st.get(ino).map(|i| A::Attr(i.attr.clone())).map_err(errno)
+                })
+                .await
+            }
+            R::SetAttr { ino, set, caller } => {
+                self.mutate(who, None, |st, c| st.plan_setattr(c, ino, &set, caller))
+                    .await
+            }
+            R::Create {
+                parent,
+                name,
+                node,
+                perm,
+                umask,
+                caller,
+                session,
+            } => {
+                self.mutate(who, session, |st, c| {
+                    st.plan_create(c, parent, &name, &node, perm, umask, caller, session)
+                })
+                .await
+            }
+            R::Unlink { parent, name, .. } => {
+                self.mutate(who, None, |st, c| st.plan_unlink(c, parent, &name))
+                    .await
+            }
+            R::Rmdir { parent, name, .. } => {
+                self.mutate(who, None, |st, c| st.plan_rmdir(c, parent, &name))
+                    .await
+            }
+            R::Link {
+                ino,
+                new_parent,
+                new_name,
+                ..
+            } => {
+                self.mutate(who, None, |st, c| {
+                    st.plan_link(c, ino, new_parent, &new_name)
+                })
+                .await
+            }
+            R::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags,
+                ..
+            } => {
+                self.rename(who, parent, &name, new_parent, &new_name, flags)
+                    .await
+            }
+            R::ReadDir { ino, offset, max } => {
+                self.read_inode(who, ino, |st| {
+                    st.readdir(ino, offset, max).map(A::Entries).map_err(errno)
+                })
+                .await
+            }
+            R::ReadLink { ino } => {
+                self.read_inode(who, ino, |st| {
+                    st.readlink(ino).map(A::Target).map_err(errno)
+                })
+                .await
+            }
+            R::Open { ino, session, .. } => {
+                self.read_inode(who, ino, |st| st.get(ino).map(|_| ()).map_err(errno))
+                    .await?;
+                self.mutate(who, None, |st, _| st.plan_open(ino, session))
+                    .await
+            }
+            R::Release { ino, session } => {
+                self.mutate(who, None, |st, c| st.plan_release(c, ino, session))
+                    .await
+            }
+            R::GetXattr { ino, name } => {
+                self.read_inode(who, ino, |st| {
+                    st.getxattr(ino, &name).map(A::Xattr).map_err(errno)
+                })
+                .await
+            }
+            R::SetXattr {
+                ino,
+                name,
+                value,
+                flags,
+                ..
+            } => {
+                self.mutate(who, None, |st, c| {
+                    st.plan_setxattr(c, ino, &name, &value, flags)
+                })
+                .await
+            }
+            R::ListXattr { ino } => {
+                self.read_inode(who, ino, |st| {
+                    st.listxattr(ino).map(A::XattrNames).map_err(errno)
+                })
+                .await
+            }
+            R::RemoveXattr { ino, name, .. } => {
+                self.mutate(who, None, |st, c| st.plan_removexattr(c, ino, &name))
+                    .await
+            }
+            R::GetExtents { ino, offset, len } => {
+                self.read_inode(who, ino, |st| {
+                    st.get_extents(ino, offset, len)
+                        .map(A::Extents)
+                        .map_err(errno)
+                })
+                .await
+            }
+            R::CommitWrites { writes, sync } => {
+                for w in &writes {
+                    self.check_owned(w.ino)?;
+                }
+                if who.is_none() && from.is_some() {
+                    // Fail closed: a client connection without a session (forgotten, or
+                    // not yet introduced to this incarnation) must renew first.
+                    return Err(RemoteError::LeaseExpired(
+                        "CommitWrites from a connection without a session: send Hello".into(),
+                    ));
+                }
+                {
+                    // During the grace period only a reclaimed writer commits (its buffered
+                    // writes from before the restart), and only to what it reclaimed.
+                    let lt = self.leases();
+                    if lt.in_grace(now)
+                        && writes
+                            .iter()
+                            .any(|w| who.is_none() || lt.holders(w.ino).1 != who)
+                    {
+                        return Err(grace_refusal());
+                    }
+                }
+                if let Some(s) = who {
+                    // A session this manager once gave up on may still hold writes buffered
+                    // before that; they would land over newer ones. Unless it holds the
+                    // write lease again, it is told so, and its renewal answers `lost`, so it
+                    // drops them. (Other sessions committing without the lease — after a
+                    // manager restart — go through the mutation path, which flushes and
+                    // invalidates the other holders first.)
+                    let mut leases = self.leases();
+                    let stale = |l: &LeaseTable, ino| l.ever_lost(s) && l.holders(ino).1 != Some(s);
+                    if let Some(w) = writes.iter().find(|w| stale(&leases, w.ino)) {
+                        leases.mark_lost(s);
+                        return Err(RemoteError::LeaseExpired(format!(
+                            "session {s:x} does not hold the write lease of {}",
+                            w.ino
+                        )));
+                    }
+                }
+                let resp = self
+                    .mutate(who, None, |st, c| st.plan_commit_writes(c, &writes))
+                    .await?;
+                if sync {
+                    self.sync().await?;
+                }
+                Ok(resp)
+            }
+            R::Sync => self.sync().await.map(|_| A::Synced {
+                incarnation: self.incarnation,
+            }),
+            R::Counts => Ok(A::Counts(self.state.lock().await.counts())),
+            R::TxApply { tx, op, session } => self.tx_apply(tx, op, session).await,
+            R::TxOutcome { tx } => self.tx_outcome_answer(tx).await,
+            R::TxPrepare { tx, ops, session } => self.tx_prepare(tx, ops, session).await,
+            R::TxFinish {
+                tx,
+                commit,
+                session,
+            } => self.tx_finish(tx, commit, session).await,
+            R::DirMoveLock { token, acquire } => self.serve_move_lock(token, acquire),
+            R::LogHorizon {
+                session,
+                log,
+                horizon,
+            } => self.log_horizon(who, session, log, horizon).await,
+            R::SealLog { log, upto } => self.seal_log(log, upto).await,
+            R::LiveExtents { log, segments } => self.live_extents(log, segments).await,
+            R::Relocate { moves } => self.relocate(moves).await,
+        }
+    }
+}
