@@ -4,29 +4,29 @@
 //! that span managers.
 //!
 //! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
-//! cookies), `plan` (pure validation → records), `record` (durable record formats),
-//! `checkpoint` (checkpoints in bounded chunks, and the legacy format), `extent` (extent
-//! maps), `usage` (live bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments), `cleaner` (policy and conditional relocation), `txn` (pure 2PC driver), `backend` (the log a manager writes to), `journal`
-//! (group commit over the log), `recovery` (checkpoint + roll forward), `lease` (pure
-//! volume leases and callbacks) and `service` (the async request handler); `testing`
+//! cookies), `plan` (pure validation → records), `extent` (extent maps), `usage` (live
+//! bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments),
+//! `cleaner` (policy and conditional relocation), `txn` (pure 2PC driver), `backend` (the
+//! log a manager writes to), `metalog` (the metadata log: `record` durable record
+//! formats, `checkpoint` checkpoints in bounded chunks and the legacy format, `journal`
+//! group commit over the log, `recovery` checkpoint + roll forward; re-exported at the
+//! root under those names), `lease` (pure volume leases and callbacks, `lease::engine`)
+//! and `service` (the async request handler, one file per part: see its doc); `testing`
 //! (test doubles: `MemLog`, `LoopbackPeers`, `NoCallbacks`) only under `cfg(test)` or the
-//! `testing` feature. Must not: store
-//! file bytes, or talk to clients other than by replies and lease callbacks.
+//! `testing` feature. Must not: store file bytes, or talk to clients other than by
+//! replies and lease callbacks.
 
 pub mod access;
 pub mod backend;
 pub mod calls;
-pub mod checkpoint;
 pub mod cleaner;
 pub mod directory;
 pub mod error;
 pub mod extent;
-pub mod journal;
 pub mod lease;
+pub mod metalog;
 pub mod plan;
 pub mod reclaim;
-pub mod record;
-pub mod recovery;
 pub mod service;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
@@ -36,10 +36,6 @@ pub mod usage;
 
 #[cfg(test)]
 mod cluster_test;
-#[cfg(test)]
-mod journal_test;
-#[cfg(test)]
-mod lease_test;
 #[cfg(test)]
 mod once_test;
 #[cfg(test)]
@@ -52,6 +48,8 @@ mod two_phase_test;
 mod txn_test;
 
 pub use error::{Errno, ManagerError};
+// The log's modules under their paths from before `metalog` grouped them.
+pub use metalog::{checkpoint, journal, record, recovery};
 
 pub use service::Service;
 pub use state::MetaState;

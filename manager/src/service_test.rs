@@ -3,7 +3,7 @@
 
 use crate::error::code::*;
 use crate::journal::MemLog;
-use crate::lease_test::FakeCallbacks;
+use crate::lease::lease_test::FakeCallbacks;
 use crate::service::Service;
 use crate::testing::LoopbackPeers;
 use proto::config::{ClusterConfig, ErasureConfig};
