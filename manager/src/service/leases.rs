@@ -1,7 +1,8 @@
-//! The lease runtime around the pure `LeaseTable`: `Hello`'s cleanup of forgotten
-//! sessions, `Renew`, `AcquireWrite` (and the durable record of a write lease before it is
-//! granted), the logging of ended write leases, sending callbacks and waiting for them or
-//! for others' (`follow`), and the lease queries for status and tests.
+//! The lease runtime around the pure `LeaseTable`: releasing what forgotten sessions had
+//! open (after `Hello` and `Renew`), `Renew`, `AcquireWrite` (and the durable record of a
+//! write lease before it is granted), the logging of ended write leases, sending callbacks
+//! and waiting for them or for others' (`follow`), and the lease queries for status and
+//! tests.
 //! Must not: decide who holds what (that is `LeaseTable`), or hold the state lock or the
 //! gate while a callback is awaited.
 
