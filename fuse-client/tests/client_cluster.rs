@@ -1,6 +1,6 @@
-//! The client core against real storage servers and a fake manager: write-back through the
-//! log, read-back from storage by a second client, truncate, readdir paging, and (when the
-//! machine allows it) a real FUSE mount.
+//! The client core against real storage servers and the real manager: write-back through
+//! the log, read-back from storage by a second client, truncate, readdir paging, and (when
+//! the machine allows it) a real FUSE mount.
 
 mod common;
 
@@ -51,9 +51,10 @@ async fn t10_write_fsync_and_read_back_from_storage() {
         tracing::info!("--- fsync commits durably and releases dirty memory");
         a.fsync(ino).await.expect("fsync");
         assert_eq!(a.dirty_bytes(), 0);
-        let st = cluster.manager.lock();
-        assert!(st.synced_commits >= 1);
-        assert_eq!(st.nodes[&ino].inode.size, model.len() as u64);
+        let durable = cluster.manager.durable_state().await;
+        let node = durable.inode(ino).expect("the file is in the log");
+        assert_eq!(node.attr.size, model.len() as u64);
+        assert!(node.sessions.contains(&a.session()), "A holds it open");
     }
     {
         tracing::info!("--- a second client reads through extents and the log");
@@ -94,7 +95,13 @@ async fn t10_write_fsync_and_read_back_from_storage() {
     assert_eq!(fs.bsize, 4096);
     assert!(fs.files >= 2 && fs.ffree > 0);
     a.release(ino).await.expect("release");
-    assert_eq!(cluster.manager.lock().opens.get(&ino).copied(), Some(0));
+    let durable = cluster.manager.durable_state().await;
+    let node = durable.inode(ino).expect("the file is in the log");
+    assert!(
+        node.sessions.is_empty(),
+        "released, yet open by {:?}",
+        node.sessions
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +132,7 @@ async fn t20_large_writes_span_segments_via_the_flusher() {
         got.extend_from_slice(&part);
     }
     assert!(got == data, "3 MiB read back differs");
-    let extents = cluster.manager.lock().nodes[&attr.ino].extents.len();
+    let extents = cluster.manager.extents(attr.ino).await.len();
     assert!(
         extents >= 3 * 8,
         "expected segments of at most 128 KiB, got {extents} extents"
@@ -140,7 +147,7 @@ async fn t30_readdir_pages_through_100k_entries() {
         .mkdir(InodeId::ROOT, "d", 0o755, 0, ME)
         .await
         .expect("mkdir");
-    cluster.manager.fill_dir(dir.ino, 100_000);
+    cluster.manager.fill_dir(dir.ino, 100_000).await;
     let fh = a.opendir(dir.ino).await.expect("opendir");
     let mut offset = 0;
     let mut names = Vec::new();
