@@ -446,6 +446,23 @@ impl Filesystem for ShoalFs {
         });
     }
 
+    fn fallocate(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
+        let c = self.client.clone();
+        self.empty(reply, async move {
+            c.fallocate(ino(i), offset, length, mode).await
+        });
+    }
+
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         self.spawn(move |c| async move {

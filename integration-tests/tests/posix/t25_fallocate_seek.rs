@@ -139,3 +139,147 @@ fn t25_seek_data_and_hole() -> Result<()> {
     c.done();
     Ok(())
 }
+
+/// fallocate(fd, mode, off, len): Ok or the errno.
+fn falloc(f: &File, mode: i32, off: u64, len: u64) -> std::result::Result<(), i32> {
+    let flags = nix::fcntl::FallocateFlags::from_bits_retain(mode);
+    nix::fcntl::fallocate(f.as_raw_fd(), flags, off as libc::off_t, len as libc::off_t)
+        .map_err(|e| e as i32)
+}
+
+#[test]
+fn t26_fallocate_modes() -> Result<()> {
+    let (c, m) = mounted_cluster(&[])?;
+    let p = m.join("f");
+    let len: usize = 3 << 20;
+    let data = pattern::bytes(9, 0, len);
+    let (hole_at, hole_len) = (1_000_000u64, 700_000u64);
+    let mut want = data.clone();
+    want[hole_at as usize..(hole_at + hole_len) as usize].fill(0);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)?;
+    {
+        info!("--- punch a hole in the middle of a written, not yet synced file");
+        f.write_all_at(&data, 0)?;
+        falloc(
+            &f,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            hole_at,
+            hole_len,
+        )
+        .map_err(|e| anyhow::anyhow!("punch: errno {e}"))?;
+        assert_eq!(f.metadata()?.len(), len as u64, "KEEP_SIZE keeps the size");
+        let mut got = vec![0xAAu8; len];
+        f.read_exact_at(&mut got, 0)?;
+        if let Some(at) = pattern::first_difference(&got, &want) {
+            bail!("after the punch, byte {at} differs");
+        }
+        let spans = [(0, hole_at), (hole_at + hole_len, len as u64)];
+        check_seeks(&f, &spans, len as u64, "punched")?;
+        f.sync_all()?;
+    }
+    {
+        info!("--- a second mount reads the hole as zeros, the rest intact");
+        let m2 = c.mount()?;
+        let got = std::fs::read(m2.join("f"))?;
+        if let Some(at) = pattern::first_difference(&got, &want) {
+            bail!("second mount: byte {at} differs");
+        }
+        info!("--- punch from the second mount while the first holds the file open");
+        let f2 = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m2.join("f"))?;
+        falloc(
+            &f2,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            4096,
+        )
+        .map_err(|e| anyhow::anyhow!("punch from mount 2: errno {e}"))?;
+        want[..4096].fill(0);
+        let mut got = vec![0xAAu8; len];
+        f.read_exact_at(&mut got, 0)?;
+        if let Some(at) = pattern::first_difference(&got, &want) {
+            bail!("first mount after the second punched: byte {at} differs");
+        }
+    }
+    {
+        info!("--- ZERO_RANGE with KEEP_SIZE inside, then without it past the end");
+        falloc(
+            &f,
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            2 << 20,
+            10,
+        )
+        .map_err(|e| anyhow::anyhow!("zero range: errno {e}"))?;
+        want[2 << 20..(2 << 20) + 10].fill(0);
+        assert_eq!(f.metadata()?.len(), len as u64);
+        let tail_at = len as u64 - 100;
+        falloc(&f, libc::FALLOC_FL_ZERO_RANGE, tail_at, 4196)
+            .map_err(|e| anyhow::anyhow!("zero range growing: errno {e}"))?;
+        want[tail_at as usize..].fill(0);
+        want.resize(len + 4096, 0);
+        assert_eq!(
+            f.metadata()?.len(),
+            len as u64 + 4096,
+            "ZERO_RANGE grows the size"
+        );
+        let mut got = vec![0xAAu8; want.len()];
+        f.read_exact_at(&mut got, 0)?;
+        if let Some(at) = pattern::first_difference(&got, &want) {
+            bail!("after ZERO_RANGE: byte {at} differs");
+        }
+    }
+    {
+        info!("--- mode 0 grows the size (a hole), KEEP_SIZE alone changes nothing");
+        let g = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(m.join("g"))?;
+        g.write_all_at(b"abc", 0)?;
+        falloc(&g, 0, 0, 1 << 20).map_err(|e| anyhow::anyhow!("mode 0: errno {e}"))?;
+        assert_eq!(g.metadata()?.len(), 1 << 20);
+        falloc(&g, 0, 10, 20).map_err(|e| anyhow::anyhow!("mode 0 inside: errno {e}"))?;
+        assert_eq!(g.metadata()?.len(), 1 << 20);
+        falloc(&g, libc::FALLOC_FL_KEEP_SIZE, 0, 5 << 20)
+            .map_err(|e| anyhow::anyhow!("KEEP_SIZE: errno {e}"))?;
+        assert_eq!(g.metadata()?.len(), 1 << 20);
+        let d = std::fs::read(m.join("g"))?;
+        assert_eq!(&d[..3], b"abc");
+        assert!(d[3..].iter().all(|b| *b == 0));
+        check_seeks(&g, &[(0, 3)], 1 << 20, "mode 0")?;
+        info!("--- other modes: EOPNOTSUPP");
+        for mode in [
+            libc::FALLOC_FL_COLLAPSE_RANGE,
+            libc::FALLOC_FL_INSERT_RANGE,
+            libc::FALLOC_FL_UNSHARE_RANGE,
+        ] {
+            assert_eq!(
+                falloc(&g, mode, 0, 4096),
+                Err(libc::EOPNOTSUPP),
+                "mode {mode:#x}"
+            );
+        }
+        g.sync_all()?;
+    }
+    f.sync_all()?;
+    drop(f);
+    let m = c.remount(m)?;
+    {
+        info!("--- after remount: holes, zeros and sizes stay");
+        let got = std::fs::read(m.join("f"))?;
+        if let Some(at) = pattern::first_difference(&got, &want) {
+            bail!("after remount: byte {at} differs");
+        }
+        assert_eq!(std::fs::metadata(m.join("g"))?.len(), 1 << 20);
+    }
+    c.done();
+    Ok(())
+}
