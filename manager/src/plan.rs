@@ -915,7 +915,9 @@ impl MetaState {
 
     /// fallocate(2) (see `ManagerRequest::Fallocate`). A punch is logged as a truncate
     /// at `offset` followed by the extents past the range put back as they are, so that
-    /// replay and the live-byte counts (`usage`) see exactly the punched bytes go.
+    /// replay and the live-byte counts (`usage`) see exactly the punched bytes go. The
+    /// cost: the record lists every extent past the range (a punch near the start of a
+    /// file of many extents logs them all again); a record kind of its own would not.
     pub fn plan_fallocate(
         &self,
         ctx: &Ctx,
