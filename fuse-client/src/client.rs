@@ -79,6 +79,11 @@ pub struct Client {
     /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
     /// attribute answer that was in flight meanwhile is not cached (`manager_attr`).
     pub(crate) attr_drops: AtomicU64,
+    /// Per inode, the attribute version of this client's latest own change (a commit of
+    /// its writes, a setattr): an answer with an older version left the manager before
+    /// that change landed and must not be cached or shown (it may show an older, shorter
+    /// size). Never dropped by callbacks (they drop `attrs`); one entry per inode written.
+    pub(crate) own_versions: DashMap<InodeId, u64>,
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     pub(crate) reacquire: DashMap<InodeId, ()>,
@@ -231,6 +236,7 @@ impl Client {
             reader: OnceLock::new(),
             attrs: DashMap::new(),
             attr_drops: AtomicU64::new(0),
+            own_versions: DashMap::new(),
             reacquire: DashMap::new(),
             opens: OpenFiles::default(),
             parents: DirParents::default(),

@@ -222,6 +222,7 @@ impl Client {
             }
             st.extents.invalidate(ino);
             if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
+                tracing::debug!(target: "shoal_attrs", inode = %ino, "dirty file retired");
                 st.files.remove(&ino);
             }
         }

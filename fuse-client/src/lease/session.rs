@@ -268,6 +268,7 @@ impl Client {
     /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
     /// comes while the lease is valid, and a Flush commits the data first).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
+        tracing::debug!(target: "shoal_attrs", inode = %ino, "caches dropped (callback)");
         self.attr_drops
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.attrs.remove(&ino);

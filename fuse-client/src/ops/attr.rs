@@ -53,6 +53,14 @@ impl Client {
     /// Returns the freshest attributes known: an answer overtaken by a newer one already
     /// seen (a commit's answer arriving before an earlier getattr's) is not used.
     pub(crate) fn note_attr(&self, attr: &Attr) -> Attr {
+        if self.predates_own_change(attr) {
+            // Computed before a change of ours landed: never cached (see `own_versions`).
+            return self
+                .attrs
+                .get(&attr.ino)
+                .filter(|c| c.version > attr.version)
+                .map_or_else(|| attr.clone(), |c| c.clone());
+        }
         let newer = self
             .attrs
             .get(&attr.ino)
@@ -65,6 +73,7 @@ impl Client {
             .attrs
             .get(&attr.ino)
             .is_some_and(|old| old.version != attr.version);
+        tracing::debug!(target: "shoal_attrs", inode = %attr.ino, version = attr.version, size = attr.size, "answer cached");
         self.attrs.insert(attr.ino, attr.clone());
         if changed {
             let mut st = self.lock_state();
@@ -78,9 +87,22 @@ impl Client {
         attr.clone()
     }
 
+    /// Whether `attr` is older than this client's latest own change of the inode.
+    pub(crate) fn predates_own_change(&self, attr: &Attr) -> bool {
+        self.own_versions
+            .get(&attr.ino)
+            .is_some_and(|v| attr.version < *v)
+    }
+
     /// Records attributes from the answer to our own change unless a newer version is
-    /// already known; returns the freshest.
+    /// already known; returns the freshest. Also raises the inode's own-change version
+    /// (`own_versions`), which older answers still in flight are checked against.
     pub(crate) fn keep_newest(&self, attr: Attr) -> Attr {
+        tracing::debug!(target: "shoal_attrs", inode = %attr.ino, version = attr.version, size = attr.size, "own change answered");
+        self.own_versions
+            .entry(attr.ino)
+            .and_modify(|v| *v = (*v).max(attr.version))
+            .or_insert(attr.version);
         match self.attrs.entry(attr.ino) {
             dashmap::mapref::entry::Entry::Occupied(e) if e.get().version > attr.version => {
                 e.get().clone()
@@ -106,7 +128,9 @@ impl Client {
             Some(cached) if cached.version > attr.version => cached.clone(),
             _ => attr,
         };
-        overlay(attr, st.files.get(&ino))
+        let out = overlay(attr, st.files.get(&ino));
+        tracing::debug!(target: "shoal_attrs", inode = %ino, version = out.version, size = out.size, local = st.files.get(&ino).map(|w| w.size), "local view");
+        out
     }
 
     /// The committed size as last seen under `held` (asks the manager if unknown, or

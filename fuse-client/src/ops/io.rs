@@ -149,6 +149,9 @@ impl Client {
                         if end > MAX_FILE_SIZE {
                             return Err(FsError::EFBIG);
                         }
+                        if !st.files.contains_key(&ino) {
+                            tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(&ino).map(|a| (a.version, a.size)), "new dirty file");
+                        }
                         let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
                         let grew = w.write(at, data, now);
                         st.dirty_bytes += grew;
