@@ -75,7 +75,8 @@ fn op_index(req: &ManagerRequest) -> usize {
         | TxFinish { .. }
         | DirMoveLock { .. }
         | LiveExtents { .. }
-        | Relocate { .. } => 28,
+        | Relocate { .. }
+        | Fallocate { .. } => 28,
     }
 }
 

@@ -137,7 +137,8 @@ pub fn needs(req: &ManagerRequest) -> Vec<Need> {
         | Q::SetXattr { ino, .. }
         | Q::ListXattr { ino }
         | Q::RemoveXattr { ino, .. }
-        | Q::GetExtents { ino, .. } => vec![Need::Inode(*ino)],
+        | Q::GetExtents { ino, .. }
+        | Q::Fallocate { ino, .. } => vec![Need::Inode(*ino)],
         _ => Vec::new(),
     }
 }
@@ -334,6 +335,27 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
         // a file created 0444 is written through its creating descriptor; the role matrix
         // confines commits to the client's own log.
         Q::CommitWrites { writes, sync } => Q::CommitWrites { writes, sync },
+        Q::Fallocate {
+            ino,
+            offset,
+            len,
+            punch,
+            keep_size,
+        } => {
+            // Like a write of data: a session holding the file open passes (its open was
+            // checked, and the kernel lets fallocate through only a descriptor open for
+            // writing); anyone else needs write permission now.
+            if !facts.opened.contains(&ino) {
+                need(c, facts.inode(ino)?, W, "write")?;
+            }
+            Q::Fallocate {
+                ino,
+                offset,
+                len,
+                punch,
+                keep_size,
+            }
+        }
         Q::SetAttr { ino, set, .. } => {
             let set = setattr(c, facts.inode(ino)?, &set)?;
             Q::SetAttr {
@@ -501,6 +523,7 @@ fn changes(req: &ManagerRequest) -> bool {
         | Q::SetXattr { .. }
         | Q::RemoveXattr { .. }
         | Q::CommitWrites { .. }
+        | Q::Fallocate { .. }
         | Q::AcquireWrite { .. } => true,
         Q::Open { access, .. } => access.write,
         _ => false,

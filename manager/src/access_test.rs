@@ -107,6 +107,30 @@ fn another_users_0600_file_is_not_readable_nor_its_extents() {
 }
 
 #[test]
+fn fallocate_is_checked_like_a_write() {
+    let f = facts(&[attr(2, FileKind::File, 0o644, ALICE, ALICE)], &[]);
+    let punch = ManagerRequest::Fallocate {
+        ino: InodeId(2),
+        offset: 0,
+        len: 10,
+        punch: true,
+        keep_size: true,
+    };
+    let bob = cred(BOB, BOB, &[]);
+    assert_eq!(code_of(decide(&bob, punch.clone(), &f)), Some(code::EACCES));
+    assert!(decide(&cred(ALICE, ALICE, &[]), punch.clone(), &f).is_ok());
+    // Through a descriptor the session holds open (the kernel allows fallocate only on
+    // one open for writing), like a commit of written data.
+    let mut held = f.clone();
+    held.opened.insert(InodeId(2));
+    assert!(decide(&bob, punch.clone(), &held).is_ok());
+    // A read-only export refuses it.
+    let mut ro = cred(ALICE, ALICE, &[]);
+    ro.read_only = true;
+    assert_eq!(code_of(decide(&ro, punch, &f)), Some(code::EROFS));
+}
+
+#[test]
 fn lookup_needs_search_and_readdir_needs_read() {
     let f = facts(&[attr(1, FileKind::Dir, 0o711, ALICE, ALICE)], &[]);
     let lookup = ManagerRequest::Lookup {

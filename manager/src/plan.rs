@@ -913,6 +913,62 @@ impl MetaState {
         })
     }
 
+    /// fallocate(2) (see `ManagerRequest::Fallocate`). A punch is logged as a truncate
+    /// at `offset` followed by the extents past the range put back as they are, so that
+    /// replay and the live-byte counts (`usage`) see exactly the punched bytes go. The
+    /// cost: the record lists every extent past the range (a punch near the start of a
+    /// file of many extents logs them all again); a record kind of its own would not.
+    pub fn plan_fallocate(
+        &self,
+        ctx: &Ctx,
+        ino: InodeId,
+        offset: u64,
+        len: u64,
+        punch: bool,
+        keep_size: bool,
+    ) -> Result<Plan, Errno> {
+        let mut d = Draft::new(self, ctx.now);
+        let old = d.attr(ino)?;
+        match old.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(eisdir(format!("{ino} is a directory"))),
+            _ => return Err(einval(format!("{ino} is not a regular file"))),
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or_else(|| einval(format!("fallocate of {ino}: bad range {offset}+{len}")))?;
+        let mut changed = false;
+        if punch {
+            let map = &self.get(ino)?.extents;
+            if !map.range(offset, len).is_empty() {
+                let after = map.range(end, u64::MAX - end);
+                d.recs.push(Record::Truncate { ino, size: offset });
+                if !after.is_empty() {
+                    d.recs.push(Record::Extents {
+                        ino,
+                        extents: after,
+                    });
+                }
+                changed = true;
+            }
+        }
+        let grow = !keep_size && end > old.size;
+        if changed || grow {
+            let now = ctx.now;
+            let a = d.attr_mut(ino)?;
+            if grow {
+                a.size = end;
+            }
+            a.mtime = now;
+            a.ctime = now;
+        }
+        Ok(Plan::Local {
+            records: d.finish(),
+            reply: Reply::Attr(ino),
+        })
+    }
+
     pub fn plan_open(&self, ino: InodeId, session: SessionId) -> Result<Plan, Errno> {
         let i = self.get(ino)?;
         let records = if i.sessions.contains(&session) {

@@ -575,6 +575,78 @@ fn setattr_truncate_chmod_chown_times() {
 }
 
 #[test]
+fn fallocate_punch_frees_live_bytes_and_mode_0_extends() {
+    let mut h = H::new();
+    let f = h.touch(ROOT, "f").expect("create");
+    h.with(|st, c| {
+        st.plan_commit_writes(
+            c,
+            &[write(f, 0, 1, 1000, 1000), write(f, 2000, 2, 500, 2500)],
+        )
+    })
+    .expect("commit");
+    let live = |h: &H, seg: u64| h.st.usage().live(LogId(77), SegmentId(seg));
+    assert_eq!((live(&h, 1), live(&h, 2)), (1000, 500));
+    // PUNCH_HOLE|KEEP_SIZE across the end of the first extent and the gap.
+    h.with(|st, c| st.plan_fallocate(c, f, 100, 1000, true, true))
+        .expect("punch");
+    assert_eq!(
+        (live(&h, 1), live(&h, 2)),
+        (100, 500),
+        "the punched bytes are free"
+    );
+    assert_eq!((h.attr(f).size, h.attr(f).blocks_bytes), (2500, 600));
+    assert_eq!(h.st.counts().bytes, 600);
+    // Inside the second extent: it is split, the tail keeps its own pointer.
+    h.with(|st, c| st.plan_fallocate(c, f, 2100, 100, true, true))
+        .expect("punch inside");
+    assert_eq!(live(&h, 2), 400);
+    let ext = h.st.get_extents(f, 0, u64::MAX).expect("extents");
+    assert_eq!(
+        ext,
+        vec![
+            Extent {
+                offset: 0,
+                ptr: ptr(1, 0, 100)
+            },
+            Extent {
+                offset: 2000,
+                ptr: ptr(2, 0, 100)
+            },
+            Extent {
+                offset: 2200,
+                ptr: ptr(2, 200, 300)
+            },
+        ]
+    );
+    // A punch of a hole changes nothing; mode 0 inside the size neither.
+    let before = h.attr(f);
+    h.with(|st, c| st.plan_fallocate(c, f, 500, 100, true, true))
+        .expect("punch a hole");
+    h.with(|st, c| st.plan_fallocate(c, f, 0, 10, false, false))
+        .expect("mode 0 inside");
+    assert_eq!(h.attr(f), before);
+    // Mode 0 past the end grows the size, stores nothing.
+    h.with(|st, c| st.plan_fallocate(c, f, 2000, 8000, false, false))
+        .expect("mode 0 grows");
+    assert_eq!((h.attr(f).size, h.attr(f).blocks_bytes), (10_000, 500));
+    // ZERO_RANGE without KEEP_SIZE: punches and grows.
+    h.with(|st, c| st.plan_fallocate(c, f, 0, 20_000, true, false))
+        .expect("zero range");
+    assert_eq!((h.attr(f).size, h.attr(f).blocks_bytes), (20_000, 0));
+    assert_eq!((live(&h, 1), live(&h, 2)), (0, 0));
+    assert_eq!(
+        h.with(|st, c| st.plan_fallocate(c, ROOT, 0, 1, false, false)),
+        Err(EISDIR)
+    );
+    assert_eq!(
+        h.with(|st, c| st.plan_fallocate(c, f, 0, 0, true, true)),
+        Err(EINVAL)
+    );
+    h.check_replay();
+}
+
+#[test]
 fn commit_writes_overlays_and_checks_kind() {
     let mut h = H::new();
     let f = h.touch(ROOT, "f").expect("create");

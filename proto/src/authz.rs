@@ -193,6 +193,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
                 | R::Link { .. }
                 | R::SetXattr { .. }
                 | R::RemoveXattr { .. }
+                | R::Fallocate { .. }
                 | R::Sync => need(Right::FsWrite),
                 R::Create { session, .. } => {
                     need(Right::FsWrite)?;

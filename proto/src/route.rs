@@ -36,6 +36,7 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | ListXattr { ino }
         | RemoveXattr { ino, .. }
         | GetExtents { ino, .. }
+        | Fallocate { ino, .. }
         | AcquireWrite { ino, .. } => *ino,
         CommitWrites { writes, .. } => writes.first()?.ino,
         Sync

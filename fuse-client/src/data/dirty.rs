@@ -332,6 +332,19 @@ impl FileWrites {
         out
     }
 
+    /// The byte spans `[start, end)` every layer holds (unsorted, may overlap).
+    pub fn spans(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = self
+            .dirty
+            .iter()
+            .map(|(s, d)| (s, s + d.len() as u64))
+            .collect();
+        for f in &self.flights {
+            out.extend(f.chunks.iter().map(|(s, b)| (*s, *s + b.len() as u64)));
+        }
+        out
+    }
+
     /// Whether any layer holds bytes in `[off, off + len)`.
     pub fn covers_any(&self, off: u64, len: u64) -> bool {
         let end = off + len;
@@ -481,5 +494,9 @@ mod tests {
         assert_eq!(&buf, b"0123..");
         assert!(f.covers_any(3, 1));
         assert!(!f.covers_any(4, 10));
+        f.write(8, b"ab", t);
+        let mut spans = f.spans();
+        spans.sort_unstable();
+        assert_eq!(spans, vec![(0, 4), (8, 10)]);
     }
 }

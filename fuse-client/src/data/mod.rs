@@ -4,7 +4,8 @@
 //! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
 //! `open_files` (local open counts per inode, owned there), `write_errors` (errors of
 //! background write-back pending until the next close or fsync, owned there),
-//! `read` (the read path: dirty data over cached blocks over the log) and `writeback`
+//! `read` (the read path: dirty data over cached blocks over the log), `seek` (SEEK_DATA /
+//! SEEK_HOLE over covered spans, pure) and `writeback`
 //! (dirty data → segments of the client's log → commits through `meta`).
 //!
 //! This file owns `DataState`, the state behind the client's one short-held data lock.
@@ -19,6 +20,7 @@ pub(crate) mod no_caps;
 pub(crate) mod open_dirs;
 pub(crate) mod open_files;
 pub(crate) mod read;
+pub mod seek;
 pub(crate) mod write_errors;
 pub mod writeback;
 

@@ -153,7 +153,7 @@ impl Client {
 
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
     /// manager (per window).
-    async fn extents_for(
+    pub(crate) async fn extents_for(
         &self,
         ino: InodeId,
         start: u64,

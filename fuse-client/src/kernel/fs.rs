@@ -6,13 +6,14 @@
 //! handoff, and must not hold file system logic (that is `Client`'s).
 
 use crate::client::Client;
+use crate::data::seek::Seek;
 use crate::error::FsError;
 use crate::kernel::attr::{file_type, timestamp, to_file_attr};
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use proto::ids::InodeId;
 use proto::msg::{Caller, OpenAccess, RenameFlags, SetAttrs, SetTime};
@@ -416,6 +417,50 @@ impl Filesystem for ShoalFs {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         self.empty(reply, async move { c.fsync(ino(i)).await });
+    }
+
+    fn lseek(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
+        // The kernel answers SEEK_SET/CUR/END itself and sends only these two.
+        let what = match whence {
+            libc::SEEK_DATA => Seek::Data,
+            libc::SEEK_HOLE => Seek::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if offset < 0 {
+            return reply.error(Errno::ENXIO);
+        }
+        self.spawn(move |c| async move {
+            match c.seek(ino(i), offset as u64, what).await {
+                Ok(at) => reply.offset(at as i64),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
+        let c = self.client.clone();
+        self.empty(reply, async move {
+            c.fallocate(ino(i), offset, length, mode).await
+        });
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -1,7 +1,8 @@
 //! Attribute operations and the attribute cache: what the managers last said of an inode
 //! (`note_attr`, `keep_newest`), with this client's uncommitted size and mtime laid over it
 //! (`overlay`, `local_view`); getattr's committed size under a lease; setattr (chmod,
-//! chown, utimes, truncate), which writes the inode's dirty data first.
+//! chown, utimes, truncate), which writes the inode's dirty data first; fallocate (size
+//! growth and hole punching at the manager, the same way).
 //! Must not hold the data lock across an await.
 
 use crate::client::Client;
@@ -204,6 +205,88 @@ impl Client {
         drop(held);
         self.forget_commit_locks(&[ino]);
         r
+    }
+
+    /// fallocate(2). Mode 0 grows the size to `offset + len` if smaller and KEEP_SIZE
+    /// alone does nothing: a log-structured store writes every byte to a new place, so
+    /// there is nothing to preallocate (and no reservation: a later write may still find
+    /// the cluster full). PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (with or without KEEP_SIZE)
+    /// remove the range's extents at the manager, which frees their bytes for the cleaner;
+    /// the range then reads as zeros. Like a truncate, this inode's dirty data is written
+    /// first under its commit lock. Other modes: EOPNOTSUPP.
+    pub async fn fallocate(
+        &self,
+        ino: InodeId,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> Result<(), FsError> {
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let punch = match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            0 => false,
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => true,
+            libc::FALLOC_FL_ZERO_RANGE => true,
+            _ => return Err(FsError::EOPNOTSUPP),
+        };
+        if len == 0 {
+            return Err(FsError::EINVAL);
+        }
+        let end = offset.checked_add(len).ok_or(FsError::EFBIG)?;
+        if end > crate::ops::io::MAX_FILE_SIZE {
+            return Err(FsError::EFBIG);
+        }
+        if !punch && keep_size {
+            return Ok(());
+        }
+        let held = [(ino, self.commit_lock(ino).await)];
+        // As for a truncate: commits not yet durable go first, so that sending them again
+        // after a manager restart cannot undo a punch.
+        if punch && self.lock_unsynced().has(ino) {
+            if let Err(e) = self.sync_node(self.meta.owner(ino)).await {
+                tracing::debug!(inode = %ino, "sync before a hole punch failed: {e}");
+            }
+        }
+        let r = self
+            .fallocate_held(ino, offset, len, punch, keep_size, &held)
+            .await;
+        drop(held);
+        self.forget_commit_locks(&[ino]);
+        r
+    }
+
+    async fn fallocate_held(
+        &self,
+        ino: InodeId,
+        offset: u64,
+        len: u64,
+        punch: bool,
+        keep_size: bool,
+        held: &[(InodeId, InodeCommit)],
+    ) -> Result<(), FsError> {
+        self.flush_held(held, false).await?;
+        let req = ManagerRequest::Fallocate {
+            ino,
+            offset,
+            len,
+            punch,
+            keep_size,
+        };
+        let a = match self.meta.call(Target::Route, req).await? {
+            ManagerResponse::Attr(a) => a,
+            other => return Err(remote::unexpected("Fallocate", &other)),
+        };
+        self.keep_newest(a.clone());
+        let mut st = self.lock_state();
+        if let Some(w) = st.files.get_mut(&ino) {
+            // Writes buffered after the flush above stay: they are newer than the punch.
+            w.size = w.size.max(a.size);
+        }
+        if punch {
+            // The manager does not call the requester back: drop our clean copies.
+            st.cache.invalidate_from(ino, offset);
+            st.extents.invalidate(ino);
+        }
+        Ok(())
     }
 
     async fn setattr_held(

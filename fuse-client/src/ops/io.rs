@@ -1,4 +1,5 @@
-//! File I/O operations: open/release, read, write, flush, fsync, sync.
+//! File I/O operations: open/release, read, write, flush, fsync, sync, and lseek's
+//! SEEK_DATA/SEEK_HOLE (committed extents overlaid with local dirty ranges).
 //!
 //! Reads overlay dirty data on clean blocks (`data::read`: block cache, else extents read
 //! from the log); writes only buffer under the write lease (`data::writeback` commits). Opens give close-to-open
@@ -7,6 +8,8 @@
 
 use crate::client::{Client, FileHandle};
 use crate::data::dirty::{covers_all, overlay_ranges, FileWrites};
+use crate::data::extents::WINDOW;
+use crate::data::seek::{clip, find, Seek};
 use crate::data::Which;
 use crate::error::FsError;
 use bytes::Bytes;
@@ -193,5 +196,63 @@ impl Client {
         }
         overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
         Ok(Bytes::from(buf))
+    }
+
+    /// lseek(2) SEEK_DATA / SEEK_HOLE from `off`: data is what an extent of the committed
+    /// map (below the committed size) or a local uncommitted write covers; everything else
+    /// below the size is a hole, and the end of the file is a hole. ENXIO at or past the
+    /// end, and for SEEK_DATA with only holes after `off`. Extent lists are fetched one
+    /// window at a time and the search stops at the first window with an answer.
+    pub async fn seek(&self, ino: InodeId, off: u64, what: Seek) -> Result<u64, FsError> {
+        let enxio = FsError(libc::ENXIO);
+        let held = self.meta.ensure_lease(ino).await;
+        let (local_size, local) = {
+            let st = self.lock_state();
+            match st.files.get(&ino) {
+                Some(w) => (Some(w.size), w.spans()),
+                None => (None, Vec::new()),
+            }
+        };
+        let committed = self.committed_size(held.as_ref(), ino).await?;
+        let size = local_size.unwrap_or(committed);
+        if off >= size {
+            return Err(enxio);
+        }
+        let local = clip(local, 0, size);
+        let at_end = || match what {
+            Seek::Data => Err(enxio),
+            Seek::Hole => Ok(size),
+        };
+        // Committed bytes exist below both sizes (a local truncate cut the committed size
+        // at the manager too).
+        let clean_end = committed.min(size);
+        let generation = self.lock_state().cache.generation(ino);
+        let mut w = off / WINDOW;
+        loop {
+            let ws = w * WINDOW;
+            let from = off.max(ws);
+            if ws >= clean_end {
+                // Only local data past here.
+                return find(&local, what, from, size).map_or_else(at_end, Ok);
+            }
+            let we = ws + WINDOW;
+            let extents = self.extents_for(ino, ws, WINDOW, generation).await?;
+            let mut spans = clip(
+                extents
+                    .iter()
+                    .map(|e| (e.offset, e.offset + e.ptr.len as u64)),
+                ws,
+                we.min(clean_end),
+            );
+            spans.extend(clip(local.iter().copied(), ws, we));
+            let to = we.min(size);
+            if let Some(x) = find(&spans, what, from, to) {
+                return Ok(x);
+            }
+            if to == size {
+                return at_end();
+            }
+            w += 1;
+        }
     }
 }

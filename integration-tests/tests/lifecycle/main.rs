@@ -16,6 +16,7 @@ mod t62_clean_overwritten;
 mod t63_full_cluster;
 mod t64_add_node;
 mod t65_drain;
+mod t66_punch_frees;
 mod t70_rebuild_rate;
 
 use anyhow::{Context, Result};

@@ -3,6 +3,7 @@
 
 mod t10_file_io;
 mod t20_truncate_sparse;
+mod t25_fallocate_seek;
 mod t30_directories;
 mod t40_unlink_open;
 mod t50_rename;

@@ -58,6 +58,7 @@ pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
     matches!(
         req,
         R::SetAttr { .. }
+            | R::Fallocate { .. }
             | R::Create { .. }
             | R::Unlink { .. }
             | R::Rmdir { .. }
@@ -459,6 +460,18 @@ impl Service {
             R::SealLog { log, upto } => self.seal_log(log, upto).await,
             R::LiveExtents { log, segments } => self.live_extents(log, segments).await,
             R::Relocate { moves } => self.relocate(moves).await,
+            R::Fallocate {
+                ino,
+                offset,
+                len,
+                punch,
+                keep_size,
+            } => {
+                self.mutate(who, None, |st, c| {
+                    st.plan_fallocate(c, ino, offset, len, punch, keep_size)
+                })
+                .await
+            }
         }
     }
 }

@@ -385,6 +385,18 @@ pub enum ManagerRequest {
     Relocate {
         moves: Vec<ExtentMove>,
     },
+    /// fallocate(2) of a regular file, after the client wrote its dirty data of it: with
+    /// `punch`, the extents in `[offset, offset + len)` are removed (PUNCH_HOLE and
+    /// ZERO_RANGE: the range then reads as zeros and its bytes stop being live); without
+    /// `keep_size`, the size grows to `offset + len` if smaller (nothing is preallocated:
+    /// a log-structured store has no place to reserve). Answered `Attr`.
+    Fallocate {
+        ino: InodeId,
+        offset: u64,
+        len: u64,
+        punch: bool,
+        keep_size: bool,
+    },
 }
 
 /// The remote part of a cross-manager operation, applied idempotently by the participant.
@@ -596,6 +608,16 @@ impl fmt::Display for ManagerRequest {
                 write!(f, "LiveExtents({log}, {} segments)", segments.len())
             }
             Relocate { moves } => write!(f, "Relocate({} moves)", moves.len()),
+            Fallocate {
+                ino,
+                offset,
+                len,
+                punch,
+                keep_size,
+            } => write!(
+                f,
+                "Fallocate({ino}, {offset}+{len}, punch={punch}, keep_size={keep_size})"
+            ),
         }
     }
 }
