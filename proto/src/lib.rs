@@ -3,6 +3,7 @@
 //! Kept thin: no role logic lives here.
 
 pub mod authz;
+pub mod budget;
 pub mod config;
 pub mod errno;
 pub mod frame;

@@ -2,6 +2,7 @@
 //! bidirectional stream per RPC. Owns sockets, connections and framing on the wire; knows
 //! nothing of what the messages mean (that is the roles' business).
 
+use crate::budget::{ConnectionBudget, FrameLimits, Held, NodeBudget, READ_CHUNK};
 use crate::frame::{self, FrameError, PREFIX_LEN};
 use crate::identity::PeerIdentity;
 use crate::msg::{RemoteError, Request, Response};
@@ -26,7 +27,8 @@ const LOOPBACK_MTU: u16 = 6500;
 pub const READ_IDLE: Duration = Duration::from_secs(20);
 /// Bytes of request frames one incoming connection may hold in memory at once (frames
 /// being read plus requests being handled). Allocation follows arriving bytes, never a
-/// size prefix; a stream that cannot get budget within `READ_IDLE` is reset.
+/// size prefix; a stream that cannot get budget within `READ_IDLE` is reset. The identity
+/// and node levels are in `budget::FrameLimits` (set with `Transport::set_frame_limits`).
 pub const CONNECTION_BUDGET: usize = 4 * frame::MAX_BULK as usize;
 /// Incoming connections one identity may hold open at a node (each mount or tool process
 /// opens one per node). Past it new connections of that identity are closed.
@@ -134,6 +136,8 @@ pub struct Transport {
     /// Names refused at once (the installed deny list) and every live connection by the
     /// peer identity's name, so a revocation closes them.
     guard: Arc<ConnGuard>,
+    /// Memory for incoming request frames, per connection, identity and node.
+    budget: Mutex<Arc<NodeBudget>>,
 }
 
 /// Connections by identity, and the identities refused.
@@ -251,7 +255,31 @@ impl Transport {
             callback_handler: std::sync::OnceLock::new(),
             local_identity,
             guard: Arc::new(ConnGuard::default()),
+            budget: Mutex::new(NodeBudget::new(FrameLimits {
+                connection: CONNECTION_BUDGET,
+                ..FrameLimits::default()
+            })),
         }))
+    }
+
+    /// Sets the memory limits for incoming request frames. Connections accepted before the
+    /// call keep the budget they started with; call it before `serve`.
+    pub fn set_frame_limits(&self, limits: FrameLimits) {
+        *self.budget.lock().unwrap_or_else(|e| e.into_inner()) = NodeBudget::new(limits);
+    }
+
+    /// The node-level budget new connections draw from.
+    fn node_budget(&self) -> Arc<NodeBudget> {
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Bytes of incoming request frames this endpoint holds right now, and its node limit.
+    pub fn frame_bytes_held(&self) -> (usize, usize) {
+        let b = self.node_budget();
+        (b.held(), b.limits().node)
     }
 
     /// This endpoint's own identity, from its certificate (`None` if it carries none).
@@ -329,7 +357,8 @@ impl Transport {
                 *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *guard = Some(c.clone());
                 if let Some(handler) = self.callback_handler.get() {
-                    tokio::spawn(accept_streams(c.clone(), addr, id, handler.clone()));
+                    let budget = self.node_budget().connection(&identity_key(&id));
+                    tokio::spawn(accept_streams(c.clone(), addr, id, handler.clone(), budget));
                 }
                 Ok(c)
             }
@@ -415,8 +444,8 @@ async fn accept_streams(
     addr: SocketAddr,
     identity: Option<Arc<PeerIdentity>>,
     handler: Arc<dyn Handler>,
+    budget: ConnectionBudget,
 ) {
-    let budget = Arc::new(tokio::sync::Semaphore::new(CONNECTION_BUDGET));
     while let Ok((send, recv)) = conn.accept_bi().await {
         let peer = Peer {
             addr,
@@ -477,11 +506,13 @@ impl Transport {
         let endpoint = self.endpoint.clone();
         let incoming_map = self.incoming.clone();
         let guard = self.guard.clone();
+        let node_budget = self.node_budget();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let handler = handler.clone();
                 let incoming_map = incoming_map.clone();
                 let guard = guard.clone();
+                let node_budget = node_budget.clone();
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     let conn = match incoming.await {
@@ -500,7 +531,7 @@ impl Transport {
                         conn.close(code.into(), reason.as_bytes());
                         return;
                     }
-                    let budget = Arc::new(tokio::sync::Semaphore::new(CONNECTION_BUDGET));
+                    let budget = node_budget.connection(&key);
                     incoming_map
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -601,21 +632,29 @@ enum ReadError {
     Io(String),
     /// Nothing arrived for `READ_IDLE`.
     Idle(String),
-    /// The connection's memory budget stayed exhausted for `READ_IDLE`.
+    /// A level of the memory budget stayed exhausted for `READ_IDLE`.
     Budget(String),
 }
 
 /// Reads exactly `len` bytes, allocating only as they arrive (never from `len` alone),
-/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first.
+/// each chunk (at most `READ_CHUNK`) within `READ_IDLE`. With a budget, room for each
+/// chunk is taken as it arrives, before the next is read; a frame whose room does not
+/// come within `READ_IDLE` fails. Room is taken for bytes that came, never for bytes a
+/// prefix promises: a peer that sends nothing holds nothing.
 async fn read_exact_bounded(
     recv: &mut quinn::RecvStream,
     len: usize,
-    budget: Option<&Arc<tokio::sync::Semaphore>>,
-    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+    budget: Option<&ConnectionBudget>,
+    held: &mut Held,
 ) -> Result<Bytes, ReadError> {
     let mut buf = BytesMut::new();
     while buf.len() < len {
         let want = len - buf.len();
+        let want = if budget.is_some() {
+            want.min(READ_CHUNK)
+        } else {
+            want
+        };
         let chunk = match tokio::time::timeout(READ_IDLE, recv.read_chunk(want, true)).await {
             Err(_) => {
                 return Err(ReadError::Idle(format!(
@@ -630,15 +669,13 @@ async fn read_exact_bounded(
             }
             Ok(Ok(Some(c))) => c.bytes,
         };
-        if let Some(budget) = budget {
-            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-            match tokio::time::timeout(READ_IDLE, budget.clone().acquire_many_owned(n)).await {
-                Ok(Ok(p)) => held.push(p),
-                _ => {
-                    return Err(ReadError::Budget(format!(
-                        "the connection's {CONNECTION_BUDGET}-byte frame budget stayed exhausted for {READ_IDLE:?}"
-                    )))
+        if let Some(b) = budget {
+            match b.take(chunk.len(), READ_IDLE).await {
+                Ok(t) => {
+                    let n = t.len();
+                    held.keep(t, n);
                 }
+                Err(e) => return Err(ReadError::Budget(e.to_string())),
             }
         }
         if buf.is_empty() && chunk.len() == len {
@@ -651,12 +688,9 @@ async fn read_exact_bounded(
 
 async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut quinn::RecvStream,
-    budget: Option<(
-        &Arc<tokio::sync::Semaphore>,
-        &mut Vec<tokio::sync::OwnedSemaphorePermit>,
-    )>,
+    budget: Option<(&ConnectionBudget, &mut Held)>,
 ) -> Result<(T, Bytes), ReadError> {
-    let mut scratch = Vec::new();
+    let mut scratch = Held::default();
     let (budget, held) = match budget {
         Some((b, h)) => (Some(b), h),
         None => (None, &mut scratch),
@@ -680,14 +714,19 @@ async fn serve_stream(
     peer: Peer,
     handler: Arc<dyn Handler>,
     conn: quinn::Connection,
-    budget: Arc<tokio::sync::Semaphore>,
+    budget: ConnectionBudget,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     // Permits for the bytes of this request, held until it has been answered.
-    let mut held = Vec::new();
+    let mut held = Held::default();
     let who = identity_key(&peer.identity);
-    let read = read_frame::<Request>(&mut recv, Some((&budget, &mut held))).await;
+    // A closed connection ends the read at once, also one waiting for budget (which the
+    // stream itself would only notice at `READ_IDLE`), so its room is given back.
+    let read = tokio::select! {
+        r = read_frame::<Request>(&mut recv, Some((&budget, &mut held))) => r,
+        _ = conn.closed() => return,
+    };
     let (resp, bulk) = match read {
         Ok((req, bulk)) => {
             tracing::trace!(addr = %peer.addr, identity = %who, "request {req}");
