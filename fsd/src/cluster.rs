@@ -42,6 +42,27 @@ pub fn node_identity(n: &proto::config::Node) -> Result<PeerIdentity, NodeError>
     PeerIdentity::new(&n.name, &roles).map_err(|e| NodeError::Other(e.to_string()))
 }
 
+/// Who must answer at each node address of `config`: dialled nodes whose certificate is
+/// not theirs (name and every role) are refused.
+pub fn expected_peers(
+    config: &ClusterConfig,
+) -> Result<std::collections::HashMap<SocketAddr, proto::identity::ExpectedPeer>, NodeError> {
+    config
+        .nodes
+        .iter()
+        .map(|n| {
+            let id = node_identity(n)?;
+            Ok((
+                n.address,
+                proto::identity::ExpectedPeer {
+                    name: id.name,
+                    roles: id.roles,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// Issues and writes the certificate and key of `id` under the cluster's `tls/`.
 pub fn write_identity(
     config: &ClusterConfig,
@@ -292,6 +313,14 @@ impl LocalCluster {
     }
 
     /// The manager services running in this process (lease counters for benchmarks).
+    /// The transport of running node `name`.
+    pub fn node_transport(&self, name: &str) -> Option<Arc<Transport>> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.transport.clone())
+    }
+
     pub fn manager_services(&self) -> Vec<Arc<manager::Service>> {
         self.nodes.iter().filter_map(|n| n.manager()).collect()
     }
@@ -363,7 +392,9 @@ pub fn transport_as(config: &ClusterConfig, name: &str) -> Result<Arc<Transport>
             .parse()
             .map_err(|_| NodeError::Other("address".into()))?,
     };
-    Ok(Transport::bind(any, &id, false)?)
+    let t = Transport::bind(any, &id, false)?;
+    t.expect_peers(expected_peers(config)?);
+    Ok(t)
 }
 
 /// Connects a client with the default client identity and mounts it at `mountpoint`.

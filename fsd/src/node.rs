@@ -306,6 +306,7 @@ impl RunningNode {
             source,
         })?;
         let transport = bind_with_retry(node.address, &id).await?;
+        transport.expect_peers(crate::cluster::expected_peers(&config)?);
         let deny = Arc::new(DenyState::open(
             &config,
             &id,

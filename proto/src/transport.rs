@@ -4,7 +4,7 @@
 
 use crate::budget::{ConnectionBudget, FrameLimits, Held, NodeBudget, READ_CHUNK};
 use crate::frame::{self, FrameError, PREFIX_LEN};
-use crate::identity::PeerIdentity;
+use crate::identity::{ExpectedPeer, PeerIdentity};
 use crate::msg::{RemoteError, Request, Response};
 use crate::tls::{Identity, TlsError, SERVER_NAME};
 use bytes::{Bytes, BytesMut};
@@ -43,6 +43,7 @@ const SEND_WINDOW: u64 = 64 << 20;
 const CLOSE_REVOKED: u32 = 2;
 const CLOSE_MISBEHAVING: u32 = 3;
 const CLOSE_TOO_MANY: u32 = 4;
+const CLOSE_WRONG_PEER: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -138,6 +139,9 @@ pub struct Transport {
     guard: Arc<ConnGuard>,
     /// Memory for incoming request frames, per connection, identity and node.
     budget: Mutex<Arc<NodeBudget>>,
+    /// Who must answer at an address we dial (the cluster's nodes); empty: anyone the CA
+    /// signed.
+    expected: Mutex<HashMap<SocketAddr, ExpectedPeer>>,
 }
 
 /// Connections by identity, and the identities refused.
@@ -259,6 +263,7 @@ impl Transport {
                 connection: CONNECTION_BUDGET,
                 ..FrameLimits::default()
             })),
+            expected: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -266,6 +271,13 @@ impl Transport {
     /// call keep the budget they started with; call it before `serve`.
     pub fn set_frame_limits(&self, limits: FrameLimits) {
         *self.budget.lock().unwrap_or_else(|e| e.into_inner()) = NodeBudget::new(limits);
+    }
+
+    /// Names who must answer at each of these addresses (the cluster config's nodes):
+    /// connections we open to them are refused, with the reason, when the peer's
+    /// certificate is not that node's. Replaces the previous expectations.
+    pub fn expect_peers(&self, peers: HashMap<SocketAddr, ExpectedPeer>) {
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = peers;
     }
 
     /// The node-level budget new connections draw from.
@@ -343,7 +355,20 @@ impl Transport {
             Ok(Err(e)) => Err(classify_connection_error(addr, e)),
             Ok(Ok(c)) => {
                 let id = peer_identity_of(&c);
-                match self.guard.admit(&identity_key(&id), &c, None) {
+                let expected = self
+                    .expected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&addr)
+                    .map(|e| e.check(id.as_deref()));
+                let admitted = match expected {
+                    Some(Err(reason)) => {
+                        tracing::warn!(%addr, "refusing the peer we dialled: {reason}");
+                        Err((CLOSE_WRONG_PEER, format!("peer {addr}: {reason}")))
+                    }
+                    _ => self.guard.admit(&identity_key(&id), &c, None),
+                };
+                match admitted {
                     Ok(()) => Ok((c, id)),
                     Err((code, reason)) => {
                         c.close(code.into(), reason.as_bytes());

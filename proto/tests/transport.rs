@@ -303,3 +303,48 @@ async fn frame_memory_is_bounded_per_identity_and_per_node() {
         .expect("served after the misbehaving peers left");
     assert_eq!(bulk, payload);
 }
+
+#[tokio::test]
+async fn a_dialled_peer_must_be_the_node_the_config_names() {
+    use proto::identity::{ExpectedPeer, Role};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = CertAuthority::generate("t").expect("ca");
+    // Whoever answers at this address has a valid certificate of the cluster CA, but a
+    // client's, under the name the config gives the node.
+    let server =
+        Transport::bind(any(), &client_identity(dir.path(), &ca, "st-1"), true).expect("bind");
+    let _serving = server.serve(Arc::new(Echo("st-1")));
+    let addr = server.local_addr().expect("addr");
+    let dialler =
+        Transport::bind(any(), &client_identity(dir.path(), &ca, "m-1"), false).expect("bind");
+    let expect = |name: &str, roles: &[Role]| {
+        [(
+            addr,
+            ExpectedPeer {
+                name: name.into(),
+                roles: roles.to_vec(),
+            },
+        )]
+        .into_iter()
+        .collect()
+    };
+    dialler.expect_peers(expect("st-1", &[Role::Storage]));
+    let err = dialler
+        .call_timeout(addr, &Request::Ping, Bytes::new(), Duration::from_secs(10))
+        .await
+        .expect_err("a client certificate cannot pose as a storage server");
+    assert!(matches!(err, TransportError::Certificate { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected node `st-1` (storage) per the cluster config, but it presented `st-1 (client)"),
+        "{err}"
+    );
+    // The right expectation (after the down back-off) is served.
+    dialler.expect_peers(expect("st-1", &[Role::Client]));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (resp, _) = dialler
+        .call_timeout(addr, &Request::Ping, Bytes::new(), Duration::from_secs(10))
+        .await
+        .expect("the named node is served");
+    assert!(matches!(resp, Response::Pong(_)), "{resp}");
+}
