@@ -166,6 +166,7 @@ pub fn add_storage_node(
         address,
         state_dir: None,
         capacity,
+        http: None,
     });
     file.epoch += 1;
     let config = ClusterConfig::from_file(dir, file.clone())?;
@@ -323,6 +324,16 @@ impl LocalCluster {
 
     pub fn manager_services(&self) -> Vec<Arc<manager::Service>> {
         self.nodes.iter().filter_map(|n| n.manager()).collect()
+    }
+
+    /// Serves metrics and the status page of every node of this process on `addr`
+    /// (`shoal up --http ADDR`).
+    pub async fn serve_http(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<crate::http::HttpEndpoint, NodeError> {
+        let transports = self.nodes.iter().map(|n| n.transport.clone()).collect();
+        crate::http::serve(addr, self.config.clone(), transports).await
     }
 
     /// Stops one node; with `crash`, abruptly (no flush, no checkpoint).

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod msg;
 pub mod revoke;
 pub mod route;
+pub mod rpc_metrics;
 pub mod tls;
 pub mod transport;
 pub mod worker;

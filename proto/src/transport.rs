@@ -142,6 +142,8 @@ pub struct Transport {
     /// Who must answer at an address we dial (the cluster's nodes); empty: anyone the CA
     /// signed.
     expected: Mutex<HashMap<SocketAddr, ExpectedPeer>>,
+    /// This endpoint's identity name, the `node` label of its metrics.
+    node_name: Arc<str>,
 }
 
 /// Connections by identity, and the identities refused.
@@ -257,13 +259,14 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             incoming: Arc::new(Mutex::new(HashMap::new())),
             callback_handler: std::sync::OnceLock::new(),
-            local_identity,
             guard: Arc::new(ConnGuard::default()),
             budget: Mutex::new(NodeBudget::new(FrameLimits {
                 connection: CONNECTION_BUDGET,
                 ..FrameLimits::default()
             })),
             expected: Mutex::new(HashMap::new()),
+            node_name: identity_key(&local_identity).into(),
+            local_identity,
         }))
     }
 
@@ -383,7 +386,14 @@ impl Transport {
                 *guard = Some(c.clone());
                 if let Some(handler) = self.callback_handler.get() {
                     let budget = self.node_budget().connection(&identity_key(&id));
-                    tokio::spawn(accept_streams(c.clone(), addr, id, handler.clone(), budget));
+                    tokio::spawn(accept_streams(
+                        c.clone(),
+                        addr,
+                        id,
+                        handler.clone(),
+                        budget,
+                        self.node_name.clone(),
+                    ));
                 }
                 Ok(c)
             }
@@ -405,10 +415,13 @@ impl Transport {
         bulk: Bytes,
         timeout: Duration,
     ) -> Result<(Response, Bytes), TransportError> {
-        match tokio::time::timeout(timeout, self.call_inner(addr, req, bulk)).await {
+        let started = Instant::now();
+        let r = match tokio::time::timeout(timeout, self.call_inner(addr, req, bulk)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout { addr, timeout }),
-        }
+        };
+        crate::rpc_metrics::called(&self.node_name, req.op(), &r, started.elapsed());
+        r
     }
 
     /// `call_timeout` with a generous default (60 s) for bulk transfers.
@@ -457,10 +470,13 @@ impl Transport {
                 reason: "no open connection from this peer".into(),
             });
         };
-        match tokio::time::timeout(timeout, call_on(&conn, addr, req, bulk)).await {
+        let started = Instant::now();
+        let r = match tokio::time::timeout(timeout, call_on(&conn, addr, req, bulk)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout { addr, timeout }),
-        }
+        };
+        crate::rpc_metrics::called(&self.node_name, req.op(), &r, started.elapsed());
+        r
     }
 }
 
@@ -470,6 +486,7 @@ async fn accept_streams(
     identity: Option<Arc<PeerIdentity>>,
     handler: Arc<dyn Handler>,
     budget: ConnectionBudget,
+    node: Arc<str>,
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let peer = Peer {
@@ -481,6 +498,7 @@ async fn accept_streams(
             handler.clone(),
             conn.clone(),
             budget.clone(),
+            node.clone(),
             send,
             recv,
         ));
@@ -532,12 +550,14 @@ impl Transport {
         let incoming_map = self.incoming.clone();
         let guard = self.guard.clone();
         let node_budget = self.node_budget();
+        let node_name = self.node_name.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let handler = handler.clone();
                 let incoming_map = incoming_map.clone();
                 let guard = guard.clone();
                 let node_budget = node_budget.clone();
+                let node_name = node_name.clone();
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     let conn = match incoming.await {
@@ -583,6 +603,7 @@ impl Transport {
                             handler,
                             conn.clone(),
                             budget.clone(),
+                            node_name.clone(),
                             send,
                             recv,
                         ));
@@ -740,6 +761,7 @@ async fn serve_stream(
     handler: Arc<dyn Handler>,
     conn: quinn::Connection,
     budget: ConnectionBudget,
+    node: Arc<str>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -755,7 +777,18 @@ async fn serve_stream(
     let (resp, bulk) = match read {
         Ok((req, bulk)) => {
             tracing::trace!(addr = %peer.addr, identity = %who, "request {req}");
-            handler.handle(peer, req, bulk).await
+            let op = req.op();
+            let started = Instant::now();
+            let (resp, out) = handler.handle(peer, req, bulk).await;
+            crate::rpc_metrics::served(
+                &node,
+                op,
+                &resp,
+                started.elapsed(),
+                held.bytes(),
+                out.len(),
+            );
+            (resp, out)
         }
         Err(ReadError::Frame(
             e @ (FrameError::BadMagic(_)
