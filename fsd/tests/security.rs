@@ -688,9 +688,17 @@ async fn a_machine_at_a_nodes_address_with_another_certificate_is_refused() {
         .cluster
         .node_transport("manager-1")
         .expect("manager-1 runs");
-    let err = call(node_t, st, Request::Ping)
-        .await
-        .expect_err("a node refuses the impostor too");
+    // manager-1 may have dialled storage-1 while it was down: wait out its back-off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        let err = call(node_t, st, Request::Ping)
+            .await
+            .expect_err("a node refuses the impostor too");
+        if !err.to_string().contains("recently failed to connect") || Instant::now() > deadline {
+            break err;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(
         err.to_string()
             .contains("expected node `storage-1` (storage)"),
