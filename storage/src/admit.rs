@@ -20,6 +20,10 @@ pub enum WriteClass {
 /// The least reserve when none is configured.
 pub const MIN_RESERVE: u64 = 64 << 20;
 
+/// The most reserve when none is configured: metadata logs and the cleaner's copies need a
+/// working margin, not a share of a large disk (5% of 4 TiB would idle 200 GiB per server).
+pub const MAX_DEFAULT_RESERVE: u64 = 1 << 30;
+
 /// A server's configured space.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -38,9 +42,12 @@ pub struct Usage {
     pub fs_free: u64,
 }
 
-/// 5% of `capacity`, at least `MIN_RESERVE`, at most half of it.
+/// 5% of `capacity`, at least `MIN_RESERVE` and at most `MAX_DEFAULT_RESERVE`, never more
+/// than half of it.
 pub fn default_reserve(capacity: u64) -> u64 {
-    (capacity / 20).max(MIN_RESERVE).min(capacity / 2)
+    (capacity / 20)
+        .clamp(MIN_RESERVE, MAX_DEFAULT_RESERVE)
+        .min(capacity / 2)
 }
 
 impl Limits {
@@ -169,7 +176,8 @@ mod tests {
 
     #[test]
     fn default_reserve_is_bounded() {
-        assert_eq!(default_reserve(100 * 1024 * MIB), 5 * 1024 * MIB);
+        assert_eq!(default_reserve(10 * 1024 * MIB), 512 * MIB);
+        assert_eq!(default_reserve(100 * 1024 * MIB), MAX_DEFAULT_RESERVE);
         assert_eq!(default_reserve(256 * MIB), MIN_RESERVE);
         assert_eq!(default_reserve(64 * MIB), 32 * MIB, "never more than half");
     }
