@@ -6,7 +6,8 @@
 //! with every byte reading back (t62), and a cluster filled to ENOSPC deletes its way out
 //! and takes writes again (t63), and a seventh storage server added with `shoal node add`
 //! leaves old data in place and takes new stripes (t64), and `shoal node drain` empties a
-//! server so that data survives without it (t65). All bounded in time.
+//! server so that data survives without it (t65), also when it is already dead (t67,
+//! reconstructed from parity). All bounded in time.
 
 mod t10_scrub_repairs;
 mod t20_rebuild;
@@ -19,6 +20,7 @@ mod t63_full_cluster;
 mod t64_add_node;
 mod t65_drain;
 mod t66_punch_frees;
+mod t67_drain_dead;
 mod t70_rebuild_rate;
 mod t71_dead_write_rate;
 
