@@ -243,6 +243,9 @@ struct RebuildArgs {
     /// With --now: pace like the background rebuild (backs off while clients are busy).
     #[arg(long)]
     nice: bool,
+    /// With --now: stripes rebuilt at the same time.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
 }
 
 #[derive(Args)]
@@ -559,7 +562,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
-            rebuild::run(&config, a.now, a.nice).await
+            rebuild::run(&config, a.now, a.nice, a.parallel).await
         }
         Cmd::Scrub(a) => {
             let config = load(&a.cluster)?;
