@@ -2,9 +2,10 @@
 //! and stops the background workers.
 //!
 //! Owns: the `Client` value every operation runs on, with the manager-RPC layer (`meta`),
-//! the data state (`data::DataState`: dirty files, block cache, extent cache, write leases),
-//! the attribute and listing caches, the log writer and its reclaim horizon, the write
-//! verifier, open counts, and the workers (flusher, renewer) with their status; and the
+//! the write-back part (`data::writeback::WriteBack`: log writer, horizon, commit locks,
+//! write verifier, write errors), the data state (`data::DataState`: dirty files, block
+//! cache, extent cache, write leases), the attribute and listing caches, open counts, and
+//! the workers (flusher, renewer) with their status; and the
 //! transport's callback handler, which hands manager callbacks to the lease runtime
 //! (`lease::session`). The operations live in `ops` (namespace, attributes, I/O, listing),
 //! `data` (read path, write-back) and `lease::session`; they import this module, and this
@@ -17,15 +18,13 @@ use crate::data::extents::ExtentCache;
 use crate::data::no_caps::NoCaps;
 use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
-use crate::data::write_errors::WriteErrors;
+use crate::data::writeback::WriteBack;
 use crate::data::{DataState, Which};
 use crate::error::ClientError;
 use crate::handle::Handles;
-use crate::horizon::Horizon;
 use crate::kernel::notify::KernelCache;
 use crate::meta::{LeaseActions, Meta, Target};
 use crate::stats::ClientStats;
-use crate::verifier::Unsynced;
 use bytes::Bytes;
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
@@ -34,14 +33,12 @@ use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Request, Re
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use proto::worker::{Worker, WorkerStatus, Workers};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
-use storage::log::{LogReader, LogWriter};
+use storage::log::LogReader;
 use tokio::sync::{watch, Notify};
 
-/// Dirty memory at which writers wait for the flusher (at least two segments).
-const DIRTY_LIMIT: u64 = 64 << 20;
 /// Timeout of a `Ping` at connect and of a storage `Stat`.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,26 +50,14 @@ pub struct Client {
     pub(crate) transport: Arc<Transport>,
     /// The manager-RPC layer: routing, retry, errno mapping, volume leases, counters.
     pub(crate) meta: Arc<Meta>,
-    pub(crate) log_id: LogId,
-    /// The reclaim horizon of `log_id` (pins of flights and resends, next segment).
-    pub(crate) horizon: Horizon,
-    /// Per manager: the (incarnation, horizon) last promised with `LogHorizon`.
-    pub(crate) promised: DashMap<proto::ids::NodeId, (Option<u64>, u64)>,
+    /// Write-back: the log writer, its horizon, commit locks, the write verifier, write
+    /// errors, the dirty-memory limit and the ENOSPC hold (`data::writeback`).
+    pub(crate) writeback: WriteBack,
+    /// Dirty files, block and extent caches, write leases: shared by the read path,
+    /// write-back and the lease code under one short-held lock.
     pub(crate) state: Mutex<DataState>,
-    /// The log writer, created at the first flush; its lock serialises segment appends
-    /// (never held across a manager call).
-    pub(crate) log: tokio::sync::Mutex<Option<LogWriter>>,
-    /// Commits accepted without sync, until a sync of the same manager incarnation covers
-    /// them (the write verifier, see `verifier`).
-    pub(crate) unsynced: Mutex<Unsynced>,
-    /// Inodes whose write lease this client reclaimed from a restarted manager, with that
-    /// manager's incarnation: their suspect commits may be sent again (nobody else can have
-    /// written in between).
-    pub(crate) reclaimed: DashMap<InodeId, u64>,
     /// This client, for work it starts in the background (reclaims).
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
-    /// Commit locks of inodes being flushed (see `writeback::InodeCommit`).
-    pub(crate) commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     pub(crate) reader: OnceLock<LogReader>,
     /// Latest attributes seen from the managers (without local overlay).
     pub(crate) attrs: DashMap<InodeId, Attr>,
@@ -101,17 +86,8 @@ pub struct Client {
     notifier: Mutex<Option<Arc<dyn KernelCache>>>,
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
-    /// Write errors found by background flushes, reported at the next flush/fsync.
-    pub(crate) errors: WriteErrors,
     handles: Handles,
-    flush_ids: AtomicU64,
-    pub(crate) space: Notify,
-    pub(crate) kick: Arc<Notify>,
     stop: watch::Sender<bool>,
-    pub(crate) dirty_limit: u64,
-    /// Set when a flush found the storage servers full (ENOSPC): new writes fail at once
-    /// with ENOSPC until a flush succeeds, an unlink frees space, or `NO_SPACE_HOLD` passes.
-    pub(crate) no_space: Mutex<Option<std::time::Instant>>,
 }
 
 impl Client {
@@ -190,7 +166,7 @@ impl Client {
         let interval = Duration::from_millis(client.config.file.client.flush_interval_ms.max(1));
         tokio::spawn(flusher(
             Arc::downgrade(&client),
-            client.kick.clone(),
+            client.writeback.kick().clone(),
             client.stop.subscribe(),
             interval,
             client.workers.register("flusher"),
@@ -200,27 +176,30 @@ impl Client {
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
-        tracing::info!(log = %client.log_id, session = %format_args!("{:x}", client.meta.session()), "client connected");
+        tracing::info!(log = %client.log_id(), session = %format_args!("{:x}", client.meta.session()), "client connected");
         Ok(client)
     }
 
     /// A client without network checks and without a flusher (for `connect` and tests).
     pub(crate) fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> Client {
-        let tun = &config.file.client;
-        let dirty_limit = DIRTY_LIMIT.max(tun.segment_bytes.saturating_mul(2));
-        let cache = BlockCache::new(tun.cache_bytes);
+        let cache = BlockCache::new(config.file.client.cache_bytes);
         // Sessions and logs carry the tag of this client's identity: servers accept its
         // fragments, commits and session requests only with that tag (`proto::authz`).
         let tag = transport.local_identity().map(|i| i.log_tag()).unwrap_or(0);
+        let meta = Arc::new(Meta::new(
+            config.clone(),
+            transport.clone(),
+            proto::authz::session_of(tag, rand::random::<u64>()),
+        ));
+        let writeback = WriteBack::new(
+            config.clone(),
+            transport.clone(),
+            meta.clone(),
+            LogId::client_of(tag, rand::random::<u64>()),
+        );
         Client {
-            meta: Arc::new(Meta::new(
-                config.clone(),
-                transport.clone(),
-                proto::authz::session_of(tag, rand::random::<u64>()),
-            )),
-            log_id: LogId::client_of(tag, rand::random::<u64>()),
-            horizon: Default::default(),
-            promised: DashMap::new(),
+            meta,
+            writeback,
             state: Mutex::new(DataState {
                 files: HashMap::new(),
                 dirty_bytes: 0,
@@ -228,11 +207,7 @@ impl Client {
                 extents: ExtentCache::default(),
                 leases: HashMap::new(),
             }),
-            log: tokio::sync::Mutex::new(None),
-            commits: DashMap::new(),
             this: OnceLock::new(),
-            reclaimed: DashMap::new(),
-            unsynced: Mutex::new(Default::default()),
             reader: OnceLock::new(),
             attrs: DashMap::new(),
             attr_drops: AtomicU64::new(0),
@@ -245,14 +220,8 @@ impl Client {
             acquiring: DashMap::new(),
             notifier: Mutex::new(None),
             workers: Workers::default(),
-            errors: WriteErrors::default(),
             handles: Handles::default(),
-            flush_ids: AtomicU64::new(1),
-            space: Notify::new(),
-            kick: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
-            dirty_limit,
-            no_space: Mutex::new(None),
             config,
             transport,
         }
@@ -264,7 +233,7 @@ impl Client {
 
     /// This client's log.
     pub fn log_id(&self) -> LogId {
-        self.log_id
+        self.writeback.log_id()
     }
 
     /// This mount's session id.
@@ -331,10 +300,6 @@ impl Client {
 
     pub(crate) fn next_fh(&self) -> FileHandle {
         self.handles.next()
-    }
-
-    pub(crate) fn next_flush_id(&self) -> u64 {
-        self.flush_ids.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
@@ -475,6 +440,6 @@ async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: 
         worker.idle();
         // In its own task, one bounded attempt per manager: a manager that is down must
         // not hold up the next renewal (which is how a restart is noticed and reclaimed).
-        tokio::spawn(async move { c.promise_horizon().await });
+        tokio::spawn(async move { c.writeback.promise_horizon().await });
     }
 }

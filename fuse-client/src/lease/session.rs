@@ -4,8 +4,7 @@
 //!
 //! Owns: dropping every cached copy of a manager's inodes when the engine says so
 //! (`LeaseActions` for `Client`), the write lease of each inode (`AcquireWrite`, given up
-//! on a Flush callback), reclaim after a manager restart, promising the log's reclaim
-//! horizon, and carrying out callbacks (`Invalidate`, `Flush`) handed over by the
+//! on a Flush callback), reclaim after a manager restart, and carrying out callbacks (`Invalidate`, `Flush`) handed over by the
 //! transport's handler (`client::CallbackHandler`).
 //! Must not hold the state lock across an await, must not wait on a lock a request in flight
 //! to a manager holds while answering a callback, must never drop dirty data unless the
@@ -21,10 +20,6 @@ use crate::meta::{self as remote, LeaseActions, Target};
 use futures::future::BoxFuture;
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{ClientCallback, ManagerRequest, ManagerResponse, RemoteError, Response};
-use std::time::Duration;
-
-/// Bound of one `LogHorizon` attempt.
-const PROMISE_WAIT: Duration = Duration::from_secs(1);
 
 impl LeaseActions for Client {
     fn drop_caches(&self, node: NodeId, discard_writes: bool) -> BoxFuture<'_, ()> {
@@ -57,7 +52,7 @@ impl Client {
                 .filter(|i| self.meta.owner(*i) == node)
                 .collect();
             // Also files whose commits the restart may have lost: they are sent again.
-            let unsynced = self.lock_unsynced().inodes(node);
+            let unsynced = self.writeback.lock_unsynced().inodes(node);
             inos.extend(unsynced.iter().copied());
             inos.sort_unstable();
             inos.dedup();
@@ -81,7 +76,7 @@ impl Client {
                     Ok(ManagerResponse::Done) => {
                         self.record_write_lease(ino, epoch, revocations);
                         self.reacquire.remove(&ino);
-                        self.reclaimed.insert(ino, incarnation);
+                        self.writeback.note_reclaimed(ino, incarnation);
                     }
                     Ok(other) => {
                         let _ = remote::unexpected("AcquireWrite", &other);
@@ -101,7 +96,7 @@ impl Client {
                     tracing::warn!(inode = %ino, "flush after a reclaim failed: {e}");
                 }
             }
-            self.kick.notify_one();
+            self.writeback.kick().notify_one();
         }
     }
 
@@ -113,45 +108,11 @@ impl Client {
             let bytes = w.bytes();
             st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
             tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-            self.errors.record(ino, FsError::EIO);
+            self.writeback.errors.record(ino, FsError::EIO);
         }
         drop(st);
         self.reacquire.remove(&ino);
-        self.space.notify_waiters();
-    }
-
-    /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
-    /// promise is older (or made to another incarnation): one attempt each, bounded by
-    /// `PROMISE_WAIT`, never retried here (the renewer tries again next period).
-    pub(crate) async fn promise_horizon(&self) {
-        let horizon = {
-            let unsynced = self.lock_unsynced();
-            self.horizon.get(unsynced.min_segment(self.log_id))
-        };
-        let nodes: Vec<NodeId> = self.meta.nodes().collect();
-        futures::future::join_all(nodes.into_iter().map(|n| async move {
-            let incarnation = self.meta.lease(n).incarnation();
-            if self.promised.get(&n).map(|p| *p) == Some((incarnation, horizon.0)) {
-                return;
-            }
-            let req = ManagerRequest::LogHorizon {
-                session: self.meta.session(),
-                log: self.log_id,
-                horizon,
-            };
-            match self.meta.call_once(n, req, PROMISE_WAIT).await {
-                Ok(ManagerResponse::Done) => {
-                    self.promised.insert(n, (incarnation, horizon.0));
-                }
-                Ok(other) => {
-                    let _ = remote::unexpected("LogHorizon", &other);
-                }
-                Err(e) => {
-                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e}");
-                }
-            }
-        }))
-        .await;
+        self.writeback.space_freed();
     }
 
     /// Whether the write lease of `ino` is held (always true without leases).
@@ -248,7 +209,7 @@ impl Client {
                     let bytes = w.bytes();
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
                     tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-                    self.errors.record(ino, FsError::EIO);
+                    self.writeback.errors.record(ino, FsError::EIO);
                 }
             }
             st.cache.invalidate_where(|i| owned(&i));

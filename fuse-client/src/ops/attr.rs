@@ -193,17 +193,17 @@ impl Client {
                 .await?;
             return Ok(self.local_view(a));
         }
-        let held = [(ino, self.commit_lock(ino).await)];
+        let held = [(ino, self.writeback.commit_lock(ino).await)];
         // Commits not yet durable go first, durably: a truncate that survives a crash must
         // not be undone by sending them again afterwards.
-        if self.lock_unsynced().has(ino) {
-            if let Err(e) = self.sync_node(self.meta.owner(ino)).await {
+        if self.writeback.lock_unsynced().has(ino) {
+            if let Err(e) = self.writeback.sync_node(self.meta.owner(ino)).await {
                 tracing::debug!(inode = %ino, "sync before a truncate failed: {e}");
             }
         }
         let r = self.setattr_held(ino, set, caller, &held).await;
         drop(held);
-        self.forget_commit_locks(&[ino]);
+        self.writeback.forget_commit_locks(&[ino]);
         r
     }
 
@@ -238,11 +238,11 @@ impl Client {
         if !punch && keep_size {
             return Ok(());
         }
-        let held = [(ino, self.commit_lock(ino).await)];
+        let held = [(ino, self.writeback.commit_lock(ino).await)];
         // As for a truncate: commits not yet durable go first, so that sending them again
         // after a manager restart cannot undo a punch.
-        if punch && self.lock_unsynced().has(ino) {
-            if let Err(e) = self.sync_node(self.meta.owner(ino)).await {
+        if punch && self.writeback.lock_unsynced().has(ino) {
+            if let Err(e) = self.writeback.sync_node(self.meta.owner(ino)).await {
                 tracing::debug!(inode = %ino, "sync before a hole punch failed: {e}");
             }
         }
@@ -250,7 +250,7 @@ impl Client {
             .fallocate_held(ino, offset, len, punch, keep_size, &held)
             .await;
         drop(held);
-        self.forget_commit_locks(&[ino]);
+        self.writeback.forget_commit_locks(&[ino]);
         r
     }
 
@@ -322,7 +322,7 @@ impl Client {
                 st.extents.invalidate(ino);
             }
         }
-        self.space.notify_waiters();
+        self.writeback.space_freed();
         Ok(self.local_view(a))
     }
 }

@@ -70,19 +70,19 @@ impl Client {
     /// close(2): reports a write error found since the last flush/fsync. Data stays
     /// buffered (write-back); `fsync` makes it durable.
     pub async fn flush(&self, ino: InodeId) -> Result<(), FsError> {
-        self.errors.take(ino)
+        self.writeback.errors.take(ino)
     }
 
     /// fsync(2): writes and durably commits `ino`'s dirty data; with nothing to write, makes
     /// the inode's manager durable.
     pub async fn fsync(&self, ino: InodeId) -> Result<(), FsError> {
         let wrote = self.flush_inodes(Which::One(ino), true).await;
-        self.errors.take(ino)?;
+        self.writeback.errors.take(ino)?;
         if !wrote? {
             self.sync_owner(ino).await?;
         }
         // The sync may have found commits a manager restart lost.
-        self.errors.take(ino)
+        self.writeback.errors.take(ino)
     }
 
     /// fsyncdir(2): makes the directory's manager durable.
@@ -91,7 +91,7 @@ impl Client {
     }
 
     async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {
-        self.sync_node(self.meta.owner(ino)).await
+        self.writeback.sync_node(self.meta.owner(ino)).await
     }
 
     /// Buffers a write at `off`; returns the bytes accepted (all of them).
@@ -162,7 +162,7 @@ impl Client {
             };
             if let Some((at, kick)) = done {
                 if kick {
-                    self.kick.notify_one();
+                    self.writeback.kick().notify_one();
                 }
                 return Ok((at, data.len() as u32));
             }

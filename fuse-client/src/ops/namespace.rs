@@ -234,7 +234,7 @@ impl Client {
         })
         .await?;
         // Deleting is how a full cluster gets out: let writes try again.
-        *self.no_space.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.writeback.clear_no_space();
         Ok(())
     }
 
