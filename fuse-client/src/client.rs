@@ -4,7 +4,7 @@
 //! Owns: the `Client` value every operation runs on, with the manager-RPC layer (`meta`),
 //! the write-back part (`data::writeback::WriteBack`: log writer, horizon, commit locks,
 //! write verifier, write errors), the data state (`data::DataState`: dirty files, block
-//! cache, extent cache, write leases), the attribute and listing caches, open counts, and
+//! cache, extent cache, write leases), the attribute cache (`data::attrs`), listing caches, open counts, and
 //! the workers (flusher, renewer) with their status; and the
 //! transport's callback handler, which hands manager callbacks to the lease runtime
 //! (`lease::session`). The operations live in `ops` (namespace, attributes, I/O, listing),
@@ -12,6 +12,7 @@
 //! module imports none of them (the workers and the callback handler call their methods).
 //! Must not: implement file-system operations, or hold a lock across an await.
 
+use crate::data::attrs::AttrCache;
 use crate::data::cache::BlockCache;
 use crate::data::dir_parents::DirParents;
 use crate::data::extents::ExtentCache;
@@ -29,11 +30,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, SessionId};
-use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
+use proto::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use proto::worker::{Worker, WorkerStatus, Workers};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use storage::log::LogReader;
@@ -59,16 +59,9 @@ pub struct Client {
     /// This client, for work it starts in the background (reclaims).
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
     pub(crate) reader: OnceLock<LogReader>,
-    /// Latest attributes seen from the managers (without local overlay).
-    pub(crate) attrs: DashMap<InodeId, Attr>,
-    /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
-    /// attribute answer that was in flight meanwhile is not cached (`manager_attr`).
-    pub(crate) attr_drops: AtomicU64,
-    /// Per inode, the attribute version of this client's latest own change (a commit of
-    /// its writes, a setattr): an answer with an older version left the manager before
-    /// that change landed and must not be cached or shown (it may show an older, shorter
-    /// size). Never dropped by callbacks (they drop `attrs`); one entry per inode written.
-    pub(crate) own_versions: DashMap<InodeId, u64>,
+    /// The attribute cache: what the managers last said, the drop count and the floors of
+    /// our own changes (`data::attrs`).
+    pub(crate) attrs: AttrCache,
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     pub(crate) reacquire: DashMap<InodeId, ()>,
@@ -158,7 +151,7 @@ impl Client {
             .await
         {
             Ok(ManagerResponse::Attr(a)) => {
-                client.attrs.insert(a.ino, a);
+                client.attrs.insert(a);
             }
             Ok(other) => return Err(ClientError::NoRoot(format!("unexpected answer {other:?}"))),
             Err(e) => return Err(ClientError::NoRoot(e.to_string())),
@@ -209,9 +202,7 @@ impl Client {
             }),
             this: OnceLock::new(),
             reader: OnceLock::new(),
-            attrs: DashMap::new(),
-            attr_drops: AtomicU64::new(0),
-            own_versions: DashMap::new(),
+            attrs: AttrCache::default(),
             reacquire: DashMap::new(),
             opens: OpenFiles::default(),
             parents: DirParents::default(),

@@ -102,7 +102,7 @@ impl Client {
         // neither (it would tell the kernel the old, shorter size).
         for (_, outcome) in &outcomes {
             if let Outcome::Committed(Some(a)) = outcome {
-                self.keep_newest(a.clone());
+                self.attrs.keep_newest(a.clone());
             }
         }
         let mut first_err = None;
@@ -132,7 +132,7 @@ impl Client {
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
                     st.cache.invalidate(ino);
-                    self.attrs.remove(&ino);
+                    self.attrs.forget(ino);
                 }
                 Outcome::Committed(_) => {
                     let released = w.complete_flight(id);

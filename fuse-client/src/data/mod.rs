@@ -1,4 +1,5 @@
-//! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
+//! File data held by the client: `attrs` (the attribute cache and its rules, owned
+//! there), `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
 //! `dir_parents` (the `..` of directories, owned there), `no_caps` (known absent
 //! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
@@ -12,6 +13,7 @@
 //! This file owns `DataState`, the state behind the client's one short-held data lock.
 //! Must not: hold that lock across an await.
 
+pub(crate) mod attrs;
 pub mod cache;
 pub(crate) mod dir_parents;
 pub mod dirty;

@@ -180,15 +180,7 @@ impl Client {
     pub(crate) async fn drop_manager_caches(&self, node: NodeId, discard_writes: bool) {
         // The engine bumped the cache epoch already: write leases of older epochs are gone.
         let owned = |ino: &InodeId| self.meta.owner(*ino) == node;
-        let mut known: Vec<InodeId> = self
-            .attrs
-            .iter()
-            .map(|e| *e.key())
-            .filter(|i| owned(i))
-            .collect();
-        self.attr_drops
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.attrs.retain(|i, _| !owned(i));
+        let mut known: Vec<InodeId> = self.attrs.drop_where(owned);
         self.parents.forget_where(owned);
         self.no_caps.forget_where(owned);
         {
@@ -230,9 +222,7 @@ impl Client {
     /// comes while the lease is valid, and a Flush commits the data first).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
         tracing::debug!(target: "shoal_attrs", inode = %ino, "caches dropped (callback)");
-        self.attr_drops
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.attrs.remove(&ino);
+        self.attrs.drop_one(ino);
         self.parents.forget(ino);
         self.no_caps.forget(ino);
         {
@@ -246,9 +236,7 @@ impl Client {
     /// Drops this client's block, extent and attribute caches (every inode); the kernel's
     /// are left alone. For benchmarks that read cold (`setxattr shoal.drop_caches`).
     pub fn drop_caches(&self) {
-        self.attr_drops
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.attrs.clear();
+        self.attrs.drop_all();
         self.no_caps.clear();
         let mut st = self.lock_state();
         st.cache.invalidate_where(|_| true);

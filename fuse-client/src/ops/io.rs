@@ -131,13 +131,13 @@ impl Client {
             let known = self.lock_state().files.contains_key(&ino);
             // A fresh grant may have made the previous writer commit: the size we cached
             // before asking is then stale (the requester of a grant is not called back).
-            let fetched = if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
+            let fetched = if !known && (!had_lease || !self.attrs.contains(ino)) {
                 let req = proto::msg::ManagerRequest::GetAttr { ino };
                 Some(self.manager_attr(req).await?.size)
             } else {
                 None
             };
-            let committed = fetched.or_else(|| self.attrs.get(&ino).map(|a| a.size));
+            let committed = fetched.or_else(|| self.attrs.get(ino).map(|a| a.size));
             let now = Timestamp::now();
             let done = {
                 let mut st = self.lock_state();
@@ -149,8 +149,11 @@ impl Client {
                         if end > MAX_FILE_SIZE {
                             return Err(FsError::EFBIG);
                         }
-                        if !st.files.contains_key(&ino) {
-                            tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(&ino).map(|a| (a.version, a.size)), "new dirty file");
+                        // The cache lookup only when the event is wanted (write path).
+                        if !st.files.contains_key(&ino)
+                            && tracing::enabled!(target: "shoal_attrs", tracing::Level::DEBUG)
+                        {
+                            tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(ino).map(|a| (a.version, a.size)), "new dirty file");
                         }
                         let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
                         let grew = w.write(at, data, now);
