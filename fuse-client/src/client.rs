@@ -4,7 +4,8 @@
 //! Owns: the `Client` value every operation runs on, with the manager-RPC layer (`meta`),
 //! the write-back part (`data::writeback::WriteBack`: log writer, horizon, commit locks,
 //! write verifier, write errors), the data state (`data::DataState`: dirty files, block
-//! cache, extent cache, write leases), the attribute cache (`data::attrs`), listing caches, open counts, and
+//! cache, extent cache, write leases), the lease session's state
+//! (`lease::session_state::SessionState`), the attribute cache (`data::attrs`), listing caches, open counts, and
 //! the workers (flusher, renewer) with their status; and the
 //! transport's callback handler, which hands manager callbacks to the lease runtime
 //! (`lease::session`). The operations live in `ops` (namespace, attributes, I/O, listing),
@@ -24,10 +25,10 @@ use crate::data::{DataState, Which};
 use crate::error::ClientError;
 use crate::handle::Handles;
 use crate::kernel::notify::KernelCache;
+use crate::lease::session_state::SessionState;
 use crate::meta::{LeaseActions, Meta, Target};
 use crate::stats::ClientStats;
 use bytes::Bytes;
-use dashmap::DashMap;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, SessionId};
 use proto::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
@@ -62,9 +63,6 @@ pub struct Client {
     /// The attribute cache: what the managers last said, the drop count and the floors of
     /// our own changes (`data::attrs`).
     pub(crate) attrs: AttrCache,
-    /// Inodes with unflushed writes whose write lease a manager restart took away: the
-    /// lease is asked for again before they are committed.
-    pub(crate) reacquire: DashMap<InodeId, ()>,
     /// Local open counts per inode (their own part).
     pub(crate) opens: OpenFiles,
     /// Parents of directories we looked up (for `..` in readdir; their own part).
@@ -73,10 +71,9 @@ pub struct Client {
     pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: NoCaps,
-    /// Serialises `AcquireWrite` of one inode (never taken by a callback).
-    pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
-    /// The kernel's invalidation channel while mounted.
-    notifier: Mutex<Option<Arc<dyn KernelCache>>>,
+    /// The lease session's state: `AcquireWrite` gates, inodes whose write lease must be
+    /// asked for again, the kernel's invalidation channel (`lease::session_state`).
+    pub(crate) lease_session: SessionState,
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
     handles: Handles,
@@ -203,13 +200,11 @@ impl Client {
             this: OnceLock::new(),
             reader: OnceLock::new(),
             attrs: AttrCache::default(),
-            reacquire: DashMap::new(),
             opens: OpenFiles::default(),
             parents: DirParents::default(),
             open_dirs: OpenDirs::default(),
             no_caps: NoCaps::default(),
-            acquiring: DashMap::new(),
-            notifier: Mutex::new(None),
+            lease_session: SessionState::default(),
             workers: Workers::default(),
             handles: Handles::default(),
             stop: watch::channel(false).0,
@@ -255,14 +250,7 @@ impl Client {
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
     pub fn set_notifier(&self, notifier: Option<Arc<dyn KernelCache>>) {
-        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
-    }
-
-    pub(crate) fn notifier(&self) -> Option<Arc<dyn KernelCache>> {
-        self.notifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.lease_session.set_notifier(notifier);
     }
 
     /// `dir`'s buffered listing pages are stale (forwarded to `open_dirs`).

@@ -240,9 +240,9 @@ impl Client {
     /// lease that a manager restart took away is asked for again first.
     async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
         for w in &writes {
-            if self.reacquire.remove(&w.ino).is_some() {
+            if self.lease_session.take_reacquire(w.ino) {
                 if let Err(e) = self.acquire_write(w.ino).await {
-                    self.reacquire.insert(w.ino, ());
+                    self.lease_session.must_reacquire(w.ino);
                     return Err(e);
                 }
             }

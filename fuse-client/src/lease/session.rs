@@ -75,7 +75,7 @@ impl Client {
                 match self.meta.call(Target::Node(node), req).await {
                     Ok(ManagerResponse::Done) => {
                         self.record_write_lease(ino, epoch, revocations);
-                        self.reacquire.remove(&ino);
+                        self.lease_session.take_reacquire(ino);
                         self.writeback.note_reclaimed(ino, incarnation);
                     }
                     Ok(other) => {
@@ -111,7 +111,7 @@ impl Client {
             self.writeback.errors.record(ino, FsError::EIO);
         }
         drop(st);
-        self.reacquire.remove(&ino);
+        self.lease_session.take_reacquire(ino);
         self.writeback.space_freed();
     }
 
@@ -155,7 +155,7 @@ impl Client {
         if self.write_lease_held(&self.lock_state(), ino) {
             return Ok(());
         }
-        let gate = self.acquiring.entry(ino).or_default().clone();
+        let gate = self.lease_session.acquire_gate(ino);
         let _one = gate.lock().await;
         if self.write_lease_held(&self.lock_state(), ino) {
             return Ok(());
@@ -194,7 +194,7 @@ impl Client {
             for ino in lost {
                 if !discard_writes {
                     // Kept: committed once the write lease is granted again.
-                    self.reacquire.insert(ino, ());
+                    self.lease_session.must_reacquire(ino);
                     continue;
                 }
                 if let Some(w) = st.files.remove(&ino) {
@@ -215,7 +215,7 @@ impl Client {
         self.bump_dir_generations();
         known.sort_unstable();
         known.dedup();
-        notify::invalidate(self.notifier(), known, Vec::new()).await;
+        notify::invalidate(self.lease_session.notifier(), known, Vec::new()).await;
     }
 
     /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
@@ -256,7 +256,7 @@ impl Client {
                 for (parent, _) in &entries {
                     self.bump_dir_generation(*parent);
                 }
-                notify::invalidate(self.notifier(), inodes, entries).await;
+                notify::invalidate(self.lease_session.notifier(), inodes, entries).await;
                 Response::CallbackDone
             }
             ClientCallback::Flush { ino, drop_cache } => {
@@ -274,7 +274,7 @@ impl Client {
                 }
                 if drop_cache {
                     self.drop_inode_caches(ino);
-                    notify::invalidate(self.notifier(), vec![ino], Vec::new()).await;
+                    notify::invalidate(self.lease_session.notifier(), vec![ino], Vec::new()).await;
                 }
                 Response::CallbackDone
             }

@@ -28,7 +28,7 @@ impl Client {
     /// Whether the kernel may keep `ino`'s page cache across opens: only when its manager
     /// grants leases and we can tell the kernel to drop it on a callback.
     pub fn keep_cache(&self, ino: InodeId) -> bool {
-        self.meta.lease_epoch(ino).is_some() && self.notifier().is_some()
+        self.meta.lease_epoch(ino).is_some() && self.lease_session.notifier().is_some()
     }
 
     /// Opens `ino`: refreshes its attributes and registers the open (first local open).
