@@ -345,7 +345,8 @@ pub enum ManagerRequest {
     /// Between managers, phase two: the coordinator's durable decision. The participant
     /// applies (commit) or drops (abort) its prepared part, releases its locks and forgets
     /// the transaction; this message is the coordinator's acknowledgement of its prepare
-    /// answer. Unknown transactions are answered `Done` (already finished). Answered `Done`.
+    /// answer. Answered `TxFinished` with the attributes as applied (empty after an abort,
+    /// and for an unknown transaction: finished before).
     TxFinish {
         tx: TxId,
         commit: bool,
@@ -467,6 +468,15 @@ pub enum ManagerResponse {
     /// The coordinator's outcome: committed or not.
     TxOutcome {
         committed: bool,
+    },
+    /// A participant carried out the decision on its part of a transaction (`TxFinish`):
+    /// on commit, one entry per op of its prepare, the attributes of the op's inode once
+    /// applied (`None` where the prepare had no result). They include every change that
+    /// landed between prepare and decision (a commit of the linked file), which the
+    /// prepare's results do not. Empty when nothing was applied here (abort, or a repeated
+    /// decision of a transaction finished before).
+    TxFinished {
+        applied: Vec<Option<Attr>>,
     },
     /// Coordinator hint for routing.
     Owner(NodeId),
