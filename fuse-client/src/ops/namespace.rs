@@ -294,17 +294,9 @@ impl Client {
             new_name: new_name.to_string(),
             caller,
         };
-        if self.meta.owner(ino) == self.meta.owner(new_parent) {
-            return self.attr_call(req).await;
-        }
-        // A link between two managers' inodes answers the attributes the inode's owner
-        // computed when it prepared its part, not as it applied it: a commit of ours that
-        // landed in between is missing from them (an older size) under the version number
-        // the commit got. Neither cached nor shown: the attributes are asked for afresh.
-        match self.meta.call(Target::Route, req).await? {
-            ManagerResponse::Attr(_) => self.getattr(ino).await,
-            other => Err(remote::unexpected("Link", &other)),
-        }
+        // Also between two managers' inodes: the coordinator answers the attributes as
+        // the inode's owner applied the link (a commit of ours in between included).
+        self.attr_call(req).await
     }
 
     pub async fn readlink(&self, ino: InodeId) -> Result<String, FsError> {

@@ -52,26 +52,6 @@ pub use outbound::{CallbackSender, ClientPeers, Peers, QuicCallbacks};
 /// it gives up with `Unavailable` (only under pathological contention).
 const LEASE_ROUNDS: u32 = 64;
 
-/// Whether a request changes state and so is refused during the grace period.
-pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
-    use ManagerRequest as R;
-    matches!(
-        req,
-        R::SetAttr { .. }
-            | R::Fallocate { .. }
-            | R::Create { .. }
-            | R::Unlink { .. }
-            | R::Rmdir { .. }
-            | R::Rename { .. }
-            | R::Link { .. }
-            | R::SetXattr { .. }
-            | R::RemoveXattr { .. }
-            | R::TxApply { .. }
-            | R::TxPrepare { .. }
-            | R::Relocate { .. }
-    )
-}
-
 fn grace_refusal() -> RemoteError {
     RemoteError::Unavailable(
         "grace period after a manager restart: leases of the previous incarnation may still \
@@ -266,7 +246,7 @@ impl Service {
             }
             r => r.session(),
         };
-        if refused_in_grace(&req) && self.leases().in_grace(now) {
+        if req.kind().refused_in_grace && self.leases().in_grace(now) {
             return Err(grace_refusal());
         }
         match req {
