@@ -334,7 +334,15 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
         // Not re-checked against the mode: an open file stays writable after a chmod, and
         // a file created 0444 is written through its creating descriptor; the role matrix
         // confines commits to the client's own log.
-        Q::CommitWrites { writes, sync } => Q::CommitWrites { writes, sync },
+        Q::CommitWrites {
+            writes,
+            sync,
+            standing,
+        } => Q::CommitWrites {
+            writes,
+            sync,
+            standing,
+        },
         Q::Fallocate {
             ino,
             offset,

@@ -14,7 +14,7 @@ use crate::data::writeback::{InodeCommit, Taken};
 use crate::data::Which;
 use crate::error::FsError;
 use proto::ids::{InodeId, NodeId};
-use proto::msg::{Attr, Extent, InodeWrite};
+use proto::msg::{Attr, Extent, InodeWrite, Standing};
 use std::collections::{BTreeMap, HashMap};
 
 impl Client {
@@ -76,6 +76,7 @@ impl Client {
                         chunks: f.chunks,
                         size: w.size,
                         mtime: w.mtime,
+                        standing: w.standing,
                     });
                 }
             };
@@ -121,7 +122,14 @@ impl Client {
                 }
                 Outcome::Failed(e) => {
                     tracing::warn!(inode = %ino, "manager refused the commit ({e}); dropping the data");
-                    self.writeback.errors.record(ino, e);
+                    // ENOLCK: buffered before the manager gave up on us (see `Standing`);
+                    // the application hears of it as of any lost write.
+                    let reported = if e == FsError::ENOLCK {
+                        FsError::EIO
+                    } else {
+                        e
+                    };
+                    self.writeback.errors.record(ino, reported);
                     first_err.get_or_insert(e);
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
@@ -165,10 +173,12 @@ impl Client {
         extents: Vec<Vec<Extent>>,
         sync: bool,
     ) -> Vec<(InodeId, Outcome)> {
-        let mut groups: BTreeMap<NodeId, Vec<InodeWrite>> = BTreeMap::new();
+        // One request per manager and standing (entries buffered across a loss the client
+        // has not learned of yet stand apart; the manager refuses only those).
+        let mut groups: BTreeMap<(NodeId, Option<Standing>), Vec<InodeWrite>> = BTreeMap::new();
         for (t, ex) in taken.iter().zip(extents) {
             groups
-                .entry(self.meta.owner(t.ino))
+                .entry((self.meta.owner(t.ino), t.standing))
                 .or_default()
                 .push(InodeWrite {
                     ino: t.ino,
@@ -177,9 +187,12 @@ impl Client {
                     mtime: t.mtime,
                 });
         }
-        let results =
-            futures::future::join_all(groups.into_values().map(|w| self.commit_group(w, sync)))
-                .await;
+        let results = futures::future::join_all(
+            groups
+                .into_iter()
+                .map(|((_, standing), w)| self.commit_group(w, sync, standing)),
+        )
+        .await;
         let mut by_ino: HashMap<InodeId, Outcome> = results.into_iter().flatten().collect();
         taken
             .iter()
@@ -197,10 +210,15 @@ impl Client {
     /// Commits the writes of one manager. When the group fails for a reason that is not
     /// transient, each inode is committed alone so that one bad inode (say, unlinked and
     /// closed meanwhile) does not hold back the others.
-    async fn commit_group(&self, writes: Vec<InodeWrite>, sync: bool) -> Vec<(InodeId, Outcome)> {
+    async fn commit_group(
+        &self,
+        writes: Vec<InodeWrite>,
+        sync: bool,
+        standing: Option<Standing>,
+    ) -> Vec<(InodeId, Outcome)> {
         let inos: Vec<InodeId> = writes.iter().map(|w| w.ino).collect();
         let single = writes.len() == 1;
-        match self.commit(writes.clone(), sync).await {
+        match self.commit(writes.clone(), sync, standing).await {
             Ok(attrs) => {
                 let mut by_ino: HashMap<InodeId, Attr> =
                     attrs.into_iter().map(|a| (a.ino, a)).collect();
@@ -222,7 +240,7 @@ impl Client {
                 let mut out = Vec::new();
                 for w in writes {
                     let ino = w.ino;
-                    let o = match self.commit(vec![w], sync).await {
+                    let o = match self.commit(vec![w], sync, standing).await {
                         Ok(a) => Outcome::Committed(a.into_iter().next()),
                         Err(e) if is_gone(e) => Outcome::Gone,
                         Err(e) => Outcome::Failed(e),
@@ -238,7 +256,12 @@ impl Client {
     /// retried after renewing: the manager gave up on this client, so the renewal drops the
     /// data (see `drop_manager_caches`) instead of writing it over newer changes. A write
     /// lease that a manager restart took away is asked for again first.
-    async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
+    async fn commit(
+        &self,
+        writes: Vec<InodeWrite>,
+        sync: bool,
+        standing: Option<Standing>,
+    ) -> Result<Vec<Attr>, FsError> {
         for w in &writes {
             if self.lease_session.take_reacquire(w.ino) {
                 if let Err(e) = self.acquire_write(w.ino).await {
@@ -247,7 +270,7 @@ impl Client {
                 }
             }
         }
-        self.writeback.commit(writes, sync).await
+        self.writeback.commit(writes, sync, standing).await
     }
 
     /// Sends again, durably and in order, the commits of `ino` that a restarted manager
@@ -264,7 +287,8 @@ impl Client {
             return;
         }
         tracing::info!(inode = %ino, commits = writes.len(), "sending commits a manager restart may have lost again");
-        if let Err(e) = self.commit(writes, true).await {
+        // No standing: these go to a new incarnation, which applies its reclaim rules.
+        if let Err(e) = self.commit(writes, true, None).await {
             tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
             self.writeback.errors.record(ino, e);
         }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId};
-use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Timestamp};
+use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Standing, Timestamp};
 use proto::transport::Transport;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +44,8 @@ pub(crate) struct Taken {
     pub chunks: Vec<(u64, Bytes)>,
     pub size: u64,
     pub mtime: Timestamp,
+    /// `FileWrites::standing` of the inode's writes.
+    pub standing: Option<Standing>,
 }
 
 /// A piece of a taken chunk placed in a segment: `(item, start within item, len)`.
@@ -299,9 +301,14 @@ impl WriteBack {
         &self,
         writes: Vec<InodeWrite>,
         sync: bool,
+        standing: Option<Standing>,
     ) -> Result<Vec<Attr>, FsError> {
         let kept = writes.clone();
-        let req = ManagerRequest::CommitWrites { writes, sync };
+        let req = ManagerRequest::CommitWrites {
+            writes,
+            sync,
+            standing,
+        };
         let node = proto::route::routing_inode(&req).map(|i| self.meta.owner(i));
         let mark = self.lock_unsynced().mark();
         match self.meta.call_commit(req).await? {

@@ -138,6 +138,9 @@ impl Client {
                 None
             };
             let committed = fetched.or_else(|| self.attrs.get(ino).map(|a| a.size));
+            // Read before the data lock: a loss learned after this leaves the entry with
+            // the older standing, and its commit is refused rather than let through.
+            let standing = self.meta.standing(ino);
             let now = Timestamp::now();
             let done = {
                 let mut st = self.lock_state();
@@ -155,7 +158,10 @@ impl Client {
                         {
                             tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(ino).map(|a| (a.version, a.size)), "new dirty file");
                         }
-                        let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
+                        let w = st
+                            .files
+                            .entry(ino)
+                            .or_insert_with(|| FileWrites::standing_at(base, standing));
                         let grew = w.write(at, data, now);
                         st.dirty_bytes += grew;
                         Some((at, st.dirty_bytes >= self.config.file.client.segment_bytes))

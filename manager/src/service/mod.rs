@@ -371,7 +371,11 @@ impl Service {
                 })
                 .await
             }
-            R::CommitWrites { writes, sync } => {
+            R::CommitWrites {
+                writes,
+                sync,
+                standing,
+            } => {
                 for w in &writes {
                     self.check_owned(w.ino)?;
                 }
@@ -392,6 +396,21 @@ impl Service {
                             .any(|w| who.is_none() || lt.holders(w.ino).1 != who)
                     {
                         return Err(grace_refusal());
+                    }
+                }
+                if let (Some(s), Some(st)) = (who, standing) {
+                    // Buffered before this incarnation gave up on the session (it may have
+                    // asked for the write lease anew since, to commit them): others may
+                    // have written the file meanwhile, so these writes must never land.
+                    let now_losses = self.leases().losses(s);
+                    if st.incarnation == self.incarnation && st.losses != now_losses {
+                        return Err(errno(Errno::new(
+                            code::ENOLCK,
+                            format!(
+                                "session {s:x} buffered these writes before this manager gave up on it ({} of {now_losses} losses): they are dropped",
+                                st.losses
+                            ),
+                        )));
                     }
                 }
                 if let Some(s) = who {

@@ -157,6 +157,16 @@ pub struct InodeWrite {
     pub mtime: Timestamp,
 }
 
+/// Where a client stood with a manager when it buffered data: the manager's incarnation
+/// and the number of times it had given up on the session (`LeaseGrant::losses`). A commit
+/// carries it so that writes buffered before a loss never land, even when the session holds
+/// the inode's write lease again by the time it commits (it asked for it anew).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Standing {
+    pub incarnation: u64,
+    pub losses: u32,
+}
+
 /// The cleaner copied file bytes `[offset, offset + old.len)` of `ino` from `old` to `new`
 /// (same length); the owning manager remaps them only where its extent map still points at
 /// `old` (a concurrent overwrite wins).
@@ -283,9 +293,13 @@ pub enum ManagerRequest {
         len: u64,
     },
     /// Commit data written to the client's log. With `sync`, answer only once durable.
+    /// `standing`: the manager's incarnation and loss count the client knew when it buffered
+    /// the data; a manager of that incarnation that gave up on the session since refuses
+    /// the commit (ENOLCK), whatever write lease the session holds now.
     CommitWrites {
         writes: Vec<InodeWrite>,
         sync: bool,
+        standing: Option<Standing>,
     },
     /// Make every change so far durable (fsync/fsyncdir, unmount).
     Sync,
@@ -682,7 +696,7 @@ impl fmt::Display for ManagerRequest {
             ListXattr { ino } => write!(f, "ListXattr({ino})"),
             RemoveXattr { ino, name, .. } => write!(f, "RemoveXattr({ino}, {name:?})"),
             GetExtents { ino, offset, len } => write!(f, "GetExtents({ino}, {offset}+{len})"),
-            CommitWrites { writes, sync } => {
+            CommitWrites { writes, sync, .. } => {
                 write!(f, "CommitWrites({} inodes, sync={sync})", writes.len())
             }
             Sync => write!(f, "Sync"),
