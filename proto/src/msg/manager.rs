@@ -864,6 +864,7 @@ mod kind_tests {
                 R::CommitWrites {
                     writes: Vec::new(),
                     sync: false,
+                    standing: None,
                 },
                 (true, false, false),
             ),
