@@ -4,7 +4,7 @@
 //! the cluster: every handler only reads (the page probes the nodes as `shoal status`
 //! does). It is unauthenticated, so it binds where the config says (loopback in examples).
 
-use crate::cluster::{status, ClusterStatus, NodeStatus};
+use crate::cluster::{status, ClusterStatus, Health, NodeStatus};
 use crate::NodeError;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -150,20 +150,18 @@ async fn status_page(v: &View) -> Html<String> {
 
 /// The status page of `s` (pure: rendering only).
 pub fn render_status(config: &ClusterConfig, s: &ClusterStatus) -> String {
-    let down = s.nodes.iter().filter(|n| n.reachable.is_err()).count();
+    let down = s.not_up();
     let mut body = String::new();
-    let (class, health) = if s.can_serve && down == 0 {
-        ("ok", "healthy: every node is up".to_string())
-    } else if s.can_serve {
-        (
+    let (class, health) = match s.health() {
+        Health::Healthy => ("ok", "healthy: every node is up".to_string()),
+        Health::Degraded => (
             "warn",
-            format!("degraded: {down} node(s) down, the cluster still serves"),
-        )
-    } else {
-        (
+            format!("degraded: {down} node(s) down or recovering, the cluster still serves"),
+        ),
+        Health::Unavailable => (
             "bad",
             format!("cannot serve: {down} node(s) down or managers not ready"),
-        )
+        ),
     };
     let _ = write!(
         body,
@@ -187,11 +185,7 @@ pub fn render_status(config: &ClusterConfig, s: &ClusterStatus) -> String {
 
 fn node_row(n: &NodeStatus) -> String {
     let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
-    let state = match (&n.reachable, n.manager_ready) {
-        (Err(_), _) => "down",
-        (Ok(_), Some(false)) => "recovering",
-        (Ok(_), _) => "up",
-    };
+    let state = n.state().as_str();
     let (cap, used, frags) = match &n.storage {
         Some(st) => (
             st.capacity_bytes.to_string(),

@@ -467,33 +467,28 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: is_root(),
                 ..Default::default()
             };
+            // Mounts, then the HTTP endpoint; on any failure one path undoes what was done.
             let mut mounts = Vec::new();
-            for p in &points {
-                match fsd::cluster::mount(cluster.config.clone(), p, &opts).await {
-                    Ok(m) => mounts.push(m),
-                    Err(e) => {
-                        for m in mounts {
-                            let _ = m.unmount().await;
-                        }
-                        cluster.stop().await;
-                        remove_created(&created);
-                        return Err(e.into());
-                    }
+            let started: Result<_> = async {
+                for p in &points {
+                    mounts.push(fsd::cluster::mount(cluster.config.clone(), p, &opts).await?);
                 }
+                Ok(match a.http {
+                    Some(addr) => Some(cluster.serve_http(addr).await?),
+                    None => None,
+                })
             }
-            let http = match a.http {
-                Some(addr) => match cluster.serve_http(addr).await {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        for m in mounts {
-                            let _ = m.unmount().await;
-                        }
-                        cluster.stop().await;
-                        remove_created(&created);
-                        return Err(e.into());
+            .await;
+            let http = match started {
+                Ok(h) => h,
+                Err(e) => {
+                    for m in mounts {
+                        let _ = m.unmount().await;
                     }
-                },
-                None => None,
+                    cluster.stop().await;
+                    remove_created(&created);
+                    return Err(e);
+                }
             };
             let shown: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
             eprintln!(
@@ -581,11 +576,7 @@ async fn run(cli: Cli) -> Result<i32> {
             );
             for n in &s.nodes {
                 let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
-                let state = match (&n.reachable, n.manager_ready) {
-                    (Err(_), _) => "down",
-                    (Ok(_), Some(false)) => "recovering",
-                    (Ok(_), _) => "up",
-                };
+                let state = n.state().as_str();
                 let (cap, used, frags) = match n.storage {
                     Some(st) => (
                         human(st.capacity_bytes),
