@@ -13,6 +13,7 @@ mod df;
 mod drain;
 mod rebuild;
 mod scrub;
+mod status;
 
 #[derive(Parser)]
 #[command(
@@ -40,9 +41,10 @@ enum Cmd {
     /// Certificates: issue client and admin identities, revoke any identity.
     #[command(subcommand)]
     Cert(CertCmd),
-    /// Show every node: role, address, reachable or not, capacity and use. Exit 0 when the
-    /// cluster can serve.
-    Status(ClusterArg),
+    /// Show the health line, then every node: role, address, state, capacity and use,
+    /// workers; degraded stripes. Exit 0 when the cluster can serve, 1 when it cannot, 3 when
+    /// it could not be probed.
+    Status(StatusArgs),
     /// Show the space the reclaimer would give back (deleted or overwritten data); with
     /// --now, reclaim it at once.
     Clean(CleanArgs),
@@ -243,6 +245,16 @@ struct RebuildArgs {
     /// With --now: pace like the background rebuild (backs off while clients are busy).
     #[arg(long)]
     nice: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Print one JSON document (fields documented in tools/src/status.rs, format version 1).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -560,122 +572,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let config = load(&a.cluster)?;
             scrub::run(&config, a.now).await
         }
-        Cmd::Status(a) => {
-            let config = load(&a.cluster)?;
-            let s = fsd::cluster::status(&config).await?;
-            println!(
-                "cluster {:?} (epoch {}, erasure {}+{})",
-                config.file.name,
-                config.file.epoch,
-                config.file.erasure.data,
-                config.file.erasure.parity
-            );
-            println!(
-                "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
-                "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS"
-            );
-            for n in &s.nodes {
-                let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
-                let state = n.state().as_str();
-                let (cap, used, frags) = match n.storage {
-                    Some(st) => (
-                        human(st.capacity_bytes),
-                        human(st.used_bytes),
-                        st.fragments.to_string(),
-                    ),
-                    None => ("-".into(), "-".into(), "-".into()),
-                };
-                println!(
-                    "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
-                    n.name,
-                    roles.join(","),
-                    n.address,
-                    state,
-                    cap,
-                    used,
-                    frags
-                );
-                if let Err(e) = &n.reachable {
-                    println!("    {e}");
-                }
-                if let Ok(info) = &n.reachable {
-                    if !info.workers.is_empty() {
-                        let list: Vec<String> = info
-                            .workers
-                            .iter()
-                            .map(|w| format!("{} {} ({} rounds)", w.name, w.state, w.rounds))
-                            .collect();
-                        println!("    workers: {}", list.join(", "));
-                    }
-                    for w in &info.workers {
-                        if let Some(e) = &w.last_error {
-                            println!("    {} last round failed: {e}", w.name);
-                        }
-                    }
-                }
-                if n.storage.as_ref().is_some_and(|st| st.draining) {
-                    println!("    draining: takes no new fragments (`shoal node drain` moves the rest off)");
-                }
-                if let Some(r) = &n.scrub {
-                    if r.running {
-                        println!(
-                            "    scrub: running, {}/{} fragments checked, {} bad, {} repaired",
-                            r.current.checked, r.current_total, r.current.bad, r.current.repaired
-                        );
-                    }
-                    if r.last_finished_unix != 0 {
-                        println!(
-                            "    last scrub {}: {} fragments checked, {} bad, {} repaired, {} unrepaired",
-                            ago(r.last_finished_unix),
-                            r.last.checked,
-                            r.last.bad,
-                            r.last.repaired,
-                            r.last.unrepaired
-                        );
-                    } else if !r.running {
-                        println!("    not scrubbed yet since it started");
-                    }
-                }
-            }
-            // Redundancy: stripes missing fragments on the servers that answer.
-            let live: Vec<std::net::SocketAddr> = s
-                .nodes
-                .iter()
-                .filter(|n| n.storage.is_some())
-                .map(|n| n.address)
-                .collect();
-            // Listing logs needs the admin identity (the role matrix); without its
-            // certificate here, the count is not known and status says so.
-            match fsd::cluster::admin_transport(&config) {
-                Ok(t) => {
-                    let scan =
-                        storage::rebuild::scan(&storage::StorageClient::new(t.clone()), &live)
-                            .await;
-                    t.close();
-                    let hist = storage::rebuild::degraded_histogram(&scan.stripes);
-                    let degraded: usize = hist.values().sum();
-                    println!(
-                        "stripes: {}, degraded: {}{} (a server down longer than rebuild_delay_secs = {} s is rebuilt in the background; `shoal rebuild --now` does it at once)",
-                        scan.stripes.len(),
-                        degraded,
-                        hist.iter()
-                            .map(|(m, n)| format!(", {n} missing {m} fragment(s)"))
-                            .collect::<String>(),
-                        config.file.storage.rebuild_delay_secs
-                    );
-                }
-                Err(e) => {
-                    println!("stripes: unknown (counting them needs the admin identity: {e})")
-                }
-            }
-            if s.can_serve {
-                println!("cluster can serve");
-                Ok(0)
-            } else {
-                println!("cluster can NOT serve: start the nodes shown as down (shoal node run --cluster {} --node NAME)", a.cluster.display());
-                Ok(1)
-            }
-        }
+        Cmd::Status(a) => status::run(&a.cluster, a.json).await,
     }
 }
 
@@ -750,7 +647,7 @@ impl StopSignals {
 }
 
 /// "N s/min/h/d ago" for a Unix time.
-fn ago(unix: u64) -> String {
+pub(crate) fn ago(unix: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

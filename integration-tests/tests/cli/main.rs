@@ -3,6 +3,7 @@
 
 mod t10_init_and_args;
 mod t20_status;
+mod t21_status_json;
 mod t30_certificate_mismatch;
 mod t40_up;
 mod t50_port_in_use;
