@@ -332,8 +332,8 @@ impl LocalCluster {
         &self,
         addr: SocketAddr,
     ) -> Result<crate::http::HttpEndpoint, NodeError> {
-        let transports = self.nodes.iter().map(|n| n.transport.clone()).collect();
-        crate::http::serve(addr, self.config.clone(), transports).await
+        let sources = self.nodes.iter().map(|n| n.http_source()).collect();
+        crate::http::serve(addr, self.config.clone(), sources).await
     }
 
     /// Stops one node; with `crash`, abruptly (no flush, no checkpoint).
@@ -424,12 +424,38 @@ pub async fn mount_as(
     mountpoint: &Path,
     opts: &fuse_client::MountOptions,
 ) -> Result<fuse_client::Mount, NodeError> {
+    Ok(mount_serving(config, name, mountpoint, opts, None).await?.0)
+}
+
+/// `mount_as`, and with `http` an HTTP endpoint there serving this client's metrics (and
+/// the cluster's status page); it stops when dropped.
+pub async fn mount_serving(
+    config: Arc<ClusterConfig>,
+    name: &str,
+    mountpoint: &Path,
+    opts: &fuse_client::MountOptions,
+    http: Option<SocketAddr>,
+) -> Result<(fuse_client::Mount, Option<crate::http::HttpEndpoint>), NodeError> {
     let transport = transport_as(&config, name)?;
-    let client = fuse_client::Client::connect(config, transport)
+    let client = fuse_client::Client::connect(config.clone(), transport.clone())
         .await
         .map_err(|e| NodeError::Client(e.to_string()))?;
-    fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts)
-        .map_err(|e| NodeError::Client(e.to_string()))
+    let m = fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts)
+        .map_err(|e| NodeError::Client(e.to_string()))?;
+    let endpoint = match http {
+        Some(addr) => {
+            let source = crate::http::Source::client(transport, m.client().clone());
+            match crate::http::serve(addr, config, vec![source]).await {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    let _ = m.unmount().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    Ok((m, endpoint))
 }
 
 /// Why `status` could not reach a node.

@@ -103,6 +103,37 @@ struct NodeHandler {
     registry: Arc<Workers>,
 }
 
+/// The parts of a running node its HTTP endpoint reads at each scrape (gauges of the
+/// storage server's fragments and bytes, and of every background worker).
+#[derive(Clone)]
+pub struct NodeParts {
+    name: Arc<str>,
+    storage: Option<Arc<storage::server::Server>>,
+    manager: Option<Arc<manager::Service>>,
+    registry: Arc<Workers>,
+}
+
+impl NodeParts {
+    /// Sets the node's gauges (`proto::ops_metrics`) to what they are now.
+    pub(crate) async fn record_gauges(&self) {
+        let workers = all_workers(self.manager.as_deref(), &self.registry);
+        proto::ops_metrics::worker_gauges(&self.name, &workers);
+        if let Some(s) = &self.storage {
+            if let Ok((proto::msg::StorageResponse::Stat(st), _)) = s
+                .handle(proto::msg::StorageRequest::Stat, Bytes::new())
+                .await
+            {
+                proto::ops_metrics::storage_gauges(
+                    &self.name,
+                    st.fragments,
+                    st.used_bytes,
+                    st.capacity_bytes,
+                );
+            }
+        }
+    }
+}
+
 /// Every worker of the node: the manager's, then the other roles'.
 fn all_workers(manager: Option<&manager::Service>, registry: &Workers) -> Vec<WorkerStatus> {
     let mut all = manager.map(|m| m.workers()).unwrap_or_default();
@@ -274,6 +305,7 @@ pub struct RunningNode {
     registry: Arc<Workers>,
     /// The node's HTTP endpoint (`http` in its config), stopped with the node.
     http: Option<crate::http::HttpEndpoint>,
+    parts: NodeParts,
 }
 
 /// The capacity and reserve of storage node `node` from the config.
@@ -350,6 +382,12 @@ impl RunningNode {
             version: proto::VERSION.to_string(),
             workers: Vec::new(),
         };
+        let parts = NodeParts {
+            name: name.into(),
+            storage: storage.clone(),
+            manager: manager.clone(),
+            registry: registry.clone(),
+        };
         let handler = Arc::new(NodeHandler {
             info,
             storage,
@@ -361,7 +399,8 @@ impl RunningNode {
         tracing::info!(node = %name, addr = %node.address, "node is serving");
         let http = match node.http {
             Some(addr) => {
-                Some(crate::http::serve(addr, config.clone(), vec![transport.clone()]).await?)
+                let source = crate::http::Source::node(transport.clone(), parts.clone());
+                Some(crate::http::serve(addr, config.clone(), vec![source]).await?)
             }
             None => None,
         };
@@ -408,7 +447,13 @@ impl RunningNode {
             workers,
             registry,
             http,
+            parts,
         })
+    }
+
+    /// What the HTTP endpoint of this process reports of this node.
+    pub fn http_source(&self) -> crate::http::Source {
+        crate::http::Source::node(self.transport.clone(), self.parts.clone())
     }
 
     /// The named background workers of this node's roles (the manager's journal, the

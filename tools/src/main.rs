@@ -222,6 +222,14 @@ struct MountArgs {
     /// Honour device nodes (mounts are nodev without it).
     #[arg(long)]
     dev: bool,
+    /// Serve this client's Prometheus metrics (/metrics) and the cluster's status page (/)
+    /// on ADDR, e.g. 127.0.0.1:9500. Unauthenticated: a loopback address unless
+    /// --http-remote.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Allow --http on a non-loopback address (anyone who reaches it reads the metrics).
+    #[arg(long, requires = "http")]
+    http_remote: bool,
 }
 
 #[derive(Args)]
@@ -444,12 +452,26 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: a.allow_other,
                 extra,
             };
+            if let Some(addr) = a.http {
+                if !addr.ip().is_loopback() && !a.http_remote {
+                    bail!("--http {addr} is not a loopback address: the endpoint is unauthenticated; use 127.0.0.1:PORT, or add --http-remote to serve it there anyway");
+                }
+            }
             let signals = StopSignals::catch()?;
-            let m = fsd::cluster::mount_as(config, &a.as_name, &a.mountpoint, &opts).await?;
+            let (m, http) =
+                fsd::cluster::mount_serving(config, &a.as_name, &a.mountpoint, &opts, a.http)
+                    .await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
+            if let Some(h) = &http {
+                eprintln!(
+                    "metrics at http://{0}/metrics, status page at http://{0}/",
+                    h.addr
+                );
+            }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             signals.wait().await;
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            drop(http);
             m.unmount().await.context("unmount")?;
             Ok(0)
         }

@@ -6,6 +6,8 @@ mod t20_status;
 mod t21_status_json;
 mod t30_certificate_mismatch;
 mod t40_up;
+mod t41_up_metrics;
+mod t42_mount_http;
 mod t50_port_in_use;
 mod t60_systemd;
 
