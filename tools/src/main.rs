@@ -14,6 +14,7 @@ mod drain;
 mod rebuild;
 mod scrub;
 mod status;
+mod top;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,9 @@ enum Cmd {
     /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
     /// fragments (e.g. those of a dead server) onto the live servers.
     Rebuild(RebuildArgs),
+    /// Live rates per operation and per node from the nodes' metrics endpoints (`http` in
+    /// cluster.toml, and --endpoint), refreshed every interval; --once for scripts.
+    Top(TopArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -253,6 +257,22 @@ struct RebuildArgs {
     /// With --now: pace like the background rebuild (backs off while clients are busy).
     #[arg(long)]
     nice: bool,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Cluster directory: every node's `http` address in cluster.toml is scraped.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// More endpoints to scrape (e.g. `shoal up --http` or `shoal mount --http`).
+    #[arg(long, value_name = "ADDR")]
+    endpoint: Vec<std::net::SocketAddr>,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Measure one interval, print it and exit (exit 1 when no endpoint answered).
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args)]
@@ -595,6 +615,24 @@ async fn run(cli: Cli) -> Result<i32> {
             scrub::run(&config, a.now).await
         }
         Cmd::Status(a) => status::run(&a.cluster, a.json).await,
+        Cmd::Top(a) => {
+            let mut endpoints = Vec::new();
+            if let Some(dir) = &a.cluster {
+                endpoints.extend(load(dir)?.nodes.iter().filter_map(|n| n.http));
+            }
+            endpoints.extend(a.endpoint.iter().copied());
+            endpoints.sort();
+            endpoints.dedup();
+            if !(0.1..=3600.0).contains(&a.interval) {
+                bail!("--interval {}: give 0.1 to 3600 seconds", a.interval);
+            }
+            top::run(
+                endpoints,
+                std::time::Duration::from_secs_f64(a.interval),
+                a.once,
+            )
+            .await
+        }
     }
 }
 
