@@ -11,6 +11,7 @@ mod bench;
 mod clean;
 mod df;
 mod drain;
+mod mount_helper;
 mod rebuild;
 mod scrub;
 mod status;
@@ -234,6 +235,9 @@ struct MountArgs {
     /// Allow --http on a non-loopback address (anyone who reaches it reads the metrics).
     #[arg(long, requires = "http")]
     http_remote: bool,
+    /// Kernel mount options, comma-separated (ro, rw, noatime, exec, noexec, sync, ...).
+    #[arg(long, short = 'o', value_delimiter = ',')]
+    options: Vec<String>,
 }
 
 #[derive(Args)]
@@ -311,6 +315,18 @@ fn parse_ec(s: &str) -> anyhow::Result<ErasureConfig> {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if mount_helper::invoked_as_helper(&args) {
+        // mount(8) / fstab: no runtime here, the detached child runs the mount.
+        let code = match mount_helper::run(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                32 // mount(8)'s "mount failure"
+            }
+        };
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -461,7 +477,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);
             check_mountpoint(&a.mountpoint)?;
-            let mut extra = Vec::new();
+            let mut extra = a.options.clone();
             if a.suid {
                 extra.push("suid".to_string());
             }
@@ -489,7 +505,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 );
             }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            signals.wait().await;
+            // A signal, or the file system unmounted from outside (`umount MOUNTPOINT`).
+            let ended = async {
+                while !m.session_ended() {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            };
+            tokio::select! {
+                _ = signals.wait() => {}
+                _ = ended => tracing::info!("unmounted from outside; writing what is left and exiting"),
+            }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             drop(http);
             m.unmount().await.context("unmount")?;

@@ -9,6 +9,7 @@ mod t40_up;
 mod t41_up_metrics;
 mod t42_mount_http;
 mod t43_top;
+mod t45_mount_helper;
 mod t50_port_in_use;
 mod t60_systemd;
 
