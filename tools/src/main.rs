@@ -701,6 +701,15 @@ fn check_mountpoint(p: &Path) -> Result<()> {
         Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", p.display()),
         Ok(_) => {}
     }
+    // (A stale mount answers ENOTCONN here: that is the mount code's to report.)
+    if let Ok(mut entries) = std::fs::read_dir(p) {
+        if entries.next().is_some() {
+            bail!(
+                "mountpoint {} is not empty: mounting there would hide its files; use an empty directory (or move them away first)",
+                p.display()
+            );
+        }
+    }
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and load the fuse module (modprobe fuse)");
     }

@@ -12,6 +12,7 @@ mod t43_top;
 mod t45_mount_helper;
 mod t50_port_in_use;
 mod t60_systemd;
+mod t70_errors_say_what_to_do;
 
 use anyhow::{ensure, Result};
 use integration_tests::CmdOutput;
