@@ -2,7 +2,8 @@
 //! `Reply` into `rt.spawn(..)` and answers there.
 //!
 //! Owns only the translation between FUSE and the client core (kernel ino == `InodeId`,
-//! errno mapping, kernel configuration at init). Must not block a FUSE thread beyond the
+//! errno mapping, kernel configuration at init) and the per-request metrics (count and time
+//! to answer per op, bytes read and written: `proto::ops_metrics`, in `spawn`). Must not block a FUSE thread beyond the
 //! handoff, and must not hold file system logic (that is `Client`'s).
 
 use crate::client::Client;
