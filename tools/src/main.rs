@@ -713,7 +713,22 @@ fn check_mountpoint(p: &Path) -> Result<()> {
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and load the fuse module (modprobe fuse)");
     }
+    if !is_root() && !fusermount_on_path() {
+        bail!("fusermount3 is not on PATH: mounting as a non-root user needs it; install fuse3 (apt-get install fuse3) or mount as root");
+    }
     Ok(())
+}
+
+/// Whether `fusermount3` (or `fusermount`) is on PATH (or FUSERMOUNT_PATH is set), as a
+/// non-root mount needs.
+fn fusermount_on_path() -> bool {
+    if std::env::var_os("FUSERMOUNT_PATH").is_some() {
+        return true;
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|d| d.join("fusermount3").is_file() || d.join("fusermount").is_file())
+    })
 }
 
 /// SIGTERM and SIGINT, caught from the moment this is made: make it before announcing

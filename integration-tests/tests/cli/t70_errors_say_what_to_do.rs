@@ -137,6 +137,34 @@ fn t70_common_mistakes_get_a_cause_and_a_fix() -> Result<()> {
         )?;
     }
     {
+        info!("--- a non-root mount without fusermount3 on PATH");
+        let mnt = env.path().join("mnt-nobody");
+        std::fs::create_dir(&mnt)?;
+        // PATH for shoal only (setpriv itself is found on the test's PATH).
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/env",
+        ])
+        .arg(format!("PATH={}", env.path().display()))
+        .arg(shoal_binary()?)
+        .args([
+            "mount".as_ref(),
+            "--cluster".as_ref(),
+            dir.as_os_str(),
+            mnt.as_os_str(),
+        ])
+        .env("NO_COLOR", "1");
+        let out = run_command(c, T)?;
+        expect_clear_error(
+            &out,
+            "mount without fusermount3",
+            &["fusermount3", "apt-get install fuse3"],
+        )?;
+    }
+    {
         info!("--- no /dev/fuse (a private mount namespace with an empty /dev)");
         let mnt = env.path().join("mnt");
         std::fs::create_dir(&mnt)?;
