@@ -187,6 +187,7 @@ async fn wrong_roles_are_refused_with_the_named_error() {
             mtime: Timestamp::default(),
         }],
         sync: false,
+        standing: None,
     });
     assert_denied(call(&client, mgr, commit).await, "client", "commit-own-log");
 

@@ -2,46 +2,44 @@
 //! and stops the background workers.
 //!
 //! Owns: the `Client` value every operation runs on, with the manager-RPC layer (`meta`),
-//! the data state (`data::DataState`: dirty files, block cache, extent cache, write leases),
-//! the attribute and listing caches, the log writer and its reclaim horizon, the write
-//! verifier, open counts, and the workers (flusher, renewer) with their status; and the
+//! the write-back part (`data::writeback::WriteBack`: log writer, horizon, commit locks,
+//! write verifier, write errors), the data state (`data::DataState`: dirty files, block
+//! cache, extent cache, write leases), the lease session's state
+//! (`lease::session_state::SessionState`), the attribute cache (`data::attrs`), listing caches, open counts, and
+//! the workers (flusher, renewer) with their status; and the
 //! transport's callback handler, which hands manager callbacks to the lease runtime
 //! (`lease::session`). The operations live in `ops` (namespace, attributes, I/O, listing),
 //! `data` (read path, write-back) and `lease::session`; they import this module, and this
 //! module imports none of them (the workers and the callback handler call their methods).
 //! Must not: implement file-system operations, or hold a lock across an await.
 
+use crate::data::attrs::AttrCache;
 use crate::data::cache::BlockCache;
 use crate::data::dir_parents::DirParents;
 use crate::data::extents::ExtentCache;
 use crate::data::no_caps::NoCaps;
 use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
-use crate::data::write_errors::WriteErrors;
+use crate::data::writeback::WriteBack;
 use crate::data::{DataState, Which};
 use crate::error::ClientError;
 use crate::handle::Handles;
-use crate::horizon::Horizon;
 use crate::kernel::notify::KernelCache;
+use crate::lease::session_state::SessionState;
 use crate::meta::{LeaseActions, Meta, Target};
 use crate::stats::ClientStats;
-use crate::verifier::Unsynced;
 use bytes::Bytes;
-use dashmap::DashMap;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, SessionId};
-use proto::msg::{Attr, ManagerRequest, ManagerResponse, RemoteError, Request, Response};
+use proto::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use proto::worker::{Worker, WorkerStatus, Workers};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
-use storage::log::{LogReader, LogWriter};
+use storage::log::LogReader;
 use tokio::sync::{watch, Notify};
 
-/// Dirty memory at which writers wait for the flusher (at least two segments).
-const DIRTY_LIMIT: u64 = 64 << 20;
 /// Timeout of a `Ping` at connect and of a storage `Stat`.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,40 +51,18 @@ pub struct Client {
     pub(crate) transport: Arc<Transport>,
     /// The manager-RPC layer: routing, retry, errno mapping, volume leases, counters.
     pub(crate) meta: Arc<Meta>,
-    pub(crate) log_id: LogId,
-    /// The reclaim horizon of `log_id` (pins of flights and resends, next segment).
-    pub(crate) horizon: Horizon,
-    /// Per manager: the (incarnation, horizon) last promised with `LogHorizon`.
-    pub(crate) promised: DashMap<proto::ids::NodeId, (Option<u64>, u64)>,
+    /// Write-back: the log writer, its horizon, commit locks, the write verifier, write
+    /// errors, the dirty-memory limit and the ENOSPC hold (`data::writeback`).
+    pub(crate) writeback: WriteBack,
+    /// Dirty files, block and extent caches, write leases: shared by the read path,
+    /// write-back and the lease code under one short-held lock.
     pub(crate) state: Mutex<DataState>,
-    /// The log writer, created at the first flush; its lock serialises segment appends
-    /// (never held across a manager call).
-    pub(crate) log: tokio::sync::Mutex<Option<LogWriter>>,
-    /// Commits accepted without sync, until a sync of the same manager incarnation covers
-    /// them (the write verifier, see `verifier`).
-    pub(crate) unsynced: Mutex<Unsynced>,
-    /// Inodes whose write lease this client reclaimed from a restarted manager, with that
-    /// manager's incarnation: their suspect commits may be sent again (nobody else can have
-    /// written in between).
-    pub(crate) reclaimed: DashMap<InodeId, u64>,
     /// This client, for work it starts in the background (reclaims).
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
-    /// Commit locks of inodes being flushed (see `writeback::InodeCommit`).
-    pub(crate) commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
     pub(crate) reader: OnceLock<LogReader>,
-    /// Latest attributes seen from the managers (without local overlay).
-    pub(crate) attrs: DashMap<InodeId, Attr>,
-    /// Bumped whenever cached attributes are dropped (a callback, a lost lease): an
-    /// attribute answer that was in flight meanwhile is not cached (`manager_attr`).
-    pub(crate) attr_drops: AtomicU64,
-    /// Per inode, the attribute version of this client's latest own change (a commit of
-    /// its writes, a setattr): an answer with an older version left the manager before
-    /// that change landed and must not be cached or shown (it may show an older, shorter
-    /// size). Never dropped by callbacks (they drop `attrs`); one entry per inode written.
-    pub(crate) own_versions: DashMap<InodeId, u64>,
-    /// Inodes with unflushed writes whose write lease a manager restart took away: the
-    /// lease is asked for again before they are committed.
-    pub(crate) reacquire: DashMap<InodeId, ()>,
+    /// The attribute cache: what the managers last said, the drop count and the floors of
+    /// our own changes (`data::attrs`).
+    pub(crate) attrs: AttrCache,
     /// Local open counts per inode (their own part).
     pub(crate) opens: OpenFiles,
     /// Parents of directories we looked up (for `..` in readdir; their own part).
@@ -95,23 +71,13 @@ pub struct Client {
     pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: NoCaps,
-    /// Serialises `AcquireWrite` of one inode (never taken by a callback).
-    pub(crate) acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
-    /// The kernel's invalidation channel while mounted.
-    notifier: Mutex<Option<Arc<dyn KernelCache>>>,
+    /// The lease session's state: `AcquireWrite` gates, inodes whose write lease must be
+    /// asked for again, the kernel's invalidation channel (`lease::session_state`).
+    pub(crate) lease_session: SessionState,
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
-    /// Write errors found by background flushes, reported at the next flush/fsync.
-    pub(crate) errors: WriteErrors,
     handles: Handles,
-    flush_ids: AtomicU64,
-    pub(crate) space: Notify,
-    pub(crate) kick: Arc<Notify>,
     stop: watch::Sender<bool>,
-    pub(crate) dirty_limit: u64,
-    /// Set when a flush found the storage servers full (ENOSPC): new writes fail at once
-    /// with ENOSPC until a flush succeeds, an unlink frees space, or `NO_SPACE_HOLD` passes.
-    pub(crate) no_space: Mutex<Option<std::time::Instant>>,
 }
 
 impl Client {
@@ -182,7 +148,7 @@ impl Client {
             .await
         {
             Ok(ManagerResponse::Attr(a)) => {
-                client.attrs.insert(a.ino, a);
+                client.attrs.insert(a);
             }
             Ok(other) => return Err(ClientError::NoRoot(format!("unexpected answer {other:?}"))),
             Err(e) => return Err(ClientError::NoRoot(e.to_string())),
@@ -190,7 +156,7 @@ impl Client {
         let interval = Duration::from_millis(client.config.file.client.flush_interval_ms.max(1));
         tokio::spawn(flusher(
             Arc::downgrade(&client),
-            client.kick.clone(),
+            client.writeback.kick().clone(),
             client.stop.subscribe(),
             interval,
             client.workers.register("flusher"),
@@ -200,27 +166,30 @@ impl Client {
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
-        tracing::info!(log = %client.log_id, session = %format_args!("{:x}", client.meta.session()), "client connected");
+        tracing::info!(log = %client.log_id(), session = %format_args!("{:x}", client.meta.session()), "client connected");
         Ok(client)
     }
 
     /// A client without network checks and without a flusher (for `connect` and tests).
     pub(crate) fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> Client {
-        let tun = &config.file.client;
-        let dirty_limit = DIRTY_LIMIT.max(tun.segment_bytes.saturating_mul(2));
-        let cache = BlockCache::new(tun.cache_bytes);
+        let cache = BlockCache::new(config.file.client.cache_bytes);
         // Sessions and logs carry the tag of this client's identity: servers accept its
         // fragments, commits and session requests only with that tag (`proto::authz`).
         let tag = transport.local_identity().map(|i| i.log_tag()).unwrap_or(0);
+        let meta = Arc::new(Meta::new(
+            config.clone(),
+            transport.clone(),
+            proto::authz::session_of(tag, rand::random::<u64>()),
+        ));
+        let writeback = WriteBack::new(
+            config.clone(),
+            transport.clone(),
+            meta.clone(),
+            LogId::client_of(tag, rand::random::<u64>()),
+        );
         Client {
-            meta: Arc::new(Meta::new(
-                config.clone(),
-                transport.clone(),
-                proto::authz::session_of(tag, rand::random::<u64>()),
-            )),
-            log_id: LogId::client_of(tag, rand::random::<u64>()),
-            horizon: Default::default(),
-            promised: DashMap::new(),
+            meta,
+            writeback,
             state: Mutex::new(DataState {
                 files: HashMap::new(),
                 dirty_bytes: 0,
@@ -228,31 +197,17 @@ impl Client {
                 extents: ExtentCache::default(),
                 leases: HashMap::new(),
             }),
-            log: tokio::sync::Mutex::new(None),
-            commits: DashMap::new(),
             this: OnceLock::new(),
-            reclaimed: DashMap::new(),
-            unsynced: Mutex::new(Default::default()),
             reader: OnceLock::new(),
-            attrs: DashMap::new(),
-            attr_drops: AtomicU64::new(0),
-            own_versions: DashMap::new(),
-            reacquire: DashMap::new(),
+            attrs: AttrCache::default(),
             opens: OpenFiles::default(),
             parents: DirParents::default(),
             open_dirs: OpenDirs::default(),
             no_caps: NoCaps::default(),
-            acquiring: DashMap::new(),
-            notifier: Mutex::new(None),
+            lease_session: SessionState::default(),
             workers: Workers::default(),
-            errors: WriteErrors::default(),
             handles: Handles::default(),
-            flush_ids: AtomicU64::new(1),
-            space: Notify::new(),
-            kick: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
-            dirty_limit,
-            no_space: Mutex::new(None),
             config,
             transport,
         }
@@ -264,7 +219,7 @@ impl Client {
 
     /// This client's log.
     pub fn log_id(&self) -> LogId {
-        self.log_id
+        self.writeback.log_id()
     }
 
     /// This mount's session id.
@@ -295,14 +250,7 @@ impl Client {
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
     pub fn set_notifier(&self, notifier: Option<Arc<dyn KernelCache>>) {
-        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
-    }
-
-    pub(crate) fn notifier(&self) -> Option<Arc<dyn KernelCache>> {
-        self.notifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.lease_session.set_notifier(notifier);
     }
 
     /// `dir`'s buffered listing pages are stale (forwarded to `open_dirs`).
@@ -331,10 +279,6 @@ impl Client {
 
     pub(crate) fn next_fh(&self) -> FileHandle {
         self.handles.next()
-    }
-
-    pub(crate) fn next_flush_id(&self) -> u64 {
-        self.flush_ids.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
@@ -475,6 +419,6 @@ async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: 
         worker.idle();
         // In its own task, one bounded attempt per manager: a manager that is down must
         // not hold up the next renewal (which is how a restart is noticed and reclaimed).
-        tokio::spawn(async move { c.promise_horizon().await });
+        tokio::spawn(async move { c.writeback.promise_horizon().await });
     }
 }

@@ -6,13 +6,15 @@
 //!   conversions, `notify` (kernel cache invalidation behind `KernelCache`);
 //! - `ops`: the file-system operations (`namespace`, `attr`, `io`, `dir`), methods of
 //!   `Client`;
-//! - `lease::session`: write leases, reclaim, cache dropping and manager callbacks;
-//! - `data`: dirty data, block and extent caches, listing pages, the read path and
-//!   write-back (segments of this client's log, committed through `meta`);
+//! - `lease::session`: write leases, reclaim, cache dropping and manager callbacks (its
+//!   state in `lease::session_state`);
+//! - `data`: dirty data, the attribute cache (`attrs`), block and extent caches, listing
+//!   pages, the read path, the write-back part (`writeback`: log writer, horizon, commit
+//!   locks, write verifier; commits through `meta`) and the flush procedure (`flush`);
 //! - `meta`: the one manager-RPC layer (routing, retry, errno mapping, volume leases fed
 //!   to the pure engine in `lease::engine`);
 //! - `handle`: the handles given to the kernel;
-//! - `client`: the composition root (connect, workers, shutdown).
+//! - `client`: the composition root (connect, workers, shutdown), holding the parts.
 //!
 //! Must not block a runtime thread, and must not link the manager crate.
 

@@ -22,7 +22,7 @@ use crate::stats::Counters;
 use futures::future::BoxFuture;
 use proto::config::ClusterConfig;
 use proto::ids::{CallId, InodeId, NodeId, SessionId};
-use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError};
+use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Standing};
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{Transport, TransportError};
 use std::collections::HashMap;
@@ -202,6 +202,11 @@ impl Meta {
     /// Every manager of the cluster.
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.slots.keys().copied()
+    }
+
+    /// Where this client stands with the manager of `ino` (see `proto::msg::Standing`).
+    pub fn standing(&self, ino: InodeId) -> Option<Standing> {
+        self.lease(self.owner(ino)).standing()
     }
 
     /// A copy of `node`'s lease state (default for unknown nodes).

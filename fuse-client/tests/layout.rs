@@ -202,3 +202,38 @@ fn the_circle_finder_finds_a_circle() {
     assert!(parsed.contains(&vec!["meta".into()]));
     assert!(parsed.contains(&vec!["data".into()]));
 }
+
+/// The parts that own the client's state (held by the composition root) call only
+/// downward: none of them names `client`, an operation (`ops/`), the lease runtime
+/// (`lease/session`) or the flush procedure (`data/flush`), which are the code above them.
+#[test]
+fn the_parts_that_own_state_do_not_reach_up() {
+    let (edges, _) = graph();
+    let module = |s: &str| -> Module { s.split('/').map(str::to_string).collect() };
+    let above = |m: &Module| {
+        m.first().is_some_and(|f| f == "client" || f == "ops")
+            || *m == module("lease/session")
+            || *m == module("data/flush")
+    };
+    for part in [
+        "data/writeback",
+        "data/attrs",
+        "data/write_errors",
+        "data/open_files",
+        "data/open_dirs",
+        "data/dir_parents",
+        "data/no_caps",
+        "lease/session_state",
+        "meta",
+        "handle",
+        "horizon",
+        "verifier",
+    ] {
+        let to = edges
+            .get(&module(part))
+            .unwrap_or_else(|| panic!("{part}.rs exists"));
+        if let Some(up) = to.iter().find(|t| above(t)) {
+            panic!("{part} imports {}, which is above it", up.join("/"));
+        }
+    }
+}

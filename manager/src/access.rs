@@ -289,7 +289,7 @@ fn setattr(c: &Credentials, a: &Attr, set: &SetAttrs) -> Result<SetAttrs, Errno>
 pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<ManagerRequest, Errno> {
     use ManagerRequest as Q;
     let c = &who.cred;
-    if who.read_only && changes(&req) {
+    if who.read_only && req.kind().writes {
         return Err(erofs(format!("{req}: this client's export is read-only")));
     }
     let me = c.caller();
@@ -334,7 +334,15 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
         // Not re-checked against the mode: an open file stays writable after a chmod, and
         // a file created 0444 is written through its creating descriptor; the role matrix
         // confines commits to the client's own log.
-        Q::CommitWrites { writes, sync } => Q::CommitWrites { writes, sync },
+        Q::CommitWrites {
+            writes,
+            sync,
+            standing,
+        } => Q::CommitWrites {
+            writes,
+            sync,
+            standing,
+        },
         Q::Fallocate {
             ino,
             offset,
@@ -508,26 +516,6 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
             return Err(eperm(format!("{req} is not a client file system request")))
         }
     })
-}
-
-/// Whether a request changes the file system (refused with EROFS on a read-only export).
-fn changes(req: &ManagerRequest) -> bool {
-    use ManagerRequest as Q;
-    match req {
-        Q::SetAttr { .. }
-        | Q::Create { .. }
-        | Q::Unlink { .. }
-        | Q::Rmdir { .. }
-        | Q::Rename { .. }
-        | Q::Link { .. }
-        | Q::SetXattr { .. }
-        | Q::RemoveXattr { .. }
-        | Q::CommitWrites { .. }
-        | Q::Fallocate { .. }
-        | Q::AcquireWrite { .. } => true,
-        Q::Open { access, .. } => access.write,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -519,6 +519,7 @@ fn read_only_exports_refuse_every_change_with_erofs() {
     let commit = ManagerRequest::CommitWrites {
         writes: vec![],
         sync: false,
+        standing: None,
     };
     assert_eq!(code_of(decide(&who, commit, &f)), Some(code::EROFS));
 }

@@ -8,14 +8,16 @@
 //! - [`CallTable`]: what this incarnation saw — calls running now (a retry waits for the
 //!   first try instead of running beside it) and their results, failures included.
 //! - [`RecordedCalls`]: what the metadata log says (`Record::Replied`, logged in the same
-//!   batch as the change), which is what survives a restart. It is rebuilt by replaying the
-//!   records after the checkpoint a restart starts from; calls logged before that
-//!   checkpoint are not remembered (their retries run again, as without this table).
+//!   batch as the change), which is what survives a restart: checkpoints carry it (piece
+//!   kind 4, see `metalog::checkpoint`) and the records after the checkpoint a restart
+//!   starts from add to it. A checkpoint written before calls were carried has none: the
+//!   calls logged before it are not remembered (their retries run again).
 //!
 //! Pure: no runtime, no I/O. The service (`service/once.rs`) waits, runs and logs.
 //! Must not: decide whether or how a request is applied; it only remembers answers.
 
 use proto::ids::{CallId, InodeId, SessionId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{HashMap, VecDeque};
 
 /// A call as the tables know it: the client's session and its number for the call.
@@ -141,8 +143,32 @@ impl RecordedCalls {
     }
 }
 
-/// Not part of what a state is: a checkpoint does not carry it (see the module doc), so a
-/// restored state equals the live one whatever each remembers of calls.
+/// In a checkpoint: the calls oldest first, as `(session, call, answer)` (at most
+/// `KEPT_RECORDED` of them).
+impl Serialize for RecordedCalls {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // `order` and `map` hold the same keys; an exact length (postcard needs it).
+        s.collect_seq(
+            self.order
+                .iter()
+                .map(|k| (k.0, k.1, self.map.get(k).copied().flatten())),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordedCalls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RecordedCalls, D::Error> {
+        let list: Vec<(SessionId, CallId, Option<InodeId>)> = Vec::deserialize(d)?;
+        let mut r = RecordedCalls::default();
+        for (session, call, answer) in list {
+            r.record((session, call), answer);
+        }
+        Ok(r)
+    }
+}
+
+/// Not compared as part of a state: legacy checkpoints and those written before calls
+/// were carried restore none, and such a state must still equal the live one.
 impl PartialEq for RecordedCalls {
     fn eq(&self, _other: &RecordedCalls) -> bool {
         true
@@ -218,5 +244,19 @@ mod tests {
         assert_eq!(r.len(), KEPT_RECORDED);
         assert_eq!(r.get(key(1, 1)), None, "the oldest is forgotten");
         assert_eq!(r, RecordedCalls::default());
+    }
+
+    #[test]
+    fn recorded_calls_round_trip_oldest_first() {
+        let mut r = RecordedCalls::default();
+        r.record(key(1, 1), None);
+        r.record(key(2, 5), Some(InodeId(9)));
+        r.record(key(1, 1), None);
+        let bytes = postcard::to_stdvec(&r).expect("encode");
+        let back: RecordedCalls = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.get(key(1, 1)), Some(None));
+        assert_eq!(back.get(key(2, 5)), Some(Some(InodeId(9))));
+        assert_eq!(back.order, r.order, "eviction order kept");
     }
 }

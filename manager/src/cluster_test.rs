@@ -458,6 +458,7 @@ async fn the_cleaner_crashed_between_steps_never_loses_or_dangles() {
                 mtime: Timestamp::now(),
             }],
             sync: true,
+            standing: None,
         };
         let s = svc();
         async move { s.handle(None, req).await.expect("commit") }

@@ -27,6 +27,7 @@ pub mod code {
     pub const EACCES: Errno = Errno::EACCES;
     pub const EROFS: Errno = Errno::EROFS;
     pub const EOPNOTSUPP: Errno = Errno::EOPNOTSUPP;
+    pub const ENOLCK: Errno = Errno::ENOLCK;
 }
 
 /// A refused operation: a POSIX error number plus a message for logs.

@@ -1,6 +1,7 @@
 //! Numbered calls against real managers (in memory logs): a retried rename or create whose
-//! first try was applied answers with the first result, in the same incarnation and after
-//! a crash restart (from the log); a new call is applied again.
+//! first try was applied answers with the first result, in the same incarnation, after
+//! a crash restart (from the log) and after a restart from a checkpoint that covers the
+//! calls; a new call is applied again.
 
 use crate::service_test::Cluster;
 use proto::ids::{CallId, InodeId, SessionId};
@@ -128,4 +129,43 @@ async fn a_retried_call_answers_its_first_result_also_after_a_crash() {
         Ok(A::Done)
     ));
     assert!(c.lookup(ROOT, "d").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_retry_is_answered_after_a_restart_from_a_checkpoint_that_covers_the_call() {
+    let mut c = Cluster::start(100_000).await;
+    let m = root_owner(&c);
+    let addr: SocketAddr = "127.0.0.1:40997".parse().expect("addr");
+    let session = SessionId(0x5e56);
+    hello(&c, m, addr, session).await;
+    c.touch(ROOT, "a").await;
+    assert!(matches!(
+        numbered(&c, m, addr, 1, rename("a", "b")).await,
+        Ok(A::Done)
+    ));
+    let first = match numbered(&c, m, addr, 2, create("c")).await {
+        Ok(A::Attr(a)) => a.ino,
+        other => panic!("create answered {other:?}"),
+    };
+    // A clean restart: the shutdown writes a checkpoint after the calls, and recovery
+    // starts from it (their records are not replayed).
+    c.restart(m, true).await;
+    hello(&c, m, addr, session).await;
+    assert!(
+        matches!(
+            numbered(&c, m, addr, 1, rename("a", "b")).await,
+            Ok(A::Done)
+        ),
+        "a rename applied before the checkpoint, retried after the restart, must not fail ENOENT"
+    );
+    match numbered(&c, m, addr, 2, create("c")).await {
+        Ok(A::Attr(a)) => assert_eq!(a.ino, first),
+        other => panic!("create retried after the restart answered {other:?}"),
+    }
+    // A new call is applied (and refused: "a" is gone).
+    c.managers[m].wait_grace().await;
+    assert!(matches!(
+        numbered(&c, m, addr, 3, rename("a", "b")).await,
+        Err(RemoteError::Errno { .. })
+    ));
 }

@@ -108,7 +108,7 @@ impl Cluster {
             .find(|m| m.node() == owner)
             .expect("owner runs");
         // After a restart, mutations wait for the grace period to end.
-        if crate::service::refused_in_grace(&req) && svc.in_grace() {
+        if req.kind().refused_in_grace && svc.in_grace() {
             svc.wait_grace().await;
         }
         svc.handle(None, req).await

@@ -14,7 +14,7 @@ use crate::txn::coord::{AbortCause, Cmd, Coordinator, Event};
 use crate::txn::locks::records_conflict;
 use crate::Errno;
 use proto::ids::{InodeId, Lsn, NodeId, TxId, SLOT_COUNT};
-use proto::msg::{Attr, Caller, FileKind, NewNode, RenameFlags, Timestamp};
+use proto::msg::{Attr, Caller, FileKind, InodeWrite, NewNode, RenameFlags, Timestamp};
 use std::collections::BTreeMap;
 
 const USER: Caller = Caller { uid: 5, gid: 6 };
@@ -125,9 +125,9 @@ fn exec(
             Cmd::Finish { node, commit } => {
                 assert_eq!(node, OTHER);
                 let t = now(p);
-                let recs = p.st.plan_resolve(t, tx, commit);
+                let (recs, applied) = p.st.plan_resolve(t, tx, commit);
                 p.commit(recs);
-                Some(Event::Finished { node })
+                Some(Event::Finished { node, applied })
             }
             Cmd::Forget => {
                 let recs = c.st.plan_forget(tx);
@@ -188,7 +188,7 @@ fn recover(c: &mut H, p: &mut H) {
             None => false,
         };
         let t = now(p);
-        let recs = p.st.plan_resolve(t, tx, commit);
+        let (recs, _) = p.st.plan_resolve(t, tx, commit);
         p.commit(recs);
     }
 }
@@ -506,8 +506,74 @@ fn a_prepared_create_reserves_its_inode_number() {
     let mut p2 = restart(&p);
     assert!(p2.st.next_seq(reserved.slot()) > reserved.seq());
     let t = now(&mut p2);
-    let recs = p2.st.plan_resolve(t, b.tx, true);
+    let (recs, _) = p2.st.plan_resolve(t, b.tx, true);
     p2.commit(recs);
     assert_eq!(p2.attr(reserved).kind, FileKind::Dir);
     p2.check_replay();
+}
+
+/// A commit of the linked file lands between the prepare and the decision of a
+/// cross-manager link (writes are not held off by the intent locks) and takes the version
+/// number the prepare's result shows. The link's answer (the coordinator's
+/// `applied_result`) is the attributes as the participant applied the link: equal to a
+/// fresh GetAttr, with the commit's size, not the prepare's.
+#[test]
+fn a_cross_manager_link_answers_the_attributes_as_applied() {
+    let (mut c, mut p, link) = scenario(2);
+    let b = plan_on(&mut c, &link)
+        .expect("plan")
+        .expect("a transaction");
+    let (mut drv, cmds) = Coordinator::start(&b);
+    assert!(
+        !exec(&mut c, &mut p, &b, &mut drv, cmds, &mut 1),
+        "prepared only"
+    );
+    let prepared = drv.result().expect("the prepare's result");
+    let g = prepared.ino;
+    assert_eq!(prepared.nlink, 2);
+    let t = now(&mut p);
+    let (st, owners) = (p.st.clone(), p.owners.clone());
+    let ctx = p.ctx_with(&owners);
+    let write = InodeWrite {
+        ino: g,
+        extents: Vec::new(),
+        size: 4096,
+        mtime: t,
+    };
+    let Ok(Plan::Local { records, .. }) = st.plan_commit_writes(&ctx, &[write]) else {
+        panic!("a local commit on the participant")
+    };
+    assert_eq!(
+        records_conflict(&p.st, &records),
+        None,
+        "writes are not held off"
+    );
+    p.commit(records);
+    assert_eq!(
+        p.attr(g).version,
+        prepared.version,
+        "the commit took that version"
+    );
+    let cmds = vec![Cmd::Decide {
+        commit: true,
+        result: drv.result(),
+    }];
+    assert!(exec(
+        &mut c,
+        &mut p,
+        &b,
+        &mut drv,
+        cmds,
+        &mut usize::MAX.clone()
+    ));
+    assert!(drv.is_done());
+    let answer = drv
+        .applied_result()
+        .expect("the participant reported what it applied");
+    let fresh = p.attr(g);
+    assert_eq!(answer, fresh, "the link answers what a GetAttr answers");
+    assert_eq!((answer.nlink, answer.size), (2, 4096));
+    assert!(answer.version > prepared.version);
+    assert_ne!(prepared, fresh, "the prepare's attributes miss the commit");
+    p.check_replay();
 }

@@ -244,6 +244,7 @@ fn a_client_commits_only_extents_of_its_own_log() {
                 mtime: Timestamp::default(),
             }],
             sync: false,
+            standing: None,
         })
     };
     assert_eq!(

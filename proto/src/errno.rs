@@ -32,6 +32,9 @@ impl Errno {
     pub const ESTALE: Errno = Errno(libc::ESTALE);
     pub const EROFS: Errno = Errno(libc::EROFS);
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+    /// A commit of writes buffered before the manager gave up on the session (`Standing`):
+    /// the writes are dropped, and the file's next fsync or close reports EIO.
+    pub const ENOLCK: Errno = Errno(libc::ENOLCK);
 
     /// The raw number.
     pub fn errno(self) -> i32 {

@@ -6,7 +6,7 @@
 //! the read path overlays them on clean data.
 
 use bytes::Bytes;
-use proto::msg::Timestamp;
+use proto::msg::{Standing, Timestamp};
 use std::collections::BTreeMap;
 
 /// Disjoint, non-adjacent byte ranges of a file; later writes overwrite earlier bytes.
@@ -198,6 +198,11 @@ pub struct FileWrites {
     pub size: u64,
     /// Time of the last local write.
     pub mtime: Timestamp,
+    /// Where the client stood with the inode's manager when the first of these writes was
+    /// buffered; sent with their commits, so that a manager that gave up on the client
+    /// since refuses them (the entry is dropped when the client learns of a loss, so all
+    /// its writes share one standing).
+    pub standing: Option<Standing>,
 }
 
 impl FileWrites {
@@ -208,6 +213,15 @@ impl FileWrites {
             flights: Vec::new(),
             size,
             mtime: Timestamp::now(),
+            standing: None,
+        }
+    }
+
+    /// `new`, recording the client's standing with the inode's manager.
+    pub fn standing_at(size: u64, standing: Option<Standing>) -> FileWrites {
+        FileWrites {
+            standing,
+            ..FileWrites::new(size)
         }
     }
 

@@ -1,20 +1,24 @@
-//! File data held by the client: `dirty` (buffered writes), `cache` (clean blocks),
+//! File data held by the client: `attrs` (the attribute cache and its rules, owned
+//! there), `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
 //! `dir_parents` (the `..` of directories, owned there), `no_caps` (known absent
 //! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
 //! `open_files` (local open counts per inode, owned there), `write_errors` (errors of
 //! background write-back pending until the next close or fsync, owned there),
 //! `read` (the read path: dirty data over cached blocks over the log), `seek` (SEEK_DATA /
-//! SEEK_HOLE over covered spans, pure) and `writeback`
-//! (dirty data → segments of the client's log → commits through `meta`).
+//! SEEK_HOLE over covered spans, pure), `writeback` (the write-back part: log
+//! writer, horizon, commit locks, write verifier, write errors, ENOSPC hold, owned there;
+//! commits through `meta`) and `flush` (the flush procedure over the whole client).
 //!
 //! This file owns `DataState`, the state behind the client's one short-held data lock.
 //! Must not: hold that lock across an await.
 
+pub(crate) mod attrs;
 pub mod cache;
 pub(crate) mod dir_parents;
 pub mod dirty;
 pub mod extents;
+pub(crate) mod flush;
 pub mod listing;
 pub(crate) mod no_caps;
 pub(crate) mod open_dirs;

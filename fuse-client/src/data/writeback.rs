@@ -1,25 +1,37 @@
 //! Write-back: dirty data → segments of this client's log → `CommitWrites` at the managers.
 //!
-//! Owns the flush procedure (take dirty layers as flights, build segments, append them,
-//! commit the extents grouped per manager, then release or restore the flights) and the
-//! background flusher. Each inode's flush holds that inode's commit lock from taking its
-//! data to the commit's answer, so commits of one inode apply in order; the log writer's
-//! lock covers only the segment appends. Must not drop dirty bytes before their commit
-//! succeeded (except for inodes the manager says no longer exist), and must not hold the log
-//! lock across a manager call.
+//! Owns `WriteBack`, the write-back part of the client: the log writer and its reclaim
+//! horizon (with what was last promised to each manager), the commit locks, the write
+//! verifier's unsynced commits and the inodes whose suspects may be sent again, the
+//! background write errors, the dirty-memory limit with its wake-ups (`space`, `kick`) and
+//! the ENOSPC hold. Its methods are what write-back does on its own: append segments,
+//! commit to a manager (through `meta::Meta`, which it holds), sync and verify, resend,
+//! promise the horizon, hold writers on ENOSPC or a full dirty memory.
+//!
+//! The flush procedure that drives it lives in `data::flush` (it also needs the data
+//! state, the attribute cache and the write lease). Each inode's flush holds that inode's
+//! commit lock (`InodeCommit`) from taking its data to the commit's answer, so commits of
+//! one inode apply in order; the log writer's lock covers only the segment appends.
+//! Must not: import `client` (the composition root owns this part), hold the log lock
+//! across a manager call, or hold a std lock across an await.
 
-use crate::client::Client;
-use crate::data::Which;
+use crate::data::write_errors::WriteErrors;
 use crate::error::FsError;
-use crate::meta::{self as remote, Target};
+use crate::horizon::{Horizon, Pin};
+use crate::meta::{self as remote, Meta, Target};
+use crate::verifier::Unsynced;
 use bytes::Bytes;
-use proto::ids::{InodeId, LogPtr, NodeId, SegmentId};
-use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Timestamp};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use dashmap::DashMap;
+use proto::config::ClusterConfig;
+use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId};
+use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Standing, Timestamp};
+use proto::transport::Transport;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use storage::log::LogWriter;
 use storage::segment::{EntryKind, SegmentBuilder};
+use tokio::sync::Notify;
 
 /// The commit lock of one inode, held from taking its dirty data until the commit is
 /// answered: an inode has at most one flush under way, so its commits apply in order,
@@ -27,11 +39,13 @@ use storage::segment::{EntryKind, SegmentBuilder};
 pub(crate) type InodeCommit = tokio::sync::OwnedMutexGuard<()>;
 
 /// One inode's share of a flush.
-struct Taken {
-    ino: InodeId,
-    chunks: Vec<(u64, Bytes)>,
-    size: u64,
-    mtime: Timestamp,
+pub(crate) struct Taken {
+    pub ino: InodeId,
+    pub chunks: Vec<(u64, Bytes)>,
+    pub size: u64,
+    pub mtime: Timestamp,
+    /// `FileWrites::standing` of the inode's writes.
+    pub standing: Option<Standing>,
 }
 
 /// A piece of a taken chunk placed in a segment: `(item, start within item, len)`.
@@ -65,43 +79,89 @@ pub fn plan_segments(lens: &[u64], limit: u64) -> Vec<Vec<Placed>> {
 
 /// Largest segment this client builds, whatever the config says.
 const MAX_SEGMENT: u64 = 64 << 20;
+/// Dirty memory at which writers wait for the flusher (at least two segments).
+const DIRTY_LIMIT: u64 = 64 << 20;
+/// Bound of one `LogHorizon` attempt.
+const PROMISE_WAIT: Duration = Duration::from_secs(1);
 
-impl Client {
-    /// Flushes dirty data of `which` and commits it (durably with `sync`). Returns whether
-    /// anything was written. The log lock is held only while segments are written to the
-    /// storage servers (which never call back), never across a manager call: a callback
-    /// handler that flushes must not wait behind a commit that waits for a manager.
-    pub(crate) async fn flush_inodes(&self, which: Which, sync: bool) -> Result<bool, FsError> {
-        let held = match which {
-            Which::One(ino) => vec![(ino, self.commit_lock(ino).await)],
-            Which::All => {
-                let mut inos: Vec<InodeId> = self.lock_state().files.keys().copied().collect();
-                inos.sort_unstable();
-                let mut held = Vec::with_capacity(inos.len());
-                // In inode order: two waiting flushes never hold each other's locks.
-                for ino in inos {
-                    held.push((ino, self.commit_lock(ino).await));
-                }
-                held
-            }
-            Which::Ready => {
-                let inos: Vec<InodeId> = self
-                    .lock_state()
-                    .files
-                    .iter()
-                    .filter(|(_, w)| !w.dirty.is_empty())
-                    .map(|(i, _)| *i)
-                    .collect();
-                inos.into_iter()
-                    .filter_map(|ino| self.try_commit_lock(ino).map(|g| (ino, g)))
-                    .collect()
-            }
-        };
-        let r = self.flush_held(&held, sync).await;
-        let inos: Vec<InodeId> = held.iter().map(|(i, _)| *i).collect();
-        drop(held);
-        self.forget_commit_locks(&inos);
-        r
+/// The write-back part of a client (see the module docs).
+pub(crate) struct WriteBack {
+    config: Arc<ClusterConfig>,
+    transport: Arc<Transport>,
+    /// The manager-RPC layer (commits, syncs, extent checks, horizon promises).
+    meta: Arc<Meta>,
+    log_id: LogId,
+    /// The log writer, created at the first flush; its lock serialises segment appends
+    /// (never held across a manager call).
+    log: tokio::sync::Mutex<Option<LogWriter>>,
+    /// The reclaim horizon of `log_id` (pins of flights and resends, next segment).
+    horizon: Horizon,
+    /// Per manager: the (incarnation, horizon) last promised with `LogHorizon`.
+    promised: DashMap<NodeId, (Option<u64>, u64)>,
+    /// Commits accepted without sync, until a sync of the same manager incarnation covers
+    /// them (the write verifier, see `verifier`).
+    unsynced: Mutex<Unsynced>,
+    /// Commit locks of inodes being flushed (see `InodeCommit`).
+    commits: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
+    /// Inodes whose write lease this client reclaimed from a restarted manager, with that
+    /// manager's incarnation: their suspect commits may be sent again (nobody else can have
+    /// written in between).
+    reclaimed: DashMap<InodeId, u64>,
+    /// Write errors found by background flushes, reported at the next flush/fsync.
+    pub(crate) errors: WriteErrors,
+    flush_ids: AtomicU64,
+    /// Woken whenever dirty bytes are released (writers waiting for room).
+    space: Notify,
+    /// Wakes the flusher.
+    kick: Arc<Notify>,
+    /// Dirty memory at which writers wait for the flusher.
+    dirty_limit: u64,
+    /// Set when a flush found the storage servers full (ENOSPC): new writes fail at once
+    /// with ENOSPC until a flush succeeds, an unlink frees space, or `NO_SPACE_HOLD` passes.
+    no_space: Mutex<Option<std::time::Instant>>,
+}
+
+impl WriteBack {
+    pub(crate) fn new(
+        config: Arc<ClusterConfig>,
+        transport: Arc<Transport>,
+        meta: Arc<Meta>,
+        log_id: LogId,
+    ) -> WriteBack {
+        let dirty_limit = DIRTY_LIMIT.max(config.file.client.segment_bytes.saturating_mul(2));
+        WriteBack {
+            config,
+            transport,
+            meta,
+            log_id,
+            log: tokio::sync::Mutex::new(None),
+            horizon: Horizon::default(),
+            promised: DashMap::new(),
+            unsynced: Mutex::new(Default::default()),
+            commits: DashMap::new(),
+            reclaimed: DashMap::new(),
+            errors: WriteErrors::default(),
+            flush_ids: AtomicU64::new(1),
+            space: Notify::new(),
+            kick: Arc::new(Notify::new()),
+            dirty_limit,
+            no_space: Mutex::new(None),
+        }
+    }
+
+    /// This client's log.
+    pub(crate) fn log_id(&self) -> LogId {
+        self.log_id
+    }
+
+    /// The flusher's wake-up (the flusher waits on it; writers and reclaims notify it).
+    pub(crate) fn kick(&self) -> &Arc<Notify> {
+        &self.kick
+    }
+
+    /// Dirty bytes were released: writers waiting for room look again.
+    pub(crate) fn space_freed(&self) {
+        self.space.notify_waiters();
     }
 
     /// The commit lock of `ino` (waits for a flush of it under way).
@@ -110,7 +170,7 @@ impl Client {
         lock.lock_owned().await
     }
 
-    fn try_commit_lock(&self, ino: InodeId) -> Option<InodeCommit> {
+    pub(crate) fn try_commit_lock(&self, ino: InodeId) -> Option<InodeCommit> {
         let lock = self.commits.entry(ino).or_default().clone();
         lock.try_lock_owned().ok()
     }
@@ -124,122 +184,35 @@ impl Client {
         }
     }
 
-    /// Flushes the inodes whose commit locks the caller holds (`held`).
-    pub(crate) async fn flush_held(
+    pub(crate) fn next_flush_id(&self) -> u64 {
+        self.flush_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn lock_unsynced(&self) -> MutexGuard<'_, Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `ino`'s write lease was reclaimed from `node`'s `incarnation`.
+    pub(crate) fn note_reclaimed(&self, ino: InodeId, incarnation: u64) {
+        self.reclaimed.insert(ino, incarnation);
+    }
+
+    /// Appends the taken data as segments of our log, pinned from before the first append:
+    /// the reclaimer must not take these segments while a commit naming them may land, so
+    /// the caller keeps the pin until every commit is answered. Returns the extents of every
+    /// taken inode (in `taken` order).
+    pub(crate) async fn append(
         &self,
-        held: &[(InodeId, InodeCommit)],
-        sync: bool,
-    ) -> Result<bool, FsError> {
-        for (ino, _) in held {
-            self.resend_suspects(*ino).await;
+        taken: &[Taken],
+    ) -> (Result<Vec<Vec<Extent>>, FsError>, Pin<'_>) {
+        let mut log = self.log.lock().await;
+        let next = log.as_ref().map_or(SegmentId(0), |w| w.next_segment());
+        let pin = self.horizon.pin(next);
+        let written = self.write_segments(&mut log, taken).await;
+        if let Some(w) = log.as_ref() {
+            self.horizon.set_next(w.next_segment());
         }
-        let id = self.next_flush_id();
-        let taken: Vec<Taken> = {
-            let mut st = self.lock_state();
-            let mut out = Vec::new();
-            let mut take = |ino: InodeId, w: &mut crate::data::dirty::FileWrites| {
-                if let Some(f) = w.take_flight(id) {
-                    out.push(Taken {
-                        ino,
-                        chunks: f.chunks,
-                        size: w.size,
-                        mtime: w.mtime,
-                    });
-                }
-            };
-            for (ino, _) in held {
-                if let Some(w) = st.files.get_mut(ino) {
-                    take(*ino, w);
-                }
-            }
-            out
-        };
-        if taken.is_empty() {
-            return Ok(false);
-        }
-        let (written, pin) = {
-            let mut log = self.log.lock().await;
-            // Pinned from before the first append until every commit is answered: the
-            // reclaimer must not take these segments while a commit naming them may land.
-            let next = log.as_ref().map_or(SegmentId(0), |w| w.next_segment());
-            let pin = self.horizon.pin(next);
-            let written = self.write_segments(&mut log, &taken).await;
-            if let Some(w) = log.as_ref() {
-                self.horizon.set_next(w.next_segment());
-            }
-            (written, pin)
-        };
-        let outcomes = match written {
-            Ok(extents) => self.commit_all(&taken, extents, sync).await,
-            Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
-        };
-        drop(pin);
-        // The committed attributes are recorded before the local writes they cover are
-        // retired below: an attribute answer in flight meanwhile (a getattr that left
-        // before the commit) must find either our writes or these newer attributes, never
-        // neither (it would tell the kernel the old, shorter size).
-        for (_, outcome) in &outcomes {
-            if let Outcome::Committed(Some(a)) = outcome {
-                self.keep_newest(a.clone());
-            }
-        }
-        let mut first_err = None;
-        let mut st = self.lock_state();
-        for (t, (ino, outcome)) in taken.iter().zip(outcomes) {
-            debug_assert_eq!(t.ino, ino);
-            let Some(w) = st.files.get_mut(&ino) else {
-                continue;
-            };
-            match outcome {
-                Outcome::Failed(e) if is_transient(e) => {
-                    let delta = w.restore_flight(id);
-                    st.dirty_bytes = (st.dirty_bytes as i64 + delta).max(0) as u64;
-                    first_err.get_or_insert(e);
-                    continue;
-                }
-                Outcome::Failed(e) => {
-                    tracing::warn!(inode = %ino, "manager refused the commit ({e}); dropping the data");
-                    self.errors.record(ino, e);
-                    first_err.get_or_insert(e);
-                    let released = w.complete_flight(id);
-                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
-                    st.cache.invalidate(ino);
-                }
-                Outcome::Gone => {
-                    self.lock_unsynced().forget(ino);
-                    let released = w.complete_flight(id);
-                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
-                    st.cache.invalidate(ino);
-                    self.attrs.remove(&ino);
-                }
-                Outcome::Committed(_) => {
-                    let released = w.complete_flight(id);
-                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
-                    for (off, b) in &t.chunks {
-                        st.cache.apply_write(ino, *off, b);
-                    }
-                }
-            }
-            st.extents.invalidate(ino);
-            if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
-                tracing::debug!(target: "shoal_attrs", inode = %ino, "dirty file retired");
-                st.files.remove(&ino);
-            }
-        }
-        drop(st);
-        self.space.notify_waiters();
-        match first_err {
-            Some(e) => {
-                if e == FsError::ENOSPC {
-                    *lock_mutex(&self.no_space) = Some(std::time::Instant::now());
-                }
-                Err(e)
-            }
-            None => {
-                *lock_mutex(&self.no_space) = None;
-                Ok(true)
-            }
-        }
+        (written, pin)
     }
 
     /// Appends the taken data as segments of our log; returns the extents of every taken
@@ -322,97 +295,20 @@ impl Client {
         Ok(extents)
     }
 
-    /// Commits the extents, one request per manager, all managers at once. Returns one
-    /// outcome per taken inode, in `taken` order.
-    async fn commit_all(
+    /// Commits `writes` at their manager once (the flush asks for a write lease a manager
+    /// restart took away first), keeping them for the verifier unless `sync`.
+    pub(crate) async fn commit(
         &self,
-        taken: &[Taken],
-        extents: Vec<Vec<Extent>>,
+        writes: Vec<InodeWrite>,
         sync: bool,
-    ) -> Vec<(InodeId, Outcome)> {
-        let mut groups: BTreeMap<NodeId, Vec<InodeWrite>> = BTreeMap::new();
-        for (t, ex) in taken.iter().zip(extents) {
-            groups
-                .entry(self.meta.owner(t.ino))
-                .or_default()
-                .push(InodeWrite {
-                    ino: t.ino,
-                    extents: ex,
-                    size: t.size,
-                    mtime: t.mtime,
-                });
-        }
-        let results =
-            futures::future::join_all(groups.into_values().map(|w| self.commit_group(w, sync)))
-                .await;
-        let mut by_ino: HashMap<InodeId, Outcome> = results.into_iter().flatten().collect();
-        taken
-            .iter()
-            .map(|t| {
-                (
-                    t.ino,
-                    by_ino
-                        .remove(&t.ino)
-                        .unwrap_or(Outcome::Failed(FsError::EIO)),
-                )
-            })
-            .collect()
-    }
-
-    /// Commits the writes of one manager. When the group fails for a reason that is not
-    /// transient, each inode is committed alone so that one bad inode (say, unlinked and
-    /// closed meanwhile) does not hold back the others.
-    async fn commit_group(&self, writes: Vec<InodeWrite>, sync: bool) -> Vec<(InodeId, Outcome)> {
-        let inos: Vec<InodeId> = writes.iter().map(|w| w.ino).collect();
-        let single = writes.len() == 1;
-        match self.commit(writes.clone(), sync).await {
-            Ok(attrs) => {
-                let mut by_ino: HashMap<InodeId, Attr> =
-                    attrs.into_iter().map(|a| (a.ino, a)).collect();
-                inos.into_iter()
-                    .map(|i| (i, Outcome::Committed(by_ino.remove(&i))))
-                    .collect()
-            }
-            Err(e) if single || is_transient(e) => {
-                let outcome = || {
-                    if is_gone(e) {
-                        Outcome::Gone
-                    } else {
-                        Outcome::Failed(e)
-                    }
-                };
-                inos.into_iter().map(|i| (i, outcome())).collect()
-            }
-            Err(_) => {
-                let mut out = Vec::new();
-                for w in writes {
-                    let ino = w.ino;
-                    let o = match self.commit(vec![w], sync).await {
-                        Ok(a) => Outcome::Committed(a.into_iter().next()),
-                        Err(e) if is_gone(e) => Outcome::Gone,
-                        Err(e) => Outcome::Failed(e),
-                    };
-                    out.push((ino, o));
-                }
-                out
-            }
-        }
-    }
-
-    /// Commits once. Unlike other requests, a commit refused with `LeaseExpired` is not
-    /// retried after renewing: the manager gave up on this client, so the renewal drops the
-    /// data (see `drop_manager_caches`) instead of writing it over newer changes.
-    async fn commit(&self, writes: Vec<InodeWrite>, sync: bool) -> Result<Vec<Attr>, FsError> {
-        for w in &writes {
-            if self.reacquire.remove(&w.ino).is_some() {
-                if let Err(e) = self.acquire_write(w.ino).await {
-                    self.reacquire.insert(w.ino, ());
-                    return Err(e);
-                }
-            }
-        }
+        standing: Option<Standing>,
+    ) -> Result<Vec<Attr>, FsError> {
         let kept = writes.clone();
-        let req = ManagerRequest::CommitWrites { writes, sync };
+        let req = ManagerRequest::CommitWrites {
+            writes,
+            sync,
+            standing,
+        };
         let node = proto::route::routing_inode(&req).map(|i| self.meta.owner(i));
         let mark = self.lock_unsynced().mark();
         match self.meta.call_commit(req).await? {
@@ -436,58 +332,34 @@ impl Client {
         }
     }
 
-    /// Sends again, durably and in order, the commits of `ino` that a restarted manager
-    /// may have lost, if this client reclaimed the inode's write lease from that very
-    /// incarnation (no one else can have written since). The caller holds `ino`'s commit
-    /// lock. A failure is left to the verifier (the next fsync reports EIO).
-    pub(crate) async fn resend_suspects(&self, ino: InodeId) {
-        let node = self.meta.owner(ino);
-        let Some(current) = self.meta.lease(node).incarnation() else {
-            return;
-        };
+    /// The commits of `ino` that `node`'s incarnation `current` may have lost, if this
+    /// client reclaimed the inode's write lease from that very incarnation, pinned in the
+    /// horizon until the returned pin is dropped. Taken and pinned under the verifier's
+    /// lock, which `promise_horizon` also takes first: the horizon never passes these
+    /// segments while they are being sent again.
+    pub(crate) fn take_suspects(
+        &self,
+        node: NodeId,
+        ino: InodeId,
+        current: u64,
+    ) -> (Vec<InodeWrite>, Option<Pin<'_>>) {
         if self.reclaimed.get(&ino).map(|r| *r) != Some(current) {
-            return;
+            return (Vec::new(), None);
         }
-        // Taken and pinned under the verifier's lock, which `promise_horizon` also takes
-        // first: the horizon never passes these segments while they are being sent again.
-        let (writes, _pin) = {
-            let mut unsynced = self.lock_unsynced();
-            let writes = unsynced.take_suspects(node, ino, current);
-            let lowest = writes
-                .iter()
-                .flat_map(|w| w.extents.iter())
-                .filter(|e| e.ptr.seg.log == self.log_id)
-                .map(|e| e.ptr.seg.segment)
-                .min();
-            (writes, lowest.map(|s| self.horizon.pin(s)))
-        };
-        if writes.is_empty() {
-            return;
-        }
-        tracing::info!(inode = %ino, commits = writes.len(), "sending commits a manager restart may have lost again");
-        if let Err(e) = self.commit(writes, true).await {
-            tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
-            self.errors.record(ino, e);
-        }
-    }
-
-    /// Writes every dirty byte and makes every manager's state durable (unmount, syncfs).
-    pub async fn sync_all(&self) -> Result<(), FsError> {
-        self.flush_inodes(Which::All, false).await?;
-        let syncs = self
-            .config
-            .manager_nodes()
-            .into_iter()
-            .map(|m| self.sync_node(m.id));
-        for r in futures::future::join_all(syncs).await {
-            r?;
-        }
-        Ok(())
+        let mut unsynced = self.lock_unsynced();
+        let writes = unsynced.take_suspects(node, ino, current);
+        let lowest = writes
+            .iter()
+            .flat_map(|w| w.extents.iter())
+            .filter(|e| e.ptr.seg.log == self.log_id)
+            .map(|e| e.ptr.seg.segment)
+            .min();
+        (writes, lowest.map(|s| self.horizon.pin(s)))
     }
 
     /// Makes `node`'s state durable, then checks the commits it accepted without sync
     /// before: those of an earlier incarnation are verified (see `after_sync`).
-    pub(crate) async fn sync_node(&self, node: proto::ids::NodeId) -> Result<(), FsError> {
+    pub(crate) async fn sync_node(&self, node: NodeId) -> Result<(), FsError> {
         let mark = self.lock_unsynced().mark();
         match self
             .meta
@@ -502,15 +374,11 @@ impl Client {
         }
     }
 
-    pub(crate) fn lock_unsynced(&self) -> std::sync::MutexGuard<'_, crate::verifier::Unsynced> {
-        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A sync marked `mark` was answered by `node` in `incarnation`: forgets what it covers
     /// and verifies the suspects (commits an earlier incarnation accepted without sync):
     /// one whose extents are no longer in the manager's map may have been lost in the
     /// restart, and its inode's next fsync or close reports EIO (never 0).
-    pub(crate) async fn after_sync(&self, node: proto::ids::NodeId, incarnation: u64, mark: u64) {
+    async fn after_sync(&self, node: NodeId, incarnation: u64, mark: u64) {
         let suspects = self.lock_unsynced().synced(node, incarnation, mark);
         for p in suspects {
             let ino = p.write.ino;
@@ -542,8 +410,59 @@ impl Client {
         }
     }
 
+    /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
+    /// promise is older (or made to another incarnation): one attempt each, bounded by
+    /// `PROMISE_WAIT`, never retried here (the renewer tries again next period).
+    pub(crate) async fn promise_horizon(&self) {
+        let horizon = {
+            let unsynced = self.lock_unsynced();
+            self.horizon.get(unsynced.min_segment(self.log_id))
+        };
+        let nodes: Vec<NodeId> = self.meta.nodes().collect();
+        futures::future::join_all(nodes.into_iter().map(|n| async move {
+            let incarnation = self.meta.lease(n).incarnation();
+            if self.promised.get(&n).map(|p| *p) == Some((incarnation, horizon.0)) {
+                return;
+            }
+            let req = ManagerRequest::LogHorizon {
+                session: self.meta.session(),
+                log: self.log_id,
+                horizon,
+            };
+            match self.meta.call_once(n, req, PROMISE_WAIT).await {
+                Ok(ManagerResponse::Done) => {
+                    self.promised.insert(n, (incarnation, horizon.0));
+                }
+                Ok(other) => {
+                    let _ = remote::unexpected("LogHorizon", &other);
+                }
+                Err(e) => {
+                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e}");
+                }
+            }
+        }))
+        .await;
+    }
+
+    /// A flush ended with `first_err`: ENOSPC holds new writes for `NO_SPACE_HOLD`, success
+    /// lets them through again.
+    pub(crate) fn flush_ended(&self, first_err: Option<FsError>) {
+        match first_err {
+            Some(e) if e == FsError::ENOSPC => {
+                *lock_mutex(&self.no_space) = Some(std::time::Instant::now());
+            }
+            Some(_) => {}
+            None => *lock_mutex(&self.no_space) = None,
+        }
+    }
+
+    /// Space was freed at the servers (an unlink): new writes may try again.
+    pub(crate) fn clear_no_space(&self) {
+        *lock_mutex(&self.no_space) = None;
+    }
+
     /// ENOSPC while a flush recently found the storage servers full (see `no_space`).
-    pub(crate) fn check_no_space(&self) -> Result<(), FsError> {
+    fn check_no_space(&self) -> Result<(), FsError> {
         let mut ns = lock_mutex(&self.no_space);
         match *ns {
             Some(at) if at.elapsed() < NO_SPACE_HOLD => Err(FsError::ENOSPC),
@@ -555,16 +474,20 @@ impl Client {
         }
     }
 
-    /// Waits until buffered dirty data is below the limit (kicking the flusher); ENOSPC
-    /// when the storage servers are full.
-    pub(crate) async fn wait_for_space(&self) -> Result<(), FsError> {
+    /// Waits until buffered dirty data (`dirty_bytes()`, read under the data lock by the
+    /// caller's closure) is below the limit, kicking the flusher; ENOSPC when the storage
+    /// servers are full.
+    pub(crate) async fn wait_for_space(
+        &self,
+        dirty_bytes: impl Fn() -> u64,
+    ) -> Result<(), FsError> {
         let deadline = tokio::time::Instant::now() + SPACE_WAIT;
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.check_no_space()?;
-            if self.lock_state().dirty_bytes < self.dirty_limit {
+            if dirty_bytes() < self.dirty_limit {
                 return Ok(());
             }
             self.kick.notify_one();
@@ -591,26 +514,6 @@ fn lock_mutex<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// How long a writer waits for dirty memory before failing with EIO.
 const SPACE_WAIT: Duration = Duration::from_secs(120);
-
-/// What became of one inode's data in a flush.
-enum Outcome {
-    Committed(Option<Attr>),
-    /// The inode no longer exists: its data is dropped.
-    Gone,
-    Failed(FsError),
-}
-
-fn is_gone(e: FsError) -> bool {
-    e.0 == libc::ENOENT || e.0 == libc::ESTALE
-}
-
-/// Failures after which the data is kept and the flush retried later.
-fn is_transient(e: FsError) -> bool {
-    matches!(
-        e.0,
-        libc::EIO | libc::ENOSPC | libc::EAGAIN | libc::ETIMEDOUT
-    )
-}
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@
 //! Must not: read a clock (time is passed in), do I/O, use tokio, or know fuser.
 
 use super::clock::BootInstant;
-use proto::msg::{LeaseExtension, LeaseGrant};
+use proto::msg::{LeaseExtension, LeaseGrant, Standing};
 use std::time::Duration;
 
 /// Time the kernel may keep answering from what we told it (entry and attribute TTL).
@@ -142,6 +142,15 @@ impl VolumeLease {
 
     pub fn renewals(&self) -> u64 {
         self.renewals
+    }
+
+    /// Where this client stands with the manager now (`None` before its first grant):
+    /// recorded with buffered writes and sent with their commit.
+    pub fn standing(&self) -> Option<Standing> {
+        self.incarnation.map(|incarnation| Standing {
+            incarnation,
+            losses: self.losses,
+        })
     }
 
     /// The lease, if cached state may be used (and handed to the kernel for

@@ -4,8 +4,7 @@
 //!
 //! Owns: dropping every cached copy of a manager's inodes when the engine says so
 //! (`LeaseActions` for `Client`), the write lease of each inode (`AcquireWrite`, given up
-//! on a Flush callback), reclaim after a manager restart, promising the log's reclaim
-//! horizon, and carrying out callbacks (`Invalidate`, `Flush`) handed over by the
+//! on a Flush callback), reclaim after a manager restart, and carrying out callbacks (`Invalidate`, `Flush`) handed over by the
 //! transport's handler (`client::CallbackHandler`).
 //! Must not hold the state lock across an await, must not wait on a lock a request in flight
 //! to a manager holds while answering a callback, must never drop dirty data unless the
@@ -21,10 +20,6 @@ use crate::meta::{self as remote, LeaseActions, Target};
 use futures::future::BoxFuture;
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{ClientCallback, ManagerRequest, ManagerResponse, RemoteError, Response};
-use std::time::Duration;
-
-/// Bound of one `LogHorizon` attempt.
-const PROMISE_WAIT: Duration = Duration::from_secs(1);
 
 impl LeaseActions for Client {
     fn drop_caches(&self, node: NodeId, discard_writes: bool) -> BoxFuture<'_, ()> {
@@ -57,7 +52,7 @@ impl Client {
                 .filter(|i| self.meta.owner(*i) == node)
                 .collect();
             // Also files whose commits the restart may have lost: they are sent again.
-            let unsynced = self.lock_unsynced().inodes(node);
+            let unsynced = self.writeback.lock_unsynced().inodes(node);
             inos.extend(unsynced.iter().copied());
             inos.sort_unstable();
             inos.dedup();
@@ -80,8 +75,8 @@ impl Client {
                 match self.meta.call(Target::Node(node), req).await {
                     Ok(ManagerResponse::Done) => {
                         self.record_write_lease(ino, epoch, revocations);
-                        self.reacquire.remove(&ino);
-                        self.reclaimed.insert(ino, incarnation);
+                        self.lease_session.take_reacquire(ino);
+                        self.writeback.note_reclaimed(ino, incarnation);
                     }
                     Ok(other) => {
                         let _ = remote::unexpected("AcquireWrite", &other);
@@ -101,7 +96,7 @@ impl Client {
                     tracing::warn!(inode = %ino, "flush after a reclaim failed: {e}");
                 }
             }
-            self.kick.notify_one();
+            self.writeback.kick().notify_one();
         }
     }
 
@@ -113,45 +108,11 @@ impl Client {
             let bytes = w.bytes();
             st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
             tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-            self.errors.record(ino, FsError::EIO);
+            self.writeback.errors.record(ino, FsError::EIO);
         }
         drop(st);
-        self.reacquire.remove(&ino);
-        self.space.notify_waiters();
-    }
-
-    /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
-    /// promise is older (or made to another incarnation): one attempt each, bounded by
-    /// `PROMISE_WAIT`, never retried here (the renewer tries again next period).
-    pub(crate) async fn promise_horizon(&self) {
-        let horizon = {
-            let unsynced = self.lock_unsynced();
-            self.horizon.get(unsynced.min_segment(self.log_id))
-        };
-        let nodes: Vec<NodeId> = self.meta.nodes().collect();
-        futures::future::join_all(nodes.into_iter().map(|n| async move {
-            let incarnation = self.meta.lease(n).incarnation();
-            if self.promised.get(&n).map(|p| *p) == Some((incarnation, horizon.0)) {
-                return;
-            }
-            let req = ManagerRequest::LogHorizon {
-                session: self.meta.session(),
-                log: self.log_id,
-                horizon,
-            };
-            match self.meta.call_once(n, req, PROMISE_WAIT).await {
-                Ok(ManagerResponse::Done) => {
-                    self.promised.insert(n, (incarnation, horizon.0));
-                }
-                Ok(other) => {
-                    let _ = remote::unexpected("LogHorizon", &other);
-                }
-                Err(e) => {
-                    tracing::debug!(manager = %n, "reclaim horizon not promised: {e}");
-                }
-            }
-        }))
-        .await;
+        self.lease_session.take_reacquire(ino);
+        self.writeback.space_freed();
     }
 
     /// Whether the write lease of `ino` is held (always true without leases).
@@ -194,7 +155,7 @@ impl Client {
         if self.write_lease_held(&self.lock_state(), ino) {
             return Ok(());
         }
-        let gate = self.acquiring.entry(ino).or_default().clone();
+        let gate = self.lease_session.acquire_gate(ino);
         let _one = gate.lock().await;
         if self.write_lease_held(&self.lock_state(), ino) {
             return Ok(());
@@ -219,15 +180,7 @@ impl Client {
     pub(crate) async fn drop_manager_caches(&self, node: NodeId, discard_writes: bool) {
         // The engine bumped the cache epoch already: write leases of older epochs are gone.
         let owned = |ino: &InodeId| self.meta.owner(*ino) == node;
-        let mut known: Vec<InodeId> = self
-            .attrs
-            .iter()
-            .map(|e| *e.key())
-            .filter(|i| owned(i))
-            .collect();
-        self.attr_drops
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.attrs.retain(|i, _| !owned(i));
+        let mut known: Vec<InodeId> = self.attrs.drop_where(owned);
         self.parents.forget_where(owned);
         self.no_caps.forget_where(owned);
         {
@@ -241,14 +194,14 @@ impl Client {
             for ino in lost {
                 if !discard_writes {
                     // Kept: committed once the write lease is granted again.
-                    self.reacquire.insert(ino, ());
+                    self.lease_session.must_reacquire(ino);
                     continue;
                 }
                 if let Some(w) = st.files.remove(&ino) {
                     let bytes = w.bytes();
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
                     tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
-                    self.errors.record(ino, FsError::EIO);
+                    self.writeback.errors.record(ino, FsError::EIO);
                 }
             }
             st.cache.invalidate_where(|i| owned(&i));
@@ -262,16 +215,14 @@ impl Client {
         self.bump_dir_generations();
         known.sort_unstable();
         known.dedup();
-        notify::invalidate(self.notifier(), known, Vec::new()).await;
+        notify::invalidate(self.lease_session.notifier(), known, Vec::new()).await;
     }
 
     /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
     /// comes while the lease is valid, and a Flush commits the data first).
     pub(crate) fn drop_inode_caches(&self, ino: InodeId) {
         tracing::debug!(target: "shoal_attrs", inode = %ino, "caches dropped (callback)");
-        self.attr_drops
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.attrs.remove(&ino);
+        self.attrs.drop_one(ino);
         self.parents.forget(ino);
         self.no_caps.forget(ino);
         {
@@ -285,9 +236,7 @@ impl Client {
     /// Drops this client's block, extent and attribute caches (every inode); the kernel's
     /// are left alone. For benchmarks that read cold (`setxattr shoal.drop_caches`).
     pub fn drop_caches(&self) {
-        self.attr_drops
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.attrs.clear();
+        self.attrs.drop_all();
         self.no_caps.clear();
         let mut st = self.lock_state();
         st.cache.invalidate_where(|_| true);
@@ -307,7 +256,7 @@ impl Client {
                 for (parent, _) in &entries {
                     self.bump_dir_generation(*parent);
                 }
-                notify::invalidate(self.notifier(), inodes, entries).await;
+                notify::invalidate(self.lease_session.notifier(), inodes, entries).await;
                 Response::CallbackDone
             }
             ClientCallback::Flush { ino, drop_cache } => {
@@ -325,7 +274,7 @@ impl Client {
                 }
                 if drop_cache {
                     self.drop_inode_caches(ino);
-                    notify::invalidate(self.notifier(), vec![ino], Vec::new()).await;
+                    notify::invalidate(self.lease_session.notifier(), vec![ino], Vec::new()).await;
                 }
                 Response::CallbackDone
             }

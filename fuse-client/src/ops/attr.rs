@@ -1,6 +1,6 @@
-//! Attribute operations and the attribute cache: what the managers last said of an inode
-//! (`note_attr`, `keep_newest`), with this client's uncommitted size and mtime laid over it
-//! (`overlay`, `local_view`); getattr's committed size under a lease; setattr (chmod,
+//! Attribute operations over the attribute cache (`data::attrs`): answers noted there
+//! (`note_attr`, which also drops stale clean data), with this client's uncommitted size
+//! and mtime laid over them (`overlay`, `local_view`); getattr's committed size under a lease; setattr (chmod,
 //! chown, utimes, truncate), which writes the inode's dirty data first; fallocate (size
 //! growth and hole punching at the manager, the same way).
 //! Must not hold the data lock across an await.
@@ -52,30 +52,11 @@ impl Client {
     /// another client, or by us in a way we did not apply locally) drops our clean copies.
     /// Returns the freshest attributes known: an answer overtaken by a newer one already
     /// seen (a commit's answer arriving before an earlier getattr's) is not used.
+    /// (The rules are `AttrCache::note`'s: one lookup of the cached version, then the
+    /// own-change floor.)
     pub(crate) fn note_attr(&self, attr: &Attr) -> Attr {
-        if self.predates_own_change(attr) {
-            // Computed before a change of ours landed: never cached (see `own_versions`).
-            return self
-                .attrs
-                .get(&attr.ino)
-                .filter(|c| c.version > attr.version)
-                .map_or_else(|| attr.clone(), |c| c.clone());
-        }
-        let newer = self
-            .attrs
-            .get(&attr.ino)
-            .filter(|old| old.version > attr.version)
-            .map(|old| old.clone());
-        if let Some(newer) = newer {
-            return newer;
-        }
-        let changed = self
-            .attrs
-            .get(&attr.ino)
-            .is_some_and(|old| old.version != attr.version);
-        tracing::debug!(target: "shoal_attrs", inode = %attr.ino, version = attr.version, size = attr.size, "answer cached");
-        self.attrs.insert(attr.ino, attr.clone());
-        if changed {
+        let noted = self.attrs.note(attr);
+        if noted.changed {
             let mut st = self.lock_state();
             if !st.files.contains_key(&attr.ino) {
                 st.cache.invalidate(attr.ino);
@@ -84,38 +65,7 @@ impl Client {
             drop(st);
             self.no_caps.forget(attr.ino);
         }
-        attr.clone()
-    }
-
-    /// Whether `attr` is older than this client's latest own change of the inode.
-    pub(crate) fn predates_own_change(&self, attr: &Attr) -> bool {
-        self.own_versions
-            .get(&attr.ino)
-            .is_some_and(|v| attr.version < *v)
-    }
-
-    /// Records attributes from the answer to our own change unless a newer version is
-    /// already known; returns the freshest. Also raises the inode's own-change version
-    /// (`own_versions`), which older answers still in flight are checked against.
-    pub(crate) fn keep_newest(&self, attr: Attr) -> Attr {
-        tracing::debug!(target: "shoal_attrs", inode = %attr.ino, version = attr.version, size = attr.size, "own change answered");
-        self.own_versions
-            .entry(attr.ino)
-            .and_modify(|v| *v = (*v).max(attr.version))
-            .or_insert(attr.version);
-        match self.attrs.entry(attr.ino) {
-            dashmap::mapref::entry::Entry::Occupied(e) if e.get().version > attr.version => {
-                e.get().clone()
-            }
-            dashmap::mapref::entry::Entry::Occupied(mut e) => {
-                e.insert(attr.clone());
-                attr
-            }
-            dashmap::mapref::entry::Entry::Vacant(e) => {
-                e.insert(attr.clone());
-                attr
-            }
-        }
+        noted.attr
     }
 
     /// The manager's attributes with local uncommitted state laid over them. `attr` may
@@ -124,10 +74,7 @@ impl Client {
     pub(crate) fn local_view(&self, attr: Attr) -> Attr {
         let st = self.lock_state();
         let ino = attr.ino;
-        let attr = match self.attrs.get(&ino) {
-            Some(cached) if cached.version > attr.version => cached.clone(),
-            _ => attr,
-        };
+        let attr = self.attrs.newest(attr);
         let out = overlay(attr, st.files.get(&ino));
         tracing::debug!(target: "shoal_attrs", inode = %ino, version = out.version, size = out.size, local = st.files.get(&ino).map(|w| w.size), "local view");
         out
@@ -140,7 +87,7 @@ impl Client {
         held: Option<&HeldLease>,
         ino: InodeId,
     ) -> Result<u64, FsError> {
-        if let (Some(_), Some(a)) = (held, self.attrs.get(&ino)) {
+        if let (Some(_), Some(a)) = (held, self.attrs.get(ino)) {
             return Ok(a.size);
         }
         let a = self.manager_attr(ManagerRequest::GetAttr { ino }).await?;
@@ -155,7 +102,7 @@ impl Client {
     pub async fn kill_priv(&self, ino: InodeId) -> Result<(), FsError> {
         const S_ISUID: u16 = 0o4000;
         const S_ISGID: u16 = 0o2000;
-        let cached = self.attrs.get(&ino).map(|a| a.perm);
+        let cached = self.attrs.get(ino).map(|a| a.perm);
         let perm = match cached {
             Some(p) => p,
             None => self.getattr(ino).await?.perm,
@@ -193,17 +140,17 @@ impl Client {
                 .await?;
             return Ok(self.local_view(a));
         }
-        let held = [(ino, self.commit_lock(ino).await)];
+        let held = [(ino, self.writeback.commit_lock(ino).await)];
         // Commits not yet durable go first, durably: a truncate that survives a crash must
         // not be undone by sending them again afterwards.
-        if self.lock_unsynced().has(ino) {
-            if let Err(e) = self.sync_node(self.meta.owner(ino)).await {
+        if self.writeback.lock_unsynced().has(ino) {
+            if let Err(e) = self.writeback.sync_node(self.meta.owner(ino)).await {
                 tracing::debug!(inode = %ino, "sync before a truncate failed: {e}");
             }
         }
         let r = self.setattr_held(ino, set, caller, &held).await;
         drop(held);
-        self.forget_commit_locks(&[ino]);
+        self.writeback.forget_commit_locks(&[ino]);
         r
     }
 
@@ -238,11 +185,11 @@ impl Client {
         if !punch && keep_size {
             return Ok(());
         }
-        let held = [(ino, self.commit_lock(ino).await)];
+        let held = [(ino, self.writeback.commit_lock(ino).await)];
         // As for a truncate: commits not yet durable go first, so that sending them again
         // after a manager restart cannot undo a punch.
-        if punch && self.lock_unsynced().has(ino) {
-            if let Err(e) = self.sync_node(self.meta.owner(ino)).await {
+        if punch && self.writeback.lock_unsynced().has(ino) {
+            if let Err(e) = self.writeback.sync_node(self.meta.owner(ino)).await {
                 tracing::debug!(inode = %ino, "sync before a hole punch failed: {e}");
             }
         }
@@ -250,7 +197,7 @@ impl Client {
             .fallocate_held(ino, offset, len, punch, keep_size, &held)
             .await;
         drop(held);
-        self.forget_commit_locks(&[ino]);
+        self.writeback.forget_commit_locks(&[ino]);
         r
     }
 
@@ -275,7 +222,7 @@ impl Client {
             ManagerResponse::Attr(a) => a,
             other => return Err(remote::unexpected("Fallocate", &other)),
         };
-        self.keep_newest(a.clone());
+        self.attrs.keep_newest(a.clone());
         let mut st = self.lock_state();
         if let Some(w) = st.files.get_mut(&ino) {
             // Writes buffered after the flush above stay: they are newer than the punch.
@@ -304,7 +251,7 @@ impl Client {
             other => return Err(remote::unexpected("SetAttr", &other)),
         };
         // Recorded before the local writes are retired (see `local_view`).
-        let a = self.keep_newest(a);
+        let a = self.attrs.keep_newest(a);
         {
             let mut st = self.lock_state();
             if let Some(w) = st.files.get_mut(&ino) {
@@ -322,7 +269,7 @@ impl Client {
                 st.extents.invalidate(ino);
             }
         }
-        self.space.notify_waiters();
+        self.writeback.space_freed();
         Ok(self.local_view(a))
     }
 }

@@ -28,7 +28,7 @@ impl Client {
     /// Whether the kernel may keep `ino`'s page cache across opens: only when its manager
     /// grants leases and we can tell the kernel to drop it on a callback.
     pub fn keep_cache(&self, ino: InodeId) -> bool {
-        self.meta.lease_epoch(ino).is_some() && self.notifier().is_some()
+        self.meta.lease_epoch(ino).is_some() && self.lease_session.notifier().is_some()
     }
 
     /// Opens `ino`: refreshes its attributes and registers the open (first local open).
@@ -70,19 +70,19 @@ impl Client {
     /// close(2): reports a write error found since the last flush/fsync. Data stays
     /// buffered (write-back); `fsync` makes it durable.
     pub async fn flush(&self, ino: InodeId) -> Result<(), FsError> {
-        self.errors.take(ino)
+        self.writeback.errors.take(ino)
     }
 
     /// fsync(2): writes and durably commits `ino`'s dirty data; with nothing to write, makes
     /// the inode's manager durable.
     pub async fn fsync(&self, ino: InodeId) -> Result<(), FsError> {
         let wrote = self.flush_inodes(Which::One(ino), true).await;
-        self.errors.take(ino)?;
+        self.writeback.errors.take(ino)?;
         if !wrote? {
             self.sync_owner(ino).await?;
         }
         // The sync may have found commits a manager restart lost.
-        self.errors.take(ino)
+        self.writeback.errors.take(ino)
     }
 
     /// fsyncdir(2): makes the directory's manager durable.
@@ -91,7 +91,7 @@ impl Client {
     }
 
     async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {
-        self.sync_node(self.meta.owner(ino)).await
+        self.writeback.sync_node(self.meta.owner(ino)).await
     }
 
     /// Buffers a write at `off`; returns the bytes accepted (all of them).
@@ -131,13 +131,16 @@ impl Client {
             let known = self.lock_state().files.contains_key(&ino);
             // A fresh grant may have made the previous writer commit: the size we cached
             // before asking is then stale (the requester of a grant is not called back).
-            let fetched = if !known && (!had_lease || !self.attrs.contains_key(&ino)) {
+            let fetched = if !known && (!had_lease || !self.attrs.contains(ino)) {
                 let req = proto::msg::ManagerRequest::GetAttr { ino };
                 Some(self.manager_attr(req).await?.size)
             } else {
                 None
             };
-            let committed = fetched.or_else(|| self.attrs.get(&ino).map(|a| a.size));
+            let committed = fetched.or_else(|| self.attrs.get(ino).map(|a| a.size));
+            // Read before the data lock: a loss learned after this leaves the entry with
+            // the older standing, and its commit is refused rather than let through.
+            let standing = self.meta.standing(ino);
             let now = Timestamp::now();
             let done = {
                 let mut st = self.lock_state();
@@ -149,10 +152,16 @@ impl Client {
                         if end > MAX_FILE_SIZE {
                             return Err(FsError::EFBIG);
                         }
-                        if !st.files.contains_key(&ino) {
-                            tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(&ino).map(|a| (a.version, a.size)), "new dirty file");
+                        // The cache lookup only when the event is wanted (write path).
+                        if !st.files.contains_key(&ino)
+                            && tracing::enabled!(target: "shoal_attrs", tracing::Level::DEBUG)
+                        {
+                            tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(ino).map(|a| (a.version, a.size)), "new dirty file");
                         }
-                        let w = st.files.entry(ino).or_insert_with(|| FileWrites::new(base));
+                        let w = st
+                            .files
+                            .entry(ino)
+                            .or_insert_with(|| FileWrites::standing_at(base, standing));
                         let grew = w.write(at, data, now);
                         st.dirty_bytes += grew;
                         Some((at, st.dirty_bytes >= self.config.file.client.segment_bytes))
@@ -162,7 +171,7 @@ impl Client {
             };
             if let Some((at, kick)) = done {
                 if kick {
-                    self.kick.notify_one();
+                    self.writeback.kick().notify_one();
                 }
                 return Ok((at, data.len() as u32));
             }

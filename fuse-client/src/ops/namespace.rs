@@ -38,12 +38,14 @@ const STALE_ANSWER_RETRIES: usize = 3;
 
 impl Client {
     pub(crate) async fn attr_call(&self, req: ManagerRequest) -> Result<Attr, FsError> {
+        // Open until the answer is checked against our own changes (see `data::attrs`).
+        let ask = self.attrs.ask();
         let mut a = self.manager_attr(req).await?;
         // An answer older than a change of our own to the inode was computed before that
         // change landed (a commit that finished while it was in flight): ask again. Bounded:
         // an answer sent after our change is at least as new.
         for _ in 0..STALE_ANSWER_RETRIES {
-            if !self.predates_own_change(&a) {
+            if !self.attrs.predates_own_change(&a) {
                 break;
             }
             tracing::debug!(inode = %a.ino, version = a.version, "attributes older than our own change: asking again");
@@ -51,7 +53,9 @@ impl Client {
                 .manager_attr(ManagerRequest::GetAttr { ino: a.ino })
                 .await?;
         }
-        Ok(self.local_view(a))
+        let out = self.local_view(a);
+        drop(ask);
+        Ok(out)
     }
 
     /// The manager's answer to `req` (attributes as committed, without local writes laid
@@ -60,14 +64,12 @@ impl Client {
     /// returned value, not the cache (it may not be cached).
     pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
-        let drops = self.attr_drops.load(std::sync::atomic::Ordering::SeqCst);
+        let ask = self.attrs.ask();
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 let a = self.note_attr(&a);
                 // Checked after the insert; droppers bump the count before removing.
-                if self.attr_drops.load(std::sync::atomic::Ordering::SeqCst) != drops {
-                    self.attrs.remove(&a.ino);
-                }
+                self.attrs.settle(&ask, a.ino);
                 Ok(a)
             }
             other => Err(remote::unexpected(&what, &other)),
@@ -234,7 +236,7 @@ impl Client {
         })
         .await?;
         // Deleting is how a full cluster gets out: let writes try again.
-        *self.no_space.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.writeback.clear_no_space();
         Ok(())
     }
 
@@ -292,17 +294,9 @@ impl Client {
             new_name: new_name.to_string(),
             caller,
         };
-        if self.meta.owner(ino) == self.meta.owner(new_parent) {
-            return self.attr_call(req).await;
-        }
-        // A link between two managers' inodes answers the attributes the inode's owner
-        // computed when it prepared its part, not as it applied it: a commit of ours that
-        // landed in between is missing from them (an older size) under the version number
-        // the commit got. Neither cached nor shown: the attributes are asked for afresh.
-        match self.meta.call(Target::Route, req).await? {
-            ManagerResponse::Attr(_) => self.getattr(ino).await,
-            other => Err(remote::unexpected("Link", &other)),
-        }
+        // Also between two managers' inodes: the coordinator answers the attributes as
+        // the inode's owner applied the link (a commit of ours in between included).
+        self.attr_call(req).await
     }
 
     pub async fn readlink(&self, ino: InodeId) -> Result<String, FsError> {

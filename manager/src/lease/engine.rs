@@ -755,6 +755,11 @@ impl LeaseTable {
         calls
     }
 
+    /// How many times `session` was given up on in this incarnation (0 when unknown).
+    pub fn losses(&self, session: SessionId) -> u32 {
+        self.sessions.get(&session).map_or(0, |s| s.losses)
+    }
+
     /// Whether `session` was given up on at some time in this incarnation.
     pub fn ever_lost(&self, session: SessionId) -> bool {
         self.sessions.get(&session).is_some_and(|s| s.ever_lost)

@@ -124,6 +124,7 @@ impl CallbackSender for FakeCallbacks {
                             R::CommitWrites {
                                 writes: vec![w],
                                 sync: false,
+                                standing: None,
                             },
                         )
                         .await
@@ -695,7 +696,8 @@ async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() 
             1,
             R::CommitWrites {
                 writes: vec![w],
-                sync: false
+                sync: false,
+                standing: None,
             }
         )
         .await,
@@ -712,4 +714,112 @@ async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() 
         .await
     ));
     drop(c);
+}
+
+fn grant(r: Result<A, RemoteError>) -> proto::msg::LeaseGrant {
+    match r {
+        Ok(A::Lease(g)) => g,
+        other => panic!("expected a lease grant, got {other:?}"),
+    }
+}
+
+fn commit(ino: InodeId, size: u64, standing: Option<proto::msg::Standing>) -> R {
+    R::CommitWrites {
+        writes: vec![InodeWrite {
+            ino,
+            extents: Vec::new(),
+            size,
+            mtime: Timestamp::now(),
+        }],
+        sync: false,
+        standing,
+    }
+}
+
+/// Found by consistency/t55: a mount cut off past its lease kept a flush in flight; after
+/// the heal it learned it was lost (dropping its buffered writes), but the flush asked for
+/// the write lease anew and committed its old size over another mount's appends. Writes
+/// carry the standing they were buffered under, and a loss since refuses them.
+#[tokio::test]
+async fn writes_buffered_before_a_loss_never_land_even_under_a_new_write_lease() {
+    let (c, m) = setup(1000).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    let x = attr(call(&m, 1, create("fenced", None)).await);
+    assert!(matches!(
+        call(&m, 1, acquire(x.ino, 1, false)).await,
+        Ok(A::Done)
+    ));
+    let g0 = grant(
+        call(
+            &m,
+            1,
+            R::Renew {
+                session: SessionId(1),
+            },
+        )
+        .await,
+    );
+    let before = proto::msg::Standing {
+        incarnation: g0.incarnation,
+        losses: g0.losses,
+    };
+    // Session 1 stops answering; session 2 takes the write lease once 1 is given up on,
+    // and commits a longer file.
+    c.callbacks.set(addr(1), Behaviour::Silent);
+    assert!(matches!(
+        call(&m, 2, acquire(x.ino, 2, false)).await,
+        Ok(A::Done)
+    ));
+    let g2 = grant(
+        call(
+            &m,
+            2,
+            R::Renew {
+                session: SessionId(2),
+            },
+        )
+        .await,
+    );
+    let two = proto::msg::Standing {
+        incarnation: g2.incarnation,
+        losses: g2.losses,
+    };
+    call(&m, 2, commit(x.ino, 100, Some(two)))
+        .await
+        .expect("the new writer commits");
+    // Session 1 comes back: told it was lost, it asks for the write lease again (the
+    // flush it had in flight would) and is granted it.
+    c.callbacks.set(addr(1), Behaviour::Ack);
+    let g1 = grant(
+        call(
+            &m,
+            1,
+            R::Renew {
+                session: SessionId(1),
+            },
+        )
+        .await,
+    );
+    assert!(g1.lost);
+    assert_eq!(g1.losses, before.losses + 1);
+    assert!(matches!(
+        call(&m, 1, acquire(x.ino, 1, false)).await,
+        Ok(A::Done)
+    ));
+    // Its writes from before the loss are refused, and the file keeps session 2's size.
+    match call(&m, 1, commit(x.ino, 16, Some(before))).await {
+        Err(RemoteError::Errno { code, .. }) => assert_eq!(code, crate::error::code::ENOLCK),
+        other => panic!("a commit from before the loss answered {other:?}"),
+    }
+    assert_eq!(attr(call(&m, 1, R::GetAttr { ino: x.ino }).await).size, 100);
+    // Writes buffered since it learned of the loss go through.
+    let after = proto::msg::Standing {
+        incarnation: g1.incarnation,
+        losses: g1.losses,
+    };
+    call(&m, 1, commit(x.ino, 120, Some(after)))
+        .await
+        .expect("writes buffered after the loss commit");
+    assert_eq!(attr(call(&m, 1, R::GetAttr { ino: x.ino }).await).size, 120);
 }

@@ -5,11 +5,15 @@
 //! small *manifest* written last that names the chunks. Recovery uses only checkpoints
 //! whose manifest and every chunk read back and match.
 //!
-//! - Piece: kind u8 (0 head, 1 inodes, 2 transaction book, 3 head with write leases), body
-//!   length u32 LE, body. The head (postcard) holds everything but the inodes, exactly as of
-//!   the checkpoint's LSN; kind 3 (written since records version 2) appends the recorded
-//!   write leases, kind 0 (still read) has none. The transaction book follows the head and
-//!   is counted with it. An inode piece is a
+//! - Piece: kind u8 (0 head, 1 inodes, 2 transaction book, 3 head with write leases, 4
+//!   recorded calls), body length u32 LE, body. The head (postcard) holds everything but
+//!   the inodes, exactly as of the checkpoint's LSN; kind 3 (written since records version
+//!   2) appends the recorded write leases, kind 0 (still read) has none. The transaction
+//!   book and then the recorded calls (`calls::RecordedCalls`, the numbered calls the log
+//!   says were applied, oldest first, bounded) follow the head and are counted with it;
+//!   checkpoints written before calls were carried have no kind 4 (none are remembered),
+//!   and a manager from before then refuses a checkpoint that has one (pieces out of
+//!   order). An inode piece is a
 //!   count u32 LE followed by that many postcard `(InodeId, Inode)` items, in key order.
 //! - Chunk entry (`EntryKind::Checkpoint`): `SHMK`, version u16 LE (1), checkpoint LSN u64
 //!   LE, chunk index u32 LE, then a slice of the stream.
@@ -53,6 +57,9 @@ const PIECE_INODES: u8 = 1;
 const PIECE_BOOK: u8 = 2;
 /// A head followed by the recorded write leases (`MetaState::write_leases`).
 const PIECE_HEAD2: u8 = 3;
+/// The numbered calls the log recorded as applied (`calls::RecordedCalls`), right after
+/// the book and counted with the head. Older checkpoints have none.
+const PIECE_CALLS: u8 = 4;
 /// Piece kind and length.
 const PIECE_HEADER: usize = 5;
 
@@ -150,6 +157,10 @@ pub fn head_piece(st: &MetaState) -> Vec<u8> {
     book = postcard::to_extend(&st.book, book).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
     piece(PIECE_BOOK, PIECE_HEADER, &mut book);
     out.extend_from_slice(&book);
+    let mut calls = vec![0u8; PIECE_HEADER];
+    calls = postcard::to_extend(&st.replied, calls).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
+    piece(PIECE_CALLS, PIECE_HEADER, &mut calls);
+    out.extend_from_slice(&calls);
     out
 }
 
@@ -355,6 +366,12 @@ impl Loader {
                             source,
                         })?;
                     // Rides with the head: not counted as a piece of its own.
+                    pos = start + len;
+                    continue;
+                }
+                (PIECE_CALLS, Some(st)) => {
+                    st.replied = from_postcard("checkpoint recorded calls", body)?;
+                    // Rides with the head, like the book.
                     pos = start + len;
                     continue;
                 }
@@ -607,6 +624,34 @@ mod tests {
         let mut without = st.clone();
         without.write_leases.clear();
         assert_eq!(old, without);
+    }
+
+    #[test]
+    fn recorded_calls_ride_in_the_head() {
+        let mut st = sample();
+        st.commit(vec![crate::record::Record::Replied {
+            session: SessionId(7),
+            call: proto::ids::CallId(3),
+            answer: Some(InodeId::ROOT),
+        }]);
+        let mut stream = head_piece(&st);
+        stream.extend_from_slice(&inode_piece(&st, None, 1 << 20).bytes);
+        let m = Manifest {
+            lsn: st.last_lsn(),
+            covers: st.last_lsn(),
+            from_segment: 0,
+            chunks: Vec::new(),
+            pieces: 2,
+            inodes: st.inode_count() as u64,
+        };
+        let mut l = Loader::new();
+        l.feed(&stream).expect("feed");
+        let back = l.finish(&m).expect("finish");
+        assert_eq!(
+            back.replied.get((SessionId(7), proto::ids::CallId(3))),
+            Some(Some(InodeId::ROOT))
+        );
+        assert_eq!(back.replied.len(), 1);
     }
 
     #[test]

@@ -82,11 +82,21 @@ impl MetaState {
     /// current state (their checks hold: the locks kept what they checked), a create with
     /// the reserved inode number, then `TxResolved`. Nothing for an unknown `tx` (finished
     /// before and the decision is repeated, or aborted before its prepare was logged).
-    pub fn plan_resolve(&self, now: Timestamp, tx: TxId, commit: bool) -> Vec<Record> {
+    /// Also returns, on commit, the attributes each op's inode has once the records are
+    /// applied (one per op, `None` where the prepare's result was): the answer the
+    /// coordinator gives, since they include a commit that landed after the prepare
+    /// (which got the version number the prepare's result shows).
+    pub fn plan_resolve(
+        &self,
+        now: Timestamp,
+        tx: TxId,
+        commit: bool,
+    ) -> (Vec<Record>, Vec<Option<Attr>>) {
         let Some(p) = self.book.prepared.get(&tx) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let mut recs = Vec::new();
+        let mut applied = Vec::new();
         if commit {
             let mut d = Draft::new(self, now);
             for (op, result) in p.ops.iter().zip(&p.results) {
@@ -98,10 +108,15 @@ impl MetaState {
                     tracing::error!(%tx, ?op, "prepared op no longer applies: {e}");
                 }
             }
+            applied = p
+                .results
+                .iter()
+                .map(|r| r.as_ref().and_then(|r| d.attr(r.ino).ok()))
+                .collect();
             recs = d.finish();
         }
         recs.push(Record::TxResolved { tx, commit });
-        recs
+        (recs, applied)
     }
 
     /// Coordinator: the decision record, on commit with the local part (its `AddEntry`

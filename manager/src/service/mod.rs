@@ -52,26 +52,6 @@ pub use outbound::{CallbackSender, ClientPeers, Peers, QuicCallbacks};
 /// it gives up with `Unavailable` (only under pathological contention).
 const LEASE_ROUNDS: u32 = 64;
 
-/// Whether a request changes state and so is refused during the grace period.
-pub(crate) fn refused_in_grace(req: &ManagerRequest) -> bool {
-    use ManagerRequest as R;
-    matches!(
-        req,
-        R::SetAttr { .. }
-            | R::Fallocate { .. }
-            | R::Create { .. }
-            | R::Unlink { .. }
-            | R::Rmdir { .. }
-            | R::Rename { .. }
-            | R::Link { .. }
-            | R::SetXattr { .. }
-            | R::RemoveXattr { .. }
-            | R::TxApply { .. }
-            | R::TxPrepare { .. }
-            | R::Relocate { .. }
-    )
-}
-
 fn grace_refusal() -> RemoteError {
     RemoteError::Unavailable(
         "grace period after a manager restart: leases of the previous incarnation may still \
@@ -266,7 +246,7 @@ impl Service {
             }
             r => r.session(),
         };
-        if refused_in_grace(&req) && self.leases().in_grace(now) {
+        if req.kind().refused_in_grace && self.leases().in_grace(now) {
             return Err(grace_refusal());
         }
         match req {
@@ -391,7 +371,11 @@ impl Service {
                 })
                 .await
             }
-            R::CommitWrites { writes, sync } => {
+            R::CommitWrites {
+                writes,
+                sync,
+                standing,
+            } => {
                 for w in &writes {
                     self.check_owned(w.ino)?;
                 }
@@ -412,6 +396,21 @@ impl Service {
                             .any(|w| who.is_none() || lt.holders(w.ino).1 != who)
                     {
                         return Err(grace_refusal());
+                    }
+                }
+                if let (Some(s), Some(st)) = (who, standing) {
+                    // Buffered before this incarnation gave up on the session (it may have
+                    // asked for the write lease anew since, to commit them): others may
+                    // have written the file meanwhile, so these writes must never land.
+                    let now_losses = self.leases().losses(s);
+                    if st.incarnation == self.incarnation && st.losses != now_losses {
+                        return Err(errno(Errno::new(
+                            code::ENOLCK,
+                            format!(
+                                "session {s:x} buffered these writes before this manager gave up on it ({} of {now_losses} losses): they are dropped",
+                                st.losses
+                            ),
+                        )));
                     }
                 }
                 if let Some(s) = who {

@@ -78,11 +78,15 @@ impl Service {
         call: Option<CallId>,
         req: ManagerRequest,
     ) -> Result<ManagerResponse, RemoteError> {
-        let session = self.leases().session_at(from);
-        let key = match (call, session) {
-            (Some(c), Some(s)) if req.once() && self.ready.load(Ordering::SeqCst) => (s, c),
+        // Only numbered mutations pay for the lease-table lock that finds the session.
+        let call = match call {
+            Some(c) if req.once() && self.ready.load(Ordering::SeqCst) => c,
             _ => return self.handle_as(from, access, req).await,
         };
+        let Some(session) = self.leases().session_at(from) else {
+            return self.handle_as(from, access, req).await;
+        };
+        let key = (session, call);
         loop {
             let notified = self.calls_done.notified();
             tokio::pin!(notified);

@@ -120,9 +120,17 @@ impl Service {
         match (drv.decision(), drv.abort_cause()) {
             (Some(true), _) => Attempt::Answer(match reply {
                 TxReply::Done => Ok(ManagerResponse::Done),
-                TxReply::ResultAttr => match drv.result() {
-                    Some(a) => Ok(ManagerResponse::Attr(a)),
-                    None => Err(RemoteError::Io(format!(
+                // The attributes as the participant applied them (they include a commit
+                // that landed after the prepare). A participant that did not acknowledge
+                // the decision within FINISH_TIMEOUT has not told them: the prepare's
+                // are answered then, which may miss such a commit.
+                TxReply::ResultAttr => match (drv.applied_result(), drv.result()) {
+                    (Some(a), _) => Ok(ManagerResponse::Attr(a)),
+                    (None, Some(a)) => {
+                        tracing::warn!(tx = %begin.tx, "decision not acknowledged in time: answering the prepared attributes");
+                        Ok(ManagerResponse::Attr(a))
+                    }
+                    (None, None) => Err(RemoteError::Io(format!(
                         "{}: participant returned no attributes",
                         begin.tx
                     ))),
@@ -289,7 +297,13 @@ impl Service {
                     session: who,
                 };
                 match tokio::time::timeout(FINISH_TIMEOUT, self.peers.call(node, req)).await {
-                    Ok(Ok(ManagerResponse::Done)) => Some(Event::Finished { node }),
+                    Ok(Ok(ManagerResponse::TxFinished { applied })) => {
+                        Some(Event::Finished { node, applied })
+                    }
+                    Ok(Ok(ManagerResponse::Done)) => Some(Event::Finished {
+                        node,
+                        applied: Vec::new(),
+                    }),
                     other => {
                         tracing::debug!(%tx, %node, "decision not acknowledged yet: {other:?}");
                         None
@@ -457,11 +471,11 @@ impl Service {
         session: Option<SessionId>,
     ) -> Result<ManagerResponse, RemoteError> {
         let who = session.filter(|s| self.leases().is_live(*s));
-        let (lsn, calls) = {
+        let (lsn, calls, applied) = {
             let mut st = self.state.lock().await;
-            let recs = st.plan_resolve(Timestamp::now(), tx, commit);
+            let (recs, applied) = st.plan_resolve(Timestamp::now(), tx, commit);
             if recs.is_empty() {
-                (st.last_lsn(), Vec::new())
+                (st.last_lsn(), Vec::new(), applied)
             } else {
                 self.journal.admit(&recs).map_err(errno)?;
                 let affected = Affected::of_records(&recs);
@@ -474,13 +488,13 @@ impl Service {
                 let logged = st.commit(recs);
                 self.journal.push(logged);
                 self.maybe_checkpoint(&st);
-                (st.last_lsn(), calls)
+                (st.last_lsn(), calls, applied)
             }
         };
         self.tx_event();
         self.journal.wait_durable(lsn).await.map_err(fatal)?;
         self.run_callbacks(calls).await;
-        Ok(ManagerResponse::Done)
+        Ok(ManagerResponse::TxFinished { applied })
     }
 
     /// The coordinator's outcome of `tx` (two-phase book first, then the old protocol).

@@ -39,8 +39,11 @@ pub enum Event {
     Unreachable { node: NodeId },
     /// The decision is durable.
     Logged,
-    /// `node` carried out the decision.
-    Finished { node: NodeId },
+    /// `node` carried out the decision; `applied` as in `ManagerResponse::TxFinished`.
+    Finished {
+        node: NodeId,
+        applied: Vec<Option<Attr>>,
+    },
 }
 
 /// Why a transaction aborted.
@@ -65,6 +68,8 @@ enum Phase {
 pub struct Coordinator {
     parts: Vec<(NodeId, Vec<TxOp>)>,
     prepared: BTreeMap<NodeId, Vec<Option<Attr>>>,
+    /// What participants reported applied (`Finished`, when not empty).
+    applied: BTreeMap<NodeId, Vec<Option<Attr>>>,
     finished: BTreeSet<NodeId>,
     phase: Phase,
     cause: Option<AbortCause>,
@@ -76,6 +81,7 @@ impl Coordinator {
         let mut c = Coordinator {
             parts: begin.parts.clone(),
             prepared: BTreeMap::new(),
+            applied: BTreeMap::new(),
             finished: BTreeSet::new(),
             phase: Phase::Preparing,
             cause: None,
@@ -104,6 +110,7 @@ impl Coordinator {
         let mut c = Coordinator {
             parts: begin.parts.clone(),
             prepared: BTreeMap::new(),
+            applied: BTreeMap::new(),
             finished: BTreeSet::new(),
             phase: Phase::Preparing,
             cause: None,
@@ -141,10 +148,19 @@ impl Coordinator {
         self.cause.as_ref()
     }
 
-    /// The first participant's first result (the created or linked inode).
+    /// The first participant's first result (the created or linked inode) as prepared:
+    /// what the decision fills the local part from. Not the answer to the request: a
+    /// change that lands between prepare and decision is missing from it.
     pub fn result(&self) -> Option<Attr> {
         let (node, _) = self.parts.first()?;
         self.prepared.get(node)?.first().cloned().flatten()
+    }
+
+    /// The first participant's first result as it applied it (`Finished`): the answer to
+    /// the request. `None` until that participant acknowledged the decision with it.
+    pub fn applied_result(&self) -> Option<Attr> {
+        let (node, _) = self.parts.first()?;
+        self.applied.get(node)?.first().cloned().flatten()
     }
 
     /// Whether every participant acknowledged the decision.
@@ -209,9 +225,12 @@ impl Coordinator {
                 self.phase = Phase::Finishing(commit);
                 self.finish_cmds(commit)
             }
-            (Phase::Finishing(commit), Event::Finished { node }) => {
+            (Phase::Finishing(commit), Event::Finished { node, applied }) => {
                 if !self.parts.iter().any(|(n, _)| *n == node) || !self.finished.insert(node) {
                     return Vec::new();
+                }
+                if !applied.is_empty() {
+                    self.applied.insert(node, applied);
                 }
                 if self.unfinished().is_empty() {
                     self.phase = Phase::Done;

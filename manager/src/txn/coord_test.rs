@@ -29,6 +29,13 @@ fn begin(parts: &[NodeId]) -> TxBegin {
     }
 }
 
+fn finished(node: NodeId) -> Event {
+    Event::Finished {
+        node,
+        applied: Vec::new(),
+    }
+}
+
 fn prepared(node: NodeId) -> Event {
     Event::Prepared {
         node,
@@ -66,10 +73,10 @@ fn prepares_everywhere_then_commits_then_forgets() {
             }
         ]
     );
-    assert_eq!(c.on_event(Event::Finished { node: A }), vec![]);
-    assert_eq!(c.on_event(Event::Finished { node: A }), vec![]);
+    assert_eq!(c.on_event(finished(A)), vec![]);
+    assert_eq!(c.on_event(finished(A)), vec![]);
     assert_eq!(c.unfinished(), vec![B]);
-    assert_eq!(c.on_event(Event::Finished { node: B }), vec![Cmd::Forget]);
+    assert_eq!(c.on_event(finished(B)), vec![Cmd::Forget]);
     assert!(c.is_done());
 }
 
@@ -105,8 +112,8 @@ fn any_refusal_aborts_all_and_late_prepares_change_nothing() {
         // The abort goes to every participant, also to A which prepared and to B which
         // may have prepared after its answer was lost.
         assert_eq!(c.on_event(Event::Logged).len(), 2);
-        c.on_event(Event::Finished { node: A });
-        assert_eq!(c.on_event(Event::Finished { node: B }), vec![Cmd::Forget]);
+        c.on_event(finished(A));
+        assert_eq!(c.on_event(finished(B)), vec![Cmd::Forget]);
     }
     let (mut c, _) = Coordinator::start(&begin(&[A]));
     c.on_event(Event::Refused {
@@ -148,8 +155,8 @@ fn resume_aborts_undecided_and_resends_decisions() {
             }
         ]
     );
-    c.on_event(Event::Finished { node: B });
-    assert_eq!(c.on_event(Event::Finished { node: A }), vec![Cmd::Forget]);
+    c.on_event(finished(B));
+    assert_eq!(c.on_event(finished(A)), vec![Cmd::Forget]);
     assert_eq!(c.decision(), Some(true));
 }
 
@@ -200,4 +207,47 @@ fn no_participant_commits_at_once() {
         }]
     );
     assert_eq!(c.on_event(Event::Logged), vec![Cmd::Forget]);
+}
+
+#[test]
+fn the_answer_is_the_result_as_applied_once_acknowledged() {
+    let attr = |nlink, size| Attr {
+        ino: InodeId::new(SlotId(2), 9),
+        kind: proto::msg::FileKind::File,
+        perm: 0o644,
+        nlink,
+        uid: 0,
+        gid: 0,
+        size,
+        blocks_bytes: 0,
+        atime: Default::default(),
+        mtime: Default::default(),
+        ctime: Default::default(),
+        rdev: 0,
+        version: 3,
+    };
+    let (mut c, _) = Coordinator::start(&begin(&[A]));
+    c.on_event(Event::Prepared {
+        node: A,
+        results: vec![Some(attr(2, 0))],
+    });
+    c.on_event(Event::Logged);
+    assert_eq!(c.applied_result(), None, "not acknowledged yet");
+    let applied = Attr {
+        version: 4,
+        ..attr(2, 4096)
+    };
+    assert_eq!(
+        c.on_event(Event::Finished {
+            node: A,
+            applied: vec![Some(applied.clone())],
+        }),
+        vec![Cmd::Forget]
+    );
+    assert_eq!(c.applied_result(), Some(applied));
+    assert_eq!(
+        c.result(),
+        Some(attr(2, 0)),
+        "the prepared result stays as it was"
+    );
 }

@@ -14,7 +14,11 @@
 //!    same batch; any refusal or silence → `TxDecided{abort}`. Only then does anything
 //!    change anywhere, so every check happened before any apply.
 //! 4. It sends `TxFinish` to every participant; each applies (or drops) its part with
-//!    `TxResolved` and forgets the transaction. When all have answered, the coordinator
+//!    `TxResolved`, forgets the transaction and answers the attributes as applied
+//!    (`TxFinished`): the request's answer (a created or linked inode) comes from there,
+//!    not from the prepare, whose attributes miss a change that landed in between (a
+//!    commit of the linked file, which intent locks do not hold off, gets the version
+//!    number the prepare's attributes show). When all have answered, the coordinator
 //!    logs `TxForget`. Results are thus remembered exactly until acknowledged: the
 //!    participant's until the decision reaches it, the coordinator's until every
 //!    participant confirmed.

@@ -157,6 +157,16 @@ pub struct InodeWrite {
     pub mtime: Timestamp,
 }
 
+/// Where a client stood with a manager when it buffered data: the manager's incarnation
+/// and the number of times it had given up on the session (`LeaseGrant::losses`). A commit
+/// carries it so that writes buffered before a loss never land, even when the session holds
+/// the inode's write lease again by the time it commits (it asked for it anew).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Standing {
+    pub incarnation: u64,
+    pub losses: u32,
+}
+
 /// The cleaner copied file bytes `[offset, offset + old.len)` of `ino` from `old` to `new`
 /// (same length); the owning manager remaps them only where its extent map still points at
 /// `old` (a concurrent overwrite wins).
@@ -283,9 +293,13 @@ pub enum ManagerRequest {
         len: u64,
     },
     /// Commit data written to the client's log. With `sync`, answer only once durable.
+    /// `standing`: the manager's incarnation and loss count the client knew when it buffered
+    /// the data; a manager of that incarnation that gave up on the session since refuses
+    /// the commit (ENOLCK), whatever write lease the session holds now.
     CommitWrites {
         writes: Vec<InodeWrite>,
         sync: bool,
+        standing: Option<Standing>,
     },
     /// Make every change so far durable (fsync/fsyncdir, unmount).
     Sync,
@@ -345,7 +359,8 @@ pub enum ManagerRequest {
     /// Between managers, phase two: the coordinator's durable decision. The participant
     /// applies (commit) or drops (abort) its prepared part, releases its locks and forgets
     /// the transaction; this message is the coordinator's acknowledgement of its prepare
-    /// answer. Unknown transactions are answered `Done` (already finished). Answered `Done`.
+    /// answer. Answered `TxFinished` with the attributes as applied (empty after an abort,
+    /// and for an unknown transaction: finished before).
     TxFinish {
         tx: TxId,
         commit: bool,
@@ -468,6 +483,15 @@ pub enum ManagerResponse {
     TxOutcome {
         committed: bool,
     },
+    /// A participant carried out the decision on its part of a transaction (`TxFinish`):
+    /// on commit, one entry per op of its prepare, the attributes of the op's inode once
+    /// applied (`None` where the prepare had no result). They include every change that
+    /// landed between prepare and decision (a commit of the linked file), which the
+    /// prepare's results do not. Empty when nothing was applied here (abort, or a repeated
+    /// decision of a transaction finished before).
+    TxFinished {
+        applied: Vec<Option<Attr>>,
+    },
     /// Coordinator hint for routing.
     Owner(NodeId),
     /// A volume lease grant.
@@ -533,22 +557,108 @@ impl LeaseExtension {
     }
 }
 
+/// What kind of request a `ManagerRequest` is, for the rules that depend on whether it
+/// changes anything: the one table of those properties (`ManagerRequest::kind`), which the
+/// manager's grace refusal, the permission check's read-only exports and the numbering of
+/// calls (client and manager) all read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestKind {
+    /// Changes the file system as a client sees it: refused (EROFS) on a read-only export.
+    pub writes: bool,
+    /// Changes metadata and is refused during a restarted manager's grace period (leases of
+    /// the previous incarnation may still be in use). Writes under a write lease
+    /// (`CommitWrites`, `AcquireWrite`) are not: their handlers let a reclaimed writer
+    /// through.
+    pub refused_in_grace: bool,
+    /// Applying it twice differs from applying it once (a retried rename whose first try
+    /// was applied would fail ENOENT): the client numbers such calls (`CallId`) and the
+    /// manager answers a retry with the first result.
+    pub once: bool,
+}
+
+impl RequestKind {
+    /// Reads, and bookkeeping none of the rules concerns (sessions, releases, syncs, a
+    /// transaction's decision, the cleaner's questions).
+    const UNRESTRICTED: RequestKind = RequestKind {
+        writes: false,
+        refused_in_grace: false,
+        once: false,
+    };
+    /// A namespace or xattr change: refused read-only and in grace, numbered.
+    const NAMESPACE: RequestKind = RequestKind {
+        writes: true,
+        refused_in_grace: true,
+        once: true,
+    };
+    /// An attribute change that may be applied twice (the same values again).
+    const ATTR: RequestKind = RequestKind {
+        writes: true,
+        refused_in_grace: true,
+        once: false,
+    };
+    /// A data change under a write lease: its handler applies its own grace rule.
+    const LEASED_WRITE: RequestKind = RequestKind {
+        writes: true,
+        refused_in_grace: false,
+        once: false,
+    };
+    /// A change between managers or by the cleaner: no client sends it.
+    const INTERNAL_CHANGE: RequestKind = RequestKind {
+        writes: false,
+        refused_in_grace: true,
+        once: false,
+    };
+}
+
 impl ManagerRequest {
-    /// Whether applying the request twice differs from applying it once (a retried rename
-    /// whose first try was applied would fail ENOENT): the client numbers such calls
-    /// (`CallId`) and the manager answers a retry with the first result.
-    pub fn once(&self) -> bool {
+    /// The request's properties (see `RequestKind`). Every variant is listed: a new one
+    /// does not compile until it is classified.
+    pub fn kind(&self) -> RequestKind {
         use ManagerRequest as R;
-        matches!(
-            self,
+        match self {
             R::Create { .. }
-                | R::Unlink { .. }
-                | R::Rmdir { .. }
-                | R::Rename { .. }
-                | R::Link { .. }
-                | R::SetXattr { .. }
-                | R::RemoveXattr { .. }
-        )
+            | R::Unlink { .. }
+            | R::Rmdir { .. }
+            | R::Rename { .. }
+            | R::Link { .. }
+            | R::SetXattr { .. }
+            | R::RemoveXattr { .. } => RequestKind::NAMESPACE,
+            R::SetAttr { .. } | R::Fallocate { .. } => RequestKind::ATTR,
+            R::CommitWrites { .. } | R::AcquireWrite { .. } => RequestKind::LEASED_WRITE,
+            // Registering a session on an inode, for writing if asked: refused on a
+            // read-only export when it asks for write access.
+            R::Open { access, .. } => RequestKind {
+                writes: access.write,
+                ..RequestKind::UNRESTRICTED
+            },
+            R::TxApply { .. } | R::TxPrepare { .. } | R::Relocate { .. } => {
+                RequestKind::INTERNAL_CHANGE
+            }
+            R::Lookup { .. }
+            | R::GetAttr { .. }
+            | R::ReadDir { .. }
+            | R::ReadLink { .. }
+            | R::GetXattr { .. }
+            | R::ListXattr { .. }
+            | R::GetExtents { .. }
+            | R::Release { .. }
+            | R::Sync
+            | R::Counts
+            | R::Hello { .. }
+            | R::Goodbye { .. }
+            | R::Renew { .. }
+            | R::TxOutcome { .. }
+            | R::TxFinish { .. }
+            | R::DirMoveLock { .. }
+            | R::LogHorizon { .. }
+            | R::SealLog { .. }
+            | R::LiveExtents { .. } => RequestKind::UNRESTRICTED,
+        }
+    }
+
+    /// Whether calls of this request are numbered (`RequestKind::once`).
+    pub fn once(&self) -> bool {
+        self.kind().once
     }
 }
 
@@ -586,7 +696,7 @@ impl fmt::Display for ManagerRequest {
             ListXattr { ino } => write!(f, "ListXattr({ino})"),
             RemoveXattr { ino, name, .. } => write!(f, "RemoveXattr({ino}, {name:?})"),
             GetExtents { ino, offset, len } => write!(f, "GetExtents({ino}, {offset}+{len})"),
-            CommitWrites { writes, sync } => {
+            CommitWrites { writes, sync, .. } => {
                 write!(f, "CommitWrites({} inodes, sync={sync})", writes.len())
             }
             Sync => write!(f, "Sync"),
@@ -618,6 +728,255 @@ impl fmt::Display for ManagerRequest {
                 f,
                 "Fallocate({ino}, {offset}+{len}, punch={punch}, keep_size={keep_size})"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    /// One request of every variant with its expected (writes, refused_in_grace, once): the
+    /// three lists that said so before `kind` (the permission check's read-only refusal,
+    /// the service's grace refusal, `once`), pinned.
+    fn every_variant() -> Vec<(ManagerRequest, (bool, bool, bool))> {
+        use ManagerRequest as R;
+        let ino = InodeId(7);
+        let s = SessionId(1);
+        let c = Caller { uid: 1, gid: 1 };
+        let tx = TxId {
+            coordinator: NodeId(1),
+            seq: 1,
+        };
+        let n = || "n".to_string();
+        let op = TxOp::RemoveDir { dir: ino };
+        let open = |write| R::Open {
+            ino,
+            session: s,
+            access: OpenAccess { read: true, write },
+        };
+        vec![
+            (
+                R::Lookup {
+                    parent: ino,
+                    name: n(),
+                },
+                (false, false, false),
+            ),
+            (R::GetAttr { ino }, (false, false, false)),
+            (
+                R::SetAttr {
+                    ino,
+                    set: SetAttrs::default(),
+                    caller: c,
+                },
+                (true, true, false),
+            ),
+            (
+                R::Create {
+                    parent: ino,
+                    name: n(),
+                    node: NewNode::File,
+                    perm: 0o644,
+                    umask: 0,
+                    caller: c,
+                    session: None,
+                },
+                (true, true, true),
+            ),
+            (
+                R::Unlink {
+                    parent: ino,
+                    name: n(),
+                    caller: c,
+                },
+                (true, true, true),
+            ),
+            (
+                R::Rmdir {
+                    parent: ino,
+                    name: n(),
+                    caller: c,
+                },
+                (true, true, true),
+            ),
+            (
+                R::Rename {
+                    parent: ino,
+                    name: n(),
+                    new_parent: ino,
+                    new_name: n(),
+                    flags: RenameFlags::default(),
+                    caller: c,
+                },
+                (true, true, true),
+            ),
+            (
+                R::Link {
+                    ino,
+                    new_parent: ino,
+                    new_name: n(),
+                    caller: c,
+                },
+                (true, true, true),
+            ),
+            (
+                R::ReadDir {
+                    ino,
+                    offset: 0,
+                    max: 1,
+                },
+                (false, false, false),
+            ),
+            (R::ReadLink { ino }, (false, false, false)),
+            (open(false), (false, false, false)),
+            (open(true), (true, false, false)),
+            (R::Release { ino, session: s }, (false, false, false)),
+            (R::GetXattr { ino, name: n() }, (false, false, false)),
+            (
+                R::SetXattr {
+                    ino,
+                    name: n(),
+                    value: Vec::new(),
+                    flags: 0,
+                    caller: c,
+                },
+                (true, true, true),
+            ),
+            (R::ListXattr { ino }, (false, false, false)),
+            (
+                R::RemoveXattr {
+                    ino,
+                    name: n(),
+                    caller: c,
+                },
+                (true, true, true),
+            ),
+            (
+                R::GetExtents {
+                    ino,
+                    offset: 0,
+                    len: 1,
+                },
+                (false, false, false),
+            ),
+            (
+                R::CommitWrites {
+                    writes: Vec::new(),
+                    sync: false,
+                    standing: None,
+                },
+                (true, false, false),
+            ),
+            (R::Sync, (false, false, false)),
+            (R::Counts, (false, false, false)),
+            (R::Hello { session: s }, (false, false, false)),
+            (R::Goodbye { session: s }, (false, false, false)),
+            (R::Renew { session: s }, (false, false, false)),
+            (
+                R::AcquireWrite {
+                    ino,
+                    session: s,
+                    reclaim: false,
+                },
+                (true, false, false),
+            ),
+            (
+                R::TxApply {
+                    tx,
+                    op: op.clone(),
+                    session: None,
+                },
+                (false, true, false),
+            ),
+            (R::TxOutcome { tx }, (false, false, false)),
+            (
+                R::TxPrepare {
+                    tx,
+                    ops: vec![op],
+                    session: None,
+                },
+                (false, true, false),
+            ),
+            (
+                R::TxFinish {
+                    tx,
+                    commit: true,
+                    session: None,
+                },
+                (false, false, false),
+            ),
+            (
+                R::DirMoveLock {
+                    token: 1,
+                    acquire: true,
+                },
+                (false, false, false),
+            ),
+            (
+                R::LogHorizon {
+                    session: s,
+                    log: LogId(1),
+                    horizon: SegmentId(1),
+                },
+                (false, false, false),
+            ),
+            (
+                R::SealLog {
+                    log: LogId(1),
+                    upto: SegmentId(1),
+                },
+                (false, false, false),
+            ),
+            (
+                R::LiveExtents {
+                    log: LogId(1),
+                    segments: Vec::new(),
+                },
+                (false, false, false),
+            ),
+            (R::Relocate { moves: Vec::new() }, (false, true, false)),
+            (
+                R::Fallocate {
+                    ino,
+                    offset: 0,
+                    len: 1,
+                    punch: false,
+                    keep_size: false,
+                },
+                (true, true, false),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_request_is_classified_as_before() {
+        let all = every_variant();
+        // One sample per variant (Open twice): a variant missing here fails the count.
+        let variants: std::collections::BTreeSet<_> = all
+            .iter()
+            .map(|(r, _)| std::mem::discriminant(r))
+            .map(|d| format!("{d:?}"))
+            .collect();
+        assert_eq!(variants.len(), all.len() - 1, "one sample of each variant");
+        for (req, (writes, refused_in_grace, once)) in all {
+            let want = RequestKind {
+                writes,
+                refused_in_grace,
+                once,
+            };
+            assert_eq!(req.kind(), want, "{req}");
+            assert_eq!(req.once(), once, "{req}");
+        }
+    }
+
+    #[test]
+    fn numbered_requests_change_something_and_wait_out_the_grace() {
+        for (req, _) in every_variant() {
+            let k = req.kind();
+            if k.once {
+                assert!(k.writes && k.refused_in_grace, "{req}");
+            }
         }
     }
 }

@@ -1,0 +1,84 @@
+//! The state of the lease session (`lease::session`), owned here so that the composition
+//! root can hold it without importing the session's methods.
+//!
+//! Owns: the per-inode gates that serialise `AcquireWrite`, the inodes whose write lease a
+//! manager restart took away and that must be asked for again before their commit, and
+//! the kernel's invalidation channel while mounted. (The write leases themselves stay in
+//! `data::DataState`: they are checked and used under the data lock together with the
+//! dirty data they guard.)
+//! Must not: call a manager or hold a lock across an await (the gates are tokio mutexes
+//! that the session holds across its `AcquireWrite`; nothing here waits on them).
+
+use crate::kernel::notify::KernelCache;
+use dashmap::DashMap;
+use proto::ids::InodeId;
+use std::sync::{Arc, Mutex};
+
+/// The lease session's state (see the module docs).
+#[derive(Default)]
+pub(crate) struct SessionState {
+    /// Serialises `AcquireWrite` of one inode (never taken by a callback).
+    acquiring: DashMap<InodeId, Arc<tokio::sync::Mutex<()>>>,
+    /// Inodes with unflushed writes whose write lease a manager restart took away: the
+    /// lease is asked for again before they are committed.
+    reacquire: DashMap<InodeId, ()>,
+    /// The kernel's invalidation channel while mounted.
+    notifier: Mutex<Option<Arc<dyn KernelCache>>>,
+}
+
+impl SessionState {
+    /// The gate that serialises `AcquireWrite` of `ino`.
+    pub(crate) fn acquire_gate(&self, ino: InodeId) -> Arc<tokio::sync::Mutex<()>> {
+        self.acquiring.entry(ino).or_default().clone()
+    }
+
+    /// `ino`'s write lease must be asked for again before its next commit.
+    pub(crate) fn must_reacquire(&self, ino: InodeId) {
+        self.reacquire.insert(ino, ());
+    }
+
+    /// Takes `ino`'s re-acquire mark; whether it was set.
+    pub(crate) fn take_reacquire(&self, ino: InodeId) -> bool {
+        self.reacquire.remove(&ino).is_some()
+    }
+
+    /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
+    pub(crate) fn set_notifier(&self, notifier: Option<Arc<dyn KernelCache>>) {
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = notifier;
+    }
+
+    /// The kernel's invalidation channel, if mounted.
+    pub(crate) fn notifier(&self) -> Option<Arc<dyn KernelCache>> {
+        self.notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reacquire_mark_is_taken_once() {
+        let s = SessionState::default();
+        assert!(!s.take_reacquire(InodeId(5)));
+        s.must_reacquire(InodeId(5));
+        assert!(s.take_reacquire(InodeId(5)));
+        assert!(!s.take_reacquire(InodeId(5)));
+    }
+
+    #[test]
+    fn one_gate_per_inode() {
+        let s = SessionState::default();
+        assert!(Arc::ptr_eq(
+            &s.acquire_gate(InodeId(1)),
+            &s.acquire_gate(InodeId(1))
+        ));
+        assert!(!Arc::ptr_eq(
+            &s.acquire_gate(InodeId(1)),
+            &s.acquire_gate(InodeId(2))
+        ));
+    }
+}
