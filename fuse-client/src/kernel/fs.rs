@@ -3,8 +3,9 @@
 //!
 //! Owns only the translation between FUSE and the client core (kernel ino == `InodeId`,
 //! errno mapping, kernel configuration at init) and the per-request metrics (count and time
-//! to answer per op, bytes read and written: `proto::ops_metrics`, in `spawn`). Must not block a FUSE thread beyond the
-//! handoff, and must not hold file system logic (that is `Client`'s).
+//! to answer per op, bytes read and written: `proto::ops_metrics`, in `spawn`). Must not
+//! block a FUSE thread beyond the handoff, and must not hold file system logic (that is
+//! `Client`'s).
 
 use crate::client::Client;
 use crate::data::seek::Seek;
