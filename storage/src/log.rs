@@ -105,6 +105,9 @@ pub struct LogWriter {
     /// Servers believed down (a put could not reach them, and no probe has since): new
     /// stripes avoid them; probes run in the background (`crate::health`).
     down: Arc<Mutex<DownList>>,
+    /// The probes in flight; aborted when the writer goes, so that none keeps the
+    /// transport (and its bound port) alive after its owner stopped.
+    probes: tokio::task::JoinSet<()>,
     /// Servers that refused a put for want of space, until when new stripes avoid them.
     full: HashMap<SocketAddr, Instant>,
 }
@@ -123,6 +126,7 @@ impl LogWriter {
             log,
             next,
             down: Arc::new(Mutex::new(DownList::new())),
+            probes: tokio::task::JoinSet::new(),
             full: HashMap::new(),
         }
     }
@@ -290,11 +294,13 @@ impl LogWriter {
     /// Probes, in the background, the servers believed down whose probe is due (a `Stat`
     /// that must answer within `PROBE_TIMEOUT`, from a server that is not draining); one
     /// that answers is used by new stripes again.
-    fn start_probes(&self) {
+    fn start_probes(&mut self) {
+        // Reap the probes that ended (their outcome is in `down` already).
+        while self.probes.try_join_next().is_some() {}
         let due = lock(&self.down).probes_due(Instant::now());
         for addr in due {
             let (client, down, log) = (self.client.clone(), self.down.clone(), self.log);
-            tokio::spawn(async move {
+            self.probes.spawn(async move {
                 let r = tokio::time::timeout(PROBE_TIMEOUT, client.stat(addr)).await;
                 let up = matches!(&r, Ok(Ok(st)) if !st.draining);
                 let mut d = lock(&down);
