@@ -155,28 +155,25 @@ impl Mount {
         self.client.set_notifier(None);
         let session = self.session.take();
         let path = self.mountpoint.clone();
+        let failed = |reason: String| ClientError::Unmount {
+            path: path.clone(),
+            reason,
+        };
         let unmounted = match session {
-            // Unmounted from outside already: only the session thread is left to join.
-            Some(s) if s.guard.is_finished() => tokio::task::spawn_blocking(move || s.join())
+            Some(s) => {
+                // Unmounted from outside already: only the session thread is left to join.
+                let outside = s.guard.is_finished();
+                tokio::task::spawn_blocking(move || {
+                    if outside {
+                        s.join()
+                    } else {
+                        s.umount_and_join()
+                    }
+                })
                 .await
-                .map_err(|e| ClientError::Unmount {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?
-                .map_err(|e| ClientError::Unmount {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }),
-            Some(s) => tokio::task::spawn_blocking(move || s.umount_and_join())
-                .await
-                .map_err(|e| ClientError::Unmount {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?
-                .map_err(|e| ClientError::Unmount {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }),
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))
+            }
             None => Ok(()),
         };
         // Anything written between the sync and the unmount.
