@@ -11,15 +11,20 @@
 //! do I/O, look at addresses or certificates (the node maps the verified identity to
 //! `ExportOptions`), or check requests between managers (they carry no credentials).
 //!
-//! Known limits: the check runs before the operation, not under the same state lock, so a
-//! chmod racing with an open may let the open use the old mode (as NFS servers do); a
-//! write of data already opened is not re-checked at commit (POSIX keeps an open file
-//! writable after a chmod).
+//! The check runs twice: once when the request arrives (`decide` on facts gathered from
+//! every manager, so a refusal costs no lease work), and again as part of the plan step,
+//! under the state lock the operation is decided under (`Guard`, run by
+//! `MetaState::recheck` with the facts of this manager's own inodes read from that state),
+//! so a chmod, chown or rename that commits between the two cannot let through an
+//! operation the new attributes forbid. Known limits: facts about inodes of *other*
+//! managers (a victim entry's inode, a remote parent) are those gathered at arrival, not
+//! locked with the decision; a write of data already opened is not re-checked at commit
+//! (POSIX keeps an open file writable after a chmod).
 
 use crate::error::{eacces, eopnotsupp, eperm, erofs, Errno};
 use crate::plan::{S_ISGID, S_ISUID, S_IXGRP};
 use proto::identity::ExportOptions;
-use proto::ids::InodeId;
+use proto::ids::{InodeId, SessionId};
 use proto::msg::{Attr, Credentials, FileKind, ManagerRequest, NewNode, SetAttrs, SetTime};
 use std::collections::{HashMap, HashSet};
 
@@ -107,6 +112,18 @@ impl Facts {
             .get(&(dir, name.to_string()))
             .and_then(|a| a.as_ref())
     }
+}
+
+/// A client request's permission check, kept so that the plan step runs it again against
+/// the state it decides under (`MetaState::recheck`): the caller, the request as the client
+/// sent it, the facts gathered when it arrived (used for what that state does not hold)
+/// and the caller's lease session (whose open files pass the data-path checks).
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub who: Access,
+    pub req: ManagerRequest,
+    pub gathered: Facts,
+    pub session: Option<SessionId>,
 }
 
 /// What `decide` needs to know about `req` (nothing for requests it does not check).

@@ -35,6 +35,8 @@ pub mod txn;
 pub mod usage;
 
 #[cfg(test)]
+mod check_test;
+#[cfg(test)]
 mod cluster_test;
 #[cfg(test)]
 mod once_test;

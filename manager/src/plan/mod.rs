@@ -36,6 +36,7 @@ pub const PLACEHOLDER: InodeId = InodeId(0);
 pub const MAX_DEPTH: usize = 4096;
 
 mod attr;
+mod check;
 mod draft;
 mod extents;
 mod namespace;

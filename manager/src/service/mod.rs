@@ -19,7 +19,7 @@
 //! Must not: hold a std lock across `.await`, or hold the state lock (or the gate) while
 //! waiting for a callback or a network call.
 
-use crate::access::Access;
+use crate::access::{Access, Guard};
 use crate::error::{code, Errno, ManagerError};
 use crate::journal::{Journal, LogBackend};
 use crate::lease::{LeaseTable, Requester};
@@ -104,6 +104,13 @@ pub struct Service {
 
 fn errno(e: Errno) -> RemoteError {
     e.into()
+}
+
+/// Runs a client request's permission check again in the plan step, under the state lock
+/// its operation is decided under (`MetaState::recheck`): the request as the check adjusts
+/// it now, or `None` for a request that was not checked.
+fn recheck(st: &MetaState, guard: Option<&Guard>) -> Result<Option<ManagerRequest>, Errno> {
+    guard.map(|g| st.recheck(g)).transpose()
 }
 
 fn fatal(e: ManagerError) -> RemoteError {
@@ -207,11 +214,13 @@ impl Service {
         if let Some(ino) = proto::route::routing_inode(&req) {
             self.check_owned(ino)?;
         }
-        // The one place client requests are checked against POSIX permissions.
-        let req = match access {
+        // The one place client requests are checked against POSIX permissions: here on
+        // arrival, and again by each arm's plan step under the state lock (`guard`).
+        let (req, guard) = match access {
             Some(a) => self.authorize(from, a, req).await?,
-            None => req,
+            None => (req, None),
         };
+        let g = guard.as_ref();
         use ManagerRequest as R;
         use ManagerResponse as A;
         let now = Instant::now();
@@ -258,7 +267,7 @@ impl Service {
                 session,
                 reclaim,
             } => self.acquire_write(who, ino, session, reclaim).await,
-            R::Lookup { parent, name } => self.lookup(who, parent, &name).await.map(A::Attr),
+            R::Lookup { parent, name } => self.lookup(who, parent, &name, g).await.map(A::Attr),
             R::GetAttr { ino } => {
                 self.read_inode(who, ino, |st| {
                     st.get(ino).map(|i| A::Attr(i.attr.clone())).map_err(errno)
@@ -266,8 +275,16 @@ impl Service {
                 .await
             }
             R::SetAttr { ino, set, caller } => {
-                self.mutate(who, None, |st, c| st.plan_setattr(c, ino, &set, caller))
-                    .await
+                self.mutate(who, None, |st, c| {
+                    // The mode change as the check adjusts it for the attributes now (a
+                    // truncate clears set-ID bits the file has at this moment).
+                    let set = match recheck(st, g)? {
+                        Some(R::SetAttr { set, .. }) => set,
+                        _ => set.clone(),
+                    };
+                    st.plan_setattr(c, ino, &set, caller)
+                })
+                .await
             }
             R::Create {
                 parent,
@@ -279,17 +296,24 @@ impl Service {
                 session,
             } => {
                 self.mutate(who, session, |st, c| {
+                    recheck(st, g)?;
                     st.plan_create(c, parent, &name, &node, perm, umask, caller, session)
                 })
                 .await
             }
             R::Unlink { parent, name, .. } => {
-                self.mutate(who, None, |st, c| st.plan_unlink(c, parent, &name))
-                    .await
+                self.mutate(who, None, |st, c| {
+                    recheck(st, g)?;
+                    st.plan_unlink(c, parent, &name)
+                })
+                .await
             }
             R::Rmdir { parent, name, .. } => {
-                self.mutate(who, None, |st, c| st.plan_rmdir(c, parent, &name))
-                    .await
+                self.mutate(who, None, |st, c| {
+                    recheck(st, g)?;
+                    st.plan_rmdir(c, parent, &name)
+                })
+                .await
             }
             R::Link {
                 ino,
@@ -298,6 +322,7 @@ impl Service {
                 ..
             } => {
                 self.mutate(who, None, |st, c| {
+                    recheck(st, g)?;
                     st.plan_link(c, ino, new_parent, &new_name)
                 })
                 .await
@@ -310,11 +335,12 @@ impl Service {
                 flags,
                 ..
             } => {
-                self.rename(who, parent, &name, new_parent, &new_name, flags)
+                self.rename(who, parent, &name, new_parent, &new_name, flags, g)
                     .await
             }
             R::ReadDir { ino, offset, max } => {
                 self.read_inode(who, ino, |st| {
+                    recheck(st, g).map_err(errno)?;
                     st.readdir(ino, offset, max).map(A::Entries).map_err(errno)
                 })
                 .await
@@ -328,8 +354,12 @@ impl Service {
             R::Open { ino, session, .. } => {
                 self.read_inode(who, ino, |st| st.get(ino).map(|_| ()).map_err(errno))
                     .await?;
-                self.mutate(who, None, |st, _| st.plan_open(ino, session))
-                    .await
+                // The open is decided where the session is registered on the inode.
+                self.mutate(who, None, |st, _| {
+                    recheck(st, g)?;
+                    st.plan_open(ino, session)
+                })
+                .await
             }
             R::Release { ino, session } => {
                 self.mutate(who, None, |st, c| st.plan_release(c, ino, session))
@@ -337,6 +367,7 @@ impl Service {
             }
             R::GetXattr { ino, name } => {
                 self.read_inode(who, ino, |st| {
+                    recheck(st, g).map_err(errno)?;
                     st.getxattr(ino, &name).map(A::Xattr).map_err(errno)
                 })
                 .await
@@ -349,6 +380,7 @@ impl Service {
                 ..
             } => {
                 self.mutate(who, None, |st, c| {
+                    recheck(st, g)?;
                     st.plan_setxattr(c, ino, &name, &value, flags)
                 })
                 .await
@@ -360,11 +392,15 @@ impl Service {
                 .await
             }
             R::RemoveXattr { ino, name, .. } => {
-                self.mutate(who, None, |st, c| st.plan_removexattr(c, ino, &name))
-                    .await
+                self.mutate(who, None, |st, c| {
+                    recheck(st, g)?;
+                    st.plan_removexattr(c, ino, &name)
+                })
+                .await
             }
             R::GetExtents { ino, offset, len } => {
                 self.read_inode(who, ino, |st| {
+                    recheck(st, g).map_err(errno)?;
                     st.get_extents(ino, offset, len)
                         .map(A::Extents)
                         .map_err(errno)
@@ -467,6 +503,7 @@ impl Service {
                 keep_size,
             } => {
                 self.mutate(who, None, |st, c| {
+                    recheck(st, g)?;
                     st.plan_fallocate(c, ino, offset, len, punch, keep_size)
                 })
                 .await

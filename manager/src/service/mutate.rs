@@ -8,6 +8,7 @@
 
 use super::leases::lease_ends;
 use super::{contention, errno, fatal, once, two_phase, Service, LEASE_ROUNDS};
+use crate::access::Guard;
 use crate::checkpoint::head_piece;
 use crate::error::{code, Errno};
 use crate::lease::{Affected, Callback, SessionId, Step};
@@ -28,6 +29,7 @@ impl Service {
         new_parent: InodeId,
         new_name: &str,
         flags: proto::msg::RenameFlags,
+        guard: Option<&Guard>,
     ) -> Result<ManagerResponse, RemoteError> {
         let (_, xk) = self
             .state
@@ -41,12 +43,12 @@ impl Service {
         let moves_dir = new_parent != parent && (xk == FileKind::Dir || flags.exchange);
         if !moves_dir {
             return self
-                .rename_checked(who, parent, name, new_parent, new_name, flags, false)
+                .rename_checked(who, parent, name, new_parent, new_name, flags, false, guard)
                 .await;
         }
         let token = self.acquire_move_lock().await?;
         let r = self
-            .rename_checked(who, parent, name, new_parent, new_name, flags, true)
+            .rename_checked(who, parent, name, new_parent, new_name, flags, true, guard)
             .await;
         self.release_move_lock(token).await;
         r
@@ -64,6 +66,7 @@ impl Service {
         new_name: &str,
         flags: proto::msg::RenameFlags,
         check_ancestry: bool,
+        guard: Option<&Guard>,
     ) -> Result<ManagerResponse, RemoteError> {
         let (x, xk) = self
             .state
@@ -103,6 +106,7 @@ impl Service {
         }
         let nn = new_name.to_string();
         self.mutate(who, None, |st, c| {
+            super::recheck(st, guard)?;
             if check_ancestry && st.lookup(parent, name).ok().map(|(i, _)| i) != Some(x) {
                 return Err(Errno::new(
                     code::EAGAIN,

@@ -6,7 +6,7 @@
 //! the lease runtime), or hold the state lock across a network call.
 
 use super::{contention, errno, Service, LEASE_ROUNDS};
-use crate::access::{self, Access, Facts, Need};
+use crate::access::{self, Access, Facts, Guard, Need};
 use crate::error::{code, enoent, Errno};
 use crate::lease::{SessionId, Step};
 use crate::plan::MAX_DEPTH;
@@ -80,6 +80,7 @@ impl Service {
         who: Option<SessionId>,
         parent: InodeId,
         name: &str,
+        guard: Option<&Guard>,
     ) -> Result<Attr, RemoteError> {
         let me = self.me;
         let found = self
@@ -95,6 +96,7 @@ impl Service {
                     v
                 },
                 |st| {
+                    super::recheck(st, guard).map_err(errno)?;
                     let found = st.lookup(parent, name).map_err(errno)?;
                     Ok(match st.inode(found.0) {
                         Some(i) => Ok(i.attr.clone()),
@@ -125,16 +127,19 @@ impl Service {
     }
 
     /// Checks a client's request with `access::decide`, after gathering the attributes it
-    /// needs (from this manager's state or the inode's owner). Returns the request to run.
+    /// needs (from this manager's state or the inode's owner). Returns the request to run
+    /// and, for a request that looks at attributes, the `Guard` its plan step runs again
+    /// under the state lock (`MetaState::recheck`).
     pub(super) async fn authorize(
         &self,
         from: Option<SocketAddr>,
         who: &Access,
         req: ManagerRequest,
-    ) -> Result<ManagerRequest, RemoteError> {
+    ) -> Result<(ManagerRequest, Option<Guard>), RemoteError> {
         let mut facts = Facts::default();
         let session = self.leases().session_at(from);
-        for need in access::needs(&req) {
+        let needs = access::needs(&req);
+        for need in needs.iter().cloned() {
             match need {
                 Need::Inode(ino) => {
                     if facts.inodes.contains_key(&ino) {
@@ -176,10 +181,17 @@ impl Service {
                 }
             }
         }
-        access::decide(who, req, &facts).map_err(|e| {
+        let guard = (!needs.is_empty()).then(|| Guard {
+            who: who.clone(),
+            req: req.clone(),
+            gathered: facts.clone(),
+            session,
+        });
+        let req = access::decide(who, req, &facts).map_err(|e| {
             tracing::debug!("permission check refused: {e}");
             RemoteError::from(e)
-        })
+        })?;
+        Ok((req, guard))
     }
 
     /// Looks up `name` in a directory of any manager.
@@ -189,7 +201,7 @@ impl Service {
         name: &str,
     ) -> Result<Attr, RemoteError> {
         if self.owner(dir) == self.me {
-            return self.lookup(None, dir, name).await;
+            return self.lookup(None, dir, name, None).await;
         }
         match self
             .peers
