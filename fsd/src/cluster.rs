@@ -322,6 +322,14 @@ impl LocalCluster {
             .map(|n| n.transport.clone())
     }
 
+    /// The manager service of node `name`, if it runs here and is a manager.
+    pub fn manager_service(&self, name: &str) -> Option<Arc<manager::Service>> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.manager())
+    }
+
     pub fn manager_services(&self) -> Vec<Arc<manager::Service>> {
         self.nodes.iter().filter_map(|n| n.manager()).collect()
     }

@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::TestCluster;
 use fuse_client::error::FsError;
-use proto::identity::{ExportOptions, Role};
+use proto::identity::{ExportOptions, PeerMismatch, Role};
 use proto::ids::*;
 use proto::msg::*;
 use proto::transport::{Transport, TransportError};
@@ -679,7 +679,16 @@ async fn a_machine_at_a_nodes_address_with_another_certificate_is_refused() {
     let err = call(&admin, st, Request::Ping)
         .await
         .expect_err("an impostor is refused");
-    assert!(matches!(err, TransportError::Certificate { .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            TransportError::WrongPeer {
+                mismatch: PeerMismatch::OtherName { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("expected node `storage-1` (storage)"),
@@ -706,5 +715,116 @@ async fn a_machine_at_a_nodes_address_with_another_certificate_is_refused() {
         "{err}"
     );
     impostor.close();
+    tc.cluster.stop().await;
+}
+
+/// Puts the certificate and key of identity `from` in place of `to`'s (a node whose key pair
+/// is really another identity's).
+fn swap_key_pair(config: &proto::config::ClusterConfig, from: &str, to: &str) {
+    let (from_cert, from_key) = config.cert_paths(from);
+    let (to_cert, to_key) = config.cert_paths(to);
+    std::fs::copy(from_cert, to_cert).expect("copy certificate");
+    std::fs::copy(from_key, to_key).expect("copy key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manager_whose_key_pair_is_a_clients_fails_its_recovery() {
+    let mut tc = TestCluster::start(6, 2, 4, 2).await;
+    let config = tc.cluster.config.clone();
+    tc.cluster
+        .stop_node("manager-2", false)
+        .await
+        .expect("stop");
+    swap_key_pair(&config, "client", "manager-2");
+    tc.cluster.start_node("manager-2").await.expect("start");
+    let svc = tc
+        .cluster
+        .manager_service("manager-2")
+        .expect("manager-2 runs");
+    // The storage servers refuse what recovery asks of them (its log is a manager's):
+    // recovery refuses to serve, with the storage servers' named error.
+    let err = tokio::time::timeout(Duration::from_secs(60), svc.wait_recovered())
+        .await
+        .expect("recovery ends")
+        .expect_err("a manager with a client's key pair must not recover");
+    let text = err.to_string();
+    assert!(
+        text.contains("storage servers refused the segment list")
+            && text.contains(
+                "permission denied: client (client) [trusted] lacks the right `list-logs`"
+            ),
+        "{text}"
+    );
+    // And it answers no one: requests get the refusal of its recovery.
+    let admin = fsd::cluster::admin_transport(&config).expect("admin");
+    match call(
+        &admin,
+        addr_of(&tc, "manager-2"),
+        Request::Manager(ManagerRequest::Counts),
+    )
+    .await
+    {
+        // Dialled as `manager-2`, the node presents `client`: refused by the dialler too.
+        Err(TransportError::WrongPeer {
+            mismatch: PeerMismatch::OtherName { .. },
+            ..
+        }) => {}
+        other => panic!("manager-2 as client must not be served: {other:?}"),
+    }
+    tc.cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_refuses_a_manager_address_answered_by_a_storage_or_client_certificate() {
+    let mut tc = TestCluster::start(6, 2, 4, 2).await;
+    let config = tc.cluster.config.clone();
+    let mgr = addr_of(&tc, "manager-1");
+    tc.cluster
+        .stop_node("manager-1", false)
+        .await
+        .expect("stop");
+    for who in ["storage-1", "client"] {
+        let id = fsd::node::identity(&config, who).expect("identity");
+        let impostor = {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match Transport::bind(mgr, &id, true) {
+                    Ok(t) => break t,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("bind {mgr}: {e}"),
+                }
+            }
+        };
+        let _serving = impostor.serve(Arc::new(Impostor));
+        // A client's transport (fresh, so no back-off from earlier tries) refuses it.
+        let t = fsd::cluster::client_transport(&config).expect("transport");
+        let err = call(&t, mgr, Request::Manager(ManagerRequest::Counts))
+            .await
+            .expect_err("a client must refuse the impostor");
+        match &err {
+            TransportError::WrongPeer {
+                mismatch: PeerMismatch::OtherName { expected, got },
+                ..
+            } => {
+                assert_eq!(expected.name, "manager-1");
+                assert_eq!(got.name, who);
+            }
+            other => panic!("{who} at manager-1's address: {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("expected node `manager-1` (manager) per the cluster config"),
+            "{err}"
+        );
+        // A mount needs every manager's lease: it refuses to mount.
+        let mount = fuse_client::Client::connect(config.clone(), t).await;
+        assert!(
+            mount.is_err(),
+            "a mount through {who} as manager-1 must fail"
+        );
+        impostor.close();
+    }
     tc.cluster.stop().await;
 }

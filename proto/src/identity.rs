@@ -252,26 +252,61 @@ pub struct ExpectedPeer {
     pub roles: Vec<Role>,
 }
 
+impl fmt::Display for ExpectedPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        write!(f, "node `{}` ({})", self.name, roles.join("+"))
+    }
+}
+
+/// Why a dialled peer is not the node the cluster config names at its address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerMismatch {
+    #[error("expected {expected} per the cluster config, but its certificate carries no identity")]
+    NoIdentity { expected: ExpectedPeer },
+    #[error("expected {expected} per the cluster config, but it presented `{got}`")]
+    OtherName {
+        expected: ExpectedPeer,
+        got: Box<PeerIdentity>,
+    },
+    #[error(
+        "expected {expected} per the cluster config, but it presented `{got}`, which lacks the role(s) {}",
+        missing.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("+")
+    )]
+    MissingRoles {
+        expected: ExpectedPeer,
+        got: Box<PeerIdentity>,
+        missing: Vec<Role>,
+    },
+}
+
 impl ExpectedPeer {
-    /// `Err` with the reason when `got` is not the expected node.
-    pub fn check(&self, got: Option<&PeerIdentity>) -> Result<(), String> {
-        let wanted: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
-        let want = format!("node `{}` ({})", self.name, wanted.join("+"));
+    /// Whether `got` (the dialled peer's verified identity) is the expected node: its name
+    /// and every one of its roles.
+    pub fn check(&self, got: Option<&PeerIdentity>) -> Result<(), PeerMismatch> {
         let Some(got) = got else {
-            return Err(format!(
-                "expected {want} per the cluster config, but its certificate carries no identity"
-            ));
+            return Err(PeerMismatch::NoIdentity {
+                expected: self.clone(),
+            });
         };
-        let missing: Vec<&str> = self
+        if got.name != self.name {
+            return Err(PeerMismatch::OtherName {
+                expected: self.clone(),
+                got: Box::new(got.clone()),
+            });
+        }
+        let missing: Vec<Role> = self
             .roles
             .iter()
             .filter(|r| !got.roles.contains(r))
-            .map(|r| r.as_str())
+            .copied()
             .collect();
-        if got.name != self.name || !missing.is_empty() {
-            return Err(format!(
-                "expected {want} per the cluster config, but it presented `{got}`"
-            ));
+        if !missing.is_empty() {
+            return Err(PeerMismatch::MissingRoles {
+                expected: self.clone(),
+                got: Box::new(got.clone()),
+                missing,
+            });
         }
         Ok(())
     }
@@ -318,13 +353,31 @@ mod tests {
         let fewer = PeerIdentity::new("m1", &[Role::Storage]).expect("id");
         let e = want.check(Some(&fewer)).expect_err("a role missing");
         assert!(
-            e.contains("node `m1` (storage+manager)") || e.contains("(manager+storage)"),
-            "{e}"
+            matches!(&e, PeerMismatch::MissingRoles { missing, .. } if missing == &[Role::Manager]),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("node `m1` (manager+storage)")
+                && text.contains("lacks the role(s) manager"),
+            "{text}"
         );
         let other = PeerIdentity::new("client", &[Role::Client]).expect("id");
         let e = want.check(Some(&other)).expect_err("another identity");
-        assert!(e.contains("presented `client (client)"), "{e}");
-        assert!(want.check(None).expect_err("none").contains("no identity"));
+        assert!(matches!(e, PeerMismatch::OtherName { .. }), "{e:?}");
+        assert!(e.to_string().contains("presented `client (client)"), "{e}");
+        // A node of the right name but another role (a client certificate named like the
+        // manager) is refused too.
+        let client_named_m1 = PeerIdentity::new("m1", &[Role::Client]).expect("id");
+        let e = want.check(Some(&client_named_m1)).expect_err("client role");
+        assert!(
+            matches!(&e, PeerMismatch::MissingRoles { missing, .. } if missing.len() == 2),
+            "{e:?}"
+        );
+        assert!(matches!(
+            want.check(None),
+            Err(PeerMismatch::NoIdentity { .. })
+        ));
     }
     use super::*;
 

@@ -4,7 +4,7 @@
 
 use crate::budget::{ConnectionBudget, FrameLimits, Held, NodeBudget, READ_CHUNK};
 use crate::frame::{self, FrameError, PREFIX_LEN};
-use crate::identity::{ExpectedPeer, PeerIdentity};
+use crate::identity::{ExpectedPeer, PeerIdentity, PeerMismatch};
 use crate::msg::{RemoteError, Request, Response};
 use crate::tls::{Identity, TlsError, SERVER_NAME};
 use bytes::{Bytes, BytesMut};
@@ -56,6 +56,15 @@ pub enum TransportError {
     Tls(#[from] TlsError),
     #[error("peer {addr} refused our certificate or presented one not signed by the cluster CA: {reason}")]
     Certificate { addr: SocketAddr, reason: String },
+    /// The node we dialled is not the one the cluster config names at its address (another
+    /// identity, or one without every role that node has: a storage server's or a client's
+    /// certificate answering at a manager's address).
+    #[error("peer {addr} refused: {mismatch}")]
+    WrongPeer {
+        addr: SocketAddr,
+        #[source]
+        mismatch: PeerMismatch,
+    },
     #[error("peer {addr} is unreachable: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
     #[error("peer {addr} did not answer within {timeout:?}")]
@@ -364,19 +373,19 @@ impl Transport {
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&addr)
                     .map(|e| e.check(id.as_deref()));
-                let admitted = match expected {
-                    Some(Err(reason)) => {
-                        tracing::warn!(%addr, "refusing the peer we dialled: {reason}");
-                        Err((CLOSE_WRONG_PEER, format!("peer {addr}: {reason}")))
+                match expected {
+                    Some(Err(mismatch)) => {
+                        tracing::warn!(%addr, "refusing the peer we dialled: {mismatch}");
+                        c.close(CLOSE_WRONG_PEER.into(), mismatch.to_string().as_bytes());
+                        Err(TransportError::WrongPeer { addr, mismatch })
                     }
-                    _ => self.guard.admit(&identity_key(&id), &c, None),
-                };
-                match admitted {
-                    Ok(()) => Ok((c, id)),
-                    Err((code, reason)) => {
-                        c.close(code.into(), reason.as_bytes());
-                        Err(TransportError::Certificate { addr, reason })
-                    }
+                    _ => match self.guard.admit(&identity_key(&id), &c, None) {
+                        Ok(()) => Ok((c, id)),
+                        Err((code, reason)) => {
+                            c.close(code.into(), reason.as_bytes());
+                            Err(TransportError::Certificate { addr, reason })
+                        }
+                    },
                 }
             }
         };
@@ -398,7 +407,10 @@ impl Transport {
                 Ok(c)
             }
             Err(e) => {
-                if !matches!(e, TransportError::Certificate { .. }) {
+                if !matches!(
+                    e,
+                    TransportError::Certificate { .. } | TransportError::WrongPeer { .. }
+                ) {
                     *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(Instant::now() + DOWN_BACKOFF);
                 }

@@ -306,7 +306,7 @@ async fn frame_memory_is_bounded_per_identity_and_per_node() {
 
 #[tokio::test]
 async fn a_dialled_peer_must_be_the_node_the_config_names() {
-    use proto::identity::{ExpectedPeer, Role};
+    use proto::identity::{ExpectedPeer, PeerMismatch, Role};
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = CertAuthority::generate("t").expect("ca");
     // Whoever answers at this address has a valid certificate of the cluster CA, but a
@@ -333,7 +333,16 @@ async fn a_dialled_peer_must_be_the_node_the_config_names() {
         .call_timeout(addr, &Request::Ping, Bytes::new(), Duration::from_secs(10))
         .await
         .expect_err("a client certificate cannot pose as a storage server");
-    assert!(matches!(err, TransportError::Certificate { .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            TransportError::WrongPeer {
+                mismatch: PeerMismatch::MissingRoles { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("expected node `st-1` (storage) per the cluster config, but it presented `st-1 (client)"),

@@ -76,6 +76,10 @@ pub enum LogError {
     /// Storage servers of the stripe refused for want of space (and no spare had room).
     #[error("no space for {seg}: {detail}")]
     NoSpace { seg: String, detail: String },
+    /// Storage servers refused the request to this node's identity (the role matrix: its
+    /// certificate lacks the right), so too few answered; asking again cannot help.
+    #[error("storage servers refused {what} to this node: {detail}")]
+    Refused { what: String, detail: String },
 }
 
 /// Errors of the segment format.

@@ -828,6 +828,7 @@ impl LogReader {
         .await;
         let mut found: BTreeMap<SegmentId, (FragmentMeta, BTreeSet<u8>)> = BTreeMap::new();
         let mut failures = Vec::new();
+        let mut denied = 0;
         for ((name, addr), r) in nodes.iter().zip(lists) {
             match r {
                 Ok(frags) => {
@@ -839,8 +840,22 @@ impl LogReader {
                             .insert(f.id.index);
                     }
                 }
-                Err(e) => failures.push(format!("{name} ({addr}): {e}")),
+                Err(e) => {
+                    if matches!(
+                        e,
+                        ClientCallError::Remote(proto::msg::RemoteError::Denied { .. })
+                    ) {
+                        denied += 1;
+                    }
+                    failures.push(format!("{name} ({addr}): {e}"))
+                }
             }
+        }
+        if failures.len() > tolerated && denied > 0 {
+            return Err(LogError::Refused {
+                what: format!("the segment list of {log}"),
+                detail: failures.join("; "),
+            });
         }
         if failures.len() > tolerated {
             return Err(LogError::Unreadable {

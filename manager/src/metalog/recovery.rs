@@ -166,6 +166,9 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
     let segs = loop {
         match backend.list().await {
             Ok(s) => break s,
+            // The storage servers refuse this node's identity (e.g. a manager started with
+            // a client's key pair): waiting cannot help, recovery refuses with their reason.
+            Err(e @ ManagerError::Log(storage::LogError::Refused { .. })) => return Err(e),
             Err(e) => {
                 tracing::warn!("waiting for the storage servers to list the metadata log: {e}; retry in {wait:?}");
                 tokio::time::sleep(wait).await;
