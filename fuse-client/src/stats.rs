@@ -76,7 +76,8 @@ fn op_index(req: &ManagerRequest) -> usize {
         | DirMoveLock { .. }
         | LiveExtents { .. }
         | Relocate { .. }
-        | Fallocate { .. } => 28,
+        | Fallocate { .. }
+        | CopyRange { .. } => 28,
     }
 }
 

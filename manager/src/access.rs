@@ -156,6 +156,7 @@ pub fn needs(req: &ManagerRequest) -> Vec<Need> {
         | Q::RemoveXattr { ino, .. }
         | Q::GetExtents { ino, .. }
         | Q::Fallocate { ino, .. } => vec![Need::Inode(*ino)],
+        Q::CopyRange { src, dst, .. } => vec![Need::Inode(*src), Need::Inode(*dst)],
         _ => Vec::new(),
     }
 }
@@ -379,6 +380,30 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
                 len,
                 punch,
                 keep_size,
+            }
+        }
+        Q::CopyRange {
+            src,
+            src_offset,
+            dst,
+            dst_offset,
+            len,
+        } => {
+            // A read of the source and a write of the destination: a session holding a
+            // file open passes for it (its open was checked); anyone else needs the
+            // permission now.
+            if !facts.opened.contains(&src) {
+                need(c, facts.inode(src)?, R, "read")?;
+            }
+            if !facts.opened.contains(&dst) {
+                need(c, facts.inode(dst)?, W, "write")?;
+            }
+            Q::CopyRange {
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                len,
             }
         }
         Q::SetAttr { ino, set, .. } => {

@@ -587,3 +587,31 @@ proptest::proptest! {
         let _ = decide(&who, req, &f);
     }
 }
+
+#[test]
+fn copy_range_reads_the_source_and_writes_the_destination() {
+    let secret = attr(2, FileKind::File, 0o600, ALICE, ALICE);
+    let open = attr(3, FileKind::File, 0o666, ALICE, ALICE);
+    let mine = attr(4, FileKind::File, 0o644, BOB, BOB);
+    let f = facts(&[secret, open, mine], &[]);
+    let copy = |src: u64, dst: u64| ManagerRequest::CopyRange {
+        src: InodeId(src),
+        src_offset: 0,
+        dst: InodeId(dst),
+        dst_offset: 0,
+        len: 10,
+    };
+    let bob = cred(BOB, BOB, &[]);
+    // Sharing Alice's 0600 file's extents into Bob's own file would read it: refused.
+    assert_eq!(code_of(decide(&bob, copy(2, 4), &f)), Some(code::EACCES));
+    // Into a file Bob may not write: refused.
+    let ro_dst = facts(&[attr(5, FileKind::File, 0o644, ALICE, ALICE)], &[]);
+    let mut both = f.clone();
+    both.inodes.extend(ro_dst.inodes);
+    assert_eq!(code_of(decide(&bob, copy(3, 5), &both)), Some(code::EACCES));
+    assert!(decide(&bob, copy(3, 4), &f).is_ok());
+    // A read-only export refuses it.
+    let mut ro = cred(BOB, BOB, &[]);
+    ro.read_only = true;
+    assert_eq!(code_of(decide(&ro, copy(3, 4), &f)), Some(code::EROFS));
+}

@@ -69,22 +69,25 @@ impl ExtentMap {
                 continue;
             };
             self.covered -= p.len as u64;
-            let mut kept = 0u64;
             let e = end(o, &p);
             if o < from {
                 let left = slice(&p, 0, from - o);
                 self.covered += left.len as u64;
-                kept += left.len as u64;
                 self.map.insert(o, left);
             }
             if e > to {
                 let right = slice(&p, to - o, e - to);
                 self.covered += right.len as u64;
-                kept += right.len as u64;
                 self.map.insert(to, right);
             }
             if let Some(u) = u.as_deref_mut() {
-                u.count(&p, kept as i64 - p.len as i64);
+                u.remove(&p);
+                if o < from {
+                    u.add(&slice(&p, 0, from - o));
+                }
+                if e > to {
+                    u.add(&slice(&p, to - o, e - to));
+                }
             }
         }
     }
@@ -107,7 +110,7 @@ impl ExtentMap {
         self.map.insert(ext.offset, ext.ptr);
         self.covered += ext.ptr.len as u64;
         if let Some(u) = u {
-            u.count(&ext.ptr, ext.ptr.len as i64);
+            u.add(&ext.ptr);
         }
     }
 
@@ -265,7 +268,9 @@ mod tests {
             let mut derived = Usage::default();
             derived.count_map(&m, 1);
             proptest::prop_assert_eq!(u.segments().collect::<Vec<_>>(), derived.segments().collect::<Vec<_>>());
-            proptest::prop_assert_eq!(u.total(), m.covered());
+            // Extents here may share segment bytes (all start at segment offset 7): bytes
+            // several extents reference are live once, so never more than the map covers.
+            proptest::prop_assert!(u.total() <= m.covered());
         }
 
         /// Overlaying random extents gives, byte for byte, what a flat model gives.

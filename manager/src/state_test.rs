@@ -1270,3 +1270,136 @@ pub(crate) fn name_on(h: &H, parent: InodeId, owner: NodeId, prefix: &str) -> St
         .find(|n| h.owners[dir_slot(parent, n).0 as usize] == owner)
         .expect("some name hashes to the other manager")
 }
+
+/// Runs a `plan_copy_range` and returns the bytes it copied.
+fn copy_range(
+    h: &mut H,
+    src: InodeId,
+    so: u64,
+    dst: InodeId,
+    d_o: u64,
+    len: u64,
+) -> Result<u64, crate::error::code::Errno> {
+    let st = h.st.clone();
+    let ctx = h.ctx();
+    let (plan, n) = st
+        .plan_copy_range(&ctx, src, so, dst, d_o, len)
+        .map_err(|e| e.code)?;
+    h.run(Ok(plan))?;
+    Ok(n)
+}
+
+#[test]
+fn copy_range_shares_extents_and_counts_them_once() {
+    let mut h = H::new();
+    let a = h.touch(ROOT, "a").expect("create");
+    let b = h.touch(ROOT, "b").expect("create");
+    h.with(|st, c| {
+        st.plan_commit_writes(
+            c,
+            &[write(a, 0, 1, 1000, 1000), write(a, 1000, 2, 500, 1500)],
+        )
+    })
+    .expect("commit");
+    let live = |h: &H, seg: u64| h.st.usage().live(LogId(77), SegmentId(seg));
+    // The whole file (asking for more stops at its end of file).
+    assert_eq!(copy_range(&mut h, a, 0, b, 0, 1 << 30), Ok(1500));
+    assert_eq!(
+        h.st.get_extents(b, 0, u64::MAX).expect("extents"),
+        h.st.get_extents(a, 0, u64::MAX).expect("extents"),
+        "the copy references the source's log extents"
+    );
+    assert_eq!((h.attr(b).size, h.attr(b).blocks_bytes), (1500, 1500));
+    assert_eq!(
+        (live(&h, 1), live(&h, 2)),
+        (1000, 500),
+        "shared bytes count once"
+    );
+    // Overwriting the source leaves the copy's references (and their bytes) alone.
+    h.with(|st, c| st.plan_commit_writes(c, &[write(a, 0, 3, 1500, 1500)]))
+        .expect("overwrite");
+    assert_eq!(
+        h.st.get_extents(b, 0, u64::MAX).expect("extents")[0].ptr,
+        ptr(1, 0, 1000)
+    );
+    assert_eq!((live(&h, 1), live(&h, 2), live(&h, 3)), (1000, 500, 1500));
+    // Deleting the copy frees them.
+    h.unlink(ROOT, "b").expect("unlink");
+    assert_eq!((live(&h, 1), live(&h, 2)), (0, 0));
+    h.check_replay();
+}
+
+#[test]
+fn copy_range_of_a_part_makes_holes_and_keeps_the_rest() {
+    let mut h = H::new();
+    let a = h.touch(ROOT, "a").expect("create");
+    let b = h.touch(ROOT, "b").expect("create");
+    // a: data at 0..100 and 300..400 (a hole between), size 400.
+    h.with(|st, c| {
+        st.plan_commit_writes(c, &[write(a, 0, 1, 100, 400), write(a, 300, 2, 100, 400)])
+    })
+    .expect("commit a");
+    // b: 1000 bytes of its own.
+    h.with(|st, c| st.plan_commit_writes(c, &[write(b, 0, 5, 1000, 1000)]))
+        .expect("commit b");
+    // Unaligned: a[50..350) to b[500..800).
+    assert_eq!(copy_range(&mut h, a, 50, b, 500, 300), Ok(300));
+    let got = h.st.get_extents(b, 0, u64::MAX).expect("extents");
+    let want = vec![
+        Extent {
+            offset: 0,
+            ptr: ptr(5, 0, 500),
+        },
+        Extent {
+            offset: 500,
+            ptr: ptr(1, 50, 50),
+        },
+        // 550..750 is the source's hole.
+        Extent {
+            offset: 750,
+            ptr: ptr(2, 0, 50),
+        },
+        Extent {
+            offset: 800,
+            ptr: ptr(5, 800, 200),
+        },
+    ];
+    assert_eq!(got, want);
+    assert_eq!((h.attr(b).size, h.attr(b).blocks_bytes), (1000, 800));
+    let live = |h: &H, seg: u64| h.st.usage().live(LogId(77), SegmentId(seg));
+    assert_eq!((live(&h, 1), live(&h, 2), live(&h, 5)), (100, 100, 700));
+    // A copy past the destination's end grows it; past the source's end copies nothing.
+    assert_eq!(copy_range(&mut h, a, 0, b, 2000, 100), Ok(100));
+    assert_eq!(h.attr(b).size, 2100);
+    assert_eq!(copy_range(&mut h, a, 400, b, 0, 100), Ok(0));
+    // Overlapping itself: refused.
+    assert_eq!(copy_range(&mut h, a, 0, a, 50, 100), Err(EINVAL));
+    h.check_replay();
+}
+
+#[test]
+fn copy_range_falls_back_below_the_floor_and_across_managers() {
+    let mut h = H::new();
+    let a = h.touch(ROOT, "a").expect("create");
+    let b = h.touch(ROOT, "b").expect("create");
+    h.with(|st, c| st.plan_commit_writes(c, &[write(a, 0, 1, 100, 100)]))
+        .expect("commit");
+    // The reclaimer sealed the log above segment 1: no new reference may appear there.
+    h.st.usage_mut()
+        .seal(LogId(77), SegmentId(2), |_| false, false);
+    assert_eq!(copy_range(&mut h, a, 0, b, 0, 100), Err(EXDEV));
+    assert!(h
+        .st
+        .get_extents(b, 0, u64::MAX)
+        .expect("extents")
+        .is_empty());
+    // A source another manager owns: EXDEV too (the client copies the data).
+    let mut owners = h.owners.clone();
+    owners[a.slot().0 as usize] = OTHER;
+    let st = h.st.clone();
+    let ctx = h.ctx_with(&owners);
+    let e = st
+        .plan_copy_range(&ctx, a, 0, b, 0, 100)
+        .expect_err("cross-manager");
+    assert_eq!(e.code, EXDEV);
+}

@@ -2,7 +2,9 @@
 //! the reclaim *floors* that decide when a segment nobody references may be deleted.
 //!
 //! Owns: per data segment `(log, segment)` the bytes of this manager's extents in it (kept
-//! up to date by `MetaState::apply`, derived again from the extent maps after a checkpoint
+//! up to date by `MetaState::apply`; a byte that several extents reference — extents shared
+//! by `copy_file_range` — is live once: each segment keeps its referenced byte ranges with a
+//! reference count, `Refs`, derived again from the extent maps after a checkpoint
 //! load, so it survives restarts without a record of its own); per log the floor below
 //! which this manager accepts no more commits, and the horizon each writing session
 //! reported. Pure: no I/O, no clock. Must not: delete anything (the reclaimer does, after
@@ -46,8 +48,9 @@
 //! would name a deleted segment. That resend overwrites newer data in any case (the
 //! reclaim protocol's own hazard), so it is not made worse in kind.
 //!
-//! Extent sharing (copy_file_range as reflink) does not exist yet; when it comes, it adds
-//! references to old segments and must check the floor like a commit.
+//! Extent sharing (`copy_file_range`, `MetaState::plan_copy_range`) adds references to old
+//! segments: it checks the floor like a commit, and a copy whose source extents are below
+//! their log's floor is refused (the client copies the data instead).
 
 use crate::extent::ExtentMap;
 use proto::ids::{LogId, LogPtr, SegmentId, SessionId};
@@ -69,10 +72,97 @@ pub struct Sealed {
     pub live: Vec<(SegmentId, u64)>,
 }
 
+/// The byte ranges of one segment that extents reference, with how many reference each
+/// piece (disjoint pieces, neighbours with the same count merged), and their total length.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Refs {
+    /// start → (end, references), never 0 references.
+    pieces: BTreeMap<u32, (u32, u32)>,
+    bytes: u64,
+}
+
+impl Refs {
+    /// Cuts the piece that straddles `at` in two.
+    fn split_at(&mut self, at: u32) {
+        if let Some((&s, &(e, r))) = self.pieces.range(..at).next_back() {
+            if e > at {
+                self.pieces.insert(s, (at, r));
+                self.pieces.insert(at, (e, r));
+            }
+        }
+    }
+
+    /// Adds one reference to `[from, to)` (`up`) or drops one.
+    fn change(&mut self, from: u32, to: u32, up: bool) {
+        if from >= to {
+            return;
+        }
+        self.split_at(from);
+        self.split_at(to);
+        let inside: Vec<(u32, (u32, u32))> =
+            self.pieces.range(from..to).map(|(k, v)| (*k, *v)).collect();
+        let mut cur = from;
+        let mut gaps = Vec::new();
+        for (s, (e, r)) in inside {
+            if s > cur {
+                gaps.push((cur, s));
+            }
+            cur = e;
+            if up {
+                self.pieces.insert(s, (e, r + 1));
+            } else if r <= 1 {
+                self.pieces.remove(&s);
+                self.bytes -= (e - s) as u64;
+            } else {
+                self.pieces.insert(s, (e, r - 1));
+            }
+        }
+        if cur < to {
+            gaps.push((cur, to));
+        }
+        if up {
+            for (s, e) in gaps {
+                self.pieces.insert(s, (e, 1));
+                self.bytes += (e - s) as u64;
+            }
+        } else {
+            debug_assert!(gaps.is_empty(), "dropping unreferenced bytes {gaps:?}");
+        }
+        self.merge(from, to);
+    }
+
+    /// Merges neighbouring pieces with equal counts from the piece before `from` to `to`.
+    fn merge(&mut self, from: u32, to: u32) {
+        let first = self
+            .pieces
+            .range(..from)
+            .next_back()
+            .map(|(k, _)| *k)
+            .unwrap_or(from);
+        let keys: Vec<u32> = self.pieces.range(first..=to).map(|(k, _)| *k).collect();
+        let mut prev: Option<u32> = None;
+        for k in keys {
+            let Some(&(e, r)) = self.pieces.get(&k) else {
+                continue;
+            };
+            if let Some(p) = prev {
+                if let Some(&(pe, pr)) = self.pieces.get(&p) {
+                    if pe == k && pr == r {
+                        self.pieces.remove(&k);
+                        self.pieces.insert(p, (e, r));
+                        continue;
+                    }
+                }
+            }
+            prev = Some(k);
+        }
+    }
+}
+
 /// Live bytes per segment, floors and writer horizons.
 #[derive(Clone, Debug, Default)]
 pub struct Usage {
-    live: BTreeMap<SegKey, u64>,
+    live: BTreeMap<SegKey, Refs>,
     floors: HashMap<LogId, SegmentId>,
     /// Per log: the session that reported writing it and its horizon.
     writers: HashMap<LogId, (SessionId, SegmentId)>,
@@ -87,39 +177,50 @@ impl PartialEq for Usage {
 }
 
 impl Usage {
-    /// Adds (`delta > 0`) or removes live bytes of the segment `p` points into.
-    pub fn count(&mut self, p: &LogPtr, delta: i64) {
-        let key = (p.seg.log, p.seg.segment);
-        let cur = self.live.get(&key).copied().unwrap_or(0) as i64;
-        let next = cur + delta;
-        debug_assert!(next >= 0, "live bytes of {key:?} below zero");
-        if next <= 0 {
-            self.live.remove(&key);
-        } else {
-            self.live.insert(key, next as u64);
-        }
+    /// One more extent references the bytes `p` points at.
+    pub fn add(&mut self, p: &LogPtr) {
+        self.change(p, true);
     }
 
-    /// Counts every extent of `map` (`sign` +1 to add, -1 to remove).
+    /// One extent fewer references the bytes `p` points at.
+    pub fn remove(&mut self, p: &LogPtr) {
+        self.change(p, false);
+    }
+
+    fn change(&mut self, p: &LogPtr, up: bool) {
+        if p.len == 0 {
+            return;
+        }
+        let key = (p.seg.log, p.seg.segment);
+        let refs = self.live.entry(key).or_default();
+        refs.change(p.offset, p.offset.saturating_add(p.len), up);
+        if refs.pieces.is_empty() {
+            self.live.remove(&key);
+        }
+    }
+}
+
+impl Usage {
+    /// Counts every extent of `map` (`sign` > 0 adds its references, else drops them).
     pub fn count_map(&mut self, map: &ExtentMap, sign: i64) {
         for e in map.iter() {
-            self.count(&e.ptr, sign * e.ptr.len as i64);
+            self.change(&e.ptr, sign > 0);
         }
     }
 
-    /// Live bytes of one segment.
+    /// Live bytes of one segment (bytes several extents share count once).
     pub fn live(&self, log: LogId, segment: SegmentId) -> u64 {
-        self.live.get(&(log, segment)).copied().unwrap_or(0)
+        self.live.get(&(log, segment)).map_or(0, |r| r.bytes)
     }
 
     /// Every segment with live bytes, in (log, segment) order.
     pub fn segments(&self) -> impl Iterator<Item = (SegKey, u64)> + '_ {
-        self.live.iter().map(|(k, v)| (*k, *v))
+        self.live.iter().map(|(k, v)| (*k, v.bytes))
     }
 
     /// Total live bytes.
     pub fn total(&self) -> u64 {
-        self.live.values().sum()
+        self.live.values().map(|r| r.bytes).sum()
     }
 
     /// Forgets every live count (before deriving them again).
@@ -188,7 +289,7 @@ impl Usage {
         let live = self
             .live
             .range((log, SegmentId(0))..=(log, SegmentId(u64::MAX)))
-            .map(|((_, s), b)| (*s, *b))
+            .map(|((_, s), r)| (*s, r.bytes))
             .collect();
         Sealed { floor, live }
     }
@@ -200,6 +301,10 @@ mod tests {
     use proto::ids::SegmentAddr;
 
     fn ptr(log: u64, seg: u64, len: u32) -> LogPtr {
+        at(log, seg, 0, len)
+    }
+
+    fn at(log: u64, seg: u64, offset: u32, len: u32) -> LogPtr {
         LogPtr {
             seg: SegmentAddr {
                 log: LogId(log),
@@ -209,7 +314,7 @@ mod tests {
                 m: 2,
                 nodes: 0,
             },
-            offset: 0,
+            offset,
             len,
         }
     }
@@ -217,19 +322,71 @@ mod tests {
     #[test]
     fn counts_go_up_and_down_and_vanish_at_zero() {
         let mut u = Usage::default();
-        u.count(&ptr(1, 3, 100), 100);
-        u.count(&ptr(1, 3, 50), 50);
+        u.add(&at(1, 3, 0, 100));
+        u.add(&at(1, 3, 100, 50));
         assert_eq!(u.live(LogId(1), SegmentId(3)), 150);
-        u.count(&ptr(1, 3, 150), -150);
+        u.remove(&at(1, 3, 0, 100));
+        u.remove(&at(1, 3, 100, 50));
         assert_eq!(u.live(LogId(1), SegmentId(3)), 0);
         assert_eq!(u.segments().count(), 0);
     }
 
     #[test]
+    fn shared_bytes_are_live_once_until_their_last_reference_goes() {
+        let mut u = Usage::default();
+        let seg = |u: &Usage| u.live(LogId(1), SegmentId(3));
+        u.add(&at(1, 3, 0, 100));
+        // A copy shares bytes 20..70 (two pieces of it, as a trimmed extent would).
+        u.add(&at(1, 3, 20, 30));
+        u.add(&at(1, 3, 50, 20));
+        assert_eq!(seg(&u), 100, "shared bytes count once");
+        // The original is overwritten: the shared middle stays live.
+        u.remove(&at(1, 3, 0, 100));
+        assert_eq!(seg(&u), 50);
+        u.remove(&at(1, 3, 20, 30));
+        assert_eq!(seg(&u), 20);
+        u.remove(&at(1, 3, 50, 20));
+        assert_eq!(seg(&u), 0);
+        assert_eq!(u.segments().count(), 0);
+        // Merged pieces keep the structure small: adjacent single references are one.
+        for i in 0..100 {
+            u.add(&at(1, 4, i * 10, 10));
+        }
+        assert_eq!(
+            u.live
+                .get(&(LogId(1), SegmentId(4)))
+                .map(|r| r.pieces.len()),
+            Some(1)
+        );
+    }
+
+    proptest::proptest! {
+        /// The live bytes of a segment equal the bytes referenced at least once, under any
+        /// order of references added and dropped.
+        #[test]
+        fn live_bytes_are_the_union_of_references(refs in proptest::collection::vec((0u32..200, 1u32..60), 1..30), drop_mask in proptest::collection::vec(proptest::bool::ANY, 30)) {
+            let mut u = Usage::default();
+            let mut model = vec![0u32; 260];
+            for (o, l) in &refs {
+                u.add(&at(1, 1, *o, *l));
+                for b in *o..*o + *l { model[b as usize] += 1; }
+            }
+            for ((o, l), d) in refs.iter().zip(&drop_mask) {
+                if *d {
+                    u.remove(&at(1, 1, *o, *l));
+                    for b in *o..*o + *l { model[b as usize] -= 1; }
+                }
+                let want = model.iter().filter(|c| **c > 0).count() as u64;
+                proptest::prop_assert_eq!(u.live(LogId(1), SegmentId(1)), want);
+            }
+        }
+    }
+
+    #[test]
     fn seal_rises_to_upto_without_a_writer_and_never_falls() {
         let mut u = Usage::default();
-        u.count(&ptr(1, 2, 10), 10);
-        u.count(&ptr(1, 7, 10), 10);
+        u.add(&ptr(1, 2, 10));
+        u.add(&ptr(1, 7, 10));
         let s = u.seal(LogId(1), SegmentId(5), |_| true, false);
         assert_eq!(s.floor, SegmentId(5));
         assert_eq!(s.live, vec![(SegmentId(2), 10), (SegmentId(7), 10)]);

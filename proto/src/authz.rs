@@ -194,6 +194,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
                 | R::SetXattr { .. }
                 | R::RemoveXattr { .. }
                 | R::Fallocate { .. }
+                | R::CopyRange { .. }
                 | R::Sync => need(Right::FsWrite),
                 R::Create { session, .. } => {
                     need(Right::FsWrite)?;

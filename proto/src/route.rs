@@ -38,6 +38,7 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | GetExtents { ino, .. }
         | Fallocate { ino, .. }
         | AcquireWrite { ino, .. } => *ino,
+        CopyRange { dst, .. } => *dst,
         CommitWrites { writes, .. } => writes.first()?.ino,
         Sync
         | Counts

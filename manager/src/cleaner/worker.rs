@@ -3,7 +3,8 @@
 //! segments, striped like any other), and asks each owning manager to remap its extents
 //! *only where they still point at the old copy* (`Relocate`, planned by
 //! `relocate::plan_relocate`, logged durably by that manager). The old segments are then
-//! dead and the reclaimer (`reclaim`) deletes them.
+//! dead and the reclaimer (`reclaim`) deletes them. An extent several files share
+//! (copy_file_range) is copied once and every file sharing it is moved to that copy.
 //!
 //! Crash safety, step by step (`copy_out`, then `swap`): a crash before or during the copy
 //! leaves the old segments as they were; a crash after the copy and before (or during) the
@@ -238,7 +239,7 @@ impl Cleaner {
         &self,
         writer: &mut LogWriter,
         builder: SegmentBuilder,
-        pending: Vec<(NodeId, InodeId, Extent)>,
+        pending: Vec<Vec<(NodeId, InodeId, Extent)>>,
         copied: &mut Copied,
         report: &mut CleanReport,
     ) -> Result<(), CleanError> {
@@ -257,17 +258,20 @@ impl Cleaner {
         lock(&self.nice).sample(len, t.elapsed());
         report.written_segments += 1;
         report.written_bytes += len;
-        for ((node, ino, old), entry) in pending.into_iter().zip(entries) {
-            copied.moves.entry(node).or_default().push(Moved {
-                ino,
-                offset: old.offset,
-                old: old.ptr,
-                new: LogPtr {
-                    seg: addr,
-                    offset: entry.offset,
-                    len: entry.len,
-                },
-            });
+        // One entry per copied extent, moved in every file that shares it.
+        for (sharing, entry) in pending.into_iter().zip(entries) {
+            for (node, ino, old) in sharing {
+                copied.moves.entry(node).or_default().push(Moved {
+                    ino,
+                    offset: old.offset,
+                    old: old.ptr,
+                    new: LogPtr {
+                        seg: addr,
+                        offset: entry.offset,
+                        len: entry.len,
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -289,7 +293,7 @@ impl Cleaner {
         let mut writer = self.writer.lock().await;
         let mut copied = Copied::default();
         let mut builder = SegmentBuilder::new(writer.log(), writer.next_segment());
-        let mut pending: Vec<(NodeId, InodeId, Extent)> = Vec::new();
+        let mut pending: Vec<Vec<(NodeId, InodeId, Extent)>> = Vec::new();
         let mut by_log: BTreeMap<LogId, Vec<SegmentAddr>> = BTreeMap::new();
         for s in segs {
             by_log.entry(s.log).or_default().push(*s);
@@ -316,7 +320,23 @@ impl Cleaner {
                     }
                 };
                 lock(&self.nice).sample(data.len() as u64, t.elapsed());
-                for (node, ino, e) in mine {
+                // Files sharing the same bytes (copy_file_range) share the copy too: each
+                // distinct extent of the segment is written once and every file that
+                // references it is moved to that one copy.
+                let mut groups: Vec<Vec<(NodeId, InodeId, Extent)>> = Vec::new();
+                let mut by_ptr: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+                for m in mine {
+                    let key = (m.2.ptr.offset, m.2.ptr.len);
+                    match by_ptr.get(&key) {
+                        Some(i) => groups[*i].push(m),
+                        None => {
+                            by_ptr.insert(key, groups.len());
+                            groups.push(vec![m]);
+                        }
+                    }
+                }
+                for sharing in groups {
+                    let (_, ino, e) = sharing[0];
                     let (from, len) = (e.ptr.offset as usize, e.ptr.len as usize);
                     if from + len > data.len() {
                         tracing::warn!(segment = %seg, inode = %ino, "cleaner: extent {} lies outside its segment", e.ptr);
@@ -340,7 +360,7 @@ impl Cleaner {
                         },
                         bytes,
                     );
-                    pending.push((node, ino, e));
+                    pending.push(sharing);
                     report.copied += len as u64;
                 }
                 report.cleaned += 1;

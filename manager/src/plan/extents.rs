@@ -1,5 +1,6 @@
-//! Extent maps: reading a range of a file's extents and planning the commit of written
-//! extents (`CommitWrites`: sizes, times, the reclaim floor check).
+//! Extent maps: reading a range of a file's extents, planning the commit of written
+//! extents (`CommitWrites`: sizes, times, the reclaim floor check) and extent sharing
+//! (`CopyRange`: copy_file_range without moving data, under the same floor check).
 //! Must not: mutate the state, do I/O, or read clocks.
 
 use super::draft::Draft;
@@ -57,5 +58,106 @@ impl MetaState {
             records: d.finish(),
             reply: Reply::Attrs(writes.iter().map(|w| w.ino).collect()),
         })
+    }
+
+    /// copy_file_range as extent sharing (see `ManagerRequest::CopyRange`): the plan and the
+    /// bytes copied. The destination range gets the source's extents (shifted) and its
+    /// holes; nothing else of the destination changes but its size (grown to the copy's
+    /// end) and times. EXDEV when the data must be copied instead: the source lives on
+    /// another manager, or an extent of it is below its log's reclaim floor (its segment
+    /// may be deleted: a new reference must not appear there, as for a commit).
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan_copy_range(
+        &self,
+        ctx: &Ctx,
+        src: InodeId,
+        src_offset: u64,
+        dst: InodeId,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<(Plan, u64), Errno> {
+        if !ctx.is_local(src) {
+            return Err(Errno::new(
+                code::EXDEV,
+                format!("{src} lives on another manager than {dst}: copy the data"),
+            ));
+        }
+        let mut d = Draft::new(self, ctx.now);
+        let s = self.get(src)?;
+        for a in [&s.attr, &d.attr(dst)?] {
+            match a.kind {
+                FileKind::File => {}
+                FileKind::Dir => return Err(eisdir(format!("{} is a directory", a.ino))),
+                _ => return Err(einval(format!("{} is not a regular file", a.ino))),
+            }
+        }
+        let n = len.min(s.attr.size.saturating_sub(src_offset));
+        let nothing = Plan::Local {
+            records: Vec::new(),
+            reply: Reply::Attr(dst),
+        };
+        if n == 0 {
+            return Ok((nothing, 0));
+        }
+        let end = dst_offset
+            .checked_add(n)
+            .filter(|e| src_offset.checked_add(n).is_some() && *e < i64::MAX as u64)
+            .ok_or_else(|| Errno::new(code::EFBIG, "copy past the largest file offset"))?;
+        if src == dst && src_offset < end && dst_offset < src_offset + n {
+            return Err(einval(format!(
+                "copy within {src} from {src_offset} to {dst_offset} overlaps itself"
+            )));
+        }
+        let shared: Vec<Extent> = s
+            .extents
+            .range(src_offset, n)
+            .into_iter()
+            .map(|e| Extent {
+                offset: e.offset - src_offset + dst_offset,
+                ptr: e.ptr,
+            })
+            .collect();
+        if let Err((p, floor)) = self.usage().check(shared.iter().map(|e| &e.ptr)) {
+            return Err(Errno::new(
+                code::EXDEV,
+                format!(
+                    "extent {p} of {src} is below the reclaim floor {floor} of its log: copy the data"
+                ),
+            ));
+        }
+        // The destination range is emptied (the source's holes stay holes), the rest of
+        // the destination kept: a truncate to the range's start, then what follows it.
+        let map = &self.get(dst)?.extents;
+        if !map.range(dst_offset, u64::MAX - dst_offset).is_empty() {
+            let after = map.range(end, u64::MAX - end);
+            d.recs.push(Record::Truncate {
+                ino: dst,
+                size: dst_offset,
+            });
+            if !after.is_empty() {
+                d.recs.push(Record::Extents {
+                    ino: dst,
+                    extents: after,
+                });
+            }
+        }
+        if !shared.is_empty() {
+            d.recs.push(Record::Extents {
+                ino: dst,
+                extents: shared,
+            });
+        }
+        let now = ctx.now;
+        let a = d.attr_mut(dst)?;
+        a.size = a.size.max(end);
+        a.mtime = now;
+        a.ctime = now;
+        Ok((
+            Plan::Local {
+                records: d.finish(),
+                reply: Reply::Attr(dst),
+            },
+            n,
+        ))
     }
 }

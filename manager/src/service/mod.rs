@@ -495,6 +495,42 @@ impl Service {
             R::SealLog { log, upto } => self.seal_log(log, upto).await,
             R::LiveExtents { log, segments } => self.live_extents(log, segments).await,
             R::Relocate { moves } => self.relocate(moves).await,
+            R::CopyRange {
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                len,
+            } => {
+                if self.owner(src) != self.me {
+                    // Sharing across managers would need a transaction: the client copies
+                    // the data instead.
+                    return Err(errno(Errno::new(
+                        code::EXDEV,
+                        format!("{src} lives on another manager than {dst}: copy the data"),
+                    )));
+                }
+                // Other clients' buffered writes of the source land first, as for a read.
+                self.read_inode(who, src, |st| st.get(src).map(|_| ()).map_err(errno))
+                    .await?;
+                let copied = std::sync::atomic::AtomicU64::new(0);
+                let resp = self
+                    .mutate(who, None, |st, c| {
+                        recheck(st, g)?;
+                        let (plan, n) =
+                            st.plan_copy_range(c, src, src_offset, dst, dst_offset, len)?;
+                        copied.store(n, Ordering::SeqCst);
+                        Ok(plan)
+                    })
+                    .await?;
+                match resp {
+                    A::Attr(attr) => Ok(A::Copied {
+                        bytes: copied.load(Ordering::SeqCst),
+                        attr,
+                    }),
+                    other => Err(RemoteError::Io(format!("CopyRange answered {other:?}"))),
+                }
+            }
             R::Fallocate {
                 ino,
                 offset,

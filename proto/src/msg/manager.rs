@@ -412,6 +412,19 @@ pub enum ManagerRequest {
         punch: bool,
         keep_size: bool,
     },
+    /// copy_file_range(2) as extent sharing, after the client wrote its dirty data of both
+    /// files: `[dst_offset, dst_offset + n)` of `dst` gets references to the log extents
+    /// of `[src_offset, src_offset + n)` of `src` (its holes become holes), where `n` is
+    /// `len` cut at the source's end of file; no data moves. Sent to `dst`'s manager.
+    /// Refused EXDEV (the client copies the data instead) when `src` lives on another
+    /// manager or one of its extents is below its log's reclaim floor. Answered `Copied`.
+    CopyRange {
+        src: InodeId,
+        src_offset: u64,
+        dst: InodeId,
+        dst_offset: u64,
+        len: u64,
+    },
 }
 
 /// The remote part of a cross-manager operation, applied idempotently by the participant.
@@ -509,6 +522,11 @@ pub enum ManagerResponse {
     Relocated {
         moved: u64,
         skipped: u64,
+    },
+    /// Answer to `CopyRange`: the bytes copied (shared) and the destination's attributes.
+    Copied {
+        bytes: u64,
+        attr: Attr,
     },
 }
 
@@ -623,7 +641,7 @@ impl ManagerRequest {
             | R::Link { .. }
             | R::SetXattr { .. }
             | R::RemoveXattr { .. } => RequestKind::NAMESPACE,
-            R::SetAttr { .. } | R::Fallocate { .. } => RequestKind::ATTR,
+            R::SetAttr { .. } | R::Fallocate { .. } | R::CopyRange { .. } => RequestKind::ATTR,
             R::CommitWrites { .. } | R::AcquireWrite { .. } => RequestKind::LEASED_WRITE,
             // Registering a session on an inode, for writing if asked: refused on a
             // read-only export when it asks for write access.
@@ -727,6 +745,16 @@ impl fmt::Display for ManagerRequest {
             } => write!(
                 f,
                 "Fallocate({ino}, {offset}+{len}, punch={punch}, keep_size={keep_size})"
+            ),
+            CopyRange {
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                len,
+            } => write!(
+                f,
+                "CopyRange({src}@{src_offset} -> {dst}@{dst_offset}, {len} bytes)"
             ),
         }
     }
@@ -943,6 +971,16 @@ mod kind_tests {
                     len: 1,
                     punch: false,
                     keep_size: false,
+                },
+                (true, true, false),
+            ),
+            (
+                R::CopyRange {
+                    src: ino,
+                    src_offset: 0,
+                    dst: ino,
+                    dst_offset: 0,
+                    len: 1,
                 },
                 (true, true, false),
             ),
