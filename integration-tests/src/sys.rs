@@ -1,4 +1,5 @@
-//! System calls std does not offer: extended attributes with flags, writes through a
+//! System calls std does not offer: extended attributes with flags, copy_file_range(2)
+//! with explicit offsets, writes through a
 //! shared mapping (`mmap_write`), running one file system call as another user in a
 //! forked child, and a child's death signal (`die_with_parent`). This is the only module
 //! with `unsafe`; each block is a plain libc call on pointers that live across the call
@@ -81,6 +82,23 @@ pub fn set_xattr(
         )
     };
     Errno::result(r).map(drop)
+}
+
+/// copy_file_range(2) from `from` at `*off_in` to `to` at `*off_out`, at most `len`
+/// bytes; the offsets advance by the bytes copied, which are returned (0 at end of file).
+pub fn copy_file_range(
+    from: &std::fs::File,
+    off_in: &mut i64,
+    to: &std::fs::File,
+    off_out: &mut i64,
+    len: usize,
+) -> std::result::Result<usize, Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: both descriptors are open for the call (borrowed files); the offsets are
+    // valid, exclusively borrowed i64s the kernel updates.
+    let r =
+        unsafe { libc::copy_file_range(from.as_raw_fd(), off_in, to.as_raw_fd(), off_out, len, 0) };
+    Errno::result(r).map(|n| n as usize)
 }
 
 /// getxattr(2): the whole value.

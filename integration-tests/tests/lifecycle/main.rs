@@ -7,7 +7,8 @@
 //! and takes writes again (t63), and a seventh storage server added with `shoal node add`
 //! leaves old data in place and takes new stripes (t64), and `shoal node drain` empties a
 //! server so that data survives without it (t65), also when it is already dead (t67,
-//! reconstructed from parity). All bounded in time.
+//! reconstructed from parity), and copy_file_range shares extents instead of copying data
+//! (t68). All bounded in time.
 
 mod t10_scrub_repairs;
 mod t20_rebuild;
@@ -21,6 +22,7 @@ mod t64_add_node;
 mod t65_drain;
 mod t66_punch_frees;
 mod t67_drain_dead;
+mod t68_copy_file_range;
 mod t70_rebuild_rate;
 mod t71_dead_write_rate;
 
