@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use integration_tests::{pattern, TestCluster};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 use tracing::info;
@@ -55,6 +55,15 @@ fn clean_now(c: &TestCluster) -> Result<String> {
     let out = c.env().run(args, Duration::from_secs(120))?;
     ensure!(out.success(), "shoal clean --now failed: {out}");
     Ok(out.text())
+}
+
+/// A number of the `clean-stats:` line of `shoal clean`.
+fn stat(report: &str, key: &str) -> Option<u64> {
+    let line = report.lines().find(|l| l.starts_with("clean-stats:"))?;
+    let field = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?;
+    field.parse().ok()
 }
 
 /// Overwrites `[off, off + len)` of `p` with pattern `seed` (at the same offsets) and fsyncs.
@@ -138,6 +147,15 @@ fn t68_copy_file_range_shares_extents() -> Result<()> {
     }
     let report = clean_now(&c)?;
     info!("first cleaner pass:\n{report}");
+    // The live halves are shared: each is copied once and remapped in both files.
+    let (copied, moved) = (
+        stat(&report, "copied").context("clean-stats copied")?,
+        stat(&report, "moved").context("clean-stats moved")?,
+    );
+    ensure!(
+        copied > 0 && moved >= copied * 3 / 2,
+        "the cleaner copied {copied} bytes and remapped {moved}: shared extents were not copied once"
+    );
     let m = c.remount(m)?;
     let (src, dst) = (m.join("src"), m.join("dst"));
     check_exact(&src, &expected(11, &src_writes))?;
@@ -188,7 +206,10 @@ fn t68_unaligned_dirty_and_cross_manager_copies_read_back() -> Result<()> {
     let src_path = m.join("src");
     std::fs::write(&src_path, pattern::bytes(21, 0, len))?;
     let src = File::open(&src_path)?;
-    // Eight directories: new directories spread over both managers.
+    let src_manager = c.manager_of(src.metadata()?.ino())?;
+    let (mut shared, mut across) = (0, 0);
+    // Eight directories: new directories spread over both managers (by a stable hash of
+    // their names, so which are where is the same every run).
     for d in 0..8 {
         let dir = m.join(format!("d{d}"));
         std::fs::create_dir(&dir)?;
@@ -196,6 +217,11 @@ fn t68_unaligned_dirty_and_cross_manager_copies_read_back() -> Result<()> {
         // The destination has data of its own around the copied range.
         std::fs::write(&p, pattern::bytes(22, 0, len + 4096))?;
         let dst = OpenOptions::new().read(true).write(true).open(&p)?;
+        if c.manager_of(dst.metadata()?.ino())? == src_manager {
+            shared += 1;
+        } else {
+            across += 1;
+        }
         let (at_in, at_out, n) = (777usize, 4099usize, len - 777 - 1001);
         copy_range(&src, at_in as i64, &dst, at_out as i64, n)?;
         dst.sync_all()?;
@@ -204,6 +230,11 @@ fn t68_unaligned_dirty_and_cross_manager_copies_read_back() -> Result<()> {
         want[at_out..at_out + n].copy_from_slice(&pattern::bytes(21, at_in as u64, n));
         check_exact(&p, &want)?;
     }
+    ensure!(
+        shared > 0 && across > 0,
+        "copies to {shared} file(s) of the source's manager and {across} of the other: \
+         both the shared and the data-copy path must run"
+    );
     // Within one directory too, after the source is synced.
     src.sync_all()?;
     let p = m.join("same");
