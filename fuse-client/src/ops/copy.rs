@@ -97,13 +97,10 @@ impl Client {
         };
         self.attrs.keep_newest(a.clone());
         let mut st = self.lock_state();
-        if let Some(w) = st.files.get_mut(&dst) {
-            // Writes buffered after the flush above stay: they are newer than the copy.
-            w.size = w.size.max(a.size);
-        }
+        // Writes buffered after the flush above stay: they are newer than the copy.
+        st.grown_to(dst, a.size);
         // The manager does not call the requester back: drop our clean copies.
-        st.cache.invalidate_from(dst, dst_offset);
-        st.extents.invalidate(dst);
+        st.forget_clean_from(dst, dst_offset);
         Ok(n)
     }
 
