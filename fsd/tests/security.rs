@@ -394,6 +394,25 @@ async fn the_manager_checks_permissions_with_the_callers_credentials() {
     );
     let r = run_as(as_user(u2, u2), alice.open(secret.ino, WRITE)).await;
     assert_eq!(r.err(), Some(FsError::EACCES));
+    // Nor share its extents into a file of its own (copy_file_range): the manager
+    // checks the copy like a read of the source.
+    let (own, _) = run_as(
+        as_user(u2, u2),
+        alice.create(shared.ino, "mine", 0o644, 0, ROOT),
+    )
+    .await
+    .expect("create as 1001");
+    let r = run_as(
+        as_user(u2, u2),
+        alice.copy_file_range(secret.ino, 0, own.ino, 0, 10),
+    )
+    .await;
+    assert_eq!(r.err(), Some(FsError::EACCES), "copy of a 0600 file");
+    let got = run_as(as_user(u2, u2), alice.read(own.ino, 0, 10))
+        .await
+        .expect("read own");
+    assert!(got.is_empty(), "nothing was shared: {got:?}");
+    alice.release(own.ino).await.expect("release");
     // Nor chmod, chown or truncate it.
     let set = |perm, uid, size| SetAttrs {
         perm,
