@@ -1403,3 +1403,47 @@ fn copy_range_falls_back_below_the_floor_and_across_managers() {
         .expect_err("cross-manager");
     assert_eq!(e.code, EXDEV);
 }
+
+#[test]
+fn relocating_a_shared_extent_moves_every_file_to_the_one_copy() {
+    use crate::cleaner::relocate::Moved;
+    let mut h = H::new();
+    let a = h.touch(ROOT, "a").expect("create");
+    let b = h.touch(ROOT, "b").expect("create");
+    h.with(|st, c| st.plan_commit_writes(c, &[write(a, 0, 1, 1000, 1000)]))
+        .expect("commit");
+    assert_eq!(copy_range(&mut h, a, 0, b, 500, 1000), Ok(1000));
+    // What the cleaner finds in segment 1: the one extent, once per file.
+    let found = h.st.extents_in(LogId(77), &BTreeSet::from([SegmentId(1)]));
+    assert_eq!(found.len(), 2);
+    // It copied the bytes once (segment 9) and moves both files there.
+    let new = ptr(9, 0, 1000);
+    let moves: Vec<Moved> = found
+        .iter()
+        .map(|(ino, e)| Moved {
+            ino: *ino,
+            offset: e.offset,
+            old: e.ptr,
+            new,
+        })
+        .collect();
+    let r = h.st.plan_relocate(&moves);
+    assert_eq!((r.moved, r.skipped), (2000, 0));
+    h.commit(r.records);
+    let live = |h: &H, seg: u64| h.st.usage().live(LogId(77), SegmentId(seg));
+    assert_eq!(
+        (live(&h, 1), live(&h, 9)),
+        (0, 1000),
+        "the old segment is dead"
+    );
+    for (ino, at) in [(a, 0), (b, 500)] {
+        assert_eq!(
+            h.st.get_extents(ino, 0, u64::MAX).expect("extents"),
+            vec![Extent {
+                offset: at,
+                ptr: new
+            }]
+        );
+    }
+    h.check_replay();
+}
