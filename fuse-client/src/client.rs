@@ -78,6 +78,9 @@ pub struct Client {
     stop: watch::Sender<bool>,
 }
 
+/// How often a mount compares the wall clock with the boot clock (`proto::wall_clock`).
+const CLOCK_CHECK: Duration = Duration::from_secs(2);
+
 impl Client {
     /// Connects to the cluster: every manager must answer a ping, and the root directory
     /// must be served (waiting up to a minute while managers recover). Starts the flusher.
@@ -163,6 +166,11 @@ impl Client {
             Arc::downgrade(&client),
             client.stop.subscribe(),
             client.workers.register("renewer"),
+        ));
+        tokio::spawn(proto::wall_clock::watch(
+            format!("client {}", client.log_id()),
+            CLOCK_CHECK,
+            client.stop.subscribe(),
         ));
         tracing::info!(log = %client.log_id(), session = %format_args!("{:x}", client.meta.session()), "client connected");
         Ok(client)

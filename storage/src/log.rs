@@ -249,7 +249,7 @@ impl LogWriter {
             let acked = put.durable.len();
             let last_resort = acked >= k as usize && acked < needed && put.only_unreachable;
             if last_resort {
-                tracing::warn!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
+                proto::warn_limited!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
             }
             if acked < needed && !last_resort {
                 tracing::warn!(log = %self.log, segment = %seg, acked, needed, "append failed: {detail}");
@@ -258,7 +258,7 @@ impl LogWriter {
                 return Err(fail(acked, detail));
             }
             if acked < group.len() {
-                tracing::warn!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
+                proto::warn_limited!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
             }
             return Ok(SegmentAddr {
                 log: self.log,
@@ -908,7 +908,7 @@ impl LogReader {
         });
         for ((index, addr), r) in futures::future::join_all(deletes).await {
             if let Err(e) = r {
-                tracing::warn!(segment = %seg, fragment = index, addr = %addr, "delete failed: {e}");
+                proto::warn_limited!(segment = %seg, fragment = index, addr = %addr, "delete failed: {e}");
             }
         }
         Ok(())

@@ -104,7 +104,7 @@ impl Client {
         .buffered(READ_PARALLEL);
         while let Some((p, r)) = reads.next().await {
             let bytes = r.map_err(|e| {
-                tracing::warn!(inode = %ino, "cannot read {}: {e}", p.ptr);
+                proto::warn_limited!(inode = %ino, "cannot read {}: {e}", p.ptr);
                 FsError::EIO
             })?;
             if bytes.len() != p.ptr.len as usize {
