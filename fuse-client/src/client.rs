@@ -58,6 +58,8 @@ pub struct Client {
     /// This client, for work it starts in the background (reclaims).
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
     pub(crate) reader: OnceLock<LogReader>,
+    /// What this client is called in metrics: its mountpoint once mounted.
+    label: OnceLock<Arc<str>>,
     /// The attribute cache: what the managers last said, the drop count and the floors of
     /// our own changes (`data::attrs`).
     pub(crate) attrs: AttrCache,
@@ -199,6 +201,7 @@ impl Client {
             state: Mutex::new(DataState::new(cache)),
             this: OnceLock::new(),
             reader: OnceLock::new(),
+            label: OnceLock::new(),
             attrs: AttrCache::default(),
             opens: OpenFiles::default(),
             parents: DirParents::default(),
@@ -270,6 +273,19 @@ impl Client {
 
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, DataState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `mount` label of this client's metrics: the mountpoint given to
+    /// `set_metrics_label`, else `client LOG`.
+    pub fn metrics_label(&self) -> Arc<str> {
+        self.label
+            .get_or_init(|| Arc::from(format!("client {}", self.log_id())))
+            .clone()
+    }
+
+    /// Names this client in metrics (its mountpoint); only the first name given counts.
+    pub fn set_metrics_label(&self, label: &str) {
+        let _ = self.label.set(Arc::from(label));
     }
 
     pub(crate) fn reader(&self) -> &LogReader {
