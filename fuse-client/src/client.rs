@@ -227,6 +227,7 @@ impl Client {
                 cache,
                 extents: ExtentCache::default(),
                 leases: HashMap::new(),
+                readahead: Default::default(),
             }),
             log: tokio::sync::Mutex::new(None),
             commits: DashMap::new(),
