@@ -606,16 +606,19 @@ enum ReadError {
 }
 
 /// Reads exactly `len` bytes, allocating only as they arrive (never from `len` alone),
-/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first.
+/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first. The
+/// chunks are kept as received and joined once at the end, into one buffer of exactly the
+/// received size (growing a buffer chunk by chunk copied every byte again on each doubling).
 async fn read_exact_bounded(
     recv: &mut quinn::RecvStream,
     len: usize,
     budget: Option<&Arc<tokio::sync::Semaphore>>,
     held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Bytes, ReadError> {
-    let mut buf = BytesMut::new();
-    while buf.len() < len {
-        let want = len - buf.len();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut got = 0usize;
+    while got < len {
+        let want = len - got;
         let chunk = match tokio::time::timeout(READ_IDLE, recv.read_chunk(want, true)).await {
             Err(_) => {
                 return Err(ReadError::Idle(format!(
@@ -641,10 +644,15 @@ async fn read_exact_bounded(
                 }
             }
         }
-        if buf.is_empty() && chunk.len() == len {
+        if chunks.is_empty() && chunk.len() == len {
             return Ok(chunk);
         }
-        buf.extend_from_slice(&chunk);
+        got += chunk.len();
+        chunks.push(chunk);
+    }
+    let mut buf = BytesMut::with_capacity(got);
+    for c in &chunks {
+        buf.extend_from_slice(c);
     }
     Ok(buf.freeze())
 }
