@@ -13,7 +13,7 @@ use proto::ids::{FragmentId, LogId, SegmentId};
 use proto::msg::{FragmentInfo, FragmentMeta, StorageStat};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -495,11 +495,24 @@ impl FileStore {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| StorageError::io(ctx("create"), e))?;
-        f.write_all(&header.encode())
-            .map_err(|e| StorageError::io(ctx("write"), e))?;
-        f.write_all(payload)
-            .map_err(|e| StorageError::io(ctx("write"), e))?;
-        f.sync_all()
+        // Header and payload in one vectored write (one syscall for most fragments).
+        let head = header.encode();
+        let mut slices = [std::io::IoSlice::new(&head), std::io::IoSlice::new(payload)];
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match f.write_vectored(rest) {
+                Ok(0) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Err(StorageError::io(ctx("write"), e));
+                }
+                Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StorageError::io(ctx("write"), e)),
+            }
+        }
+        // fdatasync: the data and the size that reaches it (a new file has no other
+        // metadata worth a second flush); the rename is made durable by the directory sync.
+        f.sync_data()
             .map_err(|e| StorageError::io(ctx("fsync"), e))?;
         drop(f);
         fs::rename(&tmp, &final_path).map_err(|e| StorageError::io(ctx("rename"), e))?;
@@ -567,10 +580,21 @@ impl FragmentStore for FileStore {
         let last = (offset as usize + len as usize - 1) / BLOCK;
         let start = first * BLOCK;
         let end = ((last + 1) * BLOCK).min(header.payload_len as usize);
-        let mut buf = vec![0u8; end - start];
         let base = header.encoded_len() as u64;
-        f.read_exact_at(&mut buf, base + start as u64)
-            .map_err(|e| read_error(id, &path, e))?;
+        // Read into spare capacity (read_to_end does not zero it first).
+        let want = end - start;
+        let mut buf = Vec::with_capacity(want);
+        let read = (&f)
+            .seek(std::io::SeekFrom::Start(base + start as u64))
+            .and_then(|_| (&f).take(want as u64).read_to_end(&mut buf));
+        match read {
+            Ok(n) if n == want => {}
+            Ok(_) => {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(read_error(id, &path, eof));
+            }
+            Err(e) => return Err(read_error(id, &path, e)),
+        }
         for (i, chunk) in buf.chunks(BLOCK).enumerate() {
             let b = first + i;
             let crc = proto::crc32c(chunk);
