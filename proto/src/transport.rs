@@ -606,19 +606,16 @@ enum ReadError {
 }
 
 /// Reads exactly `len` bytes, allocating only as they arrive (never from `len` alone),
-/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first. The
-/// chunks are kept as received and joined once at the end, into one buffer of exactly the
-/// received size (growing a buffer chunk by chunk copied every byte again on each doubling).
+/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first.
 async fn read_exact_bounded(
     recv: &mut quinn::RecvStream,
     len: usize,
     budget: Option<&Arc<tokio::sync::Semaphore>>,
     held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Bytes, ReadError> {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut got = 0usize;
-    while got < len {
-        let want = len - got;
+    let mut buf = BytesMut::new();
+    while buf.len() < len {
+        let want = len - buf.len();
         let chunk = match tokio::time::timeout(READ_IDLE, recv.read_chunk(want, true)).await {
             Err(_) => {
                 return Err(ReadError::Idle(format!(
@@ -644,15 +641,10 @@ async fn read_exact_bounded(
                 }
             }
         }
-        if chunks.is_empty() && chunk.len() == len {
+        if buf.is_empty() && chunk.len() == len {
             return Ok(chunk);
         }
-        got += chunk.len();
-        chunks.push(chunk);
-    }
-    let mut buf = BytesMut::with_capacity(got);
-    for c in &chunks {
-        buf.extend_from_slice(c);
+        buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
 }
