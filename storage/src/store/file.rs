@@ -495,24 +495,11 @@ impl FileStore {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| StorageError::io(ctx("create"), e))?;
-        // Header and payload in one vectored write (one syscall for most fragments).
-        let head = header.encode();
-        let mut slices = [std::io::IoSlice::new(&head), std::io::IoSlice::new(payload)];
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match f.write_vectored(rest) {
-                Ok(0) => {
-                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
-                    return Err(StorageError::io(ctx("write"), e));
-                }
-                Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(StorageError::io(ctx("write"), e)),
-            }
-        }
-        // fdatasync: the data and the size that reaches it (a new file has no other
-        // metadata worth a second flush); the rename is made durable by the directory sync.
-        f.sync_data()
+        f.write_all(&header.encode())
+            .map_err(|e| StorageError::io(ctx("write"), e))?;
+        f.write_all(payload)
+            .map_err(|e| StorageError::io(ctx("write"), e))?;
+        f.sync_all()
             .map_err(|e| StorageError::io(ctx("fsync"), e))?;
         drop(f);
         fs::rename(&tmp, &final_path).map_err(|e| StorageError::io(ctx("rename"), e))?;
