@@ -42,6 +42,27 @@ pub fn node_identity(n: &proto::config::Node) -> Result<PeerIdentity, NodeError>
     PeerIdentity::new(&n.name, &roles).map_err(|e| NodeError::Other(e.to_string()))
 }
 
+/// Who must answer at each node address of `config`: dialled nodes whose certificate is
+/// not theirs (name and every role) are refused.
+pub fn expected_peers(
+    config: &ClusterConfig,
+) -> Result<std::collections::HashMap<SocketAddr, proto::identity::ExpectedPeer>, NodeError> {
+    config
+        .nodes
+        .iter()
+        .map(|n| {
+            let id = node_identity(n)?;
+            Ok((
+                n.address,
+                proto::identity::ExpectedPeer {
+                    name: id.name,
+                    roles: id.roles,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// Issues and writes the certificate and key of `id` under the cluster's `tls/`.
 pub fn write_identity(
     config: &ClusterConfig,
@@ -145,6 +166,7 @@ pub fn add_storage_node(
         address,
         state_dir: None,
         capacity,
+        http: None,
     });
     file.epoch += 1;
     let config = ClusterConfig::from_file(dir, file.clone())?;
@@ -292,8 +314,26 @@ impl LocalCluster {
     }
 
     /// The manager services running in this process (lease counters for benchmarks).
+    /// The transport of running node `name`.
+    pub fn node_transport(&self, name: &str) -> Option<Arc<Transport>> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.transport.clone())
+    }
+
     pub fn manager_services(&self) -> Vec<Arc<manager::Service>> {
         self.nodes.iter().filter_map(|n| n.manager()).collect()
+    }
+
+    /// Serves metrics and the status page of every node of this process on `addr`
+    /// (`shoal up --http ADDR`).
+    pub async fn serve_http(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<crate::http::HttpEndpoint, NodeError> {
+        let transports = self.nodes.iter().map(|n| n.transport.clone()).collect();
+        crate::http::serve(addr, self.config.clone(), transports).await
     }
 
     /// Stops one node; with `crash`, abruptly (no flush, no checkpoint).
@@ -363,7 +403,9 @@ pub fn transport_as(config: &ClusterConfig, name: &str) -> Result<Arc<Transport>
             .parse()
             .map_err(|_| NodeError::Other("address".into()))?,
     };
-    Ok(Transport::bind(any, &id, false)?)
+    let t = Transport::bind(any, &id, false)?;
+    t.expect_peers(expected_peers(config)?);
+    Ok(t)
 }
 
 /// Connects a client with the default client identity and mounts it at `mountpoint`.

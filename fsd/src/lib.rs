@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod error;
+pub mod http;
 pub mod node;
 
 pub use error::NodeError;

@@ -272,6 +272,8 @@ pub struct RunningNode {
     workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
     /// The status the node's workers (scrub, rebuild, cleaner) report.
     registry: Arc<Workers>,
+    /// The node's HTTP endpoint (`http` in its config), stopped with the node.
+    http: Option<crate::http::HttpEndpoint>,
 }
 
 /// The capacity and reserve of storage node `node` from the config.
@@ -306,6 +308,7 @@ impl RunningNode {
             source,
         })?;
         let transport = bind_with_retry(node.address, &id).await?;
+        transport.expect_peers(crate::cluster::expected_peers(&config)?);
         let deny = Arc::new(DenyState::open(
             &config,
             &id,
@@ -356,6 +359,12 @@ impl RunningNode {
         });
         let serve = transport.serve(handler);
         tracing::info!(node = %name, addr = %node.address, "node is serving");
+        let http = match node.http {
+            Some(addr) => {
+                Some(crate::http::serve(addr, config.clone(), vec![transport.clone()]).await?)
+            }
+            None => None,
+        };
         let reclaimer =
             (manager.is_some() && manager::reclaim::runs_on(&config, node.id)).then(|| {
                 tracing::info!(
@@ -398,6 +407,7 @@ impl RunningNode {
             reclaimer,
             workers,
             registry,
+            http,
         })
     }
 
@@ -405,6 +415,11 @@ impl RunningNode {
     /// cleaner, the storage scrub, the background rebuild) and what each is doing.
     pub fn workers(&self) -> Vec<WorkerStatus> {
         all_workers(self.manager.as_deref(), &self.registry)
+    }
+
+    /// Where the node's HTTP endpoint listens, if it has one.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
     }
 
     /// The manager role of this node, if it runs one (diagnostics, benchmarks).

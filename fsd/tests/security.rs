@@ -627,3 +627,75 @@ async fn many_large_size_prefixes_leave_the_node_serving_with_bounded_memory() {
     c.shutdown();
     tc.cluster.stop().await;
 }
+
+/// Answers every request with a pong, as whoever it is bound as.
+struct Impostor;
+
+impl proto::transport::Handler for Impostor {
+    fn handle(
+        &self,
+        _peer: proto::transport::Peer,
+        _req: Request,
+        _bulk: Bytes,
+    ) -> proto::transport::BoxFuture<'_, (Response, Bytes)> {
+        Box::pin(async {
+            (
+                Response::Pong(NodeInfo {
+                    name: "storage-1".into(),
+                    roles: vec![],
+                    version: "x".into(),
+                    workers: Vec::new(),
+                }),
+                Bytes::new(),
+            )
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_machine_at_a_nodes_address_with_another_certificate_is_refused() {
+    let mut tc = TestCluster::start(6, 2, 4, 2).await;
+    let config = tc.cluster.config.clone();
+    let st = addr_of(&tc, "storage-1");
+    tc.cluster.stop_node("storage-1", true).await.expect("stop");
+    // A client machine takes over storage-1's address with its own (valid) certificate.
+    let client_id = fsd::node::identity(&config, "client").expect("identity");
+    let impostor = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Transport::bind(st, &client_id, true) {
+                Ok(t) => break t,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("bind {st}: {e}"),
+            }
+        }
+    };
+    let _serving = impostor.serve(Arc::new(Impostor));
+    // Admin tools, mounts and nodes dial it expecting storage-1: refused, with the reason.
+    let admin = fsd::cluster::admin_transport(&config).expect("admin");
+    let err = call(&admin, st, Request::Ping)
+        .await
+        .expect_err("an impostor is refused");
+    assert!(matches!(err, TransportError::Certificate { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected node `storage-1` (storage)"),
+        "{err}"
+    );
+    let node_t = &tc
+        .cluster
+        .node_transport("manager-1")
+        .expect("manager-1 runs");
+    let err = call(node_t, st, Request::Ping)
+        .await
+        .expect_err("a node refuses the impostor too");
+    assert!(
+        err.to_string()
+            .contains("expected node `storage-1` (storage)"),
+        "{err}"
+    );
+    impostor.close();
+    tc.cluster.stop().await;
+}

@@ -58,6 +58,11 @@ pub struct NodeEntry {
     /// whatever its file system has free. Default: the file system's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<String>,
+    /// Address of the node's HTTP endpoint: Prometheus metrics at `/metrics`, the status
+    /// page at `/`. Off when absent; read-only and unauthenticated, so keep it on loopback
+    /// or a management network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
 }
 
 /// Reed-Solomon layout of every new segment.
@@ -229,6 +234,8 @@ pub struct Node {
     pub state_dir: PathBuf,
     /// Storage nodes: the configured capacity in bytes (`capacity`), if any.
     pub capacity: Option<u64>,
+    /// The node's HTTP endpoint (`http`), if any.
+    pub http: Option<SocketAddr>,
 }
 
 impl Node {
@@ -316,6 +323,7 @@ impl ClusterConfig {
                 address: n.address,
                 state_dir,
                 capacity,
+                http: n.http,
             });
         }
         if let Some(r) = &file.storage.reserve {
@@ -402,6 +410,7 @@ impl ClusterConfig {
                 address: next_addr()?,
                 state_dir: None,
                 capacity: None,
+                http: None,
             });
         }
         for i in 1..=managers {
@@ -411,6 +420,7 @@ impl ClusterConfig {
                 address: next_addr()?,
                 state_dir: None,
                 capacity: None,
+                http: None,
             });
         }
         let per = SLOT_COUNT as usize / managers;
@@ -502,7 +512,10 @@ pub const CONFIG_DOC: &str = "\
 #                 (\"storage\", \"manager\"), address (UDP, QUIC; edit for real machines),
 #                 state_dir (optional; default nodes/NAME under this directory),
 #                 capacity (optional, storage nodes: most fragment bytes stored, e.g.
-#                 \"2GiB\"; default the file system's size)
+#                 \"2GiB\"; default the file system's size),
+#                 http (optional, e.g. \"127.0.0.1:9400\": Prometheus metrics at
+#                 /metrics and a status page at /; off by default; unauthenticated,
+#                 keep it on loopback or a management network)
 # [[slots]]       the manager map: inode slots first..=last are served by manager
 # [client]        flush_interval_ms: dirty data reaches the log at least this often;
 #                 segment_bytes: a segment is written once this much is dirty;

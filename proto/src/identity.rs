@@ -242,6 +242,41 @@ impl fmt::Display for PeerIdentity {
     }
 }
 
+/// Who the node at an address must be, as the cluster config names it: a node dialled
+/// there is refused unless its certificate carries this name and every one of these roles
+/// (so a machine that took over a node's address with another certificate of the same CA
+/// — a client's, say — cannot pose as a manager or a storage server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedPeer {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+impl ExpectedPeer {
+    /// `Err` with the reason when `got` is not the expected node.
+    pub fn check(&self, got: Option<&PeerIdentity>) -> Result<(), String> {
+        let wanted: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        let want = format!("node `{}` ({})", self.name, wanted.join("+"));
+        let Some(got) = got else {
+            return Err(format!(
+                "expected {want} per the cluster config, but its certificate carries no identity"
+            ));
+        };
+        let missing: Vec<&str> = self
+            .roles
+            .iter()
+            .filter(|r| !got.roles.contains(r))
+            .map(|r| r.as_str())
+            .collect();
+        if got.name != self.name || !missing.is_empty() {
+            return Err(format!(
+                "expected {want} per the cluster config, but it presented `{got}`"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks an identity name: 1..=64 bytes of `[A-Za-z0-9._-]`.
 pub fn check_name(name: &str) -> Result<(), IdentityError> {
     let ok = !name.is_empty()
@@ -268,6 +303,29 @@ pub fn log_tag(name: &str) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn expected_peer_needs_its_name_and_every_role() {
+        let want = ExpectedPeer {
+            name: "m1".into(),
+            roles: vec![Role::Manager, Role::Storage],
+        };
+        let same = PeerIdentity::new("m1", &[Role::Storage, Role::Manager]).expect("id");
+        assert_eq!(want.check(Some(&same)), Ok(()));
+        let more =
+            PeerIdentity::new("m1", &[Role::Storage, Role::Manager, Role::Admin]).expect("id");
+        assert_eq!(want.check(Some(&more)), Ok(()));
+        let fewer = PeerIdentity::new("m1", &[Role::Storage]).expect("id");
+        let e = want.check(Some(&fewer)).expect_err("a role missing");
+        assert!(
+            e.contains("node `m1` (storage+manager)") || e.contains("(manager+storage)"),
+            "{e}"
+        );
+        let other = PeerIdentity::new("client", &[Role::Client]).expect("id");
+        let e = want.check(Some(&other)).expect_err("another identity");
+        assert!(e.contains("presented `client (client)"), "{e}");
+        assert!(want.check(None).expect_err("none").contains("no identity"));
+    }
     use super::*;
 
     #[test]

@@ -3,6 +3,7 @@
 //! Kept thin: no role logic lives here.
 
 pub mod authz;
+pub mod budget;
 pub mod config;
 pub mod errno;
 pub mod frame;
@@ -11,6 +12,7 @@ pub mod ids;
 pub mod msg;
 pub mod revoke;
 pub mod route;
+pub mod rpc_metrics;
 pub mod tls;
 pub mod transport;
 pub mod worker;

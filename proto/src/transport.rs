@@ -2,8 +2,9 @@
 //! bidirectional stream per RPC. Owns sockets, connections and framing on the wire; knows
 //! nothing of what the messages mean (that is the roles' business).
 
+use crate::budget::{ConnectionBudget, FrameLimits, Held, NodeBudget, READ_CHUNK};
 use crate::frame::{self, FrameError, PREFIX_LEN};
-use crate::identity::PeerIdentity;
+use crate::identity::{ExpectedPeer, PeerIdentity};
 use crate::msg::{RemoteError, Request, Response};
 use crate::tls::{Identity, TlsError, SERVER_NAME};
 use bytes::{Bytes, BytesMut};
@@ -26,7 +27,8 @@ const LOOPBACK_MTU: u16 = 6500;
 pub const READ_IDLE: Duration = Duration::from_secs(20);
 /// Bytes of request frames one incoming connection may hold in memory at once (frames
 /// being read plus requests being handled). Allocation follows arriving bytes, never a
-/// size prefix; a stream that cannot get budget within `READ_IDLE` is reset.
+/// size prefix; a stream that cannot get budget within `READ_IDLE` is reset. The identity
+/// and node levels are in `budget::FrameLimits` (set with `Transport::set_frame_limits`).
 pub const CONNECTION_BUDGET: usize = 4 * frame::MAX_BULK as usize;
 /// Incoming connections one identity may hold open at a node (each mount or tool process
 /// opens one per node). Past it new connections of that identity are closed.
@@ -41,6 +43,7 @@ const SEND_WINDOW: u64 = 64 << 20;
 const CLOSE_REVOKED: u32 = 2;
 const CLOSE_MISBEHAVING: u32 = 3;
 const CLOSE_TOO_MANY: u32 = 4;
+const CLOSE_WRONG_PEER: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -134,6 +137,13 @@ pub struct Transport {
     /// Names refused at once (the installed deny list) and every live connection by the
     /// peer identity's name, so a revocation closes them.
     guard: Arc<ConnGuard>,
+    /// Memory for incoming request frames, per connection, identity and node.
+    budget: Mutex<Arc<NodeBudget>>,
+    /// Who must answer at an address we dial (the cluster's nodes); empty: anyone the CA
+    /// signed.
+    expected: Mutex<HashMap<SocketAddr, ExpectedPeer>>,
+    /// This endpoint's identity name, the `node` label of its metrics.
+    node_name: Arc<str>,
 }
 
 /// Connections by identity, and the identities refused.
@@ -249,9 +259,42 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             incoming: Arc::new(Mutex::new(HashMap::new())),
             callback_handler: std::sync::OnceLock::new(),
-            local_identity,
             guard: Arc::new(ConnGuard::default()),
+            budget: Mutex::new(NodeBudget::new(FrameLimits {
+                connection: CONNECTION_BUDGET,
+                ..FrameLimits::default()
+            })),
+            expected: Mutex::new(HashMap::new()),
+            node_name: identity_key(&local_identity).into(),
+            local_identity,
         }))
+    }
+
+    /// Sets the memory limits for incoming request frames. Connections accepted before the
+    /// call keep the budget they started with; call it before `serve`.
+    pub fn set_frame_limits(&self, limits: FrameLimits) {
+        *self.budget.lock().unwrap_or_else(|e| e.into_inner()) = NodeBudget::new(limits);
+    }
+
+    /// Names who must answer at each of these addresses (the cluster config's nodes):
+    /// connections we open to them are refused, with the reason, when the peer's
+    /// certificate is not that node's. Replaces the previous expectations.
+    pub fn expect_peers(&self, peers: HashMap<SocketAddr, ExpectedPeer>) {
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
+    /// The node-level budget new connections draw from.
+    fn node_budget(&self) -> Arc<NodeBudget> {
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Bytes of incoming request frames this endpoint holds right now, and its node limit.
+    pub fn frame_bytes_held(&self) -> (usize, usize) {
+        let b = self.node_budget();
+        (b.held(), b.limits().node)
     }
 
     /// This endpoint's own identity, from its certificate (`None` if it carries none).
@@ -315,7 +358,20 @@ impl Transport {
             Ok(Err(e)) => Err(classify_connection_error(addr, e)),
             Ok(Ok(c)) => {
                 let id = peer_identity_of(&c);
-                match self.guard.admit(&identity_key(&id), &c, None) {
+                let expected = self
+                    .expected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&addr)
+                    .map(|e| e.check(id.as_deref()));
+                let admitted = match expected {
+                    Some(Err(reason)) => {
+                        tracing::warn!(%addr, "refusing the peer we dialled: {reason}");
+                        Err((CLOSE_WRONG_PEER, format!("peer {addr}: {reason}")))
+                    }
+                    _ => self.guard.admit(&identity_key(&id), &c, None),
+                };
+                match admitted {
                     Ok(()) => Ok((c, id)),
                     Err((code, reason)) => {
                         c.close(code.into(), reason.as_bytes());
@@ -329,7 +385,15 @@ impl Transport {
                 *slot.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *guard = Some(c.clone());
                 if let Some(handler) = self.callback_handler.get() {
-                    tokio::spawn(accept_streams(c.clone(), addr, id, handler.clone()));
+                    let budget = self.node_budget().connection(&identity_key(&id));
+                    tokio::spawn(accept_streams(
+                        c.clone(),
+                        addr,
+                        id,
+                        handler.clone(),
+                        budget,
+                        self.node_name.clone(),
+                    ));
                 }
                 Ok(c)
             }
@@ -351,10 +415,13 @@ impl Transport {
         bulk: Bytes,
         timeout: Duration,
     ) -> Result<(Response, Bytes), TransportError> {
-        match tokio::time::timeout(timeout, self.call_inner(addr, req, bulk)).await {
+        let started = Instant::now();
+        let r = match tokio::time::timeout(timeout, self.call_inner(addr, req, bulk)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout { addr, timeout }),
-        }
+        };
+        crate::rpc_metrics::called(&self.node_name, req.op(), &r, started.elapsed());
+        r
     }
 
     /// `call_timeout` with a generous default (60 s) for bulk transfers.
@@ -403,10 +470,13 @@ impl Transport {
                 reason: "no open connection from this peer".into(),
             });
         };
-        match tokio::time::timeout(timeout, call_on(&conn, addr, req, bulk)).await {
+        let started = Instant::now();
+        let r = match tokio::time::timeout(timeout, call_on(&conn, addr, req, bulk)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout { addr, timeout }),
-        }
+        };
+        crate::rpc_metrics::called(&self.node_name, req.op(), &r, started.elapsed());
+        r
     }
 }
 
@@ -415,8 +485,9 @@ async fn accept_streams(
     addr: SocketAddr,
     identity: Option<Arc<PeerIdentity>>,
     handler: Arc<dyn Handler>,
+    budget: ConnectionBudget,
+    node: Arc<str>,
 ) {
-    let budget = Arc::new(tokio::sync::Semaphore::new(CONNECTION_BUDGET));
     while let Ok((send, recv)) = conn.accept_bi().await {
         let peer = Peer {
             addr,
@@ -427,6 +498,7 @@ async fn accept_streams(
             handler.clone(),
             conn.clone(),
             budget.clone(),
+            node.clone(),
             send,
             recv,
         ));
@@ -477,11 +549,15 @@ impl Transport {
         let endpoint = self.endpoint.clone();
         let incoming_map = self.incoming.clone();
         let guard = self.guard.clone();
+        let node_budget = self.node_budget();
+        let node_name = self.node_name.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let handler = handler.clone();
                 let incoming_map = incoming_map.clone();
                 let guard = guard.clone();
+                let node_budget = node_budget.clone();
+                let node_name = node_name.clone();
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     let conn = match incoming.await {
@@ -500,7 +576,7 @@ impl Transport {
                         conn.close(code.into(), reason.as_bytes());
                         return;
                     }
-                    let budget = Arc::new(tokio::sync::Semaphore::new(CONNECTION_BUDGET));
+                    let budget = node_budget.connection(&key);
                     incoming_map
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -527,6 +603,7 @@ impl Transport {
                             handler,
                             conn.clone(),
                             budget.clone(),
+                            node_name.clone(),
                             send,
                             recv,
                         ));
@@ -601,21 +678,29 @@ enum ReadError {
     Io(String),
     /// Nothing arrived for `READ_IDLE`.
     Idle(String),
-    /// The connection's memory budget stayed exhausted for `READ_IDLE`.
+    /// A level of the memory budget stayed exhausted for `READ_IDLE`.
     Budget(String),
 }
 
 /// Reads exactly `len` bytes, allocating only as they arrive (never from `len` alone),
-/// each chunk within `READ_IDLE` and, with a budget, taking permits for it first.
+/// each chunk (at most `READ_CHUNK`) within `READ_IDLE`. With a budget, room for each
+/// chunk is taken as it arrives, before the next is read; a frame whose room does not
+/// come within `READ_IDLE` fails. Room is taken for bytes that came, never for bytes a
+/// prefix promises: a peer that sends nothing holds nothing.
 async fn read_exact_bounded(
     recv: &mut quinn::RecvStream,
     len: usize,
-    budget: Option<&Arc<tokio::sync::Semaphore>>,
-    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+    budget: Option<&ConnectionBudget>,
+    held: &mut Held,
 ) -> Result<Bytes, ReadError> {
     let mut buf = BytesMut::new();
     while buf.len() < len {
         let want = len - buf.len();
+        let want = if budget.is_some() {
+            want.min(READ_CHUNK)
+        } else {
+            want
+        };
         let chunk = match tokio::time::timeout(READ_IDLE, recv.read_chunk(want, true)).await {
             Err(_) => {
                 return Err(ReadError::Idle(format!(
@@ -630,15 +715,13 @@ async fn read_exact_bounded(
             }
             Ok(Ok(Some(c))) => c.bytes,
         };
-        if let Some(budget) = budget {
-            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-            match tokio::time::timeout(READ_IDLE, budget.clone().acquire_many_owned(n)).await {
-                Ok(Ok(p)) => held.push(p),
-                _ => {
-                    return Err(ReadError::Budget(format!(
-                        "the connection's {CONNECTION_BUDGET}-byte frame budget stayed exhausted for {READ_IDLE:?}"
-                    )))
+        if let Some(b) = budget {
+            match b.take(chunk.len(), READ_IDLE).await {
+                Ok(t) => {
+                    let n = t.len();
+                    held.keep(t, n);
                 }
+                Err(e) => return Err(ReadError::Budget(e.to_string())),
             }
         }
         if buf.is_empty() && chunk.len() == len {
@@ -651,12 +734,9 @@ async fn read_exact_bounded(
 
 async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut quinn::RecvStream,
-    budget: Option<(
-        &Arc<tokio::sync::Semaphore>,
-        &mut Vec<tokio::sync::OwnedSemaphorePermit>,
-    )>,
+    budget: Option<(&ConnectionBudget, &mut Held)>,
 ) -> Result<(T, Bytes), ReadError> {
-    let mut scratch = Vec::new();
+    let mut scratch = Held::default();
     let (budget, held) = match budget {
         Some((b, h)) => (Some(b), h),
         None => (None, &mut scratch),
@@ -680,18 +760,35 @@ async fn serve_stream(
     peer: Peer,
     handler: Arc<dyn Handler>,
     conn: quinn::Connection,
-    budget: Arc<tokio::sync::Semaphore>,
+    budget: ConnectionBudget,
+    node: Arc<str>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     // Permits for the bytes of this request, held until it has been answered.
-    let mut held = Vec::new();
+    let mut held = Held::default();
     let who = identity_key(&peer.identity);
-    let read = read_frame::<Request>(&mut recv, Some((&budget, &mut held))).await;
+    // A closed connection ends the read at once, also one waiting for budget (which the
+    // stream itself would only notice at `READ_IDLE`), so its room is given back.
+    let read = tokio::select! {
+        r = read_frame::<Request>(&mut recv, Some((&budget, &mut held))) => r,
+        _ = conn.closed() => return,
+    };
     let (resp, bulk) = match read {
         Ok((req, bulk)) => {
             tracing::trace!(addr = %peer.addr, identity = %who, "request {req}");
-            handler.handle(peer, req, bulk).await
+            let op = req.op();
+            let started = Instant::now();
+            let (resp, out) = handler.handle(peer, req, bulk).await;
+            crate::rpc_metrics::served(
+                &node,
+                op,
+                &resp,
+                started.elapsed(),
+                held.bytes(),
+                out.len(),
+            );
+            (resp, out)
         }
         Err(ReadError::Frame(
             e @ (FrameError::BadMagic(_)

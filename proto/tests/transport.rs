@@ -44,6 +44,20 @@ fn identity(dir: &Path, ca: &CertAuthority, name: &str) -> Identity {
     Identity::load(&ca_path, &c, &k).expect("load")
 }
 
+/// Like `identity`, with a certificate that names a client identity (budgets are per name).
+fn client_identity(dir: &Path, ca: &CertAuthority, name: &str) -> Identity {
+    let id = proto::identity::PeerIdentity::new(name, &[proto::identity::Role::Client])
+        .expect("identity");
+    let (cert, key) = ca.issue_identity(&id, None).expect("issue");
+    let ca_path = dir.join(format!("ca-{name}.pem"));
+    let c = dir.join(format!("{name}.pem"));
+    let k = dir.join(format!("{name}.key"));
+    write_pem(&ca_path, &ca.cert_pem, false).expect("write");
+    write_pem(&c, &cert, false).expect("write");
+    write_pem(&k, &key, true).expect("write");
+    Identity::load(&ca_path, &c, &k).expect("load")
+}
+
 fn any() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
@@ -155,4 +169,182 @@ async fn malformed_header_gets_an_error_reply() {
         .call(addr, &Request::Ping, Bytes::new())
         .await
         .expect("still serving");
+}
+
+/// Opens a raw quinn connection as `id` (to send frames the transport never would).
+async fn raw_connection(id: &Identity, addr: std::net::SocketAddr) -> quinn::Connection {
+    let mut ep = quinn::Endpoint::client(any()).expect("endpoint");
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(id.client_config().expect("cfg"))
+            .expect("quic");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    ep.connect(addr, proto::tls::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+/// Starts `streams` requests on `conn` that each send `sent` bytes of a much larger bulk
+/// payload and then stall (never finishing their frame).
+async fn stalled_requests(
+    conn: &quinn::Connection,
+    streams: usize,
+    sent: usize,
+) -> Vec<(quinn::SendStream, quinn::RecvStream)> {
+    let mut out = Vec::new();
+    for _ in 0..streams {
+        let (mut send, recv) = conn.open_bi().await.expect("stream");
+        let head = proto::frame::encode_head(&Request::Ping, 64 << 20).expect("head");
+        send.write_all(&head).await.expect("head");
+        send.write_all(&vec![0x5a; sent]).await.expect("bulk");
+        out.push((send, recv));
+    }
+    out
+}
+
+/// Polls the server's held frame bytes until `done` says so (bounded), checking `limit`
+/// on every poll; returns the last figure.
+async fn held_until(
+    server: &Transport,
+    limit: usize,
+    done: impl Fn(usize) -> bool,
+    what: &str,
+) -> usize {
+    for _ in 0..200 {
+        let (held, _) = server.frame_bytes_held();
+        assert!(
+            held <= limit,
+            "{what}: {held} bytes held, over the limit {limit}"
+        );
+        if done(held) {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{what}: the server held {} bytes after 10 s",
+        server.frame_bytes_held().0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_memory_is_bounded_per_identity_and_per_node() {
+    use proto::budget::{FrameLimits, READ_CHUNK};
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = CertAuthority::generate("t").expect("ca");
+    let server = Transport::bind(any(), &identity(dir.path(), &ca, "server"), true).expect("bind");
+    let limits = FrameLimits {
+        connection: 2 * MIB,
+        identity: 3 * MIB,
+        node: 4 * MIB,
+    };
+    server.set_frame_limits(limits);
+    let _serving = server.serve(Arc::new(Echo("server")));
+    let addr = server.local_addr().expect("addr");
+
+    // One misbehaving identity with two connections of stalled requests: each connection
+    // could hold 2 MiB, the identity only 3.
+    let mallory = client_identity(dir.path(), &ca, "mallory");
+    let m1 = raw_connection(&mallory, addr).await;
+    let m2 = raw_connection(&mallory, addr).await;
+    let _s1 = stalled_requests(&m1, 4, 3 * MIB / 2).await;
+    let _s2 = stalled_requests(&m2, 4, 3 * MIB / 2).await;
+    held_until(
+        &server,
+        limits.identity,
+        |h| h + READ_CHUNK > limits.identity,
+        "one identity",
+    )
+    .await;
+
+    // Another identity is served meanwhile, bulk payload included.
+    let alice =
+        Transport::bind(any(), &client_identity(dir.path(), &ca, "alice"), false).expect("bind");
+    let payload = Bytes::from(vec![3u8; MIB / 2]);
+    let (resp, bulk) = alice
+        .call_timeout(
+            addr,
+            &Request::Ping,
+            payload.clone(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("another identity is served while one misbehaves");
+    assert!(matches!(resp, Response::Pong(_)), "{resp}");
+    assert_eq!(bulk, payload);
+
+    // A second misbehaving identity: together they stop at the node's limit.
+    let trudy = client_identity(dir.path(), &ca, "trudy");
+    let t1 = raw_connection(&trudy, addr).await;
+    let _s3 = stalled_requests(&t1, 4, 3 * MIB / 2).await;
+    held_until(
+        &server,
+        limits.node,
+        |h| h + READ_CHUNK > limits.node,
+        "two identities",
+    )
+    .await;
+
+    // Closing their connections gives everything back; then large requests pass again.
+    for c in [&m1, &m2, &t1] {
+        c.close(0u32.into(), b"done");
+    }
+    held_until(&server, limits.node, |h| h == 0, "after the close").await;
+    let payload = Bytes::from(vec![4u8; 3 * MIB / 2]);
+    let (_, bulk) = alice
+        .call_timeout(
+            addr,
+            &Request::Ping,
+            payload.clone(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("served after the misbehaving peers left");
+    assert_eq!(bulk, payload);
+}
+
+#[tokio::test]
+async fn a_dialled_peer_must_be_the_node_the_config_names() {
+    use proto::identity::{ExpectedPeer, Role};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = CertAuthority::generate("t").expect("ca");
+    // Whoever answers at this address has a valid certificate of the cluster CA, but a
+    // client's, under the name the config gives the node.
+    let server =
+        Transport::bind(any(), &client_identity(dir.path(), &ca, "st-1"), true).expect("bind");
+    let _serving = server.serve(Arc::new(Echo("st-1")));
+    let addr = server.local_addr().expect("addr");
+    let dialler =
+        Transport::bind(any(), &client_identity(dir.path(), &ca, "m-1"), false).expect("bind");
+    let expect = |name: &str, roles: &[Role]| {
+        [(
+            addr,
+            ExpectedPeer {
+                name: name.into(),
+                roles: roles.to_vec(),
+            },
+        )]
+        .into_iter()
+        .collect()
+    };
+    dialler.expect_peers(expect("st-1", &[Role::Storage]));
+    let err = dialler
+        .call_timeout(addr, &Request::Ping, Bytes::new(), Duration::from_secs(10))
+        .await
+        .expect_err("a client certificate cannot pose as a storage server");
+    assert!(matches!(err, TransportError::Certificate { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected node `st-1` (storage) per the cluster config, but it presented `st-1 (client)"),
+        "{err}"
+    );
+    // The right expectation (after the down back-off) is served.
+    dialler.expect_peers(expect("st-1", &[Role::Client]));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (resp, _) = dialler
+        .call_timeout(addr, &Request::Ping, Bytes::new(), Duration::from_secs(10))
+        .await
+        .expect("the named node is served");
+    assert!(matches!(resp, Response::Pong(_)), "{resp}");
 }

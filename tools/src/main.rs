@@ -99,6 +99,10 @@ struct UpArgs {
     /// MOUNTPOINT-3, ... (created when missing). Each is a separate client of the cluster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     clients: u16,
+    /// Serve Prometheus metrics (/metrics) and the status page (/) of every node of this
+    /// process on ADDR, e.g. 127.0.0.1:9400 (unauthenticated: keep it on loopback).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -461,12 +465,32 @@ async fn run(cli: Cli) -> Result<i32> {
                     }
                 }
             }
+            let http = match a.http {
+                Some(addr) => match cluster.serve_http(addr).await {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        for m in mounts {
+                            let _ = m.unmount().await;
+                        }
+                        cluster.stop().await;
+                        remove_created(&created);
+                        return Err(e.into());
+                    }
+                },
+                None => None,
+            };
             let shown: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
             eprintln!(
                 "shoal is up: mounted at {}, state in {}; Ctrl-C to stop",
                 shown.join(", "),
                 state.display()
             );
+            if let Some(h) = &http {
+                eprintln!(
+                    "metrics at http://{0}/metrics, status page at http://{0}/",
+                    h.addr
+                );
+            }
             let sig = wait_for_signal().await;
             tracing::info!("stopping");
             let mut unmounted = Ok(());
@@ -475,6 +499,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     unmounted = Err(e);
                 }
             }
+            drop(http);
             cluster.stop().await;
             remove_created(&created);
             sig?;

@@ -183,7 +183,7 @@ pub struct RenameFlags {
 }
 
 /// Requests to a manager. Each names the inode (or parent directory) whose slot routes it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ManagerRequest {
     Lookup {
         parent: InodeId,

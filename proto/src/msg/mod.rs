@@ -41,7 +41,7 @@ pub enum Request {
 }
 
 /// Administration requests every node answers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum AdminRequest {
     /// Install this deny list (`proto::revoke`): `list` is its encoding, `signature` the
     /// cluster CA's signature over it. The node checks the signature against the CA
@@ -59,7 +59,7 @@ pub enum AdminRequest {
 /// Callbacks from a manager to a client holding leases (DESIGN.md §4). The client answers
 /// `Response::CallbackDone` only once it has done what the callback asks, including
 /// telling the kernel to drop its caches.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum ClientCallback {
     /// Drop every cached copy of these inodes (attributes, data, extents, listings; the
     /// kernel's too) and of these directory entries (parent, name).
@@ -169,6 +169,20 @@ impl RemoteError {
         RemoteError::Errno {
             code,
             message: message.into(),
+        }
+    }
+}
+
+impl Request {
+    /// The operation's name, for metrics and logs: the request variant (`Ping`, `Lookup`,
+    /// `PutFragment`, ...), the same for a manager request with or without credentials.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "Ping",
+            Request::Storage(r) => r.into(),
+            Request::Manager(r) | Request::ManagerAs { req: r, .. } => r.into(),
+            Request::Client(c) => c.into(),
+            Request::Admin(a) => a.into(),
         }
     }
 }

@@ -23,7 +23,7 @@ pub struct FragmentMeta {
     pub nodes: u16,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum StorageRequest {
     /// Store a fragment; the payload is the bulk part. Answered with `Stored` once durable.
     PutFragment { id: FragmentId, meta: FragmentMeta },
