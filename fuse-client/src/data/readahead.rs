@@ -32,8 +32,10 @@ const NEAR: u64 = 1 << 20;
 /// One inode's read stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Stream {
-    /// File offset right after the last read.
+    /// File offset right after the furthest read so far.
     next: u64,
+    /// Where the last read started.
+    last_off: u64,
     /// Current prefetch window in bytes (0 while the stream is not sequential).
     window: u64,
     /// First block not yet prefetched (prefetches so far cover blocks below it).
@@ -75,27 +77,28 @@ impl Policy {
         }
         let s = self.streams.entry(ino).or_insert(Stream {
             next: u64::MAX,
+            last_off: u64::MAX,
             window: 0,
             ahead_to: 0,
             tick,
         });
         s.tick = tick;
-        // Sequential: the read starts where the last one ended, or the file is read from
-        // its start (most sequential readers begin there).
-        let sequential = off == 0 || (s.next != u64::MAX && off.abs_diff(s.next) <= NEAR);
+        // Sequential: the read starts where the furthest one ended, or near there (requests
+        // of one large read arriving out of order). A first read is not, nor a read again
+        // of the offset just read.
+        let moved = s.last_off != u64::MAX && off != s.last_off;
+        let sequential =
+            s.next != u64::MAX && (off == s.next || (moved && off.abs_diff(s.next) <= NEAR));
+        s.last_off = off;
         if !sequential {
             s.next = read_end;
             s.window = 0;
             s.ahead_to = 0;
             return None;
         }
-        s.next = if off == 0 {
-            read_end
-        } else {
-            s.next.max(read_end)
-        };
+        s.next = s.next.max(read_end);
         let first_after = read_end.div_ceil(BLOCK);
-        if s.window == 0 || off == 0 {
+        if s.window == 0 {
             s.window = INITIAL_WINDOW.max(len.saturating_mul(2)).min(MAX_WINDOW);
             s.ahead_to = first_after;
         } else if missed {
@@ -256,11 +259,19 @@ mod tests {
     const BPM: u64 = MB / BLOCK;
 
     #[test]
-    fn a_read_from_the_start_prefetches_the_first_window() {
+    fn the_second_sequential_read_prefetches_the_first_window() {
         let mut p = Policy::default();
         let a = InodeId(7);
-        let r = p.on_read(a, 0, MB, 100 * MB, true).expect("prefetch");
-        assert_eq!(r, BPM..BPM + INITIAL_WINDOW / BLOCK);
+        assert!(
+            p.on_read(a, 0, MB, 100 * MB, true).is_none(),
+            "one read is no stream"
+        );
+        assert!(
+            p.on_read(a, 0, MB, 100 * MB, true).is_none(),
+            "nor is a re-read"
+        );
+        let r = p.on_read(a, MB, MB, 100 * MB, true).expect("prefetch");
+        assert_eq!(r, 2 * BPM..2 * BPM + INITIAL_WINDOW / BLOCK);
     }
 
     #[test]
@@ -290,10 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn out_of_order_parts_of_a_large_read_stay_sequential() {
+        let mut p = Policy::default();
+        let a = InodeId(7);
+        const K128: u64 = 128 << 10;
+        p.on_read(a, 0, K128, 100 * MB, false);
+        assert!(p.on_read(a, 2 * K128, K128, 100 * MB, false).is_some());
+        // The skipped part arrives late: still the same stream.
+        p.on_read(a, K128, K128, 100 * MB, false);
+        assert!(p.window(a) > 0);
+    }
+
+    #[test]
     fn random_reads_prefetch_nothing_and_reset_the_stream() {
         let mut p = Policy::default();
         let a = InodeId(7);
-        assert!(p.on_read(a, 0, MB, 100 * MB, false).is_some());
+        p.on_read(a, 0, MB, 100 * MB, false);
+        assert!(p.on_read(a, MB, MB, 100 * MB, false).is_some());
         assert!(p.on_read(a, 50 * MB, 4096, 100 * MB, false).is_none());
         assert_eq!(p.window(a), 0);
         assert!(p.on_read(a, 7 * MB, 4096, 100 * MB, false).is_none());
@@ -306,20 +330,26 @@ mod tests {
     fn nothing_is_prefetched_past_the_end() {
         let mut p = Policy::default();
         let a = InodeId(7);
-        let r = p.on_read(a, 0, MB, MB + 100, false).expect("one block");
-        assert_eq!(r, BPM..BPM + 1);
-        assert!(p.on_read(a, MB, MB, MB + 100, false).is_none());
-        assert!(p.on_read(InodeId(8), 0, MB, MB, false).is_none());
+        p.on_read(a, 0, MB, 2 * MB + 100, false);
+        let r = p
+            .on_read(a, MB, MB, 2 * MB + 100, false)
+            .expect("one block");
+        assert_eq!(r, 2 * BPM..2 * BPM + 1);
+        assert!(p.on_read(a, 2 * MB, MB, 2 * MB + 100, false).is_none());
+        let b = InodeId(8);
+        p.on_read(b, 0, MB, 2 * MB, false);
+        assert!(p.on_read(b, MB, MB, 2 * MB, false).is_none());
     }
 
     #[test]
     fn a_miss_prefetches_again_after_the_read() {
         let mut p = Policy::default();
         let a = InodeId(7);
-        let first = p.on_read(a, 0, MB, 1 << 40, false).expect("first");
+        p.on_read(a, 0, MB, 1 << 40, false);
+        let first = p.on_read(a, MB, MB, 1 << 40, false).expect("first");
         // The prefetched blocks were dropped (callback): the next read misses.
-        let again = p.on_read(a, MB, MB, 1 << 40, true).expect("again");
-        assert_eq!(again.start, 2 * BPM);
+        let again = p.on_read(a, 2 * MB, MB, 1 << 40, true).expect("again");
+        assert_eq!(again.start, 3 * BPM);
         assert!(again.start < first.end);
     }
 
@@ -328,10 +358,12 @@ mod tests {
         let mut p = Policy::default();
         for i in 0..(MAX_STREAMS as u64 + 50) {
             p.on_read(InodeId(i), 0, MB, 100 * MB, false);
+            p.on_read(InodeId(i), MB, MB, 100 * MB, false);
         }
         assert!(p.streams.len() <= MAX_STREAMS);
-        // The most recent one is still there.
+        // The most recent one is still there, the oldest was forgotten.
         assert!(p.window(InodeId(MAX_STREAMS as u64 + 49)) > 0);
+        assert_eq!(p.window(InodeId(0)), 0);
     }
 
     #[test]
