@@ -114,6 +114,28 @@ async fn metrics_after_traffic_and_the_status_page_in_a_browser() {
         "storage servers received {received} bytes"
     );
 
+    // The shipped Grafana dashboard asks only for metrics that exist.
+    let dash = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/shoal-dashboard.json"),
+    )
+    .expect("deploy/grafana/shoal-dashboard.json");
+    let mut asked = 0;
+    for (i, _) in dash.match_indices("shoal_") {
+        let name: String = dash[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if name == "shoal_" || name.starts_with("shoal_overview") {
+            continue;
+        }
+        asked += 1;
+        assert!(
+            m.contains(&format!("{name}{{")),
+            "the dashboard asks for {name}, which /metrics does not have"
+        );
+    }
+    assert!(asked >= 7, "the dashboard names {asked} metrics");
+
     // The page in a real browser: every node, all up.
     let profile = tempfile::tempdir().expect("profile");
     let url = format!("http://{}/", http.addr);

@@ -272,13 +272,21 @@ fn parse_ec(s: &str) -> anyhow::Result<ErasureConfig> {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // SHOAL_LOG_FORMAT=json: one JSON object per line (for log collectors).
+    if std::env::var("SHOAL_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -380,9 +388,13 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Node(NodeCmd::Run { cluster, node }) => {
             let config = Arc::new(load(&cluster)?);
+            let signals = StopSignals::catch()?;
             let n = fsd::node::RunningNode::start(config, &node).await?;
-            wait_for_signal().await?;
+            // Under systemd (Type=notify): ready once the node serves.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            signals.wait().await;
             tracing::info!("signal received, stopping");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             n.stop().await;
             Ok(0)
         }
@@ -420,14 +432,18 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: a.allow_other,
                 extra,
             };
+            let signals = StopSignals::catch()?;
             let m = fsd::cluster::mount_as(config, &a.as_name, &a.mountpoint, &opts).await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
-            wait_for_signal().await?;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            signals.wait().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             m.unmount().await.context("unmount")?;
             Ok(0)
         }
         Cmd::Up(a) => {
             check_mountpoint(&a.mountpoint)?;
+            let signals = StopSignals::catch()?;
             let state = match a.state {
                 Some(s) => s,
                 None => default_state_dir()?,
@@ -491,7 +507,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     h.addr
                 );
             }
-            let sig = wait_for_signal().await;
+            signals.wait().await;
             tracing::info!("stopping");
             let mut unmounted = Ok(());
             for m in mounts {
@@ -502,7 +518,6 @@ async fn run(cli: Cli) -> Result<i32> {
             drop(http);
             cluster.stop().await;
             remove_created(&created);
-            sig?;
             unmounted.context("unmount")?;
             Ok(0)
         }
@@ -719,15 +734,28 @@ fn check_mountpoint(p: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment this is made: make it before announcing
+/// readiness, so that a stop request right after it is a clean stop, not a kill.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 /// "N s/min/h/d ago" for a Unix time.

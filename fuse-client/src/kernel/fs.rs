@@ -598,6 +598,23 @@ impl Filesystem for ShoalFs {
         );
     }
 
+    /// No ioctl is supported: the answer is ENOTTY (what a file system without ioctls
+    /// gives, and what programs probing for a terminal expect), quietly, instead of
+    /// fuser's default ENOSYS with a warning per call (Python's `open()` probes TCGETS).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn access(&self, req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         // default_permissions: the kernel checks mode bits itself.

@@ -6,6 +6,7 @@ mod t20_status;
 mod t30_certificate_mismatch;
 mod t40_up;
 mod t50_port_in_use;
+mod t60_systemd;
 
 use anyhow::{ensure, Result};
 use integration_tests::CmdOutput;

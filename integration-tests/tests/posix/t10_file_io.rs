@@ -135,6 +135,24 @@ fn t10_create_read_write_append() -> Result<()> {
         let data = fs::read(m.join("big.bin"))?;
         pattern::check(11, 0, &data).map_err(anyhow::Error::msg)?;
     }
+    {
+        info!("--- ioctls (a terminal probe, as Python's open() does): ENOTTY, no log noise");
+        let f = File::open(m.join("durable"))?;
+        for _ in 0..20 {
+            let r = nix::sys::termios::tcgetattr(&f);
+            assert_eq!(r.err(), Some(nix::errno::Errno::ENOTTY));
+        }
+        let log = std::fs::read_to_string(c.env().log_path(m.name()))?;
+        assert!(
+            !log.contains("ioctl"),
+            "the mount logged ioctls:\n{}",
+            log.lines()
+                .filter(|l| l.contains("ioctl"))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     c.done();
     Ok(())
 }
