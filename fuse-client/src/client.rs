@@ -196,6 +196,7 @@ impl Client {
                 cache,
                 extents: ExtentCache::default(),
                 leases: HashMap::new(),
+                readahead: Default::default(),
             }),
             this: OnceLock::new(),
             reader: OnceLock::new(),
