@@ -332,8 +332,8 @@ impl LocalCluster {
         &self,
         addr: SocketAddr,
     ) -> Result<crate::http::HttpEndpoint, NodeError> {
-        let transports = self.nodes.iter().map(|n| n.transport.clone()).collect();
-        crate::http::serve(addr, self.config.clone(), transports).await
+        let sources = self.nodes.iter().map(|n| n.http_source()).collect();
+        crate::http::serve(addr, self.config.clone(), sources).await
     }
 
     /// Stops one node; with `crash`, abruptly (no flush, no checkpoint).
@@ -424,12 +424,38 @@ pub async fn mount_as(
     mountpoint: &Path,
     opts: &fuse_client::MountOptions,
 ) -> Result<fuse_client::Mount, NodeError> {
+    Ok(mount_serving(config, name, mountpoint, opts, None).await?.0)
+}
+
+/// `mount_as`, and with `http` an HTTP endpoint there serving this client's metrics (and
+/// the cluster's status page); it stops when dropped.
+pub async fn mount_serving(
+    config: Arc<ClusterConfig>,
+    name: &str,
+    mountpoint: &Path,
+    opts: &fuse_client::MountOptions,
+    http: Option<SocketAddr>,
+) -> Result<(fuse_client::Mount, Option<crate::http::HttpEndpoint>), NodeError> {
     let transport = transport_as(&config, name)?;
-    let client = fuse_client::Client::connect(config, transport)
+    let client = fuse_client::Client::connect(config.clone(), transport.clone())
         .await
         .map_err(|e| NodeError::Client(e.to_string()))?;
-    fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts)
-        .map_err(|e| NodeError::Client(e.to_string()))
+    let m = fuse_client::mount(client, tokio::runtime::Handle::current(), mountpoint, opts)
+        .map_err(|e| NodeError::Client(e.to_string()))?;
+    let endpoint = match http {
+        Some(addr) => {
+            let source = crate::http::Source::client(transport, m.client().clone());
+            match crate::http::serve(addr, config, vec![source]).await {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    let _ = m.unmount().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    Ok((m, endpoint))
 }
 
 /// Why `status` could not reach a node.
@@ -462,6 +488,85 @@ pub struct NodeStatus {
     pub scrub: Option<proto::msg::ScrubReport>,
     /// For managers: whether they answer metadata requests (not still recovering).
     pub manager_ready: Option<bool>,
+}
+
+/// A node's state as `shoal status`, its `--json` and the status page show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// It answers (and, for a manager, serves metadata).
+    Up,
+    /// A manager that answers pings but is still recovering its state.
+    Recovering,
+    /// It could not be reached.
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Recovering => "recovering",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ClusterStatus {
+    /// Healthy when every node is up, degraded when it serves anyway, else unavailable.
+    pub fn health(&self) -> Health {
+        let all_up = self.nodes.iter().all(|n| n.state() == NodeState::Up);
+        match (self.can_serve, all_up) {
+            (false, _) => Health::Unavailable,
+            (true, true) => Health::Healthy,
+            (true, false) => Health::Degraded,
+        }
+    }
+
+    /// How many nodes are not up.
+    pub fn not_up(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.state() != NodeState::Up)
+            .count()
+    }
+}
+
+impl NodeStatus {
+    /// Down when unreachable, recovering when a manager answers but does not serve yet.
+    pub fn state(&self) -> NodeState {
+        match (&self.reachable, self.manager_ready) {
+            (Err(_), _) => NodeState::Down,
+            (Ok(_), Some(false)) => NodeState::Recovering,
+            (Ok(_), _) => NodeState::Up,
+        }
+    }
+}
+
+/// The health line of `shoal status` and the status page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Every node is up.
+    Healthy,
+    /// Some node is down or recovering (or data is degraded) but the cluster serves.
+    Degraded,
+    /// The cluster cannot serve (a manager not ready, or too few storage servers).
+    Unavailable,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// The cluster at a glance.
@@ -576,4 +681,59 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
         nodes,
         can_serve: managers_ok && storage_up >= (k + 1).min(k + m),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(reachable: bool, manager_ready: Option<bool>) -> NodeStatus {
+        NodeStatus {
+            name: "n".into(),
+            roles: vec![Role::Manager],
+            address: "127.0.0.1:1".parse().expect("addr"),
+            reachable: if reachable {
+                Ok(NodeInfo {
+                    name: "n".into(),
+                    roles: vec![],
+                    version: String::new(),
+                    workers: vec![],
+                })
+            } else {
+                Err(Unreachable::UnexpectedAnswer("x".into()))
+            },
+            storage: None,
+            scrub: None,
+            manager_ready,
+        }
+    }
+
+    #[test]
+    fn state_is_down_recovering_or_up() {
+        assert_eq!(node(false, None).state(), NodeState::Down);
+        assert_eq!(node(false, Some(false)).state(), NodeState::Down);
+        assert_eq!(node(true, Some(false)).state(), NodeState::Recovering);
+        assert_eq!(node(true, Some(true)).state(), NodeState::Up);
+        assert_eq!(node(true, None).state(), NodeState::Up);
+    }
+
+    #[test]
+    fn health_follows_can_serve_and_node_states() {
+        let all_up = ClusterStatus {
+            nodes: vec![node(true, Some(true)), node(true, None)],
+            can_serve: true,
+        };
+        assert_eq!(all_up.health(), Health::Healthy);
+        let one_down = ClusterStatus {
+            nodes: vec![node(true, Some(true)), node(false, None)],
+            can_serve: true,
+        };
+        assert_eq!(one_down.health(), Health::Degraded);
+        assert_eq!(one_down.not_up(), 1);
+        let cannot = ClusterStatus {
+            nodes: vec![node(true, Some(false))],
+            can_serve: false,
+        };
+        assert_eq!(cannot.health(), Health::Unavailable);
+    }
 }

@@ -4,7 +4,8 @@
 //! the cluster: every handler only reads (the page probes the nodes as `shoal status`
 //! does). It is unauthenticated, so it binds where the config says (loopback in examples).
 
-use crate::cluster::{status, ClusterStatus, NodeStatus};
+use crate::cluster::{status, ClusterStatus, Health, NodeStatus};
+use crate::node::NodeParts;
 use crate::NodeError;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -50,11 +51,41 @@ pub fn recorder() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// What the endpoint reads from the process: the cluster config and the transports of the
-/// nodes (and clients) it runs, for their live gauges.
+/// One node or client of the process the endpoint reports on: its transport (frame budget
+/// gauges) and its parts (worker and storage gauges), read at each scrape.
+#[derive(Clone)]
+pub struct Source {
+    transport: Arc<Transport>,
+    local: Local,
+}
+
+#[derive(Clone)]
+enum Local {
+    Node(NodeParts),
+    Client(Arc<fuse_client::Client>),
+}
+
+impl Source {
+    pub fn node(transport: Arc<Transport>, parts: NodeParts) -> Source {
+        Source {
+            transport,
+            local: Local::Node(parts),
+        }
+    }
+
+    pub fn client(transport: Arc<Transport>, client: Arc<fuse_client::Client>) -> Source {
+        Source {
+            transport,
+            local: Local::Client(client),
+        }
+    }
+}
+
+/// What the endpoint reads from the process: the cluster config and the nodes (and
+/// clients) it runs, for their live gauges.
 struct View {
     config: Arc<ClusterConfig>,
-    transports: Vec<Arc<Transport>>,
+    sources: Vec<Source>,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -70,15 +101,15 @@ impl Drop for HttpEndpoint {
     }
 }
 
-/// Serves `/metrics` and `/` on `addr` for the nodes whose transports are given.
+/// Serves `/metrics` and `/` on `addr` for the nodes and clients given.
 pub async fn serve(
     addr: SocketAddr,
     config: Arc<ClusterConfig>,
-    transports: Vec<Arc<Transport>>,
+    sources: Vec<Source>,
 ) -> Result<HttpEndpoint, NodeError> {
     let view = Arc::new(View {
         config,
-        transports,
+        sources,
         metrics: recorder(),
     });
     let listener = tokio::net::TcpListener::bind(addr)
@@ -93,7 +124,7 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let v = v1.clone();
-                async move { metrics_text(&v) }
+                async move { metrics_text(&v).await }
             }),
         )
         .route(
@@ -112,15 +143,23 @@ pub async fn serve(
     Ok(HttpEndpoint { addr: bound, task })
 }
 
-fn metrics_text(v: &View) -> impl IntoResponse {
-    for t in &v.transports {
-        let node = t
+async fn metrics_text(v: &View) -> impl IntoResponse {
+    for src in &v.sources {
+        let t = &src.transport;
+        let node: Arc<str> = t
             .local_identity()
             .map(|i| i.name.clone())
-            .unwrap_or_else(|| "<no identity>".into());
+            .unwrap_or_else(|| "<no identity>".into())
+            .into();
         let (held, limit) = t.frame_bytes_held();
-        metrics::gauge!("shoal_frame_budget_held_bytes", "node" => node.clone()).set(held as f64);
-        metrics::gauge!("shoal_frame_budget_limit_bytes", "node" => node).set(limit as f64);
+        metrics::gauge!("shoal_frame_budget_held_bytes", "node" => node.to_string())
+            .set(held as f64);
+        metrics::gauge!("shoal_frame_budget_limit_bytes", "node" => node.to_string())
+            .set(limit as f64);
+        match &src.local {
+            Local::Node(parts) => parts.record_gauges().await,
+            Local::Client(c) => proto::ops_metrics::worker_gauges(&node, &c.workers()),
+        }
     }
     let body = match &v.metrics {
         Some(h) => h.render(),
@@ -150,20 +189,18 @@ async fn status_page(v: &View) -> Html<String> {
 
 /// The status page of `s` (pure: rendering only).
 pub fn render_status(config: &ClusterConfig, s: &ClusterStatus) -> String {
-    let down = s.nodes.iter().filter(|n| n.reachable.is_err()).count();
+    let down = s.not_up();
     let mut body = String::new();
-    let (class, health) = if s.can_serve && down == 0 {
-        ("ok", "healthy: every node is up".to_string())
-    } else if s.can_serve {
-        (
+    let (class, health) = match s.health() {
+        Health::Healthy => ("ok", "healthy: every node is up".to_string()),
+        Health::Degraded => (
             "warn",
-            format!("degraded: {down} node(s) down, the cluster still serves"),
-        )
-    } else {
-        (
+            format!("degraded: {down} node(s) down or recovering, the cluster still serves"),
+        ),
+        Health::Unavailable => (
             "bad",
             format!("cannot serve: {down} node(s) down or managers not ready"),
-        )
+        ),
     };
     let _ = write!(
         body,
@@ -187,11 +224,7 @@ pub fn render_status(config: &ClusterConfig, s: &ClusterStatus) -> String {
 
 fn node_row(n: &NodeStatus) -> String {
     let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
-    let state = match (&n.reachable, n.manager_ready) {
-        (Err(_), _) => "down",
-        (Ok(_), Some(false)) => "recovering",
-        (Ok(_), _) => "up",
-    };
+    let state = n.state().as_str();
     let (cap, used, frags) = match &n.storage {
         Some(st) => (
             st.capacity_bytes.to_string(),

@@ -103,6 +103,37 @@ struct NodeHandler {
     registry: Arc<Workers>,
 }
 
+/// The parts of a running node its HTTP endpoint reads at each scrape (gauges of the
+/// storage server's fragments and bytes, and of every background worker).
+#[derive(Clone)]
+pub struct NodeParts {
+    name: Arc<str>,
+    storage: Option<Arc<storage::server::Server>>,
+    manager: Option<Arc<manager::Service>>,
+    registry: Arc<Workers>,
+}
+
+impl NodeParts {
+    /// Sets the node's gauges (`proto::ops_metrics`) to what they are now.
+    pub(crate) async fn record_gauges(&self) {
+        let workers = all_workers(self.manager.as_deref(), &self.registry);
+        proto::ops_metrics::worker_gauges(&self.name, &workers);
+        if let Some(s) = &self.storage {
+            if let Ok((proto::msg::StorageResponse::Stat(st), _)) = s
+                .handle(proto::msg::StorageRequest::Stat, Bytes::new())
+                .await
+            {
+                proto::ops_metrics::storage_gauges(
+                    &self.name,
+                    st.fragments,
+                    st.used_bytes,
+                    st.capacity_bytes,
+                );
+            }
+        }
+    }
+}
+
 /// Every worker of the node: the manager's, then the other roles'.
 fn all_workers(manager: Option<&manager::Service>, registry: &Workers) -> Vec<WorkerStatus> {
     let mut all = manager.map(|m| m.workers()).unwrap_or_default();
@@ -233,20 +264,80 @@ fn needs_session(peer: &Peer, req: &proto::msg::ManagerRequest) -> bool {
 /// Loads the TLS identity `name` ("client" or a node name) of a cluster.
 pub fn identity(config: &ClusterConfig, name: &str) -> Result<Identity, NodeError> {
     let (cert, key) = config.cert_paths(name);
+    let ca = config.ca_cert_path();
+    if !ca.exists() {
+        return Err(NodeError::Other(format!(
+            "{} is missing: this cluster directory has no certificates; copy tls/ca.pem, tls/{name}.pem and tls/{name}.key into it from the directory `shoal init` wrote",
+            ca.display()
+        )));
+    }
+    for p in [&cert, &key] {
+        match std::fs::File::open(p) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NodeError::Other(format!(
+                    "{} is missing: copy it from the directory `shoal init` wrote, or issue it with `shoal cert issue` (client and admin identities)",
+                    p.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(NodeError::Other(format!(
+                    "cannot read {} as uid {} (permission denied): run as the user that owns it, or `chown {} {}`",
+                    p.display(),
+                    effective_uid(),
+                    effective_uid(),
+                    p.display()
+                )))
+            }
+            Err(_) => {}
+        }
+    }
     Identity::load(&config.ca_cert_path(), &cert, &key).map_err(|source| NodeError::Tls {
         name: name.to_string(),
         source,
     })
 }
 
+/// The effective uid of this process (for messages).
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// Creates the node's state directory and checks that this process can write there, with
+/// an error that says what to do when it cannot.
+fn writable_state_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+    let probe = dir.join(".shoal-write-check");
+    let r = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b""));
+    let _ = std::fs::remove_file(&probe);
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let uid = effective_uid();
+            Err(NodeError::Other(format!(
+                "state directory {} is not writable by uid {uid} ({e}): `chown -R {uid} {}` or run the node as the user that owns it",
+                dir.display(),
+                dir.display()
+            )))
+        }
+        Err(source) => Err(NodeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Binds the node's address. A node restarted right after it stopped may find its port
-/// still held while the old endpoint drains its connections, so `AddrInUse` is retried
-/// for a few seconds before giving up.
+/// still held while the old endpoint drains its connections (and tasks of the old node
+/// that were mid-call let go of it), so `AddrInUse` is retried for up to 20 s before
+/// giving up (CI once saw more than 5 s on a loaded machine).
 async fn bind_with_retry(
     addr: std::net::SocketAddr,
     id: &Identity,
 ) -> Result<Arc<Transport>, NodeError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match Transport::bind(addr, id, true) {
             Err(proto::transport::TransportError::Bind { source, .. })
@@ -274,6 +365,7 @@ pub struct RunningNode {
     registry: Arc<Workers>,
     /// The node's HTTP endpoint (`http` in its config), stopped with the node.
     http: Option<crate::http::HttpEndpoint>,
+    parts: NodeParts,
 }
 
 /// The capacity and reserve of storage node `node` from the config.
@@ -303,10 +395,7 @@ impl RunningNode {
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?
             .clone();
         let id = identity(&config, name)?;
-        std::fs::create_dir_all(&node.state_dir).map_err(|source| NodeError::Io {
-            path: node.state_dir.clone(),
-            source,
-        })?;
+        writable_state_dir(&node.state_dir)?;
         let transport = bind_with_retry(node.address, &id).await?;
         transport.expect_peers(crate::cluster::expected_peers(&config)?);
         let deny = Arc::new(DenyState::open(
@@ -350,6 +439,12 @@ impl RunningNode {
             version: proto::VERSION.to_string(),
             workers: Vec::new(),
         };
+        let parts = NodeParts {
+            name: name.into(),
+            storage: storage.clone(),
+            manager: manager.clone(),
+            registry: registry.clone(),
+        };
         let handler = Arc::new(NodeHandler {
             info,
             storage,
@@ -361,7 +456,8 @@ impl RunningNode {
         tracing::info!(node = %name, addr = %node.address, "node is serving");
         let http = match node.http {
             Some(addr) => {
-                Some(crate::http::serve(addr, config.clone(), vec![transport.clone()]).await?)
+                let source = crate::http::Source::node(transport.clone(), parts.clone());
+                Some(crate::http::serve(addr, config.clone(), vec![source]).await?)
             }
             None => None,
         };
@@ -408,7 +504,13 @@ impl RunningNode {
             workers,
             registry,
             http,
+            parts,
         })
+    }
+
+    /// What the HTTP endpoint of this process reports of this node.
+    pub fn http_source(&self) -> crate::http::Source {
+        crate::http::Source::node(self.transport.clone(), self.parts.clone())
     }
 
     /// The named background workers of this node's roles (the manager's journal, the

@@ -43,6 +43,7 @@ pub mod mount;
 pub mod partition;
 pub mod pattern;
 pub mod process;
+pub mod scrape;
 pub mod sys;
 pub mod wait;
 pub mod workload;

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod identity;
 pub mod ids;
 pub mod msg;
+pub mod ops_metrics;
 pub mod revoke;
 pub mod route;
 pub mod rpc_metrics;

@@ -74,6 +74,7 @@ pub async fn run(
     let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
     let delay = Duration::from_secs(config.file.storage.rebuild_delay_secs);
     let mut clock = DownClock::default();
+    let mut polls: u32 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL_EVERY) => {}
@@ -92,7 +93,14 @@ pub async fn run(
             .collect();
         clock.observe(Instant::now(), &down);
         let overdue = clock.overdue(Instant::now(), delay);
+        polls = polls.wrapping_add(1);
         if overdue.is_empty() {
+            // The degraded-stripe gauges: every poll while a server is down, else now and
+            // then (a scan lists every fragment).
+            if !down.is_empty() || polls % proto::ops_metrics::DEGRADED_SCAN_POLLS == 1 {
+                let s = scan(&client, &servers).await;
+                record_stripes(&s.stripes);
+            }
             continue;
         }
         worker.busy();
@@ -117,12 +125,19 @@ pub async fn run(
     }
 }
 
+/// Sets the stripe gauges (`proto::ops_metrics`) from a scan.
+fn record_stripes(stripes: &[crate::rebuild::StripeState]) {
+    let degraded: usize = crate::rebuild::degraded_histogram(stripes).values().sum();
+    proto::ops_metrics::stripe_gauges(stripes.len() as u64, degraded as u64);
+}
+
 /// The least share of time the background rebuild works under foreground load.
 pub const REBUILD_MIN_SHARE: f64 = 0.25;
 
 /// One scan and rebuild of everything degraded.
 pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     let s = scan(client, servers).await;
+    record_stripes(&s.stripes);
     let p = plan(&s.stripes, &s.live);
     if p.jobs.is_empty() {
         return Round::default();

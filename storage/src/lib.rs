@@ -2,7 +2,8 @@
 //!
 //! Server side: `store` (fragments on local disk) and `server` (the RPC handler).
 //! Writer/reader side, used by clients and managers: `erasure`, `segment` (format),
-//! `stripe` (placement), `log` (`LogWriter`, `LogReader`) and `rpc` (`StorageClient`, the
+//! `stripe` (placement), `health` (which servers a writer believes down, when to probe
+//! them), `log` (`LogWriter`, `LogReader`) and `rpc` (`StorageClient`, the
 //! typed RPC stub; not the client role).
 //! Space: `admit` (capacity and reserve of one server), `space` (what stripes can use).
 //! Lifecycle: `locate` (where a segment's fragments are now), `repair` (rebuild fragments
@@ -18,6 +19,7 @@ pub mod autorebuild;
 pub mod drain;
 pub mod erasure;
 pub mod error;
+pub mod health;
 pub mod locate;
 pub mod log;
 pub mod pace;

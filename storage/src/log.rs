@@ -11,6 +11,7 @@
 use crate::erasure::{Erasure, ErasureError, RsCodec};
 pub use crate::error::LogError;
 use crate::error::{ClientCallError, PieceError};
+use crate::health::DownList;
 use crate::rpc::StorageClient;
 use crate::segment::{SegmentError, MAX_SEGMENT};
 use crate::store::lock;
@@ -110,8 +111,8 @@ pub fn encode_fragments_reusing(
         .collect())
 }
 
-/// A server a put could not reach is avoided by new stripes for this long.
-const WRITE_SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// A probe of a server believed down must answer within this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A server that refused a put for want of space is avoided by new stripes for this long
 /// (where a spare server has room; else it is tried again, space may have been freed).
 const FULL_FOR: Duration = Duration::from_secs(10);
@@ -122,8 +123,12 @@ pub struct LogWriter {
     client: StorageClient,
     log: LogId,
     next: SegmentId,
-    /// Servers a put could not reach, until when new stripes avoid them.
-    suspects: HashMap<SocketAddr, Instant>,
+    /// Servers believed down (a put could not reach them, and no probe has since): new
+    /// stripes avoid them; probes run in the background (`crate::health`).
+    down: Arc<Mutex<DownList>>,
+    /// The probes in flight; aborted when the writer goes, so that none keeps the
+    /// transport (and its bound port) alive after its owner stopped.
+    probes: tokio::task::JoinSet<()>,
     /// Servers that refused a put for want of space, until when new stripes avoid them.
     full: HashMap<SocketAddr, Instant>,
     /// Parity buffers of the last segment, taken back once no put held them any more.
@@ -143,7 +148,8 @@ impl LogWriter {
             client: StorageClient::new(transport),
             log,
             next,
-            suspects: HashMap::new(),
+            down: Arc::new(Mutex::new(DownList::new())),
+            probes: tokio::task::JoinSet::new(),
             full: HashMap::new(),
             spare_parity: Vec::new(),
         }
@@ -203,11 +209,46 @@ impl LogWriter {
         .map_err(|e| fail(0, format!("encoding task failed: {e}")))?
         .map_err(|e| fail(0, format!("encoding failed: {e}")))?;
         let mut tried: Vec<Vec<StripeMember>> = Vec::new();
+        self.start_probes();
         let result = loop {
-            let group = self.place(&home);
-            let put = self
-                .put_stripe(seg, &group, &frags, (k, m, width), len)
+            let mut group = self.place(&home);
+            let started = Instant::now();
+            let mut put = self
+                .put_stripe(seg, &group, &frags, (k, m, width), len, needed, None)
                 .await;
+            if put.full.is_empty() && put.durable.len() < group.len() {
+                // Servers that could not be reached are now believed down: put their
+                // fragments on spare servers holding none of the stripe, so that the
+                // stripe still gets all k+m fragments when there are enough live servers.
+                let again = self.place(&home);
+                let spares: Vec<StripeMember> = again
+                    .iter()
+                    .zip(&group)
+                    .filter(|(to, from)| to.addr != from.addr && !put.durable.contains(from))
+                    .map(|(to, _)| *to)
+                    .collect();
+                if !spares.is_empty() {
+                    tracing::info!(log = %self.log, segment = %seg, "putting {} fragment(s) on spare servers: {}", spares.len(), put.problems.join("; "));
+                    let retry = self
+                        .put_stripe(
+                            seg,
+                            &spares,
+                            &frags,
+                            (k, m, width),
+                            len,
+                            spares.len(),
+                            Some(started.elapsed()),
+                        )
+                        .await;
+                    for moved in &retry.durable {
+                        group[moved.index as usize] = *moved;
+                    }
+                    put.durable.extend(retry.durable);
+                    put.problems.extend(retry.problems);
+                    put.only_unreachable &= retry.only_unreachable;
+                    put.full.extend(retry.full);
+                }
+            }
             let detail = put.problems.join("; ");
             if !put.full.is_empty() {
                 // A server refused for want of space: the stripe is not written (a stripe
@@ -267,9 +308,9 @@ impl LogWriter {
     /// to be down or full moved to spare servers where there are any.
     fn place(&mut self, home: &[StripeMember]) -> Vec<StripeMember> {
         let now = Instant::now();
-        self.suspects.retain(|_, until| *until > now);
         self.full.retain(|_, until| *until > now);
-        if self.suspects.is_empty() && self.full.is_empty() {
+        let down = lock(&self.down).clone();
+        if down.is_empty() && self.full.is_empty() {
             return home.to_vec();
         }
         let nodes: Vec<(NodeId, SocketAddr)> = self
@@ -279,8 +320,32 @@ impl LogWriter {
             .map(|n| (n.id, n.address))
             .collect();
         crate::stripe::avoid_down(home, &nodes, |a| {
-            self.suspects.contains_key(&a) || self.full.contains_key(&a)
+            down.is_down(a) || self.full.contains_key(&a)
         })
+    }
+
+    /// Probes, in the background, the servers believed down whose probe is due (a `Stat`
+    /// that must answer within `PROBE_TIMEOUT`, from a server that is not draining); one
+    /// that answers is used by new stripes again.
+    fn start_probes(&mut self) {
+        // Reap the probes that ended (their outcome is in `down` already).
+        while self.probes.try_join_next().is_some() {}
+        let due = lock(&self.down).probes_due(Instant::now());
+        for addr in due {
+            let (client, down, log) = (self.client.clone(), self.down.clone(), self.log);
+            self.probes.spawn(async move {
+                let r = tokio::time::timeout(PROBE_TIMEOUT, client.stat(addr)).await;
+                let up = matches!(&r, Ok(Ok(st)) if !st.draining);
+                let mut d = lock(&down);
+                if up {
+                    tracing::info!(log = %log, server = %addr, "storage server reachable again: new stripes use it");
+                    d.reached(addr);
+                } else {
+                    tracing::debug!(log = %log, server = %addr, "probe: still down");
+                    d.probe_failed(addr, Instant::now());
+                }
+            });
+        }
     }
 
     /// Deletes (best effort) the fragments of `seg` that landed on `durable`.
@@ -296,8 +361,12 @@ impl LogWriter {
         futures::future::join_all(deletes).await;
     }
 
-    /// Puts fragment `i` of `frags` on member `i` of `group`, all at once; returns once
-    /// every put answered, or stragglers were given up on after enough became durable.
+    /// Puts fragment `member.index` of `frags` on each member of `group`, all at once;
+    /// returns once every put answered, or stragglers were given up on: `needed` puts
+    /// durable and as long again as they took plus `STRAGGLER_GRACE` passed (with
+    /// `needed` 0: `after` plus the grace from the start). A server that could not be
+    /// reached, or a straggler, is believed down from then on (`crate::health`).
+    #[allow(clippy::too_many_arguments)]
     async fn put_stripe(
         &mut self,
         seg: SegmentId,
@@ -305,11 +374,15 @@ impl LogWriter {
         frags: &[(u32, Bytes)],
         (k, m, width): (u8, u8, u16),
         len: u32,
+        needed: usize,
+        after: Option<Duration>,
     ) -> StripePut {
-        let needed = write_quorum(k, m);
         let started = Instant::now();
         let mut puts = FuturesUnordered::new();
-        for (member, (crc, payload)) in group.iter().zip(frags) {
+        for member in group {
+            let Some((crc, payload)) = frags.get(member.index as usize) else {
+                continue;
+            };
             let id = FragmentId {
                 log: self.log,
                 segment: seg,
@@ -339,29 +412,51 @@ impl LogWriter {
             only_unreachable: true,
             full: Vec::new(),
         };
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut deadline: Option<tokio::time::Instant> =
+            after.map(|a| tokio::time::Instant::now() + a + STRAGGLER_GRACE);
+        let mut pending: Vec<StripeMember> = group.to_vec();
         loop {
             let next = match deadline {
                 None => puts.next().await,
                 Some(d) => match tokio::time::timeout_at(d, puts.next()).await {
                     Ok(n) => n,
                     Err(_) => {
+                        let now = Instant::now();
+                        let mut down = lock(&self.down);
+                        for p in &pending {
+                            if !down.is_down(p.addr) {
+                                tracing::warn!(log = %self.log, server = %p.addr, "storage server did not answer a put: new stripes avoid it until a probe reaches it");
+                            }
+                            down.unreachable(p.addr, now);
+                        }
                         out.problems.push(format!(
-                            "{} fragment(s) still in flight were abandoned",
-                            puts.len()
+                            "{} fragment(s) still in flight were abandoned ({})",
+                            puts.len(),
+                            pending
+                                .iter()
+                                .map(|p| format!("f{} on {}", p.index, p.addr))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                         break;
                     }
                 },
             };
             let Some((member, result)) = next else { break };
+            pending.retain(|p| *p != member);
             match result {
-                Ok(()) => out.durable.push(member),
+                Ok(()) => {
+                    lock(&self.down).reached(member.addr);
+                    out.durable.push(member)
+                }
                 Err(e) => {
                     out.only_unreachable &= e.is_unavailable();
                     if e.is_unavailable() {
-                        self.suspects
-                            .insert(member.addr, Instant::now() + WRITE_SUSPECT_FOR);
+                        let mut down = lock(&self.down);
+                        if !down.is_down(member.addr) {
+                            tracing::warn!(log = %self.log, server = %member.addr, "storage server unreachable ({e}): new stripes avoid it until a probe reaches it");
+                        }
+                        down.unreachable(member.addr, Instant::now());
                     }
                     if e.is_no_space() {
                         out.full.push(member.addr);

@@ -70,7 +70,8 @@ pub async fn rebuild_fragments(
     while let Some((index, r)) = running.next().await {
         match r {
             Ok(b) => {
-                shards[index as usize] = Some(b.to_vec());
+                // Reuses the answer's buffer when it is ours alone.
+                shards[index as usize] = Some(Vec::from(b));
                 got += 1;
                 if got == k {
                     break;
@@ -94,9 +95,16 @@ pub async fn rebuild_fragments(
     }
     let want: Vec<u8> = want.iter().copied().collect();
     let (mk, mm) = (meta.k, meta.m);
+    // Only data wanted: decode the data alone (the parity fragments not fetched are not
+    // computed for nothing).
+    let data_only = want.iter().all(|i| *i < mk);
     tokio::task::spawn_blocking(move || {
         let codec = crate::log::codec(mk, mm)?;
-        codec.reconstruct(&mut shards)?;
+        if data_only {
+            codec.reconstruct_data(&mut shards)?;
+        } else {
+            codec.reconstruct(&mut shards)?;
+        }
         want.iter()
             .map(|i| {
                 shards

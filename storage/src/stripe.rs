@@ -10,8 +10,8 @@
 //! over the first `nodes` storage nodes of the list it was written with, so storage nodes
 //! added at the end of the list move no existing data and are used by new segments.
 //! Removing or reordering nodes does change homes; readers then find fragments by `locate`.
-//! A writer moves fragments whose home is down to a spare server (`avoid_down`); readers
-//! find them through `locate`.
+//! A writer moves fragments whose home is believed down (`health`) to a spare server
+//! (`avoid_down`); readers find them through `locate`.
 
 pub use crate::error::PlacementError;
 use proto::config::ClusterConfig;

@@ -2,15 +2,18 @@
 //! removed. Tells NAME to take no new fragments (writers then place stripes around it),
 //! rebuilds every fragment NAME holds onto the other servers (`storage::rebuild`, readers
 //! find them there through `locate`), deletes from NAME what the others now hold
-//! (`storage::drain`), and repeats until NAME holds nothing, with progress. Refuses when
-//! the others could not hold a whole stripe or one of them is down.
+//! (`storage::drain`), and repeats until NAME holds nothing, with progress. When NAME is
+//! down, its fragments cannot be copied: they are reconstructed from the other fragments
+//! of each stripe (the same rebuild), and the drain ends when every stripe has all its
+//! k+m fragments on the other servers. Refuses when the others could not hold a whole
+//! stripe or one of them is down.
 
 use anyhow::{bail, Context, Result};
 use proto::config::{ClusterConfig, Role};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use storage::rebuild::{execute, plan, scan};
+use storage::rebuild::{degraded_histogram, execute, plan, scan};
 use storage::StorageClient;
 
 /// Rounds before giving up (each one catches fragments written while the last ran).
@@ -41,11 +44,17 @@ pub async fn run(config: &ClusterConfig, name: &str) -> Result<i32> {
     }
     let transport = fsd::cluster::admin_transport(config)?;
     let client = StorageClient::new(transport.clone());
-    client
-        .drain(node.address, true)
-        .await
-        .with_context(|| format!("telling {name} to drain"))?;
-    println!("{name} is draining: it takes no new fragments");
+    let dead = match client.drain(node.address, true).await {
+        Ok(_) => {
+            println!("{name} is draining: it takes no new fragments");
+            false
+        }
+        Err(e) if e.is_unavailable() => {
+            println!("{name} is down ({e}): its fragments are reconstructed from the other fragments of their stripes");
+            true
+        }
+        Err(e) => return Err(e).with_context(|| format!("telling {name} to drain")),
+    };
     let started = Instant::now();
     for round in 1..=ROUNDS {
         let s = scan(&client, &others).await;
@@ -77,8 +86,32 @@ pub async fn run(config: &ClusterConfig, name: &str) -> Result<i32> {
             eprint!("\rdrain round {round}: nothing to rebuild");
         }
         eprintln!();
-        // What NAME holds that the others now hold too goes.
         let after = scan(&client, &others).await;
+        if dead {
+            // Nothing to delete on a dead server: done when no stripe misses a fragment
+            // on the others.
+            let missing = degraded_histogram(&after.stripes);
+            let degraded: usize = missing.values().sum();
+            println!(
+                "round {round}: reconstructed {} fragments ({}, of {}) of {} stripes from parity in {:.1} s; {degraded} stripes still miss fragments on the other servers",
+                done.fragments_done,
+                crate::human(done.bytes_done),
+                crate::human(total),
+                done.stripes_done,
+                t.elapsed().as_secs_f64(),
+            );
+            if degraded == 0 {
+                println!(
+                    "{name} is down and every stripe has all its fragments on the other servers after {:.1} s: remove it from cluster.toml (started again before that, it would take new fragments: drain it again then)",
+                    started.elapsed().as_secs_f64()
+                );
+                transport.close();
+                return Ok(0);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // What NAME holds that the others now hold too goes.
         let mut held = Vec::new();
         for log in client.list_logs(node.address).await? {
             held.extend(client.list_log(node.address, log).await?);
@@ -116,7 +149,11 @@ pub async fn run(config: &ClusterConfig, name: &str) -> Result<i32> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    println!("{name} still holds fragments after {ROUNDS} rounds (stripes being written, or not rebuildable now): run `shoal node drain` again");
+    if dead {
+        println!("stripes still miss fragments on the other servers after {ROUNDS} rounds (stripes being written, or fewer than k fragments left): run `shoal node drain` again");
+    } else {
+        println!("{name} still holds fragments after {ROUNDS} rounds (stripes being written, or not rebuildable now): run `shoal node drain` again");
+    }
     transport.close();
     Ok(1)
 }

@@ -11,8 +11,11 @@ mod bench;
 mod clean;
 mod df;
 mod drain;
+mod mount_helper;
 mod rebuild;
 mod scrub;
+mod status;
+mod top;
 
 #[derive(Parser)]
 #[command(
@@ -40,9 +43,10 @@ enum Cmd {
     /// Certificates: issue client and admin identities, revoke any identity.
     #[command(subcommand)]
     Cert(CertCmd),
-    /// Show every node: role, address, reachable or not, capacity and use. Exit 0 when the
-    /// cluster can serve.
-    Status(ClusterArg),
+    /// Show the health line, then every node: role, address, state, capacity and use,
+    /// workers; degraded stripes. Exit 0 when the cluster can serve, 1 when it cannot, 3 when
+    /// it could not be probed.
+    Status(StatusArgs),
     /// Show the space the reclaimer would give back (deleted or overwritten data); with
     /// --now, reclaim it at once.
     Clean(CleanArgs),
@@ -55,6 +59,9 @@ enum Cmd {
     /// Rebuild: show how many stripes are degraded, or with --now reconstruct their missing
     /// fragments (e.g. those of a dead server) onto the live servers.
     Rebuild(RebuildArgs),
+    /// Live rates per operation and per node from the nodes' metrics endpoints (`http` in
+    /// cluster.toml, and --endpoint), refreshed every interval; --once for scripts.
+    Top(TopArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
     /// table with ratios to the first baseline.
     Bench(BenchArgs),
@@ -220,6 +227,17 @@ struct MountArgs {
     /// Honour device nodes (mounts are nodev without it).
     #[arg(long)]
     dev: bool,
+    /// Serve this client's Prometheus metrics (/metrics) and the cluster's status page (/)
+    /// on ADDR, e.g. 127.0.0.1:9500. Unauthenticated: a loopback address unless
+    /// --http-remote.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Allow --http on a non-loopback address (anyone who reaches it reads the metrics).
+    #[arg(long, requires = "http")]
+    http_remote: bool,
+    /// Kernel mount options, comma-separated (ro, rw, noatime, exec, noexec, sync, ...).
+    #[arg(long, short = 'o', value_delimiter = ',')]
+    options: Vec<String>,
 }
 
 #[derive(Args)]
@@ -243,6 +261,35 @@ struct RebuildArgs {
     /// With --now: pace like the background rebuild (backs off while clients are busy).
     #[arg(long)]
     nice: bool,
+    /// With --now: stripes rebuilt at the same time.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Cluster directory: every node's `http` address in cluster.toml is scraped.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// More endpoints to scrape (e.g. `shoal up --http` or `shoal mount --http`).
+    #[arg(long, value_name = "ADDR")]
+    endpoint: Vec<std::net::SocketAddr>,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Measure one interval, print it and exit (exit 1 when no endpoint answered).
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Cluster directory (holds cluster.toml and tls/).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Print one JSON document (fields documented in tools/src/status.rs, format version 1).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -271,6 +318,18 @@ fn parse_ec(s: &str) -> anyhow::Result<ErasureConfig> {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if mount_helper::invoked_as_helper(&args) {
+        // mount(8) / fstab: no runtime here, the detached child runs the mount.
+        let code = match mount_helper::run(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                32 // mount(8)'s "mount failure"
+            }
+        };
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -421,7 +480,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Mount(a) => {
             let config = Arc::new(load(&a.cluster)?);
             check_mountpoint(&a.mountpoint)?;
-            let mut extra = Vec::new();
+            let mut extra = a.options.clone();
             if a.suid {
                 extra.push("suid".to_string());
             }
@@ -432,12 +491,35 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: a.allow_other,
                 extra,
             };
+            if let Some(addr) = a.http {
+                if !addr.ip().is_loopback() && !a.http_remote {
+                    bail!("--http {addr} is not a loopback address: the endpoint is unauthenticated; use 127.0.0.1:PORT, or add --http-remote to serve it there anyway");
+                }
+            }
             let signals = StopSignals::catch()?;
-            let m = fsd::cluster::mount_as(config, &a.as_name, &a.mountpoint, &opts).await?;
+            let (m, http) =
+                fsd::cluster::mount_serving(config, &a.as_name, &a.mountpoint, &opts, a.http)
+                    .await?;
             eprintln!("mounted at {}; Ctrl-C to unmount", a.mountpoint.display());
+            if let Some(h) = &http {
+                eprintln!(
+                    "metrics at http://{0}/metrics, status page at http://{0}/",
+                    h.addr
+                );
+            }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            signals.wait().await;
+            // A signal, or the file system unmounted from outside (`umount MOUNTPOINT`).
+            let ended = async {
+                while !m.session_ended() {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            };
+            tokio::select! {
+                _ = signals.wait() => {}
+                _ = ended => tracing::info!("unmounted from outside; writing what is left and exiting"),
+            }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            drop(http);
             m.unmount().await.context("unmount")?;
             Ok(0)
         }
@@ -467,33 +549,28 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: is_root(),
                 ..Default::default()
             };
+            // Mounts, then the HTTP endpoint; on any failure one path undoes what was done.
             let mut mounts = Vec::new();
-            for p in &points {
-                match fsd::cluster::mount(cluster.config.clone(), p, &opts).await {
-                    Ok(m) => mounts.push(m),
-                    Err(e) => {
-                        for m in mounts {
-                            let _ = m.unmount().await;
-                        }
-                        cluster.stop().await;
-                        remove_created(&created);
-                        return Err(e.into());
-                    }
+            let started: Result<_> = async {
+                for p in &points {
+                    mounts.push(fsd::cluster::mount(cluster.config.clone(), p, &opts).await?);
                 }
+                Ok(match a.http {
+                    Some(addr) => Some(cluster.serve_http(addr).await?),
+                    None => None,
+                })
             }
-            let http = match a.http {
-                Some(addr) => match cluster.serve_http(addr).await {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        for m in mounts {
-                            let _ = m.unmount().await;
-                        }
-                        cluster.stop().await;
-                        remove_created(&created);
-                        return Err(e.into());
+            .await;
+            let http = match started {
+                Ok(h) => h,
+                Err(e) => {
+                    for m in mounts {
+                        let _ = m.unmount().await;
                     }
-                },
-                None => None,
+                    cluster.stop().await;
+                    remove_created(&created);
+                    return Err(e);
+                }
             };
             let shown: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
             eprintln!(
@@ -559,131 +636,30 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Df(a) => df::run(Arc::new(load(&a.cluster)?)).await,
         Cmd::Rebuild(a) => {
             let config = load(&a.cluster)?;
-            rebuild::run(&config, a.now, a.nice).await
+            rebuild::run(&config, a.now, a.nice, a.parallel).await
         }
         Cmd::Scrub(a) => {
             let config = load(&a.cluster)?;
             scrub::run(&config, a.now).await
         }
-        Cmd::Status(a) => {
-            let config = load(&a.cluster)?;
-            let s = fsd::cluster::status(&config).await?;
-            println!(
-                "cluster {:?} (epoch {}, erasure {}+{})",
-                config.file.name,
-                config.file.epoch,
-                config.file.erasure.data,
-                config.file.erasure.parity
-            );
-            println!(
-                "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
-                "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS"
-            );
-            for n in &s.nodes {
-                let roles: Vec<String> = n.roles.iter().map(|r| r.to_string()).collect();
-                let state = match (&n.reachable, n.manager_ready) {
-                    (Err(_), _) => "down",
-                    (Ok(_), Some(false)) => "recovering",
-                    (Ok(_), _) => "up",
-                };
-                let (cap, used, frags) = match n.storage {
-                    Some(st) => (
-                        human(st.capacity_bytes),
-                        human(st.used_bytes),
-                        st.fragments.to_string(),
-                    ),
-                    None => ("-".into(), "-".into(), "-".into()),
-                };
-                println!(
-                    "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
-                    n.name,
-                    roles.join(","),
-                    n.address,
-                    state,
-                    cap,
-                    used,
-                    frags
-                );
-                if let Err(e) = &n.reachable {
-                    println!("    {e}");
-                }
-                if let Ok(info) = &n.reachable {
-                    if !info.workers.is_empty() {
-                        let list: Vec<String> = info
-                            .workers
-                            .iter()
-                            .map(|w| format!("{} {} ({} rounds)", w.name, w.state, w.rounds))
-                            .collect();
-                        println!("    workers: {}", list.join(", "));
-                    }
-                    for w in &info.workers {
-                        if let Some(e) = &w.last_error {
-                            println!("    {} last round failed: {e}", w.name);
-                        }
-                    }
-                }
-                if n.storage.as_ref().is_some_and(|st| st.draining) {
-                    println!("    draining: takes no new fragments (`shoal node drain` moves the rest off)");
-                }
-                if let Some(r) = &n.scrub {
-                    if r.running {
-                        println!(
-                            "    scrub: running, {}/{} fragments checked, {} bad, {} repaired",
-                            r.current.checked, r.current_total, r.current.bad, r.current.repaired
-                        );
-                    }
-                    if r.last_finished_unix != 0 {
-                        println!(
-                            "    last scrub {}: {} fragments checked, {} bad, {} repaired, {} unrepaired",
-                            ago(r.last_finished_unix),
-                            r.last.checked,
-                            r.last.bad,
-                            r.last.repaired,
-                            r.last.unrepaired
-                        );
-                    } else if !r.running {
-                        println!("    not scrubbed yet since it started");
-                    }
-                }
+        Cmd::Status(a) => status::run(&a.cluster, a.json).await,
+        Cmd::Top(a) => {
+            let mut endpoints = Vec::new();
+            if let Some(dir) = &a.cluster {
+                endpoints.extend(load(dir)?.nodes.iter().filter_map(|n| n.http));
             }
-            // Redundancy: stripes missing fragments on the servers that answer.
-            let live: Vec<std::net::SocketAddr> = s
-                .nodes
-                .iter()
-                .filter(|n| n.storage.is_some())
-                .map(|n| n.address)
-                .collect();
-            // Listing logs needs the admin identity (the role matrix); without its
-            // certificate here, the count is not known and status says so.
-            match fsd::cluster::admin_transport(&config) {
-                Ok(t) => {
-                    let scan =
-                        storage::rebuild::scan(&storage::StorageClient::new(t.clone()), &live)
-                            .await;
-                    t.close();
-                    let hist = storage::rebuild::degraded_histogram(&scan.stripes);
-                    let degraded: usize = hist.values().sum();
-                    println!(
-                        "stripes: {}, degraded: {}{} (a server down longer than rebuild_delay_secs = {} s is rebuilt in the background; `shoal rebuild --now` does it at once)",
-                        scan.stripes.len(),
-                        degraded,
-                        hist.iter()
-                            .map(|(m, n)| format!(", {n} missing {m} fragment(s)"))
-                            .collect::<String>(),
-                        config.file.storage.rebuild_delay_secs
-                    );
-                }
-                Err(e) => {
-                    println!("stripes: unknown (counting them needs the admin identity: {e})")
-                }
+            endpoints.extend(a.endpoint.iter().copied());
+            endpoints.sort();
+            endpoints.dedup();
+            if !(0.1..=3600.0).contains(&a.interval) {
+                bail!("--interval {}: give 0.1 to 3600 seconds", a.interval);
             }
-            if s.can_serve {
-                println!("cluster can serve");
-                Ok(0)
-            } else {
-                println!("cluster can NOT serve: start the nodes shown as down (shoal node run --cluster {} --node NAME)", a.cluster.display());
-                Ok(1)
-            }
+            top::run(
+                endpoints,
+                std::time::Duration::from_secs_f64(a.interval),
+                a.once,
+            )
+            .await
         }
     }
 }
@@ -728,10 +704,34 @@ fn check_mountpoint(p: &Path) -> Result<()> {
         Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", p.display()),
         Ok(_) => {}
     }
+    // (A stale mount answers ENOTCONN here: that is the mount code's to report.)
+    if let Ok(mut entries) = std::fs::read_dir(p) {
+        if entries.next().is_some() {
+            bail!(
+                "mountpoint {} is not empty: mounting there would hide its files; use an empty directory (or move them away first)",
+                p.display()
+            );
+        }
+    }
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and load the fuse module (modprobe fuse)");
     }
+    if !is_root() && !fusermount_on_path() {
+        bail!("fusermount3 is not on PATH: mounting as a non-root user needs it; install fuse3 (apt-get install fuse3) or mount as root");
+    }
     Ok(())
+}
+
+/// Whether `fusermount3` (or `fusermount`) is on PATH (or FUSERMOUNT_PATH is set), as a
+/// non-root mount needs.
+fn fusermount_on_path() -> bool {
+    if std::env::var_os("FUSERMOUNT_PATH").is_some() {
+        return true;
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|d| d.join("fusermount3").is_file() || d.join("fusermount").is_file())
+    })
 }
 
 /// SIGTERM and SIGINT, caught from the moment this is made: make it before announcing
@@ -759,7 +759,7 @@ impl StopSignals {
 }
 
 /// "N s/min/h/d ago" for a Unix time.
-fn ago(unix: u64) -> String {
+pub(crate) fn ago(unix: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

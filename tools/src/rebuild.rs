@@ -1,6 +1,6 @@
 //! `shoal rebuild --cluster DIR [--now]`: shows how many stripes are degraded and by how
 //! much, or with `--now` reconstructs their missing fragments onto live servers (least
-//! redundancy first, several stripes in parallel) with progress, bytes and ETA; with
+//! redundancy first, `--parallel` stripes at a time, default 4) with progress, bytes and ETA; with
 //! `--nice` paced like the background rebuild (storage::pace), else at full speed.
 
 use anyhow::Result;
@@ -11,10 +11,8 @@ use std::time::Instant;
 use storage::rebuild::{degraded_histogram, execute, plan, scan};
 use storage::StorageClient;
 
-/// Stripes rebuilt at the same time.
-const PARALLEL: usize = 4;
-
-pub async fn run(config: &ClusterConfig, now: bool, nice: bool) -> Result<i32> {
+/// With `now`, rebuilds `parallel` stripes at a time (each reads k whole fragments at once).
+pub async fn run(config: &ClusterConfig, now: bool, nice: bool, parallel: usize) -> Result<i32> {
     let transport = fsd::cluster::admin_transport(config)?;
     let client = StorageClient::new(transport.clone());
     let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
@@ -65,7 +63,7 @@ pub async fn run(config: &ClusterConfig, now: bool, nice: bool) -> Result<i32> {
         min_share: storage::autorebuild::REBUILD_MIN_SHARE,
         ..Default::default()
     });
-    let done = execute(&client, &p, PARALLEL, pace, |pr, err| {
+    let done = execute(&client, &p, parallel.max(1), pace, |pr, err| {
         if let Some(e) = err {
             eprintln!("\nfailed: {e}");
         }

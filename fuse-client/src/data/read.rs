@@ -104,6 +104,8 @@ impl Client {
                 }
             }
         }
+        let local = blocks.iter().filter(|b| b.is_some()).count() as u64;
+        proto::ops_metrics::cache_blocks(local, blocks.len() as u64 - local);
         // Fetch each run of missing blocks with one set of log reads.
         let mut i = 0;
         while i < blocks.len() {

@@ -2,8 +2,10 @@
 //! `Reply` into `rt.spawn(..)` and answers there.
 //!
 //! Owns only the translation between FUSE and the client core (kernel ino == `InodeId`,
-//! errno mapping, kernel configuration at init). Must not block a FUSE thread beyond the
-//! handoff, and must not hold file system logic (that is `Client`'s).
+//! errno mapping, kernel configuration at init) and the per-request metrics (count and time
+//! to answer per op, bytes read and written: `proto::ops_metrics`, in `spawn`). Must not
+//! block a FUSE thread beyond the handoff, and must not hold file system logic (that is
+//! `Client`'s).
 
 use crate::client::Client;
 use crate::data::seek::Seek;
@@ -21,7 +23,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Entry and attribute timeout given to the kernel.
 pub const TTL: Duration = crate::lease::KERNEL_TTL;
@@ -74,44 +76,54 @@ impl ShoalFs {
         ShoalFs { client, rt }
     }
 
-    /// Runs `f` on the runtime; the FUSE thread returns at once.
-    fn spawn<F, Fut>(&self, f: F)
+    /// Runs `f` (which answers the kernel) on the runtime; the FUSE thread returns at
+    /// once. Every request goes through here, `entry` or `empty`: they count it as `op`
+    /// with its time to the answer (`proto::ops_metrics`).
+    fn spawn<F, Fut>(&self, op: &'static str, f: F)
     where
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let started = Instant::now();
         let cred = crate::credentials::of_this_thread();
-        self.rt
-            .spawn(crate::credentials::scope(cred, f(self.client.clone())));
+        let fut = f(self.client.clone());
+        self.rt.spawn(crate::credentials::scope(cred, async move {
+            fut.await;
+            proto::ops_metrics::fuse_op(op, started.elapsed());
+        }));
     }
 
     fn entry(
         &self,
+        op: &'static str,
         reply: ReplyEntry,
         fut: impl Future<Output = Result<proto::msg::Attr, FsError>> + Send + 'static,
     ) {
-        let c = self.client.clone();
-        let cred = crate::credentials::of_this_thread();
-        self.rt.spawn(crate::credentials::scope(cred, async move {
+        self.spawn(op, move |c| async move {
             match fut.await {
                 Ok(a) => reply.entry(&c.kernel_ttl(a.ino), &to_file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(e)),
             }
-        }));
+        });
     }
 
     fn empty(
         &self,
+        op: &'static str,
         reply: ReplyEmpty,
         fut: impl Future<Output = Result<(), FsError>> + Send + 'static,
     ) {
-        let cred = crate::credentials::of_this_thread();
-        self.rt.spawn(crate::credentials::scope(cred, async move {
+        self.spawn(op, move |_| async move {
             match fut.await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }
-        }));
+        });
+    }
+
+    /// Counts a request answered on the FUSE thread itself.
+    fn answered_at_once(op: &'static str, started: Instant) {
+        proto::ops_metrics::fuse_op(op, started.elapsed());
     }
 }
 
@@ -136,12 +148,14 @@ impl Filesystem for ShoalFs {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
         let name = name_of(name);
-        self.entry(reply, async move { c.lookup(ino(parent), &name?).await });
+        self.entry("lookup", reply, async move {
+            c.lookup(ino(parent), &name?).await
+        });
     }
 
     fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("getattr", move |c| async move {
             match c.getattr(ino(i)).await {
                 Ok(a) => reply.attr(&c.kernel_ttl(a.ino), &to_file_attr(&a)),
                 // The inode is gone: the kernel reached it through a stale name, and ESTALE
@@ -180,7 +194,7 @@ impl Filesystem for ShoalFs {
             mtime: set_time(mtime),
         };
         let who = caller(req);
-        self.spawn(move |c| async move {
+        self.spawn("setattr", move |c| async move {
             match c.setattr(ino(i), set, who).await {
                 Ok(a) => reply.attr(&c.kernel_ttl(a.ino), &to_file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
@@ -190,7 +204,7 @@ impl Filesystem for ShoalFs {
 
     fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("readlink", move |c| async move {
             match c.readlink(ino(i)).await {
                 Ok(t) => reply.data(t.as_bytes()),
                 Err(e) => reply.error(errno(e)),
@@ -210,7 +224,7 @@ impl Filesystem for ShoalFs {
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
-        self.entry(reply, async move {
+        self.entry("mknod", reply, async move {
             c.mknod(
                 ino(parent),
                 &name?,
@@ -234,7 +248,7 @@ impl Filesystem for ShoalFs {
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
-        self.entry(reply, async move {
+        self.entry("mkdir", reply, async move {
             c.mkdir(
                 ino(parent),
                 &name?,
@@ -249,19 +263,17 @@ impl Filesystem for ShoalFs {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
-        self.empty(
-            reply,
-            async move { c.unlink(ino(parent), &name?, who).await },
-        );
+        self.empty("unlink", reply, async move {
+            c.unlink(ino(parent), &name?, who).await
+        });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
-        self.empty(
-            reply,
-            async move { c.rmdir(ino(parent), &name?, who).await },
-        );
+        self.empty("rmdir", reply, async move {
+            c.rmdir(ino(parent), &name?, who).await
+        });
     }
 
     fn symlink(
@@ -275,7 +287,7 @@ impl Filesystem for ShoalFs {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(link_name), caller(req));
         let target = name_of(target.as_os_str());
-        self.entry(reply, async move {
+        self.entry("symlink", reply, async move {
             c.symlink(ino(parent), &name?, &target?, who).await
         });
     }
@@ -299,7 +311,7 @@ impl Filesystem for ShoalFs {
             noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
         };
-        self.empty(reply, async move {
+        self.empty("rename", reply, async move {
             if unsupported {
                 return Err(FsError::EINVAL);
             }
@@ -318,14 +330,14 @@ impl Filesystem for ShoalFs {
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(newname), caller(req));
-        self.entry(reply, async move {
+        self.entry("link", reply, async move {
             c.link(ino(i), ino(newparent), &name?, who).await
         });
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("open", move |c| async move {
             match c.open(ino(i), open_access(flags.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh.0), file_open_flags(&c, ino(i))),
                 Err(e) => reply.error(errno(e)),
@@ -345,9 +357,12 @@ impl Filesystem for ShoalFs {
         reply: ReplyData,
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("read", move |c| async move {
             match c.read(ino(i), offset, size).await {
-                Ok(b) => reply.data(&b),
+                Ok(b) => {
+                    proto::ops_metrics::fuse_read_bytes(b.len() as u64);
+                    reply.data(&b)
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -371,7 +386,7 @@ impl Filesystem for ShoalFs {
         // may have outdated; the client appends at the size it knows under the write lease.
         let append = flags.0 & libc::O_APPEND != 0;
         let kill_priv = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        self.spawn(move |c| async move {
+        self.spawn("write", move |c| async move {
             if kill_priv {
                 if let Err(e) = c.kill_priv(ino(i)).await {
                     reply.error(errno(e));
@@ -379,7 +394,10 @@ impl Filesystem for ShoalFs {
                 }
             }
             match c.write_at(ino(i), offset, &data, append).await {
-                Ok((_, n)) => reply.written(n),
+                Ok((_, n)) => {
+                    proto::ops_metrics::fuse_written_bytes(n as u64);
+                    reply.written(n)
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -388,7 +406,7 @@ impl Filesystem for ShoalFs {
     fn flush(&self, req: &Request, i: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
-        self.empty(reply, async move { c.flush(ino(i)).await });
+        self.empty("flush", reply, async move { c.flush(ino(i)).await });
     }
 
     fn release(
@@ -403,7 +421,7 @@ impl Filesystem for ShoalFs {
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
-        self.empty(reply, async move { c.release(ino(i)).await });
+        self.empty("release", reply, async move { c.release(ino(i)).await });
     }
 
     fn fsync(
@@ -416,7 +434,7 @@ impl Filesystem for ShoalFs {
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
-        self.empty(reply, async move { c.fsync(ino(i)).await });
+        self.empty("fsync", reply, async move { c.fsync(ino(i)).await });
     }
 
     fn lseek(
@@ -438,7 +456,7 @@ impl Filesystem for ShoalFs {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
         }
-        self.spawn(move |c| async move {
+        self.spawn("lseek", move |c| async move {
             match c.seek(ino(i), offset as u64, what).await {
                 Ok(at) => reply.offset(at as i64),
                 Err(e) => reply.error(errno(e)),
@@ -458,14 +476,14 @@ impl Filesystem for ShoalFs {
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
-        self.empty(reply, async move {
+        self.empty("fallocate", reply, async move {
             c.fallocate(ino(i), offset, length, mode).await
         });
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("opendir", move |c| async move {
             match c.opendir(ino(i)).await {
                 Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
@@ -482,7 +500,7 @@ impl Filesystem for ShoalFs {
         mut reply: ReplyDirectory,
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("readdir", move |c| async move {
             match c
                 .readdir(ino(i), crate::client::FileHandle(fh.0), offset)
                 .await
@@ -509,19 +527,21 @@ impl Filesystem for ShoalFs {
         reply: ReplyEmpty,
     ) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
+        let started = Instant::now();
         self.client.releasedir(crate::client::FileHandle(fh.0));
         reply.ok();
+        Self::answered_at_once("releasedir", started);
     }
 
     fn fsyncdir(&self, req: &Request, i: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let c = self.client.clone();
-        self.empty(reply, async move { c.fsyncdir(ino(i)).await });
+        self.empty("fsyncdir", reply, async move { c.fsyncdir(ino(i)).await });
     }
 
     fn statfs(&self, req: &Request, _i: INodeNo, reply: ReplyStatfs) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("statfs", move |c| async move {
             match c.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
@@ -544,7 +564,7 @@ impl Filesystem for ShoalFs {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
         let value = value.to_vec();
-        self.empty(reply, async move {
+        self.empty("setxattr", reply, async move {
             c.setxattr(ino(i), &name?, &value, flags, who).await
         });
     }
@@ -552,7 +572,7 @@ impl Filesystem for ShoalFs {
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let name = name_of(name);
-        self.spawn(move |c| async move {
+        self.spawn("getxattr", move |c| async move {
             let r = match name {
                 Ok(n) => c.getxattr(ino(i), &n).await,
                 Err(e) => Err(e),
@@ -568,7 +588,7 @@ impl Filesystem for ShoalFs {
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
-        self.spawn(move |c| async move {
+        self.spawn("listxattr", move |c| async move {
             match c.listxattr(ino(i)).await {
                 Ok(names) => {
                     let mut buf = Vec::new();
@@ -592,10 +612,9 @@ impl Filesystem for ShoalFs {
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         let (c, name, who) = (self.client.clone(), name_of(name), caller(req));
-        self.empty(
-            reply,
-            async move { c.removexattr(ino(i), &name?, who).await },
-        );
+        self.empty("removexattr", reply, async move {
+            c.removexattr(ino(i), &name?, who).await
+        });
     }
 
     /// No ioctl is supported: the answer is ENOTTY (what a file system without ioctls
@@ -613,12 +632,14 @@ impl Filesystem for ShoalFs {
         reply: fuser::ReplyIoctl,
     ) {
         reply.error(Errno::from_i32(libc::ENOTTY));
+        Self::answered_at_once("ioctl", Instant::now());
     }
 
     fn access(&self, req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         // default_permissions: the kernel checks mode bits itself.
         reply.ok();
+        Self::answered_at_once("access", Instant::now());
     }
 
     fn create(
@@ -636,7 +657,7 @@ impl Filesystem for ShoalFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
         let access = open_access(flags);
-        self.spawn(move |c| async move {
+        self.spawn("create", move |c| async move {
             let r = match name {
                 Ok(n) => {
                     let made = c

@@ -142,6 +142,12 @@ impl Mount {
         &self.client
     }
 
+    /// Whether the FUSE session ended by itself (the file system was unmounted from
+    /// outside, e.g. `umount MOUNTPOINT`).
+    pub fn session_ended(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+
     /// Writes dirty data, syncs every manager, unmounts and waits for the session to end.
     /// Dirty data is written even if the unmount then fails.
     pub async fn unmount(mut self) -> Result<(), ClientError> {
@@ -149,17 +155,25 @@ impl Mount {
         self.client.set_notifier(None);
         let session = self.session.take();
         let path = self.mountpoint.clone();
+        let failed = |reason: String| ClientError::Unmount {
+            path: path.clone(),
+            reason,
+        };
         let unmounted = match session {
-            Some(s) => tokio::task::spawn_blocking(move || s.umount_and_join())
+            Some(s) => {
+                // Unmounted from outside already: only the session thread is left to join.
+                let outside = s.guard.is_finished();
+                tokio::task::spawn_blocking(move || {
+                    if outside {
+                        s.join()
+                    } else {
+                        s.umount_and_join()
+                    }
+                })
                 .await
-                .map_err(|e| ClientError::Unmount {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?
-                .map_err(|e| ClientError::Unmount {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }),
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))
+            }
             None => Ok(()),
         };
         // Anything written between the sync and the unmount.

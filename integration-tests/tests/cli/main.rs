@@ -3,10 +3,16 @@
 
 mod t10_init_and_args;
 mod t20_status;
+mod t21_status_json;
 mod t30_certificate_mismatch;
 mod t40_up;
+mod t41_up_metrics;
+mod t42_mount_http;
+mod t43_top;
+mod t45_mount_helper;
 mod t50_port_in_use;
 mod t60_systemd;
+mod t70_errors_say_what_to_do;
 
 use anyhow::{ensure, Result};
 use integration_tests::CmdOutput;

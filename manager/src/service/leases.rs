@@ -271,6 +271,7 @@ impl Service {
     }
 
     async fn run_callback(&self, cb: Callback) {
+        let started = Instant::now();
         let mut addr = cb.addr;
         let mut acked = false;
         let mut last_error = CallbackError::NoAddress;
@@ -313,6 +314,8 @@ impl Service {
                 cb.msg
             );
         }
+        let node = self.config.node(self.me).map_or("?", |n| n.name.as_str());
+        proto::ops_metrics::lease_callback(node, (&cb.msg).into(), acked, started.elapsed());
         self.leases().callback_done(cb.id, acked);
         self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
     }
