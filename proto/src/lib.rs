@@ -9,6 +9,7 @@ pub mod errno;
 pub mod frame;
 pub mod identity;
 pub mod ids;
+pub mod log_limit;
 pub mod msg;
 pub mod ops_metrics;
 pub mod revoke;
@@ -16,6 +17,7 @@ pub mod route;
 pub mod rpc_metrics;
 pub mod tls;
 pub mod transport;
+pub mod wall_clock;
 pub mod worker;
 
 pub use bytes::Bytes;
