@@ -452,6 +452,7 @@ async fn the_cleaner_crashed_between_steps_never_loses_or_dangles() {
             .collect();
         let req = R::CommitWrites {
             writes: vec![InodeWrite {
+                sums: Vec::new(),
                 ino: f.ino,
                 extents,
                 size: 2 * HALF as u64,
@@ -478,7 +479,7 @@ async fn the_cleaner_crashed_between_steps_never_loses_or_dangles() {
                 .await
                 .expect("extents")
             {
-                A::Extents(e) => e,
+                A::SummedExtents { extents: e, .. } => e,
                 other => panic!("GetExtents: {other:?}"),
             };
             let mut out = vec![0u8; 2 * HALF];

@@ -76,6 +76,15 @@ pub enum LogError {
     /// Storage servers of the stripe refused for want of space (and no spare had room).
     #[error("no space for {seg}: {detail}")]
     NoSpace { seg: String, detail: String },
+    /// The bytes read do not match the writer's end-to-end checksums, and no k fragments
+    /// of the stripe decode to bytes that do (more than m fragments hold wrong bytes).
+    #[error("{what} does not match its end-to-end checksum at segment offset {offset}, and no {needed} fragments decode to bytes that do ({detail})")]
+    Corrupt {
+        what: String,
+        offset: u32,
+        needed: usize,
+        detail: String,
+    },
 }
 
 /// Errors of the segment format.

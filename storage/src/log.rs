@@ -1,6 +1,8 @@
 //! The striped log: `LogWriter` appends segments as k+m erasure-coded fragments on the
 //! segment's stripe group; `LogReader` reads byte ranges back (reconstructing from parity
-//! when fragments are missing or corrupt), lists a log's segments and deletes them.
+//! when fragments are missing or corrupt, and, given the writer's end-to-end checksums,
+//! when fragments are well formed but hold other bytes: `read_checked`), lists a log's
+//! segments and deletes them.
 //! Owns the fragment layout of a segment; must not interpret segment contents.
 //!
 //! Fragment layout: fragment size `fs = ceil(len / k)`; data fragment `i` holds segment bytes
@@ -18,6 +20,7 @@ use crate::store::lock;
 use crate::stripe::{stripe_group, StripeMember};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
+use proto::chunksum::{self, ChunkSums};
 use proto::config::ClusterConfig;
 use proto::ids::{FragmentId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
 use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
@@ -743,6 +746,130 @@ impl LogReader {
                 .copy_from_slice(&shard[from..from + p.len as usize]);
         }
         Ok(out.freeze())
+    }
+
+    /// Reads the bytes at `ptr` and checks them against the writer's end-to-end checksums
+    /// `sums` (`proto::chunksum`): the read is widened to whole chunks, and when a chunk does
+    /// not match, the range is read from every fragment of the stripe and decoded from k
+    /// fragments that give matching bytes (up to m wrong fragments are outvoted). When no k
+    /// do, the read fails (`LogError::Corrupt`): wrong bytes are never returned. Checksums
+    /// that do not cover `ptr` (or name another segment) leave the read unchecked.
+    pub async fn read_checked(&self, ptr: LogPtr, sums: &ChunkSums) -> Result<Bytes, LogError> {
+        if ptr.len == 0 || sums.for_ptr(&ptr).is_none() {
+            return self.read(ptr).await;
+        }
+        let w = chunksum::widen(ptr);
+        let from = (ptr.offset - w.offset) as usize;
+        let cut = |b: &Bytes| b.slice(from..from + ptr.len as usize);
+        let first = match self.read(w).await {
+            Ok(b) => match sums.verify(w.offset, &b) {
+                Ok(()) => return Ok(cut(&b)),
+                Err(at) => Some(at),
+            },
+            // Too few fragments for the plain read: the search below reads them all too.
+            Err(e) => {
+                tracing::debug!(ptr = %ptr, "checked read: plain read failed: {e}");
+                None
+            }
+        };
+        if let Some(at) = first {
+            tracing::warn!(segment = %ptr.seg, offset = at, "end-to-end checksum mismatch: decoding from other fragments");
+        }
+        match self.read_consistent(w, sums).await {
+            Ok(found) => {
+                if first.is_some() {
+                    proto::ops_metrics::checksum_mismatch(true);
+                    tracing::warn!(segment = %ptr.seg, offset = w.offset, len = w.len, "end-to-end checksum: decoded bytes that match after {} tries; data fragment(s) {:?} hold other bytes", found.tried, found.wrong);
+                }
+                let b = Bytes::from(found.bytes);
+                Ok(cut(&b))
+            }
+            Err(e) => {
+                if let Some(at) = first {
+                    proto::ops_metrics::checksum_mismatch(false);
+                    tracing::error!(segment = %ptr.seg, offset = at, "end-to-end checksum: no fragments decode to matching bytes: {e}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads `w` (whole chunks) from every fragment of its stripe and decodes it from k
+    /// fragments whose result `sums` accept.
+    async fn read_consistent(
+        &self,
+        w: LogPtr,
+        sums: &ChunkSums,
+    ) -> Result<crate::checked::Consistent, LogError> {
+        let seg = w.seg;
+        let what = w.to_string();
+        let fail = |detail: String| LogError::Corrupt {
+            what: what.clone(),
+            offset: w.offset,
+            needed: seg.k as usize,
+            detail,
+        };
+        let home = stripe_group(
+            &self.inner.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let group = self.inner.locate(seg, &home).await;
+        let ps = pieces(seg.len, seg.k, w.offset, w.len);
+        let lo = ps.iter().map(|p| p.frag_off).min().unwrap_or(0);
+        let hi = ps.iter().map(|p| p.frag_off + p.len).max().unwrap_or(0);
+        let fetches = group.iter().map(|member| {
+            let id = FragmentId {
+                log: seg.log,
+                segment: seg.segment,
+                index: member.index,
+            };
+            async move { self.inner.fetch(member.addr, id, lo, hi - lo).await }
+        });
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; group.len()];
+        let mut detail = Vec::new();
+        for (member, r) in group.iter().zip(futures::future::join_all(fetches).await) {
+            match r {
+                Ok(b) if b.len() == (hi - lo) as usize => {
+                    if let Some(s) = shards.get_mut(member.index as usize) {
+                        *s = Some(b.to_vec());
+                    }
+                }
+                Ok(b) => detail.push(format!("f{} returned {} bytes", member.index, b.len())),
+                Err(e) => detail.push(format!("f{} on {}: {e}", member.index, member.addr)),
+            }
+        }
+        let places: Vec<crate::checked::Place> = ps
+            .iter()
+            .map(|p| crate::checked::Place {
+                index: p.index,
+                at: (p.frag_off - lo) as usize,
+                len: p.len as usize,
+                out_off: p.out_off,
+            })
+            .collect();
+        let (k, m) = (seg.k, seg.m);
+        let sums = sums.clone();
+        let (at, out_len) = (w.offset, w.len as usize);
+        let present = shards.iter().flatten().count();
+        let found = tokio::task::spawn_blocking(move || {
+            let codec = codec(k, m).ok()?;
+            crate::checked::decode_checked(&*codec, k as usize, &shards, &places, out_len, |b| {
+                sums.verify(at, b).is_ok()
+            })
+        })
+        .await
+        .map_err(|e| fail(format!("decode task failed: {e}")))?;
+        found.ok_or_else(|| {
+            detail.push(format!(
+                "{present} fragments read, no {k} of them decode to matching bytes"
+            ));
+            fail(detail.join("; "))
+        })
     }
 
     /// Fetches bytes `[off, off+len)` of any k fragments not in `exclude` (data fragments

@@ -1,8 +1,10 @@
 //! From a file range to log reads: which parts of an extent map cover which bytes.
 //!
 //! Owns the pure mapping (extents → sub-ranged `LogPtr`s, holes implicit) and the bounded
-//! per-inode cache of extent lists fetched from the manager, by window. Must not do I/O.
+//! per-inode cache of extent lists fetched from the manager, by window, with their
+//! end-to-end checksums. Must not do I/O.
 
+use proto::chunksum::ChunkSums;
 use proto::ids::{InodeId, LogPtr};
 use proto::msg::Extent;
 use std::collections::HashMap;
@@ -79,15 +81,31 @@ pub fn windows(off: u64, len: u64) -> std::ops::Range<u64> {
 /// Extent lists per `(inode, window)`, dropped on our own writes and truncates.
 #[derive(Default)]
 pub struct ExtentCache {
-    windows: HashMap<(InodeId, u64), Arc<Vec<Extent>>>,
+    windows: HashMap<(InodeId, u64), Arc<ExtentList>>,
+}
+
+/// A window's extents as the manager listed them, with the end-to-end checksums
+/// (`proto::chunksum`) it holds for the chunks they touch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtentList {
+    pub extents: Vec<Extent>,
+    pub sums: Vec<ChunkSums>,
+}
+
+impl ExtentList {
+    /// The checksums a read of `ptr` needs, if the list has them (else it is read
+    /// unchecked: extents written before checksums were kept).
+    pub fn sums_for(&self, ptr: &LogPtr) -> Option<&ChunkSums> {
+        self.sums.iter().find(|s| s.for_ptr(ptr).is_some())
+    }
 }
 
 impl ExtentCache {
-    pub fn get(&self, ino: InodeId, window: u64) -> Option<Arc<Vec<Extent>>> {
+    pub fn get(&self, ino: InodeId, window: u64) -> Option<Arc<ExtentList>> {
         self.windows.get(&(ino, window)).cloned()
     }
 
-    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<Vec<Extent>>) {
+    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<ExtentList>) {
         if self.windows.len() >= MAX_WINDOWS {
             self.windows.clear();
         }

@@ -1,19 +1,20 @@
 //! The read path below the operations: committed blocks of a file from the block cache,
 //! else from the log (extent maps from the extent cache or the manager, then log reads in
-//! parallel), cached unless the inode changed meanwhile.
+//! parallel, checked against the writers' end-to-end checksums where the manager has
+//! them), cached unless the inode changed meanwhile.
 //! Must not hold the data lock across an await, and must not use a cached block or extent
 //! map without a held lease.
 
 use crate::client::Client;
 use crate::data::cache::BLOCK;
-use crate::data::extents::{map_range, windows, WINDOW};
+use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
 use crate::error::FsError;
 use crate::lease::HeldLease;
 use crate::meta::{self as remote, Target};
 use bytes::Bytes;
 use futures::StreamExt;
 use proto::ids::InodeId;
-use proto::msg::{Extent, ManagerRequest, ManagerResponse};
+use proto::msg::{ManagerRequest, ManagerResponse};
 use std::sync::Arc;
 
 /// Concurrent log reads of one read request.
@@ -92,14 +93,22 @@ impl Client {
         len: u64,
         generation: u64,
     ) -> Result<Vec<u8>, FsError> {
-        let extents = self.extents_for(ino, start, len, generation).await?;
-        let pieces = map_range(&extents, start, len);
+        let list = self.extents_for(ino, start, len, generation).await?;
+        let pieces = map_range(&list.extents, start, len);
         let reader = self.reader().clone();
         let mut data = vec![0u8; len as usize];
         // `buffered` keeps extent order, so overlapping extents apply oldest first.
         let mut reads = futures::stream::iter(pieces.into_iter().map(|p| {
             let reader = reader.clone();
-            async move { (p, reader.read(p.ptr).await) }
+            let sums = list.sums_for(&p.ptr).cloned();
+            async move {
+                // Checked against the writer's checksums where the manager has them.
+                let r = match sums {
+                    Some(s) => reader.read_checked(p.ptr, &s).await,
+                    None => reader.read(p.ptr).await,
+                };
+                (p, r)
+            }
         }))
         .buffered(READ_PARALLEL);
         while let Some((p, r)) = reads.next().await {
@@ -154,15 +163,15 @@ impl Client {
     }
 
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
-    /// manager (per window).
+    /// manager (per window), with the end-to-end checksums the manager holds for them.
     pub(crate) async fn extents_for(
         &self,
         ino: InodeId,
         start: u64,
         len: u64,
         generation: u64,
-    ) -> Result<Vec<Extent>, FsError> {
-        let mut out: Vec<Extent> = Vec::new();
+    ) -> Result<ExtentList, FsError> {
+        let mut out = ExtentList::default();
         let wins = windows(start, len);
         let several = wins.end - wins.start > 1;
         for w in wins {
@@ -176,7 +185,13 @@ impl Client {
                         len: WINDOW,
                     };
                     let l = match self.meta.call(Target::Route, req).await? {
-                        ManagerResponse::Extents(e) => Arc::new(e),
+                        ManagerResponse::Extents(extents) => Arc::new(ExtentList {
+                            extents,
+                            sums: Vec::new(),
+                        }),
+                        ManagerResponse::SummedExtents { extents, sums } => {
+                            Arc::new(ExtentList { extents, sums })
+                        }
                         other => return Err(remote::unexpected("GetExtents", &other)),
                     };
                     let mut st = self.lock_state();
@@ -187,14 +202,15 @@ impl Client {
                 }
             };
             if several {
-                for e in list.iter() {
-                    if !out.contains(e) {
-                        out.push(*e);
+                for e in list.extents.iter() {
+                    if !out.extents.contains(e) {
+                        out.extents.push(*e);
                     }
                 }
             } else {
-                out.extend(list.iter().copied());
+                out.extents.extend(list.extents.iter().copied());
             }
+            out.sums.extend(list.sums.iter().cloned());
         }
         Ok(out)
     }

@@ -366,7 +366,10 @@ impl Service {
             R::GetExtents { ino, offset, len } => {
                 self.read_inode(who, ino, |st| {
                     st.get_extents(ino, offset, len)
-                        .map(A::Extents)
+                        .map(|extents| A::SummedExtents {
+                            sums: st.sums().for_extents(&extents),
+                            extents,
+                        })
                         .map_err(errno)
                 })
                 .await
