@@ -94,36 +94,43 @@ impl SegmentSums {
         self.map.retain(|(log, seg), _| usage.live(*log, *seg) > 0);
     }
 
-    /// The checksums of the chunks `extents` touch, per extent (merged per segment where
-    /// one run holds them); extents without checksums here get none (read unchecked).
+    /// The checksums of the chunks `extents` touch: one entry per run of chunks they
+    /// touch together in a segment (as far as one run held here covers it); extents
+    /// without checksums here get none (read unchecked). O(n log n) in the extents.
     pub fn for_extents(&self, extents: &[Extent]) -> Vec<ChunkSums> {
+        let mut spans: Vec<(SegKey, u32, u32)> = extents
+            .iter()
+            .map(|e| {
+                let (first, end) = chunk_span(e.ptr.offset, e.ptr.len);
+                ((e.ptr.seg.log, e.ptr.seg.segment), first, end)
+            })
+            .filter(|(key, _, _)| self.map.contains_key(key))
+            .collect();
+        spans.sort_unstable();
         let mut out: Vec<ChunkSums> = Vec::new();
-        for e in extents {
-            let key = (e.ptr.seg.log, e.ptr.seg.segment);
-            let (first, end) = chunk_span(e.ptr.offset, e.ptr.len);
-            if out
-                .iter()
-                .any(|s| (s.log, s.segment) == key && s.first <= first && s.end() >= end)
-            {
-                continue;
-            }
-            if let Some(s) = self.covering(&key, first, end) {
-                // Widen an earlier entry of the same run instead of repeating chunks.
-                match out
-                    .iter_mut()
-                    .find(|o| (o.log, o.segment) == key && o.end() >= s.first && o.first <= s.end())
-                {
-                    Some(o) => {
-                        let (f, e2) = (o.first.min(s.first), o.end().max(s.end()));
-                        if let Some(w) = self.covering(&key, f, e2) {
-                            *o = w;
-                        } else {
-                            out.push(s);
-                        }
+        let mut cur: Option<(SegKey, u32, u32)> = None;
+        for (key, first, end) in spans {
+            match &mut cur {
+                // Merged only where one held run covers the union.
+                Some((k, f, e)) if *k == key && first <= *e => {
+                    if self.covering(&key, *f, (*e).max(end)).is_some() {
+                        *e = (*e).max(end);
+                        continue;
                     }
-                    None => out.push(s),
+                    let (k, f, e) = (*k, *f, *e);
+                    out.extend(self.covering(&k, f, e));
+                    cur = Some((key, first, end));
+                }
+                _ => {
+                    if let Some((k, f, e)) = cur {
+                        out.extend(self.covering(&k, f, e));
+                    }
+                    cur = Some((key, first, end));
                 }
             }
+        }
+        if let Some((k, f, e)) = cur {
+            out.extend(self.covering(&k, f, e));
         }
         out
     }

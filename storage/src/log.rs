@@ -939,6 +939,17 @@ impl LogReader {
     /// segment is listed when at least k of its fragments are; up to m servers may be
     /// unreachable.
     pub async fn list_segments(&self, log: LogId) -> Result<Vec<SegmentAddr>, LogError> {
+        Ok(self.list_segments_seen(log).await?.0)
+    }
+
+    /// `list_segments`, and the highest segment id of which *any* fragment was found (also
+    /// one with fewer than k: what a failed append leaves when its deletes did not reach
+    /// every server). A writer that continues the log must start above it, so that no
+    /// segment id is ever reused (a leftover fragment would read as part of the new one).
+    pub async fn list_segments_seen(
+        &self,
+        log: LogId,
+    ) -> Result<(Vec<SegmentAddr>, Option<SegmentId>), LogError> {
         let nodes: Vec<(String, std::net::SocketAddr)> = self
             .inner
             .config
@@ -980,7 +991,8 @@ impl LogReader {
         if !failures.is_empty() {
             tracing::warn!(log = %log, "listing segments without {} storage node(s): {}", failures.len(), failures.join("; "));
         }
-        Ok(found
+        let highest = found.keys().next_back().copied();
+        let listed = found
             .into_iter()
             .filter(|(_, (meta, idx))| idx.len() >= meta.k.max(1) as usize)
             .map(|(segment, (meta, _))| SegmentAddr {
@@ -991,7 +1003,8 @@ impl LogReader {
                 m: meta.m,
                 nodes: meta.nodes,
             })
-            .collect())
+            .collect();
+        Ok((listed, highest))
     }
 
     /// Deletes every fragment of a segment (best effort on unreachable servers).

@@ -93,10 +93,21 @@ pub struct ExtentList {
 }
 
 impl ExtentList {
-    /// The checksums a read of `ptr` needs, if the list has them (else it is read
+    /// A list whose checksums are sorted by segment (for `sums_for`).
+    pub fn new(extents: Vec<Extent>, mut sums: Vec<ChunkSums>) -> ExtentList {
+        sums.sort_by_key(|s| (s.log, s.segment, s.first));
+        ExtentList { extents, sums }
+    }
+
+    /// Just the checksums a read of `ptr` needs, if the list has them (else it is read
     /// unchecked: extents written before checksums were kept).
-    pub fn sums_for(&self, ptr: &LogPtr) -> Option<&ChunkSums> {
-        self.sums.iter().find(|s| s.for_ptr(ptr).is_some())
+    pub fn sums_for(&self, ptr: &LogPtr) -> Option<ChunkSums> {
+        let key = (ptr.seg.log, ptr.seg.segment);
+        let from = self.sums.partition_point(|s| (s.log, s.segment) < key);
+        self.sums[from..]
+            .iter()
+            .take_while(|s| (s.log, s.segment) == key)
+            .find_map(|s| s.for_ptr(ptr))
     }
 }
 

@@ -100,7 +100,7 @@ impl Client {
         // `buffered` keeps extent order, so overlapping extents apply oldest first.
         let mut reads = futures::stream::iter(pieces.into_iter().map(|p| {
             let reader = reader.clone();
-            let sums = list.sums_for(&p.ptr).cloned();
+            let sums = list.sums_for(&p.ptr);
             async move {
                 // Checked against the writer's checksums where the manager has them.
                 let r = match sums {
@@ -163,18 +163,17 @@ impl Client {
     }
 
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
-    /// manager (per window), with the end-to-end checksums the manager holds for them.
+    /// manager (per window), with the end-to-end checksums the manager holds for them (the
+    /// cached list itself when the range is in one window).
     pub(crate) async fn extents_for(
         &self,
         ino: InodeId,
         start: u64,
         len: u64,
         generation: u64,
-    ) -> Result<ExtentList, FsError> {
-        let mut out = ExtentList::default();
-        let wins = windows(start, len);
-        let several = wins.end - wins.start > 1;
-        for w in wins {
+    ) -> Result<Arc<ExtentList>, FsError> {
+        let mut lists = Vec::new();
+        for w in windows(start, len) {
             let cached = self.lock_state().extents.get(ino, w);
             let list = match cached {
                 Some(l) => l,
@@ -185,12 +184,11 @@ impl Client {
                         len: WINDOW,
                     };
                     let l = match self.meta.call(Target::Route, req).await? {
-                        ManagerResponse::Extents(extents) => Arc::new(ExtentList {
-                            extents,
-                            sums: Vec::new(),
-                        }),
+                        ManagerResponse::Extents(extents) => {
+                            Arc::new(ExtentList::new(extents, Vec::new()))
+                        }
                         ManagerResponse::SummedExtents { extents, sums } => {
-                            Arc::new(ExtentList { extents, sums })
+                            Arc::new(ExtentList::new(extents, sums))
                         }
                         other => return Err(remote::unexpected("GetExtents", &other)),
                     };
@@ -201,17 +199,23 @@ impl Client {
                     l
                 }
             };
-            if several {
-                for e in list.extents.iter() {
-                    if !out.extents.contains(e) {
-                        out.extents.push(*e);
-                    }
-                }
-            } else {
-                out.extents.extend(list.extents.iter().copied());
-            }
-            out.sums.extend(list.sums.iter().cloned());
+            lists.push(list);
         }
-        Ok(out)
+        if lists.len() == 1 {
+            if let Some(l) = lists.pop() {
+                return Ok(l);
+            }
+        }
+        let mut extents = Vec::new();
+        let mut sums = Vec::new();
+        for list in &lists {
+            for e in list.extents.iter() {
+                if !extents.contains(e) {
+                    extents.push(*e);
+                }
+            }
+            sums.extend(list.sums.iter().cloned());
+        }
+        Ok(Arc::new(ExtentList::new(extents, sums)))
     }
 }
