@@ -487,6 +487,21 @@ fn pieces(seg_len: u32, k: u8, offset: u32, len: u32) -> Vec<Piece> {
     out
 }
 
+/// Checks above this many bytes run on the blocking pool, not on the async runtime.
+const VERIFY_INLINE: usize = 256 << 10;
+
+/// `sums.verify(at, bytes)`, on the blocking pool when `bytes` is large (CRC32C runs at
+/// several GB/s: small reads are checked in place).
+async fn verify_off_runtime(sums: &ChunkSums, at: u32, bytes: Bytes) -> Result<(), u32> {
+    if bytes.len() <= VERIFY_INLINE {
+        return sums.verify(at, &bytes);
+    }
+    let sums = sums.clone();
+    tokio::task::spawn_blocking(move || sums.verify(at, &bytes))
+        .await
+        .unwrap_or(Err(at))
+}
+
 struct ReaderInner {
     config: Arc<ClusterConfig>,
     client: StorageClient,
@@ -762,7 +777,7 @@ impl LogReader {
         let from = (ptr.offset - w.offset) as usize;
         let cut = |b: &Bytes| b.slice(from..from + ptr.len as usize);
         let first = match self.read(w).await {
-            Ok(b) => match sums.verify(w.offset, &b) {
+            Ok(b) => match verify_off_runtime(sums, w.offset, b.clone()).await {
                 Ok(()) => return Ok(cut(&b)),
                 Err(at) => Some(at),
             },
