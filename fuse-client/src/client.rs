@@ -16,7 +16,6 @@
 use crate::data::attrs::AttrCache;
 use crate::data::cache::BlockCache;
 use crate::data::dir_parents::DirParents;
-use crate::data::extents::ExtentCache;
 use crate::data::no_caps::NoCaps;
 use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
@@ -34,7 +33,6 @@ use proto::ids::{InodeId, LogId, SessionId};
 use proto::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use proto::worker::{Worker, WorkerStatus, Workers};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use storage::log::LogReader;
@@ -54,8 +52,8 @@ pub struct Client {
     /// Write-back: the log writer, its horizon, commit locks, the write verifier, write
     /// errors, the dirty-memory limit and the ENOSPC hold (`data::writeback`).
     pub(crate) writeback: WriteBack,
-    /// Dirty files, block and extent caches, write leases: shared by the read path,
-    /// write-back and the lease code under one short-held lock.
+    /// Dirty files, block and extent caches, write leases under one short-held lock (one
+    /// invariant spans them; outside `data/` only `DataState`'s methods reach them).
     pub(crate) state: Mutex<DataState>,
     /// This client, for work it starts in the background (reclaims).
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
@@ -190,13 +188,7 @@ impl Client {
         Client {
             meta,
             writeback,
-            state: Mutex::new(DataState {
-                files: HashMap::new(),
-                dirty_bytes: 0,
-                cache,
-                extents: ExtentCache::default(),
-                leases: HashMap::new(),
-            }),
+            state: Mutex::new(DataState::new(cache)),
             this: OnceLock::new(),
             reader: OnceLock::new(),
             attrs: AttrCache::default(),
@@ -265,7 +257,7 @@ impl Client {
 
     /// Bytes written locally and not yet committed.
     pub fn dirty_bytes(&self) -> u64 {
-        self.lock_state().dirty_bytes
+        self.lock_state().dirty_bytes()
     }
 
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, DataState> {
@@ -282,10 +274,7 @@ impl Client {
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        self.lock_state()
-            .files
-            .values()
-            .any(|w| !w.dirty.is_empty())
+        self.lock_state().has_dirty_data()
     }
 
     /// Ends this client's session at every manager (a clean unmount, after `sync_all`):

@@ -33,17 +33,154 @@ use cache::BlockCache;
 use dirty::FileWrites;
 use extents::ExtentCache;
 use proto::ids::InodeId;
+use proto::msg::Standing;
+use proto::msg::Timestamp;
 use std::collections::HashMap;
 
-/// Data state guarded by one short-held lock.
+/// Data state guarded by one short-held lock: buffered writes, clean blocks, extent maps
+/// and write leases. They share the lock because one invariant spans them: a clean copy is
+/// used only if no write of ours and no callback came between its fetch and its use (the
+/// block cache's generation, bumped by both under this lock), and a write is buffered only
+/// under a write lease checked in the same critical section. Outside `data`, the state is
+/// reached only through the methods below, each one step of that invariant; the fields are
+/// for the read path and the flush procedure of this module.
 pub(crate) struct DataState {
-    pub files: HashMap<InodeId, FileWrites>,
+    pub(in crate::data) files: HashMap<InodeId, FileWrites>,
     /// Bytes held in every dirty layer of every file.
-    pub dirty_bytes: u64,
-    pub cache: BlockCache,
-    pub extents: ExtentCache,
+    pub(in crate::data) dirty_bytes: u64,
+    pub(in crate::data) cache: BlockCache,
+    pub(in crate::data) extents: ExtentCache,
     /// Write leases per inode (checked and used under this lock, see `lease`).
-    pub leases: HashMap<InodeId, WriteLease>,
+    pub(in crate::data) leases: HashMap<InodeId, WriteLease>,
+}
+
+impl DataState {
+    pub(crate) fn new(cache: BlockCache) -> DataState {
+        DataState {
+            files: HashMap::new(),
+            dirty_bytes: 0,
+            cache,
+            extents: ExtentCache::default(),
+            leases: HashMap::new(),
+        }
+    }
+
+    /// Bytes held in every dirty layer of every file.
+    pub(crate) fn dirty_bytes(&self) -> u64 {
+        self.dirty_bytes
+    }
+
+    /// Whether some file has writes not yet taken by a flush.
+    pub(crate) fn has_dirty_data(&self) -> bool {
+        self.files.values().any(|w| !w.dirty.is_empty())
+    }
+
+    /// The buffered (not yet committed) writes of `ino`, if any.
+    pub(crate) fn buffered(&self, ino: InodeId) -> Option<&FileWrites> {
+        self.files.get(&ino)
+    }
+
+    /// Inodes with buffered writes that `pred` selects.
+    pub(crate) fn buffered_where(&self, pred: impl Fn(InodeId) -> bool) -> Vec<InodeId> {
+        self.files.keys().copied().filter(|i| pred(*i)).collect()
+    }
+
+    /// Buffers `data` at `at` in `ino` (a new entry starts from size `base` and records
+    /// `standing`). The caller checked the write lease under this same lock. Returns the
+    /// dirty bytes of the whole client afterwards.
+    pub(crate) fn buffer_write(
+        &mut self,
+        ino: InodeId,
+        base: u64,
+        standing: Option<Standing>,
+        at: u64,
+        data: &[u8],
+        now: Timestamp,
+    ) -> u64 {
+        let w = self
+            .files
+            .entry(ino)
+            .or_insert_with(|| FileWrites::standing_at(base, standing));
+        let grew = w.write(at, data, now);
+        self.dirty_bytes += grew;
+        self.dirty_bytes
+    }
+
+    /// Drops the buffered writes of `ino`; returns how many bytes they held, if any.
+    pub(crate) fn discard(&mut self, ino: InodeId) -> Option<u64> {
+        let w = self.files.remove(&ino)?;
+        let bytes = w.bytes();
+        self.dirty_bytes = self.dirty_bytes.saturating_sub(bytes);
+        Some(bytes)
+    }
+
+    /// The manager set `ino`'s size to `size` (truncate): buffered writes past it go, an
+    /// entry left with nothing buffered goes, and clean copies from `size` on are dropped.
+    pub(crate) fn truncated(&mut self, ino: InodeId, size: u64) {
+        if let Some(w) = self.files.get_mut(&ino) {
+            let released = w.truncate(size);
+            self.dirty_bytes = self.dirty_bytes.saturating_sub(released);
+        }
+        self.retire_if_clean(ino);
+        self.forget_clean_from(ino, size);
+    }
+
+    /// Drops the entry of `ino` if nothing of it is buffered any more.
+    pub(crate) fn retire_if_clean(&mut self, ino: InodeId) {
+        if self.files.get(&ino).is_some_and(|w| w.is_clean()) {
+            self.files.remove(&ino);
+        }
+    }
+
+    /// The file grew to at least `size` at the manager (fallocate): buffered writes keep
+    /// their own size if larger.
+    pub(crate) fn grown_to(&mut self, ino: InodeId, size: u64) {
+        if let Some(w) = self.files.get_mut(&ino) {
+            w.size = w.size.max(size);
+        }
+    }
+
+    /// Drops the clean blocks and extent map of `ino`.
+    pub(crate) fn forget_clean(&mut self, ino: InodeId) {
+        self.cache.invalidate(ino);
+        self.extents.invalidate(ino);
+    }
+
+    /// Drops the clean blocks of `ino` from `offset` on, and its extent map.
+    pub(crate) fn forget_clean_from(&mut self, ino: InodeId, offset: u64) {
+        self.cache.invalidate_from(ino, offset);
+        self.extents.invalidate(ino);
+    }
+
+    /// Drops the clean blocks and extent maps of the inodes `pred` selects.
+    pub(crate) fn forget_clean_where(&mut self, pred: impl Fn(InodeId) -> bool) {
+        self.cache.invalidate_where(&pred);
+        self.extents.invalidate_where(&pred);
+    }
+
+    /// The block cache generation of `ino` (taken before a fetch, checked at insert).
+    pub(crate) fn cache_generation(&self, ino: InodeId) -> u64 {
+        self.cache.generation(ino)
+    }
+
+    /// The write lease record of `ino`, if any.
+    pub(crate) fn write_lease(&self, ino: InodeId) -> Option<&WriteLease> {
+        self.leases.get(&ino)
+    }
+
+    /// The write lease record of `ino`, made if missing.
+    pub(crate) fn write_lease_mut(&mut self, ino: InodeId) -> &mut WriteLease {
+        self.leases.entry(ino).or_default()
+    }
+
+    /// Forgets the write leases of the inodes `pred` selects (their manager gave up on us).
+    pub(crate) fn forget_write_leases_where(&mut self, pred: impl Fn(InodeId) -> bool) {
+        for (ino, l) in self.leases.iter_mut() {
+            if pred(*ino) {
+                l.forget();
+            }
+        }
+    }
 }
 
 /// Which inodes a flush takes.

@@ -46,11 +46,7 @@ impl Client {
         {
             let mut inos: Vec<InodeId> = self
                 .lock_state()
-                .files
-                .keys()
-                .copied()
-                .filter(|i| self.meta.owner(*i) == node)
-                .collect();
+                .buffered_where(|i| self.meta.owner(i) == node);
             // Also files whose commits the restart may have lost: they are sent again.
             let unsynced = self.writeback.lock_unsynced().inodes(node);
             inos.extend(unsynced.iter().copied());
@@ -104,10 +100,9 @@ impl Client {
     /// written since); its next fsync or close reports EIO.
     fn discard_writes(&self, ino: InodeId) {
         let mut st = self.lock_state();
-        if let Some(w) = st.files.remove(&ino) {
-            let bytes = w.bytes();
-            st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
+        if let Some(bytes) = st.discard(ino) {
             tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
+            // Under the data lock: an fsync never finds the writes gone and no error yet.
             self.writeback.errors.record(ino, FsError::EIO);
         }
         drop(st);
@@ -118,7 +113,7 @@ impl Client {
     /// Whether the write lease of `ino` is held (always true without leases).
     pub(crate) fn write_lease_held(&self, st: &DataState, ino: InodeId) -> bool {
         let volume = self.meta.lease_epoch(ino);
-        match st.leases.get(&ino) {
+        match st.write_lease(ino) {
             Some(l) => l.held_under(volume),
             None => volume.is_none(),
         }
@@ -127,8 +122,7 @@ impl Client {
     /// Revocation count of `ino`'s write lease (take it before asking for the lease).
     pub(crate) fn revocations(&self, ino: InodeId) -> u64 {
         self.lock_state()
-            .leases
-            .get(&ino)
+            .write_lease(ino)
             .map(|l| l.revocations())
             .unwrap_or(0)
     }
@@ -141,9 +135,7 @@ impl Client {
         revocations: u64,
     ) -> bool {
         self.lock_state()
-            .leases
-            .entry(ino)
-            .or_default()
+            .write_lease_mut(ino)
             .record(epoch, revocations)
     }
 
@@ -185,32 +177,25 @@ impl Client {
         self.no_caps.forget_where(owned);
         {
             let mut st = self.lock_state();
-            known.extend(st.files.keys().copied().filter(|i| owned(i)));
+            let lost = st.buffered_where(|i| owned(&i));
+            known.extend(lost.iter().copied());
             // When the manager gave up on us, unflushed writes to these inodes are lost, as
             // after a crash: another client may have changed the files since, and
             // committing them now would put older writes over newer ones. The next fsync or
             // close of each file reports EIO.
-            let lost: Vec<InodeId> = st.files.keys().copied().filter(|i| owned(i)).collect();
             for ino in lost {
                 if !discard_writes {
                     // Kept: committed once the write lease is granted again.
                     self.lease_session.must_reacquire(ino);
                     continue;
                 }
-                if let Some(w) = st.files.remove(&ino) {
-                    let bytes = w.bytes();
-                    st.dirty_bytes = st.dirty_bytes.saturating_sub(bytes);
+                if let Some(bytes) = st.discard(ino) {
                     tracing::warn!(inode = %ino, bytes, "lease lost: discarding unflushed writes");
                     self.writeback.errors.record(ino, FsError::EIO);
                 }
             }
-            st.cache.invalidate_where(|i| owned(&i));
-            st.extents.invalidate_where(|i| owned(&i));
-            for (ino, l) in st.leases.iter_mut() {
-                if owned(ino) {
-                    l.forget();
-                }
-            }
+            st.forget_clean_where(|i| owned(&i));
+            st.forget_write_leases_where(|i| owned(&i));
         }
         self.bump_dir_generations();
         known.sort_unstable();
@@ -226,9 +211,7 @@ impl Client {
         self.parents.forget(ino);
         self.no_caps.forget(ino);
         {
-            let mut st = self.lock_state();
-            st.cache.invalidate(ino);
-            st.extents.invalidate(ino);
+            self.lock_state().forget_clean(ino);
         }
         self.bump_dir_generation(ino);
     }
@@ -238,10 +221,7 @@ impl Client {
     pub fn drop_caches(&self) {
         self.attrs.drop_all();
         self.no_caps.clear();
-        let mut st = self.lock_state();
-        st.cache.invalidate_where(|_| true);
-        st.extents.invalidate_where(|_| true);
-        drop(st);
+        self.lock_state().forget_clean_where(|_| true);
         self.bump_dir_generations();
     }
 
@@ -263,8 +243,7 @@ impl Client {
                 self.meta.counters().flush_received();
                 {
                     // Given up first: a write from now on asks for the lease again.
-                    let mut st = self.lock_state();
-                    st.leases.entry(ino).or_default().revoke();
+                    self.lock_state().write_lease_mut(ino).revoke();
                 }
                 if let Err(e) = self.flush_inodes(Which::One(ino), false).await {
                     tracing::warn!(inode = %ino, "flush asked by the manager failed: {e}");

@@ -58,9 +58,8 @@ impl Client {
         let noted = self.attrs.note(attr);
         if noted.changed {
             let mut st = self.lock_state();
-            if !st.files.contains_key(&attr.ino) {
-                st.cache.invalidate(attr.ino);
-                st.extents.invalidate(attr.ino);
+            if st.buffered(attr.ino).is_none() {
+                st.forget_clean(attr.ino);
             }
             drop(st);
             self.no_caps.forget(attr.ino);
@@ -75,8 +74,8 @@ impl Client {
         let st = self.lock_state();
         let ino = attr.ino;
         let attr = self.attrs.newest(attr);
-        let out = overlay(attr, st.files.get(&ino));
-        tracing::debug!(target: "shoal_attrs", inode = %ino, version = out.version, size = out.size, local = st.files.get(&ino).map(|w| w.size), "local view");
+        let out = overlay(attr, st.buffered(ino));
+        tracing::debug!(target: "shoal_attrs", inode = %ino, version = out.version, size = out.size, local = st.buffered(ino).map(|w| w.size), "local view");
         out
     }
 
@@ -224,14 +223,11 @@ impl Client {
         };
         self.attrs.keep_newest(a.clone());
         let mut st = self.lock_state();
-        if let Some(w) = st.files.get_mut(&ino) {
-            // Writes buffered after the flush above stay: they are newer than the punch.
-            w.size = w.size.max(a.size);
-        }
+        // Writes buffered after the flush above stay: they are newer than the punch.
+        st.grown_to(ino, a.size);
         if punch {
             // The manager does not call the requester back: drop our clean copies.
-            st.cache.invalidate_from(ino, offset);
-            st.extents.invalidate(ino);
+            st.forget_clean_from(ino, offset);
         }
         Ok(())
     }
@@ -253,20 +249,11 @@ impl Client {
         // Recorded before the local writes are retired (see `local_view`).
         let a = self.attrs.keep_newest(a);
         {
+            // Writes buffered after the flush above keep their own (later) times.
             let mut st = self.lock_state();
-            if let Some(w) = st.files.get_mut(&ino) {
-                // Writes buffered after the flush above keep their own (later) times.
-                if let Some(size) = size {
-                    let released = w.truncate(size);
-                    st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
-                }
-            }
-            if st.files.get(&ino).is_some_and(|w| w.is_clean()) {
-                st.files.remove(&ino);
-            }
-            if let Some(size) = size {
-                st.cache.invalidate_from(ino, size);
-                st.extents.invalidate(ino);
+            match size {
+                Some(size) => st.truncated(ino, size),
+                None => st.retire_if_clean(ino),
             }
         }
         self.writeback.space_freed();

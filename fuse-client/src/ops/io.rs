@@ -7,7 +7,7 @@
 //! Must not hold the state lock across an await.
 
 use crate::client::{Client, FileHandle};
-use crate::data::dirty::{covers_all, overlay_ranges, FileWrites};
+use crate::data::dirty::{covers_all, overlay_ranges};
 use crate::data::extents::WINDOW;
 use crate::data::seek::{clip, find, Seek};
 use crate::data::Which;
@@ -128,7 +128,7 @@ impl Client {
             self.meta.ensure_lease(ino).await;
             let had_lease = self.write_lease_held(&self.lock_state(), ino);
             self.acquire_write(ino).await?;
-            let known = self.lock_state().files.contains_key(&ino);
+            let known = self.lock_state().buffered(ino).is_some();
             // A fresh grant may have made the previous writer commit: the size we cached
             // before asking is then stale (the requester of a grant is not called back).
             let fetched = if !known && (!had_lease || !self.attrs.contains(ino)) {
@@ -144,7 +144,7 @@ impl Client {
             let now = Timestamp::now();
             let done = {
                 let mut st = self.lock_state();
-                let base = st.files.get(&ino).map(|w| w.size).or(committed);
+                let base = st.buffered(ino).map(|w| w.size).or(committed);
                 match base {
                     Some(base) if self.write_lease_held(&st, ino) => {
                         let at = if append { base } else { off };
@@ -153,18 +153,13 @@ impl Client {
                             return Err(FsError::EFBIG);
                         }
                         // The cache lookup only when the event is wanted (write path).
-                        if !st.files.contains_key(&ino)
+                        if st.buffered(ino).is_none()
                             && tracing::enabled!(target: "shoal_attrs", tracing::Level::DEBUG)
                         {
                             tracing::debug!(target: "shoal_attrs", inode = %ino, base, fetched = fetched.is_some(), cached = ?self.attrs.get(ino).map(|a| (a.version, a.size)), "new dirty file");
                         }
-                        let w = st
-                            .files
-                            .entry(ino)
-                            .or_insert_with(|| FileWrites::standing_at(base, standing));
-                        let grew = w.write(at, data, now);
-                        st.dirty_bytes += grew;
-                        Some((at, st.dirty_bytes >= self.config.file.client.segment_bytes))
+                        let dirty = st.buffer_write(ino, base, standing, at, data, now);
+                        Some((at, dirty >= self.config.file.client.segment_bytes))
                     }
                     _ => None,
                 }
@@ -187,7 +182,7 @@ impl Client {
         // that the snapshot already overrides.
         let (local_size, snap) = {
             let st = self.lock_state();
-            match st.files.get(&ino) {
+            match st.buffered(ino) {
                 Some(w) => (Some(w.size), w.snapshot(off, size as u64)),
                 None => (None, Vec::new()),
             }
@@ -217,7 +212,7 @@ impl Client {
         let held = self.meta.ensure_lease(ino).await;
         let (local_size, local) = {
             let st = self.lock_state();
-            match st.files.get(&ino) {
+            match st.buffered(ino) {
                 Some(w) => (Some(w.size), w.spans()),
                 None => (None, Vec::new()),
             }
@@ -235,7 +230,7 @@ impl Client {
         // Committed bytes exist below both sizes (a local truncate cut the committed size
         // at the manager too).
         let clean_end = committed.min(size);
-        let generation = self.lock_state().cache.generation(ino);
+        let generation = self.lock_state().cache_generation(ino);
         let mut w = off / WINDOW;
         loop {
             let ws = w * WINDOW;
