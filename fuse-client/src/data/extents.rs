@@ -157,6 +157,25 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_gets_just_the_checksums_of_its_chunks() {
+        use proto::chunksum::{segment_sums, CHUNK};
+        let bytes: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let s1 = segment_sums(LogId(1), SegmentId(1), &bytes);
+        let s2 = segment_sums(LogId(1), SegmentId(2), &bytes);
+        // Unsorted, as several windows give them.
+        let list = ExtentList::new(
+            vec![ext(0, 1, 0, 100)],
+            vec![s2.clone(), s1.slice(4, 10).expect("run")],
+        );
+        let p = ext(0, 1, 5 * CHUNK + 7, 2 * CHUNK).ptr;
+        assert_eq!(list.sums_for(&p), s1.slice(5, 8));
+        assert_eq!(list.sums_for(&ext(0, 2, 0, 1).ptr), s2.slice(0, 1));
+        // Chunks the list does not hold, or a segment it has nothing of: unchecked.
+        assert_eq!(list.sums_for(&ext(0, 1, 0, 10).ptr), None);
+        assert_eq!(list.sums_for(&ext(0, 3, 0, 10).ptr), None);
+    }
+
+    #[test]
     fn partial_extents_are_sub_ranged() {
         let ex = [ext(100, 1, 1000, 50), ext(150, 2, 0, 100)];
         let p = map_range(&ex, 120, 100);
