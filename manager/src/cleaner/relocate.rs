@@ -169,6 +169,41 @@ mod tests {
         }
     }
 
+    /// The copy's checksums are recorded with the remap (and handed out for the new
+    /// extent); checksums that do not fit the copy's segment are not.
+    #[test]
+    fn the_copys_checksums_come_with_the_remap() {
+        use proto::chunksum::{chunk_span, segment_sums};
+        let old = ptr(1, 3, 100, 1000);
+        let mut st = file_with(&[(0, old)]);
+        let new = ptr(9, 0, 5000, 1000);
+        let bytes = vec![3u8; new.seg.len as usize];
+        let all = segment_sums(new.seg.log, new.seg.segment, &bytes);
+        let (a, b) = chunk_span(new.offset, new.len);
+        let mut wrong = all.slice(a, b).expect("slice");
+        wrong.seg_len += 1;
+        let r = st.plan_relocate(&[Moved {
+            sums: vec![all.slice(a, b).expect("slice"), wrong],
+            ino: INO,
+            offset: 0,
+            old,
+            new,
+        }]);
+        let sums: Vec<_> = r
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Sums(_)))
+            .collect();
+        assert_eq!(sums.len(), 1);
+        assert!(matches!(r.records.first(), Some(Record::Sums(_))));
+        apply(&mut st, r.records);
+        let e: Vec<Extent> = st.inode(INO).expect("file").extents.iter().collect();
+        assert_eq!(
+            st.sums().for_extents(&e),
+            vec![all.slice(a, b).expect("slice")]
+        );
+    }
+
     #[test]
     fn untouched_data_moves_and_live_bytes_follow() {
         let old = ptr(1, 3, 100, 1000);
