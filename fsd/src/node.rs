@@ -145,7 +145,7 @@ impl Handler for NodeHandler {
     fn handle(&self, peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
         Box::pin(async move {
             if let Err(d) = proto::authz::check(peer.identity.as_deref(), &req) {
-                tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused: {d}");
+                proto::warn_limited!(node = %self.info.name, addr = %peer.addr, "refused: {d}");
                 return (Response::Error(d.into()), Bytes::new());
             }
             match req {
@@ -204,7 +204,7 @@ impl NodeHandler {
         let access = client_access(peer, cred.as_ref());
         match &self.manager {
             Some(m) if needs_session(peer, &r) && !m.has_session(peer.addr) => {
-                tracing::warn!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
+                proto::warn_limited!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
                 (
                     Response::Error(RemoteError::LeaseExpired(
                         "no lease session on this connection: send Hello first".into(),
@@ -292,10 +292,30 @@ pub fn identity(config: &ClusterConfig, name: &str) -> Result<Identity, NodeErro
             Err(_) => {}
         }
     }
-    Identity::load(&config.ca_cert_path(), &cert, &key).map_err(|source| NodeError::Tls {
-        name: name.to_string(),
-        source,
-    })
+    let id =
+        Identity::load(&config.ca_cert_path(), &cert, &key).map_err(|source| NodeError::Tls {
+            name: name.to_string(),
+            source,
+        })?;
+    // Checked here, in words, rather than left to a TLS alert at the first handshake.
+    if let Some((from, until)) = id.validity() {
+        let now = proto::wall_clock::now_unix();
+        if let Err(v) = proto::wall_clock::check_validity(now, from, until) {
+            return Err(NodeError::Other(format!(
+                "the certificate {} of `{name}` {v}{}",
+                cert.display(),
+                match v {
+                    proto::wall_clock::Validity::Expired { .. } => format!(
+                        " (`shoal cert issue --cluster {} client|admin {name}` for a client or \
+                         admin identity; a node's certificate comes from `shoal init`)",
+                        config.dir.display()
+                    ),
+                    proto::wall_clock::Validity::NotYet { .. } => String::new(),
+                }
+            )));
+        }
+    }
+    Ok(id)
 }
 
 /// The effective uid of this process (for messages).
@@ -495,6 +515,16 @@ impl RunningNode {
                 }),
             ));
         }
+        // Never stopped through the watch: the task is aborted with the node.
+        let (clock_tx, clock_rx) = tokio::sync::watch::channel(false);
+        let who = name.to_string();
+        workers.push((
+            "clock",
+            tokio::spawn(async move {
+                let _keep = clock_tx;
+                proto::wall_clock::watch(who, std::time::Duration::from_secs(2), clock_rx).await
+            }),
+        ));
         Ok(RunningNode {
             name: name.to_string(),
             transport,

@@ -58,6 +58,8 @@ pub struct Client {
     /// This client, for work it starts in the background (reclaims).
     pub(crate) this: OnceLock<std::sync::Weak<Client>>,
     pub(crate) reader: OnceLock<LogReader>,
+    /// What this client is called in metrics: its mountpoint once mounted.
+    label: OnceLock<Arc<str>>,
     /// The attribute cache: what the managers last said, the drop count and the floors of
     /// our own changes (`data::attrs`).
     pub(crate) attrs: AttrCache,
@@ -77,6 +79,9 @@ pub struct Client {
     handles: Handles,
     stop: watch::Sender<bool>,
 }
+
+/// How often a mount compares the wall clock with the boot clock (`proto::wall_clock`).
+const CLOCK_CHECK: Duration = Duration::from_secs(2);
 
 impl Client {
     /// Connects to the cluster: every manager must answer a ping, and the root directory
@@ -164,6 +169,11 @@ impl Client {
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
+        tokio::spawn(proto::wall_clock::watch(
+            format!("client {}", client.log_id()),
+            CLOCK_CHECK,
+            client.stop.subscribe(),
+        ));
         tracing::info!(log = %client.log_id(), session = %format_args!("{:x}", client.meta.session()), "client connected");
         Ok(client)
     }
@@ -191,6 +201,7 @@ impl Client {
             state: Mutex::new(DataState::new(cache)),
             this: OnceLock::new(),
             reader: OnceLock::new(),
+            label: OnceLock::new(),
             attrs: AttrCache::default(),
             opens: OpenFiles::default(),
             parents: DirParents::default(),
@@ -262,6 +273,19 @@ impl Client {
 
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, DataState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `mount` label of this client's metrics: the mountpoint given to
+    /// `set_metrics_label`, else `client LOG`.
+    pub fn metrics_label(&self) -> Arc<str> {
+        self.label
+            .get_or_init(|| Arc::from(format!("client {}", self.log_id())))
+            .clone()
+    }
+
+    /// Names this client in metrics (its mountpoint); only the first name given counts.
+    pub fn set_metrics_label(&self, label: &str) {
+        let _ = self.label.set(Arc::from(label));
     }
 
     pub(crate) fn reader(&self) -> &LogReader {

@@ -10,6 +10,7 @@ pub mod errno;
 pub mod frame;
 pub mod identity;
 pub mod ids;
+pub mod log_limit;
 pub mod msg;
 pub mod ops_metrics;
 pub mod revoke;
@@ -17,6 +18,7 @@ pub mod route;
 pub mod rpc_metrics;
 pub mod tls;
 pub mod transport;
+pub mod wall_clock;
 pub mod worker;
 
 pub use bytes::Bytes;

@@ -5,19 +5,20 @@
 //! `_total` counters, `_seconds` and `_bytes` in base units); must not render or serve
 //! them (the HTTP endpoint does) and must not decide anything from them.
 //!
-//! - `shoal_fuse_ops_total{op}`, `shoal_fuse_op_seconds{op}`: FUSE requests a mount
-//!   answered, and the time from the kernel's request to the answer;
-//! - `shoal_fuse_read_bytes_total`, `shoal_fuse_written_bytes_total`: file bytes returned
-//!   to reads and accepted from writes;
-//! - `shoal_client_cache_blocks_total{tier}`: blocks a read needed, by where they came from
-//!   (`local`: the client's block cache; `storage`: read from the storage servers);
+//! - `shoal_fuse_ops_total{mount, op}`, `shoal_fuse_op_seconds{mount, op}`: FUSE requests
+//!   a mount answered, and the time from the kernel's request to the answer (`mount`: its
+//!   mountpoint, or `client LOG` for a client not mounted);
+//! - `shoal_fuse_read_bytes_total{mount}`, `shoal_fuse_written_bytes_total{mount}`: file
+//!   bytes returned to reads and accepted from writes;
+//! - `shoal_client_cache_blocks_total{mount, tier}`: blocks a read needed, by where they
+//!   came from (`local`: the client's block cache; `storage`: read from the storage servers);
 //! - `shoal_lease_callbacks_total{node, kind, outcome}` and
 //!   `shoal_lease_callback_wait_seconds{node, kind}`: callbacks a manager sent (`answered`
 //!   or `lost`: the holder did not answer by its lease expiry) and how long the change waited
 //!   for the holder;
-//! - `shoal_journal_commits_total`, `shoal_journal_commit_seconds`,
-//!   `shoal_journal_committed_records_total`: metadata record batches made durable by a
-//!   manager's journal and how long each append took;
+//! - `shoal_journal_commits_total{log}`, `shoal_journal_commit_seconds{log}`,
+//!   `shoal_journal_committed_records_total{log}`: metadata record batches made durable by a
+//!   manager's journal (`log`: its metadata log) and how long each append took;
 //! - `shoal_storage_fragments{node}`, `shoal_storage_used_bytes{node}`,
 //!   `shoal_storage_capacity_bytes{node}`: gauges of each storage server, set when scraped;
 //! - `shoal_stripes`, `shoal_degraded_stripes`: gauges from the background rebuild's last
@@ -29,37 +30,43 @@
 //!   writer's end-to-end checksums (`chunksum`): `repaired` (decoded from other fragments
 //!   to matching bytes) or `failed` (no k fragments did: the read failed with EIO).
 //!
-//! Journal metrics carry no `node` label (the journal does not know its node): in a
-//! process running several managers (`shoal up`) they add up.
+//! In a process running several mounts or managers (`shoal up --clients N`), the `mount`
+//! and `log` labels keep them apart.
 
 use crate::worker::{WorkerState, WorkerStatus};
 use metrics::SharedString;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Records one FUSE request answered after `took`.
-pub fn fuse_op(op: &'static str, took: Duration) {
-    metrics::counter!("shoal_fuse_ops_total", "op" => op).increment(1);
-    metrics::histogram!("shoal_fuse_op_seconds", "op" => op).record(took.as_secs_f64());
+/// Records one FUSE request of `mount` answered after `took`.
+pub fn fuse_op(mount: &Arc<str>, op: &'static str, took: Duration) {
+    let mount = SharedString::from(mount.clone());
+    metrics::counter!("shoal_fuse_ops_total", "mount" => mount.clone(), "op" => op).increment(1);
+    metrics::histogram!("shoal_fuse_op_seconds", "mount" => mount, "op" => op)
+        .record(took.as_secs_f64());
 }
 
-/// Records file bytes returned to a read.
-pub fn fuse_read_bytes(n: u64) {
-    metrics::counter!("shoal_fuse_read_bytes_total").increment(n);
+/// Records file bytes `mount` returned to a read.
+pub fn fuse_read_bytes(mount: &Arc<str>, n: u64) {
+    let mount = SharedString::from(mount.clone());
+    metrics::counter!("shoal_fuse_read_bytes_total", "mount" => mount).increment(n);
 }
 
-/// Records file bytes accepted from a write.
-pub fn fuse_written_bytes(n: u64) {
-    metrics::counter!("shoal_fuse_written_bytes_total").increment(n);
+/// Records file bytes `mount` accepted from a write.
+pub fn fuse_written_bytes(mount: &Arc<str>, n: u64) {
+    let mount = SharedString::from(mount.clone());
+    metrics::counter!("shoal_fuse_written_bytes_total", "mount" => mount).increment(n);
 }
 
-/// Records the blocks one read took from the local block cache and from storage.
-pub fn cache_blocks(local: u64, storage: u64) {
+/// Records the blocks one read of `mount` took from the local block cache and from storage.
+pub fn cache_blocks(mount: &Arc<str>, local: u64, storage: u64) {
+    let mount = SharedString::from(mount.clone());
     if local > 0 {
-        metrics::counter!("shoal_client_cache_blocks_total", "tier" => "local").increment(local);
+        metrics::counter!("shoal_client_cache_blocks_total", "mount" => mount.clone(), "tier" => "local")
+            .increment(local);
     }
     if storage > 0 {
-        metrics::counter!("shoal_client_cache_blocks_total", "tier" => "storage")
+        metrics::counter!("shoal_client_cache_blocks_total", "mount" => mount, "tier" => "storage")
             .increment(storage);
     }
 }
@@ -82,11 +89,14 @@ pub fn checksum_mismatch(repaired: bool) {
     metrics::counter!("shoal_checksum_mismatches_total", "outcome" => outcome).increment(1);
 }
 
-/// Records one batch of `records` metadata records made durable after `took`.
-pub fn journal_commit(records: usize, took: Duration) {
-    metrics::counter!("shoal_journal_commits_total").increment(1);
-    metrics::counter!("shoal_journal_committed_records_total").increment(records as u64);
-    metrics::histogram!("shoal_journal_commit_seconds").record(took.as_secs_f64());
+/// Records one batch of `records` metadata records made durable in metadata log `log`
+/// after `took`.
+pub fn journal_commit(log: &str, records: usize, took: Duration) {
+    let log = SharedString::from(log.to_owned());
+    metrics::counter!("shoal_journal_commits_total", "log" => log.clone()).increment(1);
+    metrics::counter!("shoal_journal_committed_records_total", "log" => log.clone())
+        .increment(records as u64);
+    metrics::histogram!("shoal_journal_commit_seconds", "log" => log).record(took.as_secs_f64());
 }
 
 /// Sets the gauges of storage server `node`.

@@ -151,6 +151,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The validity window of this peer's own certificate (seconds since the epoch:
+    /// not before, not after); `None` if it cannot be parsed.
+    pub fn validity(&self) -> Option<(i64, i64)> {
+        let der = self.chain.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let v = cert.validity();
+        Some((v.not_before.timestamp(), v.not_after.timestamp()))
+    }
+
     /// Loads PEM files: the cluster CA, this peer's certificate and its key.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         let ca_certs = certs(ca)?;

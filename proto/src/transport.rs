@@ -563,7 +563,7 @@ impl Transport {
                     let conn = match incoming.await {
                         Ok(c) => c,
                         Err(e) => {
-                            tracing::warn!(%addr, "refused connection: {e}");
+                            crate::warn_limited!(%addr, "refused connection: {e}");
                             return;
                         }
                     };
@@ -572,7 +572,7 @@ impl Transport {
                     if let Err((code, reason)) =
                         guard.admit(&key, &conn, Some(MAX_CONNECTIONS_PER_IDENTITY))
                     {
-                        tracing::warn!(%addr, identity = %key, "refused connection: {reason}");
+                        crate::warn_limited!(%addr, identity = %key, "refused connection: {reason}");
                         conn.close(code.into(), reason.as_bytes());
                         return;
                     }
@@ -795,7 +795,7 @@ async fn serve_stream(
             | FrameError::HeaderTooLarge(_)
             | FrameError::BulkTooLarge(_)),
         )) => {
-            tracing::warn!(addr = %peer.addr, identity = %who, "disconnecting a misbehaving peer: {e}");
+            crate::warn_limited!(addr = %peer.addr, identity = %who, "disconnecting a misbehaving peer: {e}");
             conn.close(CLOSE_MISBEHAVING.into(), e.to_string().as_bytes());
             return;
         }
@@ -804,7 +804,7 @@ async fn serve_stream(
             Bytes::new(),
         ),
         Err(ReadError::Idle(reason) | ReadError::Budget(reason)) => {
-            tracing::warn!(addr = %peer.addr, identity = %who, "resetting a request stream: {reason}");
+            crate::warn_limited!(addr = %peer.addr, identity = %who, "resetting a request stream: {reason}");
             let _ = send.reset(1u32.into());
             let _ = recv.stop(1u32.into());
             return;

@@ -11,7 +11,16 @@ pub trait Erasure: Send + Sync {
     fn data_shards(&self) -> usize;
     fn parity_shards(&self) -> usize;
     /// Computes the m parity shards of k equal-length data shards.
-    fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, ErasureError>;
+    fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, ErasureError> {
+        let len = data.first().map(|d| d.len()).unwrap_or(0);
+        let mut parity = vec![vec![0u8; len]; self.parity_shards()];
+        let mut refs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        self.encode_into(data, &mut refs)?;
+        Ok(parity)
+    }
+    /// Computes the m parity shards of k equal-length data shards into `parity` (m
+    /// buffers of the shards' length, whatever they hold: every byte is overwritten).
+    fn encode_into(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), ErasureError>;
     /// Fills in every missing shard (data and parity) from any k present ones. All present
     /// shards must have the same length.
     fn reconstruct(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), ErasureError>;
@@ -111,7 +120,7 @@ impl Erasure for RsCodec {
         self.m
     }
 
-    fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, ErasureError> {
+    fn encode_into(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), ErasureError> {
         if data.len() != self.k {
             return Err(ErasureError::Shards(format!(
                 "{} data shards given for k = {}",
@@ -123,12 +132,18 @@ impl Erasure for RsCodec {
         if data.iter().any(|d| d.len() != len) {
             return Err(ErasureError::Shards("data shards differ in length".into()));
         }
-        let mut parity = vec![vec![0u8; len]; self.m];
+        if parity.len() != self.m || parity.iter().any(|p| p.len() != len) {
+            return Err(ErasureError::Shards(format!(
+                "{} parity buffers given for m = {} shards of {len} bytes",
+                parity.len(),
+                self.m
+            )));
+        }
         if let (Some(rs), true) = (&self.rs, len > 0) {
-            rs.encode_sep(data, &mut parity)
+            rs.encode_sep(data, parity)
                 .map_err(|e| ErasureError::Shards(format!("{e:?}")))?;
         }
-        Ok(parity)
+        Ok(())
     }
 
     fn reconstruct(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), ErasureError> {
@@ -210,6 +225,27 @@ mod tests {
                 prop_assert_eq!(s[lost].as_deref(), Some(&full[lost][a..b]));
             }
         }
+    }
+
+    #[test]
+    fn encode_into_overwrites_whatever_the_buffers_held() {
+        let codec = RsCodec::new(4, 2).expect("codec");
+        let data: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| {
+                (0..1000u32)
+                    .map(|x| (x as u8).wrapping_mul(i + 3))
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let want = codec.encode(&refs).expect("encode");
+        let mut bufs = vec![vec![0xa5u8; 1000], vec![0x5au8; 1000]];
+        let mut out: Vec<&mut [u8]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
+        codec.encode_into(&refs, &mut out).expect("encode_into");
+        assert_eq!(bufs, want);
+        let mut short = [vec![0u8; 999], vec![0u8; 1000]];
+        let mut out: Vec<&mut [u8]> = short.iter_mut().map(Vec::as_mut_slice).collect();
+        assert!(codec.encode_into(&refs, &mut out).is_err());
     }
 
     #[test]

@@ -61,6 +61,19 @@ pub fn write_quorum(k: u8, m: u8) -> usize {
 
 /// Splits a segment into k padded data fragments and m parity fragments (CPU work).
 pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, ErasureError> {
+    encode_fragments_reusing(segment, k, m, Vec::new())
+}
+
+/// `encode_fragments` with parity computed into the buffers of `spare` where there are any
+/// (their contents do not matter; they are resized to the fragment size), so that a writer
+/// reusing the parity buffers of its last segment does not allocate and zero new ones.
+/// Data fragments are slices of `segment` (no copies), except a zero-padded last one.
+pub fn encode_fragments_reusing(
+    segment: &Bytes,
+    k: u8,
+    m: u8,
+    mut spare: Vec<Vec<u8>>,
+) -> Result<Vec<Bytes>, ErasureError> {
     let len = segment.len();
     let k_us = k as usize;
     if k_us == 0 {
@@ -86,7 +99,15 @@ pub fn encode_fragments(segment: &Bytes, k: u8, m: u8) -> Result<Vec<Bytes>, Era
         })
         .collect();
     let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
-    let parity = codec(k, m)?.encode(&refs)?;
+    let mut parity: Vec<Vec<u8>> = (0..m as usize)
+        .map(|_| {
+            let mut b = spare.pop().unwrap_or_default();
+            b.resize(fs, 0);
+            b
+        })
+        .collect();
+    let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+    codec(k, m)?.encode_into(&refs, &mut outs)?;
     Ok(data
         .into_iter()
         .chain(parity.into_iter().map(Bytes::from))
@@ -113,6 +134,8 @@ pub struct LogWriter {
     probes: tokio::task::JoinSet<()>,
     /// Servers that refused a put for want of space, until when new stripes avoid them.
     full: HashMap<SocketAddr, Instant>,
+    /// Parity buffers of the last segment, taken back once no put held them any more.
+    spare_parity: Vec<Vec<u8>>,
 }
 
 impl LogWriter {
@@ -131,6 +154,7 @@ impl LogWriter {
             down: Arc::new(Mutex::new(DownList::new())),
             probes: tokio::task::JoinSet::new(),
             full: HashMap::new(),
+            spare_parity: Vec::new(),
         }
     }
 
@@ -176,8 +200,9 @@ impl LogWriter {
         let width = crate::stripe::width_now(&self.config);
         let home = stripe_group(&self.config, self.log, seg, k, m, width)
             .map_err(|e| fail(0, e.to_string()))?;
+        let spare = std::mem::take(&mut self.spare_parity);
         let frags = tokio::task::spawn_blocking(move || {
-            encode_fragments(&segment, k, m).map(|f| {
+            encode_fragments_reusing(&segment, k, m, spare).map(|f| {
                 f.into_iter()
                     .map(|b| (proto::crc32c(&b), b))
                     .collect::<Vec<_>>()
@@ -188,7 +213,7 @@ impl LogWriter {
         .map_err(|e| fail(0, format!("encoding failed: {e}")))?;
         let mut tried: Vec<Vec<StripeMember>> = Vec::new();
         self.start_probes();
-        loop {
+        let result = loop {
             let mut group = self.place(&home);
             let started = Instant::now();
             let mut put = self
@@ -244,7 +269,7 @@ impl LogWriter {
                     continue;
                 }
                 tracing::warn!(log = %self.log, segment = %seg, "no space for the segment: {detail}");
-                return Err(LogError::NoSpace {
+                break Err(LogError::NoSpace {
                     seg: name.clone(),
                     detail,
                 });
@@ -252,18 +277,18 @@ impl LogWriter {
             let acked = put.durable.len();
             let last_resort = acked >= k as usize && acked < needed && put.only_unreachable;
             if last_resort {
-                tracing::warn!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
+                proto::warn_limited!(log = %self.log, segment = %seg, acked, needed, "segment written with NO redundancy left ({} servers unreachable): {detail}", group.len() - acked);
             }
             if acked < needed && !last_resort {
                 tracing::warn!(log = %self.log, segment = %seg, acked, needed, "append failed: {detail}");
                 // Best effort: remove what landed so that the failed segment is not listed later.
                 self.delete_landed(seg, &put.durable).await;
-                return Err(fail(acked, detail));
+                break Err(fail(acked, detail));
             }
             if acked < group.len() {
-                tracing::warn!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
+                proto::warn_limited!(log = %self.log, segment = %seg, acked, total = group.len(), "segment written degraded: {detail}");
             }
-            return Ok(SegmentAddr {
+            break Ok(SegmentAddr {
                 log: self.log,
                 segment: seg,
                 len,
@@ -271,7 +296,15 @@ impl LogWriter {
                 m,
                 nodes: width,
             });
+        };
+        // Keep the parity buffers for the next segment where no abandoned put still holds
+        // them (a put in flight keeps its own reference; those buffers are simply dropped).
+        for (_, b) in frags.into_iter().skip(k as usize) {
+            if let Ok(b) = b.try_into_mut() {
+                self.spare_parity.push(Vec::from(b));
+            }
         }
+        result
     }
 
     /// The stripe group of a segment whose home is `home`, with members on servers known
@@ -678,6 +711,14 @@ impl LogReader {
                 return Ok(b.clone());
             }
         }
+        if results.iter().all(Result::is_ok) {
+            // Pieces are contiguous and in output order: join them without zeroing first.
+            let mut out = BytesMut::with_capacity(ptr.len as usize);
+            for b in results.iter().flatten() {
+                out.extend_from_slice(b);
+            }
+            return Ok(out.freeze());
+        }
         let mut out = BytesMut::zeroed(ptr.len as usize);
         let mut failed = Vec::new();
         for (p, r) in pieces.iter().zip(results) {
@@ -1063,7 +1104,7 @@ impl LogReader {
         });
         for ((index, addr), r) in futures::future::join_all(deletes).await {
             if let Err(e) = r {
-                tracing::warn!(segment = %seg, fragment = index, addr = %addr, "delete failed: {e}");
+                proto::warn_limited!(segment = %seg, fragment = index, addr = %addr, "delete failed: {e}");
             }
         }
         Ok(())
@@ -1094,6 +1135,15 @@ mod tests {
                 out += p.len as usize;
             }
             prop_assert_eq!(next, offset as u64 + len as u64);
+        }
+
+        #[test]
+        fn reused_parity_buffers_give_the_same_fragments(data in proptest::collection::vec(any::<u8>(), 1..5000), junk in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let seg = Bytes::from(data);
+            let fresh = encode_fragments(&seg, 4, 2).expect("encode");
+            let spare = vec![junk.clone(), junk];
+            let reused = encode_fragments_reusing(&seg, 4, 2, spare).expect("encode");
+            prop_assert_eq!(fresh, reused);
         }
 
         #[test]

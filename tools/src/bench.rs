@@ -19,6 +19,9 @@ pub struct Plan {
     pub small_files: usize,
     pub small_dirs: usize,
     pub jobs: usize,
+    /// File-server mix: files each job starts with, and operations each job then runs.
+    pub mix_files: usize,
+    pub mix_ops: usize,
 }
 
 impl Plan {
@@ -30,6 +33,8 @@ impl Plan {
             small_files: 10_000,
             small_dirs: 100,
             jobs: 4,
+            mix_files: 1_000,
+            mix_ops: 10_000,
         }
     }
     pub fn quick() -> Plan {
@@ -40,6 +45,8 @@ impl Plan {
             small_files: 2_000,
             small_dirs: 20,
             jobs: 4,
+            mix_files: 250,
+            mix_ops: 2_500,
         }
     }
 }
@@ -260,6 +267,170 @@ fn meta(dir: &Path, plan: &Plan, jobs: usize, out: &mut Vec<Figure>, suffix: boo
     Ok(())
 }
 
+/// Directories of one job's tree in the file-server mix.
+const MIX_DIRS: usize = 10;
+
+/// What one job of the file-server mix did.
+#[derive(Default)]
+struct MixTally {
+    bytes: u64,
+    ops: u64,
+    /// Latency of every operation, in microseconds.
+    lat_us: Vec<u64>,
+}
+
+/// One job of the file-server mix: real syscalls on its own tree of `MIX_DIRS` directories
+/// (under `root/j<job>`), which it fills with `plan.mix_files` files (4-64 KiB), then runs
+/// `plan.mix_ops` operations: 20% create + write + close of a new file, 10% append 4 KiB,
+/// 20% read a whole file, 10% rename into another directory, 30% stat, 10% delete.
+/// Only the operations are timed and tallied.
+fn mix_job(root: &Path, job: usize, plan: &Plan, go: &std::sync::Barrier) -> Result<MixTally> {
+    let top = root.join(format!("j{job}"));
+    for d in 0..MIX_DIRS {
+        fs::create_dir_all(top.join(format!("d{d}")))?;
+    }
+    let mut data = vec![0u8; 64 << 10];
+    pattern(&mut data, 13 + job as u64);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ (job as u64 + 1).wrapping_mul(0x9e37_79b9);
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n.max(1)
+    };
+    let mut next_name = 0u64;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut new_file = |rnd: &mut dyn FnMut(u64) -> u64| {
+        next_name += 1;
+        top.join(format!("d{}", rnd(MIX_DIRS as u64)))
+            .join(format!("f{next_name}"))
+    };
+    let create = |p: &Path, len: usize| -> Result<()> {
+        let mut f = File::create(p).with_context(|| format!("create {}", p.display()))?;
+        f.write_all(&data[..len])?;
+        Ok(())
+    };
+    for _ in 0..plan.mix_files {
+        let p = new_file(&mut rnd);
+        create(&p, 4096 * (1 + rnd(16) as usize))?;
+        files.push(p);
+    }
+    go.wait();
+    let mut t = MixTally::default();
+    let mut buf = Vec::with_capacity(64 << 10);
+    for _ in 0..plan.mix_ops {
+        let op = rnd(10);
+        // Operations on an existing file need one; create when the tree ran empty.
+        let op = if files.is_empty() { 0 } else { op };
+        let started = Instant::now();
+        match op {
+            0 | 1 => {
+                let p = new_file(&mut rnd);
+                let len = 4096 * (1 + rnd(16) as usize);
+                create(&p, len)?;
+                t.bytes += len as u64;
+                files.push(p);
+            }
+            2 => {
+                let p = &files[rnd(files.len() as u64) as usize];
+                let mut f = OpenOptions::new().append(true).open(p)?;
+                f.write_all(&data[..4096])?;
+                t.bytes += 4096;
+            }
+            3 | 4 => {
+                let p = &files[rnd(files.len() as u64) as usize];
+                buf.clear();
+                File::open(p)?.read_to_end(&mut buf)?;
+                t.bytes += buf.len() as u64;
+            }
+            5 => {
+                let i = rnd(files.len() as u64) as usize;
+                let to = new_file(&mut rnd);
+                fs::rename(&files[i], &to)
+                    .with_context(|| format!("rename {}", files[i].display()))?;
+                files[i] = to;
+            }
+            6..=8 => {
+                let p = &files[rnd(files.len() as u64) as usize];
+                fs::metadata(p).with_context(|| format!("stat {}", p.display()))?;
+            }
+            _ => {
+                let p = files.swap_remove(rnd(files.len() as u64) as usize);
+                fs::remove_file(&p).with_context(|| format!("unlink {}", p.display()))?;
+            }
+        }
+        t.lat_us.push(started.elapsed().as_micros() as u64);
+        t.ops += 1;
+    }
+    Ok(t)
+}
+
+/// The file-server mix with `plan.jobs` threads: MB/s (data written and read), ops/s, and
+/// the p99 and worst latency of one operation in ms.
+fn file_server(dir: &Path, plan: &Plan, out: &mut Vec<Figure>) -> Result<()> {
+    let root = dir.join("fileserver");
+    fs::create_dir_all(&root)?;
+    let jobs = plan.jobs.max(1);
+    let go = std::sync::Barrier::new(jobs + 1);
+    let (tallies, secs) = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..jobs)
+            .map(|j| {
+                let (root, go) = (&root, &go);
+                s.spawn(move || {
+                    let r = mix_job(root, j, plan, go);
+                    if r.is_err() {
+                        // Do not leave the others waiting at the barrier.
+                        go.wait();
+                    }
+                    r
+                })
+            })
+            .collect();
+        go.wait();
+        let start = Instant::now();
+        let mut tallies = Vec::new();
+        for h in hs {
+            tallies.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("bench thread panicked"))?,
+            );
+        }
+        Ok::<_, anyhow::Error>((tallies, start.elapsed().as_secs_f64()))
+    })?;
+    let tallies = tallies.into_iter().collect::<Result<Vec<_>>>()?;
+    let bytes: u64 = tallies.iter().map(|t| t.bytes).sum();
+    let ops: u64 = tallies.iter().map(|t| t.ops).sum();
+    let mut lat: Vec<u64> = tallies.into_iter().flat_map(|t| t.lat_us).collect();
+    lat.sort_unstable();
+    let p99 = lat
+        .get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0);
+    let worst = lat.last().copied().unwrap_or(0);
+    let _ = fs::remove_dir_all(&root);
+    out.push(Figure {
+        test: "file-server mix x4 (MB/s)",
+        unit: "MB/s",
+        value: bytes as f64 / 1e6 / secs,
+    });
+    out.push(Figure {
+        test: "file-server mix x4 (ops/s)",
+        unit: "ops/s",
+        value: ops as f64 / secs,
+    });
+    out.push(Figure {
+        test: "file-server p99 latency (ms)",
+        unit: "ms",
+        value: p99 as f64 / 1000.0,
+    });
+    out.push(Figure {
+        test: "file-server worst latency (ms)",
+        unit: "ms",
+        value: worst as f64 / 1000.0,
+    });
+    Ok(())
+}
+
 /// Runs the whole workload on one directory.
 pub fn run_target(label: &str, dir: &Path, plan: &Plan) -> Result<TargetResult> {
     if !dir.is_dir() {
@@ -313,6 +484,14 @@ pub fn run_target(label: &str, dir: &Path, plan: &Plan) -> Result<TargetResult> 
             &format!("metadata: {} files, {} jobs", plan.meta_files, plan.jobs),
         );
         meta(&work, plan, plan.jobs, &mut figures, true)?;
+        progress(
+            label,
+            &format!(
+                "file-server mix: {} jobs, {} files and {} operations each",
+                plan.jobs, plan.mix_files, plan.mix_ops
+            ),
+        );
+        file_server(&work, plan, &mut figures)?;
         Ok(TargetResult {
             label: label.to_string(),
             dir: dir.to_path_buf(),
@@ -412,9 +591,19 @@ mod tests {
             small_files: 40,
             small_dirs: 4,
             jobs: 2,
+            mix_files: 20,
+            mix_ops: 200,
         };
         let r = run_target("tmp", d.path(), &plan).expect("run");
-        assert_eq!(r.figures.len(), 12);
+        assert_eq!(r.figures.len(), 16);
+        let mix: Vec<&Figure> = r
+            .figures
+            .iter()
+            .filter(|f| f.test.starts_with("file-server"))
+            .collect();
+        assert_eq!(mix.len(), 4, "{:?}", r.figures);
+        // p99 <= worst latency.
+        assert!(mix[2].value <= mix[3].value, "{mix:?}");
         assert!(
             r.figures
                 .iter()

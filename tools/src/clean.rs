@@ -3,12 +3,12 @@
 //! `--now` runs the copying cleaner (live data out of partly used segments, unpaced) and
 //! then a reclaim pass, with progress.
 
+use crate::progress::{Progress, Unit};
 use anyhow::Result;
 use manager::cleaner::policy::Policy;
 use manager::cleaner::worker::{CleanReport, Cleaner};
 use manager::reclaim::{LogSurvey, Reclaimer};
 use proto::config::ClusterConfig;
-use std::io::Write;
 use std::sync::Arc;
 
 pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
@@ -72,20 +72,21 @@ pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
         ..Policy::default()
     });
     let started = std::time::Instant::now();
+    let bar = Progress::new("cleaning", 0, Unit::Items("segments"));
     let show = |c: &CleanReport| {
-        print!(
-            "\rcleaning: {}/{} segments, {} copied, {} remapped, {} skipped, {:.1} MB/s",
-            c.cleaned,
-            c.chosen,
-            crate::human(c.copied),
-            crate::human(c.moved),
-            crate::human(c.skipped),
-            c.copied as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+        bar.set_total(c.chosen as u64);
+        bar.set(
+            c.cleaned as u64,
+            format!(
+                "{} copied, {} remapped, {} skipped",
+                crate::human(c.copied),
+                crate::human(c.moved),
+                crate::human(c.skipped)
+            ),
         );
-        let _ = std::io::stdout().flush();
     };
     let c = cleaner.pass(false, show).await;
-    println!();
+    bar.finish();
     println!(
         "cleaned {} of {} segment(s) ({} before striping): copied {} live into {} new segment(s) of {} in {:.1} s; {} remapped, {} left alone (changed meanwhile){}",
         c.cleaned,
@@ -116,13 +117,14 @@ pub async fn run(config: Arc<ClusterConfig>, now: bool) -> Result<i32> {
         c.failed,
         started.elapsed().as_secs_f64()
     );
+    let bar = Progress::new("reclaiming", 0, Unit::Items("logs"));
     let report = r
         .pass_with(|done, total| {
-            print!("\rreclaiming: log {done}/{total}");
-            let _ = std::io::stdout().flush();
+            bar.set_total(total as u64);
+            bar.set(done as u64, "");
         })
         .await;
-    println!();
+    bar.finish();
     println!(
         "reclaimed {} segment(s), {} over {} log(s)",
         report.segments_deleted,

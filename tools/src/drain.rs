@@ -8,9 +8,9 @@
 //! k+m fragments on the other servers. Refuses when the others could not hold a whole
 //! stripe or one of them is down.
 
+use crate::progress::{Progress, Unit};
 use anyhow::{bail, Context, Result};
 use proto::config::{ClusterConfig, Role};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use storage::rebuild::{degraded_histogram, execute, plan, scan};
@@ -68,24 +68,22 @@ pub async fn run(config: &ClusterConfig, name: &str) -> Result<i32> {
         let p = plan(&s.stripes, &s.live);
         let total: u64 = p.jobs.iter().map(|j| j.bytes()).sum();
         let t = Instant::now();
+        let bar = Progress::new(&format!("drain round {round}"), total, Unit::Bytes);
         let done = execute(&client, &p, PARALLEL, None, |pr, err| {
             if let Some(e) = err {
-                eprintln!("\nfailed: {e}");
+                bar.note(&format!("failed: {e}"));
             }
-            eprint!(
-                "\rdrain round {round}: {}/{} stripes, {} of {}   ",
-                pr.stripes_done,
-                pr.stripes_total,
-                crate::human(pr.bytes_done),
-                crate::human(pr.bytes_total)
+            bar.set_total(pr.bytes_total);
+            bar.set(
+                pr.bytes_done,
+                format!("{}/{} stripes", pr.stripes_done, pr.stripes_total),
             );
-            let _ = std::io::stderr().flush();
         })
         .await;
         if p.jobs.is_empty() {
-            eprint!("\rdrain round {round}: nothing to rebuild");
+            bar.note(&format!("drain round {round}: nothing to rebuild"));
         }
-        eprintln!();
+        bar.finish();
         let after = scan(&client, &others).await;
         if dead {
             // Nothing to delete on a dead server: done when no stripe misses a fragment

@@ -12,6 +12,7 @@ mod clean;
 mod df;
 mod drain;
 mod mount_helper;
+mod progress;
 mod rebuild;
 mod scrub;
 mod status;

@@ -3,9 +3,9 @@
 //! redundancy first, `--parallel` stripes at a time, default 4) with progress, bytes and ETA; with
 //! `--nice` paced like the background rebuild (storage::pace), else at full speed.
 
+use crate::progress::{Progress, Unit};
 use anyhow::Result;
 use proto::config::ClusterConfig;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Instant;
 use storage::rebuild::{degraded_histogram, execute, plan, scan};
@@ -63,30 +63,19 @@ pub async fn run(config: &ClusterConfig, now: bool, nice: bool, parallel: usize)
         min_share: storage::autorebuild::REBUILD_MIN_SHARE,
         ..Default::default()
     });
+    let bar = Progress::new("rebuild", 0, Unit::Bytes);
     let done = execute(&client, &p, parallel.max(1), pace, |pr, err| {
         if let Some(e) = err {
-            eprintln!("\nfailed: {e}");
+            bar.note(&format!("failed: {e}"));
         }
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        let rate = pr.bytes_done as f64 / secs;
-        let eta = if rate > 0.0 {
-            (pr.bytes_total - pr.bytes_done) as f64 / rate
-        } else {
-            0.0
-        };
-        eprint!(
-            "\rrebuild: {}/{} stripes, {} of {}, {:.1} MB/s, ETA {:.0} s   ",
-            pr.stripes_done,
-            pr.stripes_total,
-            crate::human(pr.bytes_done),
-            crate::human(pr.bytes_total),
-            rate / 1e6,
-            eta
+        bar.set_total(pr.bytes_total);
+        bar.set(
+            pr.bytes_done,
+            format!("{}/{} stripes", pr.stripes_done, pr.stripes_total),
         );
-        let _ = std::io::stderr().flush();
     })
     .await;
-    eprintln!();
+    bar.finish();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "rebuilt {} fragments of {} stripes ({}) in {:.1} s ({:.1} MB/s); {} stripes failed",

@@ -2,10 +2,10 @@
 //! `--now` starts a full-speed scrub-and-repair pass on every reachable server, shows
 //! progress, and prints what was checked, found bad and repaired.
 
+use crate::progress::{Progress, Unit};
 use anyhow::Result;
 use proto::config::ClusterConfig;
 use proto::msg::{ScrubCounts, ScrubReport};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 use storage::StorageClient;
@@ -56,6 +56,7 @@ pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
     }
     let mut unreachable = before.iter().filter(|b| b.is_none()).count();
     let mut done: Vec<Option<ScrubReport>> = vec![None; servers.len()];
+    let bar = Progress::new("scrub", 0, Unit::Items("fragments"));
     loop {
         let (mut checked, mut total, mut bad, mut repaired) = (0, 0, 0, 0);
         for (i, (name, addr)) in servers.iter().enumerate() {
@@ -83,23 +84,23 @@ pub async fn run(config: &ClusterConfig, now: bool) -> Result<i32> {
                     repaired += r.current.repaired;
                 }
                 Err(e) if e.is_unavailable() => {
-                    eprintln!("\n{name} ({addr}) went away during the scrub: {e}");
+                    bar.note(&format!("{name} ({addr}) went away during the scrub: {e}"));
                     unreachable += 1;
                     done[i] = Some(ScrubReport::default());
                 }
                 Err(e) => {
-                    eprintln!("\n{name} ({addr}): {e}");
+                    bar.note(&format!("{name} ({addr}): {e}"));
                 }
             }
         }
-        eprint!("\rscrub: {checked}/{total} fragments checked, {bad} bad, {repaired} repaired   ");
-        let _ = std::io::stderr().flush();
+        bar.set_total(total);
+        bar.set(checked, format!("{bad} bad, {repaired} repaired"));
         if servers
             .iter()
             .enumerate()
             .all(|(i, _)| before[i].is_none() || done[i].is_some())
         {
-            eprintln!();
+            bar.finish();
             break;
         }
         tokio::time::sleep(POLL).await;

@@ -38,8 +38,8 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     Some(&rest[..rest.find('"')?])
 }
 
-/// The counters of one /metrics text; series without a `node` label (a mount's FUSE
-/// operations) are shown as node `mount@ENDPOINT`.
+/// The counters of one /metrics text; a mount's FUSE operations (no `node` label) are
+/// shown as node `mount:MOUNTPOINT` (or `mount@ENDPOINT` without a `mount` label).
 pub fn parse(text: &str, endpoint: &str) -> Counters {
     let mut out = Counters::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -58,6 +58,7 @@ pub fn parse(text: &str, endpoint: &str) -> Counters {
         };
         let node = label(labels, "node")
             .map(str::to_string)
+            .or_else(|| label(labels, "mount").map(|m| format!("mount:{m}")))
             .unwrap_or_else(|| format!("mount@{endpoint}"));
         let op = label(labels, "op").unwrap_or("-").to_string();
         *out.entry((node, *what, op)).or_insert(0.0) += v;
@@ -220,6 +221,21 @@ mod tests {
             Some(&5.0)
         );
         assert_eq!(c.len(), 2, "histograms are not shown: {c:?}");
+    }
+
+    #[test]
+    fn mounts_are_told_apart_by_their_mount_label() {
+        let t = "shoal_fuse_ops_total{mount=\"/mnt/a\",op=\"read\"} 3\n\
+                 shoal_fuse_ops_total{mount=\"/mnt/b\",op=\"read\"} 4\n";
+        let c = parse(t, "e:1");
+        assert_eq!(
+            c.get(&("mount:/mnt/a".into(), "fuse", "read".into())),
+            Some(&3.0)
+        );
+        assert_eq!(
+            c.get(&("mount:/mnt/b".into(), "fuse", "read".into())),
+            Some(&4.0)
+        );
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl BlockCache {
         self.generations.get(&ino).copied().unwrap_or(0) + self.epoch
     }
 
+    /// Whether the block is cached (without marking it used).
+    pub fn contains(&self, ino: InodeId, block: u64) -> bool {
+        self.blocks.contains_key(&(ino, block))
+    }
+
     /// The block, marking it recently used.
     pub fn get(&mut self, ino: InodeId, block: u64) -> Option<Bytes> {
         self.tick += 1;

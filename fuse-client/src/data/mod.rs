@@ -5,10 +5,11 @@
 //! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
 //! `open_files` (local open counts per inode, owned there), `write_errors` (errors of
 //! background write-back pending until the next close or fsync, owned there),
-//! `read` (the read path: dirty data over cached blocks over the log), `seek` (SEEK_DATA /
-//! SEEK_HOLE over covered spans, pure), `writeback` (the write-back part: log
-//! writer, horizon, commit locks, write verifier, write errors, ENOSPC hold, owned there;
-//! commits through `meta`) and `flush` (the flush procedure over the whole client).
+//! `read` (the read path: dirty data over cached blocks over the log), `readahead`
+//! (sequential detection and prefetches in flight, pure), `seek` (SEEK_DATA / SEEK_HOLE
+//! over covered spans, pure), `writeback` (the write-back part: log writer, horizon,
+//! commit locks, write verifier, write errors, ENOSPC hold, owned there; commits through
+//! `meta`) and `flush` (the flush procedure over the whole client).
 //!
 //! This file owns `DataState`, the state behind the client's one short-held data lock.
 //! Must not: hold that lock across an await.
@@ -24,6 +25,7 @@ pub(crate) mod no_caps;
 pub(crate) mod open_dirs;
 pub(crate) mod open_files;
 pub(crate) mod read;
+pub mod readahead;
 pub mod seek;
 pub(crate) mod write_errors;
 pub mod writeback;
@@ -52,6 +54,8 @@ pub(crate) struct DataState {
     pub(in crate::data) extents: ExtentCache,
     /// Write leases per inode (checked and used under this lock, see `lease`).
     pub(in crate::data) leases: HashMap<InodeId, WriteLease>,
+    /// Sequential-read detection and prefetches in flight (see `readahead`).
+    pub(in crate::data) readahead: readahead::Readahead<read::PrefetchDone>,
 }
 
 impl DataState {
@@ -62,6 +66,7 @@ impl DataState {
             cache,
             extents: ExtentCache::default(),
             leases: HashMap::new(),
+            readahead: Default::default(),
         }
     }
 

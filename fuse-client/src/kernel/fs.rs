@@ -86,10 +86,11 @@ impl ShoalFs {
     {
         let started = Instant::now();
         let cred = crate::credentials::of_this_thread();
+        let label = self.client.metrics_label();
         let fut = f(self.client.clone());
         self.rt.spawn(crate::credentials::scope(cred, async move {
             fut.await;
-            proto::ops_metrics::fuse_op(op, started.elapsed());
+            proto::ops_metrics::fuse_op(&label, op, started.elapsed());
         }));
     }
 
@@ -122,8 +123,8 @@ impl ShoalFs {
     }
 
     /// Counts a request answered on the FUSE thread itself.
-    fn answered_at_once(op: &'static str, started: Instant) {
-        proto::ops_metrics::fuse_op(op, started.elapsed());
+    fn answered_at_once(&self, op: &'static str, started: Instant) {
+        proto::ops_metrics::fuse_op(&self.client.metrics_label(), op, started.elapsed());
     }
 }
 
@@ -360,7 +361,7 @@ impl Filesystem for ShoalFs {
         self.spawn("read", move |c| async move {
             match c.read(ino(i), offset, size).await {
                 Ok(b) => {
-                    proto::ops_metrics::fuse_read_bytes(b.len() as u64);
+                    proto::ops_metrics::fuse_read_bytes(&c.metrics_label(), b.len() as u64);
                     reply.data(&b)
                 }
                 Err(e) => reply.error(errno(e)),
@@ -395,7 +396,7 @@ impl Filesystem for ShoalFs {
             }
             match c.write_at(ino(i), offset, &data, append).await {
                 Ok((_, n)) => {
-                    proto::ops_metrics::fuse_written_bytes(n as u64);
+                    proto::ops_metrics::fuse_written_bytes(&c.metrics_label(), n as u64);
                     reply.written(n)
                 }
                 Err(e) => reply.error(errno(e)),
@@ -530,7 +531,7 @@ impl Filesystem for ShoalFs {
         let started = Instant::now();
         self.client.releasedir(crate::client::FileHandle(fh.0));
         reply.ok();
-        Self::answered_at_once("releasedir", started);
+        self.answered_at_once("releasedir", started);
     }
 
     fn fsyncdir(&self, req: &Request, i: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
@@ -632,14 +633,14 @@ impl Filesystem for ShoalFs {
         reply: fuser::ReplyIoctl,
     ) {
         reply.error(Errno::from_i32(libc::ENOTTY));
-        Self::answered_at_once("ioctl", Instant::now());
+        self.answered_at_once("ioctl", Instant::now());
     }
 
     fn access(&self, req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         let _caller = crate::credentials::enter(req.uid(), req.gid(), req.pid());
         // default_permissions: the kernel checks mode bits itself.
         reply.ok();
-        Self::answered_at_once("access", Instant::now());
+        self.answered_at_once("access", Instant::now());
     }
 
     fn create(

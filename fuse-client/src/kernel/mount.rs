@@ -117,6 +117,7 @@ pub fn mount(
     opts: &MountOptions,
 ) -> Result<Mount, ClientError> {
     preflight(mountpoint, opts)?;
+    client.set_metrics_label(&mountpoint.display().to_string());
     let fs = ShoalFs::new(client.clone(), rt);
     let session = fuser::spawn_mount(fs, mountpoint, &opts.to_config()).map_err(|source| {
         ClientError::Mount {

@@ -1,5 +1,6 @@
 //! `shoal up --clients 2 --http ADDR`: after a small workload through the real mounts the
-//! metrics moved by the expected amounts (FUSE creates, bytes written and read, cache tiers,
+//! metrics moved by the expected amounts (FUSE creates, bytes written on one mount and read
+//! on the other, told apart by their `mount` label, cache tiers,
 //! a lease callback, journal commits), the node gauges are there, and every metric the
 //! shipped Grafana dashboard asks for exists in /metrics.
 
@@ -51,8 +52,10 @@ fn t41_up_metrics_move_with_a_workload_through_real_mounts() -> Result<()> {
     };
     let before = scrape()?;
     let creates = |t: &str| sum(t, "shoal_fuse_ops_total", &[("op", "create")]);
-    let written = |t: &str| sum(t, "shoal_fuse_written_bytes_total", &[]);
-    let read = |t: &str| sum(t, "shoal_fuse_read_bytes_total", &[]);
+    // Each mount's FUSE metrics carry its mountpoint as the `mount` label.
+    let (m1, m2) = (mnt.display().to_string(), mnt2.display().to_string());
+    let written = |t: &str| sum(t, "shoal_fuse_written_bytes_total", &[("mount", &m1)]);
+    let read = |t: &str| sum(t, "shoal_fuse_read_bytes_total", &[("mount", &m2)]);
     {
         info!("--- 20 creates: FUSE create count +20, and as many latency samples");
         for i in 0..20 {
@@ -100,7 +103,13 @@ fn t41_up_metrics_move_with_a_workload_through_real_mounts() -> Result<()> {
             "read moved by {}",
             read(&after) - read(&b)
         );
-        let storage = |t: &str| sum(t, "shoal_client_cache_blocks_total", &[("tier", "storage")]);
+        let storage = |t: &str| {
+            sum(
+                t,
+                "shoal_client_cache_blocks_total",
+                &[("mount", &m2), ("tier", "storage")],
+            )
+        };
         ensure!(
             storage(&after) > storage(&b),
             "the first read took no block from storage"

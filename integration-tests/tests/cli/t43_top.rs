@@ -69,7 +69,7 @@ fn t43_top_once_shows_rates_per_node_and_op() -> Result<()> {
                     .flatten()
             })
         };
-        let fuse = rate_of("mount@", "fuse", "create");
+        let fuse = rate_of("mount:", "fuse", "create");
         ensure!(fuse.is_some_and(|r| r > 0.0), "no FUSE create rate:\n{out}");
         let served = rate_of("manager-", "served", "Create");
         ensure!(

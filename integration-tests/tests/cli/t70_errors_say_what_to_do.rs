@@ -1,6 +1,7 @@
 //! Mistakes a new user makes get one error line with the cause and the fix (issue 14 item
 //! 5): a non-empty mountpoint, a cluster directory without certificates, a key the user
-//! cannot read, a state directory the user cannot write, no /dev/fuse. (Elsewhere: a
+//! cannot read, a state directory the user cannot write, no /dev/fuse, a certificate the
+//! wall clock has passed (what a clock that jumped ahead looks like). (Elsewhere: a
 //! missing mountpoint and an unknown node name in t10, a port in use in t50.)
 
 use crate::expect_clear_error;
@@ -186,6 +187,48 @@ fn t70_common_mistakes_get_a_cause_and_a_fix() -> Result<()> {
             &out,
             "mount without /dev/fuse",
             &["/dev/fuse", "apt-get install fuse3", "modprobe fuse"],
+        )?;
+    }
+    {
+        info!("--- a certificate the clock has passed (a clock that jumped, or a key too old)");
+        let out = env.run(
+            [
+                "cert".as_ref(),
+                "issue".as_ref(),
+                "--cluster".as_ref(),
+                dir.as_os_str(),
+                "client".as_ref(),
+                "brief".as_ref(),
+                "--expires".as_ref(),
+                "1s".as_ref(),
+            ],
+            T,
+        )?;
+        ensure!(out.success(), "cert issue: {out}");
+        std::thread::sleep(Duration::from_millis(2500));
+        let mnt = env.path().join("mnt-brief");
+        std::fs::create_dir(&mnt)?;
+        let out = env.run(
+            [
+                "mount".as_ref(),
+                "--cluster".as_ref(),
+                dir.as_os_str(),
+                "--as".as_ref(),
+                "brief".as_ref(),
+                mnt.as_os_str(),
+            ],
+            T,
+        )?;
+        expect_clear_error(
+            &out,
+            "mount with an expired certificate",
+            &[
+                "brief",
+                "expired at",
+                "clock",
+                "timedatectl",
+                "shoal cert issue",
+            ],
         )?;
     }
     env.done();

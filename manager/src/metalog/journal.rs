@@ -453,7 +453,11 @@ impl Committer<'_> {
         let started = Instant::now();
         match self.append(EntryKind::MetaRecords, encoded).await {
             Ok(addr) => {
-                proto::ops_metrics::journal_commit(recs.len(), started.elapsed());
+                proto::ops_metrics::journal_commit(
+                    &addr.log.to_string(),
+                    recs.len(),
+                    started.elapsed(),
+                );
                 let last = recs.last().map_or(Lsn::ZERO, |r| r.lsn);
                 tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last = last.0, "records durable");
                 self.j.durable.send_if_modified(|d| {

@@ -13,7 +13,7 @@ use proto::ids::{FragmentId, LogId, SegmentId};
 use proto::msg::{FragmentInfo, FragmentMeta, StorageStat};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -567,10 +567,21 @@ impl FragmentStore for FileStore {
         let last = (offset as usize + len as usize - 1) / BLOCK;
         let start = first * BLOCK;
         let end = ((last + 1) * BLOCK).min(header.payload_len as usize);
-        let mut buf = vec![0u8; end - start];
         let base = header.encoded_len() as u64;
-        f.read_exact_at(&mut buf, base + start as u64)
-            .map_err(|e| read_error(id, &path, e))?;
+        // Read into spare capacity (read_to_end does not zero it first).
+        let want = end - start;
+        let mut buf = Vec::with_capacity(want);
+        let read = (&f)
+            .seek(std::io::SeekFrom::Start(base + start as u64))
+            .and_then(|_| (&f).take(want as u64).read_to_end(&mut buf));
+        match read {
+            Ok(n) if n == want => {}
+            Ok(_) => {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(read_error(id, &path, eof));
+            }
+            Err(e) => return Err(read_error(id, &path, e)),
+        }
         for (i, chunk) in buf.chunks(BLOCK).enumerate() {
             let b = first + i;
             let crc = proto::crc32c(chunk);
