@@ -167,6 +167,7 @@ async fn wrong_roles_are_refused_with_the_named_error() {
     // Commits of another identity's log are refused.
     let commit = Request::Manager(ManagerRequest::CommitWrites {
         writes: vec![InodeWrite {
+            sums: Vec::new(),
             ino: InodeId::ROOT,
             extents: vec![Extent {
                 offset: 0,

@@ -199,6 +199,7 @@ mod tests {
 
     fn write(ino: u64, extents: Vec<Extent>) -> InodeWrite {
         InodeWrite {
+            sums: Vec::new(),
             ino: InodeId(ino),
             extents,
             size: 0,

@@ -1,4 +1,5 @@
-//! Disk faults: find the fragment files of a storage node and flip bytes inside them.
+//! Disk faults: find the fragment files of a storage node and flip bytes inside them, or
+//! replace fragments with well-formed ones holding other bytes (`misplace_fragments`).
 //! Touches only files under a test cluster's `nodes/storage-*/storage/` directories.
 
 use anyhow::{bail, Context, Result};
@@ -50,6 +51,58 @@ pub fn corrupt_middle(path: &Path, len: usize) -> Result<u64> {
     f.write_all(&buf)?;
     f.sync_all()?;
     Ok(at)
+}
+
+/// In every segment of every client log held in the storage directories `dirs` (of
+/// stopped servers), replaces fragment `victim` with the payload of fragment `source` of
+/// the same segment (same size), written through the storage server's own file format: a
+/// well-formed fragment, valid storage checksums, other bytes (what a misdirected or
+/// misplaced write leaves). Returns the segments changed.
+pub fn misplace_fragments(dirs: &[PathBuf], victim: u8, source: u8) -> Result<usize> {
+    use storage::store::FragmentStore;
+    use storage::FileStore;
+    let stores: Vec<FileStore> = dirs
+        .iter()
+        .map(|d| FileStore::open(d).with_context(|| format!("open store {}", d.display())))
+        .collect::<Result<_>>()?;
+    let mut changed = 0;
+    for s in &stores {
+        for log in s.list_logs()?.into_iter().filter(|l| l.is_client()) {
+            for f in s
+                .list_log(log)?
+                .into_iter()
+                .filter(|f| f.id.index == victim)
+            {
+                let src = proto::ids::FragmentId {
+                    index: source,
+                    ..f.id
+                };
+                let Some(payload) = stores.iter().find_map(|o| o.read_range(src, 0, f.len).ok())
+                else {
+                    bail!("fragment {src:?} is on no store");
+                };
+                if payload.len() != f.len as usize {
+                    bail!(
+                        "fragment {src:?} holds {} bytes, {:?} {}",
+                        payload.len(),
+                        f.id,
+                        f.len
+                    );
+                }
+                let mine = s.read_range(f.id, 0, f.len)?;
+                if mine == payload {
+                    continue;
+                }
+                let meta = proto::msg::FragmentMeta {
+                    crc32c: proto::crc32c(&payload),
+                    ..f.meta
+                };
+                s.put(f.id, meta, payload)?;
+                changed += 1;
+            }
+        }
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

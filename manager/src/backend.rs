@@ -42,6 +42,9 @@ pub struct StorageLog {
     writer: tokio::sync::Mutex<Option<LogWriter>>,
     reader: OnceLock<LogReader>,
     next: Mutex<SegmentId>,
+    /// The highest segment id of which a listing found any fragment: `set_next` never
+    /// goes to or below it (segment ids are never reused, also across restarts).
+    seen: Mutex<Option<SegmentId>>,
 }
 
 impl StorageLog {
@@ -53,6 +56,7 @@ impl StorageLog {
             writer: tokio::sync::Mutex::new(None),
             reader: OnceLock::new(),
             next: Mutex::new(SegmentId(0)),
+            seen: Mutex::new(None),
         }
     }
 
@@ -94,8 +98,10 @@ impl LogBackend for StorageLog {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<SegmentAddr>, ManagerError>> {
         Box::pin(async move {
-            let mut v = self.reader().list_segments(self.log).await?;
+            let (mut v, highest) = self.reader().list_segments_seen(self.log).await?;
             v.sort_by_key(|s| s.segment);
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            *seen = (*seen).max(highest);
             Ok(v)
         })
     }
@@ -118,6 +124,14 @@ impl LogBackend for StorageLog {
     }
 
     fn set_next(&self, next: SegmentId) {
+        let seen = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match seen {
+            Some(s) if s.0 >= next.0 => {
+                tracing::warn!(log = %self.log, "fragments of segment {s} are on the storage servers though it is not listed (an append that failed): continuing at {} so that no segment id is reused", s.0 + 1);
+                SegmentId(s.0 + 1)
+            }
+            _ => next,
+        };
         *self.next.lock().unwrap_or_else(|e| e.into_inner()) = next;
         if let Ok(mut w) = self.writer.try_lock() {
             *w = None;

@@ -5,7 +5,7 @@
 //!
 //! Layout: `state` (pure state + apply), `directory` (entries with stable readdir
 //! cookies), `plan` (pure validation → records), `extent` (extent maps), `usage` (live
-//! bytes per data segment, reclaim floors), `reclaim` (deletes dead data segments),
+//! bytes per data segment, reclaim floors), `sums` (end-to-end checksums of data segments), `reclaim` (deletes dead data segments),
 //! `cleaner` (policy and conditional relocation), `txn` (pure 2PC driver), `backend` (the
 //! log a manager writes to), `metalog` (the metadata log: `record` durable record
 //! formats, `checkpoint` checkpoints in bounded chunks and the legacy format, `journal`
@@ -29,6 +29,7 @@ pub mod plan;
 pub mod reclaim;
 pub mod service;
 pub mod state;
+pub mod sums;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod txn;

@@ -9,6 +9,7 @@ use crate::directory::DirEntries;
 use crate::error::{enoent, enotdir, Errno};
 use crate::extent::ExtentMap;
 use crate::record::{Logged, Lsn, Record, TxIntent};
+use crate::sums::SegmentSums;
 use crate::txn::book::TxBook;
 use crate::usage::Usage;
 use proto::ids::{InodeId, SessionId, SlotId, TxId};
@@ -74,6 +75,10 @@ pub struct MetaState {
     /// volatile reclaim floors; see `usage`.
     #[serde(skip)]
     pub(crate) usage: Usage,
+    /// End-to-end checksums of the data segments the extent maps point into (`sums`;
+    /// checkpointed in a piece of their own, not in the legacy whole-state form).
+    #[serde(skip)]
+    pub(crate) sums: SegmentSums,
     /// Numbered client calls the log recorded as applied (`Record::Replied`), for answering
     /// their retries after a restart; volatile, rebuilt from the records after the
     /// checkpoint a restart starts from (see `calls`).
@@ -201,6 +206,7 @@ impl MetaState {
                 );
                 if let Some(old) = old {
                     self.usage.count_map(&old.extents, -1);
+                    self.forget_dead_sums(old.extents.iter().collect());
                 }
             }
             Record::Attr { attr } => {
@@ -224,16 +230,21 @@ impl MetaState {
             }
             Record::Extents { ino, extents } => {
                 if let Some(i) = self.inodes.get_mut(ino) {
+                    let mut hit = Vec::new();
                     for e in extents {
+                        hit.extend(i.extents.range(e.offset, e.ptr.len as u64));
                         i.extents.overlay_counted(*e, &mut self.usage);
                     }
                     i.attr.blocks_bytes = i.extents.covered();
+                    self.forget_dead_sums(hit);
                 }
             }
             Record::Truncate { ino, size } => {
                 if let Some(i) = self.inodes.get_mut(ino) {
+                    let hit = i.extents.range(*size, u64::MAX - *size);
                     i.extents.truncate_counted(*size, &mut self.usage);
                     i.attr.blocks_bytes = i.extents.covered();
+                    self.forget_dead_sums(hit);
                 }
             }
             Record::Xattr { ino, name, value } => {
@@ -261,8 +272,10 @@ impl MetaState {
             Record::Drop { ino } => {
                 if let Some(old) = self.inodes.remove(ino) {
                     self.usage.count_map(&old.extents, -1);
+                    self.forget_dead_sums(old.extents.iter().collect());
                 }
             }
+            Record::Sums(s) => self.sums.insert(s),
             Record::WriteLease { ino, session } => {
                 self.write_leases.insert(*ino, (*session, self.last_lsn));
             }
@@ -350,6 +363,23 @@ impl MetaState {
         self.usage.clear_live();
         for i in self.inodes.values() {
             self.usage.count_map(&i.extents, 1);
+        }
+        self.sums.retain_live(&self.usage);
+    }
+
+    /// The end-to-end checksums of the data segments the extent maps point into.
+    pub fn sums(&self) -> &SegmentSums {
+        &self.sums
+    }
+
+    /// Forgets the checksums of the segments of `hit` (extents just overwritten, trimmed
+    /// or dropped) that no extent references any more.
+    fn forget_dead_sums(&mut self, hit: Vec<proto::msg::Extent>) {
+        for e in hit {
+            let (log, seg) = (e.ptr.seg.log, e.ptr.seg.segment);
+            if self.usage.live(log, seg) == 0 {
+                self.sums.remove(&(log, seg));
+            }
         }
     }
 

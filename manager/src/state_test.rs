@@ -205,6 +205,7 @@ fn ptr(seg: u64, offset: u32, len: u32) -> LogPtr {
 
 fn write(ino: InodeId, offset: u64, seg: u64, len: u32, size: u64) -> InodeWrite {
     InodeWrite {
+        sums: Vec::new(),
         ino,
         extents: vec![Extent {
             offset,
@@ -651,6 +652,7 @@ fn commit_writes_overlays_and_checks_kind() {
     let mut h = H::new();
     let f = h.touch(ROOT, "f").expect("create");
     let w = |o: u64, seg: u64, len: u32| InodeWrite {
+        sums: Vec::new(),
         ino: f,
         extents: vec![Extent {
             offset: o,
@@ -686,6 +688,7 @@ fn commit_writes_overlays_and_checks_kind() {
     assert_eq!(h.attr(f).blocks_bytes, 100);
     assert_eq!(h.attr(f).mtime.secs, 9);
     let bad = InodeWrite {
+        sums: Vec::new(),
         ino: ROOT,
         extents: vec![],
         size: 0,
@@ -696,6 +699,7 @@ fn commit_writes_overlays_and_checks_kind() {
         Err(EISDIR)
     );
     let gone = InodeWrite {
+        sums: Vec::new(),
         ino: InodeId(5555),
         extents: vec![],
         size: 0,
@@ -1425,6 +1429,7 @@ fn relocating_a_shared_extent_moves_every_file_to_the_one_copy() {
             offset: e.offset,
             old: e.ptr,
             new,
+            sums: Vec::new(),
         })
         .collect();
     let r = h.st.plan_relocate(&moves);
@@ -1445,5 +1450,65 @@ fn relocating_a_shared_extent_moves_every_file_to_the_one_copy() {
             }]
         );
     }
+    h.check_replay();
+}
+
+/// End-to-end checksums ride with commits: recorded, handed out with the extents that
+/// touch their chunks (also after a split), replayed, checkpointed, and forgotten once no
+/// extent references their segment; checksums that do not fit their segment are refused.
+#[test]
+fn commit_checksums_are_kept_with_the_extents_that_need_them() {
+    use proto::chunksum::{segment_sums, ChunkSums, CHUNK};
+    let mut h = H::new();
+    let f = h.touch(ROOT, "f").expect("create");
+    // ptr() segments are 1 MiB.
+    let seg1: Vec<u8> = (0..1u64 << 20).map(|i| (i * 7 % 253) as u8).collect();
+    let all = segment_sums(LogId(77), SegmentId(1), &seg1);
+    let summed = |o: u64, seg: u64, poff: u32, len: u32, sums: Vec<ChunkSums>| InodeWrite {
+        sums,
+        ino: f,
+        extents: vec![Extent {
+            offset: o,
+            ptr: ptr(seg, poff, len),
+        }],
+        size: o + len as u64,
+        mtime: Timestamp { secs: 9, nanos: 0 },
+    };
+    // 40 KiB at segment offset 1000: chunks 0..11; the client sends just those.
+    let sent = all.slice(0, 11).expect("slice");
+    h.with(|st, c| st.plan_commit_writes(c, &[summed(0, 1, 1000, 40 << 10, vec![sent.clone()])]))
+        .expect("commit");
+    // Splitting it: the middle overwritten by an unsummed write elsewhere.
+    h.with(|st, c| st.plan_commit_writes(c, &[summed(10_000, 2, 0, 100, Vec::new())]))
+        .expect("commit");
+    let ext = h.st.get_extents(f, 0, 1 << 20).expect("extents");
+    assert_eq!(ext.len(), 3);
+    let sums = h.st.sums().for_extents(&ext);
+    for e in &ext {
+        let want = (e.ptr.seg.segment == SegmentId(1)).then(|| {
+            let (a, b) = proto::chunksum::chunk_span(e.ptr.offset, e.ptr.len);
+            all.slice(a, b).expect("slice")
+        });
+        let got = sums
+            .iter()
+            .find(|s| s.segment == e.ptr.seg.segment)
+            .and_then(|s| s.for_ptr(&e.ptr));
+        assert_eq!(got, want, "{e:?}");
+    }
+    h.check_replay();
+    let back = chunked_round_trip(&h.st);
+    assert_eq!(back, h.st);
+    assert_eq!(back.sums().len(), 1);
+    // Checksums that do not fit their segment are refused.
+    let mut bad = all.slice(0, 2).expect("slice");
+    bad.first = (1 << 20) / CHUNK;
+    assert_eq!(
+        h.with(|st, c| st.plan_commit_writes(c, &[summed(0, 1, 0, 10, vec![bad])])),
+        Err(EINVAL)
+    );
+    // Overwritten whole: segment 1 is dead here, its checksums go.
+    h.with(|st, c| st.plan_commit_writes(c, &[summed(0, 3, 0, 50_000, Vec::new())]))
+        .expect("commit");
+    assert!(h.st.sums().is_empty());
     h.check_replay();
 }

@@ -535,6 +535,7 @@ fn a_cross_manager_link_answers_the_attributes_as_applied() {
     let (st, owners) = (p.st.clone(), p.owners.clone());
     let ctx = p.ctx_with(&owners);
     let write = InodeWrite {
+        sums: Vec::new(),
         ino: g,
         extents: Vec::new(),
         size: 4096,

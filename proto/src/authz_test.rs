@@ -224,6 +224,7 @@ fn a_client_commits_only_extents_of_its_own_log() {
     let commit = |log| {
         Request::Manager(ManagerRequest::CommitWrites {
             writes: vec![InodeWrite {
+                sums: Vec::new(),
                 ino: InodeId(5),
                 extents: vec![Extent {
                     offset: 0,

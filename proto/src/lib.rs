@@ -4,6 +4,7 @@
 
 pub mod authz;
 pub mod budget;
+pub mod chunksum;
 pub mod config;
 pub mod errno;
 pub mod frame;

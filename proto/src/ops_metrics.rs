@@ -25,7 +25,10 @@
 //!   scan (every `DEGRADED_SCAN_POLLS` polls, on the node that reclaims);
 //! - `shoal_worker_busy{node, worker}` (1 busy, 0 not), `shoal_worker_rounds_total{node, worker}`,
 //!   `shoal_worker_failing{node, worker}` (1 when its last round failed): gauges, set when
-//!   scraped.
+//!   scraped;
+//! - `shoal_checksum_mismatches_total{outcome}`: log reads whose bytes did not match the
+//!   writer's end-to-end checksums (`chunksum`): `repaired` (decoded from other fragments
+//!   to matching bytes) or `failed` (no k fragments did: the read failed with EIO).
 //!
 //! In a process running several mounts or managers (`shoal up --clients N`), the `mount`
 //! and `log` labels keep them apart.
@@ -77,6 +80,13 @@ pub fn lease_callback(node: &str, kind: &'static str, answered: bool, waited: Du
         .increment(1);
     metrics::histogram!("shoal_lease_callback_wait_seconds", "node" => node, "kind" => kind)
         .record(waited.as_secs_f64());
+}
+
+/// Records one log read whose bytes did not match their end-to-end checksums, and whether
+/// matching bytes were decoded from other fragments.
+pub fn checksum_mismatch(repaired: bool) {
+    let outcome = if repaired { "repaired" } else { "failed" };
+    metrics::counter!("shoal_checksum_mismatches_total", "outcome" => outcome).increment(1);
 }
 
 /// Records one batch of `records` metadata records made durable in metadata log `log`

@@ -80,6 +80,15 @@ pub enum LogError {
     /// certificate lacks the right), so too few answered; asking again cannot help.
     #[error("storage servers refused {what} to this node: {detail}")]
     Refused { what: String, detail: String },
+    /// The bytes read do not match the writer's end-to-end checksums, and no k fragments
+    /// of the stripe decode to bytes that do (more than m fragments hold wrong bytes).
+    #[error("{what} does not match its end-to-end checksum at segment offset {offset}, and no {needed} fragments decode to bytes that do ({detail})")]
+    Corrupt {
+        what: String,
+        offset: u32,
+        needed: usize,
+        detail: String,
+    },
 }
 
 /// Errors of the segment format.

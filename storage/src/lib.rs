@@ -2,6 +2,7 @@
 //!
 //! Server side: `store` (fragments on local disk) and `server` (the RPC handler).
 //! Writer/reader side, used by clients and managers: `erasure`, `segment` (format),
+//! `checked` (decoding a stripe to bytes its end-to-end checksums accept),
 //! `stripe` (placement), `health` (which servers a writer believes down, when to probe
 //! them), `log` (`LogWriter`, `LogReader`) and `rpc` (`StorageClient`, the
 //! typed RPC stub; not the client role).
@@ -16,6 +17,7 @@
 
 pub mod admit;
 pub mod autorebuild;
+pub mod checked;
 pub mod drain;
 pub mod erasure;
 pub mod error;

@@ -1,6 +1,8 @@
 //! The striped log: `LogWriter` appends segments as k+m erasure-coded fragments on the
 //! segment's stripe group; `LogReader` reads byte ranges back (reconstructing from parity
-//! when fragments are missing or corrupt), lists a log's segments and deletes them.
+//! when fragments are missing or corrupt, and, given the writer's end-to-end checksums,
+//! when fragments are well formed but hold other bytes: `read_checked`), lists a log's
+//! segments and deletes them.
 //! Owns the fragment layout of a segment; must not interpret segment contents.
 //!
 //! Fragment layout: fragment size `fs = ceil(len / k)`; data fragment `i` holds segment bytes
@@ -18,6 +20,7 @@ use crate::store::lock;
 use crate::stripe::{stripe_group, StripeMember};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
+use proto::chunksum::{self, ChunkSums};
 use proto::config::ClusterConfig;
 use proto::ids::{FragmentId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
 use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
@@ -517,6 +520,21 @@ fn pieces(seg_len: u32, k: u8, offset: u32, len: u32) -> Vec<Piece> {
     out
 }
 
+/// Checks above this many bytes run on the blocking pool, not on the async runtime.
+const VERIFY_INLINE: usize = 256 << 10;
+
+/// `sums.verify(at, bytes)`, on the blocking pool when `bytes` is large (CRC32C runs at
+/// several GB/s: small reads are checked in place).
+async fn verify_off_runtime(sums: &ChunkSums, at: u32, bytes: Bytes) -> Result<(), u32> {
+    if bytes.len() <= VERIFY_INLINE {
+        return sums.verify(at, &bytes);
+    }
+    let sums = sums.clone();
+    tokio::task::spawn_blocking(move || sums.verify(at, &bytes))
+        .await
+        .unwrap_or(Err(at))
+}
+
 struct ReaderInner {
     config: Arc<ClusterConfig>,
     client: StorageClient,
@@ -786,6 +804,130 @@ impl LogReader {
         Ok(out.freeze())
     }
 
+    /// Reads the bytes at `ptr` and checks them against the writer's end-to-end checksums
+    /// `sums` (`proto::chunksum`): the read is widened to whole chunks, and when a chunk does
+    /// not match, the range is read from every fragment of the stripe and decoded from k
+    /// fragments that give matching bytes (up to m wrong fragments are outvoted). When no k
+    /// do, the read fails (`LogError::Corrupt`): wrong bytes are never returned. Checksums
+    /// that do not cover `ptr` (or name another segment) leave the read unchecked.
+    pub async fn read_checked(&self, ptr: LogPtr, sums: &ChunkSums) -> Result<Bytes, LogError> {
+        if ptr.len == 0 || sums.for_ptr(&ptr).is_none() {
+            return self.read(ptr).await;
+        }
+        let w = chunksum::widen(ptr);
+        let from = (ptr.offset - w.offset) as usize;
+        let cut = |b: &Bytes| b.slice(from..from + ptr.len as usize);
+        let first = match self.read(w).await {
+            Ok(b) => match verify_off_runtime(sums, w.offset, b.clone()).await {
+                Ok(()) => return Ok(cut(&b)),
+                Err(at) => Some(at),
+            },
+            // Too few fragments for the plain read: the search below reads them all too.
+            Err(e) => {
+                tracing::debug!(ptr = %ptr, "checked read: plain read failed: {e}");
+                None
+            }
+        };
+        if let Some(at) = first {
+            tracing::warn!(segment = %ptr.seg, offset = at, "end-to-end checksum mismatch: decoding from other fragments");
+        }
+        match self.read_consistent(w, sums).await {
+            Ok(found) => {
+                if first.is_some() {
+                    proto::ops_metrics::checksum_mismatch(true);
+                    tracing::warn!(segment = %ptr.seg, offset = w.offset, len = w.len, "end-to-end checksum: decoded bytes that match after {} tries; data fragment(s) {:?} hold other bytes", found.tried, found.wrong);
+                }
+                let b = Bytes::from(found.bytes);
+                Ok(cut(&b))
+            }
+            Err(e) => {
+                if let Some(at) = first {
+                    proto::ops_metrics::checksum_mismatch(false);
+                    tracing::error!(segment = %ptr.seg, offset = at, "end-to-end checksum: no fragments decode to matching bytes: {e}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads `w` (whole chunks) from every fragment of its stripe and decodes it from k
+    /// fragments whose result `sums` accept.
+    async fn read_consistent(
+        &self,
+        w: LogPtr,
+        sums: &ChunkSums,
+    ) -> Result<crate::checked::Consistent, LogError> {
+        let seg = w.seg;
+        let what = w.to_string();
+        let fail = |detail: String| LogError::Corrupt {
+            what: what.clone(),
+            offset: w.offset,
+            needed: seg.k as usize,
+            detail,
+        };
+        let home = stripe_group(
+            &self.inner.config,
+            seg.log,
+            seg.segment,
+            seg.k,
+            seg.m,
+            seg.nodes,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let group = self.inner.locate(seg, &home).await;
+        let ps = pieces(seg.len, seg.k, w.offset, w.len);
+        let lo = ps.iter().map(|p| p.frag_off).min().unwrap_or(0);
+        let hi = ps.iter().map(|p| p.frag_off + p.len).max().unwrap_or(0);
+        let fetches = group.iter().map(|member| {
+            let id = FragmentId {
+                log: seg.log,
+                segment: seg.segment,
+                index: member.index,
+            };
+            async move { self.inner.fetch(member.addr, id, lo, hi - lo).await }
+        });
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; group.len()];
+        let mut detail = Vec::new();
+        for (member, r) in group.iter().zip(futures::future::join_all(fetches).await) {
+            match r {
+                Ok(b) if b.len() == (hi - lo) as usize => {
+                    if let Some(s) = shards.get_mut(member.index as usize) {
+                        *s = Some(b.to_vec());
+                    }
+                }
+                Ok(b) => detail.push(format!("f{} returned {} bytes", member.index, b.len())),
+                Err(e) => detail.push(format!("f{} on {}: {e}", member.index, member.addr)),
+            }
+        }
+        let places: Vec<crate::checked::Place> = ps
+            .iter()
+            .map(|p| crate::checked::Place {
+                index: p.index,
+                at: (p.frag_off - lo) as usize,
+                len: p.len as usize,
+                out_off: p.out_off,
+            })
+            .collect();
+        let (k, m) = (seg.k, seg.m);
+        let sums = sums.clone();
+        let (at, out_len) = (w.offset, w.len as usize);
+        let present = shards.iter().flatten().count();
+        let found = tokio::task::spawn_blocking(move || {
+            let codec = codec(k, m).ok()?;
+            crate::checked::decode_checked(&*codec, k as usize, &shards, &places, out_len, |b| {
+                sums.verify(at, b).is_ok()
+            })
+        })
+        .await
+        .map_err(|e| fail(format!("decode task failed: {e}")))?;
+        found.ok_or_else(|| {
+            detail.push(format!(
+                "{present} fragments read, no {k} of them decode to matching bytes"
+            ));
+            fail(detail.join("; "))
+        })
+    }
+
     /// Fetches bytes `[off, off+len)` of any k fragments not in `exclude` (data fragments
     /// first). Err carries how many were available.
     async fn fetch_any_k(
@@ -853,6 +995,17 @@ impl LogReader {
     /// segment is listed when at least k of its fragments are; up to m servers may be
     /// unreachable.
     pub async fn list_segments(&self, log: LogId) -> Result<Vec<SegmentAddr>, LogError> {
+        Ok(self.list_segments_seen(log).await?.0)
+    }
+
+    /// `list_segments`, and the highest segment id of which *any* fragment was found (also
+    /// one with fewer than k: what a failed append leaves when its deletes did not reach
+    /// every server). A writer that continues the log must start above it, so that no
+    /// segment id is ever reused (a leftover fragment would read as part of the new one).
+    pub async fn list_segments_seen(
+        &self,
+        log: LogId,
+    ) -> Result<(Vec<SegmentAddr>, Option<SegmentId>), LogError> {
         let nodes: Vec<(String, std::net::SocketAddr)> = self
             .inner
             .config
@@ -909,7 +1062,8 @@ impl LogReader {
         if !failures.is_empty() {
             tracing::warn!(log = %log, "listing segments without {} storage node(s): {}", failures.len(), failures.join("; "));
         }
-        Ok(found
+        let highest = found.keys().next_back().copied();
+        let listed = found
             .into_iter()
             .filter(|(_, (meta, idx))| idx.len() >= meta.k.max(1) as usize)
             .map(|(segment, (meta, _))| SegmentAddr {
@@ -920,7 +1074,8 @@ impl LogReader {
                 m: meta.m,
                 nodes: meta.nodes,
             })
-            .collect())
+            .collect();
+        Ok((listed, highest))
     }
 
     /// Deletes every fragment of a segment (best effort on unreachable servers).

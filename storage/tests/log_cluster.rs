@@ -439,3 +439,111 @@ async fn striped_log_survives_faults() {
     assert!(!listed.contains(&segs[0].0));
     assert_eq!(listed.len(), segs.len() - 1);
 }
+
+/// On real servers: a fragment replaced by a well-formed one holding other bytes passes
+/// every storage checksum (a plain read returns wrong bytes), but `read_checked` catches
+/// it against the writer's end-to-end checksums and decodes around up to m of them, and
+/// fails with `Corrupt` past m. And segment ids are never reused: a failed append's
+/// leftover fragment (fewer than k) is not listed, but `list_segments_seen` reports its id
+/// so that a writer continuing the log (a restarted manager) starts above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_fragments_are_outvoted_and_leftover_ids_are_seen() {
+    use proto::chunksum::{segment_sums, widen};
+    use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
+    let cluster = Cluster::start(6).await;
+    let log = LogId::client(0x77);
+    let mut writer = LogWriter::new(
+        cluster.config.clone(),
+        cluster.client.clone(),
+        log,
+        SegmentId(0),
+    );
+    let reader = LogReader::new(cluster.config.clone(), cluster.client.clone());
+    let client = StorageClient::new(cluster.client.clone());
+    let data = pattern(5, (1 << 20) + 333);
+    let seg = writer.append(data.clone()).await.expect("append");
+    let sums = segment_sums(log, seg.segment, &data);
+    let frags = storage::log::encode_fragments(&data, 4, 2).expect("encode");
+    // Fragment `victim` gets fragment `source`'s bytes, stored with valid checksums.
+    let misplace = |victim: u8, source: usize| {
+        let payload = frags[source].clone();
+        let meta = FragmentMeta {
+            codec: CODEC_RS_GF8_RSE,
+            k: 4,
+            m: 2,
+            segment_len: seg.len,
+            crc32c: proto::crc32c(&payload),
+            nodes: seg.nodes,
+        };
+        let id = FragmentId {
+            log,
+            segment: seg.segment,
+            index: victim,
+        };
+        let addr = cluster.nodes[cluster.node_of(seg, victim)].addr;
+        let client = &client;
+        async move { client.put_fragment(addr, id, meta, payload).await }
+    };
+    // A range inside fragment 1 (fragments are 256 KiB + 84 bytes), not chunk aligned.
+    let ptr = LogPtr {
+        seg,
+        offset: 300_001,
+        len: 50_000,
+    };
+    let want = data.slice(300_001..350_001);
+    assert_eq!(reader.read_checked(ptr, &sums).await.expect("clean"), want);
+    misplace(1, 2).await.expect("put");
+    let plain = reader.read(ptr).await.expect("plain read");
+    assert_ne!(
+        plain, want,
+        "a plain read trusts the well-formed wrong fragment"
+    );
+    assert_eq!(
+        reader.read_checked(ptr, &sums).await.expect("one wrong"),
+        want
+    );
+    misplace(3, 0).await.expect("put");
+    assert_eq!(
+        reader.read_checked(ptr, &sums).await.expect("two wrong"),
+        want
+    );
+    let whole = LogPtr {
+        seg,
+        offset: 0,
+        len: seg.len,
+    };
+    assert_eq!(widen(whole), whole);
+    assert_eq!(
+        reader.read_checked(whole, &sums).await.expect("whole"),
+        data
+    );
+    misplace(0, 2).await.expect("put");
+    let past_m = reader.read_checked(ptr, &sums).await;
+    assert!(
+        matches!(past_m, Err(LogError::Corrupt { .. })),
+        "three wrong of 4+2: {past_m:?}"
+    );
+
+    // --- a leftover fragment of a failed append of segment 1: not listed, but seen
+    let left = pattern(6, 100);
+    let id = FragmentId {
+        log,
+        segment: writer.next_segment(),
+        index: 0,
+    };
+    let meta = FragmentMeta {
+        codec: CODEC_RS_GF8_RSE,
+        k: 4,
+        m: 2,
+        segment_len: 400,
+        crc32c: proto::crc32c(&left),
+        nodes: seg.nodes,
+    };
+    client
+        .put_fragment(cluster.nodes[0].addr, id, meta, left)
+        .await
+        .expect("put leftover");
+    let (listed, seen) = reader.list_segments_seen(log).await.expect("list");
+    assert_eq!(listed, vec![seg]);
+    assert_eq!(seen, Some(SegmentId(1)));
+}

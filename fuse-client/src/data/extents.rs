@@ -1,8 +1,10 @@
 //! From a file range to log reads: which parts of an extent map cover which bytes.
 //!
 //! Owns the pure mapping (extents → sub-ranged `LogPtr`s, holes implicit) and the bounded
-//! per-inode cache of extent lists fetched from the manager, by window. Must not do I/O.
+//! per-inode cache of extent lists fetched from the manager, by window, with their
+//! end-to-end checksums. Must not do I/O.
 
+use proto::chunksum::ChunkSums;
 use proto::ids::{InodeId, LogPtr};
 use proto::msg::Extent;
 use std::collections::HashMap;
@@ -79,15 +81,42 @@ pub fn windows(off: u64, len: u64) -> std::ops::Range<u64> {
 /// Extent lists per `(inode, window)`, dropped on our own writes and truncates.
 #[derive(Default)]
 pub struct ExtentCache {
-    windows: HashMap<(InodeId, u64), Arc<Vec<Extent>>>,
+    windows: HashMap<(InodeId, u64), Arc<ExtentList>>,
+}
+
+/// A window's extents as the manager listed them, with the end-to-end checksums
+/// (`proto::chunksum`) it holds for the chunks they touch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtentList {
+    pub extents: Vec<Extent>,
+    pub sums: Vec<ChunkSums>,
+}
+
+impl ExtentList {
+    /// A list whose checksums are sorted by segment (for `sums_for`).
+    pub fn new(extents: Vec<Extent>, mut sums: Vec<ChunkSums>) -> ExtentList {
+        sums.sort_by_key(|s| (s.log, s.segment, s.first));
+        ExtentList { extents, sums }
+    }
+
+    /// Just the checksums a read of `ptr` needs, if the list has them (else it is read
+    /// unchecked: extents written before checksums were kept).
+    pub fn sums_for(&self, ptr: &LogPtr) -> Option<ChunkSums> {
+        let key = (ptr.seg.log, ptr.seg.segment);
+        let from = self.sums.partition_point(|s| (s.log, s.segment) < key);
+        self.sums[from..]
+            .iter()
+            .take_while(|s| (s.log, s.segment) == key)
+            .find_map(|s| s.for_ptr(ptr))
+    }
 }
 
 impl ExtentCache {
-    pub fn get(&self, ino: InodeId, window: u64) -> Option<Arc<Vec<Extent>>> {
+    pub fn get(&self, ino: InodeId, window: u64) -> Option<Arc<ExtentList>> {
         self.windows.get(&(ino, window)).cloned()
     }
 
-    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<Vec<Extent>>) {
+    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<ExtentList>) {
         if self.windows.len() >= MAX_WINDOWS {
             self.windows.clear();
         }
@@ -125,6 +154,25 @@ mod tests {
                 len,
             },
         }
+    }
+
+    #[test]
+    fn a_piece_gets_just_the_checksums_of_its_chunks() {
+        use proto::chunksum::{segment_sums, CHUNK};
+        let bytes: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let s1 = segment_sums(LogId(1), SegmentId(1), &bytes);
+        let s2 = segment_sums(LogId(1), SegmentId(2), &bytes);
+        // Unsorted, as several windows give them.
+        let list = ExtentList::new(
+            vec![ext(0, 1, 0, 100)],
+            vec![s2.clone(), s1.slice(4, 10).expect("run")],
+        );
+        let p = ext(0, 1, 5 * CHUNK + 7, 2 * CHUNK).ptr;
+        assert_eq!(list.sums_for(&p), s1.slice(5, 8));
+        assert_eq!(list.sums_for(&ext(0, 2, 0, 1).ptr), s2.slice(0, 1));
+        // Chunks the list does not hold, or a segment it has nothing of: unchecked.
+        assert_eq!(list.sums_for(&ext(0, 1, 0, 10).ptr), None);
+        assert_eq!(list.sums_for(&ext(0, 3, 0, 10).ptr), None);
     }
 
     #[test]

@@ -10,11 +10,11 @@
 //! writes they cover, and must not hold the data lock across an await.
 
 use crate::client::Client;
-use crate::data::writeback::{InodeCommit, Taken};
+use crate::data::writeback::{InodeCommit, Taken, Written};
 use crate::data::Which;
 use crate::error::FsError;
 use proto::ids::{InodeId, NodeId};
-use proto::msg::{Attr, Extent, InodeWrite, Standing};
+use proto::msg::{Attr, InodeWrite, Standing};
 use std::collections::{BTreeMap, HashMap};
 
 impl Client {
@@ -93,7 +93,7 @@ impl Client {
         // The pin lasts until every commit is answered (see `WriteBack::append`).
         let (written, pin) = self.writeback.append(&taken).await;
         let outcomes = match written {
-            Ok(extents) => self.commit_all(&taken, extents, sync).await,
+            Ok(written) => self.commit_all(&taken, written, sync).await,
             Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
         };
         drop(pin);
@@ -170,21 +170,22 @@ impl Client {
     async fn commit_all(
         &self,
         taken: &[Taken],
-        extents: Vec<Vec<Extent>>,
+        written: Vec<Written>,
         sync: bool,
     ) -> Vec<(InodeId, Outcome)> {
         // One request per manager and standing (entries buffered across a loss the client
         // has not learned of yet stand apart; the manager refuses only those).
         let mut groups: BTreeMap<(NodeId, Option<Standing>), Vec<InodeWrite>> = BTreeMap::new();
-        for (t, ex) in taken.iter().zip(extents) {
+        for (t, w) in taken.iter().zip(written) {
             groups
                 .entry((self.meta.owner(t.ino), t.standing))
                 .or_default()
                 .push(InodeWrite {
                     ino: t.ino,
-                    extents: ex,
+                    extents: w.extents,
                     size: t.size,
                     mtime: t.mtime,
+                    sums: w.sums,
                 });
         }
         let results = futures::future::join_all(

@@ -1,6 +1,7 @@
 //! The read path below the operations: committed blocks of a file from the block cache,
 //! else from the log (extent maps from the extent cache or the manager, then log reads in
-//! parallel), cached unless the inode changed meanwhile. Sequential reads under a held lease
+//! parallel, checked against the writers' end-to-end checksums where the manager has
+//! them), cached unless the inode changed meanwhile. Sequential reads under a held lease
 //! start prefetches of the next blocks (policy in `readahead`); a read that needs a block a
 //! prefetch is fetching waits for that prefetch instead of fetching the block again.
 //! Must not hold the data lock across an await, and must not use a cached block or extent
@@ -8,7 +9,7 @@
 
 use crate::client::Client;
 use crate::data::cache::BLOCK;
-use crate::data::extents::{map_range, windows, WINDOW};
+use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
 use crate::data::readahead::Registered;
 use crate::error::FsError;
 use crate::lease::HeldLease;
@@ -16,7 +17,7 @@ use crate::meta::{self as remote, Target};
 use bytes::Bytes;
 use futures::StreamExt;
 use proto::ids::InodeId;
-use proto::msg::{Extent, ManagerRequest, ManagerResponse};
+use proto::msg::{ManagerRequest, ManagerResponse};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -192,13 +193,18 @@ impl Client {
         len: u64,
         generation: u64,
     ) -> Result<Bytes, FsError> {
-        let extents = self.extents_for(ino, start, len, generation).await?;
-        let pieces = map_range(&extents, start, len);
+        let list = self.extents_for(ino, start, len, generation).await?;
+        let pieces = map_range(&list.extents, start, len);
         let reader = self.reader().clone();
         // One piece covering the whole range: its bytes are the answer (no copy).
         if let [p] = pieces[..] {
             if p.buf_off == 0 && p.ptr.len as u64 == len {
-                let bytes = reader.read(p.ptr).await.map_err(|e| {
+                // Checked against the writer's checksums where the manager has them.
+                let read = match list.sums_for(&p.ptr) {
+                    Some(s) => reader.read_checked(p.ptr, &s).await,
+                    None => reader.read(p.ptr).await,
+                };
+                let bytes = read.map_err(|e| {
                     tracing::warn!(inode = %ino, "cannot read {}: {e}", p.ptr);
                     FsError::EIO
                 })?;
@@ -213,7 +219,15 @@ impl Client {
         // `buffered` keeps extent order, so overlapping extents apply oldest first.
         let mut reads = futures::stream::iter(pieces.into_iter().map(|p| {
             let reader = reader.clone();
-            async move { (p, reader.read(p.ptr).await) }
+            let sums = list.sums_for(&p.ptr);
+            async move {
+                // Checked against the writer's checksums where the manager has them.
+                let r = match sums {
+                    Some(s) => reader.read_checked(p.ptr, &s).await,
+                    None => reader.read(p.ptr).await,
+                };
+                (p, r)
+            }
         }))
         .buffered(READ_PARALLEL);
         while let Some((p, r)) = reads.next().await {
@@ -269,18 +283,17 @@ impl Client {
     }
 
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
-    /// manager (per window).
+    /// manager (per window), with the end-to-end checksums the manager holds for them (the
+    /// cached list itself when the range is in one window).
     pub(crate) async fn extents_for(
         &self,
         ino: InodeId,
         start: u64,
         len: u64,
         generation: u64,
-    ) -> Result<Vec<Extent>, FsError> {
-        let mut out: Vec<Extent> = Vec::new();
-        let wins = windows(start, len);
-        let several = wins.end - wins.start > 1;
-        for w in wins {
+    ) -> Result<Arc<ExtentList>, FsError> {
+        let mut lists = Vec::new();
+        for w in windows(start, len) {
             let cached = self.lock_state().extents.get(ino, w);
             let list = match cached {
                 Some(l) => l,
@@ -291,7 +304,12 @@ impl Client {
                         len: WINDOW,
                     };
                     let l = match self.meta.call(Target::Route, req).await? {
-                        ManagerResponse::Extents(e) => Arc::new(e),
+                        ManagerResponse::Extents(extents) => {
+                            Arc::new(ExtentList::new(extents, Vec::new()))
+                        }
+                        ManagerResponse::SummedExtents { extents, sums } => {
+                            Arc::new(ExtentList::new(extents, sums))
+                        }
                         other => return Err(remote::unexpected("GetExtents", &other)),
                     };
                     let mut st = self.lock_state();
@@ -301,16 +319,23 @@ impl Client {
                     l
                 }
             };
-            if several {
-                for e in list.iter() {
-                    if !out.contains(e) {
-                        out.push(*e);
-                    }
-                }
-            } else {
-                out.extend(list.iter().copied());
+            lists.push(list);
+        }
+        if lists.len() == 1 {
+            if let Some(l) = lists.pop() {
+                return Ok(l);
             }
         }
-        Ok(out)
+        let mut extents = Vec::new();
+        let mut sums = Vec::new();
+        for list in &lists {
+            for e in list.extents.iter() {
+                if !extents.contains(e) {
+                    extents.push(*e);
+                }
+            }
+            sums.extend(list.sums.iter().cloned());
+        }
+        Ok(Arc::new(ExtentList::new(extents, sums)))
     }
 }

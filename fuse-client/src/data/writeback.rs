@@ -22,6 +22,7 @@ use crate::meta::{self as remote, Meta, Target};
 use crate::verifier::Unsynced;
 use bytes::Bytes;
 use dashmap::DashMap;
+use proto::chunksum::ChunkSums;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId};
 use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Standing, Timestamp};
@@ -46,6 +47,14 @@ pub(crate) struct Taken {
     pub mtime: Timestamp,
     /// `FileWrites::standing` of the inode's writes.
     pub standing: Option<Standing>,
+}
+
+/// What one taken inode's data became in the log: its extents, and the end-to-end
+/// checksums (`proto::chunksum`) of the segments they are in, for the commit.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Written {
+    pub extents: Vec<Extent>,
+    pub sums: Vec<ChunkSums>,
 }
 
 /// A piece of a taken chunk placed in a segment: `(item, start within item, len)`.
@@ -201,10 +210,7 @@ impl WriteBack {
     /// the reclaimer must not take these segments while a commit naming them may land, so
     /// the caller keeps the pin until every commit is answered. Returns the extents of every
     /// taken inode (in `taken` order).
-    pub(crate) async fn append(
-        &self,
-        taken: &[Taken],
-    ) -> (Result<Vec<Vec<Extent>>, FsError>, Pin<'_>) {
+    pub(crate) async fn append(&self, taken: &[Taken]) -> (Result<Vec<Written>, FsError>, Pin<'_>) {
         let mut log = self.log.lock().await;
         let next = log.as_ref().map_or(SegmentId(0), |w| w.next_segment());
         let pin = self.horizon.pin(next);
@@ -216,12 +222,12 @@ impl WriteBack {
     }
 
     /// Appends the taken data as segments of our log; returns the extents of every taken
-    /// inode (in `taken` order).
+    /// inode (in `taken` order) with the end-to-end checksums of the segments they are in.
     async fn write_segments(
         &self,
         log: &mut Option<LogWriter>,
         taken: &[Taken],
-    ) -> Result<Vec<Vec<Extent>>, FsError> {
+    ) -> Result<Vec<Written>, FsError> {
         let writer = log.get_or_insert_with(|| {
             LogWriter::new(
                 self.config.clone(),
@@ -244,7 +250,7 @@ impl WriteBack {
             .client
             .segment_bytes
             .clamp(64 << 10, MAX_SEGMENT);
-        let mut extents: Vec<Vec<Extent>> = vec![Vec::new(); taken.len()];
+        let mut out: Vec<Written> = vec![Written::default(); taken.len()];
         for seg in plan_segments(&lens, limit) {
             let seg_id = writer.next_segment();
             let mut builder = SegmentBuilder::new(self.log_id, seg_id);
@@ -266,6 +272,17 @@ impl WriteBack {
                 tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot build segment: {e}");
                 FsError::EIO
             })?;
+            // The checksums travel with the commits, apart from the data (`chunksum`).
+            let summed = bytes.clone();
+            let log_id = self.log_id;
+            let sums = tokio::task::spawn_blocking(move || {
+                proto::chunksum::segment_sums(log_id, seg_id, &summed)
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(log = %self.log_id, segment = %seg_id, "checksum task failed: {e}");
+                FsError::EIO
+            })?;
             let addr = writer.append(bytes).await.map_err(|e| {
                 tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot write segment: {e}");
                 match e {
@@ -273,6 +290,7 @@ impl WriteBack {
                     _ => FsError::EIO,
                 }
             })?;
+            let mut spans: std::collections::BTreeMap<usize, (u32, u32)> = Default::default();
             for (ti, file_offset, idx, len) in placed {
                 let Some(entry) = entries.get(idx) else {
                     tracing::warn!(segment = %seg_id, "segment builder lost entry {idx}");
@@ -282,7 +300,7 @@ impl WriteBack {
                     tracing::warn!(segment = %seg_id, "entry {idx} holds {} bytes, expected {len}", entry.len);
                     return Err(FsError::EIO);
                 }
-                extents[ti].push(Extent {
+                out[ti].extents.push(Extent {
                     offset: file_offset,
                     ptr: LogPtr {
                         seg: addr,
@@ -290,9 +308,16 @@ impl WriteBack {
                         len: entry.len,
                     },
                 });
+                let (first, end) = proto::chunksum::chunk_span(entry.offset, entry.len);
+                let span = spans.entry(ti).or_insert((first, end));
+                *span = (span.0.min(first), span.1.max(end));
+            }
+            // Each inode's commit carries the checksums of the chunks its extents touch.
+            for (ti, (first, end)) in spans {
+                out[ti].sums.extend(sums.slice(first, end));
             }
         }
-        Ok(extents)
+        Ok(out)
     }
 
     /// Commits `writes` at their manager once (the flush asks for a write lease a manager
@@ -391,9 +416,10 @@ impl WriteBack {
                 len: end - start,
             };
             let ok = match self.meta.call(Target::Route, req).await {
-                Ok(ManagerResponse::Extents(actual)) => {
-                    crate::verifier::survived(&p.write.extents, &actual)
-                }
+                Ok(ManagerResponse::Extents(actual))
+                | Ok(ManagerResponse::SummedExtents {
+                    extents: actual, ..
+                }) => crate::verifier::survived(&p.write.extents, &actual),
                 // Gone: nobody can read the data any more.
                 Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => true,
                 Ok(_) | Err(_) => false,

@@ -240,9 +240,9 @@ impl Client {
                 return find(&local, what, from, size).map_or_else(at_end, Ok);
             }
             let we = ws + WINDOW;
-            let extents = self.extents_for(ino, ws, WINDOW, generation).await?;
+            let list = self.extents_for(ino, ws, WINDOW, generation).await?;
             let mut spans = clip(
-                extents
+                list.extents
                     .iter()
                     .map(|e| (e.offset, e.offset + e.ptr.len as u64)),
                 ws,

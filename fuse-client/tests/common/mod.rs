@@ -155,7 +155,7 @@ impl ManagerNode {
             len: u64::MAX,
         };
         match self.call(req).await {
-            ManagerResponse::Extents(e) => e,
+            ManagerResponse::SummedExtents { extents: e, .. } => e,
             other => panic!("GetExtents answered {other:?}"),
         }
     }

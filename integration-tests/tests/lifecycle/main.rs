@@ -1,5 +1,6 @@
 //! The life of a cluster's space (issue [lifecycle]) through real processes and a real
-//! mount: scrub finds and repairs corrupted fragments (t10), rebuild restores a lost
+//! mount: scrub finds and repairs corrupted fragments (t10), readers catch well-formed
+//! fragments holding wrong bytes by the writers' end-to-end checksums (t11), rebuild restores a lost
 //! server's fragments (t20; t21 without a command, after `rebuild_delay_secs`), files written with a server dead land with every fragment
 //! (t22), data that is deleted or overwritten is given back (dead
 //! segments reclaimed, t60, t61), and the copying cleaner frees half-overwritten segments
@@ -11,6 +12,7 @@
 //! (t68). All bounded in time.
 
 mod t10_scrub_repairs;
+mod t11_wrong_fragments;
 mod t20_rebuild;
 mod t21_auto_rebuild;
 mod t22_dead_server_writes;

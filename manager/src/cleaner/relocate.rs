@@ -5,11 +5,15 @@
 //! and committed under the manager's state lock, so the check and the update are atomic
 //! with respect to client commits.
 //!
+//! The copies' end-to-end checksums (computed by the cleaner from the segment it wrote)
+//! are recorded with the remap, so relocated extents stay checked on read.
+//!
 //! Owns the planning only (state in, records out). Must not: do I/O, or remap anything
 //! whose new address is below its log's reclaim floor (the reclaimer may have deleted it).
 
 use crate::record::Record;
 use crate::state::MetaState;
+use proto::chunksum::CHUNK;
 use proto::ids::{InodeId, LogId, LogPtr, SegmentId};
 use proto::msg::Extent;
 use std::collections::BTreeSet;
@@ -78,6 +82,15 @@ impl MetaState {
             out.moved += moved;
             out.skipped += len - moved;
             if !extents.is_empty() {
+                // The copy's checksums, where they fit its segment (else read unchecked).
+                for s in &m.sums {
+                    let fits = (s.log, s.segment) == (m.new.seg.log, m.new.seg.segment)
+                        && s.seg_len == m.new.seg.len
+                        && s.end() as u64 <= (s.seg_len as u64).div_ceil(CHUNK as u64);
+                    if fits {
+                        out.records.push(Record::Sums(s.clone()));
+                    }
+                }
                 out.records.push(Record::Extents {
                     ino: m.ino,
                     extents,
@@ -156,12 +169,48 @@ mod tests {
         }
     }
 
+    /// The copy's checksums are recorded with the remap (and handed out for the new
+    /// extent); checksums that do not fit the copy's segment are not.
+    #[test]
+    fn the_copys_checksums_come_with_the_remap() {
+        use proto::chunksum::{chunk_span, segment_sums};
+        let old = ptr(1, 3, 100, 1000);
+        let mut st = file_with(&[(0, old)]);
+        let new = ptr(9, 0, 5000, 1000);
+        let bytes = vec![3u8; new.seg.len as usize];
+        let all = segment_sums(new.seg.log, new.seg.segment, &bytes);
+        let (a, b) = chunk_span(new.offset, new.len);
+        let mut wrong = all.slice(a, b).expect("slice");
+        wrong.seg_len += 1;
+        let r = st.plan_relocate(&[Moved {
+            sums: vec![all.slice(a, b).expect("slice"), wrong],
+            ino: INO,
+            offset: 0,
+            old,
+            new,
+        }]);
+        let sums: Vec<_> = r
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Sums(_)))
+            .collect();
+        assert_eq!(sums.len(), 1);
+        assert!(matches!(r.records.first(), Some(Record::Sums(_))));
+        apply(&mut st, r.records);
+        let e: Vec<Extent> = st.inode(INO).expect("file").extents.iter().collect();
+        assert_eq!(
+            st.sums().for_extents(&e),
+            vec![all.slice(a, b).expect("slice")]
+        );
+    }
+
     #[test]
     fn untouched_data_moves_and_live_bytes_follow() {
         let old = ptr(1, 3, 100, 1000);
         let mut st = file_with(&[(0, old)]);
         let new = ptr(9, 0, 40, 1000);
         let r = st.plan_relocate(&[Moved {
+            sums: Vec::new(),
             ino: INO,
             offset: 0,
             old,
@@ -215,6 +264,7 @@ mod tests {
         );
         let new = ptr(9, 0, 0, 1000);
         let r = st.plan_relocate(&[Moved {
+            sums: Vec::new(),
             ino: INO,
             offset: 0,
             old,
@@ -250,20 +300,21 @@ mod tests {
         );
         let new = ptr(9, 0, 0, 1000);
         let mv = Moved {
+            sums: Vec::new(),
             ino: INO,
             offset: 0,
             old,
             new,
         };
-        let r = st.plan_relocate(&[mv]);
+        let r = st.plan_relocate(std::slice::from_ref(&mv));
         assert_eq!((r.moved, r.skipped), (500, 500));
         // The cleaner's segment below its log's floor: nothing moves.
         st.usage_mut()
             .seal(new.seg.log, SegmentId(1), |_| false, false);
-        let r = st.plan_relocate(&[mv]);
+        let r = st.plan_relocate(std::slice::from_ref(&mv));
         assert_eq!((r.moved, r.skipped, r.records.len()), (0, 1000, 0));
         apply(&mut st, vec![Record::Drop { ino: INO }]);
-        let r = st.plan_relocate(&[mv]);
+        let r = st.plan_relocate(std::slice::from_ref(&mv));
         assert_eq!((r.moved, r.skipped), (0, 1000));
     }
 }

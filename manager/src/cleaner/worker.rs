@@ -4,7 +4,9 @@
 //! *only where they still point at the old copy* (`Relocate`, planned by
 //! `relocate::plan_relocate`, logged durably by that manager). The old segments are then
 //! dead and the reclaimer (`reclaim`) deletes them. An extent several files share
-//! (copy_file_range) is copied once and every file sharing it is moved to that copy.
+//! (copy_file_range) is copied once and every file sharing it is moved to that copy. What
+//! it copies is checked against the writers' end-to-end checksums first
+//! (`LogReader::read_checked`), and the copies carry checksums of their own with the remap.
 //!
 //! Crash safety, step by step (`copy_out`, then `swap`): a crash before or during the copy
 //! leaves the old segments as they were; a crash after the copy and before (or during) the
@@ -23,6 +25,7 @@ use super::policy::{self, Candidate, Policy};
 use super::relocate::Moved;
 use crate::reclaim::Reclaimer;
 use crate::usage::SegKey;
+use proto::chunksum::{self, ChunkSums};
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
 use proto::msg::{Extent, ManagerRequest, ManagerResponse};
@@ -77,7 +80,7 @@ pub struct CleanReport {
 }
 
 /// The extents one manager has in the segments being cleaned.
-type Found = Vec<(NodeId, Vec<(InodeId, Extent)>)>;
+type Found = Vec<(NodeId, Vec<(InodeId, Extent)>, Vec<ChunkSums>)>;
 
 /// The moves of one copy step, per owning manager.
 #[derive(Clone, Debug, Default)]
@@ -214,7 +217,10 @@ impl Cleaner {
         let mut out = Vec::new();
         for (n, r) in nodes.iter().zip(futures::future::join_all(calls).await) {
             match r {
-                Ok(ManagerResponse::LiveExtents(v)) => out.push((*n, v)),
+                Ok(ManagerResponse::LiveExtents(v)) => out.push((*n, v, Vec::new())),
+                Ok(ManagerResponse::SummedLiveExtents { extents, sums }) => {
+                    out.push((*n, extents, sums))
+                }
                 Ok(other) => {
                     return Err(CleanError::Manager {
                         node: *n,
@@ -250,6 +256,12 @@ impl Cleaner {
             .finish()
             .map_err(|e| CleanError::Write(e.to_string()))?;
         let len = bytes.len() as u64;
+        // The copies' end-to-end checksums, from the bytes appended (`chunksum`).
+        let (log, seg) = (writer.log(), writer.next_segment());
+        let summed = bytes.clone();
+        let sums = tokio::task::spawn_blocking(move || chunksum::segment_sums(log, seg, &summed))
+            .await
+            .map_err(|e| CleanError::Write(format!("checksum task failed: {e}")))?;
         let t = Instant::now();
         let addr = writer
             .append(bytes)
@@ -258,8 +270,11 @@ impl Cleaner {
         lock(&self.nice).sample(len, t.elapsed());
         report.written_segments += 1;
         report.written_bytes += len;
-        // One entry per copied extent, moved in every file that shares it.
+        // One entry per copied extent, moved in every file that shares it, each with the
+        // copy's checksums.
         for (sharing, entry) in pending.into_iter().zip(entries) {
+            let (first, end) = chunksum::chunk_span(entry.offset, entry.len);
+            let new_sums: Vec<ChunkSums> = sums.slice(first, end).into_iter().collect();
             for (node, ino, old) in sharing {
                 copied.moves.entry(node).or_default().push(Moved {
                     ino,
@@ -270,6 +285,7 @@ impl Cleaner {
                         offset: entry.offset,
                         len: entry.len,
                     },
+                    sums: new_sums.clone(),
                 });
             }
         }
@@ -304,11 +320,16 @@ impl Cleaner {
             for seg in segs {
                 let mine: Vec<(NodeId, InodeId, Extent)> = found
                     .iter()
-                    .flat_map(|(n, v)| {
+                    .flat_map(|(n, v, _)| {
                         v.iter()
                             .filter(|(_, e)| e.ptr.seg.segment == seg.segment)
                             .map(|(i, e)| (*n, *i, *e))
                     })
+                    .collect();
+                let sums: Vec<&ChunkSums> = found
+                    .iter()
+                    .flat_map(|(_, _, s)| s.iter())
+                    .filter(|s| s.segment == seg.segment)
                     .collect();
                 let t = Instant::now();
                 let data = match self.reader.read_segment(seg).await {
@@ -335,6 +356,11 @@ impl Cleaner {
                         }
                     }
                 }
+                // What is copied must match the writers' end-to-end checksums: a wrong
+                // but well-formed fragment is decoded around (`read_checked`), and a
+                // segment with an extent that cannot be is left as it is.
+                let mut checked = Vec::with_capacity(groups.len());
+                let mut corrupt = false;
                 for sharing in groups {
                     let (_, ino, e) = sharing[0];
                     let (from, len) = (e.ptr.offset as usize, e.ptr.len as usize);
@@ -342,7 +368,34 @@ impl Cleaner {
                         tracing::warn!(segment = %seg, inode = %ino, "cleaner: extent {} lies outside its segment", e.ptr);
                         continue;
                     }
-                    let bytes = data.slice(from..from + len);
+                    let bytes = match sums.iter().find(|s| s.for_ptr(&e.ptr).is_some()) {
+                        Some(s) => {
+                            let w = chunksum::widen(e.ptr);
+                            let whole = &data[w.offset as usize..(w.offset + w.len) as usize];
+                            if s.verify(w.offset, whole).is_ok() {
+                                data.slice(from..from + len)
+                            } else {
+                                match self.reader.read_checked(e.ptr, s).await {
+                                    Ok(b) => b,
+                                    Err(err) => {
+                                        tracing::error!(segment = %seg, inode = %ino, "cleaner: {err}; segment left as it is");
+                                        corrupt = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        None => data.slice(from..from + len),
+                    };
+                    checked.push((sharing, e, bytes));
+                }
+                if corrupt {
+                    report.failed += 1;
+                    continue;
+                }
+                for (sharing, e, bytes) in checked {
+                    let ino = sharing[0].1;
+                    let len = bytes.len();
                     if !builder.is_empty() && builder.len() + len as u64 + 64 > limit {
                         let next = SegmentBuilder::new(
                             writer.log(),

@@ -155,7 +155,8 @@ impl Affected {
                 | Record::TxResolved { .. }
                 | Record::WriteLease { .. }
                 | Record::WriteLeaseEnd { .. }
-                | Record::Replied { .. } => {}
+                | Record::Replied { .. }
+                | Record::Sums(_) => {}
             }
         }
         a

@@ -114,6 +114,7 @@ impl CallbackSender for FakeCallbacks {
                 Behaviour::CommitOnFlush(svc, size) => {
                     if let (ClientCallback::Flush { ino, .. }, Some(svc)) = (&cb, svc.upgrade()) {
                         let w = InodeWrite {
+                            sums: Vec::new(),
                             ino: *ino,
                             extents: Vec::new(),
                             size,
@@ -685,6 +686,7 @@ async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() 
     // Session 1's connection now has no session: its commits are refused until it renews
     // (and its renewal says it was lost, so it drops what it buffered).
     let w = InodeWrite {
+        sums: Vec::new(),
         ino: x.ino,
         extents: Vec::new(),
         size: 1,
@@ -726,6 +728,7 @@ fn grant(r: Result<A, RemoteError>) -> proto::msg::LeaseGrant {
 fn commit(ino: InodeId, size: u64, standing: Option<proto::msg::Standing>) -> R {
     R::CommitWrites {
         writes: vec![InodeWrite {
+            sums: Vec::new(),
             ino,
             extents: Vec::new(),
             size,

@@ -6,14 +6,16 @@
 //! whose manifest and every chunk read back and match.
 //!
 //! - Piece: kind u8 (0 head, 1 inodes, 2 transaction book, 3 head with write leases, 4
-//!   recorded calls), body length u32 LE, body. The head (postcard) holds everything but
+//!   recorded calls, 5 end-to-end checksums of data segments), body length u32 LE, body.
+//!   The head (postcard) holds everything but
 //!   the inodes, exactly as of the checkpoint's LSN; kind 3 (written since records version
 //!   2) appends the recorded write leases, kind 0 (still read) has none. The transaction
 //!   book and then the recorded calls (`calls::RecordedCalls`, the numbered calls the log
 //!   says were applied, oldest first, bounded) follow the head and are counted with it;
 //!   checkpoints written before calls were carried have no kind 4 (none are remembered),
 //!   and a manager from before then refuses a checkpoint that has one (pieces out of
-//!   order). An inode piece is a
+//!   order). The segment checksums (`sums`) follow the calls the same way (one piece,
+//!   encoded under the state lock with the head: 4 bytes per 4 KiB of live data). An inode piece is a
 //!   count u32 LE followed by that many postcard `(InodeId, Inode)` items, in key order.
 //! - Chunk entry (`EntryKind::Checkpoint`): `SHMK`, version u16 LE (1), checkpoint LSN u64
 //!   LE, chunk index u32 LE, then a slice of the stream.
@@ -60,6 +62,10 @@ const PIECE_HEAD2: u8 = 3;
 /// The numbered calls the log recorded as applied (`calls::RecordedCalls`), right after
 /// the book and counted with the head. Older checkpoints have none.
 const PIECE_CALLS: u8 = 4;
+/// The end-to-end checksums of data segments (`sums::SegmentSums`, postcard), right after
+/// the calls and counted with the head. Older checkpoints have none (their extents are
+/// read unchecked until written again).
+const PIECE_SUMS: u8 = 5;
 /// Piece kind and length.
 const PIECE_HEADER: usize = 5;
 
@@ -161,6 +167,10 @@ pub fn head_piece(st: &MetaState) -> Vec<u8> {
     calls = postcard::to_extend(&st.replied, calls).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
     piece(PIECE_CALLS, PIECE_HEADER, &mut calls);
     out.extend_from_slice(&calls);
+    let mut sums = vec![0u8; PIECE_HEADER];
+    sums = postcard::to_extend(&st.sums, sums).unwrap_or_else(|_| vec![0u8; PIECE_HEADER]);
+    piece(PIECE_SUMS, PIECE_HEADER, &mut sums);
+    out.extend_from_slice(&sums);
     out
 }
 
@@ -375,6 +385,12 @@ impl Loader {
                     pos = start + len;
                     continue;
                 }
+                (PIECE_SUMS, Some(st)) => {
+                    st.sums = from_postcard("checkpoint segment checksums", body)?;
+                    // Rides with the head, like the book.
+                    pos = start + len;
+                    continue;
+                }
                 (PIECE_INODES, Some(st)) => {
                     if body.len() < 4 {
                         return Err(CodecError::Truncated {
@@ -534,6 +550,8 @@ pub(crate) mod v1 {
                     write_leases: BTreeMap::new(),
                     usage: Default::default(),
                     replied: Default::default(),
+                    // Version 1 predates end-to-end checksums: read unchecked.
+                    sums: Default::default(),
                 },
             }
         }

@@ -1,4 +1,4 @@
-//! Durable metadata records (versions 1 to 3) and their framing: a batch of records and a
+//! Durable metadata records (versions 1 to 4) and their framing: a batch of records and a
 //! checkpoint each start with a magic and a version, followed by postcard. The checkpoint
 //! body and its versions live in `checkpoint`. Records are
 //! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
@@ -6,6 +6,7 @@
 //! version once written (add a new version instead).
 
 use crate::error::CodecError;
+use proto::chunksum::ChunkSums;
 use proto::ids::{CallId, InodeId, NodeId, SessionId, TxId};
 use proto::msg::{Attr, Extent, FileKind, TxOp};
 use serde::{Deserialize, Serialize};
@@ -17,8 +18,8 @@ pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
 /// Current version of record batches. Version 2 added `WriteLease` and `WriteLeaseEnd` at
 /// the end of `Record`; a version 1 batch is a version 2 batch without them (postcard
 /// numbers variants in order), so both decode through the same type. Version 3 added
-/// `Replied` at the end, the same way.
-pub const RECORDS_VERSION: u16 = 3;
+/// `Replied` at the end, the same way; version 4 added `Sums` at the end.
+pub const RECORDS_VERSION: u16 = 4;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
 pub use proto::ids::Lsn;
@@ -167,6 +168,9 @@ pub enum Record {
         call: CallId,
         answer: Option<InodeId>,
     },
+    /// The end-to-end checksums of (chunks of) a data segment that extents committed in
+    /// the same batch point into (version 4; `sums`). Logged before those extents.
+    Sums(ChunkSums),
 }
 
 /// A record with its sequence number.

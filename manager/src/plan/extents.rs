@@ -1,6 +1,7 @@
 //! Extent maps: reading a range of a file's extents, planning the commit of written
-//! extents (`CommitWrites`: sizes, times, the reclaim floor check) and extent sharing
-//! (`CopyRange`: copy_file_range without moving data, under the same floor check).
+//! extents (`CommitWrites`: sizes, times, the reclaim floor check, the extents'
+//! end-to-end checksums) and extent sharing (`CopyRange`: copy_file_range without moving
+//! data, under the same floor check).
 //! Must not: mutate the state, do I/O, or read clocks.
 
 use super::draft::Draft;
@@ -8,8 +9,10 @@ use super::{Ctx, Plan, Reply};
 use crate::error::{code, einval, eisdir, Errno};
 use crate::record::Record;
 use crate::state::MetaState;
+use crate::usage::SegKey;
 use proto::ids::InodeId;
 use proto::msg::{Extent, FileKind, InodeWrite};
+use std::collections::BTreeSet;
 
 impl MetaState {
     pub fn get_extents(&self, ino: InodeId, offset: u64, len: u64) -> Result<Vec<Extent>, Errno> {
@@ -22,6 +25,7 @@ impl MetaState {
 
     pub fn plan_commit_writes(&self, ctx: &Ctx, writes: &[InodeWrite]) -> Result<Plan, Errno> {
         let mut d = Draft::new(self, ctx.now);
+        let mut summed = BTreeSet::new();
         for w in writes {
             match d.attr(w.ino)?.kind {
                 FileKind::File => {}
@@ -45,6 +49,7 @@ impl MetaState {
                     "extent past the largest file offset",
                 ));
             }
+            d.recs.extend(self.sums_records(w, &mut summed)?);
             d.recs.push(Record::Extents {
                 ino: w.ino,
                 extents: w.extents.clone(),
@@ -159,5 +164,38 @@ impl MetaState {
             },
             n,
         ))
+    }
+
+    /// `Record::Sums` for the checksums of `w` that name a segment its extents point into
+    /// and that this manager (or an earlier write of the batch, `summed`) does not hold
+    /// yet; checksums that do not fit their segment are refused (EINVAL).
+    fn sums_records(
+        &self,
+        w: &InodeWrite,
+        summed: &mut BTreeSet<(SegKey, u32)>,
+    ) -> Result<Vec<Record>, Errno> {
+        let mut out = Vec::new();
+        for s in &w.sums {
+            let key = (s.log, s.segment);
+            let Some(e) = w
+                .extents
+                .iter()
+                .find(|e| (e.ptr.seg.log, e.ptr.seg.segment) == key)
+            else {
+                continue;
+            };
+            let chunks = (e.ptr.seg.len as u64).div_ceil(proto::chunksum::CHUNK as u64);
+            if s.seg_len != e.ptr.seg.len || s.end() as u64 > chunks {
+                return Err(einval(format!(
+                    "checksums of {}/{} do not fit the segment's {} bytes",
+                    s.log, s.segment, e.ptr.seg.len
+                )));
+            }
+            let held = self.sums().covering(&key, s.first, s.end()).is_some();
+            if !held && summed.insert((key, s.first)) {
+                out.push(Record::Sums(s.clone()));
+            }
+        }
+        Ok(out)
     }
 }

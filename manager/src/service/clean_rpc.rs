@@ -27,7 +27,12 @@ impl Service {
         }
         let segs: BTreeSet<SegmentId> = segments.into_iter().collect();
         let st = self.state.lock().await;
-        Ok(ManagerResponse::LiveExtents(st.extents_in(log, &segs)))
+        let extents = st.extents_in(log, &segs);
+        let only: Vec<_> = extents.iter().map(|(_, e)| *e).collect();
+        Ok(ManagerResponse::SummedLiveExtents {
+            sums: st.sums().for_extents(&only),
+            extents,
+        })
     }
 
     /// `Relocate`: remaps what still points at the old copies, durably.

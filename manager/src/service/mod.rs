@@ -402,7 +402,10 @@ impl Service {
                 self.read_inode(who, ino, |st| {
                     recheck(st, g).map_err(errno)?;
                     st.get_extents(ino, offset, len)
-                        .map(A::Extents)
+                        .map(|extents| A::SummedExtents {
+                            sums: st.sums().for_extents(&extents),
+                            extents,
+                        })
                         .map_err(errno)
                 })
                 .await

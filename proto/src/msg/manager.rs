@@ -1,6 +1,7 @@
 //! Manager service messages: metadata operations from clients, and the cross-manager
 //! transaction messages between managers.
 
+use crate::chunksum::ChunkSums;
 use crate::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId, SessionId, TxId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -155,6 +156,10 @@ pub struct InodeWrite {
     /// or a size set by the writer).
     pub size: u64,
     pub mtime: Timestamp,
+    /// End-to-end checksums of the chunks the extents' log ranges touch (whole segments'
+    /// worth is fine), computed by the writer from what it appended (`chunksum`). Empty
+    /// from writers that keep none: those extents are read unchecked.
+    pub sums: Vec<ChunkSums>,
 }
 
 /// Where a client stood with a manager when it buffered data: the manager's incarnation
@@ -170,12 +175,15 @@ pub struct Standing {
 /// The cleaner copied file bytes `[offset, offset + old.len)` of `ino` from `old` to `new`
 /// (same length); the owning manager remaps them only where its extent map still points at
 /// `old` (a concurrent overwrite wins).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtentMove {
     pub ino: InodeId,
     pub offset: u64,
     pub old: LogPtr,
     pub new: LogPtr,
+    /// End-to-end checksums of the chunks `new` touches in the cleaner's segment (empty:
+    /// the copy is read unchecked).
+    pub sums: Vec<ChunkSums>,
 }
 
 /// File system totals for statfs.
@@ -527,6 +535,19 @@ pub enum ManagerResponse {
     Copied {
         bytes: u64,
         attr: Attr,
+    },
+    /// Answer to `LiveExtents` from a manager that keeps end-to-end checksums: the
+    /// (file, extent) pairs and the checksums it holds for the chunks they touch.
+    SummedLiveExtents {
+        extents: Vec<(InodeId, Extent)>,
+        sums: Vec<ChunkSums>,
+    },
+    /// Answer to `GetExtents`: the extents and the end-to-end checksums the manager holds
+    /// for the chunks they touch (`chunksum`; extents whose chunks have none are read
+    /// unchecked).
+    SummedExtents {
+        extents: Vec<Extent>,
+        sums: Vec<ChunkSums>,
     },
 }
 
