@@ -387,9 +387,21 @@ impl LocalCluster {
     }
 }
 
-/// A client endpoint for a cluster with the default client identity.
+/// A client endpoint for a cluster with the default client identity; it also accepts
+/// peer clients' reads (cooperative caching, `client_transport_as`).
 pub fn client_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeError> {
-    transport_as(config, DEFAULT_CLIENT)
+    client_transport_as(config, DEFAULT_CLIENT)
+}
+
+/// An endpoint for a mount with identity `name`: like `transport_as`, and it accepts
+/// connections, on which the client answers other clients' peer reads (cooperative
+/// caching; only client identities signed by the cluster CA, `proto::authz`). Peers reach
+/// it at the address the managers see its connections come from.
+pub fn client_transport_as(
+    config: &ClusterConfig,
+    name: &str,
+) -> Result<Arc<Transport>, NodeError> {
+    bind_as(config, name, true)
 }
 
 /// An endpoint with the default admin identity (the CLI's cluster tools).
@@ -399,6 +411,10 @@ pub fn admin_transport(config: &ClusterConfig) -> Result<Arc<Transport>, NodeErr
 
 /// A client endpoint with identity `name` (its `tls/NAME.pem` and `tls/NAME.key`).
 pub fn transport_as(config: &ClusterConfig, name: &str) -> Result<Arc<Transport>, NodeError> {
+    bind_as(config, name, false)
+}
+
+fn bind_as(config: &ClusterConfig, name: &str, server: bool) -> Result<Arc<Transport>, NodeError> {
     let id = identity(config, name)?;
     let any: SocketAddr = match config.nodes.first().map(|n| n.address) {
         Some(SocketAddr::V6(_)) => "[::]:0"
@@ -411,7 +427,7 @@ pub fn transport_as(config: &ClusterConfig, name: &str) -> Result<Arc<Transport>
             .parse()
             .map_err(|_| NodeError::Other("address".into()))?,
     };
-    let t = Transport::bind(any, &id, false)?;
+    let t = Transport::bind(any, &id, server)?;
     t.expect_peers(expected_peers(config)?);
     Ok(t)
 }
@@ -444,7 +460,7 @@ pub async fn mount_serving(
     opts: &fuse_client::MountOptions,
     http: Option<SocketAddr>,
 ) -> Result<(fuse_client::Mount, Option<crate::http::HttpEndpoint>), NodeError> {
-    let transport = transport_as(&config, name)?;
+    let transport = client_transport_as(&config, name)?;
     let client = fuse_client::Client::connect(config.clone(), transport.clone())
         .await
         .map_err(|e| NodeError::Client(e.to_string()))?;
@@ -587,7 +603,7 @@ pub struct ClusterStatus {
 
 /// Probes every node of the cluster with the client identity.
 pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> {
-    let transport = client_transport(config)?;
+    let transport = transport_as(config, DEFAULT_CLIENT)?;
     let timeout = Duration::from_secs(3);
     let mut probes = Vec::new();
     for n in &config.nodes {

@@ -176,7 +176,7 @@ impl Handler for NodeHandler {
                 Request::Manager(_) | Request::ManagerAs { .. } => {
                     self.manager_request(&peer, req).await
                 }
-                Request::Client(_) => (
+                Request::Client(_) | Request::Peer(_) => (
                     Response::Error(RemoteError::NoRole("client".into())),
                     Bytes::new(),
                 ),

@@ -13,6 +13,7 @@
 //! module imports none of them (the workers and the callback handler call their methods).
 //! Must not: implement file-system operations, or hold a lock across an await.
 
+use crate::coop::Coop;
 use crate::data::attrs::AttrCache;
 use crate::data::cache::BlockCache;
 use crate::data::dir_parents::DirParents;
@@ -74,6 +75,8 @@ pub struct Client {
     /// The lease session's state: `AcquireWrite` gates, inodes whose write lease must be
     /// asked for again, the kernel's invalidation channel (`lease::session_state`).
     pub(crate) lease_session: SessionState,
+    /// Cooperative caching: peer-read counters and the peers that failed lately (`coop`).
+    pub(crate) coop: Coop,
     /// The background workers (flusher, renewer) and their status.
     workers: Workers,
     handles: Handles,
@@ -157,6 +160,19 @@ impl Client {
             Err(e) => return Err(ClientError::NoRoot(e.to_string())),
         }
         let interval = Duration::from_millis(client.config.file.client.flush_interval_ms.max(1));
+        // Cooperative caching: peers reach us at the address our connections to the
+        // managers come from (the endpoint we dial from also accepts when bound so), which
+        // is what the managers' holder hints name. Only peer reads are answered there.
+        if client.coop.enabled() && client.transport.accepts() {
+            let serving = client
+                .transport
+                .serve(Arc::new(PeerServer::new(Arc::downgrade(&client))));
+            let mut stop = client.stop.subscribe();
+            tokio::spawn(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                serving.abort();
+            });
+        }
         tokio::spawn(flusher(
             Arc::downgrade(&client),
             client.writeback.kick().clone(),
@@ -208,6 +224,7 @@ impl Client {
             open_dirs: OpenDirs::default(),
             no_caps: NoCaps::default(),
             lease_session: SessionState::default(),
+            coop: Coop::new(config.file.client.peer_reads),
             workers: Workers::default(),
             handles: Handles::default(),
             stop: watch::channel(false).0,
@@ -233,6 +250,21 @@ impl Client {
     /// Message counters: callbacks received, renewals and manager requests sent.
     pub fn stats(&self) -> ClientStats {
         self.meta.counters().snapshot()
+    }
+
+    /// Where peers reach this client for peer reads (`None` when it does not serve them).
+    pub fn peer_address(&self) -> Option<std::net::SocketAddr> {
+        if self.coop.enabled() && self.transport.accepts() {
+            self.transport.local_addr().ok()
+        } else {
+            None
+        }
+    }
+
+    /// Cooperative-caching counters: where block reads were served from, what peers got
+    /// from us (also the virtual xattr `shoal.stats`).
+    pub fn coop_stats(&self) -> crate::coop::stats::CoopStats {
+        self.coop.counters.snapshot()
     }
 
     /// Renews every manager's lease now (the background renewer does this every lease/4).
@@ -321,6 +353,43 @@ impl Client {
     /// Stops the background flusher (after `sync_all`, at unmount).
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// Answers the requests peers send over connections they open to this client: peer reads
+/// only (cooperative caching), only from client identities; the work is in `coop::server`.
+pub struct PeerServer {
+    client: Weak<Client>,
+}
+
+impl PeerServer {
+    fn new(client: Weak<Client>) -> PeerServer {
+        PeerServer { client }
+    }
+}
+
+impl Handler for PeerServer {
+    fn handle(&self, peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+        let client = self.client.upgrade();
+        Box::pin(async move {
+            if let Err(d) = proto::authz::check(peer.identity.as_deref(), &req) {
+                proto::warn_limited!(from = %peer.addr, "refused: {d}");
+                return (Response::Error(d.into()), Bytes::new());
+            }
+            match (client, req) {
+                (Some(c), Request::Peer(p)) => c.serve_peer(p),
+                (None, Request::Peer(_)) => (
+                    Response::Error(RemoteError::Unavailable("client is not connected".into())),
+                    Bytes::new(),
+                ),
+                (_, other) => (
+                    Response::Error(RemoteError::NoRole(format!(
+                        "a client answers only peer reads on connections peers open, not {other}"
+                    ))),
+                    Bytes::new(),
+                ),
+            }
+        })
     }
 }
 

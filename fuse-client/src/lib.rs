@@ -13,12 +13,15 @@
 //!   locks, write verifier; commits through `meta`) and the flush procedure (`flush`);
 //! - `meta`: the one manager-RPC layer (routing, retry, errno mapping, volume leases fed
 //!   to the pure engine in `lease::engine`);
+//! - `coop`: cooperative caching — peer reads by log address (asked from `data::read`),
+//!   answering peers from the block cache, the `shoal.stats` counters;
 //! - `handle`: the handles given to the kernel;
 //! - `client`: the composition root (connect, workers, shutdown), holding the parts.
 //!
 //! Must not block a runtime thread, and must not link the manager crate.
 
 pub mod client;
+pub mod coop;
 pub mod credentials;
 pub mod data;
 pub mod error;
@@ -33,10 +36,11 @@ pub mod verifier;
 
 pub use client::CallbackHandler;
 pub use client::Client;
+pub use coop::stats::CoopStats;
 pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
 pub use handle::FileHandle;
 pub use kernel::mount::{mount, Mount, MountOptions};
-pub use ops::namespace::{StatFs, DROP_CACHES_XATTR};
+pub use ops::namespace::{StatFs, DROP_CACHES_XATTR, STATS_XATTR};
 pub use proto::worker::{WorkerState, WorkerStatus};
 pub use stats::ClientStats;

@@ -11,7 +11,8 @@
 //! formats, `checkpoint` checkpoints in bounded chunks and the legacy format, `journal`
 //! group commit over the log, `recovery` checkpoint + roll forward; re-exported at the
 //! root under those names), `lease` (pure volume leases and callbacks, `lease::engine`)
-//! and `service` (the async request handler, one file per part: see its doc); `testing`
+//! `holders` (pure: which client sessions fetched which extent windows, the hints of
+//! cooperative caching), and `service` (the async request handler, one file per part: see its doc); `testing`
 //! (test doubles: `MemLog`, `LoopbackPeers`, `NoCallbacks`) only under `cfg(test)` or the
 //! `testing` feature. Must not: store file bytes, or talk to clients other than by
 //! replies and lease callbacks.
@@ -23,6 +24,7 @@ pub mod cleaner;
 pub mod directory;
 pub mod error;
 pub mod extent;
+pub mod holders;
 pub mod lease;
 pub mod metalog;
 pub mod plan;

@@ -22,6 +22,7 @@
 //! | `clean` (LiveExtents, Relocate: the copying cleaner) | manager, admin (`shoal clean --now`) |
 //! | `callback` (Invalidate/Flush sent to a client) | manager |
 //! | `admin` (deny-list installation) | admin |
+//! | `peer-read` (FetchBlock: cached bytes from another client, by log address) | client |
 //!
 //! Client logs and sessions carry the 24-bit tag of their identity's name
 //! (`identity::log_tag`, `LogId::client_of`, `session_of`): that is how "its own log" and
@@ -51,6 +52,7 @@ pub enum Right {
     Clean,
     Callback,
     Admin,
+    PeerRead,
 }
 
 impl Right {
@@ -72,6 +74,7 @@ impl Right {
             Right::Clean => "clean",
             Right::Callback => "callback",
             Right::Admin => "admin",
+            Right::PeerRead => "peer-read",
         }
     }
 
@@ -81,7 +84,9 @@ impl Right {
         match self {
             Right::Ping | Right::FragmentRead => &[Storage, Manager, Client, Admin],
             Right::FragmentWrite => &[Storage, Manager, Admin],
-            Right::WriteOwnLog | Right::CommitOwnLog | Right::OwnSession => &[Client],
+            Right::WriteOwnLog | Right::CommitOwnLog | Right::OwnSession | Right::PeerRead => {
+                &[Client]
+            }
             Right::FragmentDelete | Right::ListLogs => &[Manager, Admin],
             Right::ScrubControl | Right::Admin => &[Admin],
             Right::FsRead | Right::FsWrite => &[Client, Manager, Admin],
@@ -161,6 +166,9 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
         Request::Ping => need(Right::Ping),
         Request::Client(_) => need(Right::Callback),
         Request::Admin(AdminRequest::InstallDenyList { .. }) => need(Right::Admin),
+        // The bytes asked for are no more than `fragment-read` gives (the same log range
+        // from the storage servers); only clients cache, so only clients ask each other.
+        Request::Peer(_) => need(Right::PeerRead),
         Request::Storage(s) => match s {
             StorageRequest::PutFragment { id: f, .. } => own_or(
                 Right::FragmentWrite,
@@ -254,6 +262,7 @@ fn right_of(req: &Request) -> Right {
         Request::Ping => Right::Ping,
         Request::Client(_) => Right::Callback,
         Request::Admin(_) => Right::Admin,
+        Request::Peer(_) => Right::PeerRead,
         Request::Storage(StorageRequest::PutFragment { .. }) => Right::FragmentWrite,
         Request::Storage(StorageRequest::Delete { .. }) => Right::FragmentDelete,
         Request::Storage(StorageRequest::ListLog { .. } | StorageRequest::ListLogs) => {

@@ -340,3 +340,37 @@ fn deny_lists_are_installed_only_by_admins() {
         Right::Admin,
     );
 }
+
+#[test]
+fn peer_reads_come_only_from_clients() {
+    let seg = SegmentAddr {
+        log: LogId(7),
+        segment: SegmentId(3),
+        len: 1 << 20,
+        k: 4,
+        m: 2,
+        nodes: 6,
+    };
+    row(
+        Request::Peer(PeerRequest::FetchBlock {
+            ptr: LogPtr {
+                seg,
+                offset: 4096,
+                len: 65536,
+            },
+        }),
+        &[Client],
+        Right::PeerRead,
+    );
+    let req = Request::Peer(PeerRequest::FetchBlock {
+        ptr: LogPtr {
+            seg,
+            offset: 0,
+            len: 1,
+        },
+    });
+    assert_eq!(
+        check(None, &req).expect_err("no identity").right,
+        Right::PeerRead
+    );
+}

@@ -92,6 +92,9 @@ pub struct ClientTunables {
     pub segment_bytes: u64,
     /// Memory for the block cache (bytes).
     pub cache_bytes: u64,
+    /// Cooperative caching: serve cached blocks to other clients and read local misses
+    /// from the clients the manager names before the storage servers.
+    pub peer_reads: bool,
 }
 
 impl Default for ClientTunables {
@@ -100,6 +103,7 @@ impl Default for ClientTunables {
             flush_interval_ms: 2000,
             segment_bytes: 8 << 20,
             cache_bytes: 256 << 20,
+            peer_reads: true,
         }
     }
 }
@@ -519,7 +523,8 @@ pub const CONFIG_DOC: &str = "\
 # [[slots]]       the manager map: inode slots first..=last are served by manager
 # [client]        flush_interval_ms: dirty data reaches the log at least this often;
 #                 segment_bytes: a segment is written once this much is dirty;
-#                 cache_bytes: block cache memory per client
+#                 cache_bytes: block cache memory per client (default 256 MiB);
+#                 peer_reads: cooperative caching between clients (default true)
 # [manager]       commit_interval_ms: metadata group commit interval (fsync forces one);
 #                 checkpoint_records: records between checkpoints;
 #                 lease_ms: clients' volume lease (default 5000): an unreachable client

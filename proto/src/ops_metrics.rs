@@ -11,7 +11,11 @@
 //! - `shoal_fuse_read_bytes_total{mount}`, `shoal_fuse_written_bytes_total{mount}`: file
 //!   bytes returned to reads and accepted from writes;
 //! - `shoal_client_cache_blocks_total{mount, tier}`: blocks a read needed, by where they
-//!   came from (`local`: the client's block cache; `storage`: read from the storage servers);
+//!   came from (`local`: the client's block cache; `peer`: another client's cache;
+//!   `storage`: read from the storage servers; peer and storage blocks count when fetched,
+//!   prefetches included);
+//! - `shoal_client_peer_served_bytes_total{mount}`: bytes a client sent from its cache to
+//!   peer clients (cooperative caching);
 //! - `shoal_lease_callbacks_total{node, kind, outcome}` and
 //!   `shoal_lease_callback_wait_seconds{node, kind}`: callbacks a manager sent (`answered`
 //!   or `lost`: the holder did not answer by its lease expiry) and how long the change waited
@@ -60,15 +64,24 @@ pub fn fuse_written_bytes(mount: &Arc<str>, n: u64) {
 
 /// Records the blocks one read of `mount` took from the local block cache and from storage.
 pub fn cache_blocks(mount: &Arc<str>, local: u64, storage: u64) {
+    cache_blocks_from(mount, local, 0, storage)
+}
+
+/// `cache_blocks`, with blocks fetched from peer clients (`tier="peer"`).
+pub fn cache_blocks_from(mount: &Arc<str>, local: u64, peer: u64, storage: u64) {
     let mount = SharedString::from(mount.clone());
-    if local > 0 {
-        metrics::counter!("shoal_client_cache_blocks_total", "mount" => mount.clone(), "tier" => "local")
-            .increment(local);
+    for (tier, n) in [("local", local), ("peer", peer), ("storage", storage)] {
+        if n > 0 {
+            metrics::counter!("shoal_client_cache_blocks_total", "mount" => mount.clone(), "tier" => tier)
+                .increment(n);
+        }
     }
-    if storage > 0 {
-        metrics::counter!("shoal_client_cache_blocks_total", "mount" => mount, "tier" => "storage")
-            .increment(storage);
-    }
+}
+
+/// Bytes a client sent to peer clients from its cache (`shoal_client_peer_served_bytes_total`).
+pub fn coop_served(mount: &Arc<str>, bytes: u64) {
+    let mount = SharedString::from(mount.clone());
+    metrics::counter!("shoal_client_peer_served_bytes_total", "mount" => mount).increment(bytes);
 }
 
 /// Records one lease callback of manager `node`: answered or not, after `waited`.

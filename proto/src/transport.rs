@@ -153,6 +153,8 @@ pub struct Transport {
     expected: Mutex<HashMap<SocketAddr, ExpectedPeer>>,
     /// This endpoint's identity name, the `node` label of its metrics.
     node_name: Arc<str>,
+    /// Whether it was bound to accept connections (`bind` with `server`).
+    accepts: bool,
 }
 
 /// Connections by identity, and the identities refused.
@@ -276,6 +278,7 @@ impl Transport {
             expected: Mutex::new(HashMap::new()),
             node_name: identity_key(&local_identity).into(),
             local_identity,
+            accepts: server,
         }))
     }
 
@@ -324,6 +327,12 @@ impl Transport {
                 }
             }
         }
+    }
+
+    /// Whether this endpoint accepts connections (bound with `server`): only then does
+    /// `serve` answer anyone.
+    pub fn accepts(&self) -> bool {
+        self.accepts
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -340,7 +340,7 @@ impl Handler for ServerHandler {
                     Response::Error(RemoteError::NoRole("manager".into())),
                     Bytes::new(),
                 ),
-                Request::Client(_) => (
+                Request::Client(_) | Request::Peer(_) => (
                     Response::Error(RemoteError::NoRole("client".into())),
                     Bytes::new(),
                 ),

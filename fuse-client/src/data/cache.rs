@@ -2,19 +2,36 @@
 //!
 //! Owns cached copies of committed bytes only (never dirty data) and a per-inode generation
 //! that a reader checks before inserting what it fetched, so that a fetch racing with a
-//! commit or truncate never caches stale bytes. Must not do I/O.
+//! commit or truncate never caches stale bytes. Blocks read whole from one extent also
+//! keep their log address (`LogCopy`), indexed, so that peers can ask for them by that
+//! immutable address (cooperative caching: `crate::coop`). Must not do I/O.
 
 use bytes::Bytes;
-use proto::ids::InodeId;
+use proto::ids::{InodeId, LogPtr};
 use std::collections::{BTreeMap, HashMap};
 
 /// Size of a cached block. Every block is stored full-length; bytes past the end of the
 /// file read as zeros, which is what POSIX shows when a file is extended.
 pub const BLOCK: u64 = 64 << 10;
 
+/// Where a cached block's bytes sit in the log: the block is log bytes `ptr`, and `bytes`
+/// hold log range `range`, which is `ptr` itself or `ptr` widened to whole checksum chunks
+/// (`proto::chunksum::widen`), so that whoever gets them can check them against the
+/// writer's checksums. The log is append-only and segment ids are never reused: `ptr`
+/// names these bytes forever, whatever happens to the file later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCopy {
+    pub ptr: LogPtr,
+    pub range: LogPtr,
+    pub bytes: Bytes,
+}
+
 struct Slot {
     data: Bytes,
     tick: u64,
+    /// Only for blocks read whole from one extent and not cut at the file's end; never for
+    /// blocks made or patched from our own writes.
+    copy: Option<LogCopy>,
 }
 
 /// Bounded LRU of `(inode, block index)` → block bytes.
@@ -26,6 +43,8 @@ pub struct BlockCache {
     generations: HashMap<InodeId, u64>,
     /// Added to every inode's generation; bumped by `invalidate_where`.
     epoch: u64,
+    /// Blocks with a `LogCopy`, by its `ptr`.
+    by_ptr: HashMap<LogPtr, (InodeId, u64)>,
     pub hits: u64,
     pub misses: u64,
 }
@@ -40,6 +59,7 @@ impl BlockCache {
             tick: 0,
             generations: HashMap::new(),
             epoch: 0,
+            by_ptr: HashMap::new(),
             hits: 0,
             misses: 0,
         }
@@ -85,25 +105,71 @@ impl BlockCache {
     /// Inserts a fetched block unless `ino` changed since `generation` was taken.
     /// Returns whether it was inserted.
     pub fn insert(&mut self, ino: InodeId, block: u64, data: Bytes, generation: u64) -> bool {
+        self.insert_from_log(ino, block, data, generation, None)
+    }
+
+    /// `insert`, with the block's log address when it was read whole from one extent
+    /// (`copy.ptr` must be exactly the log bytes `data` holds).
+    pub fn insert_from_log(
+        &mut self,
+        ino: InodeId,
+        block: u64,
+        data: Bytes,
+        generation: u64,
+        copy: Option<LogCopy>,
+    ) -> bool {
         if self.generation(ino) != generation || data.len() as u64 != BLOCK {
             return false;
         }
-        self.put(ino, block, data);
+        self.put(ino, block, data, copy);
         true
     }
 
-    fn put(&mut self, ino: InodeId, block: u64, data: Bytes) {
+    /// The cached copy of log bytes `ptr` (exactly that address), if a block holds it.
+    pub fn by_log(&self, ptr: &LogPtr) -> Option<LogCopy> {
+        let key = self.by_ptr.get(ptr)?;
+        let copy = self.blocks.get(key)?.copy.as_ref()?;
+        (copy.ptr == *ptr).then(|| copy.clone())
+    }
+
+    /// Blocks that peers can ask for (with a log address).
+    pub fn addressed(&self) -> usize {
+        self.by_ptr.len()
+    }
+
+    fn put(&mut self, ino: InodeId, block: u64, data: Bytes, copy: Option<LogCopy>) {
         self.tick += 1;
         let tick = self.tick;
-        if let Some(old) = self.blocks.insert((ino, block), Slot { data, tick }) {
-            self.lru.remove(&old.tick);
+        self.remove((ino, block));
+        if let Some(c) = &copy {
+            // An address names one content: another block holding it gives way.
+            if let Some(other) = self.by_ptr.insert(c.ptr, (ino, block)) {
+                if other != (ino, block) {
+                    if let Some(slot) = self.blocks.get_mut(&other) {
+                        slot.copy = None;
+                    }
+                }
+            }
         }
+        self.blocks.insert((ino, block), Slot { data, tick, copy });
         self.lru.insert(tick, (ino, block));
         while self.blocks.len() > self.capacity_blocks {
-            let Some((_, key)) = self.lru.pop_first() else {
+            let Some((_, key)) = self.lru.first_key_value().map(|(t, k)| (*t, *k)) else {
                 break;
             };
-            self.blocks.remove(&key);
+            self.remove(key);
+        }
+    }
+
+    /// Drops one block and its index entries.
+    fn remove(&mut self, key: (InodeId, u64)) {
+        if let Some(slot) = self.blocks.remove(&key) {
+            self.lru.remove(&slot.tick);
+            if let Some(c) = slot.copy {
+                if self.by_ptr.get(&c.ptr) == Some(&key) {
+                    self.by_ptr.remove(&c.ptr);
+                }
+            }
         }
     }
 
@@ -122,11 +188,11 @@ impl BlockCache {
             let to = be.min(end);
             let src = &data[(from - off) as usize..(to - off) as usize];
             if from == bs && to == be {
-                self.put(ino, b, Bytes::copy_from_slice(src));
+                self.put(ino, b, Bytes::copy_from_slice(src), None);
             } else if let Some(slot) = self.blocks.get(&(ino, b)) {
                 let mut v = slot.data.to_vec();
                 v[(from - bs) as usize..(to - bs) as usize].copy_from_slice(src);
-                self.put(ino, b, Bytes::from(v));
+                self.put(ino, b, Bytes::from(v), None);
             }
         }
     }
@@ -140,9 +206,7 @@ impl BlockCache {
             .map(|(k, _)| *k)
             .collect();
         for k in keys {
-            if let Some(slot) = self.blocks.remove(&k) {
-                self.lru.remove(&slot.tick);
-            }
+            self.remove(k);
         }
     }
 
@@ -157,9 +221,7 @@ impl BlockCache {
             .copied()
             .collect();
         for k in keys {
-            if let Some(slot) = self.blocks.remove(&k) {
-                self.lru.remove(&slot.tick);
-            }
+            self.remove(k);
         }
     }
 
@@ -204,6 +266,55 @@ mod tests {
         assert!(!c.insert(a, 0, block(1), g));
         assert!(c.is_empty());
         assert!(c.insert(a, 0, block(1), c.generation(a)));
+    }
+
+    fn ptr(segment: u64, offset: u32) -> LogPtr {
+        LogPtr {
+            seg: proto::ids::SegmentAddr {
+                log: proto::ids::LogId(9),
+                segment: proto::ids::SegmentId(segment),
+                len: 8 << 20,
+                k: 4,
+                m: 2,
+                nodes: 6,
+            },
+            offset,
+            len: BLOCK as u32,
+        }
+    }
+
+    fn copy(p: LogPtr, data: &Bytes) -> Option<LogCopy> {
+        Some(LogCopy {
+            ptr: p,
+            range: p,
+            bytes: data.clone(),
+        })
+    }
+
+    #[test]
+    fn blocks_are_found_by_exact_log_address_only_while_cached_unpatched() {
+        let mut c = BlockCache::new(2 * BLOCK);
+        let a = InodeId(10);
+        let (p0, p1, p2) = (ptr(1, 0), ptr(1, BLOCK as u32), ptr(2, 0));
+        assert!(c.insert_from_log(a, 0, block(1), 0, copy(p0, &block(1))));
+        assert!(c.insert_from_log(a, 1, block(2), 0, copy(p1, &block(2))));
+        assert_eq!(c.by_log(&p0).expect("cached").bytes[0], 1);
+        // Another segment, or the same offset with another length: not this block.
+        assert!(c.by_log(&p2).is_none());
+        assert!(c.by_log(&LogPtr { len: 10, ..p0 }).is_none());
+        // Our own write patches block 0: its bytes are no longer p0's.
+        c.apply_write(a, 5, b"xyz");
+        assert!(c.by_log(&p0).is_none());
+        assert_eq!(c.addressed(), 1);
+        // Eviction drops the address too (capacity 2: block 2 evicts the oldest).
+        let g = c.generation(a);
+        assert!(c.insert_from_log(a, 2, block(3), g, copy(p2, &block(3))));
+        assert!(c.by_log(&p1).is_none(), "evicted");
+        assert!(c.by_log(&p2).is_some());
+        // Invalidation too.
+        c.invalidate(a);
+        assert!(c.by_log(&p2).is_none());
+        assert_eq!(c.addressed(), 0);
     }
 
     #[test]

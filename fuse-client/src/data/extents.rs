@@ -90,13 +90,36 @@ pub struct ExtentCache {
 pub struct ExtentList {
     pub extents: Vec<Extent>,
     pub sums: Vec<ChunkSums>,
+    /// Other clients that fetched this window lately (the manager's cooperative-caching
+    /// hint): they may cache its blocks.
+    pub holders: Vec<std::net::SocketAddr>,
 }
 
 impl ExtentList {
     /// A list whose checksums are sorted by segment (for `sums_for`).
     pub fn new(extents: Vec<Extent>, mut sums: Vec<ChunkSums>) -> ExtentList {
         sums.sort_by_key(|s| (s.log, s.segment, s.first));
-        ExtentList { extents, sums }
+        ExtentList {
+            extents,
+            sums,
+            holders: Vec::new(),
+        }
+    }
+
+    /// This list with the manager's hint of peers that may cache its blocks.
+    pub fn with_holders(mut self, holders: Vec<std::net::SocketAddr>) -> ExtentList {
+        self.holders = holders;
+        self
+    }
+
+    /// The one log range that holds all of file bytes `[off, off + len)`, if one extent
+    /// covers them whole (no hole, no overlapping older extent): the immutable address
+    /// under which those bytes may be cached and served to peers.
+    pub fn single_ptr(&self, off: u64, len: u64) -> Option<LogPtr> {
+        match map_range(&self.extents, off, len)[..] {
+            [p] if p.buf_off == 0 && p.ptr.len as u64 == len => Some(p.ptr),
+            _ => None,
+        }
     }
 
     /// Just the checksums a read of `ptr` needs, if the list has them (else it is read

@@ -163,6 +163,11 @@ impl DataState {
         self.extents.invalidate_where(&pred);
     }
 
+    /// The cached copy of log bytes `ptr`, for a peer that asks (cooperative caching).
+    pub(crate) fn cached_log_copy(&self, ptr: &proto::ids::LogPtr) -> Option<cache::LogCopy> {
+        self.cache.by_log(ptr)
+    }
+
     /// The block cache generation of `ino` (taken before a fetch, checked at insert).
     pub(crate) fn cache_generation(&self, ino: InodeId) -> u64 {
         self.cache.generation(ino)

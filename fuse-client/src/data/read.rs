@@ -8,7 +8,8 @@
 //! map without a held lease.
 
 use crate::client::Client;
-use crate::data::cache::BLOCK;
+use crate::coop::{fetch, PEER_TIMEOUT};
+use crate::data::cache::{LogCopy, BLOCK};
 use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
 use crate::data::readahead::Registered;
 use crate::error::FsError;
@@ -16,9 +17,12 @@ use crate::lease::HeldLease;
 use crate::meta::{self as remote, Target};
 use bytes::Bytes;
 use futures::StreamExt;
-use proto::ids::InodeId;
+use proto::chunksum::{self, ChunkSums};
+use proto::ids::{InodeId, LogPtr};
 use proto::msg::{ManagerRequest, ManagerResponse};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use storage::log::LogReader;
 use tokio::sync::watch;
 
 /// Concurrent log reads of one read request.
@@ -105,8 +109,10 @@ impl Client {
                 }
             }
         }
+        // Blocks fetched below count where they came from, in `fetch_blocks`.
         let local = blocks.iter().filter(|b| b.is_some()).count() as u64;
-        proto::ops_metrics::cache_blocks(&self.metrics_label(), local, blocks.len() as u64 - local);
+        self.coop.counters.local(local);
+        proto::ops_metrics::cache_blocks_from(&self.metrics_label(), local, 0, 0);
         // Fetch each run of missing blocks with one set of log reads.
         let mut i = 0;
         while i < blocks.len() {
@@ -185,68 +191,56 @@ impl Client {
         });
     }
 
-    /// Reads file bytes `[start, start + len)` through the extent map (holes are zeros).
+    /// Reads file bytes `[start, start + len)` through the extent list `list` (holes are
+    /// zeros), with the log bytes each piece was read as (`RangeRead::copies`).
     async fn read_range(
         &self,
+        list: &ExtentList,
         ino: InodeId,
         start: u64,
         len: u64,
-        generation: u64,
-    ) -> Result<Bytes, FsError> {
-        let list = self.extents_for(ino, start, len, generation).await?;
+    ) -> Result<RangeRead, FsError> {
         let pieces = map_range(&list.extents, start, len);
         let reader = self.reader().clone();
+        let failed = |ptr: LogPtr, e: String| {
+            proto::warn_limited!(inode = %ino, "cannot read {ptr}: {e}");
+            FsError::EIO
+        };
         // One piece covering the whole range: its bytes are the answer (no copy).
         if let [p] = pieces[..] {
             if p.buf_off == 0 && p.ptr.len as u64 == len {
-                // Checked against the writer's checksums where the manager has them.
-                let read = match list.sums_for(&p.ptr) {
-                    Some(s) => reader.read_checked(p.ptr, &s).await,
-                    None => reader.read(p.ptr).await,
-                };
-                let bytes = read.map_err(|e| {
-                    tracing::warn!(inode = %ino, "cannot read {}: {e}", p.ptr);
-                    FsError::EIO
-                })?;
-                if bytes.len() != p.ptr.len as usize {
-                    tracing::warn!(inode = %ino, "read of {} returned {} bytes", p.ptr, bytes.len());
-                    return Err(FsError::EIO);
-                }
-                return Ok(bytes);
+                let (range, wide, exact) = read_piece(&reader, p.ptr, list.sums_for(&p.ptr))
+                    .await
+                    .map_err(|e| failed(p.ptr, e))?;
+                return Ok(RangeRead {
+                    data: exact,
+                    copies: vec![(range, wide)],
+                });
             }
         }
         let mut data = vec![0u8; len as usize];
+        let mut copies = Vec::new();
         // `buffered` keeps extent order, so overlapping extents apply oldest first.
         let mut reads = futures::stream::iter(pieces.into_iter().map(|p| {
             let reader = reader.clone();
             let sums = list.sums_for(&p.ptr);
-            async move {
-                // Checked against the writer's checksums where the manager has them.
-                let r = match sums {
-                    Some(s) => reader.read_checked(p.ptr, &s).await,
-                    None => reader.read(p.ptr).await,
-                };
-                (p, r)
-            }
+            async move { (p, read_piece(&reader, p.ptr, sums).await) }
         }))
         .buffered(READ_PARALLEL);
         while let Some((p, r)) = reads.next().await {
-            let bytes = r.map_err(|e| {
-                proto::warn_limited!(inode = %ino, "cannot read {}: {e}", p.ptr);
-                FsError::EIO
-            })?;
-            if bytes.len() != p.ptr.len as usize {
-                tracing::warn!(inode = %ino, "read of {} returned {} bytes", p.ptr, bytes.len());
-                return Err(FsError::EIO);
-            }
+            let (range, wide, exact) = r.map_err(|e| failed(p.ptr, e))?;
             let at = p.buf_off as usize;
-            data[at..at + bytes.len()].copy_from_slice(&bytes);
+            data[at..at + exact.len()].copy_from_slice(&exact);
+            copies.push((range, wide));
         }
-        Ok(Bytes::from(data))
+        Ok(RangeRead {
+            data: Bytes::from(data),
+            copies,
+        })
     }
 
-    /// Reads blocks `[b0, b1)` from the log and caches them (unless the inode changed
-    /// since `generation`).
+    /// Reads blocks `[b0, b1)` — from peers that the manager says may cache them, else from
+    /// the log — and caches them (unless the inode changed since `generation`).
     async fn fetch_blocks(
         &self,
         ino: InodeId,
@@ -257,29 +251,134 @@ impl Client {
     ) -> Result<Vec<Bytes>, FsError> {
         let start = b0 * BLOCK;
         let len = (b1 - b0) * BLOCK;
-        // The cleaner may move extents and the reclaimer delete the old copy while a read
-        // holds the old extent list: a failed read asks the manager once more.
-        let mut data = match self.read_range(ino, start, len, generation).await {
-            Ok(d) => d,
-            Err(_) => {
-                self.lock_state().extents.invalidate(ino);
-                self.read_range(ino, start, len, generation).await?
-            }
-        };
-        // Nothing exists past the committed size, whatever an extent says.
-        if committed < start + len {
-            let mut v = data.to_vec();
-            v[committed.saturating_sub(start) as usize..].fill(0);
-            data = Bytes::from(v);
-        }
-        let blocks: Vec<Bytes> = (0..(b1 - b0))
-            .map(|k| data.slice((k * BLOCK) as usize..((k + 1) * BLOCK) as usize))
+        let list = self.extents_for(ino, start, len, generation).await?;
+        // The immutable log address of each block read whole from one extent (not cut at
+        // the file's end): under it a block may come from a peer and may be served to one.
+        let addrs: Vec<Option<LogPtr>> = (b0..b1)
+            .map(|b| {
+                let bs = b * BLOCK;
+                (bs + BLOCK <= committed)
+                    .then(|| list.single_ptr(bs, BLOCK))
+                    .flatten()
+            })
             .collect();
+        let mut got: Vec<Option<(Bytes, Option<LogCopy>)>> = vec![None; addrs.len()];
+        let peers = self.coop.candidates(&list.holders);
+        if !peers.is_empty() {
+            let asks = addrs.iter().enumerate().filter_map(|(k, a)| {
+                let ptr = (*a)?;
+                let peers = &peers;
+                let sums = list.sums_for(&ptr);
+                Some(async move { (k, self.peer_block(peers, ptr, sums).await) })
+            });
+            for (k, r) in futures::future::join_all(asks).await {
+                got[k] = r;
+            }
+        }
+        let from_peers = got.iter().filter(|g| g.is_some()).count() as u64;
+        // Each run of blocks no peer gave: one set of log reads.
+        let mut i = 0;
+        while i < got.len() {
+            if got[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < got.len() && got[j].is_none() {
+                j += 1;
+            }
+            let rs = start + i as u64 * BLOCK;
+            let rl = (j - i) as u64 * BLOCK;
+            // The cleaner may move extents and the reclaimer delete the old copy while a
+            // read holds the old extent list: a failed read asks the manager once more
+            // (and those blocks are cached without a log address).
+            let (read, same_list) = match self.read_range(&list, ino, rs, rl).await {
+                Ok(r) => (r, true),
+                Err(_) => {
+                    self.lock_state().extents.invalidate(ino);
+                    let again = self.extents_for(ino, rs, rl, generation).await?;
+                    (self.read_range(&again, ino, rs, rl).await?, false)
+                }
+            };
+            let mut data = read.data;
+            // Nothing exists past the committed size, whatever an extent says.
+            if committed < rs + rl {
+                let mut v = data.to_vec();
+                v[committed.saturating_sub(rs) as usize..].fill(0);
+                data = Bytes::from(v);
+            }
+            for k in i..j {
+                let off = (k - i) as u64 * BLOCK;
+                let block = data.slice(off as usize..(off + BLOCK) as usize);
+                let copy = match addrs[k] {
+                    Some(ptr) if same_list => {
+                        copy_of(ptr, list.sums_for(&ptr).is_some(), &read.copies)
+                    }
+                    _ => None,
+                };
+                got[k] = Some((block, copy));
+            }
+            i = j;
+        }
+        let from_storage = got.len() as u64 - from_peers;
+        self.coop.counters.peer(from_peers);
+        self.coop.counters.storage(from_storage);
+        proto::ops_metrics::cache_blocks_from(&self.metrics_label(), 0, from_peers, from_storage);
+        let mut blocks = Vec::with_capacity(got.len());
         let mut st = self.lock_state();
-        for (k, b) in blocks.iter().enumerate() {
-            st.cache.insert(ino, b0 + k as u64, b.clone(), generation);
+        for (k, g) in got.into_iter().enumerate() {
+            let Some((b, copy)) = g else {
+                return Err(FsError::EIO);
+            };
+            st.cache
+                .insert_from_log(ino, b0 + k as u64, b.clone(), generation, copy);
+            blocks.push(b);
         }
         Ok(blocks)
+    }
+
+    /// Log bytes `ptr` (one block) from the first of `peers` that has them and passes the
+    /// checks (`coop::fetch`); `None` sends the reader to storage. A peer that fails is
+    /// left out for a while (`coop::peers`).
+    async fn peer_block(
+        &self,
+        peers: &[SocketAddr],
+        ptr: LogPtr,
+        sums: Option<ChunkSums>,
+    ) -> Option<(Bytes, Option<LogCopy>)> {
+        for peer in peers {
+            match fetch::fetch(&self.transport, *peer, ptr, sums.as_ref(), PEER_TIMEOUT).await {
+                Ok(f) => {
+                    let copy = LogCopy {
+                        ptr,
+                        range: f.range,
+                        bytes: f.bytes,
+                    };
+                    return Some((f.exact, Some(copy)));
+                }
+                Err(e) => {
+                    self.coop.counters.peer_failed();
+                    if e.marks_peer_bad() {
+                        proto::warn_limited!("peer read failed, reading from storage: {e}");
+                        self.coop.mark_bad(*peer);
+                    } else {
+                        tracing::debug!("peer read: {e}");
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The log address of block `block` of `ino` if one extent covers it whole: what the
+    /// block would be cached and asked for under (cooperative caching; for tools and
+    /// tests).
+    pub async fn block_address(&self, ino: InodeId, block: u64) -> Result<Option<LogPtr>, FsError> {
+        let generation = self.lock_state().cache.generation(ino);
+        let list = self
+            .extents_for(ino, block * BLOCK, BLOCK, generation)
+            .await?;
+        Ok(list.single_ptr(block * BLOCK, BLOCK))
     }
 
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
@@ -307,9 +406,11 @@ impl Client {
                         ManagerResponse::Extents(extents) => {
                             Arc::new(ExtentList::new(extents, Vec::new()))
                         }
-                        ManagerResponse::SummedExtents { extents, sums } => {
-                            Arc::new(ExtentList::new(extents, sums))
-                        }
+                        ManagerResponse::SummedExtents {
+                            extents,
+                            sums,
+                            holders,
+                        } => Arc::new(ExtentList::new(extents, sums).with_holders(holders)),
                         other => return Err(remote::unexpected("GetExtents", &other)),
                     };
                     let mut st = self.lock_state();
@@ -328,6 +429,7 @@ impl Client {
         }
         let mut extents = Vec::new();
         let mut sums = Vec::new();
+        let mut holders = Vec::new();
         for list in &lists {
             for e in list.extents.iter() {
                 if !extents.contains(e) {
@@ -335,7 +437,73 @@ impl Client {
                 }
             }
             sums.extend(list.sums.iter().cloned());
+            for h in &list.holders {
+                if !holders.contains(h) {
+                    holders.push(*h);
+                }
+            }
         }
-        Ok(Arc::new(ExtentList::new(extents, sums)))
+        Ok(Arc::new(
+            ExtentList::new(extents, sums).with_holders(holders),
+        ))
     }
+}
+
+/// What a log read of a file range gave: the range's bytes, and each piece's log bytes as
+/// read (`(range, bytes)`: the piece's log range, widened to whole checksum chunks where it
+/// was checked).
+struct RangeRead {
+    data: Bytes,
+    copies: Vec<(LogPtr, Bytes)>,
+}
+
+/// Reads log bytes `ptr`, checked against `sums` where given (then read widened to whole
+/// chunks): `(range read, its bytes, the bytes of ptr)`.
+async fn read_piece(
+    reader: &LogReader,
+    ptr: LogPtr,
+    sums: Option<ChunkSums>,
+) -> Result<(LogPtr, Bytes, Bytes), String> {
+    let (range, bytes) = match sums {
+        Some(s) => {
+            let w = chunksum::widen(ptr);
+            (
+                w,
+                reader
+                    .read_checked(w, &s)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        None => (ptr, reader.read(ptr).await.map_err(|e| e.to_string())?),
+    };
+    if bytes.len() != range.len as usize {
+        return Err(format!(
+            "read returned {} bytes of {}",
+            bytes.len(),
+            range.len
+        ));
+    }
+    let from = (ptr.offset - range.offset) as usize;
+    let exact = bytes.slice(from..from + ptr.len as usize);
+    Ok((range, bytes, exact))
+}
+
+/// The log copy of block bytes `ptr` among what a range read got (`copies`): the bytes of
+/// `ptr` widened to whole chunks when `checked`, else of `ptr` itself.
+fn copy_of(ptr: LogPtr, checked: bool, copies: &[(LogPtr, Bytes)]) -> Option<LogCopy> {
+    let want = if checked { chunksum::widen(ptr) } else { ptr };
+    copies.iter().find_map(|(r, b)| {
+        let inside = r.seg == want.seg
+            && r.offset <= want.offset
+            && want.offset as u64 + want.len as u64 <= r.offset as u64 + r.len as u64;
+        inside.then(|| {
+            let from = (want.offset - r.offset) as usize;
+            LogCopy {
+                ptr,
+                range: want,
+                bytes: b.slice(from..from + want.len as usize),
+            }
+        })
+    })
 }

@@ -18,6 +18,10 @@ use proto::msg::{
 /// Setting this extended attribute (any value, on any inode) drops this client's block,
 /// extent and attribute caches; the managers are not told (benchmarks use it to read cold).
 pub const DROP_CACHES_XATTR: &str = "shoal.drop_caches";
+
+/// The virtual xattr that reads this mount's cooperative-caching counters as JSON (on any
+/// path of the mount): `getfattr -n shoal.stats --only-values MNT`.
+pub const STATS_XATTR: &str = "shoal.stats";
 /// Longest name a directory entry may have.
 pub const NAME_MAX: usize = 255;
 
@@ -369,6 +373,9 @@ impl Client {
     }
 
     pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
+        if name == STATS_XATTR {
+            return Ok(self.coop_stats().to_json().into_bytes());
+        }
         let caps = name == "security.capability";
         if caps {
             self.meta.ensure_lease(ino).await;

@@ -107,6 +107,7 @@ impl Service {
             workers: Workers::default(),
             calls: Mutex::new(crate::calls::CallTable::new(crate::calls::KEPT_RESULTS)),
             calls_done: tokio::sync::Notify::new(),
+            holders: Mutex::new(Default::default()),
             this: this.clone(),
         });
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");

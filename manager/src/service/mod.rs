@@ -99,6 +99,9 @@ pub struct Service {
     calls: Mutex<crate::calls::CallTable<Result<ManagerResponse, RemoteError>>>,
     /// Notified whenever a numbered call finishes (its retries wait for it).
     calls_done: tokio::sync::Notify,
+    /// Which sessions fetched which extent windows lately: the peer hints of cooperative
+    /// caching handed out with `GetExtents` answers (`holders`).
+    holders: Mutex<crate::holders::HolderDirectory>,
     this: std::sync::Weak<Service>,
 }
 
@@ -124,6 +127,30 @@ fn fatal(e: ManagerError) -> RemoteError {
 impl Service {
     fn leases(&self) -> MutexGuard<'_, LeaseTable> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that session `s` (from `addr`) fetched the extent window of `ino` at
+    /// `offset`, and returns the addresses of other live sessions that fetched it lately
+    /// (cooperative-caching hints; at most `holders::PER_KEY`).
+    fn extent_holders(
+        &self,
+        ino: InodeId,
+        offset: u64,
+        s: proto::ids::SessionId,
+        addr: SocketAddr,
+    ) -> Vec<SocketAddr> {
+        let key = crate::holders::WindowKey { ino, offset };
+        let hints = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fetched(key, s, addr, Instant::now());
+        let lt = self.leases();
+        hints
+            .into_iter()
+            .filter(|(_, a)| lt.knows_addr(*a))
+            .map(|(_, a)| a)
+            .collect()
     }
 
     fn ctx(&self) -> Ctx<'_> {
@@ -237,6 +264,10 @@ impl Service {
             }
             R::Goodbye { session } => {
                 return if self.leases().goodbye(session, from) {
+                    self.holders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forget_session(session);
                     self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
                     Ok(A::Done)
                 } else {
@@ -399,16 +430,29 @@ impl Service {
                 .await
             }
             R::GetExtents { ino, offset, len } => {
-                self.read_inode(who, ino, |st| {
-                    recheck(st, g).map_err(errno)?;
-                    st.get_extents(ino, offset, len)
-                        .map(|extents| A::SummedExtents {
-                            sums: st.sums().for_extents(&extents),
+                let answer = self
+                    .read_inode(who, ino, |st| {
+                        recheck(st, g).map_err(errno)?;
+                        st.get_extents(ino, offset, len)
+                            .map(|extents| A::SummedExtents {
+                                sums: st.sums().for_extents(&extents),
+                                extents,
+                                holders: Vec::new(),
+                            })
+                            .map_err(errno)
+                    })
+                    .await;
+                match (answer, who, from) {
+                    (Ok(A::SummedExtents { extents, sums, .. }), Some(s), Some(addr)) => {
+                        let holders = self.extent_holders(ino, offset, s, addr);
+                        Ok(A::SummedExtents {
                             extents,
+                            sums,
+                            holders,
                         })
-                        .map_err(errno)
-                })
-                .await
+                    }
+                    (other, _, _) => other,
+                }
             }
             R::CommitWrites {
                 writes,

@@ -545,9 +545,15 @@ pub enum ManagerResponse {
     /// Answer to `GetExtents`: the extents and the end-to-end checksums the manager holds
     /// for the chunks they touch (`chunksum`; extents whose chunks have none are read
     /// unchecked).
+    ///
+    /// `holders`: addresses of other clients that recently fetched this extent window
+    /// (the manager's holder directory, a hint for cooperative caching: they may cache
+    /// its blocks; a stale hint costs the reader one fallback to storage, never a wrong
+    /// answer, because peers serve bytes only by exact log address).
     SummedExtents {
         extents: Vec<Extent>,
         sums: Vec<ChunkSums>,
+        holders: Vec<std::net::SocketAddr>,
     },
 }
 

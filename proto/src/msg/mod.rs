@@ -4,6 +4,7 @@
 //! header (these types, postcard) followed by raw bulk bytes that never go through serde.
 
 pub mod manager;
+pub mod peer;
 pub mod storage;
 
 use crate::errno::Errno;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use manager::*;
+pub use peer::*;
 pub use storage::*;
 
 /// What a client sends to a node.
@@ -38,6 +40,9 @@ pub enum Request {
     Client(ClientCallback),
     /// Cluster administration answered by every node (needs the admin role).
     Admin(AdminRequest),
+    /// A client asking another client for cached bytes (cooperative caching; only clients
+    /// answer it, only client identities may send it).
+    Peer(PeerRequest),
 }
 
 /// Administration requests every node answers.
@@ -91,6 +96,8 @@ pub enum Response {
     DenyList {
         seq: u64,
     },
+    /// A client's answer to a `Request::Peer`.
+    Peer(PeerResponse),
 }
 
 /// A node's self-description for `Ping`.
@@ -183,6 +190,7 @@ impl Request {
             Request::Manager(r) | Request::ManagerAs { req: r, .. } => r.into(),
             Request::Client(c) => c.into(),
             Request::Admin(a) => a.into(),
+            Request::Peer(p) => p.into(),
         }
     }
 }
@@ -204,6 +212,7 @@ impl fmt::Display for Request {
             Request::Admin(AdminRequest::InstallDenyList { list, .. }) => {
                 write!(f, "InstallDenyList({} bytes)", list.len())
             }
+            Request::Peer(p) => write!(f, "{p}"),
         }
     }
 }
@@ -218,6 +227,8 @@ impl fmt::Display for Response {
             Response::CallbackDone => write!(f, "CallbackDone"),
             Response::Error(e) => write!(f, "Error({e})"),
             Response::DenyList { seq } => write!(f, "DenyList({seq})"),
+            Response::Peer(PeerResponse::Block { range }) => write!(f, "PeerBlock({range})"),
+            Response::Peer(PeerResponse::NotCached) => write!(f, "PeerNotCached"),
         }
     }
 }

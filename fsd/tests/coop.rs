@@ -1,0 +1,130 @@
+//! Cooperative caching in an in-process cluster (issue 12): clients serve each other's
+//! misses from their block caches by log address, an overwritten block is never served,
+//! and a dead peer costs only a fallback to the storage servers.
+
+mod common;
+
+use common::{read_all, TestCluster};
+use fuse_client::coop::fetch::{self, PeerReadError};
+use proto::ids::InodeId;
+use proto::msg::Caller;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const LEN: usize = 1 << 20;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 16) as u8)
+        .collect()
+}
+
+async fn client(tc: &TestCluster) -> (Arc<fuse_client::Client>, Arc<proto::transport::Transport>) {
+    let t = fsd::cluster::client_transport(&tc.cluster.config).expect("transport");
+    let c = fuse_client::Client::connect(tc.cluster.config.clone(), t.clone())
+        .await
+        .expect("connect");
+    (c, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peers_serve_misses_never_stale_and_dead_peers_fall_back() {
+    let tc = TestCluster::start(6, 1, 4, 2).await;
+    let (writer, _wt) = client(&tc).await;
+    let (b, bt) = client(&tc).await;
+    let (c, ct) = client(&tc).await;
+    let data = pattern(LEN, 1);
+    let ino: InodeId;
+    {
+        tracing::info!("--- the writer writes 1 MiB and fsyncs it");
+        let (a, _fh) = writer
+            .create(InodeId::ROOT, "f", 0o644, 0o022, ROOT)
+            .await
+            .expect("create");
+        writer.write(a.ino, 0, &data).await.expect("write");
+        writer.fsync(a.ino).await.expect("fsync");
+        writer.release(a.ino).await.expect("release");
+        ino = a.ino;
+    }
+    {
+        tracing::info!("--- client B reads it from the storage servers");
+        let got = read_all(&b, ino, LEN).await;
+        assert!(got == data, "B read other bytes");
+        let s = b.coop_stats();
+        assert!(s.reads_storage >= 16, "{s:?}");
+        assert_eq!(s.reads_peer, 0, "{s:?}");
+    }
+    {
+        tracing::info!("--- client C reads it: its misses are served by B, bytes identical");
+        let got = read_all(&c, ino, LEN).await;
+        assert!(got == data, "C read other bytes");
+        let s = c.coop_stats();
+        assert!(s.reads_peer >= 8, "most blocks from the peer: {s:?}");
+        let served = b.coop_stats();
+        assert!(
+            served.bytes_served_to_peers >= s.reads_peer * 65536,
+            "B served {served:?}, C got {s:?}"
+        );
+    }
+    let old = c
+        .block_address(ino, 0)
+        .await
+        .expect("address")
+        .expect("one extent");
+    {
+        tracing::info!("--- the writer overwrites block 0: the new bytes have a new address");
+        let new_bytes = pattern(65536, 99);
+        writer.write(ino, 0, &new_bytes).await.expect("overwrite");
+        writer.fsync(ino).await.expect("fsync");
+        let new = c
+            .block_address(ino, 0)
+            .await
+            .expect("address")
+            .expect("one extent");
+        assert_ne!(new, old, "an overwrite must commit a new log address");
+        tracing::info!("--- B, which caches the old block, refuses the new address");
+        let peer = b.peer_address().expect("B serves peers");
+        let asker = fsd::cluster::client_transport(&tc.cluster.config).expect("transport");
+        match fetch::fetch(&asker, peer, new, None, Duration::from_secs(5)).await {
+            Err(PeerReadError::NotCached { .. }) => {}
+            Err(e) => panic!("B answered the new address with an error: {e}"),
+            Ok(_) => panic!("B served bytes for an address it never read"),
+        }
+        tracing::info!("--- C reads the file again: the new block, the rest unchanged");
+        let got = read_all(&c, ino, LEN).await;
+        assert!(
+            got[..65536] == new_bytes[..],
+            "C read stale bytes of block 0"
+        );
+        assert!(
+            got[65536..] == data[65536..],
+            "C read other bytes past block 0"
+        );
+        asker.close();
+    }
+    {
+        tracing::info!(
+            "--- B and C die (endpoints closed, sessions not yet expired): D falls back"
+        );
+        let before = c.coop_stats();
+        b.shutdown();
+        c.shutdown();
+        bt.close();
+        ct.close();
+        let (d, _dt) = client(&tc).await;
+        let started = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(30), read_all(&d, ino, LEN))
+            .await
+            .expect("a read with dead peers is bounded");
+        assert!(got[65536..] == data[65536..], "D read other bytes");
+        let s = d.coop_stats();
+        assert_eq!(s.reads_peer, 0, "{s:?}");
+        assert!(s.reads_storage >= 16, "{s:?}");
+        assert!(s.peer_failures >= 1, "the dead peers were asked: {s:?}");
+        tracing::info!(elapsed = ?started.elapsed(), ?before, "read with dead peers done");
+        d.shutdown();
+    }
+    writer.shutdown();
+    tc.cluster.stop().await;
+}

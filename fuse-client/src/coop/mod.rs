@@ -1,0 +1,63 @@
+//! Cooperative caching, the client's half (DESIGN.md §5, issue 12): a local miss is served
+//! from another client's block cache when the manager's hint names one, else (or when
+//! that fails in any way) from the storage servers.
+//!
+//! Parts: `stats` (the per-mount counters behind `shoal.stats`), `peers` (which peers to
+//! ask and which failed lately; pure), `fetch` (one bounded, checked peer read) and
+//! `server` (answering peers from this client's block cache). The read path
+//! (`data::read`) decides when to ask; this module owns how. Peers are asked and answer
+//! only by immutable log address (`data::cache::LogCopy`), so a peer answer is never
+//! stale. Must not: block a runtime thread, hold the data lock across an await, or trust
+//! a peer's bytes without the end-to-end checksums when the manager gave them.
+
+pub mod fetch;
+pub mod peers;
+pub(crate) mod server;
+pub mod stats;
+
+use peers::BadPeers;
+use stats::CoopCounters;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a peer read may take before the block is read from storage instead.
+pub const PEER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The cooperative-caching state of one client.
+pub struct Coop {
+    /// Whether this client asks peers at all (`[client] peer_reads`).
+    enabled: bool,
+    pub counters: CoopCounters,
+    bad: Mutex<BadPeers>,
+}
+
+impl Coop {
+    pub fn new(enabled: bool) -> Coop {
+        Coop {
+            enabled,
+            counters: CoopCounters::default(),
+            bad: Mutex::new(BadPeers::default()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The peers of `hint` to ask now, best first (those that failed lately left out).
+    pub fn candidates(&self, hint: &[std::net::SocketAddr]) -> Vec<std::net::SocketAddr> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        self.bad_peers().usable(hint, std::time::Instant::now())
+    }
+
+    /// `peer` failed a read (gone, timed out, wrong bytes): not asked for a while.
+    pub fn mark_bad(&self, peer: std::net::SocketAddr) {
+        self.bad_peers().mark(peer, std::time::Instant::now());
+    }
+
+    fn bad_peers(&self) -> std::sync::MutexGuard<'_, BadPeers> {
+        self.bad.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,209 @@
+//! The holder directory of cooperative caching (DESIGN.md §5, issue 12): which client
+//! sessions recently fetched which extent window, so that the answer to the next reader's
+//! `GetExtents` can name them as peers that may cache its blocks (no extra round trip).
+//!
+//! Owns only hints: a holder may have evicted the blocks, the file may have been
+//! overwritten (the new extents have new log addresses, which no holder caches yet), the
+//! holder may be gone. None of that can give a reader wrong bytes, because peers serve by
+//! exact log address; it costs one fallback to the storage servers. Pure: no I/O, no
+//! clock of its own (`now` comes in), bounded in memory (`MAX_KEYS` windows, `PER_KEY`
+//! holders each). Must not be consulted for anything but hints.
+
+use proto::ids::{InodeId, SessionId};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Holders kept per window (the most recent ones).
+pub const PER_KEY: usize = 4;
+/// Windows kept; past it the least recently fetched window is forgotten.
+pub const MAX_KEYS: usize = 1 << 16;
+/// A holder not seen fetching the window for this long is no longer named.
+pub const MAX_AGE: Duration = Duration::from_secs(600);
+
+/// One extent window of a file, as a reader asks for it (`GetExtents { ino, offset }`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    pub ino: InodeId,
+    pub offset: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Holder {
+    session: SessionId,
+    addr: SocketAddr,
+    at: Instant,
+}
+
+struct Entry {
+    holders: Vec<Holder>,
+    tick: u64,
+}
+
+/// Which sessions fetched which windows lately (see the module doc).
+#[derive(Default)]
+pub struct HolderDirectory {
+    entries: HashMap<WindowKey, Entry>,
+    /// Least recently fetched first, for the bound on windows.
+    lru: BTreeMap<u64, WindowKey>,
+    tick: u64,
+}
+
+impl HolderDirectory {
+    /// `session` (whose connection comes from `addr`) fetched `key`'s extents at `now`:
+    /// returns the other holders to hint at, most recent first, then records this one.
+    pub fn fetched(
+        &mut self,
+        key: WindowKey,
+        session: SessionId,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Vec<(SessionId, SocketAddr)> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.entry(key).or_insert(Entry {
+            holders: Vec::new(),
+            tick,
+        });
+        self.lru.remove(&entry.tick);
+        entry.tick = tick;
+        self.lru.insert(tick, key);
+        entry
+            .holders
+            .retain(|h| now.saturating_duration_since(h.at) < MAX_AGE);
+        let mut hints: Vec<Holder> = entry
+            .holders
+            .iter()
+            .filter(|h| h.session != session && h.addr != addr)
+            .copied()
+            .collect();
+        hints.sort_by_key(|h| std::cmp::Reverse(h.at));
+        entry
+            .holders
+            .retain(|h| h.session != session && h.addr != addr);
+        if entry.holders.len() >= PER_KEY {
+            // The oldest gives way.
+            if let Some((i, _)) = entry.holders.iter().enumerate().min_by_key(|(_, h)| h.at) {
+                entry.holders.remove(i);
+            }
+        }
+        entry.holders.push(Holder {
+            session,
+            addr,
+            at: now,
+        });
+        while self.entries.len() > MAX_KEYS {
+            let Some((_, old)) = self.lru.pop_first() else {
+                break;
+            };
+            self.entries.remove(&old);
+        }
+        hints.into_iter().map(|h| (h.session, h.addr)).collect()
+    }
+
+    /// Forgets every hint naming `session` (it said goodbye or was lost).
+    pub fn forget_session(&mut self, session: SessionId) {
+        for e in self.entries.values_mut() {
+            e.holders.retain(|h| h.session != session);
+        }
+    }
+
+    /// Windows with at least one holder.
+    pub fn len(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| !e.holders.is_empty())
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn key(ino: u64, offset: u64) -> WindowKey {
+        WindowKey {
+            ino: InodeId(ino),
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_second_reader_is_told_of_the_first_not_of_itself() {
+        let mut d = HolderDirectory::default();
+        let t = Instant::now();
+        assert!(d.fetched(key(5, 0), SessionId(1), addr(1), t).is_empty());
+        assert_eq!(
+            d.fetched(key(5, 0), SessionId(2), addr(2), t),
+            vec![(SessionId(1), addr(1))]
+        );
+        // Asking again: only the other one, most recent first.
+        let later = t + Duration::from_secs(1);
+        assert_eq!(
+            d.fetched(key(5, 0), SessionId(1), addr(1), later),
+            vec![(SessionId(2), addr(2))]
+        );
+        assert_eq!(
+            d.fetched(key(5, 0), SessionId(3), addr(3), later),
+            vec![(SessionId(1), addr(1)), (SessionId(2), addr(2))]
+        );
+        // Another window of the same file knows nobody.
+        assert!(d
+            .fetched(key(5, 1 << 22), SessionId(3), addr(3), t)
+            .is_empty());
+    }
+
+    #[test]
+    fn bounded_per_window_and_by_age_and_forgets_sessions() {
+        let mut d = HolderDirectory::default();
+        let t = Instant::now();
+        for s in 1..=10u64 {
+            d.fetched(
+                key(1, 0),
+                SessionId(s),
+                addr(s as u16),
+                t + Duration::from_millis(s),
+            );
+        }
+        let hints = d.fetched(
+            key(1, 0),
+            SessionId(99),
+            addr(99),
+            t + Duration::from_secs(1),
+        );
+        assert_eq!(hints.len(), PER_KEY);
+        assert_eq!(hints[0], (SessionId(10), addr(10)), "most recent first");
+        d.forget_session(SessionId(10));
+        let hints = d.fetched(
+            key(1, 0),
+            SessionId(98),
+            addr(98),
+            t + Duration::from_secs(2),
+        );
+        assert!(!hints.iter().any(|(s, _)| *s == SessionId(10)));
+        let much_later = t + MAX_AGE + Duration::from_secs(5);
+        assert!(d
+            .fetched(key(1, 0), SessionId(97), addr(97), much_later)
+            .is_empty());
+    }
+
+    #[test]
+    fn windows_are_bounded() {
+        let mut d = HolderDirectory::default();
+        let t = Instant::now();
+        for i in 0..(MAX_KEYS as u64 + 10) {
+            d.fetched(key(i, 0), SessionId(1), addr(1), t);
+        }
+        assert_eq!(d.len(), MAX_KEYS);
+        // The oldest windows went first.
+        assert!(d.fetched(key(0, 0), SessionId(2), addr(2), t).is_empty());
+    }
+}

@@ -1,0 +1,37 @@
+//! Client-to-client messages: cooperative caching (DESIGN.md §5, issue 12).
+//!
+//! A client asks another client for bytes it caches, named by their immutable log address
+//! (`LogPtr`: log, segment, offset, length). The log is append-only and segment ids are
+//! never reused, so an address names one content forever: an answer for the address asked
+//! is never stale (see `notes/leases.md`, "Cooperative caching"). Owns the wire types only.
+
+use crate::ids::LogPtr;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a client asks a peer client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+pub enum PeerRequest {
+    /// The bytes of log range `ptr` if the peer caches them. Answered `PeerResponse::Block`
+    /// with the bytes as bulk, or `NotCached`.
+    FetchBlock { ptr: LogPtr },
+}
+
+/// A peer client's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The bulk holds the bytes of `range`: either the range asked for, or that range
+    /// widened to whole checksum chunks (`chunksum::widen`), so that the asker can check
+    /// them against the end-to-end checksums it got from the manager.
+    Block { range: LogPtr },
+    /// The peer does not cache those bytes (any more).
+    NotCached,
+}
+
+impl fmt::Display for PeerRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerRequest::FetchBlock { ptr } => write!(f, "FetchBlock({ptr})"),
+        }
+    }
+}
