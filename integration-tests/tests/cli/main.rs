@@ -13,6 +13,7 @@ mod t45_mount_helper;
 mod t50_port_in_use;
 mod t60_systemd;
 mod t70_errors_say_what_to_do;
+mod t80_coop_cache;
 
 use anyhow::{ensure, Result};
 use integration_tests::CmdOutput;
