@@ -128,3 +128,77 @@ async fn peers_serve_misses_never_stale_and_dead_peers_fall_back() {
     writer.shutdown();
     tc.cluster.stop().await;
 }
+
+/// A client whose block cache holds `blocks` blocks.
+async fn small_client(tc: &TestCluster, blocks: u64) -> Arc<fuse_client::Client> {
+    let mut cfg = (*tc.cluster.config).clone();
+    cfg.file.client.cache_bytes = blocks * 65536;
+    let t = fsd::cluster::client_transport(&cfg).expect("transport");
+    fuse_client::Client::connect(Arc::new(cfg), t)
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_evicted_singlet_is_forwarded_and_read_back_from_the_peer() {
+    let tc = TestCluster::start(6, 1, 4, 2).await;
+    let (f1, f2) = (pattern(8 * 65536, 3), pattern(32 * 65536, 4));
+    let (i1, i2);
+    {
+        tracing::info!("--- a writer writes F1 (8 blocks) and F2 (32 blocks), then leaves");
+        let (w, _wt) = client(&tc).await;
+        let mut inos = Vec::new();
+        for (name, data) in [("f1", &f1), ("f2", &f2)] {
+            let (a, _fh) = w
+                .create(InodeId::ROOT, name, 0o644, 0o022, ROOT)
+                .await
+                .expect("create");
+            w.write(a.ino, 0, data).await.expect("write");
+            w.fsync(a.ino).await.expect("fsync");
+            w.release(a.ino).await.expect("release");
+            inos.push(a.ino);
+        }
+        (i1, i2) = (inos[0], inos[1]);
+        w.goodbye().await;
+        w.shutdown();
+    }
+    // Caches of 8 blocks: reading F2 evicts everything read before.
+    let b = small_client(&tc, 8).await;
+    let a = small_client(&tc, 8).await;
+    {
+        tracing::info!("--- B reads F2; A reads F1 (singlets: nobody else holds them)");
+        assert!(read_all(&b, i2, f2.len()).await == f2);
+        assert!(read_all(&a, i1, f1.len()).await == f1);
+    }
+    {
+        tracing::info!("--- A reads F2 (and learns of B): F1's singlets are forwarded to B");
+        assert!(read_all(&a, i2, f2.len()).await == f2);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while b.coop_stats().forwards_accepted < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "B accepted no forwards: A {:?}, B {:?}",
+                a.coop_stats(),
+                b.coop_stats()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The forwards' answers reach A just after B counted them.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    {
+        tracing::info!("--- A reads F1 again: from B's memory, not from storage");
+        let (a0, b0) = (a.coop_stats(), b.coop_stats());
+        assert!(read_all(&a, i1, f1.len()).await == f1, "F1 read back wrong");
+        let (a1, b1) = (a.coop_stats(), b.coop_stats());
+        assert!(
+            a1.reads_peer >= a0.reads_peer + 4,
+            "A's singlets were not read back from B: {a0:?} -> {a1:?}, B {b1:?}"
+        );
+        assert!(b1.bytes_served_to_peers > b0.bytes_served_to_peers);
+        tracing::info!(?a1, ?b1, "N-chance: singlets survived an eviction");
+    }
+    a.shutdown();
+    b.shutdown();
+    tc.cluster.stop().await;
+}

@@ -224,7 +224,12 @@ impl Client {
             open_dirs: OpenDirs::default(),
             no_caps: NoCaps::default(),
             lease_session: SessionState::default(),
-            coop: Coop::new(config.file.client.peer_reads),
+            coop: Coop::new(
+                config.file.client.peer_reads,
+                &transport,
+                // Forwarded blocks kept for peers: an eighth of the cache, at least 16.
+                ((config.file.client.cache_bytes / crate::data::cache::BLOCK) as usize / 8).max(16),
+            ),
             workers: Workers::default(),
             handles: Handles::default(),
             stop: watch::channel(false).0,
@@ -310,14 +315,19 @@ impl Client {
     /// The `mount` label of this client's metrics: the mountpoint given to
     /// `set_metrics_label`, else `client LOG`.
     pub fn metrics_label(&self) -> Arc<str> {
-        self.label
+        let label = self
+            .label
             .get_or_init(|| Arc::from(format!("client {}", self.log_id())))
-            .clone()
+            .clone();
+        self.coop.counters.set_label(label.clone());
+        label
     }
 
     /// Names this client in metrics (its mountpoint); only the first name given counts.
     pub fn set_metrics_label(&self, label: &str) {
         let _ = self.label.set(Arc::from(label));
+        // The forward metrics, counted in background tasks, carry it too.
+        let _ = self.metrics_label();
     }
 
     pub(crate) fn reader(&self) -> &LogReader {
@@ -369,7 +379,7 @@ impl PeerServer {
 }
 
 impl Handler for PeerServer {
-    fn handle(&self, peer: Peer, req: Request, _bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
+    fn handle(&self, peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)> {
         let client = self.client.upgrade();
         Box::pin(async move {
             if let Err(d) = proto::authz::check(peer.identity.as_deref(), &req) {
@@ -377,7 +387,7 @@ impl Handler for PeerServer {
                 return (Response::Error(d.into()), Bytes::new());
             }
             match (client, req) {
-                (Some(c), Request::Peer(p)) => c.serve_peer(p),
+                (Some(c), Request::Peer(p)) => c.serve_peer(peer.addr, p, bulk),
                 (None, Request::Peer(_)) => (
                     Response::Error(RemoteError::Unavailable("client is not connected".into())),
                     Bytes::new(),

@@ -22,7 +22,7 @@
 //! | `clean` (LiveExtents, Relocate: the copying cleaner) | manager, admin (`shoal clean --now`) |
 //! | `callback` (Invalidate/Flush sent to a client) | manager |
 //! | `admin` (deny-list installation) | admin |
-//! | `peer-read` (FetchBlock: cached bytes from another client, by log address) | client |
+//! | `peer-read` (FetchBlock: cached bytes from another client, by log address; ForwardBlock: N-chance forwarding, bounded by the receiver) | client |
 //!
 //! Client logs and sessions carry the 24-bit tag of their identity's name
 //! (`identity::log_tag`, `LogId::client_of`, `session_of`): that is how "its own log" and

@@ -15,7 +15,8 @@
 //!   `storage`: read from the storage servers; peer and storage blocks count when fetched,
 //!   prefetches included);
 //! - `shoal_client_peer_served_bytes_total{mount}`: bytes a client sent from its cache to
-//!   peer clients (cooperative caching);
+//!   peer clients (cooperative caching); `shoal_client_forwards_total{mount, outcome}`:
+//!   N-chance forwards accepted, and dropped (refused, not kept, out of chances);
 //! - `shoal_lease_callbacks_total{node, kind, outcome}` and
 //!   `shoal_lease_callback_wait_seconds{node, kind}`: callbacks a manager sent (`answered`
 //!   or `lost`: the holder did not answer by its lease expiry) and how long the change waited
@@ -76,6 +77,15 @@ pub fn cache_blocks_from(mount: &Arc<str>, local: u64, peer: u64, storage: u64) 
                 .increment(n);
         }
     }
+}
+
+/// One N-chance forward a client accepted, or one that ended a block's life
+/// (`shoal_client_forwards_total{mount, outcome="accepted"|"dropped"}`).
+pub fn coop_forward(mount: &Arc<str>, accepted: bool) {
+    let mount = SharedString::from(mount.clone());
+    let outcome = if accepted { "accepted" } else { "dropped" };
+    metrics::counter!("shoal_client_forwards_total", "mount" => mount, "outcome" => outcome)
+        .increment(1);
 }
 
 /// Bytes a client sent to peer clients from its cache (`shoal_client_peer_served_bytes_total`).

@@ -3,21 +3,26 @@
 //! that fails in any way) from the storage servers.
 //!
 //! Parts: `stats` (the per-mount counters behind `shoal.stats`), `peers` (which peers to
-//! ask and which failed lately; pure), `fetch` (one bounded, checked peer read) and
-//! `server` (answering peers from this client's block cache). The read path
+//! ask and which failed lately; pure), `fetch` (one bounded, checked peer read),
+//! `server` (answering peers from this client's block cache and taking their forwards),
+//! `nchance` (the pure core of N-chance forwarding) and `forward` (its runtime shell). The read path
 //! (`data::read`) decides when to ask; this module owns how. Peers are asked and answer
 //! only by immutable log address (`data::cache::LogCopy`), so a peer answer is never
 //! stale. Must not: block a runtime thread, hold the data lock across an await, or trust
 //! a peer's bytes without the end-to-end checksums when the manager gave them.
 
 pub mod fetch;
+pub mod forward;
+pub mod nchance;
 pub mod peers;
 pub(crate) mod server;
 pub mod stats;
 
+use forward::Forwarding;
 use peers::BadPeers;
+use proto::transport::Transport;
 use stats::CoopCounters;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a peer read may take before the block is read from storage instead.
@@ -27,16 +32,20 @@ pub const PEER_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Coop {
     /// Whether this client asks peers at all (`[client] peer_reads`).
     enabled: bool,
-    pub counters: CoopCounters,
+    pub counters: Arc<CoopCounters>,
     bad: Mutex<BadPeers>,
+    /// N-chance forwarding: evicted singlets sent on, forwards kept for peers.
+    pub forwarding: Arc<Forwarding>,
 }
 
 impl Coop {
-    pub fn new(enabled: bool) -> Coop {
+    /// `max_forwarded`: forwarded blocks kept for peers at most (apart from the cache).
+    pub fn new(enabled: bool, transport: &Arc<Transport>, max_forwarded: usize) -> Coop {
         Coop {
             enabled,
-            counters: CoopCounters::default(),
+            counters: Arc::new(CoopCounters::default()),
             bad: Mutex::new(BadPeers::default()),
+            forwarding: Arc::new(Forwarding::new(transport, max_forwarded)),
         }
     }
 

@@ -1,33 +1,55 @@
-//! Answers peers' `FetchBlock`s from this client's block cache, by exact log address only
-//! (`BlockCache::by_log`): a block patched by our own writes, cut at a file's end or
-//! assembled from several extents has no address and is never served. Must not do I/O or
-//! wait: an answer is one short critical section.
+//! Answers peers from this client's memory: `FetchBlock` from the block cache or the
+//! forwarded set, by exact log address only (`BlockCache::by_log`: a block patched by our
+//! own writes, cut at a file's end or assembled from several extents has no address and is
+//! never served); `ForwardBlock` through N-chance forwarding (`coop::forward`, which bounds
+//! what it keeps). Must not do I/O or wait: an answer is a few short critical sections.
 
 use crate::client::Client;
+use crate::coop::forward::Held;
 use bytes::Bytes;
 use proto::msg::{PeerRequest, PeerResponse, Response};
+use std::net::SocketAddr;
 
 impl Client {
     /// The answer to a peer's request (its identity was checked by the caller).
-    pub(crate) fn serve_peer(&self, req: PeerRequest) -> (Response, Bytes) {
+    pub(crate) fn serve_peer(
+        &self,
+        from: SocketAddr,
+        req: PeerRequest,
+        bulk: Bytes,
+    ) -> (Response, Bytes) {
         match req {
             PeerRequest::FetchBlock { ptr } => {
-                let copy = self.lock_state().cached_log_copy(&ptr);
-                match copy {
-                    Some(c) => {
-                        let n = c.bytes.len() as u64;
+                let cached = self
+                    .lock_state()
+                    .cached_log_copy(&ptr)
+                    .map(|c| (c.range, c.bytes));
+                let found =
+                    cached.or_else(|| self.coop.forwarding.held(&ptr).map(|h| (h.range, h.bytes)));
+                match found {
+                    Some((range, bytes)) => {
+                        let n = bytes.len() as u64;
                         self.coop.counters.served(n);
                         proto::ops_metrics::coop_served(&self.metrics_label(), n);
-                        (
-                            Response::Peer(PeerResponse::Block { range: c.range }),
-                            c.bytes,
-                        )
+                        (Response::Peer(PeerResponse::Block { range }), bytes)
                     }
                     None => {
                         self.coop.counters.missed();
                         (Response::Peer(PeerResponse::NotCached), Bytes::new())
                     }
                 }
+            }
+            PeerRequest::ForwardBlock { ptr, range, recirc } => {
+                if !self.coop.enabled() {
+                    self.coop.counters.forward_dropped();
+                    return (Response::Peer(PeerResponse::Refused), Bytes::new());
+                }
+                let held = Held { range, bytes: bulk };
+                let answer =
+                    self.coop
+                        .forwarding
+                        .offered(&self.coop.counters, from, ptr, held, recirc);
+                (Response::Peer(answer), Bytes::new())
             }
         }
     }

@@ -4,6 +4,7 @@
 //! Owns plain atomics; must not do I/O.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Live counters, shared by every task of a client.
 #[derive(Default)]
@@ -17,6 +18,9 @@ pub struct CoopCounters {
     peer_misses_answered: AtomicU64,
     forwards_accepted: AtomicU64,
     forwards_dropped: AtomicU64,
+    /// The client's `mount` metrics label, for the forward metrics (counted in tasks that
+    /// do not know the client).
+    label: OnceLock<Arc<str>>,
 }
 
 /// A snapshot of `CoopCounters`.
@@ -36,9 +40,10 @@ pub struct CoopStats {
     pub blocks_served_to_peers: u64,
     /// Peer requests this client answered "not cached".
     pub peer_misses_answered: u64,
-    /// Forwarded blocks (N-chance) accepted into this cache.
+    /// Forwarded blocks (N-chance) this client accepted from peers.
     pub forwards_accepted: u64,
-    /// Forwarded blocks (N-chance) refused or dropped.
+    /// Forwards that ended a block's life: refused here, not kept by the peer it was sent
+    /// to (or the send failed), run out of chances, or with no peer to go to.
     pub forwards_dropped: u64,
 }
 
@@ -63,6 +68,25 @@ impl CoopCounters {
         self.bytes_served_to_peers
             .fetch_add(bytes, Ordering::Relaxed);
         self.blocks_served_to_peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Names the client in the forward metrics (its first name counts).
+    pub fn set_label(&self, label: Arc<str>) {
+        let _ = self.label.set(label);
+    }
+
+    pub fn forward_accepted(&self) {
+        self.forwards_accepted.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.label.get() {
+            proto::ops_metrics::coop_forward(l, true);
+        }
+    }
+
+    pub fn forward_dropped(&self) {
+        self.forwards_dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.label.get() {
+            proto::ops_metrics::coop_forward(l, false);
+        }
     }
 
     pub fn missed(&self) {

@@ -32,7 +32,12 @@ struct Slot {
     /// Only for blocks read whole from one extent and not cut at the file's end; never for
     /// blocks made or patched from our own writes.
     copy: Option<LogCopy>,
+    /// No other client was known to cache it when it was read (N-chance forwarding).
+    singlet: bool,
 }
+
+/// Evicted singlets kept for the caller at most (`take_evicted`); past it they just go.
+const MAX_EVICTED: usize = 1024;
 
 /// Bounded LRU of `(inode, block index)` → block bytes.
 pub struct BlockCache {
@@ -45,6 +50,8 @@ pub struct BlockCache {
     epoch: u64,
     /// Blocks with a `LogCopy`, by its `ptr`.
     by_ptr: HashMap<LogPtr, (InodeId, u64)>,
+    /// Singlets with a log address evicted since the last `take_evicted`.
+    evicted: Vec<LogCopy>,
     pub hits: u64,
     pub misses: u64,
 }
@@ -60,6 +67,7 @@ impl BlockCache {
             generations: HashMap::new(),
             epoch: 0,
             by_ptr: HashMap::new(),
+            evicted: Vec::new(),
             hits: 0,
             misses: 0,
         }
@@ -105,11 +113,13 @@ impl BlockCache {
     /// Inserts a fetched block unless `ino` changed since `generation` was taken.
     /// Returns whether it was inserted.
     pub fn insert(&mut self, ino: InodeId, block: u64, data: Bytes, generation: u64) -> bool {
-        self.insert_from_log(ino, block, data, generation, None)
+        self.insert_from_log(ino, block, data, generation, None, false)
     }
 
     /// `insert`, with the block's log address when it was read whole from one extent
-    /// (`copy.ptr` must be exactly the log bytes `data` holds).
+    /// (`copy.ptr` must be exactly the log bytes `data` holds), and whether it is a
+    /// singlet (no other client was known to cache it: evicted, it is handed to
+    /// `take_evicted` for N-chance forwarding).
     pub fn insert_from_log(
         &mut self,
         ino: InodeId,
@@ -117,12 +127,21 @@ impl BlockCache {
         data: Bytes,
         generation: u64,
         copy: Option<LogCopy>,
+        singlet: bool,
     ) -> bool {
         if self.generation(ino) != generation || data.len() as u64 != BLOCK {
             return false;
         }
         self.put(ino, block, data, copy);
+        if let Some(slot) = self.blocks.get_mut(&(ino, block)) {
+            slot.singlet = singlet && slot.copy.is_some();
+        }
         true
+    }
+
+    /// The addressed singlets evicted since the last call (at most `MAX_EVICTED`).
+    pub fn take_evicted(&mut self) -> Vec<LogCopy> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// The cached copy of log bytes `ptr` (exactly that address), if a block holds it.
@@ -140,7 +159,7 @@ impl BlockCache {
     fn put(&mut self, ino: InodeId, block: u64, data: Bytes, copy: Option<LogCopy>) {
         self.tick += 1;
         let tick = self.tick;
-        self.remove((ino, block));
+        let _ = self.remove((ino, block));
         if let Some(c) = &copy {
             // An address names one content: another block holding it gives way.
             if let Some(other) = self.by_ptr.insert(c.ptr, (ino, block)) {
@@ -151,26 +170,40 @@ impl BlockCache {
                 }
             }
         }
-        self.blocks.insert((ino, block), Slot { data, tick, copy });
+        self.blocks.insert(
+            (ino, block),
+            Slot {
+                data,
+                tick,
+                copy,
+                singlet: false,
+            },
+        );
         self.lru.insert(tick, (ino, block));
         while self.blocks.len() > self.capacity_blocks {
             let Some((_, key)) = self.lru.first_key_value().map(|(t, k)| (*t, *k)) else {
                 break;
             };
-            self.remove(key);
-        }
-    }
-
-    /// Drops one block and its index entries.
-    fn remove(&mut self, key: (InodeId, u64)) {
-        if let Some(slot) = self.blocks.remove(&key) {
-            self.lru.remove(&slot.tick);
-            if let Some(c) = slot.copy {
-                if self.by_ptr.get(&c.ptr) == Some(&key) {
-                    self.by_ptr.remove(&c.ptr);
+            if let Some(slot) = self.remove(key) {
+                if let (true, Some(c)) = (slot.singlet, slot.copy) {
+                    if self.evicted.len() < MAX_EVICTED {
+                        self.evicted.push(c);
+                    }
                 }
             }
         }
+    }
+
+    /// Drops one block and its index entries; returns it.
+    fn remove(&mut self, key: (InodeId, u64)) -> Option<Slot> {
+        let slot = self.blocks.remove(&key)?;
+        self.lru.remove(&slot.tick);
+        if let Some(c) = &slot.copy {
+            if self.by_ptr.get(&c.ptr) == Some(&key) {
+                self.by_ptr.remove(&c.ptr);
+            }
+        }
+        Some(slot)
     }
 
     /// Our own committed bytes `data` at file offset `off`: fully covered blocks are
@@ -206,7 +239,7 @@ impl BlockCache {
             .map(|(k, _)| *k)
             .collect();
         for k in keys {
-            self.remove(k);
+            let _ = self.remove(k);
         }
     }
 
@@ -221,7 +254,7 @@ impl BlockCache {
             .copied()
             .collect();
         for k in keys {
-            self.remove(k);
+            let _ = self.remove(k);
         }
     }
 
@@ -296,8 +329,8 @@ mod tests {
         let mut c = BlockCache::new(2 * BLOCK);
         let a = InodeId(10);
         let (p0, p1, p2) = (ptr(1, 0), ptr(1, BLOCK as u32), ptr(2, 0));
-        assert!(c.insert_from_log(a, 0, block(1), 0, copy(p0, &block(1))));
-        assert!(c.insert_from_log(a, 1, block(2), 0, copy(p1, &block(2))));
+        assert!(c.insert_from_log(a, 0, block(1), 0, copy(p0, &block(1)), false));
+        assert!(c.insert_from_log(a, 1, block(2), 0, copy(p1, &block(2)), true));
         assert_eq!(c.by_log(&p0).expect("cached").bytes[0], 1);
         // Another segment, or the same offset with another length: not this block.
         assert!(c.by_log(&p2).is_none());
@@ -308,8 +341,13 @@ mod tests {
         assert_eq!(c.addressed(), 1);
         // Eviction drops the address too (capacity 2: block 2 evicts the oldest).
         let g = c.generation(a);
-        assert!(c.insert_from_log(a, 2, block(3), g, copy(p2, &block(3))));
+        assert!(c.insert_from_log(a, 2, block(3), g, copy(p2, &block(3)), false));
         assert!(c.by_log(&p1).is_none(), "evicted");
+        // It was a singlet: handed out for N-chance forwarding, once.
+        let ev = c.take_evicted();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].ptr, p1);
+        assert!(c.take_evicted().is_empty());
         assert!(c.by_log(&p2).is_some());
         // Invalidation too.
         c.invalidate(a);

@@ -8,6 +8,7 @@
 //! map without a held lease.
 
 use crate::client::Client;
+use crate::coop::forward::Held;
 use crate::coop::{fetch, PEER_TIMEOUT};
 use crate::data::cache::{LogCopy, BLOCK};
 use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
@@ -262,20 +263,56 @@ impl Client {
                     .flatten()
             })
             .collect();
-        let mut got: Vec<Option<(Bytes, Option<LogCopy>)>> = vec![None; addrs.len()];
-        let peers = self.coop.candidates(&list.holders);
-        if !peers.is_empty() {
-            let asks = addrs.iter().enumerate().filter_map(|(k, a)| {
-                let ptr = (*a)?;
-                let peers = &peers;
+        // (bytes, log copy, singlet: no other client was known to cache it)
+        let mut got: Vec<Option<(Bytes, Option<LogCopy>, bool)>> = vec![None; addrs.len()];
+        let forwarding = &self.coop.forwarding;
+        let mut forwarded = 0;
+        if self.coop.enabled() {
+            forwarding.learn_peers(&list.holders);
+            // Blocks peers forwarded here (N-chance), checked like a peer's answer.
+            for (k, a) in addrs.iter().enumerate() {
+                let Some(ptr) = *a else { continue };
+                let Some(h) = forwarding.take_referenced(&ptr) else {
+                    continue;
+                };
                 let sums = list.sums_for(&ptr);
-                Some(async move { (k, self.peer_block(peers, ptr, sums).await) })
-            });
-            for (k, r) in futures::future::join_all(asks).await {
-                got[k] = r;
+                if let Ok(exact) = fetch::check_answer(ptr, sums.as_ref(), h.range, h.bytes.clone())
+                {
+                    let copy = LogCopy {
+                        ptr,
+                        range: h.range,
+                        bytes: h.bytes,
+                    };
+                    got[k] = Some((exact, Some(copy), true));
+                    forwarded += 1;
+                }
             }
         }
-        let from_peers = got.iter().filter(|g| g.is_some()).count() as u64;
+        let hinted = self.coop.candidates(&list.holders);
+        let asks = addrs.iter().enumerate().filter_map(|(k, a)| {
+            let ptr = (*a)?;
+            if got[k].is_some() || !self.coop.enabled() {
+                return None;
+            }
+            // Where our own singlet was forwarded, first.
+            let mut peers = hinted.clone();
+            if let Some(p) = forwarding.sent_to(&ptr) {
+                peers.retain(|x| *x != p);
+                peers.insert(0, p);
+            }
+            if peers.is_empty() {
+                return None;
+            }
+            let sums = list.sums_for(&ptr);
+            Some(async move { (k, self.peer_block(&peers, ptr, sums).await) })
+        });
+        for (k, r) in futures::future::join_all(asks).await {
+            if let Some((b, copy)) = r {
+                got[k] = Some((b, copy, false));
+            }
+        }
+        let from_peers = got.iter().filter(|g| g.is_some()).count() as u64 - forwarded;
+        let singlets = list.holders.is_empty();
         // Each run of blocks no peer gave: one set of log reads.
         let mut i = 0;
         while i < got.len() {
@@ -316,23 +353,45 @@ impl Client {
                     }
                     _ => None,
                 };
-                got[k] = Some((block, copy));
+                got[k] = Some((block, copy, singlets));
             }
             i = j;
         }
-        let from_storage = got.len() as u64 - from_peers;
+        let from_storage = got.len() as u64 - from_peers - forwarded;
+        self.coop.counters.local(forwarded);
         self.coop.counters.peer(from_peers);
         self.coop.counters.storage(from_storage);
-        proto::ops_metrics::cache_blocks_from(&self.metrics_label(), 0, from_peers, from_storage);
+        proto::ops_metrics::cache_blocks_from(
+            &self.metrics_label(),
+            forwarded,
+            from_peers,
+            from_storage,
+        );
         let mut blocks = Vec::with_capacity(got.len());
-        let mut st = self.lock_state();
-        for (k, g) in got.into_iter().enumerate() {
-            let Some((b, copy)) = g else {
-                return Err(FsError::EIO);
-            };
-            st.cache
-                .insert_from_log(ino, b0 + k as u64, b.clone(), generation, copy);
-            blocks.push(b);
+        let evicted = {
+            let mut st = self.lock_state();
+            for (k, g) in got.into_iter().enumerate() {
+                let Some((b, copy, singlet)) = g else {
+                    return Err(FsError::EIO);
+                };
+                st.cache
+                    .insert_from_log(ino, b0 + k as u64, b.clone(), generation, copy, singlet);
+                blocks.push(b);
+            }
+            st.cache.take_evicted()
+        };
+        if self.coop.enabled() && !evicted.is_empty() {
+            let out = evicted
+                .into_iter()
+                .map(|c| {
+                    let held = Held {
+                        range: c.range,
+                        bytes: c.bytes,
+                    };
+                    (c.ptr, held)
+                })
+                .collect();
+            forwarding.evicted(&self.coop.counters, out);
         }
         Ok(blocks)
     }

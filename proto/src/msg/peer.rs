@@ -15,6 +15,15 @@ pub enum PeerRequest {
     /// The bytes of log range `ptr` if the peer caches them. Answered `PeerResponse::Block`
     /// with the bytes as bulk, or `NotCached`.
     FetchBlock { ptr: LogPtr },
+    /// N-chance forwarding: keep log bytes `ptr` (an evicted singlet) for the cluster, with
+    /// `recirc` chances left. The bulk holds log range `range` (`ptr`, or `ptr` widened to
+    /// whole checksum chunks). Answered `Accepted` or `Refused` (the receiver bounds what
+    /// it keeps).
+    ForwardBlock {
+        ptr: LogPtr,
+        range: LogPtr,
+        recirc: u8,
+    },
 }
 
 /// A peer client's answer.
@@ -26,12 +35,19 @@ pub enum PeerResponse {
     Block { range: LogPtr },
     /// The peer does not cache those bytes (any more).
     NotCached,
+    /// A forwarded block was kept.
+    Accepted,
+    /// A forwarded block was not kept.
+    Refused,
 }
 
 impl fmt::Display for PeerRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerRequest::FetchBlock { ptr } => write!(f, "FetchBlock({ptr})"),
+            PeerRequest::ForwardBlock { ptr, recirc, .. } => {
+                write!(f, "ForwardBlock({ptr}, {recirc} chances)")
+            }
         }
     }
 }

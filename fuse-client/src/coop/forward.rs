@@ -1,0 +1,275 @@
+//! N-chance forwarding, the runtime shell around the pure `nchance` core: feeds it the
+//! singlets the block cache evicted and the forwards peers offer, and carries out its
+//! commands — sending `ForwardBlock`s in the background (bounded in time), keeping the
+//! forwarded blocks it accepts (at most `max_held`, apart from the block cache), counting
+//! accepted and dropped forwards. It also remembers where this client's own singlets went
+//! (bounded), so that its next miss of one asks that peer first.
+//!
+//! Must not: block a runtime thread (every lock here is short and never held across an
+//! await), or keep more than `max_held` forwarded blocks. The manager is not told where
+//! forwarded blocks went (not built yet): other clients learn of them only through their
+//! own hints, which costs them a storage read, never a wrong one.
+
+use super::nchance::{Command, Event, NChance, DEFAULT_N};
+use super::stats::CoopCounters;
+use bytes::Bytes;
+use proto::chunksum;
+use proto::ids::LogPtr;
+use proto::msg::{PeerRequest, PeerResponse, Request, Response};
+use proto::transport::Transport;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+/// How long a forward may take before it counts as dropped.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Peers remembered as forward targets at most.
+const MAX_PEERS: usize = 64;
+/// Where our own singlets went, remembered at most (past it the memory starts over).
+const MAX_SENT: usize = 1 << 16;
+
+/// A forwarded block's bytes: log range `range` (its `ptr`, or `ptr` widened to whole
+/// checksum chunks).
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub range: LogPtr,
+    pub bytes: Bytes,
+}
+
+struct State {
+    core: NChance,
+    held: HashMap<LogPtr, Held>,
+    /// Bytes of blocks this client is forwarding right now (taken out of `held` or from
+    /// the cache's evictions), until the command that sends them runs.
+    leaving: HashMap<LogPtr, Held>,
+    peers: Vec<SocketAddr>,
+    sent: HashMap<LogPtr, SocketAddr>,
+}
+
+/// The N-chance state of one client.
+pub struct Forwarding {
+    state: Mutex<State>,
+    transport: Weak<Transport>,
+}
+
+/// The longest block a peer may forward (the block cache's block).
+pub const MAX_FORWARD_LEN: u32 = 64 << 10;
+
+/// Whether `ptr` is at most a block, `range` is `ptr` or `ptr` widened to whole checksum
+/// chunks, and `bytes` is that long: a forward any other way is refused.
+pub fn well_formed(ptr: LogPtr, range: LogPtr, bytes: &Bytes) -> bool {
+    ptr.len <= MAX_FORWARD_LEN
+        && (range == ptr || range == chunksum::widen(ptr))
+        && bytes.len() == range.len as usize
+}
+
+impl Forwarding {
+    /// At most `max_held` forwarded blocks kept here.
+    pub fn new(transport: &Arc<Transport>, max_held: usize) -> Forwarding {
+        Forwarding {
+            state: Mutex::new(State {
+                core: NChance::new(DEFAULT_N, max_held),
+                held: HashMap::new(),
+                leaving: HashMap::new(),
+                peers: Vec::new(),
+                sent: HashMap::new(),
+            }),
+            transport: Arc::downgrade(transport),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Peers named by a manager's hint: forward targets from now on.
+    pub fn learn_peers(&self, hint: &[SocketAddr]) {
+        if hint.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        let mut changed = false;
+        for p in hint {
+            if !st.peers.contains(p) {
+                if st.peers.len() >= MAX_PEERS {
+                    st.peers.remove(0);
+                }
+                st.peers.push(*p);
+                changed = true;
+            }
+        }
+        if changed {
+            let peers = st.peers.clone();
+            st.core.on_event(Event::Peers(peers));
+        }
+    }
+
+    /// The peer our singlet `ptr` was forwarded to, if we remember one.
+    pub fn sent_to(&self, ptr: &LogPtr) -> Option<SocketAddr> {
+        self.lock().sent.get(ptr).copied()
+    }
+
+    /// A forwarded block held here (for a peer that asks).
+    pub fn held(&self, ptr: &LogPtr) -> Option<Held> {
+        self.lock().held.get(ptr).cloned()
+    }
+
+    /// A forwarded block held here, read by this client: it leaves the forwarded set (the
+    /// caller caches it as an ordinary block).
+    pub fn take_referenced(&self, ptr: &LogPtr) -> Option<Held> {
+        let mut st = self.lock();
+        let h = st.held.remove(ptr)?;
+        st.core.on_event(Event::Referenced { ptr: *ptr });
+        Some(h)
+    }
+
+    /// Singlets the block cache evicted (`ptr`, log range, bytes).
+    pub fn evicted(self: &Arc<Self>, counters: &Arc<CoopCounters>, blocks: Vec<(LogPtr, Held)>) {
+        if blocks.is_empty() {
+            return;
+        }
+        let cmds = {
+            let mut st = self.lock();
+            for (ptr, h) in blocks {
+                st.leaving.insert(ptr, h);
+                st.core.on_event(Event::Evicted {
+                    ptr,
+                    singlet: true,
+                    pick: rand::random(),
+                });
+            }
+            st.core.drain()
+        };
+        self.run(counters, cmds);
+    }
+
+    /// A peer's `ForwardBlock`: kept or refused (the answer to send back).
+    pub fn offered(
+        self: &Arc<Self>,
+        counters: &Arc<CoopCounters>,
+        from: SocketAddr,
+        ptr: LogPtr,
+        held: Held,
+        recirc: u8,
+    ) -> PeerResponse {
+        if !well_formed(ptr, held.range, &held.bytes) {
+            counters.forward_dropped();
+            return PeerResponse::Refused;
+        }
+        let cmds = {
+            let mut st = self.lock();
+            st.core.on_event(Event::Offered {
+                ptr,
+                recirc,
+                from,
+                pick: rand::random(),
+            });
+            let cmds = st.core.drain();
+            // Displaced blocks leave with their bytes (before the new one is stored).
+            for c in &cmds {
+                if let Command::Forward { ptr: p, .. } | Command::Dropped { ptr: p } = c {
+                    if let Some(h) = st.held.remove(p) {
+                        st.leaving.insert(*p, h);
+                    }
+                }
+            }
+            if cmds.contains(&Command::Accept { ptr }) {
+                st.held.insert(ptr, held);
+            }
+            cmds
+        };
+        let accepted = cmds.contains(&Command::Accept { ptr });
+        self.run(counters, cmds);
+        if accepted {
+            PeerResponse::Accepted
+        } else {
+            PeerResponse::Refused
+        }
+    }
+
+    /// Carries out the core's commands: counts, and sends forwards in the background.
+    fn run(self: &Arc<Self>, counters: &Arc<CoopCounters>, cmds: Vec<Command>) {
+        for c in cmds {
+            match c {
+                Command::Accept { .. } => counters.forward_accepted(),
+                Command::Refuse { .. } => counters.forward_dropped(),
+                Command::Dropped { ptr } => {
+                    self.lock().leaving.remove(&ptr);
+                    counters.forward_dropped();
+                }
+                Command::Forward { to, ptr, recirc } => {
+                    let Some(h) = self.lock().leaving.remove(&ptr) else {
+                        continue;
+                    };
+                    let Some(transport) = self.transport.upgrade() else {
+                        continue;
+                    };
+                    let this = self.clone();
+                    let counters = counters.clone();
+                    tokio::spawn(async move {
+                        let req = Request::Peer(PeerRequest::ForwardBlock {
+                            ptr,
+                            range: h.range,
+                            recirc,
+                        });
+                        let r = transport
+                            .call_timeout(to, &req, h.bytes, FORWARD_TIMEOUT)
+                            .await;
+                        match r {
+                            Ok((Response::Peer(PeerResponse::Accepted), _)) => {
+                                let mut st = this.lock();
+                                if st.sent.len() >= MAX_SENT {
+                                    st.sent.clear();
+                                }
+                                st.sent.insert(ptr, to);
+                            }
+                            Ok((other, _)) => {
+                                tracing::debug!(peer = %to, "forward of {ptr} not kept: {other}");
+                                counters.forward_dropped();
+                            }
+                            Err(e) => {
+                                tracing::debug!(peer = %to, "forward of {ptr} failed: {e}");
+                                counters.forward_dropped();
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::ids::{LogId, SegmentAddr, SegmentId};
+
+    fn ptr(offset: u32, len: u32) -> LogPtr {
+        LogPtr {
+            seg: SegmentAddr {
+                log: LogId(1),
+                segment: SegmentId(2),
+                len: 1 << 24,
+                k: 4,
+                m: 2,
+                nodes: 6,
+            },
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn forwards_are_at_most_a_block_of_the_right_range() {
+        assert_eq!(MAX_FORWARD_LEN as u64, crate::data::cache::BLOCK);
+        let p = ptr(100, 65536);
+        let w = chunksum::widen(p);
+        assert!(well_formed(p, w, &Bytes::from(vec![0; w.len as usize])));
+        assert!(well_formed(p, p, &Bytes::from(vec![0; 65536])));
+        assert!(!well_formed(p, w, &Bytes::from(vec![0; 65536])), "short");
+        assert!(!well_formed(p, ptr(0, 65536), &Bytes::from(vec![0; 65536])));
+        let big = ptr(0, 1 << 20);
+        assert!(!well_formed(big, big, &Bytes::from(vec![0; 1 << 20])));
+    }
+}
