@@ -187,6 +187,25 @@ async fn an_evicted_singlet_is_forwarded_and_read_back_from_the_peer() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     {
+        tracing::info!("--- A tells the manager (batched) that B holds F1's blocks now");
+        let m = tc.cluster.manager_services().pop().expect("a manager");
+        let bp = b.peer_address().expect("B serves peers");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !m.extent_holders_of(i1, 0).contains(&bp) {
+            assert!(
+                Instant::now() < deadline,
+                "the manager never learned B holds F1"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("--- a new client D reads F1: the hint names B, which serves it");
+        let d = small_client(&tc, 8).await;
+        assert!(read_all(&d, i1, f1.len()).await == f1, "D read F1 wrong");
+        let s = d.coop_stats();
+        assert!(s.reads_peer >= 4, "D did not find F1 at B: {s:?}");
+        d.shutdown();
+    }
+    {
         tracing::info!("--- A reads F1 again: from B's memory, not from storage");
         let (a0, b0) = (a.coop_stats(), b.coop_stats());
         assert!(read_all(&a, i1, f1.len()).await == f1, "F1 read back wrong");

@@ -173,6 +173,13 @@ impl Client {
                 serving.abort();
             });
         }
+        if client.coop.enabled() {
+            tokio::spawn(hint_sender(
+                Arc::downgrade(&client),
+                client.stop.subscribe(),
+                client.workers.register("holder-hints"),
+            ));
+        }
         tokio::spawn(flusher(
             Arc::downgrade(&client),
             client.writeback.kick().clone(),
@@ -480,6 +487,55 @@ async fn flusher(
                 }
             }
         }
+    }
+}
+
+/// How often forwarded blocks' holders are reported to the managers (in batches).
+const HINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The background holder-hint sender (cooperative caching): every `HINT_EVERY`, tells each
+/// manager where this client forwarded blocks of its inodes (`HolderHints`, one batch per
+/// manager; best effort: a lost batch costs readers a storage read). Ends when `stop`
+/// turns true or the client is gone.
+async fn hint_sender(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: Arc<Worker>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HINT_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            worker.stopped();
+            return;
+        }
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
+        let hints = c.coop.forwarding.take_hints();
+        if hints.is_empty() {
+            continue;
+        }
+        worker.busy();
+        let mut by_node: std::collections::BTreeMap<proto::ids::NodeId, Vec<_>> =
+            Default::default();
+        for h in hints {
+            by_node
+                .entry(c.config.slot_owner(h.ino.slot()))
+                .or_default()
+                .push(h);
+        }
+        for (node, hints) in by_node {
+            for batch in hints.chunks(proto::msg::MAX_HOLDER_HINTS) {
+                let req = ManagerRequest::HolderHints {
+                    session: c.session(),
+                    hints: batch.to_vec(),
+                };
+                if let Err(e) = c.meta.call(Target::Node(node), req).await {
+                    tracing::debug!(manager = %node, "holder hints not sent: {e}");
+                }
+            }
+        }
+        worker.idle();
     }
 }
 

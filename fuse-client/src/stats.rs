@@ -77,7 +77,8 @@ fn op_index(req: &ManagerRequest) -> usize {
         | LiveExtents { .. }
         | Relocate { .. }
         | Fallocate { .. }
-        | CopyRange { .. } => 28,
+        | CopyRange { .. }
+        | HolderHints { .. } => 28,
     }
 }
 

@@ -544,6 +544,7 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
         | Q::Goodbye { .. }
         | Q::Release { .. }
         | Q::AcquireWrite { .. }
+        | Q::HolderHints { .. }
         | Q::LogHorizon { .. } => req,
         // Requests between managers or from the cleaner: never from a client identity (the
         // role matrix refuses them), and never with credentials.

@@ -101,6 +101,20 @@ impl HolderDirectory {
         hints.into_iter().map(|h| (h.session, h.addr)).collect()
     }
 
+    /// Records that `session` (at `addr`) caches blocks of `key` (a client forwarded them
+    /// there), without asking for hints.
+    pub fn holds(&mut self, key: WindowKey, session: SessionId, addr: SocketAddr, now: Instant) {
+        let _ = self.fetched(key, session, addr, now);
+    }
+
+    /// The holders recorded for `key` (for status and tests).
+    pub fn holders_of(&self, key: WindowKey) -> Vec<SocketAddr> {
+        self.entries
+            .get(&key)
+            .map(|e| e.holders.iter().map(|h| h.addr).collect())
+            .unwrap_or_default()
+    }
+
     /// Forgets every hint naming `session` (it said goodbye or was lost).
     pub fn forget_session(&mut self, session: SessionId) {
         for e in self.entries.values_mut() {

@@ -13,7 +13,7 @@
 //! | `fragment-delete` (Delete) | manager, admin (`shoal clean`) |
 //! | `list-logs` (ListLog, ListLogs) | manager, admin |
 //! | `scrub-control` (ScrubNow, Drain) | admin |
-//! | `fs-read` (Lookup, GetAttr, ReadDir, ReadLink, GetXattr, ListXattr, GetExtents, Counts) | client, manager, admin |
+//! | `fs-read` (Lookup, GetAttr, ReadDir, ReadLink, GetXattr, ListXattr, GetExtents, Counts; HolderHints, with `own-session`) | client, manager, admin |
 //! | `fs-write` (mutations, Sync, Open/Release, sessions: Hello/Renew/Goodbye/AcquireWrite) | client, manager, admin |
 //! | `commit-any-log` (CommitWrites/LogHorizon naming any log) | manager, admin |
 //! | `commit-own-log` (CommitWrites/LogHorizon naming only logs with the caller's tag) | client |
@@ -232,6 +232,16 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
                         .iter()
                         .flat_map(|w| w.extents.iter().map(|e| e.ptr.seg.log.client_tag()));
                     own_or(Right::CommitAnyLog, Right::CommitOwnLog, &mut tags)
+                }
+                // Hints about other clients' caches: a client names only its own session
+                // (the manager checks each holder is a live session).
+                R::HolderHints { session, .. } => {
+                    need(Right::FsRead)?;
+                    own_or(
+                        Right::CommitAnyLog,
+                        Right::OwnSession,
+                        &mut session_tags(&[*session]).into_iter(),
+                    )
                 }
                 R::LogHorizon { session, log, .. } => {
                     need(Right::FsWrite)?;

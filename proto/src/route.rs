@@ -51,6 +51,7 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | Renew { .. }
         | Goodbye { .. }
         | LogHorizon { .. }
+        | HolderHints { .. }
         | SealLog { .. }
         | LiveExtents { .. }
         | Relocate { .. } => return None,

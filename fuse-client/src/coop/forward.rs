@@ -14,8 +14,8 @@ use super::nchance::{Command, Event, NChance, DEFAULT_N};
 use super::stats::CoopCounters;
 use bytes::Bytes;
 use proto::chunksum;
-use proto::ids::LogPtr;
-use proto::msg::{PeerRequest, PeerResponse, Request, Response};
+use proto::ids::{InodeId, LogPtr};
+use proto::msg::{HolderHint, PeerRequest, PeerResponse, Request, Response};
 use proto::transport::Transport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +28,11 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_PEERS: usize = 64;
 /// Where our own singlets went, remembered at most (past it the memory starts over).
 const MAX_SENT: usize = 1 << 16;
+/// Holder hints waiting for the next batch to the managers, at most (past it: dropped).
+const MAX_PENDING_HINTS: usize = 4096;
+
+/// The extent window (inode, `GetExtents` offset) a block was read through.
+pub type Window = (InodeId, u64);
 
 /// A forwarded block's bytes: log range `range` (its `ptr`, or `ptr` widened to whole
 /// checksum chunks).
@@ -41,10 +46,14 @@ struct State {
     core: NChance,
     held: HashMap<LogPtr, Held>,
     /// Bytes of blocks this client is forwarding right now (taken out of `held` or from
-    /// the cache's evictions), until the command that sends them runs.
-    leaving: HashMap<LogPtr, Held>,
+    /// the cache's evictions, with the window of our own), until the command that sends
+    /// them runs.
+    leaving: HashMap<LogPtr, (Held, Option<Window>)>,
     peers: Vec<SocketAddr>,
     sent: HashMap<LogPtr, SocketAddr>,
+    /// Where our forwarded singlets went, for the managers' holder directories (sent in
+    /// batches by the client's hint sender, `take_hints`).
+    hints: Vec<HolderHint>,
 }
 
 /// The N-chance state of one client.
@@ -74,6 +83,7 @@ impl Forwarding {
                 leaving: HashMap::new(),
                 peers: Vec::new(),
                 sent: HashMap::new(),
+                hints: Vec::new(),
             }),
             transport: Arc::downgrade(transport),
         }
@@ -105,6 +115,11 @@ impl Forwarding {
         }
     }
 
+    /// The holder hints gathered since the last call (for `ManagerRequest::HolderHints`).
+    pub fn take_hints(&self) -> Vec<HolderHint> {
+        std::mem::take(&mut self.lock().hints)
+    }
+
     /// The peer our singlet `ptr` was forwarded to, if we remember one.
     pub fn sent_to(&self, ptr: &LogPtr) -> Option<SocketAddr> {
         self.lock().sent.get(ptr).copied()
@@ -124,15 +139,20 @@ impl Forwarding {
         Some(h)
     }
 
-    /// Singlets the block cache evicted (`ptr`, log range, bytes).
-    pub fn evicted(self: &Arc<Self>, counters: &Arc<CoopCounters>, blocks: Vec<(LogPtr, Held)>) {
+    /// Singlets the block cache evicted (`ptr`, log range and bytes, the window it was
+    /// read through).
+    pub fn evicted(
+        self: &Arc<Self>,
+        counters: &Arc<CoopCounters>,
+        blocks: Vec<(LogPtr, Held, Option<Window>)>,
+    ) {
         if blocks.is_empty() {
             return;
         }
         let cmds = {
             let mut st = self.lock();
-            for (ptr, h) in blocks {
-                st.leaving.insert(ptr, h);
+            for (ptr, h, window) in blocks {
+                st.leaving.insert(ptr, (h, window));
                 st.core.on_event(Event::Evicted {
                     ptr,
                     singlet: true,
@@ -170,7 +190,7 @@ impl Forwarding {
             for c in &cmds {
                 if let Command::Forward { ptr: p, .. } | Command::Dropped { ptr: p } = c {
                     if let Some(h) = st.held.remove(p) {
-                        st.leaving.insert(*p, h);
+                        st.leaving.insert(*p, (h, None));
                     }
                 }
             }
@@ -199,7 +219,7 @@ impl Forwarding {
                     counters.forward_dropped();
                 }
                 Command::Forward { to, ptr, recirc } => {
-                    let Some(h) = self.lock().leaving.remove(&ptr) else {
+                    let Some((h, window)) = self.lock().leaving.remove(&ptr) else {
                         continue;
                     };
                     let Some(transport) = self.transport.upgrade() else {
@@ -223,6 +243,15 @@ impl Forwarding {
                                     st.sent.clear();
                                 }
                                 st.sent.insert(ptr, to);
+                                if let (Some((ino, offset)), true) =
+                                    (window, st.hints.len() < MAX_PENDING_HINTS)
+                                {
+                                    st.hints.push(HolderHint {
+                                        ino,
+                                        offset,
+                                        holder: to,
+                                    });
+                                }
                             }
                             Ok((other, _)) => {
                                 tracing::debug!(peer = %to, "forward of {ptr} not kept: {other}");

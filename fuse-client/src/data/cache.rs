@@ -50,8 +50,9 @@ pub struct BlockCache {
     epoch: u64,
     /// Blocks with a `LogCopy`, by its `ptr`.
     by_ptr: HashMap<LogPtr, (InodeId, u64)>,
-    /// Singlets with a log address evicted since the last `take_evicted`.
-    evicted: Vec<LogCopy>,
+    /// Singlets with a log address evicted since the last `take_evicted`, with the
+    /// (inode, block) they cached.
+    evicted: Vec<(InodeId, u64, LogCopy)>,
     pub hits: u64,
     pub misses: u64,
 }
@@ -139,8 +140,9 @@ impl BlockCache {
         true
     }
 
-    /// The addressed singlets evicted since the last call (at most `MAX_EVICTED`).
-    pub fn take_evicted(&mut self) -> Vec<LogCopy> {
+    /// The addressed singlets evicted since the last call (at most `MAX_EVICTED`), with the
+    /// (inode, block) each cached.
+    pub fn take_evicted(&mut self) -> Vec<(InodeId, u64, LogCopy)> {
         std::mem::take(&mut self.evicted)
     }
 
@@ -187,7 +189,7 @@ impl BlockCache {
             if let Some(slot) = self.remove(key) {
                 if let (true, Some(c)) = (slot.singlet, slot.copy) {
                     if self.evicted.len() < MAX_EVICTED {
-                        self.evicted.push(c);
+                        self.evicted.push((key.0, key.1, c));
                     }
                 }
             }
@@ -346,7 +348,7 @@ mod tests {
         // It was a singlet: handed out for N-chance forwarding, once.
         let ev = c.take_evicted();
         assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].ptr, p1);
+        assert_eq!((ev[0].0, ev[0].1, ev[0].2.ptr), (a, 1, p1));
         assert!(c.take_evicted().is_empty());
         assert!(c.by_log(&p2).is_some());
         // Invalidation too.

@@ -383,12 +383,14 @@ impl Client {
         if self.coop.enabled() && !evicted.is_empty() {
             let out = evicted
                 .into_iter()
-                .map(|c| {
+                .map(|(ino, block, c)| {
                     let held = Held {
                         range: c.range,
                         bytes: c.bytes,
                     };
-                    (c.ptr, held)
+                    // The extent window the block was read through (`GetExtents` offset).
+                    let window = (ino, block * BLOCK / WINDOW * WINDOW);
+                    (c.ptr, held, Some(window))
                 })
                 .collect();
             forwarding.evicted(&self.coop.counters, out);

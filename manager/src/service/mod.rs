@@ -129,6 +129,37 @@ impl Service {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The clients the holder directory names for the extent window of `ino` at `offset`
+    /// (cooperative caching; for status and tests).
+    pub fn extent_holders_of(&self, ino: InodeId, offset: u64) -> Vec<SocketAddr> {
+        self.holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .holders_of(crate::holders::WindowKey { ino, offset })
+    }
+
+    /// Records holders a client reports (it forwarded blocks to them): only for inodes of
+    /// this manager, only holders that are live sessions.
+    fn record_holder_hints(&self, hints: &[proto::msg::HolderHint]) {
+        let now = Instant::now();
+        let live: Vec<_> = {
+            let lt = self.leases();
+            hints
+                .iter()
+                .filter(|h| self.owner(h.ino) == self.me)
+                .filter_map(|h| lt.session_at(Some(h.holder)).map(|s| (*h, s)))
+                .collect()
+        };
+        let mut dir = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        for (h, s) in live {
+            let key = crate::holders::WindowKey {
+                ino: h.ino,
+                offset: h.offset,
+            };
+            dir.holds(key, s, h.holder, now);
+        }
+    }
+
     /// Records that session `s` (from `addr`) fetched the extent window of `ino` at
     /// `offset`, and returns the addresses of other live sessions that fetched it lately
     /// (cooperative-caching hints; at most `holders::PER_KEY`).
@@ -539,6 +570,22 @@ impl Service {
                 log,
                 horizon,
             } => self.log_horizon(who, session, log, horizon).await,
+            R::HolderHints { session, hints } => {
+                if who != Some(session) {
+                    return Err(RemoteError::Invalid(format!(
+                        "HolderHints of session {session:x} from another session's connection"
+                    )));
+                }
+                if hints.len() > proto::msg::MAX_HOLDER_HINTS {
+                    return Err(RemoteError::Invalid(format!(
+                        "{} holder hints, at most {}",
+                        hints.len(),
+                        proto::msg::MAX_HOLDER_HINTS
+                    )));
+                }
+                self.record_holder_hints(&hints);
+                Ok(A::Done)
+            }
             R::SealLog { log, upto } => self.seal_log(log, upto).await,
             R::LiveExtents { log, segments } => self.live_extents(log, segments).await,
             R::Relocate { moves } => self.relocate(moves).await,

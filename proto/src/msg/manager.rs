@@ -382,6 +382,15 @@ pub enum ManagerRequest {
         token: u64,
         acquire: bool,
     },
+    /// Cooperative caching, batched: session `session` forwarded blocks of these extent
+    /// windows to other clients (N-chance), which now cache them. The manager adds each
+    /// holder to its holder directory if its address belongs to a live session (hints
+    /// only: a wrong one costs a reader a fallback). At most `MAX_HOLDER_HINTS`. Answered
+    /// `Done`.
+    HolderHints {
+        session: SessionId,
+        hints: Vec<HolderHint>,
+    },
     /// A client's promise: session `session` writes `log` and will never commit an extent
     /// in a segment of it below `horizon` (see `manager::usage`). Answered with `Done`.
     LogHorizon {
@@ -557,6 +566,18 @@ pub enum ManagerResponse {
     },
 }
 
+/// Holder hints one `HolderHints` may carry at most.
+pub const MAX_HOLDER_HINTS: usize = 1024;
+
+/// `holder` caches blocks of the extent window of `ino` at `offset` (as asked for with
+/// `GetExtents { ino, offset, .. }`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderHint {
+    pub ino: InodeId,
+    pub offset: u64,
+    pub holder: std::net::SocketAddr,
+}
+
 /// A volume lease answering `Hello`/`Renew`. The client may use what it caches of this
 /// manager's inodes until `valid_ms` after it *sent* the request that got this grant; it
 /// renews every `lease_ms / 4`.
@@ -696,6 +717,7 @@ impl ManagerRequest {
             | R::TxFinish { .. }
             | R::DirMoveLock { .. }
             | R::LogHorizon { .. }
+            | R::HolderHints { .. }
             | R::SealLog { .. }
             | R::LiveExtents { .. } => RequestKind::UNRESTRICTED,
         }
@@ -758,6 +780,7 @@ impl fmt::Display for ManagerRequest {
             Goodbye { session } => write!(f, "Goodbye({session:x})"),
             AcquireWrite { ino, .. } => write!(f, "AcquireWrite({ino})"),
             LogHorizon { log, horizon, .. } => write!(f, "LogHorizon({log}, {horizon})"),
+            HolderHints { hints, .. } => write!(f, "HolderHints({} hints)", hints.len()),
             SealLog { log, upto } => write!(f, "SealLog({log}, {upto})"),
             LiveExtents { log, segments } => {
                 write!(f, "LiveExtents({log}, {} segments)", segments.len())
@@ -980,6 +1003,13 @@ mod kind_tests {
                 R::SealLog {
                     log: LogId(1),
                     upto: SegmentId(1),
+                },
+                (false, false, false),
+            ),
+            (
+                R::HolderHints {
+                    session: s,
+                    hints: Vec::new(),
                 },
                 (false, false, false),
             ),
