@@ -294,11 +294,13 @@ impl Client {
             if got[k].is_some() || !self.coop.enabled() {
                 return None;
             }
-            // Where our own singlet was forwarded, first.
+            // Where our own singlet was forwarded, first (unless it failed lately).
             let mut peers = hinted.clone();
             if let Some(p) = forwarding.sent_to(&ptr) {
-                peers.retain(|x| *x != p);
-                peers.insert(0, p);
+                if self.coop.candidates(&[p]) == [p] {
+                    peers.retain(|x| *x != p);
+                    peers.insert(0, p);
+                }
             }
             if peers.is_empty() {
                 return None;
