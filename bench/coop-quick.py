@@ -1,6 +1,6 @@
 # Peer vs storage reads through real mounts of one `shoal up --clients 3` cluster (issue 12).
 # Usage: python3 bench/coop-quick.py target/release/shoal   (needs fuse3, attr; prints JSON)
-import os, sys, time, mmap, random, subprocess, statistics, json, tempfile, signal
+import os, sys, time, mmap, random, subprocess, statistics, json, tempfile, signal, shutil
 shoal = sys.argv[1]
 T = tempfile.mkdtemp(prefix="coop-measure-")
 mnt = os.path.join(T, "mnt"); os.mkdir(mnt)
@@ -55,3 +55,5 @@ finally:
     p.send_signal(signal.SIGINT)
     try: p.wait(timeout=30)
     except Exception: p.kill()
+    if all(not mounted(x) for x in (mnt, m2, m3)):
+        shutil.rmtree(T, ignore_errors=True)
