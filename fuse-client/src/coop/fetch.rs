@@ -29,7 +29,7 @@ pub enum PeerReadError {
     Transport {
         peer: SocketAddr,
         #[source]
-        source: TransportError,
+        source: Box<TransportError>,
     },
     #[error("peer {peer} does not cache {ptr}")]
     NotCached { peer: SocketAddr, ptr: LogPtr },
@@ -39,7 +39,7 @@ pub enum PeerReadError {
     Mismatch {
         peer: SocketAddr,
         ptr: LogPtr,
-        mismatch: Mismatch,
+        mismatch: Box<Mismatch>,
     },
 }
 
@@ -104,7 +104,10 @@ pub async fn fetch(
     let (resp, bulk) = transport
         .call_timeout(peer, &req, Bytes::new(), timeout)
         .await
-        .map_err(|source| PeerReadError::Transport { peer, source })?;
+        .map_err(|source| PeerReadError::Transport {
+            peer,
+            source: Box::new(source),
+        })?;
     match resp {
         Response::Peer(PeerResponse::Block { range }) => {
             match check_answer(ptr, sums, range, bulk.clone()) {
@@ -116,7 +119,7 @@ pub async fn fetch(
                 Err(mismatch) => Err(PeerReadError::Mismatch {
                     peer,
                     ptr,
-                    mismatch,
+                    mismatch: Box::new(mismatch),
                 }),
             }
         }
@@ -126,6 +129,91 @@ pub async fn fetch(
             answer: other.to_string(),
         }),
     }
+}
+
+/// Splits a `Blocks` answer's bulk by its ranges: per block asked, the sent range and its
+/// bytes, or `None`. The lengths must add up exactly.
+pub fn split_blocks(
+    asked: usize,
+    ranges: &[Option<LogPtr>],
+    bulk: &Bytes,
+) -> Result<Vec<Option<(LogPtr, Bytes)>>, Mismatch> {
+    let total: u64 = ranges.iter().flatten().map(|r| r.len as u64).sum();
+    if ranges.len() != asked || total != bulk.len() as u64 {
+        return Err(Mismatch::WrongLength {
+            got: bulk.len(),
+            want: total.min(u32::MAX as u64) as u32,
+        });
+    }
+    let mut at = 0usize;
+    Ok(ranges
+        .iter()
+        .map(|r| {
+            r.map(|r| {
+                let b = bulk.slice(at..at + r.len as usize);
+                at += r.len as usize;
+                (r, b)
+            })
+        })
+        .collect())
+}
+
+/// Asks `peer` for several blocks at once (`FetchBlocks`, at most `MAX_FETCH_BLOCKS`):
+/// per block, the checked answer or why not. `Err`: the whole request failed.
+pub async fn fetch_many(
+    transport: &Transport,
+    peer: SocketAddr,
+    asks: &[(LogPtr, Option<ChunkSums>)],
+    timeout: Duration,
+) -> Result<Vec<Result<Fetched, PeerReadError>>, PeerReadError> {
+    let Some(&(first, _)) = asks.first() else {
+        return Ok(Vec::new());
+    };
+    let ptrs: Vec<LogPtr> = asks.iter().map(|(p, _)| *p).collect();
+    let req = Request::Peer(PeerRequest::FetchBlocks { ptrs });
+    let (resp, bulk) = transport
+        .call_timeout(peer, &req, Bytes::new(), timeout)
+        .await
+        .map_err(|source| PeerReadError::Transport {
+            peer,
+            source: Box::new(source),
+        })?;
+    let ranges = match resp {
+        Response::Peer(PeerResponse::Blocks { ranges }) => ranges,
+        other => {
+            return Err(PeerReadError::Unexpected {
+                peer,
+                answer: other.to_string(),
+            })
+        }
+    };
+    let parts =
+        split_blocks(asks.len(), &ranges, &bulk).map_err(|mismatch| PeerReadError::Mismatch {
+            peer,
+            ptr: first,
+            mismatch: Box::new(mismatch),
+        })?;
+    Ok(asks
+        .iter()
+        .zip(parts)
+        .map(|((ptr, sums), part)| {
+            let ptr = *ptr;
+            let Some((range, bytes)) = part else {
+                return Err(PeerReadError::NotCached { peer, ptr });
+            };
+            check_answer(ptr, sums.as_ref(), range, bytes.clone())
+                .map(|exact| Fetched {
+                    exact,
+                    range,
+                    bytes,
+                })
+                .map_err(|mismatch| PeerReadError::Mismatch {
+                    peer,
+                    ptr,
+                    mismatch: Box::new(mismatch),
+                })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -186,6 +274,31 @@ mod tests {
             check_answer(p, Some(&sums), w, bytes_of(&seg, w).slice(..100)),
             Err(Mismatch::WrongLength { .. })
         ));
+    }
+
+    #[test]
+    fn batched_answers_split_by_their_ranges_and_must_add_up() {
+        let seg = segment();
+        let (p, q) = (ptr(0, 100), ptr(4096, 50));
+        let mut bulk = bytes_of(&seg, p).to_vec();
+        bulk.extend_from_slice(&bytes_of(&seg, q));
+        let bulk = Bytes::from(bulk);
+        let parts = split_blocks(3, &[Some(p), None, Some(q)], &bulk).expect("adds up");
+        assert_eq!(parts[0], Some((p, bytes_of(&seg, p))));
+        assert_eq!(parts[1], None);
+        assert_eq!(parts[2], Some((q, bytes_of(&seg, q))));
+        assert!(
+            split_blocks(3, &[Some(p), None, None], &bulk).is_err(),
+            "extra bytes"
+        );
+        assert!(
+            split_blocks(2, &[Some(p), None, Some(q)], &bulk).is_err(),
+            "count"
+        );
+        assert!(
+            split_blocks(1, &[Some(ptr(0, 10_000))], &bulk).is_err(),
+            "short"
+        );
     }
 
     #[test]

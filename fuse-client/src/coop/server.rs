@@ -39,6 +39,46 @@ impl Client {
                     }
                 }
             }
+            PeerRequest::FetchBlocks { ptrs } => {
+                if ptrs.len() > proto::msg::MAX_FETCH_BLOCKS {
+                    let e = proto::msg::RemoteError::Invalid(format!(
+                        "{} blocks asked, at most {}",
+                        ptrs.len(),
+                        proto::msg::MAX_FETCH_BLOCKS
+                    ));
+                    return (Response::Error(e), Bytes::new());
+                }
+                let found: Vec<Option<(proto::ids::LogPtr, Bytes)>> = {
+                    let st = self.lock_state();
+                    ptrs.iter()
+                        .map(|p| st.cached_log_copy(p).map(|c| (c.range, c.bytes)))
+                        .collect()
+                };
+                let mut ranges = Vec::with_capacity(found.len());
+                let mut out = bytes::BytesMut::new();
+                for (p, f) in ptrs.iter().zip(found) {
+                    let f = f.or_else(|| self.coop.forwarding.held(p).map(|h| (h.range, h.bytes)));
+                    match f {
+                        Some((range, bytes)) => {
+                            self.coop.counters.served(bytes.len() as u64);
+                            proto::ops_metrics::coop_served(
+                                &self.metrics_label(),
+                                bytes.len() as u64,
+                            );
+                            out.extend_from_slice(&bytes);
+                            ranges.push(Some(range));
+                        }
+                        None => {
+                            self.coop.counters.missed();
+                            ranges.push(None);
+                        }
+                    }
+                }
+                (
+                    Response::Peer(PeerResponse::Blocks { ranges }),
+                    out.freeze(),
+                )
+            }
             PeerRequest::ForwardBlock { ptr, range, recirc } => {
                 if !self.coop.enabled() {
                     self.coop.counters.forward_dropped();

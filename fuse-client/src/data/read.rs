@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use proto::chunksum::{self, ChunkSums};
 use proto::ids::{InodeId, LogPtr};
-use proto::msg::{ManagerRequest, ManagerResponse};
+use proto::msg::{ManagerRequest, ManagerResponse, MAX_FETCH_BLOCKS};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::log::LogReader;
@@ -289,26 +289,79 @@ impl Client {
             }
         }
         let hinted = self.coop.candidates(&list.holders);
-        let asks = addrs.iter().enumerate().filter_map(|(k, a)| {
-            let ptr = (*a)?;
-            if got[k].is_some() || !self.coop.enabled() {
-                return None;
-            }
-            // Where our own singlet was forwarded, first (unless it failed lately).
-            let mut peers = hinted.clone();
-            if let Some(p) = forwarding.sent_to(&ptr) {
-                if self.coop.candidates(&[p]) == [p] {
-                    peers.retain(|x| *x != p);
-                    peers.insert(0, p);
+        // Per addressed block not found here: the peers to ask, in order.
+        let plans: Vec<(usize, LogPtr, Vec<SocketAddr>)> = addrs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, a)| {
+                let ptr = (*a)?;
+                if got[k].is_some() || !self.coop.enabled() {
+                    return None;
                 }
+                // Where our own singlet was forwarded, first (unless it failed lately).
+                let mut peers = hinted.clone();
+                if let Some(p) = forwarding.sent_to(&ptr) {
+                    if self.coop.candidates(&[p]) == [p] {
+                        peers.retain(|x| *x != p);
+                        peers.insert(0, p);
+                    }
+                }
+                (!peers.is_empty()).then_some((k, ptr, peers))
+            })
+            .collect();
+        // First round: every block from its first peer, one request per peer and batch.
+        let mut by_peer: std::collections::BTreeMap<SocketAddr, Vec<(usize, LogPtr)>> =
+            Default::default();
+        for (k, ptr, peers) in &plans {
+            by_peer.entry(peers[0]).or_default().push((*k, *ptr));
+        }
+        let batches: Vec<(SocketAddr, Vec<(usize, LogPtr)>)> = by_peer
+            .into_iter()
+            .flat_map(|(peer, blocks)| {
+                blocks
+                    .chunks(MAX_FETCH_BLOCKS)
+                    .map(|c| (peer, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let rounds = batches.into_iter().map(|(peer, blocks)| {
+            let list = &list;
+            async move {
+                let asks: Vec<(LogPtr, Option<ChunkSums>)> =
+                    blocks.iter().map(|(_, p)| (*p, list.sums_for(p))).collect();
+                let r = fetch::fetch_many(&self.transport, peer, &asks, PEER_TIMEOUT).await;
+                (peer, blocks, r)
             }
-            if peers.is_empty() {
-                return None;
-            }
-            let sums = list.sums_for(&ptr);
-            Some(async move { (k, self.peer_block(&peers, ptr, sums).await) })
         });
-        for (k, r) in futures::future::join_all(asks).await {
+        for (peer, blocks, r) in futures::future::join_all(rounds).await {
+            match r {
+                Ok(results) => {
+                    for ((k, ptr), res) in blocks.iter().zip(results) {
+                        match res {
+                            Ok(f) => {
+                                let copy = LogCopy {
+                                    ptr: *ptr,
+                                    range: f.range,
+                                    bytes: f.bytes,
+                                };
+                                got[*k] = Some((f.exact, Some(copy), false));
+                            }
+                            Err(e) => self.peer_failed(peer, &e),
+                        }
+                    }
+                }
+                Err(e) => self.peer_failed(peer, &e),
+            }
+        }
+        // Second round: blocks still missing, from their other peers one by one.
+        let rest = plans
+            .into_iter()
+            .filter(|(k, _, peers)| got[*k].is_none() && peers.len() > 1)
+            .map(|(k, ptr, peers)| {
+                let sums = list.sums_for(&ptr);
+                async move { (k, self.peer_block(&peers[1..], ptr, sums).await) }
+            });
+        for (k, r) in futures::future::join_all(rest).await {
             if let Some((b, copy)) = r {
                 got[k] = Some((b, copy, false));
             }
@@ -419,18 +472,22 @@ impl Client {
                     };
                     return Some((f.exact, Some(copy)));
                 }
-                Err(e) => {
-                    self.coop.counters.peer_failed();
-                    if e.marks_peer_bad() {
-                        proto::warn_limited!("peer read failed, reading from storage: {e}");
-                        self.coop.mark_bad(*peer);
-                    } else {
-                        tracing::debug!("peer read: {e}");
-                    }
-                }
+                Err(e) => self.peer_failed(*peer, &e),
             }
         }
         None
+    }
+
+    /// Counts a failed peer read; a peer that failed other than by "not cached" is left
+    /// out for a while (`coop::peers`).
+    fn peer_failed(&self, peer: SocketAddr, e: &fetch::PeerReadError) {
+        self.coop.counters.peer_failed();
+        if e.marks_peer_bad() {
+            proto::warn_limited!("peer read failed, reading from storage: {e}");
+            self.coop.mark_bad(peer);
+        } else {
+            tracing::debug!("peer read: {e}");
+        }
     }
 
     /// The log address of block `block` of `ino` if one extent covers it whole: what the

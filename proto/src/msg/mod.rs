@@ -229,6 +229,12 @@ impl fmt::Display for Response {
             Response::DenyList { seq } => write!(f, "DenyList({seq})"),
             Response::Peer(PeerResponse::Block { range }) => write!(f, "PeerBlock({range})"),
             Response::Peer(PeerResponse::NotCached) => write!(f, "PeerNotCached"),
+            Response::Peer(PeerResponse::Blocks { ranges }) => write!(
+                f,
+                "PeerBlocks({} of {})",
+                ranges.iter().flatten().count(),
+                ranges.len()
+            ),
             Response::Peer(PeerResponse::Accepted) => write!(f, "PeerAccepted"),
             Response::Peer(PeerResponse::Refused) => write!(f, "PeerRefused"),
         }

@@ -9,12 +9,18 @@ use crate::ids::LogPtr;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Blocks one `FetchBlocks` may ask for at most.
+pub const MAX_FETCH_BLOCKS: usize = 32;
+
 /// What a client asks a peer client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum PeerRequest {
     /// The bytes of log range `ptr` if the peer caches them. Answered `PeerResponse::Block`
     /// with the bytes as bulk, or `NotCached`.
     FetchBlock { ptr: LogPtr },
+    /// `FetchBlock` for several blocks at once (at most `MAX_FETCH_BLOCKS`): answered
+    /// `Blocks`, the bulk holding the found ranges one after another.
+    FetchBlocks { ptrs: Vec<LogPtr> },
     /// N-chance forwarding: keep log bytes `ptr` (an evicted singlet) for the cluster, with
     /// `recirc` chances left. The bulk holds log range `range` (`ptr`, or `ptr` widened to
     /// whole checksum chunks). Answered `Accepted` or `Refused` (the receiver bounds what
@@ -35,6 +41,9 @@ pub enum PeerResponse {
     Block { range: LogPtr },
     /// The peer does not cache those bytes (any more).
     NotCached,
+    /// The answer to `FetchBlocks`: per block asked, the log range sent (as for `Block`)
+    /// or `None` (not cached); the bulk holds the sent ranges in order.
+    Blocks { ranges: Vec<Option<LogPtr>> },
     /// A forwarded block was kept.
     Accepted,
     /// A forwarded block was not kept.
@@ -45,6 +54,7 @@ impl fmt::Display for PeerRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerRequest::FetchBlock { ptr } => write!(f, "FetchBlock({ptr})"),
+            PeerRequest::FetchBlocks { ptrs } => write!(f, "FetchBlocks({} blocks)", ptrs.len()),
             PeerRequest::ForwardBlock { ptr, recirc, .. } => {
                 write!(f, "ForwardBlock({ptr}, {recirc} chances)")
             }
