@@ -88,3 +88,47 @@ async fn write_fsync_degraded_read_and_manager_crash() {
     }
     tc.cluster.stop().await;
 }
+
+/// A new client's log is protected from the reclaimer before its first write: straight after
+/// `connect` (well inside the first renewal period, when the renewer has promised nothing
+/// yet) every manager already knows the client as the log's writer with horizon 0, so a
+/// seal of the log up to any segment leaves the floor at 0. Before the promise at connect,
+/// a reclaim pass in a mount's first half second could seal the log above segments the
+/// client had appended but not yet committed, and its fsync failed (CI, lifecycle t10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_client_is_a_known_writer_before_its_first_write() {
+    use proto::ids::SegmentId;
+    use proto::msg::{ManagerRequest, ManagerResponse};
+    let tc = TestCluster::start(6, 2, 4, 2).await;
+    let c = tc.client().await;
+    let admin = fsd::cluster::admin_transport(&tc.cluster.config).expect("admin transport");
+    let managers = proto::route::ManagerClient::new(tc.cluster.config.clone(), admin);
+    for n in tc.cluster.config.manager_nodes() {
+        let r = managers
+            .call_node(
+                n.id,
+                ManagerRequest::SealLog {
+                    log: c.log_id(),
+                    upto: SegmentId(1_000),
+                },
+            )
+            .await
+            .expect("SealLog");
+        match r {
+            ManagerResponse::Sealed { floor, .. } => {
+                assert_eq!(floor, SegmentId(0), "{}: the new log was sealed", n.name)
+            }
+            other => panic!("{}: SealLog answered {other:?}", n.name),
+        }
+    }
+    // The client writes and syncs as usual afterwards.
+    let (a, _fh) = c
+        .create(InodeId::ROOT, "f", 0o644, 0o022, ROOT)
+        .await
+        .expect("create");
+    let data = pattern(3 << 20, 9);
+    c.write(a.ino, 0, &data).await.expect("write");
+    c.fsync(a.ino).await.expect("fsync");
+    assert_eq!(read_all(&c, a.ino, data.len()).await, data);
+    c.shutdown();
+}

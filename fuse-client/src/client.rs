@@ -159,6 +159,11 @@ impl Client {
             Ok(other) => return Err(ClientError::NoRoot(format!("unexpected answer {other:?}"))),
             Err(e) => return Err(ClientError::NoRoot(e.to_string())),
         }
+        // Promise the log's horizon (nothing below segment 0 yet) before the first write:
+        // until a manager knows this session's horizon, the reclaimer may seal the new log
+        // above segments it is about to commit, which a commit then learns as a refusal
+        // (an fsync in the first renewal period of a mount failed so in CI).
+        client.writeback.promise_horizon().await;
         let interval = Duration::from_millis(client.config.file.client.flush_interval_ms.max(1));
         // Cooperative caching: peers reach us at the address our connections to the
         // managers come from (the endpoint we dial from also accepts when bound so), which

@@ -109,6 +109,37 @@ impl DirEntries {
         self.next_cookie += 1;
     }
 
+    /// The cookie `set(name, ino, _)` would give the entry now.
+    pub fn cookie_for(&self, name: &str, ino: InodeId) -> u64 {
+        match self.by_name.get(name) {
+            Some(s) if s.ino == ino => s.cookie,
+            _ => self.next_cookie,
+        }
+    }
+
+    /// Adds or replaces `name` with a cookie assigned before (a replayed `set`): the entry
+    /// ends as it was right after that `set`, and later cookies stay above it. Applying it
+    /// again, or over a state that already saw later changes, changes nothing else.
+    pub fn set_at(&mut self, name: &str, ino: InodeId, kind: FileKind, cookie: u64) {
+        if let Some(s) = self.by_name.get_mut(name) {
+            if s.cookie != cookie {
+                self.by_cookie.remove(&s.cookie);
+            }
+            s.ino = ino;
+            s.kind = kind;
+            s.cookie = cookie;
+        } else {
+            self.by_name
+                .insert(name.to_string(), Slot { ino, kind, cookie });
+        }
+        debug_assert!(self
+            .by_cookie
+            .get(&cookie)
+            .is_none_or(|other| other == name));
+        self.by_cookie.insert(cookie, name.to_string());
+        self.next_cookie = self.next_cookie.max(cookie + 1);
+    }
+
     /// Removes `name` (its cookie is not reused).
     pub fn remove(&mut self, name: &str) {
         if let Some(s) = self.by_name.remove(name) {
@@ -239,6 +270,35 @@ mod tests {
         assert_eq!(d.get("a"), Some((ino(9), FileKind::File)));
         assert!(d.after(u64::MAX).next().is_none());
         assert_eq!(d.names().collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn replayed_sets_give_the_live_cookies_over_a_later_state() {
+        // Live: a -> 2 (cookie 1), a -> 3 (cookie 2), b -> 4 (cookie 3), b removed.
+        let mut live = DirEntries::new();
+        let mut log = Vec::new();
+        for (name, n) in [("a", 2), ("a", 3), ("b", 4)] {
+            log.push((name, ino(n), live.cookie_for(name, ino(n))));
+            live.set(name, ino(n), FileKind::File);
+        }
+        live.remove("b");
+        // A piece taken at the end, then every set replayed over it (and then again).
+        let mut replayed = live.clone();
+        for _ in 0..2 {
+            for (name, i, cookie) in &log {
+                replayed.set_at(name, *i, FileKind::File, *cookie);
+            }
+            replayed.remove("b");
+            assert_eq!(replayed, live);
+        }
+        // Replayed from empty, it builds the same directory.
+        let mut fresh = DirEntries::new();
+        for (name, i, cookie) in &log {
+            fresh.set_at(name, *i, FileKind::File, *cookie);
+        }
+        fresh.remove("b");
+        assert_eq!(fresh, live);
+        assert_eq!(fresh.next_cookie(), 4);
     }
 
     #[test]

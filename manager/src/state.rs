@@ -162,12 +162,38 @@ impl MetaState {
         for rec in recs {
             let logged = Logged {
                 lsn: self.last_lsn.next(),
-                rec,
+                rec: self.with_cookie(rec),
             };
             self.apply(&logged);
             out.push(logged);
         }
         out
+    }
+
+    /// An entry set as `EntryAt` with the cookie it gets now, so that its replay gives the
+    /// same cookie whatever state it is replayed over (fuzzy checkpoints); other records
+    /// as they are.
+    fn with_cookie(&self, rec: Record) -> Record {
+        match rec {
+            Record::Entry {
+                dir,
+                name,
+                target: Some(target),
+            } => match self.inodes.get(&dir) {
+                Some(d) => Record::EntryAt {
+                    cookie: d.entries.cookie_for(&name, target.0),
+                    dir,
+                    name,
+                    target,
+                },
+                None => Record::Entry {
+                    dir,
+                    name,
+                    target: Some(target),
+                },
+            },
+            rec => rec,
+        }
     }
 
     /// Applies one record. Infallible and deterministic; records at or below the last
@@ -221,6 +247,16 @@ impl MetaState {
                         Some((ino, kind)) => d.entries.set(name, *ino, *kind),
                         None => d.entries.remove(name),
                     }
+                }
+            }
+            Record::EntryAt {
+                dir,
+                name,
+                target: (ino, kind),
+                cookie,
+            } => {
+                if let Some(d) = self.inodes.get_mut(dir) {
+                    d.entries.set_at(name, *ino, *kind, *cookie);
                 }
             }
             Record::Parent { dir, parent } => {

@@ -37,6 +37,10 @@
 //! or a writer that crashed) is no obstacle: if it is alive and commits below the floor,
 //! that commit is refused and the client rewrites the data (its flight is restored), so
 //! nothing it acknowledged is lost. A failed commit is never retried with the same extents.
+//! A client promises its horizon right after its `Hello`, before its first write, so a
+//! live client meets that refusal only when a promise failed or it was forgotten; the
+//! flush that met it reports EIO (an fsync then fails) while the data stays buffered and
+//! goes out again in new segments with the next flush.
 //!
 //! Floors are not journaled. After a restart M's floors are zero (it refuses nothing), and
 //! M seals nothing while in its grace period, when clients send again, under reclaimed

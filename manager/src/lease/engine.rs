@@ -132,7 +132,9 @@ impl Affected {
                 Record::NewInode { attr, .. } | Record::Attr { attr } => {
                     a.inodes.insert(attr.ino);
                 }
-                Record::Entry { dir, name, .. } => a.entry(*dir, name),
+                Record::Entry { dir, name, .. } | Record::EntryAt { dir, name, .. } => {
+                    a.entry(*dir, name)
+                }
                 Record::Parent { dir, .. } => {
                     a.inodes.insert(*dir);
                 }

@@ -1,4 +1,4 @@
-//! Durable metadata records (versions 1 to 4) and their framing: a batch of records and a
+//! Durable metadata records (versions 1 to 5) and their framing: a batch of records and a
 //! checkpoint each start with a magic and a version, followed by postcard. The checkpoint
 //! body and its versions live in `checkpoint`. Records are
 //! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
@@ -18,8 +18,9 @@ pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
 /// Current version of record batches. Version 2 added `WriteLease` and `WriteLeaseEnd` at
 /// the end of `Record`; a version 1 batch is a version 2 batch without them (postcard
 /// numbers variants in order), so both decode through the same type. Version 3 added
-/// `Replied` at the end, the same way; version 4 added `Sums` at the end.
-pub const RECORDS_VERSION: u16 = 4;
+/// `Replied` at the end, the same way; version 4 added `Sums` at the end; version 5 added
+/// `EntryAt` at the end.
+pub const RECORDS_VERSION: u16 = 5;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
 pub use proto::ids::Lsn;
@@ -171,6 +172,16 @@ pub enum Record {
     /// The end-to-end checksums of (chunks of) a data segment that extents committed in
     /// the same batch point into (version 4; `sums`). Logged before those extents.
     Sums(ChunkSums),
+    /// Set a directory entry with the readdir cookie it got when it was applied live
+    /// (version 5). `MetaState::commit` logs every entry set this way: replaying it over a
+    /// fuzzy checkpoint piece that already reflects it, or later records, gives the same
+    /// cookies and the same next cookie, where a replayed `Entry` would assign new ones.
+    EntryAt {
+        dir: InodeId,
+        name: String,
+        target: (InodeId, FileKind),
+        cookie: u64,
+    },
 }
 
 /// A record with its sequence number.
@@ -365,6 +376,14 @@ pub(crate) mod strategies {
             attr().prop_map(|attr| Record::Attr { attr }),
             (ino(), ".{0,12}", proptest::option::of((ino(), kind())))
                 .prop_map(|(dir, name, target)| Record::Entry { dir, name, target }),
+            (ino(), ".{0,12}", (ino(), kind()), any::<u64>()).prop_map(
+                |(dir, name, target, cookie)| Record::EntryAt {
+                    dir,
+                    name,
+                    target,
+                    cookie
+                }
+            ),
             (ino(), ino()).prop_map(|(dir, parent)| Record::Parent { dir, parent }),
             (ino(), proptest::collection::vec(extent(), 0..4))
                 .prop_map(|(ino, extents)| Record::Extents { ino, extents }),

@@ -58,7 +58,7 @@ pub fn op_keys(op: &TxOp) -> Vec<(Key, Mode)> {
 pub fn record_keys(rec: &Record) -> Vec<(Key, Mode)> {
     use Mode::*;
     match rec {
-        Record::Entry { dir, name, .. } => vec![
+        Record::Entry { dir, name, .. } | Record::EntryAt { dir, name, .. } => vec![
             (Key::Name(*dir, name.clone()), Exclusive),
             (Key::Inode(*dir), Shared),
         ],
