@@ -701,6 +701,15 @@ impl LeaseTable {
     /// inodes it held and the entries of directories it held). Holders whose lease already
     /// ran out are marked lost instead. `who` becomes a reader of `returned` (the inodes
     /// whose attributes the reply carries).
+    ///
+    /// A writer found here keeps its write lease and only drops its cached attributes:
+    /// `mutation` flushed every other writer, so this one was granted after that step (a
+    /// two-phase transaction releases the lease lock between its begin and its decision;
+    /// a transaction left pending by a restart ends with no step at all). The client
+    /// takes an `Invalidate` as "drop caches", not "give up the lease": dropping it here
+    /// would leave it buffering writes under a lease the table no longer records, the
+    /// next writer would be granted without flushing them, and both would write at the
+    /// same offsets (a t55 failure in CI: two mounts' appends over each other).
     pub fn after_mutation(
         &mut self,
         who: Option<SessionId>,
@@ -713,25 +722,27 @@ impl LeaseTable {
             let Some(h) = self.inodes.get_mut(ino) else {
                 continue;
             };
-            let mut others: Vec<SessionId> = h
+            let writer = h.writer.filter(|w| Some(*w) != who);
+            let others: Vec<SessionId> = h
                 .readers
                 .iter()
                 .copied()
-                .filter(|s| Some(*s) != who)
+                .filter(|s| Some(*s) != who && Some(*s) != writer)
                 .collect();
-            if let Some(w) = h.writer.filter(|w| Some(*w) != who) {
-                h.writer = None;
-                self.writers_dropped = true;
-                others.push(w);
-            }
             for s in others {
                 h.readers.remove(&s);
                 per.entry(s).or_default().push(*ino);
             }
+            if let Some(w) = writer {
+                // Still a holder (reader and writer): told, not dropped.
+                per.entry(w).or_default().push(*ino);
+            }
         }
         for (s, inos) in &per {
+            let inodes = &self.inodes;
+            let writes = |i: &InodeId| inodes.get(i).is_some_and(|h| h.writer == Some(*s));
             if let Some(sess) = self.sessions.get_mut(s) {
-                for i in inos {
+                for i in inos.iter().filter(|i| !writes(i)) {
                     sess.held.remove(i);
                 }
             }
@@ -1284,6 +1295,45 @@ mod tests {
         assert_eq!(t.read(Some(B), &[X], t0), Step::Go);
         assert_eq!(t.holders(X), (vec![A, B], None));
         assert_eq!(t.stats().flushes_sent, 1);
+    }
+
+    #[test]
+    fn a_writer_granted_during_a_two_phase_mutation_keeps_its_lease() {
+        let (mut t, t0) = table();
+        // A two-phase transaction by C passes its flush step on X (nobody writes X)...
+        assert_eq!(t.mutation(Some(C), &one_file(&[X]), t0), Step::Go);
+        // ...and releases the lease lock until its decision; meanwhile A takes the write
+        // lease of X and buffers writes under it.
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        // The decision: A is told to drop its cached attributes of X, but stays the writer.
+        let cbs = t.after_mutation(Some(C), &one_file(&[X]), &[], t0);
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].session, A);
+        assert!(matches!(cbs[0].msg, ClientCallback::Invalidate { .. }));
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.writer(X), Some(A));
+        // So B, wanting to write X, has A's buffered writes flushed first (with the writer
+        // dropped here, B would have been granted at once and both would write over each
+        // other).
+        let cbs = calls(t.acquire_write(B, X, t0));
+        assert_eq!(
+            cbs[0].msg,
+            ClientCallback::Flush {
+                ino: X,
+                drop_cache: true
+            }
+        );
+        assert_eq!(cbs[0].session, A);
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.acquire_write(B, X, t0), Step::Go);
+        assert_eq!(t.writer(X), Some(B));
+        // The same for a transaction a restart left pending (no requester, no flush step),
+        // and a writer that loses its session afterwards still frees the inode.
+        let cbs = t.after_mutation(None, &one_file(&[X]), &[], t0);
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(t.writer(X), Some(B));
+        t.callback_done(cbs[0].id, false);
+        assert_eq!(t.writer(X), None);
     }
 
     #[test]
