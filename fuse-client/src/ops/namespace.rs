@@ -146,6 +146,8 @@ impl Client {
         umask: u16,
         caller: Caller,
     ) -> Result<(Attr, FileHandle), FsError> {
+        // A file's inode lives in its parent's slot: the same manager, the same epoch.
+        let asked_in = self.meta.lease_epoch(parent);
         let a = self
             .create_node(
                 parent,
@@ -156,9 +158,17 @@ impl Client {
                 Some(self.meta.session()),
             )
             .await?;
-        // Create with our session made us the holder of the write lease.
+        // Create with our session made us the holder of the write lease, if the manager
+        // that answered is the one we asked: across a restart (a retry answered from the
+        // log) or a loss learned meanwhile (the epoch moved on) nothing tells us that this
+        // incarnation counts us as the writer, so the first write asks for the lease. (A
+        // lease recorded here without the manager's knowledge let another mount be
+        // granted the file too once the reclaim window ended: both wrote at the same
+        // offsets, a t55 failure.)
         if let Some(epoch) = self.meta.lease_epoch(a.ino) {
-            self.record_write_lease(a.ino, epoch, 0);
+            if asked_in == Some(epoch) {
+                self.record_write_lease(a.ino, epoch, 0);
+            }
         }
         self.opened_by_create(a.ino).await;
         Ok((a, self.next_fh()))

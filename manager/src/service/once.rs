@@ -9,7 +9,7 @@
 
 use super::Service;
 use crate::calls::{Begin, CallKey};
-use proto::ids::CallId;
+use proto::ids::{CallId, InodeId, SessionId};
 use proto::msg::{ManagerRequest, ManagerResponse, RemoteError};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -109,7 +109,28 @@ impl Service {
         let r = match self.recorded_answer(key).await {
             Some(r) => {
                 tracing::info!(call = %key.1, session = %key.0, %req, "a call applied before the restart answered from the log");
-                r
+                match r {
+                    Ok(ManagerResponse::Attr(a)) => {
+                        if let ManagerRequest::Create {
+                            session: Some(s), ..
+                        } = &req
+                        {
+                            self.reclaim_for_creator(*s, a.ino).await;
+                        }
+                        // The caller caches these attributes: registered as their reader
+                        // (after their writer, if any, is flushed), as the first try made
+                        // it; else later changes by others would never call it back.
+                        let who = Some(key.0).filter(|s| self.leases().is_live(*s));
+                        let ino = a.ino;
+                        self.read_inode(who, ino, move |st| {
+                            st.get(ino)
+                                .map(|i| ManagerResponse::Attr(i.attr.clone()))
+                                .map_err(super::errno)
+                        })
+                        .await
+                    }
+                    other => other,
+                }
             }
             None => {
                 CURRENT_CALL
@@ -120,6 +141,25 @@ impl Service {
         running.result = Some(r.clone());
         drop(running);
         r
+    }
+
+    /// A Create with `session` applied before the restart made that session the writer of
+    /// the new file, and the log recorded the lease: its creator, answered from the log,
+    /// gets it back as by a reclaim (if nobody took it since), so that the file's readers
+    /// and its first write do not wait for the reclaim window to end. The client does not
+    /// count on it (it asks before its first write: a lease it holds only when granted by
+    /// the incarnation it asked).
+    async fn reclaim_for_creator(&self, session: SessionId, ino: InodeId) {
+        let granted = {
+            let mut lt = self.leases();
+            lt.in_reclaim(std::time::Instant::now()) && lt.reclaim_write(session, ino).is_ok()
+        };
+        if granted {
+            self.lease_events.send_modify(|n| *n = n.wrapping_add(1));
+            if let Err(e) = self.record_write_lease(session, ino).await {
+                tracing::warn!(inode = %ino, "write lease of a replayed create not logged: {e}");
+            }
+        }
     }
 
     /// The answer of a call the metadata log recorded as applied (`Record::Replied`).
