@@ -27,7 +27,8 @@ impl Client {
         let held = match which {
             Which::One(ino) => vec![(ino, wb.commit_lock(ino).await)],
             Which::All => {
-                let mut inos: Vec<InodeId> = self.lock_state().files.keys().copied().collect();
+                let inos: Vec<InodeId> = self.lock_state().files.keys().copied().collect();
+                let mut inos = self.reacquire_unlocked(inos, true).await;
                 inos.sort_unstable();
                 let mut held = Vec::with_capacity(inos.len());
                 // In inode order: two waiting flushes never hold each other's locks.
@@ -44,6 +45,7 @@ impl Client {
                     .filter(|(_, w)| !w.dirty.is_empty())
                     .map(|(i, _)| *i)
                     .collect();
+                let inos = self.reacquire_unlocked(inos, false).await;
                 inos.into_iter()
                     .filter_map(|ino| wb.try_commit_lock(ino).map(|g| (ino, g)))
                     .collect()
@@ -54,6 +56,38 @@ impl Client {
         drop(held);
         wb.forget_commit_locks(&inos);
         r
+    }
+
+    /// Asks again for the write leases that must be re-acquired before these inodes'
+    /// commits (marked after a manager restart), before any commit lock is taken: a flush
+    /// holding the commit locks of several inodes must not wait on a manager for one of
+    /// them, or a Flush callback for another waits behind it past its deadline, and the
+    /// manager gives up on this client and its buffered writes are lost (t55: an
+    /// AcquireWrite refused through the grace period held a reclaimed inode's lock).
+    /// Returns the inodes to flush now: those whose lease could not be had yet stay
+    /// buffered for a later round, unless `all` (a sync, which must report the failure:
+    /// their commit asks once more and fails).
+    async fn reacquire_unlocked(&self, inos: Vec<InodeId>, all: bool) -> Vec<InodeId> {
+        let mut now = Vec::with_capacity(inos.len());
+        for ino in inos {
+            if !self.lease_session.take_reacquire(ino) {
+                now.push(ino);
+                continue;
+            }
+            match self.acquire_write(ino).await {
+                // Gone: its commit is answered so and the data dropped.
+                Ok(()) => now.push(ino),
+                Err(e) if is_gone(e) => now.push(ino),
+                Err(e) => {
+                    tracing::debug!(inode = %ino, "write lease not re-acquired yet ({e}); flushed later");
+                    self.lease_session.must_reacquire(ino);
+                    if all {
+                        now.push(ino);
+                    }
+                }
+            }
+        }
+        now
     }
 
     /// Flushes the inodes whose commit locks the caller holds (`held`).
