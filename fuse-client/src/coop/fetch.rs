@@ -92,7 +92,8 @@ pub struct Fetched {
     pub bytes: Bytes,
 }
 
-/// Asks `peer` for log bytes `ptr` (at most `timeout`), checked by `check_answer`.
+/// Asks `peer` for log bytes `ptr` (at most `timeout`), checked by `check_answer`: a
+/// `fetch_many` of one block.
 pub async fn fetch(
     transport: &Transport,
     peer: SocketAddr,
@@ -100,35 +101,10 @@ pub async fn fetch(
     sums: Option<&ChunkSums>,
     timeout: Duration,
 ) -> Result<Fetched, PeerReadError> {
-    let req = Request::Peer(PeerRequest::FetchBlock { ptr });
-    let (resp, bulk) = transport
-        .call_timeout(peer, &req, Bytes::new(), timeout)
-        .await
-        .map_err(|source| PeerReadError::Transport {
-            peer,
-            source: Box::new(source),
-        })?;
-    match resp {
-        Response::Peer(PeerResponse::Block { range }) => {
-            match check_answer(ptr, sums, range, bulk.clone()) {
-                Ok(exact) => Ok(Fetched {
-                    exact,
-                    range,
-                    bytes: bulk,
-                }),
-                Err(mismatch) => Err(PeerReadError::Mismatch {
-                    peer,
-                    ptr,
-                    mismatch: Box::new(mismatch),
-                }),
-            }
-        }
-        Response::Peer(PeerResponse::NotCached) => Err(PeerReadError::NotCached { peer, ptr }),
-        other => Err(PeerReadError::Unexpected {
-            peer,
-            answer: other.to_string(),
-        }),
-    }
+    let mut answers = fetch_many(transport, peer, &[(ptr, sums.cloned())], timeout).await?;
+    answers
+        .pop()
+        .unwrap_or(Err(PeerReadError::NotCached { peer, ptr }))
 }
 
 /// Splits a `Blocks` answer's bulk by its ranges: per block asked, the sent range and its
