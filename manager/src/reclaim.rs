@@ -15,7 +15,7 @@ use proto::ids::{LogId, NodeId, SegmentAddr, SegmentId};
 use proto::msg::{ManagerRequest, ManagerResponse};
 use proto::route::ManagerClient;
 use proto::transport::Transport;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::log::LogReader;
@@ -106,12 +106,30 @@ pub struct PassReport {
     pub skipped: usize,
 }
 
+/// How far a background pass seals a log whose highest listed segment is `last`, given
+/// the highest one the previous background pass listed (`None`: not listed then): only up
+/// to what that pass saw already, so a segment is sealed (and may be deleted) only once it
+/// has been listed for one pass interval. A cleaner in another process (`shoal clean
+/// --now`) appends its copies before the managers remap extents to them (`Relocate`);
+/// sealed in between, its copies were deleted and the remaps refused (CI, lifecycle t68:
+/// 48 MiB "left alone"). Pure.
+pub fn settled_upto(previous: Option<SegmentId>, last: SegmentId) -> SegmentId {
+    let now = SegmentId(last.0.saturating_add(1));
+    match previous {
+        Some(p) => SegmentId(p.0.saturating_add(1)).min(now),
+        // Seals nothing new (`SegmentId(0)` only reports); floors already raised stay.
+        None => SegmentId(0),
+    }
+}
+
 /// Runs reclaim passes over the cluster.
 pub struct Reclaimer {
     config: Arc<ClusterConfig>,
     storage: StorageClient,
     reader: LogReader,
     managers: ManagerClient,
+    /// Per log, the highest segment the previous background pass listed (`pass_settled`).
+    seen: std::sync::Mutex<HashMap<LogId, SegmentId>>,
 }
 
 impl Reclaimer {
@@ -121,6 +139,7 @@ impl Reclaimer {
             reader: LogReader::new(config.clone(), transport.clone()),
             managers: ManagerClient::new(config.clone(), transport),
             config,
+            seen: Default::default(),
         }
     }
 
@@ -186,13 +205,26 @@ impl Reclaimer {
         (out, skipped)
     }
 
-    /// One pass over every data log.
+    /// One pass over every data log, sealing each up to its last listed segment (for
+    /// `shoal clean`, after its own cleaning pass, and tests).
     pub async fn pass(&self) -> PassReport {
         self.pass_with(|_, _| {}).await
     }
 
     /// One pass, calling `progress(logs done, logs)` after each log.
     pub async fn pass_with(&self, progress: impl Fn(usize, usize)) -> PassReport {
+        self.pass_inner(false, progress).await
+    }
+
+    /// A background pass: seals a log only up to what the previous background pass listed
+    /// (`settled_upto`), so a segment gets one pass interval between its append and any
+    /// seal: time for a cleaner running elsewhere to remap extents to it.
+    pub async fn pass_settled(&self) -> PassReport {
+        self.pass_inner(true, |_, _| {}).await
+    }
+
+    async fn pass_inner(&self, settle: bool, progress: impl Fn(usize, usize)) -> PassReport {
+        let mut listed_now: HashMap<LogId, SegmentId> = HashMap::new();
         let mut report = PassReport::default();
         let logs = self.data_logs().await;
         let total = logs.len();
@@ -208,7 +240,13 @@ impl Reclaimer {
                 }
             };
             let Some(last) = listed.last() else { continue };
-            let upto = SegmentId(last.segment.0.saturating_add(1));
+            let upto = if settle {
+                listed_now.insert(log, last.segment);
+                let previous = self.seen_before(log);
+                settled_upto(previous, last.segment)
+            } else {
+                SegmentId(last.segment.0.saturating_add(1))
+            };
             let Some(answers) = self.seal(log, upto).await else {
                 report.skipped += 1;
                 continue;
@@ -224,6 +262,10 @@ impl Reclaimer {
             }
         }
         progress(report.logs, total);
+        if settle {
+            // Bounded by the logs listed now.
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = listed_now;
+        }
         if report.segments_deleted > 0 {
             tracing::info!(
                 segments = report.segments_deleted,
@@ -235,7 +277,15 @@ impl Reclaimer {
         report
     }
 
-    /// Runs a pass every `RECLAIM_EVERY` until `stop` turns true.
+    fn seen_before(&self, log: LogId) -> Option<SegmentId> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&log)
+            .copied()
+    }
+
+    /// Runs a background pass every `RECLAIM_EVERY` until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -245,7 +295,7 @@ impl Reclaimer {
             if *stop.borrow() {
                 return;
             }
-            self.pass().await;
+            self.pass_settled().await;
         }
     }
 }
@@ -253,6 +303,18 @@ impl Reclaimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_background_pass_seals_only_what_an_earlier_pass_listed() {
+        // First seen now: nothing new is sealed.
+        assert_eq!(settled_upto(None, SegmentId(7)), SegmentId(0));
+        // Segments 5..=7 appeared since the last pass: sealed up to 4 only.
+        assert_eq!(settled_upto(Some(SegmentId(4)), SegmentId(7)), SegmentId(5));
+        // Nothing new: everything listed is sealed, as by a one-off pass.
+        assert_eq!(settled_upto(Some(SegmentId(7)), SegmentId(7)), SegmentId(8));
+        // Fewer segments than last time (some deleted): never beyond what is listed.
+        assert_eq!(settled_upto(Some(SegmentId(9)), SegmentId(7)), SegmentId(8));
+    }
 
     fn seg(n: u64) -> SegmentAddr {
         SegmentAddr {

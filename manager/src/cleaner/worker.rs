@@ -539,7 +539,7 @@ impl Cleaner {
                     }
                 }
             }
-            let skipped = self.reclaimer.pass().await.skipped;
+            let skipped = self.reclaimer.pass_settled().await.skipped;
             if not_cleaned + skipped > 0 {
                 worker.failed(format!(
                     "{not_cleaned} segment(s) not cleaned, {skipped} log(s) not reclaimed \
