@@ -16,6 +16,7 @@
 use crate::coop::Coop;
 use crate::data::attrs::AttrCache;
 use crate::data::cache::BlockCache;
+use crate::data::dir_names::DirNames;
 use crate::data::dir_parents::DirParents;
 use crate::data::no_caps::NoCaps;
 use crate::data::open_dirs::OpenDirs;
@@ -72,6 +73,9 @@ pub struct Client {
     pub(crate) open_dirs: OpenDirs,
     /// Inodes known to have no `security.capability` (the kernel asks before every write).
     pub(crate) no_caps: NoCaps,
+    /// Directories whose every name we know (made by us, held since): negative lookups in
+    /// them are answered locally (their own part).
+    pub(crate) dir_names: DirNames,
     /// The lease session's state: `AcquireWrite` gates, inodes whose write lease must be
     /// asked for again, the kernel's invalidation channel (`lease::session_state`).
     pub(crate) lease_session: SessionState,
@@ -235,6 +239,7 @@ impl Client {
             parents: DirParents::default(),
             open_dirs: OpenDirs::default(),
             no_caps: NoCaps::default(),
+            dir_names: DirNames::default(),
             lease_session: SessionState::default(),
             coop: Coop::new(
                 config.file.client.peer_reads,

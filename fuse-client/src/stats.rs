@@ -93,6 +93,7 @@ pub struct Counters {
     invalidates: AtomicU64,
     flushes: AtomicU64,
     renewals: AtomicU64,
+    local_negative_lookups: AtomicU64,
     rpcs: [AtomicU64; OPS.len()],
 }
 
@@ -113,6 +114,10 @@ impl Counters {
         self.renewals.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn local_negative_lookup(&self) {
+        self.local_negative_lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> ClientStats {
         let rpcs = OPS
             .iter()
@@ -126,6 +131,7 @@ impl Counters {
             invalidate_callbacks: self.invalidates.load(Ordering::Relaxed),
             flush_callbacks: self.flushes.load(Ordering::Relaxed),
             renewals: self.renewals.load(Ordering::Relaxed),
+            local_negative_lookups: self.local_negative_lookups.load(Ordering::Relaxed),
             rpcs,
         }
     }
@@ -140,6 +146,8 @@ pub struct ClientStats {
     pub flush_callbacks: u64,
     /// `Renew` requests sent (background and on demand).
     pub renewals: u64,
+    /// Lookups of absent names answered without a manager (`data::dir_names`).
+    pub local_negative_lookups: u64,
     /// Manager requests sent, by request type (only types sent at least once).
     pub rpcs: BTreeMap<&'static str, u64>,
 }

@@ -1,7 +1,8 @@
 //! File data held by the client: `attrs` (the attribute cache and its rules, owned
 //! there), `dirty` (buffered writes), `cache` (clean blocks),
 //! `extents` (extent maps and their cache), `listing` (buffered directory pages),
-//! `dir_parents` (the `..` of directories, owned there), `no_caps` (known absent
+//! `dir_parents` (the `..` of directories, owned there), `dir_names` (directories whose
+//! every name is known, for negative lookups without a round trip, owned there), `no_caps` (known absent
 //! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
 //! `open_files` (local open counts per inode, owned there), `write_errors` (errors of
 //! background write-back pending until the next close or fsync, owned there),
@@ -16,6 +17,7 @@
 
 pub(crate) mod attrs;
 pub mod cache;
+pub(crate) mod dir_names;
 pub(crate) mod dir_parents;
 pub mod dirty;
 pub mod extents;

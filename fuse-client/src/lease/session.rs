@@ -175,6 +175,7 @@ impl Client {
         let mut known: Vec<InodeId> = self.attrs.drop_where(owned);
         self.parents.forget_where(owned);
         self.no_caps.forget_where(owned);
+        self.dir_names.forget_where(owned);
         {
             let mut st = self.lock_state();
             let lost = st.buffered_where(|i| owned(&i));
@@ -210,6 +211,7 @@ impl Client {
         self.attrs.drop_one(ino);
         self.parents.forget(ino);
         self.no_caps.forget(ino);
+        self.dir_names.forget(ino);
         {
             self.lock_state().forget_clean(ino);
         }
@@ -221,6 +223,7 @@ impl Client {
     pub fn drop_caches(&self) {
         self.attrs.drop_all();
         self.no_caps.clear();
+        self.dir_names.clear();
         self.lock_state().forget_clean_where(|_| true);
         self.bump_dir_generations();
     }
@@ -234,6 +237,7 @@ impl Client {
                     self.drop_inode_caches(*ino);
                 }
                 for (parent, _) in &entries {
+                    self.dir_names.forget(*parent);
                     self.bump_dir_generation(*parent);
                 }
                 notify::invalidate(self.lease_session.notifier(), inodes, entries).await;

@@ -90,6 +90,15 @@ impl Client {
 
     pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
         check_name(name)?;
+        // A directory we made and still hold: a name it does not have is not there (the
+        // lease first, as for every cached answer; `data::dir_names`).
+        if self.dir_names.knows(parent)
+            && self.meta.ensure_lease(parent).await.is_some()
+            && self.dir_names.known_absent(parent, name)
+        {
+            self.meta.counters().local_negative_lookup();
+            return Err(FsError::ENOENT);
+        }
         let mut a = self
             .attr_call(ManagerRequest::Lookup {
                 parent,
@@ -121,6 +130,12 @@ impl Client {
     ) -> Result<Attr, FsError> {
         check_name(name)?;
         let is_dir = node == NewNode::Dir;
+        // Before it is sent: a lookup of the name while the create is out asks the manager.
+        self.dir_names.may_exist(parent, name);
+        // Open until the new directory is learnt as empty: a callback meanwhile (which may
+        // be about an entry another client made in it) keeps it from being learnt.
+        let ask = self.attrs.ask();
+        let asked_in = self.meta.lease_epoch(parent);
         let req = ManagerRequest::Create {
             parent,
             name: name.to_string(),
@@ -133,7 +148,19 @@ impl Client {
         let a = self.attr_call(req).await?;
         if is_dir {
             self.parents.learn(a.ino, parent);
+            // Made by this request and held by us since (its owner registered us as a
+            // reader with the answer): empty. Only from the manager we asked, in the
+            // epoch we asked in, with no cached state dropped meanwhile.
+            let same_owner = self.meta.owner(a.ino) == self.meta.owner(parent);
+            if same_owner && asked_in.is_some() && self.meta.lease_epoch(a.ino) == asked_in {
+                self.dir_names.learn_empty(a.ino);
+                // Checked after the insert: droppers bump the count before forgetting.
+                if ask.dropped() {
+                    self.dir_names.forget(a.ino);
+                }
+            }
         }
+        drop(ask);
         Ok(a)
     }
 
@@ -243,12 +270,14 @@ impl Client {
 
     pub async fn unlink(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
         check_name(name)?;
+        let mark = self.dir_names.mark();
         self.done_call(ManagerRequest::Unlink {
             parent,
             name: name.to_string(),
             caller,
         })
         .await?;
+        self.dir_names.removed(parent, name, mark);
         // Deleting is how a full cluster gets out: let writes try again.
         self.writeback.clear_no_space();
         Ok(())
@@ -256,12 +285,15 @@ impl Client {
 
     pub async fn rmdir(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
         check_name(name)?;
+        let mark = self.dir_names.mark();
         self.done_call(ManagerRequest::Rmdir {
             parent,
             name: name.to_string(),
             caller,
         })
-        .await
+        .await?;
+        self.dir_names.removed(parent, name, mark);
+        Ok(())
     }
 
     pub async fn rename(
@@ -278,6 +310,8 @@ impl Client {
         if flags.noreplace && flags.exchange {
             return Err(FsError::EINVAL);
         }
+        self.dir_names.may_exist(new_parent, new_name);
+        let mark = self.dir_names.mark();
         let req = ManagerRequest::Rename {
             parent,
             name: name.to_string(),
@@ -287,6 +321,9 @@ impl Client {
             caller,
         };
         self.done_call(req).await?;
+        if !flags.exchange && (parent, name) != (new_parent, new_name) {
+            self.dir_names.removed(parent, name, mark);
+        }
         if parent != new_parent {
             // A moved directory has a new `..`; we no longer know which inode moved.
             self.parents.forget_children_of(parent);
@@ -302,6 +339,7 @@ impl Client {
         caller: Caller,
     ) -> Result<Attr, FsError> {
         check_name(new_name)?;
+        self.dir_names.may_exist(new_parent, new_name);
         let req = ManagerRequest::Link {
             ino,
             new_parent,

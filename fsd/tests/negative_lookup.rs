@@ -1,0 +1,230 @@
+//! Negative lookups answered by a client from a directory it made (`data::dir_names`), on
+//! the in-process cluster (real storage servers and managers, real QUIC, two or three
+//! `fuse_client::Client`s without a kernel mount):
+//!
+//! - a name absent from a directory the client made is answered without a manager round
+//!   trip, and the client's own creates, unlinks and renames keep that answer right;
+//! - another client's change of the directory is seen at once (its callback drops the
+//!   knowledge before the change is answered);
+//! - under a randomized mix of both clients' creates, unlinks and renames, every lookup of
+//!   the first client after each step matches a model and a client that caches nothing.
+
+mod common;
+
+use common::TestCluster;
+use fuse_client::{Client, FsError};
+use proto::ids::InodeId;
+use proto::msg::{Caller, RenameFlags};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const STEP: Duration = Duration::from_secs(60);
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {STEP:?}"),
+    }
+}
+
+async fn create(c: &Client, dir: InodeId, name: &str) -> Result<InodeId, FsError> {
+    let (a, _fh) = c.create(dir, name, 0o644, 0o022, ROOT).await?;
+    c.release(a.ino).await?;
+    Ok(a.ino)
+}
+
+/// A directory made by `c` in the root on the root's manager (a directory placed on
+/// another manager is made by a cross-manager transaction, whose answer does not make the
+/// maker a reader of it: such a directory is not learnt, and lookups in it ask).
+async fn own_dir(tc: &TestCluster, c: &Client, prefix: &str) -> InodeId {
+    let owner = |i: InodeId| tc.cluster.config.slot_owner(i.slot());
+    for i in 0..64 {
+        let d = bounded(
+            "mkdir",
+            c.mkdir(InodeId::ROOT, &format!("{prefix}{i}"), 0o755, 0o022, ROOT),
+        )
+        .await
+        .expect("mkdir");
+        if owner(d.ino) == owner(InodeId::ROOT) {
+            return d.ino;
+        }
+    }
+    panic!("64 directories all placed away from the root's manager");
+}
+
+/// Whether `name` exists in `dir` as `c` sees it.
+async fn exists(c: &Client, dir: InodeId, name: &str) -> bool {
+    match bounded("lookup", c.lookup(dir, name)).await {
+        Ok(_) => true,
+        Err(e) if e == FsError::ENOENT => false,
+        Err(e) => panic!("lookup {name}: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
+    let tc = TestCluster::start(6, 2, 4, 2).await;
+    let a = tc.client().await;
+    let b = tc.client().await;
+    let d = own_dir(&tc, &a, "own").await;
+
+    // Absent in a directory we made: no Lookup sent.
+    let before = a.stats();
+    assert!(!exists(&a, d, "x").await);
+    let after = a.stats();
+    assert_eq!(
+        after.rpc("Lookup"),
+        before.rpc("Lookup"),
+        "answered locally"
+    );
+    assert_eq!(
+        after.local_negative_lookups,
+        before.local_negative_lookups + 1
+    );
+
+    // Our own changes keep the answers right.
+    bounded("create", create(&a, d, "x"))
+        .await
+        .expect("create x");
+    assert!(exists(&a, d, "x").await);
+    bounded(
+        "rename",
+        a.rename(d, "x", d, "y", RenameFlags::default(), ROOT),
+    )
+    .await
+    .expect("rename");
+    assert!(!exists(&a, d, "x").await, "renamed away");
+    assert!(exists(&a, d, "y").await);
+    bounded("unlink", a.unlink(d, "y", ROOT))
+        .await
+        .expect("unlink");
+    assert!(!exists(&a, d, "y").await, "unlinked");
+    let sub = bounded("mkdir", a.mkdir(d, "sub", 0o755, 0o022, ROOT))
+        .await
+        .expect("mkdir sub")
+        .ino;
+    assert!(exists(&a, d, "sub").await);
+    bounded("link", async {
+        let f = create(&a, sub, "f").await.expect("create f");
+        a.link(f, d, "hard", ROOT).await.expect("link");
+    })
+    .await;
+    assert!(exists(&a, d, "hard").await);
+    bounded("rmdir", async {
+        a.unlink(sub, "f", ROOT).await.expect("unlink f");
+        a.rmdir(d, "sub", ROOT).await.expect("rmdir");
+    })
+    .await;
+    assert!(!exists(&a, d, "sub").await, "rmdir'd");
+    let local = a.stats().local_negative_lookups;
+    assert!(local >= 4, "negative lookups answered locally: {local}");
+
+    // Another client's create in our directory: seen at once, through the manager.
+    bounded("b create", create(&b, d, "from-b"))
+        .await
+        .expect("b create");
+    assert!(
+        exists(&a, d, "from-b").await,
+        "another client's create is seen"
+    );
+    let before = a.stats();
+    assert!(!exists(&a, d, "z").await);
+    assert_eq!(
+        a.stats().rpc("Lookup"),
+        before.rpc("Lookup") + 1,
+        "after another client's change the directory is asked again"
+    );
+
+    // Another client's unlink and rename in a directory we made and still know.
+    let e = own_dir(&tc, &a, "second").await;
+    bounded("create", create(&a, e, "p"))
+        .await
+        .expect("create p");
+    assert!(!exists(&a, e, "q").await);
+    bounded(
+        "b rename",
+        b.rename(e, "p", e, "q", RenameFlags::default(), ROOT),
+    )
+    .await
+    .expect("b rename");
+    assert!(exists(&a, e, "q").await, "another client's rename is seen");
+    assert!(!exists(&a, e, "p").await);
+}
+
+/// A small deterministic generator (no dependency for one test).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_clients_changing_an_own_directory_match_a_model_after_every_step() {
+    let tc = TestCluster::start(6, 2, 4, 2).await;
+    let a = tc.client().await;
+    let b = tc.client().await;
+    // Caches nothing of the directory: every lookup asks the manager.
+    let judge = tc.client().await;
+    let d = own_dir(&tc, &a, "mix").await;
+    let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+    let mut model: BTreeSet<String> = BTreeSet::new();
+    let mut rng = Rng(0x5eed_1234_abcd_9876);
+    for step in 0..300 {
+        let who = if rng.below(3) == 0 { &b } else { &a };
+        let n = &names[rng.below(names.len() as u64) as usize];
+        let m = &names[rng.below(names.len() as u64) as usize];
+        match rng.below(3) {
+            0 => {
+                let r = bounded("create", create(who, d, n)).await;
+                assert_eq!(
+                    r.is_ok(),
+                    model.insert(n.clone()),
+                    "step {step}: create {n}: {r:?}"
+                );
+            }
+            1 => {
+                let r = bounded("unlink", who.unlink(d, n, ROOT)).await;
+                assert_eq!(r.is_ok(), model.remove(n), "step {step}: unlink {n}: {r:?}");
+            }
+            _ => {
+                let r = bounded(
+                    "rename",
+                    who.rename(d, n, d, m, RenameFlags::default(), ROOT),
+                )
+                .await;
+                assert_eq!(
+                    r.is_ok(),
+                    model.contains(n),
+                    "step {step}: rename {n} {m}: {r:?}"
+                );
+                if r.is_ok() && n != m {
+                    model.remove(n);
+                    model.insert(m.clone());
+                }
+            }
+        }
+        // Every name, as the directory's maker, the other client and the judge see it.
+        for x in &names {
+            let want = model.contains(x);
+            assert_eq!(exists(&a, d, x).await, want, "step {step}: maker sees {x}");
+            assert_eq!(exists(&b, d, x).await, want, "step {step}: other sees {x}");
+            assert_eq!(
+                exists(&judge, d, x).await,
+                want,
+                "step {step}: judge sees {x}"
+            );
+        }
+    }
+    assert!(
+        a.stats().local_negative_lookups > 0,
+        "the maker answered some absences locally"
+    );
+}
