@@ -94,6 +94,7 @@ pub struct Counters {
     flushes: AtomicU64,
     renewals: AtomicU64,
     local_negative_lookups: AtomicU64,
+    local_getattrs: AtomicU64,
     rpcs: [AtomicU64; OPS.len()],
 }
 
@@ -114,6 +115,10 @@ impl Counters {
         self.renewals.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn local_getattr(&self) {
+        self.local_getattrs.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn local_negative_lookup(&self) {
         self.local_negative_lookups.fetch_add(1, Ordering::Relaxed);
     }
@@ -132,6 +137,7 @@ impl Counters {
             flush_callbacks: self.flushes.load(Ordering::Relaxed),
             renewals: self.renewals.load(Ordering::Relaxed),
             local_negative_lookups: self.local_negative_lookups.load(Ordering::Relaxed),
+            local_getattrs: self.local_getattrs.load(Ordering::Relaxed),
             rpcs,
         }
     }
@@ -148,6 +154,8 @@ pub struct ClientStats {
     pub renewals: u64,
     /// Lookups of absent names answered without a manager (`data::dir_names`).
     pub local_negative_lookups: u64,
+    /// Getattrs answered from attributes vouched for by an own create (`data::attrs`).
+    pub local_getattrs: u64,
     /// Manager requests sent, by request type (only types sent at least once).
     pub rpcs: BTreeMap<&'static str, u64>,
 }

@@ -104,7 +104,7 @@ impl H {
         let ctx = self.ctx();
         let p = st.plan_create(&ctx, parent, name, &node, perm, 0o022, c, None);
         match self.run(p)? {
-            Reply::Attr(i) => Ok(i),
+            Reply::Attr(i) | Reply::Created { ino: i, .. } => Ok(i),
             r => panic!("create replied {r:?}"),
         }
     }
@@ -378,7 +378,7 @@ fn open_unlinked_file_lives_until_last_release() {
         USER,
         Some(SessionId(7)),
     );
-    let Ok(Reply::Attr(f)) = h.run(p) else {
+    let Ok(Reply::Created { ino: f, .. }) = h.run(p) else {
         panic!("create")
     };
     h.with(|st, _| st.plan_open(f, SessionId(8))).expect("open");

@@ -378,7 +378,7 @@ fn cross_manager_rename_link_and_unlink() {
         let ctx = p.ctx_with(&owners);
         let Ok(Plan::Local {
             records,
-            reply: crate::plan::Reply::Attr(i),
+            reply: crate::plan::Reply::Created { ino: i, .. },
         }) = st.plan_create(&ctx, rdir, "pf", &NewNode::File, 0o644, 0, USER, None)
         else {
             panic!("create")

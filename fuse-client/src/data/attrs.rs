@@ -12,6 +12,14 @@
 //!   caller to ask again);
 //! - an answer that was in flight while attributes were dropped is not kept.
 //!
+//! It also owns which cached attributes may answer a getattr without asking (`Fresh`): a
+//! directory's attributes as the answer to this client's own create in it left them (the
+//! manager made the client a reader of the parent with that answer), while no other own
+//! change that could alter a directory has begun since, none is in flight, and nothing was
+//! dropped since (any callback clears them). The kernel invalidates a parent's attributes
+//! after every create and asks again at the next path walk; this answers that without a
+//! round trip.
+//!
 //! Must not: call a manager, touch the data state, or block (its locks are held only for
 //! a map operation).
 
@@ -32,6 +40,43 @@ pub(crate) struct AttrCache {
     drops: AtomicU64,
     /// The floors of this client's own changes, with the asks they must outlive.
     own: Mutex<OwnChanges>,
+    /// Attributes that may answer a getattr locally, and the own changes under way.
+    fresh: Mutex<Fresh>,
+}
+
+/// Which cached attributes may be answered without asking (see the module docs).
+#[derive(Default)]
+struct Fresh {
+    /// Per inode: the version vouched for and the change sequence number it holds at.
+    versions: HashMap<InodeId, (u64, u64)>,
+    /// Own changes that may alter a directory's attributes, begun so far.
+    seq: u64,
+    /// Of them, under way now.
+    in_flight: usize,
+}
+
+/// An own change that may alter a directory's attributes (a create, unlink, rmdir, rename,
+/// link, setattr or xattr change), from before it is sent until its answer is handled.
+/// Ends when dropped (vouching for nothing), or by `AttrCache::vouch`.
+#[must_use]
+pub(crate) struct Change<'a> {
+    cache: &'a AttrCache,
+    seq: u64,
+    /// No other own change was under way when this one began.
+    alone: bool,
+    ended: bool,
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let mut f = self.cache.lock_fresh();
+            f.in_flight -= 1;
+            // It may have changed any directory: nothing is vouched for any more.
+            f.versions.clear();
+        }
+    }
 }
 
 /// The attribute version of this client's latest own change per inode (a commit of its
@@ -124,6 +169,63 @@ pub(crate) struct Noted {
 }
 
 impl AttrCache {
+    fn lock_fresh(&self) -> std::sync::MutexGuard<'_, Fresh> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Begins an own change that may alter a directory's attributes (before it is sent).
+    pub(crate) fn begin_change(&self) -> Change<'_> {
+        let mut f = self.lock_fresh();
+        f.seq += 1;
+        let alone = f.in_flight == 0;
+        f.in_flight += 1;
+        Change {
+            cache: self,
+            seq: f.seq,
+            alone,
+            ended: false,
+        }
+    }
+
+    /// Ends `change`, whose answer (under `ask`) gave `parent` as the directory's
+    /// attributes after it: they may answer getattrs locally if no other own change was
+    /// under way when it began or has begun since, and nothing was dropped meanwhile.
+    pub(crate) fn vouch(&self, mut change: Change<'_>, parent: &Attr, ask: &Ask<'_>) {
+        change.ended = true;
+        {
+            let mut f = self.lock_fresh();
+            f.in_flight -= 1;
+            if change.alone && f.seq == change.seq {
+                let seq = f.seq;
+                f.versions.insert(parent.ino, (parent.version, seq));
+            } else {
+                f.versions.clear();
+            }
+        }
+        // Checked after the insert: droppers bump the count before clearing.
+        if ask.dropped() {
+            self.lock_fresh().versions.clear();
+        }
+    }
+
+    /// The cached attributes of `ino` if they may answer a getattr without asking: vouched
+    /// for, still the cached version, no own change begun since or under way.
+    pub(crate) fn fresh(&self, ino: InodeId) -> Option<Attr> {
+        let f = self.lock_fresh();
+        let (version, seq) = *f.versions.get(&ino)?;
+        if f.seq != seq || f.in_flight != 0 {
+            return None;
+        }
+        self.attrs
+            .get(&ino)
+            .filter(|a| a.version == version)
+            .map(|a| a.clone())
+    }
+
+    fn clear_fresh(&self) {
+        self.lock_fresh().versions.clear();
+    }
+
     fn lock_own(&self) -> std::sync::MutexGuard<'_, OwnChanges> {
         self.own.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -248,6 +350,7 @@ impl AttrCache {
     /// Drops `ino`'s attributes (a callback).
     pub(crate) fn drop_one(&self, ino: InodeId) {
         self.drops.fetch_add(1, Ordering::SeqCst);
+        self.clear_fresh();
         self.attrs.remove(&ino);
     }
 
@@ -260,6 +363,7 @@ impl AttrCache {
             .filter(|i| owned(i))
             .collect();
         self.drops.fetch_add(1, Ordering::SeqCst);
+        self.clear_fresh();
         self.attrs.retain(|i, _| !owned(i));
         known
     }
@@ -267,6 +371,7 @@ impl AttrCache {
     /// Drops every cached attribute.
     pub(crate) fn drop_all(&self) {
         self.drops.fetch_add(1, Ordering::SeqCst);
+        self.clear_fresh();
         self.attrs.clear();
     }
 
@@ -388,5 +493,78 @@ mod tests {
         assert!(c.predates_own_change(&attr(4, 7, 0)));
         drop(b);
         assert_eq!(c.floors(), 0);
+    }
+
+    /// A create's answer vouching for parent `d` at `version`, cached as the answer is.
+    fn created(c: &AttrCache, change: Change<'_>, d: u64, version: u64) {
+        let ask = c.ask();
+        let p = attr(d, version, 0);
+        c.note(&p);
+        c.vouch(change, &p, &ask);
+    }
+
+    #[test]
+    fn a_lone_create_vouches_for_its_parent_until_the_next_change() {
+        let c = AttrCache::default();
+        let ch = c.begin_change();
+        assert!(c.fresh(InodeId(9)).is_none());
+        created(&c, ch, 9, 4);
+        assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(4));
+        // Another own change under way: asked (it may be applied already).
+        let ch = c.begin_change();
+        assert!(c.fresh(InodeId(9)).is_none());
+        drop(ch);
+        assert!(
+            c.fresh(InodeId(9)).is_none(),
+            "ended without vouching: cleared"
+        );
+        // Vouched again by the next lone create.
+        let ch = c.begin_change();
+        created(&c, ch, 9, 6);
+        assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(6));
+    }
+
+    #[test]
+    fn a_create_that_overlapped_another_own_change_vouches_for_nothing() {
+        let c = AttrCache::default();
+        // An unlink under way when the create began: the manager may apply it after the
+        // create, so the create's parent attributes may already be old.
+        let unlink = c.begin_change();
+        let create = c.begin_change();
+        created(&c, create, 9, 5);
+        drop(unlink);
+        assert!(c.fresh(InodeId(9)).is_none());
+        // A change begun while the create was out: likewise.
+        let create = c.begin_change();
+        let other = c.begin_change();
+        created(&c, create, 9, 7);
+        drop(other);
+        assert!(c.fresh(InodeId(9)).is_none());
+    }
+
+    #[test]
+    fn drops_and_newer_versions_end_what_was_vouched() {
+        let c = AttrCache::default();
+        let ch = c.begin_change();
+        created(&c, ch, 9, 4);
+        c.drop_one(InodeId(3));
+        assert!(c.fresh(InodeId(9)).is_none(), "any callback clears");
+        let ch = c.begin_change();
+        created(&c, ch, 9, 5);
+        // A newer version cached since (an answer to a read): not the one vouched for.
+        c.note(&attr(9, 8, 0));
+        assert!(c.fresh(InodeId(9)).is_none());
+        // A drop while the create's answer was in flight: not vouched.
+        let ch = c.begin_change();
+        let ask = c.ask();
+        c.drop_all();
+        let p = attr(9, 10, 0);
+        c.note(&p);
+        c.vouch(ch, &p, &ask);
+        assert!(c.fresh(InodeId(9)).is_none());
+        let ch = c.begin_change();
+        created(&c, ch, 9, 11);
+        c.drop_where(|_| true);
+        assert!(c.fresh(InodeId(9)).is_none());
     }
 }

@@ -242,6 +242,7 @@ impl Client {
         let size = set.size;
         self.flush_held(held, false).await?;
         let req = ManagerRequest::SetAttr { ino, set, caller };
+        let _change = self.attrs.begin_change();
         let a = match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => a,
             other => return Err(remote::unexpected("SetAttr", &other)),

@@ -69,11 +69,23 @@ impl Client {
     pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
         let ask = self.attrs.ask();
+        let change = changes_dir_attrs(&req).then(|| self.attrs.begin_change());
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 let a = self.note_attr(&a);
                 // Checked after the insert; droppers bump the count before removing.
                 self.attrs.settle(&ask, a.ino);
+                Ok(a)
+            }
+            ManagerResponse::Created { attr, parent } => {
+                let a = self.note_attr(&attr);
+                self.attrs.settle(&ask, a.ino);
+                // The parent as our create left it; we are its reader from this answer on.
+                self.note_attr(&parent);
+                self.attrs.settle(&ask, parent.ino);
+                if let Some(change) = change {
+                    self.attrs.vouch(change, &parent, &ask);
+                }
                 Ok(a)
             }
             other => Err(remote::unexpected(&what, &other)),
@@ -82,6 +94,7 @@ impl Client {
 
     pub(crate) async fn done_call(&self, req: ManagerRequest) -> Result<(), FsError> {
         let what = req.to_string();
+        let _change = changes_dir_attrs(&req).then(|| self.attrs.begin_change());
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Done => Ok(()),
             other => Err(remote::unexpected(&what, &other)),
@@ -116,6 +129,14 @@ impl Client {
     }
 
     pub async fn getattr(&self, ino: InodeId) -> Result<Attr, FsError> {
+        // A directory as our own create in it left it, held since (`data::attrs`): the
+        // kernel asks for it after every create. Under the lease, as every cached answer.
+        if self.attrs.fresh(ino).is_some() && self.meta.ensure_lease(ino).await.is_some() {
+            if let Some(a) = self.attrs.fresh(ino) {
+                self.meta.counters().local_getattr();
+                return Ok(self.local_view(a));
+            }
+        }
         self.attr_call(ManagerRequest::GetAttr { ino }).await
     }
 
@@ -599,6 +620,23 @@ pub(crate) fn check_name(name: &str) -> Result<(), FsError> {
         return Err(FsError(libc::ENAMETOOLONG));
     }
     Ok(())
+}
+
+/// Whether `req` is an own change that may alter a directory's attributes (its entries,
+/// times, link count, mode, owner or xattrs): attributes vouched for are not answered
+/// locally across one (`data::attrs`).
+fn changes_dir_attrs(req: &ManagerRequest) -> bool {
+    matches!(
+        req,
+        ManagerRequest::Create { .. }
+            | ManagerRequest::Unlink { .. }
+            | ManagerRequest::Rmdir { .. }
+            | ManagerRequest::Rename { .. }
+            | ManagerRequest::Link { .. }
+            | ManagerRequest::SetAttr { .. }
+            | ManagerRequest::SetXattr { .. }
+            | ManagerRequest::RemoveXattr { .. }
+    )
 }
 
 #[cfg(test)]

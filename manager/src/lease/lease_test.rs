@@ -179,7 +179,7 @@ async fn call(m: &Service, n: u8, req: R) -> Result<A, RemoteError> {
 
 fn attr(r: Result<A, RemoteError>) -> Attr {
     match r {
-        Ok(A::Attr(a)) => a,
+        Ok(A::Attr(a) | A::Created { attr: a, .. }) => a,
         other => panic!("expected attributes, got {other:?}"),
     }
 }

@@ -96,6 +96,12 @@ pub enum Reply {
     Done,
     Attr(InodeId),
     Attrs(Vec<InodeId>),
+    /// A local create: the new inode's attributes, and to a requester with a session also
+    /// its parent's as they are after the create (the requester becomes a reader of both).
+    Created {
+        ino: InodeId,
+        parent: InodeId,
+    },
 }
 
 /// What to answer after a transaction commits.

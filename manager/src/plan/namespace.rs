@@ -109,7 +109,10 @@ impl MetaState {
         }
         Ok(Plan::Local {
             records: d.finish(),
-            reply: Reply::Attr(attr.ino),
+            reply: Reply::Created {
+                ino: attr.ino,
+                parent,
+            },
         })
     }
 

@@ -191,16 +191,22 @@ impl Service {
         if !matches!(step, Step::Go) {
             return Err(step);
         }
+        // The parent's attributes go only to a requester that caches them (a session).
+        let reply = match reply {
+            Reply::Created { ino, .. } if who.is_none() => Reply::Attr(ino),
+            r => r,
+        };
         let returned: Vec<InodeId> = match &reply {
             Reply::Done => Vec::new(),
             Reply::Attr(i) => vec![*i],
             Reply::Attrs(v) => v.clone(),
+            Reply::Created { ino, parent } => vec![*ino, *parent],
         };
         // Ends of recorded write leases ride along; the write lease a creator gets on its new
         // file is recorded *before* the file's records, so that if the file survives a crash
         // its lease does too (the creator may buffer writes as soon as it has the reply).
         let mut batch = lease_ends(&mut lt, st, now);
-        if let (Some(w), Reply::Attr(i)) = (writer, &reply) {
+        if let (Some(w), Reply::Attr(i) | Reply::Created { ino: i, .. }) = (writer, &reply) {
             if self.owner(*i) == self.me && Some(w) == who && lt.is_live(w) {
                 batch.push(Record::WriteLease {
                     ino: *i,
@@ -213,7 +219,7 @@ impl Service {
         // restart gets this answer instead of applying it again (`once`).
         if let (Some(session), Some(call)) = (who, once::current_call()) {
             let answer = match &reply {
-                Reply::Attr(i) => Some(*i),
+                Reply::Attr(i) | Reply::Created { ino: i, .. } => Some(*i),
                 Reply::Done | Reply::Attrs(_) => None,
             };
             batch.push(Record::Replied {
@@ -224,7 +230,9 @@ impl Service {
         }
         let resp = self.commit_local(st, batch, reply);
         let calls = lt.after_mutation(who, &affected, &returned, now);
-        if let (Some(w), Ok(ManagerResponse::Attr(a))) = (writer, &resp) {
+        if let (Some(w), Ok(ManagerResponse::Attr(a) | ManagerResponse::Created { attr: a, .. })) =
+            (writer, &resp)
+        {
             if self.owner(a.ino) == self.me && Some(w) == who {
                 lt.set_writer(w, a.ino);
             }
@@ -246,6 +254,10 @@ impl Service {
         Ok(match reply {
             Reply::Done => ManagerResponse::Done,
             Reply::Attr(ino) => ManagerResponse::Attr(attr(ino)?),
+            Reply::Created { ino, parent } => ManagerResponse::Created {
+                attr: attr(ino)?,
+                parent: Box::new(attr(parent)?),
+            },
             Reply::Attrs(inos) => ManagerResponse::Committed {
                 attrs: inos.into_iter().map(attr).collect::<Result<_, _>>()?,
                 incarnation: self.incarnation,

@@ -95,7 +95,14 @@ impl Service {
                 Begin::Run => break,
                 Begin::Done(r) => {
                     tracing::debug!(call = %key.1, session = %key.0, %req, "a retried call answered with its first result");
-                    return r;
+                    // Without the parent's attributes of then: they may be old by now, and
+                    // only a create's own answer vouches for them.
+                    return match r {
+                        Ok(ManagerResponse::Created { attr, .. }) => {
+                            Ok(ManagerResponse::Attr(attr))
+                        }
+                        r => r,
+                    };
                 }
                 Begin::Wait => {}
             }

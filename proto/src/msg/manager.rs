@@ -481,6 +481,15 @@ pub enum TxOp {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ManagerResponse {
     Attr(Attr),
+    /// A create applied by the parent's manager, to a requester with a session: the new
+    /// inode's attributes and the parent's after the create. The requester is a reader of
+    /// both from then on (its own later changes of the parent aside, it is called back),
+    /// so it may answer the parent's attributes from its cache.
+    Created {
+        attr: Attr,
+        /// Boxed: answers stay small.
+        parent: Box<Attr>,
+    },
     /// Unlink/rmdir/rename/xattr changes and other operations with nothing to return.
     Done,
     Entries(Vec<DirEntry>),

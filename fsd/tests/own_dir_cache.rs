@@ -1,13 +1,17 @@
-//! Negative lookups answered by a client from a directory it made (`data::dir_names`), on
-//! the in-process cluster (real storage servers and managers, real QUIC, two or three
-//! `fuse_client::Client`s without a kernel mount):
+//! What a client answers about a directory from its own cache (issue 11, creates in one
+//! round trip), on the in-process cluster (real storage servers and managers, real QUIC,
+//! two or three `fuse_client::Client`s without a kernel mount):
 //!
 //! - a name absent from a directory the client made is answered without a manager round
-//!   trip, and the client's own creates, unlinks and renames keep that answer right;
+//!   trip (`data::dir_names`), and the client's own creates, unlinks and renames keep that
+//!   answer right;
+//! - the attributes of a directory as the client's own create in it left them answer the
+//!   next getattr without a round trip (`data::attrs`), and equal what the manager says;
 //! - another client's change of the directory is seen at once (its callback drops the
 //!   knowledge before the change is answered);
 //! - under a randomized mix of both clients' creates, unlinks and renames, every lookup of
-//!   the first client after each step matches a model and a client that caches nothing.
+//!   the first client after each step matches a model and a client that caches nothing,
+//!   and both clients' getattr of the directory equals that client's.
 
 mod common;
 
@@ -53,6 +57,15 @@ async fn own_dir(tc: &TestCluster, c: &Client, prefix: &str) -> InodeId {
     panic!("64 directories all placed away from the root's manager");
 }
 
+/// The attributes of `ino` that a getattr shows, as compared between clients.
+async fn seen(
+    c: &Client,
+    ino: InodeId,
+) -> (u64, u32, u64, proto::msg::Timestamp, proto::msg::Timestamp) {
+    let a = bounded("getattr", c.getattr(ino)).await.expect("getattr");
+    (a.version, a.nlink, a.size, a.mtime, a.ctime)
+}
+
 /// Whether `name` exists in `dir` as `c` sees it.
 async fn exists(c: &Client, dir: InodeId, name: &str) -> bool {
     match bounded("lookup", c.lookup(dir, name)).await {
@@ -87,6 +100,22 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
     bounded("create", create(&a, d, "x"))
         .await
         .expect("create x");
+    // The directory as our create left it: no GetAttr sent, and what the manager says.
+    let judge = tc.client().await;
+    let before = a.stats();
+    let mine = seen(&a, d).await;
+    let after = a.stats();
+    assert_eq!(
+        after.rpc("GetAttr"),
+        before.rpc("GetAttr"),
+        "answered locally"
+    );
+    assert_eq!(after.local_getattrs, before.local_getattrs + 1);
+    assert_eq!(
+        mine,
+        seen(&judge, d).await,
+        "the same attributes as the manager's"
+    );
     assert!(exists(&a, d, "x").await);
     bounded(
         "rename",
@@ -121,9 +150,16 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
     assert!(local >= 4, "negative lookups answered locally: {local}");
 
     // Another client's create in our directory: seen at once, through the manager.
+    let ours = seen(&a, d).await;
     bounded("b create", create(&b, d, "from-b"))
         .await
         .expect("b create");
+    let now = seen(&a, d).await;
+    assert!(
+        now.0 > ours.0,
+        "the directory's change is seen: {ours:?} then {now:?}"
+    );
+    assert_eq!(now, seen(&judge, d).await);
     assert!(
         exists(&a, d, "from-b").await,
         "another client's create is seen"
@@ -211,6 +247,10 @@ async fn both_clients_changing_an_own_directory_match_a_model_after_every_step()
                 }
             }
         }
+        // The directory's attributes, as all three see them.
+        let want = seen(&judge, d).await;
+        assert_eq!(seen(&a, d).await, want, "step {step}: maker's getattr");
+        assert_eq!(seen(&b, d).await, want, "step {step}: other's getattr");
         // Every name, as the directory's maker, the other client and the judge see it.
         for x in &names {
             let want = model.contains(x);
@@ -226,5 +266,9 @@ async fn both_clients_changing_an_own_directory_match_a_model_after_every_step()
     assert!(
         a.stats().local_negative_lookups > 0,
         "the maker answered some absences locally"
+    );
+    assert!(
+        a.stats().local_getattrs + b.stats().local_getattrs > 0,
+        "some getattrs were answered locally"
     );
 }
