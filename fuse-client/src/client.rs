@@ -168,7 +168,7 @@ impl Client {
         // Cooperative caching: peers reach us at the address our connections to the
         // managers come from (the endpoint we dial from also accepts when bound so), which
         // is what the managers' holder hints name. Only peer reads are answered there.
-        if client.coop.enabled() && client.transport.accepts() {
+        if client.coop.configured() && client.transport.accepts() {
             let serving = client
                 .transport
                 .serve(Arc::new(PeerServer::new(Arc::downgrade(&client))));
@@ -178,7 +178,7 @@ impl Client {
                 serving.abort();
             });
         }
-        if client.coop.enabled() {
+        if client.coop.configured() {
             tokio::spawn(hint_sender(
                 Arc::downgrade(&client),
                 client.stop.subscribe(),
@@ -271,7 +271,7 @@ impl Client {
 
     /// Where peers reach this client for peer reads (`None` when it does not serve them).
     pub fn peer_address(&self) -> Option<std::net::SocketAddr> {
-        if self.coop.enabled() && self.transport.accepts() {
+        if self.coop.configured() && self.transport.accepts() {
             self.transport.local_addr().ok()
         } else {
             None
@@ -281,7 +281,18 @@ impl Client {
     /// Cooperative-caching counters: where block reads were served from, what peers got
     /// from us (also the virtual xattr `shoal.stats`).
     pub fn coop_stats(&self) -> crate::coop::stats::CoopStats {
-        self.coop.counters.snapshot()
+        crate::coop::stats::CoopStats {
+            cache_bytes: self.config.file.client.cache_bytes,
+            peer_reads: self.coop.enabled(),
+            ..self.coop.counters.snapshot()
+        }
+    }
+
+    /// Switches cooperative caching on or off at runtime (the `shoal.peer_reads` xattr).
+    pub fn set_peer_reads(&self, on: bool) -> Result<(), crate::coop::NotConfigured> {
+        self.coop.set_enabled(on)?;
+        tracing::info!(log = %self.log_id(), on, "cooperative caching switched");
+        Ok(())
     }
 
     /// Renews every manager's lease now (the background renewer does this every lease/4).
