@@ -302,17 +302,12 @@ fn read_phase(mounts: &[PathBuf], l: &Layout, schedules: &[Vec<u64>]) -> Result<
                     let mut bytes = 0;
                     for &c in sched {
                         let (f, off) = plan::chunk_place(c);
-                        let len = (l.files[f as usize] - off).min(CHUNK) as usize;
-                        let mut b = Aligned::new(len);
-                        let (buf, expect) = if len == CHUNK as usize {
-                            (&mut buf, &mut expect[..])
-                        } else {
-                            (&mut b, &mut expect[..len])
-                        };
+                        // Files hold whole chunks (`plan::files`).
+                        let len = CHUNK as usize;
                         read_checked(
                             &files[f as usize],
-                            buf,
-                            expect,
+                            &mut buf,
+                            &mut expect,
                             l.run,
                             f,
                             off,
@@ -343,23 +338,41 @@ fn read_phase(mounts: &[PathBuf], l: &Layout, schedules: &[Vec<u64>]) -> Result<
     Ok((bytes, secs))
 }
 
-/// Times one cold 64 KiB read per block of the latency file on `reader` (its cache
-/// dropped before each), keeping the samples served as `want`.
-fn time_samples(
-    reader: &Path,
+/// Writes the latency file: one 64 KiB block every `plan::STRIDE` bytes (holes between),
+/// for the warm-up block 0 and samples 1..=`samples`.
+fn write_latency_file(path: &Path, l: &Layout, samples: u64) -> Result<()> {
+    let f = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut buf = vec![0u8; SAMPLE as usize];
+    for b in 0..=samples {
+        let off = b * plan::STRIDE;
+        plan::fill(&mut buf, l.run, l.latency_index(), off);
+        f.write_all_at(&buf, off)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    f.sync_all()
+        .with_context(|| format!("fsync {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads latency-file blocks `blocks` through `mount`, checked; with `want`, times each
+/// read and keeps it when its `shoal.stats` delta says it was served as wanted.
+fn read_samples(
+    mount: &Path,
     l: &Layout,
-    order: &[u64],
-    want: Served,
-    lat: &mut Latency,
+    blocks: &[u64],
+    want: Option<(Served, &mut Latency)>,
 ) -> Result<u64> {
-    let path = l.latency_file(reader);
+    let path = l.latency_file(mount);
     let f = open_direct(&path)?;
     let mut buf = Aligned::new(SAMPLE as usize);
     let mut expect = vec![0u8; SAMPLE as usize];
     let mut verified = 0;
-    for &b in order {
-        drop_client_cache(reader)?;
-        let before = counts(reader)?;
+    let mut want = want;
+    for &b in blocks {
+        let before = match want {
+            Some(_) => Some(counts(mount)?),
+            None => None,
+        };
         let started = Instant::now();
         read_checked(
             &f,
@@ -367,53 +380,48 @@ fn time_samples(
             &mut expect,
             l.run,
             l.latency_index(),
-            b * SAMPLE,
+            b * plan::STRIDE,
             &path,
         )?;
         let us = started.elapsed().as_micros() as u64;
         verified += SAMPLE;
-        let served = report::classify(&counts(reader)?.since(&before));
-        match (served, want) {
-            (Served::Peer, Served::Peer) => lat.peer_us.push(us),
-            (Served::Storage, Served::Storage) => lat.storage_us.push(us),
-            _ => lat.other += 1,
+        if let (Some((kind, lat)), Some(before)) = (want.as_mut(), before) {
+            let served = report::classify(&counts(mount)?.since(&before));
+            match (served, *kind) {
+                (Served::Peer, Served::Peer) => lat.peer_us.push(us),
+                (Served::Storage, Served::Storage) => lat.storage_us.push(us),
+                _ => lat.other += 1,
+            }
         }
     }
     Ok(verified)
 }
 
-/// Latency: mount 1 holds the latency file; mount 2 reads each block cold from it (peers
-/// on), then each block cold from the storage servers (peers off on mount 2).
+/// Latency of a 64 KiB local miss: mount 1 reads the sample blocks (it then holds them);
+/// mount 2, cold, reads the warm-up block untimed (extents, lease) and then each sample
+/// once with peers on; then, its cache dropped and peers off, the same again (storage
+/// servers). Samples are 2 MiB apart, in shuffled order, so no read looks sequential.
 fn measure_latency(mounts: &[PathBuf], l: &Layout, samples: u64) -> Result<(Latency, u64)> {
     let (holder, reader) = (&mounts[0], &mounts[1]);
     cold_start(mounts, true)?;
-    let path = l.latency_file(holder);
-    let f = open_direct(&path)?;
-    let mut buf = Aligned::new(SAMPLE as usize);
-    let mut expect = vec![0u8; SAMPLE as usize];
-    for b in 0..samples {
-        read_checked(
-            &f,
-            &mut buf,
-            &mut expect,
-            l.run,
-            l.latency_index(),
-            b * SAMPLE,
-            &path,
-        )?;
-    }
-    let order = plan::sample_order(samples, l.run);
+    let order: Vec<u64> = plan::sample_order(samples, l.run)
+        .into_iter()
+        .map(|b| b + 1)
+        .collect();
+    let mut verified = read_samples(holder, l, &order, None)?;
     let mut lat = Latency::default();
-    let mut verified = samples * SAMPLE;
     progress(&format!(
-        "latency: {samples} cold 64 KiB reads on mount 2 of blocks mount 1 holds, peers on"
+        "latency: {samples} 64 KiB misses on mount 2 of blocks mount 1 holds, peers on"
     ));
-    verified += time_samples(reader, l, &order, Served::Peer, &mut lat)?;
+    verified += read_samples(reader, l, &[0], None)?;
+    verified += read_samples(reader, l, &order, Some((Served::Peer, &mut lat)))?;
+    progress(&format!(
+        "latency: the same {samples} misses with peers off (storage servers)"
+    ));
     set_peer_reads(reader, false)?;
-    progress(&format!(
-        "latency: the same {samples} reads with peers off (storage servers)"
-    ));
-    verified += time_samples(reader, l, &order, Served::Storage, &mut lat)?;
+    drop_client_cache(reader)?;
+    verified += read_samples(reader, l, &[0], None)?;
+    verified += read_samples(reader, l, &order, Some((Served::Storage, &mut lat)))?;
     Ok((lat, verified))
 }
 
@@ -502,20 +510,14 @@ fn run_in(o: &Options, l: &Layout, chunks: u64, cache_bytes: Option<u64>) -> Res
     }
     let samples = o.latency_samples.max(1);
     progress(&format!(
-        "writing a working set of {} MiB in {} files through {} mounts, and a {} KiB latency file",
+        "writing a working set of {} MiB in {} files through {} mounts, and {} latency blocks",
         (chunks * CHUNK) >> 20,
         l.files.len(),
         mounts.len(),
-        (samples * SAMPLE) >> 10
+        samples + 1
     ));
     write_working_set(mounts, l)?;
-    // Through the mount that will hold it, so that the managers name no other holder.
-    write_file(
-        &l.latency_file(&mounts[0]),
-        l.run,
-        l.latency_index(),
-        samples * SAMPLE,
-    )?;
+    write_latency_file(&l.latency_file(&mounts[0]), l, samples)?;
     let schedules: Vec<Vec<u64>> = (0..mounts.len())
         .map(|i| plan::schedule(o.pattern, i, mounts.len(), chunks, o.passes, l.run))
         .collect();

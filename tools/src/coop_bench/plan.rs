@@ -11,6 +11,9 @@ pub const CHUNK: u64 = 1 << 20;
 pub const CHUNKS_PER_FILE: u64 = 8;
 /// Bytes of one latency sample (one client block).
 pub const SAMPLE: u64 = 64 << 10;
+/// Distance between latency samples in their file: more than the client's readahead
+/// counts as sequential (1 MiB), so that no sample read starts a prefetch.
+pub const STRIDE: u64 = 2 << 20;
 /// The Zipf exponent (as in YCSB's default).
 pub const ZIPF_S: f64 = 0.99;
 
