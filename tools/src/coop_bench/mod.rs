@@ -397,8 +397,12 @@ fn read_samples(
     Ok(verified)
 }
 
-/// Latency of a 64 KiB local miss: mount 1 reads the sample blocks (it then holds them);
-/// mount 2, cold, reads the warm-up block untimed (extents, lease) and then each sample
+/// How long mount 1's holding the latency samples takes to reach the managers (clients
+/// report what they cache in batches, once a second).
+const REPORT_WAIT: Duration = Duration::from_millis(2500);
+
+/// Latency of a 64 KiB local miss: mount 1 reads the sample blocks (it then holds them, and
+/// after `REPORT_WAIT` the managers know it); mount 2, cold, reads the warm-up block untimed (extents, lease) and then each sample
 /// once with peers on; then, its cache dropped and peers off, the same again (storage
 /// servers). Samples are 2 MiB apart, in shuffled order, so no read looks sequential.
 fn measure_latency(mounts: &[PathBuf], l: &Layout, samples: u64) -> Result<(Latency, u64)> {
@@ -409,6 +413,8 @@ fn measure_latency(mounts: &[PathBuf], l: &Layout, samples: u64) -> Result<(Late
         .map(|b| b + 1)
         .collect();
     let mut verified = read_samples(holder, l, &order, None)?;
+    // Clients report the windows they cache blocks of to the managers once a second.
+    std::thread::sleep(REPORT_WAIT);
     let mut lat = Latency::default();
     progress(&format!(
         "latency: {samples} 64 KiB misses on mount 2 of blocks mount 1 holds, peers on"
