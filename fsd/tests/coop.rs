@@ -299,4 +299,21 @@ async fn the_peer_reads_xattr_switches_cooperation_at_runtime() {
         );
         assert_eq!(s.cache_bytes, tc.cluster.config.file.client.cache_bytes);
     }
+    {
+        tracing::info!("--- B drops its caches: it reports the window gone, and is not named");
+        b.setxattr(ino, fuse_client::DROP_CACHES_XATTR, b"1", 0, ROOT)
+            .await
+            .expect("drop");
+        let addr = b.peer_address().expect("B serves peers");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tc
+            .cluster
+            .manager_services()
+            .iter()
+            .any(|m| m.extent_holders_of(ino, 0).contains(&addr))
+        {
+            assert!(Instant::now() < deadline, "B is still named after its drop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

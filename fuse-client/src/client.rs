@@ -548,7 +548,7 @@ async fn hint_sender(client: Weak<Client>, mut stop: watch::Receiver<bool>, work
         let forwarded = c.coop.forwarding.take_hints();
         let own = c
             .lock_state()
-            .take_window_changes(round % REPORT_ALL_EVERY == 0);
+            .take_window_changes(round.is_multiple_of(REPORT_ALL_EVERY));
         // Only a client that answers peers is named as a holder of its own blocks.
         let serving = c.transport.accepts();
         let window = |(ino, offset)| HolderWindow { ino, offset };
