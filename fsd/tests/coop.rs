@@ -28,6 +28,25 @@ async fn client(tc: &TestCluster) -> (Arc<fuse_client::Client>, Arc<proto::trans
     (c, t)
 }
 
+/// Waits until a manager names `holder` for the first extent window of `ino`: a client
+/// reports the windows its cache holds blocks of in batches, once a second.
+async fn until_named(tc: &TestCluster, ino: InodeId, holder: &fuse_client::Client) {
+    let addr = holder.peer_address().expect("serves peers");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tc
+        .cluster
+        .manager_services()
+        .iter()
+        .any(|m| m.extent_holders_of(ino, 0).contains(&addr))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no manager names {addr} for {ino}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn peers_serve_misses_never_stale_and_dead_peers_fall_back() {
     let tc = TestCluster::start(6, 1, 4, 2).await;
@@ -54,6 +73,8 @@ async fn peers_serve_misses_never_stale_and_dead_peers_fall_back() {
         let s = b.coop_stats();
         assert!(s.reads_storage >= 16, "{s:?}");
         assert_eq!(s.reads_peer, 0, "{s:?}");
+        tracing::info!("--- B reports (batched) that it holds the file's blocks");
+        until_named(&tc, ino, &b).await;
     }
     {
         tracing::info!("--- client C reads it: its misses are served by B, bytes identical");
@@ -169,6 +190,7 @@ async fn an_evicted_singlet_is_forwarded_and_read_back_from_the_peer() {
         tracing::info!("--- B reads F2; A reads F1 (singlets: nobody else holds them)");
         assert!(read_all(&b, i2, f2.len()).await == f2);
         assert!(read_all(&a, i1, f1.len()).await == f1);
+        until_named(&tc, i2, &b).await;
     }
     {
         tracing::info!("--- A reads F2 (and learns of B): F1's singlets are forwarded to B");
@@ -220,4 +242,78 @@ async fn an_evicted_singlet_is_forwarded_and_read_back_from_the_peer() {
     a.shutdown();
     b.shutdown();
     tc.cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_peer_reads_xattr_switches_cooperation_at_runtime() {
+    let tc = TestCluster::start(6, 1, 4, 2).await;
+    let (writer, _wt) = client(&tc).await;
+    let (b, _bt) = client(&tc).await;
+    let (c, _ct) = client(&tc).await;
+    let data = pattern(LEN, 7);
+    let ino: InodeId;
+    let switch = fuse_client::PEER_READS_XATTR;
+    {
+        tracing::info!("--- the writer writes 1 MiB; B reads it from the storage servers");
+        let (a, _fh) = writer
+            .create(InodeId::ROOT, "g", 0o644, 0o022, ROOT)
+            .await
+            .expect("create");
+        writer.write(a.ino, 0, &data).await.expect("write");
+        writer.fsync(a.ino).await.expect("fsync");
+        writer.release(a.ino).await.expect("release");
+        ino = a.ino;
+        assert!(read_all(&b, ino, LEN).await == data, "B read other bytes");
+        until_named(&tc, ino, &b).await;
+    }
+    {
+        tracing::info!("--- C switched off: every miss goes to the storage servers");
+        assert_eq!(c.getxattr(ino, switch).await.expect("get"), b"1");
+        c.setxattr(ino, switch, b"0", 0, ROOT).await.expect("off");
+        assert_eq!(c.getxattr(ino, switch).await.expect("get"), b"0");
+        assert!(!c.coop_stats().peer_reads);
+        let before = c.coop_stats();
+        assert!(read_all(&c, ino, LEN).await == data, "C read other bytes");
+        let s = c.coop_stats();
+        assert_eq!(
+            s.reads_peer, before.reads_peer,
+            "peer reads while off: {s:?}"
+        );
+        assert!(s.reads_storage >= before.reads_storage + 16, "{s:?}");
+    }
+    {
+        tracing::info!("--- C switched on again, its cache dropped: misses served by B");
+        let e = c.setxattr(ino, switch, b"yes", 0, ROOT).await;
+        assert_eq!(e.expect_err("bad value").0, libc::EINVAL);
+        c.setxattr(ino, switch, b"1\n", 0, ROOT).await.expect("on");
+        c.setxattr(ino, fuse_client::DROP_CACHES_XATTR, b"1", 0, ROOT)
+            .await
+            .expect("drop");
+        let before = c.coop_stats();
+        assert!(read_all(&c, ino, LEN).await == data, "C read other bytes");
+        let s = c.coop_stats();
+        assert!(s.peer_reads, "{s:?}");
+        assert!(
+            s.reads_peer >= before.reads_peer + 8,
+            "most blocks from B: {s:?}"
+        );
+        assert_eq!(s.cache_bytes, tc.cluster.config.file.client.cache_bytes);
+    }
+    {
+        tracing::info!("--- B drops its caches: it reports the window gone, and is not named");
+        b.setxattr(ino, fuse_client::DROP_CACHES_XATTR, b"1", 0, ROOT)
+            .await
+            .expect("drop");
+        let addr = b.peer_address().expect("B serves peers");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tc
+            .cluster
+            .manager_services()
+            .iter()
+            .any(|m| m.extent_holders_of(ino, 0).contains(&addr))
+        {
+            assert!(Instant::now() < deadline, "B is still named after its drop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -172,7 +172,7 @@ impl Client {
         // Cooperative caching: peers reach us at the address our connections to the
         // managers come from (the endpoint we dial from also accepts when bound so), which
         // is what the managers' holder hints name. Only peer reads are answered there.
-        if client.coop.enabled() && client.transport.accepts() {
+        if client.coop.configured() && client.transport.accepts() {
             let serving = client
                 .transport
                 .serve(Arc::new(PeerServer::new(Arc::downgrade(&client))));
@@ -182,7 +182,7 @@ impl Client {
                 serving.abort();
             });
         }
-        if client.coop.enabled() {
+        if client.coop.configured() {
             tokio::spawn(hint_sender(
                 Arc::downgrade(&client),
                 client.stop.subscribe(),
@@ -276,7 +276,7 @@ impl Client {
 
     /// Where peers reach this client for peer reads (`None` when it does not serve them).
     pub fn peer_address(&self) -> Option<std::net::SocketAddr> {
-        if self.coop.enabled() && self.transport.accepts() {
+        if self.coop.configured() && self.transport.accepts() {
             self.transport.local_addr().ok()
         } else {
             None
@@ -286,7 +286,18 @@ impl Client {
     /// Cooperative-caching counters: where block reads were served from, what peers got
     /// from us (also the virtual xattr `shoal.stats`).
     pub fn coop_stats(&self) -> crate::coop::stats::CoopStats {
-        self.coop.counters.snapshot()
+        crate::coop::stats::CoopStats {
+            cache_bytes: self.config.file.client.cache_bytes,
+            peer_reads: self.coop.enabled(),
+            ..self.coop.counters.snapshot()
+        }
+    }
+
+    /// Switches cooperative caching on or off at runtime (the `shoal.peer_reads` xattr).
+    pub fn set_peer_reads(&self, on: bool) -> Result<(), crate::coop::NotConfigured> {
+        self.coop.set_enabled(on)?;
+        tracing::info!(log = %self.log_id(), on, "cooperative caching switched");
+        Ok(())
     }
 
     /// Renews every manager's lease now (the background renewer does this every lease/4).
@@ -500,15 +511,33 @@ async fn flusher(
     }
 }
 
-/// How often forwarded blocks' holders are reported to the managers (in batches).
+/// How often holder hints are reported to the managers (in batches).
 const HINT_EVERY: Duration = Duration::from_secs(1);
+/// Every this many rounds of the hint sender, every window the cache holds blocks of is
+/// reported again (well within the managers' `holders::MAX_AGE` of 10 minutes, after which
+/// an unreported holder is no longer named).
+const REPORT_ALL_EVERY: u64 = 300;
+
+/// One entry of a `HolderHints` batch.
+enum HintEntry {
+    /// We forwarded a block of the window to that peer.
+    Forwarded(proto::msg::HolderHint),
+    /// Our cache holds blocks of the window now (`true`), or none any more (`false`).
+    Own(proto::msg::HolderWindow, bool),
+}
 
 /// The background holder-hint sender (cooperative caching): every `HINT_EVERY`, tells each
-/// manager where this client forwarded blocks of its inodes (`HolderHints`, one batch per
-/// manager; best effort: a lost batch costs readers a storage read). Ends when `stop`
-/// turns true or the client is gone.
+/// manager, for its inodes, where this client forwarded blocks and which extent windows its
+/// block cache started or stopped holding blocks of, and every `REPORT_ALL_EVERY` rounds all
+/// the windows it holds blocks of (`HolderHints`, one batch of at most
+/// `MAX_HOLDER_HINTS` entries per manager and request; best effort: a lost batch costs
+/// readers a fallback or a storage read). Ends when `stop` turns true or the client is
+/// gone.
 async fn hint_sender(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: Arc<Worker>) {
+    use proto::msg::HolderWindow;
+    let mut round: u64 = 0;
     loop {
+        round += 1;
         tokio::select! {
             _ = tokio::time::sleep(HINT_EVERY) => {}
             _ = stop.changed() => {}
@@ -521,24 +550,59 @@ async fn hint_sender(client: Weak<Client>, mut stop: watch::Receiver<bool>, work
             worker.stopped();
             return;
         };
-        let hints = c.coop.forwarding.take_hints();
-        if hints.is_empty() {
+        let forwarded = c.coop.forwarding.take_hints();
+        let own = c
+            .lock_state()
+            .take_window_changes(round.is_multiple_of(REPORT_ALL_EVERY));
+        // Only a client that answers peers is named as a holder of its own blocks.
+        let serving = c.transport.accepts();
+        let window = |(ino, offset)| HolderWindow { ino, offset };
+        let entries: Vec<HintEntry> = forwarded
+            .into_iter()
+            .map(HintEntry::Forwarded)
+            .chain(
+                own.held
+                    .into_iter()
+                    .filter(|_| serving)
+                    .map(|w| HintEntry::Own(window(w), true)),
+            )
+            .chain(
+                own.gone
+                    .into_iter()
+                    .map(|w| HintEntry::Own(window(w), false)),
+            )
+            .collect();
+        if entries.is_empty() {
             continue;
         }
         worker.busy();
-        let mut by_node: std::collections::BTreeMap<proto::ids::NodeId, Vec<_>> =
+        let mut by_node: std::collections::BTreeMap<proto::ids::NodeId, Vec<HintEntry>> =
             Default::default();
-        for h in hints {
+        for e in entries {
+            let ino = match &e {
+                HintEntry::Forwarded(h) => h.ino,
+                HintEntry::Own(w, _) => w.ino,
+            };
             by_node
-                .entry(c.config.slot_owner(h.ino.slot()))
+                .entry(c.config.slot_owner(ino.slot()))
                 .or_default()
-                .push(h);
+                .push(e);
         }
-        for (node, hints) in by_node {
-            for batch in hints.chunks(proto::msg::MAX_HOLDER_HINTS) {
+        for (node, entries) in by_node {
+            for batch in entries.chunks(proto::msg::MAX_HOLDER_HINTS) {
+                let (mut hints, mut held, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+                for e in batch {
+                    match e {
+                        HintEntry::Forwarded(h) => hints.push(*h),
+                        HintEntry::Own(w, true) => held.push(*w),
+                        HintEntry::Own(w, false) => gone.push(*w),
+                    }
+                }
                 let req = ManagerRequest::HolderHints {
                     session: c.session(),
-                    hints: batch.to_vec(),
+                    hints,
+                    held,
+                    gone,
                 };
                 if let Err(e) = c.meta.call(Target::Node(node), req).await {
                     tracing::debug!(manager = %node, "holder hints not sent: {e}");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 mod bench;
 mod clean;
+mod coop_bench;
 mod df;
 mod drain;
 mod mount_helper;
@@ -64,7 +65,8 @@ enum Cmd {
     /// cluster.toml, and --endpoint), refreshed every interval; --once for scripts.
     Top(TopArgs),
     /// Run the standard workload on DIR and on every baseline, in one run, and print one
-    /// table with ratios to the first baseline.
+    /// table with ratios to the first baseline; or `shoal bench coop MOUNT...` to measure
+    /// cooperative caching between the mounts of one cluster.
     Bench(BenchArgs),
 }
 
@@ -79,9 +81,13 @@ struct CleanArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct BenchArgs {
-    /// Directory to measure (e.g. a Shoal mount).
-    dir: PathBuf,
+    #[command(subcommand)]
+    kind: Option<BenchKind>,
+    /// Directory to measure (e.g. a Shoal mount; write ./coop for a directory named coop).
+    #[arg(required = true)]
+    dir: Option<PathBuf>,
     /// Baseline directories measured in the same run (e.g. a tmpfs, a FUSE mirror, a peer).
     #[arg(long)]
     baseline: Vec<PathBuf>,
@@ -94,6 +100,39 @@ struct BenchArgs {
     /// Labels for DIR and the baselines, in order (default: the directory names).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Cooperative caching (issue 12): a shared working set read from every MOUNT at once
+    /// with cooperation on and then off (the shoal.peer_reads switch), each phase cold;
+    /// where reads were served (shoal.stats), peer vs storage latency of 64 KiB misses,
+    /// throughput. Every byte read is checked; the files are removed afterwards.
+    Coop(CoopBenchArgs),
+}
+
+#[derive(Args)]
+struct CoopBenchArgs {
+    /// Mounts that are clients of one cluster (e.g. MNT MNT-2 MNT-3 MNT-4 of
+    /// `shoal up --clients 4`); at least two.
+    #[arg(required = true, num_args = 2.., value_name = "MOUNT")]
+    mounts: Vec<PathBuf>,
+    /// The shared working set in MiB [default: twice the first mount's block cache, as
+    /// its shoal.stats tells; 512 when it does not].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    working_set_mb: Option<u64>,
+    /// How each mount walks the working set.
+    #[arg(long, value_enum, default_value_t = coop_bench::plan::Pattern::RoundRobin)]
+    pattern: coop_bench::plan::Pattern,
+    /// Passes over the working set per mount and phase (Zipf: reads of as many chunks).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    passes: u32,
+    /// 64 KiB reads timed each way (peer, storage) for the latency ratio.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    latency_samples: u64,
+    /// Write every figure to FILE as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -599,13 +638,36 @@ async fn run(cli: Cli) -> Result<i32> {
             unmounted.context("unmount")?;
             Ok(0)
         }
+        Cmd::Bench(BenchArgs {
+            kind: Some(BenchKind::Coop(c)),
+            ..
+        }) => {
+            let opts = coop_bench::Options {
+                mounts: c.mounts,
+                working_set: c.working_set_mb.map(|m| m << 20),
+                pattern: c.pattern,
+                passes: c.passes,
+                latency_samples: c.latency_samples,
+            };
+            let report = tokio::task::spawn_blocking(move || coop_bench::run(&opts)).await??;
+            println!("{}", coop_bench::report::table(&report));
+            if let Some(j) = c.json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&j, text + "\n")
+                    .with_context(|| format!("cannot write {}", j.display()))?;
+            }
+            Ok(0)
+        }
         Cmd::Bench(a) => {
+            let Some(dir) = a.dir else {
+                bail!("give the directory to measure: shoal bench DIR");
+            };
             let plan = if a.quick {
                 bench::Plan::quick()
             } else {
                 bench::Plan::full()
             };
-            let mut targets = vec![a.dir.clone()];
+            let mut targets = vec![dir];
             targets.extend(a.baseline.iter().cloned());
             let labels: Vec<String> = targets
                 .iter()

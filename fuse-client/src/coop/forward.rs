@@ -6,9 +6,10 @@
 //! (bounded), so that its next miss of one asks that peer first.
 //!
 //! Must not: block a runtime thread (every lock here is short and never held across an
-//! await), or keep more than `max_held` forwarded blocks. The manager is not told where
-//! forwarded blocks went (not built yet): other clients learn of them only through their
-//! own hints, which costs them a storage read, never a wrong one.
+//! await), or keep more than `max_held` forwarded blocks. Where forwarded blocks went
+//! reaches the managers as hints, batched by the client's hint sender (`take_hints`); the
+//! receiver does not report dropping one, which costs a later reader a fallback, never a
+//! wrong answer.
 
 use super::nchance::{Command, Event, NChance, DEFAULT_N};
 use super::stats::CoopCounters;

@@ -22,16 +22,27 @@ use forward::Forwarding;
 use peers::BadPeers;
 use proto::transport::Transport;
 use stats::CoopCounters;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a peer read may take before the block is read from storage instead.
 pub const PEER_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Cooperation cannot be switched on: the client was configured without it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cooperative caching is off in this client's config ([client] peer_reads = false): remount with it on to switch it at runtime")]
+pub struct NotConfigured;
+
 /// The cooperative-caching state of one client.
 pub struct Coop {
-    /// Whether this client asks peers at all (`[client] peer_reads`).
-    enabled: bool,
+    /// Whether this client was configured to cooperate (`[client] peer_reads`): only then
+    /// does it serve peers and send holder hints, for as long as it runs.
+    configured: bool,
+    /// Whether it cooperates now: asks peers, forwards evicted singlets and takes
+    /// forwards. Starts as configured; switched at runtime by the `shoal.peer_reads`
+    /// xattr (benchmarks measure with and without cooperation in one run).
+    active: AtomicBool,
     pub counters: Arc<CoopCounters>,
     bad: Mutex<BadPeers>,
     /// N-chance forwarding: evicted singlets sent on, forwards kept for peers.
@@ -42,20 +53,39 @@ impl Coop {
     /// `max_forwarded`: forwarded blocks kept for peers at most (apart from the cache).
     pub fn new(enabled: bool, transport: &Arc<Transport>, max_forwarded: usize) -> Coop {
         Coop {
-            enabled,
+            configured: enabled,
+            active: AtomicBool::new(enabled),
             counters: Arc::new(CoopCounters::default()),
             bad: Mutex::new(BadPeers::default()),
             forwarding: Arc::new(Forwarding::new(transport, max_forwarded)),
         }
     }
 
+    /// Whether this client cooperates now (configured, and not switched off).
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.configured && self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether this client was configured to cooperate (it serves peers and sends holder
+    /// hints even while switched off, so that switching on finds the managers' view
+    /// current).
+    pub fn configured(&self) -> bool {
+        self.configured
+    }
+
+    /// Switches asking peers, forwarding and taking forwards on or off at runtime.
+    /// Switching off always works; switching on needs the client configured for it.
+    pub fn set_enabled(&self, on: bool) -> Result<(), NotConfigured> {
+        if on && !self.configured {
+            return Err(NotConfigured);
+        }
+        self.active.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The peers of `hint` to ask now, best first (those that failed lately left out).
     pub fn candidates(&self, hint: &[std::net::SocketAddr]) -> Vec<std::net::SocketAddr> {
-        if !self.enabled {
+        if !self.enabled() {
             return Vec::new();
         }
         self.bad_peers().usable(hint, std::time::Instant::now())

@@ -23,7 +23,9 @@ pub struct CoopCounters {
     label: OnceLock<Arc<str>>,
 }
 
-/// A snapshot of `CoopCounters`.
+/// A snapshot of `CoopCounters`, with two facts of the client that readers of the counters
+/// need (`cache_bytes`, `peer_reads`; `CoopCounters::snapshot` leaves them at their defaults,
+/// `Client::coop_stats` fills them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CoopStats {
     /// Blocks a read found in this client's cache.
@@ -45,6 +47,10 @@ pub struct CoopStats {
     /// Forwards that ended a block's life: refused here, not kept by the peer it was sent
     /// to (or the send failed), run out of chances, or with no peer to go to.
     pub forwards_dropped: u64,
+    /// The size of this client's block cache (`[client] cache_bytes`), not a counter.
+    pub cache_bytes: u64,
+    /// Whether this client cooperates now (`shoal.peer_reads`), not a counter.
+    pub peer_reads: bool,
 }
 
 impl CoopCounters {
@@ -105,6 +111,8 @@ impl CoopCounters {
             peer_misses_answered: l(&self.peer_misses_answered),
             forwards_accepted: l(&self.forwards_accepted),
             forwards_dropped: l(&self.forwards_dropped),
+            cache_bytes: 0,
+            peer_reads: false,
         }
     }
 }
@@ -117,7 +125,8 @@ impl CoopStats {
                 "{{\"reads_local\":{},\"reads_peer\":{},\"reads_storage\":{},",
                 "\"peer_failures\":{},\"bytes_served_to_peers\":{},",
                 "\"blocks_served_to_peers\":{},\"peer_misses_answered\":{},",
-                "\"forwards_accepted\":{},\"forwards_dropped\":{}}}\n"
+                "\"forwards_accepted\":{},\"forwards_dropped\":{},",
+                "\"cache_bytes\":{},\"peer_reads\":{}}}\n"
             ),
             self.reads_local,
             self.reads_peer,
@@ -128,6 +137,8 @@ impl CoopStats {
             self.peer_misses_answered,
             self.forwards_accepted,
             self.forwards_dropped,
+            self.cache_bytes,
+            self.peer_reads,
         )
     }
 }
@@ -152,6 +163,8 @@ mod tests {
             "bytes_served_to_peers\":65536",
             "forwards_accepted\":0",
             "forwards_dropped\":0",
+            "cache_bytes\":0",
+            "peer_reads\":false}",
         ] {
             assert!(j.contains(k), "{j} lacks {k}");
         }

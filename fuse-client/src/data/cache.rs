@@ -4,8 +4,11 @@
 //! that a reader checks before inserting what it fetched, so that a fetch racing with a
 //! commit or truncate never caches stale bytes. Blocks read whole from one extent also
 //! keep their log address (`LogCopy`), indexed, so that peers can ask for them by that
-//! immutable address (cooperative caching: `crate::coop`). Must not do I/O.
+//! immutable address (cooperative caching: `crate::coop`), and counted per extent window
+//! as they come and go (`held`), so that the managers can be told which windows this
+//! client holds blocks of. Must not do I/O.
 
+use crate::data::held::{Changes, HeldWindows};
 use bytes::Bytes;
 use proto::ids::{InodeId, LogPtr};
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +56,8 @@ pub struct BlockCache {
     /// Singlets with a log address evicted since the last `take_evicted`, with the
     /// (inode, block) they cached.
     evicted: Vec<(InodeId, u64, LogCopy)>,
+    /// Blocks with a `LogCopy` per extent window, and the windows that changed.
+    held: HeldWindows,
     pub hits: u64,
     pub misses: u64,
 }
@@ -69,6 +74,7 @@ impl BlockCache {
             epoch: 0,
             by_ptr: HashMap::new(),
             evicted: Vec::new(),
+            held: HeldWindows::default(),
             hits: 0,
             misses: 0,
         }
@@ -158,6 +164,22 @@ impl BlockCache {
         self.by_ptr.len()
     }
 
+    /// The extent windows whose first addressed block came in, or whose last went, since
+    /// the last call (for the managers' holder directories).
+    pub fn take_window_changes(&mut self) -> Changes {
+        self.held.take_changes()
+    }
+
+    /// Every extent window the cache holds addressed blocks of.
+    pub fn held_windows(&self) -> Vec<(InodeId, u64)> {
+        self.held.all()
+    }
+
+    /// Addressed blocks cached of the extent window `(ino, offset)`.
+    pub fn window_blocks(&self, ino: InodeId, offset: u64) -> u32 {
+        self.held.count((ino, offset))
+    }
+
     fn put(&mut self, ino: InodeId, block: u64, data: Bytes, copy: Option<LogCopy>) {
         self.tick += 1;
         let tick = self.tick;
@@ -167,10 +189,13 @@ impl BlockCache {
             if let Some(other) = self.by_ptr.insert(c.ptr, (ino, block)) {
                 if other != (ino, block) {
                     if let Some(slot) = self.blocks.get_mut(&other) {
-                        slot.copy = None;
+                        if slot.copy.take().is_some() {
+                            self.held.removed(other.0, other.1 * BLOCK);
+                        }
                     }
                 }
             }
+            self.held.added(ino, block * BLOCK);
         }
         self.blocks.insert(
             (ino, block),
@@ -204,6 +229,7 @@ impl BlockCache {
             if self.by_ptr.get(&c.ptr) == Some(&key) {
                 self.by_ptr.remove(&c.ptr);
             }
+            self.held.removed(key.0, key.1 * BLOCK);
         }
         Some(slot)
     }
@@ -355,6 +381,45 @@ mod tests {
         c.invalidate(a);
         assert!(c.by_log(&p2).is_none());
         assert_eq!(c.addressed(), 0);
+    }
+
+    #[test]
+    fn windows_are_reported_when_their_first_block_comes_and_their_last_goes() {
+        use crate::data::extents::WINDOW;
+        let per_window = WINDOW / BLOCK;
+        let mut c = BlockCache::new(3 * BLOCK);
+        let (a, b) = (InodeId(10), InodeId(11));
+        let g = c.generation(a);
+        assert!(c.insert_from_log(a, 0, block(1), g, copy(ptr(1, 0), &block(1)), false));
+        assert!(c.insert_from_log(a, 1, block(2), g, copy(ptr(1, 1 << 16), &block(2)), false));
+        // Without a log address a block is not counted (peers cannot ask for it).
+        assert!(c.insert(a, per_window, block(3), g));
+        assert_eq!(c.window_blocks(a, 0), 2);
+        assert_eq!(c.window_blocks(a, WINDOW), 0);
+        let ch = c.take_window_changes();
+        assert_eq!((ch.held, ch.gone), (vec![(a, 0)], vec![]));
+        // Evictions: b's block pushes out a's block 0, then block 1 (a's window is gone).
+        assert!(c.insert_from_log(b, 0, block(4), 0, copy(ptr(2, 0), &block(4)), false));
+        assert_eq!(c.window_blocks(a, 0), 1);
+        let ch = c.take_window_changes();
+        assert_eq!((ch.held, ch.gone), (vec![(b, 0)], vec![]));
+        assert!(c.insert(b, 1, block(5), 0));
+        let ch = c.take_window_changes();
+        assert_eq!((ch.held, ch.gone), (vec![], vec![(a, 0)]));
+        // Our own write patches b's block 0: it loses its address, the window is gone.
+        c.apply_write(b, 0, b"xyz");
+        assert_eq!(c.take_window_changes().gone, vec![(b, 0)]);
+        // Another block taking over an address takes its place in the count.
+        let g = c.generation(a);
+        let p = ptr(3, 0);
+        assert!(c.insert_from_log(a, 0, block(6), g, copy(p, &block(6)), false));
+        assert!(c.insert_from_log(a, 2, block(6), g, copy(p, &block(6)), false));
+        assert_eq!(c.window_blocks(a, 0), 1);
+        // Invalidation and drop_caches (`invalidate_where`).
+        c.invalidate_where(|_| true);
+        assert_eq!(c.window_blocks(a, 0), 0);
+        let ch = c.take_window_changes();
+        assert_eq!((ch.held, ch.gone), (vec![], vec![(a, 0)]));
     }
 
     #[test]

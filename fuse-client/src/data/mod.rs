@@ -1,6 +1,7 @@
 //! File data held by the client: `attrs` (the attribute cache and its rules, owned
 //! there), `dirty` (buffered writes), `cache` (clean blocks),
-//! `extents` (extent maps and their cache), `listing` (buffered directory pages),
+//! `extents` (extent maps and their cache), `held` (which extent windows the cache holds
+//! peer-servable blocks of, and the changes to report; pure), `listing` (buffered directory pages),
 //! `dir_parents` (the `..` of directories, owned there), `dir_names` (directories whose
 //! every name is known, for negative lookups without a round trip, owned there), `no_caps` (known absent
 //! `security.capability`, owned there), `open_dirs` (the open directory streams and listing generations, owned there),
@@ -22,6 +23,7 @@ pub(crate) mod dir_parents;
 pub mod dirty;
 pub mod extents;
 pub(crate) mod flush;
+pub mod held;
 pub mod listing;
 pub(crate) mod no_caps;
 pub(crate) mod open_dirs;
@@ -163,6 +165,18 @@ impl DataState {
     pub(crate) fn forget_clean_where(&mut self, pred: impl Fn(InodeId) -> bool) {
         self.cache.invalidate_where(&pred);
         self.extents.invalidate_where(&pred);
+    }
+
+    /// The extent windows the block cache started or stopped holding peer-servable blocks
+    /// of since the last call, and with `all` every window it holds such blocks of as
+    /// `held` (for the managers' holder directories).
+    pub(crate) fn take_window_changes(&mut self, all: bool) -> held::Changes {
+        let mut changes = self.cache.take_window_changes();
+        if all {
+            // A superset of the windows that came in since the last call.
+            changes.held = self.cache.held_windows();
+        }
+        changes
     }
 
     /// The cached copy of log bytes `ptr`, for a peer that asks (cooperative caching).

@@ -12,6 +12,7 @@ use crate::coop::forward::Held;
 use crate::coop::{fetch, PEER_TIMEOUT};
 use crate::data::cache::{LogCopy, BLOCK};
 use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
+use crate::data::held::window_at;
 use crate::data::readahead::Registered;
 use crate::error::FsError;
 use crate::lease::HeldLease;
@@ -444,8 +445,7 @@ impl Client {
                         bytes: c.bytes,
                     };
                     // The extent window the block was read through (`GetExtents` offset).
-                    let window = (ino, block * BLOCK / WINDOW * WINDOW);
-                    (c.ptr, held, Some(window))
+                    (c.ptr, held, Some(window_at(ino, block * BLOCK)))
                 })
                 .collect();
             forwarding.evicted(&self.coop.counters, out);

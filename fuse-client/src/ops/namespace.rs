@@ -22,6 +22,22 @@ pub const DROP_CACHES_XATTR: &str = "shoal.drop_caches";
 /// The virtual xattr that reads this mount's cooperative-caching counters as JSON (on any
 /// path of the mount): `getfattr -n shoal.stats --only-values MNT`.
 pub const STATS_XATTR: &str = "shoal.stats";
+
+/// The virtual xattr that switches this mount's cooperative caching at runtime (on any
+/// path of the mount, same permission rule as `shoal.drop_caches`): value `1` asks peers,
+/// forwards and takes forwards (needs `[client] peer_reads` on), `0` reads only locally
+/// and from the storage servers. Reading it gives `1` or `0`.
+/// `setfattr -n shoal.peer_reads -v 0 MNT`.
+pub const PEER_READS_XATTR: &str = "shoal.peer_reads";
+
+/// The value of a `shoal.peer_reads` write: `0` or `1`, surrounding whitespace ignored.
+pub(crate) fn parse_switch(value: &[u8]) -> Option<bool> {
+    match value.trim_ascii() {
+        b"1" => Some(true),
+        b"0" => Some(false),
+        _ => None,
+    }
+}
 /// Longest name a directory entry may have.
 pub const NAME_MAX: usize = 255;
 
@@ -445,6 +461,10 @@ impl Client {
         if name == STATS_XATTR {
             return Ok(self.coop_stats().to_json().into_bytes());
         }
+        if name == PEER_READS_XATTR {
+            let on = self.coop_stats().peer_reads;
+            return Ok(if on { b"1".to_vec() } else { b"0".to_vec() });
+        }
         let caps = name == "security.capability";
         if caps {
             self.meta.ensure_lease(ino).await;
@@ -485,6 +505,13 @@ impl Client {
         if name == DROP_CACHES_XATTR {
             self.drop_caches();
             return Ok(());
+        }
+        if name == PEER_READS_XATTR {
+            let on = parse_switch(value).ok_or(FsError(libc::EINVAL))?;
+            return self.set_peer_reads(on).map_err(|e| {
+                tracing::warn!("{PEER_READS_XATTR}: {e}");
+                FsError(libc::EOPNOTSUPP)
+            });
         }
         self.no_caps.forget(ino);
         let req = ManagerRequest::SetXattr {
@@ -662,6 +689,16 @@ mod tests {
         assert_eq!(s.bfree, 12);
         assert_eq!(s.files, 7 + s.ffree);
         assert_eq!(s.bsize, 4096);
+    }
+
+    #[test]
+    fn peer_reads_switch_takes_0_or_1() {
+        assert_eq!(parse_switch(b"1"), Some(true));
+        assert_eq!(parse_switch(b"0\n"), Some(false));
+        assert_eq!(parse_switch(b" 1 "), Some(true));
+        for bad in [&b""[..], b"2", b"on", b"10", b"0 1"] {
+            assert_eq!(parse_switch(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

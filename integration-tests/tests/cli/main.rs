@@ -14,6 +14,7 @@ mod t50_port_in_use;
 mod t60_systemd;
 mod t70_errors_say_what_to_do;
 mod t80_coop_cache;
+mod t81_bench_coop;
 
 use anyhow::{ensure, Result};
 use integration_tests::CmdOutput;

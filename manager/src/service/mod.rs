@@ -99,8 +99,8 @@ pub struct Service {
     calls: Mutex<crate::calls::CallTable<Result<ManagerResponse, RemoteError>>>,
     /// Notified whenever a numbered call finishes (its retries wait for it).
     calls_done: tokio::sync::Notify,
-    /// Which sessions fetched which extent windows lately: the peer hints of cooperative
-    /// caching handed out with `GetExtents` answers (`holders`).
+    /// Which sessions cache blocks of which extent windows, as clients report them: the
+    /// peer hints of cooperative caching handed out with `GetExtents` answers (`holders`).
     holders: Mutex<crate::holders::HolderDirectory>,
     this: std::sync::Weak<Service>,
 }
@@ -138,9 +138,17 @@ impl Service {
             .holders_of(crate::holders::WindowKey { ino, offset })
     }
 
-    /// Records holders a client reports (it forwarded blocks to them): only for inodes of
-    /// this manager, only holders that are live sessions.
-    fn record_holder_hints(&self, hints: &[proto::msg::HolderHint]) {
+    /// Records what session `s` (its requests from `from`) reports in a `HolderHints`: the
+    /// holders it forwarded blocks to (only those that are live sessions), the windows it
+    /// now caches blocks of, and those it no longer does. Only for inodes of this manager.
+    fn record_holder_hints(
+        &self,
+        s: proto::ids::SessionId,
+        from: Option<SocketAddr>,
+        hints: &[proto::msg::HolderHint],
+        held: &[proto::msg::HolderWindow],
+        gone: &[proto::msg::HolderWindow],
+    ) {
         let now = Instant::now();
         let live: Vec<_> = {
             let lt = self.leases();
@@ -150,19 +158,24 @@ impl Service {
                 .filter_map(|h| lt.session_at(Some(h.holder)).map(|s| (*h, s)))
                 .collect()
         };
+        let key = |ino, offset| crate::holders::WindowKey { ino, offset };
         let mut dir = self.holders.lock().unwrap_or_else(|e| e.into_inner());
-        for (h, s) in live {
-            let key = crate::holders::WindowKey {
-                ino: h.ino,
-                offset: h.offset,
-            };
-            dir.holds(key, s, h.holder, now);
+        for (h, holder) in live {
+            dir.holds(key(h.ino, h.offset), holder, h.holder, now);
+        }
+        for w in gone.iter().filter(|w| self.owner(w.ino) == self.me) {
+            dir.forget(key(w.ino, w.offset), s);
+        }
+        if let Some(addr) = from {
+            for w in held.iter().filter(|w| self.owner(w.ino) == self.me) {
+                dir.holds(key(w.ino, w.offset), s, addr, now);
+            }
         }
     }
 
     /// Records that session `s` (from `addr`) fetched the extent window of `ino` at
-    /// `offset`, and returns the addresses of other live sessions that fetched it lately
-    /// (cooperative-caching hints; at most `holders::PER_KEY`).
+    /// `offset` (it is about to cache blocks of it), and returns the addresses of other
+    /// live sessions named for it (cooperative-caching hints; at most `holders::PER_KEY`).
     fn extent_holders(
         &self,
         ino: InodeId,
@@ -570,20 +583,25 @@ impl Service {
                 log,
                 horizon,
             } => self.log_horizon(who, session, log, horizon).await,
-            R::HolderHints { session, hints } => {
+            R::HolderHints {
+                session,
+                hints,
+                held,
+                gone,
+            } => {
                 if who != Some(session) {
                     return Err(RemoteError::Invalid(format!(
                         "HolderHints of session {session:x} from another session's connection"
                     )));
                 }
-                if hints.len() > proto::msg::MAX_HOLDER_HINTS {
+                let n = hints.len() + held.len() + gone.len();
+                if n > proto::msg::MAX_HOLDER_HINTS {
                     return Err(RemoteError::Invalid(format!(
-                        "{} holder hints, at most {}",
-                        hints.len(),
+                        "{n} holder hints, at most {}",
                         proto::msg::MAX_HOLDER_HINTS
                     )));
                 }
-                self.record_holder_hints(&hints);
+                self.record_holder_hints(session, from, &hints, &held, &gone);
                 Ok(A::Done)
             }
             R::SealLog { log, upto } => self.seal_log(log, upto).await,

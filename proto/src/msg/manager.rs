@@ -382,14 +382,20 @@ pub enum ManagerRequest {
         token: u64,
         acquire: bool,
     },
-    /// Cooperative caching, batched: session `session` forwarded blocks of these extent
-    /// windows to other clients (N-chance), which now cache them. The manager adds each
-    /// holder to its holder directory if its address belongs to a live session (hints
-    /// only: a wrong one costs a reader a fallback). At most `MAX_HOLDER_HINTS`. Answered
-    /// `Done`.
+    /// Cooperative caching, batched: what session `session` knows of who caches which
+    /// extent windows. `hints`: it forwarded blocks of these windows to other clients
+    /// (N-chance), which now cache them; the manager adds each holder to its holder
+    /// directory if its address belongs to a live session. `held`: the first block of
+    /// each of these windows entered the session's own cache (it is named as their holder
+    /// at the address its request came from). `gone`: the session's cache no longer holds
+    /// any block of these windows (evicted, invalidated, dropped), so it is no longer
+    /// named. Hints only: a wrong or lost one costs a reader a fallback. At most
+    /// `MAX_HOLDER_HINTS` entries in the three lists together. Answered `Done`.
     HolderHints {
         session: SessionId,
         hints: Vec<HolderHint>,
+        held: Vec<HolderWindow>,
+        gone: Vec<HolderWindow>,
     },
     /// A client's promise: session `session` writes `log` and will never commit an extent
     /// in a segment of it below `horizon` (see `manager::usage`). Answered with `Done`.
@@ -564,9 +570,9 @@ pub enum ManagerResponse {
     /// for the chunks they touch (`chunksum`; extents whose chunks have none are read
     /// unchecked).
     ///
-    /// `holders`: addresses of other clients that recently fetched this extent window
-    /// (the manager's holder directory, a hint for cooperative caching: they may cache
-    /// its blocks; a stale hint costs the reader one fallback to storage, never a wrong
+    /// `holders`: addresses of other clients that fetched this extent window or reported
+    /// caching blocks of it, and did not report them all gone since (the manager's holder
+    /// directory, a hint for cooperative caching: they may cache its blocks; a stale hint costs the reader one fallback to storage, never a wrong
     /// answer, because peers serve bytes only by exact log address).
     SummedExtents {
         extents: Vec<Extent>,
@@ -575,8 +581,16 @@ pub enum ManagerResponse {
     },
 }
 
-/// Holder hints one `HolderHints` may carry at most.
+/// Entries (`hints`, `held` and `gone` together) one `HolderHints` may carry at most.
 pub const MAX_HOLDER_HINTS: usize = 1024;
+
+/// The extent window of `ino` at `offset` (as asked for with `GetExtents { ino, offset,
+/// .. }`), in a `HolderHints` report about the sender's own cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HolderWindow {
+    pub ino: InodeId,
+    pub offset: u64,
+}
 
 /// `holder` caches blocks of the extent window of `ino` at `offset` (as asked for with
 /// `GetExtents { ino, offset, .. }`).
@@ -789,7 +803,15 @@ impl fmt::Display for ManagerRequest {
             Goodbye { session } => write!(f, "Goodbye({session:x})"),
             AcquireWrite { ino, .. } => write!(f, "AcquireWrite({ino})"),
             LogHorizon { log, horizon, .. } => write!(f, "LogHorizon({log}, {horizon})"),
-            HolderHints { hints, .. } => write!(f, "HolderHints({} hints)", hints.len()),
+            HolderHints {
+                hints, held, gone, ..
+            } => write!(
+                f,
+                "HolderHints({} hints, {} held, {} gone)",
+                hints.len(),
+                held.len(),
+                gone.len()
+            ),
             SealLog { log, upto } => write!(f, "SealLog({log}, {upto})"),
             LiveExtents { log, segments } => {
                 write!(f, "LiveExtents({log}, {} segments)", segments.len())
@@ -1019,6 +1041,8 @@ mod kind_tests {
                 R::HolderHints {
                     session: s,
                     hints: Vec::new(),
+                    held: Vec::new(),
+                    gone: Vec::new(),
                 },
                 (false, false, false),
             ),
