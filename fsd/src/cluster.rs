@@ -160,7 +160,10 @@ pub fn add_storage_node(
         )));
     }
     let mut file = old.file.clone();
+    let id = old.next_node_id();
+    file.last_node_id = id;
     file.nodes.push(proto::config::NodeEntry {
+        id: Some(id),
         name: name.to_string(),
         roles: vec![Role::Storage],
         address,
@@ -190,6 +193,33 @@ pub fn add_storage_node(
     std::fs::write(&tmp, ClusterConfig::render(&file)).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(config)
+}
+
+/// Writes every node's id into a `cluster.toml` written before ids existed (ids = the
+/// positions they already had, so nothing changes meaning): from then on the entries may be
+/// reordered safely. `shoal up` calls it; it does nothing when every node has an id.
+/// Returns whether it rewrote the file.
+pub fn write_node_ids(config: &ClusterConfig) -> Result<bool, NodeError> {
+    if config.file.nodes.iter().all(|n| n.id.is_some()) {
+        return Ok(false);
+    }
+    let mut file = config.file.clone();
+    for (entry, node) in file.nodes.iter_mut().zip(&config.nodes) {
+        entry.id = Some(node.id.0);
+    }
+    file.last_node_id = config.next_node_id() - 1;
+    // The same ids: the file still means what it meant, so the epoch stays.
+    ClusterConfig::from_file(&config.dir, file.clone())?;
+    let path = config.dir.join(CONFIG_FILE);
+    let tmp = config.dir.join(format!("{CONFIG_FILE}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NodeError::Io { path, source }
+    };
+    std::fs::write(&tmp, ClusterConfig::render(&file)).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    tracing::info!(path = %path.display(), "wrote every node's id into the cluster config");
+    Ok(true)
 }
 
 fn config_has_cert(config: &ClusterConfig, name: &str) -> bool {
@@ -286,7 +316,11 @@ impl LocalCluster {
             init(dir, &p)?;
             tracing::info!(dir = %dir.display(), base_port, "created a new local cluster");
         }
-        let config = Arc::new(ClusterConfig::load(dir)?);
+        let mut config = ClusterConfig::load(dir)?;
+        if write_node_ids(&config)? {
+            config = ClusterConfig::load(dir)?;
+        }
+        let config = Arc::new(config);
         upgrade_identities(&config)?;
         LocalCluster::start(config).await
     }

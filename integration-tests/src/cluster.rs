@@ -302,12 +302,19 @@ impl TestCluster {
     }
 }
 
-/// The STATE column of node `name` in `shoal status` output.
+/// The STATE column of node `name` in `shoal status` output (columns found by the header
+/// line's NODE and STATE).
 pub fn node_state<'a>(status_stdout: &'a str, name: &str) -> Option<&'a str> {
+    let header: Vec<&str> = status_stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<&str>>())
+        .find(|cols| cols.contains(&"NODE") && cols.contains(&"STATE"))?;
+    let node_col = header.iter().position(|c| *c == "NODE")?;
+    let state_col = header.iter().position(|c| *c == "STATE")?;
     status_stdout.lines().find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.first() == Some(&name))
-            .then(|| cols.get(3).copied())
+        (cols.get(node_col) == Some(&name))
+            .then(|| cols.get(state_col).copied())
             .flatten()
     })
 }
@@ -334,9 +341,9 @@ mod tests {
     #[test]
     fn parses_status_rows() {
         let out = "cluster \"x\" (epoch 1, erasure 4+2)\n\
-                   NODE ROLES ADDRESS STATE CAPACITY USED FRAGMENTS\n\
-                   storage-1      storage          127.0.0.1:7400         up           1.0 GiB      0 B     0\n\
-                   manager-1      manager          127.0.0.1:7406         down           -            -     -\n";
+                     ID NODE ROLES ADDRESS STATE CAPACITY USED FRAGMENTS  SLOTS\n\
+                      1 storage-1      storage          127.0.0.1:7400         up           1.0 GiB      0 B     0  -\n\
+                      7 manager-1      manager          127.0.0.1:7406         down           -            -     -  0-1023\n";
         assert_eq!(node_state(out, "storage-1"), Some("up"));
         assert_eq!(node_state(out, "manager-1"), Some("down"));
         assert_eq!(node_state(out, "storage-2"), None);

@@ -44,6 +44,14 @@ impl std::fmt::Display for Role {
 /// One node as the file describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {
+    /// The node's id: assigned once (by `shoal init` or when the node is added) and never
+    /// derived from the node's place in the file, so entries may be reordered, and nodes
+    /// added or removed, without renaming anyone. Manager metadata logs, transaction
+    /// records and the order of storage placement are keyed by it. Files written before
+    /// ids existed have none: such a node's id is its position in the file (1-based), as
+    /// it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
     /// Unique name; also the common name of the node's certificate.
     pub name: String,
     /// Roles this node runs.
@@ -197,6 +205,10 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         .ok_or_else(|| SizeError::TooLarge(text.into()))
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Why a byte size in the cluster file does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
@@ -215,6 +227,10 @@ pub struct ClusterFile {
     pub name: String,
     /// Bumped whenever this file changes meaning (nodes, slots).
     pub epoch: u64,
+    /// The highest node id ever assigned in this cluster, removed nodes included: a new
+    /// node gets the next one, so no id is ever reused. Absent in files written before ids.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_node_id: u32,
     pub erasure: ErasureConfig,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
@@ -285,8 +301,24 @@ impl ClusterConfig {
         }
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
+        let mut ids = HashSet::new();
         let mut nodes = Vec::new();
         for (i, n) in file.nodes.iter().enumerate() {
+            let id = n.id.unwrap_or(i as u32 + 1);
+            if id == 0 {
+                return bad(format!("node {} has id 0: ids start at 1", n.name));
+            }
+            if !ids.insert(id) {
+                return bad(format!(
+                    "node id {id} is used twice (node {}{}); ids are assigned once and never reused",
+                    n.name,
+                    if n.id.is_none() {
+                        ", which has no id and so takes its position in the file"
+                    } else {
+                        ""
+                    }
+                ));
+            }
             if n.name.is_empty() || n.name.contains('/') {
                 return bad(format!(
                     "node name {:?} must be non-empty and contain no '/'",
@@ -321,7 +353,7 @@ impl ClusterConfig {
                     })?),
                 };
             nodes.push(Node {
-                id: NodeId(i as u32 + 1),
+                id: NodeId(id),
                 name: n.name.clone(),
                 roles: n.roles.clone(),
                 address: n.address,
@@ -407,8 +439,14 @@ impl ClusterConfig {
             })?;
             Ok(SocketAddr::from(([127, 0, 0, 1], p)))
         };
+        let mut id = 0u32;
+        let mut next_id = || {
+            id += 1;
+            Some(id)
+        };
         for i in 1..=storage {
             nodes.push(NodeEntry {
+                id: next_id(),
                 name: format!("storage-{i}"),
                 roles: vec![Role::Storage],
                 address: next_addr()?,
@@ -419,6 +457,7 @@ impl ClusterConfig {
         }
         for i in 1..=managers {
             nodes.push(NodeEntry {
+                id: next_id(),
                 name: format!("manager-{i}"),
                 roles: vec![Role::Manager],
                 address: next_addr()?,
@@ -445,6 +484,7 @@ impl ClusterConfig {
         Ok(ClusterFile {
             name: name.to_string(),
             epoch: 1,
+            last_node_id: (storage + managers) as u32,
             erasure,
             nodes,
             slot_ranges,
@@ -462,13 +502,27 @@ impl ClusterConfig {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// Storage nodes in config order; stripe placement indexes into this list.
+    /// Storage nodes by id; stripe placement indexes into this list. (Ordered by id, not by
+    /// place in the file: reordering `[[node]]` entries moves no data, and a node added
+    /// with a new, higher id goes to the end, which moves no recorded segment.)
     pub fn storage_nodes(&self) -> Vec<&Node> {
-        self.nodes.iter().filter(|n| n.has(Role::Storage)).collect()
+        let mut v: Vec<&Node> = self.nodes.iter().filter(|n| n.has(Role::Storage)).collect();
+        v.sort_by_key(|n| n.id);
+        v
     }
 
+    /// Manager nodes by id.
     pub fn manager_nodes(&self) -> Vec<&Node> {
-        self.nodes.iter().filter(|n| n.has(Role::Manager)).collect()
+        let mut v: Vec<&Node> = self.nodes.iter().filter(|n| n.has(Role::Manager)).collect();
+        v.sort_by_key(|n| n.id);
+        v
+    }
+
+    /// The id a node added to this cluster gets: one above every id in use (ids are never
+    /// reused, so that a new node can't inherit a removed node's log or records).
+    pub fn next_node_id(&self) -> u32 {
+        let used = self.nodes.iter().map(|n| n.id.0).max().unwrap_or(0);
+        used.max(self.file.last_node_id) + 1
     }
 
     /// The manager node owning `slot`.
@@ -512,7 +566,8 @@ pub const CONFIG_DOC: &str = "\
 # epoch           bumped whenever the meaning of this file changes (nodes, slots)
 # [erasure]       data = k, parity = m: every segment is striped over k+m storage
 #                 nodes; any m of them may fail without losing data
-# [[node]]        one per node: name (also its certificate's common name), roles
+# [[node]]        one per node: id (assigned once, never reused; keep it when editing),
+#                 name (also its certificate's common name), roles
 #                 (\"storage\", \"manager\"), address (UDP, QUIC; edit for real machines),
 #                 state_dir (optional; default nodes/NAME under this directory),
 #                 capacity (optional, storage nodes: most fragment bytes stored, e.g.
@@ -596,6 +651,74 @@ mod tests {
         f.nodes[6].capacity = None;
         f.nodes[0].capacity = Some("lots".into());
         assert!(ClusterConfig::from_file(Path::new("/tmp/x"), f).is_err());
+    }
+
+    #[test]
+    fn node_ids_are_written_once_and_survive_reordering() {
+        let f = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
+        let a = ClusterConfig::from_file(Path::new("/tmp/x"), f.clone()).expect("check");
+        let mut g = f.clone();
+        g.nodes.reverse();
+        let text = ClusterConfig::render(&g);
+        let b = ClusterConfig::from_file(Path::new("/tmp/x"), toml::from_str(&text).expect("toml"))
+            .expect("check reordered");
+        for n in &a.nodes {
+            assert_eq!(
+                b.node_by_name(&n.name).expect("node").id,
+                n.id,
+                "{}",
+                n.name
+            );
+        }
+        let names = |c: &ClusterConfig, storage: bool| -> Vec<String> {
+            let v = if storage {
+                c.storage_nodes()
+            } else {
+                c.manager_nodes()
+            };
+            v.iter().map(|n| n.name.clone()).collect()
+        };
+        assert_eq!(names(&a, true), names(&b, true), "placement order moved");
+        assert_eq!(names(&a, false), names(&b, false));
+        for s in [0u16, 511, 512, 1023] {
+            assert_eq!(a.slot_owner(SlotId(s)), b.slot_owner(SlotId(s)));
+        }
+        assert_eq!(a.next_node_id(), 9);
+    }
+
+    #[test]
+    fn files_without_ids_keep_positional_ids_and_duplicates_are_refused() {
+        let mut f = ClusterConfig::generate("t", 6, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
+        for n in f.nodes.iter_mut() {
+            n.id = None;
+        }
+        f.last_node_id = 0;
+        let c = ClusterConfig::from_file(Path::new("/tmp/x"), f.clone()).expect("legacy");
+        let ids: Vec<u32> = c.nodes.iter().map(|n| n.id.0).collect();
+        assert_eq!(ids, (1..=7).collect::<Vec<u32>>());
+        assert_eq!(c.next_node_id(), 8);
+        // A node added with an explicit id beside id-less ones: fine while ids differ.
+        let mut g = f.clone();
+        g.nodes[6].id = Some(7);
+        assert!(ClusterConfig::from_file(Path::new("/tmp/x"), g.clone()).is_ok());
+        g.nodes[6].id = Some(3);
+        let err = ClusterConfig::from_file(Path::new("/tmp/x"), g.clone()).expect_err("dup");
+        assert!(err.to_string().contains("node id 3 is used twice"), "{err}");
+        g.nodes[6].id = Some(0);
+        assert!(ClusterConfig::from_file(Path::new("/tmp/x"), g).is_err());
+    }
+
+    #[test]
+    fn removed_ids_are_not_handed_out_again() {
+        let mut f = ClusterConfig::generate("t", 7, 1, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("gen");
+        // storage-7 (id 7) is removed; manager-1 keeps id 8.
+        f.nodes.remove(6);
+        let c = ClusterConfig::from_file(Path::new("/tmp/x"), f).expect("check");
+        assert_eq!(c.node_by_name("manager-1").expect("m").id, NodeId(8));
+        assert_eq!(c.next_node_id(), 9);
     }
 
     #[test]

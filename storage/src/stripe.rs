@@ -230,6 +230,7 @@ mod tests {
         // The same cluster with a seventh storage node added at the end of the list.
         let mut f = six.file.clone();
         let mut new = f.nodes[0].clone();
+        new.id = Some(six.next_node_id());
         new.name = "storage-7".into();
         new.address = SocketAddr::from(([127, 0, 0, 1], 7100));
         f.nodes.push(new);

@@ -44,6 +44,8 @@ pub struct Erasure {
 
 #[derive(Debug, Serialize)]
 pub struct NodeReport {
+    /// The node's id (stable; `id` in cluster.toml), null for a name the config lacks.
+    pub id: Option<u32>,
     pub name: String,
     /// "storage" and/or "manager".
     pub roles: Vec<String>,
@@ -55,6 +57,8 @@ pub struct NodeReport {
     pub used_bytes: Option<u64>,
     pub fragments: Option<u64>,
     pub draining: bool,
+    /// Managers: the slot ranges they own ("0-511"); empty for other nodes.
+    pub slots: Vec<String>,
     /// Why the node could not be reached (null when it was).
     pub error: Option<String>,
     pub workers: Vec<WorkerReport>,
@@ -75,6 +79,34 @@ pub struct Stripes {
     pub degraded: u64,
     /// Degraded stripes by how many fragments they miss ("1": n, "2": n, ...).
     pub degraded_by_missing: BTreeMap<String, u64>,
+}
+
+/// The slots `node` owns, as ranges ("0-511", "700").
+fn slot_ranges(config: &ClusterConfig, node: proto::ids::NodeId) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut run: Option<(u16, u16)> = None;
+    for s in config.slots_of(node) {
+        run = match run {
+            Some((a, b)) if b + 1 == s.0 => Some((a, s.0)),
+            Some((a, b)) => {
+                out.push(range_text(a, b));
+                Some((s.0, s.0))
+            }
+            None => Some((s.0, s.0)),
+        };
+    }
+    if let Some((a, b)) = run {
+        out.push(range_text(a, b));
+    }
+    out
+}
+
+fn range_text(a: u16, b: u16) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}-{b}")
+    }
 }
 
 /// The report of `s` (pure).
@@ -99,6 +131,7 @@ pub fn report(
         .nodes
         .iter()
         .map(|n| NodeReport {
+            id: config.node_by_name(&n.name).map(|c| c.id.0),
             name: n.name.clone(),
             roles: n.roles.iter().map(|r| r.to_string()).collect(),
             address: n.address.to_string(),
@@ -107,6 +140,10 @@ pub fn report(
             used_bytes: n.storage.as_ref().map(|st| st.used_bytes),
             fragments: n.storage.as_ref().map(|st| st.fragments),
             draining: n.storage.as_ref().is_some_and(|st| st.draining),
+            slots: config
+                .node_by_name(&n.name)
+                .map(|c| slot_ranges(config, c.id))
+                .unwrap_or_default(),
             error: n.reachable.as_ref().err().map(|e| e.to_string()),
             workers: n
                 .reachable
@@ -204,8 +241,8 @@ fn print_text(
         config.file.erasure.parity
     );
     println!(
-        "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
-        "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS"
+        "{:>4} {:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}  SLOTS",
+        "ID", "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS"
     );
     for (n, nr) in s.nodes.iter().zip(&r.nodes) {
         let (cap, used, frags) = match n.storage {
@@ -217,14 +254,20 @@ fn print_text(
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}",
+            "{:>4} {:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}  {}",
+            nr.id.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
             n.name,
             nr.roles.join(","),
             n.address,
             nr.state,
             cap,
             used,
-            frags
+            frags,
+            if nr.slots.is_empty() {
+                "-".to_string()
+            } else {
+                nr.slots.join(",")
+            }
         );
         if let Some(e) = &nr.error {
             println!("    {e}");
@@ -310,6 +353,25 @@ mod tests {
         ClusterConfig::from_file(Path::new("/nonexistent"), file).expect("config")
     }
 
+    #[test]
+    fn managers_report_their_slot_ranges_and_every_node_its_id() {
+        let c = config();
+        let m1 = c.node_by_name("manager-1").expect("m1").id;
+        let m2 = c.node_by_name("manager-2").expect("m2").id;
+        assert_eq!(slot_ranges(&c, m1), vec!["0-511".to_string()]);
+        assert_eq!(slot_ranges(&c, m2), vec!["512-1023".to_string()]);
+        let s1 = c.node_by_name("storage-1").expect("s1").id;
+        assert!(slot_ranges(&c, s1).is_empty());
+        let s = ClusterStatus {
+            nodes: vec![node("manager-2", true), node("storage-3", true)],
+            can_serve: true,
+        };
+        let v = serde_json::to_value(report(&c, &s, None)).expect("json");
+        assert_eq!(v["nodes"][0]["id"], 8);
+        assert_eq!(v["nodes"][0]["slots"][0], "512-1023");
+        assert_eq!(v["nodes"][1]["id"], 3);
+    }
+
     fn node(name: &str, up: bool) -> NodeStatus {
         NodeStatus {
             name: name.into(),
@@ -363,6 +425,8 @@ mod tests {
         assert_eq!(v["nodes"][1]["state"], "down");
         assert_eq!(v["nodes"][1]["error"], "unexpected answer gone");
         for f in [
+            "id",
+            "slots",
             "name",
             "roles",
             "address",
