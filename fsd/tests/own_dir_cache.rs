@@ -39,8 +39,9 @@ async fn create(c: &Client, dir: InodeId, name: &str) -> Result<InodeId, FsError
 }
 
 /// A directory made by `c` in the root on the root's manager (a directory placed on
-/// another manager is made by a cross-manager transaction, whose answer does not make the
-/// maker a reader of it: such a directory is not learnt, and lookups in it ask).
+/// another manager is made by a cross-manager transaction: its owner registers the maker
+/// as a reader, but the client does not learn such a directory as empty, and lookups in it
+/// ask).
 async fn own_dir(tc: &TestCluster, c: &Client, prefix: &str) -> InodeId {
     let owner = |i: InodeId| tc.cluster.config.slot_owner(i.slot());
     for i in 0..64 {
@@ -271,4 +272,60 @@ async fn both_clients_changing_an_own_directory_match_a_model_after_every_step()
         a.stats().local_getattrs + b.stats().local_getattrs > 0,
         "some getattrs were answered locally"
     );
+}
+
+/// A directory made for another manager's parent (a cross-manager transaction): the
+/// participant that owns it makes the maker its reader before the answer, so another
+/// client's change to it is called back to the maker (the maker caches the attributes the
+/// answer carried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_maker_of_a_directory_on_another_manager_is_its_reader() {
+    let tc = TestCluster::start(6, 2, 4, 2).await;
+    let a = tc.client().await;
+    let b = tc.client().await;
+    let owner = |i: InodeId| tc.cluster.config.slot_owner(i.slot());
+    let mut far = None;
+    for i in 0..64 {
+        let d = bounded(
+            "mkdir",
+            a.mkdir(InodeId::ROOT, &format!("far{i}"), 0o755, 0o022, ROOT),
+        )
+        .await
+        .expect("mkdir");
+        if owner(d.ino) != owner(InodeId::ROOT) {
+            far = Some(d.ino);
+            break;
+        }
+    }
+    let far = far.expect("64 directories all placed on the root's manager");
+    let name = &tc.cluster.config.node(owner(far)).expect("owner node").name;
+    let svc = tc.cluster.manager_service(name).expect("owner service");
+    let (readers, _) = svc.lease_holders(far);
+    assert!(
+        readers.contains(&a.session()),
+        "maker {:?} not a reader of {far} on {name}: {readers:?}",
+        a.session()
+    );
+    // Another client's change to it drops the maker's registration (a callback went out).
+    let before = a.stats().invalidate_callbacks;
+    let chmod = proto::msg::SetAttrs {
+        perm: Some(0o700),
+        uid: None,
+        gid: None,
+        size: None,
+        atime: None,
+        mtime: None,
+    };
+    bounded("chmod", b.setattr(far, chmod, ROOT))
+        .await
+        .expect("chmod");
+    let (readers, _) = svc.lease_holders(far);
+    assert!(!readers.contains(&a.session()), "{readers:?}");
+    assert!(
+        a.stats().invalidate_callbacks > before,
+        "no callback reached the maker"
+    );
+    a.shutdown();
+    b.shutdown();
+    tc.cluster.stop().await;
 }

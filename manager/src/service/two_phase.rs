@@ -479,9 +479,14 @@ impl Service {
             } else {
                 self.journal.admit(&recs).map_err(errno)?;
                 let affected = Affected::of_records(&recs);
+                // The coordinator answers the requester with these attributes (a directory
+                // or file made here for another manager's parent): the requester caches
+                // them, so it becomes their reader here, before the answer can reach it,
+                // and a later change by anyone else is called back.
+                let returned: Vec<InodeId> = applied.iter().flatten().map(|a| a.ino).collect();
                 let calls = if commit {
                     self.leases()
-                        .after_mutation(who, &affected, &[], Instant::now())
+                        .after_mutation(who, &affected, &returned, Instant::now())
                 } else {
                     Vec::new()
                 };
