@@ -5,8 +5,9 @@
 //! - a name absent from a directory the client made is answered without a manager round
 //!   trip (`data::dir_names`), and the client's own creates, unlinks and renames keep that
 //!   answer right;
-//! - the attributes of a directory as the client's own create in it left them answer the
-//!   next getattr without a round trip (`data::attrs`), and equal what the manager says;
+//! - the attributes of a directory as the client's own create, unlink or rmdir in it left
+//!   them answer the next getattr without a round trip (`data::attrs`), and equal what the
+//!   manager says;
 //! - another client's change of the directory is seen at once (its callback drops the
 //!   knowledge before the change is answered);
 //! - under a randomized mix of both clients' creates, unlinks and renames, every lookup of
@@ -129,6 +130,17 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
     bounded("unlink", a.unlink(d, "y", ROOT))
         .await
         .expect("unlink");
+    // The directory as our unlink left it: no GetAttr sent, and what the manager says.
+    let before = a.stats();
+    let mine = seen(&a, d).await;
+    let after = a.stats();
+    assert_eq!(
+        after.rpc("GetAttr"),
+        before.rpc("GetAttr"),
+        "answered locally after an unlink"
+    );
+    assert_eq!(after.local_getattrs, before.local_getattrs + 1);
+    assert_eq!(mine, seen(&judge, d).await, "after the unlink");
     assert!(!exists(&a, d, "y").await, "unlinked");
     let sub = bounded("mkdir", a.mkdir(d, "sub", 0o755, 0o022, ROOT))
         .await

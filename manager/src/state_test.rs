@@ -867,7 +867,7 @@ fn readdir_while_unlinking_each_returned_entry_sees_every_entry() {
         });
         assert_each_once(&seen, &names);
         assert!(h.st.readdir(d, 0, 10).expect("readdir").is_empty());
-        assert_eq!(h.rmdir(ROOT, "d"), Ok(Reply::Done));
+        assert_eq!(h.rmdir(ROOT, "d"), Ok(Reply::Removed { parent: ROOT }));
         h.check_replay();
     }
 }

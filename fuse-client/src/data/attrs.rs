@@ -13,12 +13,12 @@
 //! - an answer that was in flight while attributes were dropped is not kept.
 //!
 //! It also owns which cached attributes may answer a getattr without asking (`Fresh`): a
-//! directory's attributes as the answer to this client's own create in it left them (the
-//! manager made the client a reader of the parent with that answer), while no other own
-//! change that could alter a directory has begun since, none is in flight, and nothing was
-//! dropped since (any callback clears them). The kernel invalidates a parent's attributes
-//! after every create and asks again at the next path walk; this answers that without a
-//! round trip.
+//! directory's attributes as the answer to this client's own create, unlink or rmdir in it
+//! left them (the manager made the client a reader of the parent with that answer), while
+//! no other own change that could alter a directory has begun since, none is in flight,
+//! and nothing was dropped since (any callback clears them). The kernel invalidates a
+//! parent's attributes after every create or unlink and asks again at the next path walk;
+//! this answers that without a round trip.
 //!
 //! Must not: call a manager, touch the data state, or block (its locks are held only for
 //! a map operation).

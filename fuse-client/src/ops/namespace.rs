@@ -110,9 +110,19 @@ impl Client {
 
     pub(crate) async fn done_call(&self, req: ManagerRequest) -> Result<(), FsError> {
         let what = req.to_string();
-        let _change = changes_dir_attrs(&req).then(|| self.attrs.begin_change());
+        let ask = self.attrs.ask();
+        let change = changes_dir_attrs(&req).then(|| self.attrs.begin_change());
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Done => Ok(()),
+            ManagerResponse::Removed { parent } => {
+                // The parent as our unlink/rmdir left it; we are its reader from here on.
+                self.note_attr(&parent);
+                self.attrs.settle(&ask, parent.ino);
+                if let Some(change) = change {
+                    self.attrs.vouch(change, &parent, &ask);
+                }
+                Ok(())
+            }
             other => Err(remote::unexpected(&what, &other)),
         }
     }

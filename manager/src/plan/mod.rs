@@ -102,6 +102,11 @@ pub enum Reply {
         ino: InodeId,
         parent: InodeId,
     },
+    /// A local unlink or rmdir: done, and to a requester with a session the parent's
+    /// attributes as they are after it (the requester becomes the parent's reader).
+    Removed {
+        parent: InodeId,
+    },
 }
 
 /// What to answer after a transaction commits.

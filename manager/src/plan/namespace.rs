@@ -133,7 +133,7 @@ impl MetaState {
                 },
             ),
         ];
-        self.local_or_tx(ctx, ops, Reply::Done, false)
+        self.local_or_tx(ctx, ops, Reply::Removed { parent }, false)
     }
 
     pub fn plan_rmdir(&self, ctx: &Ctx, parent: InodeId, name: &str) -> Result<Plan, Errno> {
@@ -159,7 +159,7 @@ impl MetaState {
                 },
             ),
         ];
-        self.local_or_tx(ctx, ops, Reply::Done, false)
+        self.local_or_tx(ctx, ops, Reply::Removed { parent }, false)
     }
 
     pub fn plan_link(

@@ -194,6 +194,7 @@ impl Service {
         // The parent's attributes go only to a requester that caches them (a session).
         let reply = match reply {
             Reply::Created { ino, .. } if who.is_none() => Reply::Attr(ino),
+            Reply::Removed { .. } if who.is_none() => Reply::Done,
             r => r,
         };
         let returned: Vec<InodeId> = match &reply {
@@ -201,6 +202,7 @@ impl Service {
             Reply::Attr(i) => vec![*i],
             Reply::Attrs(v) => v.clone(),
             Reply::Created { ino, parent } => vec![*ino, *parent],
+            Reply::Removed { parent } => vec![*parent],
         };
         // Ends of recorded write leases ride along; the write lease a creator gets on its new
         // file is recorded *before* the file's records, so that if the file survives a crash
@@ -220,7 +222,7 @@ impl Service {
         if let (Some(session), Some(call)) = (who, once::current_call()) {
             let answer = match &reply {
                 Reply::Attr(i) | Reply::Created { ino: i, .. } => Some(*i),
-                Reply::Done | Reply::Attrs(_) => None,
+                Reply::Done | Reply::Attrs(_) | Reply::Removed { .. } => None,
             };
             batch.push(Record::Replied {
                 session,
@@ -256,6 +258,9 @@ impl Service {
             Reply::Attr(ino) => ManagerResponse::Attr(attr(ino)?),
             Reply::Created { ino, parent } => ManagerResponse::Created {
                 attr: attr(ino)?,
+                parent: Box::new(attr(parent)?),
+            },
+            Reply::Removed { parent } => ManagerResponse::Removed {
                 parent: Box::new(attr(parent)?),
             },
             Reply::Attrs(inos) => ManagerResponse::Committed {

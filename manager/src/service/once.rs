@@ -101,6 +101,7 @@ impl Service {
                         Ok(ManagerResponse::Created { attr, .. }) => {
                             Ok(ManagerResponse::Attr(attr))
                         }
+                        Ok(ManagerResponse::Removed { .. }) => Ok(ManagerResponse::Done),
                         r => r,
                     };
                 }

@@ -496,6 +496,13 @@ pub enum ManagerResponse {
         /// Boxed: answers stay small.
         parent: Box<Attr>,
     },
+    /// An unlink or rmdir applied by the parent's manager, to a requester with a session:
+    /// the parent's attributes after the removal. The requester is a reader of the parent
+    /// from then on, as with `Created`.
+    Removed {
+        /// Boxed: answers stay small.
+        parent: Box<Attr>,
+    },
     /// Unlink/rmdir/rename/xattr changes and other operations with nothing to return.
     Done,
     Entries(Vec<DirEntry>),
