@@ -1,0 +1,306 @@
+//! The config group's durable raft log, vote and committed index, under the member's
+//! `state_dir/config-group/`.
+//!
+//! - `log`: an append file (`record`) of `LogRecord`s. `append` writes the entries and
+//!   fdatasyncs before it tells openraft they are durable; `truncate` appends a `Truncate`
+//!   marker (fsynced); `purge` rewrites the file with what stays (a `Purged` marker and the
+//!   later entries), so the file is bounded by the snapshot policy. Replay applies the
+//!   records in order.
+//! - `vote` and `committed`: single-record files replaced atomically and durably.
+//!
+//! A copy of the log is kept in memory (the config group's log is small: the snapshot
+//! policy purges it), so readers never touch the disk. Blocking file I/O runs on tokio's
+//! blocking pool. Must not: interpret commands (the state machine does).
+
+use super::record::{self, AppendFile, RecordError};
+use super::TypeConfig;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const LOG_MAGIC: &[u8; 8] = b"SHCGLOG\0";
+const VOTE_MAGIC: &[u8; 8] = b"SHCGVOTE";
+const COMMITTED_MAGIC: &[u8; 8] = b"SHCGCOMM";
+const LOG_FILE: &str = "log";
+const VOTE_FILE: &str = "vote";
+const COMMITTED_FILE: &str = "committed";
+
+/// One record of the log file.
+#[derive(Debug, Serialize, Deserialize)]
+enum LogRecord {
+    Entry(Entry<TypeConfig>),
+    /// Entries from index `since` on are gone (a new leader overwrote them).
+    Truncate { since: u64 },
+    /// Entries up to and including `upto` are gone (they are in the snapshot).
+    Purged { upto: LogId<u32> },
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<u32>>,
+    vote: Option<Vote<u32>>,
+    committed: Option<LogId<u32>>,
+}
+
+impl Mem {
+    fn replay(&mut self, rec: LogRecord) {
+        match rec {
+            LogRecord::Entry(e) => {
+                self.entries.insert(e.log_id.index, e);
+            }
+            LogRecord::Truncate { since } => {
+                self.entries.split_off(&since);
+            }
+            LogRecord::Purged { upto } => self.purge(upto),
+        }
+    }
+
+    fn purge(&mut self, upto: LogId<u32>) {
+        self.entries = self.entries.split_off(&(upto.index + 1));
+        if self.last_purged.is_none_or(|p| p < upto) {
+            self.last_purged = Some(upto);
+        }
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: AppendFile,
+    mem: Mem,
+}
+
+/// The log storage openraft drives (and its readers, which share the same memory).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
+fn encode(rec: &LogRecord) -> Result<Vec<u8>, StorageError<u32>> {
+    postcard::to_allocvec(rec).map_err(write_err)
+}
+
+impl LogStore {
+    /// Opens (creating) the log of the group directory `dir`, replaying it; a torn last
+    /// record is dropped, any other damage is an error.
+    pub fn open(dir: &Path) -> Result<LogStore, RecordError> {
+        std::fs::create_dir_all(dir).map_err(|source| RecordError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(LOG_FILE);
+        let (file, payloads) = AppendFile::open(&path, LOG_MAGIC)?;
+        let mut mem = Mem::default();
+        for (i, p) in payloads.iter().enumerate() {
+            let rec: LogRecord = postcard::from_bytes(p).map_err(|e| RecordError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                what: format!("record {i} passes its checksum but does not decode: {e}"),
+            })?;
+            mem.replay(rec);
+        }
+        let decode = |name: &str, magic| -> Result<Option<Vec<u8>>, RecordError> {
+            record::read_single(&dir.join(name), magic)
+        };
+        let corrupt = |name: &str, e: postcard::Error| RecordError::Corrupt {
+            path: dir.join(name),
+            offset: 0,
+            what: format!("does not decode: {e}"),
+        };
+        if let Some(b) = decode(VOTE_FILE, VOTE_MAGIC)? {
+            mem.vote = Some(postcard::from_bytes(&b).map_err(|e| corrupt(VOTE_FILE, e))?);
+        }
+        if let Some(b) = decode(COMMITTED_FILE, COMMITTED_MAGIC)? {
+            mem.committed = postcard::from_bytes(&b).map_err(|e| corrupt(COMMITTED_FILE, e))?;
+        }
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_path_buf(),
+                file,
+                mem,
+            })),
+        })
+    }
+
+    /// Whether this member never voted nor held a log entry (a fresh member, which the
+    /// group may initialize).
+    pub fn is_pristine(&self) -> bool {
+        let i = self.lock();
+        i.mem.vote.is_none() && i.mem.entries.is_empty() && i.mem.last_purged.is_none()
+    }
+
+    /// Bytes of the log file (tests: the file shrinks on purge).
+    pub fn file_bytes(&self) -> u64 {
+        self.lock().file.bytes()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the store with blocking I/O allowed.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StorageError<u32>> + Send + 'static,
+    ) -> Result<T, StorageError<u32>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut g)
+        })
+        .await
+        .map_err(write_err)?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u32>> {
+        Ok(self
+            .lock()
+            .mem
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u32>> {
+        let i = self.lock();
+        let last_purged_log_id = i.mem.last_purged;
+        let last_log_id = i
+            .mem
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u32>) -> Result<(), StorageError<u32>> {
+        let vote = *vote;
+        let bytes = postcard::to_allocvec(&vote)
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.blocking(move |i| {
+            record::write_single(&i.dir, VOTE_FILE, VOTE_MAGIC, &bytes)
+                .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+            i.mem.vote = Some(vote);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u32>>, StorageError<u32>> {
+        Ok(self.lock().mem.vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u32>>,
+    ) -> Result<(), StorageError<u32>> {
+        let bytes = postcard::to_allocvec(&committed).map_err(write_err)?;
+        self.blocking(move |i| {
+            record::write_single(&i.dir, COMMITTED_FILE, COMMITTED_MAGIC, &bytes)
+                .map_err(write_err)?;
+            i.mem.committed = committed;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u32>>, StorageError<u32>> {
+        Ok(self.lock().mem.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u32>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut framed = Vec::new();
+        let mut recs = Vec::with_capacity(entries.len());
+        for e in entries {
+            let rec = LogRecord::Entry(e);
+            framed.extend_from_slice(&record::frame(&encode(&rec)?));
+            recs.push(rec);
+        }
+        // The callback only after the bytes are on disk: openraft counts them durable then.
+        let r = self
+            .blocking(move |i| {
+                i.file.append(&framed).map_err(write_err)?;
+                for rec in recs {
+                    i.mem.replay(rec);
+                }
+                Ok(())
+            })
+            .await;
+        match &r {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        r
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u32>) -> Result<(), StorageError<u32>> {
+        let rec = LogRecord::Truncate {
+            since: log_id.index,
+        };
+        let framed = record::frame(&encode(&rec)?);
+        tracing::info!(since = %log_id, "config group log truncated (entries overwritten by a new leader)");
+        self.blocking(move |i| {
+            i.file.append(&framed).map_err(write_err)?;
+            i.mem.replay(rec);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u32>) -> Result<(), StorageError<u32>> {
+        self.blocking(move |i| {
+            let mut mem = std::mem::take(&mut i.mem);
+            mem.purge(log_id);
+            let mut payloads = Vec::with_capacity(mem.entries.len() + 1);
+            let r = (|| {
+                if let Some(upto) = mem.last_purged {
+                    payloads.push(encode(&LogRecord::Purged { upto })?);
+                }
+                for e in mem.entries.values() {
+                    payloads.push(encode(&LogRecord::Entry(e.clone()))?);
+                }
+                i.file.rewrite(LOG_MAGIC, &payloads).map_err(write_err)
+            })();
+            i.mem = mem;
+            r
+        })
+        .await?;
+        tracing::debug!(upto = %log_id, "config group log purged");
+        Ok(())
+    }
+}

@@ -1,0 +1,398 @@
+//! The config group: the cluster config kept by a raft group (openraft) on the manager
+//! nodes, so that every member agrees on one committed config and its epoch (DESIGN §8).
+//!
+//! - `ConfigGroup` (this file) is a member's handle: start (opening its state, and
+//!   initializing the group on the first start of a fresh cluster), `propose` a new config by
+//!   compare-and-set on the epoch, read the committed config, the leader and raft metrics.
+//! - `log_store` holds the durable raft log, vote and committed index; `state_machine` the
+//!   applied config and its snapshots; `record` the on-disk framing and fsyncs; `network`
+//!   the raft RPCs over the node's QUIC transport.
+//!
+//! Members are the nodes with the manager role, by their config `NodeId` (the raft node id
+//! is `NodeId.0`). The first start of a fresh cluster: the lowest-id manager, finding no
+//! state of its own, initializes the group with the manager nodes; then whichever member
+//! leads first proposes the contents of its `cluster.toml` (`Command::Seed`, refused once a
+//! config is committed), so the group's first epoch is the file's. A restart finds its state
+//! and never initializes again.
+//!
+//! What it must not do yet: nothing reads slot ownership, roles or addresses from the group;
+//! every role still uses the `ClusterConfig` loaded from `cluster.toml` at start, and requests
+//! carry no epoch. Membership changes (adding or removing members) are not exposed.
+
+mod log_store;
+mod network;
+mod record;
+mod state_machine;
+mod toml_file;
+
+#[cfg(test)]
+mod store_test;
+
+pub use log_store::LogStore;
+pub use record::RecordError;
+pub use state_machine::{GroupState, StateMachine};
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, RaftMetrics, SnapshotPolicy};
+use proto::config::{ClusterConfig, ClusterFile};
+use proto::ids::NodeId;
+use proto::msg::{ConfigGroupRequest, Response};
+use proto::transport::Transport;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What members propose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The first config of the group (a member's `cluster.toml`); refused once one is
+    /// committed.
+    Seed {
+        #[serde(with = "toml_file::one")]
+        file: ClusterFile,
+    },
+    /// Replaces the config: applied only if the committed epoch is `expect_epoch` and
+    /// `file.epoch` is `expect_epoch + 1`.
+    Replace {
+        expect_epoch: u64,
+        #[serde(with = "toml_file::one")]
+        file: ClusterFile,
+    },
+}
+
+/// Why the state machine refused a command (the entry is committed, the state unchanged).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refused {
+    #[error("the config is at epoch {current}, not {expected}: read it again and propose on top of it")]
+    StaleEpoch { current: u64, expected: u64 },
+    #[error("a config replacing epoch {current} must carry epoch {}, not {proposed}", current + 1)]
+    NotNextEpoch { current: u64, proposed: u64 },
+    #[error("the group holds no config yet (its first leader seeds it from cluster.toml)")]
+    NotSeeded,
+    #[error("the group already holds a config (epoch {current})")]
+    AlreadySeeded { current: u64 },
+}
+
+/// The outcome of applying one entry: the epoch committed after it, or why it was refused.
+pub type ApplyResult = Result<u64, Refused>;
+
+openraft::declare_raft_types!(
+    /// The config group's raft types: node ids are the config's `NodeId.0`.
+    pub TypeConfig:
+        D = Command,
+        R = ApplyResult,
+        NodeId = u32,
+        Node = BasicNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+pub type GroupRaft = openraft::Raft<TypeConfig>;
+
+/// Timing and log bounds of a member.
+#[derive(Clone, Debug)]
+pub struct GroupOptions {
+    /// The leader's heartbeat, and the timeout of one AppendEntries call.
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election: (Duration, Duration),
+    /// A snapshot is built once this many entries were applied since the last one; the log
+    /// is then purged up to it (keeping `keep_logs` entries for members slightly behind).
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+    /// A proposal not committed within this fails (`NoQuorum`) instead of waiting.
+    pub propose_timeout: Duration,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            heartbeat: Duration::from_millis(250),
+            election: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            snapshot_every: 64,
+            keep_logs: 8,
+            propose_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl GroupOptions {
+    fn raft_config(&self) -> Result<Config, GroupError> {
+        let c = Config {
+            cluster_name: "shoal-config".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election.0.as_millis() as u64,
+            election_timeout_max: self.election.1.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            purge_batch_size: 1,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| GroupError::Start(format!("raft config: {e}")))
+    }
+}
+
+/// Errors of starting a member.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("config group state: {0}")]
+    State(#[from] RecordError),
+    #[error("config group: {0}")]
+    Start(String),
+}
+
+/// Why a proposal did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("config group refused the proposal: {0}")]
+    Refused(#[from] Refused),
+    #[error("{me} is not the config group's leader; {}", match leader {
+        Some(l) => format!("propose at {l}"),
+        None => "no leader is known right now (an election is under way or a majority of the members is down)".into(),
+    })]
+    NotLeader { me: NodeId, leader: Option<NodeId> },
+    #[error("the config group did not commit the proposal within {waited:?}: a majority of its {members} members does not answer (it may still commit if they come back)")]
+    NoQuorum { waited: Duration, members: usize },
+    #[error("config group member stopped: {0}")]
+    Stopped(String),
+}
+
+/// A member's handle on the group.
+pub struct ConfigGroup {
+    me: NodeId,
+    raft: GroupRaft,
+    applied: watch::Receiver<Arc<GroupState>>,
+    options: GroupOptions,
+    dir: PathBuf,
+    seeder: tokio::task::JoinHandle<()>,
+}
+
+/// The group's members in `config`: its manager nodes.
+pub fn members(config: &ClusterConfig) -> BTreeMap<u32, BasicNode> {
+    config
+        .manager_nodes()
+        .into_iter()
+        .map(|n| (n.id.0, BasicNode::new(n.address.to_string())))
+        .collect()
+}
+
+/// Where a member keeps its state.
+pub fn state_dir(node_state_dir: &Path) -> PathBuf {
+    node_state_dir.join("config-group")
+}
+
+impl ConfigGroup {
+    /// Starts member `me` of the group of `config`'s manager nodes on `transport` (whose
+    /// node must route `Request::ConfigGroup` to `handle_rpc`). Opens the member's state
+    /// under its state directory; on the first start of a fresh cluster the lowest-id
+    /// manager initializes the group.
+    pub async fn start(
+        config: &ClusterConfig,
+        me: NodeId,
+        transport: Arc<Transport>,
+        options: GroupOptions,
+    ) -> Result<Arc<ConfigGroup>, GroupError> {
+        let node = config
+            .node(me)
+            .ok_or_else(|| GroupError::Start(format!("{me} is not in the cluster config")))?;
+        let members = members(config);
+        if !members.contains_key(&me.0) {
+            return Err(GroupError::Start(format!(
+                "{} has no manager role, so it is no config group member",
+                node.name
+            )));
+        }
+        let dir = state_dir(&node.state_dir);
+        let (log, sm) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, GroupError> {
+                let log = LogStore::open(&dir)?;
+                let sm = StateMachine::open(&dir)?;
+                Ok((log, sm))
+            })
+            .await
+            .map_err(|e| GroupError::Start(e.to_string()))??
+        };
+        let fresh = log.is_pristine() && sm.is_pristine();
+        let applied = sm.subscribe();
+        let network = network::Network {
+            me: me.0,
+            transport,
+        };
+        let raft = GroupRaft::new(me.0, Arc::new(options.raft_config()?), network, log, sm)
+            .await
+            .map_err(|e| GroupError::Start(e.to_string()))?;
+        let lowest = members.keys().next().copied();
+        if fresh && lowest == Some(me.0) {
+            tracing::info!(node = %node.name, members = ?members.keys().collect::<Vec<_>>(), "initializing the config group (first start of a fresh cluster)");
+            if let Err(e) = raft.initialize(members.clone()).await {
+                let _ = raft.shutdown().await;
+                return Err(GroupError::Start(format!("initialize: {e}")));
+            }
+        } else {
+            tracing::info!(node = %node.name, fresh, epoch = ?applied.borrow().epoch(), "config group member started");
+        }
+        let seeder = tokio::spawn(seed(
+            raft.clone(),
+            me,
+            applied.clone(),
+            config.file.clone(),
+            options.propose_timeout,
+        ));
+        Ok(Arc::new(ConfigGroup {
+            me,
+            raft,
+            applied,
+            options,
+            dir,
+            seeder,
+        }))
+    }
+
+    /// Proposes `file` to replace the committed config of epoch `expect_epoch`; `file.epoch`
+    /// must be `expect_epoch + 1`. Only the leader proposes (`NotLeader` names it). Returns
+    /// the committed epoch; fails with `NoQuorum` within `propose_timeout` when a majority is
+    /// unreachable, never hangs.
+    pub async fn propose(&self, expect_epoch: u64, file: ClusterFile) -> Result<u64, ProposeError> {
+        self.write(Command::Replace { expect_epoch, file }).await
+    }
+
+    async fn write(&self, cmd: Command) -> Result<u64, ProposeError> {
+        write(&self.raft, self.me, cmd, self.options.propose_timeout).await
+    }
+
+    /// The config committed and applied at this member (`None` before the seed). A follower
+    /// may lag the leader by the entries in flight.
+    pub fn current(&self) -> Option<ClusterFile> {
+        self.applied.borrow().file.clone()
+    }
+
+    /// The epoch of `current`.
+    pub fn epoch(&self) -> Option<u64> {
+        self.applied.borrow().epoch()
+    }
+
+    /// Follows this member's applied state.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<GroupState>> {
+        self.applied.clone()
+    }
+
+    /// Waits until this member has applied epoch `epoch` or later, up to `timeout`.
+    pub async fn wait_for_epoch(&self, epoch: u64, timeout: Duration) -> Result<u64, String> {
+        let mut rx = self.applied.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|s| s.epoch() >= Some(epoch))).await;
+        match r {
+            Ok(Ok(s)) => Ok(s.epoch().unwrap_or(0)),
+            Ok(Err(_)) => Err(format!("{}: config group member stopped", self.me)),
+            Err(_) => Err(format!(
+                "{}: epoch {epoch} not applied within {timeout:?} (at {:?})",
+                self.me,
+                self.epoch()
+            )),
+        }
+    }
+
+    /// The member this one believes leads the group.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader.map(NodeId)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Raft metrics (term, leader, log and snapshot indexes, membership).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<u32, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// The raft itself (tests and diagnostics: trigger a snapshot or a purge).
+    pub fn raft(&self) -> &GroupRaft {
+        &self.raft
+    }
+
+    /// Where this member keeps its state.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Answers a raft RPC from another member.
+    pub async fn handle_rpc(&self, kind: ConfigGroupRequest, bulk: Bytes) -> (Response, Bytes) {
+        network::serve(&self.raft, kind, bulk).await
+    }
+
+    /// Stops the member (its state stays on disk for the next start).
+    pub async fn shutdown(&self) {
+        self.seeder.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = %self.me, "config group shutdown: {e}");
+        }
+    }
+}
+
+/// One proposal through raft, bounded by `timeout`.
+async fn write(
+    raft: &GroupRaft,
+    me: NodeId,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<u64, ProposeError> {
+    let members = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Err(_) => Err(ProposeError::NoQuorum {
+            waited: timeout,
+            members,
+        }),
+        Ok(Ok(resp)) => Ok(resp.data?),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ProposeError::NotLeader {
+                me,
+                leader: f.leader_id.map(NodeId),
+            })
+        }
+        Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+    }
+}
+
+/// Seeds the group with this member's `cluster.toml` when it leads a group holding no
+/// config yet; ends once a config is committed.
+async fn seed(
+    raft: GroupRaft,
+    me: NodeId,
+    mut applied: watch::Receiver<Arc<GroupState>>,
+    file: ClusterFile,
+    timeout: Duration,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        if applied.borrow().file.is_some() {
+            return;
+        }
+        let leads = metrics.borrow().current_leader == Some(me.0);
+        if leads {
+            match write(&raft, me, Command::Seed { file: file.clone() }, timeout).await {
+                Ok(epoch) => {
+                    tracing::info!(node = %me, epoch, "config group seeded from cluster.toml");
+                    return;
+                }
+                Err(ProposeError::Refused(Refused::AlreadySeeded { .. })) => return,
+                Err(e) => tracing::debug!(node = %me, "seeding the config group: {e}"),
+            }
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            r = applied.changed() => if r.is_err() { return },
+        }
+    }
+}
