@@ -33,11 +33,15 @@ const COMMITTED_FILE: &str = "committed";
 /// One record of the log file.
 #[derive(Debug, Serialize, Deserialize)]
 enum LogRecord {
-    Entry(Entry<TypeConfig>),
+    Entry(Box<Entry<TypeConfig>>),
     /// Entries from index `since` on are gone (a new leader overwrote them).
-    Truncate { since: u64 },
+    Truncate {
+        since: u64,
+    },
     /// Entries up to and including `upto` are gone (they are in the snapshot).
-    Purged { upto: LogId<u32> },
+    Purged {
+        upto: LogId<u32>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +56,7 @@ impl Mem {
     fn replay(&mut self, rec: LogRecord) {
         match rec {
             LogRecord::Entry(e) => {
-                self.entries.insert(e.log_id.index, e);
+                self.entries.insert(e.log_id.index, *e);
             }
             LogRecord::Truncate { since } => {
                 self.entries.split_off(&since);
@@ -85,8 +89,16 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
     StorageIOError::write_logs(AnyError::new(&e)).into()
 }
 
-fn encode(rec: &LogRecord) -> Result<Vec<u8>, StorageError<u32>> {
-    postcard::to_allocvec(rec).map_err(write_err)
+fn encode(rec: &LogRecord) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(rec)
+}
+
+/// An encoding failure as a store error (never expected: every record type encodes).
+fn encode_err(dir: &Path) -> impl FnOnce(postcard::Error) -> RecordError + '_ {
+    move |e| RecordError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(format!("cannot encode a log record: {e}")),
+    }
 }
 
 impl LogStore {
@@ -150,15 +162,18 @@ impl LogStore {
     /// Runs `f` on the store with blocking I/O allowed.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Inner) -> Result<T, StorageError<u32>> + Send + 'static,
-    ) -> Result<T, StorageError<u32>> {
+        f: impl FnOnce(&mut Inner) -> Result<T, RecordError> + Send + 'static,
+    ) -> Result<T, RecordError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut g)
         })
         .await
-        .map_err(write_err)?
+        .map_err(|e| RecordError::Io {
+            path: PathBuf::from("config-group"),
+            source: std::io::Error::other(format!("blocking task failed: {e}")),
+        })?
     }
 }
 
@@ -204,12 +219,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = postcard::to_allocvec(&vote)
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
         self.blocking(move |i| {
-            record::write_single(&i.dir, VOTE_FILE, VOTE_MAGIC, &bytes)
-                .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+            record::write_single(&i.dir, VOTE_FILE, VOTE_MAGIC, &bytes)?;
             i.mem.vote = Some(vote);
             Ok(())
         })
         .await
+        .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u32>>, StorageError<u32>> {
@@ -222,12 +237,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<u32>> {
         let bytes = postcard::to_allocvec(&committed).map_err(write_err)?;
         self.blocking(move |i| {
-            record::write_single(&i.dir, COMMITTED_FILE, COMMITTED_MAGIC, &bytes)
-                .map_err(write_err)?;
+            record::write_single(&i.dir, COMMITTED_FILE, COMMITTED_MAGIC, &bytes)?;
             i.mem.committed = committed;
             Ok(())
         })
         .await
+        .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u32>>, StorageError<u32>> {
@@ -247,20 +262,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut framed = Vec::new();
         let mut recs = Vec::with_capacity(entries.len());
         for e in entries {
-            let rec = LogRecord::Entry(e);
-            framed.extend_from_slice(&record::frame(&encode(&rec)?));
+            let rec = LogRecord::Entry(Box::new(e));
+            framed.extend_from_slice(&record::frame(&encode(&rec).map_err(write_err)?));
             recs.push(rec);
         }
         // The callback only after the bytes are on disk: openraft counts them durable then.
         let r = self
             .blocking(move |i| {
-                i.file.append(&framed).map_err(write_err)?;
+                i.file.append(&framed)?;
                 for rec in recs {
                     i.mem.replay(rec);
                 }
                 Ok(())
             })
-            .await;
+            .await
+            .map_err(write_err);
         match &r {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
@@ -272,14 +288,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let rec = LogRecord::Truncate {
             since: log_id.index,
         };
-        let framed = record::frame(&encode(&rec)?);
+        let framed = record::frame(&encode(&rec).map_err(write_err)?);
         tracing::info!(since = %log_id, "config group log truncated (entries overwritten by a new leader)");
         self.blocking(move |i| {
-            i.file.append(&framed).map_err(write_err)?;
+            i.file.append(&framed)?;
             i.mem.replay(rec);
             Ok(())
         })
         .await
+        .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u32>) -> Result<(), StorageError<u32>> {
@@ -287,19 +304,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut mem = std::mem::take(&mut i.mem);
             mem.purge(log_id);
             let mut payloads = Vec::with_capacity(mem.entries.len() + 1);
+            let dir = i.dir.clone();
             let r = (|| {
                 if let Some(upto) = mem.last_purged {
-                    payloads.push(encode(&LogRecord::Purged { upto })?);
+                    payloads.push(encode(&LogRecord::Purged { upto }).map_err(encode_err(&dir))?);
                 }
                 for e in mem.entries.values() {
-                    payloads.push(encode(&LogRecord::Entry(e.clone()))?);
+                    let rec = LogRecord::Entry(Box::new(e.clone()));
+                    payloads.push(encode(&rec).map_err(encode_err(&dir))?);
                 }
-                i.file.rewrite(LOG_MAGIC, &payloads).map_err(write_err)
+                i.file.rewrite(LOG_MAGIC, &payloads)
             })();
             i.mem = mem;
             r
         })
-        .await?;
+        .await
+        .map_err(write_err)?;
         tracing::debug!(upto = %log_id, "config group log purged");
         Ok(())
     }

@@ -64,10 +64,23 @@ pub enum Command {
     },
 }
 
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Seed { file } => write!(f, "Seed(epoch {})", file.epoch),
+            Command::Replace { expect_epoch, file } => {
+                write!(f, "Replace(epoch {expect_epoch} -> {})", file.epoch)
+            }
+        }
+    }
+}
+
 /// Why the state machine refused a command (the entry is committed, the state unchanged).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refused {
-    #[error("the config is at epoch {current}, not {expected}: read it again and propose on top of it")]
+    #[error(
+        "the config is at epoch {current}, not {expected}: read it again and propose on top of it"
+    )]
     StaleEpoch { current: u64, expected: u64 },
     #[error("a config replacing epoch {current} must carry epoch {}, not {proposed}", current + 1)]
     NotNextEpoch { current: u64, proposed: u64 },

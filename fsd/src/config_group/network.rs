@@ -99,10 +99,16 @@ impl MemberClient {
                 self.target
             ))))
         })?;
-        let body = postcard::to_allocvec(req).map_err(|e| CallError::Network(NetworkError::new(&e)))?;
+        let body =
+            postcard::to_allocvec(req).map_err(|e| CallError::Network(NetworkError::new(&e)))?;
         let r = self
             .transport
-            .call_timeout(addr, &Request::ConfigGroup(kind), Bytes::from(body), timeout)
+            .call_timeout(
+                addr,
+                &Request::ConfigGroup(kind),
+                Bytes::from(body),
+                timeout,
+            )
             .await;
         match r {
             Ok((Response::ConfigGroup, bulk)) => {
@@ -267,31 +273,22 @@ pub async fn serve(
             ),
         }
     }
-    fn decode<T: DeserializeOwned>(
-        kind: ConfigGroupRequest,
-        bulk: &[u8],
-    ) -> Result<T, (Response, Bytes)> {
-        postcard::from_bytes(bulk).map_err(|e| {
-            (
-                Response::Error(WireError::Invalid(format!(
-                    "config group {kind:?} does not decode: {e}"
-                ))),
-                Bytes::new(),
-            )
-        })
+    fn bad(kind: ConfigGroupRequest, e: postcard::Error) -> (Response, Bytes) {
+        let msg = format!("config group {kind:?} does not decode: {e}");
+        (Response::Error(WireError::Invalid(msg)), Bytes::new())
     }
     match kind {
         ConfigGroupRequest::AppendEntries => {
-            match decode::<AppendEntriesRequest<TypeConfig>>(kind, &bulk) {
+            match postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(&bulk) {
                 Ok(req) => answer(&raft.append_entries(req).await),
-                Err(bad) => bad,
+                Err(e) => bad(kind, e),
             }
         }
-        ConfigGroupRequest::Vote => match decode::<VoteRequest<u32>>(kind, &bulk) {
+        ConfigGroupRequest::Vote => match postcard::from_bytes::<VoteRequest<u32>>(&bulk) {
             Ok(req) => answer(&raft.vote(req).await),
-            Err(bad) => bad,
+            Err(e) => bad(kind, e),
         },
-        ConfigGroupRequest::FullSnapshot => match decode::<FullSnapshot>(kind, &bulk) {
+        ConfigGroupRequest::FullSnapshot => match postcard::from_bytes::<FullSnapshot>(&bulk) {
             Ok(s) => {
                 let snapshot = Snapshot {
                     meta: s.meta,
@@ -299,7 +296,7 @@ pub async fn serve(
                 };
                 answer(&raft.install_full_snapshot(s.vote, snapshot).await)
             }
-            Err(bad) => bad,
+            Err(e) => bad(kind, e),
         },
     }
 }

@@ -232,7 +232,8 @@ impl AppendFile {
             file.sync_all().map_err(io(path))?;
         }
         if len == 0 {
-            file.write_all_at(&file_header(magic), 0).map_err(io(path))?;
+            file.write_all_at(&file_header(magic), 0)
+                .map_err(io(path))?;
             file.sync_all().map_err(io(path))?;
             sync_dir(dir)?;
             len = FILE_HEADER as u64;

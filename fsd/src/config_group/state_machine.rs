@@ -12,8 +12,8 @@ use super::record::{self, RecordError};
 use super::{ApplyResult, Command, Refused, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError, StorageIOError,
-    StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError,
+    StorageIOError, StoredMembership,
 };
 use proto::config::ClusterFile;
 use serde::{Deserialize, Serialize};
@@ -99,13 +99,9 @@ fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
     StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError<u32>> {
-    postcard::to_allocvec(v).map_err(io_err)
-}
-
 /// Writes the snapshot durably (blocking I/O off the runtime threads).
 async fn persist(dir: PathBuf, snap: &StoredSnapshot) -> Result<(), StorageError<u32>> {
-    let bytes = encode(snap)?;
+    let bytes = postcard::to_allocvec(snap).map_err(snapshot_err)?;
     tokio::task::spawn_blocking(move || {
         record::write_single(&dir, SNAPSHOT_FILE, SNAPSHOT_MAGIC, &bytes)
     })
@@ -176,7 +172,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u32>> {
-        let data = encode(&self.state)?;
+        let data = postcard::to_allocvec(&self.state).map_err(snapshot_err)?;
         let id = match &self.state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, proto::crc32c(&data)),
             None => format!("none-{}", proto::crc32c(&data)),
@@ -244,7 +240,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u32>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u32>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -273,7 +271,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u32>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u32>> {
         let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         Ok(cur.as_ref().map(StoredSnapshot::to_openraft))
     }
