@@ -5,10 +5,12 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::TestCluster;
 use fsd::config_group::{ConfigGroup, ProposeError, Refused};
 use openraft::{EntryPayload, RaftLogReader};
 use proto::config::ClusterFile;
+use proto::msg::{ConfigGroupRequest, RemoteError, Request, Response};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,6 +144,41 @@ async fn propose_fail_over_and_catch_up() {
             other => panic!("proposal at a follower: {other:?}"),
         }
         assert_eq!(member(&tc, &leader_name).epoch(), Some(e2));
+    }
+    {
+        tracing::info!("--- only node identities speak raft; bytes that do not decode are refused");
+        let addr = tc
+            .cluster
+            .config
+            .node_by_name(&leader_name)
+            .expect("node")
+            .address;
+        let vote = Request::ConfigGroup(ConfigGroupRequest::Vote);
+        let admin = fsd::cluster::admin_transport(&tc.cluster.config).expect("admin");
+        let client = fsd::cluster::transport_as(&tc.cluster.config, "client").expect("client");
+        for (who, t) in [("admin", admin), ("client", client)] {
+            let r = t
+                .call_timeout(addr, &vote, Bytes::from_static(b"x"), WAIT)
+                .await
+                .expect("call");
+            match r.0 {
+                Response::Error(RemoteError::Denied { right, .. }) => {
+                    assert_eq!(right, "config-group", "{who}")
+                }
+                other => panic!("{who}'s raft vote was answered {other}"),
+            }
+        }
+        let storage = tc.cluster.node_transport("storage-1").expect("storage");
+        let r = storage
+            .call_timeout(addr, &vote, Bytes::from_static(b"\xff\xff"), WAIT)
+            .await
+            .expect("call");
+        assert!(
+            matches!(&r.0, Response::Error(RemoteError::Invalid(m)) if m.contains("does not decode")),
+            "{}",
+            r.0
+        );
+        assert_eq!(member(&tc, &leader_name).leader(), Some(leader.id()));
     }
     let old_membership = *leader.metrics().borrow().membership_config.log_id();
     let old_dir = leader.dir().to_path_buf();
