@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const LOG_MAGIC: &[u8; 8] = b"SHCGLOG\0";
 const VOTE_MAGIC: &[u8; 8] = b"SHCGVOTE";
@@ -73,16 +73,28 @@ impl Mem {
     }
 }
 
-struct Inner {
+/// The file and the memory have their own locks: readers take only the memory's, briefly,
+/// and never wait for an fsync.
+struct Shared {
     dir: PathBuf,
-    file: AppendFile,
-    mem: Mem,
+    file: Mutex<AppendFile>,
+    mem: Mutex<Mem>,
+}
+
+impl Shared {
+    fn mem(&self) -> MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn file(&self) -> MutexGuard<'_, AppendFile> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The log storage openraft drives (and its readers, which share the same memory).
 #[derive(Clone)]
 pub struct LogStore {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
 }
 
 fn write_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
@@ -135,45 +147,38 @@ impl LogStore {
             mem.committed = postcard::from_bytes(&b).map_err(|e| corrupt(COMMITTED_FILE, e))?;
         }
         Ok(LogStore {
-            inner: Arc::new(Mutex::new(Inner {
+            shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
-                file,
-                mem,
-            })),
+                file: Mutex::new(file),
+                mem: Mutex::new(mem),
+            }),
         })
     }
 
     /// Whether this member never voted nor held a log entry (a fresh member, which the
     /// group may initialize).
     pub fn is_pristine(&self) -> bool {
-        let i = self.lock();
-        i.mem.vote.is_none() && i.mem.entries.is_empty() && i.mem.last_purged.is_none()
+        let m = self.shared.mem();
+        m.vote.is_none() && m.entries.is_empty() && m.last_purged.is_none()
     }
 
     /// Bytes of the log file (tests: the file shrinks on purge).
     pub fn file_bytes(&self) -> u64 {
-        self.lock().file.bytes()
+        self.shared.file().bytes()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `f` on the store with blocking I/O allowed.
+    /// Runs `f` on the store with blocking I/O allowed (tokio's blocking pool).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Inner) -> Result<T, RecordError> + Send + 'static,
+        f: impl FnOnce(&Shared) -> Result<T, RecordError> + Send + 'static,
     ) -> Result<T, RecordError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut g)
-        })
-        .await
-        .map_err(|e| RecordError::Io {
-            path: PathBuf::from("config-group"),
-            source: std::io::Error::other(format!("blocking task failed: {e}")),
-        })?
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| RecordError::Io {
+                path: PathBuf::from("config-group"),
+                source: std::io::Error::other(format!("blocking task failed: {e}")),
+            })?
     }
 }
 
@@ -183,8 +188,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u32>> {
         Ok(self
-            .lock()
-            .mem
+            .shared
+            .mem()
             .entries
             .range(range)
             .map(|(_, e)| e.clone())
@@ -196,10 +201,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u32>> {
-        let i = self.lock();
-        let last_purged_log_id = i.mem.last_purged;
-        let last_log_id = i
-            .mem
+        let m = self.shared.mem();
+        let last_purged_log_id = m.last_purged;
+        let last_log_id = m
             .entries
             .last_key_value()
             .map(|(_, e)| e.log_id)
@@ -218,9 +222,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let vote = *vote;
         let bytes = postcard::to_allocvec(&vote)
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
-        self.blocking(move |i| {
-            record::write_single(&i.dir, VOTE_FILE, VOTE_MAGIC, &bytes)?;
-            i.mem.vote = Some(vote);
+        self.blocking(move |s| {
+            record::write_single(&s.dir, VOTE_FILE, VOTE_MAGIC, &bytes)?;
+            s.mem().vote = Some(vote);
             Ok(())
         })
         .await
@@ -228,7 +232,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u32>>, StorageError<u32>> {
-        Ok(self.lock().mem.vote)
+        Ok(self.shared.mem().vote)
     }
 
     async fn save_committed(
@@ -236,9 +240,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<u32>>,
     ) -> Result<(), StorageError<u32>> {
         let bytes = postcard::to_allocvec(&committed).map_err(write_err)?;
-        self.blocking(move |i| {
-            record::write_single(&i.dir, COMMITTED_FILE, COMMITTED_MAGIC, &bytes)?;
-            i.mem.committed = committed;
+        self.blocking(move |s| {
+            record::write_single(&s.dir, COMMITTED_FILE, COMMITTED_MAGIC, &bytes)?;
+            s.mem().committed = committed;
             Ok(())
         })
         .await
@@ -246,7 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u32>>, StorageError<u32>> {
-        Ok(self.lock().mem.committed)
+        Ok(self.shared.mem().committed)
     }
 
     async fn append<I>(
@@ -268,10 +272,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // The callback only after the bytes are on disk: openraft counts them durable then.
         let r = self
-            .blocking(move |i| {
-                i.file.append(&framed)?;
+            .blocking(move |s| {
+                s.file().append(&framed)?;
+                let mut m = s.mem();
                 for rec in recs {
-                    i.mem.replay(rec);
+                    m.replay(rec);
                 }
                 Ok(())
             })
@@ -290,9 +295,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let framed = record::frame(&encode(&rec).map_err(write_err)?);
         tracing::info!(since = %log_id, "config group log truncated (entries overwritten by a new leader)");
-        self.blocking(move |i| {
-            i.file.append(&framed)?;
-            i.mem.replay(rec);
+        self.blocking(move |s| {
+            s.file().append(&framed)?;
+            s.mem().replay(rec);
             Ok(())
         })
         .await
@@ -300,23 +305,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u32>) -> Result<(), StorageError<u32>> {
-        self.blocking(move |i| {
-            let mut mem = std::mem::take(&mut i.mem);
-            mem.purge(log_id);
-            let mut payloads = Vec::with_capacity(mem.entries.len() + 1);
-            let dir = i.dir.clone();
-            let r = (|| {
-                if let Some(upto) = mem.last_purged {
-                    payloads.push(encode(&LogRecord::Purged { upto }).map_err(encode_err(&dir))?);
-                }
-                for e in mem.entries.values() {
+        self.blocking(move |s| {
+            // What stays: the purge point (never moving back) and the later entries.
+            let payloads = {
+                let m = s.mem();
+                let upto = m.last_purged.filter(|p| *p > log_id).unwrap_or(log_id);
+                let bad = encode_err(&s.dir);
+                let mut out = vec![encode(&LogRecord::Purged { upto }).map_err(bad)?];
+                for e in m.entries.range(upto.index + 1..).map(|(_, e)| e) {
                     let rec = LogRecord::Entry(Box::new(e.clone()));
-                    payloads.push(encode(&rec).map_err(encode_err(&dir))?);
+                    out.push(encode(&rec).map_err(encode_err(&s.dir))?);
                 }
-                i.file.rewrite(LOG_MAGIC, &payloads)
-            })();
-            i.mem = mem;
-            r
+                out
+            };
+            s.file().rewrite(LOG_MAGIC, &payloads)?;
+            s.mem().purge(log_id);
+            Ok(())
         })
         .await
         .map_err(write_err)?;

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the leader waits before it calls an unreachable member again: doubling from
 /// the first to the last, then the last until a call succeeds (a member down for long is
@@ -36,10 +36,12 @@ use std::time::Duration;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_DOUBLINGS: u32 = 3;
 
-/// After this many timed-out calls in a row the connection to a member is dropped, so the
-/// next call dials afresh (a member restarted on the same address may leave the old
-/// connection silently dead until QUIC's idle timeout).
-const TIMEOUTS_BEFORE_REDIAL: u32 = 3;
+/// When every call to a member has timed out for this long, the connection to it is
+/// dropped so that the next call dials afresh (a member restarted on the same address may
+/// leave the old connection silently dead until QUIC's idle timeout). Long enough that a
+/// member that is merely slow (a heartbeat's timeout is short) does not lose the connection
+/// its node shares with the other roles' calls.
+const REDIAL_AFTER: Duration = Duration::from_secs(5);
 
 /// The whole snapshot as sent in one `FullSnapshot` call.
 #[derive(Serialize, Deserialize)]
@@ -65,7 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.parse().map_err(|e| format!("{e}")),
             transport: self.transport.clone(),
-            timeouts: 0,
+            timing_out_since: None,
         }
     }
 }
@@ -77,7 +79,8 @@ pub struct MemberClient {
     /// The member's address from the group membership (an error if it does not parse).
     addr: Result<SocketAddr, String>,
     transport: Arc<Transport>,
-    timeouts: u32,
+    /// Since when every call has timed out (`None` after an answer).
+    timing_out_since: Option<Instant>,
 }
 
 /// Why a call did not produce the remote raft's answer.
@@ -118,7 +121,7 @@ impl MemberClient {
             .await;
         match r {
             Ok((Response::ConfigGroup, bulk)) => {
-                self.timeouts = 0;
+                self.timing_out_since = None;
                 postcard::from_bytes(&bulk).map_err(|e| {
                     CallError::Network(NetworkError::new(&Message(format!(
                         "member {} answered {kind:?} with bytes that do not decode: {e}",
@@ -135,9 +138,10 @@ impl MemberClient {
                 self.target
             ))))),
             Err(TransportError::Timeout { timeout, .. }) => {
-                self.timeouts += 1;
-                if self.timeouts >= TIMEOUTS_BEFORE_REDIAL {
-                    self.timeouts = 0;
+                let since = *self.timing_out_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= REDIAL_AFTER {
+                    tracing::info!(member = self.target, %addr, "no answer for {:?}: dialling the member afresh", since.elapsed());
+                    self.timing_out_since = None;
                     self.transport.drop_connection(addr);
                 }
                 Err(CallError::Timeout(timeout))
