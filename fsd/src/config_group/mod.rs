@@ -143,6 +143,8 @@ impl GroupOptions {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             purge_batch_size: 1,
+            // Entries carry a whole cluster file: keep one AppendEntries call small.
+            max_payload_entries: 32,
             ..Default::default()
         };
         c.validate()
@@ -169,7 +171,7 @@ pub enum ProposeError {
         None => "no leader is known right now (an election is under way or a majority of the members is down)".into(),
     })]
     NotLeader { me: NodeId, leader: Option<NodeId> },
-    #[error("the config group did not commit the proposal within {waited:?}: a majority of its {members} members does not answer (it may still commit if they come back)")]
+    #[error("the config group did not commit the proposal within {waited:?}: a majority of its {members} members did not acknowledge it (down, unreachable or too slow); it may still commit if they answer later, so read the config before proposing again")]
     NoQuorum { waited: Duration, members: usize },
     #[error("config group member stopped: {0}")]
     Stopped(String),
@@ -345,6 +347,14 @@ impl ConfigGroup {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node = %self.me, "config group shutdown: {e}");
         }
+    }
+}
+
+impl Drop for ConfigGroup {
+    fn drop(&mut self) {
+        // The seeder holds a raft handle: without it, dropping the last handle lets the
+        // raft task end even if `shutdown` was never called.
+        self.seeder.abort();
     }
 }
 
