@@ -13,6 +13,7 @@
 //! blocking pool. Must not: interpret commands (the state machine does).
 
 use super::record::{self, AppendFile, RecordError};
+use super::RaftId;
 use super::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -40,16 +41,16 @@ enum LogRecord {
     },
     /// Entries up to and including `upto` are gone (they are in the snapshot).
     Purged {
-        upto: LogId<u32>,
+        upto: LogId<RaftId>,
     },
 }
 
 #[derive(Debug, Default)]
 struct Mem {
     entries: BTreeMap<u64, Entry<TypeConfig>>,
-    last_purged: Option<LogId<u32>>,
-    vote: Option<Vote<u32>>,
-    committed: Option<LogId<u32>>,
+    last_purged: Option<LogId<RaftId>>,
+    vote: Option<Vote<RaftId>>,
+    committed: Option<LogId<RaftId>>,
 }
 
 impl Mem {
@@ -65,7 +66,7 @@ impl Mem {
         }
     }
 
-    fn purge(&mut self, upto: LogId<u32>) {
+    fn purge(&mut self, upto: LogId<RaftId>) {
         self.entries = self.entries.split_off(&(upto.index + 1));
         if self.last_purged.is_none_or(|p| p < upto) {
             self.last_purged = Some(upto);
@@ -97,7 +98,7 @@ pub struct LogStore {
     shared: Arc<Shared>,
 }
 
-fn write_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<RaftId> {
     StorageIOError::write_logs(AnyError::new(&e)).into()
 }
 
@@ -186,7 +187,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u32>> {
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<RaftId>> {
         Ok(self
             .shared
             .mem()
@@ -200,7 +201,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u32>> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<RaftId>> {
         let m = self.shared.mem();
         let last_purged_log_id = m.last_purged;
         let last_log_id = m
@@ -218,7 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<u32>) -> Result<(), StorageError<u32>> {
+    async fn save_vote(&mut self, vote: &Vote<RaftId>) -> Result<(), StorageError<RaftId>> {
         let vote = *vote;
         let bytes = postcard::to_allocvec(&vote)
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
@@ -231,14 +232,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<u32>>, StorageError<u32>> {
+    async fn read_vote(&mut self) -> Result<Option<Vote<RaftId>>, StorageError<RaftId>> {
         Ok(self.shared.mem().vote)
     }
 
     async fn save_committed(
         &mut self,
-        committed: Option<LogId<u32>>,
-    ) -> Result<(), StorageError<u32>> {
+        committed: Option<LogId<RaftId>>,
+    ) -> Result<(), StorageError<RaftId>> {
         let bytes = postcard::to_allocvec(&committed).map_err(write_err)?;
         self.blocking(move |s| {
             record::write_single(&s.dir, COMMITTED_FILE, COMMITTED_MAGIC, &bytes)?;
@@ -249,7 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(write_err)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<u32>>, StorageError<u32>> {
+    async fn read_committed(&mut self) -> Result<Option<LogId<RaftId>>, StorageError<RaftId>> {
         Ok(self.shared.mem().committed)
     }
 
@@ -257,7 +258,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         entries: I,
         callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<u32>>
+    ) -> Result<(), StorageError<RaftId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -289,7 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         r
     }
 
-    async fn truncate(&mut self, log_id: LogId<u32>) -> Result<(), StorageError<u32>> {
+    async fn truncate(&mut self, log_id: LogId<RaftId>) -> Result<(), StorageError<RaftId>> {
         let rec = LogRecord::Truncate {
             since: log_id.index,
         };
@@ -304,7 +305,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(write_err)
     }
 
-    async fn purge(&mut self, log_id: LogId<u32>) -> Result<(), StorageError<u32>> {
+    async fn purge(&mut self, log_id: LogId<RaftId>) -> Result<(), StorageError<RaftId>> {
         self.blocking(move |s| {
             // What stays: the purge point (never moving back) and the later entries.
             let payloads = {

@@ -90,15 +90,31 @@ pub enum Refused {
     AlreadySeeded { current: u64 },
 }
 
+/// A member's raft node id: its config `NodeId.0`, the same number. Widened to u64 because
+/// openraft's storage conformance suite (`openraft::testing::Suite`, run against this
+/// store in `store_test`) builds its node ids from u64; `node_of` narrows it back.
+pub type RaftId = u64;
+
+/// The config `NodeId` of a member's raft id. Members are made only from config node ids
+/// (`members`), so every raft id fits.
+pub fn node_of(id: RaftId) -> NodeId {
+    NodeId(u32::try_from(id).unwrap_or(u32::MAX))
+}
+
+/// The raft id of a config node.
+pub fn raft_id(node: NodeId) -> RaftId {
+    RaftId::from(node.0)
+}
+
 /// The outcome of applying one entry: the epoch committed after it, or why it was refused.
 pub type ApplyResult = Result<u64, Refused>;
 
 openraft::declare_raft_types!(
-    /// The config group's raft types: node ids are the config's `NodeId.0`.
+    /// The config group's raft types: node ids are the config's `NodeId.0` (`RaftId`).
     pub TypeConfig:
         D = Command,
         R = ApplyResult,
-        NodeId = u32,
+        NodeId = RaftId,
         Node = BasicNode,
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
@@ -188,11 +204,11 @@ pub struct ConfigGroup {
 }
 
 /// The group's members in `config`: its manager nodes.
-pub fn members(config: &ClusterConfig) -> BTreeMap<u32, BasicNode> {
+pub fn members(config: &ClusterConfig) -> BTreeMap<RaftId, BasicNode> {
     config
         .manager_nodes()
         .into_iter()
-        .map(|n| (n.id.0, BasicNode::new(n.address.to_string())))
+        .map(|n| (raft_id(n.id), BasicNode::new(n.address.to_string())))
         .collect()
 }
 
@@ -216,7 +232,7 @@ impl ConfigGroup {
             .node(me)
             .ok_or_else(|| GroupError::Start(format!("{me} is not in the cluster config")))?;
         let members = members(config);
-        if !members.contains_key(&me.0) {
+        if !members.contains_key(&raft_id(me)) {
             return Err(GroupError::Start(format!(
                 "{} has no manager role, so it is no config group member",
                 node.name
@@ -236,14 +252,20 @@ impl ConfigGroup {
         let fresh = log.is_pristine() && sm.is_pristine();
         let applied = sm.subscribe();
         let network = network::Network {
-            me: me.0,
+            me: raft_id(me),
             transport,
         };
-        let raft = GroupRaft::new(me.0, Arc::new(options.raft_config()?), network, log, sm)
-            .await
-            .map_err(|e| GroupError::Start(e.to_string()))?;
+        let raft = GroupRaft::new(
+            raft_id(me),
+            Arc::new(options.raft_config()?),
+            network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| GroupError::Start(e.to_string()))?;
         let lowest = members.keys().next().copied();
-        if fresh && lowest == Some(me.0) {
+        if fresh && lowest == Some(raft_id(me)) {
             tracing::info!(node = %node.name, members = ?members.keys().collect::<Vec<_>>(), "initializing the config group (first start of a fresh cluster)");
             if let Err(e) = raft.initialize(members.clone()).await {
                 let _ = raft.shutdown().await;
@@ -314,7 +336,7 @@ impl ConfigGroup {
 
     /// The member this one believes leads the group.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader.map(NodeId)
+        self.raft.metrics().borrow().current_leader.map(node_of)
     }
 
     pub fn id(&self) -> NodeId {
@@ -322,7 +344,7 @@ impl ConfigGroup {
     }
 
     /// Raft metrics (term, leader, log and snapshot indexes, membership).
-    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<u32, BasicNode>> {
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<RaftId, BasicNode>> {
         self.raft.metrics()
     }
 
@@ -381,7 +403,7 @@ async fn write(
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             Err(ProposeError::NotLeader {
                 me,
-                leader: f.leader_id.map(NodeId),
+                leader: f.leader_id.map(node_of),
             })
         }
         Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
@@ -402,7 +424,7 @@ async fn seed(
         if applied.borrow().file.is_some() {
             return;
         }
-        let leads = metrics.borrow().current_leader == Some(me.0);
+        let leads = metrics.borrow().current_leader == Some(raft_id(me));
         if leads {
             match write(&raft, me, Command::Seed { file: file.clone() }, timeout).await {
                 Ok(epoch) => {

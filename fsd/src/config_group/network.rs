@@ -8,6 +8,7 @@
 //! whole (`FullSnapshot`), never in chunks. Must not: retry on its own (openraft does), or
 //! look at what the entries mean.
 
+use super::RaftId;
 use super::TypeConfig;
 use bytes::Bytes;
 use openraft::error::{
@@ -46,22 +47,22 @@ const REDIAL_AFTER: Duration = Duration::from_secs(5);
 /// The whole snapshot as sent in one `FullSnapshot` call.
 #[derive(Serialize, Deserialize)]
 struct FullSnapshot {
-    vote: Vote<u32>,
-    meta: SnapshotMeta<u32, BasicNode>,
+    vote: Vote<RaftId>,
+    meta: SnapshotMeta<RaftId, BasicNode>,
     #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 
 /// Makes a client per member for openraft.
 pub struct Network {
-    pub(super) me: u32,
+    pub(super) me: RaftId,
     pub(super) transport: Arc<Transport>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = MemberClient;
 
-    async fn new_client(&mut self, target: u32, node: &BasicNode) -> MemberClient {
+    async fn new_client(&mut self, target: RaftId, node: &BasicNode) -> MemberClient {
         MemberClient {
             me: self.me,
             target,
@@ -74,8 +75,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// Calls one member.
 pub struct MemberClient {
-    me: u32,
-    target: u32,
+    me: RaftId,
+    target: RaftId,
     /// The member's address from the group membership (an error if it does not parse).
     addr: Result<SocketAddr, String>,
     transport: Arc<Transport>,
@@ -155,7 +156,7 @@ impl MemberClient {
         &self,
         action: RPCTypes,
         e: CallError,
-    ) -> RPCError<u32, BasicNode, E> {
+    ) -> RPCError<RaftId, BasicNode, E> {
         match e {
             CallError::Unreachable(u) => RPCError::Unreachable(u),
             CallError::Network(n) => RPCError::Network(n),
@@ -175,12 +176,12 @@ impl MemberClient {
         action: RPCTypes,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<u32, BasicNode, RaftError<u32, E>>>
+    ) -> Result<Resp, RPCError<RaftId, BasicNode, RaftError<RaftId, E>>>
     where
         E: std::error::Error + DeserializeOwned,
     {
         match self
-            .call::<Req, Result<Resp, RaftError<u32, E>>>(kind, req, option.hard_ttl())
+            .call::<Req, Result<Resp, RaftError<RaftId, E>>>(kind, req, option.hard_ttl())
             .await
         {
             Ok(Ok(resp)) => Ok(resp),
@@ -195,7 +196,7 @@ impl RaftNetwork<TypeConfig> for MemberClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u32>, RPCError<u32, BasicNode, RaftError<u32>>> {
+    ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
         self.raft_call(
             ConfigGroupRequest::AppendEntries,
             RPCTypes::AppendEntries,
@@ -207,9 +208,9 @@ impl RaftNetwork<TypeConfig> for MemberClient {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u32>,
+        rpc: VoteRequest<RaftId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u32>, RPCError<u32, BasicNode, RaftError<u32>>> {
+    ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
         self.raft_call(ConfigGroupRequest::Vote, RPCTypes::Vote, &rpc, &option)
             .await
     }
@@ -220,8 +221,8 @@ impl RaftNetwork<TypeConfig> for MemberClient {
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<
-        InstallSnapshotResponse<u32>,
-        RPCError<u32, BasicNode, RaftError<u32, InstallSnapshotError>>,
+        InstallSnapshotResponse<RaftId>,
+        RPCError<RaftId, BasicNode, RaftError<RaftId, InstallSnapshotError>>,
     > {
         Err(RPCError::Network(NetworkError::new(&Message(
             "the config group sends snapshots whole (FullSnapshot), not in chunks".into(),
@@ -234,17 +235,17 @@ impl RaftNetwork<TypeConfig> for MemberClient {
 
     async fn full_snapshot(
         &mut self,
-        vote: Vote<u32>,
+        vote: Vote<RaftId>,
         snapshot: Snapshot<TypeConfig>,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<u32>, StreamingError<TypeConfig, Fatal<u32>>> {
+    ) -> Result<SnapshotResponse<RaftId>, StreamingError<TypeConfig, Fatal<RaftId>>> {
         let req = FullSnapshot {
             vote,
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        let call = self.call::<FullSnapshot, Result<SnapshotResponse<u32>, Fatal<u32>>>(
+        let call = self.call::<FullSnapshot, Result<SnapshotResponse<RaftId>, Fatal<RaftId>>>(
             ConfigGroupRequest::FullSnapshot,
             &req,
             option.hard_ttl(),
@@ -298,7 +299,7 @@ pub async fn serve(
                 Err(e) => bad(kind, e),
             }
         }
-        ConfigGroupRequest::Vote => match postcard::from_bytes::<VoteRequest<u32>>(&bulk) {
+        ConfigGroupRequest::Vote => match postcard::from_bytes::<VoteRequest<RaftId>>(&bulk) {
             Ok(req) => answer(&raft.vote(req).await),
             Err(e) => bad(kind, e),
         },

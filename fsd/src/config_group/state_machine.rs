@@ -9,6 +9,7 @@
 //! Must not: decide who may propose (the leader does), or touch the log files.
 
 use super::record::{self, RecordError};
+use super::RaftId;
 use super::{ApplyResult, Command, Refused, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -28,8 +29,8 @@ const SNAPSHOT_FILE: &str = "snapshot";
 /// What the group has agreed on, as of `last_applied`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupState {
-    pub last_applied: Option<LogId<u32>>,
-    pub membership: StoredMembership<u32, BasicNode>,
+    pub last_applied: Option<LogId<RaftId>>,
+    pub membership: StoredMembership<RaftId, BasicNode>,
     /// The committed cluster config; `None` until the first leader seeds it from its
     /// `cluster.toml`.
     #[serde(with = "super::toml_file::opt")]
@@ -76,7 +77,7 @@ impl GroupState {
 /// A snapshot as kept on disk and handed to openraft.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<u32, BasicNode>,
+    meta: SnapshotMeta<RaftId, BasicNode>,
     /// The postcard encoding of the `GroupState` as of `meta.last_log_id`.
     #[serde(with = "serde_bytes")]
     data: Vec<u8>,
@@ -91,16 +92,16 @@ impl StoredSnapshot {
     }
 }
 
-fn io_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
+fn io_err(e: impl std::error::Error + 'static) -> StorageError<RaftId> {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
-fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError<u32> {
+fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError<RaftId> {
     StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
 }
 
 /// Writes the snapshot durably (blocking I/O off the runtime threads).
-async fn persist(dir: PathBuf, snap: &StoredSnapshot) -> Result<(), StorageError<u32>> {
+async fn persist(dir: PathBuf, snap: &StoredSnapshot) -> Result<(), StorageError<RaftId>> {
     let bytes = postcard::to_allocvec(snap).map_err(snapshot_err)?;
     tokio::task::spawn_blocking(move || {
         record::write_single(&dir, SNAPSHOT_FILE, SNAPSHOT_MAGIC, &bytes)
@@ -171,7 +172,7 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u32>> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<RaftId>> {
         let data = postcard::to_allocvec(&self.state).map_err(snapshot_err)?;
         let id = match &self.state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, proto::crc32c(&data)),
@@ -199,11 +200,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<u32>>, StoredMembership<u32, BasicNode>), StorageError<u32>> {
+    ) -> Result<(Option<LogId<RaftId>>, StoredMembership<RaftId, BasicNode>), StorageError<RaftId>>
+    {
         Ok((self.state.last_applied, self.state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError<u32>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError<RaftId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -242,15 +244,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u32>> {
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<RaftId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u32, BasicNode>,
+        meta: &SnapshotMeta<RaftId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<u32>> {
+    ) -> Result<(), StorageError<RaftId>> {
         let data = snapshot.into_inner();
         let state: GroupState = postcard::from_bytes(&data).map_err(snapshot_err)?;
         if state.last_applied != meta.last_log_id {
@@ -273,7 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(
         &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u32>> {
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<RaftId>> {
         let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         Ok(cur.as_ref().map(StoredSnapshot::to_openraft))
     }

@@ -26,7 +26,7 @@ fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
 
 /// Membership at 0, a blank at 1, the seed (epoch 1) at 2, then `Replace` to epochs 2, 3...
 fn entries(upto: u64) -> Vec<Entry<TypeConfig>> {
-    let members: BTreeSet<u32> = [2, 3, 4].into();
+    let members: BTreeSet<RaftId> = [2, 3, 4].into();
     let mut v = vec![
         entry(
             0,
@@ -53,7 +53,7 @@ async fn all(log: &mut LogStore) -> Vec<Entry<TypeConfig>> {
     log.try_get_log_entries(0..).await.expect("read")
 }
 
-fn ids(v: &[Entry<TypeConfig>]) -> Vec<LogId<u32>> {
+fn ids(v: &[Entry<TypeConfig>]) -> Vec<LogId<RaftId>> {
     v.iter().map(|e| e.log_id).collect()
 }
 
@@ -286,4 +286,32 @@ async fn apply_is_compare_and_set_on_the_epoch() {
         ]
     );
     assert_eq!(sm.subscribe().borrow().file, Some(file(8)));
+}
+
+/// Fresh stores in a temporary directory for openraft's conformance suite.
+struct SuiteBuilder;
+
+impl openraft::testing::StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir>
+    for SuiteBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<RaftId>> {
+        let err = |e: &dyn std::fmt::Display| -> openraft::StorageError<RaftId> {
+            openraft::StorageIOError::<RaftId>::write(openraft::AnyError::error(e.to_string()))
+                .into()
+        };
+        let dir = tempfile::tempdir().map_err(|e| err(&e))?;
+        let log = LogStore::open(dir.path()).map_err(|e| err(&e))?;
+        let sm = StateMachine::open(dir.path()).map_err(|e| err(&e))?;
+        Ok((dir, log, sm))
+    }
+}
+
+/// openraft's own storage conformance suite (log states, purge, truncate, membership from
+/// log and state machine, initial state, re-applying committed entries, snapshots) against
+/// the real files.
+#[test]
+fn openraft_storage_suite() {
+    openraft::testing::Suite::test_all(SuiteBuilder).expect("openraft storage suite");
 }
