@@ -118,10 +118,16 @@ impl LogStore {
     /// Opens (creating) the log of the group directory `dir`, replaying it; a torn last
     /// record is dropped, any other damage is an error.
     pub fn open(dir: &Path) -> Result<LogStore, RecordError> {
-        std::fs::create_dir_all(dir).map_err(|source| RecordError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| RecordError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            // The new directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent() {
+                record::sync_dir(parent)?;
+            }
+        }
         let path = dir.join(LOG_FILE);
         let (file, payloads) = AppendFile::open(&path, LOG_MAGIC)?;
         let mut mem = Mem::default();
