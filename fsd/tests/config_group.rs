@@ -7,7 +7,7 @@ mod common;
 
 use bytes::Bytes;
 use common::TestCluster;
-use fsd::config_group::{ConfigGroup, ProposeError, Refused};
+use fsd::config_group::{ConfigGroup, Refused, RequestError};
 use openraft::{EntryPayload, RaftLogReader};
 use proto::config::ClusterFile;
 use proto::msg::{ConfigGroupRequest, RemoteError, Request, Response};
@@ -123,10 +123,14 @@ async fn propose_fail_over_and_catch_up() {
         for n in MANAGERS {
             assert_eq!(member(&tc, n).current().as_ref(), Some(&f2), "{n}");
         }
+        assert_eq!(
+            leader.read().await.expect("confirmed read"),
+            Some(f2.clone())
+        );
         tracing::info!("--- (a) a proposal on a stale epoch is refused with the current one");
         let stale = leader.propose(first, next(&seeded, "stale")).await;
         match stale {
-            Err(ProposeError::Refused(Refused::StaleEpoch { current, expected })) => {
+            Err(RequestError::Refused(Refused::StaleEpoch { current, expected })) => {
                 assert_eq!((current, expected), (e2, first));
             }
             other => panic!("stale proposal: {other:?}"),
@@ -140,8 +144,12 @@ async fn propose_fail_over_and_catch_up() {
         tracing::info!("--- (a) a follower does not propose; it names the leader");
         let follower = MANAGERS.iter().find(|n| **n != leader_name).expect("f");
         match member(&tc, follower).propose(e2, next(&f2, "x")).await {
-            Err(ProposeError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader.id())),
+            Err(RequestError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader.id())),
             other => panic!("proposal at a follower: {other:?}"),
+        }
+        match member(&tc, follower).read().await {
+            Err(RequestError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader.id())),
+            other => panic!("confirmed read at a follower: {other:?}"),
         }
         assert_eq!(member(&tc, &leader_name).epoch(), Some(e2));
     }
@@ -311,13 +319,26 @@ async fn a_lone_member_cannot_commit() {
         .expect("the proposal must not hang");
         let waited = started.elapsed();
         match &r {
-            Err(ProposeError::NoQuorum { members, .. }) => assert_eq!(*members, 3),
-            Err(ProposeError::NotLeader { leader: None, .. }) => {}
+            Err(RequestError::NoQuorum { members, .. }) => assert_eq!(*members, 3),
+            Err(RequestError::NotLeader { leader: None, .. }) => {}
             other => panic!("a lone member's proposal: {other:?}"),
         }
         let msg = r.expect_err("refused").to_string();
         tracing::info!(?waited, "lone proposal failed: {msg}");
         assert_eq!(leader.epoch(), Some(seeded.epoch));
+        tracing::info!("--- (d) nor can it confirm a read");
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(20), leader.read())
+            .await
+            .expect("the read must not hang");
+        assert!(
+            matches!(
+                r,
+                Err(RequestError::ReadNoQuorum { .. } | RequestError::NotLeader { .. })
+            ),
+            "{r:?}"
+        );
+        tracing::info!(waited = ?started.elapsed(), "lone read failed: {}", r.expect_err("refused"));
     }
     tc.cluster.stop().await;
 }

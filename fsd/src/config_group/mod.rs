@@ -3,13 +3,16 @@
 //!
 //! - `ConfigGroup` (this file) is a member's handle: start (opening its state, and
 //!   initializing the group on the first start of a fresh cluster), `propose` a new config by
-//!   compare-and-set on the epoch, read the committed config, the leader and raft metrics.
+//!   compare-and-set on the epoch, `read` the committed config (confirmed with a majority) or
+//!   `current` (as applied here), the leader and raft metrics.
 //! - `log_store` holds the durable raft log, vote and committed index; `state_machine` the
 //!   applied config and its snapshots; `record` the on-disk framing and fsyncs; `network`
 //!   the raft RPCs over the node's QUIC transport.
 //!
-//! Members are the nodes with the manager role, by their config `NodeId` (the raft node id
-//! is `NodeId.0`). The first start of a fresh cluster: the lowest-id manager, finding no
+//! Members are the nodes with the manager role, by their config `NodeId` (the raft node id,
+//! `RaftId`, is `NodeId.0` widened to u64), at the addresses `cluster.toml` gives them when
+//! the group is initialized. A member's state is `STATE_DIR/config-group/` (`log`, `vote`,
+//! `committed`, `snapshot`). The first start of a fresh cluster: the lowest-id manager, finding no
 //! state of its own, initializes the group with the manager nodes; then whichever member
 //! leads first proposes the contents of its `cluster.toml` (`Command::Seed`, refused once a
 //! config is committed), so the group's first epoch is the file's. A restart finds its state
@@ -33,7 +36,7 @@ pub use record::RecordError;
 pub use state_machine::{GroupState, StateMachine};
 
 use bytes::Bytes;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, RaftMetrics, SnapshotPolicy};
 use proto::config::{ClusterConfig, ClusterFile};
 use proto::ids::NodeId;
@@ -177,18 +180,20 @@ pub enum GroupError {
     Start(String),
 }
 
-/// Why a proposal did not take effect.
+/// Why a proposal did not take effect, or a confirmed read did not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
+pub enum RequestError {
     #[error("config group refused the proposal: {0}")]
     Refused(#[from] Refused),
-    #[error("{me} is not the config group's leader; {}", match leader {
+    #[error("{me} is not the config group's leader (only the leader proposes and confirms reads); {}", match leader {
         Some(l) => format!("propose at {l}"),
         None => "no leader is known right now (an election is under way or a majority of the members is down)".into(),
     })]
     NotLeader { me: NodeId, leader: Option<NodeId> },
     #[error("the config group did not commit the proposal within {waited:?}: a majority of its {members} members did not acknowledge it (down, unreachable or too slow); it may still commit if they answer later, so read the config before proposing again")]
     NoQuorum { waited: Duration, members: usize },
+    #[error("the config group leader could not confirm its leadership with a majority of its {members} members within {waited:?} (down, unreachable or too slow)")]
+    ReadNoQuorum { waited: Duration, members: usize },
     #[error("config group member stopped: {0}")]
     Stopped(String),
 }
@@ -295,16 +300,42 @@ impl ConfigGroup {
     /// must be `expect_epoch + 1`. Only the leader proposes (`NotLeader` names it). Returns
     /// the committed epoch; fails with `NoQuorum` within `propose_timeout` when a majority is
     /// unreachable, never hangs.
-    pub async fn propose(&self, expect_epoch: u64, file: ClusterFile) -> Result<u64, ProposeError> {
+    pub async fn propose(&self, expect_epoch: u64, file: ClusterFile) -> Result<u64, RequestError> {
         self.write(Command::Replace { expect_epoch, file }).await
     }
 
-    async fn write(&self, cmd: Command) -> Result<u64, ProposeError> {
+    async fn write(&self, cmd: Command) -> Result<u64, RequestError> {
         write(&self.raft, self.me, cmd, self.options.propose_timeout).await
     }
 
-    /// The config committed and applied at this member (`None` before the seed). A follower
-    /// may lag the leader by the entries in flight.
+    /// The committed config as of the call, confirmed with a majority (a linearizable read):
+    /// only the leader answers (`NotLeader` names it); bounded by `propose_timeout`. `None`
+    /// before the seed.
+    pub async fn read(&self) -> Result<Option<ClusterFile>, RequestError> {
+        let timeout = self.options.propose_timeout;
+        let members = voters(&self.raft);
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Err(_) | Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(RequestError::ReadNoQuorum {
+                    waited: timeout,
+                    members,
+                })
+            }
+            // Applied up to the read point: the local state is the committed one.
+            Ok(Ok(_)) => Ok(self.current()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(RequestError::NotLeader {
+                    me: self.me,
+                    leader: f.leader_id.map(node_of),
+                })
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(RequestError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The config committed and applied at this member (`None` before the seed), without
+    /// asking anyone: a follower may lag the leader by the entries in flight, and a member
+    /// cut off from the others by all that committed since.
     pub fn current(&self) -> Option<ClusterFile> {
         self.applied.borrow().file.clone()
     }
@@ -380,33 +411,37 @@ impl Drop for ConfigGroup {
     }
 }
 
+/// How many members vote in the group.
+fn voters(raft: &GroupRaft) -> usize {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count()
+}
+
 /// One proposal through raft, bounded by `timeout`.
 async fn write(
     raft: &GroupRaft,
     me: NodeId,
     cmd: Command,
     timeout: Duration,
-) -> Result<u64, ProposeError> {
-    let members = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .count();
+) -> Result<u64, RequestError> {
+    let members = voters(raft);
     match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
-        Err(_) => Err(ProposeError::NoQuorum {
+        Err(_) => Err(RequestError::NoQuorum {
             waited: timeout,
             members,
         }),
         Ok(Ok(resp)) => Ok(resp.data?),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            Err(ProposeError::NotLeader {
+            Err(RequestError::NotLeader {
                 me,
                 leader: f.leader_id.map(node_of),
             })
         }
-        Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        Ok(Err(e)) => Err(RequestError::Stopped(e.to_string())),
     }
 }
 
@@ -431,7 +466,7 @@ async fn seed(
                     tracing::info!(node = %me, epoch, "config group seeded from cluster.toml");
                     return;
                 }
-                Err(ProposeError::Refused(Refused::AlreadySeeded { .. })) => return,
+                Err(RequestError::Refused(Refused::AlreadySeeded { .. })) => return,
                 Err(e) => tracing::debug!(node = %me, "seeding the config group: {e}"),
             }
         }
