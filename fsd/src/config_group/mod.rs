@@ -22,6 +22,7 @@
 //! every role still uses the `ClusterConfig` loaded from `cluster.toml` at start, and requests
 //! carry no epoch. Membership changes (adding or removing members) are not exposed.
 
+mod command;
 mod log_store;
 mod network;
 mod record;
@@ -31,6 +32,7 @@ mod toml_file;
 #[cfg(test)]
 mod store_test;
 
+pub use command::{ApplyResult, Command, Refused};
 pub use log_store::LogStore;
 pub use record::RecordError;
 pub use state_machine::{GroupState, StateMachine};
@@ -42,56 +44,11 @@ use proto::config::{ClusterConfig, ClusterFile};
 use proto::ids::NodeId;
 use proto::msg::{ConfigGroupRequest, Response};
 use proto::transport::Transport;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// What members propose.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// The first config of the group (a member's `cluster.toml`); refused once one is
-    /// committed.
-    Seed {
-        #[serde(with = "toml_file::one")]
-        file: ClusterFile,
-    },
-    /// Replaces the config: applied only if the committed epoch is `expect_epoch` and
-    /// `file.epoch` is `expect_epoch + 1`.
-    Replace {
-        expect_epoch: u64,
-        #[serde(with = "toml_file::one")]
-        file: ClusterFile,
-    },
-}
-
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Seed { file } => write!(f, "Seed(epoch {})", file.epoch),
-            Command::Replace { expect_epoch, file } => {
-                write!(f, "Replace(epoch {expect_epoch} -> {})", file.epoch)
-            }
-        }
-    }
-}
-
-/// Why the state machine refused a command (the entry is committed, the state unchanged).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum Refused {
-    #[error(
-        "the config is at epoch {current}, not {expected}: read it again and propose on top of it"
-    )]
-    StaleEpoch { current: u64, expected: u64 },
-    #[error("a config replacing epoch {current} must carry epoch {}, not {proposed}", current + 1)]
-    NotNextEpoch { current: u64, proposed: u64 },
-    #[error("the group holds no config yet (its first leader seeds it from cluster.toml)")]
-    NotSeeded,
-    #[error("the group already holds a config (epoch {current})")]
-    AlreadySeeded { current: u64 },
-}
 
 /// A member's raft node id: its config `NodeId.0`, the same number. Widened to u64 because
 /// openraft's storage conformance suite (`openraft::testing::Suite`, run against this
@@ -108,9 +65,6 @@ pub fn node_of(id: RaftId) -> NodeId {
 pub fn raft_id(node: NodeId) -> RaftId {
     RaftId::from(node.0)
 }
-
-/// The outcome of applying one entry: the epoch committed after it, or why it was refused.
-pub type ApplyResult = Result<u64, Refused>;
 
 openraft::declare_raft_types!(
     /// The config group's raft types: node ids are the config's `NodeId.0` (`RaftId`).
@@ -394,11 +348,14 @@ impl ConfigGroup {
         network::serve(&self.raft, kind, bulk).await
     }
 
-    /// Stops the member (its state stays on disk for the next start).
+    /// Stops the member (its state stays on disk for the next start), waiting at most 5 s
+    /// for the raft task to end.
     pub async fn shutdown(&self) {
         self.seeder.abort();
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(node = %self.me, "config group shutdown: {e}");
+        match tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(node = %self.me, "config group shutdown: {e}"),
+            Err(_) => tracing::warn!(node = %self.me, "config group did not stop within 5 s"),
         }
     }
 }
