@@ -461,8 +461,7 @@ impl RunningNode {
             tracing::info!(node = %name, "starting the config group member");
             Some(
                 ConfigGroup::start(&config, node.id, transport.clone(), GroupOptions::default())
-                    .await
-                    .map_err(|e| NodeError::Other(e.to_string()))?,
+                    .await?,
             )
         } else {
             None
