@@ -364,6 +364,14 @@ impl LocalCluster {
             .and_then(|n| n.manager())
     }
 
+    /// The config group member of node `name`, if it runs here and is a manager.
+    pub fn config_group(&self, name: &str) -> Option<Arc<crate::config_group::ConfigGroup>> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.config_group())
+    }
+
     pub fn manager_services(&self) -> Vec<Arc<manager::Service>> {
         self.nodes.iter().filter_map(|n| n.manager()).collect()
     }
@@ -387,7 +395,7 @@ impl LocalCluster {
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
         let n = self.nodes.remove(i);
         if crash {
-            n.kill();
+            n.kill().await;
         } else {
             n.stop().await;
         }

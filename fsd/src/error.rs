@@ -19,6 +19,8 @@ pub enum NodeError {
     Storage(String),
     #[error("manager role: {0}")]
     Manager(String),
+    #[error(transparent)]
+    ConfigGroup(#[from] crate::config_group::GroupError),
     #[error("client: {0}")]
     Client(String),
     #[error("cannot create {path}: {source}")]

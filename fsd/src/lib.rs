@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod config_group;
 pub mod error;
 pub mod http;
 pub mod node;

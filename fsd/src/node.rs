@@ -3,6 +3,7 @@
 //! the role matrix (`proto::authz`) with the verified peer identity before any role sees
 //! it, and refusals are logged. It also holds the node's deny list (`proto::revoke`).
 
+use crate::config_group::{ConfigGroup, GroupOptions};
 use crate::error::NodeError;
 use bytes::Bytes;
 use proto::config::{ClusterConfig, Role};
@@ -98,6 +99,8 @@ struct NodeHandler {
     info: NodeInfo,
     storage: Option<Arc<storage::server::Server>>,
     manager: Option<Arc<manager::Service>>,
+    /// The node's member of the config group (manager nodes).
+    config_group: Option<Arc<ConfigGroup>>,
     deny: Arc<DenyState>,
     /// The node's workers, reported in `Ping` answers.
     registry: Arc<Workers>,
@@ -176,6 +179,13 @@ impl Handler for NodeHandler {
                 Request::Manager(_) | Request::ManagerAs { .. } => {
                     self.manager_request(&peer, req).await
                 }
+                Request::ConfigGroup(kind) => match &self.config_group {
+                    Some(g) => g.handle_rpc(kind, bulk).await,
+                    None => (
+                        Response::Error(RemoteError::NoRole("config group".into())),
+                        Bytes::new(),
+                    ),
+                },
                 Request::Client(_) | Request::Peer(_) => (
                     Response::Error(RemoteError::NoRole("client".into())),
                     Bytes::new(),
@@ -376,6 +386,8 @@ pub struct RunningNode {
     pub name: String,
     pub transport: Arc<Transport>,
     manager: Option<Arc<manager::Service>>,
+    /// The node's config group member (manager nodes).
+    config_group: Option<Arc<ConfigGroup>>,
     serve: tokio::task::JoinHandle<()>,
     /// The reclaimer of dead data segments (on the manager with the lowest node id).
     reclaimer: Option<tokio::task::JoinHandle<()>>,
@@ -445,6 +457,15 @@ impl RunningNode {
         } else {
             None
         };
+        let config_group = if node.has(Role::Manager) {
+            tracing::info!(node = %name, "starting the config group member");
+            Some(
+                ConfigGroup::start(&config, node.id, transport.clone(), GroupOptions::default())
+                    .await?,
+            )
+        } else {
+            None
+        };
         let mut workers = Vec::new();
         let registry = Arc::new(Workers::default());
         if let Some(s) = &storage {
@@ -469,6 +490,7 @@ impl RunningNode {
             info,
             storage,
             manager: manager.clone(),
+            config_group: config_group.clone(),
             deny,
             registry: registry.clone(),
         });
@@ -529,6 +551,7 @@ impl RunningNode {
             name: name.to_string(),
             transport,
             manager,
+            config_group,
             serve,
             reclaimer,
             workers,
@@ -559,13 +582,23 @@ impl RunningNode {
         self.manager.clone()
     }
 
-    /// Stops the node abruptly, as a crash would: nothing is flushed or checkpointed.
-    pub fn kill(self) {
+    /// The config group member of this node, if it is a manager.
+    pub fn config_group(&self) -> Option<Arc<ConfigGroup>> {
+        self.config_group.clone()
+    }
+
+    /// Stops the node abruptly, as a crash would: nothing is flushed or checkpointed. (The
+    /// config group member is stopped too; it has nothing unflushed: it acknowledges only
+    /// what is on disk.)
+    pub async fn kill(self) {
         if let Some(r) = &self.reclaimer {
             r.abort();
         }
         if let Some(m) = &self.manager {
             m.kill();
+        }
+        if let Some(g) = &self.config_group {
+            g.shutdown().await;
         }
         self.stop_workers();
         self.transport.close();
@@ -590,6 +623,9 @@ impl RunningNode {
             if let Err(e) = m.shutdown().await {
                 tracing::warn!(node = %self.name, "manager shutdown: {e}");
             }
+        }
+        if let Some(g) = &self.config_group {
+            g.shutdown().await;
         }
         self.transport.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.transport.wait_idle()).await;

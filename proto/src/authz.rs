@@ -22,6 +22,7 @@
 //! | `clean` (LiveExtents, Relocate: the copying cleaner) | manager, admin (`shoal clean --now`) |
 //! | `callback` (Invalidate/Flush sent to a client) | manager |
 //! | `admin` (deny-list installation) | admin |
+//! | `config-group` (raft AppendEntries/Vote/FullSnapshot between config group members) | storage, manager (node identities only) |
 //! | `peer-read` (FetchBlock: cached bytes from another client, by log address; ForwardBlock: N-chance forwarding, bounded by the receiver) | client |
 //!
 //! Client logs and sessions carry the 24-bit tag of their identity's name
@@ -53,6 +54,7 @@ pub enum Right {
     Callback,
     Admin,
     PeerRead,
+    ConfigGroup,
 }
 
 impl Right {
@@ -75,6 +77,7 @@ impl Right {
             Right::Callback => "callback",
             Right::Admin => "admin",
             Right::PeerRead => "peer-read",
+            Right::ConfigGroup => "config-group",
         }
     }
 
@@ -92,6 +95,9 @@ impl Right {
             Right::FsRead | Right::FsWrite => &[Client, Manager, Admin],
             Right::CommitAnyLog | Right::Clean => &[Manager, Admin],
             Right::ManagerTxn | Right::Callback => &[Manager],
+            // Raft traffic comes only from nodes: a client or an admin certificate must not
+            // be able to vote or append to the cluster config.
+            Right::ConfigGroup => &[Storage, Manager],
         }
     }
 }
@@ -169,6 +175,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
         // The bytes asked for are no more than `fragment-read` gives (the same log range
         // from the storage servers); only clients cache, so only clients ask each other.
         Request::Peer(_) => need(Right::PeerRead),
+        Request::ConfigGroup(_) => need(Right::ConfigGroup),
         Request::Storage(s) => match s {
             StorageRequest::PutFragment { id: f, .. } => own_or(
                 Right::FragmentWrite,
@@ -273,6 +280,7 @@ fn right_of(req: &Request) -> Right {
         Request::Client(_) => Right::Callback,
         Request::Admin(_) => Right::Admin,
         Request::Peer(_) => Right::PeerRead,
+        Request::ConfigGroup(_) => Right::ConfigGroup,
         Request::Storage(StorageRequest::PutFragment { .. }) => Right::FragmentWrite,
         Request::Storage(StorageRequest::Delete { .. }) => Right::FragmentDelete,
         Request::Storage(StorageRequest::ListLog { .. } | StorageRequest::ListLogs) => {

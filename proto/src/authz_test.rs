@@ -374,3 +374,20 @@ fn peer_reads_come_only_from_clients() {
         Right::PeerRead
     );
 }
+
+#[test]
+fn config_group_raft_comes_only_from_nodes() {
+    for r in [
+        ConfigGroupRequest::AppendEntries,
+        ConfigGroupRequest::Vote,
+        ConfigGroupRequest::FullSnapshot,
+    ] {
+        row(
+            Request::ConfigGroup(r),
+            &[Storage, Manager],
+            Right::ConfigGroup,
+        );
+        let d = check(None, &Request::ConfigGroup(r)).expect_err("no identity");
+        assert_eq!(d.right, Right::ConfigGroup);
+    }
+}

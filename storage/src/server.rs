@@ -348,6 +348,10 @@ impl Handler for ServerHandler {
                     Response::Error(RemoteError::NoRole("admin".into())),
                     Bytes::new(),
                 ),
+                Request::ConfigGroup(_) => (
+                    Response::Error(RemoteError::NoRole("config group".into())),
+                    Bytes::new(),
+                ),
             }
         })
     }

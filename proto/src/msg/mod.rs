@@ -43,6 +43,23 @@ pub enum Request {
     /// A client asking another client for cached bytes (cooperative caching; only clients
     /// answer it, only client identities may send it).
     Peer(PeerRequest),
+    /// A raft RPC between members of the config group (`fsd::config_group`); only node
+    /// identities may send it, only group members answer it.
+    ConfigGroup(ConfigGroupRequest),
+}
+
+/// The raft RPCs of the config group (the cluster config kept by openraft on the manager
+/// nodes). The openraft request itself travels postcard-encoded in the frame's bulk bytes,
+/// and the answer (`Response::ConfigGroup`) likewise: proto carries them without knowing
+/// openraft's types, which live in `fsd::config_group`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum ConfigGroupRequest {
+    /// openraft `AppendEntriesRequest` (also the leader's heartbeat).
+    AppendEntries,
+    /// openraft `VoteRequest` (an election).
+    Vote,
+    /// A whole snapshot at once: the leader's vote, the snapshot's meta and its bytes.
+    FullSnapshot,
 }
 
 /// Administration requests every node answers.
@@ -98,6 +115,9 @@ pub enum Response {
     },
     /// A client's answer to a `Request::Peer`.
     Peer(PeerResponse),
+    /// A config group member's answer to a `Request::ConfigGroup`: the openraft result,
+    /// postcard-encoded in the bulk bytes.
+    ConfigGroup,
 }
 
 /// A node's self-description for `Ping`.
@@ -191,6 +211,7 @@ impl Request {
             Request::Client(c) => c.into(),
             Request::Admin(a) => a.into(),
             Request::Peer(p) => p.into(),
+            Request::ConfigGroup(r) => r.into(),
         }
     }
 }
@@ -213,6 +234,7 @@ impl fmt::Display for Request {
                 write!(f, "InstallDenyList({} bytes)", list.len())
             }
             Request::Peer(p) => write!(f, "{p}"),
+            Request::ConfigGroup(r) => write!(f, "ConfigGroup({r:?})"),
         }
     }
 }
@@ -237,6 +259,7 @@ impl fmt::Display for Response {
             ),
             Response::Peer(PeerResponse::Accepted) => write!(f, "PeerAccepted"),
             Response::Peer(PeerResponse::Refused) => write!(f, "PeerRefused"),
+            Response::ConfigGroup => write!(f, "ConfigGroup"),
         }
     }
 }

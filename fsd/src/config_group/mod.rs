@@ -1,0 +1,435 @@
+//! The config group: the cluster config kept by a raft group (openraft) on the manager
+//! nodes, so that every member agrees on one committed config and its epoch (DESIGN §8).
+//!
+//! - `ConfigGroup` (this file) is a member's handle: start (opening its state, and
+//!   initializing the group on the first start of a fresh cluster), `propose` a new config by
+//!   compare-and-set on the epoch, `read` the committed config (confirmed with a majority) or
+//!   `current` (as applied here), the leader and raft metrics.
+//! - `log_store` holds the durable raft log, vote and committed index; `state_machine` the
+//!   applied config and its snapshots; `record` the on-disk framing and fsyncs; `network`
+//!   the raft RPCs over the node's QUIC transport.
+//!
+//! Members are the nodes with the manager role, by their config `NodeId` (the raft node id,
+//! `RaftId`, is `NodeId.0` widened to u64), at the addresses `cluster.toml` gives them when
+//! the group is initialized. A member's state is `STATE_DIR/config-group/` (`log`, `vote`,
+//! `committed`, `snapshot`). The first start of a fresh cluster: the lowest-id manager, finding no
+//! state of its own, initializes the group with the manager nodes; then whichever member
+//! leads first proposes the contents of its `cluster.toml` (`Command::Seed`, refused once a
+//! config is committed), so the group's first epoch is the file's. A restart finds its state
+//! and never initializes again.
+//!
+//! What it must not do yet: nothing reads slot ownership, roles or addresses from the group;
+//! every role still uses the `ClusterConfig` loaded from `cluster.toml` at start, and requests
+//! carry no epoch. Membership changes (adding or removing members) are not exposed.
+
+mod command;
+mod log_store;
+mod network;
+mod record;
+mod state_machine;
+mod toml_file;
+
+#[cfg(test)]
+mod store_test;
+
+pub use command::{ApplyResult, Command, Refused};
+pub use log_store::LogStore;
+pub use record::RecordError;
+pub use state_machine::{GroupState, StateMachine};
+
+use bytes::Bytes;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, RaftMetrics, SnapshotPolicy};
+use proto::config::{ClusterConfig, ClusterFile};
+use proto::ids::NodeId;
+use proto::msg::{ConfigGroupRequest, Response};
+use proto::transport::Transport;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A member's raft node id: its config `NodeId.0`, the same number. Widened to u64 because
+/// openraft's storage conformance suite (`openraft::testing::Suite`, run against this
+/// store in `store_test`) builds its node ids from u64; `node_of` narrows it back.
+pub type RaftId = u64;
+
+/// The config `NodeId` of a member's raft id. Members are made only from config node ids
+/// (`members`), so every raft id fits.
+pub fn node_of(id: RaftId) -> NodeId {
+    NodeId(u32::try_from(id).unwrap_or(u32::MAX))
+}
+
+/// The raft id of a config node.
+pub fn raft_id(node: NodeId) -> RaftId {
+    RaftId::from(node.0)
+}
+
+openraft::declare_raft_types!(
+    /// The config group's raft types: node ids are the config's `NodeId.0` (`RaftId`).
+    pub TypeConfig:
+        D = Command,
+        R = ApplyResult,
+        NodeId = RaftId,
+        Node = BasicNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+pub type GroupRaft = openraft::Raft<TypeConfig>;
+
+/// Timing and log bounds of a member.
+#[derive(Clone, Debug)]
+pub struct GroupOptions {
+    /// The leader's heartbeat, and the timeout of one AppendEntries call.
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election: (Duration, Duration),
+    /// A snapshot is built once this many entries were applied since the last one; the log
+    /// is then purged up to it (keeping `keep_logs` entries for members slightly behind).
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+    /// A proposal not committed within this fails (`NoQuorum`) instead of waiting.
+    pub propose_timeout: Duration,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            heartbeat: Duration::from_millis(250),
+            election: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            snapshot_every: 64,
+            keep_logs: 8,
+            propose_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl GroupOptions {
+    fn raft_config(&self) -> Result<Config, GroupError> {
+        let c = Config {
+            cluster_name: "shoal-config".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election.0.as_millis() as u64,
+            election_timeout_max: self.election.1.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            purge_batch_size: 1,
+            // Entries carry a whole cluster file: keep one AppendEntries call small.
+            max_payload_entries: 32,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| GroupError::Start(format!("raft config: {e}")))
+    }
+}
+
+/// Errors of starting a member.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("config group state: {0}")]
+    State(#[from] RecordError),
+    #[error("config group: {0}")]
+    Start(String),
+}
+
+/// Why a proposal did not take effect, or a confirmed read did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("config group refused the proposal: {0}")]
+    Refused(#[from] Refused),
+    #[error("{me} is not the config group's leader (only the leader proposes and confirms reads); {}", match leader {
+        Some(l) => format!("propose at {l}"),
+        None => "no leader is known right now (an election is under way or a majority of the members is down)".into(),
+    })]
+    NotLeader { me: NodeId, leader: Option<NodeId> },
+    #[error("the config group did not commit the proposal within {waited:?}: a majority of its {members} members did not acknowledge it (down, unreachable or too slow); it may still commit if they answer later, so read the config before proposing again")]
+    NoQuorum { waited: Duration, members: usize },
+    #[error("the config group leader could not confirm its leadership with a majority of its {members} members within {waited:?} (down, unreachable or too slow)")]
+    ReadNoQuorum { waited: Duration, members: usize },
+    #[error("config group member stopped: {0}")]
+    Stopped(String),
+}
+
+/// A member's handle on the group.
+pub struct ConfigGroup {
+    me: NodeId,
+    raft: GroupRaft,
+    applied: watch::Receiver<Arc<GroupState>>,
+    options: GroupOptions,
+    dir: PathBuf,
+    seeder: tokio::task::JoinHandle<()>,
+}
+
+/// The group's members in `config`: its manager nodes.
+pub fn members(config: &ClusterConfig) -> BTreeMap<RaftId, BasicNode> {
+    config
+        .manager_nodes()
+        .into_iter()
+        .map(|n| (raft_id(n.id), BasicNode::new(n.address.to_string())))
+        .collect()
+}
+
+/// Where a member keeps its state.
+pub fn state_dir(node_state_dir: &Path) -> PathBuf {
+    node_state_dir.join("config-group")
+}
+
+impl ConfigGroup {
+    /// Starts member `me` of the group of `config`'s manager nodes on `transport` (whose
+    /// node must route `Request::ConfigGroup` to `handle_rpc`). Opens the member's state
+    /// under its state directory; on the first start of a fresh cluster the lowest-id
+    /// manager initializes the group.
+    pub async fn start(
+        config: &ClusterConfig,
+        me: NodeId,
+        transport: Arc<Transport>,
+        options: GroupOptions,
+    ) -> Result<Arc<ConfigGroup>, GroupError> {
+        let node = config
+            .node(me)
+            .ok_or_else(|| GroupError::Start(format!("{me} is not in the cluster config")))?;
+        let members = members(config);
+        if !members.contains_key(&raft_id(me)) {
+            return Err(GroupError::Start(format!(
+                "{} has no manager role, so it is no config group member",
+                node.name
+            )));
+        }
+        let dir = state_dir(&node.state_dir);
+        let (log, sm) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, GroupError> {
+                let log = LogStore::open(&dir)?;
+                let sm = StateMachine::open(&dir)?;
+                Ok((log, sm))
+            })
+            .await
+            .map_err(|e| GroupError::Start(e.to_string()))??
+        };
+        let fresh = log.is_pristine() && sm.is_pristine();
+        let applied = sm.subscribe();
+        let network = network::Network {
+            me: raft_id(me),
+            transport,
+        };
+        let raft = GroupRaft::new(
+            raft_id(me),
+            Arc::new(options.raft_config()?),
+            network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| GroupError::Start(e.to_string()))?;
+        let lowest = members.keys().next().copied();
+        if fresh && lowest == Some(raft_id(me)) {
+            tracing::info!(node = %node.name, members = ?members.keys().collect::<Vec<_>>(), "initializing the config group (first start of a fresh cluster)");
+            if let Err(e) = raft.initialize(members.clone()).await {
+                let _ = raft.shutdown().await;
+                return Err(GroupError::Start(format!("initialize: {e}")));
+            }
+        } else {
+            tracing::info!(node = %node.name, fresh, epoch = ?applied.borrow().epoch(), "config group member started");
+        }
+        let seeder = tokio::spawn(seed(
+            raft.clone(),
+            me,
+            applied.clone(),
+            config.file.clone(),
+            options.propose_timeout,
+        ));
+        Ok(Arc::new(ConfigGroup {
+            me,
+            raft,
+            applied,
+            options,
+            dir,
+            seeder,
+        }))
+    }
+
+    /// Proposes `file` to replace the committed config of epoch `expect_epoch`; `file.epoch`
+    /// must be `expect_epoch + 1`. Only the leader proposes (`NotLeader` names it). Returns
+    /// the committed epoch; fails with `NoQuorum` within `propose_timeout` when a majority is
+    /// unreachable, never hangs.
+    pub async fn propose(&self, expect_epoch: u64, file: ClusterFile) -> Result<u64, RequestError> {
+        self.write(Command::Replace { expect_epoch, file }).await
+    }
+
+    async fn write(&self, cmd: Command) -> Result<u64, RequestError> {
+        write(&self.raft, self.me, cmd, self.options.propose_timeout).await
+    }
+
+    /// The committed config as of the call, confirmed with a majority (a linearizable read):
+    /// only the leader answers (`NotLeader` names it); bounded by `propose_timeout`. `None`
+    /// before the seed.
+    pub async fn read(&self) -> Result<Option<ClusterFile>, RequestError> {
+        let timeout = self.options.propose_timeout;
+        let members = voters(&self.raft);
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Err(_) | Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(RequestError::ReadNoQuorum {
+                    waited: timeout,
+                    members,
+                })
+            }
+            // Applied up to the read point: the local state is the committed one.
+            Ok(Ok(_)) => Ok(self.current()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(RequestError::NotLeader {
+                    me: self.me,
+                    leader: f.leader_id.map(node_of),
+                })
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(RequestError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The config committed and applied at this member (`None` before the seed), without
+    /// asking anyone: a follower may lag the leader by the entries in flight, and a member
+    /// cut off from the others by all that committed since.
+    pub fn current(&self) -> Option<ClusterFile> {
+        self.applied.borrow().file.clone()
+    }
+
+    /// The epoch of `current`.
+    pub fn epoch(&self) -> Option<u64> {
+        self.applied.borrow().epoch()
+    }
+
+    /// Follows this member's applied state.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<GroupState>> {
+        self.applied.clone()
+    }
+
+    /// Waits until this member has applied epoch `epoch` or later, up to `timeout`.
+    pub async fn wait_for_epoch(&self, epoch: u64, timeout: Duration) -> Result<u64, String> {
+        let mut rx = self.applied.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|s| s.epoch() >= Some(epoch))).await;
+        match r {
+            Ok(Ok(s)) => Ok(s.epoch().unwrap_or(0)),
+            Ok(Err(_)) => Err(format!("{}: config group member stopped", self.me)),
+            Err(_) => Err(format!(
+                "{}: epoch {epoch} not applied within {timeout:?} (at {:?})",
+                self.me,
+                self.epoch()
+            )),
+        }
+    }
+
+    /// The member this one believes leads the group.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader.map(node_of)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Raft metrics (term, leader, log and snapshot indexes, membership).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<RaftId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// The raft itself (tests and diagnostics: trigger a snapshot or a purge).
+    pub fn raft(&self) -> &GroupRaft {
+        &self.raft
+    }
+
+    /// Where this member keeps its state.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Answers a raft RPC from another member.
+    pub async fn handle_rpc(&self, kind: ConfigGroupRequest, bulk: Bytes) -> (Response, Bytes) {
+        network::serve(&self.raft, kind, bulk).await
+    }
+
+    /// Stops the member (its state stays on disk for the next start), waiting at most 5 s
+    /// for the raft task to end.
+    pub async fn shutdown(&self) {
+        self.seeder.abort();
+        match tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(node = %self.me, "config group shutdown: {e}"),
+            Err(_) => tracing::warn!(node = %self.me, "config group did not stop within 5 s"),
+        }
+    }
+}
+
+impl Drop for ConfigGroup {
+    fn drop(&mut self) {
+        // The seeder holds a raft handle: without it, dropping the last handle lets the
+        // raft task end even if `shutdown` was never called.
+        self.seeder.abort();
+    }
+}
+
+/// How many members vote in the group.
+fn voters(raft: &GroupRaft) -> usize {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count()
+}
+
+/// One proposal through raft, bounded by `timeout`.
+async fn write(
+    raft: &GroupRaft,
+    me: NodeId,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<u64, RequestError> {
+    let members = voters(raft);
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Err(_) => Err(RequestError::NoQuorum {
+            waited: timeout,
+            members,
+        }),
+        Ok(Ok(resp)) => Ok(resp.data?),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(RequestError::NotLeader {
+                me,
+                leader: f.leader_id.map(node_of),
+            })
+        }
+        Ok(Err(e)) => Err(RequestError::Stopped(e.to_string())),
+    }
+}
+
+/// Seeds the group with this member's `cluster.toml` when it leads a group holding no
+/// config yet; ends once a config is committed.
+async fn seed(
+    raft: GroupRaft,
+    me: NodeId,
+    mut applied: watch::Receiver<Arc<GroupState>>,
+    file: ClusterFile,
+    timeout: Duration,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        if applied.borrow().file.is_some() {
+            return;
+        }
+        let leads = metrics.borrow().current_leader == Some(raft_id(me));
+        if leads {
+            match write(&raft, me, Command::Seed { file: file.clone() }, timeout).await {
+                Ok(epoch) => {
+                    tracing::info!(node = %me, epoch, "config group seeded from cluster.toml");
+                    return;
+                }
+                Err(RequestError::Refused(Refused::AlreadySeeded { .. })) => return,
+                Err(e) => tracing::debug!(node = %me, "seeding the config group: {e}"),
+            }
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            r = applied.changed() => if r.is_err() { return },
+        }
+    }
+}

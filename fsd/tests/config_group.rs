@@ -1,0 +1,344 @@
+//! The config group (the cluster config in openraft on the manager nodes): three real
+//! members in this process, each inside its node, talking raft over the nodes' QUIC
+//! transport on loopback, with their state on disk. Nodes are stopped as a crash would stop
+//! them and restarted from their state directories.
+
+mod common;
+
+use bytes::Bytes;
+use common::TestCluster;
+use fsd::config_group::{ConfigGroup, Refused, RequestError};
+use openraft::{EntryPayload, RaftLogReader};
+use proto::config::ClusterFile;
+use proto::msg::{ConfigGroupRequest, RemoteError, Request, Response};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MANAGERS: [&str; 3] = ["manager-1", "manager-2", "manager-3"];
+/// Bound of every wait for the group (elections take 1–2 s; the machine may be loaded).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One storage node (1+0) and three managers: the group has three members.
+async fn cluster() -> TestCluster {
+    init_logging();
+    TestCluster::start(1, 3, 1, 0).await
+}
+
+/// The test's narration and the group's own logs (`RUST_LOG` overrides), captured by the
+/// test harness.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,config_group=info,fsd::config_group=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Polls `pred` every 50 ms until it holds, failing the test after `timeout`.
+async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut pred: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = pred().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn member(tc: &TestCluster, name: &str) -> Arc<ConfigGroup> {
+    tc.cluster
+        .config_group(name)
+        .unwrap_or_else(|| panic!("{name} runs no config group member"))
+}
+
+/// The leader the running members `names` all agree on, once they do.
+async fn agreed_leader(tc: &TestCluster, names: &[&str]) -> (String, Arc<ConfigGroup>) {
+    let members: Vec<Arc<ConfigGroup>> = names.iter().map(|n| member(tc, n)).collect();
+    wait_until(WAIT, &format!("{names:?} agree on a leader"), || {
+        let leaders: Vec<_> = members.iter().map(|m| m.leader()).collect();
+        let found = leaders[0].filter(|l| leaders.iter().all(|x| *x == Some(*l)));
+        let hit = found.and_then(|l| {
+            names
+                .iter()
+                .zip(&members)
+                .find(|(_, m)| m.id() == l)
+                .map(|(n, m)| (n.to_string(), m.clone()))
+        });
+        async move { hit }
+    })
+    .await
+}
+
+async fn all_at_epoch(tc: &TestCluster, names: &[&str], epoch: u64) {
+    for n in names {
+        let m = member(tc, n);
+        m.wait_for_epoch(epoch, WAIT).await.expect("epoch applied");
+        assert_eq!(m.epoch(), Some(epoch), "{n}");
+    }
+}
+
+/// The committed file with the next epoch and a visible change.
+fn next(file: &ClusterFile, tag: &str) -> ClusterFile {
+    let mut f = file.clone();
+    f.epoch += 1;
+    f.name = format!("{}-{tag}", file.name);
+    f.manager.lease_ms += 1;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn propose_fail_over_and_catch_up() {
+    let mut tc = cluster().await;
+    let seeded = tc.cluster.config.file.clone();
+    let first = seeded.epoch;
+    let (leader_name, leader) = {
+        tracing::info!("--- the group initializes and is seeded with cluster.toml");
+        all_at_epoch(&tc, &MANAGERS, first).await;
+        for n in MANAGERS {
+            assert_eq!(member(&tc, n).current().as_ref(), Some(&seeded), "{n}");
+        }
+        agreed_leader(&tc, &MANAGERS).await
+    };
+    let e2 = first + 1;
+    {
+        tracing::info!("--- (a) the leader proposes epoch+1: every member applies it");
+        let f2 = next(&seeded, "two");
+        assert_eq!(
+            leader.propose(first, f2.clone()).await.expect("propose"),
+            e2
+        );
+        all_at_epoch(&tc, &MANAGERS, e2).await;
+        for n in MANAGERS {
+            assert_eq!(member(&tc, n).current().as_ref(), Some(&f2), "{n}");
+        }
+        assert_eq!(
+            leader.read().await.expect("confirmed read"),
+            Some(f2.clone())
+        );
+        tracing::info!("--- (a) a proposal on a stale epoch is refused with the current one");
+        let stale = leader.propose(first, next(&seeded, "stale")).await;
+        match stale {
+            Err(RequestError::Refused(Refused::StaleEpoch { current, expected })) => {
+                assert_eq!((current, expected), (e2, first));
+            }
+            other => panic!("stale proposal: {other:?}"),
+        }
+        let msg = leader
+            .propose(first, next(&seeded, "stale"))
+            .await
+            .expect_err("stale")
+            .to_string();
+        assert!(msg.contains(&format!("epoch {e2}")), "{msg}");
+        tracing::info!("--- (a) a follower does not propose; it names the leader");
+        let follower = MANAGERS.iter().find(|n| **n != leader_name).expect("f");
+        match member(&tc, follower).propose(e2, next(&f2, "x")).await {
+            Err(RequestError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader.id())),
+            other => panic!("proposal at a follower: {other:?}"),
+        }
+        match member(&tc, follower).read().await {
+            Err(RequestError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader.id())),
+            other => panic!("confirmed read at a follower: {other:?}"),
+        }
+        assert_eq!(member(&tc, &leader_name).epoch(), Some(e2));
+    }
+    {
+        tracing::info!("--- only node identities speak raft; bytes that do not decode are refused");
+        let addr = tc
+            .cluster
+            .config
+            .node_by_name(&leader_name)
+            .expect("node")
+            .address;
+        let vote = Request::ConfigGroup(ConfigGroupRequest::Vote);
+        let admin = fsd::cluster::admin_transport(&tc.cluster.config).expect("admin");
+        let client = fsd::cluster::transport_as(&tc.cluster.config, "client").expect("client");
+        for (who, t) in [("admin", admin), ("client", client)] {
+            let r = t
+                .call_timeout(addr, &vote, Bytes::from_static(b"x"), WAIT)
+                .await
+                .expect("call");
+            match r.0 {
+                Response::Error(RemoteError::Denied { right, .. }) => {
+                    assert_eq!(right, "config-group", "{who}")
+                }
+                other => panic!("{who}'s raft vote was answered {other}"),
+            }
+        }
+        let storage = tc.cluster.node_transport("storage-1").expect("storage");
+        let r = storage
+            .call_timeout(addr, &vote, Bytes::from_static(b"\xff\xff"), WAIT)
+            .await
+            .expect("call");
+        assert!(
+            matches!(&r.0, Response::Error(RemoteError::Invalid(m)) if m.contains("does not decode")),
+            "{}",
+            r.0
+        );
+        assert_eq!(member(&tc, &leader_name).leader(), Some(leader.id()));
+    }
+    let old_membership = *leader.metrics().borrow().membership_config.log_id();
+    let old_dir = leader.dir().to_path_buf();
+    drop(leader);
+    let survivors: Vec<&str> = MANAGERS
+        .iter()
+        .copied()
+        .filter(|n| *n != leader_name)
+        .collect();
+    let e3 = e2 + 1;
+    {
+        tracing::info!(
+            "--- (b) the leader {leader_name} crashes: a new leader commits with 2 of 3"
+        );
+        tc.cluster
+            .stop_node(&leader_name, true)
+            .await
+            .expect("stop");
+        let started = Instant::now();
+        let (new_name, new_leader) = wait_until(WAIT, "a new leader is elected", || {
+            let ms: Vec<_> = survivors.iter().map(|n| member(&tc, n)).collect();
+            let hit = ms
+                .iter()
+                .zip(&survivors)
+                .find(|(m, _)| {
+                    m.leader() == Some(m.id()) && ms.iter().all(|o| o.leader() == Some(m.id()))
+                })
+                .map(|(m, n)| (n.to_string(), m.clone()));
+            async move { hit }
+        })
+        .await;
+        tracing::info!(elapsed = ?started.elapsed(), "new leader {new_name}");
+        assert_ne!(new_name, leader_name);
+        let cur = new_leader.current().expect("config");
+        assert_eq!(
+            new_leader
+                .propose(e2, next(&cur, "three"))
+                .await
+                .expect("commit with 2 of 3"),
+            e3
+        );
+        all_at_epoch(&tc, &survivors, e3).await;
+    }
+    {
+        tracing::info!("--- (c) the stopped member's own log holds epoch {e2}");
+        let mut log = fsd::config_group::LogStore::open(&old_dir).expect("open its log");
+        let entries = log.try_get_log_entries(0..).await.expect("entries");
+        let has_e2 = entries.iter().any(|e| {
+            matches!(&e.payload, EntryPayload::Normal(fsd::config_group::Command::Replace { file, .. }) if file.epoch == e2)
+        });
+        assert!(has_e2, "{leader_name}'s log lacks epoch {e2}: {entries:?}");
+        drop(log);
+        tracing::info!(
+            "--- (c) restarted from its state dir, it catches up without re-initializing"
+        );
+        tc.cluster.start_node(&leader_name).await.expect("restart");
+        let back = member(&tc, &leader_name);
+        back.wait_for_epoch(e3, WAIT).await.expect("caught up");
+        assert_eq!(back.current(), member(&tc, survivors[0]).current());
+        assert_eq!(
+            *back.metrics().borrow().membership_config.log_id(),
+            old_membership,
+            "the membership was not re-initialized"
+        );
+        agreed_leader(&tc, &MANAGERS).await;
+    }
+    {
+        tracing::info!("--- (c) a member that missed a purged log catches up from a snapshot");
+        let (lname, l) = agreed_leader(&tc, &MANAGERS).await;
+        let behind = MANAGERS
+            .iter()
+            .copied()
+            .find(|n| *n != lname)
+            .expect("follower");
+        let behind_dir = member(&tc, behind).dir().to_path_buf();
+        tc.cluster.stop_node(behind, true).await.expect("stop");
+        let cur = l.current().expect("config");
+        let e4 = e3 + 1;
+        assert_eq!(
+            l.propose(e3, next(&cur, "four")).await.expect("propose"),
+            e4
+        );
+        l.raft().trigger().snapshot().await.expect("snapshot");
+        let snap_at = wait_until(WAIT, "the leader built a snapshot", || {
+            let s = l.metrics().borrow().snapshot;
+            async move { s.filter(|s| s.index >= 1) }
+        })
+        .await;
+        l.raft()
+            .trigger()
+            .purge_log(snap_at.index)
+            .await
+            .expect("purge");
+        wait_until(WAIT, "the leader purged its log", || {
+            let p = l.metrics().borrow().purged;
+            async move { p.filter(|p| p.index >= snap_at.index) }
+        })
+        .await;
+        tc.cluster.start_node(behind).await.expect("restart");
+        let back = member(&tc, behind);
+        back.wait_for_epoch(e4, WAIT)
+            .await
+            .expect("caught up from the snapshot");
+        assert_eq!(back.current(), l.current());
+        assert!(
+            behind_dir.join("snapshot").exists(),
+            "{behind} installed no snapshot"
+        );
+    }
+    tc.cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_member_cannot_commit() {
+    let mut tc = cluster().await;
+    let seeded = tc.cluster.config.file.clone();
+    all_at_epoch(&tc, &MANAGERS, seeded.epoch).await;
+    let (lname, leader) = agreed_leader(&tc, &MANAGERS).await;
+    {
+        tracing::info!("--- (d) the two other members stop: the leader {lname} is alone");
+        for n in MANAGERS.iter().filter(|n| **n != lname) {
+            tc.cluster.stop_node(n, true).await.expect("stop");
+        }
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            leader.propose(seeded.epoch, next(&seeded, "alone")),
+        )
+        .await
+        .expect("the proposal must not hang");
+        let waited = started.elapsed();
+        match &r {
+            Err(RequestError::NoQuorum { members, .. }) => assert_eq!(*members, 3),
+            Err(RequestError::NotLeader { leader: None, .. }) => {}
+            other => panic!("a lone member's proposal: {other:?}"),
+        }
+        let msg = r.expect_err("refused").to_string();
+        tracing::info!(?waited, "lone proposal failed: {msg}");
+        assert_eq!(leader.epoch(), Some(seeded.epoch));
+        tracing::info!("--- (d) nor can it confirm a read");
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(20), leader.read())
+            .await
+            .expect("the read must not hang");
+        assert!(
+            matches!(
+                r,
+                Err(RequestError::ReadNoQuorum { .. } | RequestError::NotLeader { .. })
+            ),
+            "{r:?}"
+        );
+        tracing::info!(waited = ?started.elapsed(), "lone read failed: {}", r.expect_err("refused"));
+    }
+    tc.cluster.stop().await;
+}
