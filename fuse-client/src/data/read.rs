@@ -9,7 +9,7 @@
 
 use crate::client::Client;
 use crate::coop::forward::Held;
-use crate::coop::{fetch, PEER_TIMEOUT};
+use crate::coop::{fetch, peers, PEER_TIMEOUT};
 use crate::data::cache::{LogCopy, BLOCK};
 use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
 use crate::data::held::window_at;
@@ -291,7 +291,7 @@ impl Client {
         }
         let hinted = self.coop.candidates(&list.holders);
         // Per addressed block not found here: the peers to ask, in order.
-        let plans: Vec<(usize, LogPtr, Vec<SocketAddr>)> = addrs
+        let plans: Vec<peers::PeerPlan> = addrs
             .iter()
             .enumerate()
             .filter_map(|(k, a)| {
@@ -310,61 +310,43 @@ impl Client {
                 (!peers.is_empty()).then_some((k, ptr, peers))
             })
             .collect();
-        // First round: every block from its first peer, one request per peer and batch.
-        let mut by_peer: std::collections::BTreeMap<SocketAddr, Vec<(usize, LogPtr)>> =
-            Default::default();
-        for (k, ptr, peers) in &plans {
-            by_peer.entry(peers[0]).or_default().push((*k, *ptr));
-        }
-        let batches: Vec<(SocketAddr, Vec<(usize, LogPtr)>)> = by_peer
-            .into_iter()
-            .flat_map(|(peer, blocks)| {
-                blocks
-                    .chunks(MAX_FETCH_BLOCKS)
-                    .map(|c| (peer, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let rounds = batches.into_iter().map(|(peer, blocks)| {
-            let list = &list;
-            async move {
-                let asks: Vec<(LogPtr, Option<ChunkSums>)> =
-                    blocks.iter().map(|(_, p)| (*p, list.sums_for(p))).collect();
-                let r = fetch::fetch_many(&self.transport, peer, &asks, PEER_TIMEOUT).await;
-                (peer, blocks, r)
+        // Round r: every block still missing from its r-th peer, one request per peer and
+        // batch (`round_batches`); what no peer gave is read from storage below.
+        for round in 0..peers::MAX_ASKED {
+            let batches =
+                peers::round_batches(&plans, round, |k| got[k].is_none(), MAX_FETCH_BLOCKS);
+            if batches.is_empty() {
+                break;
             }
-        });
-        for (peer, blocks, r) in futures::future::join_all(rounds).await {
-            match r {
-                Ok(results) => {
-                    for ((k, ptr), res) in blocks.iter().zip(results) {
-                        match res {
-                            Ok(f) => {
-                                let copy = LogCopy {
-                                    ptr: *ptr,
-                                    range: f.range,
-                                    bytes: f.bytes,
-                                };
-                                got[*k] = Some((f.exact, Some(copy), false));
+            let requests = batches.into_iter().map(|(peer, blocks)| {
+                let list = &list;
+                async move {
+                    let asks: Vec<(LogPtr, Option<ChunkSums>)> =
+                        blocks.iter().map(|(_, p)| (*p, list.sums_for(p))).collect();
+                    let r = fetch::fetch_many(&self.transport, peer, &asks, PEER_TIMEOUT).await;
+                    (peer, blocks, r)
+                }
+            });
+            let answers = futures::future::join_all(requests).await;
+            for (peer, blocks, r) in answers {
+                match r {
+                    Ok(results) => {
+                        for ((k, ptr), res) in blocks.iter().zip(results) {
+                            match res {
+                                Ok(f) => {
+                                    let copy = LogCopy {
+                                        ptr: *ptr,
+                                        range: f.range,
+                                        bytes: f.bytes,
+                                    };
+                                    got[*k] = Some((f.exact, Some(copy), false));
+                                }
+                                Err(e) => self.peer_failed(peer, &e),
                             }
-                            Err(e) => self.peer_failed(peer, &e),
                         }
                     }
+                    Err(e) => self.peer_failed(peer, &e),
                 }
-                Err(e) => self.peer_failed(peer, &e),
-            }
-        }
-        // Second round: blocks still missing, from their other peers one by one.
-        let rest = plans
-            .into_iter()
-            .filter(|(k, _, peers)| got[*k].is_none() && peers.len() > 1)
-            .map(|(k, ptr, peers)| {
-                let sums = list.sums_for(&ptr);
-                async move { (k, self.peer_block(&peers[1..], ptr, sums).await) }
-            });
-        for (k, r) in futures::future::join_all(rest).await {
-            if let Some((b, copy)) = r {
-                got[k] = Some((b, copy, false));
             }
         }
         let from_peers = got.iter().filter(|g| g.is_some()).count() as u64 - forwarded;
@@ -451,31 +433,6 @@ impl Client {
             forwarding.evicted(&self.coop.counters, out);
         }
         Ok(blocks)
-    }
-
-    /// Log bytes `ptr` (one block) from the first of `peers` that has them and passes the
-    /// checks (`coop::fetch`); `None` sends the reader to storage. A peer that fails is
-    /// left out for a while (`coop::peers`).
-    async fn peer_block(
-        &self,
-        peers: &[SocketAddr],
-        ptr: LogPtr,
-        sums: Option<ChunkSums>,
-    ) -> Option<(Bytes, Option<LogCopy>)> {
-        for peer in peers {
-            match fetch::fetch(&self.transport, *peer, ptr, sums.as_ref(), PEER_TIMEOUT).await {
-                Ok(f) => {
-                    let copy = LogCopy {
-                        ptr,
-                        range: f.range,
-                        bytes: f.bytes,
-                    };
-                    return Some((f.exact, Some(copy)));
-                }
-                Err(e) => self.peer_failed(*peer, &e),
-            }
-        }
-        None
     }
 
     /// Counts a failed peer read; a peer that failed other than by "not cached" is left
