@@ -24,6 +24,7 @@ use proto::ids::{InodeId, LogPtr};
 use proto::msg::{ManagerRequest, ManagerResponse, MAX_FETCH_BLOCKS};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use storage::log::LogReader;
 use tokio::sync::watch;
 
@@ -254,6 +255,9 @@ impl Client {
         let start = b0 * BLOCK;
         let len = (b1 - b0) * BLOCK;
         let list = self.extents_for(ino, start, len, generation).await?;
+        if self.coop.enabled() {
+            self.refresh_hints(ino, start, len, generation);
+        }
         // The immutable log address of each block read whole from one extent (not cut at
         // the file's end): under it a block may come from a peer and may be served to one.
         let addrs: Vec<Option<LogPtr>> = (b0..b1)
@@ -458,6 +462,62 @@ impl Client {
         Ok(list.single_ptr(block * BLOCK, BLOCK))
     }
 
+    /// The extents of window `w` of `ino` from the manager, with its checksums and holder
+    /// hint; cached unless the inode changed since `generation`.
+    async fn fetch_extent_window(
+        &self,
+        ino: InodeId,
+        w: u64,
+        generation: u64,
+    ) -> Result<Arc<ExtentList>, FsError> {
+        let req = ManagerRequest::GetExtents {
+            ino,
+            offset: w * WINDOW,
+            len: WINDOW,
+        };
+        let l = match self.meta.call(Target::Route, req).await? {
+            ManagerResponse::Extents(extents) => Arc::new(ExtentList::new(extents, Vec::new())),
+            ManagerResponse::SummedExtents {
+                extents,
+                sums,
+                holders,
+            } => Arc::new(ExtentList::new(extents, sums).with_holders(holders)),
+            other => return Err(remote::unexpected("GetExtents", &other)),
+        };
+        let mut st = self.lock_state();
+        if st.cache.generation(ino) == generation {
+            st.extents.insert(ino, w, l.clone(), Instant::now());
+        }
+        Ok(l)
+    }
+
+    /// Asks the manager again, in the background, for the windows of `[start, start + len)`
+    /// whose cached holder hint is due (`ExtentCache::hint_due`): a miss served with the
+    /// old hint now, the next ones with the peers that read the window since (or without
+    /// those that reported it gone).
+    fn refresh_hints(&self, ino: InodeId, start: u64, len: u64, generation: u64) {
+        let due: Vec<u64> = {
+            let mut st = self.lock_state();
+            let now = Instant::now();
+            windows(start, len)
+                .filter(|w| st.extents.hint_due(ino, *w, now))
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let Some(client) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            for w in due {
+                if let Err(e) = client.fetch_extent_window(ino, w, generation).await {
+                    tracing::debug!(inode = %ino, window = w, "holder hint refresh failed: {e}");
+                }
+            }
+        });
+    }
+
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
     /// manager (per window), with the end-to-end checksums the manager holds for them (the
     /// cached list itself when the range is in one window).
@@ -473,29 +533,7 @@ impl Client {
             let cached = self.lock_state().extents.get(ino, w);
             let list = match cached {
                 Some(l) => l,
-                None => {
-                    let req = ManagerRequest::GetExtents {
-                        ino,
-                        offset: w * WINDOW,
-                        len: WINDOW,
-                    };
-                    let l = match self.meta.call(Target::Route, req).await? {
-                        ManagerResponse::Extents(extents) => {
-                            Arc::new(ExtentList::new(extents, Vec::new()))
-                        }
-                        ManagerResponse::SummedExtents {
-                            extents,
-                            sums,
-                            holders,
-                        } => Arc::new(ExtentList::new(extents, sums).with_holders(holders)),
-                        other => return Err(remote::unexpected("GetExtents", &other)),
-                    };
-                    let mut st = self.lock_state();
-                    if st.cache.generation(ino) == generation {
-                        st.extents.insert(ino, w, l.clone());
-                    }
-                    l
-                }
+                None => self.fetch_extent_window(ino, w, generation).await?,
             };
             lists.push(list);
         }
