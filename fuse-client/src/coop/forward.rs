@@ -1,6 +1,7 @@
 //! N-chance forwarding, the runtime shell around the pure `nchance` core: feeds it the
 //! singlets the block cache evicted and the forwards peers offer, and carries out its
-//! commands — sending `ForwardBlock`s in the background (bounded in time), keeping the
+//! commands — sending `ForwardBlock`s in the background (bounded in time and in number,
+//! `MAX_SENDING`), keeping the
 //! forwarded blocks it accepts (at most `max_held`, apart from the block cache), counting
 //! accepted and dropped forwards. It also remembers where this client's own singlets went
 //! (bounded), so that its next miss of one asks that peer first.
@@ -20,11 +21,18 @@ use proto::msg::{HolderHint, PeerRequest, PeerResponse, Request, Response};
 use proto::transport::Transport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 /// How long a forward may take before it counts as dropped.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Forwards one client sends at once at most. Each is a whole block over the network and
+/// costs the receiver as much as a peer read; past the bound an evicted singlet is dropped,
+/// as when no peer is known. While forwards complete quickly the bound never bites; under
+/// load it keeps them from competing with reads (unbounded, they made reads with
+/// cooperation slower than without it: README, cooperative caching).
+pub const MAX_SENDING: usize = 4;
 /// Peers remembered as forward targets at most.
 const MAX_PEERS: usize = 64;
 /// Where our own singlets went, remembered at most (past it the memory starts over).
@@ -61,6 +69,33 @@ struct State {
 pub struct Forwarding {
     state: Mutex<State>,
     transport: Weak<Transport>,
+    /// Forwards being sent now (at most `MAX_SENDING`).
+    sending: Sending,
+}
+
+/// Counts the forwards in flight; each holds a `SendPermit` until its send ended.
+#[derive(Clone, Default)]
+struct Sending(Arc<AtomicUsize>);
+
+/// One forward's place among those in flight, given back when dropped.
+struct SendPermit(Arc<AtomicUsize>);
+
+impl Sending {
+    /// A place for one more forward, unless `max` are in flight.
+    fn try_start(&self, max: usize) -> Option<SendPermit> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SendPermit(self.0.clone()))
+    }
+}
+
+impl Drop for SendPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The longest block a peer may forward (the block cache's block).
@@ -87,6 +122,7 @@ impl Forwarding {
                 hints: Vec::new(),
             }),
             transport: Arc::downgrade(transport),
+            sending: Sending::default(),
         }
     }
 
@@ -226,6 +262,10 @@ impl Forwarding {
                     let Some(transport) = self.transport.upgrade() else {
                         continue;
                     };
+                    let Some(permit) = self.sending.try_start(MAX_SENDING) else {
+                        counters.forward_dropped();
+                        continue;
+                    };
                     let this = self.clone();
                     let counters = counters.clone();
                     tokio::spawn(async move {
@@ -237,6 +277,7 @@ impl Forwarding {
                         let r = transport
                             .call_timeout(to, &req, h.bytes, FORWARD_TIMEOUT)
                             .await;
+                        drop(permit);
                         match r {
                             Ok((Response::Peer(PeerResponse::Accepted), _)) => {
                                 let mut st = this.lock();
@@ -288,6 +329,18 @@ mod tests {
             offset,
             len,
         }
+    }
+
+    #[test]
+    fn forwards_in_flight_are_bounded() {
+        let s = Sending::default();
+        let permits: Vec<SendPermit> = (0..MAX_SENDING)
+            .map(|_| s.try_start(MAX_SENDING).expect("room"))
+            .collect();
+        assert!(s.try_start(MAX_SENDING).is_none(), "full");
+        drop(permits);
+        assert!(s.try_start(MAX_SENDING).is_some(), "given back");
+        assert_eq!(s.0.load(Ordering::Acquire), 0);
     }
 
     #[test]

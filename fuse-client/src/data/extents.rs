@@ -2,18 +2,24 @@
 //!
 //! Owns the pure mapping (extents → sub-ranged `LogPtr`s, holes implicit) and the bounded
 //! per-inode cache of extent lists fetched from the manager, by window, with their
-//! end-to-end checksums. Must not do I/O.
+//! end-to-end checksums and when their holder hint is due to be asked again
+//! (`hint_due`). Must not do I/O (the time comes in).
 
 use proto::chunksum::ChunkSums;
 use proto::ids::{InodeId, LogPtr};
 use proto::msg::Extent;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Extent lists are fetched and cached per window of this many file bytes.
 pub const WINDOW: u64 = 64 << 20;
 /// How many windows the cache keeps before it starts over.
 const MAX_WINDOWS: usize = 4096;
+/// How long a cached window's holder hint is used before a miss asks the manager again:
+/// its view changes as other clients read the window and report what they cache and
+/// evict (in batches, once a second), while the extents may stay cached for long.
+pub const HINT_TTL: Duration = Duration::from_secs(1);
 
 /// Read `ptr` and place its bytes at `buf_off` of the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +87,8 @@ pub fn windows(off: u64, len: u64) -> std::ops::Range<u64> {
 /// Extent lists per `(inode, window)`, dropped on our own writes and truncates.
 #[derive(Default)]
 pub struct ExtentCache {
-    windows: HashMap<(InodeId, u64), Arc<ExtentList>>,
+    /// Each list with when its hint was fetched (or last found due).
+    windows: HashMap<(InodeId, u64), (Arc<ExtentList>, Instant)>,
 }
 
 /// A window's extents as the manager listed them, with the end-to-end checksums
@@ -136,14 +143,28 @@ impl ExtentList {
 
 impl ExtentCache {
     pub fn get(&self, ino: InodeId, window: u64) -> Option<Arc<ExtentList>> {
-        self.windows.get(&(ino, window)).cloned()
+        self.windows.get(&(ino, window)).map(|(l, _)| l.clone())
     }
 
-    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<ExtentList>) {
+    /// Caches `extents` of a window, fetched from the manager at `now`.
+    pub fn insert(&mut self, ino: InodeId, window: u64, extents: Arc<ExtentList>, now: Instant) {
         if self.windows.len() >= MAX_WINDOWS {
             self.windows.clear();
         }
-        self.windows.insert((ino, window), extents);
+        self.windows.insert((ino, window), (extents, now));
+    }
+
+    /// Whether the cached hint of a window is older than `HINT_TTL` at `now`, so that the
+    /// caller should ask the manager again; if so it counts as fetched now (one caller
+    /// asks, the next in `HINT_TTL`). A window not cached is fetched anyway: false.
+    pub fn hint_due(&mut self, ino: InodeId, window: u64, now: Instant) -> bool {
+        match self.windows.get_mut(&(ino, window)) {
+            Some((_, at)) if now.saturating_duration_since(*at) >= HINT_TTL => {
+                *at = now;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn invalidate_where(&mut self, pred: impl Fn(InodeId) -> bool) {
@@ -228,6 +249,26 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].buf_off, p[0].ptr.offset, p[0].ptr.len), (0, 9, 1));
         assert_eq!((p[1].buf_off, p[1].ptr.offset, p[1].ptr.len), (11, 10, 1));
+    }
+
+    #[test]
+    fn a_hint_is_due_once_per_ttl() {
+        let mut c = ExtentCache::default();
+        let t = Instant::now();
+        let ino = InodeId(7);
+        assert!(
+            !c.hint_due(ino, 0, t + HINT_TTL),
+            "not cached: fetched anyway"
+        );
+        c.insert(ino, 0, Arc::new(ExtentList::default()), t);
+        assert!(!c.hint_due(ino, 0, t + HINT_TTL / 2));
+        assert!(c.hint_due(ino, 0, t + HINT_TTL));
+        assert!(!c.hint_due(ino, 0, t + HINT_TTL), "one caller asks");
+        assert!(c.hint_due(ino, 0, t + 2 * HINT_TTL));
+        // A fresh list from the manager starts over.
+        c.insert(ino, 0, Arc::new(ExtentList::default()), t + 3 * HINT_TTL);
+        assert!(!c.hint_due(ino, 0, t + 3 * HINT_TTL + HINT_TTL / 2));
+        assert!(!c.hint_due(ino, 1, t + 9 * HINT_TTL), "other window");
     }
 
     #[test]

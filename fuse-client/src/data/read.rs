@@ -9,7 +9,7 @@
 
 use crate::client::Client;
 use crate::coop::forward::Held;
-use crate::coop::{fetch, PEER_TIMEOUT};
+use crate::coop::{fetch, peers, PEER_TIMEOUT};
 use crate::data::cache::{LogCopy, BLOCK};
 use crate::data::extents::{map_range, windows, ExtentList, WINDOW};
 use crate::data::held::window_at;
@@ -24,6 +24,7 @@ use proto::ids::{InodeId, LogPtr};
 use proto::msg::{ManagerRequest, ManagerResponse, MAX_FETCH_BLOCKS};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use storage::log::LogReader;
 use tokio::sync::watch;
 
@@ -254,6 +255,9 @@ impl Client {
         let start = b0 * BLOCK;
         let len = (b1 - b0) * BLOCK;
         let list = self.extents_for(ino, start, len, generation).await?;
+        if self.coop.enabled() {
+            self.refresh_hints(ino, start, len, generation);
+        }
         // The immutable log address of each block read whole from one extent (not cut at
         // the file's end): under it a block may come from a peer and may be served to one.
         let addrs: Vec<Option<LogPtr>> = (b0..b1)
@@ -291,7 +295,7 @@ impl Client {
         }
         let hinted = self.coop.candidates(&list.holders);
         // Per addressed block not found here: the peers to ask, in order.
-        let plans: Vec<(usize, LogPtr, Vec<SocketAddr>)> = addrs
+        let plans: Vec<peers::PeerPlan> = addrs
             .iter()
             .enumerate()
             .filter_map(|(k, a)| {
@@ -310,61 +314,43 @@ impl Client {
                 (!peers.is_empty()).then_some((k, ptr, peers))
             })
             .collect();
-        // First round: every block from its first peer, one request per peer and batch.
-        let mut by_peer: std::collections::BTreeMap<SocketAddr, Vec<(usize, LogPtr)>> =
-            Default::default();
-        for (k, ptr, peers) in &plans {
-            by_peer.entry(peers[0]).or_default().push((*k, *ptr));
-        }
-        let batches: Vec<(SocketAddr, Vec<(usize, LogPtr)>)> = by_peer
-            .into_iter()
-            .flat_map(|(peer, blocks)| {
-                blocks
-                    .chunks(MAX_FETCH_BLOCKS)
-                    .map(|c| (peer, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let rounds = batches.into_iter().map(|(peer, blocks)| {
-            let list = &list;
-            async move {
-                let asks: Vec<(LogPtr, Option<ChunkSums>)> =
-                    blocks.iter().map(|(_, p)| (*p, list.sums_for(p))).collect();
-                let r = fetch::fetch_many(&self.transport, peer, &asks, PEER_TIMEOUT).await;
-                (peer, blocks, r)
+        // Round r: every block still missing from its r-th peer, one request per peer and
+        // batch (`round_batches`); what no peer gave is read from storage below.
+        for round in 0..peers::MAX_ASKED {
+            let batches =
+                peers::round_batches(&plans, round, |k| got[k].is_none(), MAX_FETCH_BLOCKS);
+            if batches.is_empty() {
+                break;
             }
-        });
-        for (peer, blocks, r) in futures::future::join_all(rounds).await {
-            match r {
-                Ok(results) => {
-                    for ((k, ptr), res) in blocks.iter().zip(results) {
-                        match res {
-                            Ok(f) => {
-                                let copy = LogCopy {
-                                    ptr: *ptr,
-                                    range: f.range,
-                                    bytes: f.bytes,
-                                };
-                                got[*k] = Some((f.exact, Some(copy), false));
+            let requests = batches.into_iter().map(|(peer, blocks)| {
+                let list = &list;
+                async move {
+                    let asks: Vec<(LogPtr, Option<ChunkSums>)> =
+                        blocks.iter().map(|(_, p)| (*p, list.sums_for(p))).collect();
+                    let r = fetch::fetch_many(&self.transport, peer, &asks, PEER_TIMEOUT).await;
+                    (peer, blocks, r)
+                }
+            });
+            let answers = futures::future::join_all(requests).await;
+            for (peer, blocks, r) in answers {
+                match r {
+                    Ok(results) => {
+                        for ((k, ptr), res) in blocks.iter().zip(results) {
+                            match res {
+                                Ok(f) => {
+                                    let copy = LogCopy {
+                                        ptr: *ptr,
+                                        range: f.range,
+                                        bytes: f.bytes,
+                                    };
+                                    got[*k] = Some((f.exact, Some(copy), false));
+                                }
+                                Err(e) => self.peer_failed(peer, &e),
                             }
-                            Err(e) => self.peer_failed(peer, &e),
                         }
                     }
+                    Err(e) => self.peer_failed(peer, &e),
                 }
-                Err(e) => self.peer_failed(peer, &e),
-            }
-        }
-        // Second round: blocks still missing, from their other peers one by one.
-        let rest = plans
-            .into_iter()
-            .filter(|(k, _, peers)| got[*k].is_none() && peers.len() > 1)
-            .map(|(k, ptr, peers)| {
-                let sums = list.sums_for(&ptr);
-                async move { (k, self.peer_block(&peers[1..], ptr, sums).await) }
-            });
-        for (k, r) in futures::future::join_all(rest).await {
-            if let Some((b, copy)) = r {
-                got[k] = Some((b, copy, false));
             }
         }
         let from_peers = got.iter().filter(|g| g.is_some()).count() as u64 - forwarded;
@@ -453,31 +439,6 @@ impl Client {
         Ok(blocks)
     }
 
-    /// Log bytes `ptr` (one block) from the first of `peers` that has them and passes the
-    /// checks (`coop::fetch`); `None` sends the reader to storage. A peer that fails is
-    /// left out for a while (`coop::peers`).
-    async fn peer_block(
-        &self,
-        peers: &[SocketAddr],
-        ptr: LogPtr,
-        sums: Option<ChunkSums>,
-    ) -> Option<(Bytes, Option<LogCopy>)> {
-        for peer in peers {
-            match fetch::fetch(&self.transport, *peer, ptr, sums.as_ref(), PEER_TIMEOUT).await {
-                Ok(f) => {
-                    let copy = LogCopy {
-                        ptr,
-                        range: f.range,
-                        bytes: f.bytes,
-                    };
-                    return Some((f.exact, Some(copy)));
-                }
-                Err(e) => self.peer_failed(*peer, &e),
-            }
-        }
-        None
-    }
-
     /// Counts a failed peer read; a peer that failed other than by "not cached" is left
     /// out for a while (`coop::peers`).
     fn peer_failed(&self, peer: SocketAddr, e: &fetch::PeerReadError) {
@@ -501,6 +462,62 @@ impl Client {
         Ok(list.single_ptr(block * BLOCK, BLOCK))
     }
 
+    /// The extents of window `w` of `ino` from the manager, with its checksums and holder
+    /// hint; cached unless the inode changed since `generation`.
+    async fn fetch_extent_window(
+        &self,
+        ino: InodeId,
+        w: u64,
+        generation: u64,
+    ) -> Result<Arc<ExtentList>, FsError> {
+        let req = ManagerRequest::GetExtents {
+            ino,
+            offset: w * WINDOW,
+            len: WINDOW,
+        };
+        let l = match self.meta.call(Target::Route, req).await? {
+            ManagerResponse::Extents(extents) => Arc::new(ExtentList::new(extents, Vec::new())),
+            ManagerResponse::SummedExtents {
+                extents,
+                sums,
+                holders,
+            } => Arc::new(ExtentList::new(extents, sums).with_holders(holders)),
+            other => return Err(remote::unexpected("GetExtents", &other)),
+        };
+        let mut st = self.lock_state();
+        if st.cache.generation(ino) == generation {
+            st.extents.insert(ino, w, l.clone(), Instant::now());
+        }
+        Ok(l)
+    }
+
+    /// Asks the manager again, in the background, for the windows of `[start, start + len)`
+    /// whose cached holder hint is due (`ExtentCache::hint_due`): a miss served with the
+    /// old hint now, the next ones with the peers that read the window since (or without
+    /// those that reported it gone).
+    fn refresh_hints(&self, ino: InodeId, start: u64, len: u64, generation: u64) {
+        let due: Vec<u64> = {
+            let mut st = self.lock_state();
+            let now = Instant::now();
+            windows(start, len)
+                .filter(|w| st.extents.hint_due(ino, *w, now))
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let Some(client) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            for w in due {
+                if let Err(e) = client.fetch_extent_window(ino, w, generation).await {
+                    tracing::debug!(inode = %ino, window = w, "holder hint refresh failed: {e}");
+                }
+            }
+        });
+    }
+
     /// The extents of `ino` overlapping `[start, start + len)`, from the extent cache or the
     /// manager (per window), with the end-to-end checksums the manager holds for them (the
     /// cached list itself when the range is in one window).
@@ -516,29 +533,7 @@ impl Client {
             let cached = self.lock_state().extents.get(ino, w);
             let list = match cached {
                 Some(l) => l,
-                None => {
-                    let req = ManagerRequest::GetExtents {
-                        ino,
-                        offset: w * WINDOW,
-                        len: WINDOW,
-                    };
-                    let l = match self.meta.call(Target::Route, req).await? {
-                        ManagerResponse::Extents(extents) => {
-                            Arc::new(ExtentList::new(extents, Vec::new()))
-                        }
-                        ManagerResponse::SummedExtents {
-                            extents,
-                            sums,
-                            holders,
-                        } => Arc::new(ExtentList::new(extents, sums).with_holders(holders)),
-                        other => return Err(remote::unexpected("GetExtents", &other)),
-                    };
-                    let mut st = self.lock_state();
-                    if st.cache.generation(ino) == generation {
-                        st.extents.insert(ino, w, l.clone());
-                    }
-                    l
-                }
+                None => self.fetch_extent_window(ino, w, generation).await?,
             };
             lists.push(list);
         }
