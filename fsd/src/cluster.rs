@@ -764,6 +764,7 @@ mod tests {
                     roles: vec![],
                     version: String::new(),
                     workers: vec![],
+                    config_group: None,
                 })
             } else {
                 Err(Unreachable::UnexpectedAnswer("x".into()))

@@ -164,6 +164,7 @@ impl Handler for NodeHandler {
                 Request::Ping => {
                     let mut info = self.info.clone();
                     info.workers = all_workers(self.manager.as_deref(), &self.registry);
+                    info.config_group = self.config_group.as_ref().map(|g| g.view());
                     (Response::Pong(info), Bytes::new())
                 }
                 Request::Storage(r) => match &self.storage {
@@ -479,6 +480,7 @@ impl RunningNode {
             roles,
             version: proto::VERSION.to_string(),
             workers: Vec::new(),
+            config_group: None,
         };
         let parts = NodeParts {
             name: name.into(),

@@ -127,6 +127,26 @@ async fn propose_fail_over_and_catch_up() {
             leader.read().await.expect("confirmed read"),
             Some(f2.clone())
         );
+        tracing::info!("--- every member's Ping answer shows the epoch and the leader");
+        let st = fsd::cluster::status(&tc.cluster.config)
+            .await
+            .expect("status");
+        let leader_id = tc
+            .cluster
+            .config
+            .node_by_name(&leader_name)
+            .expect("leader node")
+            .id;
+        for n in MANAGERS {
+            let info = st
+                .nodes
+                .iter()
+                .find(|s| s.name == n)
+                .and_then(|s| s.reachable.as_ref().ok())
+                .expect("member answered");
+            let v = info.config_group.as_ref().expect("a member's view");
+            assert_eq!((v.epoch, v.leader), (Some(e2), Some(leader_id)), "{n}");
+        }
         tracing::info!("--- (a) a proposal on a stale epoch is refused with the current one");
         let stale = leader.propose(first, next(&seeded, "stale")).await;
         match stale {

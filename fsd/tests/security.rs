@@ -666,6 +666,7 @@ impl proto::transport::Handler for Impostor {
                     roles: vec![],
                     version: "x".into(),
                     workers: Vec::new(),
+                    config_group: None,
                 }),
                 Bytes::new(),
             )

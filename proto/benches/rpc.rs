@@ -71,6 +71,7 @@ impl Pair {
                 roles: vec![],
                 version: proto::VERSION.into(),
                 workers: Vec::new(),
+                config_group: None,
             };
             let _serve = server.serve(Arc::new(Echo(info)));
             let client = Transport::bind(any, &identity(dir.path(), &ca, "client"), false)

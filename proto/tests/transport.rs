@@ -21,6 +21,7 @@ impl Handler for Echo {
                         roles: vec![],
                         version: "t".into(),
                         workers: Vec::new(),
+                        config_group: None,
                     }),
                     bulk,
                 ),

@@ -329,6 +329,7 @@ impl Handler for ServerHandler {
                         roles: vec!["storage".into()],
                         version: proto::VERSION.into(),
                         workers: Vec::new(),
+                        config_group: None,
                     }),
                     Bytes::new(),
                 ),

@@ -32,8 +32,23 @@ pub struct Report {
     /// Whether the cluster can serve (every manager ready, more than k storage servers up).
     pub can_serve: bool,
     pub nodes: Vec<NodeReport>,
+    /// The config group as its members answering report it (the view of the newest term
+    /// seen); null when no member answered.
+    pub config_group: Option<GroupReport>,
     /// Null when the stripes could not be counted (no admin certificate here).
     pub stripes: Option<Stripes>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    /// The epoch of the committed config (null before the first is committed).
+    pub epoch: Option<u64>,
+    /// The leader's node name (null while there is none).
+    pub leader: Option<String>,
+    pub term: u64,
+    /// Members that answered, of all members (manager nodes).
+    pub members_answering: usize,
+    pub members: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +124,29 @@ fn range_text(a: u16, b: u16) -> String {
     }
 }
 
+/// The config group as the answering members see it: the view of the newest term.
+fn group_report(config: &ClusterConfig, s: &ClusterStatus) -> Option<GroupReport> {
+    let views: Vec<&proto::msg::GroupView> = s
+        .nodes
+        .iter()
+        .filter_map(|n| n.reachable.as_ref().ok())
+        .filter_map(|i| i.config_group.as_ref())
+        .collect();
+    let best = views.iter().max_by_key(|v| (v.term, v.epoch))?;
+    Some(GroupReport {
+        epoch: best.epoch,
+        leader: best.leader.map(|l| {
+            config
+                .node(l)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| l.to_string())
+        }),
+        term: best.term,
+        members_answering: views.len(),
+        members: config.manager_nodes().len(),
+    })
+}
+
 /// The report of `s` (pure).
 pub fn report(
     config: &ClusterConfig,
@@ -173,6 +211,7 @@ pub fn report(
         health: health.as_str(),
         can_serve: s.can_serve,
         nodes,
+        config_group: group_report(config, s),
         stripes,
     }
 }
@@ -240,6 +279,24 @@ fn print_text(
         config.file.erasure.data,
         config.file.erasure.parity
     );
+    match &r.config_group {
+        Some(g) => println!(
+            "config group: epoch {}, leader {} (term {}), {} of {} members answering{}",
+            g.epoch
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "none yet".into()),
+            g.leader.as_deref().unwrap_or("none"),
+            g.term,
+            g.members_answering,
+            g.members,
+            match g.epoch {
+                Some(e) if e != config.file.epoch =>
+                    format!(" -- cluster.toml here is at epoch {}", config.file.epoch),
+                _ => String::new(),
+            }
+        ),
+        None => println!("config group: no member answered"),
+    }
     println!(
         "{:>4} {:<14} {:<16} {:<22} {:<10} {:>12} {:>12} {:>10}  SLOTS",
         "ID", "NODE", "ROLES", "ADDRESS", "STATE", "CAPACITY", "USED", "FRAGMENTS"
@@ -372,6 +429,42 @@ mod tests {
         assert_eq!(v["nodes"][1]["id"], 3);
     }
 
+    #[test]
+    fn the_config_group_is_reported_as_the_newest_term_sees_it() {
+        let c = config();
+        let member = |name: &str, term: u64, epoch: Option<u64>, leader: Option<u32>| {
+            let mut n = node(name, true);
+            if let Ok(info) = n.reachable.as_mut() {
+                info.config_group = Some(proto::msg::GroupView {
+                    epoch,
+                    leader: leader.map(proto::ids::NodeId),
+                    term,
+                });
+            }
+            n
+        };
+        let s = ClusterStatus {
+            nodes: vec![
+                node("storage-1", true),
+                member("manager-1", 3, Some(4), Some(7)),
+                member("manager-2", 5, Some(5), Some(8)),
+            ],
+            can_serve: true,
+        };
+        let g = report(&c, &s, None).config_group.expect("group");
+        assert_eq!(
+            (g.epoch, g.leader.as_deref(), g.term),
+            (Some(5), Some("manager-2"), 5)
+        );
+        assert_eq!((g.members_answering, g.members), (2, 2));
+        let none = ClusterStatus {
+            nodes: vec![node("storage-1", true), node("manager-1", false)],
+            can_serve: false,
+        };
+        let v = serde_json::to_value(report(&c, &none, None)).expect("json");
+        assert!(v["config_group"].is_null());
+    }
+
     fn node(name: &str, up: bool) -> NodeStatus {
         NodeStatus {
             name: name.into(),
@@ -383,6 +476,7 @@ mod tests {
                     roles: vec![],
                     version: String::new(),
                     workers: vec![],
+                    config_group: None,
                 })
             } else {
                 Err(Unreachable::UnexpectedAnswer("gone".into()))

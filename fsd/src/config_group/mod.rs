@@ -328,6 +328,16 @@ impl ConfigGroup {
         self.me
     }
 
+    /// This member's view for `Ping` answers (`shoal status`).
+    pub fn view(&self) -> proto::msg::GroupView {
+        let m = self.raft.metrics().borrow().clone();
+        proto::msg::GroupView {
+            epoch: self.epoch(),
+            leader: m.current_leader.map(node_of),
+            term: m.current_term,
+        }
+    }
+
     /// Raft metrics (term, leader, log and snapshot indexes, membership).
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics<RaftId, BasicNode>> {
         self.raft.metrics()

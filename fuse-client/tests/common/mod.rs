@@ -252,6 +252,7 @@ impl Handler for ManagerNode {
                     roles: vec!["manager".into()],
                     version: proto::VERSION.into(),
                     workers: self.service().workers(),
+                    config_group: None,
                 }),
                 Request::Manager(_) | Request::ManagerAs { .. } => {
                     self.manager_request(&peer, req).await

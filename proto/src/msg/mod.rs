@@ -129,6 +129,20 @@ pub struct NodeInfo {
     /// The node's named background workers (journal, cleaner, scrub, rebuild) as of the
     /// answer.
     pub workers: Vec<crate::worker::WorkerStatus>,
+    /// The node's view of the config group, if it is a member (manager nodes).
+    pub config_group: Option<GroupView>,
+}
+
+/// A config group member's view as of a `Ping` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupView {
+    /// The epoch of the config this member has applied (None before the group's first
+    /// config is committed).
+    pub epoch: Option<u64>,
+    /// The leader this member knows of, by node id.
+    pub leader: Option<crate::ids::NodeId>,
+    /// The member's raft term (a newer term's view wins).
+    pub term: u64,
 }
 
 /// An error carried over the wire. Retryable kinds are kept apart from final ones.
