@@ -60,6 +60,27 @@ fn t21_status_json_is_parseable_with_documented_fields_and_exit_codes() -> Resul
         }
         ensure!(v["stripes"]["degraded"] == 0, "{v}");
         ensure!(v["stripes"]["total"].is_u64(), "{v}");
+        for n in c.node_names() {
+            let e = node(&v, &n).with_context(|| format!("{n} missing: {v}"))?;
+            ensure!(e["id"].as_u64().unwrap_or(0) > 0, "{n} has no id: {e}");
+            let slots = e["slots"].as_array().map(|a| a.len()).unwrap_or(0);
+            ensure!(
+                n.starts_with("manager") == (slots > 0),
+                "{n}: slots {slots}: {e}"
+            );
+        }
+    }
+    {
+        info!("--- the config group: both managers answer, one leads, epoch 1 from cluster.toml");
+        let mut last = Value::Null;
+        c.wait_until(Duration::from_secs(60), "a config group leader", || {
+            last = status_json(&c).map(|(_, v)| v).unwrap_or(Value::Null);
+            let g = &last["config_group"];
+            g["epoch"] == 1 && g["leader"].is_string() && g["members_answering"] == 2
+        })
+        .with_context(|| format!("last status: {last}"))?;
+        let leader = last["config_group"]["leader"].as_str().unwrap_or("");
+        ensure!(leader.starts_with("manager-"), "{last}");
     }
     {
         info!("--- storage-6 killed: degraded, still exit 0, storage-6 down with a reason");
