@@ -98,8 +98,17 @@ pub async fn run(
             // The degraded-stripe gauges: every poll while a server is down, else now and
             // then (a scan lists every fragment).
             if !down.is_empty() || polls % proto::ops_metrics::DEGRADED_SCAN_POLLS == 1 {
-                let s = scan(&client, &servers).await;
-                record_stripes(&s.stripes);
+                let first = scan(&client, &servers).await;
+                if degraded_count(&first.stripes, None) == 0 {
+                    record_stripes(&first.stripes, None);
+                } else {
+                    // A listing is not a snapshot: a segment being written or deleted while
+                    // the servers are listed one after the other looks degraded. Only what
+                    // a second listing finds degraded too is counted.
+                    tokio::time::sleep(CONFIRM_AFTER).await;
+                    let second = scan(&client, &servers).await;
+                    record_stripes(&second.stripes, Some(&first.stripes));
+                }
             }
             continue;
         }
@@ -125,9 +134,39 @@ pub async fn run(
     }
 }
 
-/// Sets the stripe gauges (`proto::ops_metrics`) from a scan.
-fn record_stripes(stripes: &[crate::rebuild::StripeState]) {
-    let degraded: usize = crate::rebuild::degraded_histogram(stripes).values().sum();
+/// How long the gauge scan waits before listing again to confirm degraded stripes (longer
+/// than a segment write or delete takes).
+const CONFIRM_AFTER: Duration = Duration::from_millis(500);
+
+/// Degraded stripes of `stripes`; with `earlier`, only those degraded in it too (pure).
+fn degraded_count(
+    stripes: &[crate::rebuild::StripeState],
+    earlier: Option<&[crate::rebuild::StripeState]>,
+) -> usize {
+    let before: Option<std::collections::HashSet<_>> = earlier.map(|e| {
+        e.iter()
+            .filter(|s| !s.missing().is_empty())
+            .map(|s| (s.log, s.segment))
+            .collect()
+    });
+    stripes
+        .iter()
+        .filter(|s| !s.missing().is_empty())
+        .filter(|s| {
+            before
+                .as_ref()
+                .is_none_or(|b| b.contains(&(s.log, s.segment)))
+        })
+        .count()
+}
+
+/// Sets the stripe gauges (`proto::ops_metrics`) from a scan (and, with `earlier`, counts
+/// only stripes degraded in both).
+fn record_stripes(
+    stripes: &[crate::rebuild::StripeState],
+    earlier: Option<&[crate::rebuild::StripeState]>,
+) {
+    let degraded = degraded_count(stripes, earlier);
     proto::ops_metrics::stripe_gauges(stripes.len() as u64, degraded as u64);
 }
 
@@ -137,7 +176,7 @@ pub const REBUILD_MIN_SHARE: f64 = 0.25;
 /// One scan and rebuild of everything degraded.
 pub async fn round(client: &StorageClient, servers: &[SocketAddr]) -> Round {
     let s = scan(client, servers).await;
-    record_stripes(&s.stripes);
+    record_stripes(&s.stripes, None);
     let p = plan(&s.stripes, &s.live);
     if p.jobs.is_empty() {
         return Round::default();
@@ -167,6 +206,41 @@ mod tests {
 
     fn a(n: u8) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16))
+    }
+
+    fn stripe(seg: u64, present: &[u8]) -> crate::rebuild::StripeState {
+        let holders = present.iter().map(|i| (*i, vec![a(*i)])).collect();
+        crate::rebuild::StripeState {
+            log: proto::ids::LogId(1),
+            segment: proto::ids::SegmentId(seg),
+            meta: proto::msg::FragmentMeta {
+                codec: proto::msg::CODEC_RS_GF8_RSE,
+                k: 4,
+                m: 2,
+                segment_len: 4000,
+                crc32c: 0,
+                nodes: 0,
+            },
+            frag_len: 1000,
+            holders,
+        }
+    }
+
+    #[test]
+    fn only_stripes_degraded_in_both_listings_count() {
+        let whole = [0, 1, 2, 3, 4, 5];
+        // Segment 1 was being written during the first listing, segment 2 lost a fragment
+        // for good, segment 3 is being written during the second.
+        let first = vec![stripe(1, &[0, 1]), stripe(2, &[0, 1, 2, 3, 4])];
+        let second = vec![
+            stripe(1, &whole),
+            stripe(2, &[0, 1, 2, 3, 4]),
+            stripe(3, &[0]),
+        ];
+        assert_eq!(degraded_count(&first, None), 2);
+        assert_eq!(degraded_count(&second, None), 2);
+        assert_eq!(degraded_count(&second, Some(&first)), 1);
+        assert_eq!(degraded_count(&[stripe(4, &whole)], None), 0);
     }
 
     #[test]

@@ -589,16 +589,18 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_other: is_root(),
                 ..Default::default()
             };
-            // Mounts, then the HTTP endpoint; on any failure one path undoes what was done.
+            // The HTTP endpoint, then the mounts (so that it serves by the time the last
+            // mount appears); on any failure one path undoes what was done.
             let mut mounts = Vec::new();
             let started: Result<_> = async {
+                let http = match a.http {
+                    Some(addr) => Some(cluster.serve_http(addr).await?),
+                    None => None,
+                };
                 for p in &points {
                     mounts.push(fsd::cluster::mount(cluster.config.clone(), p, &opts).await?);
                 }
-                Ok(match a.http {
-                    Some(addr) => Some(cluster.serve_http(addr).await?),
-                    None => None,
-                })
+                Ok(http)
             }
             .await;
             let http = match started {

@@ -50,7 +50,8 @@ fn t41_up_metrics_move_with_a_workload_through_real_mounts() -> Result<()> {
             Ok(text)
         })
     };
-    let before = scrape()?;
+    // `shoal up` serves HTTP before it mounts; bounded all the same.
+    let before = wait_for(T, "the metrics endpoint", scrape)?;
     let creates = |t: &str| sum(t, "shoal_fuse_ops_total", &[("op", "create")]);
     // Each mount's FUSE metrics carry its mountpoint as the `mount` label.
     let (m1, m2) = (mnt.display().to_string(), mnt2.display().to_string());
