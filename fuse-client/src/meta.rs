@@ -472,6 +472,13 @@ impl Meta {
         self.renew(node).await;
     }
 
+    /// Renews the lease with `node` now, unless a renewal is running (then waits for it):
+    /// an answer from a new incarnation starts the reclaim.
+    pub async fn renew_now(&self, node: NodeId) {
+        let seen = self.lease(node).renewals();
+        self.renew_after(node, seen, true).await;
+    }
+
     /// Sends one `Renew` to `node` and feeds the answer to the engine.
     async fn renew(&self, node: NodeId) {
         let sent = BootInstant::now();

@@ -54,8 +54,16 @@ impl Unsynced {
 
     /// A sync marked `before` was answered by `node` in `incarnation`: what that incarnation
     /// accepted before is durable and forgotten. Returns the suspects (accepted before by
-    /// another incarnation), removed from the list, in acceptance order.
-    pub fn synced(&mut self, node: NodeId, incarnation: u64, before: u64) -> Vec<Pending> {
+    /// another incarnation), removed from the list, in acceptance order. Commits of another
+    /// incarnation whose inode `resent` names stay: their write lease was reclaimed from
+    /// `incarnation`, so they are sent again (`take_suspects`) rather than checked.
+    pub fn synced(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        before: u64,
+        resent: impl Fn(InodeId) -> bool,
+    ) -> Vec<Pending> {
         let Some(list) = self.by_node.get_mut(&node) else {
             return Vec::new();
         };
@@ -65,6 +73,9 @@ impl Unsynced {
                 return true;
             }
             if p.incarnation != incarnation {
+                if resent(p.write.ino) {
+                    return true;
+                }
                 suspects.push(p.clone());
             }
             false
@@ -90,6 +101,22 @@ impl Unsynced {
             true
         });
         out
+    }
+
+    /// Whether `node` has unsynced commits accepted by another incarnation than
+    /// `incarnation` (a sync answered by `incarnation` would make them suspects).
+    pub fn has_other_incarnation(&self, node: NodeId, incarnation: u64) -> bool {
+        self.by_node
+            .get(&node)
+            .is_some_and(|l| l.iter().any(|p| p.incarnation != incarnation))
+    }
+
+    /// Whether `ino` has commits at `node` accepted by another incarnation than `current`.
+    pub fn has_suspects(&self, node: NodeId, ino: InodeId, current: u64) -> bool {
+        self.by_node.get(&node).is_some_and(|l| {
+            l.iter()
+                .any(|p| p.write.ino == ino && p.incarnation != current)
+        })
     }
 
     /// Inodes with unsynced commits at `node`.
@@ -215,10 +242,10 @@ mod tests {
         let mark = u.mark();
         u.committed(n, 7, vec![write(3, vec![])]);
         assert_eq!(u.count(n), 3);
-        assert!(u.synced(n, 7, mark).is_empty());
+        assert!(u.synced(n, 7, mark, |_| false).is_empty());
         assert_eq!(u.count(n), 1, "the commit after the mark stays");
         let mark = u.mark();
-        assert!(u.synced(n, 7, mark).is_empty());
+        assert!(u.synced(n, 7, mark, |_| false).is_empty());
         assert_eq!(u.count(n), 0);
     }
 
@@ -229,13 +256,32 @@ mod tests {
         u.committed(n, 7, vec![write(1, vec![])]);
         u.committed(m, 9, vec![write(5, vec![])]);
         let mark = u.mark();
-        let s = u.synced(n, 8, mark);
+        let s = u.synced(n, 8, mark, |_| false);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].write.ino, InodeId(1));
         assert_eq!(u.count(n), 0);
         assert_eq!(u.count(m), 1, "other managers are not affected");
         u.forget(InodeId(5));
         assert_eq!(u.count(m), 0);
+    }
+
+    #[test]
+    fn commits_of_a_reclaimed_inode_wait_to_be_sent_again() {
+        // A sync answered by the new incarnation before the reclaim's resend: the reclaimed
+        // inode's commits stay to be sent again; only the others are checked.
+        let mut u = Unsynced::default();
+        let n = NodeId(1);
+        u.committed(n, 7, vec![write(1, vec![]), write(2, vec![])]);
+        assert!(u.has_other_incarnation(n, 8));
+        assert!(!u.has_other_incarnation(n, 7));
+        let mark = u.mark();
+        let s = u.synced(n, 8, mark, |i| i == InodeId(1));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].write.ino, InodeId(2));
+        assert!(u.has_suspects(n, InodeId(1), 8));
+        assert!(!u.has_suspects(n, InodeId(2), 8));
+        assert_eq!(u.take_suspects(n, InodeId(1), 8).len(), 1);
+        assert_eq!(u.count(n), 0);
     }
 
     #[test]

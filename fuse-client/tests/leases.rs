@@ -375,3 +375,62 @@ async fn l80_a_restart_learned_from_a_renewal_reclaims_buffered_writes() {
         b"buffered"
     );
 }
+
+/// [consistency-faults] A sync answered by a restarted manager before this client learnt
+/// of the restart (another file's fsync: a Sync needs no session) must not take the
+/// commits the old incarnation accepted without sync as mere suspects: the reclaim still
+/// reclaims their inode and sends them again, so readers do not wait out the reclaim window
+/// and then read the log's older value (found by consistency/t55 in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l81_a_sync_before_the_restart_is_learnt_leaves_commits_to_the_reclaim() {
+    let cluster = TestCluster::start_with(1 << 20, |f| f.client.flush_interval_ms = 200).await;
+    let a = cluster.client().await;
+    let (f, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create f");
+    let (g, _) = a
+        .create(InodeId::ROOT, "g", 0o644, 0, ME)
+        .await
+        .expect("create g");
+    a.write(f.ino, 0, b"flushed, not synced")
+        .await
+        .expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.dirty_bytes() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.dirty_bytes(), 0, "the flusher committed f without sync");
+    tracing::info!("--- the manager crashes and restarts; A has not renewed since");
+    cluster.manager.call(proto::msg::ManagerRequest::Sync).await;
+    cluster.manager.crash_restart().await;
+    let svc = cluster.manager.service();
+    assert!(
+        svc.awaits_reclaim(f.ino),
+        "A's write lease on f was recorded"
+    );
+    let before = a.stats().rpc("AcquireWrite");
+    tracing::info!("--- A fsyncs g (nothing dirty: a Sync answered by the new incarnation)");
+    tokio::time::timeout(Duration::from_secs(10), a.fsync(g.ino))
+        .await
+        .expect("fsync of g within 10 s")
+        .expect("fsync of g");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while svc.awaits_reclaim(f.ino) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.stats().rpc("AcquireWrite") > before,
+        "A did not reclaim f after the restart"
+    );
+    assert!(
+        !svc.awaits_reclaim(f.ino),
+        "f still waits for its reclaim (readers would wait out the window)"
+    );
+    a.fsync(f.ino).await.expect("fsync of f");
+    let b = cluster.client().await;
+    assert_eq!(
+        &b.read(f.ino, 0, 100).await.expect("read")[..],
+        b"flushed, not synced"
+    );
+}

@@ -27,6 +27,7 @@ use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId};
 use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Standing, Timestamp};
 use proto::transport::Transport;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -92,6 +93,11 @@ const MAX_SEGMENT: u64 = 64 << 20;
 const DIRTY_LIMIT: u64 = 64 << 20;
 /// Bound of one `LogHorizon` attempt.
 const PROMISE_WAIT: Duration = Duration::from_secs(1);
+/// How long a sync answered by a restarted manager waits for this client's reclaim to ask
+/// for its write leases (it starts once a renewal or Hello shows the restart, within about
+/// a lease): leases, plus a margin.
+const RECLAIM_WAIT_LEASES: u32 = 2;
+const RECLAIM_WAIT_EXTRA: Duration = Duration::from_secs(1);
 
 /// The write-back part of a client (see the module docs).
 pub(crate) struct WriteBack {
@@ -116,6 +122,10 @@ pub(crate) struct WriteBack {
     /// manager's incarnation: their suspect commits may be sent again (nobody else can have
     /// written in between).
     reclaimed: DashMap<InodeId, u64>,
+    /// Per manager: the incarnation whose reclaim has asked for every write lease it
+    /// reclaims (`note_reclaim_asked`); bumped through `reclaim_asked_tx`.
+    reclaim_asked: Mutex<HashMap<NodeId, u64>>,
+    reclaim_asked_tx: tokio::sync::watch::Sender<u64>,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: WriteErrors,
     flush_ids: AtomicU64,
@@ -149,6 +159,8 @@ impl WriteBack {
             unsynced: Mutex::new(Default::default()),
             commits: DashMap::new(),
             reclaimed: DashMap::new(),
+            reclaim_asked: Mutex::new(HashMap::new()),
+            reclaim_asked_tx: tokio::sync::watch::Sender::new(0),
             errors: WriteErrors::default(),
             flush_ids: AtomicU64::new(1),
             space: Notify::new(),
@@ -204,6 +216,69 @@ impl WriteBack {
     /// `ino`'s write lease was reclaimed from `node`'s `incarnation`.
     pub(crate) fn note_reclaimed(&self, ino: InodeId, incarnation: u64) {
         self.reclaimed.insert(ino, incarnation);
+    }
+
+    /// The reclaim after `node` restarted as `incarnation` has asked for every write lease
+    /// it reclaims (its resends come after): syncs answered by `incarnation` may now tell
+    /// the commits it sends again from those to check.
+    pub(crate) fn note_reclaim_asked(&self, node: NodeId, incarnation: u64) {
+        self.reclaim_asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, incarnation);
+        self.reclaim_asked_tx
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn reclaim_asked_of(&self, node: NodeId) -> Option<u64> {
+        self.reclaim_asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .copied()
+    }
+
+    /// Waits (bounded) until this client's reclaim after `node`'s restart as `incarnation`
+    /// has asked for its write leases. A sync answered by the new incarnation can come
+    /// first (a Sync needs no session; found by consistency/t55 in CI: the sync took the
+    /// earlier commits as suspects before the reclaim listed them, so they were neither
+    /// sent again nor reclaimed, readers waited out the reclaim window and read older data).
+    async fn await_reclaim(&self, node: NodeId, incarnation: u64) {
+        let lease = self.meta.lease(node);
+        if !lease.enabled() {
+            return;
+        }
+        if lease.incarnation() != Some(incarnation) {
+            // Learn of the restart now rather than at the next renewal.
+            self.meta.renew_now(node).await;
+        }
+        let bound = lease.lease() * RECLAIM_WAIT_LEASES + RECLAIM_WAIT_EXTRA;
+        let mut rx = self.reclaim_asked_tx.subscribe();
+        let waited = tokio::time::timeout(bound, async {
+            loop {
+                if self.reclaim_asked_of(node) == Some(incarnation) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(manager = %node, "no reclaim after the manager's restart within {bound:?}: its earlier commits are checked instead");
+        }
+    }
+
+    /// Whether `ino` has commits an earlier incarnation of its manager accepted that are to
+    /// be sent again under the write lease reclaimed from the current one.
+    pub(crate) fn awaits_resend(&self, ino: InodeId) -> bool {
+        let node = self.meta.owner(ino);
+        let Some(current) = self.meta.lease(node).incarnation() else {
+            return false;
+        };
+        self.reclaimed.get(&ino).map(|r| *r) == Some(current)
+            && self.lock_unsynced().has_suspects(node, ino, current)
     }
 
     /// Appends the taken data as segments of our log, pinned from before the first append:
@@ -404,7 +479,14 @@ impl WriteBack {
     /// one whose extents are no longer in the manager's map may have been lost in the
     /// restart, and its inode's next fsync or close reports EIO (never 0).
     async fn after_sync(&self, node: NodeId, incarnation: u64, mark: u64) {
-        let suspects = self.lock_unsynced().synced(node, incarnation, mark);
+        if self
+            .lock_unsynced()
+            .has_other_incarnation(node, incarnation)
+        {
+            self.await_reclaim(node, incarnation).await;
+        }
+        let resent = |ino: InodeId| self.reclaimed.get(&ino).map(|r| *r) == Some(incarnation);
+        let suspects = self.lock_unsynced().synced(node, incarnation, mark, resent);
         for p in suspects {
             let ino = p.write.ino;
             let Some((start, end)) = crate::verifier::span(&p.write) else {

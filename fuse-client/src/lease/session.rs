@@ -52,11 +52,12 @@ impl Client {
             inos.extend(unsynced.iter().copied());
             inos.sort_unstable();
             inos.dedup();
+            let incarnation = self.meta.lease(node).incarnation().unwrap_or_default();
             if inos.is_empty() {
                 tracing::info!(manager = %node, "manager restarted: no write lease to reclaim");
+                self.writeback.note_reclaim_asked(node, incarnation);
                 return;
             }
-            let incarnation = self.meta.lease(node).incarnation().unwrap_or_default();
             tracing::info!(manager = %node, inodes = inos.len(), "manager restarted: reclaiming write leases");
             for ino in inos {
                 let Some(epoch) = self.meta.lease_epoch(ino) else {
@@ -86,6 +87,8 @@ impl Client {
                     }
                 }
             }
+            // Syncs answered by the new incarnation waited for this (see `after_sync`).
+            self.writeback.note_reclaim_asked(node, incarnation);
             // Commits that may be lost go again now, before any reader is let through.
             for ino in unsynced {
                 if let Err(e) = self.flush_inodes(Which::One(ino), false).await {

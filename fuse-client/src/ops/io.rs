@@ -81,6 +81,11 @@ impl Client {
         if !wrote? {
             self.sync_owner(ino).await?;
         }
+        // A sync answered by a restarted manager leaves the commits of a reclaimed inode to
+        // be sent again (by the reclaim): this fsync sends them itself before it returns.
+        if self.writeback.awaits_resend(ino) {
+            self.flush_inodes(Which::One(ino), true).await?;
+        }
         // The sync may have found commits a manager restart lost.
         self.writeback.errors.take(ino)
     }

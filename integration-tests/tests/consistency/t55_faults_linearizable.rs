@@ -570,6 +570,7 @@ pub fn run(secs: u64) -> Result<()> {
                     Ok(()) => eprintln!("reg{f}: history written to {}", dump.display()),
                     Err(e) => eprintln!("reg{f}: history not written: {e}"),
                 }
+                print_lease_events(&c.env().path().join("logs"));
                 Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}"))
             }
             Verdict::Unknown(s) => Err(anyhow::anyhow!("reg{f} (seed {seed}): checker: {s}")),
@@ -579,6 +580,46 @@ pub fn run(secs: u64) -> Result<()> {
     problems.finish()?;
     c.done();
     Ok(())
+}
+
+/// What the mounts and managers logged about restarts, reclaims and discarded writes (the
+/// usual suspects of a violation), at most `LEASE_EVENT_LINES` per log: the tail of each log
+/// that the harness prints on failure ends long after the first violation.
+fn print_lease_events(logs: &Path) {
+    const LEASE_EVENT_LINES: usize = 60;
+    const MARKS: [&str; 9] = [
+        "restarted",
+        "reclaim",
+        "discarding",
+        "may have been lost",
+        "renewal: no answer",
+        "grace period",
+        "manager: ready",
+        "sending commits",
+        "no reclaim after",
+    ];
+    let Ok(rd) = fs::read_dir(logs) else { return };
+    let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        if !(name.starts_with("mount-") || name.starts_with("manager-")) {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
+        let hits: Vec<&str> = text
+            .lines()
+            .filter(|l| MARKS.iter().any(|m| l.contains(m)))
+            .filter(|l| !l.contains("reclaimed dead segments"))
+            .collect();
+        eprintln!("----- lease events in {name} ({} lines) -----", hits.len());
+        for l in hits.iter().take(LEASE_EVENT_LINES) {
+            eprintln!("{}", l.chars().take(240).collect::<String>());
+        }
+    }
 }
 
 /// 45 s of faults (7 of them) keeps the whole test near a minute on the CI machine.
