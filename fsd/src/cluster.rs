@@ -4,13 +4,13 @@
 
 use crate::error::NodeError;
 use crate::node::{identity, RunningNode};
-use proto::config::{ClusterConfig, ErasureConfig, Role, CONFIG_FILE};
+use proto::config::{ClusterConfig, ClusterFile, ErasureConfig, Role, CONFIG_FILE};
 use proto::identity::{ExportOptions, PeerIdentity, Role as IdRole};
 use proto::msg::{ManagerRequest, NodeInfo, Request, Response, StorageRequest, StorageStat};
 use proto::tls::{write_pem, CertAuthority};
 use proto::transport::Transport;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,15 +184,21 @@ pub fn add_storage_node(
             }
         })?;
     write_identity(&config, &ca, &node_identity(node)?, None)?;
+    replace_config_file(dir, &file)?;
+    Ok(config)
+}
+
+/// Replaces `DIR/cluster.toml` with `file` (written beside it, then renamed over it).
+fn replace_config_file(dir: &Path, file: &ClusterFile) -> Result<PathBuf, NodeError> {
     let path = dir.join(CONFIG_FILE);
     let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| NodeError::Io { path, source }
     };
-    std::fs::write(&tmp, ClusterConfig::render(&file)).map_err(io(&tmp))?;
+    std::fs::write(&tmp, ClusterConfig::render(file)).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(config)
+    Ok(path)
 }
 
 /// Writes every node's id into a `cluster.toml` written before ids existed (ids = the
@@ -210,14 +216,7 @@ pub fn write_node_ids(config: &ClusterConfig) -> Result<bool, NodeError> {
     file.last_node_id = config.next_node_id() - 1;
     // The same ids: the file still means what it meant, so the epoch stays.
     ClusterConfig::from_file(&config.dir, file.clone())?;
-    let path = config.dir.join(CONFIG_FILE);
-    let tmp = config.dir.join(format!("{CONFIG_FILE}.tmp"));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| NodeError::Io { path, source }
-    };
-    std::fs::write(&tmp, ClusterConfig::render(&file)).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    let path = replace_config_file(&config.dir, &file)?;
     tracing::info!(path = %path.display(), "wrote every node's id into the cluster config");
     Ok(true)
 }

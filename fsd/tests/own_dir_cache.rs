@@ -69,6 +69,29 @@ async fn seen(
 }
 
 /// Whether `name` exists in `dir` as `c` sees it.
+/// `c`'s getattr of `dir` is answered without a GetAttr round trip (counted as local) and
+/// equals what `judge`, which caches nothing of it, gets from the manager.
+async fn seen_locally(c: &Client, judge: &Client, dir: InodeId, when: &str) {
+    let before = c.stats();
+    let mine = seen(c, dir).await;
+    let after = c.stats();
+    assert_eq!(
+        after.rpc("GetAttr"),
+        before.rpc("GetAttr"),
+        "answered locally {when}"
+    );
+    assert_eq!(
+        after.local_getattrs,
+        before.local_getattrs + 1,
+        "counted as local {when}"
+    );
+    assert_eq!(
+        mine,
+        seen(judge, dir).await,
+        "the same attributes as the manager's {when}"
+    );
+}
+
 async fn exists(c: &Client, dir: InodeId, name: &str) -> bool {
     match bounded("lookup", c.lookup(dir, name)).await {
         Ok(_) => true,
@@ -104,20 +127,7 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
         .expect("create x");
     // The directory as our create left it: no GetAttr sent, and what the manager says.
     let judge = tc.client().await;
-    let before = a.stats();
-    let mine = seen(&a, d).await;
-    let after = a.stats();
-    assert_eq!(
-        after.rpc("GetAttr"),
-        before.rpc("GetAttr"),
-        "answered locally"
-    );
-    assert_eq!(after.local_getattrs, before.local_getattrs + 1);
-    assert_eq!(
-        mine,
-        seen(&judge, d).await,
-        "the same attributes as the manager's"
-    );
+    seen_locally(&a, &judge, d, "after the create").await;
     assert!(exists(&a, d, "x").await);
     bounded(
         "rename",
@@ -131,16 +141,7 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
         .await
         .expect("unlink");
     // The directory as our unlink left it: no GetAttr sent, and what the manager says.
-    let before = a.stats();
-    let mine = seen(&a, d).await;
-    let after = a.stats();
-    assert_eq!(
-        after.rpc("GetAttr"),
-        before.rpc("GetAttr"),
-        "answered locally after an unlink"
-    );
-    assert_eq!(after.local_getattrs, before.local_getattrs + 1);
-    assert_eq!(mine, seen(&judge, d).await, "after the unlink");
+    seen_locally(&a, &judge, d, "after the unlink").await;
     assert!(!exists(&a, d, "y").await, "unlinked");
     let sub = bounded("mkdir", a.mkdir(d, "sub", 0o755, 0o022, ROOT))
         .await
