@@ -434,3 +434,50 @@ async fn l81_a_sync_before_the_restart_is_learnt_leaves_commits_to_the_reclaim()
         b"flushed, not synced"
     );
 }
+
+/// [consistency-faults] A client that held a write lease on a file it had already made
+/// durable reclaims it after a manager restart too: the manager recorded the lease, and
+/// without a reclaim every reader of that file waited until the reclaim window (4 leases +
+/// 0.5 s) ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l82_a_clean_write_lease_is_reclaimed_so_readers_do_not_wait_out_the_window() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let (f, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    a.write(f.ino, 0, b"durable").await.expect("write");
+    a.fsync(f.ino).await.expect("fsync");
+    assert_eq!(a.dirty_bytes(), 0);
+    cluster.manager.crash_restart().await;
+    let svc = cluster.manager.service();
+    assert!(
+        svc.awaits_reclaim(f.ino),
+        "A's write lease on f was recorded"
+    );
+    let before = a.stats().rpc("AcquireWrite");
+    a.renew_all().await;
+    // Far less than the reclaim window (4 leases of 5 s + 0.5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while svc.awaits_reclaim(f.ino) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.stats().rpc("AcquireWrite") > before,
+        "A did not reclaim its clean write lease"
+    );
+    assert!(
+        !svc.awaits_reclaim(f.ino),
+        "readers of f would wait out the reclaim window"
+    );
+    let b = cluster.client().await;
+    let read = tokio::time::timeout(Duration::from_secs(5), b.read(f.ino, 0, 100))
+        .await
+        .expect("B's read is answered without waiting out the window")
+        .expect("read");
+    assert_eq!(&read[..], b"durable");
+    tracing::info!("--- A writes again under the reclaimed lease; B sees it");
+    a.write(f.ino, 0, b"DURABLE").await.expect("write");
+    assert_eq!(&b.read(f.ino, 0, 100).await.expect("read")[..], b"DURABLE");
+}

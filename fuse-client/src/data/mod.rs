@@ -199,13 +199,22 @@ impl DataState {
         self.leases.entry(ino).or_default()
     }
 
-    /// Forgets the write leases of the inodes `pred` selects (their manager gave up on us).
-    pub(crate) fn forget_write_leases_where(&mut self, pred: impl Fn(InodeId) -> bool) {
+    /// Forgets the write leases of the inodes `pred` selects (their manager gave up on us,
+    /// or restarted); returns those that were held.
+    pub(crate) fn forget_write_leases_where(
+        &mut self,
+        pred: impl Fn(InodeId) -> bool,
+    ) -> Vec<InodeId> {
+        let mut held = Vec::new();
         for (ino, l) in self.leases.iter_mut() {
             if pred(*ino) {
+                if l.is_held() {
+                    held.push(*ino);
+                }
                 l.forget();
             }
         }
+        held
     }
 }
 

@@ -296,6 +296,11 @@ impl WriteLease {
         self.revocations += 1;
     }
 
+    /// Whether it is held under some epoch (not necessarily the current one).
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// The volume lease's caches were dropped.
     pub fn forget(&mut self) {
         self.held = None;

@@ -18,6 +18,10 @@ use crate::error::FsError;
 use crate::kernel::notify;
 use crate::meta::{self as remote, LeaseActions, Target};
 use futures::future::BoxFuture;
+use futures::StreamExt;
+
+/// Reclaims in flight at once after a manager restart (a client may hold many write leases).
+const RECLAIM_PARALLEL: usize = 16;
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{ClientCallback, ManagerRequest, ManagerResponse, RemoteError, Response};
 
@@ -37,11 +41,12 @@ impl LeaseActions for Client {
 
 impl Client {
     /// After `node` restarted: re-asserts the write lease of every inode of it that still
-    /// has buffered writes (`AcquireWrite` with `reclaim`), so that its readers wait for
-    /// them instead of reading what the log had. A reclaim refused because the grace
-    /// period is over (others may have written since) discards the writes: the next fsync or
-    /// close of the file reports EIO. Other failures leave the inode to be re-acquired
-    /// before its commit.
+    /// has buffered writes or unsynced commits, or whose write lease it held (`AcquireWrite`
+    /// with `reclaim`), so that its readers wait for them instead of reading what the log
+    /// had, and readers of clean files do not wait out the reclaim window. A reclaim
+    /// refused because the grace period is over (others may have written since) discards
+    /// the writes: the next fsync or close of the file reports EIO. Other failures leave the
+    /// inode to be re-acquired before its commit.
     async fn reclaim_write_leases(&self, node: NodeId) {
         {
             let mut inos: Vec<InodeId> = self
@@ -50,6 +55,10 @@ impl Client {
             // Also files whose commits the restart may have lost: they are sent again.
             let unsynced = self.writeback.lock_unsynced().inodes(node);
             inos.extend(unsynced.iter().copied());
+            let with_data: std::collections::HashSet<InodeId> = inos.iter().copied().collect();
+            // And clean files whose write lease we held: the manager recorded it, and their
+            // readers would wait until the reclaim window ends (4 leases) without a reclaim.
+            inos.extend(self.lease_session.take_held_at_drop(node));
             inos.sort_unstable();
             inos.dedup();
             let incarnation = self.meta.lease(node).incarnation().unwrap_or_default();
@@ -58,35 +67,14 @@ impl Client {
                 self.writeback.note_reclaim_asked(node, incarnation);
                 return;
             }
-            tracing::info!(manager = %node, inodes = inos.len(), "manager restarted: reclaiming write leases");
-            for ino in inos {
-                let Some(epoch) = self.meta.lease_epoch(ino) else {
-                    continue;
-                };
-                let revocations = self.revocations(ino);
-                let req = ManagerRequest::AcquireWrite {
-                    ino,
-                    session: self.meta.session(),
-                    reclaim: true,
-                };
-                match self.meta.call(Target::Node(node), req).await {
-                    Ok(ManagerResponse::Done) => {
-                        self.record_write_lease(ino, epoch, revocations);
-                        self.lease_session.take_reacquire(ino);
-                        self.writeback.note_reclaimed(ino, incarnation);
-                    }
-                    Ok(other) => {
-                        let _ = remote::unexpected("AcquireWrite", &other);
-                    }
-                    Err(e) if e.0 == libc::ESTALE => {
-                        tracing::warn!(inode = %ino, "write lease not reclaimed after a manager restart: {e}");
-                        self.discard_writes(ino);
-                    }
-                    Err(e) => {
-                        tracing::warn!(inode = %ino, "reclaim failed ({e}); re-acquired before the commit");
-                    }
-                }
-            }
+            tracing::info!(manager = %node, inodes = inos.len(), with_data = with_data.len(), "manager restarted: reclaiming write leases");
+            let with_data = &with_data;
+            futures::stream::iter(inos)
+                .for_each_concurrent(RECLAIM_PARALLEL, |ino| async move {
+                    self.reclaim_one(node, ino, incarnation, with_data.contains(&ino))
+                        .await
+                })
+                .await;
             // Syncs answered by the new incarnation waited for this (see `after_sync`).
             self.writeback.note_reclaim_asked(node, incarnation);
             // Commits that may be lost go again now, before any reader is let through.
@@ -96,6 +84,42 @@ impl Client {
                 }
             }
             self.writeback.kick().notify_one();
+        }
+    }
+
+    /// Reclaims the write lease of `ino` from `node` (restarted as `incarnation`);
+    /// `with_data`: it has buffered writes or unsynced commits (a refusal then discards
+    /// them and is worth a warning; for a clean inode it only means another session wrote
+    /// later, or the file is gone).
+    async fn reclaim_one(&self, node: NodeId, ino: InodeId, incarnation: u64, with_data: bool) {
+        let Some(epoch) = self.meta.lease_epoch(ino) else {
+            return;
+        };
+        let revocations = self.revocations(ino);
+        let req = ManagerRequest::AcquireWrite {
+            ino,
+            session: self.meta.session(),
+            reclaim: true,
+        };
+        match self.meta.call(Target::Node(node), req).await {
+            Ok(ManagerResponse::Done) => {
+                self.record_write_lease(ino, epoch, revocations);
+                self.lease_session.take_reacquire(ino);
+                self.writeback.note_reclaimed(ino, incarnation);
+            }
+            Ok(other) => {
+                let _ = remote::unexpected("AcquireWrite", &other);
+            }
+            Err(e) if !with_data && (e.0 == libc::ESTALE || e.0 == libc::ENOENT) => {
+                tracing::debug!(inode = %ino, "clean write lease not reclaimed: {e}");
+            }
+            Err(e) if e.0 == libc::ESTALE => {
+                tracing::warn!(inode = %ino, "write lease not reclaimed after a manager restart: {e}");
+                self.discard_writes(ino);
+            }
+            Err(e) => {
+                tracing::warn!(inode = %ino, "reclaim failed ({e}); re-acquired before the commit");
+            }
         }
     }
 
@@ -199,7 +223,13 @@ impl Client {
                 }
             }
             st.forget_clean_where(|i| owned(&i));
-            st.forget_write_leases_where(|i| owned(&i));
+            let held = st.forget_write_leases_where(|i| owned(&i));
+            // A lease given up because the manager gave up on us is not ours to reclaim.
+            if discard_writes {
+                self.lease_session.take_held_at_drop(node);
+            } else {
+                self.lease_session.note_held_at_drop(node, held);
+            }
         }
         self.bump_dir_generations();
         known.sort_unstable();

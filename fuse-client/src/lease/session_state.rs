@@ -2,8 +2,9 @@
 //! root can hold it without importing the session's methods.
 //!
 //! Owns: the per-inode gates that serialise `AcquireWrite`, the inodes whose write lease a
-//! manager restart took away and that must be asked for again before their commit, and
-//! the kernel's invalidation channel while mounted. (The write leases themselves stay in
+//! manager restart took away and that must be asked for again before their commit, the
+//! write leases held when a manager's caches were dropped (reclaimed after its restart even
+//! without dirty data), and the kernel's invalidation channel while mounted. (The write leases themselves stay in
 //! `data::DataState`: they are checked and used under the data lock together with the
 //! dirty data they guard.)
 //! Must not: call a manager or hold a lock across an await (the gates are tokio mutexes
@@ -11,7 +12,8 @@
 
 use crate::kernel::notify::KernelCache;
 use dashmap::DashMap;
-use proto::ids::InodeId;
+use proto::ids::{InodeId, NodeId};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 /// The lease session's state (see the module docs).
@@ -22,6 +24,11 @@ pub(crate) struct SessionState {
     /// Inodes with unflushed writes whose write lease a manager restart took away: the
     /// lease is asked for again before they are committed.
     reacquire: DashMap<InodeId, ()>,
+    /// Per manager: inodes whose write lease was held when its caches were dropped (lease
+    /// run out or restart learnt). After a restart they are reclaimed even when clean: the
+    /// manager recorded the lease, and its readers wait for the reclaim until the reclaim
+    /// window ends otherwise.
+    held_at_drop: DashMap<NodeId, BTreeSet<InodeId>>,
     /// The kernel's invalidation channel while mounted.
     notifier: Mutex<Option<Arc<dyn KernelCache>>>,
 }
@@ -40,6 +47,22 @@ impl SessionState {
     /// Takes `ino`'s re-acquire mark; whether it was set.
     pub(crate) fn take_reacquire(&self, ino: InodeId) -> bool {
         self.reacquire.remove(&ino).is_some()
+    }
+
+    /// `inos` held write leases of `node` when its caches were dropped.
+    pub(crate) fn note_held_at_drop(&self, node: NodeId, inos: Vec<InodeId>) {
+        if inos.is_empty() {
+            return;
+        }
+        self.held_at_drop.entry(node).or_default().extend(inos);
+    }
+
+    /// Takes the write leases of `node` held when its caches were dropped.
+    pub(crate) fn take_held_at_drop(&self, node: NodeId) -> Vec<InodeId> {
+        self.held_at_drop
+            .remove(&node)
+            .map(|(_, s)| s.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Installs (at mount) or removes (at unmount) the kernel's invalidation channel.
