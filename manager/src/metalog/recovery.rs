@@ -20,6 +20,7 @@ use crate::journal::LogBackend;
 use crate::record::{decode_records, Logged, Lsn};
 use crate::state::MetaState;
 use bytes::Bytes;
+use futures::StreamExt;
 use proto::ids::{SegmentAddr, SegmentId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -27,6 +28,10 @@ use storage::segment::EntryKind;
 
 /// Attempts to read one segment before it counts as unreadable.
 const READ_ATTEMPTS: u32 = 3;
+/// Segments read at once while recovery scans the log (in order: a scan that stops at a
+/// checkpoint reads at most this many segments more than it needs). One at a time, a
+/// log of about 10,000 small record segments took 5.8 s to recover in consistency/t56.
+const READ_AHEAD: usize = 32;
 
 /// What recovery found.
 #[derive(Debug)]
@@ -196,9 +201,13 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
     // when they cannot be read.
     let mut known_chunks: BTreeSet<u64> = BTreeSet::new();
     let mut base: Option<Base> = None;
-    for seg in segs.iter().rev() {
+    let mut reads = futures::stream::iter(segs.iter().rev().copied())
+        .map(|seg| async move { (seg, read_with_retry(backend, seg).await) })
+        .buffered(READ_AHEAD);
+    while let Some((seg, read)) = reads.next().await {
+        let seg = &seg;
         let id = seg.segment.0;
-        let found = classify(read_with_retry(backend, *seg).await);
+        let found = classify(read);
         if let Found::Manifest(m) = &found {
             known_chunks.extend(m.chunks.iter().map(|c| c.segment));
         }
@@ -255,19 +264,26 @@ pub async fn recover(backend: &dyn LogBackend) -> Result<Recovered, ManagerError
     // stood when it started and its manifest) were not scanned yet.
     let (mut state, first, checkpoint) = match base {
         Some(b) => {
-            for seg in listed.range(b.first..b.at).map(|(_, s)| *s) {
-                let id = seg.segment.0;
-                if !scanned.contains_key(&id)
-                    && !b.chunks.contains(&id)
-                    && !known_chunks.contains(&id)
-                {
-                    let s = match classify(read_with_retry(backend, seg).await) {
-                        Found::Scanned(s) => s,
-                        // Another checkpoint's manifest in between: nothing to replay.
-                        Found::Manifest(_) | Found::Legacy(_) => Scanned::Nothing,
-                    };
-                    scanned.insert(id, s);
-                }
+            let missing: Vec<SegmentAddr> = listed
+                .range(b.first..b.at)
+                .map(|(_, s)| *s)
+                .filter(|seg| {
+                    let id = seg.segment.0;
+                    !scanned.contains_key(&id)
+                        && !b.chunks.contains(&id)
+                        && !known_chunks.contains(&id)
+                })
+                .collect();
+            let mut reads = futures::stream::iter(missing)
+                .map(|seg| async move { (seg, read_with_retry(backend, seg).await) })
+                .buffered(READ_AHEAD);
+            while let Some((seg, read)) = reads.next().await {
+                let s = match classify(read) {
+                    Found::Scanned(s) => s,
+                    // Another checkpoint's manifest in between: nothing to replay.
+                    Found::Manifest(_) | Found::Legacy(_) => Scanned::Nothing,
+                };
+                scanned.insert(seg.segment.0, s);
             }
             (
                 b.state,
