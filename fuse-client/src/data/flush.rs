@@ -340,6 +340,14 @@ impl Client {
         for r in futures::future::join_all(syncs).await {
             r?;
         }
+        // A sync answered by a restarted manager before this client's reclaim decided
+        // left the earlier incarnation's commits alone: once it has, they are checked.
+        for m in self.config.manager_nodes() {
+            if self.writeback.has_earlier_commits(m.id) {
+                self.writeback.await_reclaim_decided(m.id).await;
+                self.writeback.sync_node(m.id).await?;
+            }
+        }
         Ok(())
     }
 

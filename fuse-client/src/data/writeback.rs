@@ -93,9 +93,9 @@ const MAX_SEGMENT: u64 = 64 << 20;
 const DIRTY_LIMIT: u64 = 64 << 20;
 /// Bound of one `LogHorizon` attempt.
 const PROMISE_WAIT: Duration = Duration::from_secs(1);
-/// How long a sync answered by a restarted manager waits for this client's reclaim to ask
-/// for its write leases (it starts once a renewal or Hello shows the restart, within about
-/// a lease): leases, plus a margin.
+/// How long an fsync after a manager restart waits for this client's reclaim to ask for its
+/// write leases (it starts once a renewal or Hello shows the restart, within about a
+/// lease): leases, plus a margin.
 const RECLAIM_WAIT_LEASES: u32 = 2;
 const RECLAIM_WAIT_EXTRA: Duration = Duration::from_secs(1);
 
@@ -238,25 +238,29 @@ impl WriteBack {
             .copied()
     }
 
-    /// Waits (bounded) until this client's reclaim after `node`'s restart as `incarnation`
-    /// has asked for its write leases. A sync answered by the new incarnation can come
-    /// first (a Sync needs no session; found by consistency/t55 in CI: the sync took the
-    /// earlier commits as suspects before the reclaim listed them, so they were neither
-    /// sent again nor reclaimed, readers waited out the reclaim window and read older data).
-    async fn await_reclaim(&self, node: NodeId, incarnation: u64) {
+    /// Whether this client's reclaim after `node` restarted as `incarnation` has asked for
+    /// every write lease it reclaims (always true without leases: nothing is reclaimed).
+    fn reclaim_decided(&self, node: NodeId, incarnation: u64) -> bool {
+        !self.meta.lease(node).enabled() || self.reclaim_asked_of(node) == Some(incarnation)
+    }
+
+    /// For fsync only (it holds no commit lock): waits, bounded, until this client's
+    /// reclaim after `node`'s restart has decided which inodes it reclaimed, so that the
+    /// fsync can send an inode's earlier commits again or check them. Never called while
+    /// answering a callback: a Flush must not wait for the whole reclaim.
+    pub(crate) async fn await_reclaim_decided(&self, node: NodeId) {
         let lease = self.meta.lease(node);
-        if !lease.enabled() {
+        let Some(incarnation) = lease.incarnation() else {
             return;
-        }
-        if lease.incarnation() != Some(incarnation) {
-            // Learn of the restart now rather than at the next renewal.
-            self.meta.renew_now(node).await;
+        };
+        if self.reclaim_decided(node, incarnation) {
+            return;
         }
         let bound = lease.lease() * RECLAIM_WAIT_LEASES + RECLAIM_WAIT_EXTRA;
         let mut rx = self.reclaim_asked_tx.subscribe();
         let waited = tokio::time::timeout(bound, async {
             loop {
-                if self.reclaim_asked_of(node) == Some(incarnation) {
+                if self.reclaim_decided(node, incarnation) {
                     return;
                 }
                 if rx.changed().await.is_err() {
@@ -266,8 +270,27 @@ impl WriteBack {
         })
         .await;
         if waited.is_err() {
-            tracing::warn!(manager = %node, "no reclaim after the manager's restart within {bound:?}: its earlier commits are checked instead");
+            tracing::warn!(manager = %node, "no reclaim after the manager's restart within {bound:?}: earlier commits are checked instead");
         }
+    }
+
+    /// Whether `node` has unsynced commits an earlier incarnation accepted (not yet sent
+    /// again or checked).
+    pub(crate) fn has_earlier_commits(&self, node: NodeId) -> bool {
+        let Some(current) = self.meta.lease(node).incarnation() else {
+            return false;
+        };
+        self.lock_unsynced().has_other_incarnation(node, current)
+    }
+
+    /// Whether `ino` has commits an earlier incarnation of its manager accepted (not yet
+    /// sent again or checked).
+    pub(crate) fn has_suspects(&self, ino: InodeId) -> bool {
+        let node = self.meta.owner(ino);
+        let Some(current) = self.meta.lease(node).incarnation() else {
+            return false;
+        };
+        self.lock_unsynced().has_suspects(node, ino, current)
     }
 
     /// Whether `ino` has commits an earlier incarnation of its manager accepted that are to
@@ -478,14 +501,17 @@ impl WriteBack {
     /// and verifies the suspects (commits an earlier incarnation accepted without sync):
     /// one whose extents are no longer in the manager's map may have been lost in the
     /// restart, and its inode's next fsync or close reports EIO (never 0).
+    ///
+    /// It never waits for the reclaim (it runs inside commits, under commit locks, also while
+    /// answering a Flush callback). A sync needs no session, so the new incarnation can
+    /// answer one before this client's reclaim has listed its inodes (found by
+    /// consistency/t55 in CI); until the reclaim has decided, every earlier incarnation's
+    /// commit stays: the reclaim sends a reclaimed inode's commits again, and its closing
+    /// sync checks the others.
     async fn after_sync(&self, node: NodeId, incarnation: u64, mark: u64) {
-        if self
-            .lock_unsynced()
-            .has_other_incarnation(node, incarnation)
-        {
-            self.await_reclaim(node, incarnation).await;
-        }
-        let resent = |ino: InodeId| self.reclaimed.get(&ino).map(|r| *r) == Some(incarnation);
+        let decided = self.reclaim_decided(node, incarnation);
+        let resent =
+            |ino: InodeId| !decided || self.reclaimed.get(&ino).map(|r| *r) == Some(incarnation);
         let suspects = self.lock_unsynced().synced(node, incarnation, mark, resent);
         for p in suspects {
             let ino = p.write.ino;

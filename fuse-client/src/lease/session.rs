@@ -75,12 +75,27 @@ impl Client {
                         .await
                 })
                 .await;
-            // Syncs answered by the new incarnation waited for this (see `after_sync`).
+            // Until now syncs answered by the new incarnation left the earlier commits alone
+            // (see `WriteBack::after_sync`).
             self.writeback.note_reclaim_asked(node, incarnation);
-            // Commits that may be lost go again now, before any reader is let through.
-            for ino in unsynced {
-                if let Err(e) = self.flush_inodes(Which::One(ino), false).await {
-                    tracing::warn!(inode = %ino, "flush after a reclaim failed: {e}");
+            // Commits that may be lost go again now, before any reader is let through:
+            // each inode on its own (a Flush callback for one waits only for its own).
+            futures::stream::iter(unsynced)
+                .for_each_concurrent(RECLAIM_PARALLEL, |ino| async move {
+                    if let Err(e) = self.flush_inodes(Which::One(ino), false).await {
+                        tracing::warn!(inode = %ino, "flush after a reclaim failed: {e}");
+                    }
+                })
+                .await;
+            // The earlier commits of inodes not reclaimed are checked now (a lost one is
+            // reported by the inode's next fsync or close).
+            if self
+                .writeback
+                .lock_unsynced()
+                .has_other_incarnation(node, incarnation)
+            {
+                if let Err(e) = self.writeback.sync_node(node).await {
+                    tracing::debug!(manager = %node, "sync after a reclaim failed: {e}");
                 }
             }
             self.writeback.kick().notify_one();

@@ -81,10 +81,18 @@ impl Client {
         if !wrote? {
             self.sync_owner(ino).await?;
         }
-        // A sync answered by a restarted manager leaves the commits of a reclaimed inode to
-        // be sent again (by the reclaim): this fsync sends them itself before it returns.
-        if self.writeback.awaits_resend(ino) {
-            self.flush_inodes(Which::One(ino), true).await?;
+        // A sync answered by a restarted manager leaves this inode's earlier commits to the
+        // reclaim: this fsync sends them again itself (reclaimed) or checks them (not)
+        // before it returns.
+        if self.writeback.has_suspects(ino) {
+            self.writeback
+                .await_reclaim_decided(self.meta.owner(ino))
+                .await;
+            if self.writeback.awaits_resend(ino) {
+                self.flush_inodes(Which::One(ino), true).await?;
+            } else if self.writeback.has_suspects(ino) {
+                self.sync_owner(ino).await?;
+            }
         }
         // The sync may have found commits a manager restart lost.
         self.writeback.errors.take(ino)
