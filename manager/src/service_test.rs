@@ -431,6 +431,35 @@ async fn checkpoints_truncate_the_log_and_recovery_uses_them() {
     assert_eq!(c.names(d.ino).await.len(), 60);
 }
 
+#[tokio::test]
+async fn a_manager_restarted_often_still_checkpoints() {
+    // Fewer records per incarnation than the checkpoint interval, more over all of them:
+    // the records replayed at recovery count, or the log would be replayed whole forever.
+    let mut c = Cluster::start(60).await;
+    let d = c.mkdir(ROOT, "d").await;
+    let owner = c
+        .managers
+        .iter()
+        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
+        .expect("owner");
+    for round in 0..10 {
+        for i in 0..4 {
+            c.touch(d.ino, &format!("f{round}-{i}")).await;
+        }
+        c.sync_all().await;
+        c.restart(owner, false).await;
+    }
+    let kinds = c.logs[owner].kinds();
+    assert!(
+        kinds
+            .iter()
+            .any(|(_, k)| k.contains(&EntryKind::Checkpoint)),
+        "no checkpoint after 10 short incarnations: {kinds:?}"
+    );
+    c.restart(owner, false).await;
+    assert_eq!(c.names(d.ino).await.len(), 40);
+}
+
 /// One `ReadDir` page of `dir` after `cookie`: (name, cookie) pairs.
 async fn page(c: &Cluster, dir: InodeId, cookie: u64, max: u32) -> Vec<(String, u64)> {
     match c
