@@ -327,6 +327,69 @@ async fn l70_attributes_in_flight_during_an_invalidate_are_not_cached() {
     );
 }
 
+/// [consistency/t56] A read whose committed size was learnt before an Invalidate (here: its
+/// GetAttr answer in flight while another client appends) must not cache the block it
+/// then fetches: the block is zero-filled past that old size, and a later read that learns
+/// the new size (no callback in between) would show the appended bytes as zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l71_a_block_cut_at_a_size_older_than_an_invalidate_is_not_cached() {
+    let cluster = TestCluster::start(1 << 20).await;
+    let a = cluster.client().await;
+    let b = cluster.client().await;
+    let (attr, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    a.write(ino, 0, b"AAAAAAAA").await.expect("write");
+    a.fsync(ino).await.expect("fsync");
+    assert_eq!(&b.read(ino, 0, 100).await.expect("read")[..], b"AAAAAAAA");
+    // B's cached attributes go (as after any callback): its next read asks for the size.
+    let cb = ClientCallback::Invalidate {
+        inodes: vec![ino],
+        entries: Vec::new(),
+    };
+    cluster
+        .manager
+        .callback(b.session(), cb)
+        .await
+        .expect("callback");
+
+    let held = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    cluster
+        .manager
+        .hold_next_getattr((held.clone(), release.clone()));
+    let b2 = b.clone();
+    let read = tokio::spawn(async move { b2.read(ino, 0, 100).await });
+    tokio::time::timeout(Duration::from_secs(10), held.notified())
+        .await
+        .expect("B's GetAttr reached the manager");
+
+    tracing::info!("--- A appends while B's read holds the old size");
+    let (at, n) = a.write_at(ino, 0, b"BBBBBBBB", true).await.expect("append");
+    assert_eq!((at, n), (8, 8));
+    a.fsync(ino).await.expect("fsync");
+    assert!(
+        b.stats().invalidate_callbacks >= 2,
+        "A's write lease invalidated B"
+    );
+    release.notify_one();
+    let old = read.await.expect("join").expect("read");
+    assert_eq!(
+        &old[..],
+        b"AAAAAAAA",
+        "the read linearizes before the append"
+    );
+
+    let now = b.read(ino, 0, 100).await.expect("read");
+    assert_eq!(
+        &now[..],
+        b"AAAAAAAABBBBBBBB",
+        "B showed the append as zeros from a block cut at the older size"
+    );
+}
+
 /// [consistency-faults] A manager restart learned of through a renewal makes the client
 /// reclaim the write lease of every inode it holds buffered writes for (AcquireWrite with
 /// `reclaim`), so that readers of those inodes wait for the data instead of reading the

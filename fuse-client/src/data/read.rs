@@ -36,6 +36,9 @@ pub(crate) type PrefetchDone = watch::Receiver<bool>;
 
 impl Client {
     /// Fills `buf` (file bytes at `off`) with committed data below `committed`.
+    /// `generation` is the cache generation of `ino` taken *before* `committed` was
+    /// learnt: what is fetched here is cut at `committed`, so it is cached only if nothing
+    /// invalidated the inode since that size was learnt.
     pub(crate) async fn read_clean(
         &self,
         held: Option<&HeldLease>,
@@ -43,6 +46,7 @@ impl Client {
         off: u64,
         buf: &mut [u8],
         committed: u64,
+        generation: u64,
     ) -> Result<(), FsError> {
         let end = (off + buf.len() as u64).min(committed);
         if off >= end {
@@ -50,10 +54,9 @@ impl Client {
         }
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
-        let (generation, mut blocks, waits, prefetch) = {
+        let (mut blocks, waits, prefetch) = {
             let mut st = self.lock_state();
             let st = &mut *st;
-            let g = st.cache.generation(ino);
             // Cached blocks only under a held lease; otherwise every block is read again.
             let b: Vec<Option<Bytes>> = (first..=last)
                 .map(|b| held.and_then(|_| st.cache.get(ino, b)))
@@ -95,7 +98,7 @@ impl Client {
                     prefetch = chunks.into_iter().map(|(r, _)| r).zip(senders).collect();
                 }
             }
-            (g, b, waits, prefetch)
+            (b, waits, prefetch)
         };
         if !prefetch.is_empty() {
             self.start_prefetch(prefetch, committed, generation);

@@ -193,11 +193,18 @@ impl Client {
         let held = self.meta.ensure_lease(ino).await;
         // Local data first: a commit that lands after this snapshot only adds clean data
         // that the snapshot already overrides.
-        let (local_size, snap) = {
+        // The cache generation is taken before the committed size is learnt: blocks this
+        // read fetches are cut (zero-filled) at that size, so they may be cached only if no
+        // callback or own commit came after the size was learnt. Taken after it, a block
+        // cut at a size an Invalidate had already made stale was cached, and a later read
+        // that learnt the new size showed another client's appended bytes as zeros
+        // (consistency/t56; test l71).
+        let (local_size, snap, generation) = {
             let st = self.lock_state();
+            let generation = st.cache_generation(ino);
             match st.buffered(ino) {
-                Some(w) => (Some(w.size), w.snapshot(off, size as u64)),
-                None => (None, Vec::new()),
+                Some(w) => (Some(w.size), w.snapshot(off, size as u64), generation),
+                None => (None, Vec::new(), generation),
             }
         };
         let committed = self.committed_size(held.as_ref(), ino).await?;
@@ -208,7 +215,7 @@ impl Client {
         let n = (size as u64).min(file_size - off);
         let mut buf = vec![0u8; n as usize];
         if !covers_all(&snap, off, n) {
-            self.read_clean(held.as_ref(), ino, off, &mut buf, committed)
+            self.read_clean(held.as_ref(), ino, off, &mut buf, committed, generation)
                 .await?;
         }
         overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
