@@ -128,6 +128,13 @@ impl Client {
             Err(e) if !with_data && (e.0 == libc::ESTALE || e.0 == libc::ENOENT) => {
                 tracing::debug!(inode = %ino, "clean write lease not reclaimed: {e}");
             }
+            Err(e) if e.0 == libc::ENOENT => {
+                // The file is gone (removed before the restart): its writes go with it,
+                // as at the last close of an unlinked file. Left buffered, they would be committed with
+                // other inodes' writes and refused for the grace period, holding those
+                // inodes' commit locks.
+                self.forget_gone(ino);
+            }
             Err(e) if e.0 == libc::ESTALE => {
                 tracing::warn!(inode = %ino, "write lease not reclaimed after a manager restart: {e}");
                 self.discard_writes(ino);
@@ -136,6 +143,21 @@ impl Client {
                 tracing::warn!(inode = %ino, "reclaim failed ({e}); re-acquired before the commit");
             }
         }
+    }
+
+    /// Forgets the buffered writes and unsynced commits of `ino`, which its manager says no
+    /// longer exists (no error: nobody can read them any more).
+    fn forget_gone(&self, ino: InodeId) {
+        let mut st = self.lock_state();
+        if let Some(bytes) = st.discard(ino) {
+            tracing::debug!(inode = %ino, bytes, "file gone: its buffered writes go with it");
+        }
+        st.forget_clean(ino);
+        drop(st);
+        self.writeback.lock_unsynced().forget(ino);
+        self.lease_session.take_reacquire(ino);
+        self.attrs.forget(ino);
+        self.writeback.space_freed();
     }
 
     /// Drops the unflushed writes of `ino` (their lease is gone and others may have

@@ -513,14 +513,24 @@ impl Service {
                         "CommitWrites from a connection without a session: send Hello".into(),
                     ));
                 }
-                {
+                if self.leases().in_grace(now) {
+                    // A batch naming an inode that is gone is refused for that first: the
+                    // client then commits the others alone and drops the gone one's data.
+                    // Refused for the grace period instead, it was retried whole, under the
+                    // commit locks of every inode in it, until a Flush callback for one of
+                    // them ran out and the client was given up on (consistency/t56).
+                    {
+                        let st = self.state.lock().await;
+                        for w in &writes {
+                            st.get(w.ino).map_err(errno)?;
+                        }
+                    }
                     // During the grace period only a reclaimed writer commits (its buffered
                     // writes from before the restart), and only to what it reclaimed.
                     let lt = self.leases();
-                    if lt.in_grace(now)
-                        && writes
-                            .iter()
-                            .any(|w| who.is_none() || lt.holders(w.ino).1 != who)
+                    if writes
+                        .iter()
+                        .any(|w| who.is_none() || lt.holders(w.ino).1 != who)
                     {
                         return Err(grace_refusal());
                     }
