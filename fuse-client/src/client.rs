@@ -23,7 +23,7 @@ use crate::data::open_dirs::OpenDirs;
 use crate::data::open_files::OpenFiles;
 use crate::data::writeback::WriteBack;
 use crate::data::{DataState, Which};
-use crate::error::ClientError;
+use crate::error::{ClientError, FsError};
 use crate::handle::Handles;
 use crate::kernel::notify::KernelCache;
 use crate::lease::session_state::SessionState;
@@ -502,6 +502,18 @@ async fn flusher(
             worker.busy();
             match c.flush_inodes(Which::Ready, false).await {
                 Ok(_) => worker.idle(),
+                Err(e) if e == FsError::EAGAIN => {
+                    // A manager is unavailable (recovering, or in its grace period): the
+                    // data stays buffered; a pause keeps writers waiting for room from
+                    // kicking a flusher that cannot commit yet in a tight loop.
+                    tracing::debug!("background flush: a manager is unavailable, will retry");
+                    worker.failed(e);
+                    drop(c);
+                    tokio::select! {
+                        _ = tokio::time::sleep(UNAVAILABLE_PAUSE) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
                 Err(e) => {
                     tracing::warn!("background flush failed, will retry: {e}");
                     worker.failed(e);
@@ -510,6 +522,9 @@ async fn flusher(
         }
     }
 }
+
+/// How long the background flusher pauses after a manager answered that it is unavailable.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(100);
 
 /// How often holder hints are reported to the managers (in batches).
 const HINT_EVERY: Duration = Duration::from_secs(1);

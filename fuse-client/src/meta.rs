@@ -225,14 +225,22 @@ impl Meta {
         target: Target,
         req: ManagerRequest,
     ) -> Result<ManagerResponse, FsError> {
-        self.call_as(target, req, OnExpired::RenewAndRetry).await
+        self.call_as(target, req, OnExpired::RenewAndRetry, true)
+            .await
     }
 
     /// `call` for a commit: a `LeaseExpired` answer is not retried after renewing (the
     /// manager gave up on this client, so the renewal drops the data instead of writing
-    /// it over newer changes); the commit fails with EIO.
-    pub async fn call_commit(&self, req: ManagerRequest) -> Result<ManagerResponse, FsError> {
-        self.call_as(Target::Route, req, OnExpired::RenewAndFail)
+    /// it over newer changes); the commit fails with EIO. Without `patient` (the background
+    /// flusher, which holds commit locks a Flush callback may need), a manager that is
+    /// unavailable (recovering, or in its grace period) is not waited for: the commit fails
+    /// at once with EAGAIN and its data stays buffered for a later round.
+    pub async fn call_commit(
+        &self,
+        req: ManagerRequest,
+        patient: bool,
+    ) -> Result<ManagerResponse, FsError> {
+        self.call_as(Target::Route, req, OnExpired::RenewAndFail, patient)
             .await
     }
 
@@ -241,6 +249,7 @@ impl Meta {
         target: Target,
         req: ManagerRequest,
         on_expired: OnExpired,
+        patient: bool,
     ) -> Result<ManagerResponse, FsError> {
         let node = match target {
             Target::Node(n) => Some(n),
@@ -259,7 +268,7 @@ impl Meta {
         for _ in 0..LEASE_RETRIES {
             let seen = node.map(|n| self.lease(n).renewals()).unwrap_or(0);
             let sent = BootInstant::now();
-            match self.send(target, call, req.clone()).await {
+            match self.send(target, call, req.clone(), patient).await {
                 Ok((r, ext)) => {
                     if let (Some(n), Some(ext)) = (node, ext) {
                         self.lease_event(n, Event::Confirmed { sent, ext }).await;
@@ -289,13 +298,15 @@ impl Meta {
         Err(FsError::EIO)
     }
 
-    /// Sends `req` with retries while the manager recovers; the answer and the volume lease
-    /// it confirms (if any). `LeaseExpired` is reported apart.
+    /// Sends `req` with retries while the manager recovers (only once unless `patient`:
+    /// EAGAIN then); the answer and the volume lease it confirms (if any). `LeaseExpired`
+    /// is reported apart.
     async fn send(
         &self,
         target: Target,
         call: Option<CallId>,
         req: ManagerRequest,
+        patient: bool,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), Failure> {
         let node = match target {
             Target::Node(n) => n,
@@ -338,6 +349,10 @@ impl Meta {
                         tracing::warn!(%req, "manager call failed: {err}");
                     }
                     return Err(Failure::Errno(errno));
+                }
+                Verdict::Retry if !patient => {
+                    tracing::debug!(%req, "manager unavailable, not waited for: {err}");
+                    return Err(Failure::Errno(FsError::EAGAIN));
                 }
                 Verdict::Retry => {
                     let now = Instant::now();
@@ -443,7 +458,7 @@ impl Meta {
         let req = ManagerRequest::Hello {
             session: self.session,
         };
-        match self.send(Target::Node(node), None, req).await {
+        match self.send(Target::Node(node), None, req, true).await {
             Ok((ManagerResponse::Lease(grant), _)) => {
                 let ev = Event::Granted {
                     sent,

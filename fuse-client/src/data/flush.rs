@@ -51,7 +51,10 @@ impl Client {
                     .collect()
             }
         };
-        let r = self.flush_held(&held, sync).await;
+        // The background flusher does not wait for an unavailable manager under its commit
+        // locks (a Flush callback for one of these inodes would wait behind it).
+        let patient = !matches!(which, Which::Ready);
+        let r = self.flush_held_as(&held, sync, patient).await;
         let inos: Vec<InodeId> = held.iter().map(|(i, _)| *i).collect();
         drop(held);
         wb.forget_commit_locks(&inos);
@@ -96,6 +99,16 @@ impl Client {
         held: &[(InodeId, InodeCommit)],
         sync: bool,
     ) -> Result<bool, FsError> {
+        self.flush_held_as(held, sync, true).await
+    }
+
+    /// `flush_held`; without `patient`, commits do not wait for an unavailable manager.
+    async fn flush_held_as(
+        &self,
+        held: &[(InodeId, InodeCommit)],
+        sync: bool,
+        patient: bool,
+    ) -> Result<bool, FsError> {
         for (ino, _) in held {
             self.resend_suspects(*ino).await;
         }
@@ -127,7 +140,7 @@ impl Client {
         // The pin lasts until every commit is answered (see `WriteBack::append`).
         let (written, pin) = self.writeback.append(&taken).await;
         let outcomes = match written {
-            Ok(written) => self.commit_all(&taken, written, sync).await,
+            Ok(written) => self.commit_all(&taken, written, sync, patient).await,
             Err(e) => taken.iter().map(|t| (t.ino, Outcome::Failed(e))).collect(),
         };
         drop(pin);
@@ -206,6 +219,7 @@ impl Client {
         taken: &[Taken],
         written: Vec<Written>,
         sync: bool,
+        patient: bool,
     ) -> Vec<(InodeId, Outcome)> {
         // One request per manager and standing (entries buffered across a loss the client
         // has not learned of yet stand apart; the manager refuses only those).
@@ -225,7 +239,7 @@ impl Client {
         let results = futures::future::join_all(
             groups
                 .into_iter()
-                .map(|((_, standing), w)| self.commit_group(w, sync, standing)),
+                .map(|((_, standing), w)| self.commit_group(w, sync, standing, patient)),
         )
         .await;
         let mut by_ino: HashMap<InodeId, Outcome> = results.into_iter().flatten().collect();
@@ -250,10 +264,11 @@ impl Client {
         writes: Vec<InodeWrite>,
         sync: bool,
         standing: Option<Standing>,
+        patient: bool,
     ) -> Vec<(InodeId, Outcome)> {
         let inos: Vec<InodeId> = writes.iter().map(|w| w.ino).collect();
         let single = writes.len() == 1;
-        match self.commit(writes.clone(), sync, standing).await {
+        match self.commit(writes.clone(), sync, standing, patient).await {
             Ok(attrs) => {
                 let mut by_ino: HashMap<InodeId, Attr> =
                     attrs.into_iter().map(|a| (a.ino, a)).collect();
@@ -275,7 +290,7 @@ impl Client {
                 let mut out = Vec::new();
                 for w in writes {
                     let ino = w.ino;
-                    let o = match self.commit(vec![w], sync, standing).await {
+                    let o = match self.commit(vec![w], sync, standing, patient).await {
                         Ok(a) => Outcome::Committed(a.into_iter().next()),
                         Err(e) if is_gone(e) => Outcome::Gone,
                         Err(e) => Outcome::Failed(e),
@@ -296,6 +311,7 @@ impl Client {
         writes: Vec<InodeWrite>,
         sync: bool,
         standing: Option<Standing>,
+        patient: bool,
     ) -> Result<Vec<Attr>, FsError> {
         for w in &writes {
             if self.lease_session.take_reacquire(w.ino) {
@@ -305,7 +321,7 @@ impl Client {
                 }
             }
         }
-        self.writeback.commit(writes, sync, standing).await
+        self.writeback.commit(writes, sync, standing, patient).await
     }
 
     /// Sends again, durably and in order, the commits of `ino` that a restarted manager
@@ -323,7 +339,7 @@ impl Client {
         }
         tracing::info!(inode = %ino, commits = writes.len(), "sending commits a manager restart may have lost again");
         // No standing: these go to a new incarnation, which applies its reclaim rules.
-        if let Err(e) = self.commit(writes, true, None).await {
+        if let Err(e) = self.commit(writes, true, None, true).await {
             tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
             self.writeback.errors.record(ino, e);
         }

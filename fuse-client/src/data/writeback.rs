@@ -419,12 +419,14 @@ impl WriteBack {
     }
 
     /// Commits `writes` at their manager once (the flush asks for a write lease a manager
-    /// restart took away first), keeping them for the verifier unless `sync`.
+    /// restart took away first), keeping them for the verifier unless `sync`; without
+    /// `patient`, an unavailable manager is not waited for (`Meta::call_commit`).
     pub(crate) async fn commit(
         &self,
         writes: Vec<InodeWrite>,
         sync: bool,
         standing: Option<Standing>,
+        patient: bool,
     ) -> Result<Vec<Attr>, FsError> {
         let kept = writes.clone();
         let req = ManagerRequest::CommitWrites {
@@ -434,7 +436,7 @@ impl WriteBack {
         };
         let node = proto::route::routing_inode(&req).map(|i| self.meta.owner(i));
         let mark = self.lock_unsynced().mark();
-        match self.meta.call_commit(req).await? {
+        match self.meta.call_commit(req, patient).await? {
             ManagerResponse::Committed { attrs, incarnation } => {
                 if let Some(n) = node {
                     if sync {
