@@ -21,6 +21,7 @@ use crate::record::{encode_records, Logged, Lsn, Record};
 #[cfg(any(test, feature = "testing"))]
 pub use crate::testing::MemLog;
 use bytes::Bytes;
+use futures::StreamExt;
 use proto::config::ManagerTunables;
 use proto::ids::{InodeId, SegmentAddr};
 use proto::transport::BoxFuture;
@@ -33,6 +34,9 @@ use tokio::sync::{watch, Notify};
 
 /// Smallest metadata segment a config may ask for.
 pub const MIN_SEGMENT_BYTES: u64 = 16 << 10;
+/// Segments deleted at once after a checkpoint (see `Committer::delete_before`).
+const DELETE_PARALLEL: usize = 32;
+
 /// Room kept free in every metadata segment for the segment header and entry framing.
 pub const SEGMENT_SLACK: usize = 4096;
 /// Bytes of inodes encoded per hold of the state lock while a checkpoint is written.
@@ -636,7 +640,10 @@ impl Committer<'_> {
         }
     }
 
-    /// Deletes every segment before `first` (the previous checkpoint's first segment).
+    /// Deletes every segment before `first` (the previous checkpoint's first segment),
+    /// `DELETE_PARALLEL` at a time: records wait meanwhile, and one at a time the ~10,000
+    /// segments between two checkpoints took about 20 s, during which every mutation and
+    /// sync of this manager waited (consistency/t56, at every checkpoint after the first).
     async fn delete_before(&self, first: u64) {
         let segs = match self.backend.list().await {
             Ok(s) => s,
@@ -647,11 +654,24 @@ impl Committer<'_> {
                 return;
             }
         };
-        for s in segs.into_iter().filter(|s| s.segment.0 < first) {
-            if let Err(e) = self.backend.delete(s).await {
-                tracing::warn!(segment = %s.segment, "cannot delete a segment older than the previous checkpoint (retried after the next one): {e}");
-                return;
-            }
+        let old: Vec<SegmentAddr> = segs.into_iter().filter(|s| s.segment.0 < first).collect();
+        let started = Instant::now();
+        let count = old.len();
+        let failed = futures::stream::iter(old)
+            .map(|s| async move { (s, self.backend.delete(s).await) })
+            .buffer_unordered(DELETE_PARALLEL)
+            .filter_map(|(s, r)| async move { r.err().map(|e| (s, e)) })
+            .collect::<Vec<_>>()
+            .await;
+        if let Some((s, e)) = failed.first() {
+            tracing::warn!(segment = %s.segment, failed = failed.len(), "cannot delete segments older than the previous checkpoint (retried after the next one): {e}");
+        }
+        if count > 0 {
+            tracing::info!(
+                segments = count,
+                ms = started.elapsed().as_millis() as u64,
+                "deleted the log before the previous checkpoint"
+            );
         }
     }
 
