@@ -34,8 +34,9 @@ use tokio::sync::{watch, Notify};
 
 /// Smallest metadata segment a config may ask for.
 pub const MIN_SEGMENT_BYTES: u64 = 16 << 10;
-/// Segments deleted at once after a checkpoint (see `Committer::delete_before`).
+/// Old segments deleted at once, and per slice (see `Committer::delete_slice`).
 const DELETE_PARALLEL: usize = 32;
+const DELETE_SLICE: usize = 64;
 
 /// Room kept free in every metadata segment for the segment header and entry framing.
 pub const SEGMENT_SLACK: usize = 4096;
@@ -353,6 +354,7 @@ impl Journal {
             active: None,
             failures: 0,
             failing_since: None,
+            doomed: VecDeque::new(),
         };
         let mut draining = false;
         // While a checkpoint is written, batches and chunks alternate, so that neither a
@@ -374,15 +376,23 @@ impl Journal {
                     return;
                 }
                 draining = false;
+                if !c.doomed.is_empty() {
+                    c.delete_slice().await;
+                    continue;
+                }
                 self.work.notified().await;
                 continue;
             }
             if records && !draining && !closed && c.active.is_none() {
-                // Group commit: wait for the interval unless someone waits for durability.
-                tokio::select! {
-                    _ = tokio::time::sleep(self.interval) => {}
-                    _ = self.urgent.notified() => {}
-                }
+                // Group commit: wait for the interval unless someone waits for durability;
+                // old segments are deleted meanwhile, a slice at a time.
+                let wait = async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.interval) => {}
+                        _ = self.urgent.notified() => {}
+                    }
+                };
+                tokio::join!(wait, c.delete_slice());
             }
             worker.busy();
             let step = if records && !(chunk_turn && c.active.is_some()) {
@@ -436,6 +446,8 @@ struct Committer<'a> {
     active: Option<Active>,
     failures: u32,
     failing_since: Option<Instant>,
+    /// Segments before the previous checkpoint, still to delete (`delete_slice`).
+    doomed: VecDeque<SegmentAddr>,
 }
 
 impl Committer<'_> {
@@ -596,7 +608,7 @@ impl Committer<'_> {
                     .unwrap_or_else(|e| e.into_inner())
                     .replace(first);
                 if let Some(prev) = prev {
-                    self.delete_before(prev).await;
+                    self.doom_before(prev).await;
                 }
             }
         }
@@ -640,11 +652,12 @@ impl Committer<'_> {
         }
     }
 
-    /// Deletes every segment before `first` (the previous checkpoint's first segment),
-    /// `DELETE_PARALLEL` at a time: records wait meanwhile, and one at a time the ~10,000
-    /// segments between two checkpoints took about 20 s, during which every mutation and
-    /// sync of this manager waited (consistency/t56, at every checkpoint after the first).
-    async fn delete_before(&self, first: u64) {
+    /// Queues every segment before `first` (the previous checkpoint's first segment) for
+    /// deletion. They are deleted a slice at a time while the committer waits anyway
+    /// (`delete_slice`): deleted here, one at a time, the ~10,000 segments between two
+    /// checkpoints took about 20 s, during which every mutation and sync of this manager
+    /// waited (consistency/t56, at every checkpoint after the first; 32 at a time, 8.6 s).
+    async fn doom_before(&mut self, first: u64) {
         let segs = match self.backend.list().await {
             Ok(s) => s,
             Err(e) => {
@@ -654,11 +667,33 @@ impl Committer<'_> {
                 return;
             }
         };
-        let old: Vec<SegmentAddr> = segs.into_iter().filter(|s| s.segment.0 < first).collect();
-        let started = Instant::now();
-        let count = old.len();
-        let failed = futures::stream::iter(old)
-            .map(|s| async move { (s, self.backend.delete(s).await) })
+        let known: std::collections::BTreeSet<u64> =
+            self.doomed.iter().map(|s| s.segment.0).collect();
+        let old: Vec<SegmentAddr> = segs
+            .into_iter()
+            .filter(|s| s.segment.0 < first && !known.contains(&s.segment.0))
+            .collect();
+        if !old.is_empty() {
+            tracing::info!(
+                segments = old.len(),
+                "deleting the log before the previous checkpoint, in the background"
+            );
+        }
+        self.doomed.extend(old);
+    }
+
+    /// Deletes up to `DELETE_SLICE` queued old segments, `DELETE_PARALLEL` at a time. A
+    /// segment that cannot be deleted is left (the listing after the next checkpoint finds
+    /// it again).
+    async fn delete_slice(&mut self) {
+        if self.doomed.is_empty() {
+            return;
+        }
+        let n = self.doomed.len().min(DELETE_SLICE);
+        let slice: Vec<SegmentAddr> = self.doomed.drain(..n).collect();
+        let backend = self.backend;
+        let failed = futures::stream::iter(slice)
+            .map(|s| async move { (s, backend.delete(s).await) })
             .buffer_unordered(DELETE_PARALLEL)
             .filter_map(|(s, r)| async move { r.err().map(|e| (s, e)) })
             .collect::<Vec<_>>()
@@ -666,12 +701,8 @@ impl Committer<'_> {
         if let Some((s, e)) = failed.first() {
             tracing::warn!(segment = %s.segment, failed = failed.len(), "cannot delete segments older than the previous checkpoint (retried after the next one): {e}");
         }
-        if count > 0 {
-            tracing::info!(
-                segments = count,
-                ms = started.elapsed().as_millis() as u64,
-                "deleted the log before the previous checkpoint"
-            );
+        if self.doomed.is_empty() {
+            tracing::info!("deleted the log before the previous checkpoint");
         }
     }
 
