@@ -189,7 +189,30 @@ impl Client {
     }
 
     /// Reads up to `size` bytes at `off`: short at end of file, zeros in holes.
+    ///
+    /// A read learns the committed size, then fetches the data. If the inode's cached state
+    /// was dropped in between (a callback, or a lease lost while the mount was cut off),
+    /// the data may come from a later state than the size: consistency/t56 saw a partitioned
+    /// mount's 5 s read return another mount's newer head with the older, shorter record
+    /// list, a state the file never had. Such a read is done again (up to `READ_ROUNDS`).
     pub async fn read(&self, ino: InodeId, off: u64, size: u32) -> Result<Bytes, FsError> {
+        let mut round = 1;
+        loop {
+            let (data, generation) = self.read_round(ino, off, size).await?;
+            let moved = self.lock_state().cache_generation(ino) != generation;
+            if !moved {
+                return Ok(data);
+            }
+            if round >= READ_ROUNDS {
+                tracing::debug!(inode = %ino, "the inode kept changing during {READ_ROUNDS} read rounds; answering the last");
+                return Ok(data);
+            }
+            round += 1;
+        }
+    }
+
+    /// One round of `read`, with the cache generation taken before the size was learnt.
+    async fn read_round(&self, ino: InodeId, off: u64, size: u32) -> Result<(Bytes, u64), FsError> {
         let held = self.meta.ensure_lease(ino).await;
         // Local data first: a commit that lands after this snapshot only adds clean data
         // that the snapshot already overrides.
@@ -210,7 +233,7 @@ impl Client {
         let committed = self.committed_size(held.as_ref(), ino).await?;
         let file_size = local_size.unwrap_or(committed);
         if off >= file_size || size == 0 {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), generation));
         }
         let n = (size as u64).min(file_size - off);
         let mut buf = vec![0u8; n as usize];
@@ -219,7 +242,7 @@ impl Client {
                 .await?;
         }
         overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
-        Ok(Bytes::from(buf))
+        Ok((Bytes::from(buf), generation))
     }
 
     /// lseek(2) SEEK_DATA / SEEK_HOLE from `off`: data is what an extent of the committed
@@ -280,3 +303,6 @@ impl Client {
         }
     }
 }
+
+/// Rounds of a read whose inode changed while it ran (see `Client::read`).
+const READ_ROUNDS: u32 = 4;
