@@ -615,7 +615,7 @@ mod tests {
             mix_ops: 200,
         };
         let r = run_target("tmp", d.path(), &plan).expect("run");
-        assert_eq!(r.figures.len(), 16);
+        assert_eq!(r.figures.len(), 18);
         let mix: Vec<&Figure> = r
             .figures
             .iter()
