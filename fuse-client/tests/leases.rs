@@ -336,35 +336,7 @@ async fn l71_a_block_cut_at_a_size_older_than_an_invalidate_is_not_cached() {
     let cluster = TestCluster::start(1 << 20).await;
     let a = cluster.client().await;
     let b = cluster.client().await;
-    let (attr, _) = a
-        .create(InodeId::ROOT, "f", 0o644, 0, ME)
-        .await
-        .expect("create");
-    let ino = attr.ino;
-    a.write(ino, 0, b"AAAAAAAA").await.expect("write");
-    a.fsync(ino).await.expect("fsync");
-    assert_eq!(&b.read(ino, 0, 100).await.expect("read")[..], b"AAAAAAAA");
-    // B's cached attributes go (as after any callback): its next read asks for the size.
-    let cb = ClientCallback::Invalidate {
-        inodes: vec![ino],
-        entries: Vec::new(),
-    };
-    cluster
-        .manager
-        .callback(b.session(), cb)
-        .await
-        .expect("callback");
-
-    let held = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    cluster
-        .manager
-        .hold_next_getattr((held.clone(), release.clone()));
-    let b2 = b.clone();
-    let read = tokio::spawn(async move { b2.read(ino, 0, 100).await });
-    tokio::time::timeout(Duration::from_secs(10), held.notified())
-        .await
-        .expect("B's GetAttr reached the manager");
+    let (ino, read, release) = b_reads_holding_the_old_size(&cluster, &a, &b).await;
 
     tracing::info!("--- A appends while B's read holds the old size");
     let (at, n) = a.write_at(ino, 0, b"BBBBBBBB", true).await.expect("append");
@@ -632,6 +604,35 @@ async fn l84_a_read_never_mixes_an_older_size_with_newer_data() {
     let cluster = TestCluster::start(1 << 20).await;
     let a = cluster.client().await;
     let b = cluster.client().await;
+    let (ino, read, release) = b_reads_holding_the_old_size(&cluster, &a, &b).await;
+    tracing::info!("--- A appends, then writes a new head, while B's read holds the old size");
+    a.write_at(ino, 0, b"BBBBBBBB", true).await.expect("append");
+    a.fsync(ino).await.expect("fsync");
+    a.write(ino, 0, b"CCCCCCCC").await.expect("write head");
+    a.fsync(ino).await.expect("fsync");
+    release.notify_one();
+    let got = read.await.expect("join").expect("read");
+    let states: [&[u8]; 3] = [b"AAAAAAAA", b"AAAAAAAABBBBBBBB", b"CCCCCCCCBBBBBBBB"];
+    assert!(
+        states.contains(&&got[..]),
+        "B's read returned {:?}, a state the file never had",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// Sets up a read racing a change: A makes file `f` hold `AAAAAAAA` durably and B reads it
+/// once; then B's cached attributes go (as after any callback), and B's next read starts
+/// with its GetAttr answer (size 8) held at the manager. Returns the inode, B's read in
+/// flight, and what releases the held answer (l71, l84).
+async fn b_reads_holding_the_old_size(
+    cluster: &TestCluster,
+    a: &Arc<fuse_client::Client>,
+    b: &Arc<fuse_client::Client>,
+) -> (
+    InodeId,
+    tokio::task::JoinHandle<Result<bytes::Bytes, fuse_client::FsError>>,
+    Arc<tokio::sync::Notify>,
+) {
     let (attr, _) = a
         .create(InodeId::ROOT, "f", 0o644, 0, ME)
         .await
@@ -659,17 +660,5 @@ async fn l84_a_read_never_mixes_an_older_size_with_newer_data() {
     tokio::time::timeout(Duration::from_secs(10), held.notified())
         .await
         .expect("B's GetAttr reached the manager");
-    tracing::info!("--- A appends, then writes a new head, while B's read holds the old size");
-    a.write_at(ino, 0, b"BBBBBBBB", true).await.expect("append");
-    a.fsync(ino).await.expect("fsync");
-    a.write(ino, 0, b"CCCCCCCC").await.expect("write head");
-    a.fsync(ino).await.expect("fsync");
-    release.notify_one();
-    let got = read.await.expect("join").expect("read");
-    let states: [&[u8]; 3] = [b"AAAAAAAA", b"AAAAAAAABBBBBBBB", b"CCCCCCCCBBBBBBBB"];
-    assert!(
-        states.contains(&&got[..]),
-        "B's read returned {:?}, a state the file never had",
-        String::from_utf8_lossy(&got)
-    );
+    (ino, read, release)
 }

@@ -130,9 +130,9 @@ impl Client {
             }
             Err(e) if e.0 == libc::ENOENT => {
                 // The file is gone (removed before the restart): its writes go with it,
-                // as at the last close of an unlinked file. Left buffered, they would be committed with
-                // other inodes' writes and refused for the grace period, holding those
-                // inodes' commit locks.
+                // as at the last close of an unlinked file. Left buffered, they would be
+                // committed with other inodes' writes and refused for the grace period,
+                // holding those inodes' commit locks.
                 self.forget_gone(ino);
             }
             Err(e) if e.0 == libc::ESTALE => {
