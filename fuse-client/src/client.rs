@@ -651,11 +651,15 @@ async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: 
             worker.stopped();
             return;
         };
+        // In its own task, so that the next round comes on time whatever this one waits
+        // for: a manager whose renewal still runs is skipped (`renew_each`), the others
+        // are renewed, which is how a restart is noticed and reclaimed. Then one bounded
+        // attempt per manager to promise the reclaim horizon.
         worker.busy();
-        c.meta.renew_all().await;
+        tokio::spawn(async move {
+            c.meta.renew_each().await;
+            c.writeback.promise_horizon().await
+        });
         worker.idle();
-        // In its own task, one bounded attempt per manager: a manager that is down must
-        // not hold up the next renewal (which is how a restart is noticed and reclaimed).
-        tokio::spawn(async move { c.writeback.promise_horizon().await });
     }
 }

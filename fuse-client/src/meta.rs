@@ -422,9 +422,21 @@ impl Meta {
                     }
                     Action::Hello => {
                         // A manager that lost us (or restarted) may no longer know where to
-                        // call back.
-                        if let Err(e) = self.hello(node).await {
-                            tracing::info!(manager = %node, "hello after a lost lease failed: {e}");
+                        // call back. Bounded like a renewal, and for the same reason: it
+                        // runs under this manager's renewal lock, and a connection that
+                        // died silently would hold it (and every renewal of this manager)
+                        // until the transport's idle timeout. The next renewal says Hello
+                        // again if this one did not get through.
+                        let wait = self.renew_wait(node) * 2;
+                        match tokio::time::timeout(wait, self.hello(node)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                tracing::info!(manager = %node, "hello after a lost lease failed: {e}");
+                            }
+                            Err(_) => {
+                                tracing::info!(manager = %node, "hello after a lost lease: no answer within {wait:?}; reconnecting");
+                                self.mc.drop_connection(node);
+                            }
                         }
                     }
                     Action::Reclaim => {
@@ -503,7 +515,7 @@ impl Meta {
         };
         // One attempt, bounded: a manager that does not answer must not hold up renewals
         // (the lease then runs out and the caches of its inodes are dropped).
-        let wait = self.lease(node).lease().max(MIN_RENEW_WAIT);
+        let wait = self.renew_wait(node);
         let ev = match self.call_once(node, req, wait).await {
             Ok(ManagerResponse::Lease(grant)) => Event::Granted {
                 sent,
@@ -533,6 +545,31 @@ impl Meta {
             }
         };
         self.lease_event(node, ev).await;
+    }
+
+    /// How long one renewal of `node` waits for its answer: a lease (at least
+    /// `MIN_RENEW_WAIT`).
+    fn renew_wait(&self, node: NodeId) -> Duration {
+        self.lease(node).lease().max(MIN_RENEW_WAIT)
+    }
+
+    /// The background renewer's round: renews every manager that grants leases, each on
+    /// its own and skipping one whose renewal is still running. One manager's renewal that
+    /// hangs (its Hello waiting on a connection that died silently, found by
+    /// consistency/t56) must not hold up another's: that one's restart would go unnoticed
+    /// past its reclaim window, and the buffered writes it must reclaim would be lost.
+    pub async fn renew_each(&self) {
+        let nodes: Vec<NodeId> = self.nodes().filter(|n| self.lease(*n).enabled()).collect();
+        futures::future::join_all(nodes.into_iter().map(|n| async move {
+            let Some(slot) = self.slots.get(&n) else {
+                return;
+            };
+            let Ok(_one) = slot.renewing.try_lock() else {
+                return;
+            };
+            self.renew(n).await;
+        }))
+        .await;
     }
 
     /// Renews every manager's lease now (the background renewer does this every lease/4).

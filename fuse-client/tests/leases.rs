@@ -662,3 +662,87 @@ async fn b_reads_holding_the_old_size(
         .expect("B's GetAttr reached the manager");
     (ino, read, release)
 }
+
+/// [consistency-faults] A manager that takes requests and never answers (a connection that
+/// died without either side noticing yet) must hold up neither the renewals of the other
+/// managers nor its own for longer than a bounded attempt. Found by consistency/t56: the
+/// background renewer waited for every manager's renewal, one of which hung for 13 s in
+/// the Hello that follows a lost lease; another manager restarted meanwhile, the restart
+/// went unnoticed past its reclaim window, and a buffered write was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l85_a_hung_manager_holds_up_no_other_renewal() {
+    let cluster = TestCluster::start_managers(1 << 20, 2, |f| f.manager.lease_ms = 2000).await;
+    let a = cluster.client().await;
+    // A file of the root's manager (a file lives in its parent's slot), and a directory of
+    // the other one (a directory's slot comes from its name).
+    let (file, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let home_id = cluster.config.slot_owner(file.ino.slot());
+    let home = &cluster.managers[usize::from(cluster.managers[0].id() != home_id)];
+    let hung = &cluster.managers[usize::from(cluster.managers[0].id() == home_id)];
+    let mut dir = None;
+    for i in 0..64 {
+        let d = a
+            .mkdir(InodeId::ROOT, &format!("d{i}"), 0o755, 0, ME)
+            .await
+            .expect("mkdir");
+        if cluster.config.slot_owner(d.ino.slot()) == hung.id() {
+            dir = Some(d.ino);
+            break;
+        }
+    }
+    let dir = dir.expect("a directory on the second manager");
+    a.write(file.ino, 0, b"buffered").await.expect("write");
+    home.call(proto::msg::ManagerRequest::Sync).await;
+
+    tracing::info!("--- one manager hangs: the client's renewal of it fails, its Hello hangs");
+    let hellos = a.stats().rpc("Hello");
+    hung.mute(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.stats().rpc("Hello") == hellos && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.stats().rpc("Hello") > hellos,
+        "no Hello to the hung manager"
+    );
+
+    tracing::info!("--- the other manager restarts: its write leases are reclaimed in time");
+    let before = a.stats().rpc("AcquireWrite");
+    home.crash_restart().await;
+    let svc = home.service();
+    assert!(svc.awaits_reclaim(file.ino), "the write lease was recorded");
+    // Within the reclaim window (4 leases and a margin), while the other manager still hangs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while (a.stats().rpc("AcquireWrite") == before || svc.awaits_reclaim(file.ino))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !svc.awaits_reclaim(file.ino),
+        "the restart was not learnt while another manager hung"
+    );
+
+    tracing::info!("--- the hung manager answers again: the renewer is back with it soon");
+    // The Hello taken while it hung is never answered; a bounded one gives up, and the
+    // next renewal holds the lease again without any request of ours to help it.
+    hung.mute(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.kernel_ttl(dir).is_zero() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !a.kernel_ttl(dir).is_zero(),
+        "no lease with the manager that hung, after it answers again"
+    );
+    a.getattr(dir).await.expect("getattr");
+    a.fsync(file.ino).await.expect("fsync");
+    let b = cluster.client().await;
+    assert_eq!(
+        &b.read(file.ino, 0, 100).await.expect("read")[..],
+        b"buffered"
+    );
+}

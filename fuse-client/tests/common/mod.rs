@@ -6,7 +6,8 @@
 //! callbacks over the client's own connection (`QuicCallbacks`). Test-only faults live in
 //! the glue, never in the manager: callbacks to an address can be cut (a client the
 //! manager cannot reach), one `GetAttr` answer can be held back on its way out (an
-//! answer in flight), and the manager can be crash-restarted on the same log.
+//! answer in flight), a manager can be muted (it takes requests and never answers, over a
+//! connection that stays up), and a manager can be crash-restarted on the same log.
 //! Must not: answer metadata requests or keep lease state itself (the manager does).
 
 #![allow(dead_code)]
@@ -73,6 +74,10 @@ pub struct ManagerNode {
     /// Lease sessions by the connection that said `Hello` (to call a session back).
     addrs: Mutex<HashMap<SessionId, SocketAddr>>,
     hold_getattr: Mutex<Option<Gate>>,
+    /// While set, requests are taken and never answered (the connection stays up: a
+    /// peer that hangs, or a connection that died without either side noticing yet).
+    mute: std::sync::atomic::AtomicBool,
+    name: String,
 }
 
 impl ManagerNode {
@@ -91,6 +96,11 @@ impl ManagerNode {
             panic!("the manager refused to recover: {e}");
         }
         svc
+    }
+
+    /// The manager's node id.
+    pub fn id(&self) -> NodeId {
+        self.node
     }
 
     /// The running manager.
@@ -129,6 +139,12 @@ impl ManagerNode {
     ) -> Result<(), CallbackError> {
         let addr = self.addr_of(session).ok_or(CallbackError::NoAddress)?;
         self.callbacks.send(addr, cb, Duration::from_secs(10)).await
+    }
+
+    /// From now on takes requests without ever answering them (`true`), or answers again.
+    /// A request taken while muted is never answered, also after.
+    pub fn mute(&self, on: bool) {
+        self.mute.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Holds back the next `GetAttr` answer (see `Gate`).
@@ -246,9 +262,12 @@ impl Handler for ManagerNode {
             if let Err(d) = proto::authz::check(peer.identity.as_deref(), &req) {
                 return (Response::Error(d.into()), Bytes::new());
             }
+            if self.mute.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             let resp = match req {
                 Request::Ping => Response::Pong(NodeInfo {
-                    name: "manager-1".into(),
+                    name: self.name.clone(),
                     roles: vec!["manager".into()],
                     version: proto::VERSION.into(),
                     workers: self.service().workers(),
@@ -267,7 +286,10 @@ impl Handler for ManagerNode {
 pub struct TestCluster {
     pub tmp: tempfile::TempDir,
     pub config: Arc<ClusterConfig>,
+    /// The first manager (slots from 0, the root directory's).
     pub manager: Arc<ManagerNode>,
+    /// Every manager, `manager` first.
+    pub managers: Vec<Arc<ManagerNode>>,
     pub servers: Vec<Arc<Transport>>,
     tls: std::path::PathBuf,
     ca: CertAuthority,
@@ -300,14 +322,24 @@ impl TestCluster {
         segment_bytes: u64,
         tune: impl FnOnce(&mut ClusterFile),
     ) -> TestCluster {
+        TestCluster::start_managers(segment_bytes, 1, tune).await
+    }
+
+    /// `start_with`, with `managers` managers sharing the slots.
+    pub async fn start_managers(
+        segment_bytes: u64,
+        managers: usize,
+        tune: impl FnOnce(&mut ClusterFile),
+    ) -> TestCluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let tls = tmp.path().join("tls");
         std::fs::create_dir_all(&tls).expect("tls dir");
         let ca = CertAuthority::generate("test").expect("ca");
         write_pem(&tls.join("ca.pem"), &ca.cert_pem, false).expect("ca pem");
         let any = "127.0.0.1:0".parse().expect("addr");
-        let mut file = ClusterConfig::generate("t", 3, 1, ErasureConfig { data: 2, parity: 1 }, 1)
-            .expect("generate");
+        let mut file =
+            ClusterConfig::generate("t", 3, managers, ErasureConfig { data: 2, parity: 1 }, 1)
+                .expect("generate");
         let mut servers = Vec::new();
         for i in 0..3 {
             let name = format!("storage-{}", i + 1);
@@ -317,49 +349,60 @@ impl TestCluster {
             file.nodes[i].address = t.local_addr().expect("addr");
             servers.push(t);
         }
-        let id = PeerIdentity::new("manager-1", &[Role::Manager]).expect("id");
-        let t =
-            Transport::bind(any, &identity(&tls, &ca, "manager-1", Some(id)), true).expect("bind");
-        file.nodes[3].address = t.local_addr().expect("addr");
+        let mut endpoints = Vec::new();
+        for i in 0..managers {
+            let name = format!("manager-{}", i + 1);
+            let id = PeerIdentity::new(&name, &[Role::Manager]).expect("id");
+            let t =
+                Transport::bind(any, &identity(&tls, &ca, &name, Some(id)), true).expect("bind");
+            file.nodes[3 + i].address = t.local_addr().expect("addr");
+            endpoints.push((name, t));
+        }
         file.client.segment_bytes = segment_bytes;
         file.client.flush_interval_ms = 60_000;
         file.client.cache_bytes = 4 << 20;
         tune(&mut file);
         let config = Arc::new(ClusterConfig::from_file(tmp.path(), file).expect("config"));
-        let node = config.manager_nodes()[0].id;
-        let callbacks = Arc::new(Callbacks {
-            quic: QuicCallbacks(t.clone()),
-            cut: Mutex::default(),
-        });
-        let log = MemLog::new();
         let peers = LoopbackPeers::new();
-        let svc = Service::start_with(
-            config.clone(),
-            node,
-            Arc::new(log.clone()),
-            peers.clone(),
-            callbacks.clone(),
-        )
-        .await
-        .expect("start the manager");
-        peers.register(&svc);
-        svc.wait_recovered().await.expect("recover");
-        let manager = Arc::new(ManagerNode {
-            config: config.clone(),
-            node,
-            log,
-            peers,
-            callbacks,
-            service: Mutex::new(svc),
-            addrs: Mutex::default(),
-            hold_getattr: Mutex::default(),
-        });
-        t.serve(manager.clone());
-        servers.push(t);
+        let mut nodes = Vec::new();
+        for ((name, t), m) in endpoints.into_iter().zip(config.manager_nodes()) {
+            let callbacks = Arc::new(Callbacks {
+                quic: QuicCallbacks(t.clone()),
+                cut: Mutex::default(),
+            });
+            let log = MemLog::new();
+            let svc = Service::start_with(
+                config.clone(),
+                m.id,
+                Arc::new(log.clone()),
+                peers.clone(),
+                callbacks.clone(),
+            )
+            .await
+            .expect("start the manager");
+            peers.register(&svc);
+            svc.wait_recovered().await.expect("recover");
+            let manager = Arc::new(ManagerNode {
+                config: config.clone(),
+                node: m.id,
+                log,
+                peers: peers.clone(),
+                callbacks,
+                service: Mutex::new(svc),
+                addrs: Mutex::default(),
+                hold_getattr: Mutex::default(),
+                mute: Default::default(),
+                name,
+            });
+            t.serve(manager.clone());
+            servers.push(t);
+            nodes.push(manager);
+        }
         TestCluster {
             tmp,
             config,
-            manager,
+            manager: nodes[0].clone(),
+            managers: nodes,
             servers,
             tls,
             ca,
