@@ -460,6 +460,43 @@ async fn a_manager_restarted_often_still_checkpoints() {
     assert_eq!(c.names(d.ino).await.len(), 40);
 }
 
+#[tokio::test]
+async fn a_checkpoint_comes_after_enough_segments_however_few_their_records() {
+    // Each sync forces a group commit of its own: many segments of a few records each.
+    // Counting records alone, no checkpoint would come before a million records, and
+    // recovery (or a takeover) would read every one of those segments.
+    let mut c = Cluster::start_config(|m| {
+        m.checkpoint_records = 1_000_000;
+        m.checkpoint_segments = 8;
+    })
+    .await;
+    let d = c.mkdir(ROOT, "d").await;
+    let owner = c
+        .managers
+        .iter()
+        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
+        .expect("owner");
+    let checkpoints = |c: &Cluster| {
+        c.logs[owner]
+            .kinds()
+            .iter()
+            .filter(|(_, k)| k.contains(&EntryKind::Checkpoint))
+            .count()
+    };
+    assert_eq!(checkpoints(&c), 0, "no checkpoint before any segment");
+    for i in 0..30 {
+        c.touch(d.ino, &format!("f{i}")).await;
+        c.sync_all().await;
+    }
+    assert!(
+        checkpoints(&c) > 0,
+        "no checkpoint after 30 record segments: {:?}",
+        c.logs[owner].kinds()
+    );
+    c.restart(owner, false).await;
+    assert_eq!(c.names(d.ino).await.len(), 30);
+}
+
 /// One `ReadDir` page of `dir` after `cookie`: (name, cookie) pairs.
 async fn page(c: &Cluster, dir: InodeId, cookie: u64, max: u32) -> Vec<(String, u64)> {
     match c

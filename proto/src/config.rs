@@ -125,6 +125,12 @@ pub struct ManagerTunables {
     pub commit_interval_ms: u64,
     /// A checkpoint is written after this many records.
     pub checkpoint_records: u64,
+    /// A checkpoint is also written after this many record segments (group commits), or
+    /// four times the segments of the last checkpoint if that is more: recovery reads every
+    /// segment after the checkpoint, and under a light load each group commit is a segment
+    /// of a few records, so a count of records alone lets recovery (and a takeover) grow
+    /// long while the checkpoint itself would be small.
+    pub checkpoint_segments: u64,
     /// Volume lease of a client with a manager (milliseconds): an unreachable client delays
     /// a conflicting operation by at most this (plus a small margin). Must exceed the
     /// kernel's 1 s attribute/entry TTL.
@@ -149,6 +155,7 @@ impl Default for ManagerTunables {
         ManagerTunables {
             commit_interval_ms: 50,
             checkpoint_records: 50_000,
+            checkpoint_segments: 2_000,
             lease_ms: 5000,
             segment_bytes: 16 << 20,
             journal_stall_ms: 30_000,
@@ -582,6 +589,9 @@ pub const CONFIG_DOC: &str = "\
 #                 peer_reads: cooperative caching between clients (default true)
 # [manager]       commit_interval_ms: metadata group commit interval (fsync forces one);
 #                 checkpoint_records: records between checkpoints;
+#                 checkpoint_segments: also a checkpoint after this many record
+#                 segments (default 2000; recovery reads each segment after the
+#                 last checkpoint);
 #                 lease_ms: clients' volume lease (default 5000): an unreachable client
 #                 delays a conflicting operation by at most this; keep it above 1000;
 #                 segment_bytes: largest metadata log segment (default 16 MiB, at most

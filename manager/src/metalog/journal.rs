@@ -107,6 +107,10 @@ enum Item {
 struct Queue {
     items: VecDeque<Item>,
     since_checkpoint: u64,
+    /// Record segments written since the last checkpoint was queued.
+    segments_since_checkpoint: u64,
+    /// Segments (chunks and manifest) of the last complete checkpoint.
+    checkpoint_size: u64,
     /// A checkpoint is queued or being written.
     checkpoint_busy: bool,
     closed: bool,
@@ -114,6 +118,22 @@ struct Queue {
     failed: Option<String>,
     /// The committer has failed for longer than the stall bound; cleared on success.
     stalled: Option<String>,
+}
+
+/// How often a checkpoint is due (`[manager]` `checkpoint_records`, `checkpoint_segments`).
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointEvery {
+    pub records: u64,
+    pub segments: u64,
+}
+
+impl CheckpointEvery {
+    pub fn of(m: &proto::config::ManagerTunables) -> CheckpointEvery {
+        CheckpointEvery {
+            records: m.checkpoint_records,
+            segments: m.checkpoint_segments,
+        }
+    }
 }
 
 /// The group committer's shared side.
@@ -198,10 +218,19 @@ impl Journal {
         self.work.notify_one();
     }
 
-    /// Whether a checkpoint is due: `every` records since the last one and none in progress.
-    pub fn checkpoint_due(&self, every: u64) -> bool {
+    /// Whether a checkpoint is due (none in progress): `every.records` records since the
+    /// last one, or `every.segments` record segments (at least four times the segments of
+    /// the last checkpoint, so that checkpoints of a large state stay a fraction of the
+    /// log written).
+    pub fn checkpoint_due(&self, every: CheckpointEvery) -> bool {
         let q = self.lock();
-        !q.checkpoint_busy && q.since_checkpoint >= every.max(1)
+        let segments = every
+            .segments
+            .max(1)
+            .max(q.checkpoint_size.saturating_mul(4));
+        !q.checkpoint_busy
+            && (q.since_checkpoint >= every.records.max(1)
+                || q.segments_since_checkpoint >= segments)
     }
 
     /// Queues a checkpoint whose head (`checkpoint::head_piece`) is the state at `lsn`
@@ -209,6 +238,7 @@ impl Journal {
     pub fn push_checkpoint(&self, head: Vec<u8>, lsn: Lsn) {
         let mut q = self.lock();
         q.since_checkpoint = 0;
+        q.segments_since_checkpoint = 0;
         q.checkpoint_busy = true;
         q.items.push_back(Item::Checkpoint { head, lsn });
         drop(q);
@@ -216,15 +246,20 @@ impl Journal {
         self.urgent.notify_one();
     }
 
-    /// Sets what recovery found: the durable LSN and the checkpoint it loaded (LSN, first
-    /// segment). Call before any record is queued. The records replayed after that
-    /// checkpoint count towards the next one: a manager restarted more often than it
-    /// writes `every` records would otherwise never checkpoint, and each recovery would
-    /// replay the whole log (consistency/t56: 21,455 segments, 15 s, after 20 restarts).
-    pub fn set_recovered(&self, durable: Lsn, checkpoint: Option<(Lsn, u64)>) {
+    /// Sets what recovery found: the durable LSN, the checkpoint it loaded (LSN, first
+    /// segment) and the record segments it replayed after it. Call before any record is
+    /// queued. The records and segments replayed count towards the next checkpoint: a
+    /// manager restarted more often than it writes a checkpoint's worth would otherwise
+    /// never checkpoint, and each recovery would replay the whole log (consistency/t56:
+    /// 21,455 segments, 15 s, after 20 restarts).
+    pub fn set_recovered(&self, durable: Lsn, checkpoint: Option<(Lsn, u64)>, segments: u64) {
         self.durable.send_replace(durable);
         let base = checkpoint.map_or(0, |(lsn, _)| lsn.0);
-        self.lock().since_checkpoint = durable.0.saturating_sub(base);
+        {
+            let mut q = self.lock();
+            q.since_checkpoint = durable.0.saturating_sub(base);
+            q.segments_since_checkpoint = segments;
+        }
         if let Some((lsn, first)) = checkpoint {
             self.checkpointed.send_replace(lsn);
             *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(first);
@@ -481,6 +516,7 @@ impl Committer<'_> {
                 );
                 let last = recs.last().map_or(Lsn::ZERO, |r| r.lsn);
                 tracing::trace!(segment = %addr.segment, records = recs.len(), bytes, last = last.0, "records durable");
+                self.j.lock().segments_since_checkpoint += 1;
                 self.j.durable.send_if_modified(|d| {
                     let changed = last > *d;
                     *d = (*d).max(last);
@@ -601,6 +637,7 @@ impl Committer<'_> {
                 let first = manifest.from_segment;
                 tracing::info!(lsn = a.lsn.0, covers = a.covers.0, segment = %addr.segment, chunks = a.chunks.len(), inodes = a.inodes, ms = written.as_millis() as u64, "checkpoint durable and read back");
                 self.j.checkpointed.send_modify(|c| *c = (*c).max(a.lsn));
+                self.j.lock().checkpoint_size = a.chunks.len() as u64 + 1;
                 let prev = self
                     .j
                     .kept

@@ -126,8 +126,11 @@ impl Service {
     async fn recover_and_open(self: Arc<Self>) -> Result<(), ManagerError> {
         let rec = recover(&*self.backend).await?;
         self.backend.set_next(rec.next_segment);
-        self.journal
-            .set_recovered(rec.state.last_lsn(), rec.checkpoint);
+        self.journal.set_recovered(
+            rec.state.last_lsn(),
+            rec.checkpoint,
+            rec.segments_replayed as u64,
+        );
         let pending: Vec<TxIntent>;
         let recorded: Vec<(InodeId, SessionId)>;
         {

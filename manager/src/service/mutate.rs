@@ -11,6 +11,7 @@ use super::{contention, errno, fatal, once, two_phase, Service, LEASE_ROUNDS};
 use crate::access::Guard;
 use crate::checkpoint::head_piece;
 use crate::error::{code, Errno};
+use crate::journal::CheckpointEvery;
 use crate::lease::{Affected, Callback, SessionId, Step};
 use crate::plan::{Ctx, Plan, Reply};
 use crate::record::Record;
@@ -273,7 +274,7 @@ impl Service {
     pub(super) fn maybe_checkpoint(&self, st: &MetaState) {
         if self
             .journal
-            .checkpoint_due(self.config.file.manager.checkpoint_records)
+            .checkpoint_due(CheckpointEvery::of(&self.config.file.manager))
         {
             self.journal.push_checkpoint(head_piece(st), st.last_lsn());
         }
