@@ -83,12 +83,15 @@ pub fn classify(d: &Counts) -> Served {
 }
 
 /// Latency samples in microseconds: 64 KiB reads another mount held, with peers on
-/// (`peer`), and the same reads cold with peers off (`storage`); `other` counts samples
-/// served otherwise than intended (left out).
+/// (`peer`), the same reads cold with peers off (`storage`), and once more with the
+/// machine's page cache dropped as well (`storage_cold`: the storage servers read their
+/// disks, when they run on this machine); `other` counts samples served otherwise than
+/// intended (left out).
 #[derive(Clone, Debug, Default)]
 pub struct Latency {
     pub peer_us: Vec<u64>,
     pub storage_us: Vec<u64>,
+    pub storage_cold_us: Vec<u64>,
     pub other: u64,
 }
 
@@ -121,8 +124,10 @@ pub struct PhaseFigures {
 pub struct LatencyFigures {
     pub peer_median_us: Option<u64>,
     pub storage_median_us: Option<u64>,
+    pub storage_cold_median_us: Option<u64>,
     pub peer_samples: usize,
     pub storage_samples: usize,
+    pub storage_cold_samples: usize,
     pub other_samples: u64,
 }
 
@@ -131,6 +136,7 @@ pub struct TargetsMet {
     pub peer_hit_fraction: Option<bool>,
     pub storage_read_ratio: Option<bool>,
     pub peer_vs_storage_latency: Option<bool>,
+    pub peer_vs_cold_storage_latency: Option<bool>,
 }
 
 /// The JSON document. Ratios are `null` when their denominator is 0.
@@ -145,6 +151,8 @@ pub struct Report {
     pub storage_read_ratio: Option<f64>,
     /// Median 64 KiB read latency served by a peer / by the storage servers.
     pub peer_vs_storage_latency: Option<f64>,
+    /// The same, the storage servers' page cache dropped (`null` when it could not be).
+    pub peer_vs_cold_storage_latency: Option<f64>,
     /// Aggregate read throughput (MiB/s), cooperation on / off.
     pub throughput_ratio: Option<f64>,
     /// Bytes read and found equal to what was written (phases and latency samples).
@@ -186,10 +194,13 @@ pub fn report(setup: Setup, on: &Phase, off: &Phase, lat: &Latency, verified: u6
         off.counts.reads_storage as f64,
     );
     let (pm, sm) = (median(&lat.peer_us), median(&lat.storage_us));
-    let peer_vs_storage_latency = match (pm, sm) {
+    let cm = median(&lat.storage_cold_us);
+    let of = |p: Option<u64>, s: Option<u64>| match (p, s) {
         (Some(p), Some(s)) => ratio(p as f64, s as f64),
         _ => None,
     };
+    let peer_vs_storage_latency = of(pm, sm);
+    let peer_vs_cold_storage_latency = of(pm, cm);
     let throughput_ratio = match (on.mib_per_s, off.mib_per_s) {
         (Some(a), Some(b)) => ratio(a, b),
         _ => None,
@@ -200,19 +211,24 @@ pub fn report(setup: Setup, on: &Phase, off: &Phase, lat: &Latency, verified: u6
         peer_hit_fraction,
         storage_read_ratio,
         peer_vs_storage_latency,
+        peer_vs_cold_storage_latency,
         throughput_ratio,
         verified_bytes: verified,
         latency: LatencyFigures {
             peer_median_us: pm,
             storage_median_us: sm,
+            storage_cold_median_us: cm,
             peer_samples: lat.peer_us.len(),
             storage_samples: lat.storage_us.len(),
+            storage_cold_samples: lat.storage_cold_us.len(),
             other_samples: lat.other,
         },
         targets_met: TargetsMet {
             peer_hit_fraction: peer_hit_fraction.map(|f| f >= TARGET_PEER_HIT_FRACTION),
             storage_read_ratio: storage_read_ratio.map(|r| r <= TARGET_STORAGE_READ_RATIO),
             peer_vs_storage_latency: peer_vs_storage_latency
+                .map(|r| r <= TARGET_PEER_VS_STORAGE_LATENCY),
+            peer_vs_cold_storage_latency: peer_vs_cold_storage_latency
                 .map(|r| r <= TARGET_PEER_VS_STORAGE_LATENCY),
         },
         on,
@@ -315,6 +331,13 @@ pub fn table(r: &Report) -> String {
         r.latency.storage_samples
     ));
     s.push_str(&format!(
+        "  storage page cache dropped {:>6}  (target <= {:.2}: {}; {} samples)\n",
+        num(r.peer_vs_cold_storage_latency, 3),
+        TARGET_PEER_VS_STORAGE_LATENCY,
+        met(r.targets_met.peer_vs_cold_storage_latency),
+        r.latency.storage_cold_samples
+    ));
+    s.push_str(&format!(
         "throughput on / off      {:>6}\nverified {:.0} MiB read against what was written\n",
         num(r.throughput_ratio, 2),
         mib(r.verified_bytes)
@@ -384,6 +407,7 @@ mod tests {
         let lat = Latency {
             peer_us: vec![300, 100, 200],
             storage_us: vec![900, 1200, 600, 1000],
+            storage_cold_us: vec![2000, 3000, 1000],
             other: 1,
         };
         let r = report(setup(), &on, &off, &lat, 400 << 20);
@@ -393,6 +417,9 @@ mod tests {
         assert_eq!(r.latency.storage_median_us, Some(900));
         let l = r.peer_vs_storage_latency.expect("both medians");
         assert!((l - 200.0 / 900.0).abs() < 1e-12, "{l}");
+        let c = r.peer_vs_cold_storage_latency.expect("both medians");
+        assert!((c - 200.0 / 2000.0).abs() < 1e-12, "{c}");
+        assert_eq!(r.latency.storage_cold_samples, 3);
         assert_eq!(r.on.mib_per_s, Some(100.0));
         assert_eq!(r.throughput_ratio, Some(2.0));
         assert_eq!(r.targets_met.peer_hit_fraction, Some(true));
@@ -427,6 +454,7 @@ mod tests {
         assert_eq!(r.peer_hit_fraction, None);
         assert_eq!(r.storage_read_ratio, None);
         assert_eq!(r.peer_vs_storage_latency, None);
+        assert_eq!(r.peer_vs_cold_storage_latency, None);
         assert_eq!(r.targets_met.peer_hit_fraction, None);
         let j = serde_json::to_string(&r).expect("json");
         assert!(j.contains("\"peer_hit_fraction\":null"), "{j}");
