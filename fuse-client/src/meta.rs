@@ -428,14 +428,15 @@ impl Meta {
                         // until the transport's idle timeout. The next renewal says Hello
                         // again if this one did not get through.
                         let wait = self.renew_wait(node) * 2;
+                        let acks = self.mc.acks_received(node);
                         match tokio::time::timeout(wait, self.hello(node)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {
                                 tracing::info!(manager = %node, "hello after a lost lease failed: {e}");
                             }
                             Err(_) => {
-                                tracing::info!(manager = %node, "hello after a lost lease: no answer within {wait:?}; reconnecting");
-                                self.mc.drop_connection(node);
+                                tracing::info!(manager = %node, "hello after a lost lease: no answer within {wait:?}");
+                                self.drop_if_silent(node, acks);
                             }
                         }
                     }
@@ -516,6 +517,7 @@ impl Meta {
         // One attempt, bounded: a manager that does not answer must not hold up renewals
         // (the lease then runs out and the caches of its inodes are dropped).
         let wait = self.renew_wait(node);
+        let acks = self.mc.acks_received(node);
         let ev = match self.call_once(node, req, wait).await {
             Ok(ManagerResponse::Lease(grant)) => Event::Granted {
                 sent,
@@ -531,13 +533,8 @@ impl Meta {
             Err(e) => {
                 tracing::debug!(manager = %node, "renewal failed: {e}");
                 if e.0 == libc::ETIMEDOUT {
-                    // A manager killed and restarted on the same address may leave the old
-                    // connection hanging until its idle timeout (10 s): the Hello that
-                    // follows and every other call would wait on it, past the reclaim
-                    // window (found by consistency/t55: buffered writes then lost). A new
-                    // connection reaches the new incarnation at once.
-                    tracing::info!(manager = %node, "renewal: no answer within {wait:?}; reconnecting");
-                    self.mc.drop_connection(node);
+                    tracing::info!(manager = %node, "renewal: no answer within {wait:?}");
+                    self.drop_if_silent(node, acks);
                 }
                 Event::RenewFailed {
                     now: BootInstant::now(),
@@ -545,6 +542,30 @@ impl Meta {
             }
         };
         self.lease_event(node, ev).await;
+    }
+
+    /// After a renewal or Hello to `node` went unanswered: closes the connection unless the
+    /// manager acknowledged packets on it since `before` (`acks_received` then). A manager
+    /// killed and restarted on the same address may leave the old connection hanging until
+    /// its idle timeout (10 s): the Hello that follows and every other call would wait on
+    /// it, past the reclaim window (found by consistency/t55: buffered writes then lost),
+    /// while a new connection reaches the new incarnation at once. But a live manager holds
+    /// a Renew back on purpose while a callback to us is out (the lease must not grow
+    /// meanwhile), and closing its connection then cuts our answers to those callbacks:
+    /// the manager gave up on us and the buffered writes were dropped (consistency/t56,
+    /// seed 1305288955663068895).
+    fn drop_if_silent(&self, node: NodeId, before: Option<(usize, u64)>) {
+        let alive = match (before, self.mc.acks_received(node)) {
+            (Some((id, a)), Some((now_id, b))) => id == now_id && b > a,
+            _ => false,
+        };
+        if alive {
+            tracing::info!(manager = %node, "the manager acknowledges our packets (an answer held back while a callback to us is out?): keeping the connection");
+        } else {
+            tracing::info!(manager = %node, "nothing acknowledged meanwhile: reconnecting");
+            self.counters.connection_dropped();
+            self.mc.drop_connection(node);
+        }
     }
 
     /// How long one renewal of `node` waits for its answer: a lease (at least

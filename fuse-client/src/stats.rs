@@ -93,6 +93,7 @@ pub struct Counters {
     invalidates: AtomicU64,
     flushes: AtomicU64,
     renewals: AtomicU64,
+    dropped_connections: AtomicU64,
     local_negative_lookups: AtomicU64,
     local_getattrs: AtomicU64,
     rpcs: [AtomicU64; OPS.len()],
@@ -113,6 +114,10 @@ impl Counters {
 
     pub fn renewal_sent(&self) {
         self.renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_dropped(&self) {
+        self.dropped_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn local_getattr(&self) {
@@ -136,6 +141,7 @@ impl Counters {
             invalidate_callbacks: self.invalidates.load(Ordering::Relaxed),
             flush_callbacks: self.flushes.load(Ordering::Relaxed),
             renewals: self.renewals.load(Ordering::Relaxed),
+            dropped_connections: self.dropped_connections.load(Ordering::Relaxed),
             local_negative_lookups: self.local_negative_lookups.load(Ordering::Relaxed),
             local_getattrs: self.local_getattrs.load(Ordering::Relaxed),
             rpcs,
@@ -152,6 +158,9 @@ pub struct ClientStats {
     pub flush_callbacks: u64,
     /// `Renew` requests sent (background and on demand).
     pub renewals: u64,
+    /// Connections to a manager closed because a renewal or Hello went unanswered and the
+    /// manager acknowledged nothing meanwhile (it is presumed dead or restarted).
+    pub dropped_connections: u64,
     /// Lookups of absent names answered without a manager (`data::dir_names`).
     pub local_negative_lookups: u64,
     /// Getattrs answered from attributes vouched for by an own create (`data::attrs`).

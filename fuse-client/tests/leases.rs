@@ -746,3 +746,48 @@ async fn l85_a_hung_manager_holds_up_no_other_renewal() {
         b"buffered"
     );
 }
+
+/// [consistency-faults] A manager holds a client's `Renew` back while a callback to that
+/// client is out (the lease must not grow meanwhile). The client must not take the
+/// silence for a dead connection while the manager still acknowledges its packets:
+/// closing it cut the answers to those callbacks, the manager gave up on the client, and
+/// its buffered writes were dropped (consistency/t56, seed 1305288955663068895).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l86_a_renewal_held_back_by_a_live_manager_keeps_the_connection() {
+    let cluster = TestCluster::start_with(1 << 20, |f| f.manager.lease_ms = 2000).await;
+    let a = cluster.client().await;
+    let (file, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0, ME)
+        .await
+        .expect("create");
+    let sent = a.stats().renewals;
+    cluster.manager.hold_renewals(true);
+    // A renewal waits a lease (2 s) for its answer; the renewer sends one every 0.5 s.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let st = a.stats();
+    assert!(st.renewals >= sent + 2, "renewals went on: {st:?}");
+    assert_eq!(
+        st.dropped_connections, 0,
+        "a connection the manager acknowledges on was closed"
+    );
+    tracing::info!("--- callbacks still reach the client on that connection");
+    let cb = ClientCallback::Invalidate {
+        inodes: vec![file.ino],
+        entries: Vec::new(),
+    };
+    cluster
+        .manager
+        .callback(a.session(), cb)
+        .await
+        .expect("the callback is answered");
+    cluster.manager.hold_renewals(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.kernel_ttl(file.ino).is_zero() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !a.kernel_ttl(file.ino).is_zero(),
+        "the lease is held again once renewals are answered"
+    );
+    assert_eq!(a.stats().dropped_connections, 0);
+}

@@ -106,6 +106,14 @@ impl ManagerClient {
         self.call_node_leased(node, req).await.map(|(r, _)| r)
     }
 
+    /// The connection to manager `node` and the ACKs received on it (see
+    /// `Transport::acks_received`).
+    pub fn acks_received(&self, node: NodeId) -> Option<(usize, u64)> {
+        self.config
+            .node(node)
+            .and_then(|n| self.transport.acks_received(n.address))
+    }
+
     /// Closes the connection to manager `node` (see `Transport::drop_connection`).
     pub fn drop_connection(&self, node: NodeId) {
         if let Some(n) = self.config.node(node) {

@@ -639,6 +639,20 @@ impl Transport {
     /// the peer stopped answering on it (a lease renewal timed out): a peer killed and
     /// restarted on the same address does not always reset the old connection, whose calls
     /// then wait for the idle timeout.
+    /// The current connection to `addr` and the ACK frames received on it so far (`None`
+    /// without an open connection, or while one is being set up). Only the peer process
+    /// holding the connection's keys can send an ACK, so a count that grows while a call
+    /// waits says the peer is alive and only holding back its answer; a peer killed (and
+    /// restarted on the same address) acknowledges nothing.
+    pub fn acks_received(&self, addr: SocketAddr) -> Option<(usize, u64)> {
+        let slot = self.slot(addr);
+        let conn = slot.conn.try_lock().ok().and_then(|g| g.clone())?;
+        if conn.close_reason().is_some() {
+            return None;
+        }
+        Some((conn.stable_id(), conn.stats().frame_rx.acks))
+    }
+
     pub fn drop_connection(&self, addr: SocketAddr) {
         let slot = self.slot(addr);
         // A connection being set up right now is new: left alone.

@@ -7,7 +7,8 @@
 //! the glue, never in the manager: callbacks to an address can be cut (a client the
 //! manager cannot reach), one `GetAttr` answer can be held back on its way out (an
 //! answer in flight), a manager can be muted (it takes requests and never answers, over a
-//! connection that stays up), and a manager can be crash-restarted on the same log.
+//! connection that stays up) or hold back only its answers to `Renew`, and a manager can be
+//! crash-restarted on the same log.
 //! Must not: answer metadata requests or keep lease state itself (the manager does).
 
 #![allow(dead_code)]
@@ -77,6 +78,8 @@ pub struct ManagerNode {
     /// While set, requests are taken and never answered (the connection stays up: a
     /// peer that hangs, or a connection that died without either side noticing yet).
     mute: std::sync::atomic::AtomicBool,
+    /// While set, `Renew` requests are taken and never answered (the rest is answered).
+    hold_renewals: std::sync::atomic::AtomicBool,
     name: String,
 }
 
@@ -145,6 +148,13 @@ impl ManagerNode {
     /// A request taken while muted is never answered, also after.
     pub fn mute(&self, on: bool) {
         self.mute.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on takes `Renew` requests without answering them (`true`), or answers again
+    /// (a Renew taken meanwhile stays unanswered).
+    pub fn hold_renewals(&self, on: bool) {
+        self.hold_renewals
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Holds back the next `GetAttr` answer (see `Gate`).
@@ -227,6 +237,11 @@ impl ManagerNode {
             return Response::Error(RemoteError::LeaseExpired(
                 "no lease session on this connection: send Hello first".into(),
             ));
+        }
+        if matches!(r, R::Renew { .. })
+            && self.hold_renewals.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            std::future::pending::<()>().await;
         }
         if let R::Hello { session } = &r {
             lock(&self.addrs).insert(*session, peer.addr);
@@ -392,6 +407,7 @@ impl TestCluster {
                 addrs: Mutex::default(),
                 hold_getattr: Mutex::default(),
                 mute: Default::default(),
+                hold_renewals: Default::default(),
                 name,
             });
             t.serve(manager.clone());
