@@ -115,6 +115,9 @@ pub enum Target {
 const LEASE_RETRIES: usize = 4;
 /// Shortest time a renewal waits for its answer.
 const MIN_RENEW_WAIT: Duration = Duration::from_secs(1);
+/// Added to the end of every TTL handed to the kernel: the kernel counts it from when the
+/// reply reaches it, a little after the TTL was computed.
+const KERNEL_REPLY_SLACK: Duration = Duration::from_millis(100);
 /// Shortest background renewal interval, whatever the lease.
 const MIN_RENEW_EVERY: Duration = Duration::from_millis(50);
 
@@ -145,6 +148,9 @@ pub struct Meta {
     actions: OnceLock<Weak<dyn LeaseActions>>,
     /// The number of the last call that must not take effect twice (`CallId`).
     calls: std::sync::atomic::AtomicU64,
+    /// When the last entry or attributes handed to the kernel expire there at the latest
+    /// (microseconds since boot; see `kernel_cache_left`).
+    kernel_ttl_until: std::sync::atomic::AtomicU64,
 }
 
 /// How a call treats a `LeaseExpired` answer.
@@ -175,6 +181,7 @@ impl Meta {
             session,
             counters: Counters::default(),
             calls: std::sync::atomic::AtomicU64::new(0),
+            kernel_ttl_until: std::sync::atomic::AtomicU64::new(0),
             slots,
             actions: OnceLock::new(),
         }
@@ -629,8 +636,27 @@ impl Meta {
 
     /// The entry/attribute TTL to hand the kernel for `ino` now: never longer than the
     /// lease time left (see `VolumeLease::kernel_ttl`).
+    /// Every TTL handed to the kernel comes from here, so that `kernel_cache_left` knows
+    /// how long the kernel may still keep any of them.
     pub fn kernel_ttl(&self, ino: InodeId) -> Duration {
-        self.lease(self.owner(ino)).kernel_ttl(BootInstant::now())
+        let now = BootInstant::now();
+        let ttl = self.lease(self.owner(ino)).kernel_ttl(now);
+        let until = (now.since_boot() + ttl + KERNEL_REPLY_SLACK).as_micros() as u64;
+        self.kernel_ttl_until
+            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+        ttl
+    }
+
+    /// How long an entry or attributes this client handed the kernel may still be cached
+    /// there: what a callback must wait for when the kernel cannot drop them at once. While
+    /// a manager holds our renewals back (a callback to us is out), the TTLs handed out
+    /// shrink with the lease left, and so does this.
+    pub fn kernel_cache_left(&self) -> Duration {
+        let until = Duration::from_micros(
+            self.kernel_ttl_until
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        until.saturating_sub(BootInstant::now().since_boot())
     }
 
     /// The current cache epoch of `ino`'s manager, or `None` when it has no leases.

@@ -10,7 +10,7 @@ use proto::ids::InodeId;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a callback waits for the kernel to drop its caches before answering anyway
+/// The longest a callback waits for the kernel to drop its caches before answering anyway
 /// (the kernel's entries and attributes expire after `KERNEL_TTL` regardless).
 const KERNEL_INVAL_WAIT: Duration = KERNEL_TTL;
 
@@ -32,11 +32,17 @@ impl KernelCache for fuser::Notifier {
 }
 
 /// Tells the kernel to drop what it caches of `inodes` and `entries` (no-op without a
-/// mount). Runs on a blocking thread, waiting at most `KERNEL_INVAL_WAIT`.
+/// mount). Runs on a blocking thread, waiting at most `cached_for` (how long anything
+/// handed to the kernel may still be cached there, `Meta::kernel_cache_left`) and never
+/// more than `KERNEL_INVAL_WAIT`: past that the kernel has nothing left to drop. A mount
+/// whose own rename holds a directory's lock while it waits for a manager makes every
+/// invalidation in that directory wait; answering each callback only after a full TTL
+/// kept its renewals held back until its lease ran out (consistency/t56).
 pub(crate) async fn invalidate(
     kernel: Option<Arc<dyn KernelCache>>,
     inodes: Vec<InodeId>,
     entries: Vec<(InodeId, String)>,
+    cached_for: Duration,
 ) {
     {
         let Some(n) = kernel else { return };
@@ -58,10 +64,62 @@ pub(crate) async fn invalidate(
                 }
             }
         });
-        if tokio::time::timeout(KERNEL_INVAL_WAIT, job).await.is_err() {
+        let wait = cached_for.min(KERNEL_INVAL_WAIT);
+        if tokio::time::timeout(wait, job).await.is_err() {
             tracing::warn!(
-                "the kernel did not drop its caches within {KERNEL_INVAL_WAIT:?}; answering the callback (its TTL expires them; opens of unlinked inodes answer ESTALE meanwhile)"
+                "the kernel did not drop its caches within {wait:?}; answering the callback (by then their TTL has expired them; opens of unlinked inodes answer ESTALE)"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A kernel whose invalidations block (a directory lock held by a request of our own
+    /// that waits for a manager), for at most `for_` each.
+    struct Stuck {
+        for_: Duration,
+    }
+
+    impl KernelCache for Stuck {
+        fn inval_entry(&self, _: InodeId, _: &str) -> std::io::Result<()> {
+            std::thread::sleep(self.for_);
+            Ok(())
+        }
+        fn inval_inode(&self, _: InodeId) -> std::io::Result<()> {
+            std::thread::sleep(self.for_);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_kernel_is_waited_for_only_while_it_may_cache_something() {
+        let stuck: Arc<dyn KernelCache> = Arc::new(Stuck {
+            for_: Duration::from_millis(1500),
+        });
+        let entries = vec![(InodeId(1), "f".to_string())];
+        // Nothing handed to the kernel is still cached there: no reason to wait.
+        let t = Instant::now();
+        invalidate(
+            Some(stuck.clone()),
+            vec![InodeId(2)],
+            entries.clone(),
+            Duration::ZERO,
+        )
+        .await;
+        assert!(t.elapsed() < KERNEL_INVAL_WAIT / 2, "{:?}", t.elapsed());
+        // Something may be cached for a while: wait that long, and never past a TTL.
+        let t = Instant::now();
+        invalidate(
+            Some(stuck),
+            vec![InodeId(2)],
+            entries,
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(t.elapsed() >= KERNEL_INVAL_WAIT, "{:?}", t.elapsed());
     }
 }

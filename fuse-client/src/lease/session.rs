@@ -271,7 +271,13 @@ impl Client {
         self.bump_dir_generations();
         known.sort_unstable();
         known.dedup();
-        notify::invalidate(self.lease_session.notifier(), known, Vec::new()).await;
+        notify::invalidate(
+            self.lease_session.notifier(),
+            known,
+            Vec::new(),
+            self.meta.kernel_cache_left(),
+        )
+        .await;
     }
 
     /// Drops every cached copy of `ino` in this client (not its dirty data: a callback
@@ -310,7 +316,13 @@ impl Client {
                     self.dir_names.forget(*parent);
                     self.bump_dir_generation(*parent);
                 }
-                notify::invalidate(self.lease_session.notifier(), inodes, entries).await;
+                notify::invalidate(
+                    self.lease_session.notifier(),
+                    inodes,
+                    entries,
+                    self.meta.kernel_cache_left(),
+                )
+                .await;
                 Response::CallbackDone
             }
             ClientCallback::Flush { ino, drop_cache } => {
@@ -327,7 +339,13 @@ impl Client {
                 }
                 if drop_cache {
                     self.drop_inode_caches(ino);
-                    notify::invalidate(self.lease_session.notifier(), vec![ino], Vec::new()).await;
+                    notify::invalidate(
+                        self.lease_session.notifier(),
+                        vec![ino],
+                        Vec::new(),
+                        self.meta.kernel_cache_left(),
+                    )
+                    .await;
                 }
                 Response::CallbackDone
             }
