@@ -439,6 +439,12 @@ impl WriteBack {
         match self.meta.call_commit(req, patient).await? {
             ManagerResponse::Committed { attrs, incarnation } => {
                 if let Some(n) = node {
+                    if self.resend_overtaken(n, incarnation, &kept).await {
+                        // Sent again after the earlier commits, so that it is the last
+                        // one applied (the same extents and size: applying it twice
+                        // leaves what applying it once does).
+                        return Box::pin(self.commit(kept, sync, standing, patient)).await;
+                    }
                     if sync {
                         self.after_sync(n, incarnation, mark).await;
                     } else {
@@ -455,6 +461,41 @@ impl WriteBack {
             }
             other => Err(remote::unexpected("CommitWrites", &other)),
         }
+    }
+
+    /// After a commit of `writes` answered by `node`'s `incarnation`: sends again, durably
+    /// and in order, the commits of those inodes that an earlier incarnation accepted and
+    /// may have lost, where this client reclaimed the inode from `incarnation`
+    /// (`take_suspects`). Returns whether any were sent: the commit just answered then
+    /// overtook them and must be sent once more, to be applied last. A flush sends them
+    /// first when it knows of the restart (`resend_suspects`), but a commit whose first try
+    /// went to the incarnation that was killed is retried to the new one without knowing:
+    /// applied first, it was then written over by the older data the fsync sent again
+    /// after it, and the fsync returned 0 with the file holding the previous write
+    /// (consistency/t56, seed 8613786633363467120).
+    async fn resend_overtaken(
+        &self,
+        node: NodeId,
+        incarnation: u64,
+        writes: &[InodeWrite],
+    ) -> bool {
+        let mut inos: Vec<InodeId> = writes.iter().map(|w| w.ino).collect();
+        inos.sort_unstable();
+        inos.dedup();
+        let mut any = false;
+        for ino in inos {
+            let (earlier, _pin) = self.take_suspects(node, ino, incarnation);
+            if earlier.is_empty() {
+                continue;
+            }
+            any = true;
+            tracing::info!(inode = %ino, commits = earlier.len(), "a commit retried to a restarted manager overtook earlier ones it may have lost: sending those again first");
+            if let Err(e) = Box::pin(self.commit(earlier, true, None, true)).await {
+                tracing::warn!(inode = %ino, "commits lost in a manager restart could not be sent again: {e}");
+                self.errors.record(ino, e);
+            }
+        }
+        any
     }
 
     /// The commits of `ino` that `node`'s incarnation `current` may have lost, if this
