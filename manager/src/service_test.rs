@@ -13,6 +13,7 @@ use proto::msg::{
     RenameFlags,
 };
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use storage::segment::EntryKind;
 
 const USER: Caller = Caller { uid: 1, gid: 1 };
@@ -495,6 +496,44 @@ async fn a_checkpoint_comes_after_enough_segments_however_few_their_records() {
     );
     c.restart(owner, false).await;
     assert_eq!(c.names(d.ino).await.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_never_wait_for_the_deletion_of_old_segments() {
+    // Old segments are deleted after every checkpoint. The committer used to delete them
+    // a slice at a time inside its group-commit wait, so a sync that came meanwhile waited
+    // for the rest of the slice: on a busy disk 50-100 ms, three times per cross-manager
+    // rename (issue 11). Here every delete takes 500 ms.
+    let c = Cluster::start_config(|m| {
+        m.checkpoint_records = 1_000_000;
+        m.checkpoint_segments = 8;
+    })
+    .await;
+    let d = c.mkdir(ROOT, "d").await;
+    let owner = c
+        .managers
+        .iter()
+        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
+        .expect("owner");
+    c.logs[owner].slow_deletes(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    for i in 0..80 {
+        let t = Instant::now();
+        c.touch(d.ino, &format!("f{i}")).await;
+        c.sync_all().await;
+        slowest = slowest.max(t.elapsed());
+    }
+    // Deletions were under way meanwhile (and end).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.logs[owner].segment_ids().first() == Some(&0) {
+        assert!(Instant::now() < deadline, "no old segment was deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a create + sync took {slowest:?} while old segments were deleted"
+    );
+    assert_eq!(c.names(d.ino).await.len(), 80);
 }
 
 /// One `ReadDir` page of `dir` after `cookie`: (name, cookie) pairs.

@@ -51,6 +51,8 @@ pub struct MemLog {
     inner: Arc<Mutex<MemInner>>,
     fail_appends: Arc<AtomicUsize>,
     unlisted: Arc<AtomicUsize>,
+    /// Milliseconds every delete takes (a busy disk).
+    delete_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemLog {
@@ -76,6 +78,11 @@ impl MemLog {
     /// The next `n` appends fail (their segment ids are burnt, as with the real log).
     pub fn fail_next_appends(&self, n: usize) {
         self.fail_appends.store(n, Ordering::SeqCst);
+    }
+
+    /// Every delete takes `d` from now on (storage servers busy unlinking).
+    pub fn slow_deletes(&self, d: Duration) {
+        self.delete_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The next `n` listings fail (storage unreachable).
@@ -229,6 +236,10 @@ impl LogBackend for MemLog {
 
     fn delete(&self, seg: SegmentAddr) -> BoxFuture<'_, Result<(), ManagerError>> {
         Box::pin(async move {
+            let ms = self.delete_ms.load(Ordering::SeqCst);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             let mut g = self.lock();
             match g.fate() {
                 Fate::Ok => {}

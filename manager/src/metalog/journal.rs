@@ -34,7 +34,7 @@ use tokio::sync::{watch, Notify};
 
 /// Smallest metadata segment a config may ask for.
 pub const MIN_SEGMENT_BYTES: u64 = 16 << 10;
-/// Old segments deleted at once, and per slice (see `Committer::delete_slice`).
+/// Old segments deleted at once, and per slice (see `delete_doomed`).
 const DELETE_PARALLEL: usize = 32;
 const DELETE_SLICE: usize = 64;
 
@@ -382,15 +382,37 @@ impl Journal {
         source: Arc<dyn CheckpointSource>,
         worker: Arc<Worker>,
     ) {
+        let doomed = Doomed::default();
+        // Old segments are deleted beside the committer, never in its way: while a slice
+        // of deletions ran inside the group-commit wait, a record someone waited for
+        // waited for the rest of the slice too (50-100 ms on a busy disk, three times
+        // per cross-manager rename: worst latencies of 0.3-0.6 s in the file-server mix
+        // of `shoal bench`, issue 11).
+        tokio::join!(
+            self.commit_loop(&*backend, &*source, &worker, &doomed),
+            delete_doomed(&*backend, &doomed),
+        );
+    }
+
+    /// The committer: group commits, checkpoints, and the old segments they make
+    /// deletable handed to `delete_doomed` (told to stop once this returns).
+    async fn commit_loop(
+        &self,
+        backend: &dyn LogBackend,
+        source: &dyn CheckpointSource,
+        worker: &Worker,
+        doomed: &Doomed,
+    ) {
         let mut c = Committer {
-            j: &self,
-            backend: &*backend,
-            source: &*source,
+            j: self,
+            backend,
+            source,
             active: None,
             failures: 0,
             failing_since: None,
-            doomed: VecDeque::new(),
+            doomed,
         };
+        let _stop = StopDeleting(doomed);
         let mut draining = false;
         // While a checkpoint is written, batches and chunks alternate, so that neither a
         // steady stream of records starves the checkpoint nor a checkpoint delays fsync by
@@ -411,23 +433,15 @@ impl Journal {
                     return;
                 }
                 draining = false;
-                if !c.doomed.is_empty() {
-                    c.delete_slice().await;
-                    continue;
-                }
                 self.work.notified().await;
                 continue;
             }
             if records && !draining && !closed && c.active.is_none() {
-                // Group commit: wait for the interval unless someone waits for durability;
-                // old segments are deleted meanwhile, a slice at a time.
-                let wait = async {
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.interval) => {}
-                        _ = self.urgent.notified() => {}
-                    }
-                };
-                tokio::join!(wait, c.delete_slice());
+                // Group commit: wait for the interval unless someone waits for durability.
+                tokio::select! {
+                    _ = tokio::time::sleep(self.interval) => {}
+                    _ = self.urgent.notified() => {}
+                }
             }
             worker.busy();
             let step = if records && !(chunk_turn && c.active.is_some()) {
@@ -459,6 +473,78 @@ impl Journal {
     }
 }
 
+/// Old segments to delete, queued by the committer and deleted by `delete_doomed`.
+#[derive(Default)]
+struct Doomed {
+    state: Mutex<DoomedState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct DoomedState {
+    queue: VecDeque<SegmentAddr>,
+    /// Taken from the queue and being deleted (a listing meanwhile must not queue them
+    /// again).
+    deleting: std::collections::BTreeSet<u64>,
+    /// The committer ended: delete no more.
+    stopped: bool,
+}
+
+impl Doomed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DoomedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Tells `delete_doomed` to stop when the committer ends, however it ends.
+struct StopDeleting<'a>(&'a Doomed);
+
+impl Drop for StopDeleting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.wake.notify_one();
+    }
+}
+
+/// Deletes the queued old segments, up to `DELETE_SLICE` at a time with `DELETE_PARALLEL`
+/// in flight, beside the committer (no record waits for a deletion), until the committer
+/// ends. A segment that cannot be deleted is left (the listing after the next checkpoint
+/// finds it again).
+async fn delete_doomed(backend: &dyn LogBackend, doomed: &Doomed) {
+    loop {
+        let slice: Vec<SegmentAddr> = {
+            let mut d = doomed.lock();
+            if d.stopped {
+                return;
+            }
+            let n = d.queue.len().min(DELETE_SLICE);
+            let slice: Vec<SegmentAddr> = d.queue.drain(..n).collect();
+            d.deleting.extend(slice.iter().map(|s| s.segment.0));
+            slice
+        };
+        if slice.is_empty() {
+            doomed.wake.notified().await;
+            continue;
+        }
+        let failed = futures::stream::iter(slice.iter().copied())
+            .map(|s| async move { (s, backend.delete(s).await) })
+            .buffer_unordered(DELETE_PARALLEL)
+            .filter_map(|(s, r)| async move { r.err().map(|e| (s, e)) })
+            .collect::<Vec<_>>()
+            .await;
+        if let Some((s, e)) = failed.first() {
+            tracing::warn!(segment = %s.segment, failed = failed.len(), "cannot delete segments older than the previous checkpoint (retried after the next one): {e}");
+        }
+        let mut d = doomed.lock();
+        for s in &slice {
+            d.deleting.remove(&s.segment.0);
+        }
+        if d.queue.is_empty() {
+            tracing::info!("deleted the log before the previous checkpoint");
+        }
+    }
+}
+
 /// A checkpoint being written.
 struct Active {
     lsn: Lsn,
@@ -481,8 +567,8 @@ struct Committer<'a> {
     active: Option<Active>,
     failures: u32,
     failing_since: Option<Instant>,
-    /// Segments before the previous checkpoint, still to delete (`delete_slice`).
-    doomed: VecDeque<SegmentAddr>,
+    /// Segments before the previous checkpoint, still to delete (`delete_doomed`).
+    doomed: &'a Doomed,
 }
 
 impl Committer<'_> {
@@ -690,8 +776,8 @@ impl Committer<'_> {
     }
 
     /// Queues every segment before `first` (the previous checkpoint's first segment) for
-    /// deletion. They are deleted a slice at a time while the committer waits anyway
-    /// (`delete_slice`): deleted here, one at a time, the ~10,000 segments between two
+    /// deletion. They are deleted a slice at a time beside the committer
+    /// (`delete_doomed`): deleted here, one at a time, the ~10,000 segments between two
     /// checkpoints took about 20 s, during which every mutation and sync of this manager
     /// waited (consistency/t56, at every checkpoint after the first; 32 at a time, 8.6 s).
     async fn doom_before(&mut self, first: u64) {
@@ -704,8 +790,13 @@ impl Committer<'_> {
                 return;
             }
         };
-        let known: std::collections::BTreeSet<u64> =
-            self.doomed.iter().map(|s| s.segment.0).collect();
+        let mut d = self.doomed.lock();
+        let known: std::collections::BTreeSet<u64> = d
+            .queue
+            .iter()
+            .map(|s| s.segment.0)
+            .chain(d.deleting.iter().copied())
+            .collect();
         let old: Vec<SegmentAddr> = segs
             .into_iter()
             .filter(|s| s.segment.0 < first && !known.contains(&s.segment.0))
@@ -716,31 +807,9 @@ impl Committer<'_> {
                 "deleting the log before the previous checkpoint, in the background"
             );
         }
-        self.doomed.extend(old);
-    }
-
-    /// Deletes up to `DELETE_SLICE` queued old segments, `DELETE_PARALLEL` at a time. A
-    /// segment that cannot be deleted is left (the listing after the next checkpoint finds
-    /// it again).
-    async fn delete_slice(&mut self) {
-        if self.doomed.is_empty() {
-            return;
-        }
-        let n = self.doomed.len().min(DELETE_SLICE);
-        let slice: Vec<SegmentAddr> = self.doomed.drain(..n).collect();
-        let backend = self.backend;
-        let failed = futures::stream::iter(slice)
-            .map(|s| async move { (s, backend.delete(s).await) })
-            .buffer_unordered(DELETE_PARALLEL)
-            .filter_map(|(s, r)| async move { r.err().map(|e| (s, e)) })
-            .collect::<Vec<_>>()
-            .await;
-        if let Some((s, e)) = failed.first() {
-            tracing::warn!(segment = %s.segment, failed = failed.len(), "cannot delete segments older than the previous checkpoint (retried after the next one): {e}");
-        }
-        if self.doomed.is_empty() {
-            tracing::info!("deleted the log before the previous checkpoint");
-        }
+        d.queue.extend(old);
+        drop(d);
+        self.doomed.wake.notify_one();
     }
 
     fn succeeded(&mut self) {
