@@ -440,6 +440,7 @@ fn measure_latency(mounts: &[PathBuf], l: &Layout, samples: u64) -> Result<(Late
             verified += read_samples(reader, l, &[0], None)?;
             verified += read_samples(reader, l, &order, Some((Served::Storage, &mut cold)))?;
             lat.storage_cold_us = cold.storage_us;
+            lat.page_cache_dropped = true;
             lat.other += cold.other;
         }
         Err(e) => progress(&format!(

@@ -92,6 +92,8 @@ pub struct Latency {
     pub peer_us: Vec<u64>,
     pub storage_us: Vec<u64>,
     pub storage_cold_us: Vec<u64>,
+    /// The page cache could be dropped (root), so `storage_cold_us` was measured.
+    pub page_cache_dropped: bool,
     pub other: u64,
 }
 
@@ -128,6 +130,8 @@ pub struct LatencyFigures {
     pub peer_samples: usize,
     pub storage_samples: usize,
     pub storage_cold_samples: usize,
+    /// Whether the third set of samples ran (it needs root to drop the page cache).
+    pub page_cache_dropped: bool,
     pub other_samples: u64,
 }
 
@@ -221,6 +225,7 @@ pub fn report(setup: Setup, on: &Phase, off: &Phase, lat: &Latency, verified: u6
             peer_samples: lat.peer_us.len(),
             storage_samples: lat.storage_us.len(),
             storage_cold_samples: lat.storage_cold_us.len(),
+            page_cache_dropped: lat.page_cache_dropped,
             other_samples: lat.other,
         },
         targets_met: TargetsMet {
@@ -408,6 +413,7 @@ mod tests {
             peer_us: vec![300, 100, 200],
             storage_us: vec![900, 1200, 600, 1000],
             storage_cold_us: vec![2000, 3000, 1000],
+            page_cache_dropped: true,
             other: 1,
         };
         let r = report(setup(), &on, &off, &lat, 400 << 20);
