@@ -68,6 +68,15 @@ impl Cluster {
         c
     }
 
+    /// The index in `managers` (and `logs`) of the manager serving `ino`.
+    pub fn owner_index(&self, ino: InodeId) -> usize {
+        let owner = self.config.slot_owner(ino.slot());
+        self.managers
+            .iter()
+            .position(|m| m.node() == owner)
+            .expect("a manager serves every slot")
+    }
+
     pub fn node(&self, i: usize) -> NodeId {
         self.config.manager_nodes()[i].id
     }
@@ -412,11 +421,7 @@ async fn checkpoints_truncate_the_log_and_recovery_uses_them() {
         }
     }
     c.sync_all().await;
-    let owner = c
-        .managers
-        .iter()
-        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
-        .expect("owner");
+    let owner = c.owner_index(d.ino);
     let kinds = c.logs[owner].kinds();
     assert!(
         kinds.first().expect("segments").0 > 0,
@@ -438,11 +443,7 @@ async fn a_manager_restarted_often_still_checkpoints() {
     // the records replayed at recovery count, or the log would be replayed whole forever.
     let mut c = Cluster::start(60).await;
     let d = c.mkdir(ROOT, "d").await;
-    let owner = c
-        .managers
-        .iter()
-        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
-        .expect("owner");
+    let owner = c.owner_index(d.ino);
     for round in 0..10 {
         for i in 0..4 {
             c.touch(d.ino, &format!("f{round}-{i}")).await;
@@ -472,11 +473,7 @@ async fn a_checkpoint_comes_after_enough_segments_however_few_their_records() {
     })
     .await;
     let d = c.mkdir(ROOT, "d").await;
-    let owner = c
-        .managers
-        .iter()
-        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
-        .expect("owner");
+    let owner = c.owner_index(d.ino);
     let checkpoints = |c: &Cluster| {
         c.logs[owner]
             .kinds()
@@ -510,11 +507,7 @@ async fn syncs_never_wait_for_the_deletion_of_old_segments() {
     })
     .await;
     let d = c.mkdir(ROOT, "d").await;
-    let owner = c
-        .managers
-        .iter()
-        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
-        .expect("owner");
+    let owner = c.owner_index(d.ino);
     c.logs[owner].slow_deletes(Duration::from_millis(500));
     let mut slowest = Duration::ZERO;
     for i in 0..80 {
@@ -560,11 +553,7 @@ async fn readdir_cookies_survive_crash_and_clean_restarts() {
         c.touch(d.ino, &format!("f{i:02}")).await;
     }
     c.sync_all().await;
-    let owner = c
-        .managers
-        .iter()
-        .position(|m| m.node() == c.config.slot_owner(d.ino.slot()))
-        .expect("owner");
+    let owner = c.owner_index(d.ino);
     let mut seen = Vec::new();
     let first = page(&c, d.ino, 0, 30).await;
     let mut cookie = first.last().expect("page").1;
