@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{wait_while, TestCluster};
 use proto::ids::InodeId;
 use proto::msg::{Caller, ClientCallback, SetAttrs};
 use std::sync::Arc;
@@ -389,12 +389,10 @@ async fn l80_a_restart_learned_from_a_renewal_reclaims_buffered_writes() {
         "the write lease of the create was recorded"
     );
     a.renew_all().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (a.stats().rpc("AcquireWrite") == before || svc.awaits_reclaim(attr.ino))
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(10), || {
+        a.stats().rpc("AcquireWrite") == before || svc.awaits_reclaim(attr.ino)
+    })
+    .await;
     assert!(
         a.stats().rpc("AcquireWrite") > before,
         "no reclaim after the restart"
@@ -432,10 +430,7 @@ async fn l81_a_sync_before_the_restart_is_learnt_leaves_commits_to_the_reclaim()
     a.write(f.ino, 0, b"flushed, not synced")
         .await
         .expect("write");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.dirty_bytes() > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(10), || a.dirty_bytes() > 0).await;
     assert_eq!(a.dirty_bytes(), 0, "the flusher committed f without sync");
     tracing::info!("--- the manager crashes and restarts; A has not renewed since");
     cluster.manager.call(proto::msg::ManagerRequest::Sync).await;
@@ -451,10 +446,7 @@ async fn l81_a_sync_before_the_restart_is_learnt_leaves_commits_to_the_reclaim()
         .await
         .expect("fsync of g within 10 s")
         .expect("fsync of g");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while svc.awaits_reclaim(f.ino) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(5), || svc.awaits_reclaim(f.ino)).await;
     assert!(
         a.stats().rpc("AcquireWrite") > before,
         "A did not reclaim f after the restart"
@@ -495,10 +487,7 @@ async fn l82_a_clean_write_lease_is_reclaimed_so_readers_do_not_wait_out_the_win
     let before = a.stats().rpc("AcquireWrite");
     a.renew_all().await;
     // Far less than the reclaim window (4 leases of 5 s + 0.5 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while svc.awaits_reclaim(f.ino) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(5), || svc.awaits_reclaim(f.ino)).await;
     assert!(
         a.stats().rpc("AcquireWrite") > before,
         "A did not reclaim its clean write lease"
@@ -563,10 +552,7 @@ async fn l83_a_gone_file_does_not_hold_back_a_reclaimed_one() {
         "A's write lease on g was recorded"
     );
     a.renew_all().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while svc.awaits_reclaim(g.ino) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(5), || svc.awaits_reclaim(g.ino)).await;
     assert!(!svc.awaits_reclaim(g.ino), "A reclaimed g");
     tracing::info!("--- A syncs everything (both files' commit locks) during the grace period");
     let a2 = a.clone();
@@ -700,10 +686,7 @@ async fn l85_a_hung_manager_holds_up_no_other_renewal() {
     tracing::info!("--- one manager hangs: the client's renewal of it fails, its Hello hangs");
     let hellos = a.stats().rpc("Hello");
     hung.mute(true);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.stats().rpc("Hello") == hellos && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(10), || a.stats().rpc("Hello") == hellos).await;
     assert!(
         a.stats().rpc("Hello") > hellos,
         "no Hello to the hung manager"
@@ -715,12 +698,10 @@ async fn l85_a_hung_manager_holds_up_no_other_renewal() {
     let svc = home.service();
     assert!(svc.awaits_reclaim(file.ino), "the write lease was recorded");
     // Within the reclaim window (4 leases and a margin), while the other manager still hangs.
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    while (a.stats().rpc("AcquireWrite") == before || svc.awaits_reclaim(file.ino))
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(8), || {
+        a.stats().rpc("AcquireWrite") == before || svc.awaits_reclaim(file.ino)
+    })
+    .await;
     assert!(
         !svc.awaits_reclaim(file.ino),
         "the restart was not learnt while another manager hung"
@@ -730,10 +711,7 @@ async fn l85_a_hung_manager_holds_up_no_other_renewal() {
     // The Hello taken while it hung is never answered; a bounded one gives up, and the
     // next renewal holds the lease again without any request of ours to help it.
     hung.mute(false);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.kernel_ttl(dir).is_zero() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(10), || a.kernel_ttl(dir).is_zero()).await;
     assert!(
         !a.kernel_ttl(dir).is_zero(),
         "no lease with the manager that hung, after it answers again"
@@ -781,10 +759,7 @@ async fn l86_a_renewal_held_back_by_a_live_manager_keeps_the_connection() {
         .await
         .expect("the callback is answered");
     cluster.manager.hold_renewals(false);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.kernel_ttl(file.ino).is_zero() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_while(Duration::from_secs(10), || a.kernel_ttl(file.ino).is_zero()).await;
     assert!(
         !a.kernel_ttl(file.ino).is_zero(),
         "the lease is held again once renewals are answered"

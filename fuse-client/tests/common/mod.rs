@@ -446,6 +446,15 @@ impl TestCluster {
     }
 }
 
+/// Waits, looking every 20 ms, while `busy` holds, for at most `bound` (the caller then
+/// asserts what it waited for).
+pub async fn wait_while(bound: Duration, mut busy: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    while busy() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A deterministic byte pattern.
 pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
