@@ -2,6 +2,7 @@
 //! `shoal up`, client mounts, and the status probe. Owns files under the cluster directory;
 //! never touches a node's state directly.
 
+use crate::config_group::GroupOptions;
 use crate::error::NodeError;
 use crate::node::{identity, RunningNode};
 use proto::config::{ClusterConfig, ClusterFile, ErasureConfig, Role, CONFIG_FILE};
@@ -326,9 +327,17 @@ impl LocalCluster {
 
     /// Starts every node of `config` in this process.
     pub async fn start(config: Arc<ClusterConfig>) -> Result<LocalCluster, NodeError> {
+        LocalCluster::start_with(config, GroupOptions::default()).await
+    }
+
+    /// `start` with the config group members' options (tests).
+    pub async fn start_with(
+        config: Arc<ClusterConfig>,
+        group: GroupOptions,
+    ) -> Result<LocalCluster, NodeError> {
         let mut nodes = Vec::new();
         for n in &config.nodes {
-            match RunningNode::start(config.clone(), &n.name).await {
+            match RunningNode::start_with(config.clone(), &n.name, group.clone()).await {
                 Ok(r) => nodes.push(r),
                 Err(e) => {
                     for r in nodes {

@@ -423,6 +423,15 @@ impl RunningNode {
     /// Starts every role of node `name`: opens the storage directory, starts the manager
     /// (which recovers in the background), then answers requests.
     pub async fn start(config: Arc<ClusterConfig>, name: &str) -> Result<RunningNode, NodeError> {
+        RunningNode::start_with(config, name, GroupOptions::default()).await
+    }
+
+    /// `start` with the config group member's options (tests).
+    pub async fn start_with(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        group: GroupOptions,
+    ) -> Result<RunningNode, NodeError> {
         let node = config
             .node_by_name(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?
@@ -458,12 +467,13 @@ impl RunningNode {
         } else {
             None
         };
-        let config_group = if node.has(Role::Manager) {
+        let in_group = config
+            .config_group_members()
+            .iter()
+            .any(|m| m.id == node.id);
+        let config_group = if in_group {
             tracing::info!(node = %name, "starting the config group member");
-            Some(
-                ConfigGroup::start(&config, node.id, transport.clone(), GroupOptions::default())
-                    .await?,
-            )
+            Some(ConfigGroup::start(&config, node.id, transport.clone(), group).await?)
         } else {
             None
         };

@@ -7,7 +7,7 @@ mod common;
 
 use bytes::Bytes;
 use common::TestCluster;
-use fsd::config_group::{ConfigGroup, Refused, RequestError};
+use fsd::config_group::{ConfigGroup, GroupOptions, Refused, RequestError};
 use openraft::{EntryPayload, RaftLogReader};
 use proto::config::ClusterFile;
 use proto::msg::{ConfigGroupRequest, RemoteError, Request, Response};
@@ -360,5 +360,138 @@ async fn a_lone_member_cannot_commit() {
         );
         tracing::info!(waited = ?started.elapsed(), "lone read failed: {}", r.expect_err("refused"));
     }
+    tc.cluster.stop().await;
+}
+
+/// Names of the config group's members in `tc`'s config.
+fn group_members(tc: &TestCluster) -> Vec<String> {
+    tc.cluster
+        .config
+        .config_group_members()
+        .iter()
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// The voters in `m`'s raft membership, by node name.
+fn voters(tc: &TestCluster, m: &ConfigGroup) -> Vec<String> {
+    let ids: Vec<u64> = m
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    let mut names: Vec<String> = ids
+        .into_iter()
+        .map(|id| {
+            tc.cluster
+                .config
+                .node(fsd::config_group::node_of(id))
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| format!("?{id}"))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Stops the leader among `members` (a manager if the storage member leads, so that a
+/// manager is lost either way) and checks that the other two elect a leader and commit the
+/// next epoch; then restarts it and waits until it has caught up.
+async fn survives_the_loss_of_a_member(tc: &mut TestCluster, members: &[&str]) {
+    let (lname, leader) = agreed_leader(tc, members).await;
+    let lost = if lname.starts_with("manager") {
+        lname.clone()
+    } else {
+        "manager-1".to_string()
+    };
+    let cur = leader.current().expect("config");
+    drop(leader);
+    tracing::info!("--- {lost} crashes: the other two members commit");
+    tc.cluster.stop_node(&lost, true).await.expect("stop");
+    let rest: Vec<&str> = members.iter().copied().filter(|n| *n != lost).collect();
+    let (_, l) = agreed_leader(tc, &rest).await;
+    let e = wait_until(WAIT, "the next epoch commits with 2 of 3", || {
+        let l = l.clone();
+        let f = next(&cur, "two-of-three");
+        async move {
+            match l.propose(cur.epoch, f).await {
+                Ok(e) => Some(e),
+                Err(RequestError::Refused(r)) => panic!("refused: {r}"),
+                Err(e) => {
+                    tracing::info!("not yet: {e}");
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(e, cur.epoch + 1);
+    all_at_epoch(tc, &rest, e).await;
+    tracing::info!("--- {lost} restarts and catches up");
+    tc.cluster.start_node(&lost).await.expect("restart");
+    member(tc, &lost)
+        .wait_for_epoch(e, WAIT)
+        .await
+        .expect("caught up");
+}
+
+/// Two managers alone would be a group that needs both: a storage node is the third
+/// member, so the group commits with any one member lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_managers_and_a_storage_member_outlive_a_lost_member() {
+    init_logging();
+    let mut tc = TestCluster::start(2, 2, 1, 0).await;
+    let names = group_members(&tc);
+    assert_eq!(names[..2], ["manager-1", "manager-2"], "{names:?}");
+    assert!(names[2].starts_with("storage"), "{names:?}");
+    let members: Vec<&str> = names.iter().map(String::as_str).collect();
+    all_at_epoch(&tc, &members, tc.cluster.config.file.epoch).await;
+    let (_, l) = agreed_leader(&tc, &members).await;
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(voters(&tc, &l), want);
+    drop(l);
+    for n in &tc.cluster.config.nodes {
+        assert_eq!(
+            tc.cluster.config_group(&n.name).is_some(),
+            names.contains(&n.name),
+            "{} runs a member exactly if it is one",
+            n.name
+        );
+    }
+    survives_the_loss_of_a_member(&mut tc, &members).await;
+    tc.cluster.stop().await;
+}
+
+/// A group initialized by an older version had only the managers as voters; the leader
+/// adds the storage member (a learner, then a voter), after which the group outlives a
+/// lost manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_of_two_managers_grows_to_three_members() {
+    init_logging();
+    let mut tc = TestCluster::start_with(2, 2, 1, 0, |c| GroupOptions {
+        initial_members: Some(c.manager_nodes().iter().map(|n| n.id).collect()),
+        ..GroupOptions::default()
+    })
+    .await;
+    let names = group_members(&tc);
+    let members: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut want = names.clone();
+    want.sort();
+    let (_, l) = agreed_leader(&tc, &["manager-1", "manager-2"]).await;
+    wait_until(WAIT, "the storage member becomes a voter", || {
+        let v = voters(&tc, &l);
+        let done = v == want;
+        if !done {
+            tracing::debug!("voters so far: {v:?}");
+        }
+        async move { done.then_some(()) }
+    })
+    .await;
+    drop(l);
+    all_at_epoch(&tc, &members, tc.cluster.config.file.epoch).await;
+    survives_the_loss_of_a_member(&mut tc, &members).await;
     tc.cluster.stop().await;
 }

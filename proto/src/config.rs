@@ -82,6 +82,10 @@ pub struct ErasureConfig {
     pub parity: u8,
 }
 
+/// The config group has at least this many members where the cluster has that many
+/// nodes (`ClusterConfig::config_group_members`): three tolerate one lost member.
+pub const CONFIG_GROUP_MIN_MEMBERS: usize = 3;
+
 /// A contiguous range of manager slots and the manager node that owns them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotRange {
@@ -525,6 +529,23 @@ impl ClusterConfig {
         v
     }
 
+    /// The members of the config group (DESIGN §8): the manager nodes by id and, while
+    /// they are fewer than `CONFIG_GROUP_MIN_MEMBERS`, storage nodes by id until there are
+    /// that many (or no more nodes), so that the group outlives the loss of any one member
+    /// also in a cluster with one or two managers. Pure: every node computes the same list
+    /// from the same file.
+    pub fn config_group_members(&self) -> Vec<&Node> {
+        let mut v = self.manager_nodes();
+        let extra: Vec<&Node> = self
+            .storage_nodes()
+            .into_iter()
+            .filter(|n| !n.has(Role::Manager))
+            .take(CONFIG_GROUP_MIN_MEMBERS.saturating_sub(v.len()))
+            .collect();
+        v.extend(extra);
+        v
+    }
+
     /// The id a node added to this cluster gets: one above every id in use (ids are never
     /// reused, so that a new node can't inherit a removed node's log or records).
     pub fn next_node_id(&self) -> u32 {
@@ -635,6 +656,53 @@ mod tests {
             c.slots_of(m1).len() + c.slots_of(m2).len(),
             SLOT_COUNT as usize
         );
+    }
+
+    #[test]
+    fn the_config_group_is_the_managers_filled_up_to_three_with_storage_nodes() {
+        let names = |c: &ClusterConfig| -> Vec<String> {
+            c.config_group_members()
+                .iter()
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        let ec = ErasureConfig { data: 1, parity: 0 };
+        let gen = |storage, managers| {
+            let f = ClusterConfig::generate("t", storage, managers, ec, 7000).expect("gen");
+            ClusterConfig::from_file(Path::new("/tmp/x"), f).expect("check")
+        };
+        // Two managers: the lowest-id storage node is the third member.
+        let c = gen(6, 2);
+        let lowest_storage = c.storage_nodes()[0].name.clone();
+        assert_eq!(
+            names(&c),
+            ["manager-1", "manager-2", lowest_storage.as_str()]
+        );
+        // Three or more managers: only they.
+        assert_eq!(names(&gen(2, 3)), ["manager-1", "manager-2", "manager-3"]);
+        assert_eq!(gen(1, 4).config_group_members().len(), 4);
+        // One manager, two storage nodes; and a cluster with too few nodes takes all.
+        assert_eq!(gen(2, 1).config_group_members().len(), 3);
+        assert_eq!(gen(1, 1).config_group_members().len(), 2);
+        // A storage node that is also a manager counts once.
+        let mut f = ClusterConfig::generate("t", 2, 1, ec, 7000).expect("gen");
+        let m = f
+            .nodes
+            .iter()
+            .position(|n| n.roles.contains(&Role::Manager))
+            .expect("m");
+        let s = f
+            .nodes
+            .iter()
+            .position(|n| !n.roles.contains(&Role::Manager))
+            .expect("s");
+        f.nodes[s].roles.push(Role::Manager);
+        let both = f.nodes[s].name.clone();
+        let c = ClusterConfig::from_file(Path::new("/tmp/x"), f.clone()).expect("check");
+        let got = names(&c);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got.iter().filter(|n| **n == both).count(), 1, "{got:?}");
+        assert!(got.contains(&f.nodes[m].name));
     }
 
     #[test]

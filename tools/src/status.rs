@@ -143,7 +143,7 @@ fn group_report(config: &ClusterConfig, s: &ClusterStatus) -> Option<GroupReport
         }),
         term: best.term,
         members_answering: views.len(),
-        members: config.manager_nodes().len(),
+        members: config.config_group_members().len(),
     })
 }
 
@@ -456,7 +456,8 @@ mod tests {
             (g.epoch, g.leader.as_deref(), g.term),
             (Some(5), Some("manager-2"), 5)
         );
-        assert_eq!((g.members_answering, g.members), (2, 2));
+        // The two managers and the lowest-id storage node are the members; two answered.
+        assert_eq!((g.members_answering, g.members), (2, 3));
         let none = ClusterStatus {
             nodes: vec![node("storage-1", true), node("manager-1", false)],
             can_serve: false,

@@ -9,21 +9,26 @@
 //!   applied config and its snapshots; `record` the on-disk framing and fsyncs; `network`
 //!   the raft RPCs over the node's QUIC transport.
 //!
-//! Members are the nodes with the manager role, by their config `NodeId` (the raft node id,
+//! Members are the manager nodes, filled up to three with storage nodes
+//! (`ClusterConfig::config_group_members`), by their config `NodeId` (the raft node id,
 //! `RaftId`, is `NodeId.0` widened to u64), at the addresses `cluster.toml` gives them when
-//! the group is initialized. A member's state is `STATE_DIR/config-group/` (`log`, `vote`,
-//! `committed`, `snapshot`). The first start of a fresh cluster: the lowest-id manager, finding no
-//! state of its own, initializes the group with the manager nodes; then whichever member
+//! the group is initialized; afterwards the leader keeps raft's membership equal to the
+//! committed config's (`membership`). A member's state is `STATE_DIR/config-group/` (`log`, `vote`,
+//! `committed`, `snapshot`). The first start of a fresh cluster: the lowest-id member, finding no
+//! state of its own, initializes the group with the members; then whichever member
 //! leads first proposes the contents of its `cluster.toml` (`Command::Seed`, refused once a
 //! config is committed), so the group's first epoch is the file's. A restart finds its state
 //! and never initializes again.
 //!
 //! What it must not do yet: nothing reads slot ownership, roles or addresses from the group;
 //! every role still uses the `ClusterConfig` loaded from `cluster.toml` at start, and requests
-//! carry no epoch. Membership changes (adding or removing members) are not exposed.
+//! carry no epoch. Nothing proposes a config with other members yet (`shoal node add`
+//! writes `cluster.toml` only), and a node starts a member only if its own `cluster.toml`
+//! names it one.
 
 mod command;
 mod log_store;
+mod membership;
 mod network;
 mod record;
 mod state_machine;
@@ -40,7 +45,7 @@ pub use state_machine::{GroupState, StateMachine};
 use bytes::Bytes;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, RaftMetrics, SnapshotPolicy};
-use proto::config::{ClusterConfig, ClusterFile};
+use proto::config::{ClusterConfig, ClusterFile, Role};
 use proto::ids::NodeId;
 use proto::msg::{ConfigGroupRequest, Response};
 use proto::transport::Transport;
@@ -91,6 +96,10 @@ pub struct GroupOptions {
     pub keep_logs: u64,
     /// A proposal not committed within this fails (`NoQuorum`) instead of waiting.
     pub propose_timeout: Duration,
+    /// The members a fresh group is initialized with, instead of the config's (tests: a
+    /// group made by an older version, whose members were the manager nodes only; the
+    /// leader then brings the membership to the config's).
+    pub initial_members: Option<Vec<NodeId>>,
 }
 
 impl Default for GroupOptions {
@@ -101,6 +110,7 @@ impl Default for GroupOptions {
             snapshot_every: 64,
             keep_logs: 8,
             propose_timeout: Duration::from_secs(5),
+            initial_members: None,
         }
     }
 }
@@ -160,12 +170,15 @@ pub struct ConfigGroup {
     options: GroupOptions,
     dir: PathBuf,
     seeder: tokio::task::JoinHandle<()>,
+    /// The leader's task that keeps raft's membership equal to the committed config's.
+    follower: tokio::task::JoinHandle<()>,
 }
 
-/// The group's members in `config`: its manager nodes.
+/// The group's members in `config` (`ClusterConfig::config_group_members`: the manager
+/// nodes, filled up to three with storage nodes).
 pub fn members(config: &ClusterConfig) -> BTreeMap<RaftId, BasicNode> {
     config
-        .manager_nodes()
+        .config_group_members()
         .into_iter()
         .map(|n| (raft_id(n.id), BasicNode::new(n.address.to_string())))
         .collect()
@@ -193,8 +206,9 @@ impl ConfigGroup {
         let members = members(config);
         if !members.contains_key(&raft_id(me)) {
             return Err(GroupError::Start(format!(
-                "{} has no manager role, so it is no config group member",
-                node.name
+                "{} is no config group member (the members are the manager nodes, filled up to {} with storage nodes)",
+                node.name,
+                proto::config::CONFIG_GROUP_MIN_MEMBERS
             )));
         }
         let dir = state_dir(&node.state_dir);
@@ -223,10 +237,25 @@ impl ConfigGroup {
         )
         .await
         .map_err(|e| GroupError::Start(e.to_string()))?;
-        let lowest = members.keys().next().copied();
-        if fresh && lowest == Some(raft_id(me)) {
-            tracing::info!(node = %node.name, members = ?members.keys().collect::<Vec<_>>(), "initializing the config group (first start of a fresh cluster)");
-            if let Err(e) = raft.initialize(members.clone()).await {
+        let initial: BTreeMap<RaftId, BasicNode> = match &options.initial_members {
+            Some(ids) => members
+                .iter()
+                .filter(|(id, _)| ids.contains(&node_of(**id)))
+                .map(|(id, n)| (*id, n.clone()))
+                .collect(),
+            None => members.clone(),
+        };
+        // The lowest-id manager initializes, never a storage member: when a cluster made
+        // before storage nodes could be members is upgraded, its storage member starts
+        // with no state and must wait to be added, not make a group of its own.
+        let initializer = initial.keys().copied().find(|id| {
+            config
+                .node(node_of(*id))
+                .is_some_and(|n| n.has(Role::Manager))
+        });
+        if fresh && initializer == Some(raft_id(me)) {
+            tracing::info!(node = %node.name, members = ?initial.keys().collect::<Vec<_>>(), "initializing the config group (first start of a fresh cluster)");
+            if let Err(e) = raft.initialize(initial).await {
                 let _ = raft.shutdown().await;
                 return Err(GroupError::Start(format!("initialize: {e}")));
             }
@@ -240,6 +269,12 @@ impl ConfigGroup {
             config.file.clone(),
             options.propose_timeout,
         ));
+        let follower = tokio::spawn(membership::follow(
+            raft.clone(),
+            raft_id(me),
+            config.dir.clone(),
+            applied.clone(),
+        ));
         Ok(Arc::new(ConfigGroup {
             me,
             raft,
@@ -247,6 +282,7 @@ impl ConfigGroup {
             options,
             dir,
             seeder,
+            follower,
         }))
     }
 
@@ -362,6 +398,7 @@ impl ConfigGroup {
     /// for the raft task to end.
     pub async fn shutdown(&self) {
         self.seeder.abort();
+        self.follower.abort();
         match tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(node = %self.me, "config group shutdown: {e}"),
@@ -373,8 +410,9 @@ impl ConfigGroup {
 impl Drop for ConfigGroup {
     fn drop(&mut self) {
         // The seeder holds a raft handle: without it, dropping the last handle lets the
-        // raft task end even if `shutdown` was never called.
+        // raft task end even if `shutdown` was never called. So does the follower.
         self.seeder.abort();
+        self.follower.abort();
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use fsd::cluster::{init, InitParams, LocalCluster};
+use fsd::config_group::GroupOptions;
 use proto::config::{ClusterConfig, ErasureConfig};
 use proto::ids::InodeId;
 use std::sync::Arc;
@@ -17,6 +18,17 @@ pub struct TestCluster {
 impl TestCluster {
     /// `storage` servers with `k`+`m` erasure coding and `managers` managers, started.
     pub async fn start(storage: usize, managers: usize, k: u8, m: u8) -> TestCluster {
+        TestCluster::start_with(storage, managers, k, m, |_| GroupOptions::default()).await
+    }
+
+    /// `start`, with the config group members' options made from the config.
+    pub async fn start_with(
+        storage: usize,
+        managers: usize,
+        k: u8,
+        m: u8,
+        group: impl FnOnce(&ClusterConfig) -> GroupOptions,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let base_port = fsd::cluster::free_port_range((storage + managers) as u16).expect("ports");
         let p = InitParams {
@@ -28,7 +40,10 @@ impl TestCluster {
         };
         init(dir.path(), &p).expect("init");
         let config = Arc::new(ClusterConfig::load(dir.path()).expect("load"));
-        let cluster = LocalCluster::start(config).await.expect("start");
+        let options = group(&config);
+        let cluster = LocalCluster::start_with(config, options)
+            .await
+            .expect("start");
         TestCluster { _dir: dir, cluster }
     }
 
