@@ -728,9 +728,12 @@ async fn read_exact_bounded(
     budget: Option<&ConnectionBudget>,
     held: &mut Held,
 ) -> Result<Bytes, ReadError> {
-    let mut buf = BytesMut::new();
-    while buf.len() < len {
-        let want = len - buf.len();
+    // The chunks as they arrived (slices of the received packets), joined once at the
+    // end: growing one buffer chunk by chunk copied every byte again at each doubling.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut got = 0;
+    while got < len {
+        let want = len - got;
         let want = if budget.is_some() {
             want.min(READ_CHUNK)
         } else {
@@ -759,12 +762,23 @@ async fn read_exact_bounded(
                 Err(e) => return Err(ReadError::Budget(e.to_string())),
             }
         }
-        if buf.is_empty() && chunk.len() == len {
-            return Ok(chunk);
-        }
-        buf.extend_from_slice(&chunk);
+        got += chunk.len();
+        chunks.push(chunk);
     }
-    Ok(buf.freeze())
+    Ok(join(chunks, len))
+}
+
+/// The bytes of `chunks` (`len` in all) as one buffer: the chunk itself when there is one,
+/// else one allocation of `len` and one copy of each chunk.
+fn join(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut buf = BytesMut::with_capacity(len);
+    for c in &chunks {
+        buf.extend_from_slice(c);
+    }
+    buf.freeze()
 }
 
 async fn read_frame<T: serde::de::DeserializeOwned>(
@@ -868,4 +882,25 @@ async fn serve_stream(
     }
     let _ = send.finish();
     let _ = send.stopped().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join;
+    use bytes::Bytes;
+
+    #[test]
+    fn join_keeps_order_and_a_single_chunk_uncopied() {
+        let one = Bytes::from(vec![7u8; 10]);
+        let joined = join(vec![one.clone()], 10);
+        assert_eq!(joined.as_ptr(), one.as_ptr());
+        let parts = vec![
+            Bytes::from_static(b"ab"),
+            Bytes::from_static(b""),
+            Bytes::from_static(b"cde"),
+            Bytes::from_static(b"f"),
+        ];
+        assert_eq!(&join(parts, 6)[..], b"abcdef");
+        assert!(join(Vec::new(), 0).is_empty());
+    }
 }

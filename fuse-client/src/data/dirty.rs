@@ -153,6 +153,31 @@ pub fn overlay_ranges<'a, B: AsRef<[u8]> + 'a>(
     }
 }
 
+/// The `len` bytes at `off` of a read: the clean slices `clean` (in file order from `off`;
+/// zeros past their end) with the local chunks `local` laid over them. A single clean slice
+/// that is the whole answer, with nothing local over it, is returned as it is (no copy);
+/// otherwise one buffer is filled (not zeroed first, except past the clean bytes).
+pub fn assemble(clean: Vec<Bytes>, local: &[(u64, Bytes)], off: u64, len: u64) -> Bytes {
+    let end = off + len;
+    let local_over = local
+        .iter()
+        .any(|(s, b)| *s < end && *s + b.len() as u64 > off);
+    if !local_over {
+        if let [one] = &clean[..] {
+            if one.len() as u64 == len {
+                return one.clone();
+            }
+        }
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    for c in &clean {
+        buf.extend_from_slice(c);
+    }
+    buf.resize(len as usize, 0);
+    overlay_ranges(local.iter().map(|(s, b)| (*s, b)), off, &mut buf);
+    Bytes::from(buf)
+}
+
 /// Whether `chunks` together cover every byte of `[off, off + len)`.
 pub fn covers_all(chunks: &[(u64, Bytes)], off: u64, len: u64) -> bool {
     let mut spans: Vec<(u64, u64)> = chunks
@@ -374,6 +399,32 @@ impl FileWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assemble_joins_clean_slices_zero_fills_and_overlays_local_data() {
+        let block = Bytes::from(vec![1u8; 16]);
+        // One slice that is the whole answer: that slice, not a copy.
+        let one = assemble(vec![block.slice(4..12)], &[], 4, 8);
+        assert_eq!(one.as_ptr(), block[4..].as_ptr());
+        // Local data beside (not over) the range changes nothing.
+        let beside = [(12u64, Bytes::from_static(b"zz"))];
+        let same = assemble(vec![block.slice(4..12)], &beside, 4, 8);
+        assert_eq!(same.as_ptr(), block[4..].as_ptr());
+        // Slices joined in order, zeros past the clean bytes, local bytes laid over.
+        let clean = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")];
+        let local = [
+            (11u64, Bytes::from_static(b"XY")),
+            (15, Bytes::from_static(b"Q")),
+        ];
+        assert_eq!(&assemble(clean, &local, 10, 7)[..], b"aXYd\0Q\0");
+        // Nothing clean: zeros with the local bytes.
+        assert_eq!(&assemble(Vec::new(), &local, 10, 3)[..], b"\0XY");
+        // A single slice shorter than the answer is copied and zero-filled.
+        assert_eq!(
+            &assemble(vec![Bytes::from_static(b"ab")], &[], 0, 3)[..],
+            b"ab\0"
+        );
+    }
 
     fn flat(r: &Ranges) -> Vec<(u64, Vec<u8>)> {
         r.iter().map(|(s, d)| (s, d.to_vec())).collect()

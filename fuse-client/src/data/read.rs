@@ -35,7 +35,8 @@ const READ_PARALLEL: usize = 8;
 pub(crate) type PrefetchDone = watch::Receiver<bool>;
 
 impl Client {
-    /// Fills `buf` (file bytes at `off`) with committed data below `committed`.
+    /// The committed data of file bytes `[off, off + len)` below `committed`, as slices of
+    /// blocks in file order (no copy): together the bytes `[off, min(off + len, committed))`.
     /// `generation` is the cache generation of `ino` taken *before* `committed` was
     /// learnt: what is fetched here is cut at `committed`, so it is cached only if nothing
     /// invalidated the inode since that size was learnt.
@@ -44,13 +45,13 @@ impl Client {
         held: Option<&HeldLease>,
         ino: InodeId,
         off: u64,
-        buf: &mut [u8],
+        len: u64,
         committed: u64,
         generation: u64,
-    ) -> Result<(), FsError> {
-        let end = (off + buf.len() as u64).min(committed);
+    ) -> Result<Vec<Bytes>, FsError> {
+        let end = (off + len).min(committed);
         if off >= end {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let first = off / BLOCK;
         let last = (end - 1) / BLOCK;
@@ -144,17 +145,17 @@ impl Client {
             }
             i = j;
         }
-        for (k, b) in blocks.iter().enumerate() {
+        let mut out = Vec::with_capacity(blocks.len());
+        for (k, b) in blocks.into_iter().enumerate() {
             let Some(b) = b else { return Err(FsError::EIO) };
             let bs = (first + k as u64) * BLOCK;
             let from = bs.max(off);
             let to = (bs + BLOCK).min(end);
             if from < to {
-                buf[(from - off) as usize..(to - off) as usize]
-                    .copy_from_slice(&b[(from - bs) as usize..(to - bs) as usize]);
+                out.push(b.slice((from - bs) as usize..(to - bs) as usize));
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Fetches the registered chunks of a prefetch into the block cache in the background

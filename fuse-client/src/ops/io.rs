@@ -7,7 +7,7 @@
 //! Must not hold the state lock across an await.
 
 use crate::client::{Client, FileHandle};
-use crate::data::dirty::{covers_all, overlay_ranges};
+use crate::data::dirty::{assemble, covers_all};
 use crate::data::extents::WINDOW;
 use crate::data::seek::{clip, find, Seek};
 use crate::data::Which;
@@ -236,13 +236,13 @@ impl Client {
             return Ok((Bytes::new(), generation));
         }
         let n = (size as u64).min(file_size - off);
-        let mut buf = vec![0u8; n as usize];
-        if !covers_all(&snap, off, n) {
-            self.read_clean(held.as_ref(), ino, off, &mut buf, committed, generation)
-                .await?;
-        }
-        overlay_ranges(snap.iter().map(|(s, b)| (*s, b)), off, &mut buf);
-        Ok((Bytes::from(buf), generation))
+        let clean = if covers_all(&snap, off, n) {
+            Vec::new()
+        } else {
+            self.read_clean(held.as_ref(), ino, off, n, committed, generation)
+                .await?
+        };
+        Ok((assemble(clean, &snap, off, n), generation))
     }
 
     /// lseek(2) SEEK_DATA / SEEK_HOLE from `off`: data is what an extent of the committed
