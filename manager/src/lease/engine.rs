@@ -17,6 +17,8 @@ pub use proto::ids::{CallbackId, SessionId};
 
 /// How long past a holder's lease expiry the manager waits for a callback answer.
 pub const CALLBACK_MARGIN: Duration = Duration::from_millis(200);
+/// How far `extend_callback` moves a deadline at a time.
+pub const EXTEND_STEP: Duration = Duration::from_millis(250);
 /// Grace after a restart, on top of one lease: mutations are refused meanwhile (clients may
 /// still cache under read leases of the previous incarnation that nobody can call back).
 pub const GRACE_EXTRA: Duration = Duration::from_millis(500);
@@ -198,6 +200,8 @@ pub struct LeaseStats {
     pub callbacks_acked: u64,
     /// Callbacks not answered by the holder's lease expiry (+ margin): holder marked lost.
     pub callbacks_timed_out: u64,
+    /// Deadlines moved on because the holder's commit waited for this manager's log.
+    pub callbacks_extended: u64,
     /// Holders marked lost without a callback because their lease had already run out.
     pub expired_holders: u64,
     pub hellos: u64,
@@ -222,6 +226,10 @@ struct Session {
     losses: u32,
     /// Callbacks sent and not yet reported: the lease is not extended meanwhile.
     outstanding: u32,
+    /// `CommitWrites` of this session being carried out here (waiting for the log): the
+    /// session is demonstrably alive, and a Flush it answers only once its commit is
+    /// durable is late through this manager's fault (`extend_callback`).
+    committing: u32,
     /// Inodes this session reads or writes (the reverse of `Holders`).
     held: BTreeSet<InodeId>,
 }
@@ -271,6 +279,8 @@ struct Pending {
     session: SessionId,
     kind: PendingKind,
     deadline: Instant,
+    /// The deadline `deadline` may be extended up to (`extend_callback`).
+    cap: Instant,
 }
 
 /// Volume leases, read and write holders, and outstanding callbacks of one manager.
@@ -515,6 +525,7 @@ impl LeaseTable {
             ever_lost: false,
             losses: 0,
             outstanding: 0,
+            committing: 0,
             held: BTreeSet::new(),
         });
         let lost = std::mem::take(&mut s.lost);
@@ -546,6 +557,7 @@ impl LeaseTable {
                         ever_lost: false,
                         losses: 0,
                         outstanding: 0,
+                        committing: 0,
                         held: BTreeSet::new(),
                     },
                 );
@@ -887,6 +899,49 @@ impl LeaseTable {
         }
     }
 
+    /// A `CommitWrites` of `session` starts being carried out here.
+    pub fn commit_started(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.committing += 1;
+        }
+    }
+
+    /// A `CommitWrites` of `session` is done here (answered or failed).
+    pub fn commit_ended(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.committing = s.committing.saturating_sub(1);
+        }
+    }
+
+    /// Callback `id` reached its deadline at `now` unanswered. If its session has a
+    /// `CommitWrites` being carried out here (its answer to a Flush waits for that commit,
+    /// which waits for this manager's own log), the deadline moves `EXTEND_STEP` on, up to
+    /// one lease past the first deadline, and the new one is returned; else `None` (the
+    /// caller reports the callback unanswered). Others wait for the callback meanwhile, as
+    /// they would for an answer: the session is reachable, only this manager is slow, and
+    /// one more lease bounds it.
+    pub fn extend_callback(&mut self, id: CallbackId, now: Instant) -> Option<Instant> {
+        let p = self.pending.get_mut(&id)?;
+        let s = self.sessions.get(&p.session)?;
+        if s.lost || s.committing == 0 || now >= p.cap {
+            return None;
+        }
+        let deadline = (now + EXTEND_STEP).min(p.cap);
+        p.deadline = deadline;
+        let blocking = match p.kind {
+            PendingKind::Flush { ino, .. } => Some(ino),
+            PendingKind::Invalidate { blocking } => blocking,
+        };
+        if let Some(b) = blocking
+            .and_then(|ino| self.inodes.get_mut(&ino))
+            .and_then(|h| h.blockers.get_mut(&id))
+        {
+            b.deadline = deadline;
+        }
+        self.stats.callbacks_extended += 1;
+        Some(deadline)
+    }
+
     /// The outcome of callback `id`: answered (`acked`) or not by its deadline (the holder
     /// is then marked lost and dropped from everything it held).
     pub fn callback_done(&mut self, id: CallbackId, acked: bool) {
@@ -1004,12 +1059,18 @@ impl LeaseTable {
                 return None;
             }
         };
-        if expires <= now {
+        let committing = self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.committing > 0);
+        if expires <= now && !committing {
             self.stats.expired_holders += 1;
             self.mark_lost(session);
             return None;
         }
-        let deadline = expires + CALLBACK_MARGIN;
+        // A session whose lease ran out while its commit waits for this manager's log
+        // (renewals are held while a callback to it is out) is alive: it gets the margin.
+        let deadline = expires.max(now) + CALLBACK_MARGIN;
         let id = self.next_id;
         self.next_id = CallbackId(id.0 + 1);
         let kind = match &msg {
@@ -1046,6 +1107,7 @@ impl LeaseTable {
                 session,
                 kind,
                 deadline,
+                cap: deadline + self.lease,
             },
         );
         Some(Callback {
@@ -1427,6 +1489,66 @@ mod tests {
         // Create with a session: writer without callbacks.
         t.set_writer(A, InodeId(0x200));
         assert_eq!(t.holders(InodeId(0x200)), (vec![A], Some(A)));
+    }
+
+    #[test]
+    fn a_flush_late_because_the_writers_commit_waits_for_the_log_is_waited_for() {
+        let (mut t, t0) = table();
+        assert_eq!(t.acquire_write(A, X, t0), Step::Go);
+        let cbs = calls(t.read(Some(B), &[X], t0));
+        assert_eq!(cbs.len(), 1);
+        let first = cbs[0].deadline;
+        // Not committing: at the deadline the callback is given up on.
+        assert_eq!(t.extend_callback(cbs[0].id, first), None);
+        // A's commit (its answer to the Flush) waits for this manager's log.
+        t.commit_started(A);
+        let d = t.extend_callback(cbs[0].id, first).expect("extended");
+        assert_eq!(d, first + EXTEND_STEP);
+        // Others keep waiting for it, and A's renewal stays held until the new deadline.
+        assert_eq!(t.read(Some(C), &[X], first), Step::Wait(d));
+        assert_eq!(t.renew(A, addr(A), first), Err(d));
+        // Bounded: never past one lease after the first deadline.
+        let late = first + LEASE;
+        assert_eq!(t.extend_callback(cbs[0].id, late), None);
+        let d2 = t
+            .extend_callback(cbs[0].id, late - Duration::from_millis(1))
+            .expect("still within the cap");
+        assert_eq!(d2, first + LEASE);
+        // The commit is done and A answers: A keeps its cache as a reader, not lost.
+        t.commit_ended(A);
+        t.callback_done(cbs[0].id, true);
+        assert_eq!(t.holders(X), (vec![A], None));
+        assert_eq!(t.stats().callbacks_timed_out, 0);
+        assert_eq!(t.stats().callbacks_extended, 2);
+        // Once its commit is over, a late answer is the holder's own: given up on.
+        assert!(t.renew(A, addr(A), late).is_ok());
+        t.read(Some(A), &[P], late);
+        let cbs = t.after_mutation(Some(B), &one_file(&[P]), &[], late);
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(t.extend_callback(cbs[0].id, cbs[0].deadline), None);
+    }
+
+    #[test]
+    fn a_holder_whose_lease_ran_out_while_committing_is_called_back_not_lost() {
+        let (mut t, t0) = table();
+        t.read(Some(A), &[X], t0);
+        let later = t0 + LEASE + Duration::from_millis(1);
+        // A's lease ran out (its renewals were held) but its commit is being carried out
+        // here: a new callback is sent with the margin instead of giving up on A.
+        t.commit_started(A);
+        let cbs = t.after_mutation(Some(B), &one_file(&[X]), &[], later);
+        assert_eq!(cbs.len(), 1);
+        assert_eq!(cbs[0].deadline, later + CALLBACK_MARGIN);
+        assert_eq!(t.stats().expired_holders, 0);
+        t.callback_done(cbs[0].id, true);
+        // Without a commit under way, the same situation gives up on the holder at once.
+        t.commit_ended(A);
+        t.read(Some(A), &[P], t0);
+        let much_later = later + LEASE;
+        assert!(t
+            .after_mutation(Some(B), &one_file(&[P]), &[], much_later)
+            .is_empty());
+        assert_eq!(t.stats().expired_holders, 1);
     }
 
     #[test]

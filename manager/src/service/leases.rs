@@ -275,10 +275,25 @@ impl Service {
         let mut addr = cb.addr;
         let mut acked = false;
         let mut last_error = CallbackError::NoAddress;
+        let mut deadline = cb.deadline;
         for _ in 0..100_000 {
             let now = Instant::now();
-            if now >= cb.deadline {
-                break;
+            if now >= deadline {
+                // The holder's answer to a Flush may be waiting for its own commit, which
+                // waits for this manager's log: not the holder's fault.
+                match self.leases().extend_callback(cb.id, now) {
+                    Some(d) => {
+                        if deadline == cb.deadline {
+                            tracing::info!(
+                                session = format_args!("{:x}", cb.session),
+                                "callback {:?} unanswered at its deadline while the holder's commit waits for this manager's log: waiting on (at most one more lease)",
+                                cb.msg
+                            );
+                        }
+                        deadline = d;
+                    }
+                    None => break,
+                }
             }
             if !self.leases().knows(cb.session) {
                 // It said goodbye (a clean unmount flushed everything first).
@@ -288,7 +303,7 @@ impl Service {
             if let Some(a) = addr {
                 match self
                     .callbacks
-                    .send(a, cb.msg.clone(), cb.deadline - now)
+                    .send(a, cb.msg.clone(), deadline.saturating_duration_since(now))
                     .await
                 {
                     Ok(()) => {
@@ -298,11 +313,10 @@ impl Service {
                     Err(e) => last_error = e,
                 }
             }
-            let left = cb.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                tokio::time::sleep(left.min(RESEND_PAUSE)).await;
             }
-            tokio::time::sleep(left.min(RESEND_PAUSE)).await;
             // The client may have reconnected from another address.
             addr = self.leases().addr_of(cb.session);
         }

@@ -567,6 +567,8 @@ impl Service {
                         )));
                     }
                 }
+                // Callbacks to this session wait for this commit (`extend_callback`).
+                let _committing = who.map(|s| Committing::start(self, s));
                 let resp = self
                     .mutate(who, None, |st, c| st.plan_commit_writes(c, &writes))
                     .await?;
@@ -667,5 +669,25 @@ impl Service {
                 .await
             }
         }
+    }
+}
+
+/// A `CommitWrites` of a session being carried out (`LeaseTable::commit_started`), ended
+/// when dropped, whichever way the request ends.
+struct Committing<'a> {
+    svc: &'a Service,
+    session: proto::ids::SessionId,
+}
+
+impl<'a> Committing<'a> {
+    fn start(svc: &'a Service, session: proto::ids::SessionId) -> Committing<'a> {
+        svc.leases().commit_started(session);
+        Committing { svc, session }
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.svc.leases().commit_ended(self.session);
     }
 }
