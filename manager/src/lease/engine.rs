@@ -274,6 +274,16 @@ enum PendingKind {
     },
 }
 
+impl PendingKind {
+    /// The inode whose change waits for this callback, if any.
+    fn blocking(&self) -> Option<InodeId> {
+        match *self {
+            PendingKind::Flush { ino, .. } => Some(ino),
+            PendingKind::Invalidate { blocking } => blocking,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     session: SessionId,
@@ -913,6 +923,11 @@ impl LeaseTable {
         }
     }
 
+    /// The latest deadline callback `id` may be extended to (`None` once it is done).
+    pub fn callback_cap(&self, id: CallbackId) -> Option<Instant> {
+        self.pending.get(&id).map(|p| p.cap)
+    }
+
     /// Callback `id` reached its deadline at `now` unanswered. If its session has a
     /// `CommitWrites` being carried out here (its answer to a Flush waits for that commit,
     /// which waits for this manager's own log), the deadline moves `EXTEND_STEP` on, up to
@@ -928,11 +943,9 @@ impl LeaseTable {
         }
         let deadline = (now + EXTEND_STEP).min(p.cap);
         p.deadline = deadline;
-        let blocking = match p.kind {
-            PendingKind::Flush { ino, .. } => Some(ino),
-            PendingKind::Invalidate { blocking } => blocking,
-        };
-        if let Some(b) = blocking
+        if let Some(b) = p
+            .kind
+            .blocking()
             .and_then(|ino| self.inodes.get_mut(&ino))
             .and_then(|h| h.blockers.get_mut(&id))
         {
@@ -951,10 +964,7 @@ impl LeaseTable {
         if let Some(s) = self.sessions.get_mut(&p.session) {
             s.outstanding = s.outstanding.saturating_sub(1);
         }
-        let blocking = match p.kind {
-            PendingKind::Flush { ino, .. } => Some(ino),
-            PendingKind::Invalidate { blocking } => blocking,
-        };
+        let blocking = p.kind.blocking();
         if let Some(ino) = blocking {
             if let Some(h) = self.inodes.get_mut(&ino) {
                 h.blockers.remove(&id);
