@@ -1,6 +1,6 @@
 //! Test doubles of the manager's ports, shipped only to tests (`cfg(test)`) and to crates
 //! that enable the `testing` feature (benches, other crates' tests): `MemLog` (an
-//! in-memory `LogBackend` with fault knobs: failed appends and listings, unreadable
+//! in-memory `LogBackend` with fault knobs: failed or slow appends, failed listings, unreadable
 //! segments, crashes after N writes), `LoopbackPeers` (in-process calls between
 //! `Service`s) and `NoCallbacks` (a `CallbackSender` that never reaches a client).
 //! Must not: be used by the product (the `shoal` binary builds without the feature).
@@ -53,6 +53,8 @@ pub struct MemLog {
     unlisted: Arc<AtomicUsize>,
     /// Milliseconds every delete takes (a busy disk).
     delete_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Milliseconds every append takes (a stalled log).
+    append_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemLog {
@@ -83,6 +85,11 @@ impl MemLog {
     /// Every delete takes `d` from now on (storage servers busy unlinking).
     pub fn slow_deletes(&self, d: Duration) {
         self.delete_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Every append takes `d` from now on (the log's storage servers stall).
+    pub fn slow_appends(&self, d: Duration) {
+        self.append_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The next `n` listings fail (storage unreachable).
@@ -172,6 +179,10 @@ impl LogBackend for MemLog {
         payload: Bytes,
     ) -> BoxFuture<'_, Result<SegmentAddr, ManagerError>> {
         Box::pin(async move {
+            let ms = self.append_ms.load(Ordering::SeqCst);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             let mut g = self.lock();
             let seg = g.next;
             g.next += 1;

@@ -33,6 +33,9 @@ pub(crate) enum Behaviour {
     /// Answers a Flush by committing `size` as the file's new size first (as the real
     /// client's write-back does), from its own address.
     CommitOnFlush(Weak<Service>, u64),
+    /// The same, with a commit that must be durable first (the real client's Flush waits
+    /// for the inode's commit lock, which an fsync's `sync` commit may hold).
+    SyncCommitOnFlush(Weak<Service>, u64),
 }
 
 /// A fake callback channel: records every callback sent, answers per address.
@@ -92,6 +95,7 @@ impl CallbackSender for FakeCallbacks {
                 .get(&to)
                 .cloned()
                 .unwrap_or(Behaviour::Ack);
+            let sync = matches!(b, Behaviour::SyncCommitOnFlush(..));
             match b {
                 Behaviour::Ack => Ok(()),
                 Behaviour::Silent => {
@@ -111,7 +115,7 @@ impl CallbackSender for FakeCallbacks {
                         within: timeout,
                     }),
                 },
-                Behaviour::CommitOnFlush(svc, size) => {
+                Behaviour::CommitOnFlush(svc, size) | Behaviour::SyncCommitOnFlush(svc, size) => {
                     if let (ClientCallback::Flush { ino, .. }, Some(svc)) = (&cb, svc.upgrade()) {
                         let w = InodeWrite {
                             sums: Vec::new(),
@@ -120,16 +124,30 @@ impl CallbackSender for FakeCallbacks {
                             size,
                             mtime: Timestamp::now(),
                         };
-                        svc.handle(
-                            Some(to),
-                            R::CommitWrites {
-                                writes: vec![w],
-                                sync: false,
-                                standing: None,
-                            },
-                        )
-                        .await
-                        .map_err(|error| CallbackError::Refused { client: to, error })?;
+                        // The client goes on committing when the manager stops waiting
+                        // for the answer (the callback's own timeout).
+                        let commit = tokio::spawn(async move {
+                            svc.handle(
+                                Some(to),
+                                R::CommitWrites {
+                                    writes: vec![w],
+                                    sync,
+                                    standing: None,
+                                },
+                            )
+                            .await
+                        });
+                        match tokio::time::timeout(timeout, commit).await {
+                            Ok(Ok(r)) => {
+                                r.map_err(|error| CallbackError::Refused { client: to, error })?;
+                            }
+                            _ => {
+                                return Err(CallbackError::NoAnswer {
+                                    client: to,
+                                    within: timeout,
+                                })
+                            }
+                        }
                     }
                     Ok(())
                 }
@@ -362,6 +380,62 @@ async fn a_read_flushes_the_writer_whose_commit_goes_through() {
     // The writer keeps its cache as a reader.
     assert_eq!(holders(&m, x.ino), (vec![1, 2], None));
     assert_eq!(m.lease_stats().flushes_sent, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_late_through_this_managers_own_log_stall_is_waited_for() {
+    // The writer's answer to a Flush waits for its commit, which waits for this manager's
+    // log, stalled past the callback's deadline and the writer's lease: the lateness is
+    // the manager's, so the writer must not be given up on (its buffered writes would be
+    // dropped) and the reader must see them.
+    let lease = Duration::from_millis(1000);
+    let (c, m) = setup(lease.as_millis() as u64).await;
+    hello(&m, 1).await;
+    hello(&m, 2).await;
+    let x = attr(call(&m, 1, create("w", Some(1))).await);
+    assert_eq!(holders(&m, x.ino), (vec![1], Some(1)));
+    call(&m, 1, R::Sync).await.expect("sync");
+    let owner = c.owner_index(x.ino);
+    let stall = lease + Duration::from_millis(300);
+    c.logs[owner].slow_appends(stall);
+    c.callbacks.set(
+        addr(1),
+        Behaviour::SyncCommitOnFlush(Arc::downgrade(&m), 4242),
+    );
+    let t = Instant::now();
+    let seen = attr(call(&m, 2, R::GetAttr { ino: x.ino }).await);
+    assert!(
+        t.elapsed() >= stall,
+        "the Flush's commit went through the stall"
+    );
+    assert_eq!(seen.size, 4242, "the reader sees the writer's flushed size");
+    let s = m.lease_stats();
+    assert!(s.callbacks_extended > 0, "{s:?}");
+    assert_eq!(
+        s.callbacks_timed_out, 0,
+        "the writer was given up on: {s:?}"
+    );
+    // One Flush was sent and kept waiting, not sent again at each extension.
+    let flushes = c
+        .callbacks
+        .sent()
+        .into_iter()
+        .filter(|(_, cb)| matches!(cb, ClientCallback::Flush { .. }))
+        .count();
+    assert_eq!(flushes, 1, "{:?}", c.callbacks.sent());
+    // The writer is not lost: it renews and keeps its cache as a reader.
+    c.logs[owner].slow_appends(Duration::ZERO);
+    assert!(!renew_lost(
+        call(
+            &m,
+            1,
+            R::Renew {
+                session: SessionId(1)
+            }
+        )
+        .await
+    ));
+    assert_eq!(holders(&m, x.ino), (vec![1, 2], None));
 }
 
 #[tokio::test]

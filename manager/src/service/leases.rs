@@ -270,28 +270,36 @@ impl Service {
         futures::future::join_all(calls.into_iter().map(|c| self.run_callback(c))).await;
     }
 
+    /// Moves callback `cb`'s deadline on if the engine allows it (its holder's commit is
+    /// waiting for this manager's log); logs the first extension.
+    fn extend(&self, cb: &Callback, deadline: Instant) -> Option<Instant> {
+        let d = self.leases().extend_callback(cb.id, Instant::now())?;
+        if deadline == cb.deadline {
+            tracing::info!(
+                session = format_args!("{:x}", cb.session),
+                "callback {:?} unanswered at its deadline while the holder's commit waits for this manager's log: waiting on (at most one more lease)",
+                cb.msg
+            );
+        }
+        Some(d)
+    }
+
     async fn run_callback(&self, cb: Callback) {
         let started = Instant::now();
         let mut addr = cb.addr;
         let mut acked = false;
         let mut last_error = CallbackError::NoAddress;
         let mut deadline = cb.deadline;
-        for _ in 0..100_000 {
-            let now = Instant::now();
-            if now >= deadline {
+        // Each send may live until the latest deadline an extension can reach; the wait
+        // below cuts it at the current deadline unless that is moved on, so an extended
+        // callback keeps its one send waiting instead of sending it again.
+        let cap = self.leases().callback_cap(cb.id).unwrap_or(deadline);
+        'sends: for _ in 0..100_000 {
+            if Instant::now() >= deadline {
                 // The holder's answer to a Flush may be waiting for its own commit, which
                 // waits for this manager's log: not the holder's fault.
-                match self.leases().extend_callback(cb.id, now) {
-                    Some(d) => {
-                        if deadline == cb.deadline {
-                            tracing::info!(
-                                session = format_args!("{:x}", cb.session),
-                                "callback {:?} unanswered at its deadline while the holder's commit waits for this manager's log: waiting on (at most one more lease)",
-                                cb.msg
-                            );
-                        }
-                        deadline = d;
-                    }
+                match self.extend(&cb, deadline) {
+                    Some(d) => deadline = d,
                     None => break,
                 }
             }
@@ -301,11 +309,21 @@ impl Service {
                 break;
             }
             if let Some(a) = addr {
-                match self
-                    .callbacks
-                    .send(a, cb.msg.clone(), deadline.saturating_duration_since(now))
-                    .await
-                {
+                let limit = cap.max(deadline).saturating_duration_since(Instant::now());
+                let send = self.callbacks.send(a, cb.msg.clone(), limit);
+                tokio::pin!(send);
+                let sent = loop {
+                    tokio::select! {
+                        r = &mut send => break r,
+                        _ = tokio::time::sleep_until(deadline.into()) => {
+                            match self.extend(&cb, deadline) {
+                                Some(d) => deadline = d,
+                                None => break 'sends,
+                            }
+                        }
+                    }
+                };
+                match sent {
                     Ok(()) => {
                         acked = true;
                         break;
