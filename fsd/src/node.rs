@@ -3,7 +3,7 @@
 //! the role matrix (`proto::authz`) with the verified peer identity before any role sees
 //! it, and refusals are logged. It also holds the node's deny list (`proto::revoke`).
 
-use crate::config_group::{ConfigGroup, GroupOptions};
+use crate::config_group::{self, ConfigGroup, GroupOptions};
 use crate::error::NodeError;
 use bytes::Bytes;
 use proto::config::{ClusterConfig, Role};
@@ -467,11 +467,7 @@ impl RunningNode {
         } else {
             None
         };
-        let in_group = config
-            .config_group_members()
-            .iter()
-            .any(|m| m.id == node.id);
-        let config_group = if in_group {
+        let config_group = if config_group::is_member(&config, node.id) {
             tracing::info!(node = %name, "starting the config group member");
             Some(ConfigGroup::start(&config, node.id, transport.clone(), group).await?)
         } else {

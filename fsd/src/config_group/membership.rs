@@ -115,22 +115,28 @@ pub(super) async fn follow(
     mut applied: watch::Receiver<Arc<GroupState>>,
 ) {
     let mut metrics = raft.metrics();
+    // The members of the committed config, rebuilt only when its epoch changes (metrics
+    // change at every heartbeat; epochs are compare-and-set, so one names one file).
+    let mut wanted: Option<(u64, Option<BTreeMap<RaftId, BasicNode>>)> = None;
     loop {
         let step = {
             let m = metrics.borrow().clone();
-            let file = applied.borrow().file.clone();
-            match (m.current_leader == Some(me), file) {
-                (true, Some(file)) => match ClusterConfig::from_file(&dir, file) {
-                    Ok(config) => plan(me, &current(&m), &members(&config)),
-                    Err(e) => {
-                        tracing::warn!(
-                            node = me,
-                            "config group: the committed config does not check: {e}"
-                        );
-                        Step::Settled
+            if m.current_leader != Some(me) {
+                Step::Settled
+            } else {
+                let epoch = applied.borrow().epoch();
+                match epoch {
+                    None => Step::Settled,
+                    Some(epoch) => {
+                        if wanted.as_ref().map(|w| w.0) != Some(epoch) {
+                            wanted = Some((epoch, committed_members(&dir, &applied, me)));
+                        }
+                        match wanted.as_ref().and_then(|w| w.1.as_ref()) {
+                            Some(want) => plan(me, &current(&m), want),
+                            None => Step::Settled,
+                        }
                     }
-                },
-                _ => Step::Settled,
+                }
             }
         };
         let pause = match step {
@@ -168,6 +174,26 @@ pub(super) async fn follow(
                     r = applied.changed() => if r.is_err() { return },
                 }
             }
+        }
+    }
+}
+
+/// The members of the committed config in `applied`; `None` (and a warning) when it does
+/// not check.
+fn committed_members(
+    dir: &std::path::Path,
+    applied: &watch::Receiver<Arc<GroupState>>,
+    me: RaftId,
+) -> Option<BTreeMap<RaftId, BasicNode>> {
+    let file = applied.borrow().file.clone()?;
+    match ClusterConfig::from_file(dir, file) {
+        Ok(config) => Some(members(&config)),
+        Err(e) => {
+            tracing::warn!(
+                node = me,
+                "config group: the committed config does not check: {e}"
+            );
+            None
         }
     }
 }

@@ -184,6 +184,12 @@ pub fn members(config: &ClusterConfig) -> BTreeMap<RaftId, BasicNode> {
         .collect()
 }
 
+/// Whether node `me` runs a member of the group of `config` (the one rule for it: node
+/// start asks it, `ConfigGroup::start` refuses a non-member by it).
+pub fn is_member(config: &ClusterConfig, me: NodeId) -> bool {
+    members(config).contains_key(&raft_id(me))
+}
+
 /// Where a member keeps its state.
 pub fn state_dir(node_state_dir: &Path) -> PathBuf {
     node_state_dir.join("config-group")
@@ -203,14 +209,14 @@ impl ConfigGroup {
         let node = config
             .node(me)
             .ok_or_else(|| GroupError::Start(format!("{me} is not in the cluster config")))?;
-        let members = members(config);
-        if !members.contains_key(&raft_id(me)) {
+        if !is_member(config, me) {
             return Err(GroupError::Start(format!(
                 "{} is no config group member (the members are the manager nodes, filled up to {} with storage nodes)",
                 node.name,
                 proto::config::CONFIG_GROUP_MIN_MEMBERS
             )));
         }
+        let members = members(config);
         let dir = state_dir(&node.state_dir);
         let (log, sm) = {
             let dir = dir.clone();
