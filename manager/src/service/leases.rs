@@ -318,7 +318,13 @@ impl Service {
                         _ = tokio::time::sleep_until(deadline.into()) => {
                             match self.extend(&cb, deadline) {
                                 Some(d) => deadline = d,
-                                None => break 'sends,
+                                None => {
+                                    last_error = CallbackError::NoAnswer {
+                                        client: a,
+                                        within: deadline.saturating_duration_since(started),
+                                    };
+                                    break 'sends;
+                                }
                             }
                         }
                     }
