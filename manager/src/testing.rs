@@ -167,6 +167,14 @@ impl MemInner {
     }
 }
 
+/// Sleeps for the milliseconds `ms` holds (a slow-operation knob; 0: no pause).
+async fn pause(ms: &std::sync::atomic::AtomicU64) {
+    let ms = ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 fn take_one(a: &AtomicUsize) -> bool {
     a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
@@ -179,10 +187,7 @@ impl LogBackend for MemLog {
         payload: Bytes,
     ) -> BoxFuture<'_, Result<SegmentAddr, ManagerError>> {
         Box::pin(async move {
-            let ms = self.append_ms.load(Ordering::SeqCst);
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
+            pause(&self.append_ms).await;
             let mut g = self.lock();
             let seg = g.next;
             g.next += 1;
@@ -247,10 +252,7 @@ impl LogBackend for MemLog {
 
     fn delete(&self, seg: SegmentAddr) -> BoxFuture<'_, Result<(), ManagerError>> {
         Box::pin(async move {
-            let ms = self.delete_ms.load(Ordering::SeqCst);
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
+            pause(&self.delete_ms).await;
             let mut g = self.lock();
             match g.fate() {
                 Fate::Ok => {}
