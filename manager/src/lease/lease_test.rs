@@ -231,7 +231,16 @@ fn chmod(ino: InodeId, perm: u16) -> R {
     }
 }
 
-fn renew_lost(r: Result<A, RemoteError>) -> bool {
+/// Renews session `n` (from its own address); whether the answer says it was lost.
+async fn renew_lost(m: &Service, n: u8) -> bool {
+    let r = call(
+        m,
+        n,
+        R::Renew {
+            session: SessionId(n as u64),
+        },
+    )
+    .await;
     match r {
         Ok(A::Lease(g)) => g.lost,
         other => panic!("renew answered {other:?}"),
@@ -327,26 +336,8 @@ async fn an_unanswered_holder_delays_a_mutation_by_its_lease_and_is_lost() {
         call(&m, 1, R::GetAttr { ino: x.ino }).await,
         Err(RemoteError::LeaseExpired(_))
     ));
-    assert!(renew_lost(
-        call(
-            &m,
-            1,
-            R::Renew {
-                session: SessionId(1)
-            }
-        )
-        .await
-    ));
-    assert!(!renew_lost(
-        call(
-            &m,
-            1,
-            R::Renew {
-                session: SessionId(1)
-            }
-        )
-        .await
-    ));
+    assert!(renew_lost(&m, 1).await);
+    assert!(!renew_lost(&m, 1).await);
     assert_eq!(
         attr(call(&m, 1, R::GetAttr { ino: x.ino }).await).perm,
         0o600
@@ -425,16 +416,7 @@ async fn a_flush_late_through_this_managers_own_log_stall_is_waited_for() {
     assert_eq!(flushes, 1, "{:?}", c.callbacks.sent());
     // The writer is not lost: it renews and keeps its cache as a reader.
     c.logs[owner].slow_appends(Duration::ZERO);
-    assert!(!renew_lost(
-        call(
-            &m,
-            1,
-            R::Renew {
-                session: SessionId(1)
-            }
-        )
-        .await
-    ));
+    assert!(!renew_lost(&m, 1).await);
     assert_eq!(holders(&m, x.ino), (vec![1, 2], None));
 }
 
@@ -779,16 +761,7 @@ async fn a_long_expired_session_is_forgotten_and_its_open_unlinked_file_freed() 
         .await,
         Err(RemoteError::LeaseExpired(_))
     ));
-    assert!(renew_lost(
-        call(
-            &m,
-            1,
-            R::Renew {
-                session: SessionId(1)
-            }
-        )
-        .await
-    ));
+    assert!(renew_lost(&m, 1).await);
     drop(c);
 }
 
