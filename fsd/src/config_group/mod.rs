@@ -209,14 +209,14 @@ impl ConfigGroup {
         let node = config
             .node(me)
             .ok_or_else(|| GroupError::Start(format!("{me} is not in the cluster config")))?;
-        if !is_member(config, me) {
+        let members = members(config);
+        if !members.contains_key(&raft_id(me)) {
             return Err(GroupError::Start(format!(
                 "{} is no config group member (the members are the manager nodes, filled up to {} with storage nodes)",
                 node.name,
                 proto::config::CONFIG_GROUP_MIN_MEMBERS
             )));
         }
-        let members = members(config);
         let dir = state_dir(&node.state_dir);
         let (log, sm) = {
             let dir = dir.clone();
