@@ -115,28 +115,19 @@ pub(super) async fn follow(
     mut applied: watch::Receiver<Arc<GroupState>>,
 ) {
     let mut metrics = raft.metrics();
-    // The members of the committed config, rebuilt only when its epoch changes (metrics
-    // change at every heartbeat; epochs are compare-and-set, so one names one file).
-    let mut wanted: Option<(u64, Option<BTreeMap<RaftId, BasicNode>>)> = None;
+    let mut wanted = WantedMembers::default();
     loop {
         let step = {
             let m = metrics.borrow().clone();
-            if m.current_leader != Some(me) {
-                Step::Settled
-            } else {
-                let epoch = applied.borrow().epoch();
-                match epoch {
-                    None => Step::Settled,
-                    Some(epoch) => {
-                        if wanted.as_ref().map(|w| w.0) != Some(epoch) {
-                            wanted = Some((epoch, committed_members(&dir, &applied, me)));
-                        }
-                        match wanted.as_ref().and_then(|w| w.1.as_ref()) {
-                            Some(want) => plan(me, &current(&m), want),
-                            None => Step::Settled,
-                        }
+            let epoch = applied.borrow().epoch();
+            match epoch {
+                Some(epoch) if m.current_leader == Some(me) => {
+                    match wanted.for_epoch(epoch, &dir, &applied, me) {
+                        Some(want) => plan(me, &current(&m), want),
+                        None => Step::Settled,
                     }
                 }
+                _ => Step::Settled,
             }
         };
         let pause = match step {
@@ -175,6 +166,31 @@ pub(super) async fn follow(
                 }
             }
         }
+    }
+}
+
+/// The members of the committed config, rebuilt only when its epoch changes (raft's
+/// metrics change at every heartbeat; epochs are compare-and-set, so one names one file).
+#[derive(Default)]
+struct WantedMembers {
+    /// The epoch the members were built for, and the members (`None`: that file does not
+    /// check).
+    built: Option<(u64, Option<BTreeMap<RaftId, BasicNode>>)>,
+}
+
+impl WantedMembers {
+    /// The members of the committed config of `epoch` (in `applied`).
+    fn for_epoch(
+        &mut self,
+        epoch: u64,
+        dir: &std::path::Path,
+        applied: &watch::Receiver<Arc<GroupState>>,
+        me: RaftId,
+    ) -> Option<&BTreeMap<RaftId, BasicNode>> {
+        if self.built.as_ref().map(|b| b.0) != Some(epoch) {
+            self.built = Some((epoch, committed_members(dir, applied, me)));
+        }
+        self.built.as_ref().and_then(|b| b.1.as_ref())
     }
 }
 
