@@ -570,6 +570,9 @@ pub fn run(secs: u64) -> Result<()> {
                     Ok(()) => eprintln!("reg{f}: history written to {}", dump.display()),
                     Err(e) => eprintln!("reg{f}: history not written: {e}"),
                 }
+                // The violation before the log excerpts: a CI report keeps the head and
+                // the tail of a long output, and the excerpts would push it into the cut.
+                eprintln!("reg{f}: NOT linearizable: {s}");
                 print_lease_events(&c.env().path().join("logs"));
                 Err(anyhow::anyhow!("reg{f} (seed {seed}): {s}"))
             }

@@ -151,6 +151,7 @@ impl Service {
         };
         if reclaim {
             if !in_reclaim {
+                tracing::info!(inode = %ino, session = %format_args!("{session:x}"), "reclaim of a write lease refused: the reclaim window is over");
                 return Err(errno(Errno::new(
                     code::ESTALE,
                     format!(
@@ -166,10 +167,13 @@ impl Service {
                     self.record_write_lease(who, ino).await?;
                     Ok(ManagerResponse::Done)
                 }
-                Err(why) => Err(errno(Errno::new(
-                    code::ESTALE,
-                    format!("reclaim of the write lease of {ino} refused: {why}"),
-                ))),
+                Err(why) => {
+                    tracing::info!(inode = %ino, session = %format_args!("{session:x}"), "reclaim of a write lease refused: {why}");
+                    Err(errno(Errno::new(
+                        code::ESTALE,
+                        format!("reclaim of the write lease of {ino} refused: {why}"),
+                    )))
+                }
             };
         }
         if in_grace {
