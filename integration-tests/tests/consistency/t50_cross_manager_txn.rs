@@ -131,13 +131,28 @@ fn is_above(parents: &BTreeMap<String, String>, anc: &str, d: &str) -> bool {
 
 /// A rename whose failure is a clean POSIX answer to a race (the source moved away, the
 /// target moved into the source, a name taken) is fine; anything else is not.
+///
+/// ESTALE is one of those answers, and it comes from the kernel, not from Shoal: a rename
+/// holds the superblock's rename mutex while it looks up its last components; when such a
+/// lookup finds a directory the other mount moved, whose old dentry this kernel still has
+/// (the callback's entry invalidation waits for that old parent's lock), `d_splice_alias`
+/// must move the old dentry, cannot take the rename mutex it already holds, and fails the
+/// lookup with ESTALE (`__d_unalias`); the retry with LOOKUP_REVAL meets the same alias. The
+/// rename was never sent, so nothing changed (every round checks the tree). NFS clients
+/// answer the same race the same way. (Seen once in 2026-12-06 under load: "rename n1 ->
+/// n3/n7/n4/n1: Stale file handle".)
 fn rename_ok_or_race(from: &Path, to: &Path) -> Result<bool> {
     match fs::rename(from, to) {
         Ok(()) => Ok(true),
         Err(e) => match e.raw_os_error() {
-            Some(libc::ENOENT | libc::EINVAL | libc::EEXIST | libc::ENOTEMPTY | libc::EAGAIN) => {
-                Ok(false)
-            }
+            Some(
+                libc::ENOENT
+                | libc::EINVAL
+                | libc::EEXIST
+                | libc::ENOTEMPTY
+                | libc::EAGAIN
+                | libc::ESTALE,
+            ) => Ok(false),
             _ => bail!("rename {} -> {}: {e}", from.display(), to.display()),
         },
     }
