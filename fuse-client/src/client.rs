@@ -336,6 +336,17 @@ impl Client {
         self.lock_state().dirty_bytes()
     }
 
+    /// Inodes with writes this client accepted and no manager has yet: buffered, or taken
+    /// by a flush whose commit is not answered yet. What a mount cut off now could lose
+    /// (its next fsync or close of such an inode reports EIO). Sorted, no repeats.
+    pub fn unflushed_inodes(&self) -> Vec<InodeId> {
+        let mut inos = self.lock_state().buffered_where(|_| true);
+        inos.extend(self.writeback.commits_under_way());
+        inos.sort_unstable();
+        inos.dedup();
+        inos
+    }
+
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, DataState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

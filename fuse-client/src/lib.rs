@@ -41,6 +41,8 @@ pub use data::listing::DirItem;
 pub use error::{ClientError, FsError};
 pub use handle::FileHandle;
 pub use kernel::mount::{mount, Mount, MountOptions};
-pub use ops::namespace::{StatFs, DROP_CACHES_XATTR, PEER_READS_XATTR, STATS_XATTR};
+pub use ops::namespace::{
+    StatFs, DROP_CACHES_XATTR, PEER_READS_XATTR, STATS_XATTR, UNFLUSHED_XATTR,
+};
 pub use proto::worker::{WorkerState, WorkerStatus};
 pub use stats::ClientStats;

@@ -246,3 +246,37 @@ async fn t40_fuse_mount_basic_ops() {
     .expect("file ops");
     mount.unmount().await.expect("unmount");
 }
+
+/// `shoal.unflushed` (`Client::unflushed_inodes`) names the files whose writes no manager
+/// has yet, and only those: a buffered write is listed until its fsync, a file written and
+/// synced is not, and the virtual xattr gives the same list as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_unflushed_lists_exactly_the_files_with_uncommitted_writes() {
+    // No background flush during the test: only the fsyncs commit.
+    let cluster =
+        TestCluster::start_with(256 << 10, |f| f.client.flush_interval_ms = 600_000).await;
+    let a = cluster.client().await;
+    let (f, _) = a
+        .create(InodeId::ROOT, "f", 0o644, 0o022, ME)
+        .await
+        .expect("create f");
+    let (g, _) = a
+        .create(InodeId::ROOT, "g", 0o644, 0o022, ME)
+        .await
+        .expect("create g");
+    assert_eq!(a.unflushed_inodes(), Vec::<InodeId>::new());
+    a.write(f.ino, 0, b"buffered").await.expect("write f");
+    a.write(g.ino, 0, b"synced").await.expect("write g");
+    let mut both = vec![f.ino, g.ino];
+    both.sort_unstable();
+    assert_eq!(a.unflushed_inodes(), both);
+    a.fsync(g.ino).await.expect("fsync g");
+    assert_eq!(a.unflushed_inodes(), vec![f.ino]);
+    let listed = a
+        .getxattr(InodeId::ROOT, fuse_client::UNFLUSHED_XATTR)
+        .await
+        .expect("getxattr");
+    assert_eq!(String::from_utf8(listed).unwrap(), format!("[{}]", f.ino.0));
+    a.fsync(f.ino).await.expect("fsync f");
+    assert_eq!(a.unflushed_inodes(), Vec::<InodeId>::new());
+}

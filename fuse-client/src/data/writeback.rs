@@ -191,6 +191,16 @@ impl WriteBack {
         lock.lock_owned().await
     }
 
+    /// Inodes whose commit lock is held now: a flush (or an operation that waits for one)
+    /// is under way, its data taken from the buffer but not yet answered by the manager.
+    pub(crate) fn commits_under_way(&self) -> Vec<InodeId> {
+        self.commits
+            .iter()
+            .filter(|e| e.value().try_lock().is_err())
+            .map(|e| *e.key())
+            .collect()
+    }
+
     pub(crate) fn try_commit_lock(&self, ino: InodeId) -> Option<InodeCommit> {
         let lock = self.commits.entry(ino).or_default().clone();
         lock.try_lock_owned().ok()

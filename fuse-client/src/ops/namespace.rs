@@ -23,6 +23,13 @@ pub const DROP_CACHES_XATTR: &str = "shoal.drop_caches";
 /// path of the mount): `getfattr -n shoal.stats --only-values MNT`.
 pub const STATS_XATTR: &str = "shoal.stats";
 
+/// The virtual xattr that lists, as a JSON array of inode numbers (`st_ino`), the files
+/// this mount holds writes of that no manager has yet (buffered, or in a commit not yet
+/// answered): what a crash or a cut-off of this mount now could lose, whose next fsync or
+/// close would then report EIO. On any path of the mount:
+/// `getfattr -n shoal.unflushed --only-values MNT`.
+pub const UNFLUSHED_XATTR: &str = "shoal.unflushed";
+
 /// The virtual xattr that switches this mount's cooperative caching at runtime (on any
 /// path of the mount, same permission rule as `shoal.drop_caches`): value `1` asks peers,
 /// forwards and takes forwards (needs `[client] peer_reads` on), `0` reads only locally
@@ -470,6 +477,14 @@ impl Client {
     pub async fn getxattr(&self, ino: InodeId, name: &str) -> Result<Vec<u8>, FsError> {
         if name == STATS_XATTR {
             return Ok(self.coop_stats().to_json().into_bytes());
+        }
+        if name == UNFLUSHED_XATTR {
+            let inos: Vec<String> = self
+                .unflushed_inodes()
+                .iter()
+                .map(|i| i.0.to_string())
+                .collect();
+            return Ok(format!("[{}]", inos.join(",")).into_bytes());
         }
         if name == PEER_READS_XATTR {
             let on = self.coop_stats().peer_reads;
