@@ -634,11 +634,6 @@ impl Transport {
         })
     }
 
-    /// Closes the connection to `addr`, if one is open, so that the next call opens a new
-    /// one and calls waiting on it fail at once (callers retry). For a caller that knows
-    /// the peer stopped answering on it (a lease renewal timed out): a peer killed and
-    /// restarted on the same address does not always reset the old connection, whose calls
-    /// then wait for the idle timeout.
     /// The current connection to `addr` and the ACK frames received on it so far (`None`
     /// without an open connection, or while one is being set up). Only the peer process
     /// holding the connection's keys can send an ACK, so a count that grows while a call
@@ -653,6 +648,11 @@ impl Transport {
         Some((conn.stable_id(), conn.stats().frame_rx.acks))
     }
 
+    /// Closes the connection to `addr`, if one is open, so that the next call opens a new
+    /// one and calls waiting on it fail at once (callers retry). For a caller that knows
+    /// the peer stopped answering on it (a lease renewal timed out): a peer killed and
+    /// restarted on the same address does not always reset the old connection, whose calls
+    /// then wait for the idle timeout.
     pub fn drop_connection(&self, addr: SocketAddr) {
         let slot = self.slot(addr);
         // A connection being set up right now is new: left alone.
