@@ -276,7 +276,10 @@ async fn t50_unflushed_lists_exactly_the_files_with_uncommitted_writes() {
         .getxattr(InodeId::ROOT, fuse_client::UNFLUSHED_XATTR)
         .await
         .expect("getxattr");
-    assert_eq!(String::from_utf8(listed).unwrap(), format!("[{}]", f.ino.0));
+    assert_eq!(
+        String::from_utf8(listed).expect("utf-8"),
+        format!("[{}]", f.ino.0)
+    );
     a.fsync(f.ino).await.expect("fsync f");
     assert_eq!(a.unflushed_inodes(), Vec::<InodeId>::new());
 }
