@@ -114,6 +114,17 @@ impl ManagerClient {
             .and_then(|n| self.transport.acks_received(n.address))
     }
 
+    /// ACKs received on every connection of the transport (`Transport::ack_snapshot`).
+    pub fn ack_snapshot(&self) -> Vec<crate::transport::AckMark> {
+        self.transport.ack_snapshot()
+    }
+
+    /// Closes the connections of `before` that received no ACK since
+    /// (`Transport::drop_unacknowledged`).
+    pub fn drop_unacknowledged(&self, before: &[crate::transport::AckMark]) -> usize {
+        self.transport.drop_unacknowledged(before)
+    }
+
     /// Closes the connection to manager `node` (see `Transport::drop_connection`).
     pub fn drop_connection(&self, node: NodeId) {
         if let Some(n) = self.config.node(node) {

@@ -125,6 +125,15 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, peer: Peer, req: Request, bulk: Bytes) -> BoxFuture<'_, (Response, Bytes)>;
 }
 
+/// Where one connection stood (`Transport::ack_snapshot`).
+#[derive(Clone, Copy, Debug)]
+pub struct AckMark {
+    addr: SocketAddr,
+    id: usize,
+    acks: u64,
+    sent: u64,
+}
+
 #[derive(Default)]
 struct PeerSlot {
     conn: tokio::sync::Mutex<Option<quinn::Connection>>,
@@ -646,6 +655,60 @@ impl Transport {
             return None;
         }
         Some((conn.stable_id(), conn.stats().frame_rx.acks))
+    }
+
+    /// Where every open connection this endpoint dialled stands: ACK frames received and
+    /// packets sent so far. With `drop_unacknowledged`, finds the connections that went
+    /// silent.
+    pub fn ack_snapshot(&self) -> Vec<AckMark> {
+        let slots: Vec<(SocketAddr, Arc<PeerSlot>)> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.iter().map(|(a, s)| (*a, s.clone())).collect()
+        };
+        slots
+            .into_iter()
+            .filter_map(|(addr, slot)| {
+                let conn = slot.conn.try_lock().ok().and_then(|g| g.clone())?;
+                if conn.close_reason().is_some() {
+                    return None;
+                }
+                let st = conn.stats();
+                Some(AckMark {
+                    addr,
+                    id: conn.stable_id(),
+                    acks: st.frame_rx.acks,
+                    sent: st.path.sent_packets,
+                })
+            })
+            .collect()
+    }
+
+    /// Closes every connection of `before` (an `ack_snapshot`) that is still the current
+    /// one to its address, has sent at least 4 packets since and received at most one ACK
+    /// frame (one already on its way when the snapshot was taken); returns how many. A live
+    /// peer acknowledges at least every second packet within its ACK delay, so such a
+    /// connection is cut off. After an outage QUIC backs its probes off exponentially
+    /// (quinn doubles the probe timeout at each one), so it can stay mute for seconds after
+    /// the network is back, and every call on it with it; a new connection handshakes at
+    /// once. Idle connections (nothing sent, or a keep-alive) are left.
+    pub fn drop_unacknowledged(&self, before: &[AckMark]) -> usize {
+        let mut dropped = 0;
+        for m in before {
+            let slot = self.slot(m.addr);
+            let Some(conn) = slot.conn.try_lock().ok().and_then(|g| g.clone()) else {
+                continue;
+            };
+            let st = conn.stats();
+            if conn.stable_id() == m.id
+                && conn.close_reason().is_none()
+                && st.frame_rx.acks <= m.acks + 1
+                && st.path.sent_packets >= m.sent + 4
+            {
+                conn.close(0u32.into(), b"nothing acknowledged");
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// Closes the connection to `addr`, if one is open, so that the next call opens a new

@@ -371,3 +371,161 @@ async fn a_dialled_peer_must_be_the_node_the_config_names() {
         .expect("the named node is served");
     assert!(matches!(resp, Response::Pong(_)), "{resp}");
 }
+
+/// A server on a runtime of its own, which the test can freeze: while frozen its only
+/// thread sleeps, so it reads no datagram and acknowledges nothing (a cut-off or stopped
+/// peer, as the client sees it); thawed, it goes on with what queued in its socket.
+struct FreezableServer {
+    addr: std::net::SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by the server's thread while it sleeps frozen.
+    parked: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FreezableServer {
+    fn start(id: Identity) -> FreezableServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (frozen, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let parked = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (f, s, p) = (frozen.clone(), stop.clone(), parked.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = Transport::bind(any(), &id, true).expect("bind");
+                let _serving = server.serve(Arc::new(Echo("frozen")));
+                tx.send(server.local_addr().expect("addr")).expect("send");
+                while !s.load(Ordering::SeqCst) {
+                    if f.load(Ordering::SeqCst) {
+                        // Blocks the runtime's only thread: nothing of the server runs.
+                        p.store(true, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(10));
+                    } else {
+                        p.store(false, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            });
+        });
+        let addr = rx.recv().expect("server address");
+        FreezableServer {
+            addr,
+            frozen,
+            parked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Freezes or thaws the server, and waits (bounded) until its thread did.
+    fn set_frozen(&self, on: bool) {
+        use std::sync::atomic::Ordering;
+        self.frozen.store(on, Ordering::SeqCst);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while self.parked.load(Ordering::SeqCst) != on && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            self.parked.load(Ordering::SeqCst),
+            on,
+            "the server thread did not follow"
+        );
+    }
+}
+
+impl Drop for FreezableServer {
+    fn drop(&mut self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A connection that sent and got nothing acknowledged since a snapshot is closed by
+/// `drop_unacknowledged`, so the next call opens a new one (after an outage, QUIC's
+/// backed-off probes would keep the old one mute for seconds); an idle connection and one
+/// whose peer answers are left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_dropped_idle_and_live_ones_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = CertAuthority::generate("t").expect("ca");
+    let live = Transport::bind(any(), &identity(dir.path(), &ca, "live"), true).expect("bind");
+    let _serving = live.serve(Arc::new(Echo("live")));
+    let live_addr = live.local_addr().expect("addr");
+    let mute = FreezableServer::start(identity(dir.path(), &ca, "mute"));
+    let client = Transport::bind(any(), &identity(dir.path(), &ca, "client"), false).expect("bind");
+    for a in [live_addr, mute.addr] {
+        client
+            .call(a, &Request::Ping, Bytes::new())
+            .await
+            .expect("ping");
+    }
+    // Nothing sent since: both are idle, neither is dropped.
+    let snap = client.ack_snapshot();
+    assert_eq!(snap.len(), 2);
+    assert_eq!(client.drop_unacknowledged(&snap), 0);
+    // One peer stops answering while a call waits on it; the other stays live.
+    let snap = client.ack_snapshot();
+    mute.set_frozen(true);
+    let stuck = tokio::time::timeout(
+        Duration::from_millis(600),
+        client.call(mute.addr, &Request::Ping, Bytes::new()),
+    )
+    .await;
+    assert!(stuck.is_err(), "a call to the frozen server was answered");
+    client
+        .call(live_addr, &Request::Ping, Bytes::new())
+        .await
+        .expect("live ping");
+    assert_eq!(client.drop_unacknowledged(&snap), 1, "only the mute one");
+    assert_eq!(client.ack_snapshot().len(), 1, "the mute one is closed");
+    // The peer is back: the next call opens a new connection and is answered.
+    mute.set_frozen(false);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.call(mute.addr, &Request::Ping, Bytes::new()),
+    )
+    .await
+    .expect("a call after the thaw was not answered within 5 s")
+    .expect("ping after the thaw");
+}
+
+/// A connection closed by `drop_connection` is replaced at once by a new one to the same
+/// live peer. With TLS session resumption on, the resumed handshake never completed and the
+/// call failed after the 10 s idle timeout (2026-12-06); a new endpoint was not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_reconnects_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = CertAuthority::generate("t").expect("ca");
+    let server = Transport::bind(any(), &identity(dir.path(), &ca, "server"), true).expect("bind");
+    let _serving = server.serve(Arc::new(Echo("server")));
+    let addr = server.local_addr().expect("addr");
+    let client = Transport::bind(any(), &identity(dir.path(), &ca, "client"), false).expect("bind");
+    for round in 0..3 {
+        client
+            .call(addr, &Request::Ping, Bytes::new())
+            .await
+            .expect("ping");
+        client.drop_connection(addr);
+        let again = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.call(addr, &Request::Ping, Bytes::new()),
+        )
+        .await;
+        assert!(
+            matches!(again, Ok(Ok(_))),
+            "round {round}: the call after a dropped connection: {again:?}"
+        );
+    }
+}
