@@ -436,6 +436,7 @@ impl Meta {
                         // again if this one did not get through.
                         let wait = self.renew_wait(node) * 2;
                         let acks = self.mc.acks_received(node);
+                        let all = self.mc.ack_snapshot();
                         match tokio::time::timeout(wait, self.hello(node)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {
@@ -443,7 +444,7 @@ impl Meta {
                             }
                             Err(_) => {
                                 tracing::info!(manager = %node, "hello after a lost lease: no answer within {wait:?}");
-                                self.drop_if_silent(node, acks);
+                                self.drop_if_silent(node, acks, &all);
                             }
                         }
                     }
@@ -525,6 +526,7 @@ impl Meta {
         // (the lease then runs out and the caches of its inodes are dropped).
         let wait = self.renew_wait(node);
         let acks = self.mc.acks_received(node);
+        let all = self.mc.ack_snapshot();
         let ev = match self.call_once(node, req, wait).await {
             Ok(ManagerResponse::Lease(grant)) => Event::Granted {
                 sent,
@@ -541,7 +543,7 @@ impl Meta {
                 tracing::debug!(manager = %node, "renewal failed: {e}");
                 if e.0 == libc::ETIMEDOUT {
                     tracing::info!(manager = %node, "renewal: no answer within {wait:?}");
-                    self.drop_if_silent(node, acks);
+                    self.drop_if_silent(node, acks, &all);
                 }
                 Event::RenewFailed {
                     now: BootInstant::now(),
@@ -561,7 +563,20 @@ impl Meta {
     /// meanwhile), and closing its connection then cuts our answers to those callbacks:
     /// the manager gave up on us and the buffered writes were dropped (consistency/t56,
     /// seed 1305288955663068895).
-    fn drop_if_silent(&self, node: NodeId, before: Option<(usize, u64)>) {
+    ///
+    /// The other connections that sent and got nothing acknowledged meanwhile (`all`: where
+    /// they stood before) are closed too: a silent manager often means a cut network, and
+    /// the connections to the storage servers went through it. QUIC backs its probes off
+    /// at each loss, so after a few seconds of outage such a connection stays mute for
+    /// seconds after the network is back; a flush appending through it (also the one a
+    /// `Flush` callback asks for) then missed the lease and the manager gave up on us a
+    /// second time (consistency/t56, seed 9062346174120464157).
+    fn drop_if_silent(
+        &self,
+        node: NodeId,
+        before: Option<(usize, u64)>,
+        all: &[proto::transport::AckMark],
+    ) {
         let alive = match (before, self.mc.acks_received(node)) {
             (Some((id, a)), Some((now_id, b))) => id == now_id && b > a,
             _ => false,
@@ -572,6 +587,10 @@ impl Meta {
             tracing::info!(manager = %node, "nothing acknowledged meanwhile: reconnecting");
             self.counters.connection_dropped();
             self.mc.drop_connection(node);
+            let others = self.mc.drop_unacknowledged(all);
+            if others > 0 {
+                tracing::info!(manager = %node, connections = others, "other connections got nothing acknowledged either: reconnecting them too");
+            }
         }
     }
 
