@@ -112,7 +112,14 @@ pub enum Target {
 }
 
 /// How often a request answered `LeaseExpired` is renewed and sent again.
-const LEASE_RETRIES: usize = 4;
+const LEASE_RETRIES: u32 = 8;
+/// The pause before sending again after a renewal that got no grant, doubled at each try
+/// up to `LEASE_RETRY_PAUSE_MAX` (3.5 s in all). A manager that has just restarted answers
+/// a request of a session it does not know yet with `LeaseExpired` while the renewal that
+/// would tell us of the restart is still on its way: sent again at once, the request used
+/// up its tries in 2 ms and failed EIO (faults/t40 in CI, 2026-12-06).
+const LEASE_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const LEASE_RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Shortest time a renewal waits for its answer.
 const MIN_RENEW_WAIT: Duration = Duration::from_secs(1);
 /// Added to the end of every TTL handed to the kernel: the kernel counts it from when the
@@ -272,7 +279,7 @@ impl Meta {
                     .wrapping_add(1),
             )
         });
-        for _ in 0..LEASE_RETRIES {
+        for attempt in 0..LEASE_RETRIES {
             let seen = node.map(|n| self.lease(n).renewals()).unwrap_or(0);
             let sent = BootInstant::now();
             match self.send(target, call, req.clone(), patient).await {
@@ -293,9 +300,16 @@ impl Meta {
                         OnExpired::RenewAndFail => self.lease(n).renewals(),
                         OnExpired::RenewAndRetry => seen,
                     };
+                    let before = self.lease(n).renewals();
                     self.renew_after(n, seen, true).await;
                     if on_expired == OnExpired::RenewAndFail {
                         return Err(FsError::EIO);
+                    }
+                    if self.lease(n).renewals() == before {
+                        let pause = LEASE_RETRY_PAUSE
+                            .saturating_mul(1 << attempt.min(5))
+                            .min(LEASE_RETRY_PAUSE_MAX);
+                        tokio::time::sleep(pause).await;
                     }
                 }
                 Err(Failure::Errno(e)) => return Err(e),
