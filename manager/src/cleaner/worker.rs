@@ -342,6 +342,21 @@ impl Cleaner {
                 let data = match self.reader.read_segment(seg).await {
                     Ok(d) => d,
                     Err(e) => {
+                        // Another pass (the background cleaner beside `shoal clean --now`)
+                        // may have moved its data meanwhile, and the reclaimer freed it.
+                        let still_used = self
+                            .find(log, &[seg.segment])
+                            .await
+                            .map(|f| {
+                                f.iter().any(|(_, v, _)| {
+                                    v.iter().any(|(_, x)| x.ptr.seg.segment == seg.segment)
+                                })
+                            })
+                            .unwrap_or(true);
+                        if !still_used {
+                            tracing::info!(segment = %seg, "cleaner: freed by another pass meanwhile, nothing to do");
+                            continue;
+                        }
                         tracing::warn!(segment = %seg, "cleaner: cannot read, left as it is: {e}");
                         report.failed += 1;
                         continue;
