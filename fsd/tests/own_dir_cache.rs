@@ -39,11 +39,11 @@ async fn create(c: &Client, dir: InodeId, name: &str) -> Result<InodeId, FsError
     Ok(a.ino)
 }
 
-/// A directory made by `c` in the root on the root's manager (a directory placed on
-/// another manager is made by a cross-manager transaction: its owner registers the maker
-/// as a reader, but the client does not learn such a directory as empty, and lookups in it
-/// ask).
-async fn own_dir(tc: &TestCluster, c: &Client, prefix: &str) -> InodeId {
+/// A directory made by `c` in the root, on the root's manager, or with `far` on another
+/// one (made by a cross-manager transaction: its owner, the participant, registers the
+/// maker as a reader before the answer, whether the coordinator's finish or the prepared
+/// watch resolves it, so the maker learns it as empty too).
+async fn own_dir(tc: &TestCluster, c: &Client, prefix: &str, far: bool) -> InodeId {
     let owner = |i: InodeId| tc.cluster.config.slot_owner(i.slot());
     for i in 0..64 {
         let d = bounded(
@@ -52,11 +52,11 @@ async fn own_dir(tc: &TestCluster, c: &Client, prefix: &str) -> InodeId {
         )
         .await
         .expect("mkdir");
-        if owner(d.ino) == owner(InodeId::ROOT) {
+        if (owner(d.ino) != owner(InodeId::ROOT)) == far {
             return d.ino;
         }
     }
-    panic!("64 directories all placed away from the root's manager");
+    panic!("64 directories all placed on one side (far = {far})");
 }
 
 /// The attributes of `ino` that a getattr shows, as compared between clients.
@@ -105,7 +105,7 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
     let tc = TestCluster::start(6, 2, 4, 2).await;
     let a = tc.client().await;
     let b = tc.client().await;
-    let d = own_dir(&tc, &a, "own").await;
+    let d = own_dir(&tc, &a, "own", false).await;
 
     // Absent in a directory we made: no Lookup sent.
     let before = a.stats();
@@ -187,7 +187,7 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
     );
 
     // Another client's unlink and rename in a directory we made and still know.
-    let e = own_dir(&tc, &a, "second").await;
+    let e = own_dir(&tc, &a, "second", false).await;
     bounded("create", create(&a, e, "p"))
         .await
         .expect("create p");
@@ -218,12 +218,22 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn both_clients_changing_an_own_directory_match_a_model_after_every_step() {
+    model_run(false).await;
+}
+
+/// The same on a directory placed on the other manager than its parent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_clients_changing_an_own_far_directory_match_a_model_after_every_step() {
+    model_run(true).await;
+}
+
+async fn model_run(far: bool) {
     let tc = TestCluster::start(6, 2, 4, 2).await;
     let a = tc.client().await;
     let b = tc.client().await;
     // Caches nothing of the directory: every lookup asks the manager.
     let judge = tc.client().await;
-    let d = own_dir(&tc, &a, "mix").await;
+    let d = own_dir(&tc, &a, "mix", far).await;
     let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
     let mut model: BTreeSet<String> = BTreeSet::new();
     let mut rng = Rng(0x5eed_1234_abcd_9876);
@@ -297,20 +307,19 @@ async fn the_maker_of_a_directory_on_another_manager_is_its_reader() {
     let a = tc.client().await;
     let b = tc.client().await;
     let owner = |i: InodeId| tc.cluster.config.slot_owner(i.slot());
-    let mut far = None;
-    for i in 0..64 {
-        let d = bounded(
-            "mkdir",
-            a.mkdir(InodeId::ROOT, &format!("far{i}"), 0o755, 0o022, ROOT),
-        )
-        .await
-        .expect("mkdir");
-        if owner(d.ino) != owner(InodeId::ROOT) {
-            far = Some(d.ino);
-            break;
-        }
-    }
-    let far = far.expect("64 directories all placed on the root's manager");
+    let far = own_dir(&tc, &a, "far", true).await;
+    // Learnt as empty: a name it does not have costs no Lookup.
+    let before = a.stats();
+    assert!(!exists(&a, far, "x").await);
+    assert_eq!(
+        a.stats().rpc("Lookup"),
+        before.rpc("Lookup"),
+        "answered locally"
+    );
+    assert_eq!(
+        a.stats().local_negative_lookups,
+        before.local_negative_lookups + 1
+    );
     let name = &tc.cluster.config.node(owner(far)).expect("owner node").name;
     let svc = tc.cluster.manager_service(name).expect("owner service");
     let (readers, _) = svc.lease_holders(far);
@@ -337,6 +346,14 @@ async fn the_maker_of_a_directory_on_another_manager_is_its_reader() {
     assert!(
         a.stats().invalidate_callbacks > before,
         "no callback reached the maker"
+    );
+    // The callback dropped what the maker knew of it: its lookups ask again.
+    let before = a.stats();
+    assert!(!exists(&a, far, "x").await);
+    assert_eq!(
+        a.stats().rpc("Lookup"),
+        before.rpc("Lookup") + 1,
+        "asked after the callback"
     );
     a.shutdown();
     b.shutdown();

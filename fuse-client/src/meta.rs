@@ -694,8 +694,19 @@ impl Meta {
 
     /// The current cache epoch of `ino`'s manager, or `None` when it has no leases.
     pub fn lease_epoch(&self, ino: InodeId) -> Option<CacheEpoch> {
-        let st = self.lease(self.owner(ino));
+        self.node_epoch(self.owner(ino))
+    }
+
+    /// The current cache epoch of manager `node`, or `None` when it has no leases.
+    pub fn node_epoch(&self, node: NodeId) -> Option<CacheEpoch> {
+        let st = self.lease(node);
         st.enabled().then_some(st.epoch())
+    }
+
+    /// The cache epoch of every manager now (for an answer whose inode's manager is
+    /// known only once it arrives: a directory made by a cross-manager create).
+    pub fn node_epochs(&self) -> Vec<(NodeId, Option<CacheEpoch>)> {
+        self.nodes().map(|n| (n, self.node_epoch(n))).collect()
     }
 }
 

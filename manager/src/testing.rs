@@ -305,6 +305,8 @@ impl CallbackSender for NoCallbacks {
 pub struct LoopbackPeers {
     services: Mutex<std::collections::HashMap<NodeId, std::sync::Weak<Service>>>,
     down: Mutex<std::collections::HashSet<NodeId>>,
+    /// Nodes to which `TxFinish` fails as unreachable (a lost decision).
+    finish_lost: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl LoopbackPeers {
@@ -328,6 +330,17 @@ impl LoopbackPeers {
             d.remove(&node);
         }
     }
+
+    /// Makes `TxFinish` calls to `node` fail as unreachable (or pass again): the
+    /// participant resolves its prepared part by asking the coordinator instead.
+    pub fn set_finish_lost(&self, node: NodeId, lost: bool) {
+        let mut d = self.finish_lost.lock().unwrap_or_else(|e| e.into_inner());
+        if lost {
+            d.insert(node);
+        } else {
+            d.remove(&node);
+        }
+    }
 }
 
 impl Peers for LoopbackPeers {
@@ -344,6 +357,17 @@ impl Peers for LoopbackPeers {
                 .contains(&node)
             {
                 return Err(RemoteError::Unavailable(format!("{node} is down (test)")));
+            }
+            if matches!(req, ManagerRequest::TxFinish { .. })
+                && self
+                    .finish_lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&node)
+            {
+                return Err(RemoteError::Unavailable(format!(
+                    "TxFinish to {node} lost (test)"
+                )));
             }
             let svc = self
                 .services

@@ -189,7 +189,13 @@ impl Client {
         // Open until the new directory is learnt as empty: a callback meanwhile (which may
         // be about an entry another client made in it) keeps it from being learnt.
         let ask = self.attrs.ask();
-        let asked_in = self.meta.lease_epoch(parent);
+        // A new directory's manager is known only from the answer (its slot is chosen by
+        // the parent's manager): every manager's epoch as it was when we asked.
+        let asked_in = if is_dir {
+            self.meta.node_epochs()
+        } else {
+            Vec::new()
+        };
         let req = ManagerRequest::Create {
             parent,
             name: name.to_string(),
@@ -202,11 +208,18 @@ impl Client {
         let a = self.attr_call(req).await?;
         if is_dir {
             self.parents.learn(a.ino, parent);
-            // Made by this request and held by us since (its owner registered us as a
-            // reader with the answer): empty. Only from the manager we asked, in the
-            // epoch we asked in, with no cached state dropped meanwhile.
-            let same_owner = self.meta.owner(a.ino) == self.meta.owner(parent);
-            if same_owner && asked_in.is_some() && self.meta.lease_epoch(a.ino) == asked_in {
+            // Made by this request and held by us since: empty. Its owner registered us
+            // as a reader before the answer could reach us: the parent's manager with the
+            // answer, or, for a directory placed on another manager, that manager as the
+            // participant of the two-phase create, at its finish (`tx_finish`). Only in
+            // the epoch of the new directory's manager we asked in (no loss of its lease
+            // learned meanwhile), with no cached state dropped meanwhile.
+            let owner = self.meta.owner(a.ino);
+            let then = asked_in
+                .iter()
+                .find(|(n, _)| *n == owner)
+                .and_then(|(_, e)| *e);
+            if then.is_some() && self.meta.node_epoch(owner) == then {
                 self.dir_names.learn_empty(a.ino);
                 // Checked after the insert: droppers bump the count before forgetting.
                 if ask.dropped() {

@@ -873,3 +873,60 @@ async fn writes_buffered_before_a_loss_never_land_even_under_a_new_write_lease()
         .expect("writes buffered after the loss commit");
     assert_eq!(attr(call(&m, 1, R::GetAttr { ino: x.ino }).await).size, 120);
 }
+
+/// A directory made for another manager's parent is resolved at its owner (the
+/// participant) by the prepared watch when the coordinator's `TxFinish` is lost: the maker
+/// still becomes its reader (the client learns a directory it made as empty, and counts on
+/// being called back before anyone else changes it).
+#[tokio::test]
+async fn the_maker_is_the_reader_of_a_far_directory_resolved_without_the_finish() {
+    let (c, m) = setup(LONG).await;
+    let far_node = c
+        .managers
+        .iter()
+        .find(|s| s.node() != m.node())
+        .expect("a second manager")
+        .clone();
+    hello(&m, 1).await;
+    hello(&far_node, 1).await;
+    c.peers.set_finish_lost(far_node.node(), true);
+    let mut made = None;
+    for i in 0..64 {
+        let r = call(
+            &m,
+            1,
+            R::Create {
+                parent: ROOT,
+                name: format!("d{i}"),
+                node: NewNode::Dir,
+                perm: 0o755,
+                umask: 0,
+                caller: USER,
+                session: None,
+            },
+        )
+        .await;
+        let a = attr(r);
+        if c.config.slot_owner(a.ino.slot()) == far_node.node() {
+            made = Some(a.ino);
+            break;
+        }
+    }
+    let dir = made.expect("64 directories all placed on the root's manager");
+    // Renewals keep session 1 live at both while the watch (2 s rounds) resolves it.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if holders(&far_node, dir).0.contains(&1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the maker never became a reader of {dir}: {:?}",
+            holders(&far_node, dir)
+        );
+        assert!(!renew_lost(&m, 1).await);
+        assert!(!renew_lost(&far_node, 1).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.peers.set_finish_lost(far_node.node(), false);
+}

@@ -103,6 +103,7 @@ impl Service {
             tasks: Mutex::new(Vec::new()),
             committer: Mutex::new(None),
             move_lock: Mutex::new(Default::default()),
+            tx_requesters: Mutex::new(Default::default()),
             recovery_error: Mutex::new(None),
             workers: Workers::default(),
             calls: Mutex::new(crate::calls::CallTable::new(crate::calls::KEPT_RESULTS)),

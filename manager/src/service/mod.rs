@@ -91,6 +91,11 @@ pub struct Service {
     committer: Mutex<Option<JoinHandle<()>>>,
     /// The cluster-wide directory-move lock (served when this node owns the root's slot).
     move_lock: Mutex<crate::txn::movelock::MoveLock>,
+    /// Participant: the requester's session of each prepared transaction, so that it
+    /// becomes the reader of what the commit makes however the transaction is resolved
+    /// (the coordinator's `TxFinish`, or the prepared watch asking the coordinator). Not
+    /// durable: a restart ends every session's standing here anyway.
+    tx_requesters: Mutex<std::collections::HashMap<proto::ids::TxId, proto::ids::SessionId>>,
     /// Why recovery refused to serve (the manager stays unavailable).
     recovery_error: Mutex<Option<Arc<ManagerError>>>,
     /// The manager's named background workers (the journal committer) and their status.

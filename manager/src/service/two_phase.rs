@@ -450,6 +450,9 @@ impl Service {
                             self.journal.push(logged);
                             self.maybe_checkpoint(&st);
                             let lsn = st.last_lsn();
+                            if let Some(s) = session {
+                                self.requesters().insert(tx, s);
+                            }
                             drop(st);
                             self.journal.wait_durable(lsn).await.map_err(fatal)?;
                             return Ok(ManagerResponse::TxPrepared { results });
@@ -463,6 +466,10 @@ impl Service {
         Err(contention("TxPrepare"))
     }
 
+    fn requesters(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<TxId, SessionId>> {
+        self.tx_requesters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Participant: phase two (see `ManagerRequest::TxFinish`).
     pub(super) async fn tx_finish(
         &self,
@@ -470,7 +477,8 @@ impl Service {
         commit: bool,
         session: Option<SessionId>,
     ) -> Result<ManagerResponse, RemoteError> {
-        let who = session.filter(|s| self.leases().is_live(*s));
+        let asked = self.requesters().remove(&tx);
+        let who = session.or(asked).filter(|s| self.leases().is_live(*s));
         let (lsn, calls, applied) = {
             let mut st = self.state.lock().await;
             let (recs, applied) = st.plan_resolve(Timestamp::now(), tx, commit);
@@ -551,6 +559,13 @@ impl Service {
                             tracing::warn!(%tx, "resolving a prepared part: {e}");
                         }
                     }
+                }
+                // Requesters of transactions no longer prepared (inserted under the state
+                // lock with the prepare's records, so this snapshot misses none).
+                {
+                    let st = svc.state.lock().await;
+                    let prepared = &st.book().prepared;
+                    svc.requesters().retain(|tx, _| prepared.contains_key(tx));
                 }
                 seen = now;
             }
