@@ -122,21 +122,31 @@ const FULL_FOR: Duration = Duration::from_secs(10);
 
 /// Appends segments to one writer's log.
 pub struct LogWriter {
-    config: Arc<ClusterConfig>,
-    client: StorageClient,
-    log: LogId,
+    shared: Arc<WriterShared>,
     next: SegmentId,
-    /// Servers believed down (a put could not reach them, and no probe has since): new
-    /// stripes avoid them; probes run in the background (`crate::health`).
-    down: Arc<Mutex<DownList>>,
     /// The probes in flight; aborted when the writer goes, so that none keeps the
     /// transport (and its bound port) alive after its owner stopped.
     probes: tokio::task::JoinSet<()>,
-    /// Servers that refused a put for want of space, until when new stripes avoid them.
-    full: HashMap<SocketAddr, Instant>,
-    /// Parity buffers of the last segment, taken back once no put held them any more.
-    spare_parity: Vec<Vec<u8>>,
 }
+
+/// What the appends of one writer share; an append started with `LogWriter::start` holds
+/// it, so that several segments of one log can be in flight at once.
+struct WriterShared {
+    config: Arc<ClusterConfig>,
+    client: StorageClient,
+    log: LogId,
+    /// Servers believed down (a put could not reach them, and no probe has since): new
+    /// stripes avoid them; probes run in the background (`crate::health`).
+    down: Arc<Mutex<DownList>>,
+    /// Servers that refused a put for want of space, until when new stripes avoid them.
+    full: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Parity buffer sets of finished segments, taken back once no put held them any more
+    /// (at most `SPARE_SETS`: one per segment in flight).
+    spare_parity: Mutex<Vec<Vec<Vec<u8>>>>,
+}
+
+/// Parity buffer sets a writer keeps for reuse.
+const SPARE_SETS: usize = 4;
 
 impl LogWriter {
     /// A writer for `log` whose next segment is `next`.
@@ -147,22 +157,24 @@ impl LogWriter {
         next: SegmentId,
     ) -> LogWriter {
         LogWriter {
-            config,
-            client: StorageClient::new(transport),
-            log,
+            shared: Arc::new(WriterShared {
+                config,
+                client: StorageClient::new(transport),
+                log,
+                down: Arc::new(Mutex::new(DownList::new())),
+                full: Mutex::new(HashMap::new()),
+                spare_parity: Mutex::new(Vec::new()),
+            }),
             next,
-            down: Arc::new(Mutex::new(DownList::new())),
             probes: tokio::task::JoinSet::new(),
-            full: HashMap::new(),
-            spare_parity: Vec::new(),
         }
     }
 
     pub fn log(&self) -> LogId {
-        self.log
+        self.shared.log
     }
 
-    /// The id the next `append` will use.
+    /// The id the next `append` (or `start`) will use.
     pub fn next_segment(&self) -> SegmentId {
         self.next
     }
@@ -174,8 +186,56 @@ impl LogWriter {
     /// refuses for want of space fails the stripe: it is placed again around the full
     /// servers (same id, same bytes) while that changes it, else `LogError::NoSpace`.
     pub async fn append(&mut self, segment: Bytes) -> Result<SegmentAddr, LogError> {
+        self.start(segment).await
+    }
+
+    /// `append`, with the id taken now (`next_segment()`, then the next one) and the work
+    /// done by the returned future, which borrows nothing: the caller may start the next
+    /// segment before this one is durable, and run several at once (each is durable, or
+    /// failed, on its own; the caller decides what a failure means for the others).
+    pub fn start(
+        &mut self,
+        segment: Bytes,
+    ) -> impl std::future::Future<Output = Result<SegmentAddr, LogError>> + Send + 'static {
         let seg = self.next;
         self.next = SegmentId(seg.0.wrapping_add(1));
+        self.start_probes();
+        let shared = self.shared.clone();
+        async move { shared.append_at(seg, segment).await }
+    }
+
+    /// Probes, in the background, the servers believed down whose probe is due (a `Stat`
+    /// that must answer within `PROBE_TIMEOUT`, from a server that is not draining); one
+    /// that answers is used by new stripes again.
+    fn start_probes(&mut self) {
+        // Reap the probes that ended (their outcome is in `down` already).
+        while self.probes.try_join_next().is_some() {}
+        let due = lock(&self.shared.down).probes_due(Instant::now());
+        for addr in due {
+            let (client, down, log) = (
+                self.shared.client.clone(),
+                self.shared.down.clone(),
+                self.shared.log,
+            );
+            self.probes.spawn(async move {
+                let r = tokio::time::timeout(PROBE_TIMEOUT, client.stat(addr)).await;
+                let up = matches!(&r, Ok(Ok(st)) if !st.draining);
+                let mut d = lock(&down);
+                if up {
+                    tracing::info!(log = %log, server = %addr, "storage server reachable again: new stripes use it");
+                    d.reached(addr);
+                } else {
+                    tracing::debug!(log = %log, server = %addr, "probe: still down");
+                    d.probe_failed(addr, Instant::now());
+                }
+            });
+        }
+    }
+}
+
+impl WriterShared {
+    /// The body of `LogWriter::append` for segment id `seg`.
+    async fn append_at(&self, seg: SegmentId, segment: Bytes) -> Result<SegmentAddr, LogError> {
         let (k, m) = (
             self.config.file.erasure.data,
             self.config.file.erasure.parity,
@@ -200,7 +260,7 @@ impl LogWriter {
         let width = crate::stripe::width_now(&self.config);
         let home = stripe_group(&self.config, self.log, seg, k, m, width)
             .map_err(|e| fail(0, e.to_string()))?;
-        let spare = std::mem::take(&mut self.spare_parity);
+        let spare = lock(&self.spare_parity).pop().unwrap_or_default();
         let frags = tokio::task::spawn_blocking(move || {
             encode_fragments_reusing(&segment, k, m, spare).map(|f| {
                 f.into_iter()
@@ -212,7 +272,6 @@ impl LogWriter {
         .map_err(|e| fail(0, format!("encoding task failed: {e}")))?
         .map_err(|e| fail(0, format!("encoding failed: {e}")))?;
         let mut tried: Vec<Vec<StripeMember>> = Vec::new();
-        self.start_probes();
         let result = loop {
             let mut group = self.place(&home);
             let started = Instant::now();
@@ -259,8 +318,11 @@ impl LogWriter {
                 // full servers avoided when that changes the stripe, else report no space.
                 self.delete_landed(seg, &put.durable).await;
                 let now = Instant::now();
-                for a in &put.full {
-                    self.full.insert(*a, now + FULL_FOR);
+                {
+                    let mut full = lock(&self.full);
+                    for a in &put.full {
+                        full.insert(*a, now + FULL_FOR);
+                    }
                 }
                 tried.push(group);
                 let next = self.place(&home);
@@ -297,11 +359,17 @@ impl LogWriter {
                 nodes: width,
             });
         };
-        // Keep the parity buffers for the next segment where no abandoned put still holds
+        // Keep the parity buffers for a next segment where no abandoned put still holds
         // them (a put in flight keeps its own reference; those buffers are simply dropped).
-        for (_, b) in frags.into_iter().skip(k as usize) {
-            if let Ok(b) = b.try_into_mut() {
-                self.spare_parity.push(Vec::from(b));
+        let set: Vec<Vec<u8>> = frags
+            .into_iter()
+            .skip(k as usize)
+            .filter_map(|(_, b)| b.try_into_mut().ok().map(Vec::from))
+            .collect();
+        if !set.is_empty() {
+            let mut spare = lock(&self.spare_parity);
+            if spare.len() < SPARE_SETS {
+                spare.push(set);
             }
         }
         result
@@ -309,11 +377,12 @@ impl LogWriter {
 
     /// The stripe group of a segment whose home is `home`, with members on servers known
     /// to be down or full moved to spare servers where there are any.
-    fn place(&mut self, home: &[StripeMember]) -> Vec<StripeMember> {
+    fn place(&self, home: &[StripeMember]) -> Vec<StripeMember> {
         let now = Instant::now();
-        self.full.retain(|_, until| *until > now);
+        let mut full = lock(&self.full);
+        full.retain(|_, until| *until > now);
         let down = lock(&self.down).clone();
-        if down.is_empty() && self.full.is_empty() {
+        if down.is_empty() && full.is_empty() {
             return home.to_vec();
         }
         let nodes: Vec<(NodeId, SocketAddr)> = self
@@ -322,33 +391,7 @@ impl LogWriter {
             .iter()
             .map(|n| (n.id, n.address))
             .collect();
-        crate::stripe::avoid_down(home, &nodes, |a| {
-            down.is_down(a) || self.full.contains_key(&a)
-        })
-    }
-
-    /// Probes, in the background, the servers believed down whose probe is due (a `Stat`
-    /// that must answer within `PROBE_TIMEOUT`, from a server that is not draining); one
-    /// that answers is used by new stripes again.
-    fn start_probes(&mut self) {
-        // Reap the probes that ended (their outcome is in `down` already).
-        while self.probes.try_join_next().is_some() {}
-        let due = lock(&self.down).probes_due(Instant::now());
-        for addr in due {
-            let (client, down, log) = (self.client.clone(), self.down.clone(), self.log);
-            self.probes.spawn(async move {
-                let r = tokio::time::timeout(PROBE_TIMEOUT, client.stat(addr)).await;
-                let up = matches!(&r, Ok(Ok(st)) if !st.draining);
-                let mut d = lock(&down);
-                if up {
-                    tracing::info!(log = %log, server = %addr, "storage server reachable again: new stripes use it");
-                    d.reached(addr);
-                } else {
-                    tracing::debug!(log = %log, server = %addr, "probe: still down");
-                    d.probe_failed(addr, Instant::now());
-                }
-            });
-        }
+        crate::stripe::avoid_down(home, &nodes, |a| down.is_down(a) || full.contains_key(&a))
     }
 
     /// Deletes (best effort) the fragments of `seg` that landed on `durable`.
@@ -371,7 +414,7 @@ impl LogWriter {
     /// reached, or a straggler, is believed down from then on (`crate::health`).
     #[allow(clippy::too_many_arguments)]
     async fn put_stripe(
-        &mut self,
+        &self,
         seg: SegmentId,
         group: &[StripeMember],
         frags: &[(u32, Bytes)],

@@ -89,6 +89,9 @@ pub fn plan_segments(lens: &[u64], limit: u64) -> Vec<Vec<Placed>> {
 
 /// Largest segment this client builds, whatever the config says.
 const MAX_SEGMENT: u64 = 64 << 20;
+/// Segments of one flush being put at once: the next segment is built, summed and
+/// encoded while the storage servers store (and fsync) the one before.
+const SEGMENTS_IN_FLIGHT: usize = 2;
 /// Dirty memory at which writers wait for the flusher (at least two segments).
 const DIRTY_LIMIT: u64 = 64 << 20;
 /// Bound of one `LogHorizon` attempt.
@@ -359,6 +362,10 @@ impl WriteBack {
             .segment_bytes
             .clamp(64 << 10, MAX_SEGMENT);
         let mut out: Vec<Written> = vec![Written::default(); taken.len()];
+        // Segments in flight, oldest first, each a task of its own (so that its puts go on
+        // while this one builds the next) with what `record_segment` needs once it ended.
+        let mut flight = std::collections::VecDeque::new();
+        let mut failed = None;
         for seg in plan_segments(&lens, limit) {
             let seg_id = writer.next_segment();
             let mut builder = SegmentBuilder::new(self.log_id, seg_id);
@@ -376,54 +383,53 @@ impl WriteBack {
                 );
                 placed.push((ti, file_offset, idx, len));
             }
-            let (bytes, entries) = builder.finish().map_err(|e| {
-                tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot build segment: {e}");
-                FsError::EIO
-            })?;
+            let (bytes, entries) = match builder.finish() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot build segment: {e}");
+                    failed = Some(FsError::EIO);
+                    break;
+                }
+            };
             // The checksums travel with the commits, apart from the data (`chunksum`).
             let summed = bytes.clone();
             let log_id = self.log_id;
-            let sums = tokio::task::spawn_blocking(move || {
+            let sums = match tokio::task::spawn_blocking(move || {
                 proto::chunksum::segment_sums(log_id, seg_id, &summed)
             })
             .await
-            .map_err(|e| {
-                tracing::warn!(log = %self.log_id, segment = %seg_id, "checksum task failed: {e}");
-                FsError::EIO
-            })?;
-            let addr = writer.append(bytes).await.map_err(|e| {
-                tracing::warn!(log = %self.log_id, segment = %seg_id, "cannot write segment: {e}");
-                match e {
-                    storage::LogError::NoSpace { .. } => FsError::ENOSPC,
-                    _ => FsError::EIO,
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(log = %self.log_id, segment = %seg_id, "checksum task failed: {e}");
+                    failed = Some(FsError::EIO);
+                    break;
                 }
-            })?;
-            let mut spans: std::collections::BTreeMap<usize, (u32, u32)> = Default::default();
-            for (ti, file_offset, idx, len) in placed {
-                let Some(entry) = entries.get(idx) else {
-                    tracing::warn!(segment = %seg_id, "segment builder lost entry {idx}");
-                    return Err(FsError::EIO);
-                };
-                if entry.len as u64 != len {
-                    tracing::warn!(segment = %seg_id, "entry {idx} holds {} bytes, expected {len}", entry.len);
-                    return Err(FsError::EIO);
+            };
+            // Its puts start now; the next segment is built and summed meanwhile.
+            let append = tokio::spawn(writer.start(bytes));
+            flight.push_back((append, seg_id, placed, entries, sums));
+            if flight.len() >= SEGMENTS_IN_FLIGHT {
+                if let Some(f) = flight.pop_front() {
+                    if let Err(e) = record_segment(self.log_id, ended(f).await, &mut out) {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                out[ti].extents.push(Extent {
-                    offset: file_offset,
-                    ptr: LogPtr {
-                        seg: addr,
-                        offset: entry.offset,
-                        len: entry.len,
-                    },
-                });
-                let (first, end) = proto::chunksum::chunk_span(entry.offset, entry.len);
-                let span = spans.entry(ti).or_insert((first, end));
-                *span = (span.0.min(first), span.1.max(end));
             }
-            // Each inode's commit carries the checksums of the chunks its extents touch.
-            for (ti, (first, end)) in spans {
-                out[ti].sums.extend(sums.slice(first, end));
+        }
+        while let Some(f) = flight.pop_front() {
+            let done = ended(f).await;
+            if failed.is_none() {
+                if let Err(e) = record_segment(self.log_id, done, &mut out) {
+                    failed = Some(e);
+                }
             }
+            // After a failure the others still run to their end (none is abandoned with
+            // puts in flight); what they wrote is never committed.
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(out)
     }
@@ -695,6 +701,80 @@ const MAX_UNSYNCED: usize = 4096;
 const NO_SPACE_HOLD: Duration = Duration::from_secs(5);
 
 /// Locks a std mutex, ignoring poisoning (the guarded value is a plain timestamp).
+/// A segment of a flush once its append ended: the append's outcome, its id, where each
+/// piece went (`(taken index, file offset, entry index, length)`), the builder's entries and
+/// the segment's checksums.
+type SegmentDone = (
+    Result<proto::ids::SegmentAddr, storage::LogError>,
+    SegmentId,
+    Vec<(usize, u64, usize, u64)>,
+    Vec<storage::segment::Entry>,
+    ChunkSums,
+);
+
+/// A segment in flight: its append's task and what `record_segment` needs after it.
+type SegmentInFlight = (
+    tokio::task::JoinHandle<Result<proto::ids::SegmentAddr, storage::LogError>>,
+    SegmentId,
+    Vec<(usize, u64, usize, u64)>,
+    Vec<storage::segment::Entry>,
+    ChunkSums,
+);
+
+/// Waits for a segment's append to end (a task that panicked is a failed append).
+async fn ended(f: SegmentInFlight) -> SegmentDone {
+    let (task, seg_id, placed, entries, sums) = f;
+    let appended = task.await.unwrap_or_else(|e| {
+        Err(storage::LogError::NotDurable {
+            seg: seg_id.to_string(),
+            acked: 0,
+            needed: 0,
+            detail: format!("append task failed: {e}"),
+        })
+    });
+    (appended, seg_id, placed, entries, sums)
+}
+
+/// Records a durable segment's extents and checksums in `out` (per taken inode); an append
+/// that failed is the flush's error.
+fn record_segment(log: LogId, done: SegmentDone, out: &mut [Written]) -> Result<(), FsError> {
+    let (appended, seg_id, placed, entries, sums) = done;
+    let addr = appended.map_err(|e| {
+        tracing::warn!(log = %log, segment = %seg_id, "cannot write segment: {e}");
+        match e {
+            storage::LogError::NoSpace { .. } => FsError::ENOSPC,
+            _ => FsError::EIO,
+        }
+    })?;
+    let mut spans: std::collections::BTreeMap<usize, (u32, u32)> = Default::default();
+    for (ti, file_offset, idx, len) in placed {
+        let Some(entry) = entries.get(idx) else {
+            tracing::warn!(segment = %seg_id, "segment builder lost entry {idx}");
+            return Err(FsError::EIO);
+        };
+        if entry.len as u64 != len {
+            tracing::warn!(segment = %seg_id, "entry {idx} holds {} bytes, expected {len}", entry.len);
+            return Err(FsError::EIO);
+        }
+        out[ti].extents.push(Extent {
+            offset: file_offset,
+            ptr: LogPtr {
+                seg: addr,
+                offset: entry.offset,
+                len: entry.len,
+            },
+        });
+        let (first, end) = proto::chunksum::chunk_span(entry.offset, entry.len);
+        let span = spans.entry(ti).or_insert((first, end));
+        *span = (span.0.min(first), span.1.max(end));
+    }
+    // Each inode's commit carries the checksums of the chunks its extents touch.
+    for (ti, (first, end)) in spans {
+        out[ti].sums.extend(sums.slice(first, end));
+    }
+    Ok(())
+}
+
 fn lock_mutex<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
