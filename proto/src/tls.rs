@@ -214,11 +214,12 @@ impl Identity {
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
-        // No TLS session resumption: a resumed handshake with a server this endpoint had
-        // a connection to never completed (quinn + rustls, mutual TLS), so every reconnect
-        // to a live peer (after `Transport::drop_connection`, an outage, an idle timeout)
-        // waited out the 10 s idle timeout and failed (transport test
-        // `a_dropped_connection_reconnects_at_once`). A full handshake costs one signature.
+        // No TLS session resumption: with it, reconnects to a live peer (after
+        // `Transport::drop_connection`, an outage, an idle timeout) waited out the 10 s idle
+        // timeout (transport test `a_dropped_connection_reconnects_at_once`). Under load
+        // they still did now and then until the client stopped presenting quinn's
+        // address-validation tokens too (`Transport::bind`). A full handshake costs one
+        // signature.
         cfg.resumption = rustls::client::Resumption::disabled();
         Ok(cfg)
     }
