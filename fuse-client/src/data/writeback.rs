@@ -700,7 +700,6 @@ const MAX_UNSYNCED: usize = 4096;
 /// How long new writes fail with ENOSPC after a flush found the servers full.
 const NO_SPACE_HOLD: Duration = Duration::from_secs(5);
 
-/// Locks a std mutex, ignoring poisoning (the guarded value is a plain timestamp).
 /// A segment of a flush once its append ended: the append's outcome, its id, where each
 /// piece went (`(taken index, file offset, entry index, length)`), the builder's entries and
 /// the segment's checksums.
@@ -775,6 +774,7 @@ fn record_segment(log: LogId, done: SegmentDone, out: &mut [Written]) -> Result<
     Ok(())
 }
 
+/// Locks a std mutex, ignoring poisoning (the guarded value is a plain timestamp).
 fn lock_mutex<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
