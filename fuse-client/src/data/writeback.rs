@@ -363,7 +363,7 @@ impl WriteBack {
             .clamp(64 << 10, MAX_SEGMENT);
         let mut out: Vec<Written> = vec![Written::default(); taken.len()];
         // Segments in flight, oldest first, each a task of its own (so that its puts go on
-        // while this one builds the next) with what `record_segment` needs once it ended.
+        // while this one builds the next).
         let mut flight = std::collections::VecDeque::new();
         let mut failed = None;
         for seg in plan_segments(&lens, limit) {
@@ -407,11 +407,16 @@ impl WriteBack {
                 }
             };
             // Its puts start now; the next segment is built and summed meanwhile.
-            let append = tokio::spawn(writer.start(bytes));
-            flight.push_back((append, seg_id, placed, entries, sums));
+            flight.push_back(InFlight {
+                task: tokio::spawn(writer.start(bytes)),
+                seg_id,
+                placed,
+                entries,
+                sums,
+            });
             if flight.len() >= SEGMENTS_IN_FLIGHT {
                 if let Some(f) = flight.pop_front() {
-                    if let Err(e) = record_segment(self.log_id, ended(f).await, &mut out) {
+                    if let Err(e) = f.record(self.log_id, &mut out).await {
                         failed = Some(e);
                         break;
                     }
@@ -419,14 +424,15 @@ impl WriteBack {
             }
         }
         while let Some(f) = flight.pop_front() {
-            let done = ended(f).await;
             if failed.is_none() {
-                if let Err(e) = record_segment(self.log_id, done, &mut out) {
+                if let Err(e) = f.record(self.log_id, &mut out).await {
                     failed = Some(e);
                 }
+            } else {
+                // After a failure the others still run to their end (none is abandoned
+                // with puts in flight); what they wrote is never committed.
+                let _ = f.task.await;
             }
-            // After a failure the others still run to their end (none is abandoned with
-            // puts in flight); what they wrote is never committed.
         }
         if let Some(e) = failed {
             return Err(e);
@@ -700,78 +706,72 @@ const MAX_UNSYNCED: usize = 4096;
 /// How long new writes fail with ENOSPC after a flush found the servers full.
 const NO_SPACE_HOLD: Duration = Duration::from_secs(5);
 
-/// A segment of a flush once its append ended: the append's outcome, its id, where each
-/// piece went (`(taken index, file offset, entry index, length)`), the builder's entries and
-/// the segment's checksums.
-type SegmentDone = (
-    Result<proto::ids::SegmentAddr, storage::LogError>,
-    SegmentId,
-    Vec<(usize, u64, usize, u64)>,
-    Vec<storage::segment::Entry>,
-    ChunkSums,
-);
-
-/// A segment in flight: its append's task and what `record_segment` needs after it.
-type SegmentInFlight = (
-    tokio::task::JoinHandle<Result<proto::ids::SegmentAddr, storage::LogError>>,
-    SegmentId,
-    Vec<(usize, u64, usize, u64)>,
-    Vec<storage::segment::Entry>,
-    ChunkSums,
-);
-
-/// Waits for a segment's append to end (a task that panicked is a failed append).
-async fn ended(f: SegmentInFlight) -> SegmentDone {
-    let (task, seg_id, placed, entries, sums) = f;
-    let appended = task.await.unwrap_or_else(|e| {
-        Err(storage::LogError::NotDurable {
-            seg: seg_id.to_string(),
-            acked: 0,
-            needed: 0,
-            detail: format!("append task failed: {e}"),
-        })
-    });
-    (appended, seg_id, placed, entries, sums)
+/// A segment of a flush whose append runs as a task of its own, with where each piece
+/// went (`(taken index, file offset, entry index, length)`), the builder's entries and the
+/// segment's checksums.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<proto::ids::SegmentAddr, storage::LogError>>,
+    seg_id: SegmentId,
+    placed: Vec<(usize, u64, usize, u64)>,
+    entries: Vec<storage::segment::Entry>,
+    sums: ChunkSums,
 }
 
-/// Records a durable segment's extents and checksums in `out` (per taken inode); an append
-/// that failed is the flush's error.
-fn record_segment(log: LogId, done: SegmentDone, out: &mut [Written]) -> Result<(), FsError> {
-    let (appended, seg_id, placed, entries, sums) = done;
-    let addr = appended.map_err(|e| {
-        tracing::warn!(log = %log, segment = %seg_id, "cannot write segment: {e}");
-        match e {
-            storage::LogError::NoSpace { .. } => FsError::ENOSPC,
-            _ => FsError::EIO,
-        }
-    })?;
-    let mut spans: std::collections::BTreeMap<usize, (u32, u32)> = Default::default();
-    for (ti, file_offset, idx, len) in placed {
-        let Some(entry) = entries.get(idx) else {
-            tracing::warn!(segment = %seg_id, "segment builder lost entry {idx}");
-            return Err(FsError::EIO);
-        };
-        if entry.len as u64 != len {
-            tracing::warn!(segment = %seg_id, "entry {idx} holds {} bytes, expected {len}", entry.len);
-            return Err(FsError::EIO);
-        }
-        out[ti].extents.push(Extent {
-            offset: file_offset,
-            ptr: LogPtr {
-                seg: addr,
-                offset: entry.offset,
-                len: entry.len,
-            },
+impl InFlight {
+    /// Waits for the append (a task that panicked is a failed append) and records the
+    /// durable segment's extents and checksums in `out` (per taken inode); an append that
+    /// failed is the flush's error.
+    async fn record(self, log: LogId, out: &mut [Written]) -> Result<(), FsError> {
+        let InFlight {
+            task,
+            seg_id,
+            placed,
+            entries,
+            sums,
+        } = self;
+        let appended = task.await.unwrap_or_else(|e| {
+            Err(storage::LogError::NotDurable {
+                seg: seg_id.to_string(),
+                acked: 0,
+                needed: 0,
+                detail: format!("append task failed: {e}"),
+            })
         });
-        let (first, end) = proto::chunksum::chunk_span(entry.offset, entry.len);
-        let span = spans.entry(ti).or_insert((first, end));
-        *span = (span.0.min(first), span.1.max(end));
+        let addr = appended.map_err(|e| {
+            tracing::warn!(log = %log, segment = %seg_id, "cannot write segment: {e}");
+            match e {
+                storage::LogError::NoSpace { .. } => FsError::ENOSPC,
+                _ => FsError::EIO,
+            }
+        })?;
+        let mut spans: std::collections::BTreeMap<usize, (u32, u32)> = Default::default();
+        for (ti, file_offset, idx, len) in placed {
+            let Some(entry) = entries.get(idx) else {
+                tracing::warn!(segment = %seg_id, "segment builder lost entry {idx}");
+                return Err(FsError::EIO);
+            };
+            if entry.len as u64 != len {
+                tracing::warn!(segment = %seg_id, "entry {idx} holds {} bytes, expected {len}", entry.len);
+                return Err(FsError::EIO);
+            }
+            out[ti].extents.push(Extent {
+                offset: file_offset,
+                ptr: LogPtr {
+                    seg: addr,
+                    offset: entry.offset,
+                    len: entry.len,
+                },
+            });
+            let (first, end) = proto::chunksum::chunk_span(entry.offset, entry.len);
+            let span = spans.entry(ti).or_insert((first, end));
+            *span = (span.0.min(first), span.1.max(end));
+        }
+        // Each inode's commit carries the checksums of the chunks its extents touch.
+        for (ti, (first, end)) in spans {
+            out[ti].sums.extend(sums.slice(first, end));
+        }
+        Ok(())
     }
-    // Each inode's commit carries the checksums of the chunks its extents touch.
-    for (ti, (first, end)) in spans {
-        out[ti].sums.extend(sums.slice(first, end));
-    }
-    Ok(())
 }
 
 /// Locks a std mutex, ignoring poisoning (the guarded value is a plain timestamp).
