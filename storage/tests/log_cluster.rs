@@ -109,6 +109,16 @@ impl Cluster {
         }
     }
 
+    /// A writer of `log` from its first segment, through the test's client endpoint.
+    fn writer(&self, log: LogId) -> LogWriter {
+        LogWriter::new(self.config.clone(), self.client.clone(), log, SegmentId(0))
+    }
+
+    /// A reader through the test's client endpoint.
+    fn reader(&self) -> LogReader {
+        LogReader::new(self.config.clone(), self.client.clone())
+    }
+
     /// Shuts a server down: its endpoint refuses every connection from now on.
     fn stop(&self, i: usize) {
         self.nodes[i].transport.close();
@@ -193,13 +203,8 @@ async fn check_random_ranges(
 async fn striped_log_survives_faults() {
     let mut cluster = Cluster::start(6).await;
     let log = LogId::client(0x1234);
-    let mut writer = LogWriter::new(
-        cluster.config.clone(),
-        cluster.client.clone(),
-        log,
-        SegmentId(0),
-    );
-    let reader = LogReader::new(cluster.config.clone(), cluster.client.clone());
+    let mut writer = cluster.writer(log);
+    let reader = cluster.reader();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut segs: Vec<(SegmentAddr, Bytes)> = Vec::new();
 
@@ -452,13 +457,8 @@ async fn wrong_fragments_are_outvoted_and_leftover_ids_are_seen() {
     use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
     let cluster = Cluster::start(6).await;
     let log = LogId::client(0x77);
-    let mut writer = LogWriter::new(
-        cluster.config.clone(),
-        cluster.client.clone(),
-        log,
-        SegmentId(0),
-    );
-    let reader = LogReader::new(cluster.config.clone(), cluster.client.clone());
+    let mut writer = cluster.writer(log);
+    let reader = cluster.reader();
     let client = StorageClient::new(cluster.client.clone());
     let data = pattern(5, (1 << 20) + 333);
     let seg = writer.append(data.clone()).await.expect("append");
@@ -557,13 +557,8 @@ async fn wrong_fragments_are_outvoted_and_leftover_ids_are_seen() {
 async fn segments_in_flight_together_are_each_durable_and_intact() {
     let cluster = Cluster::start(7).await;
     let log = LogId::client(0x99);
-    let mut writer = LogWriter::new(
-        cluster.config.clone(),
-        cluster.client.clone(),
-        log,
-        SegmentId(0),
-    );
-    let reader = LogReader::new(cluster.config.clone(), cluster.client.clone());
+    let mut writer = cluster.writer(log);
+    let reader = cluster.reader();
     let mut segs: Vec<(SegmentAddr, Bytes)> = Vec::new();
     for round in 0..4u64 {
         if round == 2 {
