@@ -323,23 +323,23 @@ impl LoopbackPeers {
 
     /// Makes calls to `node` fail as unreachable (or reachable again).
     pub fn set_down(&self, node: NodeId, down: bool) {
-        let mut d = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        if down {
-            d.insert(node);
-        } else {
-            d.remove(&node);
-        }
+        mark(&self.down, node, down);
     }
 
     /// Makes `TxFinish` calls to `node` fail as unreachable (or pass again): the
     /// participant resolves its prepared part by asking the coordinator instead.
     pub fn set_finish_lost(&self, node: NodeId, lost: bool) {
-        let mut d = self.finish_lost.lock().unwrap_or_else(|e| e.into_inner());
-        if lost {
-            d.insert(node);
-        } else {
-            d.remove(&node);
-        }
+        mark(&self.finish_lost, node, lost);
+    }
+}
+
+/// Puts `node` in `set` (`on`) or takes it out.
+fn mark(set: &Mutex<std::collections::HashSet<NodeId>>, node: NodeId, on: bool) {
+    let mut s = set.lock().unwrap_or_else(|e| e.into_inner());
+    if on {
+        s.insert(node);
+    } else {
+        s.remove(&node);
     }
 }
 
@@ -350,21 +350,15 @@ impl Peers for LoopbackPeers {
         req: ManagerRequest,
     ) -> BoxFuture<'_, Result<ManagerResponse, RemoteError>> {
         Box::pin(async move {
-            if self
-                .down
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&node)
-            {
-                return Err(RemoteError::Unavailable(format!("{node} is down (test)")));
-            }
-            if matches!(req, ManagerRequest::TxFinish { .. })
-                && self
-                    .finish_lost
-                    .lock()
+            let marked = |set: &Mutex<std::collections::HashSet<NodeId>>| {
+                set.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(&node)
-            {
+            };
+            if marked(&self.down) {
+                return Err(RemoteError::Unavailable(format!("{node} is down (test)")));
+            }
+            if matches!(req, ManagerRequest::TxFinish { .. }) && marked(&self.finish_lost) {
                 return Err(RemoteError::Unavailable(format!(
                     "TxFinish to {node} lost (test)"
                 )));

@@ -176,6 +176,15 @@ async fn setup(lease_ms: u64) -> (Cluster, Arc<Service>) {
     (c, m)
 }
 
+/// The manager of the cluster that is not `m`.
+fn other_manager(c: &Cluster, m: &Service) -> Arc<Service> {
+    c.managers
+        .iter()
+        .find(|s| s.node() != m.node())
+        .expect("a second manager")
+        .clone()
+}
+
 async fn hello(m: &Service, n: u8) {
     match m
         .handle(
@@ -523,12 +532,7 @@ async fn another_managers_transaction_invalidates_the_participants_holders() {
         }
     }
     let (name, d) = remote.expect("a directory on the other manager");
-    let other = c
-        .managers
-        .iter()
-        .find(|s| s.node() != m.node())
-        .expect("other manager")
-        .clone();
+    let other = other_manager(&c, &m);
     hello(&other, 1).await;
     attr(call(&other, 1, R::GetAttr { ino: d.ino }).await);
     assert_eq!(holders(&other, d.ino).0, vec![1]);
@@ -881,12 +885,7 @@ async fn writes_buffered_before_a_loss_never_land_even_under_a_new_write_lease()
 #[tokio::test]
 async fn the_maker_is_the_reader_of_a_far_directory_resolved_without_the_finish() {
     let (c, m) = setup(LONG).await;
-    let far_node = c
-        .managers
-        .iter()
-        .find(|s| s.node() != m.node())
-        .expect("a second manager")
-        .clone();
+    let far_node = other_manager(&c, &m);
     hello(&m, 1).await;
     hello(&far_node, 1).await;
     c.peers.set_finish_lost(far_node.node(), true);
