@@ -100,17 +100,12 @@ async fn exists(c: &Client, dir: InodeId, name: &str) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
-    let tc = TestCluster::start(6, 2, 4, 2).await;
-    let a = tc.client().await;
-    let b = tc.client().await;
-    let d = own_dir(&tc, &a, "own", false).await;
-
-    // Absent in a directory we made: no Lookup sent.
-    let before = a.stats();
-    assert!(!exists(&a, d, "x").await);
-    let after = a.stats();
+/// `name` is absent from `dir` as `c` sees it, answered without a Lookup (counted as a
+/// local negative lookup).
+async fn absent_locally(c: &Client, dir: InodeId, name: &str) {
+    let before = c.stats();
+    assert!(!exists(c, dir, name).await);
+    let after = c.stats();
     assert_eq!(
         after.rpc("Lookup"),
         before.rpc("Lookup"),
@@ -120,6 +115,28 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
         after.local_negative_lookups,
         before.local_negative_lookups + 1
     );
+}
+
+/// `name` is absent from `dir` as `c` sees it, and `c` asked its manager (one Lookup).
+async fn absent_asked(c: &Client, dir: InodeId, name: &str, when: &str) {
+    let before = c.stats();
+    assert!(!exists(c, dir, name).await);
+    assert_eq!(
+        c.stats().rpc("Lookup"),
+        before.rpc("Lookup") + 1,
+        "asked the manager {when}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
+    let tc = TestCluster::start(6, 2, 4, 2).await;
+    let a = tc.client().await;
+    let b = tc.client().await;
+    let d = own_dir(&tc, &a, "own", false).await;
+
+    // Absent in a directory we made: no Lookup sent.
+    absent_locally(&a, d, "x").await;
 
     // Our own changes keep the answers right.
     bounded("create", create(&a, d, "x"))
@@ -178,13 +195,7 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
         exists(&a, d, "from-b").await,
         "another client's create is seen"
     );
-    let before = a.stats();
-    assert!(!exists(&a, d, "z").await);
-    assert_eq!(
-        a.stats().rpc("Lookup"),
-        before.rpc("Lookup") + 1,
-        "after another client's change the directory is asked again"
-    );
+    absent_asked(&a, d, "z", "after another client's change").await;
 
     // Another client's unlink and rename in a directory we made and still know.
     let e = own_dir(&tc, &a, "second", false).await;
@@ -309,17 +320,7 @@ async fn the_maker_of_a_directory_on_another_manager_is_its_reader() {
     let owner = |i: InodeId| tc.cluster.config.slot_owner(i.slot());
     let far = own_dir(&tc, &a, "far", true).await;
     // Learnt as empty: a name it does not have costs no Lookup.
-    let before = a.stats();
-    assert!(!exists(&a, far, "x").await);
-    assert_eq!(
-        a.stats().rpc("Lookup"),
-        before.rpc("Lookup"),
-        "answered locally"
-    );
-    assert_eq!(
-        a.stats().local_negative_lookups,
-        before.local_negative_lookups + 1
-    );
+    absent_locally(&a, far, "x").await;
     let name = &tc.cluster.config.node(owner(far)).expect("owner node").name;
     let svc = tc.cluster.manager_service(name).expect("owner service");
     let (readers, _) = svc.lease_holders(far);
@@ -348,13 +349,7 @@ async fn the_maker_of_a_directory_on_another_manager_is_its_reader() {
         "no callback reached the maker"
     );
     // The callback dropped what the maker knew of it: its lookups ask again.
-    let before = a.stats();
-    assert!(!exists(&a, far, "x").await);
-    assert_eq!(
-        a.stats().rpc("Lookup"),
-        before.rpc("Lookup") + 1,
-        "asked after the callback"
-    );
+    absent_asked(&a, far, "x", "after the callback").await;
     a.shutdown();
     b.shutdown();
     tc.cluster.stop().await;
