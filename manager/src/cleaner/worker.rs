@@ -102,6 +102,19 @@ pub struct Cleaner {
     first_seen: Mutex<HashMap<SegKey, Instant>>,
 }
 
+/// The extents the managers' answers `found` list in segment `seg` of the log asked about,
+/// with the manager and inode of each.
+fn extents_in(found: &Found, seg: SegmentId) -> Vec<(NodeId, InodeId, Extent)> {
+    found
+        .iter()
+        .flat_map(|(n, v, _)| {
+            v.iter()
+                .filter(|(_, e)| e.ptr.seg.segment == seg)
+                .map(|(i, e)| (*n, *i, *e))
+        })
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -318,14 +331,7 @@ impl Cleaner {
             let ids: Vec<SegmentId> = segs.iter().map(|s| s.segment).collect();
             let found = self.find(log, &ids).await?;
             for seg in segs {
-                let mine: Vec<(NodeId, InodeId, Extent)> = found
-                    .iter()
-                    .flat_map(|(n, v, _)| {
-                        v.iter()
-                            .filter(|(_, e)| e.ptr.seg.segment == seg.segment)
-                            .map(|(i, e)| (*n, *i, *e))
-                    })
-                    .collect();
+                let mine = extents_in(&found, seg.segment);
                 let sums: Vec<&ChunkSums> = found
                     .iter()
                     .flat_map(|(_, _, s)| s.iter())
@@ -347,11 +353,7 @@ impl Cleaner {
                         let still_used = self
                             .find(log, &[seg.segment])
                             .await
-                            .map(|f| {
-                                f.iter().any(|(_, v, _)| {
-                                    v.iter().any(|(_, x)| x.ptr.seg.segment == seg.segment)
-                                })
-                            })
+                            .map(|f| !extents_in(&f, seg.segment).is_empty())
                             .unwrap_or(true);
                         if !still_used {
                             tracing::info!(segment = %seg, "cleaner: freed by another pass meanwhile, nothing to do");
