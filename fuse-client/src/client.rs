@@ -67,6 +67,8 @@ pub struct Client {
     pub(crate) attrs: AttrCache,
     /// Local open counts per inode (their own part).
     pub(crate) opens: OpenFiles,
+    /// Wakes the releaser: a last close owes its manager a release (`data::open_files`).
+    pub(crate) releases_due: Arc<Notify>,
     /// Parents of directories we looked up (for `..` in readdir; their own part).
     pub(crate) parents: DirParents,
     /// Open directory streams and listing generations (their own part).
@@ -196,6 +198,12 @@ impl Client {
             interval,
             client.workers.register("flusher"),
         ));
+        tokio::spawn(releaser(
+            Arc::downgrade(&client),
+            client.releases_due.clone(),
+            client.stop.subscribe(),
+            client.workers.register("releaser"),
+        ));
         tokio::spawn(renewer(
             Arc::downgrade(&client),
             client.stop.subscribe(),
@@ -236,6 +244,7 @@ impl Client {
             label: OnceLock::new(),
             attrs: AttrCache::default(),
             opens: OpenFiles::default(),
+            releases_due: Arc::new(Notify::new()),
             parents: DirParents::default(),
             open_dirs: OpenDirs::default(),
             no_caps: NoCaps::default(),
@@ -533,6 +542,42 @@ async fn flusher(
         }
     }
 }
+
+/// The background releaser: a moment after a last close, sends every release owed
+/// (`Client::send_releases`), so that a burst of closes costs one request per manager.
+/// Ends when `stop` turns true or the client is gone (an unmount sends what is left first).
+async fn releaser(
+    client: Weak<Client>,
+    due: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    worker: Arc<Worker>,
+) {
+    loop {
+        tokio::select! {
+            _ = due.notified() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            worker.stopped();
+            return;
+        }
+        // Gather the closes of the next moment into the same batch.
+        tokio::select! {
+            _ = tokio::time::sleep(RELEASE_GATHER) => {}
+            _ = stop.changed() => {}
+        }
+        let Some(c) = client.upgrade() else {
+            worker.stopped();
+            return;
+        };
+        worker.busy();
+        c.send_releases().await;
+        worker.idle();
+    }
+}
+
+/// How long the releaser gathers closes before it sends their releases.
+const RELEASE_GATHER: Duration = Duration::from_millis(20);
 
 /// How long the background flusher pauses after a manager answered that it is unavailable.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(100);

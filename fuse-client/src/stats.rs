@@ -54,7 +54,7 @@ fn op_index(req: &ManagerRequest) -> usize {
         ReadDir { .. } => 8,
         ReadLink { .. } => 9,
         Open { .. } => 10,
-        Release { .. } => 11,
+        Release { .. } | ReleaseMany { .. } => 11,
         GetXattr { .. } => 12,
         SetXattr { .. } => 13,
         ListXattr { .. } => 14,

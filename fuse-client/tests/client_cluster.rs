@@ -95,13 +95,21 @@ async fn t10_write_fsync_and_read_back_from_storage() {
     assert_eq!(fs.bsize, 4096);
     assert!(fs.files >= 2 && fs.ffree > 0);
     a.release(ino).await.expect("release");
-    let durable = cluster.manager.durable_state().await;
-    let node = durable.inode(ino).expect("the file is in the log");
-    assert!(
-        node.sessions.is_empty(),
-        "released, yet open by {:?}",
-        node.sessions
-    );
+    // The release is sent a moment after the last close (with others: `ReleaseMany`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let durable = cluster.manager.durable_state().await;
+        let node = durable.inode(ino).expect("the file is in the log");
+        if node.sessions.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "released, yet open by {:?}",
+            node.sessions
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,4 +290,94 @@ async fn t50_unflushed_lists_exactly_the_files_with_uncommitted_writes() {
     );
     a.fsync(f.ino).await.expect("fsync f");
     assert_eq!(a.unflushed_inodes(), Vec::<InodeId>::new());
+}
+
+/// The sessions the manager lists as holding `ino` open, as its log has them (`None`: the
+/// inode is gone).
+async fn open_by(cluster: &TestCluster, ino: InodeId) -> Option<usize> {
+    let st = cluster.manager.durable_state().await;
+    st.inode(ino).map(|i| i.sessions.len())
+}
+
+/// Waits (bounded) until the manager lists nobody holding `ino` open.
+async fn released(cluster: &TestCluster, ino: InodeId) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_by(cluster, ino).await != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ino} not released: {:?}",
+            open_by(cluster, ino).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Last closes owe their manager a release, sent a moment later with others
+/// (`ReleaseMany`): every one arrives; an open before it is sent takes it back (the file
+/// stays open at the manager whatever the releaser does meanwhile); an unlink sends the
+/// owed releases first, so a file this client just closed is freed by the unlink itself,
+/// not kept as an orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_deferred_releases_arrive_and_never_release_a_reopened_file() {
+    let cluster = TestCluster::start(256 << 10).await;
+    let a = cluster.client().await;
+    let rw = proto::msg::OpenAccess {
+        read: true,
+        write: true,
+    };
+    let mut inos = Vec::new();
+    for i in 0..200 {
+        let (attr, _fh) = a
+            .create(InodeId::ROOT, &format!("c{i}"), 0o644, 0o022, ME)
+            .await
+            .expect("create");
+        a.release(attr.ino).await.expect("close");
+        inos.push(attr.ino);
+    }
+    for ino in &inos {
+        released(&cluster, *ino).await;
+    }
+    let batches = a.stats().rpc("Release");
+    assert!(batches >= 1, "no release was sent");
+
+    // Close and open again at once, many times: the manager lists the file open after
+    // every reopen, whichever of the releaser and the open took the slot first.
+    let (attr, _fh) = a
+        .create(InodeId::ROOT, "again", 0o644, 0o022, ME)
+        .await
+        .expect("create");
+    let f = attr.ino;
+    for round in 0..50 {
+        a.release(f).await.expect("close");
+        if round % 7 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        a.open(f, rw).await.expect("reopen");
+        assert_eq!(open_by(&cluster, f).await, Some(1), "round {round}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        open_by(&cluster, f).await,
+        Some(1),
+        "still open after the releaser ran"
+    );
+    a.release(f).await.expect("close");
+    released(&cluster, f).await;
+
+    // Close, then unlink at once: no orphan left behind.
+    for i in 0..20 {
+        let (attr, _fh) = a
+            .create(InodeId::ROOT, &format!("u{i}"), 0o644, 0o022, ME)
+            .await
+            .expect("create");
+        a.release(attr.ino).await.expect("close");
+        a.unlink(InodeId::ROOT, &format!("u{i}"), ME)
+            .await
+            .expect("unlink");
+        assert_eq!(
+            open_by(&cluster, attr.ino).await,
+            None,
+            "u{i} kept as an orphan"
+        );
+    }
 }

@@ -543,6 +543,7 @@ pub fn decide(who: &Access, req: ManagerRequest, facts: &Facts) -> Result<Manage
         | Q::Renew { .. }
         | Q::Goodbye { .. }
         | Q::Release { .. }
+        | Q::ReleaseMany { .. }
         | Q::AcquireWrite { .. }
         | Q::HolderHints { .. }
         | Q::LogHorizon { .. } => req,

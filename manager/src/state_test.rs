@@ -397,15 +397,36 @@ fn open_unlinked_file_lives_until_last_release() {
         Err(ENOENT),
         "no link to a removed inode"
     );
-    h.with(|st, c| st.plan_release(c, f, SessionId(7)))
+    h.with(|st, c| st.plan_release(c, &[f], SessionId(7)))
         .expect("release");
     assert!(h.exists(f));
-    h.with(|st, c| st.plan_release(c, f, SessionId(99)))
+    h.with(|st, c| st.plan_release(c, &[f], SessionId(99)))
         .expect("release of unknown session is a no-op");
-    h.with(|st, c| st.plan_release(c, f, SessionId(8)))
+    h.with(|st, c| st.plan_release(c, &[f], SessionId(8)))
         .expect("release");
     assert!(!h.exists(f), "dropped with its extents at the last release");
     assert_eq!(h.st.counts().bytes, 0);
+    h.check_replay();
+}
+
+#[test]
+fn a_batch_of_releases_releases_each_inode_once() {
+    let mut h = H::new();
+    let f = h.touch(ROOT, "f").expect("create");
+    let g = h.touch(ROOT, "g").expect("create");
+    for i in [f, g] {
+        h.with(|st, _| st.plan_open(i, SessionId(7))).expect("open");
+        h.with(|st, _| st.plan_open(i, SessionId(8))).expect("open");
+    }
+    h.unlink(ROOT, "f").expect("unlink");
+    // Duplicates, an unknown inode and one the session does not hold are skipped.
+    h.with(|st, c| st.plan_release(c, &[f, g, f, InodeId(0xdead_beef)], SessionId(7)))
+        .expect("release batch");
+    assert!(h.exists(f), "still open by session 8");
+    h.with(|st, c| st.plan_release(c, &[g, f], SessionId(8)))
+        .expect("release batch");
+    assert!(!h.exists(f), "the unlinked one goes at its last release");
+    assert!(h.exists(g), "a linked one stays");
     h.check_replay();
 }
 
@@ -1201,7 +1222,7 @@ mod replay {
                 USER,
             ),
             Op::Open(i, s) => st.plan_open(f(i), SessionId(s as u64)),
-            Op::Release(i, s) => st.plan_release(&ctx, f(i), SessionId(s as u64)),
+            Op::Release(i, s) => st.plan_release(&ctx, &[f(i)], SessionId(s as u64)),
             Op::Xattr(i, n, rm) => {
                 if rm {
                     st.plan_removexattr(&ctx, f(i), &name(n))

@@ -222,6 +222,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
                 }
                 R::Open { session, .. }
                 | R::Release { session, .. }
+                | R::ReleaseMany { session, .. }
                 | R::Hello { session }
                 | R::Goodbye { session }
                 | R::Renew { session }

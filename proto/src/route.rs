@@ -40,6 +40,7 @@ pub fn routing_inode(req: &ManagerRequest) -> Option<InodeId> {
         | AcquireWrite { ino, .. } => *ino,
         CopyRange { dst, .. } => *dst,
         CommitWrites { writes, .. } => writes.first()?.ino,
+        ReleaseMany { inos, .. } => *inos.first()?,
         Sync
         | Counts
         | TxApply { .. }

@@ -182,6 +182,8 @@ impl Mount {
             Ok(()) => self.client.sync_all().await,
             Err(e) => Err(e),
         };
+        // The releases of the last closes, before the session ends.
+        self.client.send_releases().await;
         self.client.shutdown();
         if flushed.is_ok() && self.client.dirty_bytes() == 0 {
             self.client.goodbye().await;

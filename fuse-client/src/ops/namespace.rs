@@ -335,8 +335,17 @@ impl Client {
             .await
     }
 
+    /// Before a removal: the releases owed go first, so that a file this client closed is
+    /// freed by the removal at once rather than kept as an orphan until the next batch.
+    async fn settle_releases(&self) {
+        if self.opens.owes_releases() {
+            self.send_releases().await;
+        }
+    }
+
     pub async fn unlink(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
         check_name(name)?;
+        self.settle_releases().await;
         let mark = self.dir_names.mark();
         self.done_call(ManagerRequest::Unlink {
             parent,
@@ -373,6 +382,7 @@ impl Client {
         caller: Caller,
     ) -> Result<(), FsError> {
         check_name(name)?;
+        self.settle_releases().await;
         check_name(new_name)?;
         if flags.noreplace && flags.exchange {
             return Err(FsError::EINVAL);
@@ -440,12 +450,19 @@ impl Client {
             if !self.opens.is_current(ino, &slot) {
                 continue;
             }
+            // A release still owed: the manager lists us; the Open only checks access.
+            let owed = self.opens.undefer(ino);
             let req = ManagerRequest::Open {
                 ino,
                 session: self.meta.session(),
                 access,
             };
-            self.done_call(req).await?;
+            if let Err(e) = self.done_call(req).await {
+                if owed {
+                    self.opens.defer_release(ino);
+                }
+                return Err(e);
+            }
             *n += 1;
             return Ok(());
         }
@@ -455,10 +472,13 @@ impl Client {
     /// A create with our session counts as the first open.
     async fn opened_by_create(&self, ino: InodeId) {
         let slot = self.opens.slot(ino);
-        *slot.lock().await += 1;
+        let mut n = slot.lock().await;
+        self.opens.undefer(ino);
+        *n += 1;
     }
 
-    /// Drops a local open; the last one releases this session at the manager.
+    /// Drops a local open; the last one owes the manager a release of this session, sent
+    /// with others a moment later (`send_releases`).
     pub(crate) async fn close_ref(&self, ino: InodeId) -> Result<(), FsError> {
         let Some(slot) = self.opens.existing(ino) else {
             return Ok(());
@@ -471,15 +491,67 @@ impl Client {
         if *n > 0 {
             return Ok(());
         }
-        let res = self
-            .done_call(ManagerRequest::Release {
-                ino,
-                session: self.meta.session(),
-            })
-            .await;
-        // Removed only after the Release went out, so a new open re-registers after it.
-        self.opens.remove_if_current(ino, &slot);
-        res
+        self.opens.defer_release(ino);
+        drop(n);
+        self.releases_due.notify_one();
+        Ok(())
+    }
+
+    /// Sends the releases owed (`data::open_files`), one `ReleaseMany` per manager (and
+    /// per `MAX_RELEASES`), all managers at once. Each inode's slot is held from taking
+    /// its mark until the answer, then removed, so that a new open registers after it; an
+    /// inode whose slot is busy (an open or close under way) keeps its mark for the open to
+    /// take back or a later round. A release that fails is not sent again (as a failed
+    /// `Release` never was): the manager releases the opens of sessions that end.
+    pub(crate) async fn send_releases(&self) {
+        type Held = (
+            InodeId,
+            crate::data::open_files::OpenSlot,
+            tokio::sync::OwnedMutexGuard<u32>,
+        );
+        let mut by_node: std::collections::BTreeMap<proto::ids::NodeId, Vec<Held>> =
+            Default::default();
+        for ino in self.opens.deferred() {
+            let Some(slot) = self.opens.existing(ino) else {
+                self.opens.undefer(ino);
+                continue;
+            };
+            let Ok(guard) = slot.clone().try_lock_owned() else {
+                continue;
+            };
+            if *guard != 0 || !self.opens.undefer(ino) {
+                continue;
+            }
+            by_node
+                .entry(self.meta.owner(ino))
+                .or_default()
+                .push((ino, slot, guard));
+        }
+        let session = self.meta.session();
+        let batches = by_node.into_values().flat_map(|held| {
+            let mut held = held;
+            let mut out = Vec::new();
+            while !held.is_empty() {
+                let rest = held.split_off(held.len().min(proto::msg::MAX_RELEASES));
+                out.push(std::mem::replace(&mut held, rest));
+            }
+            out
+        });
+        let sends = batches.map(|held| async move {
+            let inos: Vec<InodeId> = held.iter().map(|(i, _, _)| *i).collect();
+            let n = inos.len();
+            if let Err(e) = self
+                .done_call(ManagerRequest::ReleaseMany { session, inos })
+                .await
+            {
+                tracing::debug!("release of {n} closed files failed: {e}");
+            }
+            for (ino, slot, guard) in held {
+                self.opens.remove_if_current(ino, &slot);
+                drop(guard);
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 
     /// How many local opens `ino` has.

@@ -23,26 +23,30 @@ impl MetaState {
         })
     }
 
-    pub fn plan_release(&self, ctx: &Ctx, ino: InodeId, session: SessionId) -> Result<Plan, Errno> {
-        let Some(i) = self.inode(ino) else {
-            return Ok(Plan::Local {
-                records: Vec::new(),
-                reply: Reply::Done,
-            });
-        };
-        if !i.sessions.contains(&session) {
-            return Ok(Plan::Local {
-                records: Vec::new(),
-                reply: Reply::Done,
-            });
-        }
+    /// The last local closes of `inos` by `session` (`Release`, `ReleaseMany`): each inode
+    /// that lists the session forgets it; an unlinked one that no session holds any more
+    /// goes (its attributes are touched so the draft frees it).
+    pub fn plan_release(
+        &self,
+        ctx: &Ctx,
+        inos: &[InodeId],
+        session: SessionId,
+    ) -> Result<Plan, Errno> {
         let mut d = Draft::new(self, ctx.now);
-        d.recs.push(Record::Release { ino, session });
-        let mut left = d.sessions(ino);
-        left.remove(&session);
-        d.sessions.insert(ino, left.clone());
-        if i.attr.nlink == 0 && left.is_empty() {
-            d.attr_mut(ino)?;
+        for &ino in inos {
+            let Some(i) = self.inode(ino) else {
+                continue;
+            };
+            // From the draft: a second copy of an inode in one batch is a no-op.
+            let mut left = d.sessions(ino);
+            if !left.remove(&session) {
+                continue;
+            }
+            d.recs.push(Record::Release { ino, session });
+            d.sessions.insert(ino, left.clone());
+            if i.attr.nlink == 0 && left.is_empty() {
+                d.attr_mut(ino)?;
+            }
         }
         Ok(Plan::Local {
             records: d.finish(),

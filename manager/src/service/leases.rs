@@ -96,7 +96,7 @@ impl Service {
             );
             for (ino, s) in opens {
                 let r = svc
-                    .mutate(None, None, |st, c| st.plan_release(c, ino, s))
+                    .mutate(None, None, |st, c| st.plan_release(c, &[ino], s))
                     .await;
                 if let Err(e) = r {
                     tracing::warn!(inode = %ino, session = format_args!("{s:x}"), "release of an expired session's open file failed: {e}");

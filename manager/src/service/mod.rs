@@ -442,7 +442,18 @@ impl Service {
                 .await
             }
             R::Release { ino, session } => {
-                self.mutate(who, None, |st, c| st.plan_release(c, ino, session))
+                self.mutate(who, None, |st, c| st.plan_release(c, &[ino], session))
+                    .await
+            }
+            R::ReleaseMany { inos, session } => {
+                if inos.len() > proto::msg::MAX_RELEASES {
+                    return Err(RemoteError::Invalid(format!(
+                        "ReleaseMany of {} inodes (at most {})",
+                        inos.len(),
+                        proto::msg::MAX_RELEASES
+                    )));
+                }
+                self.mutate(who, None, |st, c| st.plan_release(c, &inos, session))
                     .await
             }
             R::GetXattr { ino, name } => {

@@ -448,7 +448,19 @@ pub enum ManagerRequest {
         dst_offset: u64,
         len: u64,
     },
+    /// The last local closes of several inodes of this manager by `session`, as one
+    /// `Release` each (a client gathers its closes for a moment and sends them together:
+    /// one request and one group of records instead of one per file). At most
+    /// `MAX_RELEASES` inodes. Answered `Done`; an inode that is gone or does not list the
+    /// session is skipped.
+    ReleaseMany {
+        session: SessionId,
+        inos: Vec<InodeId>,
+    },
 }
+
+/// Most inodes in one `ReleaseMany`.
+pub const MAX_RELEASES: usize = 1024;
 
 /// The remote part of a cross-manager operation, applied idempotently by the participant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -738,6 +750,7 @@ impl ManagerRequest {
             | R::ListXattr { .. }
             | R::GetExtents { .. }
             | R::Release { .. }
+            | R::ReleaseMany { .. }
             | R::Sync
             | R::Counts
             | R::Hello { .. }
@@ -788,6 +801,7 @@ impl fmt::Display for ManagerRequest {
             ReadLink { ino } => write!(f, "ReadLink({ino})"),
             Open { ino, .. } => write!(f, "Open({ino})"),
             Release { ino, .. } => write!(f, "Release({ino})"),
+            ReleaseMany { inos, .. } => write!(f, "ReleaseMany({} inodes)", inos.len()),
             GetXattr { ino, name } => write!(f, "GetXattr({ino}, {name:?})"),
             SetXattr { ino, name, .. } => write!(f, "SetXattr({ino}, {name:?})"),
             ListXattr { ino } => write!(f, "ListXattr({ino})"),
