@@ -7,7 +7,9 @@ use crate::error::NodeError;
 use crate::node::{identity, RunningNode};
 use proto::config::{ClusterConfig, ClusterFile, ErasureConfig, Role, CONFIG_FILE};
 use proto::identity::{ExportOptions, PeerIdentity, Role as IdRole};
-use proto::msg::{ManagerRequest, NodeInfo, Request, Response, StorageRequest, StorageStat};
+use proto::msg::{
+    ManagerRequest, NodeInfo, RemoteError, Request, Response, StorageRequest, StorageStat,
+};
 use proto::tls::{write_pem, CertAuthority};
 use proto::transport::Transport;
 use std::net::{SocketAddr, UdpSocket};
@@ -562,6 +564,9 @@ pub struct NodeStatus {
     pub scrub: Option<proto::msg::ScrubReport>,
     /// For managers: whether they answer metadata requests (not still recovering).
     pub manager_ready: Option<bool>,
+    /// For managers that will not serve (a refused recovery, or a cluster.toml that
+    /// contradicts the committed config): why, as the manager says it.
+    pub manager_refusal: Option<String>,
 }
 
 /// A node's state as `shoal status`, its `--json` and the status page show it.
@@ -571,6 +576,8 @@ pub enum NodeState {
     Up,
     /// A manager that answers pings but is still recovering its state.
     Recovering,
+    /// A manager that answers pings but will not serve (`NodeStatus::manager_refusal`).
+    Refused,
     /// It could not be reached.
     Down,
 }
@@ -580,6 +587,7 @@ impl NodeState {
         match self {
             NodeState::Up => "up",
             NodeState::Recovering => "recovering",
+            NodeState::Refused => "refused",
             NodeState::Down => "down",
         }
     }
@@ -616,6 +624,7 @@ impl NodeStatus {
     pub fn state(&self) -> NodeState {
         match (&self.reachable, self.manager_ready) {
             (Err(_), _) => NodeState::Down,
+            (Ok(_), Some(false)) if self.manager_refusal.is_some() => NodeState::Refused,
             (Ok(_), Some(false)) => NodeState::Recovering,
             (Ok(_), _) => NodeState::Up,
         }
@@ -671,6 +680,7 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
             let mut storage = None;
             let mut scrub = None;
             let mut manager_ready = None;
+            let mut manager_refusal = None;
             if reachable.is_ok() {
                 if n.has(Role::Storage) {
                     if let Ok((Response::Storage(proto::msg::StorageResponse::Stat(s)), _)) = t
@@ -709,6 +719,11 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                         r,
                         Ok((Response::Manager(_) | Response::ManagerLeased(..), _))
                     ));
+                    if let Ok((Response::Error(RemoteError::Unavailable(why)), _)) = &r {
+                        if let Some(why) = why.strip_prefix(proto::msg::REFUSED_PREFIX) {
+                            manager_refusal = Some(why.to_string());
+                        }
+                    }
                 }
             } else if n.has(Role::Manager) {
                 manager_ready = Some(false);
@@ -721,6 +736,7 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
                 storage,
                 scrub,
                 manager_ready,
+                manager_refusal,
             }
         }));
     }
@@ -780,6 +796,7 @@ mod tests {
             storage: None,
             scrub: None,
             manager_ready,
+            manager_refusal: None,
         }
     }
 
@@ -788,6 +805,9 @@ mod tests {
         assert_eq!(node(false, None).state(), NodeState::Down);
         assert_eq!(node(false, Some(false)).state(), NodeState::Down);
         assert_eq!(node(true, Some(false)).state(), NodeState::Recovering);
+        let mut refused = node(true, Some(false));
+        refused.manager_refusal = Some("contradicts".into());
+        assert_eq!(refused.state(), NodeState::Refused);
         assert_eq!(node(true, Some(true)).state(), NodeState::Up);
         assert_eq!(node(true, None).state(), NodeState::Up);
     }

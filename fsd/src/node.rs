@@ -457,19 +457,23 @@ impl RunningNode {
         } else {
             None
         };
-        let manager = if node.has(Role::Manager) {
-            tracing::info!(node = %name, slots = config.slots_of(node.id).len(), "starting manager");
-            Some(
-                manager::Service::start(config.clone(), node.id, transport.clone())
-                    .await
-                    .map_err(|e| NodeError::Manager(e.to_string()))?,
-            )
-        } else {
-            None
-        };
         let config_group = if config_group::is_member(&config, node.id) {
             tracing::info!(node = %name, "starting the config group member");
             Some(ConfigGroup::start(&config, node.id, transport.clone(), group).await?)
+        } else {
+            None
+        };
+        let manager = if node.has(Role::Manager) {
+            tracing::info!(node = %name, slots = config.slots_of(node.id).len(), "starting manager");
+            // Every manager is a member: it serves once its file agrees with the group's.
+            let gate = config_group
+                .as_ref()
+                .map(|g| Box::pin(g.agreement(config.file.clone())) as manager::service::StartGate);
+            Some(
+                manager::Service::start_after(config.clone(), node.id, transport.clone(), gate)
+                    .await
+                    .map_err(|e| NodeError::Manager(e.to_string()))?,
+            )
         } else {
             None
         };

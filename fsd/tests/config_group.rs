@@ -480,18 +480,162 @@ async fn a_group_of_two_managers_grows_to_three_members() {
     let members: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut want = names.clone();
     want.sort();
-    let (_, l) = agreed_leader(&tc, &["manager-1", "manager-2"]).await;
-    wait_until(WAIT, "the storage member becomes a voter", || {
-        let v = voters(&tc, &l);
-        let done = v == want;
-        if !done {
-            tracing::debug!("voters so far: {v:?}");
-        }
-        async move { done.then_some(()) }
-    })
+    wait_until(
+        WAIT,
+        "the storage member becomes a voter at every member",
+        || {
+            // At every member, and past the joint configuration: a member that still holds the
+            // joint one needs the old voters too, so losing one of them then stalls elections.
+            let done = members.iter().all(|n| {
+                let m = member(&tc, n);
+                let settled = !fsd::config_group::membership_now(&m.metrics().borrow()).joint;
+                let v = voters(&tc, &m);
+                if !(settled && v == want) {
+                    tracing::debug!("{n}: voters so far {v:?}, settled {settled}");
+                }
+                settled && v == want
+            });
+            async move { done.then_some(()) }
+        },
+    )
     .await;
-    drop(l);
     all_at_epoch(&tc, &members, tc.cluster.config.file.epoch).await;
     survives_the_loss_of_a_member(&mut tc, &members).await;
+    tc.cluster.stop().await;
+}
+
+/// Starts node `name` of `file` (in `tc`'s cluster directory, for its certificates) apart
+/// from `tc`'s own nodes.
+async fn start_apart(tc: &TestCluster, name: &str, file: ClusterFile) -> fsd::node::RunningNode {
+    let config = proto::config::ClusterConfig::from_file(&tc.cluster.config.dir, file)
+        .expect("a valid config");
+    fsd::node::RunningNode::start(Arc::new(config), name)
+        .await
+        .expect("node starts")
+}
+
+/// Waits until `svc` serves, failing the test with its refusal if it refuses.
+async fn serves(svc: &manager::Service, name: &str) {
+    wait_until(WAIT, &format!("{name} serves"), || {
+        let ready = svc.is_ready();
+        let refused = svc.recovery_error().map(|e| e.to_string());
+        async move {
+            assert_eq!(refused, None, "{name} refused to serve");
+            ready.then_some(())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manager_serves_only_by_a_file_that_agrees_with_the_committed_config() {
+    let mut tc = cluster().await;
+    let seeded = tc.cluster.config.file.clone();
+    all_at_epoch(&tc, &MANAGERS, seeded.epoch).await;
+    for n in MANAGERS {
+        serves(&tc.cluster.manager_service(n).expect("manager"), n).await;
+    }
+    {
+        tracing::info!("--- (a) manager-2 restarts with a file of the same epoch that gives it every slot: it does not serve");
+        tc.cluster
+            .stop_node("manager-2", false)
+            .await
+            .expect("stop");
+        let mut grab = seeded.clone();
+        grab.slot_ranges = vec![proto::config::SlotRange {
+            first: 0,
+            last: proto::ids::SLOT_COUNT - 1,
+            manager: "manager-2".into(),
+        }];
+        let n = start_apart(&tc, "manager-2", grab.clone()).await;
+        let svc = n.manager().expect("manager role");
+        let why = wait_until(WAIT, "manager-2 refuses", || {
+            let e = svc.recovery_error().map(|e| e.to_string());
+            async move { e }
+        })
+        .await;
+        tracing::info!("manager-2 refused: {why}");
+        assert!(
+            why.contains("contradicts") && why.contains("slots"),
+            "the refusal says what contradicts: {why}"
+        );
+        assert!(!svc.is_ready());
+        let r = svc
+            .handle(
+                None,
+                proto::msg::ManagerRequest::GetAttr {
+                    ino: proto::ids::InodeId(1),
+                },
+            )
+            .await;
+        match r {
+            Err(RemoteError::Unavailable(m)) => assert!(m.contains("contradicts"), "{m}"),
+            other => panic!("a refusing manager answered {other:?}"),
+        }
+        tracing::info!("--- (a) `shoal status` shows manager-2 refusing, and why");
+        let st = fsd::cluster::status(&tc.cluster.config)
+            .await
+            .expect("status");
+        let m2 = st
+            .nodes
+            .iter()
+            .find(|n| n.name == "manager-2")
+            .expect("manager-2 probed");
+        assert_eq!(m2.state(), fsd::cluster::NodeState::Refused);
+        assert!(
+            m2.manager_refusal
+                .as_deref()
+                .is_some_and(|w| w.contains("contradicts")),
+            "{:?}",
+            m2.manager_refusal
+        );
+        assert!(!st.can_serve);
+        tracing::info!("--- (b) an older epoch that lacks a node is refused too");
+        drop(svc); // holds the node's transport
+        n.stop().await;
+        let mut older = seeded.clone();
+        older.epoch -= 1;
+        older.nodes.retain(|e| e.name != "manager-3");
+        older.slot_ranges.retain(|r| r.manager != "manager-3");
+        older.slot_ranges.last_mut().expect("a range").last = proto::ids::SLOT_COUNT - 1;
+        let n = start_apart(&tc, "manager-2", older).await;
+        let svc = n.manager().expect("manager role");
+        wait_until(WAIT, "manager-2 refuses the older file", || {
+            let e = svc.recovery_error();
+            async move { e }
+        })
+        .await;
+        drop(svc);
+        n.stop().await;
+        tracing::info!("--- (c) with the cluster's own file it serves again");
+        tc.cluster.start_node("manager-2").await.expect("start");
+        serves(
+            &tc.cluster.manager_service("manager-2").expect("manager"),
+            "manager-2",
+        )
+        .await;
+    }
+    {
+        tracing::info!("--- (d) every manager restarts with the next epoch of the file: the leader proposes it, all serve");
+        let mut ahead = seeded.clone();
+        ahead.epoch += 1;
+        ahead.manager.lease_ms += 1;
+        for n in MANAGERS {
+            tc.cluster.stop_node(n, false).await.expect("stop");
+        }
+        let mut apart = Vec::new();
+        for n in MANAGERS {
+            apart.push(start_apart(&tc, n, ahead.clone()).await);
+        }
+        for (n, node) in MANAGERS.iter().zip(&apart) {
+            serves(&node.manager().expect("manager"), n).await;
+            let g = node.config_group().expect("member");
+            g.wait_for_epoch(ahead.epoch, WAIT).await.expect("proposed");
+            assert_eq!(g.current().as_ref(), Some(&ahead), "{n}");
+        }
+        for node in apart {
+            node.stop().await;
+        }
+    }
     tc.cluster.stop().await;
 }

@@ -752,6 +752,14 @@ fn swap_key_pair(config: &proto::config::ClusterConfig, from: &str, to: &str) {
 async fn a_manager_whose_key_pair_is_a_clients_fails_its_recovery() {
     let mut tc = TestCluster::start(6, 2, 4, 2).await;
     let config = tc.cluster.config.clone();
+    // Restarted with a client's key pair, manager-2 cannot reach the config group: it gets
+    // to its recovery only if it applied the committed config before (`standing`).
+    tc.cluster
+        .config_group("manager-2")
+        .expect("a member")
+        .wait_for_epoch(config.file.epoch, Duration::from_secs(30))
+        .await
+        .expect("the seed reaches manager-2");
     tc.cluster
         .stop_node("manager-2", false)
         .await

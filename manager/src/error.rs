@@ -126,6 +126,8 @@ pub enum ManagerError {
     NotAManager(proto::ids::NodeId),
     #[error("manager is shut down")]
     ShutDown,
+    #[error("{0}")]
+    ConfigConflict(String),
     #[error("recovery failed: {0} (the metadata log cannot be read; check the storage servers)")]
     Recovery(String),
     #[error(transparent)]

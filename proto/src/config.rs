@@ -255,6 +255,73 @@ pub struct ClusterFile {
     pub storage: StorageTunables,
 }
 
+impl ClusterFile {
+    /// Where `self` and `other` disagree on what decides who serves what: the erasure
+    /// layout, the nodes (id, roles, address, by name) and the manager map. `None` when
+    /// they agree (the name, tunables, state directories, capacities and HTTP addresses
+    /// may still differ: they give no two nodes the same slots or data). Compares the files
+    /// as written, without checking them.
+    pub fn layout_difference(&self, other: &ClusterFile) -> Option<String> {
+        if self.erasure != other.erasure {
+            return Some(format!(
+                "erasure {}+{} here, {}+{} there",
+                self.erasure.data, self.erasure.parity, other.erasure.data, other.erasure.parity
+            ));
+        }
+        let nodes =
+            |f: &ClusterFile| -> std::collections::BTreeMap<String, (u32, Vec<Role>, SocketAddr)> {
+                f.nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let mut roles = n.roles.clone();
+                        roles.sort_by_key(|r| *r as u8);
+                        roles.dedup();
+                        let id = n.id.unwrap_or(i as u32 + 1);
+                        (n.name.clone(), (id, roles, n.address))
+                    })
+                    .collect()
+            };
+        let (mine, theirs) = (nodes(self), nodes(other));
+        for name in mine.keys().chain(theirs.keys()) {
+            match (mine.get(name), theirs.get(name)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some((ia, ra, aa)), Some((ib, rb, ab))) => {
+                    return Some(format!(
+                        "node {name} is id {ia}, roles {ra:?}, at {aa} here; id {ib}, roles {rb:?}, at {ab} there"
+                    ))
+                }
+                (Some(_), None) => return Some(format!("node {name} is here, not there")),
+                (None, _) => return Some(format!("node {name} is there, not here")),
+            }
+        }
+        let ranges = |f: &ClusterFile| {
+            let mut v: Vec<(u16, u16, String)> = f
+                .slot_ranges
+                .iter()
+                .map(|r| (r.first, r.last, r.manager.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let (mine, theirs) = (ranges(self), ranges(other));
+        if mine != theirs {
+            let show = |v: &[(u16, u16, String)]| {
+                v.iter()
+                    .map(|(a, b, m)| format!("{a}-{b} {m}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Some(format!(
+                "slots [{}] here, [{}] there",
+                show(&mine),
+                show(&theirs)
+            ));
+        }
+        None
+    }
+}
+
 /// A node, checked, with its id and resolved state directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
@@ -637,6 +704,45 @@ pub const CONFIG_DOC: &str = "\
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn layout_difference_names_what_decides_who_serves_what() {
+        let f = ClusterConfig::generate("c", 6, 2, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("generate");
+        assert_eq!(f.layout_difference(&f), None);
+        // Tunables, the name, the epoch and local paths are no layout.
+        let mut g = f.clone();
+        g.name = "other".into();
+        g.epoch += 3;
+        g.manager.lease_ms += 1;
+        g.nodes[0].state_dir = Some("/elsewhere".into());
+        g.nodes.reverse();
+        assert_eq!(f.layout_difference(&g), None, "same layout");
+        let mut g = f.clone();
+        g.slot_ranges[0].manager = g.slot_ranges[1].manager.clone();
+        let d = f.layout_difference(&g).expect("slots differ");
+        assert!(d.contains("slots"), "{d}");
+        let mut g = f.clone();
+        g.nodes[0].address.set_port(1);
+        let d = f.layout_difference(&g).expect("address differs");
+        assert!(d.contains(&g.nodes[0].name), "{d}");
+        let mut g = f.clone();
+        g.nodes.pop();
+        assert!(f
+            .layout_difference(&g)
+            .expect("node gone")
+            .contains("not there"));
+        assert!(g
+            .layout_difference(&f)
+            .expect("node new")
+            .contains("not here"));
+        let mut g = f.clone();
+        g.erasure.parity = 1;
+        assert!(f
+            .layout_difference(&g)
+            .expect("erasure")
+            .contains("erasure"));
+    }
+
     use super::*;
 
     #[test]

@@ -65,7 +65,8 @@ pub struct NodeReport {
     /// "storage" and/or "manager".
     pub roles: Vec<String>,
     pub address: String,
-    /// "up", "recovering" (a manager still loading its state) or "down".
+    /// "up", "recovering" (a manager still loading its state), "refused" (a manager that
+    /// will not serve; `error` says why) or "down".
     pub state: &'static str,
     /// Storage servers that answered: capacity, fragment bytes and count; else null.
     pub capacity_bytes: Option<u64>,
@@ -74,7 +75,8 @@ pub struct NodeReport {
     pub draining: bool,
     /// Managers: the slot ranges they own ("0-511"); empty for other nodes.
     pub slots: Vec<String>,
-    /// Why the node could not be reached (null when it was).
+    /// Why the node could not be reached, or why its manager will not serve (null when
+    /// neither).
     pub error: Option<String>,
     pub workers: Vec<WorkerReport>,
 }
@@ -182,7 +184,13 @@ pub fn report(
                 .node_by_name(&n.name)
                 .map(|c| slot_ranges(config, c.id))
                 .unwrap_or_default(),
-            error: n.reachable.as_ref().err().map(|e| e.to_string()),
+            error: match &n.reachable {
+                Err(e) => Some(e.to_string()),
+                Ok(_) => n
+                    .manager_refusal
+                    .as_ref()
+                    .map(|why| format!("manager not serving: {why}")),
+            },
             workers: n
                 .reachable
                 .as_ref()
@@ -485,6 +493,7 @@ mod tests {
             storage: None,
             scrub: None,
             manager_ready: None,
+            manager_refusal: None,
         }
     }
 

@@ -18,19 +18,24 @@
 //! state of its own, initializes the group with the members; then whichever member
 //! leads first proposes the contents of its `cluster.toml` (`Command::Seed`, refused once a
 //! config is committed), so the group's first epoch is the file's. A restart finds its state
-//! and never initializes again.
+//! and never initializes again. A member whose file is exactly one epoch ahead of the
+//! committed config (`shoal node add` wrote it) proposes it the same way while it leads
+//! (`offer`).
 //!
-//! What it must not do yet: nothing reads slot ownership, roles or addresses from the group;
-//! every role still uses the `ClusterConfig` loaded from `cluster.toml` at start, and requests
-//! carry no epoch. Nothing proposes a config with other members yet (`shoal node add`
-//! writes `cluster.toml` only), and a node starts a member only if its own `cluster.toml`
-//! names it one.
+//! What reads the group: a manager starts serving only once its own `cluster.toml` does not
+//! contradict the committed config (`agreement`, rule in `standing`); a node whose file
+//! gives other slots, nodes or erasure at the committed epoch or older does not serve.
+//! What it must not do yet: every role still runs by the `ClusterConfig` loaded from
+//! `cluster.toml` at start (a running node does not follow a newer committed config), and
+//! requests carry no epoch. A node starts a member only if its own `cluster.toml` names it
+//! one.
 
 mod command;
 mod log_store;
 mod membership;
 mod network;
 mod record;
+mod standing;
 mod state_machine;
 mod toml_file;
 
@@ -39,7 +44,9 @@ mod store_test;
 
 pub use command::{ApplyResult, Command, Refused};
 pub use log_store::LogStore;
+pub use membership::{current as membership_now, Current as Membership};
 pub use record::RecordError;
+pub use standing::{standing, Standing};
 pub use state_machine::{GroupState, StateMachine};
 
 use bytes::Bytes;
@@ -268,7 +275,7 @@ impl ConfigGroup {
         } else {
             tracing::info!(node = %node.name, fresh, epoch = ?applied.borrow().epoch(), "config group member started");
         }
-        let seeder = tokio::spawn(seed(
+        let seeder = tokio::spawn(offer(
             raft.clone(),
             me,
             applied.clone(),
@@ -344,6 +351,43 @@ impl ConfigGroup {
     /// Follows this member's applied state.
     pub fn subscribe(&self) -> watch::Receiver<Arc<GroupState>> {
         self.applied.clone()
+    }
+
+    /// Resolves once the manager of this node may serve by `local` (its own
+    /// `cluster.toml`): at once if the member has applied a committed config that `local`
+    /// agrees with or is ahead of (`standing`), after the group's first commit on a fresh
+    /// cluster; an error saying what contradicts if `local` conflicts with it. Compares with
+    /// the config as applied at this member (it may lag the leader by what committed while
+    /// it was away).
+    pub fn agreement(
+        &self,
+        local: ClusterFile,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let mut applied = self.applied.clone();
+        let me = self.me;
+        async move {
+            loop {
+                let s = standing(&local, applied.borrow().file.as_ref());
+                match &s {
+                    Standing::Unknown => {}
+                    Standing::Agrees => return Ok(()),
+                    Standing::Ahead { committed } => {
+                        tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is newer than the committed config: serving by it; this member proposes it when it leads");
+                        return Ok(());
+                    }
+                    Standing::Conflicts { .. } => {
+                        return Err(s.refusal(local.epoch).unwrap_or_default())
+                    }
+                }
+                match tokio::time::timeout(Duration::from_secs(5), applied.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err("the config group member stopped".into()),
+                    Err(_) => {
+                        tracing::info!(node = %me, "the manager waits for the config group's first committed config (a majority of the group's members must be up)")
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until this member has applied epoch `epoch` or later, up to `timeout`.
@@ -456,9 +500,13 @@ async fn write(
     }
 }
 
-/// Seeds the group with this member's `cluster.toml` when it leads a group holding no
-/// config yet; ends once a config is committed.
-async fn seed(
+/// The member's offer of its own `cluster.toml` to the group, made while it leads: the
+/// seed of a fresh group (`Command::Seed`, refused once a config is committed), or, when
+/// the file is exactly one epoch ahead of the committed config (`shoal node add` wrote
+/// it), that file as the next config (`Command::Replace`, compare-and-set on the epoch).
+/// Ends once the committed epoch is the file's or past it, or when the file cannot be
+/// proposed (it skips epochs).
+async fn offer(
     raft: GroupRaft,
     me: NodeId,
     mut applied: watch::Receiver<Arc<GroupState>>,
@@ -467,18 +515,33 @@ async fn seed(
 ) {
     let mut metrics = raft.metrics();
     loop {
-        if applied.borrow().file.is_some() {
-            return;
-        }
+        let committed = applied.borrow().epoch();
+        let cmd = match committed {
+            None => Command::Seed { file: file.clone() },
+            Some(c) if file.epoch == c + 1 => Command::Replace {
+                expect_epoch: c,
+                file: file.clone(),
+            },
+            Some(c) if file.epoch > c + 1 => {
+                tracing::warn!(node = %me, local = file.epoch, committed = c, "cluster.toml here skips epochs past the committed config: not proposed");
+                return;
+            }
+            Some(_) => return,
+        };
         let leads = metrics.borrow().current_leader == Some(raft_id(me));
         if leads {
-            match write(&raft, me, Command::Seed { file: file.clone() }, timeout).await {
+            match write(&raft, me, cmd.clone(), timeout).await {
                 Ok(epoch) => {
-                    tracing::info!(node = %me, epoch, "config group seeded from cluster.toml");
-                    return;
+                    tracing::info!(node = %me, epoch, "config group: committed {cmd} from cluster.toml");
+                    continue;
                 }
-                Err(RequestError::Refused(Refused::AlreadySeeded { .. })) => return,
-                Err(e) => tracing::debug!(node = %me, "seeding the config group: {e}"),
+                Err(RequestError::Refused(r)) => {
+                    // The committed state moved under us: look again once it is applied.
+                    tracing::debug!(node = %me, "config group: {cmd} refused: {r}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => tracing::debug!(node = %me, "config group: {cmd}: {e}"),
             }
         }
         tokio::select! {

@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
+/// What a manager's recovery waits for before it reads the log (`Service::start_after`).
+pub type StartGate = BoxFuture<'static, Result<(), String>>;
+
 /// How long a stopping manager waits for its shutdown checkpoint (and then its committer).
 const SHUTDOWN_CHECKPOINT_WAIT: Duration = Duration::from_secs(5);
 
@@ -52,6 +55,18 @@ impl Service {
         node: NodeId,
         transport: Arc<Transport>,
     ) -> Result<Arc<Service>, ManagerError> {
+        Service::start_after(config, node, transport, None).await
+    }
+
+    /// `start`, with recovery (reading the log at all) waiting for `gate` first: the node's
+    /// check that its config agrees with the cluster's committed one. A gate that fails
+    /// keeps the manager from ever serving, as a refused recovery does, with its reason.
+    pub async fn start_after(
+        config: Arc<ClusterConfig>,
+        node: NodeId,
+        transport: Arc<Transport>,
+        gate: Option<StartGate>,
+    ) -> Result<Arc<Service>, ManagerError> {
         let backend = Arc::new(StorageLog::new(
             config.clone(),
             transport.clone(),
@@ -62,7 +77,7 @@ impl Service {
             transport.clone(),
         )));
         let callbacks = Arc::new(QuicCallbacks(transport));
-        Service::start_with(config, node, backend, peers, callbacks).await
+        Service::start_gated(config, node, backend, peers, callbacks, gate).await
     }
 
     /// Starts with a given log backend, peer caller and callback sender (tests use
@@ -73,6 +88,17 @@ impl Service {
         backend: Arc<dyn LogBackend>,
         peers: Arc<dyn Peers>,
         callbacks: Arc<dyn CallbackSender>,
+    ) -> Result<Arc<Service>, ManagerError> {
+        Service::start_gated(config, node, backend, peers, callbacks, None).await
+    }
+
+    async fn start_gated(
+        config: Arc<ClusterConfig>,
+        node: NodeId,
+        backend: Arc<dyn LogBackend>,
+        peers: Arc<dyn Peers>,
+        callbacks: Arc<dyn CallbackSender>,
+        gate: Option<StartGate>,
     ) -> Result<Arc<Service>, ManagerError> {
         if !config.node(node).is_some_and(|n| n.has(Role::Manager)) {
             return Err(ManagerError::NotAManager(node));
@@ -114,6 +140,15 @@ impl Service {
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");
         let s = svc.clone();
         let h = tokio::spawn(async move {
+            if let Some(gate) = gate {
+                if let Err(why) = gate.await {
+                    tracing::error!(node = %s.me, "manager not serving: {why}");
+                    *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Arc::new(ManagerError::ConfigConflict(why)));
+                    s.ready_tx.send_modify(|_| {});
+                    return;
+                }
+            }
             if let Err(e) = s.clone().recover_and_open().await {
                 tracing::error!(node = %s.me, "manager recovery failed, not serving: {e}");
                 *s.recovery_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(e));

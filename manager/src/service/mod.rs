@@ -46,6 +46,7 @@ mod two_phase;
 mod tx;
 mod usage_rpc;
 
+pub use lifecycle::StartGate;
 pub use outbound::{CallbackSender, ClientPeers, Peers, QuicCallbacks};
 
 /// Rounds of callbacks (or waits for others' callbacks) an operation goes through before
@@ -282,7 +283,8 @@ impl Service {
         if !self.ready.load(Ordering::SeqCst) {
             if let Some(e) = self.recovery_error() {
                 return Err(RemoteError::Unavailable(format!(
-                    "manager recovery refused: {e}"
+                    "{}{e}",
+                    proto::msg::REFUSED_PREFIX
                 )));
             }
             return Err(RemoteError::Unavailable("manager recovering".into()));

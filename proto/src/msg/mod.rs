@@ -16,6 +16,11 @@ pub use manager::*;
 pub use peer::*;
 pub use storage::*;
 
+/// How an `Unavailable` answer of a manager that will not serve at all begins (a refused
+/// recovery, or a config that contradicts the committed one), as opposed to one that is
+/// still recovering: `shoal status` shows the rest as the reason.
+pub const REFUSED_PREFIX: &str = "manager recovery refused: ";
+
 /// What a client sends to a node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
