@@ -4,6 +4,7 @@
 mod t10_init_and_args;
 mod t20_status;
 mod t21_status_json;
+mod t22_status_refused;
 mod t30_certificate_mismatch;
 mod t40_up;
 mod t41_up_metrics;
