@@ -312,6 +312,16 @@ async fn released(cluster: &TestCluster, ino: InodeId) {
     }
 }
 
+/// Creates `name` in the root and closes it (its last close: a release owed).
+async fn create_closed(c: &fuse_client::Client, name: &str) -> InodeId {
+    let (attr, _fh) = c
+        .create(InodeId::ROOT, name, 0o644, 0o022, ME)
+        .await
+        .expect("create");
+    c.release(attr.ino).await.expect("close");
+    attr.ino
+}
+
 /// Last closes owe their manager a release, sent a moment later with others
 /// (`ReleaseMany`): every one arrives; an open before it is sent takes it back (the file
 /// stays open at the manager whatever the releaser does meanwhile); an unlink sends the
@@ -327,12 +337,7 @@ async fn t60_deferred_releases_arrive_and_never_release_a_reopened_file() {
     };
     let mut inos = Vec::new();
     for i in 0..200 {
-        let (attr, _fh) = a
-            .create(InodeId::ROOT, &format!("c{i}"), 0o644, 0o022, ME)
-            .await
-            .expect("create");
-        a.release(attr.ino).await.expect("close");
-        inos.push(attr.ino);
+        inos.push(create_closed(&a, &format!("c{i}")).await);
     }
     for ino in &inos {
         released(&cluster, *ino).await;
@@ -366,18 +371,10 @@ async fn t60_deferred_releases_arrive_and_never_release_a_reopened_file() {
 
     // Close, then unlink at once: no orphan left behind.
     for i in 0..20 {
-        let (attr, _fh) = a
-            .create(InodeId::ROOT, &format!("u{i}"), 0o644, 0o022, ME)
-            .await
-            .expect("create");
-        a.release(attr.ino).await.expect("close");
+        let ino = create_closed(&a, &format!("u{i}")).await;
         a.unlink(InodeId::ROOT, &format!("u{i}"), ME)
             .await
             .expect("unlink");
-        assert_eq!(
-            open_by(&cluster, attr.ino).await,
-            None,
-            "u{i} kept as an orphan"
-        );
+        assert_eq!(open_by(&cluster, ino).await, None, "u{i} kept as an orphan");
     }
 }
