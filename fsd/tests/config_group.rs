@@ -600,14 +600,68 @@ async fn a_manager_serves_only_by_a_file_that_agrees_with_the_committed_config()
         older.slot_ranges.last_mut().expect("a range").last = proto::ids::SLOT_COUNT - 1;
         let n = start_apart(&tc, "manager-2", older).await;
         let svc = n.manager().expect("manager role");
-        wait_until(WAIT, "manager-2 refuses the older file", || {
-            let e = svc.recovery_error();
+        let why = wait_until(WAIT, "manager-2 refuses the older file", || {
+            let e = svc.recovery_error().map(|e| e.to_string());
             async move { e }
         })
         .await;
+        assert!(
+            why.contains("contradicts") && why.contains("manager-3"),
+            "the refusal names the missing node: {why}"
+        );
         drop(svc);
         n.stop().await;
         tracing::info!("--- (c) with the cluster's own file it serves again");
+        tc.cluster.start_node("manager-2").await.expect("start");
+        serves(
+            &tc.cluster.manager_service("manager-2").expect("manager"),
+            "manager-2",
+        )
+        .await;
+    }
+    {
+        tracing::info!("--- (e) the next epoch giving manager-2 every slot: it waits for the group, which is not asked");
+        tc.cluster
+            .stop_node("manager-2", false)
+            .await
+            .expect("stop");
+        let mut grab = seeded.clone();
+        grab.epoch += 1;
+        grab.slot_ranges = vec![proto::config::SlotRange {
+            first: 0,
+            last: proto::ids::SLOT_COUNT - 1,
+            manager: "manager-2".into(),
+        }];
+        let n = start_apart(&tc, "manager-2", grab).await;
+        let svc = n.manager().expect("manager role");
+        // Long enough for its member to be elected and propose, were it to.
+        for _ in 0..40 {
+            assert!(
+                !svc.is_ready(),
+                "manager-2 serves a map the group never committed"
+            );
+            assert!(
+                svc.recovery_error().is_none(),
+                "it waits, it is not refused"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for m in ["manager-1", "manager-3"] {
+            assert_eq!(
+                member(&tc, m).epoch(),
+                Some(seeded.epoch),
+                "{m}: nothing proposed"
+            );
+        }
+        let own = n.config_group().expect("member");
+        assert_eq!(
+            own.epoch(),
+            Some(seeded.epoch),
+            "manager-2: nothing proposed"
+        );
+        drop(own);
+        drop(svc);
+        n.stop().await;
         tc.cluster.start_node("manager-2").await.expect("start");
         serves(
             &tc.cluster.manager_service("manager-2").expect("manager"),

@@ -260,7 +260,8 @@ impl ClusterFile {
     /// layout, the nodes (id, roles, address, by name) and the manager map. `None` when
     /// they agree (the name, tunables, state directories, capacities and HTTP addresses
     /// may still differ: they give no two nodes the same slots or data). Compares the files
-    /// as written, without checking them.
+    /// as written, without checking them; the manager map slot by slot, so the same owners
+    /// written as other ranges agree.
     pub fn layout_difference(&self, other: &ClusterFile) -> Option<String> {
         if self.erasure != other.erasure {
             return Some(format!(
@@ -268,23 +269,44 @@ impl ClusterFile {
                 self.erasure.data, self.erasure.parity, other.erasure.data, other.erasure.parity
             ));
         }
-        let nodes =
-            |f: &ClusterFile| -> std::collections::BTreeMap<String, (u32, Vec<Role>, SocketAddr)> {
-                f.nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| {
-                        let mut roles = n.roles.clone();
-                        roles.sort_by_key(|r| *r as u8);
-                        roles.dedup();
-                        let id = n.id.unwrap_or(i as u32 + 1);
-                        (n.name.clone(), (id, roles, n.address))
-                    })
-                    .collect()
-            };
+        self.nodes_difference(other, false)
+            .or_else(|| self.slots_difference(other))
+    }
+
+    /// The part of `layout_difference` that decides which node serves which slot: the
+    /// manager nodes (a node that has the manager role in either file) and the manager map.
+    /// Storage nodes added, drained or removed, and the erasure of new stripes, change no
+    /// slot's server (each segment records its own placement).
+    pub fn serving_difference(&self, other: &ClusterFile) -> Option<String> {
+        self.nodes_difference(other, true)
+            .or_else(|| self.slots_difference(other))
+    }
+
+    fn nodes_difference(&self, other: &ClusterFile, only_managers: bool) -> Option<String> {
+        type Seen = std::collections::BTreeMap<String, (u32, Vec<Role>, SocketAddr)>;
+        let nodes = |f: &ClusterFile| -> Seen {
+            f.nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let mut roles = n.roles.clone();
+                    roles.sort_by_key(|r| *r as u8);
+                    roles.dedup();
+                    let id = n.id.unwrap_or(i as u32 + 1);
+                    (n.name.clone(), (id, roles, n.address))
+                })
+                .collect()
+        };
         let (mine, theirs) = (nodes(self), nodes(other));
+        let manager = |v: Option<&(u32, Vec<Role>, SocketAddr)>| {
+            v.is_some_and(|(_, r, _)| r.contains(&Role::Manager))
+        };
         for name in mine.keys().chain(theirs.keys()) {
-            match (mine.get(name), theirs.get(name)) {
+            let (a, b) = (mine.get(name), theirs.get(name));
+            if only_managers && !manager(a) && !manager(b) {
+                continue;
+            }
+            match (a, b) {
                 (Some(a), Some(b)) if a == b => {}
                 (Some((ia, ra, aa)), Some((ib, rb, ab))) => {
                     return Some(format!(
@@ -295,30 +317,41 @@ impl ClusterFile {
                 (None, _) => return Some(format!("node {name} is there, not here")),
             }
         }
-        let ranges = |f: &ClusterFile| {
-            let mut v: Vec<(u16, u16, String)> = f
+        None
+    }
+
+    fn slots_difference(&self, other: &ClusterFile) -> Option<String> {
+        let owners = |f: &ClusterFile| {
+            let mut o: Vec<Option<String>> = vec![None; SLOT_COUNT as usize];
+            for r in &f.slot_ranges {
+                for s in r.first..=r.last {
+                    if let Some(x) = o.get_mut(s as usize) {
+                        *x = Some(r.manager.clone());
+                    }
+                }
+            }
+            o
+        };
+        if owners(self) == owners(other) {
+            return None;
+        }
+        let show = |f: &ClusterFile| {
+            let mut v: Vec<(u16, u16, &str)> = f
                 .slot_ranges
                 .iter()
-                .map(|r| (r.first, r.last, r.manager.clone()))
+                .map(|r| (r.first, r.last, r.manager.as_str()))
                 .collect();
             v.sort();
-            v
+            v.iter()
+                .map(|(a, b, m)| format!("{a}-{b} {m}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        let (mine, theirs) = (ranges(self), ranges(other));
-        if mine != theirs {
-            let show = |v: &[(u16, u16, String)]| {
-                v.iter()
-                    .map(|(a, b, m)| format!("{a}-{b} {m}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Some(format!(
-                "slots [{}] here, [{}] there",
-                show(&mine),
-                show(&theirs)
-            ));
-        }
-        None
+        Some(format!(
+            "slots [{}] here, [{}] there",
+            show(self),
+            show(other)
+        ))
     }
 }
 
@@ -741,6 +774,40 @@ mod tests {
             .layout_difference(&g)
             .expect("erasure")
             .contains("erasure"));
+        assert_eq!(f.serving_difference(&g), None, "no slot changes server");
+        // The same owners written as other ranges.
+        let mut g = f.clone();
+        let r = g.slot_ranges.remove(0);
+        let mid = r.first + (r.last - r.first) / 2;
+        g.slot_ranges.push(SlotRange {
+            first: r.first,
+            last: mid,
+            manager: r.manager.clone(),
+        });
+        g.slot_ranges.push(SlotRange {
+            first: mid + 1,
+            last: r.last,
+            manager: r.manager,
+        });
+        assert_eq!(f.layout_difference(&g), None, "same owner of every slot");
+        // A storage node more changes the layout, not who serves what.
+        let mut g = f.clone();
+        let mut extra = g.nodes[0].clone();
+        extra.name = "storage-new".into();
+        extra.id = Some(99);
+        extra.address.set_port(2);
+        g.nodes.push(extra);
+        assert!(f.layout_difference(&g).is_some());
+        assert_eq!(f.serving_difference(&g), None);
+        // A manager's address does.
+        let mut g = f.clone();
+        let m = g
+            .nodes
+            .iter_mut()
+            .find(|n| n.roles.contains(&Role::Manager))
+            .expect("a manager");
+        m.address.set_port(3);
+        assert!(f.serving_difference(&g).is_some());
     }
 
     use super::*;

@@ -355,8 +355,10 @@ impl ConfigGroup {
 
     /// Resolves once the manager of this node may serve by `local` (its own
     /// `cluster.toml`): at once if the member has applied a committed config that `local`
-    /// agrees with or is ahead of (`standing`), after the group's first commit on a fresh
-    /// cluster; an error saying what contradicts if `local` conflicts with it. Compares with
+    /// agrees with or is one harmless epoch ahead of (`standing`); after the group's first
+    /// commit on a fresh cluster, or after the group committed `local`'s epoch when `local`
+    /// changes who serves what; an error saying what contradicts if `local` conflicts with
+    /// the committed config. Compares with
     /// the config as applied at this member (it may lag the leader by what committed while
     /// it was away).
     pub fn agreement(
@@ -366,10 +368,17 @@ impl ConfigGroup {
         let mut applied = self.applied.clone();
         let me = self.me;
         async move {
+            let mut told = false;
             loop {
                 let s = standing(&local, applied.borrow().file.as_ref());
                 match &s {
                     Standing::Unknown => {}
+                    Standing::Pending { committed, why } => {
+                        if !told {
+                            told = true;
+                            tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is newer than the committed config and {why}: the manager serves once the group commits epoch {}", local.epoch);
+                        }
+                    }
                     Standing::Agrees => return Ok(()),
                     Standing::Ahead { committed } => {
                         tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is newer than the committed config: serving by it; this member proposes it when it leads");
@@ -383,7 +392,7 @@ impl ConfigGroup {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err("the config group member stopped".into()),
                     Err(_) => {
-                        tracing::info!(node = %me, "the manager waits for the config group's first committed config (a majority of the group's members must be up)")
+                        tracing::info!(node = %me, local = local.epoch, committed = ?applied.borrow().epoch(), "the manager waits for the config group to commit a config it can serve by (a majority of the group's members must be up)")
                     }
                 }
             }
@@ -502,10 +511,11 @@ async fn write(
 
 /// The member's offer of its own `cluster.toml` to the group, made while it leads: the
 /// seed of a fresh group (`Command::Seed`, refused once a config is committed), or, when
-/// the file is exactly one epoch ahead of the committed config (`shoal node add` wrote
-/// it), that file as the next config (`Command::Replace`, compare-and-set on the epoch).
-/// Ends once the committed epoch is the file's or past it, or when the file cannot be
-/// proposed (it skips epochs).
+/// the file is the harmless next epoch (`Standing::Ahead`: one epoch ahead, no slot changes
+/// server, as `shoal node add` writes it), that file as the next config
+/// (`Command::Replace`, compare-and-set on the epoch). A file that changes who serves what
+/// is never proposed from here: that is an operator's decision, not a restart's. Ends once
+/// the committed epoch is the file's or past it, or when the file is not to be proposed.
 async fn offer(
     raft: GroupRaft,
     me: NodeId,
@@ -515,18 +525,18 @@ async fn offer(
 ) {
     let mut metrics = raft.metrics();
     loop {
-        let committed = applied.borrow().epoch();
-        let cmd = match committed {
-            None => Command::Seed { file: file.clone() },
-            Some(c) if file.epoch == c + 1 => Command::Replace {
-                expect_epoch: c,
+        let standing = standing(&file, applied.borrow().file.as_ref());
+        let cmd = match standing {
+            Standing::Unknown => Command::Seed { file: file.clone() },
+            Standing::Ahead { committed } => Command::Replace {
+                expect_epoch: committed,
                 file: file.clone(),
             },
-            Some(c) if file.epoch > c + 1 => {
-                tracing::warn!(node = %me, local = file.epoch, committed = c, "cluster.toml here skips epochs past the committed config: not proposed");
+            Standing::Pending { committed, why } => {
+                tracing::warn!(node = %me, local = file.epoch, committed, "cluster.toml here is not proposed to the config group: {why}");
                 return;
             }
-            Some(_) => return,
+            Standing::Agrees | Standing::Conflicts { .. } => return,
         };
         let leads = metrics.borrow().current_leader == Some(raft_id(me));
         if leads {

@@ -1,14 +1,17 @@
 //! Whether a node's own `cluster.toml` may decide what its manager serves, given the config
-//! the group committed (`standing`, pure), and the wait for that answer at a manager's start
-//! (`ConfigGroup::agreement`).
+//! the group committed (`standing`, pure). `ConfigGroup::agreement` (in `mod.rs`) waits for
+//! its answer at a manager's start.
 //!
 //! The rule: a manager serves by its file only if the file does not contradict the committed
 //! config. A file at the committed epoch or older must give the same layout (nodes, the
 //! manager map, erasure: `ClusterFile::layout_difference`); otherwise two nodes with
 //! different files could serve the same slots, or a node could serve with a map the cluster
-//! has replaced. A file newer than the committed config is the operator's next config
-//! (`shoal node add` writes one): the node serves by it, and its member proposes it when it
-//! leads (`super::offer`).
+//! has replaced. A file exactly one epoch ahead that changes no slot's server
+//! (`ClusterFile::serving_difference`: storage nodes added or removed, tunables) is the
+//! operator's next config, as `shoal node add` writes it: the node serves by it, and its
+//! member proposes it when it leads (`super::offer`). Any other newer file waits until the
+//! group has committed its epoch, and is then judged as above: a node never serves a
+//! manager map the group has not committed.
 //!
 //! Must not: read files or talk to anyone (the caller brings both configs).
 
@@ -21,8 +24,12 @@ pub enum Standing {
     Unknown,
     /// Same layout at the committed epoch, or an older file with the same layout.
     Agrees,
-    /// Newer than the committed config: serve by it, propose it.
+    /// One epoch ahead of the committed config, with the same servers for every slot:
+    /// serve by it, propose it.
     Ahead { committed: u64 },
+    /// Newer than the committed config, but it changes who serves what (or skips epochs):
+    /// wait until the group commits its epoch, then judge again.
+    Pending { committed: u64, why: String },
     /// Contradicts the committed config: do not serve.
     Conflicts { committed: u64, why: String },
 }
@@ -33,7 +40,22 @@ pub fn standing(local: &ClusterFile, committed: Option<&ClusterFile>) -> Standin
         return Standing::Unknown;
     };
     if local.epoch > c.epoch {
-        return Standing::Ahead { committed: c.epoch };
+        if local.epoch > c.epoch + 1 {
+            return Standing::Pending {
+                committed: c.epoch,
+                why: format!(
+                    "it is {} epochs ahead (the group takes one epoch at a time)",
+                    local.epoch - c.epoch
+                ),
+            };
+        }
+        return match local.serving_difference(c) {
+            None => Standing::Ahead { committed: c.epoch },
+            Some(why) => Standing::Pending {
+                committed: c.epoch,
+                why: format!("it changes who serves what ({why})"),
+            },
+        };
     }
     match local.layout_difference(c) {
         None => Standing::Agrees,
@@ -108,15 +130,52 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_file_is_ahead_whatever_it_says() {
+    fn the_next_epoch_is_ahead_only_if_no_slot_changes_server() {
         let c = file();
+        let storage = |f: &ClusterFile| {
+            f.nodes
+                .iter()
+                .position(|n| !n.roles.contains(&proto::config::Role::Manager))
+                .expect("a storage node")
+        };
         let mut mine = c.clone();
         mine.epoch += 1;
-        mine.nodes.pop();
+        let i = storage(&mine);
+        mine.nodes.remove(i);
         assert_eq!(
             standing(&mine, Some(&c)),
-            Standing::Ahead { committed: c.epoch }
+            Standing::Ahead { committed: c.epoch },
+            "a storage node fewer"
         );
         assert_eq!(Standing::Ahead { committed: 1 }.refusal(2), None);
+        // The same next epoch, giving one manager every slot: not before the group agrees.
+        let mut grab = c.clone();
+        grab.epoch += 1;
+        grab.slot_ranges[1].manager = grab.slot_ranges[0].manager.clone();
+        let s = standing(&grab, Some(&c));
+        assert!(
+            matches!(&s, Standing::Pending { committed, why } if *committed == c.epoch && why.contains("slots")),
+            "{s:?}"
+        );
+        assert_eq!(s.refusal(grab.epoch), None, "waits, not refused");
+        // Once the group committed that epoch, it is judged by the layout.
+        assert_eq!(standing(&grab, Some(&grab)), Standing::Agrees);
+        let mut other = grab.clone();
+        other.slot_ranges = c.slot_ranges.clone();
+        assert!(matches!(
+            standing(&grab, Some(&other)),
+            Standing::Conflicts { .. }
+        ));
+    }
+
+    #[test]
+    fn a_file_that_skips_epochs_waits() {
+        let c = file();
+        let mut mine = c.clone();
+        mine.epoch += 2;
+        assert!(matches!(
+            standing(&mine, Some(&c)),
+            Standing::Pending { .. }
+        ));
     }
 }

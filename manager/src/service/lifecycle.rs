@@ -1,4 +1,5 @@
-//! The service's lifecycle: `start` (the real log, peers and callbacks) and `start_with`
+//! The service's lifecycle: `start` (the real log, peers and callbacks; `start_after` with a
+//! gate its recovery waits for first, the node's config check) and `start_with`
 //! (given ones), recovery in the background (checkpoint and roll forward, the root on an
 //! empty cluster, the grace period, re-driving pending transactions), readiness, `kill`
 //! (a crash, for tests) and `shutdown` (commit, checkpoint, stop the committer).
