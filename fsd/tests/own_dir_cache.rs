@@ -7,12 +7,14 @@
 //!   answer right;
 //! - the attributes of a directory as the client's own create, unlink or rmdir in it left
 //!   them answer the next getattr without a round trip (`data::attrs`), and equal what the
-//!   manager says;
+//!   manager says; so do a lookup of a name the client's own create made and a stat of
+//!   that inode, until an own change of it (an unlink while it is open shows no links);
 //! - another client's change of the directory is seen at once (its callback drops the
 //!   knowledge before the change is answered);
-//! - under a randomized mix of both clients' creates, unlinks and renames, every lookup of
-//!   the first client after each step matches a model and a client that caches nothing,
-//!   and both clients' getattr of the directory equals that client's.
+//! - under a randomized mix of both clients' creates, unlinks, renames (over existing
+//!   names too), hard links across two directories and chmods, every lookup and stat of
+//!   both clients after each step matches a model and a client that caches nothing, and
+//!   both clients' getattr of the directories equals that client's.
 
 mod common;
 
@@ -20,7 +22,7 @@ use common::TestCluster;
 use fuse_client::{Client, FsError};
 use proto::ids::InodeId;
 use proto::msg::{Caller, RenameFlags};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
@@ -180,6 +182,26 @@ async fn absent_names_in_an_own_directory_cost_no_round_trip_and_stay_right() {
     let local = a.stats().local_negative_lookups;
     assert!(local >= 4, "negative lookups answered locally: {local}");
 
+    // A file of ours still open when we unlink it: its stat shows it unlinked, as the
+    // manager does, and not the attributes our create vouched for.
+    let (f, _fh) = bounded("create", a.create(d, "open", 0o644, 0o022, ROOT))
+        .await
+        .expect("create open");
+    let before = a.stats().local_positive_lookups;
+    assert_eq!(shown(&a, d, "open").await.map(|s| s.0), Some(f.ino));
+    assert_eq!(
+        a.stats().local_positive_lookups,
+        before + 1,
+        "a name our create made is answered locally"
+    );
+    bounded("unlink open", a.unlink(d, "open", ROOT))
+        .await
+        .expect("unlink open");
+    let after = seen(&a, f.ino).await;
+    assert_eq!(after.1, 0, "unlinked while open: no links");
+    assert_eq!(after, seen(&judge, f.ino).await);
+    bounded("release", a.release(f.ino)).await.expect("release");
+
     // Another client's create in our directory: seen at once, through the manager.
     let ours = seen(&a, d).await;
     bounded("b create", create(&b, d, "from-b"))
@@ -238,6 +260,19 @@ async fn both_clients_changing_an_own_far_directory_match_a_model_after_every_st
     model_run(true).await;
 }
 
+/// What a lookup shows of an entry, as compared between clients: the inode, its link
+/// count, mode, size and times, and the attribute version.
+type Shown = (InodeId, u32, u16, u64, proto::msg::Timestamp, u64);
+
+/// `name` in `dir` as `c` looks it up: `None` if absent.
+async fn shown(c: &Client, dir: InodeId, name: &str) -> Option<Shown> {
+    match bounded("lookup", c.lookup(dir, name)).await {
+        Ok(a) => Some((a.ino, a.nlink, a.perm, a.size, a.ctime, a.version)),
+        Err(e) if e == FsError::ENOENT => None,
+        Err(e) => panic!("lookup {name}: {e:?}"),
+    }
+}
+
 async fn model_run(far: bool) {
     let tc = TestCluster::start(6, 2, 4, 2).await;
     let a = tc.client().await;
@@ -245,65 +280,156 @@ async fn model_run(far: bool) {
     // Caches nothing of the directory: every lookup asks the manager.
     let judge = tc.client().await;
     let d = own_dir(&tc, &a, "mix", far).await;
+    // A second directory of the maker's, for hard links across directories.
+    let d2 = own_dir(&tc, &a, "links", far).await;
+    let dirs = [d, d2];
     let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
-    let mut model: BTreeSet<String> = BTreeSet::new();
+    // (directory index, name) -> the file it is (a number of the model's own).
+    let mut model: BTreeMap<(usize, String), u64> = BTreeMap::new();
+    let mut files = 0u64;
     let mut rng = Rng(0x5eed_1234_abcd_9876);
     for step in 0..300 {
         let who = if rng.below(3) == 0 { &b } else { &a };
+        let i = if rng.below(4) == 0 { 1 } else { 0 };
+        let dir = dirs[i];
         let n = &names[rng.below(names.len() as u64) as usize];
         let m = &names[rng.below(names.len() as u64) as usize];
-        match rng.below(3) {
-            0 => {
-                let r = bounded("create", create(who, d, n)).await;
+        let key = (i, n.clone());
+        match rng.below(5) {
+            0 | 1 => {
+                let r = bounded("create", create(who, dir, n)).await;
+                let fresh = !model.contains_key(&key);
+                assert_eq!(r.is_ok(), fresh, "step {step}: create {n}: {r:?}");
+                if fresh {
+                    files += 1;
+                    model.insert(key, files);
+                }
+            }
+            2 => {
+                let r = bounded("unlink", who.unlink(dir, n, ROOT)).await;
                 assert_eq!(
                     r.is_ok(),
-                    model.insert(n.clone()),
-                    "step {step}: create {n}: {r:?}"
+                    model.remove(&key).is_some(),
+                    "step {step}: unlink {n}: {r:?}"
                 );
             }
-            1 => {
-                let r = bounded("unlink", who.unlink(d, n, ROOT)).await;
-                assert_eq!(r.is_ok(), model.remove(n), "step {step}: unlink {n}: {r:?}");
-            }
-            _ => {
+            3 => {
+                // A rename within the directory, over an existing name or not.
                 let r = bounded(
                     "rename",
-                    who.rename(d, n, d, m, RenameFlags::default(), ROOT),
+                    who.rename(dir, n, dir, m, RenameFlags::default(), ROOT),
                 )
                 .await;
                 assert_eq!(
                     r.is_ok(),
-                    model.contains(n),
+                    model.contains_key(&key),
                     "step {step}: rename {n} {m}: {r:?}"
                 );
-                if r.is_ok() && n != m {
-                    model.remove(n);
-                    model.insert(m.clone());
+                // Two names of one file: rename does nothing (POSIX).
+                let same =
+                    model.contains_key(&key) && model.get(&key) == model.get(&(i, m.clone()));
+                if r.is_ok() && !same {
+                    let f = model.remove(&key).expect("in the model");
+                    model.insert((i, m.clone()), f);
+                }
+            }
+            _ => {
+                // A hard link into the other directory, or a chmod.
+                let to = (1 - i, m.clone());
+                match model.get(&key).copied() {
+                    Some(f) if rng.below(2) == 0 && !model.contains_key(&to) => {
+                        let ino = bounded("lookup", who.lookup(dir, n))
+                            .await
+                            .expect("lookup")
+                            .ino;
+                        bounded("link", who.link(ino, dirs[1 - i], m, ROOT))
+                            .await
+                            .expect("link");
+                        model.insert(to, f);
+                    }
+                    Some(_) => {
+                        let ino = bounded("lookup", who.lookup(dir, n))
+                            .await
+                            .expect("lookup")
+                            .ino;
+                        let chmod = proto::msg::SetAttrs {
+                            perm: Some(0o600 + (step as u16 % 64)),
+                            uid: None,
+                            gid: None,
+                            size: None,
+                            atime: None,
+                            mtime: None,
+                        };
+                        bounded("chmod", who.setattr(ino, chmod, ROOT))
+                            .await
+                            .expect("chmod");
+                    }
+                    None => assert!(
+                        shown(who, dir, n).await.is_none(),
+                        "step {step}: {n} absent"
+                    ),
                 }
             }
         }
-        // The directory's attributes, as all three see them.
-        let want = seen(&judge, d).await;
-        assert_eq!(seen(&a, d).await, want, "step {step}: maker's getattr");
-        assert_eq!(seen(&b, d).await, want, "step {step}: other's getattr");
-        // Every name, as the directory's maker, the other client and the judge see it.
-        for x in &names {
-            let want = model.contains(x);
-            assert_eq!(exists(&a, d, x).await, want, "step {step}: maker sees {x}");
-            assert_eq!(exists(&b, d, x).await, want, "step {step}: other sees {x}");
-            assert_eq!(
-                exists(&judge, d, x).await,
-                want,
-                "step {step}: judge sees {x}"
-            );
+        // The directories' attributes, as all three see them.
+        for dir in dirs {
+            let want = seen(&judge, dir).await;
+            assert_eq!(seen(&a, dir).await, want, "step {step}: maker's getattr");
+            assert_eq!(seen(&b, dir).await, want, "step {step}: other's getattr");
+        }
+        // Every name, as the directories' maker, the other client and the judge see it:
+        // present as the model says, and the same inode with the same attributes.
+        for (i, dir) in dirs.into_iter().enumerate() {
+            for x in &names {
+                let want = shown(&judge, dir, x).await;
+                let in_model = model.get(&(i, x.clone()));
+                assert_eq!(
+                    want.is_some(),
+                    in_model.is_some(),
+                    "step {step}: judge sees {x} in dir {i}"
+                );
+                if let (Some(w), Some(f)) = (&want, in_model) {
+                    let links = model.values().filter(|g| *g == f).count() as u32;
+                    assert_eq!(w.1, links, "step {step}: links of {x} in dir {i}");
+                }
+                assert_eq!(
+                    shown(&a, dir, x).await,
+                    want,
+                    "step {step}: maker sees {x} in dir {i}"
+                );
+                assert_eq!(
+                    shown(&b, dir, x).await,
+                    want,
+                    "step {step}: other sees {x} in dir {i}"
+                );
+                // A stat of the inode itself (the kernel's getattr, not through the name).
+                if let Some(w) = want {
+                    let truth = seen(&judge, w.0).await;
+                    assert_eq!(
+                        seen(&a, w.0).await,
+                        truth,
+                        "step {step}: maker's stat of {x}"
+                    );
+                    assert_eq!(
+                        seen(&b, w.0).await,
+                        truth,
+                        "step {step}: other's stat of {x}"
+                    );
+                }
+            }
         }
     }
+    let sa = a.stats();
     assert!(
-        a.stats().local_negative_lookups > 0,
+        sa.local_negative_lookups > 0,
         "the maker answered some absences locally"
     );
     assert!(
-        a.stats().local_getattrs + b.stats().local_getattrs > 0,
+        sa.local_positive_lookups > 0,
+        "the maker answered some lookups of its own files locally"
+    );
+    assert!(
+        sa.local_getattrs + b.stats().local_getattrs > 0,
         "some getattrs were answered locally"
     );
 }

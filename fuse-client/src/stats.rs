@@ -96,6 +96,7 @@ pub struct Counters {
     dropped_connections: AtomicU64,
     local_negative_lookups: AtomicU64,
     local_getattrs: AtomicU64,
+    local_positive_lookups: AtomicU64,
     rpcs: [AtomicU64; OPS.len()],
 }
 
@@ -124,6 +125,10 @@ impl Counters {
         self.local_getattrs.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn local_positive_lookup(&self) {
+        self.local_positive_lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn local_negative_lookup(&self) {
         self.local_negative_lookups.fetch_add(1, Ordering::Relaxed);
     }
@@ -144,6 +149,7 @@ impl Counters {
             dropped_connections: self.dropped_connections.load(Ordering::Relaxed),
             local_negative_lookups: self.local_negative_lookups.load(Ordering::Relaxed),
             local_getattrs: self.local_getattrs.load(Ordering::Relaxed),
+            local_positive_lookups: self.local_positive_lookups.load(Ordering::Relaxed),
             rpcs,
         }
     }
@@ -165,6 +171,9 @@ pub struct ClientStats {
     pub local_negative_lookups: u64,
     /// Getattrs answered from attributes vouched for by an own create (`data::attrs`).
     pub local_getattrs: u64,
+    /// Lookups of names this client's own create made, answered without a manager
+    /// (`data::dir_names`, `data::attrs`).
+    pub local_positive_lookups: u64,
     /// Manager requests sent, by request type (only types sent at least once).
     pub rpcs: BTreeMap<&'static str, u64>,
 }

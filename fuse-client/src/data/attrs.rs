@@ -12,13 +12,19 @@
 //!   caller to ask again);
 //! - an answer that was in flight while attributes were dropped is not kept.
 //!
-//! It also owns which cached attributes may answer a getattr without asking (`Fresh`): a
-//! directory's attributes as the answer to this client's own create, unlink or rmdir in it
-//! left them (the manager made the client a reader of the parent with that answer), while
-//! no other own change that could alter a directory has begun since, none is in flight,
-//! and nothing was dropped since (any callback clears them). The kernel invalidates a
-//! parent's attributes after every create or unlink and asks again at the next path walk;
-//! this answers that without a round trip.
+//! It also owns which cached attributes may answer a getattr or a lookup without asking
+//! (`Fresh`): a directory's attributes as the answer to this client's own create, unlink or
+//! rmdir in it left them, and a new inode's as the answer to its own create left them (the
+//! manager made the client a reader of both with that answer). Vouching is per inode: an
+//! own change names the inodes whose attributes it may alter (`Touches`: its own inode,
+//! the parent or parents, the child a removed or replaced name maps to), or, when it cannot
+//! tell (a name whose inode it does not know), every inode. An answer vouches for an inode
+//! only if no other own change touching it was under way when its change began or has
+//! begun since; the vouch holds until the next own change touching the inode begins, and
+//! any drop (a callback, a lost lease) clears every vouch. The kernel invalidates a
+//! parent's attributes after every create or unlink and asks again at the next path walk,
+//! and it looks a name up again once its dentry timed out (before an unlink or a stat):
+//! these are answered without a round trip.
 //!
 //! Must not: call a manager, touch the data state, or block (its locks are held only for
 //! a map operation).
@@ -47,34 +53,116 @@ pub(crate) struct AttrCache {
 /// Which cached attributes may be answered without asking (see the module docs).
 #[derive(Default)]
 struct Fresh {
-    /// Per inode: the version vouched for and the change sequence number it holds at.
-    versions: HashMap<InodeId, (u64, u64)>,
-    /// Own changes that may alter a directory's attributes, begun so far.
-    seq: u64,
-    /// Of them, under way now.
-    in_flight: usize,
+    /// Per inode: the version vouched for.
+    versions: HashMap<InodeId, u64>,
+    /// Per inode: the own changes touching it under way (removed when none is).
+    busy: HashMap<InodeId, Busy>,
+    /// Own changes that may touch any inode, under way now.
+    any_in_flight: usize,
+    /// Own changes that may touch any inode, begun so far.
+    any_began: u64,
 }
 
-/// An own change that may alter a directory's attributes (a create, unlink, rmdir, rename,
-/// link, setattr or xattr change), from before it is sent until its answer is handled.
+/// The own changes under way that touch one inode.
+#[derive(Default)]
+struct Busy {
+    in_flight: usize,
+    /// Begun while any of them was under way (counted from the first).
+    began: u64,
+}
+
+/// Which inodes' attributes an own change may alter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Touches {
+    /// The inodes it names (a create's parent; an unlink's parent and the child its name
+    /// is known to be; ...).
+    inodes: Vec<InodeId>,
+    /// It may alter others too: it names an entry whose inode this client does not know.
+    unknown: bool,
+}
+
+impl Touches {
+    /// A change of these inodes only.
+    pub(crate) fn these(inodes: Vec<InodeId>) -> Self {
+        Touches {
+            inodes,
+            unknown: false,
+        }
+    }
+
+    /// A change of these inodes and maybe of any other.
+    pub(crate) fn these_and_unknown(inodes: Vec<InodeId>) -> Self {
+        Touches {
+            inodes,
+            unknown: true,
+        }
+    }
+}
+
+/// An own change that may alter attributes (a create, unlink, rmdir, rename, link, setattr
+/// or xattr change), from before it is sent until its answer is handled.
 /// Ends when dropped (vouching for nothing), or by `AttrCache::vouch`.
 #[must_use]
 pub(crate) struct Change<'a> {
     cache: &'a AttrCache,
-    seq: u64,
-    /// No other own change was under way when this one began.
-    alone: bool,
+    /// The inodes it names.
+    marks: Vec<Mark>,
+    /// It may touch any other inode too.
+    unknown: bool,
+    /// No change that may touch any inode was under way when this one began.
+    any_quiet: bool,
+    /// `Fresh::any_began` when this one began.
+    any_began: u64,
     ended: bool,
+}
+
+/// A change's hold on one inode it touches.
+struct Mark {
+    ino: InodeId,
+    /// No other own change touching the inode was under way when this one began.
+    alone: bool,
+    /// `Busy::began` just after this one began.
+    began: u64,
+}
+
+impl Change<'_> {
+    /// Whether this change's answer may vouch for `ino` (before `release`): no other own
+    /// change touching it overlapped this one. An inode it does not name is one its answer
+    /// made (a create's child): no change that names it can have begun before.
+    fn may_vouch(&self, f: &Fresh, ino: InodeId) -> bool {
+        if !self.any_quiet || f.any_began != self.any_began {
+            return false;
+        }
+        match self.marks.iter().find(|m| m.ino == ino) {
+            Some(m) => m.alone && f.busy.get(&ino).is_some_and(|b| b.began == m.began),
+            None => !self.unknown && !f.busy.contains_key(&ino),
+        }
+    }
+
+    /// Takes this change off the books, and what it touched off the vouched.
+    fn release(&mut self, f: &mut Fresh) {
+        self.ended = true;
+        if self.unknown {
+            f.any_in_flight -= 1;
+            f.versions.clear();
+        }
+        for m in &self.marks {
+            f.versions.remove(&m.ino);
+            if let Some(b) = f.busy.get_mut(&m.ino) {
+                b.in_flight -= 1;
+                if b.in_flight == 0 {
+                    f.busy.remove(&m.ino);
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Change<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            self.ended = true;
-            let mut f = self.cache.lock_fresh();
-            f.in_flight -= 1;
-            // It may have changed any directory: nothing is vouched for any more.
-            f.versions.clear();
+            let cache = self.cache;
+            self.release(&mut cache.lock_fresh());
         }
     }
 }
@@ -173,47 +261,73 @@ impl AttrCache {
         self.fresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Begins an own change that may alter a directory's attributes (before it is sent).
-    pub(crate) fn begin_change(&self) -> Change<'_> {
+    /// Begins an own change that may alter the attributes of what it `touches` (before it
+    /// is sent): those are not answered locally until it ends and after.
+    pub(crate) fn begin_change(&self, touches: Touches) -> Change<'_> {
         let mut f = self.lock_fresh();
-        f.seq += 1;
-        let alone = f.in_flight == 0;
-        f.in_flight += 1;
+        let any_quiet = f.any_in_flight == 0;
+        let Touches {
+            inodes: mut inos,
+            unknown,
+        } = touches;
+        if unknown {
+            f.any_in_flight += 1;
+            f.any_began += 1;
+            f.versions.clear();
+        }
+        inos.sort_unstable();
+        inos.dedup();
+        let marks = inos
+            .into_iter()
+            .map(|ino| {
+                f.versions.remove(&ino);
+                let b = f.busy.entry(ino).or_default();
+                let alone = b.in_flight == 0;
+                b.in_flight += 1;
+                b.began += 1;
+                Mark {
+                    ino,
+                    alone,
+                    began: b.began,
+                }
+            })
+            .collect();
         Change {
             cache: self,
-            seq: f.seq,
-            alone,
+            marks,
+            unknown,
+            any_quiet,
+            any_began: f.any_began,
             ended: false,
         }
     }
 
-    /// Ends `change`, whose answer (under `ask`) gave `parent` as the directory's
-    /// attributes after it: they may answer getattrs locally if no other own change was
-    /// under way when it began or has begun since, and nothing was dropped meanwhile.
-    pub(crate) fn vouch(&self, mut change: Change<'_>, parent: &Attr, ask: &Ask<'_>) {
-        change.ended = true;
+    /// Ends `change`, whose answer (under `ask`) gave `attrs` as the attributes after it
+    /// (the parent's, a new child's): each may answer locally if no other own change
+    /// touching it overlapped this one, and nothing was dropped meanwhile.
+    pub(crate) fn vouch(&self, mut change: Change<'_>, attrs: &[&Attr], ask: &Ask<'_>) {
         {
             let mut f = self.lock_fresh();
-            f.in_flight -= 1;
-            if change.alone && f.seq == change.seq {
-                let seq = f.seq;
-                f.versions.insert(parent.ino, (parent.version, seq));
-            } else {
-                f.versions.clear();
-            }
+            let ok: Vec<(InodeId, u64)> = attrs
+                .iter()
+                .filter(|a| change.may_vouch(&f, a.ino))
+                .map(|a| (a.ino, a.version))
+                .collect();
+            change.release(&mut f);
+            f.versions.extend(ok);
         }
         // Checked after the insert: droppers bump the count before clearing.
         if ask.dropped() {
-            self.lock_fresh().versions.clear();
+            self.clear_fresh();
         }
     }
 
-    /// The cached attributes of `ino` if they may answer a getattr without asking: vouched
-    /// for, still the cached version, no own change begun since or under way.
+    /// The cached attributes of `ino` if they may answer without asking: vouched for, still
+    /// the cached version, no own change touching it under way.
     pub(crate) fn fresh(&self, ino: InodeId) -> Option<Attr> {
         let f = self.lock_fresh();
-        let (version, seq) = *f.versions.get(&ino)?;
-        if f.seq != seq || f.in_flight != 0 {
+        let version = *f.versions.get(&ino)?;
+        if f.any_in_flight != 0 || f.busy.contains_key(&ino) {
             return None;
         }
         self.attrs
@@ -495,23 +609,32 @@ mod tests {
         assert_eq!(c.floors(), 0);
     }
 
+    fn on(inos: &[u64]) -> Touches {
+        Touches::these(inos.iter().map(|i| InodeId(*i)).collect())
+    }
+
+    /// A change of an entry whose inode is not known, in directory `d`.
+    fn unknown_in(d: u64) -> Touches {
+        Touches::these_and_unknown(vec![InodeId(d)])
+    }
+
     /// A create's answer vouching for parent `d` at `version`, cached as the answer is.
     fn created(c: &AttrCache, change: Change<'_>, d: u64, version: u64) {
         let ask = c.ask();
         let p = attr(d, version, 0);
         c.note(&p);
-        c.vouch(change, &p, &ask);
+        c.vouch(change, &[&p], &ask);
     }
 
     #[test]
-    fn a_lone_create_vouches_for_its_parent_until_the_next_change() {
+    fn a_lone_create_vouches_for_its_parent_until_the_next_change_of_it() {
         let c = AttrCache::default();
-        let ch = c.begin_change();
+        let ch = c.begin_change(on(&[9]));
         assert!(c.fresh(InodeId(9)).is_none());
         created(&c, ch, 9, 4);
         assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(4));
-        // Another own change under way: asked (it may be applied already).
-        let ch = c.begin_change();
+        // Another own change of it under way: asked (it may be applied already).
+        let ch = c.begin_change(on(&[9, 3]));
         assert!(c.fresh(InodeId(9)).is_none());
         drop(ch);
         assert!(
@@ -519,52 +642,128 @@ mod tests {
             "ended without vouching: cleared"
         );
         // Vouched again by the next lone create.
-        let ch = c.begin_change();
+        let ch = c.begin_change(on(&[9]));
         created(&c, ch, 9, 6);
         assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(6));
+        // A change that may touch anything clears it, and blocks every answer meanwhile.
+        let ch = c.begin_change(unknown_in(50));
+        assert!(c.fresh(InodeId(9)).is_none());
+        drop(ch);
+        assert!(c.fresh(InodeId(9)).is_none());
     }
 
     #[test]
-    fn a_create_that_overlapped_another_own_change_vouches_for_nothing() {
+    fn a_change_of_other_inodes_keeps_the_vouch() {
+        let c = AttrCache::default();
+        let ch = c.begin_change(on(&[9]));
+        created(&c, ch, 9, 4);
+        let other = c.begin_change(on(&[10, 11]));
+        assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(4));
+        created(&c, other, 10, 2);
+        assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(4));
+        assert_eq!(c.fresh(InodeId(10)).map(|a| a.version), Some(2));
+        assert!(c.fresh(InodeId(11)).is_none(), "not in the answer");
+    }
+
+    #[test]
+    fn a_create_vouches_for_the_child_it_made() {
+        let c = AttrCache::default();
+        let ch = c.begin_change(on(&[9]));
+        let ask = c.ask();
+        let (p, child) = (attr(9, 4, 0), attr(20, 1, 0));
+        c.note(&p);
+        c.note(&child);
+        c.vouch(ch, &[&child, &p], &ask);
+        drop(ask);
+        assert_eq!(c.fresh(InodeId(20)).map(|a| a.version), Some(1));
+        // The unlink of its name touches the child and the parent.
+        let unlink = c.begin_change(on(&[9, 20]));
+        assert!(c.fresh(InodeId(20)).is_none());
+        drop(unlink);
+        assert!(c.fresh(InodeId(20)).is_none());
+        // A child some own change names while the create is out is not vouched for.
+        let ch = c.begin_change(on(&[9]));
+        let link = c.begin_change(on(&[21, 30]));
+        let ask = c.ask();
+        let child = attr(21, 1, 0);
+        c.note(&child);
+        c.vouch(ch, &[&child], &ask);
+        assert!(c.fresh(InodeId(21)).is_none());
+        drop((ask, link));
+    }
+
+    #[test]
+    fn a_create_that_overlapped_another_own_change_of_it_vouches_for_nothing() {
         let c = AttrCache::default();
         // An unlink under way when the create began: the manager may apply it after the
         // create, so the create's parent attributes may already be old.
-        let unlink = c.begin_change();
-        let create = c.begin_change();
+        let unlink = c.begin_change(on(&[9, 12]));
+        let create = c.begin_change(on(&[9]));
         created(&c, create, 9, 5);
         drop(unlink);
         assert!(c.fresh(InodeId(9)).is_none());
-        // A change begun while the create was out: likewise.
-        let create = c.begin_change();
-        let other = c.begin_change();
+        // A change of it begun while the create was out: likewise.
+        let create = c.begin_change(on(&[9]));
+        let other = c.begin_change(on(&[9]));
         created(&c, create, 9, 7);
         drop(other);
         assert!(c.fresh(InodeId(9)).is_none());
+        // One that began and ended while the create was out: likewise.
+        let create = c.begin_change(on(&[9]));
+        drop(c.begin_change(on(&[9])));
+        created(&c, create, 9, 8);
+        assert!(c.fresh(InodeId(9)).is_none());
+        // A change that may touch anything, under way or begun meanwhile: likewise.
+        let any = c.begin_change(unknown_in(50));
+        let create = c.begin_change(on(&[9]));
+        drop(any);
+        created(&c, create, 9, 9);
+        assert!(c.fresh(InodeId(9)).is_none());
+        let create = c.begin_change(on(&[9]));
+        drop(c.begin_change(unknown_in(50)));
+        created(&c, create, 9, 10);
+        assert!(c.fresh(InodeId(9)).is_none());
+        // A change of an unknown entry in it, alone, vouches for the directory only.
+        let ch = c.begin_change(on(&[20]));
+        created(&c, ch, 20, 1);
+        let unlink = c.begin_change(unknown_in(9));
+        assert!(c.fresh(InodeId(20)).is_none(), "it may be the unlinked one");
+        created(&c, unlink, 9, 11);
+        assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(11));
+        assert!(c.fresh(InodeId(20)).is_none());
+        // And alone again: vouched.
+        let create = c.begin_change(on(&[9, 9]));
+        created(&c, create, 9, 12);
+        assert_eq!(c.fresh(InodeId(9)).map(|a| a.version), Some(12));
     }
 
     #[test]
     fn drops_and_newer_versions_end_what_was_vouched() {
         let c = AttrCache::default();
-        let ch = c.begin_change();
+        let ch = c.begin_change(on(&[9]));
         created(&c, ch, 9, 4);
         c.drop_one(InodeId(3));
         assert!(c.fresh(InodeId(9)).is_none(), "any callback clears");
-        let ch = c.begin_change();
+        let ch = c.begin_change(on(&[9]));
         created(&c, ch, 9, 5);
         // A newer version cached since (an answer to a read): not the one vouched for.
         c.note(&attr(9, 8, 0));
         assert!(c.fresh(InodeId(9)).is_none());
         // A drop while the create's answer was in flight: not vouched.
-        let ch = c.begin_change();
+        let ch = c.begin_change(on(&[9]));
         let ask = c.ask();
         c.drop_all();
         let p = attr(9, 10, 0);
         c.note(&p);
-        c.vouch(ch, &p, &ask);
+        c.vouch(ch, &[&p], &ask);
         assert!(c.fresh(InodeId(9)).is_none());
-        let ch = c.begin_change();
+        let ch = c.begin_change(on(&[9]));
         created(&c, ch, 9, 11);
         c.drop_where(|_| true);
         assert!(c.fresh(InodeId(9)).is_none());
+        // Nothing is left on the books once every change ended.
+        let f = c.lock_fresh();
+        assert!(f.busy.is_empty());
+        assert_eq!(f.any_in_flight, 0);
     }
 }

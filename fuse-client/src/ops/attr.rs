@@ -6,6 +6,7 @@
 //! Must not hold the data lock across an await.
 
 use crate::client::Client;
+use crate::data::attrs::Touches;
 use crate::data::dirty::FileWrites;
 use crate::data::writeback::InodeCommit;
 use crate::error::FsError;
@@ -217,6 +218,7 @@ impl Client {
             punch,
             keep_size,
         };
+        let _change = self.attrs.begin_change(Touches::these(vec![ino]));
         let a = match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => a,
             other => return Err(remote::unexpected("Fallocate", &other)),
@@ -242,7 +244,7 @@ impl Client {
         let size = set.size;
         self.flush_held(held, false).await?;
         let req = ManagerRequest::SetAttr { ino, set, caller };
-        let _change = self.attrs.begin_change();
+        let _change = self.attrs.begin_change(Touches::these(vec![ino]));
         let a = match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => a,
             other => return Err(remote::unexpected("SetAttr", &other)),

@@ -91,6 +91,9 @@ impl Client {
             dst_offset,
             len,
         };
+        let _change = self
+            .attrs
+            .begin_change(crate::data::attrs::Touches::these(vec![dst]));
         let (n, a) = match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Copied { bytes, attr } => (bytes, attr),
             other => return Err(remote::unexpected("CopyRange", &other)),

@@ -6,6 +6,7 @@
 //! orders `Open`/`Release` of one inode).
 
 use crate::client::{Client, FileHandle, PROBE_TIMEOUT};
+use crate::data::attrs::Touches;
 use crate::error::FsError;
 use crate::meta::{self as remote, Target};
 use proto::config::ClusterConfig;
@@ -92,7 +93,7 @@ impl Client {
     pub(crate) async fn manager_attr(&self, req: ManagerRequest) -> Result<Attr, FsError> {
         let what = req.to_string();
         let ask = self.attrs.ask();
-        let change = changes_dir_attrs(&req).then(|| self.attrs.begin_change());
+        let change = self.touches(&req).map(|t| self.attrs.begin_change(t));
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Attr(a) => {
                 let a = self.note_attr(&a);
@@ -103,11 +104,16 @@ impl Client {
             ManagerResponse::Created { attr, parent } => {
                 let a = self.note_attr(&attr);
                 self.attrs.settle(&ask, a.ino);
-                // The parent as our create left it; we are its reader from this answer on.
+                // The parent as our create left it; we are its reader from this answer on,
+                // and of the child if the parent's manager owns it (a file always).
                 self.note_attr(&parent);
                 self.attrs.settle(&ask, parent.ino);
                 if let Some(change) = change {
-                    self.attrs.vouch(change, &parent, &ask);
+                    if self.meta.owner(attr.ino) == self.meta.owner(parent.ino) {
+                        self.attrs.vouch(change, &[&parent, &attr], &ask);
+                    } else {
+                        self.attrs.vouch(change, &[&parent], &ask);
+                    }
                 }
                 Ok(a)
             }
@@ -116,9 +122,20 @@ impl Client {
     }
 
     pub(crate) async fn done_call(&self, req: ManagerRequest) -> Result<(), FsError> {
+        let touches = self.touches(&req);
+        self.done_call_touching(req, touches).await
+    }
+
+    /// `done_call` of a request whose touched inodes were read before it marked its
+    /// names (`touches`).
+    async fn done_call_touching(
+        &self,
+        req: ManagerRequest,
+        touches: Option<Touches>,
+    ) -> Result<(), FsError> {
         let what = req.to_string();
         let ask = self.attrs.ask();
-        let change = changes_dir_attrs(&req).then(|| self.attrs.begin_change());
+        let change = touches.map(|t| self.attrs.begin_change(t));
         match self.meta.call(Target::Route, req).await? {
             ManagerResponse::Done => Ok(()),
             ManagerResponse::Removed { parent } => {
@@ -126,7 +143,7 @@ impl Client {
                 self.note_attr(&parent);
                 self.attrs.settle(&ask, parent.ino);
                 if let Some(change) = change {
-                    self.attrs.vouch(change, &parent, &ask);
+                    self.attrs.vouch(change, &[&parent], &ask);
                 }
                 Ok(())
             }
@@ -136,14 +153,22 @@ impl Client {
 
     pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, FsError> {
         check_name(name)?;
-        // A directory we made and still hold: a name it does not have is not there (the
-        // lease first, as for every cached answer; `data::dir_names`).
-        if self.dir_names.knows(parent)
-            && self.meta.ensure_lease(parent).await.is_some()
-            && self.dir_names.known_absent(parent, name)
-        {
-            self.meta.counters().local_negative_lookup();
-            return Err(FsError::ENOENT);
+        // A directory we made and still hold: a name it does not have is not there, and a
+        // name our own create made is that inode (the lease first, as for every cached
+        // answer; `data::dir_names`). Its attributes only if vouched for (`data::attrs`).
+        if self.dir_names.knows(parent) && self.meta.ensure_lease(parent).await.is_some() {
+            match self.dir_names.entry(parent, name) {
+                Some(None) => {
+                    self.meta.counters().local_negative_lookup();
+                    return Err(FsError::ENOENT);
+                }
+                Some(Some(ino)) if self.attrs.fresh(ino).is_some() => {
+                    if let Some(a) = self.local_child(parent, name, ino).await {
+                        return Ok(a);
+                    }
+                }
+                _ => {}
+            }
         }
         let mut a = self
             .attr_call(ManagerRequest::Lookup {
@@ -159,6 +184,22 @@ impl Client {
             self.parents.learn(a.ino, parent);
         }
         Ok(a)
+    }
+
+    /// `ino`, which `name` in `parent` is (`DirNames::entry`), answered without a manager
+    /// if its attributes are vouched for and its lease holds; checked again after the
+    /// lease, which may have been renewed meanwhile.
+    async fn local_child(&self, parent: InodeId, name: &str, ino: InodeId) -> Option<Attr> {
+        self.meta.ensure_lease(ino).await?;
+        if self.dir_names.child(parent, name) != Some(ino) {
+            return None;
+        }
+        let a = self.attrs.fresh(ino)?;
+        self.meta.counters().local_positive_lookup();
+        if a.kind == proto::msg::FileKind::Dir {
+            self.parents.learn(a.ino, parent);
+        }
+        Some(self.local_view(a))
     }
 
     pub async fn getattr(&self, ino: InodeId) -> Result<Attr, FsError> {
@@ -185,7 +226,7 @@ impl Client {
         check_name(name)?;
         let is_dir = node == NewNode::Dir;
         // Before it is sent: a lookup of the name while the create is out asks the manager.
-        self.dir_names.may_exist(parent, name);
+        let token = self.dir_names.may_exist(parent, name);
         // Open until the new directory is learnt as empty: a callback meanwhile (which may
         // be about an entry another client made in it) keeps it from being learnt.
         let ask = self.attrs.ask();
@@ -206,6 +247,7 @@ impl Client {
             session,
         };
         let a = self.attr_call(req).await?;
+        self.dir_names.created(parent, name, a.ino, token);
         if is_dir {
             self.parents.learn(a.ino, parent);
             // Made by this request and held by us since: empty. Its owner registered us
@@ -343,16 +385,74 @@ impl Client {
         }
     }
 
+    /// Which inodes' attributes own request `req` may alter (`data::attrs`), or `None` if
+    /// it alters none. Read before the request marks its names in `dir_names`: a removed
+    /// or replaced name counts as the inode it is known to be, nothing if it is known to be
+    /// absent, and as maybe any inode if it is not known.
+    fn touches(&self, req: &ManagerRequest) -> Option<Touches> {
+        use ManagerRequest as R;
+        let mut inos = Vec::new();
+        let entry = |dir: InodeId, name: &str, inos: &mut Vec<InodeId>| match self
+            .dir_names
+            .entry(dir, name)
+        {
+            Some(child) => {
+                inos.extend(child);
+                true
+            }
+            None => false,
+        };
+        let known = match req {
+            R::Create { parent, .. } => {
+                inos.push(*parent);
+                true
+            }
+            R::Unlink { parent, name, .. } | R::Rmdir { parent, name, .. } => {
+                inos.push(*parent);
+                entry(*parent, name, &mut inos)
+            }
+            R::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                ..
+            } => {
+                inos.extend([*parent, *new_parent]);
+                let from = entry(*parent, name, &mut inos);
+                let to = entry(*new_parent, new_name, &mut inos);
+                from && to
+            }
+            R::Link {
+                ino, new_parent, ..
+            } => {
+                inos.extend([*ino, *new_parent]);
+                true
+            }
+            R::SetAttr { ino, .. } | R::SetXattr { ino, .. } | R::RemoveXattr { ino, .. } => {
+                inos.push(*ino);
+                true
+            }
+            _ => return None,
+        };
+        Some(if known {
+            Touches::these(inos)
+        } else {
+            Touches::these_and_unknown(inos)
+        })
+    }
+
     pub async fn unlink(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
         check_name(name)?;
         self.settle_releases().await;
-        let mark = self.dir_names.mark();
-        self.done_call(ManagerRequest::Unlink {
+        let req = ManagerRequest::Unlink {
             parent,
             name: name.to_string(),
             caller,
-        })
-        .await?;
+        };
+        let touches = self.touches(&req);
+        let mark = self.dir_names.mark(parent, name);
+        self.done_call_touching(req, touches).await?;
         self.dir_names.removed(parent, name, mark);
         // Deleting is how a full cluster gets out: let writes try again.
         self.writeback.clear_no_space();
@@ -361,13 +461,14 @@ impl Client {
 
     pub async fn rmdir(&self, parent: InodeId, name: &str, caller: Caller) -> Result<(), FsError> {
         check_name(name)?;
-        let mark = self.dir_names.mark();
-        self.done_call(ManagerRequest::Rmdir {
+        let req = ManagerRequest::Rmdir {
             parent,
             name: name.to_string(),
             caller,
-        })
-        .await?;
+        };
+        let touches = self.touches(&req);
+        let mark = self.dir_names.mark(parent, name);
+        self.done_call_touching(req, touches).await?;
         self.dir_names.removed(parent, name, mark);
         Ok(())
     }
@@ -387,8 +488,6 @@ impl Client {
         if flags.noreplace && flags.exchange {
             return Err(FsError::EINVAL);
         }
-        self.dir_names.may_exist(new_parent, new_name);
-        let mark = self.dir_names.mark();
         let req = ManagerRequest::Rename {
             parent,
             name: name.to_string(),
@@ -397,7 +496,10 @@ impl Client {
             flags,
             caller,
         };
-        self.done_call(req).await?;
+        let touches = self.touches(&req);
+        let _ = self.dir_names.may_exist(new_parent, new_name);
+        let mark = self.dir_names.mark(parent, name);
+        self.done_call_touching(req, touches).await?;
         if !flags.exchange && (parent, name) != (new_parent, new_name) {
             self.dir_names.removed(parent, name, mark);
         }
@@ -416,7 +518,7 @@ impl Client {
         caller: Caller,
     ) -> Result<Attr, FsError> {
         check_name(new_name)?;
-        self.dir_names.may_exist(new_parent, new_name);
+        let _ = self.dir_names.may_exist(new_parent, new_name);
         let req = ManagerRequest::Link {
             ino,
             new_parent,
@@ -757,23 +859,6 @@ pub(crate) fn check_name(name: &str) -> Result<(), FsError> {
         return Err(FsError(libc::ENAMETOOLONG));
     }
     Ok(())
-}
-
-/// Whether `req` is an own change that may alter a directory's attributes (its entries,
-/// times, link count, mode, owner or xattrs): attributes vouched for are not answered
-/// locally across one (`data::attrs`).
-fn changes_dir_attrs(req: &ManagerRequest) -> bool {
-    matches!(
-        req,
-        ManagerRequest::Create { .. }
-            | ManagerRequest::Unlink { .. }
-            | ManagerRequest::Rmdir { .. }
-            | ManagerRequest::Rename { .. }
-            | ManagerRequest::Link { .. }
-            | ManagerRequest::SetAttr { .. }
-            | ManagerRequest::SetXattr { .. }
-            | ManagerRequest::RemoveXattr { .. }
-    )
 }
 
 #[cfg(test)]
