@@ -319,6 +319,78 @@ async fn propose_fail_over_and_catch_up() {
     tc.cluster.stop().await;
 }
 
+/// A member that does not lead proposes and reads through the leader (`offer` of a next
+/// epoch from a storage member that stays follower, and the start-time check of a member
+/// that may have missed commits, depend on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_proposes_and_reads_through_the_leader() {
+    let tc = cluster().await;
+    let seeded = tc.cluster.config.file.clone();
+    let first = seeded.epoch;
+    all_at_epoch(&tc, &MANAGERS, first).await;
+    let (lname, leader) = agreed_leader(&tc, &MANAGERS).await;
+    let fname = MANAGERS.iter().find(|n| **n != lname).expect("a follower");
+    let follower = member(&tc, fname);
+    tracing::info!("--- {fname} proposes epoch+1 through the leader {lname}");
+    let f2 = next(&seeded, "forwarded");
+    assert_eq!(
+        follower
+            .propose_at_leader(first, f2.clone())
+            .await
+            .expect("forwarded proposal"),
+        first + 1
+    );
+    all_at_epoch(&tc, &MANAGERS, first + 1).await;
+    for n in MANAGERS {
+        assert_eq!(member(&tc, n).current().as_ref(), Some(&f2), "{n}");
+    }
+    tracing::info!("--- a forwarded proposal on a stale epoch is refused as the leader's own");
+    match follower
+        .propose_at_leader(first, next(&seeded, "stale"))
+        .await
+    {
+        Err(RequestError::Refused(Refused::StaleEpoch { current, expected })) => {
+            assert_eq!((current, expected), (first + 1, first))
+        }
+        other => panic!("stale forwarded proposal: {other:?}"),
+    }
+    tracing::info!(
+        "--- the committed config, confirmed by the leader, at the follower and the leader"
+    );
+    assert_eq!(
+        follower.read_at_leader().await.expect("forwarded read"),
+        Some(f2.clone())
+    );
+    assert_eq!(
+        leader.read_at_leader().await.expect("read"),
+        Some(f2.clone())
+    );
+    tracing::info!("--- bytes that do not decode are refused, nothing changes");
+    let addr = tc
+        .cluster
+        .config
+        .node_by_name(&lname)
+        .expect("node")
+        .address;
+    let storage = tc.cluster.node_transport("storage-1").expect("storage");
+    let r = storage
+        .call_timeout(
+            addr,
+            &Request::ConfigGroup(ConfigGroupRequest::Propose),
+            Bytes::from_static(b"\xff\xff"),
+            WAIT,
+        )
+        .await
+        .expect("call");
+    assert!(
+        matches!(r.0, Response::Error(RemoteError::Invalid(_))),
+        "{:?}",
+        r.0
+    );
+    assert_eq!(leader.epoch(), Some(first + 1));
+    tc.cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lone_member_cannot_commit() {
     let mut tc = cluster().await;

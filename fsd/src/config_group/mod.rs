@@ -19,11 +19,12 @@
 //! leads first proposes the contents of its `cluster.toml` (`Command::Seed`, refused once a
 //! config is committed), so the group's first epoch is the file's. A restart finds its state
 //! and never initializes again. A member whose file is exactly one epoch ahead of the
-//! committed config (`shoal node add` wrote it) proposes it the same way while it leads
-//! (`offer`).
+//! committed config (`shoal node add` wrote it) proposes it, through the leader when it does
+//! not lead (`offer`; `forward` carries proposals and confirmed reads to the leader).
 //!
 //! What reads the group: a manager starts serving only once its own `cluster.toml` does not
-//! contradict the committed config (`agreement`, rule in `standing`); a node whose file
+//! contradict the committed config, as the leader confirms it when one answers
+//! (`agreement`, rule in `standing`); a node whose file
 //! gives other slots, nodes or erasure at the committed epoch or older does not serve.
 //! What it must not do yet: every role still runs by the `ClusterConfig` loaded from
 //! `cluster.toml` at start (a running node does not follow a newer committed config), and
@@ -31,6 +32,7 @@
 //! one.
 
 mod command;
+mod forward;
 mod log_store;
 mod membership;
 mod network;
@@ -66,6 +68,9 @@ use tokio::sync::watch;
 /// openraft's storage conformance suite (`openraft::testing::Suite`, run against this
 /// store in `store_test`) builds its node ids from u64; `node_of` narrows it back.
 pub type RaftId = u64;
+
+/// How long `offer` waits before it asks an unreachable leader again.
+const OFFER_RETRY: Duration = Duration::from_secs(1);
 
 /// The config `NodeId` of a member's raft id. Members are made only from config node ids
 /// (`members`), so every raft id fits.
@@ -167,12 +172,16 @@ pub enum RequestError {
     ReadNoQuorum { waited: Duration, members: usize },
     #[error("config group member stopped: {0}")]
     Stopped(String),
+    #[error("asking the config group's leader failed: {0}")]
+    Forward(String),
 }
 
 /// A member's handle on the group.
 pub struct ConfigGroup {
     me: NodeId,
     raft: GroupRaft,
+    /// The node's transport (forwarding to the leader).
+    transport: Arc<Transport>,
     applied: watch::Receiver<Arc<GroupState>>,
     options: GroupOptions,
     dir: PathBuf,
@@ -239,7 +248,7 @@ impl ConfigGroup {
         let applied = sm.subscribe();
         let network = network::Network {
             me: raft_id(me),
-            transport,
+            transport: transport.clone(),
         };
         let raft = GroupRaft::new(
             raft_id(me),
@@ -277,6 +286,7 @@ impl ConfigGroup {
         }
         let seeder = tokio::spawn(offer(
             raft.clone(),
+            transport.clone(),
             me,
             applied.clone(),
             config.file.clone(),
@@ -291,6 +301,7 @@ impl ConfigGroup {
         Ok(Arc::new(ConfigGroup {
             me,
             raft,
+            transport,
             applied,
             options,
             dir,
@@ -309,6 +320,42 @@ impl ConfigGroup {
 
     async fn write(&self, cmd: Command) -> Result<u64, RequestError> {
         write(&self.raft, self.me, cmd, self.options.propose_timeout).await
+    }
+
+    /// `propose`, from any member: a member that does not lead forwards the proposal to
+    /// the leader it knows (`NotLeader` if it knows none).
+    pub async fn propose_at_leader(
+        &self,
+        expect_epoch: u64,
+        file: ClusterFile,
+    ) -> Result<u64, RequestError> {
+        let cmd = Command::Replace { expect_epoch, file };
+        propose_anywhere(
+            &self.raft,
+            &self.transport,
+            self.me,
+            &cmd,
+            self.options.propose_timeout,
+        )
+        .await
+    }
+
+    /// `read`, from any member: a member that does not lead asks the leader it knows.
+    pub async fn read_at_leader(&self) -> Result<Option<ClusterFile>, RequestError> {
+        if self.leads() {
+            return self.read().await;
+        }
+        forward::read(
+            &self.raft,
+            &self.transport,
+            self.me,
+            self.options.propose_timeout,
+        )
+        .await
+    }
+
+    fn leads(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(raft_id(self.me))
     }
 
     /// The committed config as of the call, confirmed with a majority (a linearizable read):
@@ -358,19 +405,34 @@ impl ConfigGroup {
     /// agrees with or is one harmless epoch ahead of (`standing`); after the group's first
     /// commit on a fresh cluster, or after the group committed `local`'s epoch when `local`
     /// changes who serves what; an error saying what contradicts if `local` conflicts with
-    /// the committed config. Compares with
-    /// the config as applied at this member (it may lag the leader by what committed while
-    /// it was away).
+    /// the committed config. Compares with the committed config as the leader confirms it
+    /// at the start (a member that was down may not have applied what committed meanwhile)
+    /// or, when no leader answers, or a newer one is applied since, as applied here.
     pub fn agreement(
         &self,
         local: ClusterFile,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let mut applied = self.applied.clone();
         let me = self.me;
+        let (raft, transport) = (self.raft.clone(), self.transport.clone());
+        let timeout = self.options.propose_timeout;
         async move {
+            let confirmed = match read_anywhere(&raft, &transport, me, &applied, timeout).await {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::info!(node = %me, "config check by this member's applied config: the leader did not confirm the committed one: {e}");
+                    None
+                }
+            };
             let mut told = false;
             loop {
-                let s = standing(&local, applied.borrow().file.as_ref());
+                let here = applied.borrow().file.clone();
+                let committed = match (&confirmed, here) {
+                    (Some(c), Some(h)) if c.epoch > h.epoch => Some(c.clone()),
+                    (Some(c), None) => Some(c.clone()),
+                    (_, h) => h,
+                };
+                let s = standing(&local, committed.as_ref());
                 match &s {
                     Standing::Unknown => {}
                     Standing::Pending { committed, why } => {
@@ -450,7 +512,20 @@ impl ConfigGroup {
 
     /// Answers a raft RPC from another member.
     pub async fn handle_rpc(&self, kind: ConfigGroupRequest, bulk: Bytes) -> (Response, Bytes) {
-        network::serve(&self.raft, kind, bulk).await
+        match kind {
+            // Forwarded by a member that does not lead: answered only while this one leads.
+            ConfigGroupRequest::Propose => match forward::command(&bulk) {
+                Ok(cmd) => forward::answer(self.write(cmd).await),
+                Err(e) => (
+                    Response::Error(proto::msg::RemoteError::Invalid(e)),
+                    Bytes::new(),
+                ),
+            },
+            ConfigGroupRequest::ReadCommitted => {
+                forward::answer(self.read().await.map(|file| forward::Committed { file }))
+            }
+            _ => network::serve(&self.raft, kind, bulk).await,
+        }
     }
 
     /// Stops the member (its state stays on disk for the next start), waiting at most 5 s
@@ -509,7 +584,45 @@ async fn write(
     }
 }
 
-/// The member's offer of its own `cluster.toml` to the group, made while it leads: the
+/// The committed config confirmed with a majority, from member `me`: by its own raft if it
+/// leads, else by the leader it knows.
+async fn read_anywhere(
+    raft: &GroupRaft,
+    transport: &Transport,
+    me: NodeId,
+    applied: &watch::Receiver<Arc<GroupState>>,
+    timeout: Duration,
+) -> Result<Option<ClusterFile>, RequestError> {
+    if raft.metrics().borrow().current_leader != Some(raft_id(me)) {
+        return forward::read(raft, transport, me, timeout).await;
+    }
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Ok(Ok(_)) => Ok(applied.borrow().file.clone()),
+        Ok(Err(e)) => Err(RequestError::Forward(e.to_string())),
+        Err(_) => Err(RequestError::ReadNoQuorum {
+            waited: timeout,
+            members: voters(raft),
+        }),
+    }
+}
+
+/// One proposal from member `me`: through its own raft if it leads, else forwarded to the
+/// leader it knows.
+async fn propose_anywhere(
+    raft: &GroupRaft,
+    transport: &Transport,
+    me: NodeId,
+    cmd: &Command,
+    timeout: Duration,
+) -> Result<u64, RequestError> {
+    if raft.metrics().borrow().current_leader == Some(raft_id(me)) {
+        write(raft, me, cmd.clone(), timeout).await
+    } else {
+        forward::propose(raft, transport, me, cmd, timeout).await
+    }
+}
+
+/// The member's offer of its own `cluster.toml` to the group, made through the leader: the
 /// seed of a fresh group (`Command::Seed`, refused once a config is committed), or, when
 /// the file is the harmless next epoch (`Standing::Ahead`: one epoch ahead, no slot changes
 /// server, as `shoal node add` writes it), that file as the next config
@@ -518,6 +631,7 @@ async fn write(
 /// the committed epoch is the file's or past it, or when the file is not to be proposed.
 async fn offer(
     raft: GroupRaft,
+    transport: Arc<Transport>,
     me: NodeId,
     mut applied: watch::Receiver<Arc<GroupState>>,
     file: ClusterFile,
@@ -538,25 +652,42 @@ async fn offer(
             }
             Standing::Agrees | Standing::Conflicts { .. } => return,
         };
-        let leads = metrics.borrow().current_leader == Some(raft_id(me));
-        if leads {
-            match write(&raft, me, cmd.clone(), timeout).await {
+        let mut again = None;
+        // The seed only from the leader's own file (the first leader's file is the
+        // cluster's first config); a next epoch from any member, through the leader.
+        let may = match cmd {
+            Command::Seed { .. } => metrics.borrow().current_leader == Some(raft_id(me)),
+            Command::Replace { .. } => metrics.borrow().current_leader.is_some(),
+        };
+        if may {
+            match propose_anywhere(&raft, &transport, me, &cmd, timeout).await {
                 Ok(epoch) => {
                     tracing::info!(node = %me, epoch, "config group: committed {cmd} from cluster.toml");
-                    continue;
+                    // Look again once it is applied here.
+                    again = Some(Duration::from_millis(50));
                 }
                 Err(RequestError::Refused(r)) => {
                     // The committed state moved under us: look again once it is applied.
                     tracing::debug!(node = %me, "config group: {cmd} refused: {r}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    again = Some(Duration::from_millis(50));
                 }
-                Err(e) => tracing::debug!(node = %me, "config group: {cmd}: {e}"),
+                Err(e) => {
+                    // The leader is unreachable or changing: ask again in a while.
+                    tracing::debug!(node = %me, "config group: {cmd}: {e}");
+                    again = Some(OFFER_RETRY);
+                }
             }
         }
+        let retry = async {
+            match again {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = metrics.changed() => if r.is_err() { return },
             r = applied.changed() => if r.is_err() { return },
+            _ = retry => {}
         }
     }
 }

@@ -313,5 +313,11 @@ pub async fn serve(
             }
             Err(e) => bad(kind, e),
         },
+        ConfigGroupRequest::Propose | ConfigGroupRequest::ReadCommitted => (
+            Response::Error(WireError::Invalid(format!(
+                "{kind:?} is answered by the member, not by raft"
+            ))),
+            Bytes::new(),
+        ),
     }
 }

@@ -65,6 +65,12 @@ pub enum ConfigGroupRequest {
     Vote,
     /// A whole snapshot at once: the leader's vote, the snapshot's meta and its bytes.
     FullSnapshot,
+    /// From a member that does not lead, to the leader: propose this command (the
+    /// compare-and-set on the epoch decides, as for the leader's own proposals).
+    Propose,
+    /// From a member that does not lead, to the leader: the committed config, confirmed
+    /// with a majority (a linearizable read).
+    ReadCommitted,
 }
 
 /// Administration requests every node answers.
