@@ -137,6 +137,27 @@ impl NodeParts {
     }
 }
 
+/// Waits until the node's manager has recovered, for a worker that acts by this node's
+/// `cluster.toml` (the cleaner, the reclaimer, the background rebuild): whether it may run.
+/// Not if the manager refused to serve (its file contradicts the committed config): the
+/// worker then reports why and stops, and does nothing by a file the cluster does not
+/// agree with.
+async fn after_recovery(manager: Option<&manager::Service>, w: &proto::worker::Worker) -> bool {
+    let Some(m) = manager else {
+        return true;
+    };
+    match m.wait_recovered().await {
+        Ok(()) => true,
+        Err(e) => {
+            w.failed(format!(
+                "not run: the manager of this node refused to serve: {e}"
+            ));
+            w.stopped();
+            false
+        }
+    }
+}
+
 /// Every worker of the node: the manager's, then the other roles'.
 fn all_workers(manager: Option<&manager::Service>, registry: &Workers) -> Vec<WorkerStatus> {
     let mut all = manager.map(|m| m.workers()).unwrap_or_default();
@@ -526,9 +547,12 @@ impl RunningNode {
                 let w = registry.register("cleaner");
                 // Never stopped through the watch: the task is aborted with the node.
                 let (_tx, rx) = tokio::sync::watch::channel(false);
+                let m = manager.clone();
                 tokio::spawn(async move {
                     let _keep = _tx;
-                    r.run(rx, w).await
+                    if after_recovery(m.as_deref(), &w).await {
+                        r.run(rx, w).await
+                    }
                 })
             });
         if reclaimer.is_some() {
@@ -541,11 +565,14 @@ impl RunningNode {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let (c, t) = (config.clone(), transport.clone());
             let w = registry.register("rebuild");
+            let m = manager.clone();
             workers.push((
                 "rebuild",
                 tokio::spawn(async move {
                     let _keep = tx;
-                    storage::autorebuild::run(c, t, rx, w).await
+                    if after_recovery(m.as_deref(), &w).await {
+                        storage::autorebuild::run(c, t, rx, w).await
+                    }
                 }),
             ));
         }

@@ -692,6 +692,62 @@ async fn a_manager_serves_only_by_a_file_that_agrees_with_the_committed_config()
         .await;
     }
     {
+        tracing::info!("--- (f) manager-1 (it runs the cleaner, the reclaimer and the rebuild) restarts with a contradicting file: those do not run");
+        tc.cluster
+            .stop_node("manager-1", false)
+            .await
+            .expect("stop");
+        let mut moved = seeded.clone();
+        // Another node's address differs: a stale or hand-edited copy.
+        let m3 = moved
+            .nodes
+            .iter_mut()
+            .find(|e| e.name == "manager-3")
+            .expect("manager-3 in the file");
+        m3.address = "127.0.0.1:1".parse().expect("an address");
+        let n = start_apart(&tc, "manager-1", moved).await;
+        let svc = n.manager().expect("manager role");
+        wait_until(WAIT, "manager-1 refuses", || {
+            let e = svc.recovery_error();
+            async move { e }
+        })
+        .await;
+        let stopped = wait_until(WAIT, "its cleaner and rebuild stop", || {
+            let ws = n.workers();
+            async move {
+                let mine: Vec<_> = ws
+                    .into_iter()
+                    .filter(|w| w.name == "cleaner" || w.name == "rebuild")
+                    .collect();
+                (mine.len() == 2
+                    && mine
+                        .iter()
+                        .all(|w| w.state == proto::worker::WorkerState::Stopped))
+                .then_some(mine)
+            }
+        })
+        .await;
+        for w in &stopped {
+            assert_eq!(w.rounds, 1, "{}: the refusal, no pass", w.name);
+            assert!(
+                w.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("refused") && e.contains("contradicts")),
+                "{}: {:?}",
+                w.name,
+                w.last_error
+            );
+        }
+        drop(svc);
+        n.stop().await;
+        tc.cluster.start_node("manager-1").await.expect("start");
+        serves(
+            &tc.cluster.manager_service("manager-1").expect("manager"),
+            "manager-1",
+        )
+        .await;
+    }
+    {
         tracing::info!("--- (e) the next epoch giving manager-2 every slot: it waits for the group, which is not asked");
         tc.cluster
             .stop_node("manager-2", false)
