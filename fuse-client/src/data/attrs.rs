@@ -128,14 +128,17 @@ struct Mark {
 impl Change<'_> {
     /// Whether this change's answer may vouch for `ino` (before `release`): no other own
     /// change touching it overlapped this one. An inode it does not name is one its answer
-    /// made (a create's child): no change that names it can have begun before.
+    /// made (a create's child): no change that names it can have begun before, and none of
+    /// those it names may have been overlapped either (an own removal of the same name in
+    /// the parent, under way meanwhile, may be applied after the create).
     fn may_vouch(&self, f: &Fresh, ino: InodeId) -> bool {
         if !self.any_quiet || f.any_began != self.any_began {
             return false;
         }
+        let lone = |m: &Mark| m.alone && f.busy.get(&m.ino).is_some_and(|b| b.began == m.began);
         match self.marks.iter().find(|m| m.ino == ino) {
-            Some(m) => m.alone && f.busy.get(&ino).is_some_and(|b| b.began == m.began),
-            None => !self.unknown && !f.busy.contains_key(&ino),
+            Some(m) => lone(m),
+            None => !self.unknown && !f.busy.contains_key(&ino) && self.marks.iter().all(lone),
         }
     }
 
@@ -690,6 +693,16 @@ mod tests {
         c.vouch(ch, &[&child], &ask);
         assert!(c.fresh(InodeId(21)).is_none());
         drop((ask, link));
+        // Nor one made while another own change of the parent was under way (an unlink of
+        // the same name, which the manager may apply after the create).
+        let unlink = c.begin_change(on(&[9]));
+        let ch = c.begin_change(on(&[9]));
+        let ask = c.ask();
+        let child = attr(22, 1, 0);
+        c.note(&child);
+        c.vouch(ch, &[&child], &ask);
+        assert!(c.fresh(InodeId(22)).is_none());
+        drop((ask, unlink));
     }
 
     #[test]

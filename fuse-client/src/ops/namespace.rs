@@ -188,8 +188,14 @@ impl Client {
 
     /// `ino`, which `name` in `parent` is (`DirNames::entry`), answered without a manager
     /// if its attributes are vouched for and its lease holds; checked again after the
-    /// lease, which may have been renewed meanwhile.
+    /// lease, which may have been renewed meanwhile. Only when the parent's manager owns
+    /// it: then one lease covers the name and the attributes (waiting for another
+    /// manager's lease could outlast the parent's, whose manager may meanwhile have given
+    /// up on this client and renamed the entry).
     async fn local_child(&self, parent: InodeId, name: &str, ino: InodeId) -> Option<Attr> {
+        if self.meta.owner(ino) != self.meta.owner(parent) {
+            return None;
+        }
         self.meta.ensure_lease(ino).await?;
         if self.dir_names.child(parent, name) != Some(ino) {
             return None;
