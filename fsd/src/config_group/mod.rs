@@ -342,45 +342,27 @@ impl ConfigGroup {
 
     /// `read`, from any member: a member that does not lead asks the leader it knows.
     pub async fn read_at_leader(&self) -> Result<Option<ClusterFile>, RequestError> {
-        if self.leads() {
-            return self.read().await;
-        }
-        forward::read(
+        read_anywhere(
             &self.raft,
             &self.transport,
             self.me,
+            &self.applied,
             self.options.propose_timeout,
         )
         .await
-    }
-
-    fn leads(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(raft_id(self.me))
     }
 
     /// The committed config as of the call, confirmed with a majority (a linearizable read):
     /// only the leader answers (`NotLeader` names it); bounded by `propose_timeout`. `None`
     /// before the seed.
     pub async fn read(&self) -> Result<Option<ClusterFile>, RequestError> {
-        let timeout = self.options.propose_timeout;
-        let members = voters(&self.raft);
-        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
-            Err(_) | Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                Err(RequestError::ReadNoQuorum {
-                    waited: timeout,
-                    members,
-                })
-            }
-            // Applied up to the read point: the local state is the committed one.
-            Ok(Ok(_)) => Ok(self.current()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(RequestError::NotLeader {
-                    me: self.me,
-                    leader: f.leader_id.map(node_of),
-                })
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(RequestError::Stopped(e.to_string())),
-        }
+        read_here(
+            &self.raft,
+            self.me,
+            &self.applied,
+            self.options.propose_timeout,
+        )
+        .await
     }
 
     /// The config committed and applied at this member (`None` before the seed), without
@@ -584,6 +566,39 @@ async fn write(
     }
 }
 
+/// `ConfigGroup::read` of member `me`: the committed config confirmed with a majority by
+/// its own raft (only while it leads).
+async fn read_here(
+    raft: &GroupRaft,
+    me: NodeId,
+    applied: &watch::Receiver<Arc<GroupState>>,
+    timeout: Duration,
+) -> Result<Option<ClusterFile>, RequestError> {
+    let members = voters(raft);
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Err(_) | Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+            Err(RequestError::ReadNoQuorum {
+                waited: timeout,
+                members,
+            })
+        }
+        // Applied up to the read point: the local state is the committed one.
+        Ok(Ok(_)) => Ok(applied.borrow().file.clone()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Err(RequestError::NotLeader {
+                me,
+                leader: f.leader_id.map(node_of),
+            })
+        }
+        Ok(Err(RaftError::Fatal(e))) => Err(RequestError::Stopped(e.to_string())),
+    }
+}
+
+/// Whether member `me` believes it leads.
+fn leads(raft: &GroupRaft, me: NodeId) -> bool {
+    raft.metrics().borrow().current_leader == Some(raft_id(me))
+}
+
 /// The committed config confirmed with a majority, from member `me`: by its own raft if it
 /// leads, else by the leader it knows.
 async fn read_anywhere(
@@ -593,16 +608,10 @@ async fn read_anywhere(
     applied: &watch::Receiver<Arc<GroupState>>,
     timeout: Duration,
 ) -> Result<Option<ClusterFile>, RequestError> {
-    if raft.metrics().borrow().current_leader != Some(raft_id(me)) {
-        return forward::read(raft, transport, me, timeout).await;
-    }
-    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
-        Ok(Ok(_)) => Ok(applied.borrow().file.clone()),
-        Ok(Err(e)) => Err(RequestError::Forward(e.to_string())),
-        Err(_) => Err(RequestError::ReadNoQuorum {
-            waited: timeout,
-            members: voters(raft),
-        }),
+    if leads(raft, me) {
+        read_here(raft, me, applied, timeout).await
+    } else {
+        forward::read(raft, transport, me, timeout).await
     }
 }
 
@@ -615,7 +624,7 @@ async fn propose_anywhere(
     cmd: &Command,
     timeout: Duration,
 ) -> Result<u64, RequestError> {
-    if raft.metrics().borrow().current_leader == Some(raft_id(me)) {
+    if leads(raft, me) {
         write(raft, me, cmd.clone(), timeout).await
     } else {
         forward::propose(raft, transport, me, cmd, timeout).await
@@ -656,7 +665,7 @@ async fn offer(
         // The seed only from the leader's own file (the first leader's file is the
         // cluster's first config); a next epoch from any member, through the leader.
         let may = match cmd {
-            Command::Seed { .. } => metrics.borrow().current_leader == Some(raft_id(me)),
+            Command::Seed { .. } => leads(&raft, me),
             Command::Replace { .. } => metrics.borrow().current_leader.is_some(),
         };
         if may {

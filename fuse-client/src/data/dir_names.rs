@@ -87,10 +87,7 @@ impl DirNames {
     /// Whether `name` is known to be absent from `dir`.
     #[cfg(test)]
     pub fn known_absent(&self, dir: InodeId, name: &str) -> bool {
-        self.lock()
-            .dirs
-            .get(&dir)
-            .is_some_and(|s| !s.contains_key(name))
+        self.entry(dir, name) == Some(None)
     }
 
     /// The inode `name` is in `dir`, if known (see the module docs).

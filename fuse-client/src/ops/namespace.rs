@@ -503,7 +503,7 @@ impl Client {
             caller,
         };
         let touches = self.touches(&req);
-        let _ = self.dir_names.may_exist(new_parent, new_name);
+        self.dir_names.may_exist(new_parent, new_name);
         let mark = self.dir_names.mark(parent, name);
         self.done_call_touching(req, touches).await?;
         if !flags.exchange && (parent, name) != (new_parent, new_name) {
@@ -524,7 +524,7 @@ impl Client {
         caller: Caller,
     ) -> Result<Attr, FsError> {
         check_name(new_name)?;
-        let _ = self.dir_names.may_exist(new_parent, new_name);
+        self.dir_names.may_exist(new_parent, new_name);
         let req = ManagerRequest::Link {
             ino,
             new_parent,
