@@ -8,7 +8,8 @@ use crate::node::{identity, RunningNode};
 use proto::config::{ClusterConfig, ClusterFile, ErasureConfig, Role, CONFIG_FILE};
 use proto::identity::{ExportOptions, PeerIdentity, Role as IdRole};
 use proto::msg::{
-    ManagerRequest, NodeInfo, RemoteError, Request, Response, StorageRequest, StorageStat,
+    AdminRequest, ManagerRequest, NodeInfo, RemoteError, Request, Response, StorageRequest,
+    StorageStat,
 };
 use proto::tls::{write_pem, CertAuthority};
 use proto::transport::Transport;
@@ -34,15 +35,7 @@ pub const DEFAULT_ADMIN: &str = "admin";
 
 /// The identity of node `n` of `config`: its name, one role per role it runs.
 pub fn node_identity(n: &proto::config::Node) -> Result<PeerIdentity, NodeError> {
-    let roles: Vec<IdRole> = n
-        .roles
-        .iter()
-        .map(|r| match r {
-            Role::Storage => IdRole::Storage,
-            Role::Manager => IdRole::Manager,
-        })
-        .collect();
-    PeerIdentity::new(&n.name, &roles).map_err(|e| NodeError::Other(e.to_string()))
+    proto::identity::of_node(n).map_err(|e| NodeError::Other(e.to_string()))
 }
 
 /// Who must answer at each node address of `config`: dialled nodes whose certificate is
@@ -50,20 +43,39 @@ pub fn node_identity(n: &proto::config::Node) -> Result<PeerIdentity, NodeError>
 pub fn expected_peers(
     config: &ClusterConfig,
 ) -> Result<std::collections::HashMap<SocketAddr, proto::identity::ExpectedPeer>, NodeError> {
-    config
-        .nodes
-        .iter()
-        .map(|n| {
-            let id = node_identity(n)?;
-            Ok((
-                n.address,
-                proto::identity::ExpectedPeer {
-                    name: id.name,
-                    roles: id.roles,
-                },
-            ))
-        })
-        .collect()
+    proto::identity::expected_peers(config).map_err(|e| NodeError::Other(e.to_string()))
+}
+
+/// Proposes `new` (the config after `old`, as `shoal node add` wrote it) to the running
+/// cluster's config group with the admin identity, asking each member of `old`'s group
+/// until one answers: running nodes and mounts then follow it (`proto::follow`). Returns
+/// the member that committed it, or why none did (no member running, the group at another
+/// epoch, a change running nodes do not follow).
+pub async fn propose_to_group(old: &ClusterConfig, new: &ClusterConfig) -> Result<String, String> {
+    let transport = admin_transport(new).map_err(|e| e.to_string())?;
+    let req = Request::Admin(AdminRequest::ProposeConfig {
+        expect_epoch: old.file.epoch,
+        file: ClusterConfig::render(&new.file),
+    });
+    let mut why = Vec::new();
+    for m in old.config_group_members() {
+        match transport
+            .call_timeout(
+                m.address,
+                &req,
+                bytes::Bytes::new(),
+                Duration::from_secs(15),
+            )
+            .await
+        {
+            Ok((Response::Config { file: Some(_) }, _)) => return Ok(m.name.clone()),
+            Ok((Response::Error(e), _)) => why.push(format!("{}: {e}", m.name)),
+            Ok((other, _)) => why.push(format!("{}: answered {other}", m.name)),
+            Err(e) => why.push(format!("{}: {e}", m.name)),
+        }
+    }
+    transport.close();
+    Err(why.join("; "))
 }
 
 /// Issues and writes the certificate and key of `id` under the cluster's `tls/`.

@@ -212,8 +212,63 @@ impl Handler for NodeHandler {
                     Response::Error(RemoteError::NoRole("client".into())),
                     Bytes::new(),
                 ),
+                Request::ConfigRead => {
+                    let file = self
+                        .config_group
+                        .as_ref()
+                        .and_then(|g| g.current())
+                        .map(|f| ClusterConfig::render(&f));
+                    (Response::Config { file }, Bytes::new())
+                }
+                Request::Admin(AdminRequest::ProposeConfig { expect_epoch, file }) => {
+                    match self.propose_config(expect_epoch, &file).await {
+                        Ok(file) => (Response::Config { file: Some(file) }, Bytes::new()),
+                        Err(e) => (Response::Error(e), Bytes::new()),
+                    }
+                }
             }
         })
+    }
+}
+
+impl NodeHandler {
+    /// An administrator's proposal of the next config (`shoal node add`): checked here
+    /// against the committed one, then proposed through the group's leader. Only changes a
+    /// running cluster follows are taken (storage nodes, tunables): a change of who serves
+    /// which slot, or of a manager, needs the managers restarted with the new file and is
+    /// refused with that reason.
+    async fn propose_config(&self, expect_epoch: u64, text: &str) -> Result<String, RemoteError> {
+        let Some(g) = &self.config_group else {
+            return Err(RemoteError::NoRole("config group member".into()));
+        };
+        let file = proto::follow::parse(text)
+            .map_err(|e| RemoteError::Invalid(format!("the proposed cluster.toml: {e}")))?;
+        ClusterConfig::from_file(std::path::Path::new("."), file.clone())
+            .map_err(|e| RemoteError::Invalid(format!("the proposed cluster.toml: {e}")))?;
+        let committed = g
+            .read_at_leader()
+            .await
+            .map_err(|e| RemoteError::Unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                RemoteError::Unavailable("the config group holds no config yet".into())
+            })?;
+        if committed.epoch != expect_epoch {
+            return Err(RemoteError::Invalid(format!(
+                "the cluster is at epoch {}, the proposal follows epoch {expect_epoch}: fetch the committed config and edit that",
+                committed.epoch
+            )));
+        }
+        if let Some(why) = committed.serving_difference(&file) {
+            return Err(RemoteError::Invalid(format!(
+                "the proposal changes who serves what ({why}); running managers do not follow that: edit cluster.toml and restart the managers with it instead"
+            )));
+        }
+        let epoch = g
+            .propose_at_leader(expect_epoch, file.clone())
+            .await
+            .map_err(|e| RemoteError::Unavailable(e.to_string()))?;
+        tracing::info!(node = %self.info.name, epoch, "an administrator's config proposal committed");
+        Ok(ClusterConfig::render(&file))
     }
 }
 
@@ -461,6 +516,9 @@ impl RunningNode {
         writable_state_dir(&node.state_dir)?;
         let transport = bind_with_retry(node.address, &id).await?;
         transport.expect_peers(crate::cluster::expected_peers(&config)?);
+        // The config this node's writers and readers follow while it runs (storage nodes
+        // added); who serves which slot stays as in `config`.
+        let live = proto::live::LiveConfig::new(config.clone());
         let deny = Arc::new(DenyState::open(
             &config,
             &id,
@@ -491,7 +549,7 @@ impl RunningNode {
                 .as_ref()
                 .map(|g| Box::pin(g.agreement(config.file.clone())) as manager::service::StartGate);
             Some(
-                manager::Service::start_after(config.clone(), node.id, transport.clone(), gate)
+                manager::Service::start_after(live.clone(), node.id, transport.clone(), gate)
                     .await
                     .map_err(|e| NodeError::Manager(e.to_string()))?,
             )
@@ -543,7 +601,8 @@ impl RunningNode {
                     clean_below_free_pct = config.file.manager.clean_below_free_pct,
                     "starting the cleaner and the reclaimer of dead data segments"
                 );
-                let r = manager::cleaner::worker::Cleaner::new(config.clone(), transport.clone());
+                let r =
+                    manager::cleaner::worker::Cleaner::following(live.clone(), transport.clone());
                 let w = registry.register("cleaner");
                 // Never stopped through the watch: the task is aborted with the node.
                 let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -563,7 +622,7 @@ impl RunningNode {
             );
             // Never stopped through the watch: the task is aborted with the node.
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let (c, t) = (config.clone(), transport.clone());
+            let (c, t) = (live.clone(), transport.clone());
             let w = registry.register("rebuild");
             let m = manager.clone();
             workers.push((
@@ -576,6 +635,16 @@ impl RunningNode {
                 }),
             ));
         }
+        let t = transport.clone();
+        workers.push((
+            "config-follower",
+            tokio::spawn(proto::follow::run(live, transport.clone(), move |c| {
+                match crate::cluster::expected_peers(c) {
+                    Ok(peers) => t.expect_peers(peers),
+                    Err(e) => tracing::warn!(error = %e, "the new config names a node identity that cannot be: keeping the peers expected before"),
+                }
+            })),
+        ));
         // Never stopped through the watch: the task is aborted with the node.
         let (clock_tx, clock_rx) = tokio::sync::watch::channel(false);
         let who = name.to_string();

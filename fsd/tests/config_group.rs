@@ -821,3 +821,91 @@ async fn a_manager_serves_only_by_a_file_that_agrees_with_the_committed_config()
     }
     tc.cluster.stop().await;
 }
+
+/// `shoal node add`'s proposal (`fsd::cluster::propose_to_group`, the admin's
+/// `ProposeConfig`): a member checks it against the committed config, refuses a slot move
+/// and a proposal on the wrong epoch with their reasons, commits a storage node added, and
+/// running clients follow the committed config; members answer `ConfigRead` with it and a
+/// node that is no member answers none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_administrators_proposal_is_checked_and_running_clients_follow_it() {
+    use proto::config::ClusterConfig;
+    let tc = cluster().await;
+    let config = tc.cluster.config.clone();
+    let first = config.file.epoch;
+    all_at_epoch(&tc, &MANAGERS, first).await;
+    let client = tc.client().await;
+    assert_eq!(client.config_epoch(), first);
+
+    tracing::info!("--- a slot move is refused with its reason; nothing commits");
+    let mut moved = config.file.clone();
+    moved.epoch += 1;
+    moved.slot_ranges[0].manager = moved.slot_ranges[1].manager.clone();
+    let moved = ClusterConfig::from_file(&config.dir, moved).expect("valid file");
+    let err = fsd::cluster::propose_to_group(&config, &moved)
+        .await
+        .expect_err("a slot move is not proposed");
+    assert!(err.contains("who serves what"), "{err}");
+
+    tracing::info!("--- a proposal after an epoch the group is not at is refused");
+    let mut ahead = config.file.clone();
+    ahead.epoch += 1;
+    let ahead = ClusterConfig::from_file(&config.dir, ahead).expect("valid file");
+    let mut after_ahead = ahead.file.clone();
+    after_ahead.epoch += 1;
+    let after_ahead = ClusterConfig::from_file(&config.dir, after_ahead).expect("valid file");
+    let err = fsd::cluster::propose_to_group(&ahead, &after_ahead)
+        .await
+        .expect_err("wrong epoch");
+    assert!(
+        err.contains(&format!("the cluster is at epoch {first}")),
+        "{err}"
+    );
+    for n in MANAGERS {
+        assert_eq!(member(&tc, n).epoch(), Some(first), "{n}");
+    }
+
+    tracing::info!("--- a storage node added commits, and the running client follows it");
+    let mut added = config.file.clone();
+    let mut extra = added
+        .nodes
+        .iter()
+        .find(|n| n.name == "storage-1")
+        .expect("storage-1")
+        .clone();
+    extra.name = "storage-9".into();
+    extra.id = Some(config.next_node_id());
+    added.last_node_id = config.next_node_id();
+    extra.address = "127.0.0.1:9".parse().expect("address");
+    added.nodes.push(extra);
+    added.epoch += 1;
+    let added = ClusterConfig::from_file(&config.dir, added).expect("valid file");
+    fsd::cluster::propose_to_group(&config, &added)
+        .await
+        .expect("committed");
+    all_at_epoch(&tc, &MANAGERS, first + 1).await;
+    let c2 = client.clone();
+    wait_until(WAIT, "the client follows the committed config", || {
+        let e = c2.config_epoch();
+        async move { (e == first + 1).then_some(()) }
+    })
+    .await;
+
+    tracing::info!("--- members answer ConfigRead with it; a node that is no member with none");
+    let storage = tc.cluster.node_transport("storage-1").expect("storage-1");
+    for (name, want) in [("manager-2", Some(first + 1)), ("storage-1", None)] {
+        let addr = config.node_by_name(name).expect("node").address;
+        let (r, _) = storage
+            .call_timeout(addr, &Request::ConfigRead, Bytes::new(), WAIT)
+            .await
+            .expect("ConfigRead");
+        let got = match r {
+            Response::Config { file } => {
+                file.map(|t| proto::follow::parse(&t).expect("parses").epoch)
+            }
+            other => panic!("{name} answered {other}"),
+        };
+        assert_eq!(got, want, "{name}");
+    }
+    tc.cluster.stop().await;
+}

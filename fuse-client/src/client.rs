@@ -32,6 +32,7 @@ use crate::stats::ClientStats;
 use bytes::Bytes;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, SessionId};
+use proto::live::LiveConfig;
 use proto::msg::{ManagerRequest, ManagerResponse, RemoteError, Request, Response};
 use proto::transport::{BoxFuture, Handler, Peer, Transport};
 use proto::worker::{Worker, WorkerStatus, Workers};
@@ -48,6 +49,10 @@ pub use crate::handle::FileHandle;
 /// A Shoal client: talks to managers for metadata and to its own log for data.
 pub struct Client {
     pub(crate) config: Arc<ClusterConfig>,
+    /// The config the mount's writers and readers follow (storage nodes added while
+    /// mounted, `proto::follow`); `config` stays the one mounted with, for slots and
+    /// tunables.
+    pub(crate) live: Arc<LiveConfig>,
     pub(crate) transport: Arc<Transport>,
     /// The manager-RPC layer: routing, retry, errno mapping, volume leases, counters.
     pub(crate) meta: Arc<Meta>,
@@ -209,6 +214,25 @@ impl Client {
             client.stop.subscribe(),
             client.workers.register("renewer"),
         ));
+        {
+            let (live, t, mut stop) = (
+                client.live.clone(),
+                client.transport.clone(),
+                client.stop.subscribe(),
+            );
+            let follower = tokio::spawn(proto::follow::run(live, t.clone(), move |c| {
+                match proto::identity::expected_peers(c) {
+                    Ok(peers) => t.expect_peers(peers),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the new config names a node identity that cannot be: keeping the peers expected before")
+                    }
+                }
+            }));
+            tokio::spawn(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                follower.abort();
+            });
+        }
         tokio::spawn(proto::wall_clock::watch(
             format!("client {}", client.log_id()),
             CLOCK_CHECK,
@@ -220,6 +244,7 @@ impl Client {
 
     /// A client without network checks and without a flusher (for `connect` and tests).
     pub(crate) fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> Client {
+        let live = LiveConfig::new(config.clone());
         let cache = BlockCache::new(config.file.client.cache_bytes);
         // Sessions and logs carry the tag of this client's identity: servers accept its
         // fragments, commits and session requests only with that tag (`proto::authz`).
@@ -230,7 +255,7 @@ impl Client {
             proto::authz::session_of(tag, rand::random::<u64>()),
         ));
         let writeback = WriteBack::new(
-            config.clone(),
+            live.clone(),
             transport.clone(),
             meta.clone(),
             LogId::client_of(tag, rand::random::<u64>()),
@@ -260,12 +285,18 @@ impl Client {
             handles: Handles::default(),
             stop: watch::channel(false).0,
             config,
+            live,
             transport,
         }
     }
 
     pub fn config(&self) -> &Arc<ClusterConfig> {
         &self.config
+    }
+
+    /// The epoch of the cluster config this client follows (`proto::follow`).
+    pub fn config_epoch(&self) -> u64 {
+        self.live.epoch()
     }
 
     /// This client's log.
@@ -380,7 +411,7 @@ impl Client {
 
     pub(crate) fn reader(&self) -> &LogReader {
         self.reader
-            .get_or_init(|| LogReader::new(self.config.clone(), self.transport.clone()))
+            .get_or_init(|| LogReader::following(self.live.clone(), self.transport.clone()))
     }
 
     pub(crate) fn next_fh(&self) -> FileHandle {

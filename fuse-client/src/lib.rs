@@ -42,7 +42,7 @@ pub use error::{ClientError, FsError};
 pub use handle::FileHandle;
 pub use kernel::mount::{mount, Mount, MountOptions};
 pub use ops::namespace::{
-    StatFs, DROP_CACHES_XATTR, PEER_READS_XATTR, STATS_XATTR, UNFLUSHED_XATTR,
+    StatFs, CONFIG_EPOCH_XATTR, DROP_CACHES_XATTR, PEER_READS_XATTR, STATS_XATTR, UNFLUSHED_XATTR,
 };
 pub use proto::worker::{WorkerState, WorkerStatus};
 pub use stats::ClientStats;

@@ -7,6 +7,7 @@ use crate::error::ManagerError;
 use bytes::Bytes;
 use proto::config::ClusterConfig;
 use proto::ids::{LogId, SegmentAddr, SegmentId};
+use proto::live::LiveConfig;
 use proto::transport::{BoxFuture, Transport};
 use std::sync::{Arc, Mutex, OnceLock};
 use storage::log::{LogReader, LogWriter};
@@ -36,7 +37,7 @@ pub trait LogBackend: Send + Sync + 'static {
 
 /// The manager's log in the striped, erasure-coded log of the storage servers.
 pub struct StorageLog {
-    config: Arc<ClusterConfig>,
+    live: Arc<LiveConfig>,
     transport: Arc<Transport>,
     log: LogId,
     writer: tokio::sync::Mutex<Option<LogWriter>>,
@@ -49,8 +50,13 @@ pub struct StorageLog {
 
 impl StorageLog {
     pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>, log: LogId) -> StorageLog {
+        StorageLog::following(LiveConfig::new(config), transport, log)
+    }
+
+    /// A log whose segments are placed by the config `live` holds at each append.
+    pub fn following(live: Arc<LiveConfig>, transport: Arc<Transport>, log: LogId) -> StorageLog {
         StorageLog {
-            config,
+            live,
             transport,
             log,
             writer: tokio::sync::Mutex::new(None),
@@ -62,7 +68,7 @@ impl StorageLog {
 
     fn reader(&self) -> &LogReader {
         self.reader
-            .get_or_init(|| LogReader::new(self.config.clone(), self.transport.clone()))
+            .get_or_init(|| LogReader::following(self.live.clone(), self.transport.clone()))
     }
 }
 
@@ -78,8 +84,8 @@ impl LogBackend for StorageLog {
                 Some(w) => w,
                 None => {
                     let next = *self.next.lock().unwrap_or_else(|e| e.into_inner());
-                    guard.insert(LogWriter::new(
-                        self.config.clone(),
+                    guard.insert(LogWriter::following(
+                        self.live.clone(),
                         self.transport.clone(),
                         self.log,
                         next,

@@ -12,6 +12,7 @@
 use crate::usage::Sealed;
 use proto::config::ClusterConfig;
 use proto::ids::{LogId, NodeId, SegmentAddr, SegmentId};
+use proto::live::LiveConfig;
 use proto::msg::{ManagerRequest, ManagerResponse};
 use proto::route::ManagerClient;
 use proto::transport::Transport;
@@ -124,7 +125,8 @@ pub fn settled_upto(previous: Option<SegmentId>, last: SegmentId) -> SegmentId {
 
 /// Runs reclaim passes over the cluster.
 pub struct Reclaimer {
-    config: Arc<ClusterConfig>,
+    /// Followed while running: storage nodes added are listed and written to.
+    live: Arc<LiveConfig>,
     storage: StorageClient,
     reader: LogReader,
     managers: ManagerClient,
@@ -134,11 +136,17 @@ pub struct Reclaimer {
 
 impl Reclaimer {
     pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> Reclaimer {
+        Reclaimer::following(LiveConfig::new(config), transport)
+    }
+
+    /// One that lists, reads and writes by the config `live` holds at the time.
+    pub fn following(live: Arc<LiveConfig>, transport: Arc<Transport>) -> Reclaimer {
+        let config = live.current();
         Reclaimer {
             storage: StorageClient::new(transport.clone()),
-            reader: LogReader::new(config.clone(), transport.clone()),
-            managers: ManagerClient::new(config.clone(), transport),
-            config,
+            reader: LogReader::following(live.clone(), transport.clone()),
+            managers: ManagerClient::new(config, transport),
+            live,
             seen: Default::default(),
         }
     }
@@ -146,7 +154,8 @@ impl Reclaimer {
     /// Every data log some reachable storage server holds fragments of.
     pub async fn data_logs(&self) -> BTreeSet<LogId> {
         let addrs: Vec<_> = self
-            .config
+            .live
+            .current()
             .storage_nodes()
             .iter()
             .map(|n| n.address)
@@ -165,7 +174,7 @@ impl Reclaimer {
 
     /// Seals `log` up to `upto` at every manager; `None` if any did not answer.
     pub async fn seal(&self, log: LogId, upto: SegmentId) -> Option<Vec<Sealed>> {
-        let nodes: Vec<NodeId> = self.config.manager_nodes().iter().map(|n| n.id).collect();
+        let nodes = self.live.current().manager_ids();
         let calls = nodes.iter().map(|n| {
             self.managers
                 .call_node(*n, ManagerRequest::SealLog { log, upto })

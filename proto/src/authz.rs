@@ -169,9 +169,11 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
     let session_tags =
         |s: &[SessionId]| -> Vec<Option<u32>> { s.iter().map(|s| Some(session_tag(*s))).collect() };
     match req {
-        Request::Ping => need(Right::Ping),
+        Request::Ping | Request::ConfigRead => need(Right::Ping),
         Request::Client(_) => need(Right::Callback),
-        Request::Admin(AdminRequest::InstallDenyList { .. }) => need(Right::Admin),
+        Request::Admin(
+            AdminRequest::InstallDenyList { .. } | AdminRequest::ProposeConfig { .. },
+        ) => need(Right::Admin),
         // The bytes asked for are no more than `fragment-read` gives (the same log range
         // from the storage servers); only clients cache, so only clients ask each other.
         Request::Peer(_) => need(Right::PeerRead),
@@ -277,7 +279,7 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
 /// The right a request needs at least (for refusals of peers without identity).
 fn right_of(req: &Request) -> Right {
     match req {
-        Request::Ping => Right::Ping,
+        Request::Ping | Request::ConfigRead => Right::Ping,
         Request::Client(_) => Right::Callback,
         Request::Admin(_) => Right::Admin,
         Request::Peer(_) => Right::PeerRead,

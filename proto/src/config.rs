@@ -629,6 +629,11 @@ impl ClusterConfig {
         v
     }
 
+    /// The ids of the manager nodes.
+    pub fn manager_ids(&self) -> Vec<NodeId> {
+        self.manager_nodes().iter().map(|n| n.id).collect()
+    }
+
     /// The members of the config group (DESIGN §8): the manager nodes by id and, while
     /// they are fewer than `CONFIG_GROUP_MIN_MEMBERS`, storage nodes by id until there are
     /// that many (or no more nodes), so that the group outlives the loss of any one member

@@ -252,6 +252,39 @@ pub struct ExpectedPeer {
     pub roles: Vec<Role>,
 }
 
+/// The identity of node `n` of a cluster config: its name, one role per role it runs.
+pub fn of_node(n: &crate::config::Node) -> Result<PeerIdentity, IdentityError> {
+    let roles: Vec<Role> = n
+        .roles
+        .iter()
+        .map(|r| match r {
+            crate::config::Role::Storage => Role::Storage,
+            crate::config::Role::Manager => Role::Manager,
+        })
+        .collect();
+    PeerIdentity::new(&n.name, &roles)
+}
+
+/// Who must answer at each node address of `config` (for `Transport::expect_peers`).
+pub fn expected_peers(
+    config: &crate::config::ClusterConfig,
+) -> Result<std::collections::HashMap<std::net::SocketAddr, ExpectedPeer>, IdentityError> {
+    config
+        .nodes
+        .iter()
+        .map(|n| {
+            let id = of_node(n)?;
+            Ok((
+                n.address,
+                ExpectedPeer {
+                    name: id.name,
+                    roles: id.roles,
+                },
+            ))
+        })
+        .collect()
+}
+
 impl fmt::Display for ExpectedPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();

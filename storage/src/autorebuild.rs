@@ -12,7 +12,7 @@
 
 use crate::rebuild::{execute, plan, scan};
 use crate::rpc::StorageClient;
-use proto::config::ClusterConfig;
+use proto::live::LiveConfig;
 use proto::transport::Transport;
 use proto::worker::Worker;
 use std::collections::BTreeMap;
@@ -64,15 +64,16 @@ pub struct Round {
 /// scans and rebuilds what is degraded (a scan that finds nothing to do costs only the
 /// listing). Stops when `stop` turns true. Each rebuild round is reported through
 /// `worker` (failed when some stripes could not be rebuilt).
+/// The storage servers are those of the config `live` holds at each poll (a server added
+/// while running is scanned, so that its fragments do not look missing).
 pub async fn run(
-    config: Arc<ClusterConfig>,
+    live: Arc<LiveConfig>,
     transport: Arc<Transport>,
     mut stop: watch::Receiver<bool>,
     worker: Arc<Worker>,
 ) {
     let client = StorageClient::new(transport);
-    let servers: Vec<SocketAddr> = config.storage_nodes().iter().map(|n| n.address).collect();
-    let delay = Duration::from_secs(config.file.storage.rebuild_delay_secs);
+    let delay = Duration::from_secs(live.current().file.storage.rebuild_delay_secs);
     let mut clock = DownClock::default();
     let mut polls: u32 = 0;
     loop {
@@ -84,6 +85,12 @@ pub async fn run(
             worker.stopped();
             return;
         }
+        let servers: Vec<SocketAddr> = live
+            .current()
+            .storage_nodes()
+            .iter()
+            .map(|n| n.address)
+            .collect();
         let stats = futures::future::join_all(servers.iter().map(|a| client.stat(*a))).await;
         let down: Vec<SocketAddr> = servers
             .iter()

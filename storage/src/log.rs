@@ -23,10 +23,12 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use proto::chunksum::{self, ChunkSums};
 use proto::config::ClusterConfig;
 use proto::ids::{FragmentId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
+use proto::live::LiveConfig;
 use proto::msg::{FragmentMeta, CODEC_RS_GF8_RSE};
 use proto::transport::Transport;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,7 +134,8 @@ pub struct LogWriter {
 /// What the appends of one writer share; an append started with `LogWriter::start` holds
 /// it, so that several segments of one log can be in flight at once.
 struct WriterShared {
-    config: Arc<ClusterConfig>,
+    /// Read once per segment: a running writer follows storage nodes added to the cluster.
+    live: Arc<LiveConfig>,
     client: StorageClient,
     log: LogId,
     /// Servers believed down (a put could not reach them, and no probe has since): new
@@ -149,16 +152,26 @@ struct WriterShared {
 const SPARE_SETS: usize = 4;
 
 impl LogWriter {
-    /// A writer for `log` whose next segment is `next`.
+    /// A writer for `log` whose next segment is `next`, by a config that never changes.
     pub fn new(
         config: Arc<ClusterConfig>,
         transport: Arc<Transport>,
         log: LogId,
         next: SegmentId,
     ) -> LogWriter {
+        LogWriter::following(LiveConfig::new(config), transport, log, next)
+    }
+
+    /// A writer that places each new segment by the config `live` holds when it starts.
+    pub fn following(
+        live: Arc<LiveConfig>,
+        transport: Arc<Transport>,
+        log: LogId,
+        next: SegmentId,
+    ) -> LogWriter {
         LogWriter {
             shared: Arc::new(WriterShared {
-                config,
+                live,
                 client: StorageClient::new(transport),
                 log,
                 down: Arc::new(Mutex::new(DownList::new())),
@@ -236,10 +249,8 @@ impl LogWriter {
 impl WriterShared {
     /// The body of `LogWriter::append` for segment id `seg`.
     async fn append_at(&self, seg: SegmentId, segment: Bytes) -> Result<SegmentAddr, LogError> {
-        let (k, m) = (
-            self.config.file.erasure.data,
-            self.config.file.erasure.parity,
-        );
+        let config = self.live.current();
+        let (k, m) = (config.file.erasure.data, config.file.erasure.parity);
         let needed = write_quorum(k, m);
         let name = format!("{}/{}", self.log, seg);
         let fail = |acked: usize, detail: String| LogError::NotDurable {
@@ -257,8 +268,8 @@ impl WriterShared {
             return Err(LogError::Segment(SegmentError::TooLarge(MAX_SEGMENT)));
         }
         let len = segment.len() as u32;
-        let width = crate::stripe::width_now(&self.config);
-        let home = stripe_group(&self.config, self.log, seg, k, m, width)
+        let width = crate::stripe::width_now(&config);
+        let home = stripe_group(&config, self.log, seg, k, m, width)
             .map_err(|e| fail(0, e.to_string()))?;
         let spare = lock(&self.spare_parity).pop().unwrap_or_default();
         let frags = tokio::task::spawn_blocking(move || {
@@ -273,7 +284,7 @@ impl WriterShared {
         .map_err(|e| fail(0, format!("encoding failed: {e}")))?;
         let mut tried: Vec<Vec<StripeMember>> = Vec::new();
         let result = loop {
-            let mut group = self.place(&home);
+            let mut group = self.place(&config, &home);
             let started = Instant::now();
             let mut put = self
                 .put_stripe(seg, &group, &frags, (k, m, width), len, needed, None)
@@ -282,7 +293,7 @@ impl WriterShared {
                 // Servers that could not be reached are now believed down: put their
                 // fragments on spare servers holding none of the stripe, so that the
                 // stripe still gets all k+m fragments when there are enough live servers.
-                let again = self.place(&home);
+                let again = self.place(&config, &home);
                 let spares: Vec<StripeMember> = again
                     .iter()
                     .zip(&group)
@@ -325,7 +336,7 @@ impl WriterShared {
                     }
                 }
                 tried.push(group);
-                let next = self.place(&home);
+                let next = self.place(&config, &home);
                 if tried.len() < 3 && !tried.contains(&next) {
                     tracing::info!(log = %self.log, segment = %seg, "storage server(s) full, placing the stripe around them: {detail}");
                     continue;
@@ -377,7 +388,7 @@ impl WriterShared {
 
     /// The stripe group of a segment whose home is `home`, with members on servers known
     /// to be down or full moved to spare servers where there are any.
-    fn place(&self, home: &[StripeMember]) -> Vec<StripeMember> {
+    fn place(&self, config: &ClusterConfig, home: &[StripeMember]) -> Vec<StripeMember> {
         let now = Instant::now();
         let mut full = lock(&self.full);
         full.retain(|_, until| *until > now);
@@ -385,8 +396,7 @@ impl WriterShared {
         if down.is_empty() && full.is_empty() {
             return home.to_vec();
         }
-        let nodes: Vec<(NodeId, SocketAddr)> = self
-            .config
+        let nodes: Vec<(NodeId, SocketAddr)> = config
             .storage_nodes()
             .iter()
             .map(|n| (n.id, n.address))
@@ -579,7 +589,9 @@ async fn verify_off_runtime(sums: &ChunkSums, at: u32, bytes: Bytes) -> Result<(
 }
 
 struct ReaderInner {
-    config: Arc<ClusterConfig>,
+    live: Arc<LiveConfig>,
+    /// The epoch at which a wait for a newer config ended without one (`config_for`).
+    waited_in_vain: AtomicU64,
     client: StorageClient,
     /// Servers that recently could not be reached, until when: reads skip them (go
     /// degraded at once) instead of paying a timeout on every read.
@@ -596,7 +608,32 @@ const LOCATED_FOR: Duration = Duration::from_secs(60);
 /// Most located stripes remembered by one reader.
 const LOCATED_MAX: usize = 16_384;
 
+/// How long a read of a segment placed over more storage nodes than this reader knows
+/// waits for the follower to install the newer config (then it reads by what it has:
+/// `locate` still finds the fragments on the servers it knows).
+const NEWER_CONFIG_WAIT: Duration = Duration::from_secs(3);
+
 impl ReaderInner {
+    /// The config to find `seg`'s stripe by: one that knows every storage node the stripe
+    /// was placed over (asking the follower for a newer one first if needed).
+    async fn config_for(&self, seg: SegmentAddr) -> Arc<ClusterConfig> {
+        let c = self.live.current();
+        let epoch = c.file.epoch;
+        if seg.nodes as usize <= c.storage_nodes().len()
+            || !self.live.is_followed()
+            || self.waited_in_vain.load(Ordering::Relaxed) == epoch
+        {
+            return c;
+        }
+        tracing::debug!(segment = %seg, known = c.storage_nodes().len(), "segment placed over storage nodes this reader does not know yet: asking for the newer config");
+        self.live.want_newer();
+        if !self.live.wait_newer(epoch, NEWER_CONFIG_WAIT).await {
+            // Do not wait again at this epoch: read by what is known (`locate`).
+            self.waited_in_vain.store(epoch, Ordering::Relaxed);
+        }
+        self.live.current()
+    }
+
     fn cached_location(&self, seg: SegmentAddr) -> Option<Vec<StripeMember>> {
         let moved = lock(&self.moved);
         match moved.get(&(seg.log, seg.segment)) {
@@ -610,7 +647,8 @@ impl ReaderInner {
     /// (the home server when it still holds it). Remembers stripes that moved.
     async fn locate(&self, seg: SegmentAddr, group: &[StripeMember]) -> Vec<StripeMember> {
         let nodes: Vec<(NodeId, SocketAddr)> = self
-            .config
+            .live
+            .current()
             .storage_nodes()
             .iter()
             .map(|n| (n.id, n.address))
@@ -691,10 +729,17 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// A reader by a config that never changes.
     pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> LogReader {
+        LogReader::following(LiveConfig::new(config), transport)
+    }
+
+    /// A reader that finds stripes by the config `live` holds.
+    pub fn following(live: Arc<LiveConfig>, transport: Arc<Transport>) -> LogReader {
         LogReader {
             inner: Arc::new(ReaderInner {
-                config,
+                live,
+                waited_in_vain: AtomicU64::new(u64::MAX),
                 client: StorageClient::new(transport),
                 suspects: Mutex::new(HashMap::new()),
                 moved: Mutex::new(HashMap::new()),
@@ -722,7 +767,7 @@ impl LogReader {
             return Ok(Bytes::new());
         }
         let home = stripe_group(
-            &self.inner.config,
+            &*self.inner.config_for(seg).await,
             seg.log,
             seg.segment,
             seg.k,
@@ -909,7 +954,7 @@ impl LogReader {
             detail,
         };
         let home = stripe_group(
-            &self.inner.config,
+            &*self.inner.config_for(seg).await,
             seg.log,
             seg.segment,
             seg.k,
@@ -1049,14 +1094,13 @@ impl LogReader {
         &self,
         log: LogId,
     ) -> Result<(Vec<SegmentAddr>, Option<SegmentId>), LogError> {
-        let nodes: Vec<(String, std::net::SocketAddr)> = self
-            .inner
-            .config
+        let config = self.inner.live.current();
+        let nodes: Vec<(String, std::net::SocketAddr)> = config
             .storage_nodes()
             .iter()
             .map(|n| (n.name.clone(), n.address))
             .collect();
-        let tolerated = self.inner.config.file.erasure.parity as usize;
+        let tolerated = config.file.erasure.parity as usize;
         let lists = futures::future::join_all(
             nodes
                 .iter()
@@ -1124,7 +1168,7 @@ impl LogReader {
     /// Deletes every fragment of a segment (best effort on unreachable servers).
     pub async fn delete_segment(&self, seg: SegmentAddr) -> Result<(), LogError> {
         let group = stripe_group(
-            &self.inner.config,
+            &*self.inner.config_for(seg).await,
             seg.log,
             seg.segment,
             seg.k,
@@ -1140,7 +1184,8 @@ impl LogReader {
         // Rebuilt fragments live away from home: delete every copy the servers know of.
         let servers: Vec<SocketAddr> = self
             .inner
-            .config
+            .live
+            .current()
             .storage_nodes()
             .iter()
             .map(|n| n.address)

@@ -353,6 +353,8 @@ impl Handler for ServerHandler {
                     Response::Error(RemoteError::NoRole("config group".into())),
                     Bytes::new(),
                 ),
+                // A bare storage server is no member of the config group.
+                Request::ConfigRead => (Response::Config { file: None }, Bytes::new()),
             }
         })
     }

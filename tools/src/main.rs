@@ -503,14 +503,24 @@ async fn run(cli: Cli) -> Result<i32> {
             address,
             capacity,
         }) => {
+            let before = load(&cluster)?;
             let config = fsd::cluster::add_storage_node(&cluster, &name, address, capacity)?;
             println!(
                 "added storage node {name} at {address} (cluster epoch {}, {} storage nodes)",
                 config.file.epoch,
                 config.storage_nodes().len()
             );
-            println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
-            println!("then restart the managers one at a time and remount the clients with the new cluster.toml (running processes read it when they start): new stripes then use {name}, existing data stays where it is");
+            match fsd::cluster::propose_to_group(&before, &config).await {
+                Ok(member) => {
+                    println!("the running cluster committed epoch {} (through {member}): running managers and mounts follow it within seconds, no restart", config.file.epoch);
+                    println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`; new stripes use it once it answers, existing data stays where it is");
+                }
+                Err(why) => {
+                    eprintln!("warning: the running cluster did not take the new config ({why})");
+                    println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
+                    println!("then restart the managers one at a time and remount the clients with the new cluster.toml: new stripes then use {name}, existing data stays where it is");
+                }
+            }
             Ok(0)
         }
         Cmd::Node(NodeCmd::Drain { cluster, name }) => {

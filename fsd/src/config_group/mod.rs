@@ -424,6 +424,10 @@ impl ConfigGroup {
                         }
                     }
                     Standing::Agrees => return Ok(()),
+                    Standing::Behind { committed } => {
+                        tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is older than the committed config, which changes no slot's server: serving, and following the committed config (copy it here for the next start)");
+                        return Ok(());
+                    }
                     Standing::Ahead { committed } => {
                         tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is newer than the committed config: serving by it; this member proposes it when it leads");
                         return Ok(());
@@ -659,7 +663,7 @@ async fn offer(
                 tracing::warn!(node = %me, local = file.epoch, committed, "cluster.toml here is not proposed to the config group: {why}");
                 return;
             }
-            Standing::Agrees | Standing::Conflicts { .. } => return,
+            Standing::Agrees | Standing::Behind { .. } | Standing::Conflicts { .. } => return,
         };
         let mut again = None;
         // The seed only from the leader's own file (the first leader's file is the

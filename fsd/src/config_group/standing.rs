@@ -6,7 +6,9 @@
 //! config. A file at the committed epoch or older must give the same layout (nodes, the
 //! manager map, erasure: `ClusterFile::layout_difference`); otherwise two nodes with
 //! different files could serve the same slots, or a node could serve with a map the cluster
-//! has replaced. A file exactly one epoch ahead that changes no slot's server
+//! has replaced. The one exception is an older file that the committed config only extends
+//! harmlessly (no slot's server and no manager changed): the node serves and follows the
+//! committed config once running (`Behind`). A file exactly one epoch ahead that changes no slot's server
 //! (`ClusterFile::serving_difference`: storage nodes added or removed, tunables) is the
 //! operator's next config, as `shoal node add` writes it: the node serves by it, and its
 //! member proposes it when it leads (`super::offer`). Any other newer file waits until the
@@ -24,6 +26,10 @@ pub enum Standing {
     Unknown,
     /// Same layout at the committed epoch, or an older file with the same layout.
     Agrees,
+    /// Older than the committed config, which changes no slot's server nor any manager
+    /// (storage nodes added while this node was down, e.g. by `shoal node add` on another
+    /// machine): serve; the node's follower (`proto::follow`) installs the committed one.
+    Behind { committed: u64 },
     /// One epoch ahead of the committed config, with the same servers for every slot:
     /// serve by it, propose it.
     Ahead { committed: u64 },
@@ -59,6 +65,9 @@ pub fn standing(local: &ClusterFile, committed: Option<&ClusterFile>) -> Standin
     }
     match local.layout_difference(c) {
         None => Standing::Agrees,
+        Some(_) if local.epoch < c.epoch && local.serving_difference(c).is_none() => {
+            Standing::Behind { committed: c.epoch }
+        }
         Some(why) => Standing::Conflicts {
             committed: c.epoch,
             why,
@@ -104,6 +113,34 @@ mod tests {
         newer.manager.lease_ms += 1;
         assert_eq!(standing(&c, Some(&newer)), Standing::Agrees);
         assert_eq!(Standing::Agrees.refusal(c.epoch), None);
+    }
+
+    #[test]
+    fn an_older_file_without_a_storage_node_added_since_is_behind() {
+        let c = file();
+        let mut newer = c.clone();
+        newer.epoch += 1;
+        let mut extra = newer.nodes[0].clone();
+        extra.name = "storage-new".into();
+        extra.id = Some(99);
+        newer.last_node_id = 99;
+        extra.address.set_port(2);
+        newer.nodes.push(extra);
+        let s = standing(&c, Some(&newer));
+        assert_eq!(
+            s,
+            Standing::Behind {
+                committed: newer.epoch
+            }
+        );
+        assert_eq!(s.refusal(c.epoch), None);
+        // At the same epoch the same difference is a contradiction.
+        let mut same = newer.clone();
+        same.epoch = c.epoch;
+        assert!(matches!(
+            standing(&c, Some(&same)),
+            Standing::Conflicts { .. }
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use dashmap::DashMap;
 use proto::chunksum::ChunkSums;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId};
+use proto::live::LiveConfig;
 use proto::msg::{Attr, Extent, InodeWrite, ManagerRequest, ManagerResponse, Standing, Timestamp};
 use proto::transport::Transport;
 use std::collections::HashMap;
@@ -105,6 +106,9 @@ const RECLAIM_WAIT_EXTRA: Duration = Duration::from_secs(1);
 /// The write-back part of a client (see the module docs).
 pub(crate) struct WriteBack {
     config: Arc<ClusterConfig>,
+    /// Segments are placed by the config this holds when they start (storage nodes added
+    /// while mounted); the tunables stay those of `config`.
+    live: Arc<LiveConfig>,
     transport: Arc<Transport>,
     /// The manager-RPC layer (commits, syncs, extent checks, horizon promises).
     meta: Arc<Meta>,
@@ -145,14 +149,16 @@ pub(crate) struct WriteBack {
 
 impl WriteBack {
     pub(crate) fn new(
-        config: Arc<ClusterConfig>,
+        live: Arc<LiveConfig>,
         transport: Arc<Transport>,
         meta: Arc<Meta>,
         log_id: LogId,
     ) -> WriteBack {
+        let config = live.current();
         let dirty_limit = DIRTY_LIMIT.max(config.file.client.segment_bytes.saturating_mul(2));
         WriteBack {
             config,
+            live,
             transport,
             meta,
             log_id,
@@ -340,8 +346,8 @@ impl WriteBack {
         taken: &[Taken],
     ) -> Result<Vec<Written>, FsError> {
         let writer = log.get_or_insert_with(|| {
-            LogWriter::new(
-                self.config.clone(),
+            LogWriter::following(
+                self.live.clone(),
                 self.transport.clone(),
                 self.log_id,
                 SegmentId(0),

@@ -38,6 +38,11 @@ pub const UNFLUSHED_XATTR: &str = "shoal.unflushed";
 /// `setfattr -n shoal.peer_reads -v 0 MNT`.
 pub const PEER_READS_XATTR: &str = "shoal.peer_reads";
 
+/// The virtual xattr that reads the epoch of the cluster config this mount follows (it
+/// learns newer committed configs from the config group, `proto::follow`), as decimal text:
+/// `getfattr -n shoal.config_epoch --only-values MNT`.
+pub const CONFIG_EPOCH_XATTR: &str = "shoal.config_epoch";
+
 /// The value of a `shoal.peer_reads` write: `0` or `1`, surrounding whitespace ignored.
 pub(crate) fn parse_switch(value: &[u8]) -> Option<bool> {
     match value.trim_ascii() {
@@ -679,6 +684,9 @@ impl Client {
                 .collect();
             return Ok(format!("[{}]", inos.join(",")).into_bytes());
         }
+        if name == CONFIG_EPOCH_XATTR {
+            return Ok(self.live.epoch().to_string().into_bytes());
+        }
         if name == PEER_READS_XATTR {
             let on = self.coop_stats().peer_reads;
             return Ok(if on { b"1".to_vec() } else { b"0".to_vec() });
@@ -772,7 +780,8 @@ impl Client {
     /// every manager's `Counts`.
     pub async fn statfs(&self) -> Result<StatFs, FsError> {
         let nodes: Vec<_> = self
-            .config
+            .live
+            .current()
             .storage_nodes()
             .into_iter()
             .map(|n| n.address)

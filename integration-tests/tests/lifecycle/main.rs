@@ -6,7 +6,8 @@
 //! segments reclaimed, t60, t61), and the copying cleaner frees half-overwritten segments
 //! with every byte reading back (t62), and a cluster filled to ENOSPC deletes its way out
 //! and takes writes again (t63), and a seventh storage server added with `shoal node add`
-//! leaves old data in place and takes new stripes (t64), and `shoal node drain` empties a
+//! to a running cluster leaves old data in place and takes new stripes from the running
+//! mount and managers, which follow the committed config without restarts (t64), and `shoal node drain` empties a
 //! server so that data survives without it (t65), also when it is already dead (t67,
 //! reconstructed from parity), and copy_file_range shares extents instead of copying data
 //! (t68). All bounded in time.

@@ -28,6 +28,7 @@ use crate::usage::SegKey;
 use proto::chunksum::{self, ChunkSums};
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentAddr, SegmentId};
+use proto::live::LiveConfig;
 use proto::msg::{Extent, ManagerRequest, ManagerResponse};
 use proto::route::ManagerClient;
 use proto::transport::Transport;
@@ -90,7 +91,8 @@ pub struct Copied {
 
 /// The copying cleaner.
 pub struct Cleaner {
-    config: Arc<ClusterConfig>,
+    /// Followed while running: storage nodes added are listed and written to.
+    live: Arc<LiveConfig>,
     reader: LogReader,
     storage: StorageClient,
     managers: ManagerClient,
@@ -121,23 +123,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Cleaner {
     pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> Cleaner {
+        Cleaner::following(LiveConfig::new(config), transport)
+    }
+
+    /// One that lists, reads and writes by the config `live` holds at the time.
+    pub fn following(live: Arc<LiveConfig>, transport: Arc<Transport>) -> Cleaner {
+        let config = live.current();
         let log = LogId::client(rand::random::<u64>());
         let policy = Policy {
             start_below_free: config.file.manager.clean_below_free_pct as f64 / 100.0,
             ..Policy::default()
         };
         Cleaner {
-            reader: LogReader::new(config.clone(), transport.clone()),
+            reader: LogReader::following(live.clone(), transport.clone()),
             storage: StorageClient::new(transport.clone()),
-            managers: ManagerClient::new(config.clone(), transport.clone()),
-            reclaimer: Reclaimer::new(config.clone(), transport.clone()),
-            writer: tokio::sync::Mutex::new(LogWriter::new(
-                config.clone(),
+            managers: ManagerClient::new(config, transport.clone()),
+            reclaimer: Reclaimer::following(live.clone(), transport.clone()),
+            writer: tokio::sync::Mutex::new(LogWriter::following(
+                live.clone(),
                 transport,
                 log,
                 SegmentId(0),
             )),
-            config,
+            live,
             policy,
             nice: Mutex::new(Nice::new(NiceConfig::default())),
             first_seen: Mutex::new(HashMap::new()),
@@ -163,7 +171,8 @@ impl Cleaner {
     /// bounds every stripe); `None` if none answers.
     pub async fn free_fraction(&self) -> Option<f64> {
         let addrs: Vec<_> = self
-            .config
+            .live
+            .current()
             .storage_nodes()
             .iter()
             .map(|n| n.address)
@@ -217,7 +226,7 @@ impl Cleaner {
 
     /// Asks every manager for its extents in `segs` (all of one log).
     async fn find(&self, log: LogId, segs: &[SegmentId]) -> Result<Found, CleanError> {
-        let nodes: Vec<NodeId> = self.config.manager_nodes().iter().map(|n| n.id).collect();
+        let nodes = self.live.current().manager_ids();
         let calls = nodes.iter().map(|n| {
             self.managers.call_node(
                 *n,
@@ -314,7 +323,8 @@ impl Cleaner {
         report: &mut CleanReport,
     ) -> Result<Copied, CleanError> {
         let limit = self
-            .config
+            .live
+            .current()
             .file
             .client
             .segment_bytes

@@ -16,6 +16,7 @@ use crate::recovery::recover;
 use crate::state::MetaState;
 use proto::config::{ClusterConfig, Role};
 use proto::ids::{InodeId, LogId, NodeId, SlotId, SLOT_COUNT};
+use proto::live::LiveConfig;
 use proto::msg::Timestamp;
 use proto::route::ManagerClient;
 use proto::transport::{BoxFuture, Transport};
@@ -56,20 +57,23 @@ impl Service {
         node: NodeId,
         transport: Arc<Transport>,
     ) -> Result<Arc<Service>, ManagerError> {
-        Service::start_after(config, node, transport, None).await
+        Service::start_after(LiveConfig::new(config), node, transport, None).await
     }
 
     /// `start`, with recovery (reading the log at all) waiting for `gate` first: the node's
     /// check that its config agrees with the cluster's committed one. A gate that fails
     /// keeps the manager from ever serving, as a refused recovery does, with its reason.
+    /// The journal is placed by the config `live` holds at each append (storage nodes added
+    /// while running); who serves which slot stays as in the config at the start.
     pub async fn start_after(
-        config: Arc<ClusterConfig>,
+        live: Arc<LiveConfig>,
         node: NodeId,
         transport: Arc<Transport>,
         gate: Option<StartGate>,
     ) -> Result<Arc<Service>, ManagerError> {
-        let backend = Arc::new(StorageLog::new(
-            config.clone(),
+        let config = live.current();
+        let backend = Arc::new(StorageLog::following(
+            live,
             transport.clone(),
             LogId::manager(node),
         ));

@@ -51,6 +51,10 @@ pub enum Request {
     /// A raft RPC between members of the config group (`fsd::config_group`); only node
     /// identities may send it, only group members answer it.
     ConfigGroup(ConfigGroupRequest),
+    /// The newest cluster config this node knows to be committed by the config group
+    /// (`Response::Config`); every identity may ask (it is what `cluster.toml` holds).
+    /// Running nodes and mounts follow the cluster with it (`proto::follow`).
+    ConfigRead,
 }
 
 /// The raft RPCs of the config group (the cluster config kept by openraft on the manager
@@ -87,6 +91,11 @@ pub enum AdminRequest {
         #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
+    /// Propose `file` (a `cluster.toml` text) to the config group as the config after
+    /// `expect_epoch` (compare-and-set; `file`'s epoch must be the next one). Answered by
+    /// group members only, through the group's leader, with `Response::Config` holding the
+    /// committed file.
+    ProposeConfig { expect_epoch: u64, file: String },
 }
 
 /// Callbacks from a manager to a client holding leases (DESIGN.md §4). The client answers
@@ -129,6 +138,12 @@ pub enum Response {
     /// A config group member's answer to a `Request::ConfigGroup`: the openraft result,
     /// postcard-encoded in the bulk bytes.
     ConfigGroup,
+    /// The committed cluster config as `cluster.toml` text (`Request::ConfigRead`,
+    /// `AdminRequest::ProposeConfig`); `None` from a node that knows of none (not a member
+    /// of the config group, or the group is not seeded yet).
+    Config {
+        file: Option<String>,
+    },
 }
 
 /// A node's self-description for `Ping`.
@@ -237,6 +252,7 @@ impl Request {
             Request::Admin(a) => a.into(),
             Request::Peer(p) => p.into(),
             Request::ConfigGroup(r) => r.into(),
+            Request::ConfigRead => "ConfigRead",
         }
     }
 }
@@ -260,6 +276,10 @@ impl fmt::Display for Request {
             }
             Request::Peer(p) => write!(f, "{p}"),
             Request::ConfigGroup(r) => write!(f, "ConfigGroup({r:?})"),
+            Request::ConfigRead => write!(f, "ConfigRead"),
+            Request::Admin(AdminRequest::ProposeConfig { expect_epoch, .. }) => {
+                write!(f, "ProposeConfig(after epoch {expect_epoch})")
+            }
         }
     }
 }
@@ -285,6 +305,13 @@ impl fmt::Display for Response {
             Response::Peer(PeerResponse::Accepted) => write!(f, "PeerAccepted"),
             Response::Peer(PeerResponse::Refused) => write!(f, "PeerRefused"),
             Response::ConfigGroup => write!(f, "ConfigGroup"),
+            Response::Config { file } => {
+                write!(
+                    f,
+                    "Config({})",
+                    if file.is_some() { "a file" } else { "none" }
+                )
+            }
         }
     }
 }

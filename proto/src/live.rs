@@ -1,0 +1,220 @@
+//! The cluster config a running process follows: the newest committed config it has been
+//! given, behind a swappable pointer that writers and readers consult per segment.
+//!
+//! Owns the install rule (pure: `accepts`) and the wake-up of whoever fetches newer configs.
+//! A running process follows only changes that move no manager slot: storage nodes added,
+//! drained or re-addressed, tunables, the erasure layout of new stripes. A config that changes
+//! who serves which slot, or a manager's id, roles or address, is not installed; it is logged,
+//! and the process keeps serving by the config it has (the start-time check of
+//! `fsd::config_group::standing` decides at the next start). Must not fetch anything itself
+//! (`follow` does) nor decide what the group commits.
+
+use crate::config::ClusterConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Why a newer config is not installed in a running process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("epoch {offered} is not newer than the running epoch {running}")]
+    NotNewer { running: u64, offered: u64 },
+    #[error("epoch {offered} changes who serves what ({why}); a running process does not follow that, restart it with the new cluster.toml")]
+    MovesSlots { offered: u64, why: String },
+}
+
+/// Whether a process running `running` may switch to `offered` (pure).
+pub fn accepts(running: &ClusterConfig, offered: &ClusterConfig) -> Result<(), Refused> {
+    if offered.file.epoch <= running.file.epoch {
+        return Err(Refused::NotNewer {
+            running: running.file.epoch,
+            offered: offered.file.epoch,
+        });
+    }
+    if let Some(why) = running.file.serving_difference(&offered.file) {
+        return Err(Refused::MovesSlots {
+            offered: offered.file.epoch,
+            why,
+        });
+    }
+    Ok(())
+}
+
+/// The config of a running process; shared, cheap to read.
+pub struct LiveConfig {
+    current: RwLock<Arc<ClusterConfig>>,
+    epoch: watch::Sender<u64>,
+    /// Someone met a sign of a newer config (e.g. a segment placed over more storage nodes
+    /// than it knows): the follower should ask now rather than at its next tick.
+    wanted: Notify,
+    /// A follower runs for this config (`follow::run`): waiting for a newer one may help.
+    followed: AtomicBool,
+}
+
+impl LiveConfig {
+    pub fn new(config: Arc<ClusterConfig>) -> Arc<LiveConfig> {
+        let (epoch, _) = watch::channel(config.file.epoch);
+        Arc::new(LiveConfig {
+            current: RwLock::new(config),
+            epoch,
+            wanted: Notify::new(),
+            followed: AtomicBool::new(false),
+        })
+    }
+
+    /// The config in force now.
+    pub fn current(&self) -> Arc<ClusterConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Installs `offered` if `accepts` allows it; returns the config replaced.
+    pub fn install(&self, offered: Arc<ClusterConfig>) -> Result<Arc<ClusterConfig>, Refused> {
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        accepts(&cur, &offered)?;
+        let epoch = offered.file.epoch;
+        let old = std::mem::replace(&mut *cur, offered);
+        drop(cur);
+        self.epoch.send_replace(epoch);
+        Ok(old)
+    }
+
+    /// Whether a follower keeps this config up to date.
+    pub fn is_followed(&self) -> bool {
+        self.followed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_followed(&self, on: bool) {
+        self.followed.store(on, Ordering::Release);
+    }
+
+    /// Asks the follower to look for a newer config now.
+    pub fn want_newer(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Resolves when `want_newer` was called (the follower's wake-up).
+    pub async fn wanted(&self) {
+        self.wanted.notified().await
+    }
+
+    /// Waits up to `limit` for an epoch newer than `than`; true if one is installed.
+    pub async fn wait_newer(&self, than: u64, limit: Duration) -> bool {
+        let mut rx = self.epoch.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|e| *e > than))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClusterConfig, Role};
+    use std::path::Path;
+
+    fn base() -> ClusterConfig {
+        let file = ClusterConfig::generate(
+            "live-test",
+            6,
+            2,
+            crate::config::ErasureConfig { data: 4, parity: 2 },
+            7400,
+        )
+        .expect("config");
+        ClusterConfig::from_file(Path::new("/nonexistent"), file).expect("valid")
+    }
+
+    fn with_storage_node(c: &ClusterConfig) -> ClusterConfig {
+        let mut f = c.file.clone();
+        let mut extra = f
+            .nodes
+            .iter()
+            .find(|n| n.roles == vec![Role::Storage])
+            .expect("a storage node")
+            .clone();
+        extra.name = "storage-new".into();
+        let id = c.next_node_id();
+        extra.id = Some(id);
+        f.last_node_id = id;
+        extra.address.set_port(7999);
+        f.nodes.push(extra);
+        f.epoch += 1;
+        ClusterConfig::from_file(&c.dir, f).expect("valid")
+    }
+
+    #[test]
+    fn a_storage_node_added_is_followed() {
+        let c = base();
+        let live = LiveConfig::new(Arc::new(c.clone()));
+        let next = Arc::new(with_storage_node(&c));
+        let old = live.install(next.clone()).expect("followed");
+        assert_eq!(old.file.epoch, c.file.epoch);
+        assert_eq!(live.epoch(), c.file.epoch + 1);
+        assert_eq!(live.current().storage_nodes().len(), 7);
+        // The same config again is not newer.
+        assert!(matches!(live.install(next), Err(Refused::NotNewer { .. })));
+    }
+
+    #[test]
+    fn an_older_config_is_refused() {
+        let c = base();
+        let next = with_storage_node(&c);
+        let live = LiveConfig::new(Arc::new(next));
+        assert!(matches!(
+            live.install(Arc::new(c)),
+            Err(Refused::NotNewer { .. })
+        ));
+        assert_eq!(live.current().storage_nodes().len(), 7);
+    }
+
+    #[test]
+    fn a_slot_move_is_not_followed() {
+        let c = base();
+        let mut f = c.file.clone();
+        let last = f.slot_ranges.len() - 1;
+        let other = f.slot_ranges[0].manager.clone();
+        f.slot_ranges[last].manager = other;
+        f.epoch += 1;
+        let moved = ClusterConfig::from_file(&c.dir, f).expect("valid");
+        let live = LiveConfig::new(Arc::new(c.clone()));
+        assert!(matches!(
+            live.install(Arc::new(moved)),
+            Err(Refused::MovesSlots { .. })
+        ));
+        assert_eq!(live.epoch(), c.file.epoch);
+    }
+
+    #[test]
+    fn a_waiter_sees_the_install() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let c = base();
+            let live = LiveConfig::new(Arc::new(c.clone()));
+            let l2 = live.clone();
+            let next = Arc::new(with_storage_node(&c));
+            let waiter =
+                tokio::spawn(
+                    async move { l2.wait_newer(c.file.epoch, Duration::from_secs(5)).await },
+                );
+            tokio::task::yield_now().await;
+            live.install(next).expect("followed");
+            assert!(waiter.await.expect("joined"));
+            assert!(
+                !live
+                    .wait_newer(live.epoch(), Duration::from_millis(20))
+                    .await
+            );
+        });
+    }
+}
