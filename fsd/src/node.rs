@@ -234,17 +234,19 @@ impl Handler for NodeHandler {
 impl NodeHandler {
     /// An administrator's proposal of the next config (`shoal node add`): checked here
     /// against the committed one, then proposed through the group's leader. Only changes a
-    /// running cluster follows are taken (storage nodes, tunables): a change of who serves
-    /// which slot, or of a manager, needs the managers restarted with the new file and is
-    /// refused with that reason.
+    /// running cluster follows are taken (`proto::live::accepts`: storage nodes added with
+    /// new ids, addresses, tunables): a change of who serves which slot, of a manager, or a
+    /// storage node removed needs the nodes restarted with the new file and is refused with
+    /// that reason.
     async fn propose_config(&self, expect_epoch: u64, text: &str) -> Result<String, RemoteError> {
         let Some(g) = &self.config_group else {
             return Err(RemoteError::NoRole("config group member".into()));
         };
-        let file = proto::follow::parse(text)
-            .map_err(|e| RemoteError::Invalid(format!("the proposed cluster.toml: {e}")))?;
-        ClusterConfig::from_file(std::path::Path::new("."), file.clone())
-            .map_err(|e| RemoteError::Invalid(format!("the proposed cluster.toml: {e}")))?;
+        let invalid = |e: String| RemoteError::Invalid(format!("the proposed cluster.toml: {e}"));
+        let file = proto::follow::parse(text).map_err(invalid)?;
+        let here = std::path::Path::new(".");
+        let proposed =
+            ClusterConfig::from_file(here, file.clone()).map_err(|e| invalid(e.to_string()))?;
         let committed = g
             .read_at_leader()
             .await
@@ -258,11 +260,15 @@ impl NodeHandler {
                 committed.epoch
             )));
         }
-        if let Some(why) = committed.serving_difference(&file) {
-            return Err(RemoteError::Invalid(format!(
-                "the proposal changes who serves what ({why}); running managers do not follow that: edit cluster.toml and restart the managers with it instead"
-            )));
-        }
+        let committed = ClusterConfig::from_file(here, committed)
+            .map_err(|e| RemoteError::Invalid(format!("the committed config: {e}")))?;
+        // Only what running nodes follow (`proto::live::accepts`): no slot or manager
+        // change, storage nodes kept in place.
+        proto::live::accepts(&committed, &proposed).map_err(|e| {
+            RemoteError::Invalid(format!(
+                "{e}; for such a change edit cluster.toml and restart the nodes with it"
+            ))
+        })?;
         let epoch = g
             .propose_at_leader(expect_epoch, file.clone())
             .await

@@ -101,7 +101,7 @@ pub async fn run(
                 installed(&offered);
             }
             Err(Refused::NotNewer { .. }) => {}
-            Err(e @ Refused::MovesSlots { .. }) => {
+            Err(e @ (Refused::MovesSlots { .. } | Refused::MovesStorage { .. })) => {
                 tracing::warn!(error = %e, "not following the committed cluster config");
                 refused_epoch = epoch;
             }

@@ -22,6 +22,11 @@ pub enum Refused {
     NotNewer { running: u64, offered: u64 },
     #[error("epoch {offered} changes who serves what ({why}); a running process does not follow that, restart it with the new cluster.toml")]
     MovesSlots { offered: u64, why: String },
+    /// Stripe placement indexes the storage nodes by id (`ClusterConfig::storage_nodes`),
+    /// and a segment records only how many it was placed over: only nodes added after the
+    /// existing ones (higher ids) keep every recorded segment where it is.
+    #[error("epoch {offered} does not keep the storage nodes in place ({why}); only storage nodes added with new ids are followed while running")]
+    MovesStorage { offered: u64, why: String },
 }
 
 /// Whether a process running `running` may switch to `offered` (pure).
@@ -36,6 +41,25 @@ pub fn accepts(running: &ClusterConfig, offered: &ClusterConfig) -> Result<(), R
         return Err(Refused::MovesSlots {
             offered: offered.file.epoch,
             why,
+        });
+    }
+    let (before, after) = (running.storage_nodes(), offered.storage_nodes());
+    let kept = before.len() <= after.len()
+        && before
+            .iter()
+            .zip(&after)
+            .all(|(a, b)| a.id == b.id && a.name == b.name);
+    if !kept {
+        let ids = |v: &[&crate::config::Node]| -> Vec<String> {
+            v.iter().map(|n| format!("{}={}", n.name, n.id)).collect()
+        };
+        return Err(Refused::MovesStorage {
+            offered: offered.file.epoch,
+            why: format!(
+                "storage nodes {:?} here, {:?} there",
+                ids(&before),
+                ids(&after)
+            ),
         });
     }
     Ok(())
@@ -121,9 +145,13 @@ mod tests {
     use std::path::Path;
 
     fn base() -> ClusterConfig {
+        base_of(6)
+    }
+
+    fn base_of(storage: usize) -> ClusterConfig {
         let file = ClusterConfig::generate(
             "live-test",
-            6,
+            storage,
             2,
             crate::config::ErasureConfig { data: 4, parity: 2 },
             7400,
@@ -190,6 +218,32 @@ mod tests {
             Err(Refused::MovesSlots { .. })
         ));
         assert_eq!(live.epoch(), c.file.epoch);
+    }
+
+    #[test]
+    fn a_storage_node_removed_or_renumbered_is_not_followed() {
+        let c = base_of(7);
+        let mut f = c.file.clone();
+        let gone = f
+            .nodes
+            .iter()
+            .position(|n| n.roles == vec![Role::Storage])
+            .expect("a storage node");
+        f.nodes.remove(gone);
+        f.epoch += 1;
+        let removed = ClusterConfig::from_file(&c.dir, f).expect("valid");
+        let live = LiveConfig::new(Arc::new(c.clone()));
+        assert!(matches!(
+            live.install(Arc::new(removed)),
+            Err(Refused::MovesStorage { .. })
+        ));
+        // An address change keeps the node in place: followed.
+        let mut f = c.file.clone();
+        f.nodes[gone].address.set_port(7998);
+        f.epoch += 1;
+        let moved = ClusterConfig::from_file(&c.dir, f).expect("valid");
+        live.install(Arc::new(moved))
+            .expect("an address change is followed");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!
 //! Must not: read files or talk to anyone (the caller brings both configs).
 
-use proto::config::ClusterFile;
+use proto::config::{ClusterConfig, ClusterFile};
 
 /// How a node's own file stands against the committed config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,13 +65,26 @@ pub fn standing(local: &ClusterFile, committed: Option<&ClusterFile>) -> Standin
     }
     match local.layout_difference(c) {
         None => Standing::Agrees,
-        Some(_) if local.epoch < c.epoch && local.serving_difference(c).is_none() => {
+        Some(_) if local.epoch < c.epoch && followable(local, c) => {
             Standing::Behind { committed: c.epoch }
         }
         Some(why) => Standing::Conflicts {
             committed: c.epoch,
             why,
         },
+    }
+}
+
+/// Whether a node running by `local` would follow `committed` (`proto::live::accepts`: no
+/// slot or manager change, the storage nodes kept in place).
+fn followable(local: &ClusterFile, committed: &ClusterFile) -> bool {
+    let dir = std::path::Path::new(".");
+    match (
+        ClusterConfig::from_file(dir, local.clone()),
+        ClusterConfig::from_file(dir, committed.clone()),
+    ) {
+        (Ok(l), Ok(c)) => proto::live::accepts(&l, &c).is_ok(),
+        _ => false,
     }
 }
 
@@ -92,7 +105,7 @@ impl Standing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::config::{ClusterConfig, ErasureConfig};
+    use proto::config::ErasureConfig;
 
     fn file() -> ClusterFile {
         ClusterConfig::generate("t", 4, 2, ErasureConfig { data: 2, parity: 1 }, 7100)
