@@ -46,18 +46,32 @@ pub fn expected_peers(
     proto::identity::expected_peers(config).map_err(|e| NodeError::Other(e.to_string()))
 }
 
-/// Proposes `new` (the config after `old`, as `shoal node add` wrote it) to the running
+/// Why `propose_to_group` did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// No member answered at all (the cluster is not running, or not reachable from here).
+    #[error("no config group member answered: {0}")]
+    Unreachable(String),
+    /// A member answered and refused (another epoch, a change running nodes do not follow,
+    /// no quorum).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Proposes `new` (the config after `old`, e.g. `shoal node add`'s) to the running
 /// cluster's config group with the admin identity, asking each member of `old`'s group
-/// until one answers: running nodes and mounts then follow it (`proto::follow`). Returns
-/// the member that committed it, or why none did (no member running, the group at another
-/// epoch, a change running nodes do not follow).
-pub async fn propose_to_group(old: &ClusterConfig, new: &ClusterConfig) -> Result<String, String> {
-    let transport = admin_transport(new).map_err(|e| e.to_string())?;
+/// until one commits it: running nodes and mounts then follow it (`proto::follow`).
+/// Returns the member that committed it.
+pub async fn propose_to_group(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+) -> Result<String, ProposeError> {
+    let transport = admin_transport(new).map_err(|e| ProposeError::Unreachable(e.to_string()))?;
     let req = Request::Admin(AdminRequest::ProposeConfig {
         expect_epoch: old.file.epoch,
         file: ClusterConfig::render(&new.file),
     });
-    let mut why = Vec::new();
+    let (mut unreachable, mut refused) = (Vec::new(), Vec::new());
     for m in old.config_group_members() {
         match transport
             .call_timeout(
@@ -69,13 +83,17 @@ pub async fn propose_to_group(old: &ClusterConfig, new: &ClusterConfig) -> Resul
             .await
         {
             Ok((Response::Config { file: Some(_) }, _)) => return Ok(m.name.clone()),
-            Ok((Response::Error(e), _)) => why.push(format!("{}: {e}", m.name)),
-            Ok((other, _)) => why.push(format!("{}: answered {other}", m.name)),
-            Err(e) => why.push(format!("{}: {e}", m.name)),
+            Ok((Response::Error(e), _)) => refused.push(format!("{}: {e}", m.name)),
+            Ok((other, _)) => refused.push(format!("{}: answered {other}", m.name)),
+            Err(e) => unreachable.push(format!("{}: {e}", m.name)),
         }
     }
-    transport.close();
-    Err(why.join("; "))
+    if refused.is_empty() {
+        Err(ProposeError::Unreachable(unreachable.join("; ")))
+    } else {
+        refused.extend(unreachable);
+        Err(ProposeError::Refused(refused.join("; ")))
+    }
 }
 
 /// Issues and writes the certificate and key of `id` under the cluster's `tls/`.
@@ -162,6 +180,19 @@ pub fn add_storage_node(
     address: SocketAddr,
     capacity: Option<String>,
 ) -> Result<ClusterConfig, NodeError> {
+    let (_, config) = plan_storage_node(dir, name, address, capacity)?;
+    write_added_node(&config, name)?;
+    Ok(config)
+}
+
+/// The config of `dir` and the one with storage node `name` added (epoch + 1, a new id),
+/// checked but not written.
+pub fn plan_storage_node(
+    dir: &Path,
+    name: &str,
+    address: SocketAddr,
+    capacity: Option<String>,
+) -> Result<(ClusterConfig, ClusterConfig), NodeError> {
     let old = ClusterConfig::load(dir)?;
     if !old.ca_key_path().exists() {
         return Err(NodeError::Other(format!(
@@ -187,7 +218,13 @@ pub fn add_storage_node(
         http: None,
     });
     file.epoch += 1;
-    let config = ClusterConfig::from_file(dir, file.clone())?;
+    let config = ClusterConfig::from_file(dir, file)?;
+    Ok((old, config))
+}
+
+/// Issues the certificate of the node `name` that `config` added and writes `config` as the
+/// directory's cluster.toml.
+pub fn write_added_node(config: &ClusterConfig, name: &str) -> Result<(), NodeError> {
     let node = config
         .node_by_name(name)
         .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
@@ -198,9 +235,9 @@ pub fn add_storage_node(
                 source,
             }
         })?;
-    write_identity(&config, &ca, &node_identity(node)?, None)?;
-    replace_config_file(dir, &file)?;
-    Ok(config)
+    write_identity(config, &ca, &node_identity(node)?, None)?;
+    replace_config_file(&config.dir, &config.file)?;
+    Ok(())
 }
 
 /// Replaces `DIR/cluster.toml` with `file` (written beside it, then renamed over it).

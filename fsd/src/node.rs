@@ -231,6 +231,33 @@ impl Handler for NodeHandler {
     }
 }
 
+/// A task started while a node starts: aborted if the start fails before `keep`.
+struct Started(Option<tokio::task::JoinHandle<()>>);
+
+impl Started {
+    fn keep(&mut self) -> tokio::task::JoinHandle<()> {
+        self.0.take().expect("kept once")
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Makes `transport` expect the node identities `config` names at their addresses.
+fn expect_nodes_of(transport: &Transport, config: &ClusterConfig) {
+    match crate::cluster::expected_peers(config) {
+        Ok(peers) => transport.expect_peers(peers),
+        Err(e) => {
+            tracing::warn!(error = %e, "the new config names a node identity that cannot be: keeping the peers expected before")
+        }
+    }
+}
+
 impl NodeHandler {
     /// An administrator's proposal of the next config (`shoal node add`): checked here
     /// against the committed one, then proposed through the group's leader. Only changes a
@@ -542,6 +569,14 @@ impl RunningNode {
         } else {
             None
         };
+        // The follower runs from the start, so that a manager's recovery can wait for a
+        // newer config (`LogReader::list_segments_seen`).
+        let t = transport.clone();
+        let mut follower = Started(Some(tokio::spawn(proto::follow::run(
+            live.clone(),
+            transport.clone(),
+            move |c| expect_nodes_of(&t, c),
+        ))));
         let config_group = if config_group::is_member(&config, node.id) {
             tracing::info!(node = %name, "starting the config group member");
             Some(ConfigGroup::start(&config, node.id, transport.clone(), group).await?)
@@ -551,9 +586,29 @@ impl RunningNode {
         let manager = if node.has(Role::Manager) {
             tracing::info!(node = %name, slots = config.slots_of(node.id).len(), "starting manager");
             // Every manager is a member: it serves once its file agrees with the group's.
-            let gate = config_group
-                .as_ref()
-                .map(|g| Box::pin(g.agreement(config.file.clone())) as manager::service::StartGate);
+            // A committed config that extends this node's file harmlessly is installed before
+            // recovery reads the journal, which may be striped over storage nodes only the
+            // committed config names.
+            let gate = config_group.as_ref().map(|g| {
+                let agreement = g.agreement(config.file.clone());
+                let (live, t) = (live.clone(), transport.clone());
+                Box::pin(async move {
+                    if let Some(file) = agreement.await? {
+                        let dir = live.current().dir.clone();
+                        let committed = Arc::new(
+                            ClusterConfig::from_file(&dir, file)
+                                .map_err(|e| format!("the committed cluster config: {e}"))?,
+                        );
+                        match live.install(committed.clone()) {
+                            // The follower may have installed it (or a newer one) already.
+                            Ok(_) | Err(proto::live::Refused::NotNewer { .. }) => {}
+                            Err(e) => return Err(format!("the committed cluster config: {e}")),
+                        }
+                        expect_nodes_of(&t, &committed);
+                    }
+                    Ok(())
+                }) as manager::service::StartGate
+            });
             Some(
                 manager::Service::start_after(live.clone(), node.id, transport.clone(), gate)
                     .await
@@ -562,7 +617,7 @@ impl RunningNode {
         } else {
             None
         };
-        let mut workers = Vec::new();
+        let mut workers = vec![("config-follower", follower.keep())];
         let registry = Arc::new(Workers::default());
         if let Some(s) = &storage {
             tracing::info!(node = %name, period_secs = config.file.storage.scrub_period_secs, "starting scrub worker");
@@ -641,16 +696,6 @@ impl RunningNode {
                 }),
             ));
         }
-        let t = transport.clone();
-        workers.push((
-            "config-follower",
-            tokio::spawn(proto::follow::run(live, transport.clone(), move |c| {
-                match crate::cluster::expected_peers(c) {
-                    Ok(peers) => t.expect_peers(peers),
-                    Err(e) => tracing::warn!(error = %e, "the new config names a node identity that cannot be: keeping the peers expected before"),
-                }
-            })),
-        ));
         // Never stopped through the watch: the task is aborted with the node.
         let (clock_tx, clock_rx) = tokio::sync::watch::channel(false);
         let who = name.to_string();

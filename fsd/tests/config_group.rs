@@ -844,7 +844,8 @@ async fn an_administrators_proposal_is_checked_and_running_clients_follow_it() {
     let moved = ClusterConfig::from_file(&config.dir, moved).expect("valid file");
     let err = fsd::cluster::propose_to_group(&config, &moved)
         .await
-        .expect_err("a slot move is not proposed");
+        .expect_err("a slot move is not proposed")
+        .to_string();
     assert!(err.contains("who serves what"), "{err}");
 
     tracing::info!("--- a proposal after an epoch the group is not at is refused");
@@ -856,7 +857,8 @@ async fn an_administrators_proposal_is_checked_and_running_clients_follow_it() {
     let after_ahead = ClusterConfig::from_file(&config.dir, after_ahead).expect("valid file");
     let err = fsd::cluster::propose_to_group(&ahead, &after_ahead)
         .await
-        .expect_err("wrong epoch");
+        .expect_err("wrong epoch")
+        .to_string();
     assert!(
         err.contains(&format!("the cluster is at epoch {first}")),
         "{err}"

@@ -6,7 +6,7 @@
 //!
 //! | right | who has it |
 //! |---|---|
-//! | `ping` | everyone with an identity |
+//! | `ping` (Ping; ConfigRead: the committed cluster config, what `cluster.toml` holds) | everyone with an identity |
 //! | `fragment-read` (ReadRange, Locate, Stat, ScrubStatus) | everyone |
 //! | `fragment-write` (PutFragment, any log) | storage (scrub repair), manager, admin (rebuild) |
 //! | `write-own-log` (PutFragment into a log with the caller's tag) | client |
@@ -21,7 +21,7 @@
 //! | `manager-txn` (TxApply/TxPrepare/TxFinish/TxOutcome, DirMoveLock, SealLog) | manager; SealLog also admin (`shoal clean`) |
 //! | `clean` (LiveExtents, Relocate: the copying cleaner) | manager, admin (`shoal clean --now`) |
 //! | `callback` (Invalidate/Flush sent to a client) | manager |
-//! | `admin` (deny-list installation) | admin |
+//! | `admin` (deny-list installation, config proposals: ProposeConfig) | admin |
 //! | `config-group` (raft AppendEntries/Vote/FullSnapshot between config group members) | storage, manager (node identities only) |
 //! | `peer-read` (FetchBlock: cached bytes from another client, by log address; ForwardBlock: N-chance forwarding, bounded by the receiver) | client |
 //!

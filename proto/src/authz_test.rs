@@ -342,6 +342,23 @@ fn deny_lists_are_installed_only_by_admins() {
 }
 
 #[test]
+fn config_proposals_are_admin_only_and_config_reads_everyones() {
+    row(
+        Request::Admin(AdminRequest::ProposeConfig {
+            expect_epoch: 1,
+            file: String::new(),
+        }),
+        &[Admin],
+        Right::Admin,
+    );
+    row(
+        Request::ConfigRead,
+        &[Storage, Manager, Client, Admin],
+        Right::Ping,
+    );
+}
+
+#[test]
 fn peer_reads_come_only_from_clients() {
     let seg = SegmentAddr {
         log: LogId(7),

@@ -3,7 +3,7 @@
 //! someone saw a sign of a newer one (`LiveConfig::want_newer`), and installs what is newer
 //! where `live::accepts` allows it.
 //!
-//! Owns the asking and the choice among answers (`newest`, pure). Must not decide what a
+//! Owns the asking (a round ends at the first newer answer). Must not decide what a
 //! running process may follow (`live` does) nor propose anything to the group.
 
 use crate::config::{ClusterConfig, ClusterFile};
@@ -19,21 +19,24 @@ pub const FOLLOW_PERIOD: Duration = Duration::from_secs(1);
 /// How long one member may take to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The newest of the members' answers (pure): the highest epoch; `None` if none parsed.
-pub fn newest(answers: Vec<Option<ClusterFile>>) -> Option<ClusterFile> {
-    answers.into_iter().flatten().max_by_key(|f| f.epoch)
-}
-
 /// Parses a member's answer.
 pub fn parse(text: &str) -> Result<ClusterFile, String> {
     toml::from_str(text).map_err(|e| e.to_string())
 }
 
-/// Asks every config group member of `config` for its committed config; the newest answer.
-pub async fn ask_members(
-    transport: &Arc<Transport>,
-    config: &ClusterConfig,
-) -> Option<ClusterFile> {
+/// What the members answered to one round of asks.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// The first answer newer than the epoch asked about (the round ends with it).
+    pub newer: Option<ClusterFile>,
+    /// How many members answered at all.
+    pub answered: usize,
+}
+
+/// Asks every config group member of `config` for its committed config, all at once; ends
+/// at the first answer newer than `than` (a slow or dead member does not hold it up), or
+/// once every member answered or timed out.
+pub async fn ask_members(transport: &Arc<Transport>, config: &ClusterConfig, than: u64) -> Round {
     let mut asks = tokio::task::JoinSet::new();
     for addr in config.config_group_members().iter().map(|n| n.address) {
         let transport = transport.clone();
@@ -43,18 +46,32 @@ pub async fn ask_members(
                 .await
             {
                 Ok((Response::Config { file: Some(text) }, _)) => match parse(&text) {
-                    Ok(f) => Some(f),
+                    Ok(f) => Some(Some(f)),
                     Err(e) => {
-                        tracing::warn!(%addr, error = %e, "config group member sent an unreadable config");
-                        None
+                        crate::warn_limited!(%addr, error = %e, "config group member sent an unreadable config");
+                        Some(None)
                     }
                 },
+                Ok((Response::Config { file: None }, _)) => Some(None),
                 _ => None,
             }
         });
     }
-    newest(asks.join_all().await)
+    let mut round = Round::default();
+    while let Some(r) = asks.join_next().await {
+        let Ok(Some(answer)) = r else { continue };
+        round.answered += 1;
+        if let Some(f) = answer.filter(|f| f.epoch > than) {
+            round.newer = Some(f);
+            break;
+        }
+    }
+    round
 }
+
+/// Rounds without any member answering after which the follower says so (then again at
+/// that interval).
+const SILENT_ROUNDS: u32 = 30;
 
 /// Runs the follower until the task is dropped or aborted. `installed` is told of every
 /// config installed (after `live` holds it), e.g. to update the peers the transport expects.
@@ -66,6 +83,7 @@ pub async fn run(
     let mut refused_epoch = 0u64;
     let _followed = Followed::set(live.clone());
     let mut first = true;
+    let mut silent = 0u32;
     loop {
         // The first ask at once: a process started from a stale file follows at its start.
         if !std::mem::take(&mut first) {
@@ -75,7 +93,16 @@ pub async fn run(
             }
         }
         let current = live.current();
-        let Some(file) = ask_members(&transport, &current).await else {
+        let round = ask_members(&transport, &current, current.file.epoch).await;
+        if round.answered == 0 {
+            silent += 1;
+            if silent.is_multiple_of(SILENT_ROUNDS) {
+                tracing::warn!(rounds = silent, "no config group member answered: not learning newer cluster configs (members down or unreachable)");
+            }
+        } else {
+            silent = 0;
+        }
+        let Some(file) = round.newer else {
             continue;
         };
         if file.epoch <= current.file.epoch || file.epoch == refused_epoch {
@@ -131,18 +158,11 @@ mod tests {
     use crate::config::ErasureConfig;
 
     #[test]
-    fn the_newest_answer_wins_and_silence_is_none() {
+    fn a_member_answer_parses_and_garbage_does_not() {
         let f = ClusterConfig::generate("t", 6, 2, ErasureConfig { data: 4, parity: 2 }, 7400)
             .expect("file");
-        let mut g = f.clone();
-        g.epoch += 2;
-        let mut h = f.clone();
-        h.epoch += 1;
-        let best = newest(vec![Some(f.clone()), None, Some(g.clone()), Some(h)]).expect("some");
-        assert_eq!(best.epoch, g.epoch);
-        assert!(newest(vec![None, None]).is_none());
-        let text = ClusterConfig::render(&g);
-        assert_eq!(parse(&text).expect("parses").epoch, g.epoch);
+        let text = ClusterConfig::render(&f);
+        assert_eq!(parse(&text).expect("parses"), f);
         assert!(parse("not = [a toml").is_err());
     }
 }

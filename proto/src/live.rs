@@ -2,8 +2,9 @@
 //! given, behind a swappable pointer that writers and readers consult per segment.
 //!
 //! Owns the install rule (pure: `accepts`) and the wake-up of whoever fetches newer configs.
-//! A running process follows only changes that move no manager slot: storage nodes added,
-//! drained or re-addressed, tunables, the erasure layout of new stripes. A config that changes
+//! A running process follows only changes that move no manager slot and keep the storage
+//! nodes in place: storage nodes added with new ids, addresses, the erasure layout of new
+//! stripes. Other tunables keep their start-time values in the parts that read them once. A config that changes
 //! who serves which slot, or a manager's id, roles or address, is not installed; it is logged,
 //! and the process keeps serving by the config it has (the start-time check of
 //! `fsd::config_group::standing` decides at the next start). Must not fetch anything itself
@@ -115,7 +116,9 @@ impl LiveConfig {
         self.followed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_followed(&self, on: bool) {
+    /// Marks this config as kept up to date by a follower (`follow::run` does; a test
+    /// that installs configs itself may too).
+    pub fn set_followed(&self, on: bool) {
         self.followed.store(on, Ordering::Release);
     }
 

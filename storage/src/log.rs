@@ -1090,10 +1090,49 @@ impl LogReader {
     /// one with fewer than k: what a failed append leaves when its deletes did not reach
     /// every server). A writer that continues the log must start above it, so that no
     /// segment id is ever reused (a leftover fragment would read as part of the new one).
+    /// A segment placed over more storage nodes than this reader's config knows may keep
+    /// fewer than k fragments on the known ones: the reader then waits for the newer config
+    /// (if a follower keeps it) and lists again, and fails rather than list short.
     pub async fn list_segments_seen(
         &self,
         log: LogId,
     ) -> Result<(Vec<SegmentAddr>, Option<SegmentId>), LogError> {
+        let (listed, highest, widest) = self.list_once(log).await?;
+        let known = self.inner.live.current().storage_nodes().len();
+        if widest as usize <= known {
+            return Ok((listed, highest));
+        }
+        let epoch = self.inner.live.epoch();
+        if self.inner.live.is_followed() {
+            tracing::info!(log = %log, widest, known, "segments placed over storage nodes this node does not know yet: waiting for the newer cluster config");
+            self.inner.live.want_newer();
+            self.inner
+                .live
+                .wait_newer(epoch, NEWER_CONFIG_WAIT * 4)
+                .await;
+        }
+        let known = self.inner.live.current().storage_nodes().len();
+        if widest as usize > known {
+            return Err(LogError::Unreadable {
+                what: format!("the segment list of {log}"),
+                available: known,
+                needed: widest as usize,
+                detail: format!(
+                    "segments are placed over {widest} storage nodes, this node's cluster config (epoch {}) knows {known}: give it the cluster's current cluster.toml",
+                    self.inner.live.epoch()
+                ),
+            });
+        }
+        let (listed, highest, _) = self.list_once(log).await?;
+        Ok((listed, highest))
+    }
+
+    /// One listing by the config in force: the segments, the highest id seen, and the
+    /// widest placement any fragment records.
+    async fn list_once(
+        &self,
+        log: LogId,
+    ) -> Result<(Vec<SegmentAddr>, Option<SegmentId>, u16), LogError> {
         let config = self.inner.live.current();
         let nodes: Vec<(String, std::net::SocketAddr)> = config
             .storage_nodes()
@@ -1150,6 +1189,11 @@ impl LogReader {
             tracing::warn!(log = %log, "listing segments without {} storage node(s): {}", failures.len(), failures.join("; "));
         }
         let highest = found.keys().next_back().copied();
+        let widest = found
+            .values()
+            .map(|(meta, _)| meta.nodes)
+            .max()
+            .unwrap_or(0);
         let listed = found
             .into_iter()
             .filter(|(_, (meta, idx))| idx.len() >= meta.k.max(1) as usize)
@@ -1162,7 +1206,7 @@ impl LogReader {
                 nodes: meta.nodes,
             })
             .collect();
-        Ok((listed, highest))
+        Ok((listed, highest, widest))
     }
 
     /// Deletes every fragment of a segment (best effort on unreachable servers).

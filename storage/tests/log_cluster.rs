@@ -591,3 +591,93 @@ async fn segments_in_flight_together_are_each_durable_and_intact() {
         assert!(got == *data, "{} differs when rebuilt", addr.segment);
     }
 }
+
+/// Storage nodes added while a reader runs by an older config: segments written over nine
+/// servers keep fewer than k fragments on the first six for some stripes. A reader that
+/// nobody keeps up to date refuses to list the log rather than list it short (and reads
+/// exactly the stripes it can find k fragments of, refusing the others); a followed reader
+/// waits for the newer config and lists and reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_behind_the_storage_nodes_never_lists_short() {
+    use proto::live::LiveConfig;
+    let cluster = Cluster::start(9).await;
+    let mut nine = cluster.config.file.clone();
+    nine.epoch += 1;
+    let nine = Arc::new(ClusterConfig::from_file(&cluster.config.dir, nine).expect("nine"));
+    let mut six = cluster.config.file.clone();
+    six.nodes
+        .retain(|n| !["storage-7", "storage-8", "storage-9"].contains(&n.name.as_str()));
+    let six = Arc::new(ClusterConfig::from_file(&cluster.config.dir, six).expect("six"));
+    assert_eq!(six.storage_nodes().len(), 6);
+
+    let log = LogId::client(0x77);
+    let mut writer = LogWriter::new(nine.clone(), cluster.client.clone(), log, SegmentId(0));
+    let mut segs = Vec::new();
+    for i in 0..12u64 {
+        let data = pattern(500 + i, 64 << 10);
+        segs.push((writer.append(data.clone()).await.expect("append"), data));
+    }
+    // Some stripe keeps fewer than k = 4 fragments on the first six servers.
+    let short = segs.iter().any(|(a, _)| {
+        stripe_group(&nine, log, a.segment, a.k, a.m, a.nodes)
+            .expect("group")
+            .iter()
+            .filter(|m| six.storage_nodes().iter().any(|n| n.id == m.node))
+            .count()
+            < 4
+    });
+    assert!(
+        short,
+        "the test needs a stripe with fewer than k fragments on the old six"
+    );
+
+    let stale = LogReader::new(six.clone(), cluster.client.clone());
+    match stale.list_segments(log).await {
+        Err(LogError::Unreadable { detail, .. }) => {
+            assert!(detail.contains("current cluster.toml"), "{detail}")
+        }
+        other => panic!("a stale reader listed {other:?}"),
+    }
+    // By what it knows, it reads the stripes with k fragments on the old six exactly and
+    // refuses the others: never wrong bytes.
+    for (addr, data) in &segs {
+        let on_old = stripe_group(&nine, log, addr.segment, addr.k, addr.m, addr.nodes)
+            .expect("group")
+            .iter()
+            .filter(|m| six.storage_nodes().iter().any(|n| n.id == m.node))
+            .count();
+        match stale.read_segment(*addr).await {
+            Ok(got) => assert!(got == *data, "{} differs", addr.segment),
+            Err(e) => assert!(
+                on_old < 4,
+                "{} unreadable with {on_old} on the old six: {e}",
+                addr.segment
+            ),
+        }
+    }
+
+    let live = LiveConfig::new(six.clone());
+    live.set_followed(true);
+    let following = LogReader::following(live.clone(), cluster.client.clone());
+    let installer = {
+        let (live, nine) = (live.clone(), nine.clone());
+        tokio::spawn(async move {
+            live.wanted().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            live.install(nine).expect("install");
+        })
+    };
+    let listed = following
+        .list_segments(log)
+        .await
+        .expect("list after following");
+    installer.await.expect("installer");
+    assert_eq!(
+        listed.iter().map(|a| a.segment).collect::<Vec<_>>(),
+        segs.iter().map(|(a, _)| a.segment).collect::<Vec<_>>()
+    );
+    for (addr, data) in &segs {
+        let got = following.read_segment(*addr).await.expect("read");
+        assert!(got == *data, "{} differs", addr.segment);
+    }
+}

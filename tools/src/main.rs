@@ -503,25 +503,33 @@ async fn run(cli: Cli) -> Result<i32> {
             address,
             capacity,
         }) => {
-            let before = load(&cluster)?;
-            let config = fsd::cluster::add_storage_node(&cluster, &name, address, capacity)?;
-            println!(
-                "added storage node {name} at {address} (cluster epoch {}, {} storage nodes)",
+            let (before, config) =
+                fsd::cluster::plan_storage_node(&cluster, &name, address, capacity)?;
+            let shown = format!(
+                "storage node {name} at {address} (cluster epoch {}, {} storage nodes)",
                 config.file.epoch,
                 config.storage_nodes().len()
             );
+            let give = format!("give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`");
             match fsd::cluster::propose_to_group(&before, &config).await {
                 Ok(member) => {
+                    fsd::cluster::write_added_node(&config, &name)?;
+                    println!("added {shown}");
                     println!("the running cluster committed epoch {} (through {member}): running managers and mounts follow it within seconds, no restart", config.file.epoch);
-                    println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`; new stripes use it once it answers, existing data stays where it is");
+                    println!("next: {give}; new stripes use it once it answers, existing data stays where it is; copy the new cluster.toml to the other machines for their next start");
+                    Ok(0)
                 }
-                Err(why) => {
-                    eprintln!("warning: the running cluster did not take the new config ({why})");
-                    println!("next: give {name} cluster.toml, tls/ca.pem, tls/{name}.pem and tls/{name}.key and run `shoal node run --cluster DIR --node {name}`;");
-                    println!("then restart the managers one at a time and remount the clients with the new cluster.toml: new stripes then use {name}, existing data stays where it is");
+                Err(fsd::cluster::ProposeError::Unreachable(why)) => {
+                    fsd::cluster::write_added_node(&config, &name)?;
+                    println!("added {shown}");
+                    eprintln!("warning: no running config group member answered ({why}); processes use the new cluster.toml when they start");
+                    println!("next: {give}, and start (or restart) the other nodes and mounts with the new cluster.toml");
+                    Ok(0)
+                }
+                Err(fsd::cluster::ProposeError::Refused(why)) => {
+                    bail!("the running cluster refused the new config, cluster.toml is unchanged: {why}")
                 }
             }
-            Ok(0)
         }
         Cmd::Node(NodeCmd::Drain { cluster, name }) => {
             let config = load(&cluster)?;

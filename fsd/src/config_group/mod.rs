@@ -390,10 +390,14 @@ impl ConfigGroup {
     /// the committed config. Compares with the committed config as the leader confirms it
     /// at the start (a member that was down may not have applied what committed meanwhile)
     /// or, when no leader answers, or a newer one is applied since, as applied here.
+    ///
+    /// Returns the committed config when `local` is older and the committed one extends it
+    /// harmlessly (`Standing::Behind`): the node must run by that one from the start.
     pub fn agreement(
         &self,
         local: ClusterFile,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Option<ClusterFile>, String>> + Send + 'static
+    {
         let mut applied = self.applied.clone();
         let me = self.me;
         let (raft, transport) = (self.raft.clone(), self.transport.clone());
@@ -423,14 +427,14 @@ impl ConfigGroup {
                             tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is newer than the committed config and {why}: the manager serves once the group commits epoch {}", local.epoch);
                         }
                     }
-                    Standing::Agrees => return Ok(()),
-                    Standing::Behind { committed } => {
-                        tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is older than the committed config, which changes no slot's server: serving, and following the committed config (copy it here for the next start)");
-                        return Ok(());
+                    Standing::Agrees => return Ok(None),
+                    Standing::Behind { committed: epoch } => {
+                        tracing::warn!(node = %me, local = local.epoch, committed = epoch, "cluster.toml here is older than the committed config, which changes no slot's server: serving by the committed config (copy it here for the next start)");
+                        return Ok(committed);
                     }
                     Standing::Ahead { committed } => {
                         tracing::warn!(node = %me, local = local.epoch, committed, "cluster.toml here is newer than the committed config: serving by it; this member proposes it when it leads");
-                        return Ok(());
+                        return Ok(None);
                     }
                     Standing::Conflicts { .. } => {
                         return Err(s.refusal(local.epoch).unwrap_or_default())
