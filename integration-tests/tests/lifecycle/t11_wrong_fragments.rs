@@ -30,9 +30,13 @@ fn check_all(m: &Path) -> Result<()> {
 }
 
 /// Stops every node, replaces fragment `victim` of every client segment with fragment
-/// `source`, starts them again.
+/// `source`, starts them again. The managers stop first: a manager's cleaner still running
+/// while storage servers go down would write stripes missing a fragment (durable with 5
+/// of 6), which the wrong fragments planted here would then push below k.
 fn misplace(c: &TestCluster, victim: u8, source: u8) -> Result<()> {
-    for n in c.node_names() {
+    let mut order = c.manager_names();
+    order.extend(c.storage_names());
+    for n in order {
         c.stop(&n)?;
     }
     let dirs: Vec<PathBuf> = c
