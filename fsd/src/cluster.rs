@@ -216,6 +216,8 @@ pub fn plan_storage_node(
         state_dir: None,
         capacity,
         http: None,
+        host: None,
+        serve_at: None,
     });
     file.epoch += 1;
     let config = ClusterConfig::from_file(dir, file)?;
@@ -238,6 +240,51 @@ pub fn write_added_node(config: &ClusterConfig, name: &str) -> Result<(), NodeEr
     write_identity(config, &ca, &node_identity(node)?, None)?;
     replace_config_file(&config.dir, &config.file)?;
     Ok(())
+}
+
+/// The config after manager `manager`'s group is taken over by manager `host`'s process
+/// (`shoal manager takeover`): served at `address`, or by default at a free port on the
+/// host's IP (found on this machine when the host's IP is one of its own; give `address`
+/// for a host elsewhere). `host` = `manager` gives the group back to its own node, at its
+/// own address. Returns the config before and after; writes nothing.
+pub fn plan_takeover(
+    dir: &Path,
+    manager: &str,
+    host: &str,
+    address: Option<std::net::SocketAddr>,
+) -> Result<(ClusterConfig, ClusterConfig), NodeError> {
+    let old = ClusterConfig::load(dir)?;
+    let h = old
+        .node_by_name(host)
+        .ok_or_else(|| NodeError::UnknownNode(host.to_string()))?;
+    let address = match address {
+        Some(a) => a,
+        // Given back: served at the node's own address again.
+        None if host == manager => h.address,
+        None => {
+            let ip = h.address.ip();
+            let probe = std::net::UdpSocket::bind((ip, 0)).map_err(|source| NodeError::Io {
+                path: PathBuf::from(format!("udp {ip}:0")),
+                source,
+            })?;
+            let port = probe
+                .local_addr()
+                .map_err(|source| NodeError::Io {
+                    path: PathBuf::from(format!("udp {ip}:0")),
+                    source,
+                })?
+                .port();
+            std::net::SocketAddr::new(ip, port)
+        }
+    };
+    let file = old.file.takeover(manager, host, address)?;
+    let config = ClusterConfig::from_file(dir, file)?;
+    Ok((old, config))
+}
+
+/// Writes `config` as the cluster directory's `cluster.toml` (after the group committed it).
+pub fn write_config(config: &ClusterConfig) -> Result<(), NodeError> {
+    replace_config_file(&config.dir, &config.file).map(|_| ())
 }
 
 /// Replaces `DIR/cluster.toml` with `file` (written beside it, then renamed over it).
@@ -838,6 +885,7 @@ mod tests {
                     version: String::new(),
                     workers: vec![],
                     config_group: None,
+                    config_epoch: 0,
                 })
             } else {
                 Err(Unreachable::UnexpectedAnswer("x".into()))

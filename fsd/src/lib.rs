@@ -6,6 +6,7 @@ pub mod certs;
 pub mod cluster;
 pub mod config_group;
 pub mod error;
+pub mod hosting;
 pub mod http;
 pub mod node;
 

@@ -95,8 +95,11 @@ fn write_class(peer: &Peer) -> storage::admit::WriteClass {
 }
 
 /// Routes requests to the roles this node runs, after the role matrix allowed them.
-struct NodeHandler {
+pub(crate) struct NodeHandler {
     info: NodeInfo,
+    /// The config the node runs by: its epoch is reported in `Ping` answers, and the
+    /// storage role fences manager logs by it (`fenced`).
+    live: Arc<proto::live::LiveConfig>,
     storage: Option<Arc<storage::server::Server>>,
     manager: Option<Arc<manager::Service>>,
     /// The node's member of the config group (manager nodes).
@@ -186,9 +189,15 @@ impl Handler for NodeHandler {
                     let mut info = self.info.clone();
                     info.workers = all_workers(self.manager.as_deref(), &self.registry);
                     info.config_group = self.config_group.as_ref().map(|g| g.view());
+                    info.config_epoch = self.live.epoch();
                     (Response::Pong(info), Bytes::new())
                 }
                 Request::Storage(r) => match &self.storage {
+                    Some(_) if self.fenced(&peer, &r).is_some() => {
+                        let why = self.fenced(&peer, &r).unwrap_or_default();
+                        proto::warn_limited!(node = %self.info.name, addr = %peer.addr, "refused {r}: {why}");
+                        (Response::Error(RemoteError::Invalid(why)), Bytes::new())
+                    }
                     Some(s) => match s.handle_as(r, bulk, write_class(&peer)).await {
                         Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                         Err(e) => (Response::Error(e), Bytes::new()),
@@ -296,6 +305,7 @@ impl NodeHandler {
                 "{e}; for such a change edit cluster.toml and restart the nodes with it"
             ))
         })?;
+        takeover_of_a_silent_host(g.transport(), &committed, &proposed).await?;
         let epoch = g
             .propose_at_leader(expect_epoch, file.clone())
             .await
@@ -305,7 +315,90 @@ impl NodeHandler {
     }
 }
 
+/// A takeover moves only a manager group whose host does not answer: a host that answers
+/// may still serve, and two hosts of one group must never serve at once. (The storage
+/// servers fence a deposed host's writes, `NodeHandler::fenced`; automatic takeover by
+/// membership leases is not built.)
+async fn takeover_of_a_silent_host(
+    transport: &Transport,
+    committed: &ClusterConfig,
+    proposed: &ClusterConfig,
+) -> Result<(), RemoteError> {
+    for n in committed.manager_nodes() {
+        let Some(p) = proposed.node(n.id) else {
+            continue;
+        };
+        if p.host == n.host {
+            continue;
+        }
+        let answer = tokio::time::timeout(
+            TAKEOVER_PROBE,
+            transport.call(n.group_address, &Request::Ping, Bytes::new()),
+        )
+        .await;
+        if let Ok(Ok((Response::Pong(_), _))) = answer {
+            return Err(RemoteError::Invalid(format!(
+                "manager {}'s group answers at {}: a takeover moves only the group of a manager that is down (stop it first)",
+                n.name, n.group_address
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How long a takeover's member check waits for the old host to answer.
+const TAKEOVER_PROBE: Duration = Duration::from_secs(2);
+
 impl NodeHandler {
+    /// The handler of a manager group this node hosts after a takeover (`hosting`): only
+    /// manager requests (and `Ping`) are served on its endpoint.
+    pub(crate) fn hosted(
+        info: NodeInfo,
+        manager: Arc<manager::Service>,
+        live: Arc<proto::live::LiveConfig>,
+        deny: Arc<DenyState>,
+        registry: Arc<Workers>,
+    ) -> NodeHandler {
+        NodeHandler {
+            info,
+            live,
+            storage: None,
+            manager: Some(manager),
+            config_group: None,
+            deny,
+            registry,
+        }
+    }
+
+    /// Why a write into a manager's metadata log is refused (fencing): by the config this
+    /// node runs, a manager identity may write a manager group's log only if it hosts the
+    /// group, or if it runs the background rebuild (which restores lost fragments of every
+    /// log). A deposed host (its group taken over while it was stopped or cut off) can
+    /// make nothing durable once the storage servers run by the takeover's epoch.
+    /// Storage (scrub repair) and admin (rebuild) identities are not fenced.
+    fn fenced(&self, peer: &Peer, req: &proto::msg::StorageRequest) -> Option<String> {
+        use proto::identity::Role as R;
+        let proto::msg::StorageRequest::PutFragment { id, .. } = req else {
+            return None;
+        };
+        let group = id.log.manager_of()?;
+        let who = peer.identity.as_ref()?;
+        if !who.has(R::Manager) || who.has(R::Admin) || who.has(R::Storage) {
+            return None;
+        }
+        let config = self.live.current();
+        let host = config.node(config.node(group)?.host)?;
+        let rebuilder = config
+            .node_by_name(&who.name)
+            .is_some_and(|n| manager::reclaim::runs_on(&config, n.id));
+        (host.name != who.name && !rebuilder).then(|| {
+            format!(
+                "fenced: {} does not serve manager group {group} (served by {} at config epoch {})",
+                who.name, host.name, config.file.epoch
+            )
+        })
+    }
+
     /// A manager request: lease sessions fail closed, and a client identity's request is
     /// checked with the caller's credentials mapped by the identity's export options.
     async fn manager_request(&self, peer: &Peer, req: Request) -> (Response, Bytes) {
@@ -473,7 +566,7 @@ fn writable_state_dir(dir: &std::path::Path) -> Result<(), NodeError> {
 /// still held while the old endpoint drains its connections (and tasks of the old node
 /// that were mid-call let go of it), so `AddrInUse` is retried for up to 20 s before
 /// giving up (CI once saw more than 5 s on a loaded machine).
-async fn bind_with_retry(
+pub(crate) async fn bind_with_retry(
     addr: std::net::SocketAddr,
     id: &Identity,
 ) -> Result<Arc<Transport>, NodeError> {
@@ -508,6 +601,8 @@ pub struct RunningNode {
     /// The node's HTTP endpoint (`http` in its config), stopped with the node.
     http: Option<crate::http::HttpEndpoint>,
     parts: NodeParts,
+    /// Manager groups this node serves for others after takeovers.
+    hosting: Arc<crate::hosting::Hosting>,
 }
 
 /// The capacity and reserve of storage node `node` from the config.
@@ -545,6 +640,17 @@ impl RunningNode {
             .node_by_name(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?
             .clone();
+        // A manager whose group another node took over runs no manager: only its config
+        // group member, if it is one.
+        let serves_manager = node.has(Role::Manager) && !node.is_hosted();
+        if node.has(Role::Manager) && node.is_hosted() {
+            let host = config.node(node.host).map_or("?", |h| h.name.as_str());
+            tracing::warn!(
+                node = %name,
+                epoch = config.file.epoch,
+                "{name}'s manager group is served by {host} since a takeover: this node does not serve it"
+            );
+        }
         let id = identity(&config, name)?;
         writable_state_dir(&node.state_dir)?;
         let transport = bind_with_retry(node.address, &id).await?;
@@ -583,7 +689,7 @@ impl RunningNode {
         } else {
             None
         };
-        let manager = if node.has(Role::Manager) {
+        let manager = if serves_manager {
             tracing::info!(node = %name, slots = config.slots_of(node.id).len(), "starting manager");
             // Every manager is a member: it serves once its file agrees with the group's.
             // A committed config that extends this node's file harmlessly is installed before
@@ -591,7 +697,7 @@ impl RunningNode {
             // committed config names.
             let gate = config_group.as_ref().map(|g| {
                 let agreement = g.agreement(config.file.clone());
-                let (live, t) = (live.clone(), transport.clone());
+                let (live, t, me) = (live.clone(), transport.clone(), node.id);
                 Box::pin(async move {
                     if let Some(file) = agreement.await? {
                         let dir = live.current().dir.clone();
@@ -605,6 +711,13 @@ impl RunningNode {
                             Err(e) => return Err(format!("the committed cluster config: {e}")),
                         }
                         expect_nodes_of(&t, &committed);
+                        if let Some(h) = committed.node(me).filter(|n| n.is_hosted()) {
+                            let host = committed.node(h.host).map_or("?", |x| x.name.as_str());
+                            return Err(format!(
+                                "this manager's group is served by {host} since a takeover (committed epoch {}): this node must not serve it",
+                                committed.file.epoch
+                            ));
+                        }
                     }
                     Ok(())
                 }) as manager::service::StartGate
@@ -631,6 +744,7 @@ impl RunningNode {
             version: proto::VERSION.to_string(),
             workers: Vec::new(),
             config_group: None,
+            config_epoch: 0,
         };
         let parts = NodeParts {
             name: name.into(),
@@ -640,13 +754,26 @@ impl RunningNode {
         };
         let handler = Arc::new(NodeHandler {
             info,
+            live: live.clone(),
             storage,
             manager: manager.clone(),
             config_group: config_group.clone(),
-            deny,
+            deny: deny.clone(),
             registry: registry.clone(),
         });
         let serve = transport.serve(handler);
+        // Manager groups handed to this node by a takeover, and the deposition of its own.
+        let hosting = crate::hosting::Hosting::new(
+            node.id,
+            name.to_string(),
+            id.clone(),
+            live.clone(),
+            transport.clone(),
+            deny,
+            registry.clone(),
+            manager.clone(),
+        );
+        workers.push(("hosting", tokio::spawn(hosting.clone().run())));
         tracing::info!(node = %name, addr = %node.address, "node is serving");
         let http = match node.http {
             Some(addr) => {
@@ -717,6 +844,7 @@ impl RunningNode {
             registry,
             http,
             parts,
+            hosting,
         })
     }
 
@@ -741,6 +869,11 @@ impl RunningNode {
         self.manager.clone()
     }
 
+    /// The manager groups this node serves for other nodes (after takeovers).
+    pub fn hosting(&self) -> Arc<crate::hosting::Hosting> {
+        self.hosting.clone()
+    }
+
     /// The config group member of this node, if it is a manager.
     pub fn config_group(&self) -> Option<Arc<ConfigGroup>> {
         self.config_group.clone()
@@ -756,6 +889,7 @@ impl RunningNode {
         if let Some(m) = &self.manager {
             m.kill();
         }
+        self.hosting.stop_all(true).await;
         if let Some(g) = &self.config_group {
             g.shutdown().await;
         }
@@ -783,6 +917,7 @@ impl RunningNode {
                 tracing::warn!(node = %self.name, "manager shutdown: {e}");
             }
         }
+        self.hosting.stop_all(false).await;
         if let Some(g) = &self.config_group {
             g.shutdown().await;
         }

@@ -911,3 +911,126 @@ async fn an_administrators_proposal_is_checked_and_running_clients_follow_it() {
     }
     tc.cluster.stop().await;
 }
+
+/// Issue [failover]: a takeover in one process. manager-3 crashes; its group is handed to
+/// manager-1 (`ClusterFile::takeover`, proposed through the group). manager-1 serves it at
+/// the new address, a running client follows without reconnecting and reads what it wrote
+/// before, and the storage server fences the log: puts into manager-3's log from manager-3's
+/// or manager-2's identity are refused, the host's are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fenced() {
+    use proto::config::ClusterConfig;
+    use proto::ids::{FragmentId, InodeId, LogId, SegmentId};
+    use proto::msg::{Caller, FragmentMeta, StorageRequest};
+    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    let mut tc = cluster().await;
+    let config = tc.cluster.config.clone();
+    all_at_epoch(&tc, &MANAGERS, config.file.epoch).await;
+    let m3 = config.node_by_name("manager-3").expect("manager-3").id;
+    let client = tc.client().await;
+    // A directory served by manager-3, with a file in it.
+    let mut dir = None;
+    for i in 0..64 {
+        let d = client
+            .mkdir(InodeId::ROOT, &format!("d{i}"), 0o755, 0o022, ROOT)
+            .await
+            .expect("mkdir");
+        if config.slot_owner(d.ino.slot()) == m3 {
+            dir = Some(d.ino);
+            break;
+        }
+    }
+    let dir = dir.expect("a directory on manager-3");
+    let (f, _) = client
+        .create(dir, "before", 0o644, 0o022, ROOT)
+        .await
+        .expect("create");
+    client
+        .write(f.ino, 0, b"before the takeover")
+        .await
+        .expect("write");
+    client.fsync(f.ino).await.expect("fsync");
+    client.release(f.ino).await.expect("release");
+
+    tracing::info!("--- manager-3 crashes; its group goes to manager-1");
+    tc.cluster
+        .stop_node("manager-3", true)
+        .await
+        .expect("crash");
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port");
+    let moved = ClusterConfig::from_file(
+        &config.dir,
+        config
+            .file
+            .takeover("manager-3", "manager-1", addr)
+            .expect("takeover file"),
+    )
+    .expect("valid");
+    fsd::cluster::propose_to_group(&config, &moved)
+        .await
+        .expect("the takeover commits");
+
+    tracing::info!("--- the client follows and reaches the group at its new host");
+    let c2 = client.clone();
+    let epoch = moved.file.epoch;
+    wait_until(WAIT, "the client follows the takeover", || {
+        let e = c2.config_epoch();
+        async move { (e == epoch).then_some(()) }
+    })
+    .await;
+    let a = tokio::time::timeout(Duration::from_secs(60), client.lookup(dir, "before"))
+        .await
+        .expect("lookup within 60 s")
+        .expect("lookup at the new host");
+    assert_eq!(
+        common::read_all(&client, a.ino, 64).await,
+        b"before the takeover"
+    );
+    let (g, _) = client
+        .create(dir, "after", 0o644, 0o022, ROOT)
+        .await
+        .expect("create at the new host");
+    client.fsync(g.ino).await.expect("fsync");
+    client.release(g.ino).await.expect("release");
+
+    tracing::info!("--- the storage server fences manager-3's log");
+    let storage = config.node_by_name("storage-1").expect("storage-1").address;
+    let put = |as_name: &'static str| {
+        let config = config.clone();
+        async move {
+            let t = fsd::cluster::transport_as(&config, as_name).expect("identity");
+            let req = Request::Storage(StorageRequest::PutFragment {
+                id: FragmentId {
+                    log: LogId::manager(m3),
+                    segment: SegmentId(u64::MAX - 1),
+                    index: 0,
+                },
+                meta: FragmentMeta {
+                    codec: 0,
+                    k: 1,
+                    m: 0,
+                    segment_len: 4,
+                    crc32c: 0,
+                    nodes: 1,
+                },
+            });
+            match t
+                .call_timeout(storage, &req, Bytes::from_static(b"late"), WAIT)
+                .await
+            {
+                Ok((Response::Error(e), _)) => e.to_string(),
+                Ok((other, _)) => format!("answered {other}"),
+                Err(e) => format!("transport: {e}"),
+            }
+        }
+    };
+    for deposed in ["manager-3", "manager-2"] {
+        let why = put(deposed).await;
+        assert!(why.contains("fenced"), "{deposed}: {why}");
+    }
+    let host = put("manager-1").await;
+    assert!(!host.contains("fenced"), "the host is fenced: {host}");
+    tc.cluster.stop().await;
+}

@@ -667,6 +667,7 @@ impl proto::transport::Handler for Impostor {
                     version: "x".into(),
                     workers: Vec::new(),
                     config_group: None,
+                    config_epoch: 0,
                 }),
                 Bytes::new(),
             )

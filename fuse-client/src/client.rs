@@ -116,8 +116,13 @@ impl Client {
             async move {
                 (
                     m,
-                    t.call_timeout(m.address, &Request::Ping, Default::default(), PROBE_TIMEOUT)
-                        .await,
+                    t.call_timeout(
+                        m.group_address,
+                        &Request::Ping,
+                        Default::default(),
+                        PROBE_TIMEOUT,
+                    )
+                    .await,
                 )
             }
         });
@@ -127,14 +132,14 @@ impl Client {
                 Ok((other, _)) => {
                     return Err(ClientError::ManagerUnreachable {
                         name: m.name.clone(),
-                        addr: m.address,
+                        addr: m.group_address,
                         reason: format!("answered {other}"),
                     });
                 }
                 Err(e) => {
                     return Err(ClientError::ManagerUnreachable {
                         name: m.name.clone(),
-                        addr: m.address,
+                        addr: m.group_address,
                         reason: e.to_string(),
                     });
                 }
@@ -151,7 +156,7 @@ impl Client {
             return Err(ClientError::ManagerUnreachable {
                 name: m.map(|m| m.name.clone()).unwrap_or_default(),
                 addr: m
-                    .map(|m| m.address)
+                    .map(|m| m.group_address)
                     .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
                 reason: format!("Hello failed: {e}"),
             });
@@ -250,7 +255,7 @@ impl Client {
         // fragments, commits and session requests only with that tag (`proto::authz`).
         let tag = transport.local_identity().map(|i| i.log_tag()).unwrap_or(0);
         let meta = Arc::new(Meta::new(
-            config.clone(),
+            live.clone(),
             transport.clone(),
             proto::authz::session_of(tag, rand::random::<u64>()),
         ));

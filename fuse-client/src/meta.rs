@@ -20,8 +20,8 @@ use crate::error::FsError;
 use crate::lease::{Action, BootInstant, CacheEpoch, Event, HeldLease, VolumeLease};
 use crate::stats::Counters;
 use futures::future::BoxFuture;
-use proto::config::ClusterConfig;
 use proto::ids::{CallId, InodeId, NodeId, SessionId};
+use proto::live::LiveConfig;
 use proto::msg::{LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Standing};
 use proto::route::{CallError, ManagerClient};
 use proto::transport::{Transport, TransportError};
@@ -171,8 +171,11 @@ enum OnExpired {
 }
 
 impl Meta {
-    pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>, session: SessionId) -> Meta {
-        let slots = config
+    /// Calls go where the config `live` holds at the time names each manager (a takeover
+    /// moves a manager's group to another address).
+    pub fn new(live: Arc<LiveConfig>, transport: Arc<Transport>, session: SessionId) -> Meta {
+        let slots = live
+            .current()
             .manager_nodes()
             .into_iter()
             .map(|m| {
@@ -184,7 +187,7 @@ impl Meta {
             })
             .collect();
         Meta {
-            mc: ManagerClient::new(config, transport),
+            mc: ManagerClient::following(live, transport),
             session,
             counters: Counters::default(),
             calls: std::sync::atomic::AtomicU64::new(0),

@@ -91,9 +91,16 @@ pub fn survey_log(log: LogId, listed: &[SegmentAddr], answers: &[Sealed]) -> Log
     out
 }
 
-/// Whether node `me` runs the reclaimer: the manager with the lowest node id does.
+/// Whether node `me` runs the reclaimer: the manager with the lowest node id does, of those
+/// that serve their own group (a manager whose group another node took over is gone).
 pub fn runs_on(config: &ClusterConfig, me: NodeId) -> bool {
-    config.manager_nodes().iter().map(|n| n.id).min() == Some(me)
+    config
+        .manager_nodes()
+        .iter()
+        .filter(|n| !n.is_hosted())
+        .map(|n| n.id)
+        .min()
+        == Some(me)
 }
 
 /// What one pass did.
@@ -141,11 +148,10 @@ impl Reclaimer {
 
     /// One that lists, reads and writes by the config `live` holds at the time.
     pub fn following(live: Arc<LiveConfig>, transport: Arc<Transport>) -> Reclaimer {
-        let config = live.current();
         Reclaimer {
             storage: StorageClient::new(transport.clone()),
             reader: LogReader::following(live.clone(), transport.clone()),
-            managers: ManagerClient::new(config, transport),
+            managers: ManagerClient::following(live.clone(), transport),
             live,
             seen: Default::default(),
         }

@@ -72,6 +72,7 @@ impl Pair {
                 version: proto::VERSION.into(),
                 workers: Vec::new(),
                 config_group: None,
+                config_epoch: 0,
             };
             let _serve = server.serve(Arc::new(Echo(info)));
             let client = Transport::bind(any, &identity(dir.path(), &ca, "client"), false)

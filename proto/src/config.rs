@@ -71,6 +71,16 @@ pub struct NodeEntry {
     /// or a management network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<SocketAddr>,
+    /// Manager nodes only: the name of the node whose process serves this manager's slots
+    /// and metadata log (its *group*), at `serve_at`, after a takeover (`shoal manager
+    /// takeover`). Absent: the node serves its own group at `address`. A hosted manager
+    /// keeps its id, so its slots and its log (`LogId::manager(id)`) stay as they were;
+    /// its machine keeps `address` (and its config group member, if it is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// With `host`: the UDP address at which the host serves this manager's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_at: Option<SocketAddr>,
 }
 
 /// Reed-Solomon layout of every new segment.
@@ -282,8 +292,55 @@ impl ClusterFile {
             .or_else(|| self.slots_difference(other))
     }
 
+    /// This file with every manager group that moved between `base` and it (another host,
+    /// `host`) put back where `base` has it (host and address): what is left to compare
+    /// when a takeover is allowed.
+    pub fn with_hosting_of(&self, base: &ClusterFile) -> ClusterFile {
+        let mut f = self.clone();
+        for n in f.nodes.iter_mut() {
+            let Some(b) = base.nodes.iter().find(|b| b.name == n.name) else {
+                continue;
+            };
+            if (&n.host, n.serve_at) != (&b.host, b.serve_at) {
+                n.host = b.host.clone();
+                n.serve_at = b.serve_at;
+            }
+        }
+        f
+    }
+
+    /// The next file after manager `manager`'s group moves to `host`'s process, served at
+    /// `address` (a takeover; `shoal manager takeover`); with `host` = `manager`, the group
+    /// goes back to its own node, at its own address (`address` is not used). Pure; the
+    /// result is checked.
+    pub fn takeover(
+        &self,
+        manager: &str,
+        host: &str,
+        address: SocketAddr,
+    ) -> Result<ClusterFile, ConfigError> {
+        let mut f = self.clone();
+        let Some(n) = f.nodes.iter_mut().find(|n| n.name == manager) else {
+            return Err(ConfigError::Invalid(format!("no node named {manager}")));
+        };
+        if !n.roles.contains(&Role::Manager) {
+            return Err(ConfigError::Invalid(format!("{manager} is not a manager")));
+        }
+        if n.host.as_deref().unwrap_or(&n.name) == host {
+            return Err(ConfigError::Invalid(format!(
+                "{host} already serves {manager}'s slots"
+            )));
+        }
+        let away = host != manager;
+        n.host = away.then(|| host.to_string());
+        n.serve_at = away.then_some(address);
+        f.epoch += 1;
+        ClusterConfig::from_file(Path::new("."), f.clone())?;
+        Ok(f)
+    }
+
     fn nodes_difference(&self, other: &ClusterFile, only_managers: bool) -> Option<String> {
-        type Seen = std::collections::BTreeMap<String, (u32, Vec<Role>, SocketAddr)>;
+        type Seen = std::collections::BTreeMap<String, (u32, Vec<Role>, SocketAddr, String)>;
         let nodes = |f: &ClusterFile| -> Seen {
             f.nodes
                 .iter()
@@ -293,13 +350,17 @@ impl ClusterFile {
                     roles.sort_by_key(|r| *r as u8);
                     roles.dedup();
                     let id = n.id.unwrap_or(i as u32 + 1);
-                    (n.name.clone(), (id, roles, n.address))
+                    let host = match (&n.host, n.serve_at) {
+                        (Some(h), Some(at)) if *h != n.name => format!("{h} at {at}"),
+                        _ => n.name.clone(),
+                    };
+                    (n.name.clone(), (id, roles, n.address, host))
                 })
                 .collect()
         };
         let (mine, theirs) = (nodes(self), nodes(other));
-        let manager = |v: Option<&(u32, Vec<Role>, SocketAddr)>| {
-            v.is_some_and(|(_, r, _)| r.contains(&Role::Manager))
+        let manager = |v: Option<&(u32, Vec<Role>, SocketAddr, String)>| {
+            v.is_some_and(|(_, r, _, _)| r.contains(&Role::Manager))
         };
         for name in mine.keys().chain(theirs.keys()) {
             let (a, b) = (mine.get(name), theirs.get(name));
@@ -308,9 +369,9 @@ impl ClusterFile {
             }
             match (a, b) {
                 (Some(a), Some(b)) if a == b => {}
-                (Some((ia, ra, aa)), Some((ib, rb, ab))) => {
+                (Some((ia, ra, aa, ha)), Some((ib, rb, ab, hb))) => {
                     return Some(format!(
-                        "node {name} is id {ia}, roles {ra:?}, at {aa} here; id {ib}, roles {rb:?}, at {ab} there"
+                        "node {name} is id {ia}, roles {ra:?}, at {aa}, served by {ha} here; id {ib}, roles {rb:?}, at {ab}, served by {hb} there"
                     ))
                 }
                 (Some(_), None) => return Some(format!("node {name} is here, not there")),
@@ -367,11 +428,23 @@ pub struct Node {
     pub capacity: Option<u64>,
     /// The node's HTTP endpoint (`http`), if any.
     pub http: Option<SocketAddr>,
+    /// The node whose process serves this node's manager group: the node itself unless a
+    /// takeover moved the group (`host` in the file).
+    pub host: NodeId,
+    /// Where this manager's group is served: `address`, or `serve_at` after a takeover.
+    /// Clients and other managers send manager requests here.
+    pub group_address: SocketAddr,
 }
 
 impl Node {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// Whether another node's process serves this manager's group (after a takeover):
+    /// this node's own process must not serve it.
+    pub fn is_hosted(&self) -> bool {
+        self.host != self.id
     }
 }
 
@@ -471,7 +544,53 @@ impl ClusterConfig {
                 state_dir,
                 capacity,
                 http: n.http,
+                host: NodeId(id),
+                group_address: n.address,
             });
+        }
+        for (i, n) in file.nodes.iter().enumerate() {
+            let Some(host) = n.host.as_ref().filter(|h| **h != n.name) else {
+                if n.serve_at.is_some() {
+                    return bad(format!(
+                        "node {} has serve_at but no other host: serve_at is where its host serves its group",
+                        n.name
+                    ));
+                }
+                continue;
+            };
+            let Some(at) = n.serve_at else {
+                return bad(format!(
+                    "node {} is hosted by {host} but has no serve_at (where {host} serves its group)",
+                    n.name
+                ));
+            };
+            if !addrs.insert(at) {
+                return bad(format!(
+                    "address {at} is used twice (serve_at of {})",
+                    n.name
+                ));
+            }
+            let Some(h) = nodes.iter().find(|x| &x.name == host) else {
+                return bad(format!("node {} is hosted by unknown node {host}", n.name));
+            };
+            let host_is_hosted = file
+                .nodes
+                .iter()
+                .any(|x| x.name == *host && x.host.as_ref().is_some_and(|y| y != host));
+            if !h.has(Role::Manager) || host_is_hosted {
+                return bad(format!(
+                    "node {} is hosted by {host}, which is not a manager serving its own group",
+                    n.name
+                ));
+            }
+            if n.roles != [Role::Manager] {
+                return bad(format!(
+                    "node {} is hosted by {host} but has roles {:?}: only a manager-only node's group can be hosted elsewhere",
+                    n.name, n.roles
+                ));
+            }
+            nodes[i].host = h.id;
+            nodes[i].group_address = at;
         }
         if let Some(r) = &file.storage.reserve {
             parse_size(r).map_err(|e| ConfigError::Invalid(format!("[storage] reserve {e}")))?;
@@ -564,6 +683,8 @@ impl ClusterConfig {
                 state_dir: None,
                 capacity: None,
                 http: None,
+                host: None,
+                serve_at: None,
             });
         }
         for i in 1..=managers {
@@ -575,6 +696,8 @@ impl ClusterConfig {
                 state_dir: None,
                 capacity: None,
                 http: None,
+                host: None,
+                serve_at: None,
             });
         }
         let per = SLOT_COUNT as usize / managers;
@@ -629,6 +752,14 @@ impl ClusterConfig {
         v
     }
 
+    /// The manager groups that `host`'s process serves for other nodes (after takeovers).
+    pub fn hosted_by(&self, host: NodeId) -> Vec<&Node> {
+        self.manager_nodes()
+            .into_iter()
+            .filter(|n| n.is_hosted() && n.host == host)
+            .collect()
+    }
+
     /// The ids of the manager nodes.
     pub fn manager_ids(&self) -> Vec<NodeId> {
         self.manager_nodes().iter().map(|n| n.id).collect()
@@ -640,6 +771,9 @@ impl ClusterConfig {
     /// also in a cluster with one or two managers. Pure: every node computes the same list
     /// from the same file.
     pub fn config_group_members(&self) -> Vec<&Node> {
+        // A manager whose group another node took over stays a member: a node runs its
+        // member only if it is one when it starts, so the group's members change only by
+        // restarting nodes with a new file (issue 13, step 4).
         let mut v = self.manager_nodes();
         let extra: Vec<&Node> = self
             .storage_nodes()
@@ -707,7 +841,9 @@ pub const CONFIG_DOC: &str = "\
 #                 \"2GiB\"; default the file system's size),
 #                 http (optional, e.g. \"127.0.0.1:9400\": Prometheus metrics at
 #                 /metrics and a status page at /; off by default; unauthenticated,
-#                 keep it on loopback or a management network)
+#                 keep it on loopback or a management network),
+#                 host and serve_at (managers, set by `shoal manager takeover`: the
+#                 manager whose process serves this one's slots, and where)
 # [[slots]]       the manager map: inode slots first..=last are served by manager
 # [client]        flush_interval_ms: dirty data reaches the log at least this often;
 #                 segment_bytes: a segment is written once this much is dirty;

@@ -126,6 +126,12 @@ pub async fn run(
                     "following the committed cluster config"
                 );
                 installed(&offered);
+                // Calls in flight to a manager group's old host fail now and are sent again
+                // to its new one, rather than wait out their timeout on a host that stopped.
+                for (group, addr) in crate::live::moved_groups(&old, &offered) {
+                    tracing::info!(%group, old = %addr, "a manager group moved: closing the connection to its old host");
+                    transport.drop_connection(addr);
+                }
             }
             Err(Refused::NotNewer { .. }) => {}
             Err(e @ (Refused::MovesSlots { .. } | Refused::MovesStorage { .. })) => {

@@ -269,20 +269,21 @@ pub fn of_node(n: &crate::config::Node) -> Result<PeerIdentity, IdentityError> {
 pub fn expected_peers(
     config: &crate::config::ClusterConfig,
 ) -> Result<std::collections::HashMap<std::net::SocketAddr, ExpectedPeer>, IdentityError> {
-    config
-        .nodes
-        .iter()
-        .map(|n| {
-            let id = of_node(n)?;
-            Ok((
-                n.address,
-                ExpectedPeer {
-                    name: id.name,
-                    roles: id.roles,
-                },
-            ))
-        })
-        .collect()
+    let mut peers = std::collections::HashMap::new();
+    for n in &config.nodes {
+        let id = of_node(n)?;
+        let expect = |id: PeerIdentity| ExpectedPeer {
+            name: id.name,
+            roles: id.roles,
+        };
+        peers.insert(n.address, expect(id));
+        // A manager group served by another node's process (a takeover) answers at its
+        // own address with that node's certificate.
+        if let Some(host) = config.node(n.host).filter(|_| n.is_hosted()) {
+            peers.insert(n.group_address, expect(of_node(host)?));
+        }
+    }
+    Ok(peers)
 }
 
 impl fmt::Display for ExpectedPeer {

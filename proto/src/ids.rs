@@ -76,6 +76,11 @@ impl LogId {
         LogId(0x4d00_0000_0000 | node.0 as u64)
     }
 
+    /// The manager whose metadata log this is (`None` for other logs).
+    pub fn manager_of(self) -> Option<NodeId> {
+        (self.0 >> 32 == 0x4d00).then_some(NodeId(self.0 as u32))
+    }
+
     /// Bits of a client log id below its identity tag (random per mount).
     const CLIENT_RANDOM_BITS: u32 = 39;
 
@@ -287,6 +292,8 @@ mod tests {
     fn client_logs_are_marked() {
         assert!(LogId::client(5).is_client());
         assert!(!LogId::manager(NodeId(3)).is_client());
+        assert_eq!(LogId::manager(NodeId(3)).manager_of(), Some(NodeId(3)));
+        assert_eq!(LogId::client(0x4d00_0000_0003).manager_of(), None);
         let l = LogId::client_of(0xabcdef, u64::MAX);
         assert!(l.is_client());
         assert_eq!(l.client_tag(), Some(0xabcdef));

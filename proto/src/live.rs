@@ -4,8 +4,10 @@
 //! Owns the install rule (pure: `accepts`) and the wake-up of whoever fetches newer configs.
 //! A running process follows only changes that move no manager slot and keep the storage
 //! nodes in place: storage nodes added with new ids, addresses, the erasure layout of new
-//! stripes. Other tunables keep their start-time values in the parts that read them once. A config that changes
-//! who serves which slot, or a manager's id, roles or address, is not installed; it is logged,
+//! stripes, and takeovers (a manager's group served by another node at a new address: its
+//! slots and log stay the group's). Other tunables keep their start-time values in the parts
+//! that read them once. A config that changes who serves which slot, or a manager's id or
+//! roles, is not installed; it is logged,
 //! and the process keeps serving by the config it has (the start-time check of
 //! `fsd::config_group::standing` decides at the next start). Must not fetch anything itself
 //! (`follow` does) nor decide what the group commits.
@@ -38,7 +40,10 @@ pub fn accepts(running: &ClusterConfig, offered: &ClusterConfig) -> Result<(), R
             offered: offered.file.epoch,
         });
     }
-    if let Some(why) = running.file.serving_difference(&offered.file) {
+    // A takeover (a manager's group served by another node, at another address) is
+    // followed: no slot changes its group, and the group's log stays its own.
+    let unmoved = offered.file.with_hosting_of(&running.file);
+    if let Some(why) = running.file.serving_difference(&unmoved) {
         return Err(Refused::MovesSlots {
             offered: offered.file.epoch,
             why,
@@ -64,6 +69,22 @@ pub fn accepts(running: &ClusterConfig, offered: &ClusterConfig) -> Result<(), R
         });
     }
     Ok(())
+}
+
+/// The manager groups that `new` serves on another host than `old` does, with the address
+/// they had in `old` (pure).
+pub fn moved_groups(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+) -> Vec<(crate::ids::NodeId, std::net::SocketAddr)> {
+    old.manager_nodes()
+        .into_iter()
+        .filter(|a| {
+            new.node(a.id)
+                .is_some_and(|b| b.host != a.host || b.group_address != a.group_address)
+        })
+        .map(|a| (a.id, a.group_address))
+        .collect()
 }
 
 /// The config of a running process; shared, cheap to read.
@@ -111,6 +132,11 @@ impl LiveConfig {
         Ok(old)
     }
 
+    /// Watches the installed epoch (whoever acts on installs: hosting, expected peers).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
     /// Whether a follower keeps this config up to date.
     pub fn is_followed(&self) -> bool {
         self.followed.load(Ordering::Acquire)
@@ -145,6 +171,7 @@ impl LiveConfig {
 mod tests {
     use super::*;
     use crate::config::{ClusterConfig, Role};
+    use std::net::SocketAddr;
     use std::path::Path;
 
     fn base() -> ClusterConfig {
@@ -179,6 +206,93 @@ mod tests {
         f.nodes.push(extra);
         f.epoch += 1;
         ClusterConfig::from_file(&c.dir, f).expect("valid")
+    }
+
+    #[test]
+    fn a_takeover_is_followed_and_names_the_moved_group() {
+        let c = base();
+        let m2 = c.node_by_name("manager-2").expect("m2").clone();
+        let file = c
+            .file
+            .takeover(
+                "manager-2",
+                "manager-1",
+                "127.0.0.1:7990".parse().expect("address"),
+            )
+            .expect("takeover");
+        let moved = ClusterConfig::from_file(&c.dir, file).expect("valid");
+        assert_eq!(accepts(&c, &moved), Ok(()));
+        assert_eq!(moved_groups(&c, &moved), vec![(m2.id, m2.address)]);
+        let n2 = moved.node(m2.id).expect("m2");
+        assert_eq!(n2.address, m2.address, "the machine keeps its address");
+        assert_eq!(n2.group_address, "127.0.0.1:7990".parse().expect("address"));
+        assert!(moved_groups(&c, &with_storage_node(&c)).is_empty());
+        let n = moved.node(m2.id).expect("m2");
+        assert!(n.is_hosted());
+        assert_eq!(n.host, c.node_by_name("manager-1").expect("m1").id);
+        let ids = |c: &ClusterConfig| -> Vec<_> {
+            c.config_group_members()
+                .iter()
+                .map(|n| (n.id, n.address))
+                .collect()
+        };
+        assert_eq!(
+            ids(&moved),
+            ids(&c),
+            "the group's members stay where they are"
+        );
+        // Hosting is all that may change with it: a slot moved as well is refused.
+        let mut f = moved.file.clone();
+        f.slot_ranges[0].manager = "manager-2".into();
+        f.slot_ranges[1].manager = "manager-1".into();
+        f.epoch += 1;
+        let both = ClusterConfig::from_file(&c.dir, f).expect("valid");
+        assert!(matches!(
+            accepts(&moved, &both),
+            Err(Refused::MovesSlots { .. })
+        ));
+    }
+
+    #[test]
+    fn only_a_manager_only_node_is_hosted_by_a_manager_serving_its_own_group() {
+        let c = base();
+        let hosted = |name: &str, host: &str| {
+            let mut f = c.file.clone();
+            let n = f.nodes.iter_mut().find(|n| n.name == name).expect("node");
+            n.host = Some(host.into());
+            n.serve_at = Some("127.0.0.1:7991".parse().expect("address"));
+            ClusterConfig::from_file(&c.dir, f)
+        };
+        assert!(hosted("manager-2", "manager-1").is_ok());
+        assert!(hosted("manager-2", "storage-1").is_err(), "not a manager");
+        assert!(hosted("manager-2", "nobody").is_err());
+        let mut f = c.file.clone();
+        f.nodes
+            .iter_mut()
+            .find(|n| n.name == "manager-2")
+            .expect("m2")
+            .host = Some("manager-1".into());
+        assert!(
+            ClusterConfig::from_file(&c.dir, f).is_err(),
+            "a hosted group needs serve_at"
+        );
+        assert!(
+            hosted("storage-1", "manager-1").is_err(),
+            "has the storage role"
+        );
+        let mut f = c.file.clone();
+        for (n, h, port) in [
+            ("manager-1", "manager-2", 7992),
+            ("manager-2", "manager-1", 7993),
+        ] {
+            let x = f.nodes.iter_mut().find(|x| x.name == n).expect("node");
+            x.host = Some(h.into());
+            x.serve_at = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        assert!(
+            ClusterConfig::from_file(&c.dir, f).is_err(),
+            "a host must serve its own group"
+        );
     }
 
     #[test]

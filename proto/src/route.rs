@@ -3,6 +3,7 @@
 
 use crate::config::ClusterConfig;
 use crate::ids::{CallId, InodeId, NodeId};
+use crate::live::LiveConfig;
 use crate::msg::{
     Credentials, LeaseExtension, ManagerRequest, ManagerResponse, RemoteError, Request, Response,
 };
@@ -71,25 +72,33 @@ pub enum CallError {
     Unroutable(String),
 }
 
-/// Calls managers, routing each request to the owner of its inode's slot.
+/// Calls managers, routing each request to the owner of its inode's slot, at the address
+/// the config in force names for that manager's group (which a takeover moves).
 #[derive(Clone)]
 pub struct ManagerClient {
-    config: Arc<ClusterConfig>,
+    live: Arc<LiveConfig>,
     transport: Arc<Transport>,
 }
 
 impl ManagerClient {
+    /// A client by a fixed config.
     pub fn new(config: Arc<ClusterConfig>, transport: Arc<Transport>) -> ManagerClient {
-        ManagerClient { config, transport }
+        ManagerClient::following(LiveConfig::new(config), transport)
     }
 
-    pub fn config(&self) -> &Arc<ClusterConfig> {
-        &self.config
+    /// A client by the config a process follows (`proto::follow`): each call is sent where
+    /// the config installed at that moment says.
+    pub fn following(live: Arc<LiveConfig>, transport: Arc<Transport>) -> ManagerClient {
+        ManagerClient { live, transport }
+    }
+
+    pub fn config(&self) -> Arc<ClusterConfig> {
+        self.live.current()
     }
 
     /// The manager node serving `ino`.
     pub fn owner_of(&self, ino: InodeId) -> NodeId {
-        self.config.slot_owner(ino.slot())
+        self.live.current().slot_owner(ino.slot())
     }
 
     /// Sends `req` to the manager owning its routing inode.
@@ -110,9 +119,10 @@ impl ManagerClient {
     /// The connection to manager `node` and the ACKs received on it (see
     /// `Transport::acks_received`).
     pub fn acks_received(&self, node: NodeId) -> Option<(usize, u64)> {
-        self.config
+        self.live
+            .current()
             .node(node)
-            .and_then(|n| self.transport.acks_received(n.address))
+            .and_then(|n| self.transport.acks_received(n.group_address))
     }
 
     /// ACKs received on every connection of the transport (`Transport::ack_snapshot`).
@@ -128,8 +138,8 @@ impl ManagerClient {
 
     /// Closes the connection to manager `node` (see `Transport::drop_connection`).
     pub fn drop_connection(&self, node: NodeId) {
-        if let Some(n) = self.config.node(node) {
-            self.transport.drop_connection(n.address);
+        if let Some(n) = self.live.current().node(node) {
+            self.transport.drop_connection(n.group_address);
         }
     }
 
@@ -153,14 +163,15 @@ impl ManagerClient {
         call: Option<CallId>,
         req: ManagerRequest,
     ) -> Result<(ManagerResponse, Option<LeaseExtension>), CallError> {
-        let addr =
-            self.config
-                .node(node)
-                .map(|n| n.address)
-                .ok_or_else(|| CallError::Unexpected {
-                    node,
-                    what: "node not in config".into(),
-                })?;
+        let addr = self
+            .live
+            .current()
+            .node(node)
+            .map(|n| n.group_address)
+            .ok_or_else(|| CallError::Unexpected {
+                node,
+                what: "node not in config".into(),
+            })?;
         let (resp, _) = self
             .transport
             .call_timeout(

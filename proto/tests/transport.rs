@@ -22,6 +22,7 @@ impl Handler for Echo {
                         version: "t".into(),
                         workers: Vec::new(),
                         config_group: None,
+                        config_epoch: 0,
                     }),
                     bulk,
                 ),

@@ -330,6 +330,7 @@ impl Handler for ServerHandler {
                         version: proto::VERSION.into(),
                         workers: Vec::new(),
                         config_group: None,
+                        config_epoch: 0,
                     }),
                     Bytes::new(),
                 ),

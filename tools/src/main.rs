@@ -40,6 +40,9 @@ enum Cmd {
     /// Node commands.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Manager commands: hand a down manager's slots to another manager.
+    #[command(subcommand)]
+    Manager(ManagerCmd),
     /// Mount the cluster's file system at MOUNTPOINT (foreground; Ctrl-C unmounts).
     Mount(MountArgs),
     /// Certificates: issue client and admin identities, revoke any identity.
@@ -211,6 +214,28 @@ enum NodeCmd {
         cluster: PathBuf,
         /// The storage node to empty.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManagerCmd {
+    /// Serve down manager NAME's slots from manager HOST's process (a takeover): proposed
+    /// to the running config group, which refuses it while NAME still answers. HOST loads
+    /// NAME's metadata log from the storage servers and serves it at a new address; mounts
+    /// follow without remounting, and the storage servers refuse NAME's writes from then on.
+    Takeover {
+        /// Cluster directory (holds cluster.toml).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The manager whose slots move.
+        name: String,
+        /// The manager whose process serves them from now on (NAME itself gives them back).
+        #[arg(long)]
+        by: String,
+        /// Where HOST serves them (UDP, QUIC); default a free port on HOST's IP, found on
+        /// this machine (give it when HOST is another machine).
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
     },
 }
 
@@ -528,6 +553,35 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
                 Err(fsd::cluster::ProposeError::Refused(why)) => {
                     bail!("the running cluster refused the new config, cluster.toml is unchanged: {why}")
+                }
+            }
+        }
+        Cmd::Manager(ManagerCmd::Takeover {
+            cluster,
+            name,
+            by,
+            address,
+        }) => {
+            let (before, config) = fsd::cluster::plan_takeover(&cluster, &name, &by, address)?;
+            let at = config
+                .node_by_name(&name)
+                .map(|n| n.address.to_string())
+                .unwrap_or_default();
+            match fsd::cluster::propose_to_group(&before, &config).await {
+                Ok(member) => {
+                    fsd::cluster::write_config(&config)?;
+                    println!(
+                        "{by} serves {name}'s slots at {at} from epoch {} (committed through {member}); mounts follow without remounting",
+                        config.file.epoch
+                    );
+                    println!("copy the new cluster.toml to the other machines for their next start; {name}'s machine must not be started with it as a manager");
+                    Ok(0)
+                }
+                Err(fsd::cluster::ProposeError::Unreachable(why)) => bail!(
+                    "no config group member answered ({why}); a takeover needs the running cluster, cluster.toml is unchanged"
+                ),
+                Err(fsd::cluster::ProposeError::Refused(why)) => {
+                    bail!("the running cluster refused the takeover, cluster.toml is unchanged: {why}")
                 }
             }
         }

@@ -486,6 +486,7 @@ mod tests {
                     version: String::new(),
                     workers: vec![],
                     config_group: None,
+                    config_epoch: 0,
                 })
             } else {
                 Err(Unreachable::UnexpectedAnswer("gone".into()))

@@ -476,6 +476,11 @@ impl ConfigGroup {
     }
 
     /// This member's view for `Ping` answers (`shoal status`).
+    /// The node's transport (the member's checks of a proposal reach other nodes by it).
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
     pub fn view(&self) -> proto::msg::GroupView {
         let m = self.raft.metrics().borrow().clone();
         proto::msg::GroupView {

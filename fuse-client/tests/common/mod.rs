@@ -287,6 +287,7 @@ impl Handler for ManagerNode {
                     version: proto::VERSION.into(),
                     workers: self.service().workers(),
                     config_group: None,
+                    config_epoch: 0,
                 }),
                 Request::Manager(_) | Request::ManagerAs { .. } => {
                     self.manager_request(&peer, req).await

@@ -137,7 +137,7 @@ impl Cleaner {
         Cleaner {
             reader: LogReader::following(live.clone(), transport.clone()),
             storage: StorageClient::new(transport.clone()),
-            managers: ManagerClient::new(config, transport.clone()),
+            managers: ManagerClient::following(live.clone(), transport.clone()),
             reclaimer: Reclaimer::following(live.clone(), transport.clone()),
             writer: tokio::sync::Mutex::new(LogWriter::following(
                 live.clone(),

@@ -72,15 +72,15 @@ impl Service {
         gate: Option<StartGate>,
     ) -> Result<Arc<Service>, ManagerError> {
         let config = live.current();
+        let peers = Arc::new(ClientPeers(ManagerClient::following(
+            live.clone(),
+            transport.clone(),
+        )));
         let backend = Arc::new(StorageLog::following(
             live,
             transport.clone(),
             LogId::manager(node),
         ));
-        let peers = Arc::new(ClientPeers(ManagerClient::new(
-            config.clone(),
-            transport.clone(),
-        )));
         let callbacks = Arc::new(QuicCallbacks(transport));
         Service::start_gated(config, node, backend, peers, callbacks, gate).await
     }
@@ -268,6 +268,11 @@ impl Service {
 
     pub fn node(&self) -> NodeId {
         self.me
+    }
+
+    /// Whether the manager was stopped (`kill`, `shutdown`).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// Commits everything, writes a checkpoint and stops background work.

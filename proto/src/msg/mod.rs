@@ -157,6 +157,10 @@ pub struct NodeInfo {
     pub workers: Vec<crate::worker::WorkerStatus>,
     /// The node's view of the config group, if it is a member (manager nodes).
     pub config_group: Option<GroupView>,
+    /// The epoch of the cluster config the node runs by (`proto::live`): a takeover's new
+    /// host waits until the storage servers have it, so that they fence the old host.
+    #[serde(default)]
+    pub config_epoch: u64,
 }
 
 /// A config group member's view as of a `Ping` answer.

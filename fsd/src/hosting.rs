@@ -1,0 +1,318 @@
+//! Manager groups a node serves for other nodes after a takeover (`host` in the cluster
+//! config, `shoal manager takeover`), and the deposition of the node's own group when the
+//! committed config hands it to another node.
+//!
+//! Owns the hosted groups' endpoints and services. The decision is pure (`plan`: the config
+//! in force and what runs in, what to start and stop out); the shell follows the installed
+//! epoch (`proto::live::LiveConfig::subscribe`). A hosted group is served on its own
+//! endpoint, at the address the config gives the group, with this node's certificate, so
+//! requests, sessions and callbacks need no group field. Must not decide takeovers (the
+//! config group commits them) nor touch another role's state.
+
+use crate::node::{bind_with_retry, DenyState, NodeHandler};
+use proto::config::ClusterConfig;
+use proto::ids::NodeId;
+use proto::live::LiveConfig;
+use proto::msg::{NodeInfo, Request, Response};
+use proto::tls::Identity;
+use proto::transport::Transport;
+use proto::worker::Workers;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the config in force asks of node `me`, given the groups it hosts now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Groups to start serving.
+    pub start: Vec<NodeId>,
+    /// Groups hosted here that another node serves now (or that left the config).
+    pub stop: Vec<NodeId>,
+    /// This node's own group is served elsewhere: its own manager must stop at once.
+    pub deposed: bool,
+}
+
+/// What node `me` must do under `config` while hosting `running` (pure).
+pub fn plan(config: &ClusterConfig, me: NodeId, running: &BTreeSet<NodeId>) -> Plan {
+    let wanted: BTreeSet<NodeId> = config.hosted_by(me).iter().map(|n| n.id).collect();
+    Plan {
+        start: wanted.difference(running).copied().collect(),
+        stop: running.difference(&wanted).copied().collect(),
+        deposed: config.node(me).is_some_and(|n| n.is_hosted()),
+    }
+}
+
+/// How long a new host waits for the storage servers to run by the takeover's epoch
+/// before it serves anyway (a server that does not answer is down; it follows the
+/// committed config when it comes back, at its first follower round).
+const FENCE_WAIT: Duration = Duration::from_secs(10);
+
+/// One hosted group: its endpoint and its manager.
+struct Hosted {
+    service: Arc<manager::Service>,
+    transport: Arc<Transport>,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+/// The groups this node hosts, kept as the installed config says.
+pub struct Hosting {
+    me: NodeId,
+    name: String,
+    id: Identity,
+    live: Arc<LiveConfig>,
+    /// The node's own endpoint (to reach the storage servers while fencing).
+    transport: Arc<Transport>,
+    deny: Arc<DenyState>,
+    registry: Arc<Workers>,
+    /// The node's own manager, deposed when its group moves away.
+    own: Option<Arc<manager::Service>>,
+    groups: tokio::sync::Mutex<BTreeMap<NodeId, Hosted>>,
+}
+
+impl Hosting {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        me: NodeId,
+        name: String,
+        id: Identity,
+        live: Arc<LiveConfig>,
+        transport: Arc<Transport>,
+        deny: Arc<DenyState>,
+        registry: Arc<Workers>,
+        own: Option<Arc<manager::Service>>,
+    ) -> Arc<Hosting> {
+        Arc::new(Hosting {
+            me,
+            name,
+            id,
+            live,
+            transport,
+            deny,
+            registry,
+            own,
+            groups: Default::default(),
+        })
+    }
+
+    /// Follows the installed config until aborted (with the node).
+    pub(crate) async fn run(self: Arc<Self>) {
+        let mut rx = self.live.subscribe();
+        loop {
+            self.apply().await;
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Brings the hosted groups in line with the config in force.
+    async fn apply(&self) {
+        let config = self.live.current();
+        let mut groups = self.groups.lock().await;
+        let running: BTreeSet<NodeId> = groups.keys().copied().collect();
+        let p = plan(&config, self.me, &running);
+        if p.deposed {
+            if let Some(m) = &self.own {
+                if !m.is_stopped() {
+                    tracing::warn!(node = %self.name, epoch = config.file.epoch, "this node's manager group is served by another node now: stopping its manager (deposed)");
+                    m.kill();
+                }
+            }
+        }
+        for g in p.stop {
+            if let Some(h) = groups.remove(&g) {
+                tracing::warn!(node = %self.name, group = %g, epoch = config.file.epoch, "a group this node hosted is served elsewhere now: stopping it");
+                h.service.kill();
+                h.transport.close();
+                h.serve.abort();
+            }
+        }
+        for g in p.start {
+            match self.start(&config, g).await {
+                Ok(h) => {
+                    groups.insert(g, h);
+                }
+                Err(e) => {
+                    tracing::error!(node = %self.name, group = %g, "cannot serve the group handed to this node: {e}")
+                }
+            }
+        }
+        for h in groups.values() {
+            if let Ok(peers) = proto::identity::expected_peers(&config) {
+                h.transport.expect_peers(peers);
+            }
+        }
+    }
+
+    async fn start(&self, config: &Arc<ClusterConfig>, g: NodeId) -> Result<Hosted, String> {
+        let group = config
+            .node(g)
+            .ok_or_else(|| format!("no node {g}"))?
+            .clone();
+        tracing::info!(node = %self.name, group = %group.name, addr = %group.group_address, epoch = config.file.epoch, "taking over manager group");
+        let transport = bind_with_retry(group.group_address, &self.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        transport.expect_peers(proto::identity::expected_peers(config).map_err(|e| e.to_string())?);
+        let epoch = config.file.epoch;
+        let (live, t, who) = (self.live.clone(), self.transport.clone(), self.name.clone());
+        let gate: manager::service::StartGate =
+            Box::pin(async move { fence_storage(&live, &t, epoch, &who).await });
+        let service =
+            manager::Service::start_after(self.live.clone(), g, transport.clone(), Some(gate))
+                .await
+                .map_err(|e| e.to_string())?;
+        let handler = Arc::new(NodeHandler::hosted(
+            NodeInfo {
+                name: self.name.clone(),
+                roles: vec!["manager".into()],
+                version: proto::VERSION.to_string(),
+                workers: Vec::new(),
+                config_group: None,
+                config_epoch: 0,
+            },
+            service.clone(),
+            self.live.clone(),
+            self.deny.clone(),
+            self.registry.clone(),
+        ));
+        let serve = transport.serve(handler);
+        Ok(Hosted {
+            service,
+            transport,
+            serve,
+        })
+    }
+
+    /// The groups hosted here now (status, tests).
+    pub async fn hosted(&self) -> Vec<NodeId> {
+        self.groups.lock().await.keys().copied().collect()
+    }
+
+    /// Stops every hosted group: abruptly (`kill`) or committing first.
+    pub(crate) async fn stop_all(&self, kill: bool) {
+        for (_, h) in std::mem::take(&mut *self.groups.lock().await) {
+            if kill {
+                h.service.kill();
+            } else if let Err(e) = h.service.shutdown().await {
+                tracing::warn!(node = %self.name, "hosted manager shutdown: {e}");
+            }
+            h.transport.close();
+            h.serve.abort();
+        }
+    }
+}
+
+/// Waits until every storage server that answers runs by epoch `epoch` or newer, so that
+/// each refuses the old host's writes to the group's log before the new host serves
+/// (bounded by `FENCE_WAIT`; a server that does not answer is down).
+async fn fence_storage(
+    live: &LiveConfig,
+    transport: &Transport,
+    epoch: u64,
+    who: &str,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + FENCE_WAIT;
+    loop {
+        let config = live.current();
+        let mut behind = Vec::new();
+        for n in config.storage_nodes() {
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                transport.call(n.address, &Request::Ping, bytes::Bytes::new()),
+            )
+            .await
+            {
+                Ok(Ok((Response::Pong(info), _))) if info.config_epoch < epoch => {
+                    behind.push(n.name.clone())
+                }
+                _ => {}
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(node = %who, ?behind, epoch, "storage servers still run by an older config: serving the group anyway");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::config::{ClusterConfig, ErasureConfig};
+
+    fn cluster() -> ClusterConfig {
+        let f = ClusterConfig::generate("t", 6, 3, ErasureConfig { data: 4, parity: 2 }, 7000)
+            .expect("valid");
+        ClusterConfig::from_file(std::path::Path::new("."), f).expect("valid")
+    }
+
+    #[test]
+    fn a_takeover_starts_the_group_at_its_host_and_deposes_the_old_one() {
+        let c = cluster();
+        let (m1, m2) = (NodeId(7), NodeId(8));
+        assert_eq!(plan(&c, m1, &BTreeSet::new()), Plan::default());
+        let moved = c
+            .file
+            .takeover(
+                "manager-2",
+                "manager-1",
+                "127.0.0.1:7100".parse().expect("address"),
+            )
+            .expect("valid");
+        let c2 = ClusterConfig::from_file(std::path::Path::new("."), moved).expect("valid");
+        assert_eq!(
+            plan(&c2, m1, &BTreeSet::new()),
+            Plan {
+                start: vec![m2],
+                ..Plan::default()
+            }
+        );
+        assert_eq!(plan(&c2, m1, &[m2].into()), Plan::default());
+        assert_eq!(
+            plan(&c2, m2, &BTreeSet::new()),
+            Plan {
+                deposed: true,
+                ..Plan::default()
+            }
+        );
+        // Moved on to manager-3: manager-1 stops it, manager-3 starts it.
+        let again = c2
+            .file
+            .takeover(
+                "manager-2",
+                "manager-3",
+                "127.0.0.1:7101".parse().expect("address"),
+            )
+            .expect("valid");
+        let c3 = ClusterConfig::from_file(std::path::Path::new("."), again).expect("valid");
+        assert_eq!(
+            plan(&c3, m1, &[m2].into()),
+            Plan {
+                stop: vec![m2],
+                ..Plan::default()
+            }
+        );
+        assert_eq!(plan(&c3, NodeId(9), &BTreeSet::new()).start, vec![m2]);
+        // Handed back to its own node: it serves again, nobody hosts it.
+        let back = c3
+            .file
+            .takeover(
+                "manager-2",
+                "manager-2",
+                "0.0.0.0:0".parse().expect("address"),
+            )
+            .expect("valid");
+        let c4 = ClusterConfig::from_file(std::path::Path::new("."), back).expect("valid");
+        assert_eq!(plan(&c4, m2, &BTreeSet::new()), Plan::default());
+        assert_eq!(
+            plan(&c4, NodeId(9), &[m2].into()).stop,
+            vec![m2],
+            "the last host lets it go"
+        );
+    }
+}
