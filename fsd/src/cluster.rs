@@ -777,48 +777,48 @@ pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> 
             let mut scrub = None;
             let mut manager_ready = None;
             let mut manager_refusal = None;
-            if reachable.is_ok() {
-                if n.has(Role::Storage) {
-                    if let Ok((Response::Storage(proto::msg::StorageResponse::Stat(s)), _)) = t
-                        .call_timeout(
-                            n.address,
-                            &Request::Storage(StorageRequest::Stat),
-                            bytes::Bytes::new(),
-                            timeout,
-                        )
-                        .await
-                    {
-                        storage = Some(s);
-                    }
-                    if let Ok((Response::Storage(proto::msg::StorageResponse::Scrub(s)), _)) = t
-                        .call_timeout(
-                            n.address,
-                            &Request::Storage(StorageRequest::ScrubStatus),
-                            bytes::Bytes::new(),
-                            timeout,
-                        )
-                        .await
-                    {
-                        scrub = Some(s);
-                    }
+            if reachable.is_ok() && n.has(Role::Storage) {
+                if let Ok((Response::Storage(proto::msg::StorageResponse::Stat(s)), _)) = t
+                    .call_timeout(
+                        n.address,
+                        &Request::Storage(StorageRequest::Stat),
+                        bytes::Bytes::new(),
+                        timeout,
+                    )
+                    .await
+                {
+                    storage = Some(s);
                 }
-                if n.has(Role::Manager) {
-                    let r = t
-                        .call_timeout(
-                            n.address,
-                            &Request::Manager(ManagerRequest::Counts),
-                            bytes::Bytes::new(),
-                            timeout,
-                        )
-                        .await;
-                    manager_ready = Some(matches!(
-                        r,
-                        Ok((Response::Manager(_) | Response::ManagerLeased(..), _))
-                    ));
-                    if let Ok((Response::Error(RemoteError::Unavailable(why)), _)) = &r {
-                        if let Some(why) = why.strip_prefix(proto::msg::REFUSED_PREFIX) {
-                            manager_refusal = Some(why.to_string());
-                        }
+                if let Ok((Response::Storage(proto::msg::StorageResponse::Scrub(s)), _)) = t
+                    .call_timeout(
+                        n.address,
+                        &Request::Storage(StorageRequest::ScrubStatus),
+                        bytes::Bytes::new(),
+                        timeout,
+                    )
+                    .await
+                {
+                    scrub = Some(s);
+                }
+            }
+            // A manager's slots are served at its group's address: its own, or its host's
+            // endpoint after a takeover (then whether its machine answers does not matter).
+            if n.has(Role::Manager) && (reachable.is_ok() || n.is_hosted()) {
+                let r = t
+                    .call_timeout(
+                        n.group_address,
+                        &Request::Manager(ManagerRequest::Counts),
+                        bytes::Bytes::new(),
+                        timeout,
+                    )
+                    .await;
+                manager_ready = Some(matches!(
+                    r,
+                    Ok((Response::Manager(_) | Response::ManagerLeased(..), _))
+                ));
+                if let Ok((Response::Error(RemoteError::Unavailable(why)), _)) = &r {
+                    if let Some(why) = why.strip_prefix(proto::msg::REFUSED_PREFIX) {
+                        manager_refusal = Some(why.to_string());
                     }
                 }
             } else if n.has(Role::Manager) {

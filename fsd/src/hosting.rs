@@ -97,8 +97,12 @@ impl Hosting {
     /// Follows the installed config until aborted (with the node).
     pub(crate) async fn run(self: Arc<Self>) {
         let mut rx = self.live.subscribe();
+        // At the node's start the config may be its own stale file: a group is started
+        // only if the members' newest config still names this node its host. Later configs
+        // were installed from the members' answers.
+        let mut at_start = true;
         loop {
-            self.apply().await;
+            self.apply(std::mem::take(&mut at_start)).await;
             if rx.changed().await.is_err() {
                 return;
             }
@@ -106,7 +110,7 @@ impl Hosting {
     }
 
     /// Brings the hosted groups in line with the config in force.
-    async fn apply(&self) {
+    async fn apply(&self, at_start: bool) {
         let config = self.live.current();
         let mut groups = self.groups.lock().await;
         let running: BTreeSet<NodeId> = groups.keys().copied().collect();
@@ -128,7 +132,7 @@ impl Hosting {
             }
         }
         for g in p.start {
-            match self.start(&config, g).await {
+            match self.start(&config, g, at_start).await {
                 Ok(h) => {
                     groups.insert(g, h);
                 }
@@ -144,7 +148,12 @@ impl Hosting {
         }
     }
 
-    async fn start(&self, config: &Arc<ClusterConfig>, g: NodeId) -> Result<Hosted, String> {
+    async fn start(
+        &self,
+        config: &Arc<ClusterConfig>,
+        g: NodeId,
+        at_start: bool,
+    ) -> Result<Hosted, String> {
         let group = config
             .node(g)
             .ok_or_else(|| format!("no node {g}"))?
@@ -154,10 +163,16 @@ impl Hosting {
             .await
             .map_err(|e| e.to_string())?;
         transport.expect_peers(proto::identity::expected_peers(config).map_err(|e| e.to_string())?);
+        self.deny.enforce_on(transport.clone());
         let epoch = config.file.epoch;
         let (live, t, who) = (self.live.clone(), self.transport.clone(), self.name.clone());
-        let gate: manager::service::StartGate =
-            Box::pin(async move { fence_storage(&live, &t, epoch, &who).await });
+        let me = self.me;
+        let gate: manager::service::StartGate = Box::pin(async move {
+            if at_start {
+                still_host(&live, &t, me, g).await?;
+            }
+            fence_storage(&live, &t, epoch, &who).await
+        });
         let service =
             manager::Service::start_after(self.live.clone(), g, transport.clone(), Some(gate))
                 .await
@@ -200,6 +215,35 @@ impl Hosting {
             h.transport.close();
             h.serve.abort();
         }
+    }
+}
+
+/// The newest config the group's members answer, if newer than the one `live` holds (one
+/// follower round, `proto::follow::ask_members`): a start that must not go by a stale file
+/// (a restarted node's applied state may predate a takeover) asks it first.
+pub(crate) async fn newest_committed(
+    live: &LiveConfig,
+    transport: &Arc<Transport>,
+) -> Option<ClusterConfig> {
+    let current = live.current();
+    let round = proto::follow::ask_members(transport, &current, current.file.epoch).await;
+    ClusterConfig::from_file(&current.dir, round.newer?).ok()
+}
+
+/// Refuses a hosted group's start when the members already committed a config that no
+/// longer names node `me` as its host (a restarted host with a stale `cluster.toml`).
+async fn still_host(
+    live: &LiveConfig,
+    transport: &Arc<Transport>,
+    me: NodeId,
+    group: NodeId,
+) -> Result<(), String> {
+    match newest_committed(live, transport).await {
+        Some(c) if c.node(group).map(|n| n.host) != Some(me) => Err(format!(
+            "the committed config (epoch {}) no longer has this node serve group {group}",
+            c.file.epoch
+        )),
+        _ => Ok(()),
     }
 }
 

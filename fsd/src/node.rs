@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The deny list a node enforces: checked against the CA it trusts, persisted in its state
-/// directory, handed to the transport (which refuses and disconnects the names).
+/// directory, handed to the node's transports (which refuse and disconnect the names): its
+/// own and those of the manager groups it hosts.
 pub struct DenyState {
     ca_der: Vec<u8>,
     path: PathBuf,
     current: Mutex<DenyList>,
-    transport: Arc<Transport>,
+    transports: Mutex<Vec<Arc<Transport>>>,
 }
 
 impl DenyState {
@@ -39,7 +40,7 @@ impl DenyState {
             ca_der,
             path: state_dir.join("revoked.list"),
             current: Mutex::new(DenyList::default()),
-            transport,
+            transports: Mutex::new(vec![transport]),
         };
         for path in [st.path.clone(), revoked_list_path(config)] {
             let loaded =
@@ -69,10 +70,21 @@ impl DenyState {
         }
         signed.store(&self.path)?;
         tracing::warn!(seq = list.seq, names = ?list.names, "deny list installed: these identities are refused");
-        self.transport
-            .set_denied(list.names.iter().cloned().collect());
+        let transports = self.transports.lock().unwrap_or_else(|e| e.into_inner());
+        for t in transports.iter() {
+            t.set_denied(list.names.iter().cloned().collect());
+        }
         *cur = list;
         Ok(cur.seq)
+    }
+
+    /// Enforces the list on another transport of the node (a hosted group's endpoint), now
+    /// and at every later install.
+    pub(crate) fn enforce_on(&self, transport: Arc<Transport>) {
+        let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        transport.set_denied(cur.names.iter().cloned().collect());
+        let mut transports = self.transports.lock().unwrap_or_else(|e| e.into_inner());
+        transports.push(transport);
     }
 }
 
@@ -192,17 +204,16 @@ impl Handler for NodeHandler {
                     info.config_epoch = self.live.epoch();
                     (Response::Pong(info), Bytes::new())
                 }
-                Request::Storage(r) => match &self.storage {
-                    Some(_) if self.fenced(&peer, &r).is_some() => {
-                        let why = self.fenced(&peer, &r).unwrap_or_default();
+                Request::Storage(r) => match (&self.storage, self.fenced(&peer, &r)) {
+                    (Some(_), Some(why)) => {
                         proto::warn_limited!(node = %self.info.name, addr = %peer.addr, "refused {r}: {why}");
                         (Response::Error(RemoteError::Invalid(why)), Bytes::new())
                     }
-                    Some(s) => match s.handle_as(r, bulk, write_class(&peer)).await {
+                    (Some(s), None) => match s.handle_as(r, bulk, write_class(&peer)).await {
                         Ok((resp, bulk)) => (Response::Storage(resp), bulk),
                         Err(e) => (Response::Error(e), Bytes::new()),
                     },
-                    None => (
+                    (None, _) => (
                         Response::Error(RemoteError::NoRole("storage".into())),
                         Bytes::new(),
                     ),
@@ -370,16 +381,19 @@ impl NodeHandler {
         }
     }
 
-    /// Why a write into a manager's metadata log is refused (fencing): by the config this
-    /// node runs, a manager identity may write a manager group's log only if it hosts the
-    /// group, or if it runs the background rebuild (which restores lost fragments of every
-    /// log). A deposed host (its group taken over while it was stopped or cut off) can
-    /// make nothing durable once the storage servers run by the takeover's epoch.
-    /// Storage (scrub repair) and admin (rebuild) identities are not fenced.
+    /// Why a write or delete in a manager's metadata log is refused (fencing): by the
+    /// config this node runs, a manager identity may write or delete fragments of a manager
+    /// group's log only if it hosts the group, or if it runs the background rebuild (which
+    /// restores lost fragments of every log). A deposed host (its group taken over while it
+    /// was stopped or cut off) can change nothing durable once the storage servers run by
+    /// the takeover's epoch. Storage (scrub repair) and admin (rebuild, drain, clean)
+    /// identities are not fenced.
     fn fenced(&self, peer: &Peer, req: &proto::msg::StorageRequest) -> Option<String> {
         use proto::identity::Role as R;
-        let proto::msg::StorageRequest::PutFragment { id, .. } = req else {
-            return None;
+        use proto::msg::StorageRequest as S;
+        let id = match req {
+            S::PutFragment { id, .. } | S::Delete { id } => id,
+            _ => return None,
         };
         let group = id.log.manager_of()?;
         let who = peer.identity.as_ref()?;
@@ -711,13 +725,18 @@ impl RunningNode {
                             Err(e) => return Err(format!("the committed cluster config: {e}")),
                         }
                         expect_nodes_of(&t, &committed);
-                        if let Some(h) = committed.node(me).filter(|n| n.is_hosted()) {
-                            let host = committed.node(h.host).map_or("?", |x| x.name.as_str());
-                            return Err(format!(
-                                "this manager's group is served by {host} since a takeover (committed epoch {}): this node must not serve it",
-                                committed.file.epoch
-                            ));
-                        }
+                    }
+                    // The agreement may have gone by this member's applied state (no leader
+                    // answered), which predates a takeover made while this node was down:
+                    // one round of the members' answers decides whether it still serves.
+                    let newest = crate::hosting::newest_committed(&live, &t).await;
+                    let latest = newest.map(Arc::new).unwrap_or_else(|| live.current());
+                    if let Some(h) = latest.node(me).filter(|n| n.is_hosted()) {
+                        let host = latest.node(h.host).map_or("?", |x| x.name.as_str());
+                        return Err(format!(
+                            "this manager's group is served by {host} since a takeover (committed epoch {}): this node must not serve it",
+                            latest.file.epoch
+                        ));
                     }
                     Ok(())
                 }) as manager::service::StartGate
@@ -823,6 +842,31 @@ impl RunningNode {
                 }),
             ));
         }
+        // A deposed manager's node (its group taken over) stops the cleaner, the reclaimer
+        // and the rebuild it ran for the cluster: they act by a config it no longer serves.
+        if let (Some(m), true) = (manager.clone(), reclaimer.is_some()) {
+            let mut handles: Vec<tokio::task::AbortHandle> =
+                reclaimer.iter().map(|h| h.abort_handle()).collect();
+            handles.extend(
+                workers
+                    .iter()
+                    .filter(|(n, _)| *n == "rebuild")
+                    .map(|(_, h)| h.abort_handle()),
+            );
+            let who = name.to_string();
+            workers.push((
+                "deposed-watch",
+                tokio::spawn(async move {
+                    while !m.is_stopped() {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    tracing::warn!(node = %who, "this node's manager stopped: stopping the cleaner, reclaimer and rebuild it ran");
+                    for h in handles {
+                        h.abort();
+                    }
+                }),
+            ));
+        }
         // Never stopped through the watch: the task is aborted with the node.
         let (clock_tx, clock_rx) = tokio::sync::watch::channel(false);
         let who = name.to_string();
@@ -889,11 +933,12 @@ impl RunningNode {
         if let Some(m) = &self.manager {
             m.kill();
         }
+        // The hosting task first, so that no install starts a group after this.
+        self.stop_workers();
         self.hosting.stop_all(true).await;
         if let Some(g) = &self.config_group {
             g.shutdown().await;
         }
-        self.stop_workers();
         self.transport.close();
         self.serve.abort();
         tracing::info!(node = %self.name, "node killed");

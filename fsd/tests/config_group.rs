@@ -913,10 +913,11 @@ async fn an_administrators_proposal_is_checked_and_running_clients_follow_it() {
 }
 
 /// Issue [failover]: a takeover in one process. manager-3 crashes; its group is handed to
-/// manager-1 (`ClusterFile::takeover`, proposed through the group). manager-1 serves it at
+/// manager-2 (`ClusterFile::takeover`, proposed through the group). manager-2 serves it at
 /// the new address, a running client follows without reconnecting and reads what it wrote
-/// before, and the storage server fences the log: puts into manager-3's log from manager-3's
-/// or manager-2's identity are refused, the host's are not.
+/// before, and the storage server fences the log: a put or delete in manager-3's log from
+/// manager-3's identity is refused; the host's put is stored, and the rebuild runner
+/// (manager-1) is not fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fenced() {
     use proto::config::ClusterConfig;
@@ -964,7 +965,7 @@ async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fence
         &config.dir,
         config
             .file
-            .takeover("manager-3", "manager-1", addr)
+            .takeover("manager-3", "manager-2", addr)
             .expect("takeover file"),
     )
     .expect("valid");
@@ -997,40 +998,57 @@ async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fence
 
     tracing::info!("--- the storage server fences manager-3's log");
     let storage = config.node_by_name("storage-1").expect("storage-1").address;
-    let put = |as_name: &'static str| {
+    let id = FragmentId {
+        log: LogId::manager(m3),
+        segment: SegmentId(u64::MAX - 1),
+        index: 0,
+    };
+    let send = |as_name: &'static str, req: StorageRequest, bulk: &'static [u8]| {
         let config = config.clone();
         async move {
             let t = fsd::cluster::transport_as(&config, as_name).expect("identity");
-            let req = Request::Storage(StorageRequest::PutFragment {
-                id: FragmentId {
-                    log: LogId::manager(m3),
-                    segment: SegmentId(u64::MAX - 1),
-                    index: 0,
-                },
-                meta: FragmentMeta {
-                    codec: 0,
-                    k: 1,
-                    m: 0,
-                    segment_len: 4,
-                    crc32c: 0,
-                    nodes: 1,
-                },
-            });
             match t
-                .call_timeout(storage, &req, Bytes::from_static(b"late"), WAIT)
+                .call_timeout(
+                    storage,
+                    &Request::Storage(req),
+                    Bytes::from_static(bulk),
+                    WAIT,
+                )
                 .await
             {
                 Ok((Response::Error(e), _)) => e.to_string(),
-                Ok((other, _)) => format!("answered {other}"),
+                Ok((other, _)) => format!("answered {other:?}"),
                 Err(e) => format!("transport: {e}"),
             }
         }
     };
-    for deposed in ["manager-3", "manager-2"] {
-        let why = put(deposed).await;
-        assert!(why.contains("fenced"), "{deposed}: {why}");
-    }
-    let host = put("manager-1").await;
-    assert!(!host.contains("fenced"), "the host is fenced: {host}");
+    let put = |as_name: &'static str, segment: u64| {
+        let req = StorageRequest::PutFragment {
+            id: FragmentId {
+                segment: SegmentId(segment),
+                ..id
+            },
+            meta: FragmentMeta {
+                codec: proto::msg::CODEC_RS_GF8_RSE,
+                k: 1,
+                m: 0,
+                segment_len: 4,
+                crc32c: proto::crc32c(b"late"),
+                nodes: 1,
+            },
+        };
+        send(as_name, req, b"late")
+    };
+    let why = put("manager-3", u64::MAX - 1).await;
+    assert!(why.contains("fenced"), "manager-3's put: {why}");
+    let why = send("manager-3", StorageRequest::Delete { id }, b"").await;
+    assert!(why.contains("fenced"), "manager-3's delete: {why}");
+    let host = put("manager-2", u64::MAX - 1).await;
+    assert!(host.contains("Stored"), "the host's put: {host}");
+    let rebuilder = put("manager-1", u64::MAX - 2).await;
+    assert!(
+        rebuilder.contains("Stored"),
+        "the rebuild runner's put: {rebuilder}"
+    );
     tc.cluster.stop().await;
 }

@@ -229,7 +229,9 @@ enum ManagerCmd {
         cluster: PathBuf,
         /// The manager whose slots move.
         name: String,
-        /// The manager whose process serves them from now on (NAME itself gives them back).
+        /// The manager whose process serves them from now on. NAME itself gives them back
+        /// (at NAME's address), which the cluster takes only while the current host's copy is
+        /// down; then restart NAME's node with the new cluster.toml.
         #[arg(long)]
         by: String,
         /// Where HOST serves them (UDP, QUIC); default a free port on HOST's IP, found on
@@ -565,7 +567,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let (before, config) = fsd::cluster::plan_takeover(&cluster, &name, &by, address)?;
             let at = config
                 .node_by_name(&name)
-                .map(|n| n.address.to_string())
+                .map(|n| n.group_address.to_string())
                 .unwrap_or_default();
             match fsd::cluster::propose_to_group(&before, &config).await {
                 Ok(member) => {

@@ -75,6 +75,9 @@ pub struct NodeReport {
     pub draining: bool,
     /// Managers: the slot ranges they own ("0-511"); empty for other nodes.
     pub slots: Vec<String>,
+    /// Managers whose group another manager took over (`shoal manager takeover`): "HOST at
+    /// ADDR", where those slots are served; null otherwise.
+    pub served_by: Option<String>,
     /// Why the node could not be reached, or why its manager will not serve (null when
     /// neither).
     pub error: Option<String>,
@@ -184,6 +187,14 @@ pub fn report(
                 .node_by_name(&n.name)
                 .map(|c| slot_ranges(config, c.id))
                 .unwrap_or_default(),
+            served_by: config
+                .node_by_name(&n.name)
+                .filter(|c| c.is_hosted())
+                .and_then(|c| {
+                    config
+                        .node(c.host)
+                        .map(|h| format!("{} at {}", h.name, c.group_address))
+                }),
             error: match &n.reachable {
                 Err(e) => Some(e.to_string()),
                 Ok(_) => n
@@ -334,6 +345,9 @@ fn print_text(
                 nr.slots.join(",")
             }
         );
+        if let Some(by) = &nr.served_by {
+            println!("    its slots are served by {by} (a takeover)");
+        }
         if let Some(e) = &nr.error {
             println!("    {e}");
         }
@@ -541,6 +555,7 @@ mod tests {
             "fragments",
             "draining",
             "workers",
+            "served_by",
         ] {
             assert!(v["nodes"][0].get(f).is_some(), "missing {f}");
         }
