@@ -263,18 +263,10 @@ pub fn plan_takeover(
         None if host == manager => h.address,
         None => {
             let ip = h.address.ip();
-            let probe = std::net::UdpSocket::bind((ip, 0)).map_err(|source| NodeError::Io {
+            crate::config_group::free_port_on(ip).map_err(|source| NodeError::Io {
                 path: PathBuf::from(format!("udp {ip}:0")),
                 source,
-            })?;
-            let port = probe
-                .local_addr()
-                .map_err(|source| NodeError::Io {
-                    path: PathBuf::from(format!("udp {ip}:0")),
-                    source,
-                })?
-                .port();
-            std::net::SocketAddr::new(ip, port)
+            })?
         }
     };
     let file = old.file.takeover(manager, host, address)?;
@@ -757,6 +749,22 @@ pub struct ClusterStatus {
 }
 
 /// Probes every node of the cluster with the client identity.
+/// The config group members' committed config, when it is newer than `config` and a running
+/// node would follow it (`proto::live::accepts`: a takeover made since this `cluster.toml`
+/// was written, or storage nodes added); `None` otherwise or when no member answers.
+pub async fn committed_config(config: &ClusterConfig) -> Result<Option<ClusterConfig>, NodeError> {
+    let transport = transport_as(config, DEFAULT_CLIENT)?;
+    let round = proto::follow::ask_members(&transport, config, config.file.epoch).await;
+    transport.close();
+    let Some(file) = round.newer else {
+        return Ok(None);
+    };
+    let newer = ClusterConfig::from_file(&config.dir, file)?;
+    Ok(proto::live::accepts(config, &newer)
+        .is_ok()
+        .then_some(newer))
+}
+
 pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> {
     let transport = transport_as(config, DEFAULT_CLIENT)?;
     let timeout = Duration::from_secs(3);

@@ -66,6 +66,9 @@ pub struct Hosting {
     registry: Arc<Workers>,
     /// The node's own manager, deposed when its group moves away.
     own: Option<Arc<manager::Service>>,
+    /// The node's membership lease, which every hosted group serves under (automatic
+    /// takeover on).
+    serving: Option<Arc<manager::serving_lease::ServingLease>>,
     groups: tokio::sync::Mutex<BTreeMap<NodeId, Hosted>>,
 }
 
@@ -80,6 +83,7 @@ impl Hosting {
         deny: Arc<DenyState>,
         registry: Arc<Workers>,
         own: Option<Arc<manager::Service>>,
+        serving: Option<Arc<manager::serving_lease::ServingLease>>,
     ) -> Arc<Hosting> {
         Arc::new(Hosting {
             me,
@@ -90,6 +94,7 @@ impl Hosting {
             deny,
             registry,
             own,
+            serving,
             groups: Default::default(),
         })
     }
@@ -177,6 +182,9 @@ impl Hosting {
             manager::Service::start_after(self.live.clone(), g, transport.clone(), Some(gate))
                 .await
                 .map_err(|e| e.to_string())?;
+        if let Some(l) = &self.serving {
+            service.require_serving_lease(l.clone());
+        }
         let handler = Arc::new(NodeHandler::hosted(
             NodeInfo {
                 name: self.name.clone(),

@@ -9,5 +9,6 @@ pub mod error;
 pub mod hosting;
 pub mod http;
 pub mod node;
+mod renewal;
 
 pub use error::NodeError;

@@ -430,7 +430,10 @@ impl NodeHandler {
         };
         let access = client_access(peer, cred.as_ref());
         match &self.manager {
-            Some(m) if needs_session(peer, &r) && !m.has_session(peer.addr) => {
+            // A manager still recovering (after a restart or a takeover) answers every
+            // request `Unavailable`, which clients retry until it serves: a `LeaseExpired`
+            // now would have them renew, be refused, and give up after a few tries.
+            Some(m) if needs_session(peer, &r) && m.is_ready() && !m.has_session(peer.addr) => {
                 proto::warn_limited!(node = %self.info.name, addr = %peer.addr, "refused {r}: the client has no lease session");
                 (
                     Response::Error(RemoteError::LeaseExpired(
@@ -703,6 +706,12 @@ impl RunningNode {
         } else {
             None
         };
+        // Automatic takeover: this node's manager groups serve only under its membership
+        // lease, renewed with the config group (`renewal`).
+        let serving = (config.file.manager.auto_takeover
+            && node.has(Role::Manager)
+            && config_group.is_some())
+        .then(|| Arc::new(manager::serving_lease::ServingLease::new()));
         let manager = if serves_manager {
             tracing::info!(node = %name, slots = config.slots_of(node.id).len(), "starting manager");
             // Every manager is a member: it serves once its file agrees with the group's.
@@ -741,11 +750,13 @@ impl RunningNode {
                     Ok(())
                 }) as manager::service::StartGate
             });
-            Some(
-                manager::Service::start_after(live.clone(), node.id, transport.clone(), gate)
-                    .await
-                    .map_err(|e| NodeError::Manager(e.to_string()))?,
-            )
+            let m = manager::Service::start_after(live.clone(), node.id, transport.clone(), gate)
+                .await
+                .map_err(|e| NodeError::Manager(e.to_string()))?;
+            if let Some(l) = &serving {
+                m.require_serving_lease(l.clone());
+            }
+            Some(m)
         } else {
             None
         };
@@ -791,8 +802,22 @@ impl RunningNode {
             deny,
             registry.clone(),
             manager.clone(),
+            serving.clone(),
         );
         workers.push(("hosting", tokio::spawn(hosting.clone().run())));
+        if let (Some(l), Some(g)) = (&serving, &config_group) {
+            tracing::info!(node = %name, "automatic takeover is on: renewing this node's membership lease with the config group");
+            workers.push((
+                "membership-lease",
+                tokio::spawn(crate::renewal::run(
+                    g.clone(),
+                    node.id,
+                    name.to_string(),
+                    live.clone(),
+                    l.clone(),
+                )),
+            ));
+        }
         tracing::info!(node = %name, addr = %node.address, "node is serving");
         let http = match node.http {
             Some(addr) => {

@@ -921,7 +921,7 @@ async fn an_administrators_proposal_is_checked_and_running_clients_follow_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fenced() {
     use proto::config::ClusterConfig;
-    use proto::ids::{FragmentId, InodeId, LogId, SegmentId};
+    use proto::ids::{FragmentId, LogId, SegmentId};
     use proto::msg::{Caller, FragmentMeta, StorageRequest};
     const ROOT: Caller = Caller { uid: 0, gid: 0 };
     let mut tc = cluster().await;
@@ -930,28 +930,7 @@ async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fence
     let m3 = config.node_by_name("manager-3").expect("manager-3").id;
     let client = tc.client().await;
     // A directory served by manager-3, with a file in it.
-    let mut dir = None;
-    for i in 0..64 {
-        let d = client
-            .mkdir(InodeId::ROOT, &format!("d{i}"), 0o755, 0o022, ROOT)
-            .await
-            .expect("mkdir");
-        if config.slot_owner(d.ino.slot()) == m3 {
-            dir = Some(d.ino);
-            break;
-        }
-    }
-    let dir = dir.expect("a directory on manager-3");
-    let (f, _) = client
-        .create(dir, "before", 0o644, 0o022, ROOT)
-        .await
-        .expect("create");
-    client
-        .write(f.ino, 0, b"before the takeover")
-        .await
-        .expect("write");
-    client.fsync(f.ino).await.expect("fsync");
-    client.release(f.ino).await.expect("release");
+    let dir = dir_with_file(&client, &config, m3, "before", b"before the takeover").await;
 
     tracing::info!("--- manager-3 crashes; its group goes to manager-1");
     tc.cluster
@@ -1051,4 +1030,140 @@ async fn a_crashed_managers_group_is_served_by_its_new_host_and_its_log_is_fence
         "the rebuild runner's put: {rebuilder}"
     );
     tc.cluster.stop().await;
+}
+
+/// Automatic takeover, split brain ruled out by construction: manager-3 is cut off from the
+/// other members (they refuse its identity, as a revoked one: its renewals and raft calls
+/// fail) while clients still reach it. It must stop serving (its membership lease runs
+/// out) before the leader hands its group to another manager; the client then follows the
+/// takeover and finds its file; healed, manager-3 finds itself deposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manager_cut_off_from_the_group_stops_serving_before_its_group_moves() {
+    use proto::msg::ManagerRequest;
+    init_logging();
+    let tc = TestCluster::start_editing(1, 3, 1, 0, |f| f.manager.auto_takeover = true).await;
+    let config = tc.cluster.config.clone();
+    all_at_epoch(&tc, &MANAGERS, config.file.epoch).await;
+    let m3 = config.node_by_name("manager-3").expect("manager-3").id;
+    let client = tc.client().await;
+    let dir = dir_with_file(&client, &config, m3, "kept", b"kept across the takeover").await;
+    let svc3 = tc
+        .cluster
+        .manager_service("manager-3")
+        .expect("manager-3 serves");
+    let probe = ManagerRequest::GetAttr { ino: dir };
+    svc3.handle(None, probe.clone())
+        .await
+        .expect("manager-3 serves before the cut");
+
+    // Two renewal periods: every member has seen manager-3 renew (a host no member saw
+    // since it started is never moved automatically; the group's membership reaches a
+    // fresh member only with the first entries, so its first renewals reach no one).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tracing::info!("--- manager-3 cut off from the other members");
+    let cut = |names: std::collections::HashSet<String>| {
+        for other in ["manager-1", "manager-2"] {
+            tc.cluster
+                .node_transport(other)
+                .expect("transport")
+                .set_denied(names.clone());
+        }
+    };
+    cut(["manager-3".to_string()].into());
+    let t0 = Instant::now();
+    let m1 = member(&tc, "manager-1");
+    let epoch = config.file.epoch;
+    let (mut refused, mut served_after) = (None, false);
+    let moved = loop {
+        assert!(t0.elapsed() < WAIT, "no takeover within {WAIT:?}");
+        if m1.epoch() > Some(epoch) {
+            break t0.elapsed();
+        }
+        match svc3.handle(None, probe.clone()).await {
+            Err(RemoteError::Unavailable(why)) if why.contains("membership lease") => {
+                refused.get_or_insert(t0.elapsed());
+            }
+            Ok(_) => served_after |= refused.is_some(),
+            Err(e) => panic!("manager-3 answered {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let refused = refused.expect("manager-3 never stopped serving before its group moved");
+    tracing::info!(
+        ?refused,
+        ?moved,
+        "manager-3 stopped serving, then its group moved"
+    );
+    assert!(
+        refused < moved,
+        "stopped at {refused:?}, moved at {moved:?}"
+    );
+    assert!(
+        !served_after,
+        "manager-3 served again after its lease ran out"
+    );
+    let committed = m1.current().expect("committed");
+    let host = committed
+        .nodes
+        .iter()
+        .find(|n| n.name == "manager-3")
+        .and_then(|n| n.host.clone())
+        .expect("manager-3's group has a host");
+    assert!(
+        host == "manager-1" || host == "manager-2",
+        "manager-3's group went to {host}"
+    );
+
+    tracing::info!("--- the client follows and finds its file at {host}");
+    let a = tokio::time::timeout(Duration::from_secs(60), client.lookup(dir, "kept"))
+        .await
+        .expect("lookup within 60 s")
+        .expect("lookup at the new host");
+    assert_eq!(
+        common::read_all(&client, a.ino, 64).await,
+        b"kept across the takeover"
+    );
+
+    tracing::info!("--- healed: manager-3 finds itself deposed");
+    cut(Default::default());
+    wait_until(WAIT, "manager-3's manager stops (deposed)", || {
+        let stopped = svc3.is_stopped();
+        async move { stopped.then_some(()) }
+    })
+    .await;
+    tc.cluster.stop().await;
+}
+
+/// A new directory at the root served by manager `m` (the first of 64 tries), holding file
+/// `name` with `data`, fsynced.
+async fn dir_with_file(
+    client: &fuse_client::Client,
+    config: &proto::config::ClusterConfig,
+    m: proto::ids::NodeId,
+    name: &str,
+    data: &[u8],
+) -> proto::ids::InodeId {
+    use proto::ids::InodeId;
+    use proto::msg::Caller;
+    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    let mut dir = None;
+    for i in 0..64 {
+        let d = client
+            .mkdir(InodeId::ROOT, &format!("d{i}"), 0o755, 0o022, ROOT)
+            .await
+            .expect("mkdir");
+        if config.slot_owner(d.ino.slot()) == m {
+            dir = Some(d.ino);
+            break;
+        }
+    }
+    let dir = dir.expect("a directory on the manager");
+    let (f, _) = client
+        .create(dir, name, 0o644, 0o022, ROOT)
+        .await
+        .expect("create");
+    client.write(f.ino, 0, data).await.expect("write");
+    client.fsync(f.ino).await.expect("fsync");
+    client.release(f.ino).await.expect("release");
+    dir
 }

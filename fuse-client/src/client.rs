@@ -97,6 +97,41 @@ pub struct Client {
 /// How often a mount compares the wall clock with the boot clock (`proto::wall_clock`).
 const CLOCK_CHECK: Duration = Duration::from_secs(2);
 
+/// `config`, or the newer one the config group's members answer if a running mount would
+/// install it (`proto::live::accepts`).
+async fn newest_to_follow(
+    config: Arc<ClusterConfig>,
+    transport: &Arc<Transport>,
+) -> Arc<ClusterConfig> {
+    let round = proto::follow::ask_members(transport, &config, config.file.epoch).await;
+    let Some(file) = round.newer else {
+        return config;
+    };
+    match ClusterConfig::from_file(&config.dir, file) {
+        Ok(newer) => match proto::live::accepts(&config, &newer) {
+            Ok(()) => {
+                tracing::info!(
+                    local = config.file.epoch,
+                    committed = newer.file.epoch,
+                    "starting from the committed cluster config (newer than cluster.toml here)"
+                );
+                if let Ok(peers) = proto::identity::expected_peers(&newer) {
+                    transport.expect_peers(peers);
+                }
+                Arc::new(newer)
+            }
+            Err(e) => {
+                tracing::warn!(local = config.file.epoch, committed = newer.file.epoch, "the committed cluster config is newer than cluster.toml here and not followed: {e}");
+                config
+            }
+        },
+        Err(e) => {
+            tracing::warn!("the committed cluster config does not load: {e}");
+            config
+        }
+    }
+}
+
 impl Client {
     /// Connects to the cluster: every manager must answer a ping, and the root directory
     /// must be served (waiting up to a minute while managers recover). Starts the flusher.
@@ -104,6 +139,10 @@ impl Client {
         config: Arc<ClusterConfig>,
         transport: Arc<Transport>,
     ) -> Result<Arc<Client>, ClientError> {
+        // Start from the members' committed config when it is newer and this mount may
+        // follow it (a takeover made since `cluster.toml` was written here): the groups are
+        // then pinged where they are served now.
+        let config = newest_to_follow(config, &transport).await;
         let managers: Vec<_> = config.manager_nodes().into_iter().cloned().collect();
         if managers.is_empty() {
             return Err(ClientError::NoManagers);

@@ -241,7 +241,7 @@ impl TestEnv {
                 .unwrap_or_default();
             eprintln!(
                 "----- {name} (last {TAIL_LINES} lines) -----\n{}",
-                tail(&f, TAIL_LINES)
+                crate::process::tail_without_raft_retries(&f, TAIL_LINES)
             );
         }
         eprintln!("===== end of logs =====");

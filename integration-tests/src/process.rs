@@ -233,6 +233,29 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// `tail`, without the lines of openraft's replication retries to a config group member
+/// that is down (a heartbeat's failure every 250 ms, which would fill the tail of a test
+/// that stops a member); the count of lines left out is said.
+pub fn tail_without_raft_retries(path: &Path, lines: usize) -> String {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => return String::new(),
+    };
+    let noise = |l: &&str| {
+        l.contains("openraft::replication")
+            || l.contains("openraft::engine::handler::replication_handler")
+    };
+    let skipped = text.lines().filter(noise).count();
+    let kept: Vec<&str> = text.lines().filter(|l| !noise(l)).collect();
+    let mut out = kept[kept.len().saturating_sub(lines)..].join("\n");
+    if skipped > 0 {
+        out.push_str(&format!(
+            "\n({skipped} lines of openraft replication retries left out)"
+        ));
+    }
+    out
+}
+
 /// What a one-shot command did.
 #[derive(Clone, Debug)]
 pub struct CmdOutput {

@@ -11,7 +11,8 @@
 //! formats, `checkpoint` checkpoints in bounded chunks and the legacy format, `journal`
 //! group commit over the log, `recovery` checkpoint + roll forward; re-exported at the
 //! root under those names), `lease` (pure volume leases and callbacks, `lease::engine`)
-//! `holders` (pure: which client sessions fetched which extent windows, the hints of
+//! `serving_lease` (the node's membership lease: no request is served without it when
+//! automatic takeover is on), `holders` (pure: which client sessions fetched which extent windows, the hints of
 //! cooperative caching), and `service` (the async request handler, one file per part: see its doc); `testing`
 //! (test doubles: `MemLog`, `LoopbackPeers`, `NoCallbacks`) only under `cfg(test)` or the
 //! `testing` feature. Must not: store file bytes, or talk to clients other than by
@@ -30,6 +31,7 @@ pub mod metalog;
 pub mod plan;
 pub mod reclaim;
 pub mod service;
+pub mod serving_lease;
 pub mod state;
 pub mod sums;
 #[cfg(any(test, feature = "testing"))]

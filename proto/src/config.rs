@@ -162,6 +162,22 @@ pub struct ManagerTunables {
     /// its file system free (default 20; 0 turns background cleaning off; `shoal clean
     /// --now` cleans whatever the free space).
     pub clean_below_free_pct: u8,
+    /// Automatic takeover (default off): every manager host holds a membership lease from
+    /// the config group's leader and serves its groups only while it holds it; the leader
+    /// hands the groups of a host silent for a lease and a margin to a live manager. A
+    /// cluster whose config group lost its majority then serves no metadata.
+    pub auto_takeover: bool,
+    /// The membership lease (milliseconds, default 2000): with `auto_takeover`, a host that
+    /// cannot renew stops serving after at most this, and its groups move to another
+    /// manager after this and half of it more.
+    pub membership_lease_ms: u64,
+}
+
+impl ManagerTunables {
+    /// The membership lease (`membership_lease_ms`, at least 100 ms).
+    pub fn membership_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.membership_lease_ms.max(100))
+    }
 }
 
 impl Default for ManagerTunables {
@@ -174,6 +190,8 @@ impl Default for ManagerTunables {
             segment_bytes: 16 << 20,
             journal_stall_ms: 30_000,
             clean_below_free_pct: 20,
+            auto_takeover: false,
+            membership_lease_ms: 2000,
         }
     }
 }
@@ -861,7 +879,10 @@ pub const CONFIG_DOC: &str = "\
 #                 metadata log completes no append for this long (default 30000);
 #                 clean_below_free_pct: the cleaner copies live data out of partly
 #                 used segments while the fullest storage server has less than this
-#                 percent free (default 20, 0 = off; `shoal clean --now` always cleans)
+#                 percent free (default 20, 0 = off; `shoal clean --now` always cleans);
+#                 auto_takeover (default false): managers serve only under a membership
+#                 lease from the config group's leader, which hands a silent manager's
+#                 slots to a live one; membership_lease_ms (default 2000)
 # [storage]       scrub_period_secs: the background scrub reads and checks every fragment
 #                 once per this period (default 604800, a week; 0 = off; `shoal scrub
 #                 --now` runs a pass at once); rebuild_delay_secs: a storage server down

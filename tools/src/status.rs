@@ -273,7 +273,18 @@ pub async fn run(dir: &Path, json: bool) -> Result<i32> {
 }
 
 async fn probe(dir: &Path) -> Result<(ClusterConfig, ClusterStatus)> {
-    let config = ClusterConfig::load(dir)?;
+    let mut config = ClusterConfig::load(dir)?;
+    // A takeover the config group committed since this file was written (automatic
+    // takeover writes no file): report by the committed config.
+    if let Ok(Some(newer)) = fsd::cluster::committed_config(&config).await {
+        eprintln!(
+            "note: {} is at epoch {}; the config group committed epoch {}, which this report follows",
+            dir.join(proto::config::CONFIG_FILE).display(),
+            config.file.epoch,
+            newer.file.epoch
+        );
+        config = newer;
+    }
     let s = fsd::cluster::status(&config).await?;
     Ok((config, s))
 }

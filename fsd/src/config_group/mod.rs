@@ -8,6 +8,8 @@
 //! - `log_store` holds the durable raft log, vote and committed index; `state_machine` the
 //!   applied config and its snapshots; `record` the on-disk framing and fsyncs; `network`
 //!   the raft RPCs over the node's QUIC transport.
+//! - `host_leases` (pure) and `takeover` (its shell): the manager hosts' membership leases
+//!   and, with `[manager] auto_takeover`, the leader's hand-over of a silent host's groups.
 //!
 //! Members are the manager nodes, filled up to three with storage nodes
 //! (`ClusterConfig::config_group_members`), by their config `NodeId` (the raft node id,
@@ -33,12 +35,14 @@
 
 mod command;
 mod forward;
+mod host_leases;
 mod log_store;
 mod membership;
 mod network;
 mod record;
 mod standing;
 mod state_machine;
+mod takeover;
 mod toml_file;
 
 #[cfg(test)]
@@ -50,6 +54,7 @@ pub use membership::{current as membership_now, Current as Membership};
 pub use record::RecordError;
 pub use standing::{standing, Standing};
 pub use state_machine::{GroupState, StateMachine};
+pub use takeover::free_port_on;
 
 use bytes::Bytes;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -188,6 +193,12 @@ pub struct ConfigGroup {
     seeder: tokio::task::JoinHandle<()>,
     /// The leader's task that keeps raft's membership equal to the committed config's.
     follower: tokio::task::JoinHandle<()>,
+    /// The hosts' membership leases as this member saw them (automatic takeover).
+    leases: takeover::Shared,
+    /// The cluster directory (configs are built relative to it).
+    cluster_dir: PathBuf,
+    /// The leader's watch for silent hosts (`takeover::watch_hosts`).
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 /// The group's members in `config` (`ClusterConfig::config_group_members`: the manager
@@ -298,6 +309,20 @@ impl ConfigGroup {
             config.dir.clone(),
             applied.clone(),
         ));
+        let leases: takeover::Shared = Arc::new(std::sync::Mutex::new(
+            host_leases::HostLeases::new(config.file.manager.membership_lease()),
+        ));
+        let watcher = tokio::spawn(takeover::watch_hosts(
+            takeover::Ctx {
+                raft: raft.clone(),
+                transport: transport.clone(),
+                me,
+                applied: applied.clone(),
+                dir: config.dir.clone(),
+                timeout: options.propose_timeout,
+            },
+            leases.clone(),
+        ));
         Ok(Arc::new(ConfigGroup {
             me,
             raft,
@@ -307,6 +332,9 @@ impl ConfigGroup {
             dir,
             seeder,
             follower,
+            leases,
+            cluster_dir: config.dir.clone(),
+            watcher,
         }))
     }
 
@@ -519,8 +547,69 @@ impl ConfigGroup {
             ConfigGroupRequest::ReadCommitted => {
                 forward::answer(self.read().await.map(|file| forward::Committed { file }))
             }
+            ConfigGroupRequest::Renew => {
+                let r = match postcard::from_bytes::<NodeId>(&bulk) {
+                    Ok(host) => self.renewal_here(host).await,
+                    Err(e) => Err(format!("Renew does not decode: {e}")),
+                };
+                takeover::answer(&r)
+            }
+            ConfigGroupRequest::Adopt => {
+                let r = match postcard::from_bytes::<takeover::Adopt>(&bulk) {
+                    Ok(a) => takeover::adopt(&self.ctx(), a.group, a.expect_epoch).await,
+                    Err(e) => Err(format!("Adopt does not decode: {e}")),
+                };
+                takeover::answer(&r)
+            }
             _ => network::serve(&self.raft, kind, bulk).await,
         }
+    }
+
+    fn ctx(&self) -> takeover::Ctx {
+        takeover::Ctx {
+            raft: self.raft.clone(),
+            transport: self.transport.clone(),
+            me: self.me,
+            applied: self.applied.clone(),
+            dir: self.cluster_dir.clone(),
+            timeout: self.options.propose_timeout,
+        }
+    }
+
+    /// A renewal of `host`'s membership lease arriving at this member: recorded, and
+    /// granted if this member leads (confirmed with a majority).
+    async fn renewal_here(&self, host: NodeId) -> Result<(), String> {
+        let lease = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lease();
+        takeover::renewal(&self.raft, &self.leases, host, lease).await
+    }
+
+    /// Renews node `host`'s membership lease (automatic takeover): asks every member at
+    /// once, this one included, each within `wait`. `true` if the leader granted it.
+    pub async fn renew(&self, host: NodeId, wait: Duration) -> bool {
+        let body = match postcard::to_allocvec(&host) {
+            Ok(b) => b,
+            Err(_) => return false,
+        };
+        let others = takeover::member_addresses(&self.raft, self.me);
+        let asks = others.into_iter().map(|addr| {
+            let (t, body) = (self.transport.clone(), body.clone());
+            async move {
+                takeover::ask::<()>(&t, addr, ConfigGroupRequest::Renew, body, wait)
+                    .await
+                    .is_ok()
+            }
+        });
+        let here = async {
+            tokio::time::timeout(wait, self.renewal_here(host))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        };
+        let (here, there) = tokio::join!(here, futures::future::join_all(asks));
+        here || there.into_iter().any(|ok| ok)
     }
 
     /// Stops the member (its state stays on disk for the next start), waiting at most 5 s
@@ -528,6 +617,7 @@ impl ConfigGroup {
     pub async fn shutdown(&self) {
         self.seeder.abort();
         self.follower.abort();
+        self.watcher.abort();
         match tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(node = %self.me, "config group shutdown: {e}"),
@@ -539,9 +629,11 @@ impl ConfigGroup {
 impl Drop for ConfigGroup {
     fn drop(&mut self) {
         // The seeder holds a raft handle: without it, dropping the last handle lets the
-        // raft task end even if `shutdown` was never called. So does the follower.
+        // raft task end even if `shutdown` was never called. So do the follower and the
+        // watcher.
         self.seeder.abort();
         self.follower.abort();
+        self.watcher.abort();
     }
 }
 

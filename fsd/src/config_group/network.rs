@@ -313,7 +313,10 @@ pub async fn serve(
             }
             Err(e) => bad(kind, e),
         },
-        ConfigGroupRequest::Propose | ConfigGroupRequest::ReadCommitted => (
+        ConfigGroupRequest::Propose
+        | ConfigGroupRequest::ReadCommitted
+        | ConfigGroupRequest::Renew
+        | ConfigGroupRequest::Adopt => (
             Response::Error(WireError::Invalid(format!(
                 "{kind:?} is answered by the member, not by raft"
             ))),

@@ -29,6 +29,28 @@ impl TestCluster {
         m: u8,
         group: impl FnOnce(&ClusterConfig) -> GroupOptions,
     ) -> TestCluster {
+        TestCluster::start_full(storage, managers, k, m, |_| {}, group).await
+    }
+
+    /// `start`, with the cluster file edited by `edit` before any node starts.
+    pub async fn start_editing(
+        storage: usize,
+        managers: usize,
+        k: u8,
+        m: u8,
+        edit: impl FnOnce(&mut proto::config::ClusterFile),
+    ) -> TestCluster {
+        TestCluster::start_full(storage, managers, k, m, edit, |_| GroupOptions::default()).await
+    }
+
+    async fn start_full(
+        storage: usize,
+        managers: usize,
+        k: u8,
+        m: u8,
+        edit: impl FnOnce(&mut proto::config::ClusterFile),
+        group: impl FnOnce(&ClusterConfig) -> GroupOptions,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let base_port = fsd::cluster::free_port_range((storage + managers) as u16).expect("ports");
         let p = InitParams {
@@ -39,6 +61,13 @@ impl TestCluster {
             base_port,
         };
         init(dir.path(), &p).expect("init");
+        let mut file = ClusterConfig::load(dir.path()).expect("load").file;
+        edit(&mut file);
+        std::fs::write(
+            dir.path().join(proto::config::CONFIG_FILE),
+            ClusterConfig::render(&file),
+        )
+        .expect("write cluster.toml");
         let config = Arc::new(ClusterConfig::load(dir.path()).expect("load"));
         let options = group(&config);
         let cluster = LocalCluster::start_with(config, options)

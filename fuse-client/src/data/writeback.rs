@@ -599,8 +599,10 @@ impl WriteBack {
                 | Ok(ManagerResponse::SummedExtents {
                     extents: actual, ..
                 }) => crate::verifier::survived(&p.write.extents, &actual),
-                // Gone: nobody can read the data any more.
-                Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => true,
+                // Gone at the new incarnation: removed since, or its create was lost with
+                // the earlier incarnation (answered before its group commit, then a crash
+                // or a takeover). The two cannot be told apart here, and a lost create
+                // must never let this fsync return 0: reported as lost (faults/t60).
                 Ok(_) | Err(_) => false,
             };
             if !ok {

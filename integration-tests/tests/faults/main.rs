@@ -8,6 +8,7 @@ mod t30_kill_everything;
 mod t40_manager_restart;
 mod t50_stopped_mount_teardown;
 mod t60_manager_takeover;
+mod t61_automatic_takeover;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;

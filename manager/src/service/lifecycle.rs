@@ -140,6 +140,7 @@ impl Service {
             calls: Mutex::new(crate::calls::CallTable::new(crate::calls::KEPT_RESULTS)),
             calls_done: tokio::sync::Notify::new(),
             holders: Mutex::new(Default::default()),
+            serving: std::sync::OnceLock::new(),
             this: this.clone(),
         });
         tracing::info!(node = %node, slots = svc.config.slots_of(node).len(), "manager: starting recovery");
@@ -246,6 +247,13 @@ impl Service {
         let mut rx = self.ready_tx.subscribe();
         let _ = rx.wait_for(|r| *r || self.recovery_error().is_some()).await;
         self.recovery_error().map_or(Ok(()), Err)
+    }
+
+    /// Serves requests only while `lease` is held from now on (automatic takeover: a
+    /// host whose membership lease ran out answers `Unavailable`, which clients retry).
+    /// Set once; a second call is ignored.
+    pub fn require_serving_lease(&self, lease: Arc<crate::serving_lease::ServingLease>) {
+        let _ = self.serving.set(lease);
     }
 
     /// Stops at once without committing or checkpointing, as a crash would: records not yet

@@ -108,6 +108,9 @@ pub struct Service {
     /// Which sessions cache blocks of which extent windows, as clients report them: the
     /// peer hints of cooperative caching handed out with `GetExtents` answers (`holders`).
     holders: Mutex<crate::holders::HolderDirectory>,
+    /// With automatic takeover on: the node's membership lease, without which no request
+    /// is served (`serving_lease`); unset, the manager serves without one.
+    serving: std::sync::OnceLock<Arc<crate::serving_lease::ServingLease>>,
     this: std::sync::Weak<Service>,
 }
 
@@ -288,6 +291,9 @@ impl Service {
                 )));
             }
             return Err(RemoteError::Unavailable("manager recovering".into()));
+        }
+        if let Some(l) = self.serving.get() {
+            l.check(Instant::now()).map_err(RemoteError::Unavailable)?;
         }
         if let Some(ino) = proto::route::routing_inode(&req) {
             self.check_owned(ino)?;

@@ -35,7 +35,7 @@ impl Service {
         Ok(ManagerResponse::Done)
     }
 
-    /// `SealLog`: raises the floor of `log` (not in grace, not past a live writer's
+    /// `SealLog`: raises the floor of `log` (not in grace or the reclaim window, not past a live writer's
     /// horizon), takes the live bytes below it, and answers once that state is durable.
     pub(super) async fn seal_log(
         &self,
@@ -50,7 +50,12 @@ impl Service {
         let (sealed, lsn) = {
             let mut st = self.state.lock().await;
             let lt = self.leases();
-            let grace = lt.in_grace(Instant::now());
+            // Not while recorded write leases may still be reclaimed (after a restart or a
+            // takeover): a writer that held one may still commit data written before it, and its
+            // horizon promise to this incarnation may not have arrived yet (a takeover
+            // under a writing mount failed an fsync with EIO so in faults/t61).
+            let now = Instant::now();
+            let grace = lt.in_grace(now) || lt.in_reclaim(now);
             let sealed = st.usage_mut().seal(log, upto, |s| lt.knows(s), grace);
             drop(lt);
             (sealed, st.last_lsn())

@@ -75,6 +75,15 @@ pub enum ConfigGroupRequest {
     /// From a member that does not lead, to the leader: the committed config, confirmed
     /// with a majority (a linearizable read).
     ReadCommitted,
+    /// From a manager host to every member (automatic takeover): renew the host's
+    /// membership lease. The body is the host's `NodeId` (postcard); every member records
+    /// it, and the leader grants it after confirming its leadership. Answered with a
+    /// postcard `Result<(), String>`.
+    Renew,
+    /// From the leader to the manager chosen to take over a silent host's group: take it
+    /// over (pick an address, propose the takeover). The body is `{group, expect_epoch}`;
+    /// answered with a postcard `Result<u64, String>` (the committed epoch).
+    Adopt,
 }
 
 /// Administration requests every node answers.
