@@ -139,6 +139,10 @@ impl Client {
         config: Arc<ClusterConfig>,
         transport: Arc<Transport>,
     ) -> Result<Arc<Client>, ClientError> {
+        // Before the first request: callbacks arrive over the connections we open (one
+        // opened before the handler is set never serves them).
+        let callbacks = CallbackHandler::new();
+        transport.set_callback_handler(callbacks.clone());
         // Start from the members' committed config when it is newer and this mount may
         // follow it (a takeover made since `cluster.toml` was written here): the groups are
         // then pinged where they are served now.
@@ -147,9 +151,6 @@ impl Client {
         if managers.is_empty() {
             return Err(ClientError::NoManagers);
         }
-        // Before the first request: callbacks arrive over the connections we open.
-        let callbacks = CallbackHandler::new();
-        transport.set_callback_handler(callbacks.clone());
         let pings = managers.iter().map(|m| {
             let t = transport.clone();
             async move {

@@ -218,7 +218,7 @@ async fn ask_to_adopt(ctx: &Ctx, config: &ClusterConfig, m: Move) -> Result<u64,
     .await
 }
 
-/// The raft id of `node` (for the members' addresses).
+/// The addresses of the group's members other than `me`, from raft's membership.
 pub(super) fn member_addresses(raft: &GroupRaft, me: NodeId) -> Vec<SocketAddr> {
     let m = raft.metrics().borrow().membership_config.clone();
     m.membership()
