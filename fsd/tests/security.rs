@@ -192,7 +192,12 @@ async fn wrong_roles_are_refused_with_the_named_error() {
     });
     assert_denied(call(&client, mgr, commit).await, "client", "commit-own-log");
 
-    // Leases fail closed: a client identity without a session is not served.
+    // Leases fail closed: a client identity without a session is not served (by a
+    // manager that serves: one still recovering answers every request `Unavailable`).
+    let m1 = tc.cluster.manager_service("manager-1").expect("manager-1");
+    tokio::time::timeout(Duration::from_secs(60), m1.wait_ready())
+        .await
+        .expect("manager-1 recovers within 60 s");
     match call(
         &client,
         mgr,
