@@ -748,23 +748,17 @@ pub struct ClusterStatus {
     pub can_serve: bool,
 }
 
-/// Probes every node of the cluster with the client identity.
 /// The config group members' committed config, when it is newer than `config` and a running
 /// node would follow it (`proto::live::accepts`: a takeover made since this `cluster.toml`
 /// was written, or storage nodes added); `None` otherwise or when no member answers.
 pub async fn committed_config(config: &ClusterConfig) -> Result<Option<ClusterConfig>, NodeError> {
     let transport = transport_as(config, DEFAULT_CLIENT)?;
-    let round = proto::follow::ask_members(&transport, config, config.file.epoch).await;
+    let newer = proto::follow::newer_to_follow(&transport, config).await;
     transport.close();
-    let Some(file) = round.newer else {
-        return Ok(None);
-    };
-    let newer = ClusterConfig::from_file(&config.dir, file)?;
-    Ok(proto::live::accepts(config, &newer)
-        .is_ok()
-        .then_some(newer))
+    Ok(newer)
 }
 
+/// Probes every node of the cluster with the client identity.
 pub async fn status(config: &ClusterConfig) -> Result<ClusterStatus, NodeError> {
     let transport = transport_as(config, DEFAULT_CLIENT)?;
     let timeout = Duration::from_secs(3);

@@ -103,33 +103,18 @@ async fn newest_to_follow(
     config: Arc<ClusterConfig>,
     transport: &Arc<Transport>,
 ) -> Arc<ClusterConfig> {
-    let round = proto::follow::ask_members(transport, &config, config.file.epoch).await;
-    let Some(file) = round.newer else {
+    let Some(newer) = proto::follow::newer_to_follow(transport, &config).await else {
         return config;
     };
-    match ClusterConfig::from_file(&config.dir, file) {
-        Ok(newer) => match proto::live::accepts(&config, &newer) {
-            Ok(()) => {
-                tracing::info!(
-                    local = config.file.epoch,
-                    committed = newer.file.epoch,
-                    "starting from the committed cluster config (newer than cluster.toml here)"
-                );
-                if let Ok(peers) = proto::identity::expected_peers(&newer) {
-                    transport.expect_peers(peers);
-                }
-                Arc::new(newer)
-            }
-            Err(e) => {
-                tracing::warn!(local = config.file.epoch, committed = newer.file.epoch, "the committed cluster config is newer than cluster.toml here and not followed: {e}");
-                config
-            }
-        },
-        Err(e) => {
-            tracing::warn!("the committed cluster config does not load: {e}");
-            config
-        }
+    tracing::info!(
+        local = config.file.epoch,
+        committed = newer.file.epoch,
+        "starting from the committed cluster config (newer than cluster.toml here)"
+    );
+    if let Ok(peers) = proto::identity::expected_peers(&newer) {
+        transport.expect_peers(peers);
     }
+    Arc::new(newer)
 }
 
 impl Client {

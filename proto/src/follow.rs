@@ -36,6 +36,33 @@ pub struct Round {
 /// Asks every config group member of `config` for its committed config, all at once; ends
 /// at the first answer newer than `than` (a slow or dead member does not hold it up), or
 /// once every member answered or timed out.
+/// The committed config the members answer, when it is newer than `config` and a running
+/// node would follow it (`live::accepts`); `None` otherwise, or when no member answers (one
+/// round of `ask_members`). A mount's and `shoal status`'s start: an automatic takeover
+/// writes no `cluster.toml`.
+pub async fn newer_to_follow(
+    transport: &Arc<Transport>,
+    config: &ClusterConfig,
+) -> Option<ClusterConfig> {
+    let file = ask_members(transport, config, config.file.epoch)
+        .await
+        .newer?;
+    let newer = match ClusterConfig::from_file(&config.dir, file) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("the committed cluster config does not load: {e}");
+            return None;
+        }
+    };
+    match crate::live::accepts(config, &newer) {
+        Ok(()) => Some(newer),
+        Err(e) => {
+            tracing::warn!(local = config.file.epoch, committed = newer.file.epoch, "the committed cluster config is newer than cluster.toml here and not followed: {e}");
+            None
+        }
+    }
+}
+
 pub async fn ask_members(transport: &Arc<Transport>, config: &ClusterConfig, than: u64) -> Round {
     let mut asks = tokio::task::JoinSet::new();
     for addr in config.config_group_members().iter().map(|n| n.address) {
