@@ -6,8 +6,15 @@
 //! with the crash — and are checked against the manager's extent map before the next fsync
 //! of their inode may succeed.
 //!
-//! Owns: the unsynced commits and the check of a suspect against an extent map. Pure: no
-//! I/O, no clock. Must not: decide what to do with a lost commit (the caller reports EIO).
+//! Creates are kept the same way: a manager answers a create before its group commit, so
+//! a crash or a takeover right after may lose the new inode. A create is forgotten once a
+//! sync answered by the incarnation that answered it covers it; one that another
+//! incarnation's sync covers is checked (does the inode exist there?), and one whose inode
+//! a later call finds gone is *lost*, never taken for a removal (faults/t45).
+//!
+//! Owns: the unsynced commits and creates, and the check of a suspect against an extent
+//! map. Pure: no I/O, no clock. Must not: decide what to do with a lost commit or create
+//! (the caller reports EIO).
 
 use proto::ids::{InodeId, NodeId};
 use proto::msg::{Extent, InodeWrite};
@@ -23,11 +30,26 @@ pub struct Pending {
     pub write: InodeWrite,
 }
 
-/// Unsynced commits of every manager.
+/// A create answered without sync, not yet known to be durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCreate {
+    /// Order of the answer (a sync covers the creates answered before it was sent).
+    pub seq: u64,
+    /// The incarnation of the manager as this client knew it when it sent the create
+    /// (`None`: not known yet). Never newer than the one that answered.
+    pub incarnation: Option<u64>,
+    pub ino: InodeId,
+    /// Where the new inode is linked now (moved along by this client's renames).
+    pub parent: InodeId,
+    pub name: String,
+}
+
+/// Unsynced commits and creates of every manager.
 #[derive(Debug, Default)]
 pub struct Unsynced {
     next: u64,
     by_node: HashMap<NodeId, Vec<Pending>>,
+    creates: HashMap<NodeId, Vec<PendingCreate>>,
 }
 
 impl Unsynced {
@@ -153,6 +175,122 @@ impl Unsynced {
             .filter(|e| e.ptr.seg.log == log)
             .map(|e| e.ptr.seg.segment)
             .min()
+    }
+
+    /// `node` answered the create of `ino` as `name` in `parent` (sent while this client
+    /// knew `node` as `incarnation`). Returns how many creates of `node` are now unsynced.
+    pub fn created(
+        &mut self,
+        node: NodeId,
+        incarnation: Option<u64>,
+        ino: InodeId,
+        (parent, name): (InodeId, &str),
+    ) -> usize {
+        self.next += 1;
+        let list = self.creates.entry(node).or_default();
+        list.push(PendingCreate {
+            seq: self.next,
+            incarnation,
+            ino,
+            parent,
+            name: name.to_string(),
+        });
+        list.len()
+    }
+
+    /// A sync marked `before` was answered by `node` in `incarnation`: the creates that
+    /// incarnation answered before are durable and forgotten. Returns the creates another
+    /// (or an unknown) incarnation answered before, removed: whether they survived is for
+    /// the caller to check.
+    pub fn synced_creates(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        before: u64,
+    ) -> Vec<PendingCreate> {
+        let Some(list) = self.creates.get_mut(&node) else {
+            return Vec::new();
+        };
+        let mut unsure = Vec::new();
+        list.retain(|c| {
+            if c.seq >= before {
+                return true;
+            }
+            if c.incarnation != Some(incarnation) {
+                unsure.push(c.clone());
+            }
+            false
+        });
+        if list.is_empty() {
+            self.creates.remove(&node);
+        }
+        unsure
+    }
+
+    /// Puts back a create `synced_creates` returned that could not be checked (the next
+    /// sync returns it again).
+    pub fn restore_create(&mut self, node: NodeId, create: PendingCreate) {
+        let list = self.creates.entry(node).or_default();
+        let at = list.partition_point(|c| c.seq < create.seq);
+        list.insert(at, create);
+    }
+
+    /// Takes the unsynced create of `ino`, if any (its inode was found gone: the create
+    /// was lost).
+    pub fn take_create(&mut self, ino: InodeId) -> Option<PendingCreate> {
+        let mut found = None;
+        for list in self.creates.values_mut() {
+            list.retain(|c| {
+                if c.ino == ino {
+                    found = Some(c.clone());
+                    return false;
+                }
+                true
+            });
+        }
+        self.creates.retain(|_, l| !l.is_empty());
+        found
+    }
+
+    /// This client removed `name` from `parent`: an unsynced create linked there is no
+    /// longer expected to exist (its check would take the removal for a loss).
+    pub fn removed(&mut self, parent: InodeId, name: &str) {
+        for list in self.creates.values_mut() {
+            list.retain(|c| !(c.parent == parent && c.name == name));
+        }
+        self.creates.retain(|_, l| !l.is_empty());
+    }
+
+    /// This client renamed `from` to `to` (replacing what `to` named).
+    pub fn renamed(&mut self, from: (InodeId, &str), to: (InodeId, &str)) {
+        self.removed(to.0, to.1);
+        for c in self.creates.values_mut().flatten() {
+            if c.parent == from.0 && c.name == from.1 {
+                c.parent = to.0;
+                c.name = to.1.to_string();
+            }
+        }
+    }
+
+    /// This client exchanged `a` and `b` (RENAME_EXCHANGE).
+    pub fn exchanged(&mut self, a: (InodeId, &str), b: (InodeId, &str)) {
+        for c in self.creates.values_mut().flatten() {
+            let at = (c.parent, c.name.as_str());
+            let to = if at == a {
+                b
+            } else if at == b {
+                a
+            } else {
+                continue;
+            };
+            c.parent = to.0;
+            c.name = to.1.to_string();
+        }
+    }
+
+    /// Unsynced creates of `node`.
+    pub fn creates(&self, node: NodeId) -> usize {
+        self.creates.get(&node).map_or(0, Vec::len)
     }
 
     /// Forgets the commits of `ino` (the inode is gone).
@@ -324,5 +462,46 @@ mod tests {
         assert!(survived(&[], &[]));
         assert_eq!(span(&write(1, committed.clone())), Some((0, 1000)));
         assert_eq!(span(&write(1, vec![])), None);
+    }
+
+    #[test]
+    fn a_create_is_forgotten_by_its_incarnations_sync_and_checked_after_another() {
+        let mut u = Unsynced::default();
+        let n = NodeId(2);
+        let (d, e) = (InodeId(1), InodeId(9));
+        u.created(n, Some(7), InodeId(10), (d, "a"));
+        u.created(n, None, InodeId(11), (d, "b"));
+        let mark = u.mark();
+        u.created(n, Some(7), InodeId(12), (d, "c"));
+        // Incarnation 7 answered the sync: "a" is durable; "b" was sent before this client
+        // knew the incarnation, so it is checked; "c" came after the mark.
+        let unsure: Vec<u64> = u
+            .synced_creates(n, 7, mark)
+            .iter()
+            .map(|c| c.ino.0)
+            .collect();
+        assert_eq!(unsure, vec![11]);
+        assert_eq!(u.creates(n), 1);
+        // A sync by a restarted incarnation covers "c": checked, not forgotten as durable.
+        let mark = u.mark();
+        let unsure: Vec<u64> = u
+            .synced_creates(n, 8, mark)
+            .iter()
+            .map(|c| c.ino.0)
+            .collect();
+        assert_eq!(unsure, vec![12]);
+        assert_eq!(u.creates(n), 0);
+        // Removed or renamed by this client: the entry follows the name.
+        u.created(n, Some(8), InodeId(13), (d, "x"));
+        u.created(n, Some(8), InodeId(14), (d, "y"));
+        u.renamed((d, "x"), (e, "z"));
+        u.removed(d, "x");
+        assert_eq!(
+            u.take_create(InodeId(13)).map(|c| (c.parent, c.name)),
+            Some((e, "z".to_string()))
+        );
+        u.renamed((e, "q"), (d, "y"));
+        assert_eq!(u.take_create(InodeId(14)), None, "replaced by a rename");
+        assert_eq!(u.creates(n), 0);
     }
 }

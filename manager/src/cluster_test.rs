@@ -585,9 +585,10 @@ async fn the_cleaner_crashed_between_steps_never_loses_or_dangles() {
     assert!(ext.iter().any(|e| e.ptr.seg.log == c2_log));
 
     tracing::info!("--- the cleaned segment is reclaimed; the copy is not");
-    // The restarted owner seals nothing during its grace period.
+    // The restarted owner seals nothing during its grace period and reclaim window (4
+    // leases of 5 s): bounded at 40 s.
     let mut gone = false;
-    for _ in 0..40 {
+    for _ in 0..80 {
         reclaimer.pass().await;
         if !list(log).await.contains(&0) {
             gone = true;

@@ -587,6 +587,39 @@ async fn readdir_cookies_survive_crash_and_clean_restarts() {
     assert_eq!(third.last().expect("late").1, 81);
 }
 
+/// A create is answered before its group commit; a crash right after loses it. The
+/// number it was answered with must not name another file later: a client still holding
+/// it (its fsync not yet reported) would write into that file (`Record::SeqFloors`).
+#[tokio::test]
+async fn inode_numbers_a_crash_lost_are_never_handed_out_again() {
+    // No group commit on its own within the test: only syncs make records durable.
+    let mut c = Cluster::start_config(|m| m.commit_interval_ms = 600_000).await;
+    let mut handed_out = Vec::new();
+    for round in 0..3 {
+        let name = format!("lost-{round}");
+        let a = c.touch(ROOT, &name).await;
+        handed_out.push(a.ino);
+        let i = c.owner_index(a.ino);
+        c.restart(i, false).await;
+        assert_eq!(
+            errno_of(c.lookup(ROOT, &name).await.map(A::Attr)),
+            crate::error::code::Errno::ENOENT,
+            "round {round}: the test needs the create lost in the crash"
+        );
+    }
+    let kept = c.touch(ROOT, "kept").await;
+    c.sync_all().await;
+    assert!(
+        !handed_out.contains(&kept.ino),
+        "{:?} was handed out again after a crash lost it ({handed_out:?})",
+        kept.ino
+    );
+    let mut all = handed_out.clone();
+    all.push(kept.ino);
+    all.dedup();
+    assert_eq!(all.len(), 4, "every create got its own number: {all:?}");
+}
+
 #[tokio::test]
 async fn failed_appends_are_retried_and_a_synced_create_survives() {
     let mut c = Cluster::start(100_000).await;

@@ -312,6 +312,12 @@ impl MetaState {
                 }
             }
             Record::Sums(s) => self.sums.insert(s),
+            Record::SeqFloors(floors) => {
+                for (slot, floor) in floors {
+                    let next = self.next_seq.entry(*slot).or_insert(2);
+                    *next = (*next).max(*floor);
+                }
+            }
             Record::WriteLease { ino, session } => {
                 self.write_leases.insert(*ino, (*session, self.last_lsn));
             }

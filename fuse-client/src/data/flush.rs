@@ -6,8 +6,9 @@
 //! for again before a commit), as methods of `Client` over `Client::writeback`. Each
 //! inode's flush holds that inode's commit lock from taking its data to the commit's
 //! answer. Must not drop dirty bytes before their commit succeeded (except for inodes the
-//! manager says no longer exist), must record a commit's attributes before retiring the
-//! writes they cover, and must not hold the data lock across an await.
+//! manager says no longer exist, with an error when their create may have been lost),
+//! must record a commit's attributes before retiring the writes they cover, and must not
+//! hold the data lock across an await.
 
 use crate::client::Client;
 use crate::data::writeback::{InodeCommit, Taken, Written};
@@ -182,7 +183,11 @@ impl Client {
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
                     st.cache.invalidate(ino);
                 }
-                Outcome::Gone => {
+                Outcome::Gone | Outcome::Lost => {
+                    if matches!(outcome, Outcome::Lost) {
+                        // Reported by the inode's next fsync or close (`lost_create`).
+                        first_err.get_or_insert(FsError::EIO);
+                    }
                     self.writeback.lock_unsynced().forget(ino);
                     let released = w.complete_flight(id);
                     st.dirty_bytes = st.dirty_bytes.saturating_sub(released);
@@ -277,14 +282,14 @@ impl Client {
                     .collect()
             }
             Err(e) if single || is_transient(e) => {
-                let outcome = || {
+                let outcome = |ino| {
                     if is_gone(e) {
-                        Outcome::Gone
+                        self.gone(ino)
                     } else {
                         Outcome::Failed(e)
                     }
                 };
-                inos.into_iter().map(|i| (i, outcome())).collect()
+                inos.into_iter().map(|i| (i, outcome(i))).collect()
             }
             Err(_) => {
                 let mut out = Vec::new();
@@ -292,13 +297,24 @@ impl Client {
                     let ino = w.ino;
                     let o = match self.commit(vec![w], sync, standing, patient).await {
                         Ok(a) => Outcome::Committed(a.into_iter().next()),
-                        Err(e) if is_gone(e) => Outcome::Gone,
+                        Err(e) if is_gone(e) => self.gone(ino),
                         Err(e) => Outcome::Failed(e),
                     };
                     out.push((ino, o));
                 }
                 out
             }
+        }
+    }
+
+    /// What a commit answered "no such inode" means: the file was removed, or, for a
+    /// create no sync covered yet, the create was lost in a manager restart or takeover
+    /// (reported, never taken for a removal: the data would go and the fsync return 0).
+    fn gone(&self, ino: InodeId) -> Outcome {
+        if self.writeback.lost_create(ino) {
+            Outcome::Lost
+        } else {
+            Outcome::Gone
         }
     }
 
@@ -380,6 +396,8 @@ enum Outcome {
     Committed(Option<Attr>),
     /// The inode no longer exists: its data is dropped.
     Gone,
+    /// The inode's create was lost: its data is dropped, the error recorded for it.
+    Lost,
     Failed(FsError),
 }
 

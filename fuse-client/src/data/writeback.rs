@@ -615,6 +615,65 @@ impl WriteBack {
                 self.errors.record(ino, FsError::EIO);
             }
         }
+        // Creates another incarnation answered: each is checked where its inode lives now.
+        let unsure = self.lock_unsynced().synced_creates(node, incarnation, mark);
+        for c in unsure {
+            let req = ManagerRequest::GetAttr { ino: c.ino };
+            match self.meta.call(Target::Route, req).await {
+                Ok(ManagerResponse::Attr(_)) => {}
+                Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => self.report_lost(&c),
+                Ok(_) | Err(_) => {
+                    // Not known either way yet: checked again after the next sync.
+                    self.lock_unsynced().restore_create(node, c);
+                }
+            }
+        }
+    }
+
+    /// `node` answered the create of `ino` as `name` in `parent`, sent while this client
+    /// knew `node` as `incarnation` (see `verifier::PendingCreate`). Bounded memory: with
+    /// too many unsynced creates, a sync makes them durable and forgettable.
+    pub(crate) async fn created(
+        &self,
+        node: NodeId,
+        incarnation: Option<u64>,
+        ino: InodeId,
+        (parent, name): (InodeId, &str),
+    ) {
+        let unsynced = self
+            .lock_unsynced()
+            .created(node, incarnation, ino, (parent, name));
+        if unsynced >= MAX_UNSYNCED {
+            if let Err(e) = self.sync_node(node).await {
+                tracing::debug!(manager = %node, "sync of unsynced creates failed: {e}");
+            }
+        }
+    }
+
+    /// `ino` was found gone (a commit, a reclaim or a check answered ENOENT). Returns
+    /// whether that is a lost create: one that no sync covered yet, so a manager restart
+    /// or takeover may have lost it rather than anyone having removed it. Its next fsync
+    /// or close, and its parent's next fsync, then report EIO: a program told that the
+    /// file was written must not find it missing (faults/t45, t60).
+    pub(crate) fn lost_create(&self, ino: InodeId) -> bool {
+        let Some(c) = self.lock_unsynced().take_create(ino) else {
+            return false;
+        };
+        self.report_lost(&c);
+        true
+    }
+
+    fn report_lost(&self, c: &crate::verifier::PendingCreate) {
+        let ino = c.ino;
+        tracing::warn!(
+            inode = %ino,
+            parent = %c.parent,
+            name = %c.name,
+            "a create answered before its manager made it durable is gone (lost in a \
+             manager restart or takeover): the next fsync or close reports EIO"
+        );
+        self.errors.record(ino, FsError::EIO);
+        self.errors.record(c.parent, FsError::EIO);
     }
 
     /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last

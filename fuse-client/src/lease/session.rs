@@ -125,6 +125,12 @@ impl Client {
             Ok(other) => {
                 let _ = remote::unexpected("AcquireWrite", &other);
             }
+            // Gone, but created by this client and covered by no sync yet: the create was
+            // lost with the earlier incarnation (answered before its group commit), not
+            // removed. Its data goes; its next fsync or close reports EIO.
+            Err(e) if e.0 == libc::ENOENT && self.writeback.lost_create(ino) => {
+                self.forget_gone(ino);
+            }
             Err(e) if !with_data && (e.0 == libc::ESTALE || e.0 == libc::ENOENT) => {
                 tracing::debug!(inode = %ino, "clean write lease not reclaimed: {e}");
             }

@@ -98,9 +98,11 @@ impl Client {
         self.writeback.errors.take(ino)
     }
 
-    /// fsyncdir(2): makes the directory's manager durable.
+    /// fsyncdir(2): makes the directory's manager durable. Reports a create in it that a
+    /// manager restart or takeover lost (found by this sync or earlier).
     pub async fn fsyncdir(&self, ino: InodeId) -> Result<(), FsError> {
-        self.sync_owner(ino).await
+        self.sync_owner(ino).await?;
+        self.writeback.errors.take(ino)
     }
 
     async fn sync_owner(&self, ino: InodeId) -> Result<(), FsError> {

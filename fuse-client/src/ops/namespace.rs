@@ -248,6 +248,9 @@ impl Client {
         } else {
             Vec::new()
         };
+        // Read before sending: never newer than the incarnation that answers.
+        let answerer = self.meta.owner(parent);
+        let incarnation = self.meta.lease(answerer).incarnation();
         let req = ManagerRequest::Create {
             parent,
             name: name.to_string(),
@@ -258,6 +261,11 @@ impl Client {
             session,
         };
         let a = self.attr_call(req).await?;
+        // Answered before its manager's group commit: kept until a sync covers it, so that
+        // a restart or takeover losing it is reported, not taken for a removal.
+        self.writeback
+            .created(answerer, incarnation, a.ino, (parent, name))
+            .await;
         self.dir_names.created(parent, name, a.ino, token);
         if is_dir {
             self.parents.learn(a.ino, parent);
@@ -465,6 +473,7 @@ impl Client {
         let mark = self.dir_names.mark(parent, name);
         self.done_call_touching(req, touches).await?;
         self.dir_names.removed(parent, name, mark);
+        self.writeback.lock_unsynced().removed(parent, name);
         // Deleting is how a full cluster gets out: let writes try again.
         self.writeback.clear_no_space();
         Ok(())
@@ -481,6 +490,7 @@ impl Client {
         let mark = self.dir_names.mark(parent, name);
         self.done_call_touching(req, touches).await?;
         self.dir_names.removed(parent, name, mark);
+        self.writeback.lock_unsynced().removed(parent, name);
         Ok(())
     }
 
@@ -513,6 +523,13 @@ impl Client {
         self.done_call_touching(req, touches).await?;
         if !flags.exchange && (parent, name) != (new_parent, new_name) {
             self.dir_names.removed(parent, name, mark);
+            self.writeback
+                .lock_unsynced()
+                .renamed((parent, name), (new_parent, new_name));
+        } else if flags.exchange {
+            self.writeback
+                .lock_unsynced()
+                .exchanged((parent, name), (new_parent, new_name));
         }
         if parent != new_parent {
             // A moved directory has a new `..`; we no longer know which inode moved.

@@ -6,6 +6,7 @@ mod t10_kill_storage_during_read;
 mod t20_corrupt_fragments;
 mod t30_kill_everything;
 mod t40_manager_restart;
+mod t45_lost_create;
 mod t50_stopped_mount_teardown;
 mod t60_manager_takeover;
 mod t61_automatic_takeover;

@@ -160,7 +160,8 @@ impl Affected {
                 | Record::WriteLease { .. }
                 | Record::WriteLeaseEnd { .. }
                 | Record::Replied { .. }
-                | Record::Sums(_) => {}
+                | Record::Sums(_)
+                | Record::SeqFloors(_) => {}
             }
         }
         a

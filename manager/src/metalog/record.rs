@@ -1,4 +1,4 @@
-//! Durable metadata records (versions 1 to 5) and their framing: a batch of records and a
+//! Durable metadata records (versions 1 to 6) and their framing: a batch of records and a
 //! checkpoint each start with a magic and a version, followed by postcard. The checkpoint
 //! body and its versions live in `checkpoint`. Records are
 //! low-level state changes, so that `MetaState::apply` is infallible and deterministic;
@@ -19,8 +19,8 @@ pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHMC";
 /// the end of `Record`; a version 1 batch is a version 2 batch without them (postcard
 /// numbers variants in order), so both decode through the same type. Version 3 added
 /// `Replied` at the end, the same way; version 4 added `Sums` at the end; version 5 added
-/// `EntryAt` at the end.
-pub const RECORDS_VERSION: u16 = 5;
+/// `EntryAt` at the end; version 6 added `SeqFloors` at the end.
+pub const RECORDS_VERSION: u16 = 6;
 
 /// A log sequence number: records are numbered 1, 2, ... by the manager that logs them.
 pub use proto::ids::Lsn;
@@ -182,6 +182,12 @@ pub enum Record {
         target: (InodeId, FileKind),
         cookie: u64,
     },
+    /// Raise the next inode sequence of each `(slot, floor)` to at least `floor`
+    /// (version 6). Logged durably by every incarnation before it serves, a reserve above
+    /// what the log holds: a create is answered before its group commit, so the inodes a
+    /// crashed or deposed incarnation handed out without making them durable are never
+    /// handed out again (a client still holding one would write into another file).
+    SeqFloors(Vec<(u16, u64)>),
 }
 
 /// A record with its sequence number.
@@ -385,6 +391,8 @@ pub(crate) mod strategies {
                 }
             ),
             (ino(), ino()).prop_map(|(dir, parent)| Record::Parent { dir, parent }),
+            proptest::collection::vec((any::<u16>(), any::<u64>()), 0..4)
+                .prop_map(Record::SeqFloors),
             (ino(), proptest::collection::vec(extent(), 0..4))
                 .prop_map(|(ino, extents)| Record::Extents { ino, extents }),
             (ino(), any::<u64>()).prop_map(|(ino, size)| Record::Truncate { ino, size }),

@@ -11,7 +11,7 @@ use crate::checkpoint::{head_piece, inode_piece, InodePiece};
 use crate::error::ManagerError;
 use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, StorageLog};
 use crate::lease::{LeaseTable, SessionId};
-use crate::record::{Lsn, TxIntent};
+use crate::record::{Lsn, Record, TxIntent};
 use crate::recovery::recover;
 use crate::state::MetaState;
 use proto::config::{ClusterConfig, Role};
@@ -48,6 +48,12 @@ impl CheckpointSource for StateSource {
         })
     }
 }
+
+/// How far above the log's inode numbers each incarnation starts handing out new ones per
+/// slot: more than one incarnation can answer creates for in one slot before they are
+/// durable (mutations stop once the journal stalls, `journal_stall_ms`). Inode numbers
+/// have 40 bits per slot: 2^18 restarts of one manager before they run out.
+const SEQ_RESERVE: u64 = 1 << 22;
 
 impl Service {
     /// Starts the manager of `node` over the striped log; recovery runs in the background
@@ -165,6 +171,23 @@ impl Service {
         Ok(svc)
     }
 
+    /// Raises the next inode number of each slot this manager owns by `SEQ_RESERVE`, durably,
+    /// before it serves (see `Record::SeqFloors`): numbers an earlier incarnation answered
+    /// creates with but had not made durable lie below the new floor.
+    async fn reserve_inode_numbers(&self) -> Result<(), ManagerError> {
+        let mut st = self.state.lock().await;
+        let floors: Vec<(u16, u64)> = (0..SLOT_COUNT)
+            .filter(|&s| self.owners[s as usize] == self.me)
+            .map(|s| (s, st.next_seq(SlotId(s)) + SEQ_RESERVE))
+            .collect();
+        let logged = st.commit(vec![Record::SeqFloors(floors)]);
+        let lsn = st.last_lsn();
+        self.journal.push(logged);
+        drop(st);
+        self.journal.wait_durable(lsn).await?;
+        Ok(())
+    }
+
     async fn recover_and_open(self: Arc<Self>) -> Result<(), ManagerError> {
         let rec = recover(&*self.backend).await?;
         self.backend.set_next(rec.next_segment);
@@ -201,6 +224,7 @@ impl Service {
             j.wait_durable(lsn).await?;
             tracing::info!(node = %self.me, uid, gid, "manager: created the root directory");
         }
+        self.reserve_inode_numbers().await?;
         if !rec.empty {
             // Clients may still use leases of the previous incarnation: no mutation until
             // they have run out (or been renewed, and so learnt that they are lost). Only
