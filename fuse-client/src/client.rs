@@ -771,11 +771,13 @@ async fn renewer(client: Weak<Client>, mut stop: watch::Receiver<bool>, worker: 
         // In its own task, so that the next round comes on time whatever this one waits
         // for: a manager whose renewal still runs is skipped (`renew_each`), the others
         // are renewed, which is how a restart is noticed and reclaimed. Then one bounded
-        // attempt per manager to promise the reclaim horizon.
+        // attempt per manager to promise the reclaim horizon, and to sync a manager that
+        // answered creates of ours a round ago and no sync covered since.
         worker.busy();
         tokio::spawn(async move {
             c.meta.renew_each().await;
-            c.writeback.promise_horizon().await
+            c.writeback.promise_horizon().await;
+            c.writeback.sync_aged_creates().await
         });
         worker.idle();
     }

@@ -200,8 +200,9 @@ impl Unsynced {
 
     /// A sync marked `before` was answered by `node` in `incarnation`: the creates that
     /// incarnation answered before are durable and forgotten. Returns the creates another
-    /// (or an unknown) incarnation answered before, removed: whether they survived is for
-    /// the caller to check.
+    /// (or an unknown) incarnation answered before, left in place while the caller checks
+    /// whether they survived (`take_create` when they did, `lost_create` when not): a
+    /// commit that finds one gone meanwhile must still find it unsynced.
     pub fn synced_creates(
         &mut self,
         node: NodeId,
@@ -218,6 +219,7 @@ impl Unsynced {
             }
             if c.incarnation != Some(incarnation) {
                 unsure.push(c.clone());
+                return true;
             }
             false
         });
@@ -227,12 +229,16 @@ impl Unsynced {
         unsure
     }
 
-    /// Puts back a create `synced_creates` returned that could not be checked (the next
-    /// sync returns it again).
-    pub fn restore_create(&mut self, node: NodeId, create: PendingCreate) {
-        let list = self.creates.entry(node).or_default();
-        let at = list.partition_point(|c| c.seq < create.seq);
-        list.insert(at, create);
+    /// Nodes with a create answered before the mark `before` and not synced since.
+    pub fn creates_before(&self, before: u64) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .creates
+            .iter()
+            .filter(|(_, l)| l.first().is_some_and(|c| c.seq < before))
+            .map(|(n, _)| *n)
+            .collect();
+        nodes.sort_unstable();
+        nodes
     }
 
     /// Takes the unsynced create of `ino`, if any (its inode was found gone: the create
@@ -475,12 +481,15 @@ mod tests {
         u.created(n, Some(7), InodeId(12), (d, "c"));
         // Incarnation 7 answered the sync: "a" is durable; "b" was sent before this client
         // knew the incarnation, so it is checked; "c" came after the mark.
+        assert_eq!(u.creates_before(mark), vec![n]);
         let unsure: Vec<u64> = u
             .synced_creates(n, 7, mark)
             .iter()
             .map(|c| c.ino.0)
             .collect();
         assert_eq!(unsure, vec![11]);
+        assert_eq!(u.creates(n), 2, "the unsure one stays until checked");
+        assert_eq!(u.take_create(InodeId(11)).map(|c| c.ino), Some(InodeId(11)));
         assert_eq!(u.creates(n), 1);
         // A sync by a restarted incarnation covers "c": checked, not forgotten as durable.
         let mark = u.mark();
@@ -490,7 +499,9 @@ mod tests {
             .map(|c| c.ino.0)
             .collect();
         assert_eq!(unsure, vec![12]);
+        assert!(u.take_create(InodeId(12)).is_some());
         assert_eq!(u.creates(n), 0);
+        assert!(u.creates_before(mark).is_empty());
         // Removed or renamed by this client: the entry follows the name.
         u.created(n, Some(8), InodeId(13), (d, "x"));
         u.created(n, Some(8), InodeId(14), (d, "y"));

@@ -362,7 +362,10 @@ impl Client {
     }
 
     /// Writes every dirty byte and makes every manager's state durable (unmount, syncfs).
+    /// Fails EIO if a commit or create was found lost in a manager restart or takeover
+    /// meanwhile (also one this sync's checks found: it was recorded for its inode only).
     pub async fn sync_all(&self) -> Result<(), FsError> {
+        let losses = self.writeback.losses();
         self.flush_inodes(Which::All, false).await?;
         let syncs = self
             .config
@@ -379,6 +382,9 @@ impl Client {
                 self.writeback.await_reclaim_decided(m.id).await;
                 self.writeback.sync_node(m.id).await?;
             }
+        }
+        if self.writeback.losses() > losses {
+            return Err(FsError::EIO);
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ use crate::meta::{self as remote, Meta, Target};
 use crate::verifier::Unsynced;
 use bytes::Bytes;
 use dashmap::DashMap;
+use futures::StreamExt;
 use proto::chunksum::ChunkSums;
 use proto::config::ClusterConfig;
 use proto::ids::{InodeId, LogId, LogPtr, NodeId, SegmentId};
@@ -135,6 +136,11 @@ pub(crate) struct WriteBack {
     reclaim_asked_tx: tokio::sync::watch::Sender<u64>,
     /// Write errors found by background flushes, reported at the next flush/fsync.
     pub(crate) errors: WriteErrors,
+    /// Commits and creates found lost in a manager restart or takeover so far (a sync of
+    /// the whole file system that saw one reports EIO, `Client::sync_all`).
+    losses: AtomicU64,
+    /// The verifier's mark at the last round of `sync_aged_creates`.
+    aged_mark: AtomicU64,
     flush_ids: AtomicU64,
     /// Woken whenever dirty bytes are released (writers waiting for room).
     space: Notify,
@@ -171,6 +177,8 @@ impl WriteBack {
             reclaim_asked: Mutex::new(HashMap::new()),
             reclaim_asked_tx: tokio::sync::watch::Sender::new(0),
             errors: WriteErrors::default(),
+            losses: AtomicU64::new(0),
+            aged_mark: AtomicU64::new(0),
             flush_ids: AtomicU64::new(1),
             space: Notify::new(),
             kick: Arc::new(Notify::new()),
@@ -613,41 +621,83 @@ impl WriteBack {
                      the next fsync or close reports EIO"
                 );
                 self.errors.record(ino, FsError::EIO);
+                self.losses.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Creates another incarnation answered: each is checked where its inode lives now.
+        // Creates another incarnation answered: each is checked where its inode lives now
+        // (several at once: this may run under commit locks). Numbers are never handed out
+        // twice (`manager::Record::SeqFloors`), so an inode that exists is that create.
         let unsure = self.lock_unsynced().synced_creates(node, incarnation, mark);
-        for c in unsure {
-            let req = ManagerRequest::GetAttr { ino: c.ino };
-            match self.meta.call(Target::Route, req).await {
-                Ok(ManagerResponse::Attr(_)) => {}
-                Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => self.report_lost(&c),
-                Ok(_) | Err(_) => {
+        futures::stream::iter(unsure)
+            .for_each_concurrent(CHECK_PARALLEL, |c| async move {
+                let req = ManagerRequest::GetAttr { ino: c.ino };
+                match self.meta.call(Target::Route, req).await {
+                    Ok(ManagerResponse::Attr(_)) => {
+                        self.lock_unsynced().take_create(c.ino);
+                    }
+                    Err(e) if e.0 == libc::ENOENT || e.0 == libc::ESTALE => {
+                        self.lost_create(c.ino);
+                    }
                     // Not known either way yet: checked again after the next sync.
-                    self.lock_unsynced().restore_create(node, c);
+                    Ok(_) | Err(_) => {}
                 }
-            }
-        }
+            })
+            .await;
     }
 
     /// `node` answered the create of `ino` as `name` in `parent`, sent while this client
-    /// knew `node` as `incarnation` (see `verifier::PendingCreate`). Bounded memory: with
-    /// too many unsynced creates, a sync makes them durable and forgettable.
-    pub(crate) async fn created(
+    /// knew `node` as `incarnation` (see `verifier::PendingCreate`). Returns whether `node`
+    /// now has so many unsynced creates that a sync should make them forgettable
+    /// (`sync_node`, once the create is done).
+    pub(crate) fn created(
         &self,
         node: NodeId,
         incarnation: Option<u64>,
         ino: InodeId,
         (parent, name): (InodeId, &str),
-    ) {
+    ) -> bool {
         let unsynced = self
             .lock_unsynced()
             .created(node, incarnation, ino, (parent, name));
-        if unsynced >= MAX_UNSYNCED {
-            if let Err(e) = self.sync_node(node).await {
-                tracing::debug!(manager = %node, "sync of unsynced creates failed: {e}");
+        unsynced >= MAX_UNSYNCED
+    }
+
+    /// One round of the renewer: syncs every manager with a create this client recorded
+    /// before the previous round and no sync covered since, one bounded attempt each. A
+    /// create is then known durable (or found lost) within about two renewal periods, so
+    /// the records stay few and a removal by another client long after is never mistaken
+    /// for a loss in a later restart.
+    pub(crate) async fn sync_aged_creates(&self) {
+        let (nodes, mark) = {
+            let mut unsynced = self.lock_unsynced();
+            let before = self.aged_mark.load(Ordering::Relaxed);
+            let nodes = unsynced.creates_before(before);
+            let mark = unsynced.mark();
+            (nodes, mark)
+        };
+        self.aged_mark.store(mark, Ordering::Relaxed);
+        futures::future::join_all(nodes.into_iter().map(|n| async move {
+            let mark = self.lock_unsynced().mark();
+            match self
+                .meta
+                .call_once(n, ManagerRequest::Sync, PROMISE_WAIT)
+                .await
+            {
+                Ok(ManagerResponse::Synced { incarnation }) => {
+                    self.after_sync(n, incarnation, mark).await;
+                }
+                Ok(other) => {
+                    let _ = remote::unexpected("Sync", &other);
+                }
+                Err(e) => tracing::debug!(manager = %n, "sync of aged creates: {e}"),
             }
-        }
+        }))
+        .await;
+    }
+
+    /// Commits and creates found lost so far (see `losses`).
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
     }
 
     /// `ino` was found gone (a commit, a reclaim or a check answered ENOENT). Returns
@@ -674,6 +724,7 @@ impl WriteBack {
         );
         self.errors.record(ino, FsError::EIO);
         self.errors.record(c.parent, FsError::EIO);
+        self.losses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Promises this log's reclaim horizon (see `horizon`) to every manager whose last
@@ -769,6 +820,9 @@ impl WriteBack {
 
 /// Commits kept for the write verifier per manager before the client asks for a sync.
 const MAX_UNSYNCED: usize = 4096;
+
+/// Creates checked at once after a restart (`after_sync`).
+const CHECK_PARALLEL: usize = 32;
 
 /// How long new writes fail with ENOSPC after a flush found the servers full.
 const NO_SPACE_HOLD: Duration = Duration::from_secs(5);

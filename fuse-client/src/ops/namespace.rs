@@ -263,9 +263,9 @@ impl Client {
         let a = self.attr_call(req).await?;
         // Answered before its manager's group commit: kept until a sync covers it, so that
         // a restart or takeover losing it is reported, not taken for a removal.
-        self.writeback
-            .created(answerer, incarnation, a.ino, (parent, name))
-            .await;
+        let many = self
+            .writeback
+            .created(answerer, incarnation, a.ino, (parent, name));
         self.dir_names.created(parent, name, a.ino, token);
         if is_dir {
             self.parents.learn(a.ino, parent);
@@ -289,6 +289,12 @@ impl Client {
             }
         }
         drop(ask);
+        if many {
+            // Bounded memory: a sync makes the recorded creates forgettable.
+            if let Err(e) = self.writeback.sync_node(answerer).await {
+                tracing::debug!(manager = %answerer, "sync of unsynced creates failed: {e}");
+            }
+        }
         Ok(a)
     }
 

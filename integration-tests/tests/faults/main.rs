@@ -10,6 +10,7 @@ mod t45_lost_create;
 mod t50_stopped_mount_teardown;
 mod t60_manager_takeover;
 mod t61_automatic_takeover;
+mod t62_takeover_time;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;

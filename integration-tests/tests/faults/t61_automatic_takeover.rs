@@ -29,7 +29,7 @@ fn log_of(c: &TestCluster, node: &str) -> String {
     String::from_utf8_lossy(&std::fs::read(c.env().log_path(node)).unwrap_or_default()).into_owned()
 }
 
-fn turn_on_auto_takeover(dir: &Path) -> Result<()> {
+pub(crate) fn turn_on_auto_takeover(dir: &Path) -> Result<()> {
     let mut cfg = ClusterConfig::load(dir).context("load cluster.toml")?;
     cfg.file.manager.auto_takeover = true;
     std::fs::write(dir.join(CONFIG_FILE), ClusterConfig::render(&cfg.file))?;
