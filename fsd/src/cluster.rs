@@ -96,6 +96,61 @@ pub async fn propose_to_group(
     }
 }
 
+/// Moves manager `name`'s group to manager `to` while both run (`shoal manager move`): asks
+/// the node serving the group now (by the newest committed config) to hand it over. The
+/// committed config after the move; `ProposeError::Refused` with the reason otherwise
+/// (after which the group is served where it was).
+pub async fn move_group(
+    config: &ClusterConfig,
+    name: &str,
+    to: &str,
+) -> Result<ClusterConfig, ProposeError> {
+    let unreachable = |e: NodeError| ProposeError::Unreachable(e.to_string());
+    let current = committed_config(config)
+        .await
+        .map_err(unreachable)?
+        .unwrap_or_else(|| config.clone());
+    let g = current
+        .node_by_name(name)
+        .ok_or_else(|| ProposeError::Refused(format!("no node named {name}")))?;
+    let host = current
+        .node(g.host)
+        .ok_or_else(|| ProposeError::Refused(format!("{name}'s host is not in the config")))?;
+    let transport = admin_transport(&current).map_err(unreachable)?;
+    let req = Request::Admin(AdminRequest::MoveGroup {
+        group: name.to_string(),
+        to: to.to_string(),
+    });
+    // The hand-over waits for the group's last changes, the adoption and, when it fails,
+    // for the config group to fence it (`fsd::handover`).
+    let answer = transport
+        .call_timeout(
+            host.address,
+            &req,
+            bytes::Bytes::new(),
+            Duration::from_secs(90),
+        )
+        .await;
+    transport.close();
+    let text = match answer {
+        Ok((Response::Config { file: Some(text) }, _)) => text,
+        Ok((Response::Error(e), _)) => {
+            return Err(ProposeError::Refused(format!("{}: {e}", host.name)))
+        }
+        Ok((other, _)) => {
+            return Err(ProposeError::Refused(format!(
+                "{} answered {other}",
+                host.name
+            )))
+        }
+        Err(e) => return Err(ProposeError::Unreachable(format!("{}: {e}", host.name))),
+    };
+    let file = proto::follow::parse(&text)
+        .map_err(|e| ProposeError::Refused(format!("the committed config: {e}")))?;
+    ClusterConfig::from_file(&config.dir, file)
+        .map_err(|e| ProposeError::Refused(format!("the committed config: {e}")))
+}
+
 /// Issues and writes the certificate and key of `id` under the cluster's `tls/`.
 pub fn write_identity(
     config: &ClusterConfig,

@@ -30,15 +30,53 @@ pub struct Plan {
     pub stop: Vec<NodeId>,
     /// This node's own group is served elsewhere: its own manager must stop at once.
     pub deposed: bool,
+    /// This node's own group is its own again (given back, or a move of it failed) and its
+    /// own manager is not serving: start it.
+    pub own_back: bool,
 }
 
-/// What node `me` must do under `config` while hosting `running` (pure).
-pub fn plan(config: &ClusterConfig, me: NodeId, running: &BTreeSet<NodeId>) -> Plan {
+/// What node `me` must do under `config` while hosting `running` and with its own manager
+/// serving or not (`own_serving`) (pure).
+pub fn plan(
+    config: &ClusterConfig,
+    me: NodeId,
+    running: &BTreeSet<NodeId>,
+    own_serving: bool,
+) -> Plan {
     let wanted: BTreeSet<NodeId> = config.hosted_by(me).iter().map(|n| n.id).collect();
+    let node = config.node(me);
     Plan {
         start: wanted.difference(running).copied().collect(),
         stop: running.difference(&wanted).copied().collect(),
-        deposed: config.node(me).is_some_and(|n| n.is_hosted()),
+        deposed: node.is_some_and(|n| n.is_hosted()),
+        own_back: !own_serving
+            && node.is_some_and(|n| n.has(proto::config::Role::Manager) && !n.is_hosted()),
+    }
+}
+
+/// The node's own manager: none, or the one of this node's own group. Replaced when the
+/// group comes back to the node while it runs (`Plan::own_back`); the node's endpoint asks
+/// it at each request.
+#[derive(Default)]
+pub(crate) struct OwnManager(std::sync::RwLock<Option<Arc<manager::Service>>>);
+
+impl OwnManager {
+    pub(crate) fn new(m: Option<Arc<manager::Service>>) -> Arc<OwnManager> {
+        Arc::new(OwnManager(std::sync::RwLock::new(m)))
+    }
+
+    /// The own manager now (it may be stopped: deposed, or handed over).
+    pub(crate) fn get(&self) -> Option<Arc<manager::Service>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, m: Arc<manager::Service>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    }
+
+    /// Whether the own manager runs (it may still be recovering).
+    fn serving(&self) -> bool {
+        self.get().is_some_and(|m| !m.is_stopped())
     }
 }
 
@@ -46,6 +84,10 @@ pub fn plan(config: &ClusterConfig, me: NodeId, running: &BTreeSet<NodeId>) -> P
 /// before it serves anyway (a server that does not answer is down; it follows the
 /// committed config when it comes back, at its first follower round).
 const FENCE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a hand-over waits for the group's shutdown: its durable commit, its checkpoint
+/// (bounded by the manager at 5 s) and the committer's end.
+const QUIESCE_WAIT: Duration = Duration::from_secs(12);
 
 /// One hosted group: its endpoint and its manager.
 struct Hosted {
@@ -64,12 +106,26 @@ pub struct Hosting {
     transport: Arc<Transport>,
     deny: Arc<DenyState>,
     registry: Arc<Workers>,
-    /// The node's own manager, deposed when its group moves away.
-    own: Option<Arc<manager::Service>>,
+    /// The node's own manager, deposed when its group moves away, started again when the
+    /// group comes back.
+    own: Arc<OwnManager>,
     /// The node's membership lease, which every hosted group serves under (automatic
     /// takeover on).
     serving: Option<Arc<manager::serving_lease::ServingLease>>,
     groups: tokio::sync::Mutex<BTreeMap<NodeId, Hosted>>,
+    /// Set (under the `groups` lock) when the node stops: nothing starts a group after it.
+    closed: std::sync::atomic::AtomicBool,
+    /// One hand-over at a time (`handover`).
+    moving: tokio::sync::Mutex<()>,
+}
+
+/// Why `Hosting::quiesce` did not stop a group cleanly.
+#[derive(Debug)]
+pub(crate) enum Quiesce {
+    /// This node does not serve the group (nothing was stopped).
+    NotServed(String),
+    /// It was stopped, but its last changes may not be durable.
+    Unclean(String),
 }
 
 impl Hosting {
@@ -82,7 +138,7 @@ impl Hosting {
         transport: Arc<Transport>,
         deny: Arc<DenyState>,
         registry: Arc<Workers>,
-        own: Option<Arc<manager::Service>>,
+        own: Arc<OwnManager>,
         serving: Option<Arc<manager::serving_lease::ServingLease>>,
     ) -> Arc<Hosting> {
         Arc::new(Hosting {
@@ -96,6 +152,8 @@ impl Hosting {
             own,
             serving,
             groups: Default::default(),
+            closed: Default::default(),
+            moving: Default::default(),
         })
     }
 
@@ -118,13 +176,26 @@ impl Hosting {
     async fn apply(&self, at_start: bool) {
         let config = self.live.current();
         let mut groups = self.groups.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let running: BTreeSet<NodeId> = groups.keys().copied().collect();
-        let p = plan(&config, self.me, &running);
+        let p = plan(&config, self.me, &running, self.own.serving());
         if p.deposed {
-            if let Some(m) = &self.own {
+            if let Some(m) = self.own.get() {
                 if !m.is_stopped() {
                     tracing::warn!(node = %self.name, epoch = config.file.epoch, "this node's manager group is served by another node now: stopping its manager (deposed)");
                     m.kill();
+                }
+            }
+        }
+        // Not at the node's start: `RunningNode::start` starts the own manager (and
+        // decides whether it may serve) itself.
+        if p.own_back && !at_start {
+            match self.start_own(&config).await {
+                Ok(m) => self.own.set(m),
+                Err(e) => {
+                    tracing::error!(node = %self.name, "cannot serve this node's own manager group again: {e}")
                 }
             }
         }
@@ -151,6 +222,97 @@ impl Hosting {
                 h.transport.expect_peers(peers);
             }
         }
+    }
+
+    /// Starts this node's own manager again, on the node's endpoint, once the storage
+    /// servers run by `config`'s epoch (they then refuse the group's previous host).
+    async fn start_own(
+        &self,
+        config: &Arc<ClusterConfig>,
+    ) -> Result<Arc<manager::Service>, String> {
+        tracing::warn!(node = %self.name, epoch = config.file.epoch, "this node's own manager group is back: serving it again");
+        let epoch = config.file.epoch;
+        let (live, t, who, me) = (
+            self.live.clone(),
+            self.transport.clone(),
+            self.name.clone(),
+            self.me,
+        );
+        // By the members' newest config, not only the one installed here: a hand-over of
+        // this group may have committed and not be installed yet.
+        let gate: manager::service::StartGate = Box::pin(async move {
+            still_host(&live, &t, me, me).await?;
+            fence_storage(&live, &t, epoch, &who).await
+        });
+        let service = manager::Service::start_after(
+            self.live.clone(),
+            self.me,
+            self.transport.clone(),
+            Some(gate),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(l) = &self.serving {
+            service.require_serving_lease(l.clone());
+        }
+        Ok(service)
+    }
+
+    /// Stops serving group `g` here for a hand-over (`handover`): everything the group's
+    /// manager answered is made durable first, and later changes are refused
+    /// (`Unavailable`, which clients retry). The group is started again here only by a
+    /// config that still has this node serve it (`apply`), or by `resume`.
+    pub(crate) async fn quiesce(&self, g: NodeId) -> Result<(), Quiesce> {
+        let mut groups = self.groups.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Quiesce::NotServed("this node is stopping".into()));
+        }
+        let own = self.own.get().filter(|m| !m.is_stopped());
+        let (service, hosted) = if let Some(h) = groups.remove(&g) {
+            (h.service.clone(), Some(h))
+        } else if let (true, Some(m)) = (g == self.me, own) {
+            (m, None)
+        } else {
+            return Err(Quiesce::NotServed(format!(
+                "this node does not serve group {g}"
+            )));
+        };
+        // A hosted group's manager reaches the storage servers through the group's own
+        // endpoint: it closes only once the last changes are durable.
+        let r = match tokio::time::timeout(QUIESCE_WAIT, service.shutdown()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Quiesce::Unclean(format!(
+                "the group's last changes may not be durable: {e}"
+            ))),
+            Err(_) => {
+                service.kill();
+                Err(Quiesce::Unclean(format!(
+                    "its last changes did not become durable within {QUIESCE_WAIT:?}"
+                )))
+            }
+        };
+        if let Some(h) = hosted {
+            h.transport.close();
+            h.serve.abort();
+        }
+        r
+    }
+
+    /// Brings the groups in line with the config in force now (after a hand-over failed).
+    pub(crate) async fn resume(&self) {
+        self.apply(false).await
+    }
+
+    /// Holds off other hand-overs on this node while the guard lives.
+    pub(crate) async fn one_move_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.moving.lock().await
+    }
+
+    /// The node stops: no group starts here after this (a hand-over's resume or an
+    /// install that comes late).
+    pub(crate) async fn close(&self) {
+        let _g = self.groups.lock().await;
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn start(
@@ -205,6 +367,11 @@ impl Hosting {
             transport,
             serve,
         })
+    }
+
+    /// The node this runs on.
+    pub(crate) fn me(&self) -> NodeId {
+        self.me
     }
 
     /// The groups hosted here now (status, tests).
@@ -293,11 +460,12 @@ async fn fence_storage(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proto::config::{ClusterConfig, ErasureConfig};
 
-    fn cluster() -> ClusterConfig {
+    /// Six storage nodes (ids 1-6), three managers (ids 7-9), 4+2 (the unit tests' cluster).
+    pub(crate) fn cluster() -> ClusterConfig {
         let f = ClusterConfig::generate("t", 6, 3, ErasureConfig { data: 4, parity: 2 }, 7000)
             .expect("valid");
         ClusterConfig::from_file(std::path::Path::new("."), f).expect("valid")
@@ -307,7 +475,7 @@ mod tests {
     fn a_takeover_starts_the_group_at_its_host_and_deposes_the_old_one() {
         let c = cluster();
         let (m1, m2) = (NodeId(7), NodeId(8));
-        assert_eq!(plan(&c, m1, &BTreeSet::new()), Plan::default());
+        assert_eq!(plan(&c, m1, &BTreeSet::new(), true), Plan::default());
         let moved = c
             .file
             .takeover(
@@ -318,15 +486,15 @@ mod tests {
             .expect("valid");
         let c2 = ClusterConfig::from_file(std::path::Path::new("."), moved).expect("valid");
         assert_eq!(
-            plan(&c2, m1, &BTreeSet::new()),
+            plan(&c2, m1, &BTreeSet::new(), true),
             Plan {
                 start: vec![m2],
                 ..Plan::default()
             }
         );
-        assert_eq!(plan(&c2, m1, &[m2].into()), Plan::default());
+        assert_eq!(plan(&c2, m1, &[m2].into(), true), Plan::default());
         assert_eq!(
-            plan(&c2, m2, &BTreeSet::new()),
+            plan(&c2, m2, &BTreeSet::new(), true),
             Plan {
                 deposed: true,
                 ..Plan::default()
@@ -343,13 +511,13 @@ mod tests {
             .expect("valid");
         let c3 = ClusterConfig::from_file(std::path::Path::new("."), again).expect("valid");
         assert_eq!(
-            plan(&c3, m1, &[m2].into()),
+            plan(&c3, m1, &[m2].into(), true),
             Plan {
                 stop: vec![m2],
                 ..Plan::default()
             }
         );
-        assert_eq!(plan(&c3, NodeId(9), &BTreeSet::new()).start, vec![m2]);
+        assert_eq!(plan(&c3, NodeId(9), &BTreeSet::new(), true).start, vec![m2]);
         // Handed back to its own node: it serves again, nobody hosts it.
         let back = c3
             .file
@@ -360,9 +528,25 @@ mod tests {
             )
             .expect("valid");
         let c4 = ClusterConfig::from_file(std::path::Path::new("."), back).expect("valid");
-        assert_eq!(plan(&c4, m2, &BTreeSet::new()), Plan::default());
+        assert_eq!(plan(&c4, m2, &BTreeSet::new(), true), Plan::default());
         assert_eq!(
-            plan(&c4, NodeId(9), &[m2].into()).stop,
+            plan(&c4, m2, &BTreeSet::new(), false),
+            Plan {
+                own_back: true,
+                ..Plan::default()
+            },
+            "its own manager, stopped when the group moved away, starts again"
+        );
+        assert!(
+            !plan(&c3, m2, &BTreeSet::new(), false).own_back,
+            "not while another node serves it"
+        );
+        assert!(
+            !plan(&c4, NodeId(1), &BTreeSet::new(), false).own_back,
+            "a storage node runs no manager"
+        );
+        assert_eq!(
+            plan(&c4, NodeId(9), &[m2].into(), true).stop,
             vec![m2],
             "the last host lets it go"
         );

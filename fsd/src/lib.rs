@@ -5,7 +5,9 @@
 pub mod certs;
 pub mod cluster;
 pub mod config_group;
+mod duties;
 pub mod error;
+mod handover;
 pub mod hosting;
 pub mod http;
 pub mod node;

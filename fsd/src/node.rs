@@ -5,6 +5,7 @@
 
 use crate::config_group::{self, ConfigGroup, GroupOptions};
 use crate::error::NodeError;
+use crate::hosting::OwnManager;
 use bytes::Bytes;
 use proto::config::{ClusterConfig, Role};
 use proto::msg::{AdminRequest, NodeInfo, RemoteError, Request, Response};
@@ -113,9 +114,13 @@ pub(crate) struct NodeHandler {
     /// storage role fences manager logs by it (`fenced`).
     live: Arc<proto::live::LiveConfig>,
     storage: Option<Arc<storage::server::Server>>,
-    manager: Option<Arc<manager::Service>>,
+    /// The node's own manager (replaced when its group comes back after a move), or a
+    /// hosted group's.
+    manager: Arc<OwnManager>,
     /// The node's member of the config group (manager nodes).
     config_group: Option<Arc<ConfigGroup>>,
+    /// The groups this node serves (hand-overs); `None` on a hosted group's endpoint.
+    hosting: Option<Arc<crate::hosting::Hosting>>,
     deny: Arc<DenyState>,
     /// The node's workers, reported in `Ping` answers.
     registry: Arc<Workers>,
@@ -127,14 +132,14 @@ pub(crate) struct NodeHandler {
 pub struct NodeParts {
     name: Arc<str>,
     storage: Option<Arc<storage::server::Server>>,
-    manager: Option<Arc<manager::Service>>,
+    manager: Arc<OwnManager>,
     registry: Arc<Workers>,
 }
 
 impl NodeParts {
     /// Sets the node's gauges (`proto::ops_metrics`) to what they are now.
     pub(crate) async fn record_gauges(&self) {
-        let workers = all_workers(self.manager.as_deref(), &self.registry);
+        let workers = all_workers(self.manager.get().as_deref(), &self.registry);
         proto::ops_metrics::worker_gauges(&self.name, &workers);
         if let Some(s) = &self.storage {
             if let Ok((proto::msg::StorageResponse::Stat(st), _)) = s
@@ -148,27 +153,6 @@ impl NodeParts {
                     st.capacity_bytes,
                 );
             }
-        }
-    }
-}
-
-/// Waits until the node's manager has recovered, for a worker that acts by this node's
-/// `cluster.toml` (the cleaner, the reclaimer, the background rebuild): whether it may run.
-/// Not if the manager refused to serve (its file contradicts the committed config): the
-/// worker then reports why and stops, and does nothing by a file the cluster does not
-/// agree with.
-async fn after_recovery(manager: Option<&manager::Service>, w: &proto::worker::Worker) -> bool {
-    let Some(m) = manager else {
-        return true;
-    };
-    match m.wait_recovered().await {
-        Ok(()) => true,
-        Err(e) => {
-            w.failed(format!(
-                "not run: the manager of this node refused to serve: {e}"
-            ));
-            w.stopped();
-            false
         }
     }
 }
@@ -199,7 +183,7 @@ impl Handler for NodeHandler {
                 }
                 Request::Ping => {
                     let mut info = self.info.clone();
-                    info.workers = all_workers(self.manager.as_deref(), &self.registry);
+                    info.workers = all_workers(self.manager.get().as_deref(), &self.registry);
                     info.config_group = self.config_group.as_ref().map(|g| g.view());
                     info.config_epoch = self.live.epoch();
                     (Response::Pong(info), Bytes::new())
@@ -244,6 +228,30 @@ impl Handler for NodeHandler {
                     match self.propose_config(expect_epoch, &file).await {
                         Ok(file) => (Response::Config { file: Some(file) }, Bytes::new()),
                         Err(e) => (Response::Error(e), Bytes::new()),
+                    }
+                }
+                Request::Admin(AdminRequest::MoveGroup { group, to }) => {
+                    match (&self.hosting, &self.config_group) {
+                        (Some(h), Some(g)) => {
+                            match crate::handover::hand_over(
+                                h.clone(),
+                                g.clone(),
+                                self.live.clone(),
+                                &group,
+                                &to,
+                            )
+                            .await
+                            {
+                                Ok(file) => (Response::Config { file: Some(file) }, Bytes::new()),
+                                Err(e) => (Response::Error(e), Bytes::new()),
+                            }
+                        }
+                        _ => (
+                            Response::Error(RemoteError::NoRole(
+                                "manager (with a config group member)".into(),
+                            )),
+                            Bytes::new(),
+                        ),
                     }
                 }
             }
@@ -374,8 +382,9 @@ impl NodeHandler {
             info,
             live,
             storage: None,
-            manager: Some(manager),
+            manager: OwnManager::new(Some(manager)),
             config_group: None,
+            hosting: None,
             deny,
             registry,
         }
@@ -429,7 +438,7 @@ impl NodeHandler {
             }
         };
         let access = client_access(peer, cred.as_ref());
-        match &self.manager {
+        match &self.manager.get() {
             // A manager still recovering (after a restart or a takeover) answers every
             // request `Unavailable`, which clients retry until it serves: a `LeaseExpired`
             // now would have them renew, be refused, and give up after a few tries.
@@ -605,12 +614,11 @@ pub(crate) async fn bind_with_retry(
 pub struct RunningNode {
     pub name: String,
     pub transport: Arc<Transport>,
-    manager: Option<Arc<manager::Service>>,
+    /// The node's own manager (started again when its group comes back after a move).
+    manager: Arc<OwnManager>,
     /// The node's config group member (manager nodes).
     config_group: Option<Arc<ConfigGroup>>,
     serve: tokio::task::JoinHandle<()>,
-    /// The reclaimer of dead data segments (on the manager with the lowest node id).
-    reclaimer: Option<tokio::task::JoinHandle<()>>,
     /// Background workers of the roles (storage scrub, rebuild); aborted when the node stops.
     workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
     /// The status the node's workers (scrub, rebuild, cleaner) report.
@@ -776,34 +784,37 @@ impl RunningNode {
             config_group: None,
             config_epoch: 0,
         };
+        let own = OwnManager::new(manager.clone());
         let parts = NodeParts {
             name: name.into(),
             storage: storage.clone(),
-            manager: manager.clone(),
+            manager: own.clone(),
             registry: registry.clone(),
         };
-        let handler = Arc::new(NodeHandler {
-            info,
-            live: live.clone(),
-            storage,
-            manager: manager.clone(),
-            config_group: config_group.clone(),
-            deny: deny.clone(),
-            registry: registry.clone(),
-        });
-        let serve = transport.serve(handler);
-        // Manager groups handed to this node by a takeover, and the deposition of its own.
+        // Manager groups handed to this node by a takeover, the deposition of its own, and
+        // its return.
         let hosting = crate::hosting::Hosting::new(
             node.id,
             name.to_string(),
             id.clone(),
             live.clone(),
             transport.clone(),
-            deny,
+            deny.clone(),
             registry.clone(),
-            manager.clone(),
+            own.clone(),
             serving.clone(),
         );
+        let handler = Arc::new(NodeHandler {
+            info,
+            live: live.clone(),
+            storage,
+            manager: own.clone(),
+            config_group: config_group.clone(),
+            hosting: Some(hosting.clone()),
+            deny,
+            registry: registry.clone(),
+        });
+        let serve = transport.serve(handler);
         workers.push(("hosting", tokio::spawn(hosting.clone().run())));
         if let (Some(l), Some(g)) = (&serving, &config_group) {
             tracing::info!(node = %name, "automatic takeover is on: renewing this node's membership lease with the config group");
@@ -826,70 +837,19 @@ impl RunningNode {
             }
             None => None,
         };
-        let reclaimer =
-            (manager.is_some() && manager::reclaim::runs_on(&config, node.id)).then(|| {
-                tracing::info!(
-                    node = %name,
-                    clean_below_free_pct = config.file.manager.clean_below_free_pct,
-                    "starting the cleaner and the reclaimer of dead data segments"
-                );
-                let r =
-                    manager::cleaner::worker::Cleaner::following(live.clone(), transport.clone());
-                let w = registry.register("cleaner");
-                // Never stopped through the watch: the task is aborted with the node.
-                let (_tx, rx) = tokio::sync::watch::channel(false);
-                let m = manager.clone();
-                tokio::spawn(async move {
-                    let _keep = _tx;
-                    if after_recovery(m.as_deref(), &w).await {
-                        r.run(rx, w).await
-                    }
-                })
-            });
-        if reclaimer.is_some() {
-            tracing::info!(
-                node = %name,
-                rebuild_delay_secs = config.file.storage.rebuild_delay_secs,
-                "starting the background rebuild"
-            );
-            // Never stopped through the watch: the task is aborted with the node.
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let (c, t) = (live.clone(), transport.clone());
-            let w = registry.register("rebuild");
-            let m = manager.clone();
+        // The cleaner, the reclaimer and the background rebuild, on the node the config in
+        // force names, while its own manager serves (`duties`).
+        if node.has(Role::Manager) {
             workers.push((
-                "rebuild",
-                tokio::spawn(async move {
-                    let _keep = tx;
-                    if after_recovery(m.as_deref(), &w).await {
-                        storage::autorebuild::run(c, t, rx, w).await
-                    }
-                }),
-            ));
-        }
-        // A deposed manager's node (its group taken over) stops the cleaner, the reclaimer
-        // and the rebuild it ran for the cluster: they act by a config it no longer serves.
-        if let (Some(m), true) = (manager.clone(), reclaimer.is_some()) {
-            let mut handles: Vec<tokio::task::AbortHandle> =
-                reclaimer.iter().map(|h| h.abort_handle()).collect();
-            handles.extend(
-                workers
-                    .iter()
-                    .filter(|(n, _)| *n == "rebuild")
-                    .map(|(_, h)| h.abort_handle()),
-            );
-            let who = name.to_string();
-            workers.push((
-                "deposed-watch",
-                tokio::spawn(async move {
-                    while !m.is_stopped() {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    tracing::warn!(node = %who, "this node's manager stopped: stopping the cleaner, reclaimer and rebuild it ran");
-                    for h in handles {
-                        h.abort();
-                    }
-                }),
+                "duties",
+                tokio::spawn(crate::duties::run(
+                    node.id,
+                    name.to_string(),
+                    live.clone(),
+                    transport.clone(),
+                    own.clone(),
+                    registry.clone(),
+                )),
             ));
         }
         // Never stopped through the watch: the task is aborted with the node.
@@ -905,10 +865,9 @@ impl RunningNode {
         Ok(RunningNode {
             name: name.to_string(),
             transport,
-            manager,
+            manager: own,
             config_group,
             serve,
-            reclaimer,
             workers,
             registry,
             http,
@@ -925,7 +884,7 @@ impl RunningNode {
     /// The named background workers of this node's roles (the manager's journal, the
     /// cleaner, the storage scrub, the background rebuild) and what each is doing.
     pub fn workers(&self) -> Vec<WorkerStatus> {
-        all_workers(self.manager.as_deref(), &self.registry)
+        all_workers(self.manager.get().as_deref(), &self.registry)
     }
 
     /// Where the node's HTTP endpoint listens, if it has one.
@@ -935,7 +894,7 @@ impl RunningNode {
 
     /// The manager role of this node, if it runs one (diagnostics, benchmarks).
     pub fn manager(&self) -> Option<Arc<manager::Service>> {
-        self.manager.clone()
+        self.manager.get()
     }
 
     /// The manager groups this node serves for other nodes (after takeovers).
@@ -952,14 +911,12 @@ impl RunningNode {
     /// config group member is stopped too; it has nothing unflushed: it acknowledges only
     /// what is on disk.)
     pub async fn kill(self) {
-        if let Some(r) = &self.reclaimer {
-            r.abort();
-        }
-        if let Some(m) = &self.manager {
-            m.kill();
-        }
         // The hosting task first, so that no install starts a group after this.
         self.stop_workers();
+        self.hosting.close().await;
+        if let Some(m) = self.manager.get() {
+            m.kill();
+        }
         self.hosting.stop_all(true).await;
         if let Some(g) = &self.config_group {
             g.shutdown().await;
@@ -978,11 +935,9 @@ impl RunningNode {
 
     /// Stops the node cleanly: the manager commits and checkpoints, then the endpoint closes.
     pub async fn stop(self) {
-        if let Some(r) = &self.reclaimer {
-            r.abort();
-        }
         self.stop_workers();
-        if let Some(m) = &self.manager {
+        self.hosting.close().await;
+        if let Some(m) = self.manager.get() {
             if let Err(e) = m.shutdown().await {
                 tracing::warn!(node = %self.name, "manager shutdown: {e}");
             }

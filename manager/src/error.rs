@@ -63,6 +63,35 @@ impl From<Errno> for RemoteError {
     }
 }
 
+/// Why the journal admits no change now (`Journal::admit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The manager is stopping (a shutdown, or a hand-over of its group to another host):
+    /// nothing more is logged here, and the change was not made. Clients retry, and reach
+    /// the group's next incarnation.
+    Stopping,
+    /// The change is refused for good (E2BIG) or while the log makes no progress (EIO).
+    Errno(Errno),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Stopping => write!(f, "the manager is stopping: the change was not made"),
+            Refusal::Errno(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<Refusal> for RemoteError {
+    fn from(r: Refusal) -> RemoteError {
+        match r {
+            Refusal::Stopping => RemoteError::Unavailable(r.to_string()),
+            Refusal::Errno(e) => e.into(),
+        }
+    }
+}
+
 /// Shorthands: `enoent("...")` etc.
 macro_rules! errno_fns {
     ($($name:ident => $code:ident),* $(,)?) => {

@@ -21,7 +21,7 @@
 //! | `manager-txn` (TxApply/TxPrepare/TxFinish/TxOutcome, DirMoveLock, SealLog) | manager; SealLog also admin (`shoal clean`) |
 //! | `clean` (LiveExtents, Relocate: the copying cleaner) | manager, admin (`shoal clean --now`) |
 //! | `callback` (Invalidate/Flush sent to a client) | manager |
-//! | `admin` (deny-list installation, config proposals: ProposeConfig) | admin |
+//! | `admin` (deny-list installation, config proposals: ProposeConfig, group moves: MoveGroup) | admin |
 //! | `config-group` (raft AppendEntries/Vote/FullSnapshot between config group members) | storage, manager (node identities only) |
 //! | `peer-read` (FetchBlock: cached bytes from another client, by log address; ForwardBlock: N-chance forwarding, bounded by the receiver) | client |
 //!
@@ -172,7 +172,9 @@ pub fn check(id: Option<&PeerIdentity>, req: &Request) -> Result<(), Denied> {
         Request::Ping | Request::ConfigRead => need(Right::Ping),
         Request::Client(_) => need(Right::Callback),
         Request::Admin(
-            AdminRequest::InstallDenyList { .. } | AdminRequest::ProposeConfig { .. },
+            AdminRequest::InstallDenyList { .. }
+            | AdminRequest::ProposeConfig { .. }
+            | AdminRequest::MoveGroup { .. },
         ) => need(Right::Admin),
         // The bytes asked for are no more than `fragment-read` gives (the same log range
         // from the storage servers); only clients cache, so only clients ask each other.

@@ -352,6 +352,14 @@ fn config_proposals_are_admin_only_and_config_reads_everyones() {
         Right::Admin,
     );
     row(
+        Request::Admin(AdminRequest::MoveGroup {
+            group: "manager-2".into(),
+            to: "manager-1".into(),
+        }),
+        &[Admin],
+        Right::Admin,
+    );
+    row(
         Request::ConfigRead,
         &[Storage, Manager, Client, Admin],
         Right::Ping,

@@ -219,6 +219,22 @@ enum NodeCmd {
 
 #[derive(Subcommand)]
 enum ManagerCmd {
+    /// Move manager NAME's group (its slots and metadata log) to manager TO while both run:
+    /// the manager serving it now makes everything it answered durable and stops it, TO
+    /// loads it from the storage servers and serves it after the volume-lease grace.
+    /// Mounts follow without remounting; operations on the group wait, none fails. NAME
+    /// itself as TO gives the group back to its own node. If TO does not take it, it is
+    /// served where it was, and the command fails with the reason.
+    Move {
+        /// Cluster directory (holds cluster.toml and tls/).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The manager whose group moves.
+        name: String,
+        /// The manager that serves it from now on.
+        #[arg(long)]
+        to: String,
+    },
     /// Serve down manager NAME's slots from manager HOST's process (a takeover): proposed
     /// to the running config group, which refuses it while NAME still answers. HOST loads
     /// NAME's metadata log from the storage servers and serves it at a new address; mounts
@@ -584,6 +600,31 @@ async fn run(cli: Cli) -> Result<i32> {
                 ),
                 Err(fsd::cluster::ProposeError::Refused(why)) => {
                     bail!("the running cluster refused the takeover, cluster.toml is unchanged: {why}")
+                }
+            }
+        }
+        Cmd::Manager(ManagerCmd::Move { cluster, name, to }) => {
+            let config = load(&cluster)?;
+            let started = std::time::Instant::now();
+            match fsd::cluster::move_group(&config, &name, &to).await {
+                Ok(committed) => {
+                    fsd::cluster::write_config(&committed)?;
+                    let at = committed
+                        .node_by_name(&name)
+                        .map(|n| n.group_address.to_string())
+                        .unwrap_or_default();
+                    println!(
+                        "{to} serves {name}'s slots at {at} from epoch {} (handed over in {:.1} s); mounts follow without remounting",
+                        committed.file.epoch,
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(0)
+                }
+                Err(fsd::cluster::ProposeError::Unreachable(why)) => bail!(
+                    "the node serving {name}'s group did not answer ({why}); `shoal status` shows where it is served now (if that node is down, use `shoal manager takeover`)"
+                ),
+                Err(fsd::cluster::ProposeError::Refused(why)) => {
+                    bail!("{name}'s group was not moved: {why}")
                 }
             }
         }

@@ -368,6 +368,24 @@ impl ConfigGroup {
         .await
     }
 
+    /// Asks the member at `at` to adopt manager `group`'s group from the committed config of
+    /// `expect_epoch` (`ConfigGroupRequest::Adopt`: it picks the address it serves the group
+    /// at and proposes the move), waiting at most `wait`. The committed epoch.
+    pub async fn ask_adopt(
+        &self,
+        at: std::net::SocketAddr,
+        group: NodeId,
+        expect_epoch: u64,
+        wait: Duration,
+    ) -> Result<u64, String> {
+        let body = postcard::to_allocvec(&takeover::Adopt {
+            group,
+            expect_epoch,
+        })
+        .map_err(|e| e.to_string())?;
+        takeover::ask(&self.transport, at, ConfigGroupRequest::Adopt, body, wait).await
+    }
+
     /// `read`, from any member: a member that does not lead asks the leader it knows.
     pub async fn read_at_leader(&self) -> Result<Option<ClusterFile>, RequestError> {
         read_anywhere(

@@ -318,10 +318,15 @@ impl Client {
         }
     }
 
-    /// Commits once. Unlike other requests, a commit refused with `LeaseExpired` is not
-    /// retried after renewing: the manager gave up on this client, so the renewal drops the
-    /// data (see `drop_manager_caches`) instead of writing it over newer changes. A write
-    /// lease that a manager restart took away is asked for again first.
+    /// Commits. Unlike other requests, a commit refused with `LeaseExpired` is not
+    /// retried after renewing when the manager gave up on this client: the renewal drops
+    /// the data (see `drop_manager_caches`) instead of writing it over newer changes. When
+    /// the renewal finds a new incarnation instead (a restart, a takeover, a hand-over) and
+    /// no renewal meanwhile discarded writes, they were kept and their write leases marked
+    /// to be asked for again: the
+    /// commit goes once more under them, as a later flush would, so that an fsync across
+    /// the restart does not fail. A write lease that a manager restart took away is asked
+    /// for again first.
     async fn commit(
         &self,
         writes: Vec<InodeWrite>,
@@ -329,15 +334,39 @@ impl Client {
         standing: Option<Standing>,
         patient: bool,
     ) -> Result<Vec<Attr>, FsError> {
-        for w in &writes {
-            if self.lease_session.take_reacquire(w.ino) {
-                if let Err(e) = self.acquire_write(w.ino).await {
-                    self.lease_session.must_reacquire(w.ino);
-                    return Err(e);
+        let owner = writes.first().map(|w| self.meta.owner(w.ino));
+        let incarnation = || owner.and_then(|n| self.meta.lease(n).incarnation());
+        let mut again = true;
+        loop {
+            for w in &writes {
+                if self.lease_session.take_reacquire(w.ino) {
+                    if let Err(e) = self.acquire_write(w.ino).await {
+                        self.lease_session.must_reacquire(w.ino);
+                        return Err(e);
+                    }
                 }
             }
+            let (before, discards) = (incarnation(), self.lease_session.discards());
+            let r = self
+                .writeback
+                .commit(writes.clone(), sync, standing, patient)
+                .await;
+            // Only when no renewal meanwhile found that a manager gave up on us: then the
+            // writes were discarded, and sending them would put them over newer ones.
+            let kept = self.lease_session.discards() == discards;
+            match r {
+                Err(FsError::EIO)
+                    if again && kept && before.is_some() && incarnation() != before =>
+                {
+                    tracing::info!(
+                        manager = ?owner,
+                        "the manager restarted during the commit: committing again under the reclaimed write leases"
+                    );
+                    again = false;
+                }
+                r => return r,
+            }
         }
-        self.writeback.commit(writes, sync, standing, patient).await
     }
 
     /// Sends again, durably and in order, the commits of `ino` that a restarted manager

@@ -240,6 +240,9 @@ impl Client {
     /// Drops every cached copy of `node`'s inodes (ours and the kernel's) and every write
     /// lease taken from it. Dirty data stays (it is committed later).
     pub(crate) async fn drop_manager_caches(&self, node: NodeId, discard_writes: bool) {
+        if discard_writes {
+            self.lease_session.note_discard();
+        }
         // The engine bumped the cache epoch already: write leases of older epochs are gone.
         let owned = |ino: &InodeId| self.meta.owner(*ino) == node;
         let mut known: Vec<InodeId> = self.attrs.drop_where(owned);

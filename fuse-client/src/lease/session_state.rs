@@ -31,6 +31,9 @@ pub(crate) struct SessionState {
     held_at_drop: DashMap<NodeId, BTreeSet<InodeId>>,
     /// The kernel's invalidation channel while mounted.
     notifier: Mutex<Option<Arc<dyn KernelCache>>>,
+    /// How many times a manager that gave up on this client made it discard unflushed
+    /// writes (a commit is sent again after a restart only if none was discarded since).
+    discards: std::sync::atomic::AtomicU64,
 }
 
 impl SessionState {
@@ -47,6 +50,18 @@ impl SessionState {
     /// Takes `ino`'s re-acquire mark; whether it was set.
     pub(crate) fn take_reacquire(&self, ino: InodeId) -> bool {
         self.reacquire.remove(&ino).is_some()
+    }
+
+    /// A manager gave up on this client: its unflushed writes to that manager's inodes
+    /// were discarded.
+    pub(crate) fn note_discard(&self) {
+        self.discards
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many times unflushed writes were discarded so far (`note_discard`).
+    pub(crate) fn discards(&self) -> u64 {
+        self.discards.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `inos` held write leases of `node` when its caches were dropped.

@@ -11,6 +11,7 @@ mod t50_stopped_mount_teardown;
 mod t60_manager_takeover;
 mod t61_automatic_takeover;
 mod t62_takeover_time;
+mod t63_live_move;
 
 use anyhow::{Context, Result};
 use integration_tests::pattern;

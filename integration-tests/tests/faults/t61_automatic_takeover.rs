@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
-fn log_of(c: &TestCluster, node: &str) -> String {
+/// What node `node` logged so far.
+pub(crate) fn log_of(c: &TestCluster, node: &str) -> String {
     String::from_utf8_lossy(&std::fs::read(c.env().log_path(node)).unwrap_or_default()).into_owned()
 }
 

@@ -16,7 +16,7 @@
 
 pub use crate::backend::{LogBackend, StorageLog};
 use crate::checkpoint::{self, ChunkRef, InodePiece, Manifest, CHUNK_HEADER};
-use crate::error::{code, CheckpointReadError, Errno, ManagerError};
+use crate::error::{code, CheckpointReadError, Errno, ManagerError, Refusal};
 use crate::record::{encode_records, Logged, Lsn, Record};
 #[cfg(any(test, feature = "testing"))]
 pub use crate::testing::MemLog;
@@ -114,6 +114,8 @@ struct Queue {
     /// A checkpoint is queued or being written.
     checkpoint_busy: bool,
     closed: bool,
+    /// No change is admitted any more (`refuse_changes`): the manager is stopping.
+    refusing: bool,
     /// The committer gave up (at shutdown, or on an error retrying cannot fix).
     failed: Option<String>,
     /// The committer has failed for longer than the stall bound; cleared on success.
@@ -179,20 +181,23 @@ impl Journal {
 
     /// Whether a mutation with these records may be committed: E2BIG if they could never
     /// fit in one segment, EIO while the log is stalled or failed. Call before applying them.
-    pub fn admit(&self, recs: &[Record]) -> Result<(), Errno> {
+    pub fn admit(&self, recs: &[Record]) -> Result<(), Refusal> {
         {
             let q = self.lock();
+            if q.refusing || q.closed {
+                return Err(Refusal::Stopping);
+            }
             if let Some(f) = q.failed.as_ref().or(q.stalled.as_ref()) {
-                return Err(Errno::new(
+                return Err(Refusal::Errno(Errno::new(
                     code::EIO,
                     format!("metadata log is not accepting changes: {f}"),
-                ));
+                )));
             }
         }
         let bytes = group_bytes(recs.iter()).saturating_add(BATCH_FRAMING);
         let limit = self.limits.batch_bytes();
         if bytes > limit {
-            return Err(Errno::new(
+            return Err(Refusal::Errno(Errno::new(
                 code::E2BIG,
                 format!(
                     "the change needs {bytes} bytes of metadata log but a metadata segment holds \
@@ -200,9 +205,16 @@ impl Journal {
                      (e.g. a smaller xattr value or fewer extents per commit)",
                     self.limits.segment_bytes
                 ),
-            ));
+            )));
         }
         Ok(())
+    }
+
+    /// Admits no change from now on (`admit` answers `Refusal::Stopping`): a stopping
+    /// manager calls it under its state lock before it takes the LSN it makes durable, so
+    /// that no change is answered after it that the stop would not make durable.
+    pub fn refuse_changes(&self) {
+        self.lock().refusing = true;
     }
 
     /// Queues records (call under the state lock, so the queue is in LSN order).

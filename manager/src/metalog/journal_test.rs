@@ -665,3 +665,56 @@ async fn checkpoint_and_recovery_times() {
     measure(100_000).await;
     measure(1_000_000).await;
 }
+
+/// A hand-over stops a manager while it serves (`Service::shutdown`): every create it
+/// answered is in the log the next incarnation recovers, and every create it did not make
+/// is refused `Unavailable` (clients retry it there), never answered and then lost.
+/// Sixteen creators race each of twenty shutdowns; a request that passed the entry check
+/// just before the stop waits behind it (for the gate or the state lock) and must be
+/// refused when it gets there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_no_change_it_does_not_make_durable() {
+    let mut c = Cluster::start(100_000).await;
+    let mut made = Vec::new();
+    for round in 0..20 {
+        let svc = c.managers[0].clone();
+        let mut creators = Vec::new();
+        for w in 0..16 {
+            let svc = svc.clone();
+            creators.push(tokio::spawn(async move {
+                let mut made = Vec::new();
+                for i in 0.. {
+                    let name = format!("r{round}-w{w}-{i}");
+                    let req = R::Create {
+                        parent: ROOT,
+                        name: name.clone(),
+                        node: NewNode::File,
+                        perm: 0o644,
+                        umask: 0,
+                        caller: USER,
+                        session: None,
+                    };
+                    match svc.handle(None, req).await {
+                        Ok(_) => made.push(name),
+                        Err(RemoteError::Unavailable(_)) => return made,
+                        Err(e) => panic!("a create answered {e:?} during the shutdown"),
+                    }
+                }
+                made
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        svc.shutdown().await.expect("shutdown");
+        for t in creators {
+            made.extend(t.await.expect("creator"));
+        }
+        c.managers[0] = c.start_manager(0).await;
+    }
+    assert!(made.len() > 20, "the creators made {} files", made.len());
+    let names: std::collections::BTreeSet<String> = c.names(ROOT).await.into_iter().collect();
+    let lost: Vec<&String> = made.iter().filter(|n| !names.contains(*n)).collect();
+    assert!(
+        lost.is_empty(),
+        "answered creates the next incarnation does not know: {lost:?}"
+    );
+}

@@ -238,7 +238,7 @@ impl Service {
                 recs.push(Record::WriteLease { ino, session: who });
             }
             if !recs.is_empty() {
-                self.journal.admit(&recs).map_err(errno)?;
+                self.journal.admit(&recs).map_err(RemoteError::from)?;
                 let logged = st.commit(recs);
                 self.journal.push(logged);
                 self.maybe_checkpoint(&st);

@@ -324,6 +324,10 @@ impl Service {
         let _g = self.gate.write().await;
         let lsn = {
             let st = self.state.lock().await;
+            // A change that waited for the state lock must not be answered after this: the
+            // stop makes durable only what is logged up to `lsn` (a hand-over's new host
+            // would not know it). It is refused `Unavailable` and retried there.
+            self.journal.refuse_changes();
             if self.journal.checkpointed_lsn() < st.last_lsn() {
                 self.journal.push_checkpoint(head_piece(&st), st.last_lsn());
             }

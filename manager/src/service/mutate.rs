@@ -249,7 +249,7 @@ impl Service {
         records: Vec<Record>,
         reply: Reply,
     ) -> Result<ManagerResponse, RemoteError> {
-        self.journal.admit(&records).map_err(errno)?;
+        self.journal.admit(&records).map_err(RemoteError::from)?;
         let logged = st.commit(records);
         self.journal.push(logged);
         self.maybe_checkpoint(st);
@@ -284,7 +284,7 @@ impl Service {
     pub(super) async fn commit_durable(&self, records: Vec<Record>) -> Result<(), RemoteError> {
         let lsn = {
             let mut st = self.state.lock().await;
-            self.journal.admit(&records).map_err(errno)?;
+            self.journal.admit(&records).map_err(RemoteError::from)?;
             let logged = st.commit(records);
             self.journal.push(logged);
             self.maybe_checkpoint(&st);

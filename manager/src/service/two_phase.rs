@@ -88,7 +88,7 @@ impl Service {
             TxStart::Begin(begin) => {
                 let recs = vec![Record::TxBegin(begin.clone())];
                 if let Err(e) = self.journal.admit(&recs) {
-                    return Ok(Err(errno(e)));
+                    return Ok(Err(e.into()));
                 }
                 let logged = st.commit(recs);
                 self.journal.push(logged);
@@ -329,7 +329,7 @@ impl Service {
             if recs.is_empty() {
                 (st.last_lsn(), Vec::new())
             } else {
-                self.journal.admit(&recs).map_err(errno)?;
+                self.journal.admit(&recs).map_err(RemoteError::from)?;
                 let affected = Affected::of_records(&recs);
                 let calls = if commit {
                     self.leases()
@@ -445,7 +445,7 @@ impl Service {
                         // Other writers of what the ops change flush before the lock.
                         let step = self.leases().mutation(who, &affected, Instant::now());
                         if matches!(step, Step::Go) {
-                            self.journal.admit(&recs).map_err(errno)?;
+                            self.journal.admit(&recs).map_err(RemoteError::from)?;
                             let logged = st.commit(recs);
                             self.journal.push(logged);
                             self.maybe_checkpoint(&st);
@@ -485,7 +485,7 @@ impl Service {
             if recs.is_empty() {
                 (st.last_lsn(), Vec::new(), applied)
             } else {
-                self.journal.admit(&recs).map_err(errno)?;
+                self.journal.admit(&recs).map_err(RemoteError::from)?;
                 let affected = Affected::of_records(&recs);
                 // The coordinator answers the requester with these attributes (a directory
                 // or file made here for another manager's parent): the requester caches

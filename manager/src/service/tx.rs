@@ -150,7 +150,7 @@ impl Service {
                         let mut lt = self.leases();
                         let step = lt.mutation(who, &affected, now);
                         if matches!(step, Step::Go) {
-                            self.journal.admit(&recs).map_err(errno)?;
+                            self.journal.admit(&recs).map_err(RemoteError::from)?;
                             let logged = st.commit(recs);
                             self.journal.push(logged);
                             self.maybe_checkpoint(&st);

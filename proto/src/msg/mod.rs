@@ -105,6 +105,12 @@ pub enum AdminRequest {
     /// group members only, through the group's leader, with `Response::Config` holding the
     /// committed file.
     ProposeConfig { expect_epoch: u64, file: String },
+    /// Hand manager `group`'s group (its slots and metadata log), which the receiving node
+    /// serves, over to manager `to` while both run (`shoal manager move`): the node stops
+    /// serving it after making everything it answered durable, and `to` adopts it through
+    /// the config group. Answered with `Response::Config` holding the committed file, or
+    /// an error after which the group is served here again.
+    MoveGroup { group: String, to: String },
 }
 
 /// Callbacks from a manager to a client holding leases (DESIGN.md §4). The client answers
@@ -292,6 +298,9 @@ impl fmt::Display for Request {
             Request::ConfigRead => write!(f, "ConfigRead"),
             Request::Admin(AdminRequest::ProposeConfig { expect_epoch, .. }) => {
                 write!(f, "ProposeConfig(after epoch {expect_epoch})")
+            }
+            Request::Admin(AdminRequest::MoveGroup { group, to }) => {
+                write!(f, "MoveGroup({group} to {to})")
             }
         }
     }
