@@ -122,15 +122,29 @@ pub async fn move_group(
         to: to.to_string(),
     });
     // The hand-over waits for the group's last changes, the adoption and, when it fails,
-    // for the config group to fence it (`fsd::handover`).
-    let answer = transport
-        .call_timeout(
-            host.address,
-            &req,
-            bytes::Bytes::new(),
-            Duration::from_secs(90),
-        )
-        .await;
+    // for the config group to fence it (`fsd::handover`). A host that has not installed
+    // the committed config yet asks to be asked again (within a follower round).
+    let mut answer;
+    let mut tries = 0;
+    loop {
+        answer = transport
+            .call_timeout(
+                host.address,
+                &req,
+                bytes::Bytes::new(),
+                Duration::from_secs(90),
+            )
+            .await;
+        match &answer {
+            Ok((Response::Error(proto::msg::RemoteError::Unavailable(why)), _))
+                if why.contains("try again in a second") && tries < 5 =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => break,
+        }
+    }
     transport.close();
     let text = match answer {
         Ok((Response::Config { file: Some(text) }, _)) => text,

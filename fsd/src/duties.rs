@@ -99,18 +99,18 @@ pub(crate) async fn run(
         );
         let mut tasks = JoinSet::new();
         let r = manager::cleaner::worker::Cleaner::following(live.clone(), transport.clone());
-        let mm = m.clone();
+        let (mm, l) = (m.clone(), live.clone());
         tasks.spawn(async move {
             // Never stopped through the watch: the task is aborted.
             let (_keep, rx) = tokio::sync::watch::channel(false);
-            if after_recovery(&mm, &cleaner).await {
+            if after_recovery(&mm, &cleaner, &l, me).await {
                 r.run(rx, cleaner).await
             }
         });
         let (c, t, mm) = (live.clone(), transport.clone(), m.clone());
         tasks.spawn(async move {
             let (_keep, rx) = tokio::sync::watch::channel(false);
-            if after_recovery(&mm, &rebuild).await {
+            if after_recovery(&mm, &rebuild, &c, me).await {
                 storage::autorebuild::run(c, t, rx, rebuild).await
             }
         });
@@ -119,12 +119,14 @@ pub(crate) async fn run(
 }
 
 /// Waits until the node's manager has recovered, for a duty that acts by the config it
-/// serves by: whether it may run. Not if the manager refused to serve (its file
+/// serves by: whether it may run (still wanted by the config in force then). Not if the manager refused to serve (its file
 /// contradicts the committed config): the duty then reports why and stops, and does
 /// nothing by a file the cluster does not agree with.
-async fn after_recovery(m: &manager::Service, w: &Worker) -> bool {
+async fn after_recovery(m: &manager::Service, w: &Worker, live: &LiveConfig, me: NodeId) -> bool {
     match m.wait_recovered().await {
-        Ok(()) => true,
+        // The node's start decided by its own file; the committed config installed before
+        // recovery may name another node (which the next check stops these for).
+        Ok(()) => wanted(&live.current(), me, !m.is_stopped()),
         Err(e) => {
             w.failed(format!(
                 "not run: the manager of this node refused to serve: {e}"

@@ -40,7 +40,11 @@ pub(crate) async fn hand_over(
     name: &str,
     to: &str,
 ) -> Result<String, RemoteError> {
-    let _one = hosting.one_move_at_a_time().await;
+    let Some(_one) = hosting.try_one_move() else {
+        return Err(RemoteError::Unavailable(
+            "another move of a group this node serves, or a failed one's fence, is under way: try again later".into(),
+        ));
+    };
     let unavailable = |e: RequestError| RemoteError::Unavailable(e.to_string());
     let committed = group
         .read_at_leader()
@@ -98,7 +102,7 @@ pub(crate) async fn hand_over(
         Err(e) => {
             // After this request's guard: the task waits for it.
             let (h, who) = (hosting.clone(), name.to_string());
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _one = h.one_move_at_a_time().await;
                 match fence(&group, &dir, &live, &committed, Duration::MAX).await {
                     Ok(now) => {
@@ -110,6 +114,7 @@ pub(crate) async fn hand_over(
                     }
                 }
             });
+            hosting.keep_fencing(task);
             Err(RemoteError::Unavailable(format!(
                 "the move of {name}'s group to {to} failed ({why}), and the config group took no decision since ({e}): the group is not served until it does (this node keeps asking, and serves it again if it is still its host)"
             )))
@@ -147,6 +152,13 @@ fn check(
             "{to} does not serve its own group (a takeover moved it): it cannot serve another"
         ));
     }
+    // Every rule of the config itself (e.g. a node hosting other groups cannot move):
+    // checked before anything stops, not by the adoption after.
+    let somewhere = std::net::SocketAddr::new(t.address.ip(), 1);
+    config
+        .file
+        .takeover(name, to, somewhere)
+        .map_err(|e| format!("the config would not take the move: {e}"))?;
     Ok((g.id, t.address))
 }
 
@@ -237,5 +249,8 @@ mod tests {
         assert!(check(&c2, m1, "manager-2", "manager-3").is_ok());
         let e = check(&c2, m1, "manager-1", "manager-2").expect_err("deposed host");
         assert!(e.contains("does not serve its own group"), "{e}");
+        // manager-1 hosts manager-2's group: its own group cannot move away meanwhile.
+        let e = check(&c2, m1, "manager-1", "manager-3").expect_err("a host cannot move");
+        assert!(e.contains("the config would not take the move"), "{e}");
     }
 }

@@ -54,6 +54,17 @@ pub fn plan(
     }
 }
 
+/// `p` without what a hand-over stopped at an epoch `epoch` does not pass yet (`leaving`:
+/// group → the epoch it was stopped at); entries `epoch` passed are dropped (pure).
+pub fn hold_back(mut p: Plan, leaving: &mut BTreeMap<NodeId, u64>, me: NodeId, epoch: u64) -> Plan {
+    leaving.retain(|_, at| *at >= epoch);
+    p.start.retain(|g| !leaving.contains_key(g));
+    if leaving.contains_key(&me) {
+        p.own_back = false;
+    }
+    p
+}
+
 /// The node's own manager: none, or the one of this node's own group. Replaced when the
 /// group comes back to the node while it runs (`Plan::own_back`); the node's endpoint asks
 /// it at each request.
@@ -117,6 +128,12 @@ pub struct Hosting {
     closed: std::sync::atomic::AtomicBool,
     /// One hand-over at a time (`handover`).
     moving: tokio::sync::Mutex<()>,
+    /// Groups stopped here for a hand-over, with the epoch they were stopped at: not
+    /// started here again by that epoch or an older one (an install that arrives meanwhile
+    /// must not undo the stop); the adoption or the fence always commits a newer one.
+    leaving: std::sync::Mutex<BTreeMap<NodeId, u64>>,
+    /// A failed hand-over's fence still waiting for the config group (aborted at close).
+    fencing: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why `Hosting::quiesce` did not stop a group cleanly.
@@ -154,6 +171,8 @@ impl Hosting {
             groups: Default::default(),
             closed: Default::default(),
             moving: Default::default(),
+            leaving: Default::default(),
+            fencing: Default::default(),
         })
     }
 
@@ -181,6 +200,10 @@ impl Hosting {
         }
         let running: BTreeSet<NodeId> = groups.keys().copied().collect();
         let p = plan(&config, self.me, &running, self.own.serving());
+        let p = {
+            let mut leaving = self.leaving.lock().unwrap_or_else(|e| e.into_inner());
+            hold_back(p, &mut leaving, self.me, config.file.epoch)
+        };
         if p.deposed {
             if let Some(m) = self.own.get() {
                 if !m.is_stopped() {
@@ -189,9 +212,9 @@ impl Hosting {
                 }
             }
         }
-        // Not at the node's start: `RunningNode::start` starts the own manager (and
-        // decides whether it may serve) itself.
-        if p.own_back && !at_start {
+        // At the node's start only if `RunningNode::start` did not start it (its file said
+        // another node serves the group, the members' newest config gives it back).
+        if p.own_back && (!at_start || self.own.get().is_none()) {
             match self.start_own(&config).await {
                 Ok(m) => self.own.set(m),
                 Err(e) => {
@@ -268,6 +291,7 @@ impl Hosting {
             return Err(Quiesce::NotServed("this node is stopping".into()));
         }
         let own = self.own.get().filter(|m| !m.is_stopped());
+        let stopped_at = self.live.epoch();
         let (service, hosted) = if let Some(h) = groups.remove(&g) {
             (h.service.clone(), Some(h))
         } else if let (true, Some(m)) = (g == self.me, own) {
@@ -277,6 +301,10 @@ impl Hosting {
                 "this node does not serve group {g}"
             )));
         };
+        self.leaving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(g, stopped_at);
         // A hosted group's manager reaches the storage servers through the group's own
         // endpoint: it closes only once the last changes are durable.
         let r = match tokio::time::timeout(QUIESCE_WAIT, service.shutdown()).await {
@@ -308,11 +336,37 @@ impl Hosting {
         self.moving.lock().await
     }
 
+    /// `one_move_at_a_time`, or `None` at once when another hand-over (or a failed one's
+    /// fence) is under way.
+    pub(crate) fn try_one_move(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.moving.try_lock().ok()
+    }
+
+    /// Keeps a failed hand-over's background fence, to abort it when the node stops.
+    pub(crate) fn keep_fencing(&self, task: tokio::task::JoinHandle<()>) {
+        if let Some(old) = self
+            .fencing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
+    }
+
     /// The node stops: no group starts here after this (a hand-over's resume or an
     /// install that comes late).
     pub(crate) async fn close(&self) {
         let _g = self.groups.lock().await;
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self
+            .fencing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
     }
 
     async fn start(
@@ -469,6 +523,28 @@ pub(crate) mod tests {
         let f = ClusterConfig::generate("t", 6, 3, ErasureConfig { data: 4, parity: 2 }, 7000)
             .expect("valid");
         ClusterConfig::from_file(std::path::Path::new("."), f).expect("valid")
+    }
+
+    #[test]
+    fn a_group_stopped_for_a_hand_over_stays_stopped_until_a_newer_epoch() {
+        let (me, g) = (NodeId(7), NodeId(8));
+        let p = Plan {
+            start: vec![g],
+            own_back: true,
+            ..Plan::default()
+        };
+        let mut leaving: BTreeMap<NodeId, u64> = [(g, 4), (me, 4)].into();
+        let held = hold_back(p.clone(), &mut leaving, me, 4);
+        assert!(held.start.is_empty() && !held.own_back, "{held:?}");
+        assert_eq!(leaving.len(), 2);
+        let held = hold_back(p.clone(), &mut leaving, me, 3);
+        assert!(held.start.is_empty() && !held.own_back, "an older install");
+        assert_eq!(
+            hold_back(p.clone(), &mut leaving, me, 5),
+            p,
+            "the next epoch decides"
+        );
+        assert!(leaving.is_empty());
     }
 
     #[test]
