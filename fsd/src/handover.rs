@@ -202,10 +202,8 @@ fn install(
     file: ClusterFile,
 ) -> Result<Arc<ClusterConfig>, String> {
     let c = Arc::new(ClusterConfig::from_file(dir, file).map_err(|e| e.to_string())?);
-    match live.install(c.clone()) {
-        Ok(_) | Err(proto::live::Refused::NotNewer { .. }) => Ok(c),
-        Err(e) => Err(e.to_string()),
-    }
+    live.catch_up(c.clone()).map_err(|e| e.to_string())?;
+    Ok(c)
 }
 
 #[cfg(test)]

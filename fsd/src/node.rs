@@ -736,11 +736,8 @@ impl RunningNode {
                             ClusterConfig::from_file(&dir, file)
                                 .map_err(|e| format!("the committed cluster config: {e}"))?,
                         );
-                        match live.install(committed.clone()) {
-                            // The follower may have installed it (or a newer one) already.
-                            Ok(_) | Err(proto::live::Refused::NotNewer { .. }) => {}
-                            Err(e) => return Err(format!("the committed cluster config: {e}")),
-                        }
+                        live.catch_up(committed.clone())
+                            .map_err(|e| format!("the committed cluster config: {e}"))?;
                         expect_nodes_of(&t, &committed);
                     }
                     // The agreement may have gone by this member's applied state (no leader

@@ -28,6 +28,19 @@ pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// The `Create` of an empty file `name` in `parent` by the tests' user, without a session.
+pub fn create_file(parent: InodeId, name: &str) -> R {
+    R::Create {
+        parent,
+        name: name.into(),
+        node: NewNode::File,
+        perm: 0o644,
+        umask: 0,
+        caller: USER,
+        session: None,
+    }
+}
+
 impl Cluster {
     /// Two managers with a 300 ms lease (so that grace after a restart is short).
     pub async fn start(checkpoint_records: u64) -> Cluster {
@@ -145,16 +158,7 @@ impl Cluster {
     }
 
     pub async fn touch(&self, parent: InodeId, name: &str) -> Attr {
-        let req = R::Create {
-            parent,
-            name: name.into(),
-            node: NewNode::File,
-            perm: 0o644,
-            umask: 0,
-            caller: USER,
-            session: None,
-        };
-        self.attr(req).await
+        self.attr(create_file(parent, name)).await
     }
 
     pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Attr, RemoteError> {

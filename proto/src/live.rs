@@ -132,6 +132,15 @@ impl LiveConfig {
         Ok(old)
     }
 
+    /// `install`, where a config already as new as `offered` is no refusal (the follower
+    /// may have installed it, or a newer one, first).
+    pub fn catch_up(&self, offered: Arc<ClusterConfig>) -> Result<(), Refused> {
+        match self.install(offered) {
+            Ok(_) | Err(Refused::NotNewer { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Watches the installed epoch (whoever acts on installs: hosting, expected peers).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.epoch.subscribe()

@@ -11,7 +11,7 @@ use crate::journal::{CheckpointSource, Journal, JournalLimits, LogBackend, MemLo
 use crate::record::{encode_records, Logged, Record};
 use crate::recovery::recover;
 use crate::service::Service;
-use crate::service_test::{errno_of, Cluster};
+use crate::service_test::{create_file, errno_of, Cluster};
 use crate::state::MetaState;
 use bytes::Bytes;
 use proto::ids::{InodeId, Lsn, SegmentId};
@@ -685,16 +685,7 @@ async fn a_shutdown_answers_no_change_it_does_not_make_durable() {
                 let mut made = Vec::new();
                 for i in 0.. {
                     let name = format!("r{round}-w{w}-{i}");
-                    let req = R::Create {
-                        parent: ROOT,
-                        name: name.clone(),
-                        node: NewNode::File,
-                        perm: 0o644,
-                        umask: 0,
-                        caller: USER,
-                        session: None,
-                    };
-                    match svc.handle(None, req).await {
+                    match svc.handle(None, create_file(ROOT, &name)).await {
                         Ok(_) => made.push(name),
                         Err(RemoteError::Unavailable(_)) => return made,
                         Err(e) => panic!("a create answered {e:?} during the shutdown"),
